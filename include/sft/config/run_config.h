@@ -1,0 +1,166 @@
+// RunConfig: one training run, resolved from a YAML file plus `--set key.path=value`
+// overrides. This module is the only code that sees YAML nodes.
+//
+// Loading collects every problem before failing: load_run_config throws one ConfigError
+// whose message lists them all, each as "file:line: key.path: what is wrong".
+// The four strategies of Dong et al. (2024) are expanded here into explicit stages, so
+// every later module sees only `stages`; record counts are applied by the data module.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace sft::config {
+
+enum class Strategy { kMultiTask, kSequential, kMixedSequential, kDmt, kCustom };
+const char* strategy_name(Strategy s);
+
+struct DatasetSpec {
+  std::string name;
+  std::string path;
+  std::string format;    // gsm8k | alpaca | sharegpt | messages | text | mtbench
+  std::string ability;   // "general" marks general chat data; anything else is specialised
+  double fraction = 1.0; // data-scaling fraction: the first round(f*N) of the seeded permutation
+  bool strip_calculator = false;          // gsm8k: drop <<a+b=c>> annotations
+  std::string filter_field;               // keep records whose filter_field == filter_equals
+  nlohmann::json filter_equals;           // (null when no filter)
+  std::string text_field = "text";        // text format: the field holding the text (jsonl)
+  std::int64_t size = -1;                 // expected record count, for planning without files
+  std::optional<std::string> system_message;  // overrides the template's default system message
+
+  bool is_general() const { return ability == "general"; }
+};
+
+struct StageSource {
+  std::string dataset;
+  double fraction = 1.0;  // of the dataset's selected subset (after DatasetSpec::fraction)
+  bool replay = false;    // added by DMT / replay_fraction: replay of earlier-stage data
+};
+
+// Hyper-parameters a stage may override; unset fields fall back to train.*.
+struct StageSpec {
+  std::string name;
+  std::vector<StageSource> sources;
+  int epochs = 1;
+  double lr = 2e-5;
+  double min_lr_ratio = 0.0;
+  std::string schedule = "cosine";  // cosine | linear | constant
+  double warmup_ratio = 0.03;
+  std::int64_t warmup_steps = -1;   // >= 0 takes precedence over warmup_ratio
+};
+
+struct ModelSpec {
+  std::string path;             // Hugging Face folder (config.json, safetensors); may be empty
+  std::string init = "auto";    // auto | random | pretrained
+  nlohmann::json config;        // config.json fields, merged over path/config.json
+  std::string save_dtype = "fp32";  // dtype of exported HF folders: fp32 | bf16 | f16
+};
+
+struct DataSpec {
+  std::int64_t max_seq_len = 2048;
+  std::string truncation = "truncate";  // truncate | drop
+  std::string on_bad_record = "error";  // error | skip
+  std::string batching = "pack";        // pack | pad | pad_max
+  std::int64_t pack_window = 1024;      // samples per first-fit-decreasing window
+  bool group_by_length = false;         // pad mode: sort within windows by length
+  bool shuffle = true;
+  std::string cache_dir = ".sft_cache";
+};
+
+struct TrainSpec {
+  int epochs = 1;
+  double lr = 2e-5;
+  double min_lr_ratio = 0.0;
+  std::string schedule = "cosine";
+  double warmup_ratio = 0.03;
+  std::int64_t warmup_steps = -1;
+  std::int64_t batch_size = 8;   // rows per micro-batch per rank (packed rows or samples)
+  std::int64_t grad_accum = 1;
+  double max_grad_norm = 1.0;    // <= 0 disables clipping
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double adam_eps = 1e-8;
+  std::string precision = "fp32";  // fp32 | bf16 | bf16-pure
+  bool activation_checkpointing = false;
+  std::int64_t log_every = 10;
+  std::int64_t save_every = 0;     // 0: only at stage ends
+  std::int64_t keep_checkpoints = 2;
+  std::int64_t max_nonfinite_steps = 5;
+  int threads = 0;                 // 0: OMP_NUM_THREADS, else every usable core
+  std::string device = "auto";     // auto | cpu | cuda | cuda:N
+  std::int64_t max_steps = 0;      // > 0 stops early (smoke tests)
+  bool reset_optimizer_between_stages = true;  // the paper trains each stage as a new run
+  bool export_stage_models = true;
+};
+
+struct DistSpec {
+  std::string strategy = "ddp";   // ddp | zero1 | zero2 | zero3
+  std::string backend = "auto";   // auto | gloo | nccl
+  int timeout_s = 60;
+  double bucket_mb = 25.0;
+  int gpus = 0;                   // dry-run planner: device count to plan for (0: the launch's)
+  std::string gpu_type = "";      // dry-run planner: a100-80gb | a100-40gb | h100 | h200 | ...
+};
+
+struct EvalBenchmark {
+  std::string name;   // gsm8k | humaneval | mtbench | math | code | general
+  std::string data;   // file; empty: the benchmark's default
+  std::int64_t limit = 0;
+};
+
+struct EvalSpec {
+  bool at_stage_end = false;
+  bool at_end = false;
+  std::vector<EvalBenchmark> benchmarks;
+  std::int64_t max_new_tokens = 256;
+  std::int64_t batch_size = 8;
+};
+
+// Where a resolved setting came from, for the table printed at start.
+struct Setting {
+  std::string key;
+  std::string value;
+  std::string source;  // "default", "file:line" or "--set"
+};
+
+struct RunConfig {
+  std::string source_file;
+  std::string run_name;
+  std::uint64_t seed = 1;
+  std::string output_dir;
+  ModelSpec model;
+  std::string tokenizer;  // sentencepiece .model path
+  std::string template_name = "vicuna_v1.1";
+  std::optional<std::string> system_message;
+  DataSpec data;
+  std::vector<DatasetSpec> datasets;
+  Strategy strategy = Strategy::kCustom;
+  double k = 0.0;  // DMT replay fraction
+  std::vector<StageSpec> stages;
+  TrainSpec train;
+  DistSpec dist;
+  EvalSpec eval;
+  std::vector<Setting> settings;
+
+  const DatasetSpec& dataset(const std::string& name) const;  // throws ConfigError
+  nlohmann::json to_json() const;                              // every resolved field
+};
+
+// Parses "0.25", "1/4", "25%"; nullopt when malformed.
+std::optional<double> parse_fraction(const std::string& text);
+
+// REQUIRES: overrides are "key.path=value" (value parsed as YAML).
+RunConfig load_run_config(const std::string& path, const std::vector<std::string>& overrides = {});
+RunConfig parse_run_config(const std::string& yaml_text, const std::string& source_name,
+                           const std::vector<std::string>& overrides = {});
+
+// Applies overrides to a YAML document and returns the resulting YAML text (sweeps use it
+// to write each run's config). Throws ConfigError for a malformed override.
+std::string apply_overrides_to_text(const std::string& yaml_text, const std::vector<std::string>& overrides);
+
+}  // namespace sft::config

@@ -1,0 +1,35 @@
+// Batch: one micro-batch as tensors, ready for the model.
+//
+// Packed rows hold several samples; each sample's positions restart at 0 and attn_mask
+// lets a token attend only to earlier tokens of its own sample (block-diagonal causal),
+// so packed samples never see each other. When every row holds one sample the mask is
+// left undefined and the model uses a plain causal mask (trailing pads are never attended
+// to by real tokens, and their labels are ignored).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+#include "sft/data/stage_stream.h"
+
+namespace sft::data {
+
+constexpr std::int64_t kIgnoreIndex = -100;
+
+struct Batch {
+  at::Tensor input_ids;     // (B, T) int64
+  at::Tensor labels;        // (B, T) int64: next token where trained, else kIgnoreIndex
+  at::Tensor position_ids;  // (B, T) int64
+  at::Tensor attn_mask;     // undefined, or (B, 1, T, T) bool, true = may attend
+  std::int64_t tokens = 0;  // non-pad tokens
+  std::int64_t targets = 0; // labels != kIgnoreIndex
+};
+
+// REQUIRES: mb's samples index into `datasets`. pad_id < 0 pads with 0 (never attended).
+Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, std::int32_t pad_id);
+
+// One encoded sequence (ids, mask) as a batch of one row (for scoring and tests).
+Batch make_single_batch(const std::vector<std::int32_t>& ids, const std::vector<std::uint8_t>& mask);
+
+}  // namespace sft::data

@@ -1,0 +1,75 @@
+// ChatTemplate: renders a Record as the text a model sees and encodes it to token ids with
+// an exact loss mask.
+//
+// A rendering is a list of Segments (text or a special token), each trained or not. Token
+// ids are built segment by segment, so the mask is exact by construction: the loss covers
+// the assistant's tokens and the end-of-turn token, nothing else, and no response template
+// is searched for in the text. The prompt for generating turn t is, segment for segment,
+// the prefix of the training sample before turn t's answer, so training and inference see
+// identical prompt ids.
+//
+// Templates (rendering byte-identical to the reference named beside each):
+//   vicuna_v1.1  FastChat conversation.py, SeparatorStyle.ADD_COLON_TWO (the paper's)
+//   llama-2      FastChat conversation.py, SeparatorStyle.LLAMA2
+//   chatml       FastChat conversation.py, SeparatorStyle.CHATML (Qwen's system message)
+//   alpaca       Stanford Alpaca's PROMPT_DICT (train.py), output + eos
+//   raw          "<user>\n<assistant></s>" per turn, no system text
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sft/data/record.h"
+#include "sft/data/tokenizer.h"
+
+namespace sft::data {
+
+enum class SegmentKind { kText, kBos, kEos };
+
+struct Segment {
+  SegmentKind kind;
+  std::string text;  // for kBos/kEos the literal piece text ("<s>", "</s>")
+  bool trained;
+};
+
+struct Encoded {
+  std::vector<std::int32_t> ids;
+  std::vector<std::uint8_t> mask;  // 1 where the token is a training target
+};
+
+class ChatTemplate {
+ public:
+  // Throws ConfigError for an unknown name. `system_message` replaces the default one.
+  static ChatTemplate create(const std::string& name, std::optional<std::string> system_message = std::nullopt);
+  static const std::vector<std::string>& names();
+
+  const std::string& name() const { return name_; }
+  const std::string& default_system() const { return system_; }
+
+  // The whole record, for training. Raw-text records ignore the template.
+  std::vector<Segment> segments(const Record& r) const;
+  // The prompt inference feeds to answer user turn `turn` (0-based, counting user turns),
+  // with the earlier turns' answers taken from the record.
+  std::vector<Segment> generation_segments(const Record& r, std::size_t turn) const;
+
+  // Joined segment texts without the leading BOS: FastChat's get_prompt(), byte for byte.
+  static std::string join(const std::vector<Segment>& segs, bool with_bos = false);
+  std::string render(const Record& r) const { return join(segments(r)); }
+
+  // Text segments that follow a text segment are encoded without sentencepiece's
+  // dummy-prefix space; those that follow a special token (or open the sequence) keep it,
+  // as Hugging Face's Llama tokenizer does around special tokens.
+  static Encoded encode(const std::vector<Segment>& segs, const Tokenizer& tok);
+
+  // Strings that end an assistant turn in generated text (besides the EOS token).
+  std::vector<std::string> stop_strings() const;
+
+ private:
+  std::vector<Segment> build(const Record& r, std::size_t pairs, bool generation) const;
+  std::string name_;
+  std::string system_;
+};
+
+}  // namespace sft::data

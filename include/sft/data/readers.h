@@ -1,0 +1,42 @@
+// Dataset readers, one per format. They validate each record and report bad ones with
+// file:line and the reason; on_bad_record decides whether the first one is fatal.
+//
+//   gsm8k     jsonl {question, answer}; answer ends with "#### <number>"
+//   alpaca    json array or jsonl {instruction, input?, output}
+//   sharegpt  json array (or jsonl) {id?, conversations: [{from, value}]}, from in
+//             human|user / gpt|assistant / system (first only); turns must alternate
+//   messages  json array or jsonl {messages: [{role, content}]}; optional record filter
+//   text      jsonl {<text_field>: str}, or a .txt file of blank-line separated documents
+//   mtbench   FastChat question.jsonl {question_id, category, turns, reference?}
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sft/config/run_config.h"
+#include "sft/data/record.h"
+
+namespace sft::data {
+
+struct BadRecord {
+  std::string where;   // file:line
+  std::string reason;
+};
+
+struct ReadResult {
+  std::vector<Record> records;     // the good records that passed the filter, in file order
+  std::int64_t read = 0;           // records seen in the file
+  std::int64_t filtered = 0;       // dropped by the dataset's filter (not bad)
+  std::int64_t trailing_user_turns = 0;  // unanswered last user turns removed
+  std::vector<BadRecord> bad;
+};
+
+// Throws DataError for a missing/empty/unparsable file, and for the first bad record
+// when on_bad_record is "error".
+ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_bad_record);
+
+// GSM8K helpers shared with the evaluator.
+std::string strip_calculator_annotations(const std::string& answer);
+
+}  // namespace sft::data

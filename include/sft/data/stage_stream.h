@@ -1,0 +1,88 @@
+// StageStream: the micro-batches of one training stage, for every epoch, rank and step.
+//
+// Deterministic: (stage selection, seed, stage index, batching settings, world size) fix
+// every micro-batch, so the whole stage is planned up front. That gives exact step counts
+// for the LR schedule and makes resuming O(1): the stream's state is just (stage, step).
+//
+// Per epoch the stage's trainable samples (its sources' records minus zero-target and
+// too-long ones) are shuffled with seed (run seed, stage, epoch), then
+//   pack     first-fit-decreasing into rows of max_seq_len within windows of pack_window
+//            samples; samples never attend to each other (see Batch)
+//   pad      one sample per row, padded to the longest row of the micro-batch
+//            (group_by_length sorts windows of 64 micro-batches by length first)
+//   pad_max  one sample per row, padded to max_seq_len (FastChat's behaviour)
+// and cut into micro-batches of batch_size rows. Optimizer step s consumes micro-batches
+// [s*W*A, (s+1)*W*A) of the stage (W ranks, A accumulation steps); rank r takes
+// s*W*A + m*W + r for m < A, so ranks never overlap and together cover the stage.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sft/config/run_config.h"
+#include "sft/data/strategy.h"
+#include "sft/data/tokenized_dataset.h"
+
+namespace sft::data {
+
+struct SampleRef {
+  std::int32_t dataset;  // index into the run's datasets
+  std::int64_t record;   // index into that dataset's good records
+};
+
+struct Row {
+  std::vector<SampleRef> samples;
+  std::int64_t tokens = 0;
+  std::int64_t targets = 0;
+};
+
+struct MicroBatch {
+  std::vector<Row> rows;
+  std::int64_t width = 0;    // padded sequence length T
+  std::int64_t tokens = 0;   // non-pad tokens
+  std::int64_t targets = 0;  // trained tokens
+  int epoch = 0;
+};
+
+struct StreamState {
+  int stage = 0;
+  std::int64_t step = 0;  // optimizer steps completed within the stage
+};
+
+class StageStream {
+ public:
+  using Datasets = std::vector<std::shared_ptr<const TokenizedDataset>>;
+
+  StageStream(const StageSelection& stage, int stage_index, const DataPlan& plan, const Datasets& datasets,
+              const config::DataSpec& data, std::int64_t batch_size, std::int64_t grad_accum, int world_size,
+              std::uint64_t seed, int epochs);
+
+  std::int64_t steps() const { return steps_; }
+  std::int64_t micro_batches() const { return static_cast<std::int64_t>(micro_.size()); }
+  // nullptr when the stage's last step has fewer micro-batches than W*A.
+  const MicroBatch* micro_batch(std::int64_t step, int rank, std::int64_t micro) const;
+  std::int64_t step_targets(std::int64_t step) const;  // over all ranks and micro-batches
+  std::int64_t step_tokens(std::int64_t step) const;
+  int epoch_at(std::int64_t step) const;
+  std::int64_t samples_per_epoch() const { return samples_per_epoch_; }
+  std::int64_t tokens() const { return tokens_; }          // non-pad tokens, all epochs
+  std::int64_t padded_tokens() const { return padded_; }   // rows x width, all epochs
+  std::int64_t targets() const { return targets_; }
+  double packing_efficiency() const { return padded_ ? double(tokens_) / double(padded_) : 1.0; }
+  // A hash of every micro-batch's contents: a checkpoint refuses to resume on a different stream.
+  const std::string& fingerprint() const { return fingerprint_; }
+  // Every sample of the stage (all epochs) in stream order, for manifests and coverage tests.
+  std::vector<SampleRef> all_samples() const;
+
+ private:
+  std::vector<MicroBatch> micro_;
+  std::vector<std::int64_t> step_targets_, step_tokens_;
+  std::int64_t steps_ = 0, per_step_ = 1, samples_per_epoch_ = 0, tokens_ = 0, padded_ = 0, targets_ = 0;
+  int world_ = 1;
+  std::int64_t accum_ = 1;
+  std::string fingerprint_;
+};
+
+}  // namespace sft::data

@@ -1,0 +1,38 @@
+// Hugging Face model folders in and out: config.json + model.safetensors, or sharded
+// model-0000i-of-0000n.safetensors with model.safetensors.index.json, plus the tokenizer
+// files. A saved folder loads in transformers (LlamaForCausalLM, LlamaTokenizer) unchanged.
+#pragma once
+
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "sft/model/llama.h"
+
+namespace sft::model {
+
+// True when `dir` holds weights (model.safetensors or an index).
+bool has_weights(const std::string& dir);
+
+// Copies the folder's weights into `model` (converting dtype/device). Missing and unexpected
+// tensor names and shape mismatches are reported together in one CheckpointError.
+void load_weights(Llama& model, const std::string& dir);
+
+// Builds a model from a folder: config.json, then the weights.
+std::unique_ptr<Llama> load_hf_model(const std::string& dir, c10::Device device = c10::kCPU,
+                                     c10::ScalarType dtype = c10::kFloat);
+
+struct SaveOptions {
+  c10::ScalarType dtype = c10::kFloat;         // dtype of the stored tensors (torch_dtype)
+  std::int64_t max_shard_bytes = 5LL << 30;    // HF's default 5 GB shards; <= 0: one file
+  std::string tokenizer_model;                 // sentencepiece .model to copy alongside ("" = none)
+};
+
+// Writes the folder crash-safely (into DIR.tmp, then renamed over DIR). Load -> save ->
+// load is bit-exact when the dtype is unchanged.
+void save_hf_model(const Llama& model, const std::string& dir, const SaveOptions& opts);
+
+}  // namespace sft::model

@@ -1,0 +1,108 @@
+// Llama: the LLaMA decoder (Touvron et al.) in the Hugging Face layout and conventions:
+// RMSNorm computed in fp32, rotary embeddings in HF's rotate_half convention (element i
+// pairs with i + head_dim/2) on HF-layout q/k weights, grouped-query attention
+// (num_key_value_heads), SwiGLU MLP, untied or tied lm_head, rope_theta and rope_scaling
+// (llama3, linear).
+//
+// Parameters are plain leaf tensors named exactly as in a HF checkpoint
+// ("model.layers.3.self_attn.q_proj.weight"), in a fixed order, so that checkpoints, the
+// optimizer's flat buffers and sharding all index the same list. The trainer may rebind a
+// parameter to a view of its own storage (set_parameter).
+//
+// Attention: at::scaled_dot_product_attention on LibTorch >= 2.0 (flash / memory-efficient
+// kernels on CUDA), an explicit matmul-softmax-matmul otherwise (or when asked). Both take
+// an optional boolean mask (B, 1, Tq, Tk), true = may attend, for packed batches; without
+// one attention is causal. Letters: B batch, T tokens, D hidden, H heads, K kv heads,
+// Dh head_dim, V vocab.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sft/model/llama_config.h"
+
+namespace sft::model {
+
+struct NamedTensor {
+  std::string name;
+  at::Tensor tensor;
+};
+
+// Per-layer key/value cache for incremental decoding: (B, K, capacity, Dh) per layer.
+struct KvCache {
+  std::vector<at::Tensor> k, v;
+  std::int64_t length = 0;
+};
+
+enum class AttentionImpl { kAuto, kExplicit, kSdpa };
+
+class Llama {
+ public:
+  Llama(const LlamaConfig& cfg, c10::Device device = c10::kCPU, c10::ScalarType dtype = c10::kFloat);
+
+  const LlamaConfig& config() const { return cfg_; }
+  c10::Device device() const { return device_; }
+  c10::ScalarType dtype() const { return dtype_; }
+
+  // HF names in a fixed order: embed, per layer (input_layernorm, q, k, v, o,
+  // post_attention_layernorm, gate, up, down), final norm, lm_head (absent when tied).
+  const std::vector<NamedTensor>& parameters() const { return params_; }
+  void set_parameter(std::size_t index, const at::Tensor& t);
+  std::int64_t num_parameters() const;
+
+  // HF initialisation: N(0, initializer_range) for matrices, ones for norms; seeded.
+  void init_weights(std::uint64_t seed);
+
+  // Hidden states after the final norm, (B, T, D). position_ids (B, T); attn_mask undefined
+  // or (B, 1, T, Tk) bool. With a cache, new keys/values are appended at cache->length.
+  at::Tensor forward_hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                            const at::Tensor& attn_mask = {}, KvCache* cache = nullptr) const;
+  at::Tensor lm_head(const at::Tensor& hidden) const;  // (..., D) -> (..., V)
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& attn_mask = {},
+                     KvCache* cache = nullptr) const {
+    return lm_head(forward_hidden(input_ids, position_ids, attn_mask, cache));
+  }
+
+  KvCache new_cache(std::int64_t batch, std::int64_t capacity) const;
+  void set_activation_checkpointing(bool on) { checkpointing_ = on; }
+  bool activation_checkpointing() const { return checkpointing_; }
+  void set_attention_impl(AttentionImpl impl) { attn_impl_ = impl; }
+  static bool sdpa_available();
+
+  // Index of the lm_head weight in parameters() (the embedding when tied).
+  std::size_t lm_head_index() const { return lm_head_index_; }
+  const at::Tensor& lm_head_weight() const { return params_[lm_head_index_].tensor; }
+
+ private:
+  struct LayerIdx {
+    std::size_t input_norm, q, k, v, o, post_norm, gate, up, down;
+  };
+  friend struct CheckpointedLayer;
+  at::Tensor layer_forward(std::size_t layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                           const at::Tensor& mask, KvCache* cache, const std::vector<at::Tensor>* weights) const;
+  std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& position_ids) const;
+  at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                       std::int64_t offset) const;
+
+  LlamaConfig cfg_;
+  c10::Device device_;
+  c10::ScalarType dtype_;
+  std::vector<NamedTensor> params_;
+  std::vector<LayerIdx> layers_;
+  std::size_t embed_index_ = 0, norm_index_ = 0, lm_head_index_ = 0;
+  at::Tensor inv_freq_;                // (Dh/2) fp32, rope_scaling applied
+  mutable at::Tensor cos_table_, sin_table_;  // (P, Dh) fp32, grown on demand
+  bool checkpointing_ = false;
+  AttentionImpl attn_impl_ = AttentionImpl::kAuto;
+};
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+at::Tensor rotate_half(const at::Tensor& x);
+
+}  // namespace sft::model

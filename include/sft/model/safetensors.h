@@ -1,0 +1,43 @@
+// Safetensors files as tensors: read by mmap (zero-copy where the bytes are aligned), and
+// written crash-safely (temporary file, fsync, rename) with __metadata__ {"format": "pt"}.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sft/model/safetensors_header.h"
+#include "sft/util/fs.h"
+
+namespace sft::model {
+
+class SafetensorsFile {
+ public:
+  // Maps and validates the whole header; throws CheckpointError.
+  static std::shared_ptr<const SafetensorsFile> open(const std::string& path);
+
+  const SafetensorsHeader& header() const { return header_; }
+  const TensorEntry* find(const std::string& name) const;
+  // A read-only view of the mapped bytes (keeps the mapping alive), or a copy when the
+  // data is not aligned to its element size. Never write into the returned tensor.
+  at::Tensor tensor(const std::string& name) const;
+  const std::string& path() const { return map_->path(); }
+
+ private:
+  std::shared_ptr<fs::MappedFile> map_;
+  SafetensorsHeader header_;
+  std::map<std::string, std::size_t> index_;
+};
+
+at::ScalarType scalar_type_of(const std::string& dtype);   // throws for unsupported dtypes
+std::string dtype_name(at::ScalarType t);                  // "F32", "BF16", ...
+
+// Writes tensors in the given order. REQUIRES: names unique; tensors on CPU or not (copied).
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+
+}  // namespace sft::model

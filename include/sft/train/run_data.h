@@ -1,0 +1,41 @@
+// RunData: everything a run's data side resolves to before training: the tokenizer, each
+// dataset's tokenized cache, the record selection of every stage and its micro-batch stream.
+// Shared by `sft train`, `sft data stats|inspect|prepare` and the dry-run planner.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "sft/config/run_config.h"
+#include "sft/data/stage_stream.h"
+#include "sft/data/strategy.h"
+#include "sft/data/tokenized_dataset.h"
+#include "sft/data/tokenizer.h"
+
+namespace sft::train {
+
+struct RunData {
+  std::shared_ptr<const data::Tokenizer> tokenizer;
+  data::StageStream::Datasets datasets;  // aligned with cfg.datasets
+  data::DataPlan plan;
+  std::vector<std::unique_ptr<data::StageStream>> streams;  // one per stage
+  std::vector<bool> rebuilt;                                // cache rebuilt per dataset
+};
+
+// Loads/prepares every dataset and plans every stage for `world_size` ranks.
+RunData build_run_data(const config::RunConfig& cfg, int world_size);
+
+// Record counts without tokenizing (for `sft config expand`); uses `size:` when a file is
+// absent, flagging the count as an estimate.
+data::DataPlan plan_without_tokenizing(const config::RunConfig& cfg);
+
+// The resolved run as `sft config expand` prints it.
+nlohmann::json expand_json(const config::RunConfig& cfg, const data::DataPlan& plan);
+
+// Per stage and source: the record ids trained on (the run's data manifest).
+nlohmann::json data_manifest(const config::RunConfig& cfg, const RunData& rd);
+
+}  // namespace sft::train

@@ -1,0 +1,44 @@
+// Errors thrown by the sft library.
+//
+// Messages read "where: what is wrong; what to do". "Where" is a file:line, a config
+// key path or a sample index. Callers add context as the error rises (see with_context).
+// The CLI catches once, prints one rank-tagged line and exits with exit_code():
+// 2 for usage and configuration errors, 1 for everything else.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace sft {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& msg) : std::runtime_error(msg) {}
+  virtual int exit_code() const { return 1; }
+};
+
+// Bad command line or run configuration: exit code 2.
+class ConfigError : public Error {
+ public:
+  explicit ConfigError(const std::string& msg) : Error(msg) {}
+  // "file:line: key.path: message"; line <= 0 omits the line.
+  ConfigError(const std::string& file, int line, const std::string& key, const std::string& msg);
+  int exit_code() const override { return 2; }
+};
+
+// Malformed dataset file or record.
+class DataError : public Error {
+ public:
+  explicit DataError(const std::string& msg) : Error(msg) {}
+};
+
+// Unreadable, truncated or corrupt checkpoint / safetensors file.
+class CheckpointError : public Error {
+ public:
+  explicit CheckpointError(const std::string& msg) : Error(msg) {}
+};
+
+// Prefixes `context + ": "` to any sft::Error's message, keeping its type's exit code.
+[[noreturn]] void rethrow_with_context(const std::string& context);
+
+}  // namespace sft

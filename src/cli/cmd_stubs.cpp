@@ -1,0 +1,12 @@
+// Sub-commands that later modules fill in register here until they exist.
+#include "cli/commands.h"
+
+namespace sft::cli {
+
+std::vector<Command> register_data(CLI::App&) { return {}; }
+std::vector<Command> register_model(CLI::App&) { return {}; }
+std::vector<Command> register_eval(CLI::App&) { return {}; }
+std::vector<Command> register_sweep(CLI::App&) { return {}; }
+std::vector<Command> register_bench(CLI::App&) { return {}; }
+
+}  // namespace sft::cli

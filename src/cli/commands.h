@@ -1,0 +1,32 @@
+// Sub-command registration. Each cmd_*.cpp adds its sub-command to the CLI11 app and
+// returns the function that runs it; main.cpp only dispatches and maps errors to exit codes.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace sft::cli {
+
+using Runner = std::function<int()>;
+
+struct Command {
+  CLI::App* app;
+  Runner run;
+};
+
+std::vector<Command> register_version(CLI::App& app);
+std::vector<Command> register_train(CLI::App& app);
+std::vector<Command> register_config(CLI::App& app);
+std::vector<Command> register_data(CLI::App& app);
+std::vector<Command> register_model(CLI::App& app);    // score, generate
+std::vector<Command> register_eval(CLI::App& app);
+std::vector<Command> register_sweep(CLI::App& app);
+std::vector<Command> register_bench(CLI::App& app);
+
+// Repeated `--set key.path=value` option.
+CLI::Option* add_set_option(CLI::App* cmd, std::vector<std::string>& sets);
+
+}  // namespace sft::cli

@@ -1,0 +1,40 @@
+// Internal: a YAML document as an ordered JSON tree whose scalars keep their YAML text,
+// plus the source line of every key path, so that validation can say "file:line: key".
+// Overrides (`--set a.b[1].c=value`) edit this tree and mark the paths they touched.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace sft::config {
+
+using Tree = nlohmann::ordered_json;
+
+struct Document {
+  std::string file;
+  Tree root;                             // objects, arrays, strings (raw scalars) and nulls
+  std::map<std::string, int> lines;      // key path -> 1-based line in `file`
+  std::set<std::string> overridden;      // key paths set by --set (and their prefixes' children)
+};
+
+// Parses YAML text; throws ConfigError("file:line: ...") on syntax errors and duplicate keys.
+Document parse_yaml(const std::string& text, const std::string& file);
+
+// "stages[1].lr" -> {"stages", "1", "lr"}; "a.b.0" -> {"a", "b", "0"}.
+std::vector<std::string> split_key_path(const std::string& path);
+std::string join_key_path(const std::vector<std::string>& parts, const Tree* root);
+
+// Applies one "key.path=value" override. `shorthands` maps a key whose value may be a bare
+// scalar to the field that scalar means (strategy: name), so `--set strategy=dmt` works.
+void apply_override(Document& doc, const std::string& assignment);
+
+// Scalar-or-map keys: `strategy: dmt` == `strategy: {name: dmt}`.
+void normalise_shorthands(Document& doc);
+
+std::string to_yaml(const Tree& t);
+
+}  // namespace sft::config

@@ -1,0 +1,209 @@
+#include "sft/data/chat_template.h"
+
+#include "sft/util/error.h"
+
+namespace sft::data {
+namespace {
+
+// FastChat's vicuna_v1.1 system message (conversation.py, register_conv_template).
+const char* kVicunaSystem =
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions.";
+// FastChat registers ChatML-style templates (qwen-7b-chat) with this system message.
+const char* kChatmlSystem = "You are a helpful assistant.";
+// Stanford Alpaca train.py, PROMPT_DICT["prompt_input"] / ["prompt_no_input"] preambles.
+const char* kAlpacaNoInput =
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.";
+const char* kAlpacaInput =
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.";
+
+class SegmentList {
+ public:
+  void bos() { segs_.push_back({SegmentKind::kBos, "<s>", false}); }
+  void eos() { segs_.push_back({SegmentKind::kEos, "</s>", true}); }
+  void masked(const std::string& t) { text(t, false); }
+  void trained(const std::string& t) { text(t, true); }
+  std::vector<Segment> take() { return std::move(segs_); }
+
+ private:
+  // Adjacent text of the same kind merges, so the segmentation depends only on where the
+  // mask changes, never on how a template happens to build its strings.
+  void text(const std::string& t, bool train) {
+    if (t.empty()) return;
+    if (!segs_.empty() && segs_.back().kind == SegmentKind::kText && segs_.back().trained == train)
+      segs_.back().text += t;
+    else
+      segs_.push_back({SegmentKind::kText, t, train});
+  }
+  std::vector<Segment> segs_;
+};
+
+}  // namespace
+
+const std::vector<std::string>& ChatTemplate::names() {
+  static const std::vector<std::string> n = {"vicuna_v1.1", "llama-2", "chatml", "alpaca", "raw"};
+  return n;
+}
+
+ChatTemplate ChatTemplate::create(const std::string& name, std::optional<std::string> system_message) {
+  ChatTemplate t;
+  t.name_ = name;
+  if (name == "vicuna_v1.1") t.system_ = kVicunaSystem;
+  else if (name == "llama-2") t.system_ = "";  // FastChat's Conversation default
+  else if (name == "chatml") t.system_ = kChatmlSystem;
+  else if (name == "alpaca" || name == "raw") t.system_ = "";
+  else {
+    std::string list;
+    for (const auto& n : names()) list += (list.empty() ? "" : ", ") + n;
+    throw ConfigError("template: unknown template \"" + name + "\" (known: " + list + ")");
+  }
+  if (system_message) t.system_ = *system_message;
+  return t;
+}
+
+std::vector<Segment> ChatTemplate::segments(const Record& r) const {
+  SegmentList s;
+  if (r.is_text) {
+    s.bos();
+    s.trained(r.text);
+    s.eos();
+    return s.take();
+  }
+  return build(r, r.turns.size() / 2, false);
+}
+
+std::vector<Segment> ChatTemplate::generation_segments(const Record& r, std::size_t turn) const {
+  if (r.is_text) throw Error("generation_segments: a raw-text record has no user turns");
+  if (2 * turn >= r.turns.size() + 1) throw Error("generation_segments: record has no user turn " + std::to_string(turn));
+  return build(r, turn, true);
+}
+
+// Renders `pairs` complete (user, assistant) pairs, then, when `generation`, the next user
+// turn and the assistant's opening tag (FastChat: append_message(roles[1], None)).
+std::vector<Segment> ChatTemplate::build(const Record& r, std::size_t pairs, bool generation) const {
+  SegmentList s;
+  const std::string& system = r.has_system ? r.system : system_;
+  auto user = [&](std::size_t i) { return user_content(r, 2 * i); };
+  auto answer = [&](std::size_t i) { return r.turns[2 * i + 1].content; };
+  const std::size_t n = pairs + (generation ? 1 : 0);
+  s.bos();
+
+  if (name_ == "vicuna_v1.1") {
+    // ADD_COLON_TWO, sep=" ", sep2="</s>":
+    //   ret = system + sep; per message: role + ": " + message + seps[i % 2], or role + ":" if empty
+    s.masked(system + " ");
+    for (std::size_t i = 0; i < n; ++i) {
+      s.masked("USER: " + user(i) + " ");
+      if (i < pairs && !answer(i).empty()) {
+        s.masked("ASSISTANT:");
+        s.trained(" " + answer(i));
+        s.eos();
+      } else {
+        s.masked("ASSISTANT:");
+      }
+    }
+  } else if (name_ == "llama-2") {
+    // LLAMA2, system_template "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n", sep=" ", sep2=" </s><s>":
+    //   ret = system_prompt if system else "[INST] "; message 0: message + " ";
+    //   later: tag + " " + message + seps[i % 2]; empty message: tag
+    s.masked(system.empty() ? "[INST] " : "[INST] <<SYS>>\n" + system + "\n<</SYS>>\n\n");
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i == 0) s.masked(user(i).empty() ? "[INST]" : user(i) + " ");
+      else s.masked(user(i).empty() ? "[INST]" : "[INST] " + user(i) + " ");
+      s.masked("[/INST]");
+      if (i < pairs && !answer(i).empty()) {
+        s.trained(" " + answer(i) + " ");
+        s.eos();
+        s.bos();
+      }
+    }
+  } else if (name_ == "chatml") {
+    // CHATML, system_template "<|im_start|>system\n{system}", sep="<|im_end|>":
+    //   ret = system_prompt + sep + "\n"; per message: role + "\n" + message + sep + "\n",
+    //   or role + "\n" if empty
+    s.masked("<|im_start|>system\n" + system + "<|im_end|>\n");
+    for (std::size_t i = 0; i < n; ++i) {
+      s.masked("<|im_start|>user\n" + user(i) + "<|im_end|>\n");
+      s.masked("<|im_start|>assistant\n");
+      if (i < pairs && !answer(i).empty()) {
+        s.trained(answer(i) + "<|im_end|>");
+        s.masked("\n");
+      }
+    }
+  } else if (name_ == "alpaca") {
+    // Stanford Alpaca: PROMPT_DICT preamble + "\n\n### Instruction:\n{instruction}\n\n"
+    // ["### Input:\n{input}\n\n"] "### Response:\n", then output + eos. Later turns repeat
+    // the instruction/response blocks.
+    const bool has_input = !r.input.empty();
+    std::string preamble = r.has_system || !system_.empty() ? system : (has_input ? kAlpacaInput : kAlpacaNoInput);
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string& ins = r.turns[2 * i].content;
+      if (i == 0) {
+        s.masked(preamble + "\n\n### Instruction:\n" + ins + "\n\n");
+        if (has_input) s.masked("### Input:\n" + r.input + "\n\n");
+        s.masked("### Response:\n");
+      } else {
+        s.masked("\n\n### Instruction:\n" + ins + "\n\n### Response:\n");
+      }
+      if (i < pairs) {
+        s.trained(answer(i));
+        s.eos();
+      }
+    }
+  } else {  // raw
+    for (std::size_t i = 0; i < n; ++i) {
+      s.masked(user(i) + "\n");
+      if (i < pairs) {
+        s.trained(answer(i));
+        s.eos();
+      }
+    }
+  }
+  return s.take();
+}
+
+std::string ChatTemplate::join(const std::vector<Segment>& segs, bool with_bos) {
+  std::string out;
+  for (std::size_t i = 0; i < segs.size(); ++i) {
+    if (i == 0 && segs[i].kind == SegmentKind::kBos && !with_bos) continue;
+    out += segs[i].text;
+  }
+  return out;
+}
+
+Encoded ChatTemplate::encode(const std::vector<Segment>& segs, const Tokenizer& tok) {
+  Encoded e;
+  bool after_text = false;
+  for (const auto& seg : segs) {
+    if (seg.kind == SegmentKind::kBos) {
+      if (tok.bos_id() >= 0) {
+        e.ids.push_back(tok.bos_id());
+        e.mask.push_back(seg.trained ? 1 : 0);
+      }
+      after_text = false;
+    } else if (seg.kind == SegmentKind::kEos) {
+      if (tok.eos_id() >= 0) {
+        e.ids.push_back(tok.eos_id());
+        e.mask.push_back(seg.trained ? 1 : 0);
+      }
+      after_text = false;
+    } else {
+      std::vector<std::int32_t> ids = after_text ? tok.encode_continuation(seg.text) : tok.encode(seg.text);
+      e.ids.insert(e.ids.end(), ids.begin(), ids.end());
+      e.mask.insert(e.mask.end(), ids.size(), seg.trained ? 1 : 0);
+      after_text = true;
+    }
+  }
+  return e;
+}
+
+std::vector<std::string> ChatTemplate::stop_strings() const {
+  if (name_ == "chatml") return {"<|im_end|>"};
+  if (name_ == "vicuna_v1.1") return {"</s>", "USER:"};
+  if (name_ == "llama-2") return {"</s>", "[INST]"};
+  if (name_ == "alpaca") return {"</s>", "### Instruction:"};
+  return {"</s>"};
+}
+
+}  // namespace sft::data

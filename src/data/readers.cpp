@@ -1,0 +1,427 @@
+#include "sft/data/readers.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <functional>
+#include <optional>
+
+#include "sft/util/error.h"
+#include "sft/util/fs.h"
+
+namespace sft::data {
+namespace {
+
+using nlohmann::json;
+
+// A record-level problem: becomes a BadRecord (or the run's error).
+struct BadInput {
+  std::string reason;
+};
+
+const char* type_name(const json& j) {
+  switch (j.type()) {
+    case json::value_t::null: return "null";
+    case json::value_t::boolean: return "boolean";
+    case json::value_t::string: return "string";
+    case json::value_t::array: return "list";
+    case json::value_t::object: return "object";
+    case json::value_t::discarded: return "nothing";
+    default: return "number";
+  }
+}
+
+const json& field(const json& obj, const char* name, const char* expected) {
+  auto it = obj.find(name);
+  if (it == obj.end()) throw BadInput{std::string("missing field \"") + name + "\"; expected " + expected};
+  return *it;
+}
+
+std::string string_field(const json& obj, const char* name, const char* expected, bool required = true) {
+  auto it = obj.find(name);
+  if (it == obj.end() || (it->is_null() && !required)) {
+    if (required) throw BadInput{std::string("missing field \"") + name + "\"; expected " + expected};
+    return "";
+  }
+  if (!it->is_string())
+    throw BadInput{std::string("field \"") + name + "\" must be a string, got " + type_name(*it)};
+  return it->get<std::string>();
+}
+
+std::string id_of(const json& obj, const char* key) {
+  auto it = obj.find(key);
+  if (it == obj.end()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_number_integer()) return std::to_string(it->get<long long>());
+  return it->dump();
+}
+
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    std::size_t extra;
+    if (c < 0x80) extra = 0;
+    else if ((c >> 5) == 0x6) extra = 1;
+    else if ((c >> 4) == 0xe) extra = 2;
+    else if ((c >> 3) == 0x1e) extra = 3;
+    else return false;
+    if (i + extra >= s.size() && extra > 0) return false;
+    for (std::size_t k = 1; k <= extra; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
+    i += extra + 1;
+  }
+  return true;
+}
+
+// Turns of a chat record in a common shape; `from` already mapped to user/assistant/system.
+struct RawTurn {
+  std::string role;
+  std::string content;
+};
+
+void build_chat(Record& r, const std::vector<RawTurn>& raw, ReadResult& res) {
+  if (raw.empty()) throw BadInput{"empty conversation"};
+  std::size_t i = 0;
+  if (raw[0].role == "system") {
+    r.has_system = true;
+    r.system = raw[0].content;
+    i = 1;
+  }
+  if (i >= raw.size()) throw BadInput{"conversation has only a system message"};
+  for (std::size_t k = i; k < raw.size(); ++k) {
+    const std::string& role = raw[k].role;
+    std::size_t pos = k - i;
+    if (role == "system")
+      throw BadInput{"turn " + std::to_string(k) + ": a system message is only allowed first"};
+    const char* expected = pos % 2 == 0 ? "user" : "assistant";
+    if (role != expected)
+      throw BadInput{"turn " + std::to_string(k) + ": expected a " + expected + " turn, got " + role +
+                     " (turns must alternate user/assistant, starting with the user)"};
+    r.turns.push_back({pos % 2 == 0 ? Role::kUser : Role::kAssistant, raw[k].content});
+  }
+  if (r.turns.back().role == Role::kUser) {
+    // An unanswered last question trains nothing; drop it, count it.
+    r.turns.pop_back();
+    ++res.trailing_user_turns;
+    if (r.turns.empty()) throw BadInput{"conversation has no assistant answer"};
+  }
+}
+
+using RecordParser = std::function<void(const json&, Record&, ReadResult&)>;
+
+void parse_gsm8k(const json& j, Record& r, bool strip) {
+  std::string q = string_field(j, "question", "\"question\" and \"answer\"");
+  std::string a = string_field(j, "answer", "\"question\" and \"answer\"");
+  if (q.empty()) throw BadInput{"empty \"question\""};
+  if (a.find("####") == std::string::npos) throw BadInput{"\"answer\" has no final \"#### <number>\" line"};
+  if (strip) a = strip_calculator_annotations(a);
+  r.turns = {{Role::kUser, q}, {Role::kAssistant, a}};
+}
+
+void parse_alpaca(const json& j, Record& r) {
+  const char* expected = "\"instruction\", optional \"input\" and \"output\"";
+  std::string ins = string_field(j, "instruction", expected);
+  std::string input = string_field(j, "input", expected, /*required=*/false);
+  std::string out = string_field(j, "output", expected);
+  if (ins.empty()) throw BadInput{"empty \"instruction\""};
+  r.input = input;
+  r.turns = {{Role::kUser, ins}, {Role::kAssistant, out}};
+}
+
+void parse_sharegpt(const json& j, Record& r, ReadResult& res) {
+  const json& conv = field(j, "conversations", "\"conversations\": [{\"from\", \"value\"}, ...]");
+  if (!conv.is_array()) throw BadInput{std::string("\"conversations\" must be a list, got ") + type_name(conv)};
+  std::vector<RawTurn> raw;
+  for (std::size_t i = 0; i < conv.size(); ++i) {
+    const json& t = conv[i];
+    if (!t.is_object()) throw BadInput{"turn " + std::to_string(i) + ": expected an object {from, value}"};
+    std::string from = string_field(t, "from", "\"from\" and \"value\"");
+    std::string value = string_field(t, "value", "\"from\" and \"value\"");
+    std::string role;
+    if (from == "human" || from == "user") role = "user";
+    else if (from == "gpt" || from == "assistant" || from == "chatgpt" || from == "bard") role = "assistant";
+    else if (from == "system") role = "system";
+    else throw BadInput{"turn " + std::to_string(i) + ": unknown \"from\": \"" + from + "\" (expected human, gpt or system)"};
+    raw.push_back({role, value});
+  }
+  build_chat(r, raw, res);
+}
+
+void parse_messages(const json& j, Record& r, ReadResult& res) {
+  const json& msgs = field(j, "messages", "\"messages\": [{\"role\", \"content\"}, ...]");
+  if (!msgs.is_array()) throw BadInput{std::string("\"messages\" must be a list, got ") + type_name(msgs)};
+  std::vector<RawTurn> raw;
+  for (std::size_t i = 0; i < msgs.size(); ++i) {
+    const json& m = msgs[i];
+    if (!m.is_object()) throw BadInput{"message " + std::to_string(i) + ": expected an object {role, content}"};
+    std::string role = string_field(m, "role", "\"role\" and \"content\"");
+    std::string content = string_field(m, "content", "\"role\" and \"content\"");
+    if (role != "user" && role != "assistant" && role != "system")
+      throw BadInput{"message " + std::to_string(i) + ": unknown role \"" + role + "\" (expected system, user or assistant)"};
+    raw.push_back({role, content});
+  }
+  build_chat(r, raw, res);
+}
+
+void parse_mtbench(const json& j, Record& r) {
+  const json& turns = field(j, "turns", "\"question_id\", \"category\" and \"turns\"");
+  if (!turns.is_array() || turns.empty()) throw BadInput{"\"turns\" must be a non-empty list of strings"};
+  const json* ref = j.contains("reference") ? &j["reference"] : nullptr;
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    if (!turns[i].is_string()) throw BadInput{"turns[" + std::to_string(i) + "] must be a string"};
+    r.turns.push_back({Role::kUser, turns[i].get<std::string>()});
+    // Reference answers (math, reasoning, coding questions) become the assistant turns;
+    // questions without one yield samples with nothing to train (reported, not trained).
+    std::string answer;
+    if (ref && ref->is_array() && i < ref->size() && (*ref)[i].is_string()) answer = (*ref)[i].get<std::string>();
+    r.turns.push_back({Role::kAssistant, answer});
+  }
+}
+
+struct Chunk {
+  std::size_t begin, end;
+  std::int64_t line;
+};
+
+// Splits a JSON array document into its top-level elements without parsing them, so each
+// element can be parsed (and reported) on its own with its starting line.
+std::vector<Chunk> split_json_array(const std::string& text, std::size_t start, const std::string& file) {
+  std::vector<Chunk> out;
+  std::int64_t line = 1;
+  for (std::size_t i = 0; i < start; ++i)
+    if (text[i] == '\n') ++line;
+  std::size_t i = start + 1;  // past '['
+  int depth = 0;
+  bool in_string = false;
+  std::size_t elem_begin = std::string::npos;
+  std::int64_t elem_line = 0;
+  bool expect_value = true;
+  for (; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '\n') ++line;
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+        if (i < text.size() && text[i] == '\n') ++line;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') continue;
+    if (depth == 0) {
+      if (c == ']') {
+        if (elem_begin != std::string::npos) out.push_back({elem_begin, i, elem_line});
+        else if (!expect_value || !out.empty())
+          throw DataError(file + ":" + std::to_string(line) + ": malformed JSON: trailing comma before ']'");
+        for (std::size_t k = i + 1; k < text.size(); ++k)
+          if (!std::isspace(static_cast<unsigned char>(text[k])))
+            throw DataError(file + ":" + std::to_string(line) + ": malformed JSON: unexpected text after the closing ']'");
+        return out;
+      }
+      if (c == ',') {
+        if (elem_begin == std::string::npos)
+          throw DataError(file + ":" + std::to_string(line) + ": malformed JSON: unexpected ','");
+        out.push_back({elem_begin, i, elem_line});
+        elem_begin = std::string::npos;
+        expect_value = true;
+        continue;
+      }
+      if (elem_begin == std::string::npos) {
+        if (!expect_value)
+          throw DataError(file + ":" + std::to_string(line) + ": malformed JSON: missing ',' between elements");
+        elem_begin = i;
+        elem_line = line;
+        expect_value = false;
+      }
+    }
+    if (c == '"') in_string = true;
+    else if (c == '{' || c == '[') ++depth;
+    else if (c == '}' || c == ']') {
+      if (--depth < 0) throw DataError(file + ":" + std::to_string(line) + ": malformed JSON: unbalanced '" + c + "'");
+    }
+  }
+  throw DataError(file + ":" + std::to_string(line) + ": malformed JSON: the file ends inside the top-level array (truncated?)");
+}
+
+std::string parse_error_text(const json::parse_error& e) {
+  std::string w = e.what();
+  // "[json.exception.parse_error.101] parse error at line 1, column 5: syntax error ..." -> the tail
+  auto pos = w.find(": ", w.find("parse error"));
+  return pos == std::string::npos ? w : w.substr(pos + 2);
+}
+
+}  // namespace
+
+std::string user_content(const Record& r, std::size_t turn) {
+  const std::string& c = r.turns[turn].content;
+  if (turn == 0 && !r.input.empty()) return c + "\n" + r.input;
+  return c;
+}
+
+std::string strip_calculator_annotations(const std::string& answer) {
+  std::string out;
+  out.reserve(answer.size());
+  std::size_t i = 0;
+  while (i < answer.size()) {
+    if (answer.compare(i, 2, "<<") == 0) {
+      auto close = answer.find(">>", i + 2);
+      if (close != std::string::npos) {
+        i = close + 2;
+        continue;
+      }
+    }
+    out.push_back(answer[i++]);
+  }
+  return out;
+}
+
+ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_bad_record) {
+  const std::string& file = spec.path;
+  if (!fs::exists(file)) throw DataError(file + ": dataset file not found (datasets." + spec.name + ".path)");
+  std::string text = fs::read_file(file);
+  std::size_t start = 0;
+  if (text.compare(0, 3, "\xEF\xBB\xBF") == 0) start = 3;  // UTF-8 byte-order mark
+  while (start < text.size() && std::isspace(static_cast<unsigned char>(text[start]))) ++start;
+  if (start >= text.size()) throw DataError(file + ": empty file (datasets." + spec.name + ")");
+
+  ReadResult res;
+  const bool skip = on_bad_record == "skip";
+  auto bad = [&](std::int64_t line, const std::string& reason) {
+    std::string where = file + ":" + std::to_string(line);
+    if (!skip)
+      throw DataError(where + ": " + reason + " (data.on_bad_record: skip counts and skips bad records)");
+    res.bad.push_back({where, reason});
+  };
+
+  auto handle = [&](const json& j, std::int64_t line, std::int64_t index) {
+    Record r;
+    r.origin = {file, line, index, ""};
+    try {
+      if (!j.is_object()) throw BadInput{std::string("expected a JSON object, got a ") + type_name(j)};
+      if (!spec.filter_field.empty()) {
+        auto it = j.find(spec.filter_field);
+        if (it == j.end() || *it != spec.filter_equals) {
+          ++res.filtered;
+          return;
+        }
+      }
+      if (spec.format == "gsm8k") parse_gsm8k(j, r, spec.strip_calculator);
+      else if (spec.format == "alpaca") parse_alpaca(j, r);
+      else if (spec.format == "sharegpt") parse_sharegpt(j, r, res);
+      else if (spec.format == "messages") parse_messages(j, r, res);
+      else if (spec.format == "mtbench") parse_mtbench(j, r);
+      else if (spec.format == "text") {
+        r.is_text = true;
+        r.text = string_field(j, spec.text_field.c_str(), ("\"" + spec.text_field + "\"").c_str());
+        if (r.text.empty()) throw BadInput{"empty text"};
+      } else {
+        throw DataError("datasets." + spec.name + ".format: unknown format \"" + spec.format + "\"");
+      }
+      r.origin.id = id_of(j, spec.format == "mtbench" ? "question_id" : "id");
+      if (r.origin.id.empty()) r.origin.id = spec.name + ":" + std::to_string(index);
+      res.records.push_back(std::move(r));
+    } catch (const BadInput& b) {
+      bad(line, b.reason);
+    }
+  };
+
+  // Plain-text corpora: one document per blank-line separated paragraph.
+  if (spec.format == "text" && file.size() > 4 && file.compare(file.size() - 4, 4, ".txt") == 0) {
+    std::int64_t line = 1, doc_line = 0, index = 0;
+    std::string doc;
+    std::size_t i = 0;
+    auto flush = [&]() {
+      if (doc.empty()) return;
+      ++res.read;
+      Record r;
+      r.origin = {file, doc_line, index, spec.name + ":" + std::to_string(index)};
+      ++index;
+      if (!valid_utf8(doc)) {
+        bad(doc_line, "invalid UTF-8");
+      } else {
+        r.is_text = true;
+        r.text = doc;
+        res.records.push_back(std::move(r));
+      }
+      doc.clear();
+    };
+    while (i < text.size()) {
+      std::size_t nl = text.find('\n', i);
+      if (nl == std::string::npos) nl = text.size();
+      std::string_view l(text.data() + i, nl - i);
+      bool blank = l.find_first_not_of(" \t\r") == std::string_view::npos;
+      if (blank) flush();
+      else {
+        if (doc.empty()) doc_line = line;
+        else doc.push_back('\n');
+        doc.append(l);
+      }
+      i = nl + 1;
+      ++line;
+    }
+    flush();
+    return res;
+  }
+
+  if (text[start] == '[') {
+    std::vector<Chunk> chunks = split_json_array(text, start, file);
+    if (chunks.empty()) throw DataError(file + ": the JSON array is empty (datasets." + spec.name + ")");
+    std::int64_t index = 0;
+    for (const auto& c : chunks) {
+      ++res.read;
+      json j;
+      try {
+        j = json::parse(text.begin() + static_cast<std::ptrdiff_t>(c.begin),
+                        text.begin() + static_cast<std::ptrdiff_t>(c.end));
+      } catch (const json::parse_error& e) {
+        std::int64_t line = c.line;
+        std::size_t upto = std::min(c.begin + (e.byte > 0 ? e.byte - 1 : 0), c.end);
+        for (std::size_t k = c.begin; k < upto; ++k)
+          if (text[k] == '\n') ++line;
+        bad(line, "malformed JSON: " + parse_error_text(e));
+        ++index;
+        continue;
+      }
+      handle(j, c.line, index++);
+    }
+    return res;
+  }
+
+  if (text[start] != '{')
+    throw DataError(file + ":1: malformed JSON: expected a JSON array '[...]' or one JSON object per line (jsonl)");
+
+  // JSON Lines.
+  std::int64_t line = 1, index = 0;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    std::size_t nl = text.find('\n', i);
+    if (nl == std::string::npos) nl = text.size();
+    std::size_t b = i, e = nl;
+    while (b < e && std::isspace(static_cast<unsigned char>(text[b]))) ++b;
+    while (e > b && std::isspace(static_cast<unsigned char>(text[e - 1]))) --e;
+    if (b < e) {
+      ++res.read;
+      json j;
+      bool ok = true;
+      try {
+        j = json::parse(text.begin() + static_cast<std::ptrdiff_t>(b), text.begin() + static_cast<std::ptrdiff_t>(e));
+      } catch (const json::parse_error& err) {
+        ok = false;
+        std::string why = parse_error_text(err);
+        if (line == 1 && text[b] == '{' && why.find("end of input") != std::string::npos)
+          why += " (is this a pretty-printed JSON object? expected one object per line or a JSON array)";
+        bad(line, "malformed JSON: " + why);
+      }
+      if (ok) handle(j, line, index);
+      ++index;
+    }
+    i = nl + 1;
+    ++line;
+  }
+  return res;
+}
+
+}  // namespace sft::data

@@ -1,0 +1,153 @@
+#include "sft/data/stage_stream.h"
+
+#include <algorithm>
+#include <map>
+#include <utility>
+
+#include "sft/util/error.h"
+#include "sft/util/hash.h"
+#include "sft/util/rng.h"
+
+namespace sft::data {
+namespace {
+
+struct Item {
+  SampleRef ref;
+  std::int64_t length;
+  std::int64_t targets;
+};
+
+// First-fit-decreasing into bins of `capacity`, using an ordered map of remaining room so
+// each placement is O(log bins). Returns bins in creation order.
+std::vector<Row> pack_window(std::vector<Item>& items, std::int64_t capacity) {
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.length > b.length; });
+  std::vector<Row> bins;
+  std::multimap<std::int64_t, std::size_t> room;  // remaining capacity -> bin
+  for (const auto& it : items) {
+    // Best fit: the fullest bin that still has room (tightest fit keeps big gaps for big items).
+    auto pos = room.lower_bound(it.length);
+    if (pos == room.end()) {
+      bins.push_back({{it.ref}, it.length, it.targets});
+      if (capacity - it.length > 0) room.emplace(capacity - it.length, bins.size() - 1);
+    } else {
+      std::size_t b = pos->second;
+      std::int64_t left = pos->first - it.length;
+      room.erase(pos);
+      bins[b].samples.push_back(it.ref);
+      bins[b].tokens += it.length;
+      bins[b].targets += it.targets;
+      if (left > 0) room.emplace(left, b);
+    }
+  }
+  return bins;
+}
+
+}  // namespace
+
+StageStream::StageStream(const StageSelection& stage, int stage_index, const DataPlan& plan, const Datasets& datasets,
+                         const config::DataSpec& data, std::int64_t batch_size, std::int64_t grad_accum,
+                         int world_size, std::uint64_t seed, int epochs)
+    : world_(world_size), accum_(grad_accum) {
+  per_step_ = static_cast<std::int64_t>(world_size) * grad_accum;
+  // The stage's trainable samples, in source order (shuffled below).
+  std::vector<Item> base;
+  for (const auto& src : stage.sources) {
+    const auto& ds = *datasets[src.dataset_index];
+    for (std::int64_t rec : plan.records_of(src)) {
+      if (ds.status(rec) != SampleStatus::kOk) continue;
+      base.push_back({{static_cast<std::int32_t>(src.dataset_index), rec}, ds.length(rec), ds.targets(rec)});
+    }
+  }
+  samples_per_epoch_ = static_cast<std::int64_t>(base.size());
+
+  Sha256 fp;
+  for (int epoch = 0; epoch < epochs; ++epoch) {
+    std::vector<Item> items = base;
+    Rng rng(seed_combine(seed, seed_combine(static_cast<std::uint64_t>(stage_index) + 1000003,
+                                            static_cast<std::uint64_t>(epoch))));
+    if (data.shuffle) rng.shuffle(items);
+
+    std::vector<Row> rows;
+    std::vector<MicroBatch> epoch_micro;
+    if (data.batching == "pack") {
+      for (std::size_t w = 0; w < items.size(); w += static_cast<std::size_t>(data.pack_window)) {
+        std::vector<Item> window(items.begin() + static_cast<std::ptrdiff_t>(w),
+                                 items.begin() + static_cast<std::ptrdiff_t>(
+                                                     std::min(items.size(), w + static_cast<std::size_t>(data.pack_window))));
+        std::vector<Row> bins = pack_window(window, data.max_seq_len);
+        if (data.shuffle) rng.shuffle(bins);  // FFD emits long rows first; mix them
+        rows.insert(rows.end(), bins.begin(), bins.end());
+      }
+    } else {
+      if (data.group_by_length) {
+        std::size_t window = static_cast<std::size_t>(batch_size) * 64;
+        for (std::size_t w = 0; w < items.size(); w += window) {
+          auto b = items.begin() + static_cast<std::ptrdiff_t>(w);
+          auto e = items.begin() + static_cast<std::ptrdiff_t>(std::min(items.size(), w + window));
+          std::stable_sort(b, e, [](const Item& x, const Item& y) { return x.length > y.length; });
+        }
+      }
+      for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.targets});
+    }
+    for (std::size_t r = 0; r < rows.size(); r += static_cast<std::size_t>(batch_size)) {
+      MicroBatch mb;
+      mb.epoch = epoch;
+      for (std::size_t k = r; k < std::min(rows.size(), r + static_cast<std::size_t>(batch_size)); ++k) {
+        mb.rows.push_back(rows[k]);
+        mb.tokens += rows[k].tokens;
+        mb.width = std::max(mb.width, rows[k].tokens);
+        mb.targets += rows[k].targets;
+      }
+      if (data.batching == "pad_max") mb.width = data.max_seq_len;
+      epoch_micro.push_back(std::move(mb));
+    }
+    if (data.batching != "pack" && data.group_by_length && data.shuffle) rng.shuffle(epoch_micro);
+    for (auto& mb : epoch_micro) {
+      tokens_ += mb.tokens;
+      targets_ += mb.targets;
+      padded_ += mb.width * static_cast<std::int64_t>(mb.rows.size());
+      for (const auto& row : mb.rows) {
+        for (const auto& s : row.samples) {
+          std::int64_t v[2] = {s.dataset, s.record};
+          fp.update(v, sizeof v);
+        }
+        std::int64_t sep = -1;
+        fp.update(&sep, sizeof sep);
+      }
+      micro_.push_back(std::move(mb));
+    }
+  }
+  steps_ = (static_cast<std::int64_t>(micro_.size()) + per_step_ - 1) / per_step_;
+  step_targets_.assign(static_cast<std::size_t>(steps_), 0);
+  step_tokens_.assign(static_cast<std::size_t>(steps_), 0);
+  for (std::size_t g = 0; g < micro_.size(); ++g) {
+    step_targets_[g / static_cast<std::size_t>(per_step_)] += micro_[g].targets;
+    step_tokens_[g / static_cast<std::size_t>(per_step_)] += micro_[g].tokens;
+  }
+  std::int64_t cfg[4] = {batch_size, grad_accum, world_size, data.max_seq_len};
+  fp.update(cfg, sizeof cfg);
+  fingerprint_ = fp.hex_digest();
+}
+
+const MicroBatch* StageStream::micro_batch(std::int64_t step, int rank, std::int64_t micro) const {
+  std::int64_t g = step * per_step_ + micro * world_ + rank;
+  if (step < 0 || step >= steps_ || g >= static_cast<std::int64_t>(micro_.size())) return nullptr;
+  return &micro_[static_cast<std::size_t>(g)];
+}
+
+std::int64_t StageStream::step_targets(std::int64_t step) const { return step_targets_.at(static_cast<std::size_t>(step)); }
+std::int64_t StageStream::step_tokens(std::int64_t step) const { return step_tokens_.at(static_cast<std::size_t>(step)); }
+
+int StageStream::epoch_at(std::int64_t step) const {
+  std::int64_t g = std::min<std::int64_t>(step * per_step_, static_cast<std::int64_t>(micro_.size()) - 1);
+  return g < 0 ? 0 : micro_[static_cast<std::size_t>(g)].epoch;
+}
+
+std::vector<SampleRef> StageStream::all_samples() const {
+  std::vector<SampleRef> out;
+  for (const auto& mb : micro_)
+    for (const auto& row : mb.rows) out.insert(out.end(), row.samples.begin(), row.samples.end());
+  return out;
+}
+
+}  // namespace sft::data

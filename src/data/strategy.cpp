@@ -1,0 +1,71 @@
+#include "sft/data/strategy.h"
+
+#include <cmath>
+
+#include "sft/util/error.h"
+#include "sft/util/rng.h"
+
+namespace sft::data {
+
+std::uint64_t dataset_seed(std::uint64_t run_seed, const std::string& dataset) {
+  return seed_combine(run_seed, seed_from_string("dataset:" + dataset));
+}
+
+std::int64_t fraction_count(double f, std::int64_t n) {
+  // A small epsilon keeps exact products (0.25 * 1024) from rounding the wrong way.
+  return static_cast<std::int64_t>(std::floor(f * static_cast<double>(n) + 0.5 + 1e-9));
+}
+
+std::vector<std::int64_t> DataPlan::records_of(const SourceSelection& s) const {
+  const auto& perm = permutations[s.dataset_index];
+  return std::vector<std::int64_t>(perm.begin(), perm.begin() + s.records);
+}
+
+DataPlan plan_data(const config::RunConfig& cfg, const std::vector<std::int64_t>& records_per_dataset,
+                   const std::vector<bool>& estimated) {
+  DataPlan plan;
+  plan.dataset_records = records_per_dataset;
+  plan.dataset_size_estimated = estimated.empty() ? std::vector<bool>(records_per_dataset.size(), false) : estimated;
+  std::string errors;
+  auto fail = [&](const std::string& msg) { errors += (errors.empty() ? "" : "\n") + msg; };
+
+  for (std::size_t i = 0; i < cfg.datasets.size(); ++i) {
+    const auto& d = cfg.datasets[i];
+    std::int64_t n = records_per_dataset[i];
+    std::int64_t sel = fraction_count(d.fraction, n);
+    if (sel < 1)
+      fail("datasets." + d.name + ".fraction: " + std::to_string(d.fraction) + " of " + std::to_string(n) +
+           " records selects none; the dataset needs at least " +
+           std::to_string(static_cast<std::int64_t>(std::ceil(0.5 / d.fraction))) + " records for this fraction");
+    plan.dataset_selected.push_back(sel);
+    plan.permutations.push_back(permutation(n, dataset_seed(cfg.seed, d.name)));
+  }
+
+  for (std::size_t s = 0; s < cfg.stages.size(); ++s) {
+    const auto& st = cfg.stages[s];
+    StageSelection sel;
+    sel.spec = &st;
+    for (const auto& src : st.sources) {
+      std::size_t di = 0;
+      while (di < cfg.datasets.size() && cfg.datasets[di].name != src.dataset) ++di;
+      if (di == cfg.datasets.size()) throw ConfigError("stages[" + std::to_string(s) + "]: unknown dataset " + src.dataset);
+      SourceSelection x;
+      x.dataset = src.dataset;
+      x.dataset_index = di;
+      x.replay = src.replay;
+      x.fraction = cfg.datasets[di].fraction * src.fraction;
+      x.records = fraction_count(src.fraction, plan.dataset_selected[di]);
+      if (x.records < 1 && plan.dataset_selected[di] > 0)
+        fail("stages[" + std::to_string(s) + "] (" + st.name + "): " + (src.replay ? "replay fraction " : "fraction ") +
+             std::to_string(src.fraction) + " of the " + std::to_string(plan.dataset_selected[di]) + " selected " +
+             src.dataset + " records selects none; use a larger fraction or more data");
+      sel.records += x.records;
+      sel.sources.push_back(x);
+    }
+    plan.stages.push_back(std::move(sel));
+  }
+  if (!errors.empty()) throw ConfigError(errors);
+  return plan;
+}
+
+}  // namespace sft::data

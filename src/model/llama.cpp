@@ -1,0 +1,290 @@
+#include "sft/model/llama.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/generated/variable_factories.h>
+#include <torch/version.h>
+
+#include <cmath>
+
+#include "sft/model/precision.h"
+#include "sft/util/error.h"
+
+#if TORCH_VERSION_MAJOR >= 2
+#define SFT_HAS_SDPA 1
+#else
+#define SFT_HAS_SDPA 0
+#endif
+
+namespace sft::model {
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  // HF LlamaRMSNorm: normalise in fp32, cast back, then scale.
+  at::Tensor x32 = x.to(at::kFloat);
+  at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * normed.to(x.scalar_type());
+}
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  auto halves = x.chunk(2, -1);
+  return at::cat({-halves[1], halves[0]}, -1);
+}
+
+namespace {
+
+// inv_freq in fp32 as HF computes it, with llama3 / linear rope_scaling applied.
+at::Tensor inverse_frequencies(const LlamaConfig& c) {
+  at::Tensor exponents = at::arange(0, c.head_dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(c.head_dim);
+  at::Tensor inv = 1.0 / at::pow(at::scalar_tensor(c.rope_theta, at::kFloat), exponents);
+  if (!c.rope_scaling) return inv;
+  const RopeScaling& s = *c.rope_scaling;
+  if (s.type == "linear") return inv / s.factor;
+  // llama3 (HF _compute_llama3_parameters): keep high frequencies, divide low ones by
+  // `factor`, interpolate smoothly in between.
+  const double old_len = static_cast<double>(s.original_max_position_embeddings);
+  const double low_wavelen = old_len / s.low_freq_factor;
+  const double high_wavelen = old_len / s.high_freq_factor;
+  at::Tensor wavelen = 2 * M_PI / inv;
+  at::Tensor scaled = at::where(wavelen > low_wavelen, inv / s.factor, inv);
+  at::Tensor smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+  at::Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+  at::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+  return at::where(medium, smoothed, scaled);
+}
+
+at::Tensor repeat_kv(const at::Tensor& x, std::int64_t n_rep) {
+  if (n_rep == 1) return x;
+  auto s = x.sizes();  // (B, K, T, Dh) -> (B, K*n_rep, T, Dh); kv head j serves query heads j*n_rep..
+  return x.unsqueeze(2).expand({s[0], s[1], n_rep, s[2], s[3]}).reshape({s[0], s[1] * n_rep, s[2], s[3]});
+}
+
+}  // namespace
+
+// Activation checkpointing for one decoder layer: the forward keeps only the layer's
+// input; the backward recomputes the layer (under the autocast state of the forward) and
+// differentiates it. Weights are inputs of the function so their gradients flow out.
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor cos,
+                                                at::Tensor sin, at::Tensor mask, at::TensorList weights,
+                                                const Llama* model, std::int64_t layer) {
+    std::vector<at::Tensor> w(weights.begin(), weights.end());
+    ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
+    ctx->saved_data["layer"] = layer;
+    const bool cuda = x.is_cuda();
+    ctx->saved_data["autocast"] = autocast_enabled(cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU);
+    ctx->saved_data["autocast_dtype"] =
+        static_cast<std::int64_t>(autocast_dtype(cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU));
+    std::vector<at::Tensor> saved = {x, cos, sin, mask.defined() ? mask : at::Tensor()};
+    saved.insert(saved.end(), w.begin(), w.end());
+    ctx->save_for_backward(saved);
+    return {model->layer_forward(static_cast<std::size_t>(layer), x, cos, sin, mask, nullptr, &w)};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto* model = reinterpret_cast<const Llama*>(ctx->saved_data["model"].toInt());
+    const auto layer = ctx->saved_data["layer"].toInt();
+    at::Tensor x = saved[0].detach().requires_grad_(true);
+    std::vector<at::Tensor> w;
+    for (std::size_t i = 4; i < saved.size(); ++i) w.push_back(saved[i].detach().requires_grad_(saved[i].requires_grad()));
+    at::Tensor out;
+    {
+      at::AutoGradMode enable(true);
+      AutocastGuard autocast(x.device(), static_cast<c10::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()),
+                             ctx->saved_data["autocast"].toBool());
+      out = model->layer_forward(static_cast<std::size_t>(layer), x, saved[1], saved[2], saved[3], nullptr, &w);
+    }
+    std::vector<at::Tensor> inputs = {x};
+    for (const auto& t : w)
+      if (t.requires_grad()) inputs.push_back(t);
+    auto g = torch::autograd::grad({out}, inputs, {grads[0]});
+    // One entry per forward argument: x, cos, sin, mask, each weight, model, layer.
+    torch::autograd::variable_list result = {g[0], at::Tensor(), at::Tensor(), at::Tensor()};
+    std::size_t gi = 1;
+    for (const auto& t : w) result.push_back(t.requires_grad() ? g[gi++] : at::Tensor());
+    result.push_back(at::Tensor());
+    result.push_back(at::Tensor());
+    return result;
+  }
+};
+
+Llama::Llama(const LlamaConfig& cfg, c10::Device device, c10::ScalarType dtype)
+    : cfg_(cfg), device_(device), dtype_(dtype) {
+  auto opts = at::TensorOptions().device(device).dtype(dtype);
+  const std::int64_t D = cfg.hidden_size, F = cfg.intermediate_size, Dh = cfg.head_dim;
+  auto add = [&](const std::string& name, std::vector<std::int64_t> shape) {
+    params_.push_back({name, at::zeros(shape, opts).requires_grad_(true)});
+    return params_.size() - 1;
+  };
+  embed_index_ = add("model.embed_tokens.weight", {cfg.vocab_size, D});
+  for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    LayerIdx li{};
+    li.input_norm = add(p + "input_layernorm.weight", {D});
+    li.q = add(p + "self_attn.q_proj.weight", {cfg.num_attention_heads * Dh, D});
+    li.k = add(p + "self_attn.k_proj.weight", {cfg.num_key_value_heads * Dh, D});
+    li.v = add(p + "self_attn.v_proj.weight", {cfg.num_key_value_heads * Dh, D});
+    li.o = add(p + "self_attn.o_proj.weight", {D, cfg.num_attention_heads * Dh});
+    li.post_norm = add(p + "post_attention_layernorm.weight", {D});
+    li.gate = add(p + "mlp.gate_proj.weight", {F, D});
+    li.up = add(p + "mlp.up_proj.weight", {F, D});
+    li.down = add(p + "mlp.down_proj.weight", {D, F});
+    layers_.push_back(li);
+  }
+  norm_index_ = add("model.norm.weight", {D});
+  lm_head_index_ = cfg.tie_word_embeddings ? embed_index_ : add("lm_head.weight", {cfg.vocab_size, D});
+  {
+    at::NoGradGuard ng;
+    for (auto& p : params_)
+      if (p.tensor.dim() == 1) p.tensor.fill_(1.0);
+  }
+  inv_freq_ = inverse_frequencies(cfg).to(device);
+}
+
+void Llama::set_parameter(std::size_t index, const at::Tensor& t) {
+  TORCH_CHECK(t.sizes() == params_.at(index).tensor.sizes(), "set_parameter: shape mismatch for ",
+              params_[index].name);
+  params_[index].tensor = t;
+}
+
+std::int64_t Llama::num_parameters() const {
+  std::int64_t n = 0;
+  for (const auto& p : params_) n += p.tensor.numel();
+  return n;
+}
+
+void Llama::init_weights(std::uint64_t seed) {
+  at::NoGradGuard ng;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& p : params_) {
+    if (p.tensor.dim() == 1) {
+      p.tensor.fill_(1.0);
+    } else {
+      // Drawn on CPU in fp32 so the values do not depend on the device or storage dtype.
+      at::Tensor w = at::normal(0.0, cfg_.initializer_range, p.tensor.sizes(), gen, at::TensorOptions().dtype(at::kFloat));
+      p.tensor.copy_(w);
+    }
+  }
+}
+
+bool Llama::sdpa_available() { return SFT_HAS_SDPA != 0; }
+
+std::pair<at::Tensor, at::Tensor> Llama::rope(const at::Tensor& position_ids) const {
+  const std::int64_t needed = position_ids.numel() ? position_ids.max().item<std::int64_t>() + 1 : 1;
+  if (!cos_table_.defined() || cos_table_.size(0) < needed) {
+    std::int64_t n = std::max(needed, std::max<std::int64_t>(cfg_.max_position_embeddings, 1));
+    at::Tensor pos = at::arange(n, at::TensorOptions().dtype(at::kFloat).device(device_));
+    at::Tensor freqs = at::outer(pos, inv_freq_);      // (P, Dh/2)
+    at::Tensor emb = at::cat({freqs, freqs}, -1);      // (P, Dh)
+    cos_table_ = emb.cos();
+    sin_table_ = emb.sin();
+  }
+  // (B, T) -> (B, 1, T, Dh) so it broadcasts over heads.
+  return {at::embedding(cos_table_, position_ids).unsqueeze(1), at::embedding(sin_table_, position_ids).unsqueeze(1)};
+}
+
+at::Tensor Llama::attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                            std::int64_t offset) const {
+  const std::int64_t Tq = q.size(2), Tk = k.size(2);
+  at::Tensor m = mask;
+  bool causal = !m.defined();
+  if (causal && offset > 0 && Tq > 1) {
+    // Decoding with a cache: query i sits at position offset + i.
+    at::Tensor qi = at::arange(offset, offset + Tq, at::TensorOptions().dtype(at::kLong).device(q.device()));
+    at::Tensor kj = at::arange(Tk, at::TensorOptions().dtype(at::kLong).device(q.device()));
+    m = (kj.unsqueeze(0) <= qi.unsqueeze(1)).view({1, 1, Tq, Tk});
+    causal = false;
+  } else if (causal && Tq == 1) {
+    causal = false;  // a single new token attends to everything cached
+  }
+#if SFT_HAS_SDPA
+  if (attn_impl_ != AttentionImpl::kExplicit) {
+    return at::scaled_dot_product_attention(q, k, v, m.defined() ? c10::optional<at::Tensor>(m) : c10::nullopt,
+                                            /*dropout_p=*/0.0, /*is_causal=*/causal);
+  }
+#endif
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;  // (B, H, Tq, Tk)
+  if (causal) {
+    at::Tensor future = at::ones({Tq, Tk}, at::TensorOptions().dtype(at::kBool).device(q.device())).triu(1);
+    scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+  } else if (m.defined()) {
+    scores = scores.masked_fill(m.logical_not(), -std::numeric_limits<float>::infinity());
+  }
+  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+  return at::matmul(probs, v);
+}
+
+at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                const at::Tensor& mask, KvCache* cache,
+                                const std::vector<at::Tensor>* weights) const {
+  const LayerIdx& li = layers_[layer];
+  auto W = [&](std::size_t slot, std::size_t idx) -> const at::Tensor& {
+    return weights ? (*weights)[slot] : params_[idx].tensor;
+  };
+  const std::int64_t B = x.size(0), T = x.size(1);
+  const std::int64_t H = cfg_.num_attention_heads, K = cfg_.num_key_value_heads, Dh = cfg_.head_dim;
+
+  at::Tensor h = rms_norm(x, W(0, li.input_norm), cfg_.rms_norm_eps);
+  at::Tensor q = at::linear(h, W(1, li.q)).view({B, T, H, Dh}).transpose(1, 2);
+  at::Tensor k = at::linear(h, W(2, li.k)).view({B, T, K, Dh}).transpose(1, 2);
+  at::Tensor v = at::linear(h, W(3, li.v)).view({B, T, K, Dh}).transpose(1, 2);
+  // Rotary in the activations' dtype, as HF does (cos/sin cast to it).
+  at::Tensor c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
+  q = q * c + rotate_half(q) * s;
+  k = k * c + rotate_half(k) * s;
+
+  std::int64_t offset = 0;
+  if (cache) {
+    offset = cache->length;
+    TORCH_CHECK(offset + T <= cache->k[layer].size(2), "KV cache capacity ", cache->k[layer].size(2), " exceeded");
+    cache->k[layer].narrow(2, offset, T).copy_(k);
+    cache->v[layer].narrow(2, offset, T).copy_(v);
+    k = cache->k[layer].narrow(2, 0, offset + T);
+    v = cache->v[layer].narrow(2, 0, offset + T);
+  }
+  at::Tensor att = attention(q, repeat_kv(k, H / K), repeat_kv(v, H / K), mask, offset);
+  att = att.transpose(1, 2).reshape({B, T, H * Dh});
+  at::Tensor x2 = x + at::linear(att, W(4, li.o));
+
+  at::Tensor h2 = rms_norm(x2, W(5, li.post_norm), cfg_.rms_norm_eps);
+  at::Tensor mlp = at::linear(at::silu(at::linear(h2, W(6, li.gate))) * at::linear(h2, W(7, li.up)), W(8, li.down));
+  return x2 + mlp;
+}
+
+at::Tensor Llama::forward_hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                                 const at::Tensor& attn_mask, KvCache* cache) const {
+  at::Tensor x = at::embedding(params_[embed_index_].tensor, input_ids);
+  auto [cos, sin] = rope(position_ids);
+  const bool ckpt = checkpointing_ && !cache && at::GradMode::is_enabled();
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    if (ckpt) {
+      const LayerIdx& li = layers_[l];
+      std::vector<at::Tensor> w;
+      for (std::size_t idx : {li.input_norm, li.q, li.k, li.v, li.o, li.post_norm, li.gate, li.up, li.down})
+        w.push_back(params_[idx].tensor);
+      x = CheckpointedLayer::apply(x, cos, sin, attn_mask.defined() ? attn_mask : at::Tensor(), at::TensorList(w), this,
+                                   static_cast<std::int64_t>(l))[0];
+    } else {
+      x = layer_forward(l, x, cos, sin, attn_mask, cache, nullptr);
+    }
+  }
+  if (cache) cache->length += input_ids.size(1);
+  return rms_norm(x, params_[norm_index_].tensor, cfg_.rms_norm_eps);
+}
+
+at::Tensor Llama::lm_head(const at::Tensor& hidden) const { return at::linear(hidden, params_[lm_head_index_].tensor); }
+
+KvCache Llama::new_cache(std::int64_t batch, std::int64_t capacity) const {
+  KvCache c;
+  auto opts = at::TensorOptions().device(device_).dtype(dtype_);
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    c.k.push_back(at::zeros({batch, cfg_.num_key_value_heads, capacity, cfg_.head_dim}, opts));
+    c.v.push_back(at::zeros({batch, cfg_.num_key_value_heads, capacity, cfg_.head_dim}, opts));
+  }
+  return c;
+}
+
+}  // namespace sft::model

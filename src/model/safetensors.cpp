@@ -1,0 +1,103 @@
+#include "sft/model/safetensors.h"
+
+#include <ATen/Functions.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "sft/util/error.h"
+
+namespace sft::model {
+
+at::ScalarType scalar_type_of(const std::string& d) {
+  if (d == "F32") return at::kFloat;
+  if (d == "F16") return at::kHalf;
+  if (d == "BF16") return at::kBFloat16;
+  if (d == "F64") return at::kDouble;
+  if (d == "I64") return at::kLong;
+  if (d == "I32") return at::kInt;
+  if (d == "I16") return at::kShort;
+  if (d == "I8") return at::kChar;
+  if (d == "U8") return at::kByte;
+  if (d == "BOOL") return at::kBool;
+  throw CheckpointError("dtype " + d + " is not supported for loading");
+}
+
+std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "F32";
+    case at::kHalf: return "F16";
+    case at::kBFloat16: return "BF16";
+    case at::kDouble: return "F64";
+    case at::kLong: return "I64";
+    case at::kInt: return "I32";
+    case at::kShort: return "I16";
+    case at::kChar: return "I8";
+    case at::kByte: return "U8";
+    case at::kBool: return "BOOL";
+    default: throw CheckpointError(std::string("cannot write dtype ") + c10::toString(t) + " to safetensors");
+  }
+}
+
+std::shared_ptr<const SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+  auto f = std::shared_ptr<SafetensorsFile>(new SafetensorsFile());
+  try {
+    f->map_ = fs::MappedFile::open(path);
+  } catch (const Error& e) {
+    throw CheckpointError(e.what());
+  }
+  f->header_ = parse_safetensors_header(f->map_->data(), f->map_->size(), path);
+  for (std::size_t i = 0; i < f->header_.tensors.size(); ++i) f->index_[f->header_.tensors[i].name] = i;
+  return f;
+}
+
+const TensorEntry* SafetensorsFile::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &header_.tensors[it->second];
+}
+
+at::Tensor SafetensorsFile::tensor(const std::string& name) const {
+  const TensorEntry* e = find(name);
+  if (!e) throw CheckpointError(path() + ": no tensor \"" + name + "\"");
+  at::ScalarType st = scalar_type_of(e->dtype);
+  const std::uint8_t* p = map_->data() + header_.data_offset + e->begin;
+  auto opts = at::TensorOptions().dtype(st);
+  if (e->numel() == 0) return at::empty(e->shape, opts);
+  if (reinterpret_cast<std::uintptr_t>(p) % dtype_size(e->dtype) != 0) {
+    at::Tensor t = at::empty(e->shape, opts);
+    std::memcpy(t.data_ptr(), p, e->end - e->begin);
+    return t;
+  }
+  auto keep = map_;
+  return at::from_blob(const_cast<std::uint8_t*>(p), e->shape, [keep](void*) {}, opts);
+}
+
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) {
+    nlohmann::ordered_json m = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : metadata) m[k] = v;
+    header["__metadata__"] = m;
+  }
+  std::vector<at::Tensor> contiguous;
+  std::uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    std::uint64_t bytes = static_cast<std::uint64_t>(c.numel()) * c.element_size();
+    header[name] = {{"dtype", dtype_name(c.scalar_type())}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+    contiguous.push_back(std::move(c));
+  }
+  std::string h = header.dump();
+  while ((h.size() + 8) % 8 != 0) h.push_back(' ');  // keep the data area 8-byte aligned
+  std::uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(h.size()) >> (8 * i));
+  fs::AtomicFileWriter w(path);
+  w.write(len, 8);
+  w.write(h.data(), h.size());
+  for (const auto& c : contiguous) w.write(c.data_ptr(), static_cast<std::size_t>(c.numel()) * c.element_size());
+  w.commit();
+}
+
+}  // namespace sft::model

@@ -1,0 +1,92 @@
+#include "sft/train/optimizer.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+namespace sft::train {
+
+FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts) : opts_(opts) {
+  const auto& ps = model.parameters();
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < ps.size(); ++i)
+    if (ps[i].tensor.dim() >= 2) order.push_back(i);
+  for (std::size_t i = 0; i < ps.size(); ++i)
+    if (ps[i].tensor.dim() < 2) order.push_back(i);
+  std::int64_t total = 0;
+  for (std::size_t i : order) {
+    slots_.push_back({ps[i].name, total, ps[i].tensor.numel()});
+    total += ps[i].tensor.numel();
+    if (ps[i].tensor.dim() >= 2) decay_numel_ = total;
+  }
+  auto fopts = at::TensorOptions().dtype(at::kFloat).device(model.device());
+  params_ = at::empty({total}, fopts);
+  grads_ = at::zeros({total}, fopts);
+  m_ = at::zeros({total}, fopts);
+  v_ = at::zeros({total}, fopts);
+  at::NoGradGuard ng;
+  for (std::size_t k = 0; k < order.size(); ++k) {
+    std::size_t i = order[k];
+    const auto& slot = slots_[k];
+    at::Tensor view = params_.narrow(0, slot.offset, slot.numel).view(ps[i].tensor.sizes());
+    view.copy_(ps[i].tensor);
+    at::Tensor p = view.detach().requires_grad_(true);
+    p.mutable_grad() = grads_.narrow(0, slot.offset, slot.numel).view(ps[i].tensor.sizes());
+    model.set_parameter(i, p);
+  }
+}
+
+void FlatAdamW::zero_grad() { grads_.zero_(); }
+
+double FlatAdamW::clip_grad_norm(double max_norm) {
+  double norm = grads_.norm().item<double>();
+  if (max_norm > 0 && std::isfinite(norm)) {
+    double coef = max_norm / (norm + 1e-6);  // torch.nn.utils.clip_grad_norm_
+    if (coef < 1.0) grads_.mul_(coef);
+  }
+  return norm;
+}
+
+void FlatAdamW::step(double lr, std::int64_t begin, std::int64_t end) {
+  if (end < 0) end = params_.numel();
+  ++step_;
+  const double bc1 = 1.0 - std::pow(opts_.beta1, static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(opts_.beta2, static_cast<double>(step_));
+  at::NoGradGuard ng;
+  // Decoupled weight decay on the decayed prefix only.
+  if (opts_.weight_decay > 0) {
+    std::int64_t e = std::min(end, decay_numel_);
+    if (e > begin) params_.narrow(0, begin, e - begin).mul_(1.0 - lr * opts_.weight_decay);
+  }
+  at::Tensor p = params_.narrow(0, begin, end - begin);
+  at::Tensor g = grads_.narrow(0, begin, end - begin);
+  at::Tensor m = m_.narrow(0, begin, end - begin);
+  at::Tensor v = v_.narrow(0, begin, end - begin);
+  m.mul_(opts_.beta1).add_(g, 1.0 - opts_.beta1);
+  v.mul_(opts_.beta2).addcmul_(g, g, 1.0 - opts_.beta2);
+  at::Tensor denom = (v.sqrt() / std::sqrt(bc2)).add_(opts_.eps);
+  p.addcdiv_(m, denom, -lr / bc1);
+}
+
+void FlatAdamW::reset_state() {
+  m_.zero_();
+  v_.zero_();
+  step_ = 0;
+}
+
+std::int64_t warmup_steps(double ratio, std::int64_t steps, std::int64_t total) {
+  if (steps >= 0) return steps;
+  return static_cast<std::int64_t>(std::ceil(ratio * static_cast<double>(total)));
+}
+
+double lr_at(const std::string& schedule, double peak, double min_ratio, std::int64_t warmup, std::int64_t total,
+             std::int64_t step) {
+  if (step < warmup) return peak * static_cast<double>(step) / static_cast<double>(std::max<std::int64_t>(1, warmup));
+  if (schedule == "constant") return peak;
+  double progress = static_cast<double>(step - warmup) / static_cast<double>(std::max<std::int64_t>(1, total - warmup));
+  progress = std::min(1.0, std::max(0.0, progress));
+  double f = schedule == "linear" ? 1.0 - progress : 0.5 * (1.0 + std::cos(M_PI * progress));
+  return peak * (min_ratio + (1.0 - min_ratio) * f);
+}
+
+}  // namespace sft::train

@@ -1,0 +1,90 @@
+#include "sft/train/run_data.h"
+
+#include <spdlog/spdlog.h>
+
+#include "sft/data/readers.h"
+#include "sft/util/error.h"
+#include "sft/util/fs.h"
+
+namespace sft::train {
+
+RunData build_run_data(const config::RunConfig& cfg, int world_size) {
+  RunData rd;
+  rd.tokenizer = data::Tokenizer::load(cfg.tokenizer);
+  std::vector<std::int64_t> counts;
+  for (const auto& d : cfg.datasets) {
+    bool rebuilt = false;
+    data::ChatTemplate tmpl = data::template_for(cfg, d);
+    auto ds = data::prepare_dataset(d, cfg.data, *rd.tokenizer, tmpl, &rebuilt);
+    if (rebuilt) spdlog::info("data: prepared {} ({} records) into {}", d.name, ds->size(), ds->dir());
+    counts.push_back(ds->size());
+    rd.datasets.push_back(ds);
+    rd.rebuilt.push_back(rebuilt);
+  }
+  rd.plan = data::plan_data(cfg, counts);
+  for (std::size_t s = 0; s < rd.plan.stages.size(); ++s) {
+    const auto& sel = rd.plan.stages[s];
+    rd.streams.push_back(std::make_unique<data::StageStream>(sel, static_cast<int>(s), rd.plan, rd.datasets, cfg.data,
+                                                             cfg.train.batch_size, cfg.train.grad_accum, world_size,
+                                                             cfg.seed, sel.spec->epochs));
+  }
+  return rd;
+}
+
+data::DataPlan plan_without_tokenizing(const config::RunConfig& cfg) {
+  std::vector<std::int64_t> counts;
+  std::vector<bool> estimated;
+  for (const auto& d : cfg.datasets) {
+    if (!fs::exists(d.path) && d.size >= 0) {
+      counts.push_back(d.size);
+      estimated.push_back(true);
+      continue;
+    }
+    counts.push_back(static_cast<std::int64_t>(data::read_dataset(d, cfg.data.on_bad_record).records.size()));
+    estimated.push_back(false);
+  }
+  return data::plan_data(cfg, counts, estimated);
+}
+
+nlohmann::json expand_json(const config::RunConfig& cfg, const data::DataPlan& plan) {
+  using nlohmann::json;
+  json j = cfg.to_json();
+  for (std::size_t i = 0; i < cfg.datasets.size(); ++i) {
+    auto& d = j["datasets"][cfg.datasets[i].name];
+    d["records"] = plan.dataset_records[i];
+    d["selected"] = plan.dataset_selected[i];
+    if (plan.dataset_size_estimated[i]) d["records_estimated"] = true;
+  }
+  for (std::size_t s = 0; s < plan.stages.size(); ++s) {
+    auto& st = j["stages"][s];
+    json sources = json::array();
+    for (const auto& src : plan.stages[s].sources)
+      sources.push_back({{"dataset", src.dataset}, {"fraction", src.fraction}, {"samples", src.records},
+                         {"replay", src.replay}, {"source_fraction", cfg.stages[s].sources[&src - &plan.stages[s].sources[0]].fraction}});
+    st["sources"] = sources;
+    st["samples"] = plan.stages[s].records;
+  }
+  return j;
+}
+
+nlohmann::json data_manifest(const config::RunConfig& cfg, const RunData& rd) {
+  using nlohmann::json;
+  json stages = json::array();
+  for (std::size_t s = 0; s < rd.plan.stages.size(); ++s) {
+    json sources = json::array();
+    for (const auto& src : rd.plan.stages[s].sources) {
+      const auto& ds = *rd.datasets[src.dataset_index];
+      json ids = json::array(), excluded = json::array();
+      for (std::int64_t r : rd.plan.records_of(src)) {
+        (ds.status(r) == data::SampleStatus::kOk ? ids : excluded).push_back(ds.origin(r).id);
+      }
+      sources.push_back({{"dataset", src.dataset}, {"replay", src.replay}, {"fraction", src.fraction},
+                         {"records", ids}, {"excluded", excluded}});
+    }
+    stages.push_back({{"stage", cfg.stages[s].name}, {"sources", sources},
+                      {"stream_fingerprint", rd.streams[s]->fingerprint()}});
+  }
+  return {{"seed", cfg.seed}, {"stages", stages}};
+}
+
+}  // namespace sft::train

@@ -1,0 +1,223 @@
+// Run configuration: YAML schedules, strategy presets, overrides and error reporting.
+#include <gtest/gtest.h>
+
+#include "sft/config/run_config.h"
+#include "sft/train/run_data.h"
+#include "sft/util/error.h"
+#include "test_util.h"
+
+namespace sft::config {
+namespace {
+
+std::string tiny_yaml(const std::string& strategy_block, const std::string& extra = "") {
+  const std::string d = test::source_dir() + "/data/tiny/";
+  return "model:\n  config: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, "
+         "vocab_size: 1024}\n"
+         "tokenizer: " + d + "tokenizer.model\n"
+         "datasets:\n"
+         "  math: {path: " + d + "math_train.jsonl, format: gsm8k, ability: math}\n"
+         "  code: {path: " + d + "code_train.json, format: alpaca, ability: code}\n"
+         "  general: {path: " + d + "general_train.json, format: sharegpt, ability: general}\n" +
+         strategy_block + extra;
+}
+
+// (stage name, [(dataset, samples, replay)]) as planned from the real tiny files.
+struct Src {
+  std::string dataset;
+  std::int64_t samples;
+  bool replay;
+};
+std::vector<std::pair<std::string, std::vector<Src>>> plan_of(const RunConfig& cfg) {
+  auto plan = train::plan_without_tokenizing(cfg);
+  std::vector<std::pair<std::string, std::vector<Src>>> out;
+  for (const auto& st : plan.stages) {
+    std::vector<Src> v;
+    for (const auto& s : st.sources) v.push_back({s.dataset, s.records, s.replay});
+    out.push_back({st.spec->name, v});
+  }
+  return out;
+}
+
+constexpr std::int64_t kMath = 6144, kCode = 4096, kGeneral = 2048;  // data/tiny train splits
+
+TEST(RunConfig, MultiTaskIsOneStageWithEveryDataset) {
+  auto p = plan_of(parse_run_config(tiny_yaml("strategy: multi_task\n"), "t.yaml"));
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].first, "multi_task");
+  ASSERT_EQ(p[0].second.size(), 3u);
+  EXPECT_EQ(p[0].second[0].samples, kMath);
+  EXPECT_EQ(p[0].second[1].samples, kCode);
+  EXPECT_EQ(p[0].second[2].samples, kGeneral);
+}
+
+TEST(RunConfig, SequentialFollowsTheGivenOrder) {
+  auto p = plan_of(parse_run_config(tiny_yaml("strategy: {name: sequential, order: [code, math, general]}\n"), "t.yaml"));
+  ASSERT_EQ(p.size(), 3u);
+  EXPECT_EQ(p[0].first, "code");
+  EXPECT_EQ(p[1].first, "math");
+  EXPECT_EQ(p[2].first, "general");
+  EXPECT_EQ(p[0].second[0].samples, kCode);
+  EXPECT_EQ(p[2].second[0].samples, kGeneral);
+}
+
+TEST(RunConfig, MixedSequentialSeparatesSpecialisedFromGeneral) {
+  auto p = plan_of(parse_run_config(tiny_yaml("strategy: mixed_sequential\n"), "t.yaml"));
+  ASSERT_EQ(p.size(), 2u);
+  EXPECT_EQ(p[0].first, "specialised");
+  ASSERT_EQ(p[0].second.size(), 2u);
+  EXPECT_EQ(p[1].first, "general");
+  ASSERT_EQ(p[1].second.size(), 1u);
+  EXPECT_EQ(p[1].second[0].dataset, "general");
+}
+
+TEST(RunConfig, DmtReplaysKOfEachSpecialisedDataset) {
+  for (const std::string k : {"1/256", "0.00390625", "1/64", "1/4", "1"}) {
+    RunConfig cfg = parse_run_config(tiny_yaml("strategy: {name: dmt, k: " + k + "}\n"), "t.yaml");
+    double kv = *parse_fraction(k);
+    EXPECT_DOUBLE_EQ(cfg.k, kv);
+    auto p = plan_of(cfg);
+    ASSERT_EQ(p.size(), 2u) << k;
+    ASSERT_EQ(p[1].second.size(), 3u) << k;
+    EXPECT_EQ(p[1].second[0].samples, kGeneral);
+    EXPECT_TRUE(p[1].second[1].replay);
+    EXPECT_EQ(p[1].second[1].samples, static_cast<std::int64_t>(std::llround(kv * kMath))) << k;
+    EXPECT_EQ(p[1].second[2].samples, static_cast<std::int64_t>(std::llround(kv * kCode))) << k;
+  }
+}
+
+TEST(RunConfig, DatasetFractionScalesEveryStageThatUsesIt) {
+  RunConfig cfg = parse_run_config(tiny_yaml("strategy: {name: dmt, k: 1/4}\n"), "t.yaml",
+                                   {"datasets.math.fraction=1/16"});
+  auto p = plan_of(cfg);
+  EXPECT_EQ(p[0].second[0].samples, kMath / 16);
+  EXPECT_EQ(p[1].second[1].samples, kMath / 16 / 4);
+}
+
+TEST(RunConfig, ExplicitStagesExpressTheSamePlanAsThePreset) {
+  std::string stages =
+      "stages:\n"
+      "  - name: specialised\n"
+      "    sources: {math: 1.0, code: 1.0}\n"
+      "  - name: general\n"
+      "    sources: {general: 1.0}\n"
+      "    replay_fraction: 1/256\n";
+  auto explicit_plan = plan_of(parse_run_config(tiny_yaml(stages), "t.yaml"));
+  auto preset_plan = plan_of(parse_run_config(tiny_yaml("strategy: {name: dmt, k: 1/256}\n"), "t.yaml"));
+  ASSERT_EQ(explicit_plan.size(), preset_plan.size());
+  for (std::size_t s = 0; s < preset_plan.size(); ++s) {
+    ASSERT_EQ(explicit_plan[s].second.size(), preset_plan[s].second.size());
+    for (std::size_t i = 0; i < preset_plan[s].second.size(); ++i) {
+      EXPECT_EQ(explicit_plan[s].second[i].dataset, preset_plan[s].second[i].dataset);
+      EXPECT_EQ(explicit_plan[s].second[i].samples, preset_plan[s].second[i].samples);
+      EXPECT_EQ(explicit_plan[s].second[i].replay, preset_plan[s].second[i].replay);
+    }
+  }
+}
+
+TEST(RunConfig, SetReachesEveryKey) {
+  RunConfig cfg = parse_run_config(tiny_yaml("strategy: dmt\n"), "t.yaml",
+                                   {"train.lr=1e-4", "datasets.math.path=/x/y.jsonl",
+                                    "model.config.hidden_size=48", "strategy=mixed_sequential", "seed=7"});
+  EXPECT_DOUBLE_EQ(cfg.train.lr, 1e-4);
+  EXPECT_EQ(cfg.dataset("math").path, "/x/y.jsonl");
+  EXPECT_EQ(cfg.model.config["hidden_size"], 48);
+  EXPECT_EQ(cfg.strategy, Strategy::kMixedSequential);
+  EXPECT_EQ(cfg.seed, 7u);
+  EXPECT_DOUBLE_EQ(parse_run_config(tiny_yaml("strategy: dmt\n"), "t.yaml", {"strategy.k=1/64"}).k, 1.0 / 64);
+  // k belongs to DMT: setting it for another strategy is a mistake worth reporting.
+  EXPECT_THROW(parse_run_config(tiny_yaml("strategy: multi_task\n"), "t.yaml", {"strategy.k=1/64"}), ConfigError);
+  // Provenance: overridden keys say so, untouched ones are defaults.
+  bool lr_seen = false;
+  for (const auto& s : cfg.settings) {
+    if (s.key == "train.lr") {
+      EXPECT_EQ(s.source, "--set");
+      lr_seen = true;
+    }
+    if (s.key == "train.batch_size") EXPECT_EQ(s.source, "default");
+  }
+  EXPECT_TRUE(lr_seen);
+}
+
+TEST(RunConfig, StageOverridesChangeOnlyTheirStage) {
+  RunConfig cfg = parse_run_config(
+      tiny_yaml("strategy:\n  name: dmt\n  stage_overrides:\n    general: {lr: 1e-5, epochs: 2}\n",
+                "train: {lr: 2e-5, epochs: 3}\n"),
+      "t.yaml");
+  EXPECT_DOUBLE_EQ(cfg.stages[0].lr, 2e-5);
+  EXPECT_EQ(cfg.stages[0].epochs, 3);
+  EXPECT_DOUBLE_EQ(cfg.stages[1].lr, 1e-5);
+  EXPECT_EQ(cfg.stages[1].epochs, 2);
+}
+
+TEST(RunConfig, FiveMistakesAreReportedTogetherWithFileLineAndKey) {
+  const std::string file = test::source_dir() + "/tests/fixtures/configs/five_mistakes.yaml";
+  try {
+    load_run_config(file);
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("5 problems"), std::string::npos) << m;
+    EXPECT_NE(m.find(file + ":8: datasets.code.format: \"alpacca\" is not one of"), std::string::npos) << m;
+    EXPECT_NE(m.find(file + ":16: stages[1].sources.math.fraction: 1.5 is outside (0, 1]"), std::string::npos) << m;
+    EXPECT_NE(m.find(file + ":17: stages[1].epochs: 0 is outside"), std::string::npos) << m;
+    EXPECT_NE(m.find(file + ":19: train.lr: \"fast\" is not a number"), std::string::npos) << m;
+    EXPECT_NE(m.find(file + ":20: train.batch_sise: unknown key; did you mean \"batch_size\"?"), std::string::npos) << m;
+    EXPECT_EQ(e.exit_code(), 2);
+  }
+}
+
+TEST(RunConfig, OverrideErrorsNameTheOverride) {
+  try {
+    parse_run_config(tiny_yaml("strategy: dmt\n"), "t.yaml", {"train.lr=abc"});
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("--set train.lr: \"abc\" is not a number"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(parse_run_config(tiny_yaml("strategy: dmt\n"), "t.yaml", {"no_equals_sign"}), ConfigError);
+}
+
+TEST(RunConfig, StrategyAndStagesTogetherIsAnError) {
+  EXPECT_THROW(parse_run_config(tiny_yaml("strategy: dmt\nstages: [{sources: {math: 1}}]\n"), "t.yaml"), ConfigError);
+  EXPECT_THROW(parse_run_config(tiny_yaml(""), "t.yaml"), ConfigError);
+}
+
+TEST(RunConfig, DmtNeedsGeneralAndSpecialisedData) {
+  std::string yaml = tiny_yaml("strategy: dmt\n");
+  EXPECT_THROW(parse_run_config(yaml, "t.yaml", {"datasets.general.ability=chat"}), ConfigError);
+}
+
+TEST(RunConfig, YamlSyntaxErrorsCarryTheLine) {
+  try {
+    parse_run_config("train:\n  lr: [1,\n", "bad.yaml");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("bad.yaml:", 0), 0u) << e.what();
+  }
+  EXPECT_THROW(parse_run_config("a: 1\na: 2\n", "dup.yaml"), ConfigError);
+}
+
+TEST(ParseFraction, AcceptsDecimalsRatiosAndPercentages) {
+  EXPECT_DOUBLE_EQ(*parse_fraction("1/256"), 1.0 / 256);
+  EXPECT_DOUBLE_EQ(*parse_fraction("0.00390625"), 1.0 / 256);
+  EXPECT_DOUBLE_EQ(*parse_fraction("25%"), 0.25);
+  EXPECT_FALSE(parse_fraction("1/0"));
+  EXPECT_FALSE(parse_fraction("abc"));
+  EXPECT_FALSE(parse_fraction(""));
+}
+
+TEST(RunConfig, ShippedConfigsLoad) {
+  for (const char* f : {"configs/tiny/multi_task.yaml", "configs/tiny/sequential.yaml",
+                        "configs/tiny/mixed_sequential.yaml", "configs/tiny/dmt.yaml", "configs/dmt_33b.yaml"}) {
+    EXPECT_NO_THROW(load_run_config(test::source_dir() + "/" + f)) << f;
+  }
+  RunConfig big = load_run_config(test::source_dir() + "/configs/dmt_33b.yaml");
+  EXPECT_EQ(big.template_name, "vicuna_v1.1");
+  EXPECT_EQ(big.stages[0].epochs, 3);
+  EXPECT_DOUBLE_EQ(big.stages[0].lr, 2e-5);
+  EXPECT_DOUBLE_EQ(big.stages[0].warmup_ratio, 0.03);
+  EXPECT_EQ(big.train.precision, "bf16");
+  EXPECT_DOUBLE_EQ(big.k, 1.0 / 256);
+}
+
+}  // namespace
+}  // namespace sft::config

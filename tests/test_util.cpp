@@ -1,0 +1,103 @@
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "sft/util/fs.h"
+
+namespace sft::test {
+
+std::string source_dir() { return SFT_SOURCE_DIR; }
+std::string sft_binary() { return SFT_BINARY; }
+std::string tiny(const std::string& file) { return source_dir() + "/data/tiny/" + file; }
+
+std::string shared_data() {
+  if (const char* env = std::getenv("SFT_SHARED_DATA"); env && fs::is_dir(env)) return env;
+  std::string p = source_dir() + "/../shared/data";
+  return fs::is_dir(p) ? p : "";
+}
+
+TempDir::TempDir() {
+  std::string tmpl = (std::getenv("TMPDIR") ? std::string(std::getenv("TMPDIR")) : std::string("/tmp")) + "/sft_test.XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back('\0');
+  char* p = ::mkdtemp(buf.data());
+  if (!p) throw std::runtime_error("mkdtemp failed");
+  path_ = p;
+}
+
+TempDir::~TempDir() {
+  if (!std::getenv("SFT_KEEP_TEST_DIRS")) fs::remove_all(path_);
+}
+
+RunResult run_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+                      int timeout_s, const std::string& cwd) {
+  TempDir io;
+  std::string out_path = io.file("stdout"), err_path = io.file("stderr");
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    int o = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int e = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(o, 1);
+    ::dup2(e, 2);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    ::dup2(devnull, 0);
+    if (::chdir((cwd.empty() ? source_dir() : cwd).c_str()) != 0) ::_exit(127);
+    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  RunResult r;
+  int status = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  for (;;) {
+    pid_t w = ::waitpid(pid, &status, WNOHANG);
+    if (w == pid) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(-pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      r.exit_code = 124;
+      r.out = read(out_path);
+      r.err = read(err_path);
+      return r;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read(out_path);
+  r.err = read(err_path);
+  return r;
+}
+
+RunResult run_sft(const std::vector<std::string>& args, const std::map<std::string, std::string>& env, int timeout_s,
+                  const std::string& cwd) {
+  std::vector<std::string> argv = {sft_binary()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_program(argv, env, timeout_s, cwd);
+}
+
+std::string read(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+void write(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+}
+
+}  // namespace sft::test

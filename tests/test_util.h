@@ -1,0 +1,51 @@
+// Shared helpers for sft's tests: paths, temporary folders and running the sft binary.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace sft::test {
+
+std::string source_dir();          // the repository root
+std::string sft_binary();          // the built `sft`
+std::string tiny(const std::string& file);  // data/tiny/<file>
+// ../shared/data next to the repository (real public datasets); "" when absent.
+std::string shared_data();
+
+#define SFT_REQUIRE_SHARED_DATA()                                                    \
+  do {                                                                               \
+    if (::sft::test::shared_data().empty())                                          \
+      GTEST_SKIP() << "../shared/data (real public datasets) is not present";        \
+  } while (0)
+
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+// Runs `sft args...` with cwd = source_dir() (so relative config paths resolve), extra
+// environment variables, and a timeout in seconds (killed: exit_code 124).
+RunResult run_sft(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
+                  int timeout_s = 600, const std::string& cwd = "");
+// Same for any program.
+RunResult run_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
+                      int timeout_s = 600, const std::string& cwd = "");
+
+std::string read(const std::string& path);
+void write(const std::string& path, const std::string& text);
+
+}  // namespace sft::test
