@@ -325,7 +325,8 @@ def main():
     if not args.no_tokenizer:
         system = ("A chat between a curious user and an artificial intelligence assistant. "
                   "The assistant gives helpful, detailed, and polite answers to the user's questions.")
-        lines = [f"{system} USER: x ASSISTANT: y"] * 50
+        # Every training sample carries the system message: weight it as the model sees it.
+        lines = [f"{system} USER: x ASSISTANT: y"] * (len(math_train) + len(code_train) + len(general_train))
         lines += [r["question"] for r in math_train] + [r["answer"] for r in math_train]
         lines += [r["instruction"] + "\n" + r["input"] + r["output"] for r in code_train]
         lines += [t["value"] for r in general_train for t in r["conversations"]]

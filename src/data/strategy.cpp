@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include <spdlog/spdlog.h>
+
 #include "sft/util/error.h"
 #include "sft/util/rng.h"
 
@@ -55,7 +57,13 @@ DataPlan plan_data(const config::RunConfig& cfg, const std::vector<std::int64_t>
       x.replay = src.replay;
       x.fraction = cfg.datasets[di].fraction * src.fraction;
       x.records = fraction_count(src.fraction, plan.dataset_selected[di]);
-      if (x.records < 1 && plan.dataset_selected[di] > 0)
+      if (x.records < 1 && plan.dataset_selected[di] > 0 && src.replay) {
+        // A replay share too small for the data (k = 1/256 of a 1/64 subset) replays
+        // nothing; say so rather than fail, so sweeps over fractions x k run through.
+        spdlog::warn("stage {} ({}): replay fraction {:g} of the {} selected {} records selects none; "
+                     "the stage replays no {} data",
+                     s + 1, st.name, src.fraction, plan.dataset_selected[di], src.dataset, src.dataset);
+      } else if (x.records < 1 && plan.dataset_selected[di] > 0)
         fail("stages[" + std::to_string(s) + "] (" + st.name + "): " + (src.replay ? "replay fraction " : "fraction ") +
              std::to_string(src.fraction) + " of the " + std::to_string(plan.dataset_selected[di]) + " selected " +
              src.dataset + " records selects none; use a larger fraction or more data");

@@ -105,6 +105,14 @@ void Trainer::log_plan() const {
                model_->config().num_attention_heads, model_->config().num_key_value_heads,
                model_->config().vocab_size, cfg_.model.init, device_.str(), at::get_num_threads(),
                cfg_.train.precision);
+  for (std::size_t i = 0; i < cfg_.datasets.size(); ++i) {
+    const auto& st = data_.datasets[i]->stats();
+    spdlog::info("data {}: {} records read, {} kept, {} bad (skipped), {} filtered, {} zero-target and {} too long "
+                 "(reported, not trained), {} truncated",
+                 cfg_.datasets[i].name, st.read, st.kept, st.bad, st.filtered, st.zero_target, st.too_long,
+                 st.truncated);
+    for (const auto& b : st.first_bad) spdlog::warn("  bad record {}: {}", b.where, b.reason);
+  }
   for (std::size_t s = 0; s < data_.streams.size(); ++s) {
     const auto& st = *data_.streams[s];
     const auto& spec = cfg_.stages[s];

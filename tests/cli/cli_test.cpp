@@ -59,3 +59,73 @@ TEST(Cli, ConfigExpandPrintsThePapersStageStructure) {
 
 }  // namespace
 }  // namespace sft
+
+namespace sft {
+namespace {
+
+TEST(CliData, InspectShowsTextIdsMaskAndOrigin) {
+  test::TempDir d;
+  auto r = test::run_sft({"data", "inspect", "--config", "configs/tiny/dmt.yaml", "--stage", "general", "--index", "5",
+                          "--json", "--set", "data.cache_dir=" + d.path()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["stage"], "general");
+  const std::string text = j["text"];
+  EXPECT_EQ(text.rfind("<s>A chat between", 0), 0u) << text;
+  EXPECT_NE(text.find("</s>"), std::string::npos);
+  ASSERT_EQ(j["ids"].size(), j["mask"].size());
+  EXPECT_EQ(j["ids"][0], 1);
+  EXPECT_EQ(j["mask"][0], 0);
+  EXPECT_EQ(j["ids"].back(), 2);  // ends with the trained EOS
+  EXPECT_EQ(j["mask"].back(), 1);
+  EXPECT_EQ(j["origin"]["file"], "data/tiny/general_train.json");
+  EXPECT_GT(j["origin"]["line"].get<long>(), 1);
+  // The same sample by its record id.
+  auto by_id = test::run_sft({"data", "inspect", "--config", "configs/tiny/dmt.yaml", "--stage", "2", "--id",
+                              j["origin"]["id"], "--json", "--set", "data.cache_dir=" + d.path()});
+  ASSERT_EQ(by_id.exit_code, 0) << by_id.err;
+  EXPECT_EQ(nlohmann::json::parse(by_id.out)["ids"], j["ids"]);
+  // Human-readable form marks trained tokens.
+  auto human = test::run_sft({"data", "inspect", "--config", "configs/tiny/dmt.yaml", "--stage", "general", "--index", "5",
+                              "--set", "data.cache_dir=" + d.path()});
+  ASSERT_EQ(human.exit_code, 0) << human.err;
+  EXPECT_NE(human.out.find("\u27e6"), std::string::npos);
+  EXPECT_NE(human.out.find(" T"), std::string::npos);
+}
+
+TEST(CliData, PrepareBuildsTheCacheOnceThenReusesIt) {
+  test::TempDir d;
+  std::vector<std::string> args = {"data", "prepare", "--json", "--config", "configs/tiny/dmt.yaml", "--set",
+                                   "data.cache_dir=" + d.path()};
+  auto first = test::run_sft(args);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  auto second = test::run_sft(args);
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  auto a = nlohmann::json::parse(first.out), b = nlohmann::json::parse(second.out);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_TRUE(a["datasets"][i]["rebuilt"].get<bool>());
+    EXPECT_FALSE(b["datasets"][i]["rebuilt"].get<bool>());
+    EXPECT_EQ(a["datasets"][i]["tokens"], b["datasets"][i]["tokens"]);
+  }
+}
+
+TEST(CliData, StatsOnTinyDataCountEveryRecord) {
+  test::TempDir d;
+  auto r = test::run_sft({"data", "stats", "--json", "--config", "configs/tiny/dmt.yaml", "--set", "data.cache_dir=" + d.path()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["datasets"]["math"]["read"], 6144);
+  EXPECT_EQ(j["datasets"]["code"]["read"], 4096);
+  EXPECT_EQ(j["datasets"]["general"]["read"], 2048);
+  EXPECT_EQ(j["stages"][1]["sources"][1]["records"], 24);  // 6144 / 256 replayed
+  EXPECT_GT(j["stages"][0]["target_tokens"].get<long>(), 0);
+}
+
+TEST(CliData, RenderErrorsNameTheFileAndExitNonZero) {
+  auto r = test::run_sft({"data", "render", "--format", "gsm8k", "tests/fixtures/bad_data/gsm8k_missing_answer.jsonl"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("gsm8k_missing_answer.jsonl:3: missing field \"answer\""), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace sft

@@ -1,0 +1,262 @@
+// sft data prepare | stats | render | inspect: look at what a run will train on.
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "sft/config/run_config.h"
+#include "sft/data/chat_template.h"
+#include "sft/data/data_report.h"
+#include "sft/data/readers.h"
+#include "sft/data/tokenizer.h"
+#include "sft/train/run_data.h"
+#include "sft/util/error.h"
+
+namespace sft::cli {
+namespace {
+
+using nlohmann::ordered_json;
+
+struct DataArgs {
+  std::string config;
+  std::vector<std::string> sets;
+  bool json = false;
+  // render
+  std::string format, tmpl = "vicuna_v1.1", file, tokenizer, id, filter, system;
+  std::int64_t index = -1;
+  bool generation = false, strip_calculator = false, skip_bad = false;
+  // inspect
+  std::string stage;
+};
+DataArgs A;
+
+ordered_json origin_json(const data::Origin& o) {
+  return {{"file", o.file}, {"line", o.line}, {"index", o.index}, {"id", o.id}};
+}
+
+// Text with trained spans made visible: green on a terminal, ⟦...⟧ otherwise.
+std::string marked_text(const std::vector<data::Segment>& segs, bool tty) {
+  std::string out;
+  for (const auto& s : segs) {
+    if (s.trained) out += tty ? "\033[32m" + s.text + "\033[0m" : "\u27e6" + s.text + "\u27e7";
+    else out += s.text;
+  }
+  return out;
+}
+
+void print_tokens(const data::Tokenizer& tok, const data::Encoded& e, std::size_t limit, bool tty) {
+  std::printf("  %6s %7s  %s\n", "pos", "id", "piece (T = trained target)");
+  for (std::size_t i = 0; i < e.ids.size() && i < limit; ++i) {
+    std::string piece = tok.piece(e.ids[i]);
+    bool t = e.mask[i] != 0;
+    if (tty && t) std::printf("  %6zu %7d  \033[32m%-24s T\033[0m\n", i, e.ids[i], piece.c_str());
+    else std::printf("  %6zu %7d  %-24s %s\n", i, e.ids[i], piece.c_str(), t ? "T" : "");
+  }
+}
+
+int run_prepare() {
+  config::RunConfig cfg = config::load_run_config(A.config, A.sets);
+  auto start = std::chrono::steady_clock::now();
+  train::RunData rd = train::build_run_data(cfg, 1);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::int64_t tokens = 0;
+  ordered_json out = ordered_json::array();
+  for (std::size_t i = 0; i < cfg.datasets.size(); ++i) {
+    const auto& d = *rd.datasets[i];
+    tokens += d.stats().tokens;
+    out.push_back({{"dataset", cfg.datasets[i].name}, {"records", d.size()}, {"tokens", d.stats().tokens},
+                   {"cache", d.dir()}, {"rebuilt", static_cast<bool>(rd.rebuilt[i])}});
+  }
+  if (A.json) {
+    std::cout << ordered_json{{"datasets", out}, {"seconds", secs}}.dump() << "\n";
+  } else {
+    for (const auto& d : out)
+      std::printf("%-12s %8lld records %10lld tokens  %s %s\n", d["dataset"].get<std::string>().c_str(),
+                  d["records"].get<long long>(), d["tokens"].get<long long>(),
+                  d["rebuilt"].get<bool>() ? "built " : "cached", d["cache"].get<std::string>().c_str());
+    std::printf("%lld tokens in %.2f s (%.0f tokens/s)\n", static_cast<long long>(tokens), secs,
+                secs > 0 ? static_cast<double>(tokens) / secs : 0.0);
+  }
+  return 0;
+}
+
+int run_stats() {
+  config::RunConfig cfg = config::load_run_config(A.config, A.sets);
+  train::RunData rd = train::build_run_data(cfg, 1);
+  auto stats = data::data_stats(cfg, rd.plan, rd.datasets, rd.streams);
+  if (A.json) std::cout << stats.dump(2) << "\n";
+  else std::cout << data::format_data_stats(stats);
+  return 0;
+}
+
+int run_render() {
+  config::DatasetSpec spec;
+  spec.name = "render";
+  spec.path = A.file;
+  spec.format = A.format;
+  spec.strip_calculator = A.strip_calculator;
+  if (!A.filter.empty()) {
+    auto eq = A.filter.find('=');
+    if (eq == std::string::npos) throw ConfigError("--filter: expected FIELD=VALUE (e.g. label=true)");
+    spec.filter_field = A.filter.substr(0, eq);
+    std::string v = A.filter.substr(eq + 1);
+    try {
+      spec.filter_equals = nlohmann::json::parse(v);
+    } catch (...) {
+      spec.filter_equals = v;
+    }
+  }
+  auto tmpl = data::ChatTemplate::create(A.tmpl, A.system.empty() ? std::nullopt : std::optional<std::string>(A.system));
+  std::shared_ptr<const data::Tokenizer> tok;
+  if (!A.tokenizer.empty()) tok = data::Tokenizer::load(A.tokenizer);
+  data::ReadResult rr = data::read_dataset(spec, A.skip_bad ? "skip" : "error");
+  for (const auto& b : rr.bad) spdlog::warn("skipped bad record {}: {}", b.where, b.reason);
+  bool found = false;
+  for (std::size_t i = 0; i < rr.records.size(); ++i) {
+    const data::Record& r = rr.records[i];
+    if (A.index >= 0 && r.origin.index != A.index) continue;
+    if (!A.id.empty() && r.origin.id != A.id) continue;
+    found = true;
+    std::vector<data::Segment> segs = A.generation && !r.is_text ? tmpl.generation_segments(r, 0) : tmpl.segments(r);
+    std::string text = data::ChatTemplate::join(segs);
+    if (A.json) {
+      ordered_json j = {{"index", r.origin.index}, {"id", r.origin.id}, {"origin", origin_json(r.origin)}, {"text", text}};
+      if (tok) {
+        data::Encoded e = data::ChatTemplate::encode(segs, *tok);
+        j["ids"] = e.ids;
+        j["mask"] = e.mask;
+      }
+      std::cout << j.dump() << "\n";
+    } else if (A.index >= 0 || !A.id.empty()) {
+      std::cout << text << "\n";
+    } else {
+      std::cout << "### record " << r.origin.index << " (" << r.origin.id << ") " << r.origin.where() << "\n"
+                << text << "\n\n";
+    }
+  }
+  if (!found && (A.index >= 0 || !A.id.empty()))
+    throw DataError(A.file + ": no record with " + (A.index >= 0 ? "index " + std::to_string(A.index) : "id " + A.id));
+  return 0;
+}
+
+int run_inspect() {
+  config::RunConfig cfg = config::load_run_config(A.config, A.sets);
+  train::RunData rd = train::build_run_data(cfg, 1);
+  std::size_t stage = 0;
+  if (!A.stage.empty()) {
+    bool ok = false;
+    for (std::size_t s = 0; s < cfg.stages.size(); ++s)
+      if (cfg.stages[s].name == A.stage || std::to_string(s + 1) == A.stage) {
+        stage = s;
+        ok = true;
+      }
+    if (!ok) throw ConfigError("--stage: no stage \"" + A.stage + "\" (give a name or a 1-based number)");
+  }
+  // The stage's samples in plan order: sources in order, each in permutation order.
+  struct Item {
+    std::size_t ds;
+    std::int64_t rec;
+    bool replay;
+  };
+  std::vector<Item> items;
+  for (const auto& src : rd.plan.stages[stage].sources)
+    for (std::int64_t r : rd.plan.records_of(src)) items.push_back({src.dataset_index, r, src.replay});
+  std::vector<std::size_t> chosen;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const auto o = rd.datasets[items[i].ds]->origin(items[i].rec);
+    if (!A.id.empty() ? o.id == A.id : (A.index < 0 ? i == 0 : static_cast<std::int64_t>(i) == A.index))
+      chosen.push_back(i);
+  }
+  if (chosen.empty())
+    throw ConfigError(std::string("no sample ") + (A.id.empty() ? "at index " + std::to_string(A.index) : "with id " + A.id) +
+                      " in stage " + cfg.stages[stage].name + " (" + std::to_string(items.size()) + " samples)");
+  const bool tty = ::isatty(1);
+  for (std::size_t i : chosen) {
+    const Item& it = items[i];
+    const auto& ds = *rd.datasets[it.ds];
+    const auto& spec = cfg.datasets[it.ds];
+    data::Origin o = ds.origin(it.rec);
+    // Re-read the record to show its rendering; the cached ids are what training sees.
+    data::ReadResult rr = data::read_dataset(spec, cfg.data.on_bad_record);
+    const data::Record* rec = nullptr;
+    for (const auto& r : rr.records)
+      if (r.origin.index == o.index) rec = &r;
+    auto tmpl = data::template_for(cfg, spec);
+    std::vector<data::Segment> segs = rec ? tmpl.segments(*rec) : std::vector<data::Segment>{};
+    data::Encoded e;
+    e.ids.assign(ds.ids(it.rec), ds.ids(it.rec) + ds.length(it.rec));
+    e.mask.assign(ds.mask(it.rec), ds.mask(it.rec) + ds.length(it.rec));
+    const char* status = ds.status(it.rec) == data::SampleStatus::kOk ? "ok"
+                         : ds.status(it.rec) == data::SampleStatus::kZeroTarget ? "zero-target (not trained)"
+                                                                                  : "too long (dropped)";
+    if (A.json) {
+      ordered_json j = {{"stage", cfg.stages[stage].name}, {"index", i}, {"dataset", spec.name},
+                        {"replay", it.replay}, {"origin", origin_json(o)},
+                        {"text", data::ChatTemplate::join(segs, /*with_bos=*/rd.tokenizer->bos_id() >= 0)},
+                        {"ids", e.ids}, {"mask", e.mask}, {"status", status}, {"truncated", ds.truncated(it.rec)}};
+      std::cout << j.dump() << "\n";
+      continue;
+    }
+    std::int64_t trained = 0;
+    for (auto m : e.mask) trained += m;
+    std::printf("stage %zu (%s), sample %zu of %zu: %s record %lld%s\n  origin %s (id %s)\n  %zu tokens, %lld trained, %s%s\n",
+                stage + 1, cfg.stages[stage].name.c_str(), i, items.size(), spec.name.c_str(),
+                static_cast<long long>(it.rec), it.replay ? " (replay)" : "", o.where().c_str(), o.id.c_str(),
+                e.ids.size(), static_cast<long long>(trained), status, ds.truncated(it.rec) ? ", truncated" : "");
+    std::printf("text (%s = trained):\n%s\n", tty ? "green" : "\u27e6...\u27e7",
+                marked_text(segs, tty).c_str());
+    print_tokens(*rd.tokenizer, e, e.ids.size(), tty);
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::vector<Command> register_data(CLI::App& app) {
+  auto* cmd = app.add_subcommand("data", "prepare, count, render and inspect training data");
+  cmd->require_subcommand(1);
+
+  auto* prepare = cmd->add_subcommand("prepare", "tokenize every dataset of a run into the data cache");
+  prepare->add_option("--config", A.config, "run configuration (YAML)")->required();
+  add_set_option(prepare, A.sets);
+  prepare->add_flag("--json", A.json, "print JSON");
+
+  auto* stats = cmd->add_subcommand("stats", "per dataset, stage and source: records read, kept, bad, zero-target, "
+                                             "truncated, samples, tokens, target tokens, packing efficiency");
+  stats->add_option("--config", A.config, "run configuration (YAML)")->required();
+  add_set_option(stats, A.sets);
+  stats->add_flag("--json", A.json, "print JSON");
+
+  auto* render = cmd->add_subcommand("render", "render records of one file with one template, without a run config");
+  render->add_option("--format", A.format, "gsm8k | alpaca | sharegpt | messages | text | mtbench")
+      ->required()
+      ->check(CLI::IsMember({"gsm8k", "alpaca", "sharegpt", "messages", "text", "mtbench"}));
+  render->add_option("--template", A.tmpl, "chat template")
+      ->check(CLI::IsMember({"vicuna_v1.1", "llama-2", "chatml", "alpaca", "raw"}));
+  render->add_option("file", A.file, "dataset file")->required();
+  render->add_option("--tokenizer", A.tokenizer, "sentencepiece model: adds ids and mask to --json output");
+  auto* idx = render->add_option("--index", A.index, "only the record at this 0-based position in the file");
+  render->add_option("--id", A.id, "only the record with this id")->excludes(idx);
+  render->add_flag("--generation", A.generation, "render the prompt inference feeds for the first user turn");
+  render->add_flag("--json", A.json, "one JSON object per record: text (+ ids, mask with --tokenizer)");
+  render->add_option("--filter", A.filter, "keep records whose FIELD equals VALUE (e.g. label=true)");
+  render->add_option("--system", A.system, "system message replacing the template's default");
+  render->add_flag("--strip-calculator", A.strip_calculator, "gsm8k: drop <<a+b=c>> annotations");
+  render->add_flag("--skip-bad", A.skip_bad, "skip bad records (reported on stderr) instead of failing");
+
+  auto* inspect = cmd->add_subcommand("inspect", "show a training sample: trained and masked tokens, ids, pieces, origin");
+  inspect->add_option("--config", A.config, "run configuration (YAML)")->required();
+  add_set_option(inspect, A.sets);
+  inspect->add_option("--stage", A.stage, "stage name or 1-based number (default: the first)");
+  auto* iidx = inspect->add_option("--index", A.index, "0-based sample index within the stage (default 0)");
+  inspect->add_option("--id", A.id, "the sample with this record id")->excludes(iidx);
+  inspect->add_flag("--json", A.json, "one JSON object per sample: text, ids, mask, origin");
+
+  return {{prepare, run_prepare}, {stats, run_stats}, {render, run_render}, {inspect, run_inspect}};
+}
+
+}  // namespace sft::cli

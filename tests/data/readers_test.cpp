@@ -1,0 +1,172 @@
+// Dataset readers: the bad-input corpus under tests/fixtures/bad_data, each file with the
+// exact error it must produce, and on_bad_record: skip counting instead of failing.
+#include "sft/data/readers.h"
+
+#include <gtest/gtest.h>
+
+#include "sft/util/error.h"
+#include "test_util.h"
+
+namespace sft::data {
+namespace {
+
+config::DatasetSpec spec_for(const std::string& file, const std::string& format) {
+  config::DatasetSpec s;
+  s.name = "bad";
+  s.path = test::source_dir() + "/tests/fixtures/bad_data/" + file;
+  s.format = format;
+  return s;
+}
+
+struct BadCase {
+  const char* file;
+  const char* format;
+  const char* error;  // expected, after "<path>"
+};
+
+const BadCase kBad[] = {
+    {"gsm8k_malformed_line.jsonl", "gsm8k", ":2: malformed JSON: "},
+    {"gsm8k_missing_answer.jsonl", "gsm8k", ":3: missing field \"answer\"; expected \"question\" and \"answer\""},
+    {"gsm8k_wrong_type.jsonl", "gsm8k", ":1: field \"answer\" must be a string, got number"},
+    {"gsm8k_no_final_answer.jsonl", "gsm8k", ":2: \"answer\" has no final \"#### <number>\" line"},
+    {"empty.jsonl", "gsm8k", ": empty file"},
+    {"whitespace_only.json", "alpaca", ": empty file"},
+    {"alpaca_truncated_array.json", "alpaca", ":3: malformed JSON: the file ends inside the top-level array (truncated?)"},
+    {"alpaca_missing_output.json", "alpaca", ":3: missing field \"output\""},
+    {"alpaca_empty_instruction.json", "alpaca", ":2: empty \"instruction\""},
+    {"alpaca_trailing_comma.json", "alpaca", ":3: malformed JSON: trailing comma before ']'"},
+    {"sharegpt_not_alternating.json", "sharegpt", ":2: turn 2: expected a user turn, got assistant"},
+    {"sharegpt_empty_conversation.json", "sharegpt", ":2: empty conversation"},
+    {"sharegpt_unknown_from.json", "sharegpt", ":2: turn 1: unknown \"from\": \"bot\""},
+    {"sharegpt_system_late.json", "sharegpt", ":2: turn 1: a system message is only allowed first"},
+    {"sharegpt_starts_with_gpt.json", "sharegpt", ":2: turn 0: expected a user turn, got assistant"},
+    {"sharegpt_missing_conversations.json", "sharegpt", ":2: missing field \"conversations\""},
+    {"messages_bad_role.jsonl", "messages", ":1: message 1: unknown role \"tool\""},
+    {"messages_content_null.jsonl", "messages", ":1: field \"content\" must be a string, got null"},
+    {"invalid_utf8.jsonl", "gsm8k", ":2: malformed JSON: "},
+    {"not_object.jsonl", "gsm8k", ":2: expected a JSON object, got a list"},
+    {"garbage.json", "alpaca", ":1: malformed JSON: expected a JSON array '[...]' or one JSON object per line"},
+    {"text_empty.jsonl", "text", ":2: empty text"},
+    {"invalid_utf8.txt", "text", ":3: invalid UTF-8"},
+    {"mtbench_turns_not_list.jsonl", "mtbench", ":1: \"turns\" must be a non-empty list of strings"},
+};
+
+TEST(Readers, EveryBadInputFileGetsItsExactError) {
+  for (const auto& c : kBad) {
+    auto spec = spec_for(c.file, c.format);
+    try {
+      read_dataset(spec, "error");
+      ADD_FAILURE() << c.file << ": no error";
+    } catch (const DataError& e) {
+      std::string want = spec.path + c.error;
+      EXPECT_EQ(std::string(e.what()).rfind(want, 0), 0u) << c.file << "\n  got:  " << e.what() << "\n  want: " << want;
+    }
+  }
+}
+
+TEST(Readers, InvalidUtf8IsNamedAsSuch) {
+  try {
+    read_dataset(spec_for("invalid_utf8.jsonl", "gsm8k"), "error");
+    FAIL();
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("UTF-8"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Readers, MissingFileIsNamed) {
+  auto spec = spec_for("no_such_file.jsonl", "gsm8k");
+  try {
+    read_dataset(spec, "error");
+    FAIL();
+  } catch (const DataError& e) {
+    EXPECT_EQ(std::string(e.what()), spec.path + ": dataset file not found (datasets.bad.path)");
+  }
+}
+
+TEST(Readers, SkipCountsBadRecordsAndKeepsTheGoodOnes) {
+  ReadResult r = read_dataset(spec_for("gsm8k_missing_answer.jsonl", "gsm8k"), "skip");
+  EXPECT_EQ(r.read, 3);
+  EXPECT_EQ(r.records.size(), 2u);
+  ASSERT_EQ(r.bad.size(), 1u);
+  EXPECT_NE(r.bad[0].where.find("gsm8k_missing_answer.jsonl:3"), std::string::npos);
+  ReadResult m = read_dataset(spec_for("gsm8k_malformed_line.jsonl", "gsm8k"), "skip");
+  EXPECT_EQ(m.records.size(), 2u);
+  EXPECT_EQ(m.bad.size(), 1u);
+  // A whole-file problem is fatal even when skipping.
+  EXPECT_THROW(read_dataset(spec_for("alpaca_truncated_array.json", "alpaca"), "skip"), DataError);
+}
+
+TEST(Readers, RecordsKeepTheirOrigin) {
+  config::DatasetSpec s;
+  s.name = "general";
+  s.path = test::tiny("general_train.json");
+  s.format = "sharegpt";
+  ReadResult r = read_dataset(s, "error");
+  ASSERT_GT(r.records.size(), 2u);
+  EXPECT_EQ(r.records[0].origin.line, 2);
+  EXPECT_EQ(r.records[0].origin.index, 0);
+  EXPECT_EQ(r.records[0].origin.id, "tiny_general_200");
+  EXPECT_EQ(r.records[1].origin.index, 1);
+  EXPECT_GT(r.records[1].origin.line, 2);
+  s.path = test::tiny("math_train.jsonl");
+  s.format = "gsm8k";
+  s.name = "math";
+  ReadResult m = read_dataset(s, "error");
+  EXPECT_EQ(m.records[5].origin.line, 6);
+  EXPECT_EQ(m.records[5].origin.id, "math:5");
+}
+
+TEST(Readers, GsmCalculatorAnnotationsCanBeStripped) {
+  EXPECT_EQ(strip_calculator_annotations("He has 48/2 = <<48/2=24>>24 clips.\n#### 24"), "He has 48/2 = 24 clips.\n#### 24");
+  EXPECT_EQ(strip_calculator_annotations("unclosed << stays"), "unclosed << stays");
+}
+
+TEST(Readers, SharegptTrailingUserTurnIsDroppedAndCounted) {
+  test::TempDir d;
+  test::write(d.file("c.json"), R"([{"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "q"},
+     {"from": "gpt", "value": "a"}, {"from": "human", "value": "unanswered"}]}])");
+  config::DatasetSpec s;
+  s.name = "c";
+  s.path = d.file("c.json");
+  s.format = "sharegpt";
+  ReadResult r = read_dataset(s, "error");
+  ASSERT_EQ(r.records.size(), 1u);
+  EXPECT_EQ(r.records[0].turns.size(), 2u);
+  EXPECT_TRUE(r.records[0].has_system);
+  EXPECT_EQ(r.records[0].system, "S");
+  EXPECT_EQ(r.trailing_user_turns, 1);
+}
+
+TEST(Readers, MessagesFilterKeepsMatchingRecordsOnly) {
+  test::TempDir d;
+  test::write(d.file("m.jsonl"),
+              "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"a\"}], \"label\": true}\n"
+              "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"b\"}], \"label\": false}\n");
+  config::DatasetSpec s;
+  s.name = "m";
+  s.path = d.file("m.jsonl");
+  s.format = "messages";
+  s.filter_field = "label";
+  s.filter_equals = true;
+  ReadResult r = read_dataset(s, "error");
+  EXPECT_EQ(r.read, 2);
+  EXPECT_EQ(r.filtered, 1);
+  ASSERT_EQ(r.records.size(), 1u);
+  EXPECT_EQ(r.records[0].turns[1].content, "a");
+}
+
+TEST(Readers, TextFilesSplitIntoBlankLineSeparatedDocuments) {
+  test::TempDir d;
+  test::write(d.file("c.txt"), "doc one\nline two\n\n\ndoc two\n");
+  config::DatasetSpec s;
+  s.name = "t";
+  s.path = d.file("c.txt");
+  s.format = "text";
+  ReadResult r = read_dataset(s, "error");
+  ASSERT_EQ(r.records.size(), 2u);
+  EXPECT_EQ(r.records[0].text, "doc one\nline two");
+  EXPECT_EQ(r.records[1].origin.line, 5);
+}
+
+}  // namespace
+}  // namespace sft::data

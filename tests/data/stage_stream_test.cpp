@@ -1,0 +1,247 @@
+// Data selection and streams: nested fractions and replay, rank sharding, packing masks,
+// determinism and O(1) resume.
+#include "sft/data/stage_stream.h"
+
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <set>
+
+#include "sft/config/run_config.h"
+#include "sft/data/batch.h"
+#include "sft/train/run_data.h"
+#include "sft/util/error.h"
+#include "test_util.h"
+
+namespace sft::data {
+namespace {
+
+config::RunConfig tiny_config(const std::string& cache, std::vector<std::string> extra = {}) {
+  std::vector<std::string> sets = {"tokenizer=" + test::tiny("tokenizer.model"),
+                                   "datasets.math.path=" + test::tiny("math_train.jsonl"),
+                                   "datasets.code.path=" + test::tiny("code_train.json"),
+                                   "datasets.general.path=" + test::tiny("general_train.json"),
+                                   "data.cache_dir=" + cache};
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  return config::load_run_config(test::source_dir() + "/configs/tiny/dmt.yaml", sets);
+}
+
+std::set<std::int64_t> selected(const DataPlan& plan, std::size_t stage, const std::string& ds, bool replay) {
+  for (const auto& s : plan.stages[stage].sources)
+    if (s.dataset == ds && s.replay == replay) {
+      auto v = plan.records_of(s);
+      return {v.begin(), v.end()};
+    }
+  return {};
+}
+
+TEST(Strategy, FractionsAreNestedAcrossFiveFractions) {
+  test::TempDir d;
+  const char* fractions[] = {"1", "1/4", "1/16", "1/64", "1/256"};
+  std::vector<std::set<std::int64_t>> sets;
+  for (const char* f : fractions) {
+    auto cfg = tiny_config(d.path(), {std::string("datasets.math.fraction=") + f});
+    auto plan = train::plan_without_tokenizing(cfg);
+    sets.push_back(selected(plan, 0, "math", false));
+    EXPECT_EQ(static_cast<std::int64_t>(sets.back().size()), fraction_count(*config::parse_fraction(f), 6144)) << f;
+  }
+  for (std::size_t i = 1; i < sets.size(); ++i)
+    EXPECT_TRUE(std::includes(sets[i - 1].begin(), sets[i - 1].end(), sets[i].begin(), sets[i].end())) << fractions[i];
+  // Another seed draws another subset.
+  auto other = train::plan_without_tokenizing(tiny_config(d.path(), {"datasets.math.fraction=1/16", "seed=2"}));
+  EXPECT_NE(selected(other, 0, "math", false), sets[2]);
+}
+
+TEST(Strategy, ReplayIsNestedAndDrawnFromStageOneData) {
+  test::TempDir d;
+  const char* ks[] = {"1", "1/4", "1/16", "1/64", "1/256"};
+  std::vector<std::set<std::int64_t>> replays;
+  for (const char* k : ks) {
+    auto cfg = tiny_config(d.path(), {std::string("strategy.k=") + k, "datasets.code.fraction=1/2"});
+    auto plan = train::plan_without_tokenizing(cfg);
+    auto stage1 = selected(plan, 0, "code", false);
+    auto replay = selected(plan, 1, "code", true);
+    EXPECT_EQ(static_cast<std::int64_t>(replay.size()), fraction_count(*config::parse_fraction(k), 2048)) << k;
+    EXPECT_TRUE(std::includes(stage1.begin(), stage1.end(), replay.begin(), replay.end())) << k;
+    replays.push_back(replay);
+  }
+  for (std::size_t i = 1; i < replays.size(); ++i)
+    EXPECT_TRUE(std::includes(replays[i - 1].begin(), replays[i - 1].end(), replays[i].begin(), replays[i].end()));
+}
+
+TEST(Strategy, ADatasetTooSmallForItsFractionIsAConfigError) {
+  test::TempDir d;
+  auto cfg = tiny_config(d.path(), {"datasets.general.fraction=1/8192"});
+  try {
+    train::plan_without_tokenizing(cfg);
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("datasets.general.fraction"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("selects none"), std::string::npos) << e.what();
+  }
+}
+
+class Streams : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir();
+    cfg_ = new config::RunConfig(tiny_config(dir_->path(), {"datasets.math.fraction=1/8", "datasets.code.fraction=1/8",
+                                                            "datasets.general.fraction=1/4", "train.batch_size=3",
+                                                            "train.grad_accum=2", "strategy.stage_overrides.specialised.epochs=2"}));
+  }
+  static void TearDownTestSuite() {
+    delete cfg_;
+    delete dir_;
+  }
+  static test::TempDir* dir_;
+  static config::RunConfig* cfg_;
+};
+test::TempDir* Streams::dir_ = nullptr;
+config::RunConfig* Streams::cfg_ = nullptr;
+
+TEST_F(Streams, RanksNeverOverlapAndTogetherCoverTheStage) {
+  for (int world : {1, 2, 3}) {
+    for (const std::string batching : {"pack", "pad"}) {
+      config::RunConfig cfg = *cfg_;
+      cfg.data.batching = batching;
+      train::RunData rd = train::build_run_data(cfg, world);
+      for (const auto& stream : rd.streams) {
+        std::multiset<std::pair<int, std::int64_t>> seen;
+        std::set<const MicroBatch*> batches;
+        for (std::int64_t s = 0; s < stream->steps(); ++s)
+          for (int r = 0; r < world; ++r)
+            for (std::int64_t m = 0; m < cfg.train.grad_accum; ++m)
+              if (const MicroBatch* mb = stream->micro_batch(s, r, m)) {
+                EXPECT_TRUE(batches.insert(mb).second) << "micro-batch served twice";
+                for (const auto& row : mb->rows)
+                  for (const auto& x : row.samples) seen.insert({x.dataset, x.record});
+              }
+        EXPECT_EQ(static_cast<std::int64_t>(batches.size()), stream->micro_batches()) << world << batching;
+        std::multiset<std::pair<int, std::int64_t>> all;
+        for (const auto& x : stream->all_samples()) all.insert({x.dataset, x.record});
+        EXPECT_EQ(seen, all);
+        // Every trainable sample of the stage appears once per epoch.
+        EXPECT_EQ(static_cast<std::int64_t>(all.size()), stream->samples_per_epoch() * (stream == rd.streams[0] ? 2 : 1));
+      }
+    }
+  }
+}
+
+TEST_F(Streams, PackedSamplesNeverAttendToEachOther) {
+  train::RunData rd = train::build_run_data(*cfg_, 1);
+  const auto& stream = *rd.streams[0];
+  int checked_rows = 0;
+  for (std::int64_t s = 0; s < std::min<std::int64_t>(stream.steps(), 6); ++s) {
+    for (std::int64_t m = 0; m < cfg_->train.grad_accum; ++m) {
+      const MicroBatch* mb = stream.micro_batch(s, 0, m);
+      if (!mb) continue;
+      Batch b = make_batch(*mb, rd.datasets, 0);
+      ASSERT_TRUE(b.attn_mask.defined());
+      const std::int64_t B = b.input_ids.size(0), T = b.input_ids.size(1);
+      auto pos = b.position_ids.accessor<std::int64_t, 2>();
+      auto lab = b.labels.accessor<std::int64_t, 2>();
+      auto mask = b.attn_mask.accessor<bool, 4>();
+      for (std::int64_t r = 0; r < B; ++r) {
+        // Sample id of each position from the restarting positions.
+        std::vector<int> seg(static_cast<std::size_t>(T), -1);
+        int cur = -1;
+        std::int64_t used = mb->rows[static_cast<std::size_t>(r)].tokens;
+        for (std::int64_t t = 0; t < used; ++t) {
+          if (pos[r][t] == 0) ++cur;
+          seg[static_cast<std::size_t>(t)] = cur;
+        }
+        EXPECT_EQ(cur + 1, static_cast<int>(mb->rows[static_cast<std::size_t>(r)].samples.size()));
+        for (std::int64_t q = 0; q < T; ++q) {
+          for (std::int64_t k = 0; k < T; ++k) {
+            if (!mask[r][0][q][k]) continue;
+            if (seg[static_cast<std::size_t>(q)] < 0) {
+              EXPECT_EQ(k, q) << "a pad attends only to itself";
+            } else {
+              EXPECT_EQ(seg[static_cast<std::size_t>(k)], seg[static_cast<std::size_t>(q)]) << "cross-sample attention";
+              EXPECT_LE(k, q) << "attention to the future";
+            }
+          }
+          // The last token of a sample predicts nothing (never the next sample's first token).
+          if (q + 1 < used && seg[static_cast<std::size_t>(q)] != seg[static_cast<std::size_t>(q + 1)])
+            EXPECT_EQ(lab[r][q], kIgnoreIndex);
+        }
+        ++checked_rows;
+      }
+      std::int64_t targets = (b.labels != kIgnoreIndex).sum().item<std::int64_t>();
+      EXPECT_EQ(targets, mb->targets);
+      EXPECT_EQ(b.targets, mb->targets);
+    }
+  }
+  EXPECT_GT(checked_rows, 10);
+}
+
+TEST_F(Streams, StepTargetsSumTheMicroBatchesOfTheStep) {
+  train::RunData rd = train::build_run_data(*cfg_, 2);
+  const auto& stream = *rd.streams[0];
+  for (std::int64_t s = 0; s < stream.steps(); ++s) {
+    std::int64_t sum = 0;
+    for (int r = 0; r < 2; ++r)
+      for (std::int64_t m = 0; m < 2; ++m)
+        if (auto* mb = stream.micro_batch(s, r, m)) sum += mb->targets;
+    EXPECT_EQ(sum, stream.step_targets(s));
+  }
+}
+
+std::vector<std::pair<int, std::int64_t>> next_samples(const StageStream& st, StreamState from, std::size_t n, int world,
+                                                       std::int64_t accum) {
+  std::vector<std::pair<int, std::int64_t>> out;
+  for (std::int64_t s = from.step; s < st.steps() && out.size() < n; ++s)
+    for (int r = 0; r < world; ++r)
+      for (std::int64_t m = 0; m < accum; ++m)
+        if (auto* mb = st.micro_batch(s, r, m))
+          for (const auto& row : mb->rows)
+            for (const auto& x : row.samples) out.push_back({x.dataset, x.record});
+  if (out.size() > n) out.resize(n);
+  return out;
+}
+
+TEST_F(Streams, ResumedStreamYieldsTheIdenticalNext100Samples) {
+  train::RunData a = train::build_run_data(*cfg_, 1);
+  StreamState state{0, 7};  // what a checkpoint after 7 steps of stage 1 stores
+  auto expected = next_samples(*a.streams[0], state, 100, 1, 2);
+  ASSERT_EQ(expected.size(), 100u);
+  // A new process: everything rebuilt from the config and the (cached) data.
+  train::RunData b = train::build_run_data(*cfg_, 1);
+  EXPECT_EQ(a.streams[0]->fingerprint(), b.streams[0]->fingerprint());
+  EXPECT_EQ(next_samples(*b.streams[0], state, 100, 1, 2), expected);
+  // Another seed shuffles differently (the state is tied to its stream).
+  config::RunConfig other = *cfg_;
+  other.seed = 99;
+  train::RunData c = train::build_run_data(other, 1);
+  EXPECT_NE(c.streams[0]->fingerprint(), a.streams[0]->fingerprint());
+}
+
+TEST_F(Streams, EpochsReshuffle) {
+  train::RunData rd = train::build_run_data(*cfg_, 1);
+  auto all = rd.streams[0]->all_samples();
+  const std::size_t n = static_cast<std::size_t>(rd.streams[0]->samples_per_epoch());
+  ASSERT_EQ(all.size(), 2 * n);
+  std::vector<std::pair<int, std::int64_t>> e0, e1;
+  for (std::size_t i = 0; i < n; ++i) {
+    e0.push_back({all[i].dataset, all[i].record});
+    e1.push_back({all[n + i].dataset, all[n + i].record});
+  }
+  EXPECT_NE(e0, e1);
+  std::sort(e0.begin(), e0.end());
+  std::sort(e1.begin(), e1.end());
+  EXPECT_EQ(e0, e1);
+}
+
+TEST_F(Streams, PackingIsFarDenserThanPaddingToMaxLength) {
+  config::RunConfig pack = *cfg_, pad_max = *cfg_;
+  pad_max.data.batching = "pad_max";
+  double e_pack = train::build_run_data(pack, 1).streams[0]->packing_efficiency();
+  double e_pad = train::build_run_data(pad_max, 1).streams[0]->packing_efficiency();
+  EXPECT_GT(e_pack, 0.9);
+  EXPECT_LT(e_pad, 0.4);
+}
+
+}  // namespace
+}  // namespace sft::data
