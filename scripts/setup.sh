@@ -11,6 +11,7 @@ packages=(
   libsentencepiece-dev sentencepiece
   nlohmann-json3-dev libcli11-dev libspdlog-dev libyaml-cpp-dev libgtest-dev
   python3 python3-matplotlib python3-numpy
+  clang libclang-rt-14-dev   # libFuzzer for the safetensors parser's fuzz test
 )
 
 missing=()

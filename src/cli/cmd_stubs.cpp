@@ -3,7 +3,6 @@
 
 namespace sft::cli {
 
-std::vector<Command> register_model(CLI::App&) { return {}; }
 std::vector<Command> register_eval(CLI::App&) { return {}; }
 std::vector<Command> register_sweep(CLI::App&) { return {}; }
 std::vector<Command> register_bench(CLI::App&) { return {}; }

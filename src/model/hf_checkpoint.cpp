@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -65,35 +66,45 @@ bool has_weights(const std::string& dir) {
   return fs::exists(fs::join(dir, "model.safetensors")) || fs::exists(fs::join(dir, "model.safetensors.index.json"));
 }
 
-void load_weights(Llama& model, const std::string& dir) {
-  auto map = weight_map(dir);
-  std::map<std::string, std::shared_ptr<const SafetensorsFile>> files;
+namespace {
+
+struct Located {
+  std::map<std::string, std::string> file_of;                                   // name -> shard
+  std::map<std::string, std::shared_ptr<const SafetensorsFile>> files;          // shard -> file
+};
+
+Located locate_weights(const std::vector<std::pair<std::string, std::vector<std::int64_t>>>& expected,
+                       const std::string& dir) {
+  Located loc;
+  loc.file_of = weight_map(dir);
   std::vector<std::string> missing, unexpected, mismatched;
-  std::set<std::string> expected;
-  for (const auto& p : model.parameters()) expected.insert(p.name);
-  for (const auto& [name, file] : map)
-    if (!expected.count(name) && !ignorable(name)) unexpected.push_back(name);
-  for (const auto& p : model.parameters()) {
-    auto it = map.find(p.name);
-    if (it == map.end()) {
-      missing.push_back(p.name);
+  std::set<std::string> names;
+  for (const auto& e : expected) names.insert(e.first);
+  for (const auto& [name, file] : loc.file_of)
+    if (!names.count(name) && !ignorable(name)) unexpected.push_back(name);
+  for (const auto& [name, shape] : expected) {
+    auto it = loc.file_of.find(name);
+    if (it == loc.file_of.end()) {
+      missing.push_back(name);
       continue;
     }
-    auto& f = files[it->second];
+    auto& f = loc.files[it->second];
     if (!f) {
       if (!fs::exists(it->second)) throw CheckpointError(it->second + ": shard named in the index is missing");
       f = SafetensorsFile::open(it->second);
     }
-    const TensorEntry* e = f->find(p.name);
+    const TensorEntry* e = f->find(name);
     if (!e) {
-      missing.push_back(p.name + " (index names " + fs::basename(it->second) + ", which lacks it)");
+      missing.push_back(name + " (the index names " + fs::basename(it->second) + ", which lacks it)");
       continue;
     }
-    if (e->shape != p.tensor.sizes().vec()) {
+    if (e->dtype != "F32" && e->dtype != "F16" && e->dtype != "BF16" && e->dtype != "F64")
+      mismatched.push_back(name + ": dtype " + e->dtype + " is not a floating-point type sft loads");
+    if (e->shape != shape) {
       std::string want, got;
-      for (auto s : p.tensor.sizes()) want += (want.empty() ? "" : ", ") + std::to_string(s);
+      for (auto s : shape) want += (want.empty() ? "" : ", ") + std::to_string(s);
       for (auto s : e->shape) got += (got.empty() ? "" : ", ") + std::to_string(s);
-      mismatched.push_back(p.name + ": checkpoint [" + got + "], config.json implies [" + want + "]");
+      mismatched.push_back(name + ": checkpoint [" + got + "], config.json implies [" + want + "]");
     }
   }
   if (!missing.empty() || !unexpected.empty() || !mismatched.empty()) {
@@ -106,18 +117,31 @@ void load_weights(Llama& model, const std::string& dir) {
     };
     list("missing", missing);
     list("unexpected", unexpected);
-    list("shape mismatch", mismatched);
+    list("mismatched", mismatched);
     throw CheckpointError(msg);
   }
-  at::NoGradGuard ng;
+  return loc;
+}
+
+}  // namespace
+
+void check_weights(const LlamaConfig& cfg, const std::string& dir) { locate_weights(expected_parameters(cfg), dir); }
+
+void load_weights(Llama& model, const std::string& dir) {
+  std::vector<std::pair<std::string, std::vector<std::int64_t>>> expected;
   for (const auto& p : model.parameters()) {
-    at::Tensor src = files[map[p.name]]->tensor(p.name);
-    p.tensor.copy_(src);
+    // Tied models list the embedding once; parameters() never repeats it.
+    if (std::any_of(expected.begin(), expected.end(), [&](const auto& e) { return e.first == p.name; })) continue;
+    expected.push_back({p.name, p.tensor.sizes().vec()});
   }
+  Located loc = locate_weights(expected, dir);
+  at::NoGradGuard ng;
+  for (const auto& p : model.parameters()) p.tensor.copy_(loc.files[loc.file_of[p.name]]->tensor(p.name));
 }
 
 std::unique_ptr<Llama> load_hf_model(const std::string& dir, c10::Device device, c10::ScalarType dtype) {
   LlamaConfig cfg = load_llama_config(dir);
+  check_weights(cfg, dir);  // before allocating: a 7B config without weights fails fast
   auto model = std::make_unique<Llama>(cfg, device, dtype);
   load_weights(*model, dir);
   return model;

@@ -66,8 +66,9 @@ at::Tensor repeat_kv(const at::Tensor& x, std::int64_t n_rep) {
 // differentiates it. Weights are inputs of the function so their gradients flow out.
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor cos,
-                                                at::Tensor sin, at::Tensor mask, at::TensorList weights,
+                                                at::Tensor sin, c10::optional<at::Tensor> mask_opt, at::TensorList weights,
                                                 const Llama* model, std::int64_t layer) {
+    at::Tensor mask = mask_opt ? *mask_opt : at::Tensor();
     std::vector<at::Tensor> w(weights.begin(), weights.end());
     ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
     ctx->saved_data["layer"] = layer;
@@ -110,36 +111,42 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   }
 };
 
+std::vector<std::pair<std::string, std::vector<std::int64_t>>> expected_parameters(const LlamaConfig& cfg) {
+  const std::int64_t D = cfg.hidden_size, F = cfg.intermediate_size, Dh = cfg.head_dim;
+  std::vector<std::pair<std::string, std::vector<std::int64_t>>> out;
+  out.push_back({"model.embed_tokens.weight", {cfg.vocab_size, D}});
+  for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    out.push_back({p + "input_layernorm.weight", {D}});
+    out.push_back({p + "self_attn.q_proj.weight", {cfg.num_attention_heads * Dh, D}});
+    out.push_back({p + "self_attn.k_proj.weight", {cfg.num_key_value_heads * Dh, D}});
+    out.push_back({p + "self_attn.v_proj.weight", {cfg.num_key_value_heads * Dh, D}});
+    out.push_back({p + "self_attn.o_proj.weight", {D, cfg.num_attention_heads * Dh}});
+    out.push_back({p + "post_attention_layernorm.weight", {D}});
+    out.push_back({p + "mlp.gate_proj.weight", {F, D}});
+    out.push_back({p + "mlp.up_proj.weight", {F, D}});
+    out.push_back({p + "mlp.down_proj.weight", {D, F}});
+  }
+  out.push_back({"model.norm.weight", {D}});
+  if (!cfg.tie_word_embeddings) out.push_back({"lm_head.weight", {cfg.vocab_size, D}});
+  return out;
+}
+
 Llama::Llama(const LlamaConfig& cfg, c10::Device device, c10::ScalarType dtype)
     : cfg_(cfg), device_(device), dtype_(dtype) {
   auto opts = at::TensorOptions().device(device).dtype(dtype);
-  const std::int64_t D = cfg.hidden_size, F = cfg.intermediate_size, Dh = cfg.head_dim;
-  auto add = [&](const std::string& name, std::vector<std::int64_t> shape) {
-    params_.push_back({name, at::zeros(shape, opts).requires_grad_(true)});
-    return params_.size() - 1;
-  };
-  embed_index_ = add("model.embed_tokens.weight", {cfg.vocab_size, D});
+  for (const auto& [name, shape] : expected_parameters(cfg)) {
+    at::Tensor t = shape.size() == 1 ? at::ones(shape, opts) : at::zeros(shape, opts);
+    params_.push_back({name, t.requires_grad_(true)});
+  }
+  // Index the list: embed, 9 per layer, norm, lm_head.
+  embed_index_ = 0;
   for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    LayerIdx li{};
-    li.input_norm = add(p + "input_layernorm.weight", {D});
-    li.q = add(p + "self_attn.q_proj.weight", {cfg.num_attention_heads * Dh, D});
-    li.k = add(p + "self_attn.k_proj.weight", {cfg.num_key_value_heads * Dh, D});
-    li.v = add(p + "self_attn.v_proj.weight", {cfg.num_key_value_heads * Dh, D});
-    li.o = add(p + "self_attn.o_proj.weight", {D, cfg.num_attention_heads * Dh});
-    li.post_norm = add(p + "post_attention_layernorm.weight", {D});
-    li.gate = add(p + "mlp.gate_proj.weight", {F, D});
-    li.up = add(p + "mlp.up_proj.weight", {F, D});
-    li.down = add(p + "mlp.down_proj.weight", {D, F});
-    layers_.push_back(li);
+    std::size_t b = 1 + 9 * static_cast<std::size_t>(l);
+    layers_.push_back({b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8});
   }
-  norm_index_ = add("model.norm.weight", {D});
-  lm_head_index_ = cfg.tie_word_embeddings ? embed_index_ : add("lm_head.weight", {cfg.vocab_size, D});
-  {
-    at::NoGradGuard ng;
-    for (auto& p : params_)
-      if (p.tensor.dim() == 1) p.tensor.fill_(1.0);
-  }
+  norm_index_ = 1 + 9 * static_cast<std::size_t>(cfg.num_hidden_layers);
+  lm_head_index_ = cfg.tie_word_embeddings ? embed_index_ : norm_index_ + 1;
   inv_freq_ = inverse_frequencies(cfg).to(device);
 }
 
@@ -265,7 +272,8 @@ at::Tensor Llama::forward_hidden(const at::Tensor& input_ids, const at::Tensor& 
       std::vector<at::Tensor> w;
       for (std::size_t idx : {li.input_norm, li.q, li.k, li.v, li.o, li.post_norm, li.gate, li.up, li.down})
         w.push_back(params_[idx].tensor);
-      x = CheckpointedLayer::apply(x, cos, sin, attn_mask.defined() ? attn_mask : at::Tensor(), at::TensorList(w), this,
+      c10::optional<at::Tensor> mask = attn_mask.defined() ? c10::optional<at::Tensor>(attn_mask) : c10::nullopt;
+      x = CheckpointedLayer::apply(x, cos, sin, mask, at::TensorList(w), this,
                                    static_cast<std::int64_t>(l))[0];
     } else {
       x = layer_forward(l, x, cos, sin, attn_mask, cache, nullptr);

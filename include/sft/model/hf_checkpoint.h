@@ -17,6 +17,10 @@ namespace sft::model {
 // True when `dir` holds weights (model.safetensors or an index).
 bool has_weights(const std::string& dir);
 
+// Checks that the folder's weights match `cfg` (names, shapes, files) without allocating the
+// model. Missing and unexpected names and shape mismatches are reported together.
+void check_weights(const LlamaConfig& cfg, const std::string& dir);
+
 // Copies the folder's weights into `model` (converting dtype/device). Missing and unexpected
 // tensor names and shape mismatches are reported together in one CheckpointError.
 void load_weights(Llama& model, const std::string& dir);
