@@ -12,8 +12,12 @@
 #include <thread>
 
 #include "sft/util/fs.h"
+#include "sft/util/malloc_tuning.h"
 
 namespace sft::test {
+
+// The test binary trains in-process: give it the same allocator settings as `sft`.
+static const bool kMallocTuned = (tune_malloc(), true);
 
 std::string source_dir() { return SFT_SOURCE_DIR; }
 std::string sft_binary() { return SFT_BINARY; }
@@ -86,6 +90,53 @@ RunResult run_sft(const std::vector<std::string>& args, const std::map<std::stri
   std::vector<std::string> argv = {sft_binary()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_program(argv, env, timeout_s, cwd);
+}
+
+Process spawn_sft(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
+  Process p;
+  p.io = std::make_shared<TempDir>();
+  p.out_path = p.io->file("stdout");
+  p.err_path = p.io->file("stderr");
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int o = ::open(p.out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int e = ::open(p.err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(o, 1);
+    ::dup2(e, 2);
+    if (::chdir(source_dir().c_str()) != 0) ::_exit(127);
+    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+    std::vector<std::string> argv = {sft_binary()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> a;
+    for (auto& x : argv) a.push_back(const_cast<char*>(x.c_str()));
+    a.push_back(nullptr);
+    ::execv(a[0], a.data());
+    ::_exit(127);
+  }
+  p.pid = pid;
+  return p;
+}
+
+bool process_running(const Process& p) {
+  int status = 0;
+  return ::waitpid(p.pid, &status, WNOHANG) == 0;
+}
+
+int wait_process(Process& p, int timeout_s) {
+  int status = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  for (;;) {
+    pid_t w = ::waitpid(p.pid, &status, WNOHANG);
+    if (w == p.pid) break;
+    if (w < 0) return -1;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(p.pid, SIGKILL);
+      ::waitpid(p.pid, &status, 0);
+      return 124;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 std::string read(const std::string& path) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,17 @@ RunResult run_sft(const std::vector<std::string>& args, const std::map<std::stri
 // Same for any program.
 RunResult run_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
                       int timeout_s = 600, const std::string& cwd = "");
+
+// A background `sft` process (stdout/stderr to files), for kill / signal tests.
+struct Process {
+  int pid = -1;
+  std::string out_path, err_path;
+  std::shared_ptr<TempDir> io;
+};
+Process spawn_sft(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {});
+// Waits for the process to end (exit code; 124 after the timeout, when it is killed).
+int wait_process(Process& p, int timeout_s = 600);
+bool process_running(const Process& p);
 
 std::string read(const std::string& path);
 void write(const std::string& path, const std::string& text);

@@ -1,10 +1,12 @@
 // sft train: run a configuration's stages.
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
 #include <iostream>
 
 #include "cli/commands.h"
 #include "sft/config/run_config.h"
+#include "sft/train/dry_run.h"
 #include "sft/train/trainer.h"
 
 namespace sft::cli {
@@ -12,20 +14,31 @@ namespace sft::cli {
 std::vector<Command> register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "fine-tune a model on a run configuration's stage schedule");
   static std::string path, output_dir, resume;
+  static bool dry = false, json = false;
   static std::vector<std::string> sets;
   cmd->add_option("--config", path, "run configuration (YAML)")->required();
   add_set_option(cmd, sets);
   cmd->add_option("--output-dir", output_dir, "where checkpoints, metrics and models go (overrides output_dir)");
   cmd->add_option("--resume", resume, "resume: 'auto' continues from the newest good checkpoint")
       ->check(CLI::IsMember({"auto", "never"}));
+  cmd->add_flag("--dry-run", dry, "print the stage plan and the memory per rank, then exit without training");
+  cmd->add_flag("--json", json, "with --dry-run: print the plan as JSON");
   return {{cmd, [] {
              std::vector<std::string> all = sets;
              if (!output_dir.empty()) all.push_back("output_dir=" + output_dir);
              config::RunConfig cfg = config::load_run_config(path, all);
+             if (dry) {
+               const char* ws = std::getenv("WORLD_SIZE");
+               auto plan = train::dry_run(cfg, ws ? std::atoi(ws) : 1);
+               if (json) std::cout << plan.dump(2) << "\n";
+               else std::cout << train::format_dry_run(plan);
+               return 0;
+             }
              spdlog::info("sft train: {} ({} strategy, {} stages) -> {}", cfg.source_file,
                           config::strategy_name(cfg.strategy), cfg.stages.size(), cfg.output_dir);
              train::TrainerOptions opts;
              opts.resume = resume == "auto";
+             opts.config_path = path;
              train::Trainer trainer(cfg, opts);
              trainer.fit();
              return 0;

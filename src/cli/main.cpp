@@ -4,23 +4,16 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include <malloc.h>
-
-#include <climits>
 
 #include <cstdlib>
 #include <iostream>
 
 #include "cli/commands.h"
 #include "sft/util/error.h"
+#include "sft/util/malloc_tuning.h"
 
 int main(int argc, char** argv) {
-  // Keep freed memory in the process: LibTorch frees and re-allocates the same large
-  // activation buffers every step, and returning them to the kernel makes each step pay
-  // for fresh page faults (measured: 4x slower tiny training steps, bench/RESULTS.md).
-  mallopt(M_TRIM_THRESHOLD, INT_MAX);
-  mallopt(M_TOP_PAD, 1024 * 1024 * 1024);
-  mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+  sft::tune_malloc();
   // Logs go to stderr so that JSON on stdout stays machine-readable.
   auto logger = spdlog::stderr_color_mt("sft");
   spdlog::set_default_logger(logger);

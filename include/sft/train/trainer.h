@@ -1,32 +1,61 @@
-// Trainer: runs a resolved RunConfig's stages, one after another, on one device.
+// Trainer: runs a resolved RunConfig's stages, one after another.
 //
-// Owns the model, the flat AdamW state and the run's data (streams planned up front).
-// Rank 0 logs, writes metrics and exports models. A stage's end exports an HF folder
-// (<output_dir>/stage<N>_<name>) and the run's end exports <output_dir>/final.
+// Owns the model, the flat AdamW state, the run's data (every stage's stream planned up
+// front) and its checkpoints. Rank 0 logs, writes metrics and exports models; under ZeRO
+// every rank writes its own shard of each checkpoint. fit() reads top to bottom: restore,
+// then per stage the occasional blocks, the step, and the diagnostics.
+//
+// Resuming is exact: a checkpoint holds the flat parameters and moments, the optimizer
+// step count, the position (stage, step) in the planned streams and the counters, so a
+// run killed at any point and resumed from its newest good checkpoint produces the same
+// weights, bit for bit on CPU, as an uninterrupted run.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <c10/core/Device.h>
 
 #include "sft/config/run_config.h"
 #include "sft/model/llama.h"
+#include "sft/train/checkpoint.h"
 #include "sft/train/optimizer.h"
 #include "sft/train/run_data.h"
+#include "sft/util/error.h"
+
+namespace sft::dist {
+class Context;
+}
 
 namespace sft::train {
 
+class TfEventsWriter;
+
 struct TrainerOptions {
-  bool resume = false;  // --resume auto
+  bool resume = false;        // --resume auto: continue from the newest good checkpoint
+  std::string config_path;    // for the resume hint printed on a graceful stop
 };
 
 struct TrainResult {
-  std::int64_t steps = 0;
+  std::int64_t steps = 0;                     // global steps completed
   std::vector<double> stage_first_loss, stage_last_loss;
-  std::string final_dir;
+  std::int64_t skipped_steps = 0;
+  std::string final_dir;                      // "" when stopped early
+  bool stopped = false;                       // by SIGTERM / SIGINT
+  std::int64_t peak_memory_bytes = 0;         // CPU tensor bytes (0 when not measured)
+};
+
+// Thrown out of fit() after a graceful stop, once the checkpoint is safely written.
+class StoppedBySignal : public Error {
+ public:
+  StoppedBySignal(const std::string& msg, int sig) : Error(msg), sig_(sig) {}
+  int exit_code() const override { return 128 + sig_; }
+
+ private:
+  int sig_;
 };
 
 class Trainer {
@@ -36,21 +65,39 @@ class Trainer {
   TrainResult fit();
 
   const model::Llama& model() const { return *model_; }
+  const RunData& data() const { return data_; }
 
  private:
+  struct Position {
+    int stage = 0;
+    std::int64_t step = 0;          // next step to run within the stage
+    std::int64_t global_step = 0;   // steps completed
+  };
   struct StepStats;
-  StepStats train_step(int stage, std::int64_t step);
+
+  Position restore();
+  void save_checkpoint(const Position& next);
+  StepStats train_step(int stage, std::int64_t step, std::int64_t global_step);
   void export_model(const std::string& dir);
+  void log_settings() const;
   void log_plan() const;
+  double stage_lr(int stage, std::int64_t step) const;
 
   config::RunConfig cfg_;
   TrainerOptions opts_;
   c10::Device device_;
+  std::shared_ptr<dist::Context> dist_;
   int rank_ = 0, world_ = 1;
   RunData data_;
   std::unique_ptr<model::Llama> model_;
   std::unique_ptr<FlatAdamW> opt_;
+  std::unique_ptr<CheckpointStore> checkpoints_;
+  std::unique_ptr<TfEventsWriter> tb_;
   std::int32_t pad_id_ = 0;
+  std::int64_t consecutive_nonfinite_ = 0, skipped_total_ = 0;
+  // Testing aid: SFT_INJECT_NONFINITE="3,4" makes global steps 3 and 4 report a NaN loss, to
+  // exercise the skip-and-count and abort-after-N paths.
+  std::vector<std::int64_t> inject_nonfinite_;
 };
 
 // Resolves train.device ("auto" -> cuda when available) and train.threads; sets LibTorch's

@@ -1,0 +1,19 @@
+// Counts the bytes LibTorch holds on the CPU: a thin allocator installed in front of the
+// default CPU allocator that keeps the current and peak number of live tensor bytes.
+// Used to check the dry-run planner's estimates against a measured run, and by `sft bench`.
+#pragma once
+
+#include <cstdint>
+
+namespace sft::train {
+
+class CpuMemoryTracker {
+ public:
+  static void install();  // idempotent; tensors allocated before it are not counted
+  static bool installed();
+  static std::int64_t current_bytes();
+  static std::int64_t peak_bytes();
+  static void reset_peak();  // peak := current
+};
+
+}  // namespace sft::train

@@ -1,0 +1,203 @@
+#include "sft/train/dry_run.h"
+
+#include <torch/version.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "sft/model/llama_config.h"
+#include "sft/train/memory_plan.h"
+#include "sft/train/run_data.h"
+#include "sft/util/error.h"
+#include "sft/util/fs.h"
+
+namespace sft::train {
+namespace {
+
+constexpr double kAssumedTokensPerSample = 256;  // when the data files are absent (real SFT mean ~210)
+
+model::LlamaConfig resolve_model(const config::RunConfig& cfg) {
+  nlohmann::json mc = nlohmann::json::object();
+  std::string where = "model.config";
+  if (!cfg.model.path.empty() && fs::exists(fs::join(cfg.model.path, "config.json"))) {
+    mc = model::load_llama_config(cfg.model.path).raw;
+    where = fs::join(cfg.model.path, "config.json");
+  }
+  if (cfg.model.config.is_object())
+    for (auto it = cfg.model.config.begin(); it != cfg.model.config.end(); ++it) mc[it.key()] = it.value();
+  if (mc.empty())
+    throw ConfigError("model: " + cfg.model.path + "/config.json is absent and model.config is empty; "
+                      "the planner needs the model's config.json fields");
+  return model::LlamaConfig::from_json(mc, where);
+}
+
+bool data_present(const config::RunConfig& cfg) {
+  if (!fs::exists(cfg.tokenizer)) return false;
+  for (const auto& d : cfg.datasets)
+    if (!fs::exists(d.path)) return false;
+  return true;
+}
+
+}  // namespace
+
+nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
+  using nlohmann::ordered_json;
+  const int world = cfg.dist.gpus > 0 ? cfg.dist.gpus : std::max(1, world_size);
+  model::LlamaConfig mc = resolve_model(cfg);
+  const bool cuda = cfg.train.device.rfind("cuda", 0) == 0 || cfg.dist.backend == "nccl";
+  const bool fused = cuda;  // LibTorch >= 2 on CUDA: flash / memory-efficient attention
+  ordered_json out;
+  out["config"] = cfg.source_file;
+  out["model"] = {{"parameters", mc.num_parameters()}, {"layers", mc.num_hidden_layers}, {"hidden_size", mc.hidden_size},
+                  {"vocab_size", mc.vocab_size}};
+  out["world_size"] = world;
+  out["strategy"] = cfg.dist.strategy;
+  out["precision"] = cfg.train.precision;
+  out["activation_checkpointing"] = cfg.train.activation_checkpointing;
+
+  // ---- stage plan ------------------------------------------------------------------------------
+  double trained_fraction = 0.5;
+  ordered_json stages = ordered_json::array();
+  std::int64_t total_steps = 0;
+  const bool exact = data_present(cfg);
+  const std::int64_t rows_per_step = cfg.train.batch_size * cfg.train.grad_accum * world;
+  if (exact) {
+    RunData rd = build_run_data(cfg, world);
+    std::int64_t tok = 0, tgt = 0;
+    for (std::size_t s = 0; s < rd.streams.size(); ++s) {
+      const auto& st = *rd.streams[s];
+      stages.push_back({{"name", cfg.stages[s].name}, {"samples", st.samples_per_epoch()}, {"epochs", cfg.stages[s].epochs},
+                        {"tokens", st.tokens()}, {"target_tokens", st.targets()}, {"steps", st.steps()},
+                        {"packing_efficiency", st.packing_efficiency()}});
+      total_steps += st.steps();
+      tok += st.tokens();
+      tgt += st.targets();
+    }
+    if (tok > 0) trained_fraction = static_cast<double>(tgt) / static_cast<double>(tok);
+  } else {
+    data::DataPlan plan = plan_without_tokenizing(cfg);
+    for (std::size_t s = 0; s < plan.stages.size(); ++s) {
+      const double samples = static_cast<double>(plan.stages[s].records) * cfg.stages[s].epochs;
+      const double tokens = samples * kAssumedTokensPerSample;
+      const double rows = cfg.data.batching == "pack" ? std::ceil(tokens / (0.97 * static_cast<double>(cfg.data.max_seq_len)))
+                                                      : samples;
+      const auto steps = static_cast<std::int64_t>(std::ceil(rows / static_cast<double>(rows_per_step)));
+      stages.push_back({{"name", cfg.stages[s].name}, {"samples", plan.stages[s].records}, {"epochs", cfg.stages[s].epochs},
+                        {"tokens_estimated", static_cast<std::int64_t>(tokens)}, {"steps_estimated", steps}});
+      total_steps += steps;
+    }
+    out["data_note"] = "data files absent: counts from datasets.*.size, assuming " +
+                       std::to_string(static_cast<int>(kAssumedTokensPerSample)) + " tokens per sample";
+  }
+  out["stages"] = stages;
+  out["total_steps"] = total_steps;
+  out["rows_per_optimizer_step"] = rows_per_step;
+
+  // ---- memory per rank ----------------------------------------------------------------------------
+  const double gpu = gpu_memory_bytes(cfg.dist.gpu_type);
+  MemoryPlanInput in;
+  in.model = mc;
+  in.world = world;
+  in.strategy = cfg.dist.strategy;
+  in.precision = cfg.train.precision;
+  in.activation_checkpointing = cfg.train.activation_checkpointing;
+  in.rows = cfg.train.batch_size;
+  in.seq_len = cfg.data.max_seq_len;
+  in.trained_fraction = trained_fraction;
+  in.fused_attention = fused;
+  MemoryPlan mp = plan_memory(in);
+  ordered_json mem = mp.to_json();
+  mem["device"] = cuda ? (cfg.dist.gpu_type.empty() ? "cuda" : cfg.dist.gpu_type) : "cpu";
+  mem["fused_attention"] = fused;
+  if (gpu > 0) {
+    mem["device_gib"] = gpu / (1024.0 * 1024 * 1024);
+    mem["fits"] = mp.total <= 0.92 * gpu;  // leave room for the CUDA context and fragmentation
+  }
+  out["memory_per_rank"] = mem;
+
+  ordered_json table = ordered_json::array();
+  for (const char* strat : {"ddp", "zero1", "zero2", "zero3"}) {
+    for (bool ck : {false, true}) {
+      MemoryPlanInput x = in;
+      x.strategy = strat;
+      x.activation_checkpointing = ck;
+      MemoryPlan p = plan_memory(x);
+      ordered_json row = {{"strategy", strat}, {"activation_checkpointing", ck},
+                          {"total_gib", p.total / (1024.0 * 1024 * 1024)}};
+      if (gpu > 0) row["fits"] = p.total <= 0.92 * gpu;
+      table.push_back(row);
+    }
+  }
+  out["strategies"] = table;
+
+  ordered_json sizes = ordered_json::array();
+  for (const char* size : {"7B", "13B", "33B", "65B"}) {
+    ordered_json row = {{"model", std::string("LLaMA-") + size}};
+    for (const char* strat : {"ddp", "zero1", "zero2", "zero3"}) {
+      MemoryPlanInput x = in;
+      x.model = llama1_config(size);
+      x.strategy = strat;
+      x.activation_checkpointing = true;
+      row[std::string(strat) + "_gib"] = plan_memory(x).total / (1024.0 * 1024 * 1024);
+    }
+    sizes.push_back(row);
+  }
+  out["llama_sizes_with_checkpointing"] = sizes;
+  return out;
+}
+
+std::string format_dry_run(const nlohmann::ordered_json& p) {
+  std::string s;
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "dry run of %s: %lld-parameter model, %d rank(s), %s, %s%s\n",
+                p["config"].get<std::string>().c_str(), p["model"]["parameters"].get<long long>(),
+                p["world_size"].get<int>(), p["strategy"].get<std::string>().c_str(),
+                p["precision"].get<std::string>().c_str(),
+                p["activation_checkpointing"].get<bool>() ? ", activation checkpointing" : "");
+  s += buf;
+  if (p.contains("data_note")) s += "  note: " + p["data_note"].get<std::string>() + "\n";
+  for (const auto& st : p["stages"]) {
+    bool est = st.contains("steps_estimated");
+    std::snprintf(buf, sizeof buf, "  stage %-14s %9lld samples x %d epochs, %12lld tokens%s, %8lld steps%s\n",
+                  st["name"].get<std::string>().c_str(), st["samples"].get<long long>(), st["epochs"].get<int>(),
+                  est ? st["tokens_estimated"].get<long long>() : st["tokens"].get<long long>(), est ? " (est.)" : "",
+                  est ? st["steps_estimated"].get<long long>() : st["steps"].get<long long>(), est ? " (est.)" : "");
+    s += buf;
+  }
+  const auto& m = p["memory_per_rank"];
+  std::snprintf(buf, sizeof buf,
+                "memory per rank (%s%s): weights %.2f GiB, grads %.2f, optimizer %.2f, gathered params %.2f, "
+                "activations %.2f (without checkpointing %.2f, with %.2f), logits %.2f => total %.2f GiB",
+                m["device"].get<std::string>().c_str(), m["fused_attention"].get<bool>() ? ", fused attention" : "",
+                m["weights_gib"].get<double>(), m["grads_gib"].get<double>(), m["optimizer_gib"].get<double>(),
+                m["gathered_params_gib"].get<double>(), m["activations_gib"].get<double>(),
+                m["activations_without_checkpointing_gib"].get<double>(),
+                m["activations_with_checkpointing_gib"].get<double>(), m["logits_gib"].get<double>(),
+                m["total_gib"].get<double>());
+  s += buf;
+  if (m.contains("fits"))
+    s += std::string(m["fits"].get<bool>() ? " -- fits " : " -- DOES NOT FIT ") + std::to_string(static_cast<int>(m["device_gib"].get<double>())) + " GiB";
+  s += "\n  strategy            no ckpt      ckpt\n";
+  for (std::size_t i = 0; i + 1 < p["strategies"].size(); i += 2) {
+    const auto& a = p["strategies"][i];
+    const auto& b = p["strategies"][i + 1];
+    auto cell = [](const nlohmann::ordered_json& r) {
+      char c[48];
+      std::snprintf(c, sizeof c, "%8.1f GiB%s", r["total_gib"].get<double>(),
+                    r.contains("fits") ? (r["fits"].get<bool>() ? " " : "!") : " ");
+      return std::string(c);
+    };
+    std::snprintf(buf, sizeof buf, "  %-10s %s %s\n", a["strategy"].get<std::string>().c_str(), cell(a).c_str(), cell(b).c_str());
+    s += buf;
+  }
+  s += "  (! = does not fit the device)\n  per rank with checkpointing, same batch shape and rank count:\n";
+  for (const auto& r : p["llama_sizes_with_checkpointing"]) {
+    std::snprintf(buf, sizeof buf, "  %-10s ddp %7.1f GiB  zero1 %7.1f  zero2 %7.1f  zero3 %7.1f\n",
+                  r["model"].get<std::string>().c_str(), r["ddp_gib"].get<double>(), r["zero1_gib"].get<double>(),
+                  r["zero2_gib"].get<double>(), r["zero3_gib"].get<double>());
+    s += buf;
+  }
+  return s;
+}
+
+}  // namespace sft::train
