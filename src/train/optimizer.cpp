@@ -20,8 +20,9 @@ FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts) : opts_(opts
     if (ps[i].tensor.dim() >= 2) decay_numel_ = total;
   }
   auto fopts = at::TensorOptions().dtype(at::kFloat).device(model.device());
-  params_ = at::empty({total}, fopts);
-  grads_ = at::zeros({total}, fopts);
+  auto popts = fopts.dtype(model.dtype());
+  params_ = at::empty({total}, popts);
+  grads_ = at::zeros({total}, popts);
   m_ = at::zeros({total}, fopts);
   v_ = at::zeros({total}, fopts);
   at::NoGradGuard ng;
@@ -39,7 +40,7 @@ FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts) : opts_(opts
 void FlatAdamW::zero_grad() { grads_.zero_(); }
 
 double FlatAdamW::clip_grad_norm(double max_norm) {
-  double norm = grads_.norm().item<double>();
+  double norm = at::linalg_vector_norm(grads_, 2, c10::nullopt, false, at::kFloat).item<double>();
   if (max_norm > 0 && std::isfinite(norm)) {
     double coef = max_norm / (norm + 1e-6);  // torch.nn.utils.clip_grad_norm_
     if (coef < 1.0) grads_.mul_(coef);
@@ -52,20 +53,27 @@ void FlatAdamW::step(double lr, std::int64_t begin, std::int64_t end) {
   ++step_;
   const double bc1 = 1.0 - std::pow(opts_.beta1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(opts_.beta2, static_cast<double>(step_));
+  const bool fp32 = params_.scalar_type() == at::kFloat;
+  // fp32: in place over the whole range. bf16 weights: fp32 chunks, rounded back.
+  const std::int64_t chunk = fp32 ? std::max<std::int64_t>(end - begin, 1) : (std::int64_t(1) << 22);
   at::NoGradGuard ng;
-  // Decoupled weight decay on the decayed prefix only.
-  if (opts_.weight_decay > 0) {
-    std::int64_t e = std::min(end, decay_numel_);
-    if (e > begin) params_.narrow(0, begin, e - begin).mul_(1.0 - lr * opts_.weight_decay);
+  for (std::int64_t b = begin; b < end; b += chunk) {
+    const std::int64_t n = std::min(chunk, end - b);
+    at::Tensor p = fp32 ? params_.narrow(0, b, n) : params_.narrow(0, b, n).to(at::kFloat);
+    at::Tensor g = fp32 ? grads_.narrow(0, b, n) : grads_.narrow(0, b, n).to(at::kFloat);
+    at::Tensor m = m_.narrow(0, b, n);
+    at::Tensor v = v_.narrow(0, b, n);
+    // Decoupled weight decay on the decayed prefix only.
+    if (opts_.weight_decay > 0 && b < decay_numel_) {
+      const std::int64_t e = std::min(b + n, decay_numel_);
+      p.narrow(0, 0, e - b).mul_(1.0 - lr * opts_.weight_decay);
+    }
+    m.mul_(opts_.beta1).add_(g, 1.0 - opts_.beta1);
+    v.mul_(opts_.beta2).addcmul_(g, g, 1.0 - opts_.beta2);
+    at::Tensor denom = (v.sqrt() / std::sqrt(bc2)).add_(opts_.eps);
+    p.addcdiv_(m, denom, -lr / bc1);
+    if (!fp32) params_.narrow(0, b, n).copy_(p);
   }
-  at::Tensor p = params_.narrow(0, begin, end - begin);
-  at::Tensor g = grads_.narrow(0, begin, end - begin);
-  at::Tensor m = m_.narrow(0, begin, end - begin);
-  at::Tensor v = v_.narrow(0, begin, end - begin);
-  m.mul_(opts_.beta1).add_(g, 1.0 - opts_.beta1);
-  v.mul_(opts_.beta2).addcmul_(g, g, 1.0 - opts_.beta2);
-  at::Tensor denom = (v.sqrt() / std::sqrt(bc2)).add_(opts_.eps);
-  p.addcdiv_(m, denom, -lr / bc1);
 }
 
 void FlatAdamW::reset_state() {

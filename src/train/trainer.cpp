@@ -128,7 +128,8 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   const bool pretrained = cfg_.model.init == "pretrained" ||
                           (cfg_.model.init == "auto" && !cfg_.model.path.empty() && model::has_weights(cfg_.model.path));
   if (pretrained) model::check_weights(lc, cfg_.model.path);
-  model_ = std::make_unique<model::Llama>(lc, device_, c10::kFloat);
+  // bf16-pure keeps bf16 weights (no fp32 master copy); otherwise fp32 master weights.
+  model_ = std::make_unique<model::Llama>(lc, device_, cfg_.train.precision == "bf16-pure" ? c10::kBFloat16 : c10::kFloat);
   if (pretrained) model::load_weights(*model_, cfg_.model.path);
   else model_->init_weights(cfg_.seed);
   model_->set_activation_checkpointing(cfg_.train.activation_checkpointing);

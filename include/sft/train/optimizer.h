@@ -6,6 +6,9 @@
 // vectorised passes over flat memory instead of hundreds of small kernels. Matrices come
 // first and get weight decay; vectors (norm weights, biases) come last and get none.
 // The update matches torch.optim.AdamW (bias-corrected, eps outside the square root).
+// Parameters and gradients take the model's dtype: fp32 master weights normally, bf16 for
+// precision bf16-pure (the update is then computed in fp32 chunks and rounded back);
+// moments are always fp32.
 #pragma once
 
 #include <ATen/core/Tensor.h>
