@@ -57,6 +57,9 @@ Process spawn_sft(const std::vector<std::string>& args, const std::map<std::stri
 int wait_process(Process& p, int timeout_s = 600);
 bool process_running(const Process& p);
 
+// A TCP port that was free a moment ago (for rendezvous in multi-rank tests).
+int free_port();
+
 std::string read(const std::string& path);
 void write(const std::string& path, const std::string& text);
 

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
                         ? std::string("[rank ") + rank + "] "
                         : "";
   if (!tag.empty()) spdlog::set_pattern("[%H:%M:%S] " + tag + "%^%l%$ %v");
+  if (!tag.empty() && std::string(rank) != "0") spdlog::set_level(spdlog::level::warn);  // rank 0 speaks for the job
 
   CLI::App app{"sft: supervised fine-tuning of LLaMA-family models on LibTorch, with the data-composition "
                "strategies of Dong et al. (2024): multi-task, sequential, mixed sequential and DMT."};

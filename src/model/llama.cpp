@@ -132,12 +132,149 @@ std::vector<std::pair<std::string, std::vector<std::int64_t>>> expected_paramete
   return out;
 }
 
+// ---- ZeRO-3: units gathered for their forward, gathered again and recomputed in backward ----
+
+namespace {
+
+std::vector<at::Tensor> leaf_copies(const std::vector<at::Tensor>& w) {
+  std::vector<at::Tensor> out;
+  for (const auto& t : w) out.push_back(t.detach().requires_grad_(true));
+  return out;
+}
+
+struct AutocastState {
+  bool on;
+  c10::ScalarType dtype;
+  static AutocastState capture(const at::Tensor& like) {
+    auto type = like.is_cuda() ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+    return {autocast_enabled(type), autocast_dtype(type)};
+  }
+};
+
+}  // namespace
+
+// Embedding lookup; its weight gradient is the scatter-add of the output gradient.
+struct ShardedEmbedding : public torch::autograd::Function<ShardedEmbedding> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor ids,
+                                                at::Tensor anchor, const Llama* model) {
+    auto w = model->gatherer_->gather(0);
+    at::Tensor out = at::embedding(w[0], ids);
+    model->gatherer_->release(0);
+    ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
+    ctx->save_for_backward({ids});
+    return {out};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto* model = reinterpret_cast<const Llama*>(ctx->saved_data["model"].toInt());
+    at::Tensor ids = ctx->get_saved_variables()[0];
+    at::Tensor g = at::embedding_dense_backward(grads[0].to(at::kFloat), ids, model->cfg_.vocab_size,
+                                                /*padding_idx=*/-1, /*scale_grad_by_freq=*/false);
+    model->gatherer_->reduce_grads(0, {g});
+    return {at::Tensor(), at::zeros({}, grads[0].options().dtype(at::kFloat)), at::Tensor()};
+  }
+};
+
+struct ShardedLayer : public torch::autograd::Function<ShardedLayer> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor cos,
+                                                at::Tensor sin, c10::optional<at::Tensor> mask_opt, const Llama* model,
+                                                std::int64_t layer) {
+    at::Tensor mask = mask_opt ? *mask_opt : at::Tensor();
+    const auto unit = static_cast<std::size_t>(layer) + 1;
+    auto w = model->gatherer_->gather(unit);
+    at::Tensor out = model->layer_forward(static_cast<std::size_t>(layer), x, cos, sin, mask, nullptr, &w);
+    model->gatherer_->release(unit);
+    auto ac = AutocastState::capture(x);
+    ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
+    ctx->saved_data["layer"] = layer;
+    ctx->saved_data["autocast"] = ac.on;
+    ctx->saved_data["autocast_dtype"] = static_cast<std::int64_t>(ac.dtype);
+    ctx->save_for_backward({x, cos, sin, mask});
+    return {out};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto* model = reinterpret_cast<const Llama*>(ctx->saved_data["model"].toInt());
+    const auto layer = ctx->saved_data["layer"].toInt();
+    const auto unit = static_cast<std::size_t>(layer) + 1;
+    std::vector<at::Tensor> w = leaf_copies(model->gatherer_->gather(unit));
+    at::Tensor x = saved[0].detach().requires_grad_(true);
+    at::Tensor out;
+    {
+      at::AutoGradMode enable(true);
+      AutocastGuard autocast(x.device(), static_cast<c10::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()),
+                             ctx->saved_data["autocast"].toBool());
+      out = model->layer_forward(static_cast<std::size_t>(layer), x, saved[1], saved[2], saved[3], nullptr, &w);
+    }
+    std::vector<at::Tensor> inputs = {x};
+    inputs.insert(inputs.end(), w.begin(), w.end());
+    auto g = torch::autograd::grad({out}, inputs, {grads[0]});
+    model->gatherer_->reduce_grads(unit, std::vector<at::Tensor>(g.begin() + 1, g.end()));
+    model->gatherer_->release(unit);
+    return {g[0], at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+// Final norm + lm_head on the trained positions + summed cross-entropy.
+struct ShardedHead : public torch::autograd::Function<ShardedHead> {
+  static std::pair<std::vector<at::Tensor>, at::Tensor> weights(const Llama* model) {
+    const std::size_t head = model->num_units() - 1;
+    auto w = model->gatherer_->gather(head);
+    at::Tensor lm = model->cfg_.tie_word_embeddings ? model->gatherer_->gather(0)[0] : w[1];
+    return {w, lm};
+  }
+  static void release(const Llama* model) {
+    model->gatherer_->release(model->num_units() - 1);
+    if (model->cfg_.tie_word_embeddings) model->gatherer_->release(0);
+  }
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor labels,
+                                                const Llama* model) {
+    auto [w, lm] = weights(model);
+    at::Tensor loss = model->head_loss(x, labels, w[0], lm);
+    release(model);
+    auto ac = AutocastState::capture(x);
+    ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
+    ctx->saved_data["autocast"] = ac.on;
+    ctx->saved_data["autocast_dtype"] = static_cast<std::int64_t>(ac.dtype);
+    ctx->save_for_backward({x, labels});
+    return {loss};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto* model = reinterpret_cast<const Llama*>(ctx->saved_data["model"].toInt());
+    auto [w0, lm0] = weights(model);
+    at::Tensor norm_w = w0[0].detach().requires_grad_(true);
+    at::Tensor lm = lm0.detach().requires_grad_(true);
+    at::Tensor x = saved[0].detach().requires_grad_(true);
+    at::Tensor loss;
+    {
+      at::AutoGradMode enable(true);
+      AutocastGuard autocast(x.device(), static_cast<c10::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()),
+                             ctx->saved_data["autocast"].toBool());
+      loss = model->head_loss(x, saved[1], norm_w, lm);
+    }
+    auto g = torch::autograd::grad({loss}, {x, norm_w, lm}, {grads[0]});
+    const std::size_t head = model->num_units() - 1;
+    if (model->cfg_.tie_word_embeddings) {
+      model->gatherer_->reduce_grads(head, {g[1]});
+      model->gatherer_->reduce_grads(0, {g[2]});
+    } else {
+      model->gatherer_->reduce_grads(head, {g[1], g[2]});
+    }
+    release(model);
+    return {g[0], at::Tensor(), at::Tensor()};
+  }
+};
+
 Llama::Llama(const LlamaConfig& cfg, c10::Device device, c10::ScalarType dtype)
     : cfg_(cfg), device_(device), dtype_(dtype) {
   auto opts = at::TensorOptions().device(device).dtype(dtype);
   for (const auto& [name, shape] : expected_parameters(cfg)) {
     at::Tensor t = shape.size() == 1 ? at::ones(shape, opts) : at::zeros(shape, opts);
     params_.push_back({name, t.requires_grad_(true)});
+    shapes_.push_back(shape);
   }
   // Index the list: embed, 9 per layer, norm, lm_head.
   embed_index_ = 0;
@@ -148,17 +285,61 @@ Llama::Llama(const LlamaConfig& cfg, c10::Device device, c10::ScalarType dtype)
   norm_index_ = 1 + 9 * static_cast<std::size_t>(cfg.num_hidden_layers);
   lm_head_index_ = cfg.tie_word_embeddings ? embed_index_ : norm_index_ + 1;
   inv_freq_ = inverse_frequencies(cfg).to(device);
+  anchor_ = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device)).requires_grad_(true);
+}
+
+std::vector<std::size_t> Llama::unit_params(std::size_t unit) const {
+  if (unit == 0) return {embed_index_};
+  if (unit <= layers_.size()) {
+    const LayerIdx& li = layers_[unit - 1];
+    return {li.input_norm, li.q, li.k, li.v, li.o, li.post_norm, li.gate, li.up, li.down};
+  }
+  if (cfg_.tie_word_embeddings) return {norm_index_};
+  return {norm_index_, lm_head_index_};
+}
+
+at::Tensor Llama::head_loss(const at::Tensor& residual, const at::Tensor& labels, const at::Tensor& norm_w,
+                            const at::Tensor& head_w) const {
+  at::Tensor flat_labels = labels.reshape({-1});
+  at::Tensor idx = (flat_labels != -100).nonzero().squeeze(1);  // (N) trained positions
+  at::Tensor x = residual.reshape({-1, residual.size(-1)});
+  if (idx.numel() == 0) return (x.sum() * 0.0 + norm_w.sum() * 0.0 + head_w.sum() * 0.0).to(at::kFloat);
+  at::Tensor h = rms_norm(x.index_select(0, idx), norm_w, cfg_.rms_norm_eps);  // (N, D)
+  at::Tensor logits = at::linear(h, head_w).to(at::kFloat);                       // (N, V), fp32 as HF upcasts
+  return at::cross_entropy_loss(logits, flat_labels.index_select(0, idx), /*weight=*/{}, at::Reduction::Sum);
+}
+
+at::Tensor Llama::loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& attn_mask,
+                           const at::Tensor& labels) const {
+  if (!gatherer_) {
+    // The final norm is per position, so norming only the trained rows is exact.
+    at::Tensor x = at::embedding(params_[embed_index_].tensor, input_ids);
+    auto [cos, sin] = rope(position_ids);
+    for (std::size_t l = 0; l < layers_.size(); ++l) x = run_layer(l, x, cos, sin, attn_mask);
+    return head_loss(x, labels, params_[norm_index_].tensor, params_[lm_head_index_].tensor);
+  }
+  at::Tensor x = ShardedEmbedding::apply(input_ids, anchor_, this)[0];
+  auto [cos, sin] = rope(position_ids);
+  c10::optional<at::Tensor> mask = attn_mask.defined() ? c10::optional<at::Tensor>(attn_mask) : c10::nullopt;
+  for (std::size_t l = 0; l < layers_.size(); ++l)
+    x = ShardedLayer::apply(x, cos, sin, mask, this, static_cast<std::int64_t>(l))[0];
+  return ShardedHead::apply(x, labels, this)[0];
 }
 
 void Llama::set_parameter(std::size_t index, const at::Tensor& t) {
-  TORCH_CHECK(t.sizes() == params_.at(index).tensor.sizes(), "set_parameter: shape mismatch for ",
+  // An undefined tensor releases the parameter (ZeRO-3 gathers it per unit when needed).
+  TORCH_CHECK(!t.defined() || t.sizes() == shapes_.at(index), "set_parameter: shape mismatch for ",
               params_[index].name);
   params_[index].tensor = t;
 }
 
 std::int64_t Llama::num_parameters() const {
   std::int64_t n = 0;
-  for (const auto& p : params_) n += p.tensor.numel();
+  for (const auto& s : shapes_) {
+    std::int64_t k = 1;
+    for (auto d : s) k *= d;
+    n += k;
+  }
   return n;
 }
 
@@ -263,24 +444,23 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
 
 at::Tensor Llama::forward_hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
                                  const at::Tensor& attn_mask, KvCache* cache) const {
+  TORCH_CHECK(!gatherer_, "forward_hidden: the parameters are sharded (ZeRO-3); export the model to run it");
   at::Tensor x = at::embedding(params_[embed_index_].tensor, input_ids);
   auto [cos, sin] = rope(position_ids);
   const bool ckpt = checkpointing_ && !cache && at::GradMode::is_enabled();
-  for (std::size_t l = 0; l < layers_.size(); ++l) {
-    if (ckpt) {
-      const LayerIdx& li = layers_[l];
-      std::vector<at::Tensor> w;
-      for (std::size_t idx : {li.input_norm, li.q, li.k, li.v, li.o, li.post_norm, li.gate, li.up, li.down})
-        w.push_back(params_[idx].tensor);
-      c10::optional<at::Tensor> mask = attn_mask.defined() ? c10::optional<at::Tensor>(attn_mask) : c10::nullopt;
-      x = CheckpointedLayer::apply(x, cos, sin, mask, at::TensorList(w), this,
-                                   static_cast<std::int64_t>(l))[0];
-    } else {
-      x = layer_forward(l, x, cos, sin, attn_mask, cache, nullptr);
-    }
-  }
+  for (std::size_t l = 0; l < layers_.size(); ++l)
+    x = ckpt ? run_layer(l, x, cos, sin, attn_mask) : layer_forward(l, x, cos, sin, attn_mask, cache, nullptr);
   if (cache) cache->length += input_ids.size(1);
   return rms_norm(x, params_[norm_index_].tensor, cfg_.rms_norm_eps);
+}
+
+at::Tensor Llama::run_layer(std::size_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                            const at::Tensor& attn_mask) const {
+  if (!(checkpointing_ && at::GradMode::is_enabled())) return layer_forward(l, x, cos, sin, attn_mask, nullptr, nullptr);
+  std::vector<at::Tensor> w;
+  for (std::size_t idx : unit_params(l + 1)) w.push_back(params_[idx].tensor);
+  c10::optional<at::Tensor> mask = attn_mask.defined() ? c10::optional<at::Tensor>(attn_mask) : c10::nullopt;
+  return CheckpointedLayer::apply(x, cos, sin, mask, at::TensorList(w), this, static_cast<std::int64_t>(l))[0];
 }
 
 at::Tensor Llama::lm_head(const at::Tensor& hidden) const { return at::linear(hidden, params_[lm_head_index_].tensor); }

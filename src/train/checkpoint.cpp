@@ -43,6 +43,38 @@ std::string CheckpointStore::save(std::int64_t global_step,
   return final_dir;
 }
 
+std::string CheckpointStore::save_sharded(std::int64_t global_step, int rank,
+                                          const std::map<std::string, std::vector<std::pair<std::string, at::Tensor>>>& files,
+                                          const nlohmann::json& state, const std::function<void()>& barrier) {
+  char name[64];
+  std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(global_step));
+  const std::string final_dir = fs::join(root_, name);
+  const std::string tmp = final_dir + ".tmp.sharded";  // one name that every rank knows
+  if (rank == 0) {
+    fs::remove_all(tmp);
+    fs::make_dirs(tmp);
+  }
+  barrier();
+  for (const auto& [file, tensors] : files) model::write_safetensors(fs::join(tmp, file), tensors);
+  barrier();
+  if (rank == 0) {
+    nlohmann::json manifest = {{"global_step", global_step}, {"files", nlohmann::json::object()}};
+    fs::write_file_atomic(fs::join(tmp, "trainer_state.json"), state.dump(1) + "\n");
+    for (const auto& f : fs::list_dir(tmp)) {
+      if (f == "manifest.json") continue;
+      const std::string path = fs::join(tmp, f);
+      manifest["files"][f] = {{"sha256", sha256_file(path)}, {"bytes", fs::file_size(path)}};
+    }
+    fs::write_file_atomic(fs::join(tmp, "manifest.json"), manifest.dump(1) + "\n");
+    fs::fsync_dir(tmp);
+    fs::remove_all(final_dir);
+    if (::rename(tmp.c_str(), final_dir.c_str()) != 0) throw CheckpointError(final_dir + ": cannot rename " + tmp + " into place");
+    fs::fsync_dir(root_);
+  }
+  barrier();
+  return final_dir;
+}
+
 std::vector<CheckpointInfo> CheckpointStore::list() const {
   std::vector<CheckpointInfo> out;
   for (const auto& n : fs::list_dir(root_)) {

@@ -2,77 +2,192 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
+
+#include "sft/dist/context.h"
 
 namespace sft::train {
 
-FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts) : opts_(opts) {
+FlatLayout FlatLayout::build(const model::Llama& model, int world) {
+  FlatLayout l;
+  l.world = world;
   const auto& ps = model.parameters();
-  std::vector<std::size_t> order;
-  for (std::size_t i = 0; i < ps.size(); ++i)
-    if (ps[i].tensor.dim() >= 2) order.push_back(i);
-  for (std::size_t i = 0; i < ps.size(); ++i)
-    if (ps[i].tensor.dim() < 2) order.push_back(i);
-  std::int64_t total = 0;
-  for (std::size_t i : order) {
-    slots_.push_back({ps[i].name, total, ps[i].tensor.numel()});
-    total += ps[i].tensor.numel();
-    if (ps[i].tensor.dim() >= 2) decay_numel_ = total;
+  const std::size_t layers = static_cast<std::size_t>(model.config().num_hidden_layers);
+  // parameters(): embed, 9 per layer, final norm, lm_head (absent when tied).
+  auto unit_of = [&](std::size_t i) -> std::size_t {
+    if (i == 0) return 0;
+    if (i <= 9 * layers) return 1 + (i - 1) / 9;
+    return layers + 1;
+  };
+  l.units.resize(layers + 2);
+  std::int64_t off = 0;
+  for (std::size_t u = 0; u < l.units.size(); ++u) {
+    auto& unit = l.units[u];
+    unit.offset = off;
+    for (std::size_t i = 0; i < ps.size(); ++i) {
+      if (unit_of(i) != u) continue;
+      const auto& t = ps[i].tensor;
+      l.slots.push_back({ps[i].name, i, off, t.numel(), t.dim() >= 2, t.sizes().vec()});
+      unit.slots.push_back(l.slots.size() - 1);
+      off += t.numel();
+      unit.numel += t.numel();
+    }
+    unit.padded = (unit.numel + world - 1) / world * world;
+    off = unit.offset + unit.padded;
   }
+  l.total = off;
+  return l;
+}
+
+std::size_t FlatLayout::unit_of_param(std::size_t param) const {
+  for (std::size_t u = 0; u < units.size(); ++u)
+    for (std::size_t s : units[u].slots)
+      if (slots[s].param == param) return u;
+  return units.size();
+}
+
+Sharding Sharding::for_strategy(const std::string& s) {
+  if (s == "zero1") return {false, false, true};
+  if (s == "zero2") return {false, true, true};
+  if (s == "zero3") return {true, true, true};
+  return {false, false, false};
+}
+
+FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world, int rank, Sharding sharding)
+    : layout_(FlatLayout::build(model, world)), sharding_(sharding), rank_(rank), opts_(opts) {
+  const auto& ps = model.parameters();
   auto fopts = at::TensorOptions().dtype(at::kFloat).device(model.device());
   auto popts = fopts.dtype(model.dtype());
-  params_ = at::empty({total}, popts);
-  grads_ = at::zeros({total}, popts);
-  m_ = at::zeros({total}, fopts);
-  v_ = at::zeros({total}, fopts);
-  at::NoGradGuard ng;
-  for (std::size_t k = 0; k < order.size(); ++k) {
-    std::size_t i = order[k];
-    const auto& slot = slots_[k];
-    at::Tensor view = params_.narrow(0, slot.offset, slot.numel).view(ps[i].tensor.sizes());
-    view.copy_(ps[i].tensor);
-    at::Tensor p = view.detach().requires_grad_(true);
-    p.mutable_grad() = grads_.narrow(0, slot.offset, slot.numel).view(ps[i].tensor.sizes());
-    model.set_parameter(i, p);
+  const bool any_sharded = sharding_.params || sharding_.grads || sharding_.moments;
+  std::int64_t owned = 0;
+  for (std::size_t u = 0; u < layout_.units.size(); ++u) owned += layout_.chunk(u);
+
+  params_ = at::zeros({sharding_.params ? owned : layout_.total}, popts);
+  grads_ = at::zeros({sharding_.grads ? owned : layout_.total}, popts);
+  m_ = at::zeros({sharding_.moments ? owned : layout_.total}, fopts);
+  v_ = at::zeros({sharding_.moments ? owned : layout_.total}, fopts);
+
+  // What this rank updates: everything (DDP) or its chunk of every unit.
+  std::int64_t compact = 0;
+  for (std::size_t u = 0; u < layout_.units.size(); ++u) {
+    const auto& unit = layout_.units[u];
+    const std::int64_t c = layout_.chunk(u);
+    const std::int64_t flat = any_sharded ? unit.offset + rank * c : unit.offset;
+    const std::int64_t len = any_sharded ? c : unit.padded;
+    Range r{flat, len, sharding_.params ? compact : flat, sharding_.grads ? compact : flat,
+            sharding_.moments ? compact : flat, {}};
+    for (std::size_t s : unit.slots) {
+      const auto& slot = layout_.slots[s];
+      if (!slot.decay) continue;
+      std::int64_t b = std::max(slot.offset, flat), e = std::min(slot.offset + slot.numel, flat + len);
+      if (b < e) r.decay.push_back({b - flat, e - b});
+    }
+    ranges_.push_back(r);
+    chunk_p_.push_back(sharding_.params ? compact : unit.offset + rank * c);
+    chunk_g_.push_back(sharding_.grads ? compact : unit.offset + rank * c);
+    compact += any_sharded ? c : 0;
   }
+
+  at::NoGradGuard ng;
+  for (std::size_t u = 0; u < layout_.units.size(); ++u) {
+    const auto& unit = layout_.units[u];
+    if (sharding_.params) {
+      // Keep this rank's chunk of the unit; the model's tensors are freed below.
+      at::Tensor full = at::zeros({unit.padded}, popts);
+      for (std::size_t s : unit.slots) {
+        const auto& slot = layout_.slots[s];
+        full.narrow(0, slot.offset - unit.offset, slot.numel).copy_(ps[slot.param].tensor.reshape({-1}));
+      }
+      param_chunk(u).copy_(full.narrow(0, rank * layout_.chunk(u), layout_.chunk(u)));
+      continue;
+    }
+    for (std::size_t s : unit.slots) {
+      const auto& slot = layout_.slots[s];
+      at::Tensor view = params_.narrow(0, slot.offset, slot.numel).view(slot.shape);
+      view.copy_(ps[slot.param].tensor);
+      at::Tensor p = view.detach().requires_grad_(true);
+      if (!sharding_.grads) p.mutable_grad() = grads_.narrow(0, slot.offset, slot.numel).view(slot.shape);
+      model.set_parameter(slot.param, p);
+    }
+  }
+  if (sharding_.params)
+    for (const auto& slot : layout_.slots)
+      model.set_parameter(slot.param, at::Tensor());  // gathered per unit while needed
+}
+
+at::Tensor FlatAdamW::param_chunk(std::size_t unit) { return params_.narrow(0, chunk_p_[unit], layout_.chunk(unit)); }
+at::Tensor FlatAdamW::grad_chunk(std::size_t unit) { return grads_.narrow(0, chunk_g_[unit], layout_.chunk(unit)); }
+at::Tensor FlatAdamW::param_unit(std::size_t unit) {
+  TORCH_CHECK(!sharding_.params, "param_unit: parameters are sharded");
+  return params_.narrow(0, layout_.units[unit].offset, layout_.units[unit].padded);
+}
+at::Tensor FlatAdamW::grad_unit(std::size_t unit) {
+  TORCH_CHECK(!sharding_.grads, "grad_unit: gradients are sharded");
+  return grads_.narrow(0, layout_.units[unit].offset, layout_.units[unit].padded);
 }
 
 void FlatAdamW::zero_grad() { grads_.zero_(); }
 
-double FlatAdamW::clip_grad_norm(double max_norm) {
-  double norm = at::linalg_vector_norm(grads_, 2, c10::nullopt, false, at::kFloat).item<double>();
+double FlatAdamW::local_grad_sq_norm() {
+  double sq = 0;
+  for (const auto& r : ranges_) {
+    at::Tensor g = grads_.narrow(0, r.g, r.len);
+    double n = at::linalg_vector_norm(g, 2, c10::nullopt, false, at::kFloat).item<double>();
+    sq += n * n;
+  }
+  return sq;
+}
+
+void FlatAdamW::scale_grads(double factor) {
+  if (sharding_.grads || ranges_.size() != 1 || ranges_[0].len != layout_.total) {
+    for (const auto& r : ranges_) grads_.narrow(0, r.g, r.len).mul_(factor);
+  } else {
+    grads_.mul_(factor);
+  }
+}
+
+double FlatAdamW::clip_grad_norm(double max_norm, dist::Context* ctx) {
+  // Each rank sums the squares of what it updates; sharded ranks add theirs up.
+  double sq = local_grad_sq_norm();
+  const bool sharded = sharding_.grads || sharding_.moments;
+  if (sharded && ctx) sq = ctx->all_reduce_scalar(sq);
+  double norm = std::sqrt(sq);
   if (max_norm > 0 && std::isfinite(norm)) {
     double coef = max_norm / (norm + 1e-6);  // torch.nn.utils.clip_grad_norm_
-    if (coef < 1.0) grads_.mul_(coef);
+    if (coef < 1.0) scale_grads(coef);
   }
   return norm;
 }
 
-void FlatAdamW::step(double lr, std::int64_t begin, std::int64_t end) {
-  if (end < 0) end = params_.numel();
+void FlatAdamW::step(double lr) {
   ++step_;
   const double bc1 = 1.0 - std::pow(opts_.beta1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(opts_.beta2, static_cast<double>(step_));
   const bool fp32 = params_.scalar_type() == at::kFloat;
-  // fp32: in place over the whole range. bf16 weights: fp32 chunks, rounded back.
-  const std::int64_t chunk = fp32 ? std::max<std::int64_t>(end - begin, 1) : (std::int64_t(1) << 22);
   at::NoGradGuard ng;
-  for (std::int64_t b = begin; b < end; b += chunk) {
-    const std::int64_t n = std::min(chunk, end - b);
-    at::Tensor p = fp32 ? params_.narrow(0, b, n) : params_.narrow(0, b, n).to(at::kFloat);
-    at::Tensor g = fp32 ? grads_.narrow(0, b, n) : grads_.narrow(0, b, n).to(at::kFloat);
-    at::Tensor m = m_.narrow(0, b, n);
-    at::Tensor v = v_.narrow(0, b, n);
-    // Decoupled weight decay on the decayed prefix only.
-    if (opts_.weight_decay > 0 && b < decay_numel_) {
-      const std::int64_t e = std::min(b + n, decay_numel_);
-      p.narrow(0, 0, e - b).mul_(1.0 - lr * opts_.weight_decay);
+  for (const auto& r : ranges_) {
+    // fp32: in place. bf16 weights: fp32 chunks, rounded back.
+    const std::int64_t chunk = fp32 ? std::max<std::int64_t>(r.len, 1) : (std::int64_t(1) << 22);
+    for (std::int64_t b = 0; b < r.len; b += chunk) {
+      const std::int64_t n = std::min(chunk, r.len - b);
+      at::Tensor pv = params_.narrow(0, r.p + b, n);
+      at::Tensor p = fp32 ? pv : pv.to(at::kFloat);
+      at::Tensor g = fp32 ? grads_.narrow(0, r.g + b, n) : grads_.narrow(0, r.g + b, n).to(at::kFloat);
+      at::Tensor m = m_.narrow(0, r.m + b, n);
+      at::Tensor v = v_.narrow(0, r.m + b, n);
+      // Decoupled weight decay on matrices only.
+      if (opts_.weight_decay > 0)
+        for (const auto& [off, len] : r.decay) {
+          std::int64_t lo = std::max(off, b), hi = std::min(off + len, b + n);
+          if (lo < hi) p.narrow(0, lo - b, hi - lo).mul_(1.0 - lr * opts_.weight_decay);
+        }
+      m.mul_(opts_.beta1).add_(g, 1.0 - opts_.beta1);
+      v.mul_(opts_.beta2).addcmul_(g, g, 1.0 - opts_.beta2);
+      at::Tensor denom = (v.sqrt() / std::sqrt(bc2)).add_(opts_.eps);
+      p.addcdiv_(m, denom, -lr / bc1);
+      if (!fp32) pv.copy_(p);
     }
-    m.mul_(opts_.beta1).add_(g, 1.0 - opts_.beta1);
-    v.mul_(opts_.beta2).addcmul_(g, g, 1.0 - opts_.beta2);
-    at::Tensor denom = (v.sqrt() / std::sqrt(bc2)).add_(opts_.eps);
-    p.addcdiv_(m, denom, -lr / bc1);
-    if (!fp32) params_.narrow(0, b, n).copy_(p);
   }
 }
 

@@ -17,7 +17,7 @@
 #include "sft/model/hf_checkpoint.h"
 #include "sft/model/precision.h"
 #include "sft/model/safetensors.h"
-#include "sft/train/loss.h"
+#include "sft/train/data_parallel.h"
 #include "sft/train/memory_tracker.h"
 #include "sft/train/progress.h"
 #include "sft/train/stop_signal.h"
@@ -74,7 +74,7 @@ at::Tensor unhex(const std::string& s) {
 
 }  // namespace
 
-c10::Device setup_device(const config::TrainSpec& t) {
+c10::Device setup_device(const config::TrainSpec& t, int local_rank) {
   int threads = t.threads;
   if (threads <= 0) {
     const char* env = std::getenv("OMP_NUM_THREADS");
@@ -86,8 +86,10 @@ c10::Device setup_device(const config::TrainSpec& t) {
   }
   at::set_num_threads(threads);
   if (t.device == "cpu") return c10::Device(c10::kCPU);
-  if (t.device == "auto") return torch::cuda::is_available() ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
+  if (t.device == "auto")
+    return torch::cuda::is_available() ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank)) : c10::Device(c10::kCPU);
   if (!torch::cuda::is_available()) throw ConfigError("train.device: " + t.device + " requested but CUDA is not available");
+  if (t.device == "cuda") return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
   return c10::Device(t.device);
 }
 
@@ -99,8 +101,14 @@ struct Trainer::StepStats {
 };
 
 Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
-    : cfg_(std::move(cfg)), opts_(std::move(opts)), device_(setup_device(cfg_.train)) {
+    : cfg_(std::move(cfg)), opts_(std::move(opts)), device_(c10::kCPU) {
+  const dist::LaunchInfo launch = dist::detect_launch();
+  device_ = setup_device(cfg_.train, launch.local_rank);
   if (device_.is_cpu()) CpuMemoryTracker::install();
+  dist_ = launch.world > 1 ? dist::Context::create(launch, cfg_.dist, device_) : dist::Context::single();
+  rank_ = dist_->rank();
+  world_ = dist_->world();
+  if (rank_ != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 speaks for the job
   StopSignal::install();
   if (const char* inject = std::getenv("SFT_INJECT_NONFINITE")) {
     std::stringstream ss(inject);
@@ -113,7 +121,10 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
     throw ConfigError(cfg_.output_dir + ": holds checkpoints of an earlier run; continue it with --resume auto, "
                       "or choose another --output-dir");
 
-  data_ = build_run_data(cfg_, world_);
+  // Rank 0 tokenizes into the cache first; the others then load it.
+  if (rank_ == 0) data_ = build_run_data(cfg_, world_);
+  dist_->barrier();
+  if (rank_ != 0) data_ = build_run_data(cfg_, world_);
   pad_id_ = data_.tokenizer->pad_id() >= 0 ? data_.tokenizer->pad_id() : 0;
 
   // ---- model -----------------------------------------------------------------------------
@@ -132,9 +143,19 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   model_ = std::make_unique<model::Llama>(lc, device_, cfg_.train.precision == "bf16-pure" ? c10::kBFloat16 : c10::kFloat);
   if (pretrained) model::load_weights(*model_, cfg_.model.path);
   else model_->init_weights(cfg_.seed);
+  {
+    at::NoGradGuard ng;  // every rank starts from rank 0's weights
+    for (const auto& p : model_->parameters()) {
+      at::Tensor t = p.tensor.detach();
+      dist_->broadcast(t, 0);
+    }
+  }
   model_->set_activation_checkpointing(cfg_.train.activation_checkpointing);
-  opt_ = std::make_unique<FlatAdamW>(*model_, AdamWOptions{cfg_.train.adam_beta1, cfg_.train.adam_beta2,
-                                                           cfg_.train.adam_eps, cfg_.train.weight_decay});
+  opt_ = std::make_unique<FlatAdamW>(*model_,
+                                     AdamWOptions{cfg_.train.adam_beta1, cfg_.train.adam_beta2, cfg_.train.adam_eps,
+                                                  cfg_.train.weight_decay},
+                                     world_, rank_, Sharding::for_strategy(cfg_.dist.strategy));
+  dp_ = std::make_unique<DataParallel>(*model_, *opt_, dist_, cfg_.dist.strategy, cfg_.dist.bucket_mb);
 
   if (rank_ == 0) {
     nlohmann::json settings = nlohmann::json::array();
@@ -164,11 +185,12 @@ void Trainer::log_settings() const {
 
 void Trainer::log_plan() const {
   spdlog::info("model: {} parameters ({} layers, hidden {}, heads {}/{} kv, vocab {}), {} init, device {}, {} threads, "
-               "precision {}{}",
+               "precision {}{}; {} rank(s), {}",
                model_->num_parameters(), model_->config().num_hidden_layers, model_->config().hidden_size,
                model_->config().num_attention_heads, model_->config().num_key_value_heads,
                model_->config().vocab_size, cfg_.model.init, device_.str(), at::get_num_threads(),
-               cfg_.train.precision, cfg_.train.activation_checkpointing ? ", activation checkpointing" : "");
+               cfg_.train.precision, cfg_.train.activation_checkpointing ? ", activation checkpointing" : "", world_,
+               cfg_.dist.strategy);
   for (std::size_t i = 0; i < cfg_.datasets.size(); ++i) {
     const auto& st = data_.datasets[i]->stats();
     spdlog::info("data {}: {} records read, {} kept, {} bad (skipped), {} filtered, {} zero-target and {} too long "
@@ -216,22 +238,51 @@ void Trainer::save_checkpoint(const Position& next) {
                           {"rng_cpu", hex(rng)},
                           {"sft_version", SFT_VERSION},
                           {"config", cfg_.to_json()}};
-  std::map<std::string, std::vector<std::pair<std::string, at::Tensor>>> files;
-  files["state.safetensors"] = {{"params", opt_->params()}, {"exp_avg", opt_->exp_avg()}, {"exp_avg_sq", opt_->exp_avg_sq()}};
-  std::string dir = checkpoints_->save(next.global_step, files, state);
-  checkpoints_->prune(cfg_.train.keep_checkpoints);
-  if (next.stage >= static_cast<int>(data_.streams.size())) spdlog::info("checkpoint {} (end of training)", dir);
-  else spdlog::info("checkpoint {} (stage {}, step {} of it)", dir, next.stage + 1, next.step);
+  std::string dir;
+  const Sharding sh = opt_->sharding();
+  if (!sh.moments) {
+    // Nothing sharded (ddp): rank 0 holds the whole state.
+    if (rank_ == 0) {
+      std::map<std::string, std::vector<std::pair<std::string, at::Tensor>>> files;
+      files["state.safetensors"] = {{"params", opt_->params()}, {"exp_avg", opt_->exp_avg()}, {"exp_avg_sq", opt_->exp_avg_sq()}};
+      dir = checkpoints_->save(next.global_step, files, state);
+    }
+    dist_->barrier();
+  } else {
+    // ZeRO: every rank writes its shard; parameters once (rank 0) unless they are sharded too.
+    std::vector<std::pair<std::string, at::Tensor>> mine = {{"exp_avg", opt_->exp_avg()}, {"exp_avg_sq", opt_->exp_avg_sq()}};
+    if (sh.params || rank_ == 0) mine.push_back({"params", opt_->params()});
+    std::map<std::string, std::vector<std::pair<std::string, at::Tensor>>> files;
+    files["rank" + std::to_string(rank_) + ".safetensors"] = mine;
+    dir = checkpoints_->save_sharded(next.global_step, rank_, files, state, [this] { dist_->barrier(); });
+  }
+  if (rank_ == 0) {
+    checkpoints_->prune(cfg_.train.keep_checkpoints);
+    if (next.stage >= static_cast<int>(data_.streams.size())) spdlog::info("checkpoint {} (end of training)", dir);
+    else spdlog::info("checkpoint {} (stage {}, step {} of it)", dir, next.stage + 1, next.step);
+  }
+  dist_->barrier();
 }
 
 Trainer::Position Trainer::restore() {
   Position p;
   if (!opts_.resume) return p;
-  auto latest = checkpoints_->latest_good();
-  if (!latest) {
+  // Rank 0 verifies and chooses; every rank loads the same checkpoint.
+  std::optional<CheckpointInfo> latest;
+  if (rank_ == 0) latest = checkpoints_->latest_good();
+  at::Tensor chosen = at::full({1}, latest ? latest->global_step : -1, at::kLong);
+  if (device_.is_cuda()) chosen = chosen.to(device_);
+  dist_->broadcast(chosen, 0);
+  const std::int64_t chosen_step = chosen.cpu().item<std::int64_t>();
+  if (chosen_step < 0) {
     spdlog::info("resume: no checkpoint in {}; starting from the beginning", checkpoints_->root());
     return p;
   }
+  if (rank_ != 0)
+    for (const auto& c : checkpoints_->list())
+      if (c.global_step == chosen_step) latest = c;
+  if (!latest) throw CheckpointError("rank " + std::to_string(rank_) + ": checkpoint step " + std::to_string(chosen_step) +
+                                     " is not visible here (the output directory must be shared by all ranks)");
   nlohmann::json st = read_trainer_state(latest->dir);
   if (st.value("world_size", 1) != world_)
     throw CheckpointError(latest->dir + ": written by " + std::to_string(st.value("world_size", 1)) +
@@ -245,16 +296,29 @@ Trainer::Position Trainer::restore() {
       throw CheckpointError(latest->dir + ": stage " + std::to_string(s + 1) +
                             "'s data stream differs from the checkpoint's (the config, data or seed changed); "
                             "resume with the same config, or start a new --output-dir");
-  auto file = model::SafetensorsFile::open(fs::join(latest->dir, "state.safetensors"));
-  at::NoGradGuard ng;
-  for (auto [name, dst] : {std::pair<const char*, at::Tensor*>{"params", &opt_->params()},
-                           {"exp_avg", &opt_->exp_avg()},
-                           {"exp_avg_sq", &opt_->exp_avg_sq()}}) {
-    at::Tensor src = file->tensor(name);
-    if (src.numel() != dst->numel())
-      throw CheckpointError(latest->dir + ": " + name + " has " + std::to_string(src.numel()) +
-                            " elements, the model needs " + std::to_string(dst->numel()));
-    dst->copy_(src);
+  if (st.value("dist_strategy", std::string("ddp")) != cfg_.dist.strategy)
+    throw CheckpointError(latest->dir + ": written with dist.strategy " + st.value("dist_strategy", std::string("ddp")) +
+                          ", resumed with " + cfg_.dist.strategy + "; resume with the same strategy");
+  const Sharding sh = opt_->sharding();
+  auto load = [&](const std::string& file, const char* name, at::Tensor& dst) {
+    auto f = model::SafetensorsFile::open(fs::join(latest->dir, file));
+    at::Tensor src = f->tensor(name);
+    if (src.numel() != dst.numel())
+      throw CheckpointError(latest->dir + "/" + file + ": " + name + " has " + std::to_string(src.numel()) +
+                            " elements, this rank needs " + std::to_string(dst.numel()));
+    dst.copy_(src.to(dst.device()));
+  };
+  {
+    at::NoGradGuard ng;
+    if (!sh.moments) {
+      for (const char* n : {"params", "exp_avg", "exp_avg_sq"})
+        load("state.safetensors", n, n == std::string("params") ? opt_->params() : n == std::string("exp_avg") ? opt_->exp_avg() : opt_->exp_avg_sq());
+    } else {
+      const std::string mine = "rank" + std::to_string(rank_) + ".safetensors";
+      load(mine, "exp_avg", opt_->exp_avg());
+      load(mine, "exp_avg_sq", opt_->exp_avg_sq());
+      load(sh.params ? mine : "rank0.safetensors", "params", opt_->params());
+    }
   }
   opt_->set_step_count(st.at("optimizer_steps"));
   consecutive_nonfinite_ = st.value("consecutive_nonfinite", std::int64_t(0));
@@ -268,6 +332,7 @@ Trainer::Position Trainer::restore() {
   p.step = st.at("stage_step");
   p.global_step = st.at("global_step");
   if (rank_ == 0) truncate_metrics(fs::join(cfg_.output_dir, "metrics.jsonl"), p.global_step);
+  dist_->barrier();
   spdlog::info("resumed from {}: stage {}, step {} of it, {} steps done", latest->dir, p.stage + 1, p.step, p.global_step);
   return p;
 }
@@ -277,22 +342,24 @@ Trainer::Position Trainer::restore() {
 Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_t global_step) {
   const data::StageStream& stream = *data_.streams[static_cast<std::size_t>(stage)];
   StepStats st;
-  const std::int64_t step_targets = stream.step_targets(step);
+  const std::int64_t step_targets = stream.step_targets(step);  // all ranks and micro-batches
   const bool bf16 = cfg_.train.precision != "fp32";
   at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
 
   opt_->zero_grad();
   for (std::int64_t m = 0; m < cfg_.train.grad_accum; ++m) {
     const data::MicroBatch* mb = stream.micro_batch(step, rank_, m);
-    if (!mb) continue;  // the stage's last step can be short
-    data::Batch b = data::make_batch(*mb, data_.datasets, pad_id_);
+    // A rank past the end of a short last step runs an empty micro-batch, so that every
+    // rank issues the same collectives.
+    data::Batch b = mb ? data::make_batch(*mb, data_.datasets, pad_id_)
+                       : data::make_single_batch({data_.tokenizer->bos_id() >= 0 ? data_.tokenizer->bos_id() : 0}, {0});
     at::Tensor ids = b.input_ids.to(device_), pos = b.position_ids.to(device_), labels = b.labels.to(device_);
     at::Tensor mask = b.attn_mask.defined() ? b.attn_mask.to(device_) : at::Tensor();
+    dp_->begin_micro(m + 1 == cfg_.train.grad_accum);
     at::Tensor loss;
     {
       model::AutocastGuard autocast(device_, c10::kBFloat16, bf16);
-      at::Tensor hidden = model_->forward_hidden(ids, pos, mask);
-      loss = masked_cross_entropy_sum(*model_, hidden, labels);
+      loss = model_->loss_sum(ids, pos, mask, labels);
     }
     // Normalised by the trained tokens of the whole optimizer step, so any split of the
     // step into micro-batches (or ranks) yields the same gradient.
@@ -301,15 +368,23 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
     st.tokens += b.tokens;
     st.targets += b.targets;
   }
-  st.loss = step_targets > 0 ? loss_sum.item<double>() / static_cast<double>(step_targets) : 0.0;
-  if (std::find(inject_nonfinite_.begin(), inject_nonfinite_.end(), global_step) != inject_nonfinite_.end()) st.loss = NAN;
-  st.grad_norm = opt_->clip_grad_norm(cfg_.train.max_grad_norm);
+  dp_->finish_gradients();
+  double local_loss = loss_sum.item<double>();
+  if (std::find(inject_nonfinite_.begin(), inject_nonfinite_.end(), global_step) != inject_nonfinite_.end()) local_loss = NAN;
+  const double total_loss = dist_->all_reduce_scalar(local_loss);
+  if (dist_->distributed()) {
+    st.tokens = static_cast<std::int64_t>(dist_->all_reduce_scalar(static_cast<double>(st.tokens)));
+    st.targets = static_cast<std::int64_t>(dist_->all_reduce_scalar(static_cast<double>(st.targets)));
+  }
+  st.loss = step_targets > 0 ? total_loss / static_cast<double>(step_targets) : 0.0;
+  st.grad_norm = opt_->clip_grad_norm(cfg_.train.max_grad_norm, dist_.get());
   if (!std::isfinite(st.loss) || !std::isfinite(st.grad_norm)) {
-    st.skipped = true;
+    st.skipped = true;  // every rank sees the same global loss and norm, so all skip together
     opt_->zero_grad();
     return st;
   }
   opt_->step(stage_lr(stage, step));
+  dp_->after_step();
   return st;
 }
 
@@ -352,13 +427,16 @@ TrainResult Trainer::fit() {
       // ---- once in a while ---------------------------------------------------------------------
       const bool stage_end = step + 1 == steps;
       if (!stage_end && cfg_.train.save_every > 0 && pos.global_step % cfg_.train.save_every == 0) save_checkpoint(pos);
-      if (StopSignal::requested()) {
+      const bool stop = dist_->distributed() ? dist_->all_reduce_scalar(StopSignal::requested() ? 1.0 : 0.0) > 0
+                                             : StopSignal::requested();
+      if (stop) {
         save_checkpoint(pos);
         std::string how = "sft train --config " + (opts_.config_path.empty() ? cfg_.source_file : opts_.config_path) +
                           " --output-dir " + cfg_.output_dir + " --resume auto";
-        throw StoppedBySignal("stopped by signal " + std::to_string(StopSignal::signal_number()) + " after step " +
+        const int sig = StopSignal::signal_number() ? StopSignal::signal_number() : 15;
+        throw StoppedBySignal("stopped by signal " + std::to_string(sig) + " after step " +
                                   std::to_string(pos.global_step) + "; checkpoint saved. Resume with: " + how,
-                              StopSignal::signal_number());
+                              sig);
       }
 
       // ---- diagnostics only below this line -----------------------------------------------------
@@ -423,9 +501,9 @@ TrainResult Trainer::fit() {
                                           {"step", pos.global_step}, {"first_loss", first_loss},
                                           {"last_loss", last_loss}}
                                .dump());
-      if (cfg_.train.export_stage_models && s + 1 < static_cast<int>(data_.streams.size()))
-        export_model(fs::join(cfg_.output_dir, "stage" + std::to_string(s + 1) + "_" + spec.name));
     }
+    if (cfg_.train.export_stage_models && s + 1 < static_cast<int>(data_.streams.size()))
+      export_model(fs::join(cfg_.output_dir, "stage" + std::to_string(s + 1) + "_" + spec.name));
     if (first < steps || s + 1 == static_cast<int>(data_.streams.size())) {
       pos = {s + 1, 0, pos.global_step};
       save_checkpoint(pos);
@@ -435,8 +513,8 @@ TrainResult Trainer::fit() {
   result.skipped_steps = skipped_total_;
   if (device_.is_cpu()) result.peak_memory_bytes = CpuMemoryTracker::peak_bytes();
   result.final_dir = fs::join(cfg_.output_dir, "final");
+  export_model(result.final_dir);
   if (rank_ == 0) {
-    export_model(result.final_dir);
     append_line(metrics, nlohmann::json{{"event", "end"}, {"step", pos.global_step}, {"skipped_steps", skipped_total_},
                                         {"peak_memory_mb", static_cast<double>(result.peak_memory_bytes) / 1048576.0}}
                              .dump());
@@ -448,11 +526,22 @@ TrainResult Trainer::fit() {
 }
 
 void Trainer::export_model(const std::string& dir) {
-  model::SaveOptions so;
-  so.dtype = cfg_.model.save_dtype == "bf16" ? c10::kBFloat16 : cfg_.model.save_dtype == "f16" ? c10::kHalf : c10::kFloat;
-  so.tokenizer_model = cfg_.tokenizer;
-  model::save_hf_model(*model_, dir, so);
-  spdlog::info("exported {}", dir);
+  // Collective under ZeRO-3 (every rank contributes its shards); rank 0 writes.
+  std::vector<at::Tensor> full = dp_->full_parameters();
+  if (rank_ == 0) {
+    model::SaveOptions so;
+    so.dtype = cfg_.model.save_dtype == "bf16" ? c10::kBFloat16 : cfg_.model.save_dtype == "f16" ? c10::kHalf : c10::kFloat;
+    so.tokenizer_model = cfg_.tokenizer;
+    if (cfg_.dist.strategy == "zero3") {
+      model::Llama copy(model_->config(), c10::kCPU, c10::kFloat);
+      for (std::size_t i = 0; i < full.size(); ++i) copy.set_parameter(i, full[i].to(c10::kCPU, c10::kFloat));
+      model::save_hf_model(copy, dir, so);
+    } else {
+      model::save_hf_model(*model_, dir, so);
+    }
+    spdlog::info("exported {}", dir);
+  }
+  dist_->barrier();
 }
 
 }  // namespace sft::train

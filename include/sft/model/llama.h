@@ -42,6 +42,19 @@ struct KvCache {
 
 enum class AttentionImpl { kAuto, kExplicit, kSdpa };
 
+// Supplies parameters one unit at a time when they are sharded across ranks (ZeRO-3).
+// Units: 0 = embedding, l + 1 = decoder layer l, L + 1 = final norm and lm_head (the
+// embedding again when tied). Tensors are in parameters() order within the unit.
+class ParamGatherer {
+ public:
+  virtual ~ParamGatherer() = default;
+  virtual std::vector<at::Tensor> gather(std::size_t unit) = 0;  // valid until release(unit)
+  virtual void release(std::size_t unit) = 0;
+  // The gradients of a unit's parameters from one backward pass, to be reduced into the
+  // owning ranks' shards (called once per unit and micro-batch, in backward order).
+  virtual void reduce_grads(std::size_t unit, const std::vector<at::Tensor>& grads) = 0;
+};
+
 class Llama {
  public:
   Llama(const LlamaConfig& cfg, c10::Device device = c10::kCPU, c10::ScalarType dtype = c10::kFloat);
@@ -69,6 +82,18 @@ class Llama {
     return lm_head(forward_hidden(input_ids, position_ids, attn_mask, cache));
   }
 
+  // The SFT training loss: summed cross-entropy over positions whose label is not -100.
+  // Only trained positions go through lm_head, so the logits of masked prompt tokens are
+  // never computed. With a gatherer (ZeRO-3) every unit's parameters are gathered for its
+  // forward and again for its backward (which recomputes the unit), then released.
+  at::Tensor loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& attn_mask,
+                      const at::Tensor& labels) const;
+  void set_gatherer(ParamGatherer* g) { gatherer_ = g; }
+  ParamGatherer* gatherer() const { return gatherer_; }
+  std::size_t num_units() const { return layers_.size() + 2; }
+  // parameters() indices of a unit's tensors.
+  std::vector<std::size_t> unit_params(std::size_t unit) const;
+
   KvCache new_cache(std::int64_t batch, std::int64_t capacity) const;
   void set_activation_checkpointing(bool on) { checkpointing_ = on; }
   bool activation_checkpointing() const { return checkpointing_; }
@@ -84,6 +109,14 @@ class Llama {
     std::size_t input_norm, q, k, v, o, post_norm, gate, up, down;
   };
   friend struct CheckpointedLayer;
+  friend struct ShardedEmbedding;
+  friend struct ShardedLayer;
+  friend struct ShardedHead;
+  at::Tensor head_loss(const at::Tensor& residual, const at::Tensor& labels, const at::Tensor& norm_w,
+                       const at::Tensor& head_w) const;
+  // One decoder layer, through activation checkpointing when it is on and grads are enabled.
+  at::Tensor run_layer(std::size_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                       const at::Tensor& attn_mask) const;
   at::Tensor layer_forward(std::size_t layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                            const at::Tensor& mask, KvCache* cache, const std::vector<at::Tensor>* weights) const;
   std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& position_ids) const;
@@ -94,12 +127,15 @@ class Llama {
   c10::Device device_;
   c10::ScalarType dtype_;
   std::vector<NamedTensor> params_;
+  std::vector<std::vector<std::int64_t>> shapes_;
   std::vector<LayerIdx> layers_;
   std::size_t embed_index_ = 0, norm_index_ = 0, lm_head_index_ = 0;
   at::Tensor inv_freq_;                // (Dh/2) fp32, rope_scaling applied
   mutable at::Tensor cos_table_, sin_table_;  // (P, Dh) fp32, grown on demand
   bool checkpointing_ = false;
   AttentionImpl attn_impl_ = AttentionImpl::kAuto;
+  ParamGatherer* gatherer_ = nullptr;
+  at::Tensor anchor_;  // a scalar requiring grad: gives the sharded embedding a backward
 };
 
 // The parameter names and shapes a config implies, in Llama::parameters() order, without

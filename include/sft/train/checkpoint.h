@@ -15,6 +15,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -38,6 +39,13 @@ class CheckpointStore {
   std::string save(std::int64_t global_step,
                    const std::map<std::string, std::vector<std::pair<std::string, at::Tensor>>>& files,
                    const nlohmann::json& state);
+
+  // The same from every rank of a sharded run: each rank passes its own files; the folder
+  // is completed (state, manifest, rename) by rank 0 once every rank has written.
+  // `barrier` synchronises all ranks; `state` is used on rank 0 only.
+  std::string save_sharded(std::int64_t global_step, int rank,
+                           const std::map<std::string, std::vector<std::pair<std::string, at::Tensor>>>& files,
+                           const nlohmann::json& state, const std::function<void()>& barrier);
 
   // Checkpoints on disk, newest first (complete folders only; temporaries ignored).
   std::vector<CheckpointInfo> list() const;

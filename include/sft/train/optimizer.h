@@ -1,14 +1,17 @@
-// FlatAdamW: AdamW (Loshchilov & Hutter) with decoupled weight decay over one contiguous
-// fp32 buffer of parameters, gradients and moments.
+// FlatAdamW: AdamW (Loshchilov & Hutter) with decoupled weight decay over contiguous flat
+// buffers of parameters, gradients and moments, optionally sharded across ranks (ZeRO).
 //
-// The model's parameters are rebound to views of `params()`, and their .grad to views of
-// `grads()`, so that zeroing, clipping, all-reducing, sharding and the update are a few
-// vectorised passes over flat memory instead of hundreds of small kernels. Matrices come
-// first and get weight decay; vectors (norm weights, biases) come last and get none.
-// The update matches torch.optim.AdamW (bias-corrected, eps outside the square root).
-// Parameters and gradients take the model's dtype: fp32 master weights normally, bf16 for
-// precision bf16-pure (the update is then computed in fp32 chunks and rounded back);
-// moments are always fp32.
+// FlatLayout orders every parameter unit by unit: the embedding, each decoder layer, then
+// the head (final norm, lm_head). Each unit is padded to a multiple of the world size, so
+// it splits into equal chunks and rank r owns chunk r of every unit. ZeRO-1 shards the
+// moments, ZeRO-2 the gradients too, ZeRO-3 the parameters too; DDP shards nothing.
+// Unsharded parameters are the model's own tensors, rebound to views of the flat buffer
+// (and their .grad to views of the flat gradient buffer), so zeroing, clipping,
+// all-reducing and updating are a few vectorised passes over flat memory.
+// Matrices get weight decay; vectors (norm weights) get none. The update matches
+// torch.optim.AdamW (bias-corrected, eps outside the square root). Parameters and
+// gradients take the model's dtype (bf16 for precision bf16-pure: the update then runs in
+// fp32 chunks and is rounded back); moments are always fp32.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -19,45 +22,96 @@
 
 #include "sft/model/llama.h"
 
+namespace sft::dist {
+class Context;
+}
+
 namespace sft::train {
+
+struct FlatLayout {
+  struct Slot {
+    std::string name;
+    std::size_t param;             // index into Llama::parameters()
+    std::int64_t offset, numel;    // flat position (padded layout)
+    bool decay;
+    std::vector<std::int64_t> shape;
+  };
+  struct Unit {
+    std::int64_t offset = 0, numel = 0, padded = 0;
+    std::vector<std::size_t> slots;
+  };
+  std::vector<Slot> slots;
+  std::vector<Unit> units;
+  std::int64_t total = 0;  // padded
+  int world = 1;
+
+  static FlatLayout build(const model::Llama& model, int world);
+  std::int64_t chunk(std::size_t unit) const { return units[unit].padded / world; }
+  std::size_t unit_of_param(std::size_t param) const;
+};
 
 struct AdamWOptions {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
 };
 
+struct Sharding {
+  bool params = false, grads = false, moments = false;
+  static Sharding for_strategy(const std::string& strategy);  // ddp | zero1 | zero2 | zero3
+};
+
 class FlatAdamW {
  public:
-  // Rebinds model parameters (copying their values) to the flat buffer on `device`.
-  FlatAdamW(model::Llama& model, const AdamWOptions& opts);
+  // Copies the model's current values into the flat buffers. Unsharded parameters are
+  // rebound to views; with sharded parameters the model's tensors are released (the
+  // caller gathers units on demand).
+  FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world = 1, int rank = 0, Sharding sharding = {});
 
+  const FlatLayout& layout() const { return layout_; }
+  const Sharding& sharding() const { return sharding_; }
+  int rank() const { return rank_; }
+
+  // Full flat parameters (unsharded) or this rank's chunks back to back (sharded).
   at::Tensor& params() { return params_; }
   at::Tensor& grads() { return grads_; }
   at::Tensor& exp_avg() { return m_; }
   at::Tensor& exp_avg_sq() { return v_; }
-  std::int64_t numel() const { return params_.numel(); }
-  std::int64_t decay_numel() const { return decay_numel_; }  // [0, decay_numel) is decayed
+  std::int64_t numel() const { return layout_.total; }
   std::int64_t step_count() const { return step_; }
   void set_step_count(std::int64_t s) { step_ = s; }
 
+  // This rank's chunk of `unit` in the params / grads storage (a view).
+  at::Tensor param_chunk(std::size_t unit);
+  at::Tensor grad_chunk(std::size_t unit);
+  // The whole unit in the full flat parameter buffer (unsharded parameters only).
+  at::Tensor param_unit(std::size_t unit);
+  at::Tensor grad_unit(std::size_t unit);
+
   void zero_grad();
-  // Global L2 norm of the gradients; scales them to max_norm when above it (max_norm > 0).
-  double clip_grad_norm(double max_norm);
-  // One update at learning rate lr, on the elements [begin, end) (a ZeRO shard), or all.
-  void step(double lr, std::int64_t begin = 0, std::int64_t end = -1);
+  // Sum of squared gradients over what this rank updates.
+  double local_grad_sq_norm();
+  void scale_grads(double factor);
+  // Global L2 norm of the gradients (all-reduced when gradients are sharded); scales them
+  // to max_norm when above it (max_norm > 0).
+  double clip_grad_norm(double max_norm, dist::Context* ctx = nullptr);
+  // One update of this rank's elements at learning rate lr.
+  void step(double lr);
   void reset_state();  // zero moments and the step count (a new stage, as in the paper)
 
-  // (name, offset, numel) of each parameter in the flat buffer.
-  struct Slot {
-    std::string name;
-    std::int64_t offset, numel;
-  };
-  const std::vector<Slot>& slots() const { return slots_; }
-
  private:
+  struct Range {
+    std::int64_t flat;             // position in the padded flat layout
+    std::int64_t len;
+    std::int64_t p, g, m;          // offsets into params_, grads_, m_/v_
+    std::vector<std::pair<std::int64_t, std::int64_t>> decay;  // (local offset, length)
+  };
+  FlatLayout layout_;
+  Sharding sharding_;
+  int rank_ = 0;
   AdamWOptions opts_;
   at::Tensor params_, grads_, m_, v_;
-  std::int64_t decay_numel_ = 0, step_ = 0;
-  std::vector<Slot> slots_;
+  std::vector<Range> ranges_;
+  std::vector<std::int64_t> chunk_p_, chunk_g_;  // per unit: offset of this rank's chunk in params_/grads_
+  std::int64_t step_ = 0;
 };
 
 // Learning rate at `step` (0-based) of a stage with `total` steps, as Hugging Face's

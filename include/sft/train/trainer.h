@@ -20,19 +20,18 @@
 #include <c10/core/Device.h>
 
 #include "sft/config/run_config.h"
+#include "sft/dist/context.h"
 #include "sft/model/llama.h"
 #include "sft/train/checkpoint.h"
 #include "sft/train/optimizer.h"
 #include "sft/train/run_data.h"
 #include "sft/util/error.h"
 
-namespace sft::dist {
-class Context;
-}
 
 namespace sft::train {
 
 class TfEventsWriter;
+class DataParallel;
 
 struct TrainerOptions {
   bool resume = false;        // --resume auto: continue from the newest good checkpoint
@@ -66,6 +65,8 @@ class Trainer {
 
   const model::Llama& model() const { return *model_; }
   const RunData& data() const { return data_; }
+  int rank() const { return rank_; }
+  int world() const { return world_; }
 
  private:
   struct Position {
@@ -87,6 +88,7 @@ class Trainer {
   TrainerOptions opts_;
   c10::Device device_;
   std::shared_ptr<dist::Context> dist_;
+  std::unique_ptr<DataParallel> dp_;
   int rank_ = 0, world_ = 1;
   RunData data_;
   std::unique_ptr<model::Llama> model_;
@@ -100,8 +102,8 @@ class Trainer {
   std::vector<std::int64_t> inject_nonfinite_;
 };
 
-// Resolves train.device ("auto" -> cuda when available) and train.threads; sets LibTorch's
-// intra-op thread count. Returns the device.
-c10::Device setup_device(const config::TrainSpec& t);
+// Resolves train.device ("auto" -> cuda when available; cuda:LOCAL_RANK under a launcher)
+// and train.threads; sets LibTorch's intra-op thread count. Returns the device.
+c10::Device setup_device(const config::TrainSpec& t, int local_rank = 0);
 
 }  // namespace sft::train

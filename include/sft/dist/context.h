@@ -1,0 +1,66 @@
+// Context: this rank's place in the job and its c10d process group (TCPStore rendezvous;
+// ProcessGroupNCCL for CUDA tensors, ProcessGroupGloo on CPU). World size 1 needs no
+// group: every collective is then a no-op.
+//
+// Collectives block until done (the async one returns a handle) and throw sft::Error
+// naming the collective and the rank when a peer dies or the timeout (dist.timeout_s)
+// expires, so no rank hangs forever. Gloo in LibTorch 1.13 lacks bf16/fp16 all-reduce,
+// AVG and reduce_scatter: bf16/fp16 are reduced in fp32, and reduce-scatter is an
+// all-to-all followed by a local sum.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sft/config/run_config.h"
+#include "sft/dist/launch.h"
+
+namespace sft::dist {
+
+class Context {
+ public:
+  // REQUIRES: every rank calls this with the same world size. `device` decides the
+  // backend under dist.backend: auto (NCCL for CUDA, Gloo for CPU).
+  static std::shared_ptr<Context> create(const LaunchInfo& launch, const config::DistSpec& spec, c10::Device device);
+  static std::shared_ptr<Context> single();
+  ~Context();
+
+  int rank() const { return rank_; }
+  int world() const { return world_; }
+  int local_rank() const { return launch_.local_rank; }
+  bool distributed() const { return world_ > 1; }
+  const std::string& backend() const { return backend_; }
+  const LaunchInfo& launch() const { return launch_; }
+
+  // In place, summed over ranks.
+  void all_reduce_sum(at::Tensor& t);
+  // Starts a sum all-reduce; wait() finishes it (and copies back for fp32 fallbacks).
+  struct Pending {
+    std::function<void()> wait;
+  };
+  Pending all_reduce_sum_async(at::Tensor t);
+  void broadcast(at::Tensor& t, int root);
+  // out (world * n) <- every rank's `in` (n), in rank order.
+  void all_gather(at::Tensor& out, const at::Tensor& in);
+  // out (n) <- sum over ranks of chunk `rank` of in (world * n).
+  void reduce_scatter_sum(at::Tensor& out, const at::Tensor& in);
+  void barrier();
+  double all_reduce_scalar(double v);  // sum
+
+ private:
+  Context() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  LaunchInfo launch_;
+  int rank_ = 0, world_ = 1;
+  std::string backend_ = "none";
+  std::chrono::seconds timeout_{60};
+};
+
+}  // namespace sft::dist
