@@ -5,6 +5,5 @@ namespace sft::cli {
 
 std::vector<Command> register_eval(CLI::App&) { return {}; }
 std::vector<Command> register_sweep(CLI::App&) { return {}; }
-std::vector<Command> register_bench(CLI::App&) { return {}; }
 
 }  // namespace sft::cli

@@ -268,6 +268,53 @@ struct ShardedHead : public torch::autograd::Function<ShardedHead> {
   }
 };
 
+// Summed cross-entropy of lm_head(h) against labels, fused: the (N, V) logits exist one
+// chunk of rows at a time, and the gradients are computed in the same pass (softmax minus
+// one-hot, then the two GEMMs) and handed out by backward(). Nothing of size N x V
+// outlives a chunk: no fp32 copy of all logits, no log_softmax output, no one-hot scatter.
+// GEMMs run in h's dtype (bf16 under autocast), softmax statistics in fp32.
+struct FusedLinearCrossEntropy : public torch::autograd::Function<FusedLinearCrossEntropy> {
+  static constexpr std::int64_t kChunkElements = std::int64_t(1) << 23;  // rows x vocab per chunk (32 MiB fp32)
+
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor h, at::Tensor w,
+                                                at::Tensor labels) {
+    const std::int64_t N = h.size(0), V = w.size(0);
+    const at::ScalarType dt = h.scalar_type();
+    at::Tensor wc = w.to(dt);
+    const bool need_grad = h.requires_grad() || w.requires_grad();
+    at::Tensor grad_h = need_grad ? at::empty_like(h) : at::Tensor();
+    at::Tensor grad_w = need_grad && w.requires_grad() ? at::zeros({V, w.size(1)}, w.options().dtype(at::kFloat)) : at::Tensor();
+    at::Tensor loss = at::zeros({}, h.options().dtype(at::kFloat));
+    const std::int64_t rows = std::max<std::int64_t>(1, kChunkElements / std::max<std::int64_t>(V, 1));
+    for (std::int64_t r = 0; r < N; r += rows) {
+      const std::int64_t n = std::min(rows, N - r);
+      at::Tensor hc = h.narrow(0, r, n);
+      at::Tensor yc = labels.narrow(0, r, n).unsqueeze(1);
+      at::Tensor logits = at::mm(hc, wc.t()).to(at::kFloat);  // (n, V)
+      at::Tensor lse = at::logsumexp(logits, {1}, /*keepdim=*/true);
+      loss += (lse - logits.gather(1, yc)).sum();
+      if (!need_grad) continue;
+      // d loss / d logits = softmax - onehot, computed in place over the chunk.
+      at::Tensor p = logits.sub_(lse).exp_();
+      p.scatter_add_(1, yc, at::full_like(yc, -1.0, p.options()));
+      at::Tensor pc = p.to(dt);
+      grad_h.narrow(0, r, n).copy_(at::mm(pc, wc));
+      if (grad_w.defined()) grad_w.add_(at::mm(pc.t(), hc));
+    }
+    ctx->save_for_backward({grad_h, grad_w});
+    return {loss};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    at::Tensor g = grads[0];
+    at::Tensor gh = saved[0].defined() ? saved[0] * g.to(saved[0].scalar_type()) : at::Tensor();
+    at::Tensor gw = saved[1].defined() ? saved[1] * g : at::Tensor();
+    return {gh, gw, at::Tensor()};
+  }
+};
+
 Llama::Llama(const LlamaConfig& cfg, c10::Device device, c10::ScalarType dtype)
     : cfg_(cfg), device_(device), dtype_(dtype) {
   auto opts = at::TensorOptions().device(device).dtype(dtype);
@@ -305,8 +352,10 @@ at::Tensor Llama::head_loss(const at::Tensor& residual, const at::Tensor& labels
   at::Tensor x = residual.reshape({-1, residual.size(-1)});
   if (idx.numel() == 0) return (x.sum() * 0.0 + norm_w.sum() * 0.0 + head_w.sum() * 0.0).to(at::kFloat);
   at::Tensor h = rms_norm(x.index_select(0, idx), norm_w, cfg_.rms_norm_eps);  // (N, D)
-  at::Tensor logits = at::linear(h, head_w).to(at::kFloat);                       // (N, V), fp32 as HF upcasts
-  return at::cross_entropy_loss(logits, flat_labels.index_select(0, idx), /*weight=*/{}, at::Reduction::Sum);
+  // Under autocast the GEMMs run in bf16, as at::linear would; softmax statistics in fp32.
+  const auto type = h.is_cuda() ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+  if (autocast_enabled(type)) h = h.to(autocast_dtype(type));
+  return FusedLinearCrossEntropy::apply(h, head_w, flat_labels.index_select(0, idx))[0];
 }
 
 at::Tensor Llama::loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& attn_mask,
@@ -393,13 +442,13 @@ at::Tensor Llama::attention(const at::Tensor& q, const at::Tensor& k, const at::
                                             /*dropout_p=*/0.0, /*is_causal=*/causal);
   }
 #endif
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;  // (B, H, Tq, Tk)
+  // q arrives pre-scaled by 1/sqrt(Dh) (see layer_forward).
+  at::Tensor scores = at::matmul(q, k.transpose(-2, -1));  // (B, H, Tq, Tk)
   if (causal) {
     at::Tensor future = at::ones({Tq, Tk}, at::TensorOptions().dtype(at::kBool).device(q.device())).triu(1);
-    scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
+    scores.masked_fill_(future, -std::numeric_limits<float>::infinity());
   } else if (m.defined()) {
-    scores = scores.masked_fill(m.logical_not(), -std::numeric_limits<float>::infinity());
+    scores.masked_fill_(m.logical_not(), -std::numeric_limits<float>::infinity());
   }
   at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   return at::matmul(probs, v);
@@ -414,14 +463,25 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
   };
   const std::int64_t B = x.size(0), T = x.size(1);
   const std::int64_t H = cfg_.num_attention_heads, K = cfg_.num_key_value_heads, Dh = cfg_.head_dim;
+  const std::int64_t F = cfg_.intermediate_size;
+  // Under autocast, cast each norm output once (at::linear would cast it per projection).
+  const auto type = x.is_cuda() ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+  const bool ac = autocast_enabled(type);
+  auto compute = [&](const at::Tensor& t) { return ac ? t.to(autocast_dtype(type)) : t; };
 
-  at::Tensor h = rms_norm(x, W(0, li.input_norm), cfg_.rms_norm_eps);
-  at::Tensor q = at::linear(h, W(1, li.q)).view({B, T, H, Dh}).transpose(1, 2);
-  at::Tensor k = at::linear(h, W(2, li.k)).view({B, T, K, Dh}).transpose(1, 2);
-  at::Tensor v = at::linear(h, W(3, li.v)).view({B, T, K, Dh}).transpose(1, 2);
-  // Rotary in the activations' dtype, as HF does (cos/sin cast to it).
+  // q, k, v in one GEMM (a wider output runs faster than three narrow ones), then split.
+  at::Tensor h = compute(rms_norm(x, W(0, li.input_norm), cfg_.rms_norm_eps));
+  at::Tensor qkv = at::linear(h, at::cat({W(1, li.q), W(2, li.k), W(3, li.v)}, 0));  // (B, T, (H + 2K) Dh)
+  at::Tensor q = qkv.narrow(-1, 0, H * Dh).view({B, T, H, Dh}).transpose(1, 2);
+  at::Tensor k = qkv.narrow(-1, H * Dh, K * Dh).view({B, T, K, Dh}).transpose(1, 2);
+  at::Tensor v = qkv.narrow(-1, (H + K) * Dh, K * Dh).view({B, T, K, Dh}).transpose(1, 2);
+  // Rotary in the activations' dtype, as HF does (cos/sin cast to it). The explicit
+  // attention folds its 1/sqrt(Dh) into q's tables here instead of scaling the (T x T)
+  // scores (exact when Dh is a power of four, as 64 and 256 are; within rounding otherwise).
+  const bool explicit_attn = !(sdpa_available() && attn_impl_ != AttentionImpl::kExplicit);
+  const double scale = explicit_attn ? 1.0 / std::sqrt(static_cast<double>(Dh)) : 1.0;
   at::Tensor c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
-  q = q * c + rotate_half(q) * s;
+  q = scale == 1.0 ? q * c + rotate_half(q) * s : q * (c * scale) + rotate_half(q) * (s * scale);
   k = k * c + rotate_half(k) * s;
 
   std::int64_t offset = 0;
@@ -437,8 +497,10 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
   att = att.transpose(1, 2).reshape({B, T, H * Dh});
   at::Tensor x2 = x + at::linear(att, W(4, li.o));
 
-  at::Tensor h2 = rms_norm(x2, W(5, li.post_norm), cfg_.rms_norm_eps);
-  at::Tensor mlp = at::linear(at::silu(at::linear(h2, W(6, li.gate))) * at::linear(h2, W(7, li.up)), W(8, li.down));
+  // gate and up in one GEMM too.
+  at::Tensor h2 = compute(rms_norm(x2, W(5, li.post_norm), cfg_.rms_norm_eps));
+  at::Tensor gu = at::linear(h2, at::cat({W(6, li.gate), W(7, li.up)}, 0));  // (B, T, 2F)
+  at::Tensor mlp = at::linear(at::silu(gu.narrow(-1, 0, F)) * gu.narrow(-1, F, F), W(8, li.down));
   return x2 + mlp;
 }
 

@@ -1,6 +1,7 @@
 #include "sft/train/optimizer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -8,6 +9,28 @@
 #include "sft/dist/context.h"
 
 namespace sft::train {
+namespace {
+
+// One pass of AdamW over fp32 memory: reads p, g, m, v once and writes p, m, v once
+// (ATen's op-by-op form makes ~8 passes and allocates temporaries). Same arithmetic as
+// torch.optim.AdamW: m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+// p = p * decay - (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps).
+void adamw_fp32(float* p, const float* g, float* m, float* v, std::int64_t n, float b1, float b2, float eps,
+                float decay, float step_size, float inv_sqrt_bc2) {
+  at::parallel_for(0, n, 1 << 15, [&](std::int64_t begin, std::int64_t end) {
+    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    for (std::int64_t i = begin; i < end; ++i) {
+      const float gi = g[i];
+      const float mi = m[i] * b1 + gi * c1;
+      const float vi = v[i] * b2 + gi * gi * c2;
+      m[i] = mi;
+      v[i] = vi;
+      p[i] = p[i] * decay - step_size * (mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps));
+    }
+  });
+}
+
+}  // namespace
 
 FlatLayout FlatLayout::build(const model::Llama& model, int world) {
   FlatLayout l;
@@ -166,6 +189,30 @@ void FlatAdamW::step(double lr) {
   const double bc2 = 1.0 - std::pow(opts_.beta2, static_cast<double>(step_));
   const bool fp32 = params_.scalar_type() == at::kFloat;
   at::NoGradGuard ng;
+  if (fp32 && params_.is_cpu()) {
+    const float decay = static_cast<float>(1.0 - lr * opts_.weight_decay);
+    const float step_size = static_cast<float>(lr / bc1), inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+    const auto b1 = static_cast<float>(opts_.beta1), b2 = static_cast<float>(opts_.beta2);
+    const auto eps = static_cast<float>(opts_.eps);
+    float* P = params_.data_ptr<float>();
+    float* G = grads_.data_ptr<float>();
+    float* M = m_.data_ptr<float>();
+    float* V = v_.data_ptr<float>();
+    for (const auto& r : ranges_) {
+      // Alternate undecayed and decayed sub-ranges (decay holds sorted, disjoint intervals).
+      std::int64_t at = 0;
+      auto run = [&](std::int64_t from, std::int64_t to, float d) {
+        if (to > from) adamw_fp32(P + r.p + from, G + r.g + from, M + r.m + from, V + r.m + from, to - from, b1, b2, eps, d, step_size, inv_sqrt_bc2);
+      };
+      for (const auto& [off, len] : r.decay) {
+        run(at, off, 1.0f);
+        run(off, off + len, opts_.weight_decay > 0 ? decay : 1.0f);
+        at = off + len;
+      }
+      run(at, r.len, 1.0f);
+    }
+    return;
+  }
   for (const auto& r : ranges_) {
     // fp32: in place. bf16 weights: fp32 chunks, rounded back.
     const std::int64_t chunk = fp32 ? std::max<std::int64_t>(r.len, 1) : (std::int64_t(1) << 22);

@@ -163,6 +163,26 @@ TEST(Llama, ActivationCheckpointingGivesTheSameGradients) {
   }
 }
 
+TEST(Llama, FusedLossMatchesFullLogitsCrossEntropyAndItsGradients) {
+  for (const char* f : {"gqa_bf16_sharded", "mqa_f16_tied_llama3"}) {
+    auto a = load_hf_model(fixture(f)), b = load_hf_model(fixture(f));
+    at::Tensor ids = (at::arange(48).view({2, 24}) * 37 + 5) % 256;
+    at::Tensor pos = at::arange(24).view({1, 24}).expand({2, 24});
+    at::Tensor labels = ids.roll(-1, 1);
+    labels.slice(1, 0, 7).fill_(-100);
+    labels.slice(1, 23, 24).fill_(-100);
+    at::Tensor fused = a->loss_sum(ids, pos, at::Tensor(), labels);
+    fused.backward();
+    at::Tensor logits = b->forward(ids, pos).reshape({-1, 256});
+    at::Tensor naive = at::cross_entropy_loss(logits, labels.reshape({-1}), {}, at::Reduction::Sum);
+    naive.backward();
+    EXPECT_NEAR(fused.item<double>(), naive.item<double>(), 1e-3) << f;
+    for (std::size_t i = 0; i < a->parameters().size(); ++i)
+      EXPECT_TRUE(at::allclose(a->parameters()[i].tensor.grad(), b->parameters()[i].tensor.grad(), 1e-4, 1e-5))
+          << f << " " << a->parameters()[i].name;
+  }
+}
+
 TEST(LlamaConfig, UnsupportedFieldsAreErrorsNamingTheField) {
   auto base = nlohmann::json::parse(test::read(fixture("mha_f32") + "/config.json"));
   struct Case {
