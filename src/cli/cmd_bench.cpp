@@ -13,7 +13,8 @@ std::vector<Command> register_bench(CLI::App& app) {
   static bool json = false;
   static std::int64_t dim = 0, layers = 0, heads = 0, kv = 0, vocab = 0, ffn = 0, seq = 0, batch = 0;
   static double peak = 0;
-  cmd->add_option("--preset", o.preset, "tiny | small | gqa")->check(CLI::IsMember({"tiny", "small", "gqa"}));
+  cmd->add_option("--preset", o.preset, "tiny | small | gqa (reference_train.py's) | 1b (TinyLlama-1.1B shape, for GPUs)")
+      ->check(CLI::IsMember({"tiny", "small", "gqa", "1b"}));
   cmd->add_option("--dim", dim, "override the preset's value");
   cmd->add_option("--layers", layers, "override the preset's value");
   cmd->add_option("--heads", heads, "override the preset's value");

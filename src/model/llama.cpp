@@ -290,12 +290,11 @@ struct FusedLinearCrossEntropy : public torch::autograd::Function<FusedLinearCro
       const std::int64_t n = std::min(rows, N - r);
       at::Tensor hc = h.narrow(0, r, n);
       at::Tensor yc = labels.narrow(0, r, n).unsqueeze(1);
-      at::Tensor logits = at::mm(hc, wc.t()).to(at::kFloat);  // (n, V)
-      at::Tensor lse = at::logsumexp(logits, {1}, /*keepdim=*/true);
-      loss += (lse - logits.gather(1, yc)).sum();
+      at::Tensor logp = at::_log_softmax(at::mm(hc, wc.t()).to(at::kFloat), 1, false);  // (n, V), fp32
+      loss -= logp.gather(1, yc).sum();
       if (!need_grad) continue;
       // d loss / d logits = softmax - onehot, computed in place over the chunk.
-      at::Tensor p = logits.sub_(lse).exp_();
+      at::Tensor p = logp.exp_();
       p.scatter_add_(1, yc, at::full_like(yc, -1.0, p.options()));
       at::Tensor pc = p.to(dt);
       grad_h.narrow(0, r, n).copy_(at::mm(pc, wc));
@@ -450,7 +449,10 @@ at::Tensor Llama::attention(const at::Tensor& q, const at::Tensor& k, const at::
   } else if (m.defined()) {
     scores.masked_fill_(m.logical_not(), -std::numeric_limits<float>::infinity());
   }
-  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+  // fp32 scores: HF's fp32 softmax. bf16 scores (autocast): softmax straight to bf16; the
+  // CPU and CUDA kernels compute it in fp32 internally and round the same probabilities as
+  // HF's softmax(dtype=float32).to(bf16), without two (B, H, T, T) casts each way.
+  at::Tensor probs = at::softmax(scores, -1);
   return at::matmul(probs, v);
 }
 

@@ -38,23 +38,29 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   // ZeRO-3 gathers two layers at a time (the one computing and the next one prefetched).
   if (z3) p.gathered = 2.0 * layer_params * 4.0;
 
-  // Activations kept for the backward pass, per layer.
-  const double per_token = 1.13 * (22.0 * D + 12.0 * H * Dh + 8.0 * K * Dh + 8.0 * F);
-  const double scores = in.fused_attention ? 4.0 * N * H : 6.45 * B * H * T * T;  // fused: log-sum-exp only
+  // Activations kept for the backward pass, per layer: bytes per token per layer and per
+  // attention score, least-squares fits to CpuMemoryTracker measurements of sft's own
+  // forward (bench/RESULTS.md); fp32 keeps 4-byte activations and an fp32 softmax.
+  const bool half = in.precision != "fp32";
+  const double per_token = (half ? 1.0 : 1.06) * (32.0 * D + 18.7 * K * Dh + 8.24 * F);
+  const double scores = in.fused_attention ? 4.0 * N * H : (half ? 1.93 : 6.3) * B * H * T * T;
   const double layer = N * per_token + scores;
-  p.logits = 11.8 * Nt * V;
+  // The fused loss keeps lm_head's gradient (and a bf16 copy under autocast), the hidden
+  // states' gradient, and one chunk of at most 2^23 logits in flight.
+  p.logits = half ? 6.0 * V * D + 2.0 * Nt * D + 12.0 * std::min(Nt * V, 8388608.0)
+                  : 4.0 * V * D + 4.0 * Nt * D + 8.0 * std::min(Nt * V, 8388608.0);
+  const double states = p.weights + p.grads + p.optimizer + p.gathered;
   p.activations_no_ckpt = L * layer;
-  // Checkpointing keeps each layer's input (fp32 residual) and recomputes one layer at a time.
+  // Checkpointing keeps each layer's fp32 input and recomputes one layer at a time; the
+  // loss's buffers are mostly gone by then.
+  const double ckpt_peak = std::max(p.logits + 0.75 * layer, 1.35 * layer);
   p.activations_ckpt = L * N * D * 4.0 + 1.35 * layer;
-  if (in.activation_checkpointing) {
-    // The loss's logits are freed before the layers are recomputed.
-    p.activations = L * N * D * 4.0;
-    p.total = p.weights + p.grads + p.optimizer + p.gathered + p.activations +
-              std::max(p.logits + N * D * 8.0, 1.35 * layer);
-    p.activations += 1.35 * layer;
+  if (in.activation_checkpointing || in.strategy == "zero3") {  // ZeRO-3 recomputes every layer
+    p.activations = p.activations_ckpt;
+    p.total = states + L * N * D * 4.0 + ckpt_peak;
   } else {
     p.activations = p.activations_no_ckpt;
-    p.total = p.weights + p.grads + p.optimizer + p.gathered + p.activations + p.logits;
+    p.total = states + p.activations + p.logits;
   }
   return p;
 }

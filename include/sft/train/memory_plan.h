@@ -1,9 +1,9 @@
 // The dry-run planner's memory model: bytes per rank for weights, gradients, optimizer
 // state and activations, for a LLaMA config, a micro-batch shape, a precision and a
 // distributed strategy. Activation terms come from what sft's own forward keeps for the
-// backward pass (per token per layer ~1.13 x (22 D + 12 H Dh + 8 K Dh + 8 F) bytes, plus
-// 6.45 bytes per attention score without a fused kernel, plus ~11.8 bytes per trained
-// token per vocabulary entry for the loss), fitted to CpuMemoryTracker measurements
+// backward pass (bf16: per token per layer 32 D + 18.7 K Dh + 8.24 F bytes, plus 1.93 bytes
+// per attention score without a fused kernel, plus the fused loss's lm_head gradient and
+// one chunk of logits), least-squares fits to CpuMemoryTracker measurements
 // (bench/RESULTS.md); tests hold the tiny config's estimate to its measured peak.
 #pragma once
 
