@@ -4,6 +4,5 @@
 namespace sft::cli {
 
 std::vector<Command> register_eval(CLI::App&) { return {}; }
-std::vector<Command> register_sweep(CLI::App&) { return {}; }
 
 }  // namespace sft::cli

@@ -1,0 +1,93 @@
+// sft sweep: run a study (a grid of runs) from one file; sft sweep report: collect it.
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <climits>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "sft/sweep/report.h"
+#include "sft/sweep/sweep.h"
+#include "sft/util/error.h"
+#include "sft/util/fs.h"
+
+namespace sft::cli {
+namespace {
+
+std::string self_exe() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "sft";
+  buf[n] = '\0';
+  return buf;
+}
+
+}  // namespace
+
+std::vector<Command> register_sweep(CLI::App& app) {
+  auto* cmd = app.add_subcommand("sweep", "run a grid of training runs from one sweep file (skipping finished runs, "
+                                          "resuming interrupted ones), or emit a Slurm array for it");
+  cmd->require_subcommand(0, 1);  // `report` is optional
+  static std::string path, emit, sft_path;
+  static std::vector<std::string> sets;
+  static bool dry = false, json = false;
+  cmd->add_option("--config", path, "sweep file (YAML: name, base, set, axes, output_dir)");
+  add_set_option(cmd, sets);
+  cmd->add_flag("--dry-run", dry, "list the runs with their stage plans and cost (tokens, steps) and exit");
+  cmd->add_option("--emit", emit, "slurm: write a Slurm array script (one run per task) instead of running")
+      ->check(CLI::IsMember({"slurm"}));
+  cmd->add_option("--sft", sft_path, "the sft binary the runs use (default: this one)");
+  cmd->add_flag("--json", json, "with --dry-run: print JSON");
+
+  auto* report = cmd->add_subcommand("report", "collect the runs' eval scores: CSV, Markdown table (mean ± std over "
+                                               "seeds), log-linear fits per ability; plots via scripts/plot_sweep.py");
+  static std::string rpath;
+  static std::vector<std::string> rsets;
+  report->add_option("--config", rpath, "sweep file")->required();
+  add_set_option(report, rsets);
+
+  return {{report,
+           [] {
+             auto spec = sweep::load_sweep(rpath, rsets);
+             auto runs = sweep::expand(spec);
+             auto r = sweep::build_report(spec, runs);
+             std::cout << fs::read_file(fs::join(spec.output_dir, "report.md"));
+             std::cout << "\nwrote " << spec.output_dir << "/report.{csv,md,json}; plots: scripts/plot_sweep.py "
+                       << spec.output_dir << "/report.json\n";
+             return 0;
+           }},
+          {cmd, [] {
+             if (path.empty()) throw sft::ConfigError("sft sweep: --config is required (or: sft sweep report --config F)");
+             auto spec = sweep::load_sweep(path, sets);
+             auto runs = sweep::expand(spec);
+             const std::string exe = sft_path.empty() ? self_exe() : sft_path;
+             if (dry) {
+               auto d = sweep::describe(spec, runs);
+               if (json) {
+                 std::cout << d.dump(2) << "\n";
+               } else {
+                 std::cout << "sweep " << spec.name << ": " << runs.size() << " runs, " << d["total_tokens"].get<long long>()
+                           << " tokens, " << d["total_steps"].get<long long>() << " optimizer steps\n";
+                 for (const auto& r : d["list"]) {
+                   std::cout << "  " << r["name"].get<std::string>() << (r["finished"].get<bool>() ? " (finished)" : "")
+                             << ": " << r["tokens"].get<long long>() << " tokens, " << r["steps"].get<long long>() << " steps |";
+                   for (const auto& st : r["stages"])
+                     std::cout << " " << st["name"].get<std::string>() << " " << st["samples"].get<long long>() << " samples";
+                   std::cout << "\n";
+                 }
+               }
+               return 0;
+             }
+             sweep::materialise(spec, runs);
+             if (emit == "slurm") {
+               std::cout << sweep::emit_slurm(spec, runs, exe) << "\n";
+               return 0;
+             }
+             int failed = sweep::run_local(spec, runs, exe);
+             sweep::build_report(spec, runs);
+             spdlog::info("sweep {}: {} runs, {} failed; report in {}/report.md", spec.name, runs.size(), failed, spec.output_dir);
+             return failed ? 1 : 0;
+           }}};
+}
+
+}  // namespace sft::cli

@@ -1,0 +1,220 @@
+#include "sft/sweep/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <set>
+
+#include "sft/util/error.h"
+#include "sft/util/fs.h"
+
+namespace sft::sweep {
+namespace {
+
+using nlohmann::ordered_json;
+
+struct Row {
+  const SweepRun* run;
+  std::map<std::string, double> scores;     // ability -> score in [0, 1]
+  std::map<std::string, double> amounts;    // ability -> training records
+};
+
+std::map<std::string, double> read_scores(const std::string& dir) {
+  std::map<std::string, double> out;
+  const std::string path = fs::join(dir, "eval/summary.json");
+  if (!fs::exists(path)) return out;
+  auto j = nlohmann::json::parse(fs::read_file(path));
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (it.value().is_object() && it.value().contains("score") && it.value()["score"].is_number())
+      out[it.key()] = it.value()["score"].get<double>();
+  return out;
+}
+
+std::map<std::string, double> read_amounts(const std::string& dir) {
+  std::map<std::string, double> out;
+  const std::string cfg_path = fs::join(dir, "config.resolved.json"), man_path = fs::join(dir, "data_manifest.json");
+  if (!fs::exists(cfg_path) || !fs::exists(man_path)) return out;
+  auto cfg = nlohmann::json::parse(fs::read_file(cfg_path))["config"];
+  auto man = nlohmann::json::parse(fs::read_file(man_path));
+  std::map<std::string, std::set<std::string>> ids;  // ability -> record ids
+  for (const auto& st : man["stages"])
+    for (const auto& src : st["sources"]) {
+      const std::string ds = src["dataset"];
+      const std::string ability = cfg["datasets"][ds].value("ability", ds);
+      for (const auto& id : src["records"]) ids[ability].insert(ds + "/" + id.get<std::string>());
+    }
+  for (const auto& [ability, set] : ids) out[ability] = static_cast<double>(set.size());
+  return out;
+}
+
+std::string fmt(double v, int digits = 3) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.*f", digits, v);
+  return b;
+}
+
+}  // namespace
+
+LogFit fit_log(const std::vector<double>& amount, const std::vector<double>& score) {
+  LogFit f;
+  std::vector<double> x, y;
+  for (std::size_t i = 0; i < amount.size(); ++i)
+    if (amount[i] > 0) {
+      x.push_back(std::log(amount[i]));
+      y.push_back(score[i]);
+    }
+  f.n = static_cast<int>(x.size());
+  if (f.n < 2) return f;
+  double mx = 0, my = 0;
+  for (int i = 0; i < f.n; ++i) {
+    mx += x[static_cast<std::size_t>(i)];
+    my += y[static_cast<std::size_t>(i)];
+  }
+  mx /= f.n;
+  my /= f.n;
+  double sxx = 0, sxy = 0, syy = 0;
+  for (int i = 0; i < f.n; ++i) {
+    double dx = x[static_cast<std::size_t>(i)] - mx, dy = y[static_cast<std::size_t>(i)] - my;
+    sxx += dx * dx;
+    sxy += dx * dy;
+    syy += dy * dy;
+  }
+  if (sxx == 0) return f;
+  f.b = sxy / sxx;
+  f.a = my - f.b * mx;
+  f.r2 = syy > 0 ? (sxy * sxy) / (sxx * syy) : 1.0;
+  return f;
+}
+
+ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
+  std::vector<Row> rows;
+  std::set<std::string> abilities;
+  for (const auto& r : runs) {
+    Row row{&r, read_scores(r.dir), read_amounts(r.dir)};
+    for (const auto& [k, v] : row.scores) abilities.insert(k);
+    rows.push_back(std::move(row));
+  }
+  std::vector<std::string> axes;
+  for (const auto& [k, v] : spec.axes) axes.push_back(k);
+  const std::vector<std::string> ab(abilities.begin(), abilities.end());
+
+  // ---- CSV: one row per run --------------------------------------------------------------------
+  std::string csv = "run,dir";
+  for (const auto& a : axes) csv += "," + a;
+  for (const auto& a : ab) csv += ",records_" + a;
+  for (const auto& a : ab) csv += "," + a;
+  csv += "\n";
+  ordered_json runs_json = ordered_json::array();
+  int finished = 0;
+  for (const auto& row : rows) {
+    const bool done = !row.scores.empty();
+    finished += done;
+    std::map<std::string, std::string> vals(row.run->values.begin(), row.run->values.end());
+    csv += row.run->name + "," + row.run->dir;
+    for (const auto& a : axes) csv += "," + (vals.count(a) ? vals[a] : std::string());
+    for (const auto& a : ab) csv += "," + (row.amounts.count(a) ? fmt(row.amounts.at(a), 0) : std::string());
+    for (const auto& a : ab) csv += "," + (row.scores.count(a) ? fmt(row.scores.at(a), 4) : std::string());
+    csv += "\n";
+    ordered_json vj = ordered_json::object();
+    for (const auto& [k, v] : row.run->values) vj[k] = v;
+    runs_json.push_back({{"name", row.run->name}, {"dir", row.run->dir}, {"values", vj}, {"records", row.amounts},
+                         {"scores", row.scores}, {"finished", done}});
+  }
+
+  // ---- groups: every axis but the seed, mean ± std over seeds ---------------------------------
+  std::vector<std::string> group_axes;
+  for (const auto& a : axes)
+    if (a != "seed") group_axes.push_back(a);
+  std::map<std::vector<std::string>, std::vector<const Row*>> groups;
+  std::vector<std::vector<std::string>> order;
+  for (const auto& row : rows) {
+    if (row.scores.empty()) continue;
+    std::map<std::string, std::string> vals(row.run->values.begin(), row.run->values.end());
+    std::vector<std::string> key;
+    for (const auto& a : group_axes) key.push_back(vals.count(a) ? vals[a] : "-");
+    if (!groups.count(key)) order.push_back(key);
+    groups[key].push_back(&row);
+  }
+  ordered_json groups_json = ordered_json::array();
+  std::string md = "| " + [&] {
+    std::string h;
+    for (const auto& a : group_axes) h += a + " | ";
+    for (const auto& a : ab) h += a + " records | ";
+    for (const auto& a : ab) h += a + " | ";
+    return h + "seeds |";
+  }() + "\n|" + [&] {
+    std::string h;
+    for (std::size_t i = 0; i < group_axes.size() + 2 * ab.size() + 1; ++i) h += "---|";
+    return h;
+  }() + "\n";
+  for (const auto& key : order) {
+    const auto& g = groups[key];
+    ordered_json gj = ordered_json::object();
+    for (std::size_t i = 0; i < group_axes.size(); ++i) gj[group_axes[i]] = key[i];
+    md += "| ";
+    for (const auto& k : key) md += k + " | ";
+    ordered_json amounts = ordered_json::object(), means = ordered_json::object(), stds = ordered_json::object();
+    for (const auto& a : ab) {
+      double m = 0;
+      int n = 0;
+      for (const Row* r : g)
+        if (r->amounts.count(a)) {
+          m += r->amounts.at(a);
+          ++n;
+        }
+      amounts[a] = n ? m / n : 0.0;
+      md += (n ? fmt(m / n, 0) : std::string("-")) + " | ";
+    }
+    for (const auto& a : ab) {
+      std::vector<double> v;
+      for (const Row* r : g)
+        if (r->scores.count(a)) v.push_back(r->scores.at(a));
+      double mean = 0, sd = 0;
+      for (double x : v) mean += x;
+      mean = v.empty() ? 0 : mean / static_cast<double>(v.size());
+      for (double x : v) sd += (x - mean) * (x - mean);
+      sd = v.size() > 1 ? std::sqrt(sd / static_cast<double>(v.size() - 1)) : 0.0;
+      means[a] = mean;
+      stds[a] = sd;
+      md += v.empty() ? "- | " : fmt(100 * mean, 1) + " ± " + fmt(100 * sd, 1) + " | ";
+    }
+    md += std::to_string(g.size()) + " |\n";
+    gj["records"] = amounts;
+    gj["mean"] = means;
+    gj["std"] = stds;
+    gj["seeds"] = g.size();
+    groups_json.push_back(gj);
+  }
+
+  // ---- fits: score = a + b ln(records) per ability, over runs where the amount varies ----------
+  ordered_json fits = ordered_json::object();
+  for (const auto& a : ab) {
+    std::vector<double> x, y;
+    std::set<double> distinct;
+    for (const auto& row : rows)
+      if (row.scores.count(a) && row.amounts.count(a)) {
+        x.push_back(row.amounts.at(a));
+        y.push_back(row.scores.at(a));
+        distinct.insert(row.amounts.at(a));
+      }
+    if (distinct.size() < 2) continue;
+    LogFit f = fit_log(x, y);
+    fits[a] = {{"a", f.a}, {"b", f.b}, {"r2", f.r2}, {"n", f.n}};
+    md += "\n" + a + ": score = " + fmt(f.a, 4) + " + " + fmt(f.b, 4) + " ln(records), R^2 = " + fmt(f.r2, 3) +
+          " (" + std::to_string(f.n) + " runs)";
+  }
+  if (!fits.empty()) md += "\n";
+  md = "Sweep `" + spec.name + "` (" + spec.file + "): " + std::to_string(finished) + " of " + std::to_string(rows.size()) +
+       " runs finished. Scores in %, mean ± std over seeds.\n\n" + md;
+
+  ordered_json report = {{"sweep", spec.name}, {"file", spec.file}, {"axes", axes}, {"group_axes", group_axes},
+                         {"abilities", ab}, {"finished", finished}, {"total", rows.size()}, {"runs", runs_json},
+                         {"groups", groups_json}, {"fits", fits}};
+  fs::make_dirs(spec.output_dir);
+  fs::write_file_atomic(fs::join(spec.output_dir, "report.csv"), csv);
+  fs::write_file_atomic(fs::join(spec.output_dir, "report.md"), md);
+  fs::write_file_atomic(fs::join(spec.output_dir, "report.json"), report.dump(1) + "\n");
+  return report;
+}
+
+}  // namespace sft::sweep

@@ -1,0 +1,279 @@
+#include "sft/sweep/sweep.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <chrono>
+#include <fcntl.h>
+#include <map>
+#include <set>
+
+#include "sft/config/run_config.h"
+#include "sft/train/dry_run.h"
+#include "sft/util/error.h"
+#include "sft/util/fs.h"
+#include "sft/util/hash.h"
+
+namespace sft::sweep {
+namespace {
+
+std::string scalar_text(const YAML::Node& n) { return n.IsScalar() ? n.Scalar() : YAML::Dump(n); }
+
+std::string sanitize(const std::string& v) {
+  std::string out;
+  for (char c : v) out.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' ? c : '_');
+  return out;
+}
+
+std::string short_key(const std::string& key) {
+  auto dot = key.rfind('.');
+  std::string last = dot == std::string::npos ? key : key.substr(dot + 1);
+  if (last == "fraction" || last == "k") {
+    // datasets.math.fraction -> math.fraction, strategy.k -> k
+    if (key.rfind("datasets.", 0) == 0) return key.substr(9);
+    return last;
+  }
+  return last;
+}
+
+std::string config_text(const SweepSpec& spec, const std::vector<std::string>& overrides) {
+  return config::apply_overrides_to_text(fs::read_file(spec.base), overrides);
+}
+
+}  // namespace
+
+SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& overrides) {
+  SweepSpec s;
+  s.file = path;
+  YAML::Node root;
+  try {
+    std::string text = fs::read_file(path);
+    if (!overrides.empty()) text = config::apply_overrides_to_text(text, overrides);
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(path, e.mark.line + 1, "", "YAML syntax error: " + e.msg);
+  } catch (const Error& e) {
+    throw ConfigError(e.what());
+  }
+  std::string errors;
+  auto err = [&](const YAML::Node& n, const std::string& key, const std::string& msg) {
+    errors += "\n" + path + (n && !n.Mark().is_null() ? ":" + std::to_string(n.Mark().line + 1) : "") + ": " + key + ": " + msg;
+  };
+  if (!root.IsMap()) throw ConfigError(path + ": a sweep file is a map (name, base, set, axes, output_dir)");
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    std::string k = it->first.Scalar();
+    if (k != "name" && k != "base" && k != "set" && k != "axes" && k != "output_dir" && k != "runs_dir" && k != "description")
+      err(it->first, k, "unknown key (expected name, base, set, axes, output_dir, runs_dir)");
+  }
+  std::string stem = fs::basename(path);
+  if (auto dot = stem.rfind('.'); dot != std::string::npos) stem = stem.substr(0, dot);
+  s.name = root["name"] ? root["name"].Scalar() : stem;
+  if (!root["base"]) err(root, "base", "missing: the base run config");
+  else s.base = root["base"].Scalar();
+  if (!s.base.empty() && !fs::exists(s.base)) err(root["base"], "base", s.base + " not found");
+  if (const YAML::Node set = root["set"]) {
+    if (!set.IsMap()) err(set, "set", "expected a map of key.path: value");
+    else
+      for (auto it = set.begin(); it != set.end(); ++it) s.set.push_back({it->first.Scalar(), scalar_text(it->second)});
+  }
+  const YAML::Node axes = root["axes"];
+  if (!axes || !axes.IsMap() || axes.size() == 0) {
+    err(axes ? axes : root, "axes", "expected a map of key.path: [values]");
+  } else {
+    for (auto it = axes.begin(); it != axes.end(); ++it) {
+      const std::string key = it->first.Scalar();
+      std::vector<std::string> values;
+      if (it->second.IsSequence()) {
+        for (const auto& v : it->second) values.push_back(scalar_text(v));
+      } else {
+        values.push_back(scalar_text(it->second));
+      }
+      if (values.empty()) err(it->second, "axes." + key, "no values");
+      s.axes.push_back({key, values});
+    }
+  }
+  s.output_dir = root["output_dir"] ? root["output_dir"].Scalar() : "runs/sweeps/" + s.name;
+  s.runs_dir = root["runs_dir"] ? root["runs_dir"].Scalar() : fs::join(s.output_dir, "runs");
+  if (!errors.empty()) throw ConfigError(errors.substr(1));
+  return s;
+}
+
+std::vector<SweepRun> expand(const SweepSpec& spec) {
+  std::vector<SweepRun> runs;
+  std::set<std::string> seen;
+  std::vector<std::size_t> idx(spec.axes.size(), 0);
+  for (;;) {
+    SweepRun r;
+    for (const auto& [k, v] : spec.set) r.overrides.push_back(k + "=" + v);
+    std::string strategy;
+    for (std::size_t a = 0; a < spec.axes.size(); ++a)
+      if (spec.axes[a].first == "strategy" || spec.axes[a].first == "strategy.name") strategy = spec.axes[a].second[idx[a]];
+    for (const auto& [k, v] : spec.set)
+      if (k == "strategy" || k == "strategy.name") strategy = v;
+    std::vector<std::string> name_parts;
+    for (std::size_t a = 0; a < spec.axes.size(); ++a) {
+      const auto& [key, values] = spec.axes[a];
+      const std::string& v = values[idx[a]];
+      // k is DMT's replay share: meaningless for the other strategies.
+      if (key == "strategy.k" && !strategy.empty() && strategy != "dmt") continue;
+      r.values.push_back({key, v});
+      // "a,b,c" moves several keys together (e.g. every dataset's fraction).
+      std::size_t start = 0;
+      while (start <= key.size()) {
+        std::size_t comma = key.find(',', start);
+        std::string one = key.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (!one.empty()) r.overrides.push_back(one + "=" + v);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
+      }
+      name_parts.push_back(short_key(key.substr(0, key.find(','))) + (key.find(',') != std::string::npos ? "s" : "") + "=" + sanitize(v));
+    }
+    for (const auto& p : name_parts) r.name += (r.name.empty() ? "" : ".") + p;
+    // Identity: the resolved config minus where it is written.
+    config::RunConfig cfg = config::parse_run_config(config_text(spec, r.overrides), spec.base + " [" + r.name + "]");
+    nlohmann::json j = cfg.to_json();
+    j.erase("output_dir");
+    j.erase("run_name");
+    j.erase("config_file");
+    r.hash = sha256_hex(j.dump()).substr(0, 12);
+    r.dir = fs::join(spec.runs_dir, r.hash);
+    r.config_path = fs::join(r.dir, "config.yaml");
+    if (seen.insert(r.hash).second) runs.push_back(std::move(r));
+    // Next grid point (last axis fastest).
+    std::size_t a = spec.axes.size();
+    while (a > 0) {
+      --a;
+      if (++idx[a] < spec.axes[a].second.size()) break;
+      idx[a] = 0;
+      if (a == 0) return runs;
+    }
+    if (spec.axes.empty()) return runs;
+  }
+}
+
+void materialise(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
+  fs::make_dirs(spec.output_dir);
+  std::string index;
+  for (const auto& r : runs) {
+    fs::make_dirs(r.dir);
+    std::vector<std::string> ov = r.overrides;
+    ov.push_back("output_dir=" + r.dir);
+    ov.push_back("run_name=" + spec.name + "." + r.name);
+    std::string text = "# sweep " + spec.name + " (" + spec.file + "), run " + r.name + "\n" +
+                       "# generated from " + spec.base + " with:" + [&] {
+                         std::string s;
+                         for (const auto& o : r.overrides) s += " --set " + o;
+                         return s;
+                       }() + "\n" + config_text(spec, ov);
+    if (!fs::exists(r.config_path) || fs::read_file(r.config_path) != text) fs::write_file_atomic(r.config_path, text);
+    nlohmann::ordered_json line = {{"name", r.name}, {"hash", r.hash}, {"dir", r.dir}, {"config", r.config_path}};
+    nlohmann::ordered_json vals = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : r.values) vals[k] = v;
+    line["values"] = vals;
+    index += line.dump() + "\n";
+  }
+  fs::write_file_atomic(fs::join(spec.output_dir, "runs.jsonl"), index);
+}
+
+bool run_finished(const SweepRun& run) {
+  return fs::exists(fs::join(run.dir, "final/model.safetensors")) && fs::exists(fs::join(run.dir, "eval/summary.json"));
+}
+
+int run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary) {
+  int failed = 0;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const auto& r = runs[i];
+    if (run_finished(r)) {
+      spdlog::info("sweep {}: run {}/{} {} already finished ({})", spec.name, i + 1, runs.size(), r.name, r.dir);
+      continue;
+    }
+    const bool resume = fs::is_dir(fs::join(r.dir, "checkpoints"));
+    spdlog::info("sweep {}: run {}/{} {} {}-> {}", spec.name, i + 1, runs.size(), r.name, resume ? "(resuming) " : "", r.dir);
+    auto start = std::chrono::steady_clock::now();
+    const std::string log = fs::join(r.dir, "train.log");
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      std::vector<std::string> argv = {sft_binary, "train", "--config", r.config_path, "--resume", "auto"};
+      std::vector<char*> a;
+      for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+      a.push_back(nullptr);
+      ::execv(a[0], a.data());
+      ::_exit(127);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      spdlog::info("sweep {}: run {} done in {:.0f} s", spec.name, r.name, secs);
+    } else {
+      ++failed;
+      spdlog::error("sweep {}: run {} failed (exit {}); see {}", spec.name, r.name,
+                    WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), log);
+      if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGTERM)) break;
+      if (WIFEXITED(status) && (WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 143)) break;  // stopped by a signal
+    }
+  }
+  return failed;
+}
+
+std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary) {
+  std::string list;
+  for (const auto& r : runs) list += r.config_path + "\n";
+  const std::string list_path = fs::join(spec.output_dir, "runs.txt");
+  fs::write_file_atomic(list_path, list);
+  const std::string script = fs::join(spec.output_dir, "sweep.sbatch");
+  std::string s =
+      "#!/bin/bash\n"
+      "# Slurm array for sweep " + spec.name + " (" + spec.file + "): one task per run, " + std::to_string(runs.size()) +
+      " runs.\n"
+      "# Submit from the repository root: sbatch " + script + "\n"
+      "# Each task trains (resuming when requeued) and evaluates one run; then: sft sweep report --config " + spec.file + "\n"
+      "#SBATCH --job-name=sft-" + spec.name + "\n"
+      "#SBATCH --array=0-" + std::to_string(runs.empty() ? 0 : runs.size() - 1) + "\n"
+      "#SBATCH --nodes=1\n#SBATCH --ntasks-per-node=8\n#SBATCH --gpus-per-node=8\n#SBATCH --cpus-per-task=12\n"
+      "#SBATCH --time=48:00:00\n#SBATCH --signal=TERM@300\n#SBATCH --requeue\n"
+      "#SBATCH --output=" + fs::join(spec.output_dir, "logs/%x-%A_%a.out") + "\n"
+      "set -euo pipefail\n"
+      "CONFIG=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" " + list_path + ")\n"
+      "export MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}\n"
+      "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}\n"
+      "srun --kill-on-bad-exit=1 " + sft_binary + " train --config \"$CONFIG\" --resume auto\n";
+  fs::make_dirs(fs::join(spec.output_dir, "logs"));
+  fs::write_file_atomic(script, s);
+  return script;
+}
+
+nlohmann::ordered_json describe(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
+  nlohmann::ordered_json out = {{"sweep", spec.name}, {"file", spec.file}, {"base", spec.base}, {"runs", runs.size()}};
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  std::int64_t tokens = 0, steps = 0;
+  for (const auto& r : runs) {
+    config::RunConfig cfg = config::parse_run_config(config_text(spec, r.overrides), spec.base + " [" + r.name + "]");
+    auto plan = train::dry_run(cfg, 1);
+    std::int64_t run_tokens = 0;
+    nlohmann::ordered_json stages = nlohmann::ordered_json::array();
+    for (const auto& st : plan["stages"]) {
+      std::int64_t t = st.contains("tokens") ? st["tokens"].get<std::int64_t>() : st["tokens_estimated"].get<std::int64_t>();
+      run_tokens += t;
+      stages.push_back({{"name", st["name"]}, {"samples", st["samples"]}, {"epochs", st["epochs"]}, {"tokens", t},
+                        {"steps", st.contains("steps") ? st["steps"] : st["steps_estimated"]}});
+    }
+    tokens += run_tokens;
+    steps += plan["total_steps"].get<std::int64_t>();
+    nlohmann::ordered_json vals = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : r.values) vals[k] = v;
+    list.push_back({{"name", r.name}, {"values", vals}, {"dir", r.dir}, {"finished", run_finished(r)}, {"stages", stages},
+                    {"tokens", run_tokens}, {"steps", plan["total_steps"]}});
+  }
+  out["total_tokens"] = tokens;
+  out["total_steps"] = steps;
+  out["list"] = list;
+  return out;
+}
+
+}  // namespace sft::sweep
