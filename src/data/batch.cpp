@@ -4,7 +4,7 @@
 
 namespace sft::data {
 
-Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, std::int32_t pad_id) {
+Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, std::int32_t pad_id, bool dense_mask) {
   const std::int64_t B = static_cast<std::int64_t>(mb.rows.size());
   const std::int64_t T = mb.width;
   Batch b;
@@ -41,7 +41,8 @@ Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, st
       b.tokens += L;
     }
   }
-  if (packed) {
+  if (packed) b.segment_ids = at::from_blob(segment.data(), {B, T}, at::kInt).clone();
+  if (packed && dense_mask) {
     b.attn_mask = at::zeros({B, 1, T, T}, at::kBool);
     auto* m = b.attn_mask.data_ptr<bool>();
     for (std::int64_t r = 0; r < B; ++r) {

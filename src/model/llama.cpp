@@ -421,8 +421,63 @@ std::pair<at::Tensor, at::Tensor> Llama::rope(const at::Tensor& position_ids) co
   return {at::embedding(cos_table_, position_ids).unsqueeze(1), at::embedding(sin_table_, position_ids).unsqueeze(1)};
 }
 
+// Packed rows, attention per sample: each sample attends causally to itself only, and the
+// cost follows the samples' own lengths (sum of L^2) instead of the row's (T^2). Samples are
+// gathered into groups of similar length (sorted, each group padded to its longest), run
+// through causal attention, and scattered back; pad positions get zeros.
+at::Tensor Llama::varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                   const at::Tensor& segments) const {
+  const std::int64_t B = q.size(0), H = q.size(1), T = q.size(2), Dh = q.size(3);
+  at::Tensor seg = segments.to(at::kCPU, at::kInt).contiguous();
+  const auto* sp = seg.data_ptr<std::int32_t>();
+  struct Span {
+    std::int64_t start, len;  // start in the flattened (B * T) positions
+  };
+  std::vector<Span> spans;
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t t = 0; t < T;) {
+      const std::int32_t id = sp[b * T + t];
+      std::int64_t e = t + 1;
+      while (e < T && sp[b * T + e] == id) ++e;
+      if (id >= 0) spans.push_back({b * T + t, e - t});
+      t = e;
+    }
+  std::stable_sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) { return x.len > y.len; });
+  auto lopts = at::TensorOptions().dtype(at::kLong);
+  at::Tensor qf = q.transpose(1, 2).reshape({B * T, H, Dh});
+  at::Tensor kf = k.transpose(1, 2).reshape({B * T, H, Dh});
+  at::Tensor vf = v.transpose(1, 2).reshape({B * T, H, Dh});
+  at::Tensor out = at::zeros({B * T, H * Dh}, qf.options());
+  for (std::size_t g0 = 0; g0 < spans.size();) {
+    // A group: up to 32 samples no shorter than 80% of its longest.
+    const std::int64_t lmax = spans[g0].len;
+    std::size_t g1 = g0;
+    while (g1 < spans.size() && g1 - g0 < 32 && spans[g1].len * 5 >= lmax * 4) ++g1;
+    const auto n = static_cast<std::int64_t>(g1 - g0);
+    std::vector<std::int64_t> gather(static_cast<std::size_t>(n * lmax)), rows, dest;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const Span& s = spans[g0 + static_cast<std::size_t>(i)];
+      for (std::int64_t j = 0; j < lmax; ++j) {
+        gather[static_cast<std::size_t>(i * lmax + j)] = s.start + std::min(j, s.len - 1);  // tail repeats, masked by causality
+        if (j < s.len) {
+          rows.push_back(i * lmax + j);
+          dest.push_back(s.start + j);
+        }
+      }
+    }
+    at::Tensor gi = at::tensor(gather, lopts).to(q.device());
+    auto pick = [&](const at::Tensor& f) { return f.index_select(0, gi).view({n, lmax, H, Dh}).transpose(1, 2); };
+    at::Tensor o = attention(pick(qf), pick(kf), pick(vf), at::Tensor(), 0);  // causal, (n, H, lmax, Dh)
+    at::Tensor of = o.transpose(1, 2).reshape({n * lmax, H * Dh});
+    out = out.index_copy(0, at::tensor(dest, lopts).to(q.device()), of.index_select(0, at::tensor(rows, lopts).to(q.device())));
+    g0 = g1;
+  }
+  return out.view({B, T, H, Dh}).transpose(1, 2);
+}
+
 at::Tensor Llama::attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                             std::int64_t offset) const {
+  if (mask.defined() && mask.dim() == 2) return varlen_attention(q, k, v, mask);  // (B, T) segment ids
   const std::int64_t Tq = q.size(2), Tk = k.size(2);
   at::Tensor m = mask;
   bool causal = !m.defined();

@@ -354,7 +354,7 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
     data::Batch b = mb ? data::make_batch(*mb, data_.datasets, pad_id_)
                        : data::make_single_batch({data_.tokenizer->bos_id() >= 0 ? data_.tokenizer->bos_id() : 0}, {0});
     at::Tensor ids = b.input_ids.to(device_), pos = b.position_ids.to(device_), labels = b.labels.to(device_);
-    at::Tensor mask = b.attn_mask.defined() ? b.attn_mask.to(device_) : at::Tensor();
+    at::Tensor mask = b.segment_ids.defined() ? b.segment_ids.to(device_) : at::Tensor();
     dp_->begin_micro(m + 1 == cfg_.train.grad_accum);
     at::Tensor loss;
     {

@@ -137,8 +137,9 @@ TEST_F(Streams, PackedSamplesNeverAttendToEachOther) {
     for (std::int64_t m = 0; m < cfg_->train.grad_accum; ++m) {
       const MicroBatch* mb = stream.micro_batch(s, 0, m);
       if (!mb) continue;
-      Batch b = make_batch(*mb, rd.datasets, 0);
+      Batch b = make_batch(*mb, rd.datasets, 0, /*dense_mask=*/true);
       ASSERT_TRUE(b.attn_mask.defined());
+      ASSERT_TRUE(b.segment_ids.defined());
       const std::int64_t B = b.input_ids.size(0), T = b.input_ids.size(1);
       auto pos = b.position_ids.accessor<std::int64_t, 2>();
       auto lab = b.labels.accessor<std::int64_t, 2>();

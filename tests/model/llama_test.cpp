@@ -89,6 +89,11 @@ TEST(Llama, PackedSamplesGiveTheSameLogitsAsSeparateOnes) {
       for (std::int64_t kk = 0; kk <= q; ++kk)
         if (seg[static_cast<std::size_t>(q)] == seg[static_cast<std::size_t>(kk)]) mask[0][0][q][kk] = true;
     at::Tensor out = m->forward(at::tensor(packed).view({1, T}), at::tensor(pos).view({1, T}), mask)[0];
+    // The same through per-sample (varlen) attention, from segment ids.
+    std::vector<std::int32_t> seg32(seg.begin(), seg.end());
+    at::Tensor segments = at::tensor(seg32).view({1, T});
+    at::Tensor varlen = m->forward(at::tensor(packed).view({1, T}), at::tensor(pos).view({1, T}), segments)[0];
+    EXPECT_TRUE(at::allclose(out, varlen, 1e-5, 1e-5));
     std::int64_t off = 0;
     for (const auto* s : {&a, &b, &c}) {
       const auto L = static_cast<std::int64_t>(s->size());

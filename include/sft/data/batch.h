@@ -1,10 +1,10 @@
 // Batch: one micro-batch as tensors, ready for the model.
 //
-// Packed rows hold several samples; each sample's positions restart at 0 and attn_mask
-// lets a token attend only to earlier tokens of its own sample (block-diagonal causal),
-// so packed samples never see each other. When every row holds one sample the mask is
-// left undefined and the model uses a plain causal mask (trailing pads are never attended
-// to by real tokens, and their labels are ignored).
+// Packed rows hold several samples; each sample's positions restart at 0 and segment_ids
+// let a token attend only to earlier tokens of its own sample (block-diagonal causal), so
+// packed samples never see each other. When every row holds one sample they are left
+// undefined and the model uses a plain causal mask (trailing pads are never attended to by
+// real tokens, and their labels are ignored).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -21,13 +21,17 @@ struct Batch {
   at::Tensor input_ids;     // (B, T) int64
   at::Tensor labels;        // (B, T) int64: next token where trained, else kIgnoreIndex
   at::Tensor position_ids;  // (B, T) int64
-  at::Tensor attn_mask;     // undefined, or (B, 1, T, T) bool, true = may attend
+  at::Tensor segment_ids;   // undefined, or (B, T) int32: sample index within the row, -1 = pad
+  at::Tensor attn_mask;     // the same as a dense (B, 1, T, T) bool mask, only when asked for
+  // What the model takes as its mask argument: segment ids for packed rows, else undefined.
+  at::Tensor model_mask() const { return segment_ids; }
   std::int64_t tokens = 0;  // non-pad tokens
   std::int64_t targets = 0; // labels != kIgnoreIndex
 };
 
 // REQUIRES: mb's samples index into `datasets`. pad_id < 0 pads with 0 (never attended).
-Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, std::int32_t pad_id);
+Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, std::int32_t pad_id,
+                 bool dense_mask = false);
 
 // One encoded sequence (ids, mask) as a batch of one row (for scoring and tests).
 Batch make_single_batch(const std::vector<std::int32_t>& ids, const std::vector<std::uint8_t>& mask);

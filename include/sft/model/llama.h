@@ -10,9 +10,10 @@
 // parameter to a view of its own storage (set_parameter).
 //
 // Attention: at::scaled_dot_product_attention on LibTorch >= 2.0 (flash / memory-efficient
-// kernels on CUDA), an explicit matmul-softmax-matmul otherwise (or when asked). Both take
-// an optional boolean mask (B, 1, Tq, Tk), true = may attend, for packed batches; without
-// one attention is causal. Letters: B batch, T tokens, D hidden, H heads, K kv heads,
+// kernels on CUDA), an explicit matmul-softmax-matmul otherwise (or when asked). The mask
+// argument is either undefined (causal), a boolean (B, 1, Tq, Tk) mask (true = may attend),
+// or, for packed batches, (B, T) integer segment ids (-1 = pad): then each sample attends
+// causally within itself, computed per sample (cost sum L^2, not T^2). Letters: B batch, T tokens, D hidden, H heads, K kv heads,
 // Dh head_dim, V vocab.
 #pragma once
 
@@ -122,6 +123,8 @@ class Llama {
   std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& position_ids) const;
   at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                        std::int64_t offset) const;
+  at::Tensor varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              const at::Tensor& segments) const;
 
   LlamaConfig cfg_;
   c10::Device device_;
