@@ -4,8 +4,13 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "sft/util/fs.h"
+
 #include "cli/commands.h"
 #include "sft/config/run_config.h"
+#include "sft/data/tokenizer.h"
+#include "sft/eval/evaluator.h"
+#include "sft/model/hf_checkpoint.h"
 #include "sft/train/dry_run.h"
 #include "sft/train/trainer.h"
 
@@ -39,6 +44,27 @@ std::vector<Command> register_train(CLI::App& app) {
              train::TrainerOptions opts;
              opts.resume = resume == "auto";
              opts.config_path = path;
+             // Evaluation at stage ends / the end (the config's eval block), on the exported folder.
+             opts.evaluate = [cfg](const std::string& dir) {
+               auto m = model::load_hf_model(dir, train::setup_device(cfg.train), c10::kFloat);
+               auto tok = data::Tokenizer::load(fs::join(dir, "tokenizer.model"));
+               nlohmann::ordered_json all = nlohmann::ordered_json::object();
+               for (const auto& b : cfg.eval.benchmarks) {
+                 eval::EvalRequest r;
+                 r.benchmark = b.name;
+                 r.data = b.data;
+                 r.limit = b.limit;
+                 r.batch_size = cfg.eval.batch_size;
+                 r.max_new_tokens = cfg.eval.max_new_tokens;
+                 r.template_name = cfg.template_name;
+                 r.system_message = cfg.system_message;
+                 r.model_name = dir;
+                 r.bf16 = cfg.train.precision != "fp32";
+                 if (b.name == "mtbench") r.answers_path = fs::join(fs::join(cfg.output_dir, "eval"), cfg.run_name + ".jsonl");
+                 all[b.name] = eval::run_benchmark(*m, *tok, r);
+               }
+               return all;
+             };
              train::Trainer trainer(cfg, opts);
              trainer.fit();
              return 0;

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "sft/model/precision.h"
+#include "sft/model/varlen.h"
 #include "sft/util/error.h"
 
 #if TORCH_VERSION_MAJOR >= 2
@@ -448,12 +449,11 @@ at::Tensor Llama::varlen_attention(const at::Tensor& q, const at::Tensor& k, con
   at::Tensor kf = k.transpose(1, 2).reshape({B * T, H, Dh});
   at::Tensor vf = v.transpose(1, 2).reshape({B * T, H, Dh});
   at::Tensor out = at::zeros({B * T, H * Dh}, qf.options());
-  for (std::size_t g0 = 0; g0 < spans.size();) {
-    // A group: up to 32 samples no shorter than 80% of its longest.
-    const std::int64_t lmax = spans[g0].len;
-    std::size_t g1 = g0;
-    while (g1 < spans.size() && g1 - g0 < 32 && spans[g1].len * 5 >= lmax * 4) ++g1;
-    const auto n = static_cast<std::int64_t>(g1 - g0);
+  std::vector<std::int64_t> lengths;
+  for (const Span& s : spans) lengths.push_back(s.len);
+  for (const VarlenGroup& group : varlen_groups(lengths)) {
+    const std::size_t g0 = group.first;
+    const std::int64_t lmax = group.width, n = static_cast<std::int64_t>(group.count);
     std::vector<std::int64_t> gather(static_cast<std::size_t>(n * lmax)), rows, dest;
     for (std::int64_t i = 0; i < n; ++i) {
       const Span& s = spans[g0 + static_cast<std::size_t>(i)];
@@ -470,7 +470,6 @@ at::Tensor Llama::varlen_attention(const at::Tensor& q, const at::Tensor& k, con
     at::Tensor o = attention(pick(qf), pick(kf), pick(vf), at::Tensor(), 0);  // causal, (n, H, lmax, Dh)
     at::Tensor of = o.transpose(1, 2).reshape({n * lmax, H * Dh});
     out = out.index_copy(0, at::tensor(dest, lopts).to(q.device()), of.index_select(0, at::tensor(rows, lopts).to(q.device())));
-    g0 = g1;
   }
   return out.view({B, T, H, Dh}).transpose(1, 2);
 }

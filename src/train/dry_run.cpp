@@ -2,10 +2,12 @@
 
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
 #include "sft/model/llama_config.h"
+#include "sft/model/varlen.h"
 #include "sft/train/memory_plan.h"
 #include "sft/train/run_data.h"
 #include "sft/util/error.h"
@@ -40,6 +42,26 @@ bool data_present(const config::RunConfig& cfg) {
 
 }  // namespace
 
+// Attention scores per head of the heaviest packed micro-batch of the run, as the model
+// groups its samples (model/varlen.h).
+static double largest_packed_scores(const RunData& rd, const config::RunConfig& cfg, int world) {
+  double most = 0;
+  for (const auto& stream : rd.streams)
+    for (std::int64_t step = 0; step < stream->steps(); ++step)
+      for (int rank = 0; rank < world; ++rank)
+        for (std::int64_t m = 0; m < cfg.train.grad_accum; ++m) {
+          const data::MicroBatch* mb = stream->micro_batch(step, rank, m);
+          if (!mb) continue;
+          std::vector<std::int64_t> lengths;
+          for (const auto& row : mb->rows)
+            for (const auto& ref : row.samples)
+              lengths.push_back(std::min(cfg.data.max_seq_len,
+                                         rd.datasets[static_cast<std::size_t>(ref.dataset)]->length(ref.record)));
+          most = std::max(most, model::varlen_score_elements(lengths));
+        }
+  return most;
+}
+
 nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   using nlohmann::ordered_json;
   const int world = cfg.dist.gpus > 0 ? cfg.dist.gpus : std::max(1, world_size);
@@ -56,7 +78,7 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   out["activation_checkpointing"] = cfg.train.activation_checkpointing;
 
   // ---- stage plan ------------------------------------------------------------------------------
-  double trained_fraction = 0.5;
+  double trained_fraction = 0.5, score_elements = 0;
   ordered_json stages = ordered_json::array();
   std::int64_t total_steps = 0;
   const bool exact = data_present(cfg);
@@ -74,6 +96,7 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
       tgt += st.targets();
     }
     if (tok > 0) trained_fraction = static_cast<double>(tgt) / static_cast<double>(tok);
+    if (cfg.data.batching == "pack") score_elements = largest_packed_scores(rd, cfg, world);
   } else {
     data::DataPlan plan = plan_without_tokenizing(cfg);
     for (std::size_t s = 0; s < plan.stages.size(); ++s) {
@@ -104,6 +127,7 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   in.rows = cfg.train.batch_size;
   in.seq_len = cfg.data.max_seq_len;
   in.trained_fraction = trained_fraction;
+  in.score_elements = score_elements;
   in.fused_attention = fused;
   MemoryPlan mp = plan_memory(in);
   ordered_json mem = mp.to_json();

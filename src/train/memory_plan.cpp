@@ -43,7 +43,8 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   // forward (bench/RESULTS.md); fp32 keeps 4-byte activations and an fp32 softmax.
   const bool half = in.precision != "fp32";
   const double per_token = (half ? 1.0 : 1.06) * (32.0 * D + 18.7 * K * Dh + 8.24 * F);
-  const double scores = in.fused_attention ? 4.0 * N * H : (half ? 1.93 : 6.3) * B * H * T * T;
+  const double score_elems = in.score_elements > 0 ? in.score_elements : B * T * T;
+  const double scores = in.fused_attention ? 4.0 * N * H : (half ? 1.93 : 6.3) * H * score_elems;
   const double layer = N * per_token + scores;
   // The fused loss keeps lm_head's gradient (and a bf16 copy under autocast), the hidden
   // states' gradient, and one chunk of at most 2^23 logits in flight.

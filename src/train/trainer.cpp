@@ -502,8 +502,12 @@ TrainResult Trainer::fit() {
                                           {"last_loss", last_loss}}
                                .dump());
     }
-    if (cfg_.train.export_stage_models && s + 1 < static_cast<int>(data_.streams.size()))
-      export_model(fs::join(cfg_.output_dir, "stage" + std::to_string(s + 1) + "_" + spec.name));
+    const bool last = s + 1 == static_cast<int>(data_.streams.size());
+    if (!last && (cfg_.train.export_stage_models || cfg_.eval.at_stage_end)) {
+      const std::string dir = fs::join(cfg_.output_dir, "stage" + std::to_string(s + 1) + "_" + spec.name);
+      export_model(dir);
+      if (cfg_.eval.at_stage_end) run_eval(dir, "stage" + std::to_string(s + 1) + "_" + spec.name, s, pos.global_step);
+    }
     if (first < steps || s + 1 == static_cast<int>(data_.streams.size())) {
       pos = {s + 1, 0, pos.global_step};
       save_checkpoint(pos);
@@ -514,6 +518,8 @@ TrainResult Trainer::fit() {
   if (device_.is_cpu()) result.peak_memory_bytes = CpuMemoryTracker::peak_bytes();
   result.final_dir = fs::join(cfg_.output_dir, "final");
   export_model(result.final_dir);
+  if (cfg_.eval.at_end || cfg_.eval.at_stage_end)
+    run_eval(result.final_dir, "final", static_cast<int>(data_.streams.size()) - 1, pos.global_step);
   if (rank_ == 0) {
     append_line(metrics, nlohmann::json{{"event", "end"}, {"step", pos.global_step}, {"skipped_steps", skipped_total_},
                                         {"peak_memory_mb", static_cast<double>(result.peak_memory_bytes) / 1048576.0}}
@@ -523,6 +529,33 @@ TrainResult Trainer::fit() {
                  result.final_dir);
   }
   return result;
+}
+
+void Trainer::run_eval(const std::string& model_dir, const std::string& label, int stage, std::int64_t step) {
+  if (rank_ != 0 || cfg_.eval.benchmarks.empty()) return;
+  if (!opts_.evaluate) {
+    spdlog::warn("eval: the config asks for an evaluation but this trainer has no evaluator (run it with sft train)");
+    return;
+  }
+  auto results = opts_.evaluate(model_dir);
+  const std::string dir = label == "final" ? fs::join(cfg_.output_dir, "eval") : fs::join(fs::join(cfg_.output_dir, "eval"), label);
+  nlohmann::ordered_json summary = nlohmann::ordered_json::object();
+  const double wall = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const std::string stage_name = stage >= 0 && stage < static_cast<int>(cfg_.stages.size()) ? cfg_.stages[static_cast<std::size_t>(stage)].name : "";
+  for (auto it = results.begin(); it != results.end(); ++it) {
+    fs::write_file_atomic(fs::join(dir, it.key() + ".json"), it.value().dump(1) + "\n");
+    const auto& s = it.value()["summary"];
+    summary[it.key()] = s;
+    nlohmann::ordered_json rec = {{"event", "eval"}, {"step", step}, {"stage", stage_name}, {"label", label},
+                                  {"benchmark", it.key()}, {"summary", s}};
+    append_line(fs::join(cfg_.output_dir, "metrics.jsonl"), rec.dump());
+    if (s.contains("score") && s["score"].is_number()) {
+      tb_->scalar("eval/" + it.key(), s["score"].get<double>(), step, wall);
+      spdlog::info("eval {} {}: {} {:.4f}", label, it.key(), s.value("metric", std::string("score")), s["score"].get<double>());
+    }
+  }
+  tb_->flush();
+  fs::write_file_atomic(fs::join(dir, "summary.json"), summary.dump(1) + "\n");
 }
 
 void Trainer::export_model(const std::string& dir) {

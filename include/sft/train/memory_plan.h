@@ -27,6 +27,9 @@ struct MemoryPlanInput {
   std::int64_t seq_len = 2048;
   double trained_fraction = 0.5;    // share of tokens that are loss targets
   bool fused_attention = false;     // flash / memory-efficient SDPA: no T^2 scores kept
+  // Attention scores per head of the largest micro-batch; packed rows attend per sample
+  // (model/varlen.h), so this is far below rows x seq_len^2. 0: rows x seq_len^2.
+  double score_elements = 0;
 };
 
 struct MemoryPlan {

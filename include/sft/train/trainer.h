@@ -12,12 +12,14 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include <c10/core/Device.h>
+#include <nlohmann/json.hpp>
 
 #include "sft/config/run_config.h"
 #include "sft/dist/context.h"
@@ -33,9 +35,15 @@ namespace sft::train {
 class TfEventsWriter;
 class DataParallel;
 
+// Evaluates an exported model folder, returning {benchmark: results} where each result has
+// a "summary" with a "score" (the eval module's format). Set by the CLI, so that train does
+// not depend on eval; runs on rank 0.
+using EvalHook = std::function<nlohmann::ordered_json(const std::string& model_dir)>;
+
 struct TrainerOptions {
   bool resume = false;        // --resume auto: continue from the newest good checkpoint
   std::string config_path;    // for the resume hint printed on a graceful stop
+  EvalHook evaluate;          // used when the config's eval block asks for it
 };
 
 struct TrainResult {
@@ -82,6 +90,8 @@ class Trainer {
   void export_model(const std::string& dir);
   void log_settings() const;
   void log_plan() const;
+  // Runs the eval hook on `model_dir`, writes <output_dir>/eval/<label>/ and metrics lines.
+  void run_eval(const std::string& model_dir, const std::string& label, int stage, std::int64_t step);
   double stage_lr(int stage, std::int64_t step) const;
 
   config::RunConfig cfg_;

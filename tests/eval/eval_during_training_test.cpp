@@ -1,0 +1,39 @@
+// Evaluation from the trainer: a tiny model trained with the config's eval block gets the
+// three synthetic scores at the end of training (written by the trainer's eval hook, which
+// calls eval::run_benchmark).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "sft/util/fs.h"
+#include "test_util.h"
+
+namespace sft::eval {
+namespace {
+
+TEST(EvalDuringTraining, ATinyTrainedModelGetsTheThreeSyntheticScores) {
+  test::TempDir d;
+  auto r = test::run_sft({"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", d.file("run"),
+                          "--set", "data.cache_dir=" + d.file("cache"),
+                          "--set", "datasets.math.fraction=1/16", "--set", "datasets.code.fraction=1/16",
+                          "--set", "datasets.general.fraction=1/8", "--set", "eval.at_end=true",
+                          "--set", "eval.max_new_tokens=48", "--set", "eval.batch_size=32",
+                          "--set", "eval.benchmarks=[{name: math, limit: 24}, {name: code, limit: 24}, {name: general, limit: 24}]"},
+                         {}, 900);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto s = nlohmann::json::parse(test::read(d.file("run/eval/summary.json")));
+  for (const char* b : {"math", "code", "general"}) {
+    ASSERT_TRUE(s.contains(b)) << b;
+    double v = s[b]["score"].get<double>();
+    EXPECT_GE(v, 0.0);
+    EXPECT_LE(v, 1.0);
+  }
+  EXPECT_EQ(s["math"]["metric"], "accuracy");
+  EXPECT_EQ(s["code"]["metric"], "pass@1");
+  EXPECT_EQ(s["general"]["metric"], "exact_match");
+  for (const char* b : {"math", "code", "general"}) EXPECT_TRUE(fs::exists(d.file(std::string("run/eval/") + b + ".json")));
+  EXPECT_NE(test::read(d.file("run/metrics.jsonl")).find("\"event\":\"eval\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sft::eval
