@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# The main job: a tiny DMT training on the shipped data (README command 1 runs this after setup).
-# Usage: scripts/run_tiny.sh [extra sft train flags, e.g. --output-dir runs/x]
+# The main job: a tiny DMT training on the shipped data, then its three synthetic-skill
+# scores (math: GSM8K-style accuracy, code: HumanEval-style pass@1, general: exact chat
+# answers). README command 1 runs this after setup.
+# Usage: scripts/run_tiny.sh [OUTPUT_DIR]   (default runs/tiny_dmt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec build/sft train --config configs/tiny/dmt.yaml "$@"
+out=${1:-runs/tiny_dmt}
+build/sft train --config configs/tiny/dmt.yaml --output-dir "$out"
+build/sft eval --model "$out/final" --benchmark math,code,general --out "$out/eval.json"

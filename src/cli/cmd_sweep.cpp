@@ -31,6 +31,7 @@ std::vector<Command> register_sweep(CLI::App& app) {
   static std::string path, emit, sft_path;
   static std::vector<std::string> sets;
   static bool dry = false, json = false;
+  static int jobs = 1;
   cmd->add_option("--config", path, "sweep file (YAML: name, base, set, axes, output_dir)");
   add_set_option(cmd, sets);
   cmd->add_flag("--dry-run", dry, "list the runs with their stage plans and cost (tokens, steps) and exit");
@@ -38,6 +39,8 @@ std::vector<Command> register_sweep(CLI::App& app) {
       ->check(CLI::IsMember({"slurm"}));
   cmd->add_option("--sft", sft_path, "the sft binary the runs use (default: this one)");
   cmd->add_flag("--json", json, "with --dry-run: print JSON");
+  cmd->add_option("--jobs", jobs, "runs trained at once locally, each with cores/jobs threads (default 1)")
+      ->check(CLI::Range(1, 256));
 
   auto* report = cmd->add_subcommand("report", "collect the runs' eval scores: CSV, Markdown table (mean ± std over "
                                                "seeds), log-linear fits per ability; plots via scripts/plot_sweep.py");
@@ -83,7 +86,7 @@ std::vector<Command> register_sweep(CLI::App& app) {
                std::cout << sweep::emit_slurm(spec, runs, exe) << "\n";
                return 0;
              }
-             int failed = sweep::run_local(spec, runs, exe);
+             int failed = sweep::run_local(spec, runs, exe, jobs);
              sweep::build_report(spec, runs);
              spdlog::info("sweep {}: {} runs, {} failed; report in {}/report.md", spec.name, runs.size(), failed, spec.output_dir);
              return failed ? 1 : 0;

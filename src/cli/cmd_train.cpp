@@ -46,7 +46,10 @@ std::vector<Command> register_train(CLI::App& app) {
              opts.config_path = path;
              // Evaluation at stage ends / the end (the config's eval block), on the exported folder.
              opts.evaluate = [cfg](const std::string& dir) {
-               auto m = model::load_hf_model(dir, train::setup_device(cfg.train), c10::kFloat);
+               const c10::Device device = train::setup_device(cfg.train);
+               // On a GPU a big model is evaluated in bf16 (33B: 65 GB instead of 130 GB).
+               const bool half = device.is_cuda() && cfg.train.precision != "fp32";
+               auto m = model::load_hf_model(dir, device, half ? c10::kBFloat16 : c10::kFloat);
                auto tok = data::Tokenizer::load(fs::join(dir, "tokenizer.model"));
                nlohmann::ordered_json all = nlohmann::ordered_json::object();
                for (const auto& b : cfg.eval.benchmarks) {

@@ -320,7 +320,7 @@ void read_datasets(Reader& r, RunConfig& c) {
       continue;
     }
     r.check_keys(p, {"path", "format", "ability", "fraction", "strip_calculator", "filter", "text_field", "size",
-                     "system_message"});
+                     "system_message", "repeat"});
     d.path = r.str(p + ".path", "");
     if (d.path.empty()) r.error(p + ".path", "missing: the dataset file");
     d.format = r.str(p + ".format", "", kFormats);
@@ -353,6 +353,7 @@ void read_datasets(Reader& r, RunConfig& c) {
     }
     d.text_field = r.str(p + ".text_field", "text");
     d.size = r.integer(p + ".size", -1, -1);
+    d.repeat = static_cast<int>(r.integer(p + ".repeat", 1, 1, 1000));
     d.system_message = r.opt_str(p + ".system_message");
     c.datasets.push_back(std::move(d));
   }
@@ -742,6 +743,7 @@ nlohmann::json RunConfig::to_json() const {
     if (!d.filter_field.empty()) e["filter"] = {{"field", d.filter_field}, {"equals", d.filter_equals}};
     if (d.format == "text") e["text_field"] = d.text_field;
     if (d.size >= 0) e["size"] = d.size;
+    if (d.repeat != 1) e["repeat"] = d.repeat;
     if (d.system_message) e["system_message"] = *d.system_message;
     ds[d.name] = e;
   }

@@ -49,8 +49,11 @@ nlohmann::ordered_json data_stats(const config::RunConfig& cfg, const DataPlan& 
         }
         trunc += d.truncated(r) ? 1 : 0;
       }
+      kept *= src.repeat;  // samples per epoch, upsampling included
+      tok *= src.repeat;
+      tgt *= src.repeat;
       sources.push_back({{"dataset", src.dataset}, {"replay", src.replay}, {"fraction", src.fraction},
-                         {"records", src.records}, {"samples", kept}, {"zero_target", zero}, {"truncated", trunc},
+                         {"records", src.records}, {"repeat", src.repeat}, {"samples", kept}, {"zero_target", zero}, {"truncated", trunc},
                          {"too_long", too_long}, {"tokens", tok}, {"target_tokens", tgt}});
       samples += kept;
       tokens += tok;

@@ -53,10 +53,11 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
   std::vector<Item> base;
   for (const auto& src : stage.sources) {
     const auto& ds = *datasets[src.dataset_index];
-    for (std::int64_t rec : plan.records_of(src)) {
-      if (ds.status(rec) != SampleStatus::kOk) continue;
-      base.push_back({{static_cast<std::int32_t>(src.dataset_index), rec}, ds.length(rec), ds.targets(rec)});
-    }
+    for (int copy = 0; copy < src.repeat; ++copy)
+      for (std::int64_t rec : plan.records_of(src)) {
+        if (ds.status(rec) != SampleStatus::kOk) continue;
+        base.push_back({{static_cast<std::int32_t>(src.dataset_index), rec}, ds.length(rec), ds.targets(rec)});
+      }
   }
   samples_per_epoch_ = static_cast<std::int64_t>(base.size());
 

@@ -57,6 +57,7 @@ DataPlan plan_data(const config::RunConfig& cfg, const std::vector<std::int64_t>
       x.replay = src.replay;
       x.fraction = cfg.datasets[di].fraction * src.fraction;
       x.records = fraction_count(src.fraction, plan.dataset_selected[di]);
+      x.repeat = cfg.datasets[di].repeat;
       if (x.records < 1 && plan.dataset_selected[di] > 0 && src.replay) {
         // A replay share too small for the data (k = 1/256 of a 1/64 subset) replays
         // nothing; say so rather than fail, so sweeps over fractions x k run through.
@@ -67,7 +68,7 @@ DataPlan plan_data(const config::RunConfig& cfg, const std::vector<std::int64_t>
         fail("stages[" + std::to_string(s) + "] (" + st.name + "): " + (src.replay ? "replay fraction " : "fraction ") +
              std::to_string(src.fraction) + " of the " + std::to_string(plan.dataset_selected[di]) + " selected " +
              src.dataset + " records selects none; use a larger fraction or more data");
-      sel.records += x.records;
+      sel.records += x.records * x.repeat;
       sel.sources.push_back(x);
     }
     plan.stages.push_back(std::move(sel));

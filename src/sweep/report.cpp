@@ -82,7 +82,7 @@ LogFit fit_log(const std::vector<double>& amount, const std::vector<double>& sco
   if (sxx == 0) return f;
   f.b = sxy / sxx;
   f.a = my - f.b * mx;
-  f.r2 = syy > 0 ? (sxy * sxy) / (sxx * syy) : 1.0;
+  f.r2 = syy > 0 ? (sxy * sxy) / (sxx * syy) : NAN;  // constant scores: nothing to explain
   return f;
 }
 
@@ -199,8 +199,9 @@ ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& ru
       }
     if (distinct.size() < 2) continue;
     LogFit f = fit_log(x, y);
-    fits[a] = {{"a", f.a}, {"b", f.b}, {"r2", f.r2}, {"n", f.n}};
-    md += "\n" + a + ": score = " + fmt(f.a, 4) + " + " + fmt(f.b, 4) + " ln(records), R^2 = " + fmt(f.r2, 3) +
+    fits[a] = {{"a", f.a}, {"b", f.b}, {"r2", std::isnan(f.r2) ? ordered_json() : ordered_json(f.r2)}, {"n", f.n}};
+    md += "\n" + a + ": score = " + fmt(f.a, 4) + " + " + fmt(f.b, 4) + " ln(records), R^2 = " +
+          (std::isnan(f.r2) ? std::string("n/a (constant scores)") : fmt(f.r2, 3)) +
           " (" + std::to_string(f.n) + " runs)";
   }
   if (!fits.empty()) md += "\n";

@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fcntl.h>
 #include <map>
@@ -19,7 +20,15 @@
 namespace sft::sweep {
 namespace {
 
-std::string scalar_text(const YAML::Node& n) { return n.IsScalar() ? n.Scalar() : YAML::Dump(n); }
+// A value as --set text; lists and maps in flow style, so they stay on one line.
+std::string scalar_text(const YAML::Node& n) {
+  if (n.IsScalar()) return n.Scalar();
+  YAML::Emitter out;
+  out.SetMapFormat(YAML::Flow);
+  out.SetSeqFormat(YAML::Flow);
+  out << n;
+  return out.c_str();
+}
 
 std::string sanitize(const std::string& v) {
   std::string out;
@@ -38,8 +47,14 @@ std::string short_key(const std::string& key) {
   return last;
 }
 
-std::string config_text(const SweepSpec& spec, const std::vector<std::string>& overrides) {
-  return config::apply_overrides_to_text(fs::read_file(spec.base), overrides);
+std::string config_text(const std::string& base, const std::vector<std::string>& overrides) {
+  return config::apply_overrides_to_text(fs::read_file(base), overrides);
+}
+
+std::string stem_of(const std::string& path) {
+  std::string stem = fs::basename(path);
+  if (auto dot = stem.find('.'); dot != std::string::npos) stem = stem.substr(0, dot);
+  return stem;
 }
 
 }  // namespace
@@ -70,8 +85,9 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ov
   std::string stem = fs::basename(path);
   if (auto dot = stem.rfind('.'); dot != std::string::npos) stem = stem.substr(0, dot);
   s.name = root["name"] ? root["name"].Scalar() : stem;
-  if (!root["base"]) err(root, "base", "missing: the base run config");
-  else s.base = root["base"].Scalar();
+  const bool base_axis = root["axes"] && root["axes"].IsMap() && root["axes"]["base"];
+  if (!root["base"] && !base_axis) err(root, "base", "missing: the base run config (or a `base` axis)");
+  else if (root["base"]) s.base = root["base"].Scalar();
   if (!s.base.empty() && !fs::exists(s.base)) err(root["base"], "base", s.base + " not found");
   if (const YAML::Node set = root["set"]) {
     if (!set.IsMap()) err(set, "set", "expected a map of key.path: value");
@@ -91,6 +107,9 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ov
         values.push_back(scalar_text(it->second));
       }
       if (values.empty()) err(it->second, "axes." + key, "no values");
+      if (key == "base")
+        for (const auto& v : values)
+          if (!fs::exists(v)) err(it->second, "axes.base", v + " not found");
       s.axes.push_back({key, values});
     }
   }
@@ -106,6 +125,7 @@ std::vector<SweepRun> expand(const SweepSpec& spec) {
   std::vector<std::size_t> idx(spec.axes.size(), 0);
   for (;;) {
     SweepRun r;
+    r.base = spec.base;
     for (const auto& [k, v] : spec.set) r.overrides.push_back(k + "=" + v);
     std::string strategy;
     for (std::size_t a = 0; a < spec.axes.size(); ++a)
@@ -119,6 +139,11 @@ std::vector<SweepRun> expand(const SweepSpec& spec) {
       // k is DMT's replay share: meaningless for the other strategies.
       if (key == "strategy.k" && !strategy.empty() && strategy != "dmt") continue;
       r.values.push_back({key, v});
+      if (key == "base") {  // the base config itself as an axis (e.g. one per model size)
+        r.base = v;
+        name_parts.push_back("base=" + sanitize(stem_of(v)));
+        continue;
+      }
       // "a,b,c" moves several keys together (e.g. every dataset's fraction).
       std::size_t start = 0;
       while (start <= key.size()) {
@@ -132,7 +157,7 @@ std::vector<SweepRun> expand(const SweepSpec& spec) {
     }
     for (const auto& p : name_parts) r.name += (r.name.empty() ? "" : ".") + p;
     // Identity: the resolved config minus where it is written.
-    config::RunConfig cfg = config::parse_run_config(config_text(spec, r.overrides), spec.base + " [" + r.name + "]");
+    config::RunConfig cfg = config::parse_run_config(config_text(r.base, r.overrides), r.base + " [" + r.name + "]");
     nlohmann::json j = cfg.to_json();
     j.erase("output_dir");
     j.erase("run_name");
@@ -162,11 +187,11 @@ void materialise(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
     ov.push_back("output_dir=" + r.dir);
     ov.push_back("run_name=" + spec.name + "." + r.name);
     std::string text = "# sweep " + spec.name + " (" + spec.file + "), run " + r.name + "\n" +
-                       "# generated from " + spec.base + " with:" + [&] {
+                       "# generated from " + r.base + " with:" + [&] {
                          std::string s;
                          for (const auto& o : r.overrides) s += " --set " + o;
                          return s;
-                       }() + "\n" + config_text(spec, ov);
+                       }() + "\n" + config_text(r.base, ov);
     if (!fs::exists(r.config_path) || fs::read_file(r.config_path) != text) fs::write_file_atomic(r.config_path, text);
     nlohmann::ordered_json line = {{"name", r.name}, {"hash", r.hash}, {"dir", r.dir}, {"config", r.config_path}};
     nlohmann::ordered_json vals = nlohmann::ordered_json::object();
@@ -181,17 +206,47 @@ bool run_finished(const SweepRun& run) {
   return fs::exists(fs::join(run.dir, "final/model.safetensors")) && fs::exists(fs::join(run.dir, "eval/summary.json"));
 }
 
-int run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary) {
+int run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary, int jobs) {
+  jobs = std::max(1, jobs);
+  // Concurrent runs split the cores between them (small models scale poorly past a few
+  // threads, so two 1-thread runs beat one 2-thread run on 2 cores).
+  const long cores = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
+  const std::string threads = std::to_string(std::max(1L, cores / jobs));
+  struct Child {
+    std::size_t index;
+    std::chrono::steady_clock::time_point start;
+  };
+  std::map<pid_t, Child> running;
   int failed = 0;
-  for (std::size_t i = 0; i < runs.size(); ++i) {
+  bool stopping = false;
+  auto reap_one = [&] {
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, 0);
+    if (pid <= 0 || !running.count(pid)) return;
+    const Child c = running.at(pid);
+    running.erase(pid);
+    const auto& r = runs[c.index];
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - c.start).count();
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      spdlog::info("sweep {}: run {} done in {:.0f} s", spec.name, r.name, secs);
+      return;
+    }
+    ++failed;
+    spdlog::error("sweep {}: run {} failed (exit {}); see {}", spec.name, r.name,
+                  WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), fs::join(r.dir, "train.log"));
+    if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGTERM)) stopping = true;
+    if (WIFEXITED(status) && (WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 143)) stopping = true;  // by a signal
+  };
+  for (std::size_t i = 0; i < runs.size() && !stopping; ++i) {
     const auto& r = runs[i];
     if (run_finished(r)) {
       spdlog::info("sweep {}: run {}/{} {} already finished ({})", spec.name, i + 1, runs.size(), r.name, r.dir);
       continue;
     }
+    while (static_cast<int>(running.size()) >= jobs) reap_one();
+    if (stopping) break;
     const bool resume = fs::is_dir(fs::join(r.dir, "checkpoints"));
     spdlog::info("sweep {}: run {}/{} {} {}-> {}", spec.name, i + 1, runs.size(), r.name, resume ? "(resuming) " : "", r.dir);
-    auto start = std::chrono::steady_clock::now();
     const std::string log = fs::join(r.dir, "train.log");
     pid_t pid = ::fork();
     if (pid == 0) {
@@ -199,53 +254,60 @@ int run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const st
       ::dup2(fd, 1);
       ::dup2(fd, 2);
       std::vector<std::string> argv = {sft_binary, "train", "--config", r.config_path, "--resume", "auto"};
+      if (jobs > 1) argv.insert(argv.end(), {"--set", "train.threads=" + threads});
       std::vector<char*> a;
-      for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+      for (auto& x : argv) a.push_back(const_cast<char*>(x.c_str()));
       a.push_back(nullptr);
       ::execv(a[0], a.data());
       ::_exit(127);
     }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-      spdlog::info("sweep {}: run {} done in {:.0f} s", spec.name, r.name, secs);
-    } else {
-      ++failed;
-      spdlog::error("sweep {}: run {} failed (exit {}); see {}", spec.name, r.name,
-                    WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), log);
-      if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGTERM)) break;
-      if (WIFEXITED(status) && (WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 143)) break;  // stopped by a signal
-    }
+    running[pid] = {i, std::chrono::steady_clock::now()};
   }
+  while (!running.empty()) reap_one();
   return failed;
 }
 
 std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary) {
-  std::string list;
-  for (const auto& r : runs) list += r.config_path + "\n";
-  const std::string list_path = fs::join(spec.output_dir, "runs.txt");
-  fs::write_file_atomic(list_path, list);
-  const std::string script = fs::join(spec.output_dir, "sweep.sbatch");
-  std::string s =
-      "#!/bin/bash\n"
-      "# Slurm array for sweep " + spec.name + " (" + spec.file + "): one task per run, " + std::to_string(runs.size()) +
-      " runs.\n"
-      "# Submit from the repository root: sbatch " + script + "\n"
-      "# Each task trains (resuming when requeued) and evaluates one run; then: sft sweep report --config " + spec.file + "\n"
-      "#SBATCH --job-name=sft-" + spec.name + "\n"
-      "#SBATCH --array=0-" + std::to_string(runs.empty() ? 0 : runs.size() - 1) + "\n"
-      "#SBATCH --nodes=1\n#SBATCH --ntasks-per-node=8\n#SBATCH --gpus-per-node=8\n#SBATCH --cpus-per-task=12\n"
-      "#SBATCH --time=48:00:00\n#SBATCH --signal=TERM@300\n#SBATCH --requeue\n"
-      "#SBATCH --output=" + fs::join(spec.output_dir, "logs/%x-%A_%a.out") + "\n"
-      "set -euo pipefail\n"
-      "CONFIG=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" " + list_path + ")\n"
-      "export MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}\n"
-      "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}\n"
-      "srun --kill-on-bad-exit=1 " + sft_binary + " train --config \"$CONFIG\" --resume auto\n";
+  // Each task is sized from its run's dist.gpus (the paper: 8 A100s for 7B/13B, 16 for 33B):
+  // one rank per GPU, whole nodes of 8 beyond that. Runs of different sizes go to separate
+  // arrays (sweep-<N>gpu.sbatch), since the tasks of one array share their resources.
+  std::map<int, std::vector<const SweepRun*>> by_gpus;
+  for (const auto& r : runs) {
+    const int g = config::load_run_config(r.config_path).dist.gpus;
+    by_gpus[g > 0 ? g : 8].push_back(&r);
+  }
   fs::make_dirs(fs::join(spec.output_dir, "logs"));
-  fs::write_file_atomic(script, s);
-  return script;
+  std::string scripts;
+  for (const auto& [gpus, group] : by_gpus) {
+    const std::string suffix = by_gpus.size() == 1 ? "" : "-" + std::to_string(gpus) + "gpu";
+    std::string list;
+    for (const SweepRun* r : group) list += r->config_path + "\n";
+    const std::string list_path = fs::join(spec.output_dir, "runs" + suffix + ".txt");
+    fs::write_file_atomic(list_path, list);
+    const std::string script = fs::join(spec.output_dir, "sweep" + suffix + ".sbatch");
+    const int nodes = (gpus + 7) / 8, per_node = std::min(gpus, 8);
+    std::string s =
+        "#!/bin/bash\n"
+        "# Slurm array for sweep " + spec.name + " (" + spec.file + "): one task per run, " +
+        std::to_string(group.size()) + " runs of " + std::to_string(gpus) + " GPUs.\n"
+        "# Submit from the repository root: sbatch " + script + "\n"
+        "# Each task trains (resuming when requeued) and evaluates one run; then: sft sweep report --config " +
+        spec.file + "\n"
+        "#SBATCH --job-name=sft-" + spec.name + suffix + "\n"
+        "#SBATCH --array=0-" + std::to_string(group.size() - 1) + "\n"
+        "#SBATCH --nodes=" + std::to_string(nodes) + "\n#SBATCH --ntasks-per-node=" + std::to_string(per_node) +
+        "\n#SBATCH --gpus-per-node=" + std::to_string(per_node) + "\n#SBATCH --cpus-per-task=12\n"
+        "#SBATCH --time=48:00:00\n#SBATCH --signal=TERM@300\n#SBATCH --requeue\n"
+        "#SBATCH --output=" + fs::join(spec.output_dir, "logs/%x-%A_%a.out") + "\n"
+        "set -euo pipefail\n"
+        "CONFIG=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" " + list_path + ")\n"
+        "export MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}\n"
+        "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}\n"
+        "srun --kill-on-bad-exit=1 " + sft_binary + " train --config \"$CONFIG\" --resume auto\n";
+    fs::write_file_atomic(script, s);
+    scripts += (scripts.empty() ? "" : "\n") + script;
+  }
+  return scripts;
 }
 
 nlohmann::ordered_json describe(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
@@ -253,7 +315,7 @@ nlohmann::ordered_json describe(const SweepSpec& spec, const std::vector<SweepRu
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
   std::int64_t tokens = 0, steps = 0;
   for (const auto& r : runs) {
-    config::RunConfig cfg = config::parse_run_config(config_text(spec, r.overrides), spec.base + " [" + r.name + "]");
+    config::RunConfig cfg = config::parse_run_config(config_text(r.base, r.overrides), r.base + " [" + r.name + "]");
     auto plan = train::dry_run(cfg, 1);
     std::int64_t run_tokens = 0;
     nlohmann::ordered_json stages = nlohmann::ordered_json::array();

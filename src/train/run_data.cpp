@@ -59,7 +59,8 @@ nlohmann::json expand_json(const config::RunConfig& cfg, const data::DataPlan& p
     auto& st = j["stages"][s];
     json sources = json::array();
     for (const auto& src : plan.stages[s].sources)
-      sources.push_back({{"dataset", src.dataset}, {"fraction", src.fraction}, {"samples", src.records},
+      sources.push_back({{"dataset", src.dataset}, {"fraction", src.fraction}, {"samples", src.records * src.repeat},
+                         {"records", src.records}, {"repeat", src.repeat},
                          {"replay", src.replay}, {"source_fraction", cfg.stages[s].sources[&src - &plan.stages[s].sources[0]].fraction}});
     st["sources"] = sources;
     st["samples"] = plan.stages[s].records;

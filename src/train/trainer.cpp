@@ -205,7 +205,7 @@ void Trainer::log_plan() const {
     std::string sources;
     for (const auto& src : data_.plan.stages[s].sources)
       sources += (sources.empty() ? "" : ", ") + src.dataset + (src.replay ? " (replay) " : " ") +
-                 std::to_string(src.records);
+                 std::to_string(src.records) + (src.repeat > 1 ? " x" + std::to_string(src.repeat) : "");
     spdlog::info("stage {}/{} {}: {} | {} samples x {} epochs, {} tokens ({} trained), {} steps, lr {:g} {}, "
                  "{} efficiency {:.1f}%",
                  s + 1, data_.streams.size(), spec.name, sources, st.samples_per_epoch(), spec.epochs, st.tokens(),
@@ -518,6 +518,13 @@ TrainResult Trainer::fit() {
   if (device_.is_cpu()) result.peak_memory_bytes = CpuMemoryTracker::peak_bytes();
   result.final_dir = fs::join(cfg_.output_dir, "final");
   export_model(result.final_dir);
+  if (device_.is_cuda() && (cfg_.eval.at_end || cfg_.eval.at_stage_end)) {
+    // Training is over: give the optimizer state and gradients back to the GPU before the
+    // evaluator loads the whole exported model there (33B: 65 GB in bf16).
+    dist_->barrier();
+    opt_.reset();
+    dp_.reset();
+  }
   if (cfg_.eval.at_end || cfg_.eval.at_stage_end)
     run_eval(result.final_dir, "final", static_cast<int>(data_.streams.size()) - 1, pos.global_step);
   if (rank_ == 0) {

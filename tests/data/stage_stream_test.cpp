@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "sft/config/run_config.h"
@@ -127,6 +128,29 @@ TEST_F(Streams, RanksNeverOverlapAndTogetherCoverTheStage) {
       }
     }
   }
+}
+
+TEST_F(Streams, RepeatUpsamplesADatasetWhereverItIsTrained) {
+  config::RunConfig once = *cfg_;
+  config::RunConfig thrice = *cfg_;
+  for (auto& d : thrice.datasets)
+    if (d.name == "general") d.repeat = 3;
+  train::RunData a = train::build_run_data(once, 1), b = train::build_run_data(thrice, 1);
+  // Stage 2 of DMT: every general record three times per epoch, the replay untouched.
+  std::map<std::pair<int, std::int64_t>, int> count_a, count_b;
+  for (const auto& x : a.streams[1]->all_samples()) ++count_a[{x.dataset, x.record}];
+  for (const auto& x : b.streams[1]->all_samples()) ++count_b[{x.dataset, x.record}];
+  ASSERT_EQ(count_a.size(), count_b.size()) << "the same records, only more often";
+  const int general = 2;  // index of datasets.general in the tiny config
+  int upsampled = 0;
+  for (const auto& [key, n] : count_b) {
+    EXPECT_EQ(n, count_a.at(key) * (key.first == general ? 3 : 1));
+    upsampled += key.first == general;
+  }
+  EXPECT_GT(upsampled, 0);
+  // Stage 1 has no general data and is unchanged.
+  EXPECT_EQ(a.streams[0]->fingerprint(), b.streams[0]->fingerprint());
+  EXPECT_EQ(b.plan.stages[1].records - a.plan.stages[1].records, 2 * static_cast<std::int64_t>(upsampled));
 }
 
 TEST_F(Streams, PackedSamplesNeverAttendToEachOther) {

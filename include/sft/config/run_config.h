@@ -30,6 +30,9 @@ struct DatasetSpec {
   nlohmann::json filter_equals;           // (null when no filter)
   std::string text_field = "text";        // text format: the field holding the text (jsonl)
   std::int64_t size = -1;                 // expected record count, for planning without files
+  // Upsampling: each selected record appears `repeat` times per stage epoch, wherever the
+  // dataset is trained on (the mixing-ratio knob; a small general set is seen more often).
+  int repeat = 1;
   std::optional<std::string> system_message;  // overrides the template's default system message
 
   bool is_general() const { return ability == "general"; }

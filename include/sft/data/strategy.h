@@ -29,13 +29,14 @@ struct SourceSelection {
   std::size_t dataset_index = 0;
   double fraction = 1.0;         // of the whole dataset: dataset fraction x source fraction
   bool replay = false;
-  std::int64_t records = 0;      // how many records the source contributes (per epoch)
+  std::int64_t records = 0;      // how many distinct records the source contributes
+  int repeat = 1;                // times each of them appears per epoch (datasets.*.repeat)
 };
 
 struct StageSelection {
   const config::StageSpec* spec = nullptr;
   std::vector<SourceSelection> sources;
-  std::int64_t records = 0;
+  std::int64_t records = 0;      // samples per epoch: sum of records x repeat
 };
 
 struct DataPlan {

@@ -18,7 +18,7 @@
 namespace sft::sweep {
 
 struct LogFit {
-  double a = 0, b = 0, r2 = 0;
+  double a = 0, b = 0, r2 = 0;  // r2 is NaN when every score is the same
   int n = 0;
 };
 LogFit fit_log(const std::vector<double>& amount, const std::vector<double>& score);

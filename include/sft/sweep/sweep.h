@@ -11,6 +11,9 @@
 //   output_dir: runs/repro/rq1_math        # report files; runs go to runs_dir
 //   runs_dir: runs/repro/_runs             # optional: shared by sweeps, so identical runs train once
 //
+// `base` may itself be an axis (base: [configs/paper/llama_7b.yaml, ...]): one grid per base
+// config, e.g. Table 1's four strategies for each model size in one sweep.
+//
 // Each run is identified by a hash of its fully resolved configuration, so two sweeps that
 // contain the same run (RQ2's full-data mix is RQ4's multi-task run) train it once. A
 // `strategy.k` value only applies to runs whose strategy is dmt; runs that end up
@@ -41,6 +44,7 @@ struct SweepRun {
   std::string name;                                         // "fraction=1_4.seed=2"
   std::vector<std::pair<std::string, std::string>> values;  // axis -> value
   std::vector<std::string> overrides;                       // applied to the base config
+  std::string base;                                         // its base config (a `base` axis varies it)
   std::string hash;                                         // of the resolved config
   std::string dir;                                          // runs_dir/<hash>
   std::string config_path;                                  // dir/config.yaml
@@ -55,11 +59,13 @@ void materialise(const SweepSpec& spec, const std::vector<SweepRun>& runs);
 
 bool run_finished(const SweepRun& run);
 
-// Runs every unfinished run with `sft` (a subprocess per run), one after another.
-// Returns the number of runs that failed.
-int run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary);
+// Runs every unfinished run with `sft train` (a subprocess per run, log in <run>/train.log),
+// `jobs` at a time, each with cores/jobs threads when jobs > 1. Returns the number of runs
+// that failed.
+int run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary, int jobs = 1);
 
-// Writes output_dir/sweep.sbatch: a Slurm array, one task per run. Returns its path.
+// Writes output_dir/sweep.sbatch: a Slurm array, one task per run, sized by dist.gpus (runs
+// needing different GPU counts: one sweep-<N>gpu.sbatch each). Returns the paths, one per line.
 std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary);
 
 // One entry per run for --dry-run: overrides, stage plan, tokens and steps.

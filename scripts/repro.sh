@@ -1,0 +1,61 @@
+#!/bin/bash
+# The paper's study in miniature (Dong et al. 2024): RQ1 (each ability vs its data amount),
+# RQ2 (the same fractions mixed), RQ4 (the four strategies, and DMT's replay fraction k),
+# 3 seeds each, on the tiny LLaMA and the shipped synthetic skills. Runs are shared between
+# sweeps (identical configurations train once), finished runs are skipped and interrupted
+# ones resume, so running this again only does what is missing.
+#
+#   scripts/repro.sh                 # everything, about 50 minutes on 2 cores
+#   scripts/repro.sh rq4_strategies  # some sweeps only
+#   JOBS=1 scripts/repro.sh          # runs one at a time (default: 2 at once, 1 thread each)
+#
+# Results: runs/repro/<sweep>/report.{md,csv,json} and <sweep>.png, and
+# runs/repro/summary.md with every table and the wall time of each sweep.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SFT=${SFT:-build/sft}
+JOBS=${JOBS:-2}
+OUT=runs/repro
+SWEEPS=("$@")
+[ ${#SWEEPS[@]} -gt 0 ] || SWEEPS=(rq4_strategies rq4_dmt_k rq1_math rq1_code rq1_general rq2_mixed)
+
+if [ ! -x "$SFT" ]; then
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build build -j2
+fi
+mkdir -p "$OUT"
+summary="$OUT/summary.md"
+{
+  echo "# The miniature reproduction"
+  echo
+  echo "\`scripts/repro.sh ${*:-}\` on $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), $($SFT version 2>/dev/null | head -n1)"
+} >"$summary"
+
+total_start=$(date +%s)
+for name in "${SWEEPS[@]}"; do
+  file=configs/repro/$name.sweep.yaml
+  [ -f "$file" ] || { echo "repro.sh: no sweep file $file" >&2; exit 2; }
+  start=$(date +%s)
+  echo "== $name ($file)"
+  "$SFT" sweep --config "$file" --jobs "$JOBS" || echo "repro.sh: some runs of $name failed; see their train.log" >&2
+  "$SFT" sweep report --config "$file" >/dev/null
+  plot=""
+  if /usr/bin/python3 -c "import matplotlib" 2>/dev/null; then
+    plot=$(/usr/bin/python3 scripts/plot_sweep.py "$OUT/$name/report.json" -o "$OUT/$name/$name.png" >/dev/null && echo "$OUT/$name/$name.png")
+  fi
+  secs=$(($(date +%s) - start))
+  {
+    echo
+    echo "## $name"
+    echo
+    echo "\`$SFT sweep --config $file --jobs $JOBS\` then \`$SFT sweep report --config $file\`; ${secs} s (runs already finished are not retrained)."
+    echo
+    cat "$OUT/$name/report.md"
+    [ -n "$plot" ] && echo && echo "Figure: \`$plot\`"
+  } >>"$summary"
+  echo "== $name done in ${secs} s"
+done
+echo >>"$summary"
+echo "Total wall time: $(($(date +%s) - total_start)) s." >>"$summary"
+echo "wrote $summary"
