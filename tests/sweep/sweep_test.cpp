@@ -1,6 +1,9 @@
 // Sweeps: grid expansion (the repro files' grids, k only for DMT, zipped axes, identical runs
 // once), the log-linear fit, Slurm emission, and a 2x2 micro-sweep run end to end.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <set>
 
@@ -16,6 +19,22 @@ namespace {
 
 std::string repro(const std::string& name) { return test::source_dir() + "/configs/repro/" + name + ".sweep.yaml"; }
 
+// Sweep files name their base config and data relative to the repository root, where users
+// run them; ctest runs in the build folder.
+class InSourceDir {
+ public:
+  InSourceDir() : old_(::get_current_dir_name()) {
+    if (::chdir(test::source_dir().c_str()) != 0) ADD_FAILURE() << "chdir " << test::source_dir();
+  }
+  ~InSourceDir() {
+    if (::chdir(old_) != 0) ADD_FAILURE() << "chdir back";
+    std::free(old_);
+  }
+
+ private:
+  char* old_;
+};
+
 std::string values_of(const SweepRun& r, const std::string& axis) {
   for (const auto& [k, v] : r.values)
     if (k == axis) return v;
@@ -23,6 +42,7 @@ std::string values_of(const SweepRun& r, const std::string& axis) {
 }
 
 TEST(SweepExpand, TheReproFilesListThePapersGrids) {
+  InSourceDir here;
   const std::map<std::string, std::size_t> expected = {{"rq1_math", 15},   {"rq1_code", 15},         {"rq1_general", 15},
                                                        {"rq2_mixed", 15},  {"rq4_strategies", 12},   {"rq4_dmt_k", 15}};
   for (const auto& [name, count] : expected) {
@@ -66,6 +86,7 @@ TEST(SweepExpand, KAppliesOnlyToDmtAndZippedAxesMoveTogether) {
 }
 
 TEST(SweepExpand, IdenticalRunsInTwoSweepsShareOneDirectory) {
+  InSourceDir here;
   // RQ4's DMT run with k = 1/256 is the same configuration in both RQ4 sweeps.
   auto strategies = expand(load_sweep(repro("rq4_strategies")));
   auto ks = expand(load_sweep(repro("rq4_dmt_k")));
