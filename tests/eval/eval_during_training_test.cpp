@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sft/eval/sandbox.h"
 #include "sft/util/fs.h"
 #include "test_util.h"
 
@@ -12,6 +13,8 @@ namespace sft::eval {
 namespace {
 
 TEST(EvalDuringTraining, ATinyTrainedModelGetsTheThreeSyntheticScores) {
+  std::string why;  // the code skill runs generated programs, only ever in the sandbox
+  if (!sandbox_available(&why)) GTEST_SKIP() << "sandbox unavailable here: " << why;
   test::TempDir d;
   auto r = test::run_sft({"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", d.file("run"),
                           "--set", "data.cache_dir=" + d.file("cache"),

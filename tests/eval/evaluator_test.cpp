@@ -1,6 +1,7 @@
 // The evaluator end to end with a tiny model: the three synthetic skills from one command
 // into results.json, the API the trainer calls, and usage errors.
 #include "sft/eval/evaluator.h"
+#include "sft/eval/sandbox.h"
 
 #include <gtest/gtest.h>
 
@@ -33,6 +34,8 @@ std::string save_tiny_model(const test::TempDir& d) {
 }
 
 TEST(EvalSyntheticSkills, OneCommandWritesResultsWithTheThreeScores) {
+  std::string why;  // the code skill runs generated programs, only ever in the sandbox
+  if (!sandbox_available(&why)) GTEST_SKIP() << "sandbox unavailable here: " << why;
   test::TempDir d;
   const std::string model = save_tiny_model(d);
   auto r = test::run_sft({"eval", "--model", model, "--benchmark", "math,code,general", "--limit", "6", "--max-new-tokens",
