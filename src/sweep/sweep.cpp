@@ -158,6 +158,7 @@ std::vector<SweepRun> expand(const SweepSpec& spec) {
     for (const auto& p : name_parts) r.name += (r.name.empty() ? "" : ".") + p;
     // Identity: the resolved config minus where it is written.
     config::RunConfig cfg = config::parse_run_config(config_text(r.base, r.overrides), r.base + " [" + r.name + "]");
+    r.gpus = cfg.dist.gpus;
     nlohmann::json j = cfg.to_json();
     j.erase("output_dir");
     j.erase("run_name");
@@ -272,10 +273,7 @@ std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs,
   // one rank per GPU, whole nodes of 8 beyond that. Runs of different sizes go to separate
   // arrays (sweep-<N>gpu.sbatch), since the tasks of one array share their resources.
   std::map<int, std::vector<const SweepRun*>> by_gpus;
-  for (const auto& r : runs) {
-    const int g = config::load_run_config(r.config_path).dist.gpus;
-    by_gpus[g > 0 ? g : 8].push_back(&r);
-  }
+  for (const auto& r : runs) by_gpus[r.gpus > 0 ? r.gpus : 8].push_back(&r);
   fs::make_dirs(fs::join(spec.output_dir, "logs"));
   std::string scripts;
   for (const auto& [gpus, group] : by_gpus) {

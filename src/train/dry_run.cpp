@@ -40,11 +40,9 @@ bool data_present(const config::RunConfig& cfg) {
   return true;
 }
 
-}  // namespace
-
 // Attention scores per head of the heaviest packed micro-batch of the run, as the model
 // groups its samples (model/varlen.h).
-static double largest_packed_scores(const RunData& rd, const config::RunConfig& cfg, int world) {
+double largest_packed_scores(const RunData& rd, const config::RunConfig& cfg, int world) {
   double most = 0;
   for (const auto& stream : rd.streams)
     for (std::int64_t step = 0; step < stream->steps(); ++step)
@@ -61,6 +59,8 @@ static double largest_packed_scores(const RunData& rd, const config::RunConfig& 
         }
   return most;
 }
+
+}  // namespace
 
 nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   using nlohmann::ordered_json;

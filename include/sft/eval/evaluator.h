@@ -25,6 +25,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -66,6 +67,11 @@ std::int64_t default_max_new_tokens(const std::string& benchmark);
 // is also looked for beside the running executable's folder (build/../data/tiny/...).
 // Throws ConfigError when there is none or it does not exist.
 std::string resolve_data(const EvalRequest& req);
+
+// Loads an exported model folder to generate with: bf16 weights on a GPU when bf16 is asked
+// for (a 33B model takes 65 GB instead of 130 GB), fp32 weights otherwise (on CPU, bf16 is
+// autocast over fp32 weights). Used by `sft eval` and by evaluation during `sft train`.
+std::unique_ptr<model::Llama> load_model_for_eval(const std::string& dir, c10::Device device, bool bf16);
 
 // Generates and scores. Throws ConfigError for an unknown benchmark or missing data,
 // DataError for a malformed file, Error when the HumanEval sandbox is unavailable.

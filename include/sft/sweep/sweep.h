@@ -45,6 +45,7 @@ struct SweepRun {
   std::vector<std::pair<std::string, std::string>> values;  // axis -> value
   std::vector<std::string> overrides;                       // applied to the base config
   std::string base;                                         // its base config (a `base` axis varies it)
+  int gpus = 0;                                             // its dist.gpus (sizes its Slurm task)
   std::string hash;                                         // of the resolved config
   std::string dir;                                          // runs_dir/<hash>
   std::string config_path;                                  // dir/config.yaml
