@@ -6,7 +6,7 @@
 #
 # Usage: bench/compare.sh [-r REPS] [-s STEPS] [-w WARMUP] [CASE ...]
 #   CASE is preset:dtype (default: tiny:fp32 tiny:bf16 small:fp32 small:bf16 gqa:bf16)
-#   Environment: SFT=build/sft, REF_DIR=../shared/bench, PYTHON=/usr/bin/python3, OUT=bench/out
+#   Environment: SFT=build/sft, REF_DIR=../shared/bench, PYTHON=$(scripts/sft_python) (the venv torch sft links against), OUT=bench/out
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=3 STEPS=6 WARMUP=2
@@ -18,7 +18,7 @@ CASES=("$@")
 [ ${#CASES[@]} -gt 0 ] || CASES=(tiny:fp32 tiny:bf16 small:fp32 small:bf16 gqa:bf16)
 SFT=${SFT:-build/sft}
 REF_DIR=${REF_DIR:-../shared/bench}
-PYTHON=${PYTHON:-/usr/bin/python3}
+PYTHON=${PYTHON:-$(scripts/sft_python)}
 OUT=${OUT:-bench/out}
 mkdir -p "$OUT"
 [ -x "$SFT" ] || { echo "compare.sh: $SFT not built (scripts/setup.sh)" >&2; exit 1; }

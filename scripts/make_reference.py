@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Independent reference for sft's LLaMA: writes random-weight checkpoints and log-probs.
 
 A from-scratch implementation of the Hugging Face LLaMA forward pass (modeling_llama.py
@@ -14,7 +14,7 @@ shares no code with sft; sft's tests check their numbers against the fixtures it
   make_reference.py score DIR --ids 1,5,9
       reads any HF LLaMA folder (e.g. one sft exported) and prints {"logprobs": [...]}.
 
-Runs with Debian's /usr/bin/python3 and python3-torch; nothing else.
+Needs only torch (scripts/sft_python prints the venv Python that has it); nothing else.
 """
 
 import argparse

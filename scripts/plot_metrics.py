@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Plots a run's loss curve per stage (and the learning rate) from its metrics.jsonl to PNG.
 
 Usage: scripts/plot_metrics.py RUN_DIR [RUN_DIR ...] [-o loss.png]

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Draws a sweep's figures from the report.json that `sft sweep report` writes.
 
 Usage: scripts/plot_sweep.py OUTPUT_DIR/report.json [-o FIGURE.png] [--title T]

@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 
 SFT=${SFT:-build/sft}
 JOBS=${JOBS:-2}
+PY=$(scripts/sft_python)  # the venv Python (matplotlib) that setup.sh configured
 OUT=runs/repro
 SWEEPS=("$@")
 [ ${#SWEEPS[@]} -gt 0 ] || SWEEPS=(rq4_strategies rq4_dmt_k rq1_math rq1_code rq1_general rq2_mixed)
@@ -41,8 +42,8 @@ for name in "${SWEEPS[@]}"; do
   "$SFT" sweep --config "$file" --jobs "$JOBS" || echo "repro.sh: some runs of $name failed; see their train.log" >&2
   "$SFT" sweep report --config "$file" >/dev/null
   plot=""
-  if /usr/bin/python3 -c "import matplotlib" 2>/dev/null; then
-    plot=$(/usr/bin/python3 scripts/plot_sweep.py "$OUT/$name/report.json" -o "$OUT/$name/$name.png" >/dev/null && echo "$OUT/$name/$name.png")
+  if "$PY" -c "import matplotlib" 2>/dev/null; then
+    plot=$("$PY" scripts/plot_sweep.py "$OUT/$name/report.json" -o "$OUT/$name/$name.png" >/dev/null && echo "$OUT/$name/$name.png")
   fi
   secs=$(($(date +%s) - start))
   {

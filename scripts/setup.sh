@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Installs sft's Debian packages (skipping those present), then configures and builds sft.
-# Idempotent: a second run installs nothing and only rebuilds what changed.
+# Installs sft's dependencies, then configures and builds sft (CUDA compiled in when the
+# LibTorch has it). Idempotent: a second run installs nothing and rebuilds what changed.
+#   - Debian packages (apt): compiler, CMake, sentencepiece, nlohmann-json, CLI11,
+#     yaml-cpp, GoogleTest, Gloo's headers.
+#   - A Python virtual environment OUTSIDE the checkout (so fresh clones and CI reuse it),
+#     default ~/.local/share/sft/venv-torch<version> (override with SFT_VENV), holding the
+#     pinned pip torch whose LibTorch sft links against, plus the test-only clients
+#     (scripts/requirements.txt). It is reinstalled only when that file changes.
 # Usage: scripts/setup.sh [--no-build]
+# Own LibTorch instead (libtorch zip, cluster module, conda): see README, "Building".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
   cmake g++ make pkg-config
-  libtorch-dev libgloo-dev libopenblas0-openmp python3-torch
   libsentencepiece-dev sentencepiece
-  nlohmann-json3-dev libcli11-dev libspdlog-dev libyaml-cpp-dev libgtest-dev
-  python3 python3-matplotlib python3-numpy
+  nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libgtest-dev
+  libgloo-dev   # declarations only: pip LibTorch ships no Gloo headers (CMakeLists.txt)
+  python3 python3-venv
   clang libclang-rt-14-dev   # libFuzzer for the safetensors parser's fuzz test
 )
 
@@ -20,7 +27,6 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
-
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   sudo_cmd=()
@@ -29,10 +35,30 @@ if ((${#missing[@]})); then
   "${sudo_cmd[@]}" apt-get update -qq
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-  echo "setup: all ${#packages[@]} packages present"
+  echo "setup: all ${#packages[@]} Debian packages present"
+fi
+
+torch_pin=$(sed -n 's/^torch==//p' scripts/requirements.txt)
+venv=${SFT_VENV:-${XDG_DATA_HOME:-$HOME/.local/share}/sft/venv-torch$torch_pin}
+stamp="$venv/.sft-requirements.sha256"
+want=$(sha256sum scripts/requirements.txt | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup: creating the virtual environment $venv"
+  mkdir -p "$(dirname "$venv")"
+  python3 -m venv "$venv"
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing scripts/requirements.txt into $venv (torch $torch_pin with CUDA: about 3 GB to download)"
+  start=$(date +%s)
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --progress-bar off -r scripts/requirements.txt
+  echo "$want" > "$stamp"
+  echo "setup: Python packages installed in $(( $(date +%s) - start )) s"
+else
+  echo "setup: $venv is up to date (torch $torch_pin)"
 fi
 
 if [ "${1:-}" != "--no-build" ]; then
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+  torch_cmake=$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_cmake" -DSFT_PYTHON="$venv/bin/python"
   cmake --build build -j2
 fi

@@ -1,5 +1,5 @@
 // sft score | generate: use a Hugging Face model folder directly.
-#include <spdlog/spdlog.h>
+#include "sft/util/log.h"
 
 #include <cmath>
 #include <fstream>

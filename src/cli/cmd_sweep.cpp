@@ -1,5 +1,5 @@
 // sft sweep: run a study (a grid of runs) from one file; sft sweep report: collect it.
-#include <spdlog/spdlog.h>
+#include "sft/util/log.h"
 #include <unistd.h>
 
 #include <climits>
@@ -88,7 +88,7 @@ std::vector<Command> register_sweep(CLI::App& app) {
              }
              int failed = sweep::run_local(spec, runs, exe, jobs);
              sweep::build_report(spec, runs);
-             spdlog::info("sweep {}: {} runs, {} failed; report in {}/report.md", spec.name, runs.size(), failed, spec.output_dir);
+             sft::log::info("sweep {}: {} runs, {} failed; report in {}/report.md", spec.name, runs.size(), failed, spec.output_dir);
              return failed ? 1 : 0;
            }}};
 }

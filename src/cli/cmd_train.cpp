@@ -1,5 +1,5 @@
 // sft train: run a configuration's stages.
-#include <spdlog/spdlog.h>
+#include "sft/util/log.h"
 
 #include <cstdlib>
 #include <iostream>
@@ -38,7 +38,7 @@ std::vector<Command> register_train(CLI::App& app) {
                else std::cout << train::format_dry_run(plan);
                return 0;
              }
-             spdlog::info("sft train: {} ({} strategy, {} stages) -> {}", cfg.source_file,
+             sft::log::info("sft train: {} ({} strategy, {} stages) -> {}", cfg.source_file,
                           config::strategy_name(cfg.strategy), cfg.stages.size(), cfg.output_dir);
              train::TrainerOptions opts;
              opts.resume = resume == "auto";

@@ -1,29 +1,25 @@
 // sft: the command line. Sub-command dispatch and error reporting, nothing else.
 // Exit codes: 0 success, 1 failure, 2 usage or configuration error.
 #include <c10/util/Exception.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-
 
 #include <cstdlib>
 #include <iostream>
 
 #include "cli/commands.h"
 #include "sft/util/error.h"
+#include "sft/util/log.h"
 #include "sft/util/malloc_tuning.h"
 
 int main(int argc, char** argv) {
   sft::tune_malloc();
   // Logs go to stderr so that JSON on stdout stays machine-readable.
-  auto logger = spdlog::stderr_color_mt("sft");
-  spdlog::set_default_logger(logger);
-  spdlog::set_pattern("[%H:%M:%S] %^%l%$ %v");
   const char* rank = std::getenv("RANK");
-  std::string tag = rank && std::getenv("WORLD_SIZE") && std::string(std::getenv("WORLD_SIZE")) != "1"
-                        ? std::string("[rank ") + rank + "] "
-                        : "";
-  if (!tag.empty()) spdlog::set_pattern("[%H:%M:%S] " + tag + "%^%l%$ %v");
-  if (!tag.empty() && std::string(rank) != "0") spdlog::set_level(spdlog::level::warn);  // rank 0 speaks for the job
+  const char* world = std::getenv("WORLD_SIZE");
+  const std::string tag = rank && world && std::string(world) != "1" ? std::string("[rank ") + rank + "] " : "";
+  if (!tag.empty()) {
+    sft::log::set_tag(tag);
+    if (std::string(rank) != "0") sft::log::set_level(sft::log::Level::kWarn);  // rank 0 speaks for the job
+  }
 
   CLI::App app{"sft: supervised fine-tuning of LLaMA-family models on LibTorch, with the data-composition "
                "strategies of Dong et al. (2024): multi-task, sequential, mixed sequential and DMT."};

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include <spdlog/spdlog.h>
+#include "sft/util/log.h"
 
 #include "sft/util/error.h"
 #include "sft/util/rng.h"
@@ -61,7 +61,7 @@ DataPlan plan_data(const config::RunConfig& cfg, const std::vector<std::int64_t>
       if (x.records < 1 && plan.dataset_selected[di] > 0 && src.replay) {
         // A replay share too small for the data (k = 1/256 of a 1/64 subset) replays
         // nothing; say so rather than fail, so sweeps over fractions x k run through.
-        spdlog::warn("stage {} ({}): replay fraction {:g} of the {} selected {} records selects none; "
+        sft::log::warn("stage {} ({}): replay fraction {:g} of the {} selected {} records selects none; "
                      "the stage replays no {} data",
                      s + 1, st.name, src.fraction, plan.dataset_selected[di], src.dataset, src.dataset);
       } else if (x.records < 1 && plan.dataset_selected[di] > 0)

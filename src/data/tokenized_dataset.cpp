@@ -1,6 +1,6 @@
 #include "sft/data/tokenized_dataset.h"
 
-#include <spdlog/spdlog.h>
+#include "sft/util/log.h"
 #include <unistd.h>
 
 #include <cstring>
@@ -162,7 +162,7 @@ std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpe
       if (rebuilt) *rebuilt = false;
       return t;
     } catch (const std::exception& e) {
-      spdlog::warn("{}: data cache is corrupt or stale ({}); rebuilding", dir, e.what());
+      sft::log::warn("{}: data cache is corrupt or stale ({}); rebuilding", dir, e.what());
       t = std::make_shared<TokenizedDataset>();
       t->name_ = spec.name;
       t->key_ = key;

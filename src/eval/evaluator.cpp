@@ -1,6 +1,6 @@
 #include "sft/eval/evaluator.h"
 
-#include <spdlog/spdlog.h>
+#include "sft/util/log.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -104,7 +104,7 @@ Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::v
     i = j;
     if (std::chrono::duration<double>(Clock::now() - last_log).count() > 20 && done < order.size()) {
       last_log = Clock::now();
-      spdlog::info("{}: {}/{} generated ({:.0f} s)", s.label, done, order.size(),
+      sft::log::info("{}: {}/{} generated ({:.0f} s)", s.label, done, order.size(),
                    std::chrono::duration<double>(last_log - start).count());
     }
   }
@@ -360,7 +360,7 @@ ordered_json run_benchmark(const model::Llama& m, const data::Tokenizer& tok, co
   const std::string path = resolve_data(req);
   const std::string kind = benchmark_kind(req.benchmark);
   const auto start = Clock::now();
-  spdlog::info("eval {}: {} ({} template{})", req.benchmark, path, req.template_name,
+  sft::log::info("eval {}: {} ({} template{})", req.benchmark, path, req.template_name,
                req.limit > 0 ? ", first " + std::to_string(req.limit) : std::string());
   ordered_json scored = kind == "gsm8k"       ? run_gsm8k(m, tok, req, path)
                         : kind == "humaneval" ? run_humaneval(m, tok, req, path)

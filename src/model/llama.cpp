@@ -1,22 +1,16 @@
 #include "sft/model/llama.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/generated/variable_factories.h>
-#include <torch/version.h>
 
 #include <cmath>
 
 #include "sft/model/precision.h"
 #include "sft/model/varlen.h"
 #include "sft/util/error.h"
-
-#if TORCH_VERSION_MAJOR >= 2
-#define SFT_HAS_SDPA 1
-#else
-#define SFT_HAS_SDPA 0
-#endif
 
 namespace sft::model {
 
@@ -67,7 +61,7 @@ at::Tensor repeat_kv(const at::Tensor& x, std::int64_t n_rep) {
 // differentiates it. Weights are inputs of the function so their gradients flow out.
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor cos,
-                                                at::Tensor sin, c10::optional<at::Tensor> mask_opt, at::TensorList weights,
+                                                at::Tensor sin, std::optional<at::Tensor> mask_opt, at::TensorList weights,
                                                 const Llama* model, std::int64_t layer) {
     at::Tensor mask = mask_opt ? *mask_opt : at::Tensor();
     std::vector<at::Tensor> w(weights.begin(), weights.end());
@@ -178,7 +172,7 @@ struct ShardedEmbedding : public torch::autograd::Function<ShardedEmbedding> {
 
 struct ShardedLayer : public torch::autograd::Function<ShardedLayer> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor cos,
-                                                at::Tensor sin, c10::optional<at::Tensor> mask_opt, const Llama* model,
+                                                at::Tensor sin, std::optional<at::Tensor> mask_opt, const Llama* model,
                                                 std::int64_t layer) {
     at::Tensor mask = mask_opt ? *mask_opt : at::Tensor();
     const auto unit = static_cast<std::size_t>(layer) + 1;
@@ -369,7 +363,7 @@ at::Tensor Llama::loss_sum(const at::Tensor& input_ids, const at::Tensor& positi
   }
   at::Tensor x = ShardedEmbedding::apply(input_ids, anchor_, this)[0];
   auto [cos, sin] = rope(position_ids);
-  c10::optional<at::Tensor> mask = attn_mask.defined() ? c10::optional<at::Tensor>(attn_mask) : c10::nullopt;
+  std::optional<at::Tensor> mask = attn_mask.defined() ? std::optional<at::Tensor>(attn_mask) : std::nullopt;
   for (std::size_t l = 0; l < layers_.size(); ++l)
     x = ShardedLayer::apply(x, cos, sin, mask, this, static_cast<std::int64_t>(l))[0];
   return ShardedHead::apply(x, labels, this)[0];
@@ -405,8 +399,6 @@ void Llama::init_weights(std::uint64_t seed) {
     }
   }
 }
-
-bool Llama::sdpa_available() { return SFT_HAS_SDPA != 0; }
 
 std::pair<at::Tensor, at::Tensor> Llama::rope(const at::Tensor& position_ids) const {
   const std::int64_t needed = position_ids.numel() ? position_ids.max().item<std::int64_t>() + 1 : 1;
@@ -489,12 +481,10 @@ at::Tensor Llama::attention(const at::Tensor& q, const at::Tensor& k, const at::
   } else if (causal && Tq == 1) {
     causal = false;  // a single new token attends to everything cached
   }
-#if SFT_HAS_SDPA
   if (attn_impl_ != AttentionImpl::kExplicit) {
-    return at::scaled_dot_product_attention(q, k, v, m.defined() ? c10::optional<at::Tensor>(m) : c10::nullopt,
+    return at::scaled_dot_product_attention(q, k, v, m.defined() ? std::optional<at::Tensor>(m) : std::nullopt,
                                             /*dropout_p=*/0.0, /*is_causal=*/causal);
   }
-#endif
   // q arrives pre-scaled by 1/sqrt(Dh) (see layer_forward).
   at::Tensor scores = at::matmul(q, k.transpose(-2, -1));  // (B, H, Tq, Tk)
   if (causal) {
@@ -534,7 +524,7 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
   // Rotary in the activations' dtype, as HF does (cos/sin cast to it). The explicit
   // attention folds its 1/sqrt(Dh) into q's tables here instead of scaling the (T x T)
   // scores (exact when Dh is a power of four, as 64 and 256 are; within rounding otherwise).
-  const bool explicit_attn = !(sdpa_available() && attn_impl_ != AttentionImpl::kExplicit);
+  const bool explicit_attn = attn_impl_ == AttentionImpl::kExplicit;
   const double scale = explicit_attn ? 1.0 / std::sqrt(static_cast<double>(Dh)) : 1.0;
   at::Tensor c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
   q = scale == 1.0 ? q * c + rotate_half(q) * s : q * (c * scale) + rotate_half(q) * (s * scale);
@@ -577,7 +567,7 @@ at::Tensor Llama::run_layer(std::size_t l, const at::Tensor& x, const at::Tensor
   if (!(checkpointing_ && at::GradMode::is_enabled())) return layer_forward(l, x, cos, sin, attn_mask, nullptr, nullptr);
   std::vector<at::Tensor> w;
   for (std::size_t idx : unit_params(l + 1)) w.push_back(params_[idx].tensor);
-  c10::optional<at::Tensor> mask = attn_mask.defined() ? c10::optional<at::Tensor>(attn_mask) : c10::nullopt;
+  std::optional<at::Tensor> mask = attn_mask.defined() ? std::optional<at::Tensor>(attn_mask) : std::nullopt;
   return CheckpointedLayer::apply(x, cos, sin, mask, at::TensorList(w), this, static_cast<std::int64_t>(l))[0];
 }
 

@@ -1,6 +1,6 @@
 #include "sft/sweep/sweep.h"
 
-#include <spdlog/spdlog.h>
+#include "sft/util/log.h"
 #include <sys/wait.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
@@ -229,11 +229,11 @@ int run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const st
     const auto& r = runs[c.index];
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - c.start).count();
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-      spdlog::info("sweep {}: run {} done in {:.0f} s", spec.name, r.name, secs);
+      sft::log::info("sweep {}: run {} done in {:.0f} s", spec.name, r.name, secs);
       return;
     }
     ++failed;
-    spdlog::error("sweep {}: run {} failed (exit {}); see {}", spec.name, r.name,
+    sft::log::error("sweep {}: run {} failed (exit {}); see {}", spec.name, r.name,
                   WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), fs::join(r.dir, "train.log"));
     if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGTERM)) stopping = true;
     if (WIFEXITED(status) && (WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 143)) stopping = true;  // by a signal
@@ -241,13 +241,13 @@ int run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const st
   for (std::size_t i = 0; i < runs.size() && !stopping; ++i) {
     const auto& r = runs[i];
     if (run_finished(r)) {
-      spdlog::info("sweep {}: run {}/{} {} already finished ({})", spec.name, i + 1, runs.size(), r.name, r.dir);
+      sft::log::info("sweep {}: run {}/{} {} already finished ({})", spec.name, i + 1, runs.size(), r.name, r.dir);
       continue;
     }
     while (static_cast<int>(running.size()) >= jobs) reap_one();
     if (stopping) break;
     const bool resume = fs::is_dir(fs::join(r.dir, "checkpoints"));
-    spdlog::info("sweep {}: run {}/{} {} {}-> {}", spec.name, i + 1, runs.size(), r.name, resume ? "(resuming) " : "", r.dir);
+    sft::log::info("sweep {}: run {}/{} {} {}-> {}", spec.name, i + 1, runs.size(), r.name, resume ? "(resuming) " : "", r.dir);
     const std::string log = fs::join(r.dir, "train.log");
     pid_t pid = ::fork();
     if (pid == 0) {

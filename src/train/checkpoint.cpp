@@ -1,6 +1,6 @@
 #include "sft/train/checkpoint.h"
 
-#include <spdlog/spdlog.h>
+#include "sft/util/log.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -117,7 +117,7 @@ std::optional<CheckpointInfo> CheckpointStore::latest_good() const {
   for (const auto& c : list()) {
     std::string why = verify(c.dir);
     if (why.empty()) return c;
-    spdlog::warn("checkpoint {} is unusable: {}; falling back to an older one", c.dir, why);
+    sft::log::warn("checkpoint {} is unusable: {}; falling back to an older one", c.dir, why);
   }
   return std::nullopt;
 }

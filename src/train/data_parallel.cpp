@@ -53,7 +53,7 @@ DataParallel::DataParallel(model::Llama& model, FlatAdamW& opt, std::shared_ptr<
           on_grad_ready(i);
           return outputs;
         }));
-    accumulators_.push_back(std::move(acc));
+    accumulators_.push_back(std::make_shared<decltype(acc)>(std::move(acc)));
   }
 }
 

@@ -67,7 +67,9 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   const int world = cfg.dist.gpus > 0 ? cfg.dist.gpus : std::max(1, world_size);
   model::LlamaConfig mc = resolve_model(cfg);
   const bool cuda = cfg.train.device.rfind("cuda", 0) == 0 || cfg.dist.backend == "nccl";
-  const bool fused = cuda;  // LibTorch >= 2 on CUDA: flash / memory-efficient attention
+  // LibTorch 2.x's scaled_dot_product_attention keeps no (T x T) scores: flash or
+  // memory-efficient kernels on CUDA, the flash kernel on the CPU.
+  const bool fused = true;
   ordered_json out;
   out["config"] = cfg.source_file;
   out["model"] = {{"parameters", mc.num_parameters()}, {"layers", mc.num_hidden_layers}, {"hidden_size", mc.hidden_size},

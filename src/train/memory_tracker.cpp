@@ -2,18 +2,11 @@
 
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
-#include <torch/version.h>
 
 #include <atomic>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
-
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
-#define SFT_ALLOCATOR_MUTABLE 1  // LibTorch 2.3 made allocate() non-const and added copy_data()
-#else
-#define SFT_ALLOCATOR_MUTABLE 0
-#endif
 
 namespace sft::train {
 namespace {
@@ -45,12 +38,8 @@ void release(void* ptr) {
 class TrackingAllocator final : public c10::Allocator {
  public:
   explicit TrackingAllocator(c10::Allocator* base) : base_(base) {}
-#if SFT_ALLOCATOR_MUTABLE
   c10::DataPtr allocate(size_t n) override { return track(n); }
   void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
-#else
-  c10::DataPtr allocate(size_t n) const override { return track(n); }
-#endif
   c10::DeleterFnPtr raw_deleter() const override { return &release; }
 
  private:

@@ -1,6 +1,7 @@
 #include "sft/train/optimizer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -156,7 +157,7 @@ double FlatAdamW::local_grad_sq_norm() {
   double sq = 0;
   for (const auto& r : ranges_) {
     at::Tensor g = grads_.narrow(0, r.g, r.len);
-    double n = at::linalg_vector_norm(g, 2, c10::nullopt, false, at::kFloat).item<double>();
+    double n = at::linalg_vector_norm(g, 2, std::nullopt, false, at::kFloat).item<double>();
     sq += n * n;
   }
   return sq;

@@ -1,6 +1,6 @@
 #include "sft/train/progress.h"
 
-#include <spdlog/spdlog.h>
+#include "sft/util/log.h"
 #include <unistd.h>
 
 #include <cmath>
@@ -47,7 +47,7 @@ void Progress::log_line(const ProgressState& s, double tokens_per_s) {
   if (!enabled_) return;
   tokens_per_s_ = tokens_per_s;
   clear_bar();
-  spdlog::info("stage {}/{} {} | step {}/{} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {:.0f} tok/s | ETA {}", s.stage + 1,
+  sft::log::info("stage {}/{} {} | step {}/{} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {:.0f} tok/s | ETA {}", s.stage + 1,
                s.stages, s.stage_name, s.step, s.steps, s.loss, s.lr, s.grad_norm, tokens_per_s,
                format_duration(s.eta_s));
 }

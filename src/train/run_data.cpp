@@ -1,6 +1,6 @@
 #include "sft/train/run_data.h"
 
-#include <spdlog/spdlog.h>
+#include "sft/util/log.h"
 
 #include "sft/data/readers.h"
 #include "sft/util/error.h"
@@ -16,7 +16,7 @@ RunData build_run_data(const config::RunConfig& cfg, int world_size) {
     bool rebuilt = false;
     data::ChatTemplate tmpl = data::template_for(cfg, d);
     auto ds = data::prepare_dataset(d, cfg.data, *rd.tokenizer, tmpl, &rebuilt);
-    if (rebuilt) spdlog::info("data: prepared {} ({} records) into {}", d.name, ds->size(), ds->dir());
+    if (rebuilt) sft::log::info("data: prepared {} ({} records) into {}", d.name, ds->size(), ds->dir());
     counts.push_back(ds->size());
     rd.datasets.push_back(ds);
     rd.rebuilt.push_back(rebuilt);

@@ -1,4 +1,4 @@
-// The sentencepiece plugin seen from a LibTorch process: real models, special ids,
+// sentencepiece linked into a LibTorch process (no protobuf clash with pip LibTorch 2.x): real models, special ids,
 // continuation encoding without the dummy-prefix space.
 #include "sft/data/tokenizer.h"
 

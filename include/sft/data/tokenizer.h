@@ -1,4 +1,4 @@
-// Tokenizer: a sentencepiece model (Llama-style .model file) seen through the plugin.
+// Tokenizer: a sentencepiece model (Llama-style .model file).
 //
 // Thread-safe for concurrent encode/decode (sentencepiece's processor is immutable after
 // load). encode() never adds BOS/EOS: chat templates place them explicitly, segment by
@@ -16,8 +16,8 @@ namespace sft::data {
 
 class Tokenizer {
  public:
-  // Loads `model_path`; the plugin is found via $SFT_SPM_PLUGIN, next to the running
-  // executable, or in ../lib/sft/ beside it. Throws sft::Error naming what is missing.
+  // Loads `model_path`. Throws sft::Error naming the file when it is missing or not a
+  // sentencepiece model.
   static std::shared_ptr<const Tokenizer> load(const std::string& model_path);
   ~Tokenizer();
 
@@ -39,19 +39,15 @@ class Tokenizer {
   const std::string& path() const { return path_; }
   const std::string& sha256() const { return sha256_; }
 
-  struct Plugin;  // the loaded C table (see spm_api.h)
+  struct Processor;  // sentencepiece's processor, kept out of this header
 
  private:
   Tokenizer() = default;
-  const Plugin* plugin_ = nullptr;
-  void* handle_ = nullptr;
+  std::unique_ptr<Processor> proc_;
   std::string path_, sha256_;
   std::int32_t bos_ = -1, eos_ = -1, pad_ = -1, unk_ = 0, vocab_ = 0;
   bool dummy_prefix_ = false;
   std::vector<std::int32_t> sentinel_ids_;  // encode(kSentinel), for encode_continuation
 };
-
-// Where the plugin was (or would be) loaded from; for `sft version`.
-std::string spm_plugin_path();
 
 }  // namespace sft::data

@@ -99,7 +99,6 @@ class Llama {
   void set_activation_checkpointing(bool on) { checkpointing_ = on; }
   bool activation_checkpointing() const { return checkpointing_; }
   void set_attention_impl(AttentionImpl impl) { attn_impl_ = impl; }
-  static bool sdpa_available();
 
   // Index of the lm_head weight in parameters() (the embedding when tied).
   std::size_t lm_head_index() const { return lm_head_index_; }

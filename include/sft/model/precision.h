@@ -1,4 +1,4 @@
-// Mixed-precision helpers that hide the autocast API differences between LibTorch 1.13 and 2.x.
+// Mixed precision: an RAII autocast scope (what Python's `with torch.autocast(...)` does).
 #pragma once
 
 #include <c10/core/Device.h>
@@ -17,7 +17,7 @@ class AutocastGuard {
 
  private:
   bool active_ = false;
-  bool cuda_ = false;
+  c10::DeviceType type_ = c10::DeviceType::CPU;
   bool prev_enabled_ = false;
   c10::ScalarType prev_dtype_ = c10::kBFloat16;
 };

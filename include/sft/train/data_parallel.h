@@ -25,10 +25,6 @@
 #include "sft/model/llama.h"
 #include "sft/train/optimizer.h"
 
-namespace torch::autograd {
-struct Node;
-}
-
 namespace sft::train {
 
 class DataParallel : public model::ParamGatherer {
@@ -61,7 +57,9 @@ class DataParallel : public model::ParamGatherer {
   FlatAdamW& opt_;
   std::shared_ptr<dist::Context> ctx_;
   std::string strategy_;
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // keeps hooks alive
+  // Keeps the gradient accumulators (and so their hooks) alive; type-erased because LibTorch
+  // has held autograd nodes in shared_ptr (older releases) and in intrusive_ptr (2.14).
+  std::vector<std::shared_ptr<void>> accumulators_;
   // ddp / zero1 buckets: [flat begin, end), pending parameter count, launched reduction
   struct Bucket {
     std::int64_t begin = 0, end = 0;
