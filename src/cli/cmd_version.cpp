@@ -1,40 +1,43 @@
-// sft version: sft's and LibTorch's versions, CUDA availability, threads, plugin path.
+// sft version: sft's and LibTorch's versions, whether CUDA is compiled in and usable, threads.
 #include <ATen/Parallel.h>
-#include <torch/cuda.h>
 #include <torch/version.h>
 
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "sft/data/tokenizer.h"
-#include "sft/model/llama.h"
+#include "sft/util/cuda.h"
 
 namespace sft::cli {
 
 std::vector<Command> register_version(CLI::App& app) {
-  auto* cmd = app.add_subcommand("version", "print sft's version, the LibTorch version, CUDA availability and threads");
+  auto* cmd = app.add_subcommand("version", "print sft's version, the LibTorch version, its CUDA, and threads");
   static bool as_json = false;
   cmd->add_flag("--json", as_json, "print one JSON object");
   return {{cmd, [] {
-             bool cuda = torch::cuda::is_available();
+             const bool compiled = cuda::compiled();
+             const int devices = cuda::device_count();
+             const std::string cuda_version = cuda::runtime_version();
              nlohmann::json j = {{"sft", SFT_VERSION},
                                  {"libtorch", TORCH_VERSION},
-                                 {"cuda_available", cuda},
-                                 {"cuda_devices", cuda ? torch::cuda::device_count() : 0},
+                                 {"cuda_compiled", compiled},
+                                 {"cuda_version", cuda_version},
+                                 {"cuda_available", devices > 0},
+                                 {"cuda_devices", devices},
                                  {"threads", at::get_num_threads()},
-                                 {"sdpa", model::Llama::sdpa_available()},
-                                 {"sentencepiece_plugin", data::spm_plugin_path()}};
+                                 {"attention", "scaled_dot_product_attention"}};
+             if (devices > 0) j["cuda_device_name"] = cuda::device_name(0);
              if (as_json) {
                std::cout << j.dump() << "\n";
-             } else {
-               std::cout << "sft " << SFT_VERSION << "\n"
-                         << "libtorch " << TORCH_VERSION << "\n"
-                         << "cuda " << (cuda ? "available (" + std::to_string(torch::cuda::device_count()) + " devices)" : std::string("not available")) << "\n"
-                         << "threads " << at::get_num_threads() << "\n"
-                         << "attention " << (model::Llama::sdpa_available() ? "scaled_dot_product_attention" : "explicit (LibTorch < 2.0)") << "\n"
-                         << "sentencepiece plugin " << data::spm_plugin_path() << "\n";
+               return 0;
              }
+             std::cout << "sft " << SFT_VERSION << "\n"
+                       << "libtorch " << TORCH_VERSION << "\n"
+                       << "cuda " << (compiled ? "compiled in (CUDA " + cuda_version + ")" : std::string("not compiled in"))
+                       << ", " << (devices > 0 ? std::to_string(devices) + " device(s): " + cuda::device_name(0) : std::string("no device available"))
+                       << "\n"
+                       << "threads " << at::get_num_threads() << "\n"
+                       << "attention scaled_dot_product_attention\n";
              return 0;
            }}};
 }

@@ -1,26 +1,25 @@
 #include "sft/dist/context.h"
 
 #include <ATen/ATen.h>
-#include <spdlog/spdlog.h>
+#include "sft/util/log.h"
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef USE_C10D_NCCL
+#if SFT_WITH_CUDA
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
 #include <cstdlib>
 
+#include "sft/util/cuda.h"
 #include "sft/util/error.h"
 
 namespace sft::dist {
 
 struct Context::Impl {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> gloo;
-#ifdef USE_C10D_NCCL
-  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;
-#endif
+  c10::intrusive_ptr<c10d::Backend> pg;  // ProcessGroupGloo or ProcessGroupNCCL
+  c10::Device scalar_device{c10::kCPU};  // where all_reduce_scalar's tensor lives
 };
 
 namespace {
@@ -59,12 +58,15 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
   c->rank_ = launch.rank;
   c->world_ = launch.world;
   c->timeout_ = std::chrono::seconds(spec.timeout_s);
-  if (launch.world == 1) return c;
+  // One rank needs no group, unless dist.backend names one: then the collectives really
+  // run (a one-rank NCCL group is how a single GPU checks the NCCL path).
+  if (launch.world == 1 && spec.backend == "auto") return c;
 
   std::string backend = spec.backend == "auto" ? (device.is_cuda() ? "nccl" : "gloo") : spec.backend;
   c->backend_ = backend;
   c10d::TCPStoreOptions so;
-  so.port = static_cast<std::uint16_t>(launch.master_port);
+  // A one-rank group outside a launcher hosts its own store: any free port will do.
+  so.port = launch.world == 1 && !launch.agent_store ? 0 : static_cast<std::uint16_t>(launch.master_port);
   so.isServer = launch.rank == 0 && !launch.agent_store;  // torchrun >= 2 hosts the store in its agent
   if (!launch.agent_store) so.numWorkers = static_cast<std::size_t>(launch.world);
   so.waitWorkers = !launch.agent_store;
@@ -82,14 +84,21 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
   c->impl_->store = c10::make_intrusive<c10d::PrefixStore>(std::string("sft/") + (restart ? restart : "0"), tcp);
 
   if (backend == "nccl") {
-#ifdef USE_C10D_NCCL
-    if (!std::getenv("TORCH_NCCL_ASYNC_ERROR_HANDLING")) ::setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1", 0);
-    if (!std::getenv("NCCL_ASYNC_ERROR_HANDLING")) ::setenv("NCCL_ASYNC_ERROR_HANDLING", "1", 0);
+#if SFT_WITH_CUDA
+    // NCCL binds to the current device: make it this rank's GPU before the group exists.
+    cuda::set_device(launch.local_rank);
+    // Blocking wait: a collective that fails or outlives dist.timeout_s throws from wait()
+    // on the calling thread, where guarded() names it. With the default async handling
+    // the watchdog thread would instead kill the process with a log line of its own.
+    // The cost is that wait() blocks the host until the collective is done.
+    ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
+    ::setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0", /*overwrite=*/0);
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = std::chrono::duration_cast<std::chrono::milliseconds>(c->timeout_);
-    c->impl_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(c->impl_->store, launch.rank, launch.world, opts);
+    c->impl_->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(c->impl_->store, launch.rank, launch.world, opts);
+    c->impl_->scalar_device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
 #else
-    throw ConfigError("dist.backend: nccl needs a LibTorch built with CUDA and NCCL; this one has neither (use gloo)");
+    throw ConfigError("dist.backend: nccl needs sft built against a LibTorch with CUDA (SFT_CUDA=ON); this build has none (use gloo)");
 #endif
   } else {
     auto opts = c10d::ProcessGroupGloo::Options::create(std::chrono::duration_cast<std::chrono::milliseconds>(c->timeout_));
@@ -100,107 +109,66 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
     else
       opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     opts->threads = 2;
-    c->impl_->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(c->impl_->store, launch.rank, launch.world, opts);
+    c->impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(c->impl_->store, launch.rank, launch.world, opts);
   }
-  spdlog::info("dist: rank {}/{} (local {}), {} backend, rendezvous {}:{} via {}", launch.rank, launch.world,
+  sft::log::info("dist: rank {}/{} (local {}), {} backend, rendezvous {}:{} via {}", launch.rank, launch.world,
                launch.local_rank, backend, launch.master_addr, launch.master_port, launch.launcher);
   return c;
 }
 
-#ifdef USE_C10D_NCCL
-#define SFT_PG_CALL(method, ...) (impl_->nccl ? impl_->nccl->method(__VA_ARGS__) : impl_->gloo->method(__VA_ARGS__))
-#else
-#define SFT_PG_CALL(method, ...) (impl_->gloo->method(__VA_ARGS__))
-#endif
-
 void Context::all_reduce_sum(at::Tensor& t) {
-  if (world_ == 1) return;
+  if (!impl_->pg) return;
   all_reduce_sum_async(t).wait();
 }
 
 Context::Pending Context::all_reduce_sum_async(at::Tensor t) {
-  if (world_ == 1) return {[] {}};
-  const bool widen = backend_ == "gloo" && (t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf);
-  at::Tensor buf = widen ? t.to(at::kFloat) : t;  // Gloo has no bf16 sum; fp16 sums are slow
-  std::vector<at::Tensor> v{buf};
+  if (!impl_->pg) return {[] {}};
+  std::vector<at::Tensor> v{t};
   c10::intrusive_ptr<c10d::Work> work;
-  guarded(*this, "all-reduce", [&] { work = SFT_PG_CALL(allreduce, v, c10d::AllreduceOptions()); });
-  return {[this, work, buf, t, widen]() mutable {
-    guarded(*this, "all-reduce", [&] { work->wait(); });
-    if (widen) t.copy_(buf);
-  }};
+  guarded(*this, "all-reduce", [&] { work = impl_->pg->allreduce(v, c10d::AllreduceOptions()); });
+  return {[this, work]() mutable { guarded(*this, "all-reduce", [&] { work->wait(); }); }};
 }
 
 void Context::broadcast(at::Tensor& t, int root) {
-  if (world_ == 1) return;
+  if (!impl_->pg) return;
   std::vector<at::Tensor> v{t};
   c10d::BroadcastOptions o;
   o.rootRank = root;
-  guarded(*this, "broadcast", [&] { SFT_PG_CALL(broadcast, v, o)->wait(); });
+  guarded(*this, "broadcast", [&] { impl_->pg->broadcast(v, o)->wait(); });
 }
 
 void Context::all_gather(at::Tensor& out, const at::Tensor& in) {
-  if (world_ == 1) {
+  if (!impl_->pg) {
     out.copy_(in);
     return;
   }
-  const std::int64_t n = in.numel();
-  TORCH_CHECK(out.numel() == n * world_, "all_gather: output must hold world x input elements");
-#ifdef USE_C10D_NCCL
-  if (impl_->nccl) {
-    at::Tensor o = out, i = in;
-    guarded(*this, "all-gather", [&] { impl_->nccl->_allgather_base(o, i)->wait(); });
-    return;
-  }
-#endif
-  std::vector<std::vector<at::Tensor>> outs(1);
-  for (int r = 0; r < world_; ++r) outs[0].push_back(out.narrow(0, r * n, n));
-  std::vector<at::Tensor> ins{in.contiguous()};
-  guarded(*this, "all-gather", [&] { impl_->gloo->allgather(outs, ins)->wait(); });
+  TORCH_CHECK(out.numel() == in.numel() * world_, "all_gather: output must hold world x input elements");
+  at::Tensor o = out, i = in.contiguous();
+  guarded(*this, "all-gather", [&] { impl_->pg->_allgather_base(o, i)->wait(); });
 }
 
 void Context::reduce_scatter_sum(at::Tensor& out, const at::Tensor& in) {
   const std::int64_t n = out.numel();
-  if (world_ == 1) {
+  if (!impl_->pg) {
     out.copy_(in.view({-1}).narrow(0, 0, n));
     return;
   }
   TORCH_CHECK(in.numel() == n * world_, "reduce_scatter: input must hold world x output elements");
-#ifdef USE_C10D_NCCL
-  if (impl_->nccl) {
-    at::Tensor o = out, i = in;
-    guarded(*this, "reduce-scatter", [&] { impl_->nccl->_reduce_scatter_base(o, i)->wait(); });
-    return;
-  }
-#endif
-  // Gloo (1.13) has no reduce_scatter: exchange chunk r of every rank with all-to-all, sum locally.
-  at::Tensor src = in.to(at::kFloat).contiguous().view({-1});
-  at::Tensor recv = at::empty_like(src);
-  std::vector<std::int64_t> splits;
-  guarded(*this, "reduce-scatter (all-to-all)", [&] {
-    impl_->gloo->alltoall_base(recv, src, splits, splits, c10d::AllToAllOptions())->wait();
-  });
-  out.copy_(recv.view({world_, n}).sum(0));
+  at::Tensor o = out, i = in.contiguous();
+  guarded(*this, "reduce-scatter", [&] { impl_->pg->_reduce_scatter_base(o, i)->wait(); });
 }
 
 void Context::barrier() {
-  if (world_ == 1) return;
-  guarded(*this, "barrier", [&] { SFT_PG_CALL(barrier, c10d::BarrierOptions())->wait(); });
+  if (!impl_->pg) return;
+  guarded(*this, "barrier", [&] { impl_->pg->barrier(c10d::BarrierOptions())->wait(); });
 }
 
 double Context::all_reduce_scalar(double v) {
-  if (world_ == 1) return v;
-  at::Tensor t = at::scalar_tensor(v, at::TensorOptions().dtype(at::kDouble));
-  if (impl_->gloo) {
-    all_reduce_sum(t);
-    return t.item<double>();
-  }
-  at::Tensor f = t.to(at::kFloat).view({1});
-#ifdef USE_C10D_NCCL
-  f = f.to(at::Device(at::kCUDA, launch_.local_rank));
-#endif
-  all_reduce_sum(f);
-  return f.item<double>();
+  if (!impl_->pg) return v;
+  // fp64 on both backends: token counts above 2^24 stay exact (fp32 would round them).
+  at::Tensor t = at::full({1}, v, at::TensorOptions().dtype(at::kDouble).device(impl_->scalar_device));
+  all_reduce_sum(t);
+  return t.item<double>();
 }
 
 }  // namespace sft::dist

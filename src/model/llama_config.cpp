@@ -58,7 +58,13 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
   c.num_key_value_heads = get_int(j, "num_key_value_heads", c.num_attention_heads, where, errors);
   c.max_position_embeddings = get_int(j, "max_position_embeddings", c.max_position_embeddings, where, errors);
   c.rms_norm_eps = get_num(j, "rms_norm_eps", c.rms_norm_eps, where, errors);
-  c.rope_theta = get_num(j, "rope_theta", c.rope_theta, where, errors);
+  // transformers >= 5 writes the rope settings only inside "rope_parameters" (rope_theta,
+  // rope_type and its factors); older writers (and sft) use top-level rope_theta/rope_scaling.
+  const bool has_params = j.contains("rope_parameters") && j["rope_parameters"].is_object();
+  if (!j.contains("rope_theta") && has_params && j["rope_parameters"].contains("rope_theta"))
+    c.rope_theta = get_num(j["rope_parameters"], "rope_theta", c.rope_theta, where + ": rope_parameters", errors);
+  else
+    c.rope_theta = get_num(j, "rope_theta", c.rope_theta, where, errors);
   c.initializer_range = get_num(j, "initializer_range", c.initializer_range, where, errors);
   if (j.contains("tie_word_embeddings") && !j["tie_word_embeddings"].is_null()) {
     if (!j["tie_word_embeddings"].is_boolean()) errors += "\n" + where + ": tie_word_embeddings: expected true or false";
@@ -95,25 +101,34 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
     if (j.contains(k) && j[k].is_number_integer() && j[k].get<std::int64_t>() == 0)
       errors += "\n" + where + ": " + k + ": must be positive";
 
+  const nlohmann::json* scaling = nullptr;
+  std::string scaling_key = "rope_scaling";
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    const auto& rs = j["rope_scaling"];
+    scaling = &j["rope_scaling"];
+  } else if (has_params && j["rope_parameters"].value("rope_type", "default") != "default") {
+    scaling = &j["rope_parameters"];
+    scaling_key = "rope_parameters";
+  }
+  if (scaling) {
+    const auto& rs = *scaling;
+    const std::string ctx = where + ": " + scaling_key;
     std::string type = rs.value("rope_type", rs.value("type", ""));
     if (type == "llama3" || type == "linear") {
       RopeScaling s;
       s.type = type;
-      s.factor = get_num(rs, "factor", 1.0, where + ": rope_scaling", errors);
+      s.factor = get_num(rs, "factor", 1.0, ctx, errors);
       if (type == "llama3") {
-        s.low_freq_factor = get_num(rs, "low_freq_factor", 1.0, where + ": rope_scaling", errors);
-        s.high_freq_factor = get_num(rs, "high_freq_factor", 4.0, where + ": rope_scaling", errors);
+        s.low_freq_factor = get_num(rs, "low_freq_factor", 1.0, ctx, errors);
+        s.high_freq_factor = get_num(rs, "high_freq_factor", 4.0, ctx, errors);
         s.original_max_position_embeddings =
-            get_int(rs, "original_max_position_embeddings", 8192, where + ": rope_scaling", errors);
+            get_int(rs, "original_max_position_embeddings", 8192, ctx, errors);
         if (s.high_freq_factor <= s.low_freq_factor)
-          errors += "\n" + where + ": rope_scaling.high_freq_factor must exceed low_freq_factor";
+          errors += "\n" + ctx + ".high_freq_factor must exceed low_freq_factor";
       }
-      if (s.factor <= 0) errors += "\n" + where + ": rope_scaling.factor must be positive";
+      if (s.factor <= 0) errors += "\n" + ctx + ".factor must be positive";
       c.rope_scaling = s;
     } else {
-      errors += "\n" + where + ": rope_scaling: type \"" + type + "\" is not supported (llama3, linear)";
+      errors += "\n" + ctx + ": type \"" + type + "\" is not supported (llama3, linear)";
     }
   }
   if (!errors.empty()) throw ConfigError(errors.substr(1));

@@ -3,7 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <sched.h>
-#include <spdlog/spdlog.h>
+#include "sft/util/log.h"
 #include <sys/resource.h>
 #include <torch/version.h>
 
@@ -16,6 +16,7 @@
 #include "sft/model/llama.h"
 #include "sft/model/precision.h"
 #include "sft/train/memory_tracker.h"
+#include "sft/util/cuda.h"
 #include "sft/train/optimizer.h"
 #include "sft/train/trainer.h"
 #include "sft/util/error.h"
@@ -114,13 +115,22 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
   const std::int64_t n_nonemb = n_params - cfg.num_embedding_parameters();
   const double fpt = 6.0 * static_cast<double>(n_nonemb) + 12.0 * static_cast<double>(p.layers * p.seq * p.dim);
   const std::int64_t tokens_per_step = p.batch * p.seq * o.accum;
-  spdlog::info("[sft bench] preset={} dtype={} threads={} params={} tokens/step={}", o.preset, o.dtype, threads,
+  sft::log::info("[sft bench] preset={} dtype={} threads={} params={} tokens/step={}", o.preset, o.dtype, threads,
                n_params, tokens_per_step);
 
+  // On a GPU the step is timed with CUDA events and nothing inside it waits for the
+  // device (the loss is read once, after the step), so phase times are host launch times.
+  const bool gpu = device.is_cuda();
+  std::unique_ptr<cuda::EventTimer> timer;
+  if (gpu) timer = std::make_unique<cuda::EventTimer>(device);
   std::vector<double> step_times, fwd_t, bwd_t, opt_t, losses;
   for (std::int64_t step = 0; step < o.warmup + o.steps; ++step) {
+    if (gpu && step == o.warmup) cuda::reset_peak_memory(device.index());
+    cuda::synchronize(device);
     auto t0 = Clock::now();
-    double fwd = 0, bwd = 0, loss_total = 0;
+    if (gpu) timer->start();
+    double fwd = 0, bwd = 0;
+    at::Tensor loss_total = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
     opt.zero_grad();
     for (const auto& b : batches) {
       auto a = Clock::now();
@@ -134,16 +144,15 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
       auto e = Clock::now();
       fwd += std::chrono::duration<double>(m - a).count();
       bwd += std::chrono::duration<double>(e - m).count();
-      loss_total += loss.item<double>();
+      loss_total += loss.detach().to(at::kDouble);
     }
     auto o0 = Clock::now();
     opt.clip_grad_norm(1.0);
     opt.step(2e-5);
-    if (device.is_cuda()) (void)opt.params()[0].item<float>();  // wait for the GPU before reading the clock
     double optim = std::chrono::duration<double>(Clock::now() - o0).count();
-    double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+    double elapsed = gpu ? timer->stop_ms() / 1000.0 : std::chrono::duration<double>(Clock::now() - t0).count();
     // The reference reports the mean of per-micro-batch mean losses; ours equals it for equal-size micro-batches.
-    losses.push_back(loss_total / static_cast<double>(targets_per_step));
+    losses.push_back(loss_total.item<double>() / static_cast<double>(targets_per_step));
     const bool timed = step >= o.warmup;
     if (timed) {
       step_times.push_back(elapsed);
@@ -151,7 +160,7 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
       bwd_t.push_back(bwd);
       opt_t.push_back(optim);
     }
-    spdlog::info("[sft bench] step {:3d} {} loss {:.6f} {:.3f}s", step, timed ? "timed " : "warmup", losses.back(), elapsed);
+    sft::log::info("[sft bench] step {:3d} {} loss {:.6f} {:.3f}s", step, timed ? "timed " : "warmup", losses.back(), elapsed);
   }
   const double step_s = median(step_times);
   const double tps = static_cast<double>(tokens_per_step) / step_s;
@@ -194,10 +203,19 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
       {"blas_libraries", blas_libraries()},
       {"peak_tensor_mb", round_to(static_cast<double>(CpuMemoryTracker::peak_bytes()) / 1048576.0, 1)},
       {"activation_checkpointing", o.activation_checkpointing},
-      {"device", device.str()}};
+      {"device", device.str()},
+      {"timing", gpu ? "cuda events (phase times are host launch times)" : "host clock"}};
+  if (gpu) {
+    const cuda::MemoryStats mem = cuda::memory_stats(device.index());
+    r["device_name"] = cuda::device_name(device.index());
+    r["cuda_version"] = cuda::runtime_version();
+    r["peak_cuda_allocated_mb"] = round_to(static_cast<double>(mem.allocated_peak) / 1048576.0, 1);
+    r["peak_cuda_reserved_mb"] = round_to(static_cast<double>(mem.reserved_peak) / 1048576.0, 1);
+  }
   if (o.peak_gflops) {
     r["peak_gflops"] = *o.peak_gflops;
     r["fraction_of_peak"] = round_to(gflops / *o.peak_gflops, 4);
+    if (gpu) r["mfu"] = r["fraction_of_peak"];  // model FLOPs utilisation against the stated peak
   }
   return r;
 }

@@ -1,10 +1,10 @@
 #include "sft/train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
 #include <sched.h>
-#include <spdlog/spdlog.h>
-#include <torch/cuda.h>
+#include "sft/util/log.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +19,7 @@
 #include "sft/model/safetensors.h"
 #include "sft/train/data_parallel.h"
 #include "sft/train/memory_tracker.h"
+#include "sft/util/cuda.h"
 #include "sft/train/progress.h"
 #include "sft/train/stop_signal.h"
 #include "sft/train/tfevents.h"
@@ -30,6 +31,20 @@ namespace sft::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Peak bytes held by live tensors since the last reset: the CPU tracker's count, or the
+// CUDA caching allocator's statistics on a GPU.
+std::int64_t peak_memory_bytes(c10::Device device) {
+  if (device.is_cuda()) return cuda::memory_stats(device.index()).allocated_peak;
+  return CpuMemoryTracker::peak_bytes();
+}
+
+void reset_peak_memory(c10::Device device) {
+  if (device.is_cuda())
+    cuda::reset_peak_memory(device.index());
+  else
+    CpuMemoryTracker::reset_peak();
+}
 
 void append_line(const std::string& path, const std::string& line) {
   std::ofstream f(path, std::ios::app);
@@ -85,12 +100,14 @@ c10::Device setup_device(const config::TrainSpec& t, int local_rank) {
     threads = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
   }
   at::set_num_threads(threads);
-  if (t.device == "cpu") return c10::Device(c10::kCPU);
-  if (t.device == "auto")
-    return torch::cuda::is_available() ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank)) : c10::Device(c10::kCPU);
-  if (!torch::cuda::is_available()) throw ConfigError("train.device: " + t.device + " requested but CUDA is not available");
-  if (t.device == "cuda") return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
-  return c10::Device(t.device);
+  if (t.device == "cpu" || (t.device == "auto" && !cuda::available())) return c10::Device(c10::kCPU);
+  if (!cuda::available())
+    throw ConfigError("train.device: " + t.device + " requested but CUDA is not available (" +
+                      (cuda::compiled() ? "no GPU visible" : "sft was built without CUDA") + ")");
+  c10::Device d = t.device == "cuda" || t.device == "auto" ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank))
+                                                           : c10::Device(t.device);
+  cuda::set_device(d.index());  // the caching allocator and NCCL use the current device
+  return d;
 }
 
 struct Trainer::StepStats {
@@ -105,10 +122,11 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   const dist::LaunchInfo launch = dist::detect_launch();
   device_ = setup_device(cfg_.train, launch.local_rank);
   if (device_.is_cpu()) CpuMemoryTracker::install();
-  dist_ = launch.world > 1 ? dist::Context::create(launch, cfg_.dist, device_) : dist::Context::single();
+  dist_ = launch.world > 1 || cfg_.dist.backend != "auto" ? dist::Context::create(launch, cfg_.dist, device_)
+                                                          : dist::Context::single();
   rank_ = dist_->rank();
   world_ = dist_->world();
-  if (rank_ != 0) spdlog::set_level(spdlog::level::warn);  // rank 0 speaks for the job
+  if (rank_ != 0) sft::log::set_level(sft::log::Level::kWarn);  // rank 0 speaks for the job
   StopSignal::install();
   if (const char* inject = std::getenv("SFT_INJECT_NONFINITE")) {
     std::stringstream ss(inject);
@@ -180,11 +198,11 @@ void Trainer::log_settings() const {
     table += "\n  " + s.key + std::string(width + 2 - s.key.size(), ' ') + v + std::string(v.size() < 40 ? 40 - v.size() : 1, ' ') +
              "(" + s.source + ")";
   }
-  spdlog::info("settings ({}):{}", cfg_.source_file, table);
+  sft::log::info("settings ({}):{}", cfg_.source_file, table);
 }
 
 void Trainer::log_plan() const {
-  spdlog::info("model: {} parameters ({} layers, hidden {}, heads {}/{} kv, vocab {}), {} init, device {}, {} threads, "
+  sft::log::info("model: {} parameters ({} layers, hidden {}, heads {}/{} kv, vocab {}), {} init, device {}, {} threads, "
                "precision {}{}; {} rank(s), {}",
                model_->num_parameters(), model_->config().num_hidden_layers, model_->config().hidden_size,
                model_->config().num_attention_heads, model_->config().num_key_value_heads,
@@ -193,11 +211,11 @@ void Trainer::log_plan() const {
                cfg_.dist.strategy);
   for (std::size_t i = 0; i < cfg_.datasets.size(); ++i) {
     const auto& st = data_.datasets[i]->stats();
-    spdlog::info("data {}: {} records read, {} kept, {} bad (skipped), {} filtered, {} zero-target and {} too long "
+    sft::log::info("data {}: {} records read, {} kept, {} bad (skipped), {} filtered, {} zero-target and {} too long "
                  "(reported, not trained), {} truncated",
                  cfg_.datasets[i].name, st.read, st.kept, st.bad, st.filtered, st.zero_target, st.too_long,
                  st.truncated);
-    for (const auto& b : st.first_bad) spdlog::warn("  bad record {}: {}", b.where, b.reason);
+    for (const auto& b : st.first_bad) sft::log::warn("  bad record {}: {}", b.where, b.reason);
   }
   for (std::size_t s = 0; s < data_.streams.size(); ++s) {
     const auto& st = *data_.streams[s];
@@ -206,7 +224,7 @@ void Trainer::log_plan() const {
     for (const auto& src : data_.plan.stages[s].sources)
       sources += (sources.empty() ? "" : ", ") + src.dataset + (src.replay ? " (replay) " : " ") +
                  std::to_string(src.records) + (src.repeat > 1 ? " x" + std::to_string(src.repeat) : "");
-    spdlog::info("stage {}/{} {}: {} | {} samples x {} epochs, {} tokens ({} trained), {} steps, lr {:g} {}, "
+    sft::log::info("stage {}/{} {}: {} | {} samples x {} epochs, {} tokens ({} trained), {} steps, lr {:g} {}, "
                  "{} efficiency {:.1f}%",
                  s + 1, data_.streams.size(), spec.name, sources, st.samples_per_epoch(), spec.epochs, st.tokens(),
                  st.targets(), st.steps(), spec.lr, spec.schedule, cfg_.data.batching, 100.0 * st.packing_efficiency());
@@ -258,8 +276,8 @@ void Trainer::save_checkpoint(const Position& next) {
   }
   if (rank_ == 0) {
     checkpoints_->prune(cfg_.train.keep_checkpoints);
-    if (next.stage >= static_cast<int>(data_.streams.size())) spdlog::info("checkpoint {} (end of training)", dir);
-    else spdlog::info("checkpoint {} (stage {}, step {} of it)", dir, next.stage + 1, next.step);
+    if (next.stage >= static_cast<int>(data_.streams.size())) sft::log::info("checkpoint {} (end of training)", dir);
+    else sft::log::info("checkpoint {} (stage {}, step {} of it)", dir, next.stage + 1, next.step);
   }
   dist_->barrier();
 }
@@ -275,7 +293,7 @@ Trainer::Position Trainer::restore() {
   dist_->broadcast(chosen, 0);
   const std::int64_t chosen_step = chosen.cpu().item<std::int64_t>();
   if (chosen_step < 0) {
-    spdlog::info("resume: no checkpoint in {}; starting from the beginning", checkpoints_->root());
+    sft::log::info("resume: no checkpoint in {}; starting from the beginning", checkpoints_->root());
     return p;
   }
   if (rank_ != 0)
@@ -333,7 +351,7 @@ Trainer::Position Trainer::restore() {
   p.global_step = st.at("global_step");
   if (rank_ == 0) truncate_metrics(fs::join(cfg_.output_dir, "metrics.jsonl"), p.global_step);
   dist_->barrier();
-  spdlog::info("resumed from {}: stage {}, step {} of it, {} steps done", latest->dir, p.stage + 1, p.step, p.global_step);
+  sft::log::info("resumed from {}: stage {}, step {} of it, {} steps done", latest->dir, p.stage + 1, p.step, p.global_step);
   return p;
 }
 
@@ -400,7 +418,7 @@ TrainResult Trainer::fit() {
   for (const auto& s : data_.streams) total_steps += s->steps();
   if (cfg_.train.max_steps > 0) total_steps = std::min(total_steps, cfg_.train.max_steps);
   Progress progress(rank_ == 0, total_steps);
-  if (device_.is_cpu()) CpuMemoryTracker::reset_peak();
+  reset_peak_memory(device_);
 
   for (int s = pos.stage; s < static_cast<int>(data_.streams.size()); ++s) {
     const data::StageStream& stream = *data_.streams[static_cast<std::size_t>(s)];
@@ -446,7 +464,7 @@ TrainResult Trainer::fit() {
           throw Error("training diverged: " + std::to_string(consecutive_nonfinite_) +
                       " consecutive steps with a non-finite loss or gradient norm (stage " + spec.name + ", step " +
                       std::to_string(step + 1) + "); lower train.lr or check the data");
-        spdlog::warn("stage {} step {}: non-finite loss {} or grad norm {}; step skipped ({} in a row)", spec.name,
+        sft::log::warn("stage {} step {}: non-finite loss {} or grad norm {}; step skipped ({} in a row)", spec.name,
                      step + 1, st.loss, st.grad_norm, consecutive_nonfinite_);
         continue;
       }
@@ -473,7 +491,8 @@ TrainResult Trainer::fit() {
           nlohmann::json rec = {{"event", "step"}, {"step", pos.global_step}, {"stage", spec.name},
                                 {"stage_index", s}, {"stage_step", step + 1}, {"epoch", stream.epoch_at(step)},
                                 {"loss", mean_loss}, {"lr", lr}, {"grad_norm", st.grad_norm},
-                                {"tokens_per_s", tps}, {"elapsed_s", elapsed}};
+                                {"tokens_per_s", tps}, {"elapsed_s", elapsed},
+                                {"peak_memory_mb", static_cast<double>(peak_memory_bytes(device_)) / 1048576.0}};
           append_line(metrics, rec.dump());
           const double wall = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
           tb_->scalar("train/loss", mean_loss, pos.global_step, wall);
@@ -495,7 +514,7 @@ TrainResult Trainer::fit() {
     result.stage_last_loss.push_back(last_loss);
     if (rank_ == 0) {
       if (first < steps)
-        spdlog::info("stage {}/{} {} done: loss {:.4f} -> {:.4f}", s + 1, data_.streams.size(), spec.name, first_loss,
+        sft::log::info("stage {}/{} {} done: loss {:.4f} -> {:.4f}", s + 1, data_.streams.size(), spec.name, first_loss,
                      last_loss);
       append_line(metrics, nlohmann::json{{"event", "stage_end"}, {"stage", spec.name}, {"stage_index", s},
                                           {"step", pos.global_step}, {"first_loss", first_loss},
@@ -515,7 +534,7 @@ TrainResult Trainer::fit() {
   }
   result.steps = pos.global_step;
   result.skipped_steps = skipped_total_;
-  if (device_.is_cpu()) result.peak_memory_bytes = CpuMemoryTracker::peak_bytes();
+  result.peak_memory_bytes = peak_memory_bytes(device_);
   result.final_dir = fs::join(cfg_.output_dir, "final");
   export_model(result.final_dir);
   if (device_.is_cuda() && (cfg_.eval.at_end || cfg_.eval.at_stage_end)) {
@@ -531,9 +550,10 @@ TrainResult Trainer::fit() {
     append_line(metrics, nlohmann::json{{"event", "end"}, {"step", pos.global_step}, {"skipped_steps", skipped_total_},
                                         {"peak_memory_mb", static_cast<double>(result.peak_memory_bytes) / 1048576.0}}
                              .dump());
-    spdlog::info("done: {} steps ({} skipped) in {}; model saved to {}", pos.global_step, skipped_total_,
-                 Progress::format_duration(std::chrono::duration<double>(Clock::now() - run_start).count()),
-                 result.final_dir);
+    sft::log::info("done: {} steps ({} skipped) in {}, peak memory {:.0f} MiB ({}); model saved to {}", pos.global_step,
+                 skipped_total_, Progress::format_duration(std::chrono::duration<double>(Clock::now() - run_start).count()),
+                 static_cast<double>(result.peak_memory_bytes) / 1048576.0,
+                 device_.is_cuda() ? "CUDA caching allocator, allocated" : "CPU tensors", result.final_dir);
   }
   return result;
 }
@@ -541,7 +561,7 @@ TrainResult Trainer::fit() {
 void Trainer::run_eval(const std::string& model_dir, const std::string& label, int stage, std::int64_t step) {
   if (rank_ != 0 || cfg_.eval.benchmarks.empty()) return;
   if (!opts_.evaluate) {
-    spdlog::warn("eval: the config asks for an evaluation but this trainer has no evaluator (run it with sft train)");
+    sft::log::warn("eval: the config asks for an evaluation but this trainer has no evaluator (run it with sft train)");
     return;
   }
   auto results = opts_.evaluate(model_dir);
@@ -558,7 +578,7 @@ void Trainer::run_eval(const std::string& model_dir, const std::string& label, i
     append_line(fs::join(cfg_.output_dir, "metrics.jsonl"), rec.dump());
     if (s.contains("score") && s["score"].is_number()) {
       tb_->scalar("eval/" + it.key(), s["score"].get<double>(), step, wall);
-      spdlog::info("eval {} {}: {} {:.4f}", label, it.key(), s.value("metric", std::string("score")), s["score"].get<double>());
+      sft::log::info("eval {} {}: {} {:.4f}", label, it.key(), s.value("metric", std::string("score")), s["score"].get<double>());
     }
   }
   tb_->flush();
@@ -579,7 +599,7 @@ void Trainer::export_model(const std::string& dir) {
     } else {
       model::save_hf_model(*model_, dir, so);
     }
-    spdlog::info("exported {}", dir);
+    sft::log::info("exported {}", dir);
   }
   dist_->barrier();
 }

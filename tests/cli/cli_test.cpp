@@ -19,6 +19,13 @@ TEST(Cli, VersionPrintsLibTorchCudaAndThreads) {
   auto v = nlohmann::json::parse(j.out);
   EXPECT_TRUE(v.contains("cuda_available"));
   EXPECT_GE(v["threads"].get<int>(), 1);
+  // LibTorch 2.x, and CUDA compiled in exactly when this build has it (SFT_CUDA).
+  EXPECT_EQ(v["libtorch"].get<std::string>().rfind("2.", 0), 0u) << v.dump();
+  EXPECT_EQ(v["cuda_compiled"].get<bool>(), SFT_WITH_CUDA != 0) << v.dump();
+  if (SFT_WITH_CUDA) {
+    EXPECT_EQ(v["cuda_version"].get<std::string>().rfind("13.", 0), 0u) << v.dump();
+    EXPECT_NE(r.out.find("compiled in (CUDA 13."), std::string::npos) << r.out;
+  }
 }
 
 TEST(Cli, UsageErrorsExitWithTwo) {

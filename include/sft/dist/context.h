@@ -1,12 +1,11 @@
 // Context: this rank's place in the job and its c10d process group (TCPStore rendezvous;
 // ProcessGroupNCCL for CUDA tensors, ProcessGroupGloo on CPU). World size 1 needs no
-// group: every collective is then a no-op.
+// group (every collective is then a no-op) unless dist.backend names one explicitly.
 //
 // Collectives block until done (the async one returns a handle) and throw sft::Error
 // naming the collective and the rank when a peer dies or the timeout (dist.timeout_s)
-// expires, so no rank hangs forever. Gloo in LibTorch 1.13 lacks bf16/fp16 all-reduce,
-// AVG and reduce_scatter: bf16/fp16 are reduced in fp32, and reduce-scatter is an
-// all-to-all followed by a local sum.
+// expires, so no rank hangs forever (NCCL runs with TORCH_NCCL_BLOCKING_WAIT=1 for that).
+// Tensors are reduced in their own dtype (bf16 included) on both backends; scalars in fp64.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -40,7 +39,7 @@ class Context {
 
   // In place, summed over ranks.
   void all_reduce_sum(at::Tensor& t);
-  // Starts a sum all-reduce; wait() finishes it (and copies back for fp32 fallbacks).
+  // Starts a sum all-reduce; wait() finishes it.
   struct Pending {
     std::function<void()> wait;
   };

@@ -52,7 +52,7 @@ struct TrainResult {
   std::int64_t skipped_steps = 0;
   std::string final_dir;                      // "" when stopped early
   bool stopped = false;                       // by SIGTERM / SIGINT
-  std::int64_t peak_memory_bytes = 0;         // CPU tensor bytes (0 when not measured)
+  std::int64_t peak_memory_bytes = 0;         // tensor bytes: CPU tracker, or CUDA allocator's allocated peak
 };
 
 // Thrown out of fit() after a graceful stop, once the checkpoint is safely written.

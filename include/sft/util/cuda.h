@@ -1,0 +1,53 @@
+// CUDA as sft sees it: whether it was compiled in, the device a rank uses, the caching
+// allocator's memory statistics and event timing. Every function is safe to call in a
+// build without CUDA (SFT_WITH_CUDA=0) or on a machine without a GPU: it then reports
+// "none" (zeros, false) or throws sft::Error where a GPU is required.
+//
+// All CUDA headers stay inside src/util/cuda.cpp (and src/dist/context.cpp for NCCL).
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace sft::cuda {
+
+bool compiled();            // sft built with SFT_CUDA=ON (LibTorch has CUDA)
+bool available();           // compiled() and at least one GPU is usable
+int device_count();         // 0 when !available()
+std::string runtime_version();  // CUDA runtime LibTorch was built with, e.g. "13.0"; "" if none
+std::string device_name(int index);
+
+// Makes `index` this thread's current device (before creating an NCCL process group, so
+// that NCCL and the caching allocator bind to the rank's own GPU).
+void set_device(int index);
+// Waits for all work queued on `device` (no-op on the CPU).
+void synchronize(c10::Device device);
+
+// The caching allocator's statistics for one GPU, in bytes. "allocated" is what live
+// tensors hold; "reserved" is what the allocator took from the driver (what nvidia-smi
+// shows, less the CUDA context).
+struct MemoryStats {
+  std::int64_t allocated = 0, allocated_peak = 0;
+  std::int64_t reserved = 0, reserved_peak = 0;
+};
+MemoryStats memory_stats(int index);  // zeros when !available()
+void reset_peak_memory(int index);
+
+// GPU time between start() and stop(), from CUDA events on the current stream (the host
+// does not wait in start(); stop() synchronises on the end event).
+class EventTimer {
+ public:
+  explicit EventTimer(c10::Device device);
+  ~EventTimer();
+  void start();
+  double stop_ms();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sft::cuda

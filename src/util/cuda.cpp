@@ -1,0 +1,97 @@
+#include "sft/util/cuda.h"
+
+#include "sft/util/error.h"
+
+#if SFT_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+namespace sft::cuda {
+
+#if SFT_WITH_CUDA
+
+bool compiled() { return true; }
+bool available() { return c10::cuda::device_count() > 0; }
+int device_count() { return static_cast<int>(c10::cuda::device_count()); }
+
+std::string runtime_version() {
+  long v = at::detail::getCUDAHooks().versionCUDART();  // e.g. 13000
+  if (v <= 0) return "";
+  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
+
+std::string device_name(int index) {
+  if (!available()) return "";
+  return at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(index))->name;
+}
+
+void set_device(int index) {
+  if (index < 0 || index >= device_count())
+    throw Error("CUDA device " + std::to_string(index) + " does not exist (this machine has " +
+                std::to_string(device_count()) + "); check LOCAL_RANK and CUDA_VISIBLE_DEVICES");
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
+}
+
+void synchronize(c10::Device device) {
+  if (device.is_cuda()) c10::cuda::device_synchronize();
+}
+
+MemoryStats memory_stats(int index) {
+  if (!available()) return {};
+  auto s = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(index));
+  constexpr std::size_t kAggregate = 0;  // StatType::AGGREGATE: all pools together
+  return {s.allocated_bytes[kAggregate].current, s.allocated_bytes[kAggregate].peak,
+          s.reserved_bytes[kAggregate].current, s.reserved_bytes[kAggregate].peak};
+}
+
+void reset_peak_memory(int index) {
+  if (available()) c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(index));
+}
+
+struct EventTimer::Impl {
+  at::cuda::CUDAEvent begin{cudaEventDefault}, end{cudaEventDefault};  // default flags disable timing
+};
+
+EventTimer::EventTimer(c10::Device device) {
+  if (!device.is_cuda()) throw Error("EventTimer needs a CUDA device, got " + device.str());
+  impl_ = std::make_unique<Impl>();
+}
+
+void EventTimer::start() { impl_->begin.record(); }
+
+double EventTimer::stop_ms() {
+  impl_->end.record();
+  impl_->end.synchronize();
+  return impl_->begin.elapsed_time(impl_->end);
+}
+
+#else  // built without CUDA
+
+bool compiled() { return false; }
+bool available() { return false; }
+int device_count() { return 0; }
+std::string runtime_version() { return ""; }
+std::string device_name(int) { return ""; }
+void set_device(int index) {
+  throw Error("CUDA device " + std::to_string(index) + " requested, but sft was built without CUDA (SFT_CUDA=OFF)");
+}
+void synchronize(c10::Device) {}
+MemoryStats memory_stats(int) { return {}; }
+void reset_peak_memory(int) {}
+
+struct EventTimer::Impl {};
+EventTimer::EventTimer(c10::Device device) {
+  throw Error("EventTimer needs CUDA, but sft was built without it (device " + device.str() + ")");
+}
+void EventTimer::start() {}
+double EventTimer::stop_ms() { return 0.0; }
+
+#endif
+
+EventTimer::~EventTimer() = default;
+
+}  // namespace sft::cuda
