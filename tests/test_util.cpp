@@ -23,6 +23,12 @@ namespace sft::test {
 static const bool kMallocTuned = (tune_malloc(), true);
 
 std::string source_dir() { return SFT_SOURCE_DIR; }
+std::string python() { return SFT_PYTHON; }
+std::string venv_program(const std::string& name) {
+  std::string py = python();
+  auto slash = py.rfind('/');
+  return slash == std::string::npos ? name : py.substr(0, slash + 1) + name;
+}
 std::string sft_binary() { return SFT_BINARY; }
 std::string tiny(const std::string& file) { return source_dir() + "/data/tiny/" + file; }
 

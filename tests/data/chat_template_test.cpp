@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "sft/util/error.h"
 #include "test_util.h"
 
@@ -44,6 +46,64 @@ TEST(ChatTemplate, EmptyAnswerRendersLikeFastChat) {
   auto t = ChatTemplate::create("vicuna_v1.1", std::string("S"));
   // FastChat: an empty message renders "ROLE:" with no separator.
   EXPECT_EQ(t.render(chat({"q1", "", "q2", "a2"})), "S USER: q1 ASSISTANT:USER: q2 ASSISTANT: a2</s>");
+}
+
+TEST(ChatTemplate, EmptyUserTurnRendersLikeFastChat) {
+  // FastChat renders any empty message as its bare role tag (get_prompt's `if message:`).
+  Record r = chat({"", "a"});
+  EXPECT_EQ(ChatTemplate::create("vicuna_v1.1", std::string("S")).render(r), "S USER:ASSISTANT: a</s>");
+  EXPECT_EQ(ChatTemplate::create("llama-2", std::string("S")).render(r), "[INST] <<SYS>>\nS\n<</SYS>>\n\n[INST][/INST] a </s><s>");
+  EXPECT_EQ(ChatTemplate::create("chatml", std::string("S")).render(r),
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n<|im_start|>assistant\na<|im_end|>\n");
+}
+
+// fastchat.conversation for ["Hi", "Hello!", "Bye"] then append_message(roles[1], None).
+TEST(ChatTemplate, ConversationEndingWithTheUsersTurnRendersTheWholeConversationsPrompt) {
+  Record r = chat({"Hi", "Hello!", "Bye"});
+  EXPECT_TRUE(ChatTemplate::awaits_answer(r));
+  EXPECT_FALSE(ChatTemplate::awaits_answer(chat({"Hi", "Hello!"})));
+  const std::pair<const char*, std::string> want[] = {
+      {"vicuna_v1.1", std::string(kVicunaSys) + " USER: Hi ASSISTANT: Hello!</s>USER: Bye ASSISTANT:"},
+      {"llama-2", "[INST] Hi [/INST] Hello! </s><s>[INST] Bye [/INST]"},
+      {"chatml",
+       "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+       "<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"}};
+  for (const auto& [name, prompt] : want) {
+    auto t = ChatTemplate::create(name);
+    EXPECT_EQ(ChatTemplate::join(t.generation_segments(r)), prompt) << name;
+    EXPECT_EQ(ChatTemplate::join(t.generation_segments(r, 1)), prompt) << name;
+    // The training sample is the answered part only.
+    EXPECT_EQ(t.render(r), t.render(chat({"Hi", "Hello!"}))) << name;
+  }
+  // A single unanswered question: its prompt renders, and nothing is trained.
+  auto v = ChatTemplate::create("vicuna_v1.1");
+  Record q = chat({"q"});
+  EXPECT_EQ(ChatTemplate::join(v.generation_segments(q)), std::string(kVicunaSys) + " USER: q ASSISTANT:");
+  for (const auto& seg : v.generation_segments(q)) EXPECT_FALSE(seg.trained);
+}
+
+TEST(ChatTemplate, ConversationWithoutAnAnswerIsRefusedForTrainingNamingTheRecord) {
+  auto t = ChatTemplate::create("vicuna_v1.1");
+  Record q = chat({"q"});
+  q.origin = {"convs.json", 7, 3, "abc"};
+  try {
+    t.segments(q);
+    FAIL() << "expected a DataError";
+  } catch (const DataError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("convs.json:7"), std::string::npos) << m;
+    EXPECT_NE(m.find("record 3, id abc"), std::string::npos) << m;
+    EXPECT_NE(m.find("no assistant answer"), std::string::npos) << m;
+  }
+}
+
+TEST(ChatTemplate, GenerationPromptsExistOnlyForTheConversationsUserTurns) {
+  auto t = ChatTemplate::create("vicuna_v1.1");
+  Record r = chat({"q1", "a1", "q2", "a2"});
+  EXPECT_NO_THROW(t.generation_segments(r, 1));
+  EXPECT_THROW(t.generation_segments(r, 2), Error);  // there is no third user turn
+  EXPECT_THROW(t.generation_segments(r), Error);     // every user turn is answered
+  EXPECT_THROW(t.generation_segments(chat({"q1", "a1", "q2"}), 2), Error);
 }
 
 TEST(ChatTemplate, Llama2MatchesFastChatLlama2Style) {
@@ -139,6 +199,18 @@ TEST_P(TemplateMask, GenerationPromptIsAPrefixOfTheTrainingSample) {
     EXPECT_EQ(prompt.mask.back(), 0);
     EXPECT_EQ(full.mask[prompt.ids.size()], 1) << GetParam() << " turn " << turn;
   }
+}
+
+TEST_P(TemplateMask, PromptForAnUnansweredLastTurnIsAPrefixOfTheAnsweredSample) {
+  auto t = ChatTemplate::create(GetParam());
+  Record open = chat({"Hi, my name is Ava.", "Hello Ava!", "Who are you?"});
+  Record answered = chat({"Hi, my name is Ava.", "Hello Ava!", "Who are you?", "An assistant."});
+  Encoded prompt = ChatTemplate::encode(t.generation_segments(open), *tok_);
+  Encoded full = ChatTemplate::encode(t.segments(answered), *tok_);
+  ASSERT_LT(prompt.ids.size(), full.ids.size());
+  EXPECT_TRUE(std::equal(prompt.ids.begin(), prompt.ids.end(), full.ids.begin())) << GetParam();
+  EXPECT_TRUE(std::equal(prompt.mask.begin(), prompt.mask.end(), full.mask.begin())) << GetParam();
+  EXPECT_EQ(full.mask[prompt.ids.size()], 1) << GetParam();  // the next token starts the last answer
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTemplates, TemplateMask,

@@ -137,6 +137,30 @@ TEST(Readers, SharegptTrailingUserTurnIsDroppedAndCounted) {
   EXPECT_EQ(r.trailing_user_turns, 1);
 }
 
+TEST(Readers, UnansweredLastUserTurnIsKeptOnlyWhenAsked) {
+  test::TempDir d;
+  test::write(d.file("c.json"), R"([{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"},
+     {"from": "human", "value": "unanswered"}]}, {"conversations": [{"from": "human", "value": "alone"}]}])");
+  config::DatasetSpec s;
+  s.name = "c";
+  s.path = d.file("c.json");
+  s.format = "sharegpt";
+  ReadResult kept = read_dataset(s, "error", /*keep_unanswered=*/true);
+  ASSERT_EQ(kept.records.size(), 2u);
+  ASSERT_EQ(kept.records[0].turns.size(), 3u);
+  EXPECT_EQ(kept.records[0].turns[2].role, Role::kUser);
+  EXPECT_EQ(kept.records[0].turns[2].content, "unanswered");
+  ASSERT_EQ(kept.records[1].turns.size(), 1u);
+  EXPECT_EQ(kept.records[1].turns[0].content, "alone");
+  EXPECT_EQ(kept.trailing_user_turns, 0);
+  // For training the same file drops the turn and refuses the conversation left with none.
+  ReadResult dropped = read_dataset(s, "skip");
+  ASSERT_EQ(dropped.records.size(), 1u);
+  EXPECT_EQ(dropped.records[0].turns.size(), 2u);
+  ASSERT_EQ(dropped.bad.size(), 1u);
+  EXPECT_NE(dropped.bad[0].reason.find("no assistant answer"), std::string::npos);
+}
+
 TEST(Readers, MessagesFilterKeepsMatchingRecordsOnly) {
   test::TempDir d;
   test::write(d.file("m.jsonl"),

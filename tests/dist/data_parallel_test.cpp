@@ -92,11 +92,13 @@ TEST_F(TwoRanks, DdpAndEveryZeroStageMatchASingleProcess) {
   }
 }
 
-TEST_F(TwoRanks, TorchrunLaunchWorksWithTheDebianWorkaround) {
-  if (!fs::exists("/usr/bin/torchrun")) GTEST_SKIP() << "/usr/bin/torchrun (python3-torch) is not installed";
+TEST_F(TwoRanks, TorchrunOfTheSameTorchLaunchesTwoRanks) {
+  SFT_REQUIRE_PYTHON();
+  const std::string torchrun = test::venv_program("torchrun");
+  ASSERT_TRUE(fs::exists(torchrun)) << torchrun << " is missing: rerun scripts/setup.sh";
   test::TempDir d;
-  std::vector<std::string> argv = {"/usr/bin/torchrun", "--standalone", "--nproc_per_node=2", "--redirects", "9:1",
-                                    "--tee", "9:1", "--monitor_interval", "0.5", "--no_python", test::sft_binary()};
+  std::vector<std::string> argv = {torchrun, "--standalone", "--nproc_per_node=2", "--monitor_interval", "0.5",
+                                    "--no-python", test::sft_binary()};
   auto a = args(d.file("run"), dir_->file("cache"), {"train.batch_size=4", "train.grad_accum=1", "train.max_steps=4"});
   argv.insert(argv.end(), a.begin(), a.end());
   auto r = test::run_program(argv, {}, 600);

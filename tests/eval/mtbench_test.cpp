@@ -1,5 +1,5 @@
 // MT-Bench answers: the answer file of a tiny model follows FastChat's model_answer format
-// for all 80 questions (checked here and by FastChat's own loading code in Python).
+// for all 80 questions (checked here and by FastChat's own loading code, fschat in the venv).
 #include "sft/eval/mtbench.h"
 
 #include <gtest/gtest.h>
@@ -28,20 +28,30 @@ std::string tiny_random_model(const test::TempDir& d) {
   return d.file("model");
 }
 
-// FastChat's fastchat/llm_judge/common.py load_model_answers + the judge's access pattern.
+// FastChat's own loaders (fastchat/llm_judge/common.py: load_questions, load_model_answers,
+// check_data) on sft's answer folder, then the judge's access pattern (gen_judgment.py).
+// Importing that module pulls in the judges' API clients and the model adapters (openai,
+// anthropic, psutil), which the venv does not have; the three loaders are plain functions,
+// so they are taken from the installed file.
 constexpr const char* kFastChatLoad = R"PY(
-import json, sys
-answers = {}
-with open(sys.argv[1]) as f:
-    for line in f:
-        l = json.loads(line)
-        answers[l["question_id"]] = l
-questions = [json.loads(l) for l in open(sys.argv[2])]
+import ast, glob, json, os, sys, typing
+import fastchat
+path = os.path.join(os.path.dirname(fastchat.__file__), "llm_judge", "common.py")
+tree = ast.parse(open(path).read())
+wanted = {"load_questions", "load_model_answers", "check_data"}
+defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in wanted]
+assert {d.name for d in defs} == wanted, "fschat %s: %s lacks one of %s" % (fastchat.__version__, path, wanted)
+fc = {"json": json, "os": os, "glob": glob, "Optional": typing.Optional}
+exec(compile(ast.Module(body=defs, type_ignores=[]), path, "exec"), fc)
+questions = fc["load_questions"](sys.argv[2], None, None)
+answers = fc["load_model_answers"](sys.argv[1])
+fc["check_data"](questions, answers, {}, [sys.argv[3]], {})
+model = answers[sys.argv[3]]
 for q in questions:
-    a = answers[q["question_id"]]
+    a = model[q["question_id"]]
     for t in range(len(q["turns"])):
         assert isinstance(a["choices"][0]["turns"][t], str)
-print(len(answers))
+print(len(questions), len(model))
 )PY";
 
 TEST(MtBenchFormat, ShortUuidsAndTemperaturesFollowFastChat) {
@@ -62,6 +72,7 @@ TEST(MtBenchFormat, ShortUuidsAndTemperaturesFollowFastChat) {
 }
 
 TEST(MtBenchAnswers, ATinyModelsAnswerFileValidatesForAll80Questions) {
+  SFT_REQUIRE_PYTHON();
   SFT_REQUIRE_SHARED_DATA();
   test::TempDir d;
   const std::string model = tiny_random_model(d);
@@ -109,9 +120,10 @@ TEST(MtBenchAnswers, ATinyModelsAnswerFileValidatesForAll80Questions) {
   EXPECT_NE(res["summary"]["judge"].get<std::string>().find("not run"), std::string::npos);
   EXPECT_EQ(res["samples"].size(), 80u);
 
-  auto py = test::run_program({"/usr/bin/python3", "-c", kFastChatLoad, answers, questions_path}, {}, 60);
+  auto py = test::run_program({test::python(), "-c", kFastChatLoad, d.file("out/model_answer"), questions_path, "tiny-sft"},
+                              {}, 60);
   ASSERT_EQ(py.exit_code, 0) << py.err;
-  EXPECT_EQ(py.out, "80\n");
+  EXPECT_EQ(py.out, "80 80\n");
 }
 
 }  // namespace

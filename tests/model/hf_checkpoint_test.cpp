@@ -60,8 +60,7 @@ TEST(HfCheckpoint, LoadSaveLoadIsBitExact) {
 }
 
 TEST(HfCheckpoint, AnIndependentReaderScoresTheSavedFolderIdentically) {
-  auto probe = test::run_program({"/usr/bin/python3", "-c", "import torch"}, {}, 120);
-  if (probe.exit_code != 0) GTEST_SKIP() << "/usr/bin/python3 with torch (python3-torch) is not installed";
+  SFT_REQUIRE_PYTHON();
   test::TempDir d;
   // A model sft initialised itself, saved in bf16 with shards.
   auto cfg = load_llama_config(fixture("gqa_bf16_sharded"));
@@ -76,7 +75,7 @@ TEST(HfCheckpoint, AnIndependentReaderScoresTheSavedFolderIdentically) {
   auto ours = score(*reloaded, ids);
   std::string id_list;
   for (auto i : ids) id_list += (id_list.empty() ? "" : ",") + std::to_string(i);
-  auto r = test::run_program({"/usr/bin/python3", test::source_dir() + "/scripts/make_reference.py", "score",
+  auto r = test::run_program({test::python(), test::source_dir() + "/scripts/make_reference.py", "score",
                               d.file("out"), "--ids", id_list},
                              {}, 300);
   ASSERT_EQ(r.exit_code, 0) << r.err;

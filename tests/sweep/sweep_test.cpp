@@ -225,10 +225,9 @@ TEST(SweepEndToEnd, ATwoByTwoMicroSweepTrainsEvaluatesAndReports) {
   EXPECT_NE(md.find("math: score = "), std::string::npos) << md;
   EXPECT_NE(md.find("R^2"), std::string::npos);
 
-  // The plotting script draws the scaling curve (matplotlib comes from Debian's setup).
-  auto has_mpl = test::run_program({"/usr/bin/python3", "-c", "import matplotlib"});
-  if (has_mpl.exit_code == 0) {
-    auto plot = test::run_program({"/usr/bin/python3", test::source_dir() + "/scripts/plot_sweep.py",
+  // The plotting script draws the scaling curve (matplotlib is in setup.sh's venv).
+  if (!test::python().empty()) {
+    auto plot = test::run_program({test::python(), test::source_dir() + "/scripts/plot_sweep.py",
                                    d.file("out/report.json"), "-o", d.file("out/micro.png")});
     ASSERT_EQ(plot.exit_code, 0) << plot.err;
     EXPECT_EQ(test::read(d.file("out/micro.png")).substr(1, 3), "PNG");
