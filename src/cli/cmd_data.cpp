@@ -1,5 +1,5 @@
 // sft data prepare | stats | render | inspect: look at what a run will train on.
-#include <spdlog/spdlog.h>
+#include "sft/util/log.h"
 #include <unistd.h>
 
 #include <chrono>
@@ -113,15 +113,32 @@ int run_render() {
   auto tmpl = data::ChatTemplate::create(A.tmpl, A.system.empty() ? std::nullopt : std::optional<std::string>(A.system));
   std::shared_ptr<const data::Tokenizer> tok;
   if (!A.tokenizer.empty()) tok = data::Tokenizer::load(A.tokenizer);
-  data::ReadResult rr = data::read_dataset(spec, A.skip_bad ? "skip" : "error");
-  for (const auto& b : rr.bad) spdlog::warn("skipped bad record {}: {}", b.where, b.reason);
+  // Unanswered last user turns are kept: --generation renders their prompts.
+  data::ReadResult rr = data::read_dataset(spec, A.skip_bad ? "skip" : "error", /*keep_unanswered=*/true);
+  for (const auto& b : rr.bad) sft::log::warn("skipped bad record {}: {}", b.where, b.reason);
   bool found = false;
+  std::int64_t unanswered = 0;
   for (std::size_t i = 0; i < rr.records.size(); ++i) {
     const data::Record& r = rr.records[i];
     if (A.index >= 0 && r.origin.index != A.index) continue;
     if (!A.id.empty() && r.origin.id != A.id) continue;
     found = true;
-    std::vector<data::Segment> segs = A.generation && !r.is_text ? tmpl.generation_segments(r, 0) : tmpl.segments(r);
+    std::vector<data::Segment> segs;
+    if (A.generation && !r.is_text) {
+      // A conversation ending with the user's turn: the prompt for its answer (all of it).
+      segs = data::ChatTemplate::awaits_answer(r) ? tmpl.generation_segments(r) : tmpl.generation_segments(r, 0);
+    } else {
+      // Training render: the unanswered last turn is not part of the sample, and a
+      // conversation with no answer at all has no sample.
+      if (data::ChatTemplate::awaits_answer(r)) ++unanswered;
+      try {
+        segs = tmpl.segments(r);
+      } catch (const DataError& e) {
+        if (!A.skip_bad || A.index >= 0 || !A.id.empty()) throw;
+        sft::log::warn("skipped record: {}", e.what());
+        continue;
+      }
+    }
     std::string text = data::ChatTemplate::join(segs);
     if (A.json) {
       ordered_json j = {{"index", r.origin.index}, {"id", r.origin.id}, {"origin", origin_json(r.origin)}, {"text", text}};
@@ -140,6 +157,10 @@ int run_render() {
   }
   if (!found && (A.index >= 0 || !A.id.empty()))
     throw DataError(A.file + ": no record with " + (A.index >= 0 ? "index " + std::to_string(A.index) : "id " + A.id));
+  if (unanswered > 0)
+    sft::log::info("{} conversation(s) end with an unanswered user turn, left out of the training render; "
+                   "--generation renders the prompt for it",
+                   unanswered);
   return 0;
 }
 
@@ -241,7 +262,9 @@ std::vector<Command> register_data(CLI::App& app) {
   render->add_option("--tokenizer", A.tokenizer, "sentencepiece model: adds ids and mask to --json output");
   auto* idx = render->add_option("--index", A.index, "only the record at this 0-based position in the file");
   render->add_option("--id", A.id, "only the record with this id")->excludes(idx);
-  render->add_flag("--generation", A.generation, "render the prompt inference feeds for the first user turn");
+  render->add_flag("--generation", A.generation,
+                   "render the prompt inference feeds: for the last user turn of a conversation that ends with one "
+                   "(the whole conversation so far), else for the first user turn");
   render->add_flag("--json", A.json, "one JSON object per record: text (+ ids, mask with --tokenizer)");
   render->add_option("--filter", A.filter, "keep records whose FIELD equals VALUE (e.g. label=true)");
   render->add_option("--system", A.system, "system message replacing the template's default");

@@ -62,6 +62,18 @@ ChatTemplate ChatTemplate::create(const std::string& name, std::optional<std::st
   return t;
 }
 
+namespace {
+
+// "file:line: record 3, id x" for error messages; records built in code have no file.
+std::string record_name(const Record& r) {
+  const Origin& o = r.origin;
+  std::string id = o.id.empty() ? "" : ", id " + o.id;
+  if (o.file.empty()) return "record " + std::to_string(o.index) + id;
+  return o.where() + ": record " + std::to_string(o.index) + id;
+}
+
+}  // namespace
+
 std::vector<Segment> ChatTemplate::segments(const Record& r) const {
   SegmentList s;
   if (r.is_text) {
@@ -70,13 +82,26 @@ std::vector<Segment> ChatTemplate::segments(const Record& r) const {
     s.eos();
     return s.take();
   }
+  if (r.turns.size() < 2)
+    throw DataError(record_name(r) + ": conversation has no assistant answer to train on (only its generation "
+                    "prompt can be rendered)");
   return build(r, r.turns.size() / 2, false);
 }
 
 std::vector<Segment> ChatTemplate::generation_segments(const Record& r, std::size_t turn) const {
-  if (r.is_text) throw Error("generation_segments: a raw-text record has no user turns");
-  if (2 * turn >= r.turns.size() + 1) throw Error("generation_segments: record has no user turn " + std::to_string(turn));
+  if (r.is_text) throw Error(record_name(r) + ": a raw-text record has no user turns to answer");
+  if (2 * turn >= r.turns.size())
+    throw Error(record_name(r) + ": no user turn " + std::to_string(turn) + " (the conversation has " +
+                std::to_string((r.turns.size() + 1) / 2) + ")");
   return build(r, turn, true);
+}
+
+bool ChatTemplate::awaits_answer(const Record& r) { return !r.is_text && r.turns.size() % 2 == 1; }
+
+std::vector<Segment> ChatTemplate::generation_segments(const Record& r) const {
+  if (!awaits_answer(r))
+    throw Error(record_name(r) + ": the conversation does not end with an unanswered user turn");
+  return build(r, r.turns.size() / 2, true);
 }
 
 // Renders `pairs` complete (user, assistant) pairs, then, when `generation`, the next user
@@ -94,7 +119,7 @@ std::vector<Segment> ChatTemplate::build(const Record& r, std::size_t pairs, boo
     //   ret = system + sep; per message: role + ": " + message + seps[i % 2], or role + ":" if empty
     s.masked(system + " ");
     for (std::size_t i = 0; i < n; ++i) {
-      s.masked("USER: " + user(i) + " ");
+      s.masked(user(i).empty() ? "USER:" : "USER: " + user(i) + " ");
       if (i < pairs && !answer(i).empty()) {
         s.masked("ASSISTANT:");
         s.trained(" " + answer(i));
@@ -124,7 +149,7 @@ std::vector<Segment> ChatTemplate::build(const Record& r, std::size_t pairs, boo
     //   or role + "\n" if empty
     s.masked("<|im_start|>system\n" + system + "<|im_end|>\n");
     for (std::size_t i = 0; i < n; ++i) {
-      s.masked("<|im_start|>user\n" + user(i) + "<|im_end|>\n");
+      s.masked(user(i).empty() ? "<|im_start|>user\n" : "<|im_start|>user\n" + user(i) + "<|im_end|>\n");
       s.masked("<|im_start|>assistant\n");
       if (i < pairs && !answer(i).empty()) {
         s.trained(answer(i) + "<|im_end|>");

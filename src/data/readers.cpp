@@ -81,7 +81,7 @@ struct RawTurn {
   std::string content;
 };
 
-void build_chat(Record& r, const std::vector<RawTurn>& raw, ReadResult& res) {
+void build_chat(Record& r, const std::vector<RawTurn>& raw, ReadResult& res, bool keep_unanswered) {
   if (raw.empty()) throw BadInput{"empty conversation"};
   std::size_t i = 0;
   if (raw[0].role == "system") {
@@ -101,7 +101,7 @@ void build_chat(Record& r, const std::vector<RawTurn>& raw, ReadResult& res) {
                      " (turns must alternate user/assistant, starting with the user)"};
     r.turns.push_back({pos % 2 == 0 ? Role::kUser : Role::kAssistant, raw[k].content});
   }
-  if (r.turns.back().role == Role::kUser) {
+  if (r.turns.back().role == Role::kUser && !keep_unanswered) {
     // An unanswered last question trains nothing; drop it, count it.
     r.turns.pop_back();
     ++res.trailing_user_turns;
@@ -130,7 +130,7 @@ void parse_alpaca(const json& j, Record& r) {
   r.turns = {{Role::kUser, ins}, {Role::kAssistant, out}};
 }
 
-void parse_sharegpt(const json& j, Record& r, ReadResult& res) {
+void parse_sharegpt(const json& j, Record& r, ReadResult& res, bool keep_unanswered) {
   const json& conv = field(j, "conversations", "\"conversations\": [{\"from\", \"value\"}, ...]");
   if (!conv.is_array()) throw BadInput{std::string("\"conversations\" must be a list, got ") + type_name(conv)};
   std::vector<RawTurn> raw;
@@ -146,10 +146,10 @@ void parse_sharegpt(const json& j, Record& r, ReadResult& res) {
     else throw BadInput{"turn " + std::to_string(i) + ": unknown \"from\": \"" + from + "\" (expected human, gpt or system)"};
     raw.push_back({role, value});
   }
-  build_chat(r, raw, res);
+  build_chat(r, raw, res, keep_unanswered);
 }
 
-void parse_messages(const json& j, Record& r, ReadResult& res) {
+void parse_messages(const json& j, Record& r, ReadResult& res, bool keep_unanswered) {
   const json& msgs = field(j, "messages", "\"messages\": [{\"role\", \"content\"}, ...]");
   if (!msgs.is_array()) throw BadInput{std::string("\"messages\" must be a list, got ") + type_name(msgs)};
   std::vector<RawTurn> raw;
@@ -162,7 +162,7 @@ void parse_messages(const json& j, Record& r, ReadResult& res) {
       throw BadInput{"message " + std::to_string(i) + ": unknown role \"" + role + "\" (expected system, user or assistant)"};
     raw.push_back({role, content});
   }
-  build_chat(r, raw, res);
+  build_chat(r, raw, res, keep_unanswered);
 }
 
 void parse_mtbench(const json& j, Record& r) {
@@ -278,7 +278,7 @@ std::string strip_calculator_annotations(const std::string& answer) {
   return out;
 }
 
-ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_bad_record) {
+ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_bad_record, bool keep_unanswered) {
   const std::string& file = spec.path;
   if (!fs::exists(file)) throw DataError(file + ": dataset file not found (datasets." + spec.name + ".path)");
   std::string text = fs::read_file(file);
@@ -310,8 +310,8 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
       }
       if (spec.format == "gsm8k") parse_gsm8k(j, r, spec.strip_calculator);
       else if (spec.format == "alpaca") parse_alpaca(j, r);
-      else if (spec.format == "sharegpt") parse_sharegpt(j, r, res);
-      else if (spec.format == "messages") parse_messages(j, r, res);
+      else if (spec.format == "sharegpt") parse_sharegpt(j, r, res, keep_unanswered);
+      else if (spec.format == "messages") parse_messages(j, r, res, keep_unanswered);
       else if (spec.format == "mtbench") parse_mtbench(j, r);
       else if (spec.format == "text") {
         r.is_text = true;

@@ -9,11 +9,13 @@
 // identical prompt ids.
 //
 // Templates (rendering byte-identical to the reference named beside each):
-//   vicuna_v1.1  FastChat conversation.py, SeparatorStyle.ADD_COLON_TWO (the paper's)
-//   llama-2      FastChat conversation.py, SeparatorStyle.LLAMA2
-//   chatml       FastChat conversation.py, SeparatorStyle.CHATML (Qwen's system message)
-//   alpaca       Stanford Alpaca's PROMPT_DICT (train.py), output + eos
-//   raw          "<user>\n<assistant></s>" per turn, no system text
+//   vicuna_v1.1  FastChat conversation.py "vicuna_v1.1" (SeparatorStyle.ADD_COLON_TWO)
+//   llama-2      FastChat conversation.py "llama-2" (SeparatorStyle.LLAMA2)
+//   chatml       FastChat conversation.py "qwen-7b-chat" (SeparatorStyle.CHATML)
+//   alpaca       Stanford Alpaca's PROMPT_DICT (train.py), output + eos; not FastChat's
+//                "alpaca", which puts "### Instruction: " and the text on one line
+//   raw          "<user>\n<assistant></s>" per turn, no system text; not FastChat's "raw"
+// tests/clients/fastchat_render.py checks the three FastChat ones against fschat.
 #pragma once
 
 #include <cstdint>
@@ -48,11 +50,17 @@ class ChatTemplate {
   const std::string& name() const { return name_; }
   const std::string& default_system() const { return system_; }
 
-  // The whole record, for training. Raw-text records ignore the template.
+  // The whole record, for training. Raw-text records ignore the template. An unanswered
+  // last user turn is left out; a conversation without an answer throws DataError.
   std::vector<Segment> segments(const Record& r) const;
   // The prompt inference feeds to answer user turn `turn` (0-based, counting user turns),
   // with the earlier turns' answers taken from the record.
   std::vector<Segment> generation_segments(const Record& r, std::size_t turn) const;
+  // For a conversation ending with an unanswered user turn: the prompt for its answer, i.e.
+  // the whole conversation so far (FastChat: append_message(roles[1], None); get_prompt()).
+  std::vector<Segment> generation_segments(const Record& r) const;
+  // Whether the record is a conversation whose last turn is the user's.
+  static bool awaits_answer(const Record& r);
 
   // Joined segment texts without the leading BOS: FastChat's get_prompt(), byte for byte.
   static std::string join(const std::vector<Segment>& segs, bool with_bos = false);

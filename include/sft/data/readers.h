@@ -28,13 +28,16 @@ struct ReadResult {
   std::vector<Record> records;     // the good records that passed the filter, in file order
   std::int64_t read = 0;           // records seen in the file
   std::int64_t filtered = 0;       // dropped by the dataset's filter (not bad)
-  std::int64_t trailing_user_turns = 0;  // unanswered last user turns removed
+  std::int64_t trailing_user_turns = 0;  // unanswered last user turns removed (not when kept)
   std::vector<BadRecord> bad;
 };
 
 // Throws DataError for a missing/empty/unparsable file, and for the first bad record
-// when on_bad_record is "error".
-ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_bad_record);
+// when on_bad_record is "error". A chat record's unanswered last user turn is dropped and
+// counted (a conversation left without an answer is bad), unless `keep_unanswered`: then
+// the record ends with that turn, for rendering the prompt that answers it.
+ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_bad_record,
+                        bool keep_unanswered = false);
 
 // GSM8K helpers shared with the evaluator.
 std::string strip_calculator_annotations(const std::string& answer);
