@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The GPU check: builds sft against the GPU machine's own PyTorch (its LibTorch, with CUDA)
+# and checks the CUDA paths that CI can only compile:
+#   1. bf16 autocast forward and backward on CUDA against fp32 on the CPU (first-step loss
+#      and gradient norm of the same tiny training step; tolerance below);
+#   2. KV-cached greedy generation on CUDA equal to uncached;
+#   3. the tiny DMT run end to end on one GPU, with its scores;
+#   4. a one-rank NCCL process group (dist.backend=nccl: the trainer's all-reduces run on it);
+#   5. peak CUDA memory (caching allocator) against the dry-run planner's estimate;
+#   6. `sft bench --preset 1b --dtype bf16` tokens/s and MFU.
+# That machine has no package registry: the Debian -dev packages sft builds with travel in
+# .debs/ (fetch them here first with `scripts/gpu_check.sh --fetch-debs`, about 5 MB) and are
+# extracted into a prefix. Figures go to $OUT (default gpu_out/) and to stdout.
+#
+# Usage: scripts/gpu_check.sh [--dry-run] [--fetch-debs] [--peak-tflops N] [--out DIR]
+#   --dry-run      print every step, resolved, and run none (CI runs this)
+#   --peak-tflops  the GPU's dense bf16 peak for MFU (default 989: H100/H200 SXM datasheet)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DRY=0 FETCH=0 PEAK_TFLOPS=989 OUT=${OUT:-gpu_out} DEBS=.debs
+while [ $# -gt 0 ]; do
+  case $1 in
+    --dry-run) DRY=1; shift ;;
+    --fetch-debs) FETCH=1; shift ;;
+    --peak-tflops) PEAK_TFLOPS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    *) echo "gpu_check.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+# Build-time packages only (headers, CMake/pkg-config files) and the shared libraries they name.
+DEB_PACKAGES=(libsentencepiece-dev libsentencepiece0 libprotobuf-lite32 nlohmann-json3-dev libcli11-dev
+              libyaml-cpp-dev libyaml-cpp0.7 libgloo-dev)
+
+if [ "$FETCH" = 1 ]; then
+  mkdir -p "$DEBS" && (cd "$DEBS" && apt-get download "${DEB_PACKAGES[@]}")
+  du -sh "$DEBS"
+  exit 0
+fi
+
+PY=${PYTHON:-python3}
+PREFIX=$PWD/.debs-root
+BUILD=build-gpu
+SFT=$BUILD/sft
+TOL_LOSS=0.02  # |loss_bf16 - loss_fp32| / loss_fp32 at step 1: bf16 keeps ~3 significant digits
+TOL_GRAD=0.05  # the same for the gradient norm, which sums many bf16 products
+TINY=(--config configs/tiny/dmt.yaml --set data.cache_dir="$OUT/cache")
+
+step() {  # step "what" command...: prints it resolved; runs it unless --dry-run
+  local what=$1; shift
+  printf '== %s\n   %s\n' "$what" "$*"
+  if [ "$DRY" = 0 ]; then "$@"; fi
+}
+step_to() {  # step_to FILE "what" command...: the same, stdout saved to FILE (and its end shown)
+  local file=$1 what=$2; shift 2
+  printf '== %s\n   %s > %s\n' "$what" "$*" "$file"
+  if [ "$DRY" = 0 ]; then "$@" > "$file"; tail -c 600 "$file"; fi
+}
+
+if [ "$DRY" = 1 ]; then
+  TORCH_PREFIX='$(python3 -c "import torch.utils; print(torch.utils.cmake_prefix_path)")'
+else
+  mkdir -p "$OUT"
+  TORCH_PREFIX=$($PY -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')
+  $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))' |
+    tee "$OUT/env.txt"
+  [ -d "$DEBS" ] || { echo "gpu_check.sh: $DEBS/ missing: run scripts/gpu_check.sh --fetch-debs first and carry it" >&2; exit 1; }
+  mkdir -p "$PREFIX"
+  for f in "$DEBS"/*.deb; do dpkg -x "$f" "$PREFIX"; done
+  sed -i "s|^prefix=/usr|prefix=$PREFIX/usr|" "$PREFIX"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc "$PREFIX"/usr/share/pkgconfig/*.pc 2>/dev/null || true
+  export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  export PKG_CONFIG_PATH="$PREFIX/usr/lib/x86_64-linux-gnu/pkgconfig:$PREFIX/usr/share/pkgconfig:${PKG_CONFIG_PATH:-}"
+fi
+
+start=$(date +%s)
+step "configure against the machine's torch (CUDA compiled in)" \
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSFT_BUILD_TESTS=OFF -DSFT_CUDA=ON \
+  "-DCMAKE_PREFIX_PATH=$TORCH_PREFIX;$PREFIX/usr" "-DGLOO_ROOT=$PREFIX/usr/include"
+step "build (goal: under 4 minutes)" cmake --build "$BUILD" -j"$(nproc)"
+step "version: LibTorch, its CUDA, device" "$SFT" version
+[ "$DRY" = 1 ] || echo "build: $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
+
+# 1. bf16 autocast on CUDA against fp32 on the CPU: one step of the same tiny run, same seed.
+one_step=(train "${TINY[@]}" --set train.max_steps=2 --set train.log_every=1 --set eval.at_end=false
+          --set eval.at_stage_end=false --set train.export_stage_models=false)
+step "fp32 on the CPU, 2 steps" "$SFT" "${one_step[@]}" --output-dir "$OUT/step_cpu" --set train.device=cpu \
+  --set train.precision=fp32
+step "bf16 autocast on CUDA, 2 steps" "$SFT" "${one_step[@]}" --output-dir "$OUT/step_cuda" --set train.device=cuda \
+  --set train.precision=bf16
+step "compare loss and gradient norm (tolerances $TOL_LOSS, $TOL_GRAD)" \
+  "$PY" - "$OUT/step_cpu/metrics.jsonl" "$OUT/step_cuda/metrics.jsonl" "$TOL_LOSS" "$TOL_GRAD" <<'PY'
+import json, sys
+def first(p):
+    return next(r for r in map(json.loads, open(p)) if r.get("event") == "step")
+a, b = first(sys.argv[1]), first(sys.argv[2])
+ok = True
+for key, tol in (("loss", float(sys.argv[3])), ("grad_norm", float(sys.argv[4]))):
+    rel = abs(a[key] - b[key]) / abs(a[key])
+    ok &= rel <= tol
+    print(f"{key}: cpu fp32 {a[key]:.6f}  cuda bf16 {b[key]:.6f}  rel diff {rel:.4f} (tol {tol}) {'OK' if rel <= tol else 'FAIL'}")
+sys.exit(0 if ok else 1)
+PY
+
+# 3 and 4 and 5: the tiny DMT run on one GPU over a one-rank NCCL group, then its scores.
+step "tiny DMT on one GPU, one-rank NCCL group, bf16 (log: $OUT/tiny_dmt.log)" \
+  bash -c "$SFT train ${TINY[*]} --output-dir $OUT/tiny_dmt --set train.device=cuda --set dist.backend=nccl 2>&1 |
+           tee $OUT/tiny_dmt.log | grep -E 'nccl backend|done:|^(math|code|general):'"
+step_to "$OUT/plan.json" "dry-run planner for the same run" "$SFT" train --dry-run --json "${TINY[@]}" \
+  --set train.device=cuda --set dist.backend=nccl
+if [ "$DRY" = 0 ]; then
+  "$PY" - "$OUT/tiny_dmt/metrics.jsonl" "$OUT/plan.json" <<'PY' | tee "$OUT/memory.txt"
+import json, sys
+end = [r for r in map(json.loads, open(sys.argv[1])) if r.get("event") == "end"][-1]
+print("measured peak (CUDA allocated):", round(end["peak_memory_mb"], 1), "MiB")
+print("planner:", json.dumps(json.load(open(sys.argv[2])).get("memory", {}))[:1500])
+PY
+fi
+
+# 2. KV-cached greedy generation equals uncached, on CUDA.
+gen=(generate --model "$OUT/tiny_dmt/final" --template vicuna_v1.1 --max-new-tokens 48 --device cuda
+     --prompt "What is 12 plus 30?" --prompt "Write a function that returns the square of x.")
+step_to "$OUT/gen_cached.txt" "greedy generation with the KV cache" "$SFT" "${gen[@]}"
+step_to "$OUT/gen_uncached.txt" "greedy generation without it" "$SFT" "${gen[@]}" --no-cache
+if [ "$DRY" = 0 ]; then
+  if cmp -s "$OUT/gen_cached.txt" "$OUT/gen_uncached.txt"; then echo "kv cache: cached == uncached OK"
+  else echo "kv cache: cached != uncached FAIL"; diff "$OUT/gen_cached.txt" "$OUT/gen_uncached.txt" || true; fi
+fi
+
+# 6. Throughput and MFU.
+step_to "$OUT/bench-1b.json" "sft bench 1b bf16 on CUDA (tokens/s, mfu)" "$SFT" bench --preset 1b --dtype bf16 \
+  --device cuda --steps 10 --warmup 3 --json --peak-gflops "$((PEAK_TFLOPS * 1000))"
+[ "$DRY" = 1 ] || echo "gpu_check.sh: done in $(( $(date +%s) - start )) s"
