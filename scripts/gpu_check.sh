@@ -5,7 +5,8 @@
 #      and gradient norm of the same tiny training step; tolerance below);
 #   2. KV-cached greedy generation on CUDA equal to uncached;
 #   3. the tiny DMT run end to end on one GPU, with its scores;
-#   4. a one-rank NCCL process group (dist.backend=nccl: the trainer's all-reduces run on it);
+#   4. a one-rank NCCL process group (dist.backend=nccl: the trainer's broadcasts, barriers and
+#      scalar all-reduces run on it; gradient buckets need two ranks, so two GPUs);
 #   5. peak CUDA memory (caching allocator) against the dry-run planner's estimate;
 #   6. `sft bench --preset 1b --dtype bf16` tokens/s and MFU.
 # That machine has no package registry: the Debian -dev packages sft builds with travel in
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
 done
 # Build-time packages only (headers, CMake/pkg-config files) and the shared libraries they name.
 DEB_PACKAGES=(libsentencepiece-dev libsentencepiece0 libprotobuf-lite32 nlohmann-json3-dev libcli11-dev
-              libyaml-cpp-dev libyaml-cpp0.7 libgloo-dev)
+              libyaml-cpp-dev libyaml-cpp0.7 libgloo-dev pkgconf pkgconf-bin libpkgconf3 pkg-config)
 
 if [ "$FETCH" = 1 ]; then
   mkdir -p "$DEBS" && (cd "$DEBS" && apt-get download "${DEB_PACKAGES[@]}")
@@ -45,16 +46,21 @@ SFT=$BUILD/sft
 TOL_LOSS=0.02  # |loss_bf16 - loss_fp32| / loss_fp32 at step 1: bf16 keeps ~3 significant digits
 TOL_GRAD=0.05  # the same for the gradient norm, which sums many bf16 products
 TINY=(--config configs/tiny/dmt.yaml --set data.cache_dir="$OUT/cache")
+PEAK_GFLOPS=$(awk -v t="$PEAK_TFLOPS" 'BEGIN { printf "%d", t * 1000 }')
+FAILED=0  # checks that failed; the script goes on to the next one and exits 1 at the end
 
 step() {  # step "what" command...: prints it resolved; runs it unless --dry-run
   local what=$1; shift
   printf '== %s\n   %s\n' "$what" "$*"
-  if [ "$DRY" = 0 ]; then "$@"; fi
+  if [ "$DRY" = 0 ]; then "$@" || { echo "   FAILED: $what"; FAILED=$((FAILED + 1)); }; fi
 }
 step_to() {  # step_to FILE "what" command...: the same, stdout saved to FILE (and its end shown)
   local file=$1 what=$2; shift 2
   printf '== %s\n   %s > %s\n' "$what" "$*" "$file"
-  if [ "$DRY" = 0 ]; then "$@" > "$file"; tail -c 600 "$file"; fi
+  if [ "$DRY" = 0 ]; then
+    "$@" > "$file" || { echo "   FAILED: $what"; FAILED=$((FAILED + 1)); }
+    tail -c 600 "$file"
+  fi
 }
 
 if [ "$DRY" = 1 ]; then
@@ -68,6 +74,7 @@ else
   mkdir -p "$PREFIX"
   for f in "$DEBS"/*.deb; do dpkg -x "$f" "$PREFIX"; done
   sed -i "s|^prefix=/usr|prefix=$PREFIX/usr|" "$PREFIX"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc "$PREFIX"/usr/share/pkgconfig/*.pc 2>/dev/null || true
+  export PATH="$PREFIX/usr/bin:$PATH"  # pkg-config, for CMake's FindPkgConfig
   export LD_LIBRARY_PATH="$PREFIX/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
   export PKG_CONFIG_PATH="$PREFIX/usr/lib/x86_64-linux-gnu/pkgconfig:$PREFIX/usr/share/pkgconfig:${PKG_CONFIG_PATH:-}"
 fi
@@ -77,6 +84,7 @@ step "configure against the machine's torch (CUDA compiled in)" \
   cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSFT_BUILD_TESTS=OFF -DSFT_CUDA=ON \
   "-DCMAKE_PREFIX_PATH=$TORCH_PREFIX;$PREFIX/usr" "-DGLOO_ROOT=$PREFIX/usr/include"
 step "build (goal: under 4 minutes)" cmake --build "$BUILD" -j"$(nproc)"
+[ "$DRY" = 1 ] || [ -x "$SFT" ] || { echo "gpu_check.sh: the build failed; nothing else can run" >&2; exit 1; }
 step "version: LibTorch, its CUDA, device" "$SFT" version
 [ "$DRY" = 1 ] || echo "build: $(( $(date +%s) - start )) s" | tee -a "$OUT/env.txt"
 
@@ -103,16 +111,21 @@ PY
 
 # 3 and 4 and 5: the tiny DMT run on one GPU over a one-rank NCCL group, then its scores.
 step "tiny DMT on one GPU, one-rank NCCL group, bf16 (log: $OUT/tiny_dmt.log)" \
-  bash -c "$SFT train ${TINY[*]} --output-dir $OUT/tiny_dmt --set train.device=cuda --set dist.backend=nccl 2>&1 |
-           tee $OUT/tiny_dmt.log | grep -E 'nccl backend|done:|^(math|code|general):'"
+  bash -c "set -o pipefail; $SFT train ${TINY[*]} --output-dir $OUT/tiny_dmt --set train.device=cuda \
+           --set dist.backend=nccl 2>&1 | tee $OUT/tiny_dmt.log | grep -E 'nccl backend|done:'"
+step "its scores" "$SFT" eval --model "$OUT/tiny_dmt/final" --benchmark math,code,general --device cuda \
+  --out "$OUT/tiny_eval.json"
 step_to "$OUT/plan.json" "dry-run planner for the same run" "$SFT" train --dry-run --json "${TINY[@]}" \
   --set train.device=cuda --set dist.backend=nccl
 if [ "$DRY" = 0 ]; then
   "$PY" - "$OUT/tiny_dmt/metrics.jsonl" "$OUT/plan.json" <<'PY' | tee "$OUT/memory.txt"
 import json, sys
 end = [r for r in map(json.loads, open(sys.argv[1])) if r.get("event") == "end"][-1]
-print("measured peak (CUDA allocated):", round(end["peak_memory_mb"], 1), "MiB")
-print("planner:", json.dumps(json.load(open(sys.argv[2])).get("memory", {}))[:1500])
+plan = json.load(open(sys.argv[2]))["memory_per_rank"]
+measured, estimate = end["peak_memory_mb"], plan["total_gib"] * 1024
+print(f"peak CUDA memory (allocated): measured {measured:.1f} MiB, planner {estimate:.1f} MiB, "
+      f"planner/measured {estimate / measured:.3f}")
+print("planner breakdown:", json.dumps(plan)[:1200])
 PY
 fi
 
@@ -123,10 +136,13 @@ step_to "$OUT/gen_cached.txt" "greedy generation with the KV cache" "$SFT" "${ge
 step_to "$OUT/gen_uncached.txt" "greedy generation without it" "$SFT" "${gen[@]}" --no-cache
 if [ "$DRY" = 0 ]; then
   if cmp -s "$OUT/gen_cached.txt" "$OUT/gen_uncached.txt"; then echo "kv cache: cached == uncached OK"
-  else echo "kv cache: cached != uncached FAIL"; diff "$OUT/gen_cached.txt" "$OUT/gen_uncached.txt" || true; fi
+  else echo "kv cache: cached != uncached FAIL"; FAILED=$((FAILED + 1)); diff "$OUT/gen_cached.txt" "$OUT/gen_uncached.txt" || true; fi
 fi
 
 # 6. Throughput and MFU.
 step_to "$OUT/bench-1b.json" "sft bench 1b bf16 on CUDA (tokens/s, mfu)" "$SFT" bench --preset 1b --dtype bf16 \
-  --device cuda --steps 10 --warmup 3 --json --peak-gflops "$((PEAK_TFLOPS * 1000))"
-[ "$DRY" = 1 ] || echo "gpu_check.sh: done in $(( $(date +%s) - start )) s"
+  --device cuda --steps 10 --warmup 3 --json --peak-gflops "$PEAK_GFLOPS"
+if [ "$DRY" = 0 ]; then
+  echo "gpu_check.sh: done in $(( $(date +%s) - start )) s, $FAILED check(s) failed"
+  [ "$FAILED" = 0 ]
+fi

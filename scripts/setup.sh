@@ -39,7 +39,7 @@ else
 fi
 
 torch_pin=$(sed -n 's/^torch==//p' scripts/requirements.txt)
-venv=${SFT_VENV:-${XDG_DATA_HOME:-$HOME/.local/share}/sft/venv-torch$torch_pin}
+venv=${SFT_VENV:-${XDG_DATA_HOME:-${HOME:-/root}/.local/share}/sft/venv-torch$torch_pin}
 stamp="$venv/.sft-requirements.sha256"
 want=$(sha256sum scripts/requirements.txt | cut -d' ' -f1)
 if [ ! -x "$venv/bin/python" ]; then

@@ -25,12 +25,20 @@ struct Context::Impl {
 namespace {
 
 // Runs a collective's launch + wait, turning any failure into an sft::Error that says
-// which rank and collective, and why the job cannot continue.
+// which rank and collective, and why the job cannot continue. A failed NCCL group is
+// aborted first: destroying it with a dead peer could otherwise block before the error
+// is printed.
 template <typename F>
-void guarded(const Context& c, const char* what, F&& f) {
+void guarded(const Context& c, c10d::Backend* pg, const char* what, F&& f) {
   try {
     f();
   } catch (const std::exception& e) {
+    if (pg && c.backend() == "nccl") {
+      try {
+        pg->abort();
+      } catch (...) {
+      }
+    }
     std::string msg = e.what();
     if (auto nl = msg.find("\nException raised from"); nl != std::string::npos) msg.resize(nl);
     throw Error("rank " + std::to_string(c.rank()) + " of " + std::to_string(c.world()) + ": " + what +
@@ -49,7 +57,16 @@ std::shared_ptr<Context> Context::single() {
   return c;
 }
 
-Context::~Context() = default;
+Context::~Context() {
+  // A finished NCCL group is shut down explicitly, as PyTorch asks (its destructor warns
+  // otherwise); after a failure guarded() has aborted it already.
+  if (impl_ && impl_->pg && backend_ == "nccl") {
+    try {
+      impl_->pg->shutdown();
+    } catch (...) {
+    }
+  }
+}
 
 std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config::DistSpec& spec, c10::Device device) {
   auto c = std::shared_ptr<Context>(new Context());
@@ -85,18 +102,24 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
 
   if (backend == "nccl") {
 #if SFT_WITH_CUDA
-    // NCCL binds to the current device: make it this rank's GPU before the group exists.
-    cuda::set_device(launch.local_rank);
+    if (!device.is_cuda() || !device.has_index())
+      throw ConfigError("dist.backend: nccl needs each rank on its own GPU (train.device: auto or cuda), not " +
+                        device.str());
+    // NCCL binds to the current device: make it this rank's GPU before the group exists,
+    // and bind the group to it so that no collective has to guess.
+    cuda::set_device(device.index());
     // Blocking wait: a collective that fails or outlives dist.timeout_s throws from wait()
-    // on the calling thread, where guarded() names it. With the default async handling
-    // the watchdog thread would instead kill the process with a log line of its own.
-    // The cost is that wait() blocks the host until the collective is done.
-    ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
-    ::setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0", /*overwrite=*/0);
+    // on the calling thread, where guarded() names it. With asynchronous error handling
+    // (which torchrun switches on) the watchdog thread would instead kill the process
+    // with a log line of its own. sft therefore sets both. The cost is that wait()
+    // blocks the host until the collective is done.
+    ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/1);
+    ::setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0", /*overwrite=*/1);
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = std::chrono::duration_cast<std::chrono::milliseconds>(c->timeout_);
     c->impl_->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(c->impl_->store, launch.rank, launch.world, opts);
-    c->impl_->scalar_device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
+    c->impl_->pg->setBoundDeviceId(device);
+    c->impl_->scalar_device = device;
 #else
     throw ConfigError("dist.backend: nccl needs sft built against a LibTorch with CUDA (SFT_CUDA=ON); this build has none (use gloo)");
 #endif
@@ -125,8 +148,8 @@ Context::Pending Context::all_reduce_sum_async(at::Tensor t) {
   if (!impl_->pg) return {[] {}};
   std::vector<at::Tensor> v{t};
   c10::intrusive_ptr<c10d::Work> work;
-  guarded(*this, "all-reduce", [&] { work = impl_->pg->allreduce(v, c10d::AllreduceOptions()); });
-  return {[this, work]() mutable { guarded(*this, "all-reduce", [&] { work->wait(); }); }};
+  guarded(*this, impl_->pg.get(), "all-reduce", [&] { work = impl_->pg->allreduce(v, c10d::AllreduceOptions()); });
+  return {[this, work]() mutable { guarded(*this, impl_->pg.get(), "all-reduce", [&] { work->wait(); }); }};
 }
 
 void Context::broadcast(at::Tensor& t, int root) {
@@ -134,7 +157,7 @@ void Context::broadcast(at::Tensor& t, int root) {
   std::vector<at::Tensor> v{t};
   c10d::BroadcastOptions o;
   o.rootRank = root;
-  guarded(*this, "broadcast", [&] { impl_->pg->broadcast(v, o)->wait(); });
+  guarded(*this, impl_->pg.get(), "broadcast", [&] { impl_->pg->broadcast(v, o)->wait(); });
 }
 
 void Context::all_gather(at::Tensor& out, const at::Tensor& in) {
@@ -144,7 +167,7 @@ void Context::all_gather(at::Tensor& out, const at::Tensor& in) {
   }
   TORCH_CHECK(out.numel() == in.numel() * world_, "all_gather: output must hold world x input elements");
   at::Tensor o = out, i = in.contiguous();
-  guarded(*this, "all-gather", [&] { impl_->pg->_allgather_base(o, i)->wait(); });
+  guarded(*this, impl_->pg.get(), "all-gather", [&] { impl_->pg->_allgather_base(o, i)->wait(); });
 }
 
 void Context::reduce_scatter_sum(at::Tensor& out, const at::Tensor& in) {
@@ -155,12 +178,12 @@ void Context::reduce_scatter_sum(at::Tensor& out, const at::Tensor& in) {
   }
   TORCH_CHECK(in.numel() == n * world_, "reduce_scatter: input must hold world x output elements");
   at::Tensor o = out, i = in.contiguous();
-  guarded(*this, "reduce-scatter", [&] { impl_->pg->_reduce_scatter_base(o, i)->wait(); });
+  guarded(*this, impl_->pg.get(), "reduce-scatter", [&] { impl_->pg->_reduce_scatter_base(o, i)->wait(); });
 }
 
 void Context::barrier() {
   if (!impl_->pg) return;
-  guarded(*this, "barrier", [&] { impl_->pg->barrier(c10d::BarrierOptions())->wait(); });
+  guarded(*this, impl_->pg.get(), "barrier", [&] { impl_->pg->barrier(c10d::BarrierOptions())->wait(); });
 }
 
 double Context::all_reduce_scalar(double v) {

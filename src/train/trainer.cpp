@@ -104,7 +104,10 @@ c10::Device setup_device(const config::TrainSpec& t, int local_rank) {
   if (!cuda::available())
     throw ConfigError("train.device: " + t.device + " requested but CUDA is not available (" +
                       (cuda::compiled() ? "no GPU visible" : "sft was built without CUDA") + ")");
-  c10::Device d = t.device == "cuda" || t.device == "auto" ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank))
+  // cuda / auto: GPU LOCAL_RANK of those visible (modulo their number: a launcher that gives
+  // each task its own CUDA_VISIBLE_DEVICES leaves one GPU, index 0, per process).
+  const int gpu = local_rank % cuda::device_count();
+  c10::Device d = t.device == "cuda" || t.device == "auto" ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(gpu))
                                                            : c10::Device(t.device);
   cuda::set_device(d.index());  // the caching allocator and NCCL use the current device
   return d;

@@ -53,7 +53,8 @@ void reset_peak_memory(int index) {
 }
 
 struct EventTimer::Impl {
-  at::cuda::CUDAEvent begin{cudaEventDefault}, end{cudaEventDefault};  // default flags disable timing
+  // cudaEventDefault records timing; CUDAEvent's own default flags would disable it.
+  at::cuda::CUDAEvent begin{cudaEventDefault}, end{cudaEventDefault};
 };
 
 EventTimer::EventTimer(c10::Device device) {

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# A CPU-only build compiles: configures sft with CUDA off (SFT_CUDA=OFF) against the same
-# LibTorch, compiles the only two translation units whose code depends on it
-# (src/util/cuda.cpp, src/dist/context.cpp; CMakeLists.txt), and checks that their objects
-# reference no CUDA or NCCL symbol. Every other unit is the same in both builds.
+# A CPU-only build builds: configures sft with CUDA compiled out (SFT_CUDA=OFF) against the
+# same LibTorch, builds the sft binary, checks that the two units CUDA changes
+# (src/util/cuda.cpp, src/dist/context.cpp; CMakeLists.txt) reference no CUDA or NCCL
+# symbol, and that the binary says CUDA is not compiled in and refuses a CUDA device.
 # Usage: tests/build/cpu_only_build.sh SOURCE_DIR TORCH_PREFIX WORK_DIR
 set -euo pipefail
 src=$1 torch_prefix=$2 work=$3
@@ -10,13 +10,18 @@ rm -rf "$work"
 cmake -S "$src" -B "$work" -DCMAKE_BUILD_TYPE=Release -DSFT_BUILD_TESTS=OFF -DSFT_CUDA=OFF \
   -DCMAKE_PREFIX_PATH="$torch_prefix" > "$work.configure.log" 2>&1 || { cat "$work.configure.log"; exit 1; }
 grep -q "CUDA compiled in: OFF" "$work.configure.log" || { echo "configure did not switch CUDA off"; exit 1; }
+cmake --build "$work" --target sft -j2 -- -s
 for obj in src/util/cuda.cpp.o src/dist/context.cpp.o; do
-  cmake --build "$work" --target "$obj" -- -s
   o="$work/CMakeFiles/sft_core.dir/$obj"
-  [ -s "$o" ] || { echo "missing $o"; exit 1; }
-  if nm -C "$o" | grep -E "c10::cuda::|ProcessGroupNCCL|cudaEvent" ; then
+  if nm -C "$o" | grep -E "c10::cuda::|ProcessGroupNCCL|cudaEvent"; then
     echo "$obj references CUDA symbols in a CPU-only build"; exit 1
   fi
-  echo "$obj: compiled with SFT_CUDA=OFF, no CUDA symbols"
 done
-rm -rf "$work" "$work.configure.log"
+"$work/sft" version --json | tee "$work.version.json"
+grep -q '"cuda_compiled":false' "$work.version.json" || { echo "sft says CUDA is compiled in"; exit 1; }
+if "$work/sft" bench --preset tiny --device cuda --steps 1 --warmup 0 > "$work.cuda.log" 2>&1; then
+  echo "a CUDA device was accepted by a CPU-only build"; exit 1
+fi
+grep -i "cuda" "$work.cuda.log" | head -2
+rm -rf "$work" "$work".*
+echo "CPU-only build: sft built and runs, CUDA compiled out"

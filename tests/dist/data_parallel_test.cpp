@@ -106,6 +106,18 @@ TEST_F(TwoRanks, TorchrunOfTheSameTorchLaunchesTwoRanks) {
   EXPECT_LT(max_diff(dir_->file("single/final"), d.file("run/final")), kTolerance);
 }
 
+// One process with dist.backend named explicitly runs its collectives through a real
+// one-rank group (how scripts/gpu_check.sh exercises NCCL on a single GPU) and trains
+// exactly what the group-less process trains.
+TEST_F(TwoRanks, AOneRankGroupTrainsLikeNoGroup) {
+  test::TempDir d;
+  auto r = test::run_sft(args(d.file("run"), dir_->file("cache"), {"train.batch_size=4", "train.grad_accum=2",
+                                                                   "train.max_steps=4", "dist.backend=gloo"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("dist: rank 0/1 (local 0), gloo backend"), std::string::npos) << r.err;
+  EXPECT_EQ(max_diff(dir_->file("single/final"), d.file("run/final")), 0.0);
+}
+
 TEST_F(TwoRanks, ARankThatDiesMakesTheOtherFailWithinTheTimeout) {
   test::TempDir d;
   std::vector<test::Process> ps;
