@@ -10,7 +10,7 @@
 #   5. peak CUDA memory (caching allocator) against the dry-run planner's estimate;
 #   6. `sft bench --preset 1b --dtype bf16` tokens/s and MFU.
 # That machine has no package registry: the Debian -dev packages sft builds with travel in
-# .debs/ (fetch them here first with `scripts/gpu_check.sh --fetch-debs`, about 5 MB) and are
+# .debs/ (fetch them here first with `scripts/gpu_check.sh --fetch-debs`, 1.8 MB) and are
 # extracted into a prefix. Figures go to $OUT (default gpu_out/) and to stdout.
 #
 # Usage: scripts/gpu_check.sh [--dry-run] [--fetch-debs] [--peak-tflops N] [--out DIR]

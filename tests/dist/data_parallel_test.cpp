@@ -139,6 +139,30 @@ TEST_F(TwoRanks, ARankThatDiesMakesTheOtherFailWithinTheTimeout) {
   EXPECT_NE(err.find("failed"), std::string::npos) << err;
 }
 
+TEST_F(TwoRanks, AStalledRankMakesTheOtherFailWithinTheTimeoutNamingTheCollective) {
+  test::TempDir d;
+  std::vector<test::Process> ps;
+  launch(2, args(d.file("run"), dir_->file("cache"), {"train.batch_size=4", "dist.timeout_s=8", "train.log_every=1"}), &ps);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline && !fs::exists(d.file("run/metrics.jsonl")))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ::kill(ps[1].pid, SIGSTOP);  // alive but silent: a hung collective, not a closed socket
+  auto stopped = std::chrono::steady_clock::now();
+  int code = test::wait_process(ps[0], 120);
+  double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count();
+  ::kill(ps[1].pid, SIGKILL);
+  test::wait_process(ps[1], 10);
+  EXPECT_NE(code, 0);
+  EXPECT_NE(code, 124) << "rank 0 hung";
+  EXPECT_LT(waited, 8.0 + 20.0) << "dist.timeout_s is 8";
+  std::string err = test::read(ps[0].err_path);
+  EXPECT_NE(err.find("rank 0 of 2"), std::string::npos) << err;
+  EXPECT_TRUE(err.find("all-reduce failed") != std::string::npos || err.find("broadcast failed") != std::string::npos ||
+              err.find("barrier failed") != std::string::npos || err.find("all-gather failed") != std::string::npos ||
+              err.find("reduce-scatter failed") != std::string::npos)
+      << err;
+}
+
 TEST_F(TwoRanks, ShardedCheckpointsResumeExactly) {
   test::TempDir full, cut;
   auto base = std::vector<std::string>{"train.batch_size=4", "dist.strategy=zero3", "train.save_every=3",
