@@ -118,49 +118,53 @@ TEST_F(TwoRanks, AOneRankGroupTrainsLikeNoGroup) {
   EXPECT_EQ(max_diff(dir_->file("single/final"), d.file("run/final")), 0.0);
 }
 
+// Two ranks train; once training is under way rank 1 gets `signal`. Returns rank 0's exit
+// code, the seconds it took to exit after the signal, and its stderr.
+struct Disruption {
+  int code = -1;
+  double waited = 0;
+  std::string err;
+};
+Disruption disrupt_rank_1(const std::string& out, const std::string& cache, int signal, int timeout_s) {
+  std::vector<test::Process> ps;
+  launch(2, args(out, cache, {"train.batch_size=4", "dist.timeout_s=" + std::to_string(timeout_s), "train.log_every=1"}),
+         &ps);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline && !fs::exists(out + "/metrics.jsonl"))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ::kill(ps[1].pid, signal);
+  auto sent = std::chrono::steady_clock::now();
+  Disruption d;
+  d.code = test::wait_process(ps[0], 120);
+  d.waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
+  ::kill(ps[1].pid, SIGKILL);  // a stopped rank 1 still lives
+  test::wait_process(ps[1], 10);
+  d.err = test::read(ps[0].err_path);
+  return d;
+}
+
 TEST_F(TwoRanks, ARankThatDiesMakesTheOtherFailWithinTheTimeout) {
   test::TempDir d;
-  std::vector<test::Process> ps;
-  launch(2, args(d.file("run"), dir_->file("cache"), {"train.batch_size=4", "dist.timeout_s=20", "train.log_every=1"}), &ps);
-  // Wait until training is under way, then kill rank 1.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline && !fs::exists(d.file("run/metrics.jsonl")))
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  ::kill(ps[1].pid, SIGKILL);
-  auto killed = std::chrono::steady_clock::now();
-  int code = test::wait_process(ps[0], 120);
-  double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
-  test::wait_process(ps[1], 10);
-  EXPECT_NE(code, 0);
-  EXPECT_NE(code, 124) << "rank 0 hung";
-  EXPECT_LT(waited, 60.0);
-  std::string err = test::read(ps[0].err_path);
-  EXPECT_NE(err.find("rank 0 of 2"), std::string::npos) << err;
-  EXPECT_NE(err.find("failed"), std::string::npos) << err;
+  Disruption r = disrupt_rank_1(d.file("run"), dir_->file("cache"), SIGKILL, 20);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.code, 124) << "rank 0 hung";
+  EXPECT_LT(r.waited, 60.0);
+  EXPECT_NE(r.err.find("rank 0 of 2"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("failed"), std::string::npos) << r.err;
 }
 
 TEST_F(TwoRanks, AStalledRankMakesTheOtherFailWithinTheTimeoutNamingTheCollective) {
   test::TempDir d;
-  std::vector<test::Process> ps;
-  launch(2, args(d.file("run"), dir_->file("cache"), {"train.batch_size=4", "dist.timeout_s=8", "train.log_every=1"}), &ps);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline && !fs::exists(d.file("run/metrics.jsonl")))
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  ::kill(ps[1].pid, SIGSTOP);  // alive but silent: a hung collective, not a closed socket
-  auto stopped = std::chrono::steady_clock::now();
-  int code = test::wait_process(ps[0], 120);
-  double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count();
-  ::kill(ps[1].pid, SIGKILL);
-  test::wait_process(ps[1], 10);
-  EXPECT_NE(code, 0);
-  EXPECT_NE(code, 124) << "rank 0 hung";
-  EXPECT_LT(waited, 8.0 + 20.0) << "dist.timeout_s is 8";
-  std::string err = test::read(ps[0].err_path);
-  EXPECT_NE(err.find("rank 0 of 2"), std::string::npos) << err;
-  EXPECT_TRUE(err.find("all-reduce failed") != std::string::npos || err.find("broadcast failed") != std::string::npos ||
-              err.find("barrier failed") != std::string::npos || err.find("all-gather failed") != std::string::npos ||
-              err.find("reduce-scatter failed") != std::string::npos)
-      << err;
+  // SIGSTOP: rank 1 is alive but silent (a hung collective, not a closed socket).
+  Disruption r = disrupt_rank_1(d.file("run"), dir_->file("cache"), SIGSTOP, 8);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.code, 124) << "rank 0 hung";
+  EXPECT_LT(r.waited, 8.0 + 20.0) << "dist.timeout_s is 8";
+  EXPECT_NE(r.err.find("rank 0 of 2"), std::string::npos) << r.err;
+  bool named = false;
+  for (const char* c : {"all-reduce failed", "broadcast failed", "barrier failed", "all-gather failed", "reduce-scatter failed"})
+    named = named || r.err.find(c) != std::string::npos;
+  EXPECT_TRUE(named) << r.err;
 }
 
 TEST_F(TwoRanks, ShardedCheckpointsResumeExactly) {
