@@ -1,5 +1,4 @@
 // sft data prepare | stats | render | inspect: look at what a run will train on.
-#include "sft/util/log.h"
 #include <unistd.h>
 
 #include <chrono>
@@ -15,6 +14,7 @@
 #include "sft/data/tokenizer.h"
 #include "sft/train/run_data.h"
 #include "sft/util/error.h"
+#include "sft/util/log.h"
 
 namespace sft::cli {
 namespace {

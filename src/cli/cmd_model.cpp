@@ -1,5 +1,4 @@
 // sft score | generate: use a Hugging Face model folder directly.
-#include "sft/util/log.h"
 
 #include <cmath>
 #include <fstream>
@@ -17,6 +16,7 @@
 #include "sft/train/trainer.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
+#include "sft/util/log.h"
 
 namespace sft::cli {
 namespace {

@@ -1,5 +1,4 @@
 // sft sweep: run a study (a grid of runs) from one file; sft sweep report: collect it.
-#include "sft/util/log.h"
 #include <unistd.h>
 
 #include <climits>
@@ -10,6 +9,7 @@
 #include "sft/sweep/sweep.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
+#include "sft/util/log.h"
 
 namespace sft::cli {
 namespace {

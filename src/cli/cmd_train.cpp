@@ -1,5 +1,4 @@
 // sft train: run a configuration's stages.
-#include "sft/util/log.h"
 
 #include <cstdlib>
 #include <iostream>
@@ -12,6 +11,7 @@
 #include "sft/eval/evaluator.h"
 #include "sft/train/dry_run.h"
 #include "sft/train/trainer.h"
+#include "sft/util/log.h"
 
 namespace sft::cli {
 

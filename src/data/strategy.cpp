@@ -2,9 +2,8 @@
 
 #include <cmath>
 
-#include "sft/util/log.h"
-
 #include "sft/util/error.h"
+#include "sft/util/log.h"
 #include "sft/util/rng.h"
 
 namespace sft::data {

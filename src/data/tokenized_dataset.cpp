@@ -1,6 +1,5 @@
 #include "sft/data/tokenized_dataset.h"
 
-#include "sft/util/log.h"
 #include <unistd.h>
 
 #include <cstring>
@@ -9,6 +8,7 @@
 
 #include "sft/util/error.h"
 #include "sft/util/hash.h"
+#include "sft/util/log.h"
 
 namespace sft::data {
 namespace {

@@ -3,6 +3,7 @@
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
@@ -45,12 +46,14 @@ std::shared_ptr<const Tokenizer> Tokenizer::load(const std::string& model_path) 
 
 Tokenizer::~Tokenizer() = default;
 
+static_assert(std::is_same_v<int, std::int32_t>, "sentencepiece's ids are ints; sft's are int32");
+
 std::vector<std::int32_t> Tokenizer::encode(std::string_view text) const {
-  std::vector<int> ids;
-  if (auto status = proc_->sp.Encode(std::string(text), &ids); !status.ok())
+  std::vector<std::int32_t> ids;
+  if (auto status = proc_->sp.Encode(text, &ids); !status.ok())
     throw Error(path_ + ": sentencepiece failed to encode a text of " + std::to_string(text.size()) +
                 " bytes: " + status.ToString());
-  return {ids.begin(), ids.end()};
+  return ids;
 }
 
 std::vector<std::int32_t> Tokenizer::encode_continuation(std::string_view text) const {
@@ -68,9 +71,8 @@ std::vector<std::int32_t> Tokenizer::encode_continuation(std::string_view text) 
 
 std::string Tokenizer::decode(const std::vector<std::int32_t>& ids) const {
   // sentencepiece rejects ids outside the vocabulary with an error status; so do we.
-  std::vector<int> in(ids.begin(), ids.end());
   std::string out;
-  if (auto status = proc_->sp.Decode(in, &out); !status.ok())
+  if (auto status = proc_->sp.Decode(ids, &out); !status.ok())
     throw Error(path_ + ": sentencepiece failed to decode: " + status.ToString());
   return out;
 }
@@ -81,7 +83,7 @@ std::string Tokenizer::piece(std::int32_t id) const {
 }
 
 std::optional<std::int32_t> Tokenizer::piece_id(std::string_view piece) const {
-  std::int32_t id = proc_->sp.PieceToId(std::string(piece));
+  std::int32_t id = proc_->sp.PieceToId(piece);
   if (id < 0 || id == unk_) return std::nullopt;
   return id;
 }

@@ -1,7 +1,6 @@
 #include "sft/dist/context.h"
 
 #include <ATen/ATen.h>
-#include "sft/util/log.h"
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -13,6 +12,7 @@
 
 #include "sft/util/cuda.h"
 #include "sft/util/error.h"
+#include "sft/util/log.h"
 
 namespace sft::dist {
 

@@ -1,6 +1,5 @@
 #include "sft/eval/evaluator.h"
 
-#include "sft/util/log.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +18,7 @@
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
 #include "sft/util/hash.h"
+#include "sft/util/log.h"
 #include "sft/util/rng.h"
 
 namespace sft::eval {

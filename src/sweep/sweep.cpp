@@ -1,6 +1,5 @@
 #include "sft/sweep/sweep.h"
 
-#include "sft/util/log.h"
 #include <sys/wait.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
@@ -16,6 +15,7 @@
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
 #include "sft/util/hash.h"
+#include "sft/util/log.h"
 
 namespace sft::sweep {
 namespace {

@@ -3,7 +3,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <sched.h>
-#include "sft/util/log.h"
 #include <sys/resource.h>
 #include <torch/version.h>
 
@@ -16,10 +15,11 @@
 #include "sft/model/llama.h"
 #include "sft/model/precision.h"
 #include "sft/train/memory_tracker.h"
-#include "sft/util/cuda.h"
 #include "sft/train/optimizer.h"
 #include "sft/train/trainer.h"
+#include "sft/util/cuda.h"
 #include "sft/util/error.h"
+#include "sft/util/log.h"
 
 namespace sft::train {
 namespace {
@@ -126,7 +126,7 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
   if (gpu) timer = std::make_unique<cuda::EventTimer>(device);
   std::vector<double> step_times, fwd_t, bwd_t, opt_t, losses;
   for (std::int64_t step = 0; step < o.warmup + o.steps; ++step) {
-    if (gpu && step == o.warmup) cuda::reset_peak_memory(device.index());
+    if (gpu && step == o.warmup) reset_peak_tensor_bytes(device);
     cuda::synchronize(device);
     auto t0 = Clock::now();
     if (gpu) timer->start();
@@ -202,8 +202,7 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
       {"seed", o.seed},
       {"torch", TORCH_VERSION},
       {"blas_libraries", blas_libraries()},
-      {"peak_tensor_mb", round_to(static_cast<double>(gpu ? cuda::memory_stats(device.index()).allocated_peak
-                                                          : CpuMemoryTracker::peak_bytes()) / 1048576.0, 1)},
+      {"peak_tensor_mb", round_to(static_cast<double>(peak_tensor_bytes(device)) / 1048576.0, 1)},
       {"activation_checkpointing", o.activation_checkpointing},
       {"device", device.str()},
       {"timing", gpu ? "cuda events (phase times: host clock)" : "host clock"}};

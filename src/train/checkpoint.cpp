@@ -1,6 +1,5 @@
 #include "sft/train/checkpoint.h"
 
-#include "sft/util/log.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
 #include "sft/util/hash.h"
+#include "sft/util/log.h"
 
 namespace sft::train {
 

@@ -8,6 +8,8 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "sft/util/cuda.h"
+
 namespace sft::train {
 namespace {
 
@@ -80,5 +82,17 @@ bool CpuMemoryTracker::installed() { return g_installed.load(); }
 std::int64_t CpuMemoryTracker::current_bytes() { return g_current.load(); }
 std::int64_t CpuMemoryTracker::peak_bytes() { return g_peak.load(); }
 void CpuMemoryTracker::reset_peak() { g_peak.store(g_current.load()); }
+
+std::int64_t peak_tensor_bytes(c10::Device device) {
+  if (device.is_cuda()) return cuda::memory_stats(device.index()).allocated_peak;
+  return CpuMemoryTracker::peak_bytes();
+}
+
+void reset_peak_tensor_bytes(c10::Device device) {
+  if (device.is_cuda())
+    cuda::reset_peak_memory(device.index());
+  else
+    CpuMemoryTracker::reset_peak();
+}
 
 }  // namespace sft::train

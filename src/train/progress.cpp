@@ -1,6 +1,6 @@
 #include "sft/train/progress.h"
-
 #include "sft/util/log.h"
+
 #include <unistd.h>
 
 #include <cmath>

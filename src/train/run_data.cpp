@@ -1,10 +1,9 @@
 #include "sft/train/run_data.h"
 
-#include "sft/util/log.h"
-
 #include "sft/data/readers.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
+#include "sft/util/log.h"
 
 namespace sft::train {
 

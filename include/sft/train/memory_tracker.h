@@ -3,6 +3,8 @@
 // Used to check the dry-run planner's estimates against a measured run, and by `sft bench`.
 #pragma once
 
+#include <c10/core/Device.h>
+
 #include <cstdint>
 
 namespace sft::train {
@@ -15,5 +17,10 @@ class CpuMemoryTracker {
   static std::int64_t peak_bytes();
   static void reset_peak();  // peak := current
 };
+
+// Peak bytes held by live tensors on `device` since the last reset: the CPU tracker's count,
+// or the CUDA caching allocator's allocated peak on a GPU.
+std::int64_t peak_tensor_bytes(c10::Device device);
+void reset_peak_tensor_bytes(c10::Device device);
 
 }  // namespace sft::train
