@@ -25,7 +25,11 @@ std::vector<Command> register_version(CLI::App& app) {
                                  {"cuda_available", devices > 0},
                                  {"cuda_devices", devices},
                                  {"threads", at::get_num_threads()},
-                                 {"attention", "scaled_dot_product_attention"}};
+                                 {"attention", "scaled_dot_product_attention"},
+                                 // Kept for readers of the 1.13-era output: SDPA is always used now,
+                                 // and sentencepiece is linked in rather than loaded as a plugin.
+                                 {"sdpa", true},
+                                 {"sentencepiece_plugin", "none (sentencepiece is linked in)"}};
              if (devices > 0) j["cuda_device_name"] = cuda::device_name(0);
              if (as_json) {
                std::cout << j.dump() << "\n";

@@ -4,7 +4,6 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
 #include <sched.h>
-#include "sft/util/log.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,32 +18,19 @@
 #include "sft/model/safetensors.h"
 #include "sft/train/data_parallel.h"
 #include "sft/train/memory_tracker.h"
-#include "sft/util/cuda.h"
 #include "sft/train/progress.h"
 #include "sft/train/stop_signal.h"
 #include "sft/train/tfevents.h"
+#include "sft/util/cuda.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
 #include "sft/util/hash.h"
+#include "sft/util/log.h"
 
 namespace sft::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Peak bytes held by live tensors since the last reset: the CPU tracker's count, or the
-// CUDA caching allocator's statistics on a GPU.
-std::int64_t peak_memory_bytes(c10::Device device) {
-  if (device.is_cuda()) return cuda::memory_stats(device.index()).allocated_peak;
-  return CpuMemoryTracker::peak_bytes();
-}
-
-void reset_peak_memory(c10::Device device) {
-  if (device.is_cuda())
-    cuda::reset_peak_memory(device.index());
-  else
-    CpuMemoryTracker::reset_peak();
-}
 
 void append_line(const std::string& path, const std::string& line) {
   std::ofstream f(path, std::ios::app);
@@ -125,8 +111,12 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   const dist::LaunchInfo launch = dist::detect_launch();
   device_ = setup_device(cfg_.train, launch.local_rank);
   if (device_.is_cpu()) CpuMemoryTracker::install();
-  dist_ = launch.world > 1 || cfg_.dist.backend != "auto" ? dist::Context::create(launch, cfg_.dist, device_)
-                                                          : dist::Context::single();
+  // One process runs without a group, unless dist.backend names one it can use (a one-rank
+  // group, to exercise that backend); a cluster config's nccl on a CPU smoke test is ignored.
+  const bool one_rank_group =
+      cfg_.dist.backend == "gloo" || (cfg_.dist.backend == "nccl" && device_.is_cuda());
+  dist_ = launch.world > 1 || one_rank_group ? dist::Context::create(launch, cfg_.dist, device_)
+                                             : dist::Context::single();
   rank_ = dist_->rank();
   world_ = dist_->world();
   if (rank_ != 0) sft::log::set_level(sft::log::Level::kWarn);  // rank 0 speaks for the job
@@ -421,7 +411,7 @@ TrainResult Trainer::fit() {
   for (const auto& s : data_.streams) total_steps += s->steps();
   if (cfg_.train.max_steps > 0) total_steps = std::min(total_steps, cfg_.train.max_steps);
   Progress progress(rank_ == 0, total_steps);
-  reset_peak_memory(device_);
+  reset_peak_tensor_bytes(device_);
 
   for (int s = pos.stage; s < static_cast<int>(data_.streams.size()); ++s) {
     const data::StageStream& stream = *data_.streams[static_cast<std::size_t>(s)];
@@ -495,7 +485,7 @@ TrainResult Trainer::fit() {
                                 {"stage_index", s}, {"stage_step", step + 1}, {"epoch", stream.epoch_at(step)},
                                 {"loss", mean_loss}, {"lr", lr}, {"grad_norm", st.grad_norm},
                                 {"tokens_per_s", tps}, {"elapsed_s", elapsed},
-                                {"peak_memory_mb", static_cast<double>(peak_memory_bytes(device_)) / 1048576.0}};
+                                {"peak_memory_mb", static_cast<double>(peak_tensor_bytes(device_)) / 1048576.0}};
           append_line(metrics, rec.dump());
           const double wall = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
           tb_->scalar("train/loss", mean_loss, pos.global_step, wall);
@@ -537,7 +527,7 @@ TrainResult Trainer::fit() {
   }
   result.steps = pos.global_step;
   result.skipped_steps = skipped_total_;
-  result.peak_memory_bytes = peak_memory_bytes(device_);
+  result.peak_memory_bytes = peak_tensor_bytes(device_);
   result.final_dir = fs::join(cfg_.output_dir, "final");
   export_model(result.final_dir);
   if (device_.is_cuda() && (cfg_.eval.at_end || cfg_.eval.at_stage_end)) {
