@@ -8,7 +8,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "sft/util/cuda.h"
 #include "sft/util/error.h"
@@ -20,6 +22,7 @@ struct Context::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> pg;  // ProcessGroupGloo or ProcessGroupNCCL
   c10::Device scalar_device{c10::kCPU};  // where all_reduce_scalar's tensor lives
+  std::int64_t string_rounds = 0;         // all_gather_strings calls so far (their key prefix)
 };
 
 namespace {
@@ -81,24 +84,52 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
 
   std::string backend = spec.backend == "auto" ? (device.is_cuda() ? "nccl" : "gloo") : spec.backend;
   c->backend_ = backend;
+  const auto deadline = std::chrono::steady_clock::now() + c->timeout_;
+  const std::string where = launch.master_addr + ":" + std::to_string(launch.master_port);
   c10d::TCPStoreOptions so;
   // A one-rank group outside a launcher hosts its own store: any free port will do.
   so.port = launch.world == 1 && !launch.agent_store ? 0 : static_cast<std::uint16_t>(launch.master_port);
   so.isServer = launch.rank == 0 && !launch.agent_store;  // torchrun >= 2 hosts the store in its agent
   if (!launch.agent_store) so.numWorkers = static_cast<std::size_t>(launch.world);
-  so.waitWorkers = !launch.agent_store;
+  // Rank 0 does not wait inside the store: it counts arrivals below, under the same deadline
+  // and with the same message as every other rank.
+  so.waitWorkers = false;
   so.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(c->timeout_);
   c10::intrusive_ptr<c10d::Store> tcp;
   try {
     tcp = c10::make_intrusive<c10d::TCPStore>(launch.master_addr, so);
   } catch (const std::exception& e) {
-    throw Error("rank " + std::to_string(launch.rank) + ": rendezvous at " + launch.master_addr + ":" +
-                std::to_string(launch.master_port) + " failed within " + std::to_string(spec.timeout_s) +
-                " s (are all " + std::to_string(launch.world) + " ranks started, and MASTER_ADDR/MASTER_PORT right?): " +
-                e.what());
+    std::string msg = e.what();
+    if (auto nl = msg.find("\nException raised from"); nl != std::string::npos) msg.resize(nl);
+    throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) + ": rendezvous at " +
+                where + " failed within " + std::to_string(spec.timeout_s) + " s (dist.timeout_s): " + msg +
+                "; check that rank 0 runs, that every rank has the same MASTER_ADDR/MASTER_PORT, and that this "
+                "node reaches " + where);
   }
   const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT");
   c->impl_->store = c10::make_intrusive<c10d::PrefixStore>(std::string("sft/") + (restart ? restart : "0"), tcp);
+  // Every rank counts in, then waits for the others until the common deadline.
+  try {
+    std::int64_t arrived = c->impl_->store->add("arrived", 1);
+    while (arrived < launch.world) {
+      if (std::chrono::steady_clock::now() >= deadline)
+        throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) + ": rendezvous at " +
+                    where + ": " + std::to_string(arrived) + " of " + std::to_string(launch.world) +
+                    " ranks arrived within " + std::to_string(spec.timeout_s) +
+                    " s (dist.timeout_s); check that every rank was started with WORLD_SIZE=" +
+                    std::to_string(launch.world) + " and the same MASTER_ADDR/MASTER_PORT, that none failed at start " +
+                    "(see their logs), and that the other nodes reach " + where);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      arrived = c->impl_->store->add("arrived", 0);
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    if (auto nl = msg.find("\nException raised from"); nl != std::string::npos) msg.resize(nl);
+    throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) + ": rendezvous at " +
+                where + " broke (" + msg + "); check that rank 0 still runs");
+  }
 
   if (backend == "nccl") {
 #if SFT_WITH_CUDA
@@ -192,6 +223,20 @@ double Context::all_reduce_scalar(double v) {
   at::Tensor t = at::full({1}, v, at::TensorOptions().dtype(at::kDouble).device(impl_->scalar_device));
   all_reduce_sum(t);
   return t.item<double>();
+}
+
+std::vector<std::string> Context::all_gather_strings(const std::string& mine) {
+  if (!impl_->store) return {mine};
+  const std::string base = "strings/" + std::to_string(impl_->string_rounds++) + "/";
+  std::vector<std::string> all;
+  guarded(*this, nullptr, "exchange of settings", [&] {
+    impl_->store->set(base + std::to_string(rank_), std::vector<std::uint8_t>(mine.begin(), mine.end()));
+    for (int r = 0; r < world_; ++r) {
+      const std::vector<std::uint8_t> v = impl_->store->get(base + std::to_string(r));  // waits up to the timeout
+      all.emplace_back(v.begin(), v.end());
+    }
+  });
+  return all;
 }
 
 }  // namespace sft::dist

@@ -19,6 +19,7 @@
 #include "sft/train/data_parallel.h"
 #include "sft/train/memory_tracker.h"
 #include "sft/train/progress.h"
+#include "sft/train/rank_agreement.h"
 #include "sft/train/stop_signal.h"
 #include "sft/train/tfevents.h"
 #include "sft/util/cuda.h"
@@ -126,6 +127,8 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
     std::string item;
     while (std::getline(ss, item, ',')) inject_nonfinite_.push_back(std::stoll(item));
   }
+  lock_run_folder();
+  require_agreement(*dist_, run_identity(cfg_), "the run configuration");
   fs::make_dirs(cfg_.output_dir);
   checkpoints_ = std::make_unique<CheckpointStore>(fs::join(cfg_.output_dir, "checkpoints"));
   if (!opts_.resume && !checkpoints_->list().empty())
@@ -144,6 +147,13 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   if (cfg_.model.config.is_object())
     for (auto it = cfg_.model.config.begin(); it != cfg_.model.config.end(); ++it) mc[it.key()] = it.value();
   model::LlamaConfig lc = model::LlamaConfig::from_json(mc, cfg_.model.path.empty() ? "model.config" : cfg_.model.path);
+  {
+    // The config agreed; the files it names may still differ between nodes.
+    Settings built = flatten(mc, "model (config.json + model.config)");
+    for (std::size_t s = 0; s < data_.streams.size(); ++s)
+      built["stage " + cfg_.stages[s].name + " data stream"] = data_.streams[s]->fingerprint();
+    require_agreement(*dist_, built, "the model and the data streams");
+  }
   if (lc.vocab_size < data_.tokenizer->vocab_size())
     throw ConfigError("model.config.vocab_size: " + std::to_string(lc.vocab_size) + " is smaller than the tokenizer's " +
                       std::to_string(data_.tokenizer->vocab_size()) + " pieces (" + cfg_.tokenizer + ")");
@@ -181,6 +191,29 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
 }
 
 Trainer::~Trainer() = default;
+
+// Rank 0 takes output_dir's lock (the other ranks write only where rank 0 tells them:
+// their checkpoint shards). Its outcome is shared, so that a refused run stops every rank
+// at once rather than at the next collective's timeout.
+void Trainer::lock_run_folder() {
+  nlohmann::json refused = nullptr;
+  if (rank_ == 0) {
+    try {
+      lock_ = RunLock::acquire(cfg_.output_dir);
+    } catch (const Error& e) {
+      if (!dist_->distributed()) throw;
+      refused = {{"code", e.exit_code()}, {"message", e.what()}};
+    }
+  }
+  if (!dist_->distributed()) return;
+  const nlohmann::json r0 = nlohmann::json::parse(dist_->all_gather_strings(refused.dump())[0]);
+  if (r0.is_null()) return;
+  const std::string msg = (rank_ == 0 ? "" : "rank 0: ") + r0["message"].get<std::string>();
+  const int code = r0["code"].get<int>();
+  if (code == 75) throw RunLockedError(msg);
+  if (code == 2) throw ConfigError(msg);
+  throw Error(msg);
+}
 
 void Trainer::log_settings() const {
   std::size_t width = 0;

@@ -16,6 +16,8 @@ void rethrow_with_context(const std::string& context) {
     throw DataError(context + ": " + e.what());
   } catch (const CheckpointError& e) {
     throw CheckpointError(context + ": " + e.what());
+  } catch (const RunLockedError& e) {
+    throw RunLockedError(context + ": " + e.what());
   } catch (const std::exception& e) {
     throw Error(context + ": " + e.what());
   }

@@ -2,6 +2,9 @@
 // ProcessGroupNCCL for CUDA tensors, ProcessGroupGloo on CPU). World size 1 needs no
 // group (every collective is then a no-op) unless dist.backend names one explicitly.
 //
+// Rendezvous: every rank, rank 0 included, waits at most dist.timeout_s for all ranks to
+// arrive, and one that times out says how many did, where, and what to check.
+//
 // Collectives block until done (the async one returns a handle) and throw sft::Error
 // naming the collective and the rank when a peer dies or the timeout (dist.timeout_s)
 // expires, so no rank hangs forever (NCCL runs with TORCH_NCCL_BLOCKING_WAIT=1 for that).
@@ -51,6 +54,9 @@ class Context {
   void reduce_scatter_sum(at::Tensor& out, const at::Tensor& in);
   void barrier();
   double all_reduce_scalar(double v);  // sum
+  // Every rank's `mine`, in rank order, exchanged through the rendezvous store (small
+  // values: settings, fingerprints, a refusal). Collective: every rank must call it.
+  std::vector<std::string> all_gather_strings(const std::string& mine);
 
  private:
   Context() = default;

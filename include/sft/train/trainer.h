@@ -1,5 +1,9 @@
 // Trainer: runs a resolved RunConfig's stages, one after another.
 //
+// One trainer per run folder: rank 0 locks output_dir for the trainer's lifetime (another
+// process gets RunLockedError, exit code 75), and every rank checks at rendezvous that all
+// run the same config, data and model (rank_agreement.h) before anything is written.
+//
 // Owns the model, the flat AdamW state, the run's data (every stage's stream planned up
 // front) and its checkpoints. Rank 0 logs, writes metrics and exports models; under ZeRO
 // every rank writes its own shard of each checkpoint. fit() reads top to bottom: restore,
@@ -28,6 +32,7 @@
 #include "sft/train/optimizer.h"
 #include "sft/train/run_data.h"
 #include "sft/util/error.h"
+#include "sft/util/run_lock.h"
 
 
 namespace sft::train {
@@ -88,6 +93,7 @@ class Trainer {
   void save_checkpoint(const Position& next);
   StepStats train_step(int stage, std::int64_t step, std::int64_t global_step);
   void export_model(const std::string& dir);
+  void lock_run_folder();
   void log_settings() const;
   void log_plan() const;
   // Runs the eval hook on `model_dir`, writes <output_dir>/eval/<label>/ and metrics lines.
@@ -97,6 +103,7 @@ class Trainer {
   config::RunConfig cfg_;
   TrainerOptions opts_;
   c10::Device device_;
+  std::unique_ptr<RunLock> lock_;  // rank 0's, on output_dir, for the trainer's lifetime
   std::shared_ptr<dist::Context> dist_;
   std::unique_ptr<DataParallel> dp_;
   int rank_ = 0, world_ = 1;

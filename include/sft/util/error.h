@@ -3,7 +3,8 @@
 // Messages read "where: what is wrong; what to do". "Where" is a file:line, a config
 // key path or a sample index. Callers add context as the error rises (see with_context).
 // The CLI catches once, prints one rank-tagged line and exits with exit_code():
-// 2 for usage and configuration errors, 1 for everything else.
+// 2 for usage and configuration errors, 75 when the run folder is in use by another
+// process (retry later: sysexits' EX_TEMPFAIL), 1 for everything else.
 #pragma once
 
 #include <stdexcept>
@@ -36,6 +37,13 @@ class DataError : public Error {
 class CheckpointError : public Error {
  public:
   explicit CheckpointError(const std::string& msg) : Error(msg) {}
+};
+
+// The run folder is locked by another live process (util/run_lock.h): exit code 75.
+class RunLockedError : public Error {
+ public:
+  explicit RunLockedError(const std::string& msg) : Error(msg) {}
+  int exit_code() const override { return 75; }
 };
 
 // Prefixes `context + ": "` to any sft::Error's message, keeping its type's exit code.
