@@ -14,6 +14,19 @@
 #include "sft/util/log.h"
 
 namespace sft::cli {
+namespace {
+
+// Every file the run will need later is checked now, in a second, rather than after hours
+// of training: the tokenizer, the model folder, and the eval block's benchmarks and data.
+void check_run_inputs(const config::RunConfig& cfg) {
+  if (!fs::exists(cfg.tokenizer) || fs::is_dir(cfg.tokenizer))
+    throw ConfigError("tokenizer.path: " + cfg.tokenizer + " not found (a sentencepiece tokenizer.model)");
+  if (!cfg.model.path.empty() && !fs::is_dir(cfg.model.path))
+    throw ConfigError("model.path: " + cfg.model.path + " is not a folder (a Hugging Face model folder with config.json)");
+  eval::check_eval_config(cfg);
+}
+
+}  // namespace
 
 std::vector<Command> register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "fine-tune a model on a run configuration's stage schedule");
@@ -40,6 +53,7 @@ std::vector<Command> register_train(CLI::App& app) {
              }
              sft::log::info("sft train: {} ({} strategy, {} stages) -> {}", cfg.source_file,
                           config::strategy_name(cfg.strategy), cfg.stages.size(), cfg.output_dir);
+             check_run_inputs(cfg);
              train::TrainerOptions opts;
              opts.resume = resume == "auto";
              opts.config_path = path;

@@ -331,25 +331,79 @@ std::int64_t default_max_new_tokens(const std::string& b) {
   return 128;  // code, general: the synthetic answers are one line
 }
 
-std::string resolve_data(const EvalRequest& req) {
+std::string resolve_data(const EvalRequest& req, const std::string& key) {
+  // Errors name the config key when the request comes from a run config, else the CLI flag.
+  const std::string name_key = key.empty() ? "--benchmark" : key + ".name";
+  const std::string data_key = key.empty() ? "--data" : key + ".data";
   const auto& names = benchmark_names();
   if (std::find(names.begin(), names.end(), req.benchmark) == names.end())
-    throw ConfigError("--benchmark: \"" + req.benchmark + "\" is not one of gsm8k, humaneval, mtbench, math, code, general");
+    throw ConfigError(name_key + ": \"" + req.benchmark + "\" is not one of gsm8k, humaneval, mtbench, math, code, general");
   std::string path = req.data.empty() ? default_data(req.benchmark) : req.data;
   if (path.empty())
-    throw ConfigError("--benchmark " + req.benchmark + " needs --data FILE (" +
+    throw ConfigError((key.empty() ? "--benchmark " + req.benchmark + " needs --data FILE"
+                                   : data_key + ": missing; " + req.benchmark + " needs its data file") +
+                      " (" +
                       (req.benchmark == "gsm8k"       ? "GSM8K's test.jsonl"
                        : req.benchmark == "humaneval" ? "HumanEval.jsonl.gz"
                                                       : "FastChat's mt_bench/question.jsonl") +
                       ")");
-  if (fs::exists(path)) return path;
+  if (fs::exists(path)) {
+    if (fs::is_dir(path)) throw ConfigError(data_key + ": " + path + " is a folder, not a data file");
+    return path;
+  }
   if (path[0] != '/') {
     const std::string dir = exe_dir();
     for (const std::string& base : {fs::join(dir, ".."), dir})
-      if (!dir.empty() && fs::exists(fs::join(base, path))) return fs::join(base, path);
+      if (!dir.empty() && fs::exists(fs::join(base, path)) && !fs::is_dir(fs::join(base, path))) return fs::join(base, path);
   }
-  throw ConfigError("--data: " + path + " not found" +
-                    (req.data.empty() ? " (run from the repository root, or give --data)" : ""));
+  throw ConfigError(data_key + ": " + path + " not found" +
+                    (req.data.empty() ? " (run from the repository root, or give " + data_key + ")" : ""));
+}
+
+void check_eval_config(const config::RunConfig& cfg) {
+  if (!cfg.eval.at_end && !cfg.eval.at_stage_end) return;
+  // "config.yaml:57: " where the key was written in the file, "" when it came from --set.
+  auto where = [&](const std::string& key) -> std::string {
+    for (const auto& s : cfg.settings)
+      if (s.key == key && s.source.rfind("file:", 0) == 0) return cfg.source_file + ":" + s.source.substr(5) + ": ";
+    return "";
+  };
+  for (std::size_t i = 0; i < cfg.eval.benchmarks.size(); ++i) {
+    const auto& b = cfg.eval.benchmarks[i];
+    const std::string key = "eval.benchmarks[" + std::to_string(i) + "]";
+    EvalRequest req;
+    req.benchmark = b.name;
+    req.data = b.data;
+    std::string path;
+    try {
+      path = resolve_data(req, key);
+    } catch (const ConfigError& e) {
+      const std::string msg = e.what();
+      throw ConfigError(where(msg.rfind(key + ".name", 0) == 0 ? key + ".name" : key + ".data") + msg);
+    }
+    // Parsed in full now, as the evaluation will parse it after training.
+    std::size_t items = 0;
+    try {
+      const std::string kind = benchmark_kind(b.name);
+      if (kind == "gsm8k") items = load_gsm8k(path, b.limit).size();
+      else if (kind == "humaneval") items = load_problems(path, b.limit).size();
+      else if (kind == "mtbench") items = load_mtbench_questions(path, b.limit).size();
+      else {
+        config::DatasetSpec spec;
+        spec.name = b.name;
+        spec.path = path;
+        spec.format = "sharegpt";
+        items = data::read_dataset(spec, "error").records.size();
+      }
+    } catch (const Error& e) {
+      std::string msg = e.what();
+      // The training readers' hint about data.on_bad_record does not apply to eval data.
+      if (auto hint = msg.find(" (data.on_bad_record"); hint != std::string::npos) msg.resize(hint);
+      throw ConfigError(where(key + ".data") + key + ".data: " + msg + "; fix the file or point " + key +
+                        ".data at a good one");
+    }
+    if (items == 0) throw ConfigError(where(key + ".data") + key + ".data: " + path + " holds no " + b.name + " items");
+  }
 }
 
 std::unique_ptr<model::Llama> load_model_for_eval(const std::string& dir, c10::Device device, bool bf16) {

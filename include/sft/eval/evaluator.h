@@ -32,6 +32,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sft/config/run_config.h"
 #include "sft/data/tokenizer.h"
 #include "sft/eval/sandbox.h"
 #include "sft/model/llama.h"
@@ -65,8 +66,16 @@ std::string default_data(const std::string& benchmark);
 std::int64_t default_max_new_tokens(const std::string& benchmark);
 // req.data, or the default; a relative path that does not exist from the working directory
 // is also looked for beside the running executable's folder (build/../data/tiny/...).
-// Throws ConfigError when there is none or it does not exist.
-std::string resolve_data(const EvalRequest& req);
+// Throws ConfigError when there is none or it does not exist, naming `key`'s .name / .data
+// (a run config's "eval.benchmarks[0]") or, when key is "", the CLI's --benchmark / --data.
+std::string resolve_data(const EvalRequest& req, const std::string& key = "");
+
+// Checks a run config's eval block before anything trains (sft train calls it right after
+// loading the config, before the rendezvous and the model): every benchmark's name, and its
+// data file found and parsed in full in its format. Throws ConfigError naming the key
+// (eval.benchmarks[i].name / .data). Checks nothing when neither eval.at_end nor
+// eval.at_stage_end asks for an evaluation.
+void check_eval_config(const config::RunConfig& cfg);
 
 // Loads an exported model folder to generate with: bf16 weights on a GPU when bf16 is asked
 // for (a 33B model takes 65 GB instead of 130 GB), fp32 weights otherwise (on CPU, bf16 is
