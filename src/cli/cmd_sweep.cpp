@@ -86,10 +86,20 @@ std::vector<Command> register_sweep(CLI::App& app) {
                std::cout << sweep::emit_slurm(spec, runs, exe) << "\n";
                return 0;
              }
-             int failed = sweep::run_local(spec, runs, exe, jobs);
+             const sweep::LocalResult done = sweep::run_local(spec, runs, exe, jobs);
+             if (done.signal) {
+               sft::log::warn("sweep {}: stopped by signal {}; the runs it started saved a checkpoint. Rerun the same "
+                              "command to continue",
+                              spec.name, done.signal);
+               return 128 + done.signal;
+             }
              sweep::build_report(spec, runs);
-             sft::log::info("sweep {}: {} runs, {} failed; report in {}/report.md", spec.name, runs.size(), failed, spec.output_dir);
-             return failed ? 1 : 0;
+             sft::log::info("sweep {}: {} runs, {} failed{}; report in {}/report.md", spec.name, runs.size(), done.failed,
+                            done.skipped ? ", " + std::to_string(done.skipped) +
+                                               " skipped (held by another process: rerun once it is done)"
+                                         : std::string(),
+                            spec.output_dir);
+             return done.failed ? 1 : 0;
            }}};
 }
 

@@ -61,9 +61,19 @@ void materialise(const SweepSpec& spec, const std::vector<SweepRun>& runs);
 bool run_finished(const SweepRun& run);
 
 // Runs every unfinished run with `sft train` (a subprocess per run, log in <run>/train.log),
-// `jobs` at a time, each with cores/jobs threads when jobs > 1. Returns the number of runs
-// that failed.
-int run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary, int jobs = 1);
+// `jobs` at a time, each with cores/jobs threads when jobs > 1.
+//
+// A run whose folder another process holds (its sft.lock: another sweep sharing runs_dir,
+// or an `sft train` of its own) is skipped and said so, never trained twice at once.
+// SIGTERM / SIGINT to the sweep go to its running children, which checkpoint and exit; the
+// sweep then starts nothing more and returns with `signal` set (the CLI exits 128 + it).
+// The children run in their own process group and get SIGTERM if the sweep dies outright.
+struct LocalResult {
+  int failed = 0;   // runs that ended with an error
+  int skipped = 0;  // runs held by another process
+  int signal = 0;   // the signal that stopped the sweep, 0 if none
+};
+LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary, int jobs = 1);
 
 // Writes output_dir/sweep.sbatch: a Slurm array, one task per run, sized by dist.gpus (runs
 // needing different GPU counts: one sweep-<N>gpu.sbatch each). Returns the paths, one per line.
