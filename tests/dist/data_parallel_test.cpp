@@ -198,6 +198,77 @@ TEST_F(TwoRanks, ShardedCheckpointsResumeExactly) {
   EXPECT_TRUE(fs::exists(ck + "/rank1.safetensors"));
 }
 
+// Ranks launched with plain environment variables, each with its own extra --set values
+// (a launch line with a typo on one node); returns each rank's exit code and stderr.
+struct RankOutcome {
+  int code = -1;
+  std::string err;
+  double secs = 0;
+};
+std::vector<RankOutcome> launch_each(int world, const std::vector<std::vector<std::string>>& sets, const std::string& out,
+                                     const std::string& cache, int timeout_s) {
+  const int port = test::free_port();
+  std::vector<test::Process> ps;
+  const auto start = std::chrono::steady_clock::now();
+  for (std::size_t r = 0; r < sets.size(); ++r) {
+    auto extra = sets[r];
+    extra.push_back("dist.timeout_s=" + std::to_string(timeout_s));
+    ps.push_back(test::spawn_sft(args(out, cache, extra),
+                                 {{"RANK", std::to_string(r)}, {"WORLD_SIZE", std::to_string(world)},
+                                  {"LOCAL_RANK", std::to_string(r)}, {"MASTER_ADDR", "127.0.0.1"},
+                                  {"MASTER_PORT", std::to_string(port)}}));
+  }
+  std::vector<RankOutcome> outcomes;
+  for (auto& p : ps) {
+    RankOutcome o;
+    o.code = test::wait_process(p, 120);
+    o.secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    o.err = test::read(p.err_path);
+    outcomes.push_back(o);
+  }
+  return outcomes;
+}
+
+// Another lr, another data fraction, another model shape on rank 1: every rank fails at
+// rendezvous (exit 2, not a Gloo abort after the run) naming the key and both values, and
+// nothing is trained or written.
+TEST(RankAgreement, ARankThatRunsSomethingElseFailsEveryRankNamingTheKey) {
+  test::TempDir d;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"train.lr=0.01", "train.lr: rank 0 has 0.002, rank 1 has 0.01"},
+      {"datasets.math.fraction=1/8", "datasets.math.fraction: rank 0 has 0.0625, rank 1 has 0.125"},
+      {"model.config.hidden_size=96", "model.config.hidden_size: rank 0 has 128, rank 1 has 96"},
+  };
+  for (const auto& [set, message] : cases) {
+    const std::string out = d.file("run_" + std::to_string(&set - &cases[0].first));
+    auto o = launch_each(2, {{}, {set}}, out, d.file("cache"), 30);
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_EQ(o[r].code, 2) << set << ", rank " << r << ":\n" << o[r].err;
+      EXPECT_NE(o[r].err.find("rank " + std::to_string(r) + " of 2: the ranks disagree on the run configuration: "),
+                std::string::npos)
+          << o[r].err;
+      EXPECT_NE(o[r].err.find(message), std::string::npos) << set << ", rank " << r << ":\n" << o[r].err;
+      EXPECT_LT(o[r].secs, 25.0) << "at rendezvous, not after a timeout";
+    }
+    EXPECT_FALSE(fs::exists(out + "/config.resolved.json")) << set;
+    EXPECT_FALSE(fs::exists(out + "/metrics.jsonl")) << set;
+  }
+}
+
+// Rank 0 alone (its peer never started) waits dist.timeout_s, as the others would, and says
+// how many ranks arrived, where, and what to check.
+TEST(RankAgreement, ALoneRankZeroFailsWithinTheTimeoutSayingWhoArrived) {
+  test::TempDir d;
+  auto o = launch_each(2, {{}}, d.file("run"), d.file("cache"), 5);
+  ASSERT_EQ(o.size(), 1u);
+  EXPECT_EQ(o[0].code, 1) << o[0].err;
+  EXPECT_GE(o[0].secs, 5.0);
+  EXPECT_LT(o[0].secs, 5.0 + 5.0) << o[0].err;
+  EXPECT_NE(o[0].err.find("rank 0 of 2: rendezvous at 127.0.0.1:"), std::string::npos) << o[0].err;
+  EXPECT_NE(o[0].err.find(": 1 of 2 ranks arrived within 5 s (dist.timeout_s)"), std::string::npos) << o[0].err;
+  EXPECT_NE(o[0].err.find("WORLD_SIZE=2"), std::string::npos) << o[0].err;
+}
+
 TEST(Launch, ReadsTorchrunAndSlurmEnvironments) {
   EXPECT_EQ(dist::first_host("node[01-04,07],gpu5"), "node01");
   EXPECT_EQ(dist::first_host("a1,a2"), "a1");
