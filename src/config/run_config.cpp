@@ -268,7 +268,7 @@ const std::vector<std::string> kStageHparamKeys = {"epochs", "lr", "min_lr_ratio
 
 void read_train(Reader& r, TrainSpec& t) {
   r.check_keys("train", {"epochs", "lr", "min_lr_ratio", "schedule", "warmup_ratio", "warmup_steps", "batch_size",
-                         "grad_accum", "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps",
+                         "grad_accum", "samples_per_step", "tokens_per_micro_batch", "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps",
                          "precision", "activation_checkpointing", "log_every", "save_every", "keep_checkpoints",
                          "max_nonfinite_steps", "threads", "device", "max_steps",
                          "reset_optimizer_between_stages", "export_stage_models"});
@@ -280,6 +280,15 @@ void read_train(Reader& r, TrainSpec& t) {
   t.warmup_steps = r.integer("train.warmup_steps", t.warmup_steps, -1);
   t.batch_size = r.integer("train.batch_size", t.batch_size, 1);
   t.grad_accum = r.integer("train.grad_accum", t.grad_accum, 1);
+  t.samples_per_step = r.integer("train.samples_per_step", t.samples_per_step, 0);
+  t.tokens_per_micro_batch = r.integer("train.tokens_per_micro_batch", t.tokens_per_micro_batch, 0);
+  // grad_accum: 1 (the default) imposes nothing; any other value states the batch in rows.
+  if (t.samples_per_step > 0 && t.grad_accum != 1)
+    r.error("train.samples_per_step",
+            "exclusive with train.grad_accum: a step of samples_per_step samples takes as many micro-batches as they "
+            "need; give one of the two (the global batch in samples, or in rows of batch_size x grad_accum x ranks)");
+  if (t.tokens_per_micro_batch > 0 && t.samples_per_step == 0)
+    r.error("train.tokens_per_micro_batch", "only applies with train.samples_per_step (rows per micro-batch are train.batch_size)");
   t.max_grad_norm = r.num("train.max_grad_norm", t.max_grad_norm, 0.0, HUGE_VAL);
   t.weight_decay = r.num("train.weight_decay", t.weight_decay, 0.0, 10.0);
   t.adam_beta1 = r.num("train.adam_beta1", t.adam_beta1, 0.0, 1.0);
@@ -770,6 +779,11 @@ nlohmann::json RunConfig::to_json() const {
                 {"device", train.device}, {"max_steps", train.max_steps},
                 {"reset_optimizer_between_stages", train.reset_optimizer_between_stages},
                 {"export_stage_models", train.export_stage_models}};
+  // Only when set, so that the identity (sweep run hashes) of row-batched configs is unchanged.
+  if (train.samples_per_step > 0) {
+    j["train"]["samples_per_step"] = train.samples_per_step;
+    j["train"]["tokens_per_micro_batch"] = train.tokens_per_micro_batch;
+  }
   j["dist"] = {{"strategy", dist.strategy}, {"backend", dist.backend}, {"timeout_s", dist.timeout_s},
                {"bucket_mb", dist.bucket_mb}, {"gpus", dist.gpus}, {"gpu_type", dist.gpu_type}};
   json b = json::array();

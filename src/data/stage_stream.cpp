@@ -42,13 +42,55 @@ std::vector<Row> pack_window(std::vector<Item>& items, std::int64_t capacity) {
   return bins;
 }
 
+// One step of samples (samples_per_step): rows dealt to ranks longest first to the one
+// with the fewest tokens, then each rank's rows cut, longest first, into micro-batches of
+// at most `budget` padded tokens. Returns each rank's micro-batches.
+std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const config::DataSpec& data, int world,
+                                               std::int64_t budget, int epoch) {
+  std::vector<Row> rows;
+  if (data.batching == "pack") {
+    rows = pack_window(items, data.max_seq_len);
+  } else {
+    for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.targets});
+  }
+  std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.tokens > b.tokens; });
+  std::vector<std::vector<Row>> mine(static_cast<std::size_t>(world));
+  std::vector<std::int64_t> load(static_cast<std::size_t>(world), 0);
+  for (auto& row : rows) {
+    const auto r = static_cast<std::size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+    load[r] += row.tokens;
+    mine[r].push_back(std::move(row));
+  }
+  std::vector<std::vector<MicroBatch>> out(static_cast<std::size_t>(world));
+  for (std::size_t r = 0; r < mine.size(); ++r) {
+    MicroBatch mb;
+    mb.epoch = epoch;
+    for (auto& row : mine[r]) {  // longest first: a row is never wider than the micro-batch's first
+      const std::int64_t width = data.batching == "pad_max" ? data.max_seq_len : std::max(mb.width, row.tokens);
+      if (!mb.rows.empty() && width * static_cast<std::int64_t>(mb.rows.size() + 1) > budget) {
+        out[r].push_back(std::move(mb));
+        mb = MicroBatch();
+        mb.epoch = epoch;
+      }
+      mb.width = data.batching == "pad_max" ? data.max_seq_len : std::max(mb.width, row.tokens);
+      mb.tokens += row.tokens;
+      mb.targets += row.targets;
+      mb.rows.push_back(std::move(row));
+    }
+    if (!mb.rows.empty()) out[r].push_back(std::move(mb));
+  }
+  return out;
+}
+
 }  // namespace
 
 StageStream::StageStream(const StageSelection& stage, int stage_index, const DataPlan& plan, const Datasets& datasets,
                          const config::DataSpec& data, std::int64_t batch_size, std::int64_t grad_accum,
-                         int world_size, std::uint64_t seed, int epochs)
+                         int world_size, std::uint64_t seed, int epochs, std::int64_t samples_per_step,
+                         std::int64_t tokens_per_micro_batch)
     : world_(world_size), accum_(grad_accum) {
   per_step_ = static_cast<std::int64_t>(world_size) * grad_accum;
+  const std::int64_t budget = tokens_per_micro_batch > 0 ? tokens_per_micro_batch : batch_size * data.max_seq_len;
   // The stage's trainable samples, in source order (shuffled below).
   std::vector<Item> base;
   for (const auto& src : stage.sources) {
@@ -71,7 +113,24 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
 
     std::vector<Row> rows;
     std::vector<MicroBatch> epoch_micro;
-    if (data.batching == "pack") {
+    if (samples_per_step > 0) {
+      for (std::size_t first = 0; first < items.size(); first += static_cast<std::size_t>(samples_per_step)) {
+        const std::size_t last = std::min(items.size(), first + static_cast<std::size_t>(samples_per_step));
+        auto per_rank = deal_step(std::vector<Item>(items.begin() + static_cast<std::ptrdiff_t>(first),
+                                                    items.begin() + static_cast<std::ptrdiff_t>(last)),
+                                  data, world_size, budget, epoch);
+        std::size_t accum = 1;
+        for (const auto& m : per_rank) accum = std::max(accum, m.size());
+        step_begin_.push_back(static_cast<std::int64_t>(micro_.size() + epoch_micro.size()));
+        step_accum_.push_back(static_cast<std::int64_t>(accum));
+        for (std::size_t m = 0; m < accum; ++m)
+          for (auto& mine : per_rank) {
+            MicroBatch mb;  // empty: this rank has no m-th micro-batch in this step
+            mb.epoch = epoch;
+            epoch_micro.push_back(m < mine.size() ? std::move(mine[m]) : std::move(mb));
+          }
+      }
+    } else if (data.batching == "pack") {
       for (std::size_t w = 0; w < items.size(); w += static_cast<std::size_t>(data.pack_window)) {
         std::vector<Item> window(items.begin() + static_cast<std::ptrdiff_t>(w),
                                  items.begin() + static_cast<std::ptrdiff_t>(
@@ -91,7 +150,7 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
       }
       for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.targets});
     }
-    for (std::size_t r = 0; r < rows.size(); r += static_cast<std::size_t>(batch_size)) {
+    for (std::size_t r = 0; samples_per_step == 0 && r < rows.size(); r += static_cast<std::size_t>(batch_size)) {
       MicroBatch mb;
       mb.epoch = epoch;
       for (std::size_t k = r; k < std::min(rows.size(), r + static_cast<std::size_t>(batch_size)); ++k) {
@@ -103,7 +162,7 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
       if (data.batching == "pad_max") mb.width = data.max_seq_len;
       epoch_micro.push_back(std::move(mb));
     }
-    if (data.batching != "pack" && data.group_by_length && data.shuffle) rng.shuffle(epoch_micro);
+    if (samples_per_step == 0 && data.batching != "pack" && data.group_by_length && data.shuffle) rng.shuffle(epoch_micro);
     for (auto& mb : epoch_micro) {
       tokens_ += mb.tokens;
       targets_ += mb.targets;
@@ -119,30 +178,51 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
       micro_.push_back(std::move(mb));
     }
   }
-  steps_ = (static_cast<std::int64_t>(micro_.size()) + per_step_ - 1) / per_step_;
+  if (samples_per_step == 0) {  // rows: W x grad_accum micro-batches a step
+    steps_ = (static_cast<std::int64_t>(micro_.size()) + per_step_ - 1) / per_step_;
+    for (std::int64_t st = 0; st < steps_; ++st) {
+      step_begin_.push_back(st * per_step_);
+      step_accum_.push_back(grad_accum);
+    }
+  }
+  steps_ = static_cast<std::int64_t>(step_begin_.size());
   step_targets_.assign(static_cast<std::size_t>(steps_), 0);
   step_tokens_.assign(static_cast<std::size_t>(steps_), 0);
-  for (std::size_t g = 0; g < micro_.size(); ++g) {
-    step_targets_[g / static_cast<std::size_t>(per_step_)] += micro_[g].targets;
-    step_tokens_[g / static_cast<std::size_t>(per_step_)] += micro_[g].tokens;
+  step_samples_.assign(static_cast<std::size_t>(steps_), 0);
+  for (std::size_t st = 0; st < step_begin_.size(); ++st) {
+    const auto end = std::min<std::int64_t>(static_cast<std::int64_t>(micro_.size()),
+                                            step_begin_[st] + step_accum_[st] * world_size);
+    for (auto g = static_cast<std::size_t>(step_begin_[st]); g < static_cast<std::size_t>(end); ++g) {
+      step_targets_[st] += micro_[g].targets;
+      step_tokens_[st] += micro_[g].tokens;
+      for (const auto& row : micro_[g].rows) step_samples_[st] += static_cast<std::int64_t>(row.samples.size());
+      if (!micro_[g].rows.empty()) ++micro_batches_;
+    }
   }
-  std::int64_t cfg[4] = {batch_size, grad_accum, world_size, data.max_seq_len};
-  fp.update(cfg, sizeof cfg);
+  std::int64_t cfg[6] = {batch_size, grad_accum, world_size, data.max_seq_len, samples_per_step, budget};
+  // Row-batched streams hash what they always hashed (their checkpoints stay resumable).
+  fp.update(cfg, samples_per_step > 0 ? sizeof cfg : 4 * sizeof(std::int64_t));
   fingerprint_ = fp.hex_digest();
 }
 
 const MicroBatch* StageStream::micro_batch(std::int64_t step, int rank, std::int64_t micro) const {
-  std::int64_t g = step * per_step_ + micro * world_ + rank;
-  if (step < 0 || step >= steps_ || g >= static_cast<std::int64_t>(micro_.size())) return nullptr;
+  if (step < 0 || step >= steps_ || micro < 0 || micro >= step_accum_[static_cast<std::size_t>(step)]) return nullptr;
+  const std::int64_t g = step_begin_[static_cast<std::size_t>(step)] + micro * world_ + rank;
+  if (g >= static_cast<std::int64_t>(micro_.size()) || micro_[static_cast<std::size_t>(g)].rows.empty()) return nullptr;
   return &micro_[static_cast<std::size_t>(g)];
 }
+
+std::int64_t StageStream::accumulation(std::int64_t step) const { return step_accum_.at(static_cast<std::size_t>(step)); }
+std::int64_t StageStream::step_samples(std::int64_t step) const { return step_samples_.at(static_cast<std::size_t>(step)); }
 
 std::int64_t StageStream::step_targets(std::int64_t step) const { return step_targets_.at(static_cast<std::size_t>(step)); }
 std::int64_t StageStream::step_tokens(std::int64_t step) const { return step_tokens_.at(static_cast<std::size_t>(step)); }
 
 int StageStream::epoch_at(std::int64_t step) const {
-  std::int64_t g = std::min<std::int64_t>(step * per_step_, static_cast<std::int64_t>(micro_.size()) - 1);
-  return g < 0 ? 0 : micro_[static_cast<std::size_t>(g)].epoch;
+  if (micro_.empty() || step_begin_.empty()) return 0;
+  const auto st = static_cast<std::size_t>(std::clamp<std::int64_t>(step, 0, steps_ - 1));
+  const std::int64_t g = std::min<std::int64_t>(step_begin_[st], static_cast<std::int64_t>(micro_.size()) - 1);
+  return micro_[static_cast<std::size_t>(g)].epoch;
 }
 
 std::vector<SampleRef> StageStream::all_samples() const {

@@ -47,7 +47,7 @@ double largest_packed_scores(const RunData& rd, const config::RunConfig& cfg, in
   for (const auto& stream : rd.streams)
     for (std::int64_t step = 0; step < stream->steps(); ++step)
       for (int rank = 0; rank < world; ++rank)
-        for (std::int64_t m = 0; m < cfg.train.grad_accum; ++m) {
+        for (std::int64_t m = 0; m < stream->accumulation(step); ++m) {
           const data::MicroBatch* mb = stream->micro_batch(step, rank, m);
           if (!mb) continue;
           std::vector<std::int64_t> lengths;
@@ -106,7 +106,11 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
       const double tokens = samples * kAssumedTokensPerSample;
       const double rows = cfg.data.batching == "pack" ? std::ceil(tokens / (0.97 * static_cast<double>(cfg.data.max_seq_len)))
                                                       : samples;
-      const auto steps = static_cast<std::int64_t>(std::ceil(rows / static_cast<double>(rows_per_step)));
+      // In samples, each epoch's last step may be short, as a padded trainer's is.
+      const auto steps = cfg.train.samples_per_step > 0
+                             ? cfg.stages[s].epochs * ((plan.stages[s].records + cfg.train.samples_per_step - 1) /
+                                                       cfg.train.samples_per_step)
+                             : static_cast<std::int64_t>(std::ceil(rows / static_cast<double>(rows_per_step)));
       stages.push_back({{"name", cfg.stages[s].name}, {"samples", plan.stages[s].records}, {"epochs", cfg.stages[s].epochs},
                         {"tokens_estimated", static_cast<std::int64_t>(tokens)}, {"steps_estimated", steps}});
       total_steps += steps;
@@ -116,7 +120,12 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   }
   out["stages"] = stages;
   out["total_steps"] = total_steps;
-  out["rows_per_optimizer_step"] = rows_per_step;
+  if (cfg.train.samples_per_step > 0) {
+    out["samples_per_optimizer_step"] = cfg.train.samples_per_step;
+    out["tokens_per_micro_batch"] = cfg.train.tokens_per_micro_batch > 0 ? cfg.train.tokens_per_micro_batch
+                                                                         : cfg.train.batch_size * cfg.data.max_seq_len;
+  }
+  out["rows_per_optimizer_step"] = cfg.train.samples_per_step > 0 ? nlohmann::ordered_json() : ordered_json(rows_per_step);
 
   // ---- memory per rank ----------------------------------------------------------------------------
   const double gpu = gpu_memory_bytes(cfg.dist.gpu_type);
@@ -182,6 +191,13 @@ std::string format_dry_run(const nlohmann::ordered_json& p) {
                 p["activation_checkpointing"].get<bool>() ? ", activation checkpointing" : "");
   s += buf;
   if (p.contains("data_note")) s += "  note: " + p["data_note"].get<std::string>() + "\n";
+  if (p.contains("samples_per_optimizer_step"))
+    s += "  global batch: " + std::to_string(p["samples_per_optimizer_step"].get<long long>()) +
+         " samples per optimizer step, in micro-batches of at most " +
+         std::to_string(p["tokens_per_micro_batch"].get<long long>()) + " tokens per rank\n";
+  else
+    s += "  global batch: " + std::to_string(p["rows_per_optimizer_step"].get<long long>()) +
+         " rows per optimizer step (batch_size x grad_accum x ranks)\n";
   for (const auto& st : p["stages"]) {
     bool est = st.contains("steps_estimated");
     std::snprintf(buf, sizeof buf, "  stage %-14s %9lld samples x %d epochs, %12lld tokens%s, %8lld steps%s\n",

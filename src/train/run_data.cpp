@@ -1,8 +1,11 @@
 #include "sft/train/run_data.h"
 
+#include <algorithm>
+
 #include "sft/data/readers.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
+#include "sft/util/hash.h"
 #include "sft/util/log.h"
 
 namespace sft::train {
@@ -25,7 +28,8 @@ RunData build_run_data(const config::RunConfig& cfg, int world_size) {
     const auto& sel = rd.plan.stages[s];
     rd.streams.push_back(std::make_unique<data::StageStream>(sel, static_cast<int>(s), rd.plan, rd.datasets, cfg.data,
                                                              cfg.train.batch_size, cfg.train.grad_accum, world_size,
-                                                             cfg.seed, sel.spec->epochs));
+                                                             cfg.seed, sel.spec->epochs, cfg.train.samples_per_step,
+                                                             cfg.train.tokens_per_micro_batch));
   }
   return rd;
 }
@@ -81,8 +85,29 @@ nlohmann::json data_manifest(const config::RunConfig& cfg, const RunData& rd) {
       sources.push_back({{"dataset", src.dataset}, {"replay", src.replay}, {"fraction", src.fraction},
                          {"records", ids}, {"excluded", excluded}});
     }
+    // Per optimizer step: how many samples, and a digest of which ("<dataset>:<index in its
+    // file>", sorted), so
+    // that two runs can be shown to put the same samples in every step.
+    const auto& stream = *rd.streams[s];
+    json counts = json::array(), digests = json::array();
+    for (std::int64_t step = 0; step < stream.steps(); ++step) {
+      std::vector<std::string> ids;
+      for (std::int64_t m = 0; m < stream.accumulation(step); ++m)
+        for (int r = 0; r < stream.world_size(); ++r)
+          if (const data::MicroBatch* mb = stream.micro_batch(step, r, m))
+            for (const auto& row : mb->rows)
+              for (const auto& x : row.samples)
+                ids.push_back(cfg.datasets[static_cast<std::size_t>(x.dataset)].name + ":" +
+                              std::to_string(rd.datasets[static_cast<std::size_t>(x.dataset)]->origin(x.record).index));
+      std::sort(ids.begin(), ids.end());
+      Sha256 h;
+      for (const auto& id : ids) h.update(id.data(), id.size() + 1);  // with the terminating NUL as separator
+      counts.push_back(ids.size());
+      digests.push_back(h.hex_digest().substr(0, 16));
+    }
     stages.push_back({{"stage", cfg.stages[s].name}, {"sources", sources},
-                      {"stream_fingerprint", rd.streams[s]->fingerprint()}});
+                      {"stream_fingerprint", stream.fingerprint()}, {"step_samples", counts},
+                      {"step_sample_digests", digests}});
   }
   return {{"seed", cfg.seed}, {"stages", stages}};
 }

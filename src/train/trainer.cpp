@@ -391,7 +391,8 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
   at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
 
   opt_->zero_grad();
-  for (std::int64_t m = 0; m < cfg_.train.grad_accum; ++m) {
+  const std::int64_t accum = stream.accumulation(step);  // grad_accum, or as many as the step's samples need
+  for (std::int64_t m = 0; m < accum; ++m) {
     const data::MicroBatch* mb = stream.micro_batch(step, rank_, m);
     // A rank past the end of a short last step runs an empty micro-batch, so that every
     // rank issues the same collectives.
@@ -399,7 +400,7 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
                        : data::make_single_batch({data_.tokenizer->bos_id() >= 0 ? data_.tokenizer->bos_id() : 0}, {0});
     at::Tensor ids = b.input_ids.to(device_), pos = b.position_ids.to(device_), labels = b.labels.to(device_);
     at::Tensor mask = b.segment_ids.defined() ? b.segment_ids.to(device_) : at::Tensor();
-    dp_->begin_micro(m + 1 == cfg_.train.grad_accum);
+    dp_->begin_micro(m + 1 == accum);
     at::Tensor loss;
     {
       model::AutocastGuard autocast(device_, c10::kBFloat16, bf16);

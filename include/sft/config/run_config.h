@@ -83,6 +83,12 @@ struct TrainSpec {
   std::int64_t warmup_steps = -1;
   std::int64_t batch_size = 8;   // rows per micro-batch per rank (packed rows or samples)
   std::int64_t grad_accum = 1;
+  // The global batch in samples (the paper's and FastChat's unit): every optimizer step
+  // takes exactly this many samples, packed or padded into as many micro-batches of at
+  // most tokens_per_micro_batch (rows x width) per rank as they need. 0: the batch is
+  // batch_size x grad_accum x world rows. Exclusive with grad_accum.
+  std::int64_t samples_per_step = 0;
+  std::int64_t tokens_per_micro_batch = 0;  // 0: batch_size x data.max_seq_len
   double max_grad_norm = 1.0;    // <= 0 disables clipping
   double weight_decay = 0.0;
   double adam_beta1 = 0.9;

@@ -14,6 +14,17 @@
 // and cut into micro-batches of batch_size rows. Optimizer step s consumes micro-batches
 // [s*W*A, (s+1)*W*A) of the stage (W ranks, A accumulation steps); rank r takes
 // s*W*A + m*W + r for m < A, so ranks never overlap and together cover the stage.
+//
+// With samples_per_step S > 0 the global batch is counted in samples instead, as a padded
+// trainer (FastChat) counts it: each epoch's shuffled samples are cut into steps of S (the
+// last step of an epoch may have fewer), so the step count and the LR schedule are a padded
+// trainer's whatever the batching. A step's samples become rows (packed first-fit-decreasing
+// into max_seq_len, or one per row), the rows are dealt to ranks longest first to the least
+// loaded (by tokens), and each rank cuts its rows, longest first, into micro-batches of at
+// most tokens_per_micro_batch padded tokens (rows x width; one row at least). The step's
+// accumulation count A_s is the largest number of micro-batches of any rank; a rank with
+// fewer gets nullptr for the rest (and runs an empty micro-batch). Packing then changes
+// the speed, not the optimisation: the same samples meet in the same step.
 #pragma once
 
 #include <cstdint>
@@ -57,10 +68,15 @@ class StageStream {
 
   StageStream(const StageSelection& stage, int stage_index, const DataPlan& plan, const Datasets& datasets,
               const config::DataSpec& data, std::int64_t batch_size, std::int64_t grad_accum, int world_size,
-              std::uint64_t seed, int epochs);
+              std::uint64_t seed, int epochs, std::int64_t samples_per_step = 0,
+              std::int64_t tokens_per_micro_batch = 0);
 
   std::int64_t steps() const { return steps_; }
-  std::int64_t micro_batches() const { return static_cast<std::int64_t>(micro_.size()); }
+  // Micro-batches each rank runs in `step` (grad_accum, or A_s with samples_per_step).
+  std::int64_t accumulation(std::int64_t step) const;
+  std::int64_t step_samples(std::int64_t step) const;  // over all ranks and micro-batches
+  std::int64_t micro_batches() const { return micro_batches_; }  // non-empty ones
+  int world_size() const { return world_; }
   // nullptr when the stage's last step has fewer micro-batches than W*A.
   const MicroBatch* micro_batch(std::int64_t step, int rank, std::int64_t micro) const;
   std::int64_t step_targets(std::int64_t step) const;  // over all ranks and micro-batches
@@ -78,7 +94,9 @@ class StageStream {
 
  private:
   std::vector<MicroBatch> micro_;
-  std::vector<std::int64_t> step_targets_, step_tokens_;
+  std::vector<std::int64_t> step_begin_, step_accum_;  // per step: its first micro-batch, A_s
+  std::vector<std::int64_t> step_targets_, step_tokens_, step_samples_;
+  std::int64_t micro_batches_ = 0;
   std::int64_t steps_ = 0, per_step_ = 1, samples_per_epoch_ = 0, tokens_ = 0, padded_ = 0, targets_ = 0;
   int world_ = 1;
   std::int64_t accum_ = 1;
