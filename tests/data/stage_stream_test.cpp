@@ -131,6 +131,76 @@ TEST_F(Streams, RanksNeverOverlapAndTogetherCoverTheStage) {
   }
 }
 
+// train.samples_per_step: every step takes exactly S samples (an epoch's last step the rest),
+// the same samples whatever the batching, dealt over ranks without overlap, in micro-batches
+// within the token budget; the step count is a padded trainer's.
+TEST_F(Streams, SamplesPerStepPutsTheSameSamplesInEveryStepWhateverTheBatching) {
+  constexpr std::int64_t kSamples = 10;
+  for (int world : {1, 2}) {
+    std::map<std::string, std::vector<std::multiset<std::pair<int, std::int64_t>>>> steps_by_batching;
+    for (const std::string batching : {"pack", "pad", "pad_max"}) {
+      config::RunConfig cfg = *cfg_;
+      cfg.data.batching = batching;
+      cfg.train.grad_accum = 1;
+      cfg.train.samples_per_step = kSamples;
+      const std::int64_t budget = cfg.train.batch_size * cfg.data.max_seq_len;
+      train::RunData rd = train::build_run_data(cfg, world);
+      for (std::size_t si = 0; si < rd.streams.size(); ++si) {
+        const auto& stream = *rd.streams[si];
+        const std::int64_t n = stream.samples_per_epoch(), epochs = cfg.stages[si].epochs;
+        const std::int64_t per_epoch = (n + kSamples - 1) / kSamples;
+        ASSERT_EQ(stream.steps(), epochs * per_epoch) << batching << " stage " << si;
+        std::int64_t served = 0;
+        for (std::int64_t s = 0; s < stream.steps(); ++s) {
+          std::multiset<std::pair<int, std::int64_t>> step;
+          std::int64_t targets = 0, busiest = 0;
+          for (int r = 0; r < world; ++r) {
+            std::int64_t mine = 0;
+            for (std::int64_t m = 0; m < stream.accumulation(s); ++m)
+              if (const MicroBatch* mb = stream.micro_batch(s, r, m)) {
+                ++mine;
+                ++served;
+                EXPECT_TRUE(mb->rows.size() == 1 || mb->width * static_cast<std::int64_t>(mb->rows.size()) <= budget)
+                    << batching << ": " << mb->rows.size() << " rows of " << mb->width;
+                for (const auto& row : mb->rows) {
+                  EXPECT_LE(row.tokens, mb->width);
+                  for (const auto& x : row.samples) step.insert({x.dataset, x.record});
+                }
+                targets += mb->targets;
+              }
+            busiest = std::max(busiest, mine);
+          }
+          EXPECT_EQ(busiest, stream.accumulation(s)) << "A_s is the busiest rank's micro-batch count";
+          const std::int64_t expected = (s % per_epoch) + 1 < per_epoch ? kSamples : n - (per_epoch - 1) * kSamples;
+          EXPECT_EQ(static_cast<std::int64_t>(step.size()), expected) << batching << " step " << s;
+          EXPECT_EQ(stream.step_samples(s), expected);
+          EXPECT_EQ(stream.step_targets(s), targets);
+          steps_by_batching[batching].push_back(step);
+        }
+        EXPECT_EQ(served, stream.micro_batches());
+      }
+    }
+    EXPECT_EQ(steps_by_batching["pack"], steps_by_batching["pad"]) << world << " ranks";
+    EXPECT_EQ(steps_by_batching["pack"], steps_by_batching["pad_max"]) << world << " ranks";
+  }
+}
+
+TEST(RunConfigBatch, SamplesPerStepExcludesGradAccumAndTheBudgetNeedsIt) {
+  auto err = [](std::vector<std::string> sets) {
+    try {
+      tiny_config(test::TempDir().path(), std::move(sets));
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(err({"train.samples_per_step=128", "train.grad_accum=4"}).find("train.samples_per_step: exclusive with train.grad_accum"),
+            std::string::npos);
+  EXPECT_NE(err({"train.tokens_per_micro_batch=4096"}).find("train.tokens_per_micro_batch: only applies with train.samples_per_step"),
+            std::string::npos);
+  EXPECT_EQ(err({"train.samples_per_step=128", "train.tokens_per_micro_batch=4096"}), "");
+}
+
 TEST_F(Streams, RepeatUpsamplesADatasetWhereverItIsTrained) {
   config::RunConfig once = *cfg_;
   config::RunConfig thrice = *cfg_;

@@ -92,6 +92,23 @@ TEST_F(TwoRanks, DdpAndEveryZeroStageMatchASingleProcess) {
   }
 }
 
+// A global batch in samples: two ranks packing their share of each step's 24 samples (a rank
+// may get fewer micro-batches than the other: it runs empty ones) train what one process
+// padding the same samples trains.
+TEST_F(TwoRanks, SamplesPerStepOnTwoPackingRanksMatchesOnePaddingProcess) {
+  test::TempDir d;
+  const std::vector<std::string> common = {"train.samples_per_step=24", "train.tokens_per_micro_batch=1024",
+                                           "train.max_steps=6"};
+  auto one = common, two = common;
+  one.push_back("data.batching=pad");
+  two.push_back("data.batching=pack");
+  auto r = test::run_sft(args(d.file("single"), dir_->file("cache"), one));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  launch(2, args(d.file("run"), dir_->file("cache"), two));
+  ASSERT_TRUE(fs::exists(d.file("run/final/model.safetensors")));
+  EXPECT_LT(max_diff(d.file("single/final"), d.file("run/final")), kTolerance);
+}
+
 TEST_F(TwoRanks, TorchrunOfTheSameTorchLaunchesTwoRanks) {
   SFT_REQUIRE_PYTHON();
   const std::string torchrun = test::venv_program("torchrun");

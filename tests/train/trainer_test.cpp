@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -51,6 +52,56 @@ TEST(Trainer, GradientAccumulationSplitsGiveTheSameUpdate) {
   double moved = 0;
   for (std::size_t i = 0; i < pa.size(); ++i) moved = std::max(moved, (pa[i].tensor - init.parameters()[i].tensor).abs().max().item<double>());
   EXPECT_GT(moved, 1e-3);
+}
+
+std::vector<double> step_losses(const std::string& metrics) {
+  std::vector<double> out;
+  std::istringstream in(test::read(metrics));
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j["event"] == "step") out.push_back(j["loss"]);
+  }
+  return out;
+}
+
+// The paper's batch in samples: packed rows and padded rows of the same samples per step
+// are the same optimisation. Same samples in every step (the manifest's per-step digests),
+// per-step losses and final weights equal to fp32 rounding; the padded run also splits
+// its steps into more micro-batches (a smaller token budget), which changes nothing either.
+// Packed samples attending to each other would break the equality.
+TEST(Trainer, PackingAndPaddingAtTheSameSamplesPerStepTrainTheSameModel) {
+  test::TempDir a, b;
+  std::vector<std::string> common = {"train.precision=fp32", "train.samples_per_step=16", "train.log_every=1",
+                                     "train.export_stage_models=false", "datasets.math.fraction=1/64",
+                                     "datasets.code.fraction=1/64", "datasets.general.fraction=1/64"};
+  auto ca = common, cb = common;
+  ca.insert(ca.end(), {"data.batching=pack"});
+  cb.insert(cb.end(), {"data.batching=pad", "train.tokens_per_micro_batch=1024"});
+  Trainer ta(tiny(a.path(), ca), {});
+  ta.fit();
+  Trainer tb(tiny(b.path(), cb), {});
+  tb.fit();
+  const auto ma = nlohmann::json::parse(test::read(a.file("data_manifest.json")));
+  const auto mb = nlohmann::json::parse(test::read(b.file("data_manifest.json")));
+  std::int64_t several = 0;
+  for (std::size_t s = 0; s < ma["stages"].size(); ++s) {
+    EXPECT_EQ(ma["stages"][s]["step_samples"], mb["stages"][s]["step_samples"]);
+    EXPECT_EQ(ma["stages"][s]["step_sample_digests"], mb["stages"][s]["step_sample_digests"]);
+    EXPECT_EQ(ma["stages"][s]["step_samples"][0], 16);
+    const auto& stream = *tb.data().streams[s];
+    for (std::int64_t st = 0; st < stream.steps(); ++st) several += stream.accumulation(st) > 1;
+  }
+  EXPECT_GT(several, 0) << "the padded run's steps should need several micro-batches";
+  const auto la = step_losses(a.file("metrics.jsonl")), lb = step_losses(b.file("metrics.jsonl"));
+  ASSERT_EQ(la.size(), lb.size());
+  ASSERT_GE(la.size(), 10u);
+  for (std::size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i], lb[i], 1e-5) << "step " << i + 1;
+  const auto& pa = ta.model().parameters();
+  const auto& pb = tb.model().parameters();
+  double worst = 0;
+  for (std::size_t i = 0; i < pa.size(); ++i) worst = std::max(worst, (pa[i].tensor - pb[i].tensor).abs().max().item<double>());
+  EXPECT_LT(worst, 1e-5) << "packed and padded training diverged (max |diff| " << worst << "; observed ~1e-6)";
 }
 
 TEST(Trainer, NonFiniteStepsAreSkippedCountedAndAbortAfterN) {
@@ -125,6 +176,20 @@ TEST(DryRun, TinyEstimateIsWithinTenPercentOfTheMeasuredPeak) {
     double measured = static_cast<double>(t.fit().peak_memory_bytes);
     EXPECT_NEAR(estimate / measured, 1.0, 0.10) << "ckpt=" << ckpt << " estimate " << estimate / 1048576
                                                  << " MiB, measured " << measured / 1048576 << " MiB";
+  }
+}
+
+// The paper's configs count their batch in samples: stage 1 of LLaMA-7B DMT plans
+// 3 epochs x ceil(130,164 / 128) steps, as FastChat's padded trainer takes them.
+TEST(DryRun, ThePaperConfigsPlanThePapersStepCounts) {
+  for (const char* f : {"configs/paper/llama_7b.yaml", "configs/paper/llama_13b.yaml", "configs/paper/llama_33b.yaml",
+                        "configs/dmt_33b.yaml"}) {
+    auto plan = dry_run(config::load_run_config(test::source_dir() + "/" + f), 1);
+    EXPECT_EQ(plan["samples_per_optimizer_step"], 128) << f;
+    const auto& s1 = plan["stages"][0];
+    const double samples = s1["samples"].get<double>(), steps = s1["steps_estimated"].get<double>();
+    EXPECT_NEAR(steps, std::ceil(3 * samples / 128), 0.01 * steps) << f;
+    EXPECT_EQ(s1["steps_estimated"], 3051) << f;
   }
 }
 
