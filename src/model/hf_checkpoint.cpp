@@ -140,6 +140,17 @@ void load_weights(Llama& model, const std::string& dir) {
   for (const auto& p : model.parameters()) p.tensor.copy_(loc.files[loc.file_of[p.name]]->tensor(p.name));
 }
 
+ParamSource weights_source(const Llama& model, const std::string& dir) {
+  auto loc = std::make_shared<Located>(locate_weights(expected_parameters(model.config()), dir));
+  std::vector<std::string> names;
+  for (const auto& p : model.parameters()) names.push_back(p.name);
+  return [loc, names](std::size_t index, std::int64_t begin, at::Tensor dst) {
+    at::NoGradGuard ng;
+    const std::string& name = names.at(index);
+    dst.copy_(loc->files.at(loc->file_of.at(name))->flat_range(name, begin, dst.numel()));
+  };
+}
+
 std::unique_ptr<Llama> load_hf_model(const std::string& dir, c10::Device device, c10::ScalarType dtype) {
   LlamaConfig cfg = load_llama_config(dir);
   check_weights(cfg, dir);  // before allocating: a 7B config without weights fails fast
@@ -149,39 +160,44 @@ std::unique_ptr<Llama> load_hf_model(const std::string& dir, c10::Device device,
 }
 
 void save_hf_model(const Llama& model, const std::string& dir, const SaveOptions& opts) {
+  save_hf_model(model.config(), [&](std::size_t i) { return model.parameters()[i].tensor; }, dir, opts);
+}
+
+void save_hf_model(const LlamaConfig& model_cfg, const std::function<at::Tensor(std::size_t)>& fetch,
+                   const std::string& dir, const SaveOptions& opts) {
   const std::string tmp = dir + ".tmp." + std::to_string(::getpid());
   fs::remove_all(tmp);
   fs::make_dirs(tmp);
 
-  // Shard greedily in parameter order, like transformers' save_pretrained.
-  std::vector<std::vector<std::pair<std::string, at::Tensor>>> shards(1);
+  // Shard greedily in parameter order, like transformers' save_pretrained, from the shapes.
+  const auto params = expected_parameters(model_cfg);  // parameters() order; no tied lm_head
+  std::vector<std::vector<SafetensorsStreamWriter::Entry>> shards(1);
   std::int64_t shard_bytes = 0, total = 0;
-  for (const auto& p : model.parameters()) {
-    if (model.config().tie_word_embeddings && p.name == "lm_head.weight") continue;
-    at::Tensor t = p.tensor.detach().to(at::kCPU, opts.dtype);
-    std::int64_t bytes = t.numel() * static_cast<std::int64_t>(t.element_size());
+  for (const auto& [name, shape] : params) {
+    std::int64_t bytes = static_cast<std::int64_t>(at::elementSize(opts.dtype));
+    for (auto d : shape) bytes *= d;
     if (opts.max_shard_bytes > 0 && shard_bytes > 0 && shard_bytes + bytes > opts.max_shard_bytes) {
       shards.emplace_back();
       shard_bytes = 0;
     }
-    shards.back().emplace_back(p.name, t);
+    shards.back().push_back({name, opts.dtype, shape});
     shard_bytes += bytes;
     total += bytes;
   }
-  if (shards.size() == 1) {
-    write_safetensors(fs::join(tmp, "model.safetensors"), shards[0]);
-  } else {
-    json index = {{"metadata", {{"total_size", total}}}, {"weight_map", json::object()}};
+  json index = {{"metadata", {{"total_size", total}}}, {"weight_map", json::object()}};
+  std::size_t next = 0;
+  for (std::size_t i = 0; i < shards.size(); ++i) {
     char name[64];
-    for (std::size_t i = 0; i < shards.size(); ++i) {
-      std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
-      write_safetensors(fs::join(tmp, name), shards[i]);
-      for (const auto& [n, t] : shards[i]) index["weight_map"][n] = name;
-    }
-    fs::write_file_atomic(fs::join(tmp, "model.safetensors.index.json"), index.dump(2) + "\n");
+    std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
+    const std::string file = shards.size() == 1 ? "model.safetensors" : name;
+    for (const auto& e : shards[i]) index["weight_map"][e.name] = file;
+    SafetensorsStreamWriter w(fs::join(tmp, file), shards[i]);
+    for (std::size_t k = 0; k < shards[i].size(); ++k) w.write(fetch(next++));
+    w.commit();
   }
+  if (shards.size() > 1) fs::write_file_atomic(fs::join(tmp, "model.safetensors.index.json"), index.dump(2) + "\n");
 
-  LlamaConfig cfg = model.config();
+  LlamaConfig cfg = model_cfg;
   cfg.torch_dtype = torch_dtype_name(opts.dtype);
   json config = cfg.to_json();
   fs::write_file_atomic(fs::join(tmp, "config.json"), config.dump(2) + "\n");

@@ -309,11 +309,11 @@ struct FusedLinearCrossEntropy : public torch::autograd::Function<FusedLinearCro
   }
 };
 
-Llama::Llama(const LlamaConfig& cfg, c10::Device device, c10::ScalarType dtype)
+Llama::Llama(const LlamaConfig& cfg, c10::Device device, c10::ScalarType dtype, bool materialize)
     : cfg_(cfg), device_(device), dtype_(dtype) {
-  auto opts = at::TensorOptions().device(device).dtype(dtype);
+  auto opts = at::TensorOptions().device(materialize ? device : c10::Device(c10::kMeta)).dtype(dtype);
   for (const auto& [name, shape] : expected_parameters(cfg)) {
-    at::Tensor t = shape.size() == 1 ? at::ones(shape, opts) : at::zeros(shape, opts);
+    at::Tensor t = !materialize ? at::empty(shape, opts) : shape.size() == 1 ? at::ones(shape, opts) : at::zeros(shape, opts);
     params_.push_back({name, t.requires_grad_(true)});
     shapes_.push_back(shape);
   }
@@ -398,6 +398,34 @@ void Llama::init_weights(std::uint64_t seed) {
       p.tensor.copy_(w);
     }
   }
+}
+
+ParamSource Llama::init_source(std::uint64_t seed) const {
+  struct State {
+    at::Generator gen;
+    std::size_t next = 0;  // the next parameter to draw
+    std::size_t held = static_cast<std::size_t>(-1);
+    at::Tensor value;      // parameter `held`, flattened fp32 on CPU
+  };
+  auto st = std::make_shared<State>(State{at::make_generator<at::CPUGeneratorImpl>(seed)});
+  std::vector<std::vector<std::int64_t>> shapes = shapes_;
+  const double std_dev = cfg_.initializer_range;
+  return [st, shapes, std_dev](std::size_t index, std::int64_t begin, at::Tensor dst) {
+    at::NoGradGuard ng;
+    if (index != st->held) {
+      TORCH_CHECK(index >= st->next, "init_source: parameters must be asked for in order");
+      // Exactly init_weights' draws, in its order; the parameters before `index` that this
+      // rank does not own are drawn and dropped so that the generator stays in step.
+      for (; st->next <= index; ++st->next) {
+        const auto& shape = shapes[st->next];
+        at::Tensor w = shape.size() == 1 ? at::ones(shape, at::TensorOptions().dtype(at::kFloat))
+                                         : at::normal(0.0, std_dev, shape, st->gen, at::TensorOptions().dtype(at::kFloat));
+        if (st->next == index) st->value = w.reshape({-1});
+      }
+      st->held = index;
+    }
+    dst.copy_(st->value.narrow(0, begin, dst.numel()));
+  };
 }
 
 std::pair<at::Tensor, at::Tensor> Llama::rope(const at::Tensor& position_ids) const {

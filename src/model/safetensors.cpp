@@ -72,6 +72,66 @@ at::Tensor SafetensorsFile::tensor(const std::string& name) const {
   return at::from_blob(const_cast<std::uint8_t*>(p), e->shape, [keep](void*) {}, opts);
 }
 
+at::Tensor SafetensorsFile::flat_range(const std::string& name, std::int64_t begin, std::int64_t count) const {
+  const TensorEntry* e = find(name);
+  if (!e) throw CheckpointError(path() + ": no tensor \"" + name + "\"");
+  if (begin < 0 || count < 0 || begin + count > e->numel())
+    throw CheckpointError(path() + ": " + name + " has " + std::to_string(e->numel()) + " elements, asked for [" +
+                          std::to_string(begin) + ", " + std::to_string(begin + count) + ")");
+  const at::ScalarType st = scalar_type_of(e->dtype);
+  const auto size = static_cast<std::int64_t>(dtype_size(e->dtype));
+  const std::uint8_t* p = map_->data() + header_.data_offset + e->begin + begin * size;
+  auto opts = at::TensorOptions().dtype(st);
+  if (count == 0) return at::empty({0}, opts);
+  if (reinterpret_cast<std::uintptr_t>(p) % static_cast<std::uintptr_t>(size) != 0) {
+    at::Tensor t = at::empty({count}, opts);
+    std::memcpy(t.data_ptr(), p, static_cast<std::size_t>(count * size));
+    return t;
+  }
+  auto keep = map_;
+  return at::from_blob(const_cast<std::uint8_t*>(p), {count}, [keep](void*) {}, opts);
+}
+
+SafetensorsStreamWriter::SafetensorsStreamWriter(const std::string& path, std::vector<Entry> entries,
+                                                 const std::map<std::string, std::string>& metadata)
+    : entries_(std::move(entries)) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) {
+    nlohmann::ordered_json m = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : metadata) m[k] = v;
+    header["__metadata__"] = m;
+  }
+  std::uint64_t offset = 0;
+  for (const auto& e : entries_) {
+    std::uint64_t bytes = at::elementSize(e.dtype);
+    for (auto d : e.shape) bytes *= static_cast<std::uint64_t>(d);
+    header[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string h = header.dump();
+  while ((h.size() + 8) % 8 != 0) h.push_back(' ');  // keep the data area 8-byte aligned
+  std::uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(h.size()) >> (8 * i));
+  out_ = std::make_unique<fs::AtomicFileWriter>(path);
+  out_->write(len, 8);
+  out_->write(h.data(), h.size());
+}
+
+SafetensorsStreamWriter::~SafetensorsStreamWriter() = default;
+
+void SafetensorsStreamWriter::write(const at::Tensor& t) {
+  TORCH_CHECK(next_ < entries_.size(), "SafetensorsStreamWriter: more tensors than entries");
+  const Entry& e = entries_[next_++];
+  TORCH_CHECK(t.sizes().vec() == e.shape, "SafetensorsStreamWriter: ", e.name, " has the wrong shape");
+  at::Tensor c = t.detach().to(at::kCPU, e.dtype).contiguous();
+  out_->write(c.data_ptr(), static_cast<std::size_t>(c.numel()) * c.element_size());
+}
+
+void SafetensorsStreamWriter::commit() {
+  TORCH_CHECK(next_ == entries_.size(), "SafetensorsStreamWriter: ", entries_.size() - next_, " tensors missing");
+  out_->commit();
+}
+
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();

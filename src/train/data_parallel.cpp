@@ -153,19 +153,4 @@ std::vector<at::Tensor> DataParallel::gather(std::size_t unit) {
 
 void DataParallel::release(std::size_t unit) { gathered_.erase(unit); }
 
-std::vector<at::Tensor> DataParallel::full_parameters() {
-  std::vector<at::Tensor> out(model_.parameters().size());
-  const auto& layout = opt_.layout();
-  for (std::size_t u = 0; u < layout.units.size(); ++u) {
-    if (strategy_ == "zero3") {
-      auto w = gather(u);
-      for (std::size_t k = 0; k < w.size(); ++k) out[layout.slots[layout.units[u].slots[k]].param] = w[k].clone();
-      release(u);
-    } else {
-      for (std::size_t s : layout.units[u].slots) out[layout.slots[s].param] = model_.parameters()[layout.slots[s].param].tensor.detach();
-    }
-  }
-  return out;
-}
-
 }  // namespace sft::train

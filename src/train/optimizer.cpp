@@ -78,7 +78,8 @@ Sharding Sharding::for_strategy(const std::string& s) {
   return {false, false, false};
 }
 
-FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world, int rank, Sharding sharding)
+FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world, int rank, Sharding sharding,
+                     const model::ParamSource* source)
     : layout_(FlatLayout::build(model, world)), sharding_(sharding), rank_(rank), opts_(opts) {
   const auto& ps = model.parameters();
   auto fopts = at::TensorOptions().dtype(at::kFloat).device(model.device());
@@ -116,6 +117,17 @@ FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world, i
   at::NoGradGuard ng;
   for (std::size_t u = 0; u < layout_.units.size(); ++u) {
     const auto& unit = layout_.units[u];
+    if (sharding_.params && source) {
+      // Read only this rank's chunk: the parts of the unit's parameters that fall in it.
+      const std::int64_t c = layout_.chunk(u), first = unit.offset + rank * c;
+      at::Tensor chunk = param_chunk(u);
+      for (std::size_t s : unit.slots) {
+        const auto& slot = layout_.slots[s];
+        const std::int64_t b = std::max(slot.offset, first), e = std::min(slot.offset + slot.numel, first + c);
+        if (b < e) (*source)(slot.param, b - slot.offset, chunk.narrow(0, b - first, e - b));
+      }
+      continue;
+    }
     if (sharding_.params) {
       // Keep this rank's chunk of the unit; the model's tensors are freed below.
       at::Tensor full = at::zeros({unit.padded}, popts);
@@ -129,7 +141,8 @@ FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world, i
     for (std::size_t s : unit.slots) {
       const auto& slot = layout_.slots[s];
       at::Tensor view = params_.narrow(0, slot.offset, slot.numel).view(slot.shape);
-      view.copy_(ps[slot.param].tensor);
+      if (source) (*source)(slot.param, 0, params_.narrow(0, slot.offset, slot.numel));
+      else view.copy_(ps[slot.param].tensor);
       at::Tensor p = view.detach().requires_grad_(true);
       if (!sharding_.grads) p.mutable_grad() = grads_.narrow(0, slot.offset, slot.numel).view(slot.shape);
       model.set_parameter(slot.param, p);

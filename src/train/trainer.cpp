@@ -160,22 +160,20 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   const bool pretrained = cfg_.model.init == "pretrained" ||
                           (cfg_.model.init == "auto" && !cfg_.model.path.empty() && model::has_weights(cfg_.model.path));
   if (pretrained) model::check_weights(lc, cfg_.model.path);
-  // bf16-pure keeps bf16 weights (no fp32 master copy); otherwise fp32 master weights.
-  model_ = std::make_unique<model::Llama>(lc, device_, cfg_.train.precision == "bf16-pure" ? c10::kBFloat16 : c10::kFloat);
-  if (pretrained) model::load_weights(*model_, cfg_.model.path);
-  else model_->init_weights(cfg_.seed);
-  {
-    at::NoGradGuard ng;  // every rank starts from rank 0's weights
-    for (const auto& p : model_->parameters()) {
-      at::Tensor t = p.tensor.detach();
-      dist_->broadcast(t, 0);
-    }
-  }
+  // Built without storage: the optimizer allocates what this rank owns (everything, or its
+  // ZeRO-3 chunks) and fills it straight from the safetensors files or the seeded init, so
+  // no rank ever holds a parameter it does not own. bf16-pure keeps bf16 weights (no fp32
+  // master copy); otherwise fp32 master weights.
+  model_ = std::make_unique<model::Llama>(lc, device_, cfg_.train.precision == "bf16-pure" ? c10::kBFloat16 : c10::kFloat,
+                                          /*materialize=*/false);
+  const model::ParamSource source =
+      pretrained ? model::weights_source(*model_, cfg_.model.path) : model_->init_source(cfg_.seed);
   model_->set_activation_checkpointing(cfg_.train.activation_checkpointing);
   opt_ = std::make_unique<FlatAdamW>(*model_,
                                      AdamWOptions{cfg_.train.adam_beta1, cfg_.train.adam_beta2, cfg_.train.adam_eps,
                                                   cfg_.train.weight_decay},
-                                     world_, rank_, Sharding::for_strategy(cfg_.dist.strategy));
+                                     world_, rank_, Sharding::for_strategy(cfg_.dist.strategy), &source);
+  if (!opt_->sharding().params) dist_->broadcast(opt_->params(), 0);  // replicas start from rank 0's values, bit for bit
   dp_ = std::make_unique<DataParallel>(*model_, *opt_, dist_, cfg_.dist.strategy, cfg_.dist.bucket_mb);
 
   if (rank_ == 0) {
@@ -613,20 +611,35 @@ void Trainer::run_eval(const std::string& model_dir, const std::string& label, i
 }
 
 void Trainer::export_model(const std::string& dir) {
-  // Collective under ZeRO-3 (every rank contributes its shards); rank 0 writes.
-  std::vector<at::Tensor> full = dp_->full_parameters();
+  // Streamed: one parameter at a time goes to the file, so no rank ever holds a second
+  // copy of the model. Under ZeRO-3 every rank takes part in gathering one unit at a time
+  // (the peak extra memory is that unit) and rank 0 writes.
+  model::SaveOptions so;
+  so.dtype = cfg_.model.save_dtype == "bf16" ? c10::kBFloat16 : cfg_.model.save_dtype == "f16" ? c10::kHalf : c10::kFloat;
+  so.tokenizer_model = cfg_.tokenizer;
+  const bool sharded = opt_->sharding().params;
   if (rank_ == 0) {
-    model::SaveOptions so;
-    so.dtype = cfg_.model.save_dtype == "bf16" ? c10::kBFloat16 : cfg_.model.save_dtype == "f16" ? c10::kHalf : c10::kFloat;
-    so.tokenizer_model = cfg_.tokenizer;
-    if (cfg_.dist.strategy == "zero3") {
-      model::Llama copy(model_->config(), c10::kCPU, c10::kFloat);
-      for (std::size_t i = 0; i < full.size(); ++i) copy.set_parameter(i, full[i].to(c10::kCPU, c10::kFloat));
-      model::save_hf_model(copy, dir, so);
-    } else {
-      model::save_hf_model(*model_, dir, so);
-    }
+    std::size_t gathered = model_->num_units();  // the unit whose parameters `fetch` serves now
+    std::vector<at::Tensor> unit;
+    auto fetch = [&](std::size_t index) -> at::Tensor {
+      if (!sharded) return model_->parameters()[index].tensor;
+      const std::size_t u = opt_->layout().unit_of_param(index);
+      if (u != gathered) {
+        if (gathered < model_->num_units()) dp_->release(gathered);
+        unit = dp_->gather(u);
+        gathered = u;
+      }
+      const auto ids = model_->unit_params(u);
+      return unit[static_cast<std::size_t>(std::find(ids.begin(), ids.end(), index) - ids.begin())];
+    };
+    model::save_hf_model(model_->config(), fetch, dir, so);
+    if (sharded && gathered < model_->num_units()) dp_->release(gathered);
     sft::log::info("exported {}", dir);
+  } else if (sharded) {
+    for (std::size_t u = 0; u < model_->num_units(); ++u) {  // rank 0's gathers, in its order
+      dp_->gather(u);
+      dp_->release(u);
+    }
   }
   dist_->barrier();
 }

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <functional>
 #include <string>
 
 #include "sft/model/llama.h"
@@ -24,6 +25,10 @@ void check_weights(const LlamaConfig& cfg, const std::string& dir);
 // Copies the folder's weights into `model` (converting dtype/device). Missing and unexpected
 // tensor names and shape mismatches are reported together in one CheckpointError.
 void load_weights(Llama& model, const std::string& dir);
+// The folder's weights as a ParamSource (llama.h) for `model`'s parameters: checked like
+// load_weights, then read range by range from the memory-mapped files, so that a rank
+// touches only the bytes of the shards it owns. Converts to the destination's dtype.
+ParamSource weights_source(const Llama& model, const std::string& dir);
 
 // Builds a model from a folder: config.json, then the weights.
 std::unique_ptr<Llama> load_hf_model(const std::string& dir, c10::Device device = c10::kCPU,
@@ -38,5 +43,14 @@ struct SaveOptions {
 // Writes the folder crash-safely (into DIR.tmp, then renamed over DIR). Load -> save ->
 // load is bit-exact when the dtype is unchanged.
 void save_hf_model(const Llama& model, const std::string& dir, const SaveOptions& opts);
+
+// The same folder for a model whose parameters are handed over one at a time: `fetch(i)`
+// is called once per parameter, in parameters() order (tied lm_head excluded), and its
+// tensor (any device or dtype) is written and dropped before the next call. Shards
+// (model-0000X-of-0000N.safetensors + index, max_shard_bytes each) are planned from the
+// shapes up front, so memory holds one parameter at a time: how a ZeRO-3 run exports a
+// model no rank holds whole (the fetch gathers one unit at a time).
+void save_hf_model(const LlamaConfig& cfg, const std::function<at::Tensor(std::size_t)>& fetch, const std::string& dir,
+                   const SaveOptions& opts);
 
 }  // namespace sft::model

@@ -21,6 +21,7 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -56,9 +57,17 @@ class ParamGatherer {
   virtual void reduce_grads(std::size_t unit, const std::vector<at::Tensor>& grads) = 0;
 };
 
+// Fills `dst` (1-D, any device and dtype) with elements [begin, begin + dst.numel()) of
+// parameter `index` of parameters() (flattened), without materialising the rest of the
+// model: how a rank that owns only shards of the weights gets them (train/optimizer.h).
+using ParamSource = std::function<void(std::size_t index, std::int64_t begin, at::Tensor dst)>;
+
 class Llama {
  public:
-  Llama(const LlamaConfig& cfg, c10::Device device = c10::kCPU, c10::ScalarType dtype = c10::kFloat);
+  // materialize = false builds the parameters on the meta device (shapes, no storage): the
+  // optimizer then allocates what this rank owns and fills it from a ParamSource.
+  Llama(const LlamaConfig& cfg, c10::Device device = c10::kCPU, c10::ScalarType dtype = c10::kFloat,
+        bool materialize = true);
 
   const LlamaConfig& config() const { return cfg_; }
   c10::Device device() const { return device_; }
@@ -72,6 +81,10 @@ class Llama {
 
   // HF initialisation: N(0, initializer_range) for matrices, ones for norms; seeded.
   void init_weights(std::uint64_t seed);
+  // The same values as init_weights(seed), served range by range: parameters are drawn in
+  // order from the same generator (one parameter in memory at a time), so a rank gets
+  // exactly its shards of the unsharded init. REQUIRES: calls in non-decreasing index.
+  ParamSource init_source(std::uint64_t seed) const;
 
   // Hidden states after the final norm, (B, T, D). position_ids (B, T); attn_mask undefined
   // or (B, 1, T, Tk) bool. With a cache, new keys/values are appended at cache->length.

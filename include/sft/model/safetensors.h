@@ -25,6 +25,10 @@ class SafetensorsFile {
   // A read-only view of the mapped bytes (keeps the mapping alive), or a copy when the
   // data is not aligned to its element size. Never write into the returned tensor.
   at::Tensor tensor(const std::string& name) const;
+  // Elements [begin, begin + count) of the tensor, flattened (1-D): a view of only those
+  // mapped bytes (a copy of only them when unaligned), so that a rank loading its shard of
+  // a parameter touches only the pages it owns. Throws CheckpointError when out of range.
+  at::Tensor flat_range(const std::string& name, std::int64_t begin, std::int64_t count) const;
   const std::string& path() const { return map_->path(); }
 
  private:
@@ -35,6 +39,29 @@ class SafetensorsFile {
 
 at::ScalarType scalar_type_of(const std::string& dtype);   // throws for unsupported dtypes
 std::string dtype_name(at::ScalarType t);                  // "F32", "BF16", ...
+
+// Writes one file tensor by tensor, crash-safely (fs::AtomicFileWriter): the header is
+// known from the names, shapes and dtypes, so each tensor's bytes go out as it is handed
+// over and nothing else of the file is held in memory.
+class SafetensorsStreamWriter {
+ public:
+  struct Entry {
+    std::string name;
+    at::ScalarType dtype;
+    std::vector<std::int64_t> shape;
+  };
+  SafetensorsStreamWriter(const std::string& path, std::vector<Entry> entries,
+                          const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+  ~SafetensorsStreamWriter();
+  // The next entry's tensor (any device; converted to the entry's dtype).
+  void write(const at::Tensor& t);
+  void commit();  // REQUIRES: every entry written
+
+ private:
+  std::vector<Entry> entries_;
+  std::size_t next_ = 0;
+  std::unique_ptr<fs::AtomicFileWriter> out_;
+};
 
 // Writes tensors in the given order. REQUIRES: names unique; tensors on CPU or not (copied).
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,

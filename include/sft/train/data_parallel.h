@@ -41,8 +41,6 @@ class DataParallel : public model::ParamGatherer {
   void finish_gradients();
   // After optimizer.step(): zero1/zero2 all-gather the updated chunks.
   void after_step();
-  // Full parameters of every unit, in parameters() order (collective under zero3).
-  std::vector<at::Tensor> full_parameters();
 
   // model::ParamGatherer (zero3)
   std::vector<at::Tensor> gather(std::size_t unit) override;

@@ -61,10 +61,13 @@ struct Sharding {
 
 class FlatAdamW {
  public:
-  // Copies the model's current values into the flat buffers. Unsharded parameters are
-  // rebound to views; with sharded parameters the model's tensors are released (the
-  // caller gathers units on demand).
-  FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world = 1, int rank = 0, Sharding sharding = {});
+  // Copies the model's current values into the flat buffers, or, with a `source`, fills
+  // them from it (then the model may be built without storage: Llama(materialize=false),
+  // and a rank with sharded parameters reads only its chunks: nothing else is ever
+  // materialised). Unsharded parameters are rebound to views; with sharded parameters the
+  // model's tensors are released (the caller gathers units on demand).
+  FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world = 1, int rank = 0, Sharding sharding = {},
+            const model::ParamSource* source = nullptr);
 
   const FlatLayout& layout() const { return layout_; }
   const Sharding& sharding() const { return sharding_; }
