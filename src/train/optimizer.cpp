@@ -167,6 +167,13 @@ at::Tensor FlatAdamW::grad_unit(std::size_t unit) {
 void FlatAdamW::zero_grad() { grads_.zero_(); }
 
 double FlatAdamW::local_grad_sq_norm() {
+  if (!grads_.is_cpu()) {
+    // One host read per step, however many units: the per-range norms stay on the device.
+    std::vector<at::Tensor> norms;
+    for (const auto& r : ranges_)
+      norms.push_back(at::linalg_vector_norm(grads_.narrow(0, r.g, r.len), 2, std::nullopt, false, at::kFloat));
+    return at::stack(norms).to(at::kDouble).square().sum().item<double>();
+  }
   double sq = 0;
   for (const auto& r : ranges_) {
     at::Tensor g = grads_.narrow(0, r.g, r.len);
@@ -182,6 +189,32 @@ void FlatAdamW::scale_grads(double factor) {
   } else {
     grads_.mul_(factor);
   }
+}
+
+void FlatAdamW::fused_step(double lr) {
+  // step_ is already counted; the kernel reads it (bias corrections) from a tensor.
+  std::vector<at::Tensor> p[2], g[2], m[2], v[2];  // [0] no weight decay, [1] decayed (matrices)
+  for (const auto& r : ranges_) {
+    auto add = [&](std::int64_t from, std::int64_t to, int d) {
+      if (to <= from) return;
+      p[d].push_back(params_.narrow(0, r.p + from, to - from));
+      g[d].push_back(grads_.narrow(0, r.g + from, to - from));
+      m[d].push_back(m_.narrow(0, r.m + from, to - from));
+      v[d].push_back(v_.narrow(0, r.m + from, to - from));
+    };
+    std::int64_t at = 0;
+    for (const auto& [off, len] : r.decay) {
+      add(at, off, 0);
+      add(off, off + len, 1);
+      at = off + len;
+    }
+    add(at, r.len, 0);
+  }
+  const at::Tensor step = at::full({}, static_cast<double>(step_), params_.options());
+  for (int d = 0; d < 2; ++d)
+    if (!p[d].empty())
+      at::_fused_adamw_(p[d], g[d], m[d], v[d], {}, std::vector<at::Tensor>(p[d].size(), step), lr, opts_.beta1,
+                        opts_.beta2, d ? opts_.weight_decay : 0.0, opts_.eps, /*amsgrad=*/false, /*maximize=*/false);
 }
 
 double FlatAdamW::clip_grad_norm(double max_norm, dist::Context* ctx) {
@@ -203,6 +236,10 @@ void FlatAdamW::step(double lr) {
   const double bc2 = 1.0 - std::pow(opts_.beta2, static_cast<double>(step_));
   const bool fp32 = params_.scalar_type() == at::kFloat;
   at::NoGradGuard ng;
+  if (fp32 && (force_fused_ || !params_.is_cpu())) {
+    fused_step(lr);
+    return;
+  }
   if (fp32 && params_.is_cpu()) {
     const float decay = static_cast<float>(1.0 - lr * opts_.weight_decay);
     const float step_size = static_cast<float>(lr / bc1), inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
@@ -228,8 +265,8 @@ void FlatAdamW::step(double lr) {
     return;
   }
   for (const auto& r : ranges_) {
-    // fp32: in place. bf16 weights: fp32 chunks, rounded back.
-    const std::int64_t chunk = fp32 ? std::max<std::int64_t>(r.len, 1) : (std::int64_t(1) << 22);
+    // bf16 weights: fp32 chunks of 4M elements (bounded temporaries), rounded back.
+    const std::int64_t chunk = std::int64_t(1) << 22;
     for (std::int64_t b = 0; b < r.len; b += chunk) {
       const std::int64_t n = std::min(chunk, r.len - b);
       at::Tensor pv = params_.narrow(0, r.p + b, n);

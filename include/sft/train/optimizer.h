@@ -96,8 +96,13 @@ class FlatAdamW {
   // Global L2 norm of the gradients (all-reduced when gradients are sharded); scales them
   // to max_norm when above it (max_norm > 0).
   double clip_grad_norm(double max_norm, dist::Context* ctx = nullptr);
-  // One update of this rank's elements at learning rate lr.
+  // One update of this rank's elements at learning rate lr. fp32 parameters off the CPU go
+  // through ATen's fused AdamW kernel (one pass over p, g, m, v; no temporaries, no host
+  // reads), called once for the decayed and once for the undecayed sub-ranges; on the CPU
+  // a one-pass loop of the same arithmetic; bf16 parameters in bounded fp32 chunks.
   void step(double lr);
+  // Testing aid: the fused kernel on the CPU too (ATen has a CPU implementation).
+  void set_fused(bool on) { force_fused_ = on; }
   void reset_state();  // zero moments and the step count (a new stage, as in the paper)
 
  private:
@@ -115,6 +120,8 @@ class FlatAdamW {
   std::vector<Range> ranges_;
   std::vector<std::int64_t> chunk_p_, chunk_g_;  // per unit: offset of this rank's chunk in params_/grads_
   std::int64_t step_ = 0;
+  bool force_fused_ = false;
+  void fused_step(double lr);
 };
 
 // Learning rate at `step` (0-based) of a stage with `total` steps, as Hugging Face's
