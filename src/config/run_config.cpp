@@ -268,7 +268,7 @@ const std::vector<std::string> kStageHparamKeys = {"epochs", "lr", "min_lr_ratio
 
 void read_train(Reader& r, TrainSpec& t) {
   r.check_keys("train", {"epochs", "lr", "min_lr_ratio", "schedule", "warmup_ratio", "warmup_steps", "batch_size",
-                         "grad_accum", "samples_per_step", "tokens_per_micro_batch", "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps",
+                         "grad_accum", "samples_per_step", "tokens_per_micro_batch", "rows_per_step", "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps",
                          "precision", "activation_checkpointing", "log_every", "save_every", "keep_checkpoints",
                          "max_nonfinite_steps", "threads", "device", "max_steps",
                          "reset_optimizer_between_stages", "export_stage_models"});
@@ -287,6 +287,15 @@ void read_train(Reader& r, TrainSpec& t) {
     r.error("train.samples_per_step",
             "exclusive with train.grad_accum: a step of samples_per_step samples takes as many micro-batches as they "
             "need; give one of the two (the global batch in samples, or in rows of batch_size x grad_accum x ranks)");
+  t.rows_per_step = r.integer("train.rows_per_step", t.rows_per_step, 0);
+  if (t.rows_per_step > 0 && t.samples_per_step > 0)
+    r.error("train.rows_per_step", "exclusive with train.samples_per_step: state the global batch in rows or in samples");
+  else if (t.rows_per_step > 0 && t.grad_accum != 1)
+    r.error("train.rows_per_step", "exclusive with train.grad_accum: the accumulation is derived from the world size "
+                                   "(rows_per_step / (batch_size x ranks))");
+  else if (t.rows_per_step > 0 && t.rows_per_step % t.batch_size != 0)
+    r.error("train.rows_per_step", std::to_string(t.rows_per_step) + " is not a multiple of train.batch_size (" +
+                                       std::to_string(t.batch_size) + ")");
   if (t.tokens_per_micro_batch > 0 && t.samples_per_step == 0)
     r.error("train.tokens_per_micro_batch", "only applies with train.samples_per_step (rows per micro-batch are train.batch_size)");
   t.max_grad_norm = r.num("train.max_grad_norm", t.max_grad_norm, 0.0, HUGE_VAL);
@@ -784,6 +793,7 @@ nlohmann::json RunConfig::to_json() const {
     j["train"]["samples_per_step"] = train.samples_per_step;
     j["train"]["tokens_per_micro_batch"] = train.tokens_per_micro_batch;
   }
+  if (train.rows_per_step > 0) j["train"]["rows_per_step"] = train.rows_per_step;
   j["dist"] = {{"strategy", dist.strategy}, {"backend", dist.backend}, {"timeout_s", dist.timeout_s},
                {"bucket_mb", dist.bucket_mb}, {"gpus", dist.gpus}, {"gpu_type", dist.gpu_type}};
   json b = json::array();

@@ -64,7 +64,9 @@ double largest_packed_scores(const RunData& rd, const config::RunConfig& cfg, in
 
 nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   using nlohmann::ordered_json;
-  const int world = cfg.dist.gpus > 0 ? cfg.dist.gpus : std::max(1, world_size);
+  // The real world size under a launcher; dist.gpus (the cluster the config is sized for)
+  // when planned from a single process.
+  const int world = world_size > 1 ? world_size : cfg.dist.gpus > 0 ? cfg.dist.gpus : 1;
   model::LlamaConfig mc = resolve_model(cfg);
   const bool cuda = cfg.train.device.rfind("cuda", 0) == 0 || cfg.dist.backend == "nccl";
   // LibTorch 2.x's scaled_dot_product_attention keeps no (T x T) scores: flash or
@@ -84,7 +86,7 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   ordered_json stages = ordered_json::array();
   std::int64_t total_steps = 0;
   const bool exact = data_present(cfg);
-  const std::int64_t rows_per_step = cfg.train.batch_size * cfg.train.grad_accum * world;
+  const std::int64_t rows_per_step = cfg.train.batch_size * rows_accumulation(cfg, world) * world;
   if (exact) {
     RunData rd = build_run_data(cfg, world);
     std::int64_t tok = 0, tgt = 0;
@@ -125,6 +127,7 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
     out["tokens_per_micro_batch"] = cfg.train.tokens_per_micro_batch > 0 ? cfg.train.tokens_per_micro_batch
                                                                          : cfg.train.batch_size * cfg.data.max_seq_len;
   }
+  out["global_batch"] = describe_global_batch(cfg, world);
   out["rows_per_optimizer_step"] = cfg.train.samples_per_step > 0 ? nlohmann::ordered_json() : ordered_json(rows_per_step);
 
   // ---- memory per rank ----------------------------------------------------------------------------
@@ -196,8 +199,7 @@ std::string format_dry_run(const nlohmann::ordered_json& p) {
          " samples per optimizer step, in micro-batches of at most " +
          std::to_string(p["tokens_per_micro_batch"].get<long long>()) + " tokens per rank\n";
   else
-    s += "  global batch: " + std::to_string(p["rows_per_optimizer_step"].get<long long>()) +
-         " rows per optimizer step (batch_size x grad_accum x ranks)\n";
+    s += "  global batch: " + p["global_batch"].get<std::string>() + "\n";
   for (const auto& st : p["stages"]) {
     bool est = st.contains("steps_estimated");
     std::snprintf(buf, sizeof buf, "  stage %-14s %9lld samples x %d epochs, %12lld tokens%s, %8lld steps%s\n",

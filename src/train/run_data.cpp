@@ -27,11 +27,43 @@ RunData build_run_data(const config::RunConfig& cfg, int world_size) {
   for (std::size_t s = 0; s < rd.plan.stages.size(); ++s) {
     const auto& sel = rd.plan.stages[s];
     rd.streams.push_back(std::make_unique<data::StageStream>(sel, static_cast<int>(s), rd.plan, rd.datasets, cfg.data,
-                                                             cfg.train.batch_size, cfg.train.grad_accum, world_size,
+                                                             cfg.train.batch_size, rows_accumulation(cfg, world_size), world_size,
                                                              cfg.seed, sel.spec->epochs, cfg.train.samples_per_step,
                                                              cfg.train.tokens_per_micro_batch));
   }
   return rd;
+}
+
+std::int64_t rows_accumulation(const config::RunConfig& cfg, int world_size) {
+  const auto& t = cfg.train;
+  if (t.rows_per_step <= 0) return t.grad_accum;
+  const std::int64_t per_micro = t.batch_size * world_size;
+  if (t.rows_per_step % per_micro != 0)
+    throw ConfigError("train.rows_per_step: " + std::to_string(t.rows_per_step) + " rows per optimizer step cannot be "
+                      "kept on " + std::to_string(world_size) + " ranks with micro-batches of train.batch_size " +
+                      std::to_string(t.batch_size) + " rows (" + std::to_string(t.rows_per_step) + " / (" +
+                      std::to_string(t.batch_size) + " x " + std::to_string(world_size) +
+                      ") is not a whole number); launch on a world size that divides it, or change train.batch_size");
+  return t.rows_per_step / per_micro;
+}
+
+std::string describe_global_batch(const config::RunConfig& cfg, int world_size) {
+  const auto& t = cfg.train;
+  if (t.samples_per_step > 0)
+    return std::to_string(t.samples_per_step) + " samples per optimizer step (train.samples_per_step), on " +
+           std::to_string(world_size) + " rank(s) in micro-batches of at most " +
+           std::to_string(t.tokens_per_micro_batch > 0 ? t.tokens_per_micro_batch : t.batch_size * cfg.data.max_seq_len) +
+           " tokens, as many as each step needs";
+  const std::int64_t a = rows_accumulation(cfg, world_size);
+  std::string s = std::to_string(t.batch_size * a * world_size) + " rows per optimizer step = " +
+                  std::to_string(t.batch_size) + " rows x " + std::to_string(a) + " micro-batches x " +
+                  std::to_string(world_size) + " rank(s)";
+  if (t.rows_per_step > 0) s += " (train.rows_per_step, kept on any world size that divides it)";
+  else if (cfg.dist.gpus > 0 && cfg.dist.gpus != world_size)
+    s += "; NOTE: on dist.gpus " + std::to_string(cfg.dist.gpus) + " ranks it would be " +
+         std::to_string(t.batch_size * t.grad_accum * cfg.dist.gpus) +
+         " rows: state train.rows_per_step (or train.samples_per_step) to keep the global batch whatever the world size";
+  return s;
 }
 
 data::DataPlan plan_without_tokenizing(const config::RunConfig& cfg) {

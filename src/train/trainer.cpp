@@ -185,6 +185,7 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
     tb_ = std::make_unique<TfEventsWriter>(fs::join(cfg_.output_dir, "tensorboard"));
     log_settings();
     log_plan();
+    sft::log::info("global batch: {}", describe_global_batch(cfg_, world_));
   }
 }
 

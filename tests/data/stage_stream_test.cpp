@@ -199,6 +199,35 @@ TEST(RunConfigBatch, SamplesPerStepExcludesGradAccumAndTheBudgetNeedsIt) {
   EXPECT_NE(err({"train.tokens_per_micro_batch=4096"}).find("train.tokens_per_micro_batch: only applies with train.samples_per_step"),
             std::string::npos);
   EXPECT_EQ(err({"train.samples_per_step=128", "train.tokens_per_micro_batch=4096"}), "");
+  EXPECT_NE(err({"train.rows_per_step=64", "train.samples_per_step=128"}).find("train.rows_per_step: exclusive with train.samples_per_step"),
+            std::string::npos);
+  EXPECT_NE(err({"train.rows_per_step=64", "train.grad_accum=2"}).find("train.rows_per_step: exclusive with train.grad_accum"),
+            std::string::npos);
+  EXPECT_NE(err({"train.rows_per_step=60", "train.batch_size=8"}).find("is not a multiple of train.batch_size"), std::string::npos);
+}
+
+// rows_per_step keeps the global batch on any world size that divides it: the accumulation
+// is derived, and a world size that cannot keep it is refused, saying why.
+TEST(RunConfigBatch, RowsPerStepKeepsTheGlobalBatchOnAnyWorldSize) {
+  test::TempDir d;
+  config::RunConfig cfg = tiny_config(d.path(), {"train.rows_per_step=48", "train.batch_size=4"});
+  EXPECT_EQ(train::rows_accumulation(cfg, 1), 12);
+  EXPECT_EQ(train::rows_accumulation(cfg, 4), 3);
+  EXPECT_EQ(train::rows_accumulation(cfg, 12), 1);
+  try {
+    train::rows_accumulation(cfg, 5);
+    ADD_FAILURE() << "5 ranks cannot keep 48 rows of 4";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("train.rows_per_step: 48 rows per optimizer step cannot be kept on 5 ranks"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_NE(train::describe_global_batch(cfg, 4).find("48 rows per optimizer step = 4 rows x 3 micro-batches x 4 rank(s)"),
+            std::string::npos);
+  // Without it, the batch follows the world size, and a config sized for more GPUs says so.
+  config::RunConfig rows = tiny_config(d.path(), {"train.batch_size=4", "train.grad_accum=2", "dist.gpus=16"});
+  EXPECT_NE(train::describe_global_batch(rows, 8).find("NOTE: on dist.gpus 16 ranks it would be 128 rows"),
+            std::string::npos);
 }
 
 TEST_F(Streams, RepeatUpsamplesADatasetWhereverItIsTrained) {

@@ -89,6 +89,10 @@ struct TrainSpec {
   // batch_size x grad_accum x world rows. Exclusive with grad_accum.
   std::int64_t samples_per_step = 0;
   std::int64_t tokens_per_micro_batch = 0;  // 0: batch_size x data.max_seq_len
+  // The global batch in rows, kept on any world size: each rank accumulates
+  // rows_per_step / (batch_size x ranks) micro-batches (a world size that does not divide
+  // it is refused). 0: batch_size x grad_accum x ranks, which scales with the world size.
+  std::int64_t rows_per_step = 0;
   double max_grad_norm = 1.0;    // <= 0 disables clipping
   double weight_decay = 0.0;
   double adam_beta1 = 0.9;

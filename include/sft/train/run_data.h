@@ -28,6 +28,13 @@ struct RunData {
 // Loads/prepares every dataset and plans every stage for `world_size` ranks.
 RunData build_run_data(const config::RunConfig& cfg, int world_size);
 
+// Micro-batches each rank accumulates per optimizer step in rows mode: train.grad_accum,
+// or rows_per_step / (batch_size x world_size) when the config states the global batch in
+// rows (ConfigError when the world size does not divide it).
+std::int64_t rows_accumulation(const config::RunConfig& cfg, int world_size);
+// How the global batch is made up on this world size, for the log and the dry run.
+std::string describe_global_batch(const config::RunConfig& cfg, int world_size);
+
 // Record counts without tokenizing (for `sft config expand`); uses `size:` when a file is
 // absent, flagging the count as an estimate.
 data::DataPlan plan_without_tokenizing(const config::RunConfig& cfg);
