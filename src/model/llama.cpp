@@ -357,12 +357,12 @@ at::Tensor Llama::loss_sum(const at::Tensor& input_ids, const at::Tensor& positi
   if (!gatherer_) {
     // The final norm is per position, so norming only the trained rows is exact.
     at::Tensor x = at::embedding(params_[embed_index_].tensor, input_ids);
-    auto [cos, sin] = rope(position_ids);
+    auto [cos, sin] = rope(position_ids, input_ids.size(-1));  // positions < T in training rows
     for (std::size_t l = 0; l < layers_.size(); ++l) x = run_layer(l, x, cos, sin, attn_mask);
     return head_loss(x, labels, params_[norm_index_].tensor, params_[lm_head_index_].tensor);
   }
   at::Tensor x = ShardedEmbedding::apply(input_ids, anchor_, this)[0];
-  auto [cos, sin] = rope(position_ids);
+  auto [cos, sin] = rope(position_ids, input_ids.size(-1));  // positions < T in training rows
   std::optional<at::Tensor> mask = attn_mask.defined() ? std::optional<at::Tensor>(attn_mask) : std::nullopt;
   for (std::size_t l = 0; l < layers_.size(); ++l)
     x = ShardedLayer::apply(x, cos, sin, mask, this, static_cast<std::int64_t>(l))[0];
@@ -428,8 +428,12 @@ ParamSource Llama::init_source(std::uint64_t seed) const {
   };
 }
 
-std::pair<at::Tensor, at::Tensor> Llama::rope(const at::Tensor& position_ids) const {
-  const std::int64_t needed = position_ids.numel() ? position_ids.max().item<std::int64_t>() + 1 : 1;
+std::pair<at::Tensor, at::Tensor> Llama::rope(const at::Tensor& position_ids, std::int64_t max_position) const {
+  std::int64_t needed = max_position;
+  if (needed < 0) {
+    ++host_reads_;
+    needed = position_ids.numel() ? position_ids.max().item<std::int64_t>() + 1 : 1;
+  }
   if (!cos_table_.defined() || cos_table_.size(0) < needed) {
     std::int64_t n = std::max(needed, std::max<std::int64_t>(cfg_.max_position_embeddings, 1));
     at::Tensor pos = at::arange(n, at::TensorOptions().dtype(at::kFloat).device(device_));
@@ -442,14 +446,22 @@ std::pair<at::Tensor, at::Tensor> Llama::rope(const at::Tensor& position_ids) co
   return {at::embedding(cos_table_, position_ids).unsqueeze(1), at::embedding(sin_table_, position_ids).unsqueeze(1)};
 }
 
-// Packed rows, attention per sample: each sample attends causally to itself only, and the
-// cost follows the samples' own lengths (sum of L^2) instead of the row's (T^2). Samples are
-// gathered into groups of similar length (sorted, each group padded to its longest), run
-// through causal attention, and scattered back; pad positions get zeros.
-at::Tensor Llama::varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                   const at::Tensor& segments) const {
-  const std::int64_t B = q.size(0), H = q.size(1), T = q.size(2), Dh = q.size(3);
-  at::Tensor seg = segments.to(at::kCPU, at::kInt).contiguous();
+// The plan of one packed micro-batch: per group of similar-length samples, the flattened
+// (B * T) positions to gather (each sample padded to the group's longest by repeating its
+// last position, masked by causality), and where the valid outputs go back.
+struct Llama::VarlenPlan {
+  struct Group {
+    at::Tensor gather, rows, dest;  // int64, on the model's device
+    std::int64_t count = 0, width = 0;
+  };
+  std::vector<Group> groups;
+};
+
+namespace {
+
+std::shared_ptr<Llama::VarlenPlan> build_varlen_plan(const at::Tensor& segments_host, c10::Device device) {
+  at::Tensor seg = segments_host.to(at::kInt).contiguous();
+  const std::int64_t B = seg.size(0), T = seg.size(1);
   const auto* sp = seg.data_ptr<std::int32_t>();
   struct Span {
     std::int64_t start, len;  // start in the flattened (B * T) positions
@@ -464,32 +476,66 @@ at::Tensor Llama::varlen_attention(const at::Tensor& q, const at::Tensor& k, con
       t = e;
     }
   std::stable_sort(spans.begin(), spans.end(), [](const Span& x, const Span& y) { return x.len > y.len; });
-  auto lopts = at::TensorOptions().dtype(at::kLong);
-  at::Tensor qf = q.transpose(1, 2).reshape({B * T, H, Dh});
-  at::Tensor kf = k.transpose(1, 2).reshape({B * T, H, Dh});
-  at::Tensor vf = v.transpose(1, 2).reshape({B * T, H, Dh});
-  at::Tensor out = at::zeros({B * T, H * Dh}, qf.options());
   std::vector<std::int64_t> lengths;
   for (const Span& s : spans) lengths.push_back(s.len);
+  auto plan = std::make_shared<Llama::VarlenPlan>();
+  const bool pin = device.is_cuda();
+  auto upload = [&](const std::vector<std::int64_t>& v) {
+    at::Tensor t = at::tensor(v, at::TensorOptions().dtype(at::kLong));
+    if (pin) t = t.pin_memory();
+    return t.to(device, /*non_blocking=*/pin);
+  };
   for (const VarlenGroup& group : varlen_groups(lengths)) {
-    const std::size_t g0 = group.first;
     const std::int64_t lmax = group.width, n = static_cast<std::int64_t>(group.count);
     std::vector<std::int64_t> gather(static_cast<std::size_t>(n * lmax)), rows, dest;
     for (std::int64_t i = 0; i < n; ++i) {
-      const Span& s = spans[g0 + static_cast<std::size_t>(i)];
+      const Span& s = spans[group.first + static_cast<std::size_t>(i)];
       for (std::int64_t j = 0; j < lmax; ++j) {
-        gather[static_cast<std::size_t>(i * lmax + j)] = s.start + std::min(j, s.len - 1);  // tail repeats, masked by causality
+        gather[static_cast<std::size_t>(i * lmax + j)] = s.start + std::min(j, s.len - 1);
         if (j < s.len) {
           rows.push_back(i * lmax + j);
           dest.push_back(s.start + j);
         }
       }
     }
-    at::Tensor gi = at::tensor(gather, lopts).to(q.device());
-    auto pick = [&](const at::Tensor& f) { return f.index_select(0, gi).view({n, lmax, H, Dh}).transpose(1, 2); };
+    plan->groups.push_back({upload(gather), upload(rows), upload(dest), n, lmax});
+  }
+  return plan;
+}
+
+}  // namespace
+
+void Llama::plan_packed(const at::Tensor& segments_host, const at::Tensor& segments) const {
+  plan_ = build_varlen_plan(segments_host, device_);
+  plan_segments_ = segments;
+}
+
+std::shared_ptr<const Llama::VarlenPlan> Llama::varlen_plan(const at::Tensor& segments) const {
+  if (plan_ && plan_segments_.is_same(segments)) return plan_;
+  ++host_reads_;  // not planned ahead: read the segment ids back once for this micro-batch
+  plan_ = build_varlen_plan(segments.to(at::kCPU), device_);
+  plan_segments_ = segments;
+  return plan_;
+}
+
+// Packed rows, attention per sample: each sample attends causally to itself only, and the
+// cost follows the samples' own lengths (sum of L^2) instead of the row's (T^2). Samples are
+// gathered into groups of similar length (varlen.h), run through causal attention, and
+// scattered back; pad positions get zeros. The index tensors come from the plan, built once
+// per micro-batch, so no layer reads anything back to the host.
+at::Tensor Llama::varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                   const at::Tensor& segments) const {
+  const std::int64_t B = q.size(0), H = q.size(1), T = q.size(2), Dh = q.size(3);
+  const std::shared_ptr<const VarlenPlan> plan = varlen_plan(segments);
+  at::Tensor qf = q.transpose(1, 2).reshape({B * T, H, Dh});
+  at::Tensor kf = k.transpose(1, 2).reshape({B * T, H, Dh});
+  at::Tensor vf = v.transpose(1, 2).reshape({B * T, H, Dh});
+  at::Tensor out = at::zeros({B * T, H * Dh}, qf.options());
+  for (const auto& g : plan->groups) {
+    auto pick = [&](const at::Tensor& f) { return f.index_select(0, g.gather).view({g.count, g.width, H, Dh}).transpose(1, 2); };
     at::Tensor o = attention(pick(qf), pick(kf), pick(vf), at::Tensor(), 0);  // causal, (n, H, lmax, Dh)
-    at::Tensor of = o.transpose(1, 2).reshape({n * lmax, H * Dh});
-    out = out.index_copy(0, at::tensor(dest, lopts).to(q.device()), of.index_select(0, at::tensor(rows, lopts).to(q.device())));
+    at::Tensor of = o.transpose(1, 2).reshape({g.count * g.width, H * Dh});
+    out = out.index_copy(0, g.dest, of.index_select(0, g.rows));
   }
   return out.view({B, T, H, Dh}).transpose(1, 2);
 }

@@ -397,8 +397,13 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
     // rank issues the same collectives.
     data::Batch b = mb ? data::make_batch(*mb, data_.datasets, pad_id_)
                        : data::make_single_batch({data_.tokenizer->bos_id() >= 0 ? data_.tokenizer->bos_id() : 0}, {0});
-    at::Tensor ids = b.input_ids.to(device_), pos = b.position_ids.to(device_), labels = b.labels.to(device_);
-    at::Tensor mask = b.segment_ids.defined() ? b.segment_ids.to(device_) : at::Tensor();
+    // Built on the host and uploaded once (pinned, asynchronous on a GPU); the packed
+    // attention plan too, so that no layer reads anything back.
+    const bool gpu = device_.is_cuda();
+    auto upload = [&](const at::Tensor& t) { return gpu ? t.pin_memory().to(device_, /*non_blocking=*/true) : t; };
+    at::Tensor ids = upload(b.input_ids), pos = upload(b.position_ids), labels = upload(b.labels);
+    at::Tensor mask = b.segment_ids.defined() ? upload(b.segment_ids) : at::Tensor();
+    if (mask.defined()) model_->plan_packed(b.segment_ids, mask);
     dp_->begin_micro(m + 1 == accum);
     at::Tensor loss;
     {

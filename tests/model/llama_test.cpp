@@ -167,6 +167,49 @@ TEST(Llama, ActivationCheckpointingGivesTheSameGradients) {
   }
 }
 
+// A packed training step reads nothing back to the host per layer: with the plan built
+// from the batch's host copy (as the trainer does) the model makes no host reads at all,
+// forward and checkpointed backward; left to itself it makes one per micro-batch, whatever
+// the number of layers (it used to make one per layer, and again in the recompute). Both
+// give the same loss and gradients.
+TEST(Llama, APackedStepsHostReadsDoNotGrowWithTheNumberOfLayers) {
+  std::vector<std::int32_t> seg(2 * 24, -1);
+  for (int t = 0; t < 24; ++t) seg[t] = t < 9 ? 0 : t < 20 ? 1 : -1;
+  for (int t = 0; t < 24; ++t) seg[24 + t] = t < 24 ? t / 12 : -1;
+  std::vector<std::int64_t> pos(48, 0);
+  for (int b = 0; b < 2; ++b)
+    for (int t = 0, start = 0; t < 24; ++t) {
+      if (t > 0 && seg[b * 24 + t] != seg[b * 24 + t - 1]) start = t;
+      pos[b * 24 + t] = seg[b * 24 + t] < 0 ? 0 : t - start;
+    }
+  const at::Tensor segments = at::tensor(seg).view({2, 24});
+  const at::Tensor positions = at::tensor(pos).view({2, 24});
+  const at::Tensor ids = (at::arange(48) * 7 % 250 + 1).view({2, 24});
+  at::Tensor labels = ids.clone();
+  labels.masked_fill_(segments < 0, -100);
+  for (std::int64_t layers : {2, 4}) {
+    nlohmann::json j = {{"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", layers},
+                        {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"vocab_size", 256},
+                        {"max_position_embeddings", 64}};
+    std::vector<double> losses;
+    std::vector<at::Tensor> grads;
+    for (bool planned : {true, false}) {
+      Llama m(LlamaConfig::from_json(j, "test"));
+      m.init_weights(1);
+      m.set_activation_checkpointing(true);
+      const std::int64_t before = m.host_reads();
+      if (planned) m.plan_packed(segments, segments);
+      at::Tensor loss = m.loss_sum(ids, positions, segments, labels);
+      loss.backward();
+      EXPECT_EQ(m.host_reads() - before, planned ? 0 : 1) << layers << " layers, planned " << planned;
+      losses.push_back(loss.item<double>());
+      grads.push_back(m.parameters()[1].tensor.grad().clone());
+    }
+    EXPECT_EQ(losses[0], losses[1]);
+    EXPECT_TRUE(at::equal(grads[0], grads[1]));
+  }
+}
+
 TEST(Llama, FusedLossMatchesFullLogitsCrossEntropyAndItsGradients) {
   for (const char* f : {"gqa_bf16_sharded", "mqa_f16_tied_llama3"}) {
     auto a = load_hf_model(fixture(f)), b = load_hf_model(fixture(f));

@@ -108,6 +108,17 @@ class Llama {
   // parameters() indices of a unit's tensors.
   std::vector<std::size_t> unit_params(std::size_t unit) const;
 
+  // Packed batches without host stalls: builds the per-sample attention plan of a (B, T)
+  // segment-id tensor from its host copy once per micro-batch and uploads its index
+  // tensors once (non-blocking); every layer, and the recompute in backward, then uses it
+  // for `segments` (the device tensor passed to loss_sum). Without it, the plan is built
+  // from `segments` on its first use in a forward (one host read per micro-batch).
+  void plan_packed(const at::Tensor& segments_host, const at::Tensor& segments) const;
+  struct VarlenPlan;  // the index tensors of one packed micro-batch (llama.cpp)
+  // Device-to-host reads the model made (segment ids, positions): a test hook showing that
+  // a training step's count does not grow with the number of layers.
+  std::int64_t host_reads() const { return host_reads_; }
+
   KvCache new_cache(std::int64_t batch, std::int64_t capacity) const;
   void set_activation_checkpointing(bool on) { checkpointing_ = on; }
   bool activation_checkpointing() const { return checkpointing_; }
@@ -132,7 +143,9 @@ class Llama {
                        const at::Tensor& attn_mask) const;
   at::Tensor layer_forward(std::size_t layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                            const at::Tensor& mask, KvCache* cache, const std::vector<at::Tensor>* weights) const;
-  std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& position_ids) const;
+  // max_position < 0: read from position_ids (generation); training passes a bound (T).
+  std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& position_ids, std::int64_t max_position = -1) const;
+  std::shared_ptr<const VarlenPlan> varlen_plan(const at::Tensor& segments) const;
   at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                        std::int64_t offset) const;
   at::Tensor varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -147,6 +160,10 @@ class Llama {
   std::size_t embed_index_ = 0, norm_index_ = 0, lm_head_index_ = 0;
   at::Tensor inv_freq_;                // (Dh/2) fp32, rope_scaling applied
   mutable at::Tensor cos_table_, sin_table_;  // (P, Dh) fp32, grown on demand
+  // The packed-attention plan of the current micro-batch, keyed by its segment tensor.
+  mutable std::shared_ptr<const VarlenPlan> plan_;
+  mutable at::Tensor plan_segments_;  // held, so its identity cannot be reused by another tensor
+  mutable std::int64_t host_reads_ = 0;
   bool checkpointing_ = false;
   AttentionImpl attn_impl_ = AttentionImpl::kAuto;
   ParamGatherer* gatherer_ = nullptr;
