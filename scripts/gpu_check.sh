@@ -8,7 +8,10 @@
 #   4. a one-rank NCCL process group (dist.backend=nccl: the trainer's broadcasts, barriers and
 #      scalar all-reduces run on it; gradient buckets need two ranks, so two GPUs);
 #   5. peak CUDA memory (caching allocator) against the dry-run planner's estimate;
-#   6. `sft bench --preset 1b --dtype bf16` tokens/s and MFU.
+#   6. `sft bench --preset 1b --dtype bf16` tokens/s and MFU;
+#   7. a ZeRO-3 run on one GPU (one-rank NCCL group) of a 0.8B model built on the meta device
+#      and sharded (units gathered per layer, streamed export): its build and step peaks
+#      against the dry-run planner's.
 # That machine has no package registry: the Debian -dev packages sft builds with travel in
 # .debs/ (fetch them here first with `scripts/gpu_check.sh --fetch-debs`, 1.8 MB) and are
 # extracted into a prefix. Figures go to $OUT (default gpu_out/) and to stdout.
@@ -137,6 +140,30 @@ step_to "$OUT/gen_uncached.txt" "greedy generation without it" "$SFT" "${gen[@]}
 if [ "$DRY" = 0 ]; then
   if cmp -s "$OUT/gen_cached.txt" "$OUT/gen_uncached.txt"; then echo "kv cache: cached == uncached OK"
   else echo "kv cache: cached != uncached FAIL"; FAILED=$((FAILED + 1)); diff "$OUT/gen_cached.txt" "$OUT/gen_uncached.txt" || true; fi
+fi
+
+# 7. ZeRO-3 on one GPU: the sharded build (meta device, shards filled from the seeded init),
+# per-unit gathers in forward and backward, fused AdamW, and the streamed export.
+Z3=(train "${TINY[@]}" --set train.device=cuda --set dist.backend=nccl --set dist.strategy=zero3
+    --set train.max_steps=3 --set train.log_every=1 --set eval.at_end=false --set train.activation_checkpointing=true
+    --set model.config.hidden_size=2048 --set model.config.intermediate_size=5504
+    --set model.config.num_hidden_layers=16 --set model.config.num_attention_heads=16
+    --set model.config.num_key_value_heads=16 --set train.export_stage_models=false)
+step "ZeRO-3 of a 0.8B model on one GPU, 3 steps (log: $OUT/zero3.log)" \
+  bash -c "set -o pipefail; $SFT ${Z3[*]} --output-dir $OUT/zero3 2>&1 | tee $OUT/zero3.log | grep -E 'model state|done:'"
+step_to "$OUT/zero3_plan.json" "dry-run planner for it" "$SFT" "${Z3[@]}" --dry-run --json
+if [ "$DRY" = 0 ]; then
+  "$PY" - "$OUT/zero3/metrics.jsonl" "$OUT/zero3_plan.json" <<'PY' | tee "$OUT/zero3_memory.txt"
+import json, sys
+recs = list(map(json.loads, open(sys.argv[1])))
+build = [r for r in recs if r.get("event") == "build"][-1]
+end = [r for r in recs if r.get("event") == "end"][-1]
+plan = json.load(open(sys.argv[2]))["memory_per_rank"]
+mib = 1024 * 1024
+print(f"zero3 build: state {build['state_bytes'] / mib:.1f} MiB, peak while building {build['build_peak_bytes'] / mib:.1f} MiB "
+      f"({build['parameters']} parameters)")
+print(f"zero3 training peak (allocated): measured {end['peak_memory_mb']:.1f} MiB, planner {plan['total_gib'] * 1024:.1f} MiB")
+PY
 fi
 
 # 6. Throughput and MFU.

@@ -83,6 +83,11 @@ std::int64_t CpuMemoryTracker::current_bytes() { return g_current.load(); }
 std::int64_t CpuMemoryTracker::peak_bytes() { return g_peak.load(); }
 void CpuMemoryTracker::reset_peak() { g_peak.store(g_current.load()); }
 
+std::int64_t current_tensor_bytes(c10::Device device) {
+  if (device.is_cuda()) return cuda::memory_stats(device.index()).allocated;
+  return CpuMemoryTracker::current_bytes();
+}
+
 std::int64_t peak_tensor_bytes(c10::Device device) {
   if (device.is_cuda()) return cuda::memory_stats(device.index()).allocated_peak;
   return CpuMemoryTracker::peak_bytes();

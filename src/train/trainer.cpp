@@ -164,16 +164,22 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   // ZeRO-3 chunks) and fills it straight from the safetensors files or the seeded init, so
   // no rank ever holds a parameter it does not own. bf16-pure keeps bf16 weights (no fp32
   // master copy); otherwise fp32 master weights.
+  const std::int64_t live_before_build = current_tensor_bytes(device_);
+  reset_peak_tensor_bytes(device_);
   model_ = std::make_unique<model::Llama>(lc, device_, cfg_.train.precision == "bf16-pure" ? c10::kBFloat16 : c10::kFloat,
                                           /*materialize=*/false);
-  const model::ParamSource source =
-      pretrained ? model::weights_source(*model_, cfg_.model.path) : model_->init_source(cfg_.seed);
   model_->set_activation_checkpointing(cfg_.train.activation_checkpointing);
-  opt_ = std::make_unique<FlatAdamW>(*model_,
-                                     AdamWOptions{cfg_.train.adam_beta1, cfg_.train.adam_beta2, cfg_.train.adam_eps,
-                                                  cfg_.train.weight_decay},
-                                     world_, rank_, Sharding::for_strategy(cfg_.dist.strategy), &source);
+  {
+    const model::ParamSource source =
+        pretrained ? model::weights_source(*model_, cfg_.model.path) : model_->init_source(cfg_.seed);
+    opt_ = std::make_unique<FlatAdamW>(*model_,
+                                       AdamWOptions{cfg_.train.adam_beta1, cfg_.train.adam_beta2, cfg_.train.adam_eps,
+                                                    cfg_.train.weight_decay},
+                                       world_, rank_, Sharding::for_strategy(cfg_.dist.strategy), &source);
+  }  // the source (its mapped files, or the parameter being drawn) goes here
   if (!opt_->sharding().params) dist_->broadcast(opt_->params(), 0);  // replicas start from rank 0's values, bit for bit
+  build_peak_bytes_ = peak_tensor_bytes(device_) - live_before_build;
+  state_bytes_ = current_tensor_bytes(device_) - live_before_build;
   dp_ = std::make_unique<DataParallel>(*model_, *opt_, dist_, cfg_.dist.strategy, cfg_.dist.bucket_mb);
 
   if (rank_ == 0) {
@@ -186,6 +192,17 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
     log_settings();
     log_plan();
     sft::log::info("global batch: {}", describe_global_batch(cfg_, world_));
+    // What building the model cost this rank: its training state (all of it, or its ZeRO
+    // shards) and the peak while building, which stays near it because nothing else of the
+    // model is ever materialised.
+    sft::log::info("model state on each rank: {:.1f} MiB ({}), peak {:.1f} MiB while building it",
+                   static_cast<double>(state_bytes_) / 1048576.0, cfg_.dist.strategy,
+                   static_cast<double>(build_peak_bytes_) / 1048576.0);
+    append_line(fs::join(cfg_.output_dir, "metrics.jsonl"),
+                nlohmann::json{{"event", "build"}, {"rank", 0}, {"state_bytes", state_bytes_},
+                               {"build_peak_bytes", build_peak_bytes_}, {"parameters", model_->num_parameters()},
+                               {"world_size", world_}, {"strategy", cfg_.dist.strategy}}
+                    .dump());
   }
 }
 

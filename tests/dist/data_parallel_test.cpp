@@ -109,6 +109,27 @@ TEST_F(TwoRanks, SamplesPerStepOnTwoPackingRanksMatchesOnePaddingProcess) {
   EXPECT_LT(max_diff(d.file("single/final"), d.file("run/final")), kTolerance);
 }
 
+// Never materialising what a rank does not own: each ZeRO-3 rank of a 3.4M-parameter model
+// holds half of the 16 bytes of training state per parameter, and building it peaks barely
+// above that (one parameter of the seeded init in flight), where building the whole model
+// first and sharding it after would add 4 bytes per parameter of every parameter.
+TEST_F(TwoRanks, AZero3RankBuildsOnlyItsShards) {
+  test::TempDir d;
+  launch(2, args(d.file("run"), dir_->file("cache"),
+                 {"dist.strategy=zero3", "train.max_steps=1", "train.batch_size=2", "model.config.hidden_size=256",
+                  "model.config.intermediate_size=688", "model.config.num_hidden_layers=4"}));
+  nlohmann::json build;
+  std::istringstream in(test::read(d.file("run/metrics.jsonl")));
+  for (std::string line; std::getline(in, line);)
+    if (auto j = nlohmann::json::parse(line); j["event"] == "build") build = j;
+  ASSERT_TRUE(build.is_object()) << test::read(d.file("run/metrics.jsonl"));
+  const double n = build["parameters"].get<double>();
+  const double state = build["state_bytes"].get<double>(), peak = build["build_peak_bytes"].get<double>();
+  EXPECT_NEAR(state, 16.0 * n / 2, 0.01 * 16.0 * n / 2) << "params, grads and both moments: half of them each";
+  EXPECT_GE(peak, state);
+  EXPECT_LT(peak - state, 4.0 * n / 4) << "building held " << (peak - state) / 1048576.0 << " MiB beyond the state";
+}
+
 TEST_F(TwoRanks, TorchrunOfTheSameTorchLaunchesTwoRanks) {
   SFT_REQUIRE_PYTHON();
   const std::string torchrun = test::venv_program("torchrun");

@@ -21,6 +21,7 @@ class CpuMemoryTracker {
 // Peak bytes held by live tensors on `device` since the last reset: the CPU tracker's count,
 // or the CUDA caching allocator's allocated peak on a GPU.
 std::int64_t peak_tensor_bytes(c10::Device device);
+std::int64_t current_tensor_bytes(c10::Device device);  // live now, same sources
 void reset_peak_tensor_bytes(c10::Device device);
 
 }  // namespace sft::train

@@ -114,6 +114,7 @@ class Trainer {
   std::unique_ptr<TfEventsWriter> tb_;
   std::int32_t pad_id_ = 0;
   std::int64_t consecutive_nonfinite_ = 0, skipped_total_ = 0;
+  std::int64_t state_bytes_ = 0, build_peak_bytes_ = 0;  // this rank's, from building the model
   // Testing aid: SFT_INJECT_NONFINITE="3,4" makes global steps 3 and 4 report a NaN loss, to
   // exercise the skip-and-count and abort-after-N paths.
   std::vector<std::int64_t> inject_nonfinite_;
