@@ -58,8 +58,8 @@ std::vector<Command> register_train(CLI::App& app) {
              opts.resume = resume == "auto";
              opts.config_path = path;
              // Evaluation at stage ends / the end (the config's eval block), on the exported folder.
-             opts.evaluate = [cfg](const std::string& dir) {
-               auto m = eval::load_model_for_eval(dir, train::setup_device(cfg.train), cfg.train.precision != "fp32");
+             opts.evaluate = [cfg](const std::string& dir, const train::EvalShare& share) {
+               auto m = eval::load_model_for_eval(dir, share.device, cfg.train.precision != "fp32");
                auto tok = data::Tokenizer::load(fs::join(dir, "tokenizer.model"));
                nlohmann::ordered_json all = nlohmann::ordered_json::object();
                for (const auto& b : cfg.eval.benchmarks) {
@@ -73,6 +73,9 @@ std::vector<Command> register_train(CLI::App& app) {
                  r.system_message = cfg.system_message;
                  r.model_name = dir;
                  r.bf16 = cfg.train.precision != "fp32";
+                 r.rank = share.rank;
+                 r.world = share.world;
+                 r.all_gather = share.all_gather;
                  // FastChat finds answers by model_id: <model_id>.jsonl holding that model_id.
                  r.model_id = cfg.run_name;
                  if (b.name == "mtbench") r.answers_path = fs::join(fs::join(cfg.output_dir, "eval"), cfg.run_name + ".jsonl");

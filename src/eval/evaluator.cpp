@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdio>
 #include <numeric>
+#include <functional>
+#include <fstream>
 
 #include "sft/config/run_config.h"
 #include "sft/data/chat_template.h"
@@ -15,6 +17,7 @@
 #include "sft/eval/mtbench.h"
 #include "sft/eval/text_generation.h"
 #include "sft/model/hf_checkpoint.h"
+#include "sft/util/cuda.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
 #include "sft/util/hash.h"
@@ -47,7 +50,38 @@ struct GenSettings {
   std::uint64_t seed = 0;
   bool bf16 = false;
   std::vector<std::string> stop_strings;
+  int rank = 0, world = 1;  // batches are generated round-robin over the ranks
+  std::function<std::vector<std::string>(const std::string&)> all_gather;
+  double memory_budget_bytes = 0;  // <= 0: measured
 };
+
+// Bytes one more row of a batch costs while decoding `capacity` tokens: its KV cache over
+// every layer, the per-token activations of the prefill, and its logits.
+double bytes_per_row(const model::LlamaConfig& c, std::int64_t capacity, bool bf16) {
+  const double elem = bf16 ? 2.0 : 4.0;
+  const double head_dim = static_cast<double>(c.hidden_size) / static_cast<double>(c.num_attention_heads);
+  const double kv = 2.0 * static_cast<double>(c.num_hidden_layers) * static_cast<double>(c.num_key_value_heads) * head_dim * elem;
+  const double act = 8.0 * static_cast<double>(c.hidden_size) + 4.0 * static_cast<double>(c.intermediate_size);
+  return static_cast<double>(capacity) * (kv + act * elem) + 2.0 * 4.0 * static_cast<double>(c.vocab_size);
+}
+
+// Memory the generation may take on the model's device (half of what is free: the rest is
+// the allocator's and the model's working room). On a GPU, CUDA's free memory plus what the
+// caching allocator holds unused; on the CPU, MemAvailable.
+double free_bytes(c10::Device device) {
+  if (device.is_cuda()) {
+    const auto st = cuda::memory_stats(device.index());
+    return 0.5 * (static_cast<double>(cuda::free_memory(device.index())) + static_cast<double>(st.reserved - st.allocated));
+  }
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  double kb = 0;
+  while (in >> key >> kb) {
+    if (key == "MemAvailable:") return 0.5 * kb * 1024.0;
+    in.ignore(1 << 10, '\n');
+  }
+  return 1e18;  // unknown: no cap
+}
 
 struct Generated {
   std::vector<TextResult> out;
@@ -79,18 +113,43 @@ Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::v
   const auto bs = static_cast<std::size_t>(std::max<std::int64_t>(1, s.batch_size));
   std::vector<std::int64_t> stop_ids;
   for (auto id : m.config().eos_token_ids) stop_ids.push_back(id);
+  // The batches, formed as on one rank (every rank forms the same list): prompts of one
+  // temperature, longest first, at most batch_size of them, and no more than the device's
+  // free memory holds (the smallest over the ranks): a batch shrinks rather than fail.
+  double room = s.memory_budget_bytes > 0 ? s.memory_budget_bytes : free_bytes(m.device());
+  if (s.world > 1 && s.all_gather)
+    for (const auto& r : s.all_gather(std::to_string(room))) room = std::min(room, std::stod(r));
+  struct Batch {
+    std::size_t first, end;
+    std::int64_t max_new_tokens;
+  };
+  std::vector<Batch> batches;
+  std::size_t shrunk = 0;
+  for (std::size_t i = 0; i < order.size();) {
+    const auto longest = static_cast<std::int64_t>(items[order[i]].prompt.size());
+    const std::int64_t new_tokens = std::max<std::int64_t>(1, std::min(s.max_new_tokens, ctx - longest));
+    const auto fits = static_cast<std::size_t>(
+        std::max(1.0, std::floor(room / bytes_per_row(m.config(), longest + new_tokens, m.dtype() == at::kBFloat16 || s.bf16))));
+    const std::size_t cap = std::min(bs, fits);
+    shrunk += cap < bs;
+    std::size_t j = i;
+    while (j < order.size() && j - i < cap && items[order[j]].temperature == items[order[i]].temperature) ++j;
+    batches.push_back({i, j, new_tokens});
+    i = j;
+  }
+  if (shrunk) sft::log::warn("{}: {} batch(es) smaller than {} to fit the memory", s.label, shrunk, bs);
   auto last_log = Clock::now();
   const auto start = last_log;
-  std::size_t done = 0, batch_no = 0;
-  for (std::size_t i = 0; i < order.size(); ++batch_no) {
-    std::size_t j = i;
+  std::size_t done = 0;
+  nlohmann::json mine = nlohmann::json::array();  // this rank's outputs, for the others
+  for (std::size_t batch_no = 0; batch_no < batches.size(); ++batch_no) {
+    if (static_cast<int>(batch_no % static_cast<std::size_t>(std::max(1, s.world))) != s.rank) continue;
+    const Batch& b = batches[batch_no];
     std::vector<TextRequest> reqs;
-    while (j < order.size() && reqs.size() < bs && items[order[j]].temperature == items[order[i]].temperature)
-      reqs.push_back({items[order[j++]].prompt});
+    for (std::size_t k = b.first; k < b.end; ++k) reqs.push_back({items[order[k]].prompt});
     TextOptions o;
-    const auto longest = static_cast<std::int64_t>(reqs.front().prompt_ids.size());
-    o.gen.max_new_tokens = std::max<std::int64_t>(1, std::min(s.max_new_tokens, ctx - longest));
-    o.gen.temperature = items[order[i]].temperature;
+    o.gen.max_new_tokens = b.max_new_tokens;
+    o.gen.temperature = items[order[b.first]].temperature;
     o.gen.top_k = o.gen.temperature > 0 ? s.top_k : 0;
     o.gen.top_p = o.gen.temperature > 0 ? s.top_p : 1.0;
     o.gen.seed = seed_combine(s.seed, batch_no);
@@ -99,15 +158,24 @@ Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::v
     o.stop_strings = s.stop_strings;
     o.batch_size = static_cast<std::int64_t>(reqs.size());
     auto res = generate_text(m, tok, reqs, o);
-    for (std::size_t k = 0; k < res.size(); ++k) g.out[order[i + k]] = std::move(res[k]);
+    for (std::size_t k = 0; k < res.size(); ++k) {
+      const std::size_t at = order[b.first + k];
+      if (s.world > 1)
+        mine.push_back({at, res[k].text, res[k].prompt_tokens, res[k].new_tokens, res[k].finish_reason});
+      g.out[at] = std::move(res[k]);
+    }
     done += res.size();
-    i = j;
     if (std::chrono::duration<double>(Clock::now() - last_log).count() > 20 && done < order.size()) {
       last_log = Clock::now();
       sft::log::info("{}: {}/{} generated ({:.0f} s)", s.label, done, order.size(),
                    std::chrono::duration<double>(last_log - start).count());
     }
   }
+  if (s.world > 1 && s.all_gather)
+    for (const auto& theirs : s.all_gather(mine.dump()))
+      for (const auto& o : nlohmann::json::parse(theirs))
+        g.out[o[0].get<std::size_t>()] = {o[1].get<std::string>(), o[2].get<std::int64_t>(), o[3].get<std::int64_t>(),
+                                          o[4].get<std::string>()};
   return g;
 }
 
@@ -119,6 +187,10 @@ GenSettings settings_for(const EvalRequest& req, const data::ChatTemplate& tmpl)
   s.seed = req.seed;
   s.bf16 = req.bf16;
   s.stop_strings = tmpl.stop_strings();
+  s.rank = req.rank;
+  s.world = req.world;
+  s.all_gather = req.all_gather;
+  s.memory_budget_bytes = req.memory_budget_bytes;
   return s;
 }
 
@@ -136,6 +208,7 @@ ordered_json run_gsm8k(const model::Llama& m, const data::Tokenizer& tok, const 
     gen.push_back({chat_prompt(tmpl, tok, r, 0), greedy_unless_set(req)});
   }
   auto g = generate_all(m, tok, std::move(gen), settings_for(req, tmpl));
+  if (req.rank != 0) return ordered_json::object();  // rank 0 scores
   std::vector<std::string> texts;
   for (const auto& o : g.out) texts.push_back(o.text);
   ordered_json r = score_gsm8k(items, texts);
@@ -162,6 +235,7 @@ ordered_json run_humaneval(const model::Llama& m, const data::Tokenizer& tok, co
   GenSettings s = settings_for(req, tmpl);
   s.top_p = 0.95;
   auto g = generate_all(m, tok, std::move(gen), s);
+  if (req.rank != 0) return ordered_json::object();  // rank 0 runs the programs
   std::vector<Completion> completions;
   for (std::size_t i = 0; i < g.out.size(); ++i) {
     const Problem& p = problems[i / static_cast<std::size_t>(n)];
@@ -202,6 +276,7 @@ ordered_json run_mtbench(const model::Llama& m, const data::Tokenizer& tok, cons
       convs[who[k]].turns.push_back({data::Role::kAssistant, a});
     }
   }
+  if (req.rank != 0) return ordered_json::object();  // rank 0 writes the answers
   Rng rng(seed_combine(req.seed, seed_from_string("mtbench:" + req.model_id)));
   const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   std::vector<std::size_t> by_id(questions.size());
@@ -253,6 +328,7 @@ ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, cons
       where.push_back({i, t});
     }
   auto g = generate_all(m, tok, std::move(gen), settings_for(req, tmpl));
+  if (req.rank != 0) return ordered_json::object();  // rank 0 scores
   ordered_json samples = ordered_json::array();
   std::int64_t correct = 0;
   std::vector<bool> conv_ok(records.size(), true);
@@ -420,6 +496,7 @@ ordered_json run_benchmark(const model::Llama& m, const data::Tokenizer& tok, co
                         : kind == "humaneval" ? run_humaneval(m, tok, req, path)
                         : kind == "mtbench"   ? run_mtbench(m, tok, req, path)
                                               : run_general(m, tok, req, path);
+  if (req.rank != 0) return ordered_json::object();
   ordered_json settings = {{"template", req.template_name},
                            {"system_message", req.system_message ? ordered_json(*req.system_message) : ordered_json()},
                            {"max_new_tokens", req.max_new_tokens > 0 ? req.max_new_tokens : default_max_new_tokens(req.benchmark)},

@@ -607,12 +607,15 @@ TrainResult Trainer::fit() {
 }
 
 void Trainer::run_eval(const std::string& model_dir, const std::string& label, int stage, std::int64_t step) {
-  if (rank_ != 0 || cfg_.eval.benchmarks.empty()) return;
+  if (cfg_.eval.benchmarks.empty()) return;
   if (!opts_.evaluate) {
-    sft::log::warn("eval: the config asks for an evaluation but this trainer has no evaluator (run it with sft train)");
+    if (rank_ == 0) sft::log::warn("eval: the config asks for an evaluation but this trainer has no evaluator (run it with sft train)");
     return;
   }
-  auto results = opts_.evaluate(model_dir);
+  // Every rank generates its share of the batches; rank 0 scores and writes.
+  EvalShare share{rank_, world_, device_, [this](const std::string& s) { return dist_->all_gather_strings(s); }};
+  auto results = opts_.evaluate(model_dir, share);
+  if (rank_ != 0) return;
   const std::string dir = label == "final" ? fs::join(cfg_.output_dir, "eval") : fs::join(fs::join(cfg_.output_dir, "eval"), label);
   nlohmann::ordered_json summary = nlohmann::ordered_json::object();
   const double wall = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();

@@ -8,6 +8,8 @@
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <cuda_runtime_api.h>
 #endif
 
 namespace sft::cuda {
@@ -52,6 +54,14 @@ void reset_peak_memory(int index) {
   if (available()) c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(index));
 }
 
+std::int64_t free_memory(int index) {
+  if (!available()) return 0;
+  c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(index));
+  std::size_t free = 0, total = 0;
+  if (cudaMemGetInfo(&free, &total) != cudaSuccess) return 0;
+  return static_cast<std::int64_t>(free);
+}
+
 struct EventTimer::Impl {
   // cudaEventDefault records timing; CUDAEvent's own default flags would disable it.
   at::cuda::CUDAEvent begin{cudaEventDefault}, end{cudaEventDefault};
@@ -83,6 +93,7 @@ void set_device(int index) {
 void synchronize(c10::Device) {}
 MemoryStats memory_stats(int) { return {}; }
 void reset_peak_memory(int) {}
+std::int64_t free_memory(int) { return 0; }
 
 struct EventTimer::Impl {};
 EventTimer::EventTimer(c10::Device device) {

@@ -130,6 +130,28 @@ TEST_F(TwoRanks, AZero3RankBuildsOnlyItsShards) {
   EXPECT_LT(peak - state, 4.0 * n / 4) << "building held " << (peak - state) / 1048576.0 << " MiB beyond the state";
 }
 
+// Evaluation after a 2-rank run: both ranks generate (batches round-robin), rank 0 scores:
+// the same samples and scores as one process evaluating the same (bit-identical DDP) model.
+TEST_F(TwoRanks, EvaluationSharedByTwoRanksGivesOneProcesssResults) {
+  test::TempDir d;
+  const std::vector<std::string> eval = {"train.max_steps=4", "train.batch_size=4", "eval.at_end=true",
+                                         "eval.max_new_tokens=12", "eval.batch_size=2",
+                                         "eval.benchmarks=[{name: math, limit: 6}, {name: general, limit: 4}]"};
+  auto one = eval, two = eval;
+  one.push_back("train.grad_accum=2");
+  auto r = test::run_sft(args(d.file("single"), dir_->file("cache"), one));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  launch(2, args(d.file("run"), dir_->file("cache"), two));
+  for (const char* b : {"math", "general"}) {
+    auto a = nlohmann::json::parse(test::read(d.file(std::string("single/eval/") + b + ".json")));
+    auto c = nlohmann::json::parse(test::read(d.file(std::string("run/eval/") + b + ".json")));
+    EXPECT_EQ(a["summary"]["score"], c["summary"]["score"]) << b;
+    ASSERT_EQ(a["samples"].size(), c["samples"].size()) << b;
+    EXPECT_GE(a["samples"].size(), 4u);
+    EXPECT_EQ(a["samples"].dump(), c["samples"].dump()) << b << ": every generated answer the same";
+  }
+}
+
 TEST_F(TwoRanks, TorchrunOfTheSameTorchLaunchesTwoRanks) {
   SFT_REQUIRE_PYTHON();
   const std::string torchrun = test::venv_program("torchrun");

@@ -101,6 +101,26 @@ TEST(EvalApi, RunBenchmarkReturnsSummaryAndSamplesForTheTrainer) {
   EXPECT_THROW(run_benchmark(*m, *tok, req), ConfigError);
 }
 
+// Little memory shrinks the batches instead of failing: a budget that holds one row at a time
+// gives the answers batches of one give.
+TEST(EvalApi, BatchesShrinkToTheMemoryBudgetAndGiveTheSameAnswers) {
+  auto m = tiny_model();
+  auto tok = data::Tokenizer::load(test::tiny("tokenizer.model"));
+  EvalRequest req;
+  req.benchmark = "math";
+  req.limit = 6;
+  req.max_new_tokens = 8;
+  req.batch_size = 1;
+  auto ones = run_benchmark(*m, *tok, req);
+  req.batch_size = 6;
+  req.memory_budget_bytes = 1;  // less than one row: every batch shrinks to one prompt
+  auto tight = run_benchmark(*m, *tok, req);
+  ASSERT_EQ(tight["samples"].size(), 6u);
+  for (std::size_t i = 0; i < 6; ++i) EXPECT_EQ(tight["samples"][i]["prediction"], ones["samples"][i]["prediction"]) << i;
+  req.memory_budget_bytes = 0;  // measured: plenty here
+  EXPECT_EQ(run_benchmark(*m, *tok, req)["summary"]["score"], ones["summary"]["score"]);
+}
+
 TEST(EvalCli, UsageErrorsExitWithCodeTwo) {
   test::TempDir d;
   test::write(d.file("p.jsonl"), "{\"prediction\": \"1\"}\n");

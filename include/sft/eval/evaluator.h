@@ -20,11 +20,13 @@
 // strings. Prompts are batched by length; a prompt too long for the model's context keeps
 // its last tokens (FastChat's rule) and the summary counts it in "prompts_truncated".
 //
-// Threads and ranks: call on one rank only (the trainer uses rank 0). The model is used
-// read-only on its own device. HumanEval programs run in child processes (sandbox.h).
+// Threads and ranks: one rank, or every rank of a job together (EvalRequest::rank, world,
+// all_gather). The model is used read-only on its own device; a batch's KV cache is sized to
+// the memory free on the device (the batch shrinks rather than fail). HumanEval programs run in child processes (sandbox.h).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -55,6 +57,16 @@ struct EvalRequest {
   std::string model_id = "sft";     // mtbench: model_id in the answer file
   std::string answers_path;         // mtbench: also write the answer file here ("" = not written)
   std::string model_name;           // the "model" field of the results (e.g. the folder)
+  // Sharing the generation across ranks (evaluation after a distributed run): every rank
+  // calls run_benchmark with the same request and its own rank; batches (formed exactly as
+  // on one rank, so the outputs are the same) are generated round-robin, and all_gather
+  // (every rank's string, in rank order) gives every rank all outputs. Rank 0 scores and
+  // returns the results; the other ranks return an empty object.
+  int rank = 0, world = 1;
+  std::function<std::vector<std::string>(const std::string&)> all_gather;
+  // Bytes a batch's decoding may take (KV cache, activations, logits); batches shrink to fit.
+  // <= 0: half of the device's free memory, measured (the smallest over the ranks).
+  double memory_budget_bytes = 0;
 };
 
 const std::vector<std::string>& benchmark_names();  // gsm8k humaneval mtbench math code general

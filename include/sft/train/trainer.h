@@ -40,10 +40,18 @@ namespace sft::train {
 class TfEventsWriter;
 class DataParallel;
 
+// How the ranks share an evaluation: every rank calls the hook; `all_gather` hands every
+// rank each rank's string, in rank order (the process group's store).
+struct EvalShare {
+  int rank = 0, world = 1;
+  c10::Device device{c10::kCPU};  // this rank's (its own GPU under a launcher)
+  std::function<std::vector<std::string>(const std::string&)> all_gather;
+};
 // Evaluates an exported model folder, returning {benchmark: results} where each result has
 // a "summary" with a "score" (the eval module's format). Set by the CLI, so that train does
-// not depend on eval; runs on rank 0.
-using EvalHook = std::function<nlohmann::ordered_json(const std::string& model_dir)>;
+// not depend on eval; called on every rank (each generates its share of the batches), and
+// rank 0's results are the ones written.
+using EvalHook = std::function<nlohmann::ordered_json(const std::string& model_dir, const EvalShare& share)>;
 
 struct TrainerOptions {
   bool resume = false;        // --resume auto: continue from the newest good checkpoint

@@ -35,6 +35,7 @@ struct MemoryStats {
 };
 MemoryStats memory_stats(int index);  // zeros when !available()
 void reset_peak_memory(int index);
+std::int64_t free_memory(int index);  // cudaMemGetInfo's free bytes on GPU `index`; 0 when !available()
 
 // GPU time between start() and stop(), from CUDA events on the current stream (the host
 // does not wait in start(); stop() synchronises on the end event).
