@@ -225,15 +225,26 @@ double Context::all_reduce_scalar(double v) {
   return t.item<double>();
 }
 
-std::vector<std::string> Context::all_gather_strings(const std::string& mine) {
+std::vector<std::string> Context::all_gather_strings(const std::string& mine, std::chrono::seconds timeout) {
   if (!impl_->store) return {mine};
   const std::string base = "strings/" + std::to_string(impl_->string_rounds++) + "/";
+  const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(timeout.count() > 0 ? timeout : timeout_);
   std::vector<std::string> all;
   guarded(*this, nullptr, "exchange of settings", [&] {
     impl_->store->set(base + std::to_string(rank_), std::vector<std::uint8_t>(mine.begin(), mine.end()));
-    for (int r = 0; r < world_; ++r) {
-      const std::vector<std::uint8_t> v = impl_->store->get(base + std::to_string(r));  // waits up to the timeout
+    std::vector<std::string> keys;
+    for (int r = 0; r < world_; ++r) keys.push_back(base + std::to_string(r));
+    impl_->store->wait(keys, wait);
+    for (const auto& k : keys) {
+      const std::vector<std::uint8_t> v = impl_->store->get(k);
       all.emplace_back(v.begin(), v.end());
+    }
+    // Read: count in. Rank 0 leaves last, so a store it hosts outlives every rank's reads.
+    std::int64_t done = impl_->store->add(base + "done", 1);
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    while (rank_ == 0 && done < world_ && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      done = impl_->store->add(base + "done", 0);
     }
   });
   return all;

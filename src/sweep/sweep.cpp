@@ -309,6 +309,10 @@ LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, 
     const pid_t parent = ::getpid();
     // Blocked from fork until the child is on the list, so no signal can miss it.
     ::sigprocmask(SIG_BLOCK, &stop_signals, &unblocked);
+    if (g_stop_signal) {  // it came while this run was being prepared: start nothing
+      ::sigprocmask(SIG_SETMASK, &unblocked, nullptr);
+      break;
+    }
     pid_t pid = ::fork();
     if (pid == 0) {
       // Its own process group: a terminal's Ctrl-C reaches it once, through the sweep.

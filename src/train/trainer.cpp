@@ -129,6 +129,7 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   }
   lock_run_folder();
   require_agreement(*dist_, run_identity(cfg_), "the run configuration");
+  rows_accumulation(cfg_, world_);  // a global batch this world size cannot keep stops every rank now
   fs::make_dirs(cfg_.output_dir);
   checkpoints_ = std::make_unique<CheckpointStore>(fs::join(cfg_.output_dir, "checkpoints"));
   if (!opts_.resume && !checkpoints_->list().empty())
@@ -613,7 +614,11 @@ void Trainer::run_eval(const std::string& model_dir, const std::string& label, i
     return;
   }
   // Every rank generates its share of the batches; rank 0 scores and writes.
-  EvalShare share{rank_, world_, device_, [this](const std::string& s) { return dist_->all_gather_strings(s); }};
+  // The ranks wait for each other between benchmarks while rank 0 scores (HumanEval runs
+  // programs): an hour at least, rather than dist.timeout_s.
+  const auto patience = std::chrono::seconds(std::max(cfg_.dist.timeout_s, 3600));
+  EvalShare share{rank_, world_, device_,
+                  [this, patience](const std::string& s) { return dist_->all_gather_strings(s, patience); }};
   auto results = opts_.evaluate(model_dir, share);
   if (rank_ != 0) return;
   const std::string dir = label == "final" ? fs::join(cfg_.output_dir, "eval") : fs::join(fs::join(cfg_.output_dir, "eval"), label);

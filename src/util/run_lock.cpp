@@ -76,7 +76,12 @@ std::unique_ptr<RunLock> RunLock::acquire(const std::string& dir, const std::str
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0)
     throw ConfigError(what + ": cannot write " + path + " (" + std::strerror(errno) + "); choose a folder you can write");
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+  // A sweep probing the folder (holder()) holds a shared lock for a moment: retry briefly
+  // before calling the folder taken.
+  int locked = -1;
+  for (int attempt = 0; attempt < 25 && (locked = ::flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EWOULDBLOCK; ++attempt)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (locked != 0) {
     const int err = errno;
     std::string who = err == EWOULDBLOCK ? holder_line(fd) : std::string();
     ::close(fd);

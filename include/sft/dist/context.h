@@ -55,8 +55,11 @@ class Context {
   void barrier();
   double all_reduce_scalar(double v);  // sum
   // Every rank's `mine`, in rank order, exchanged through the rendezvous store (small
-  // values: settings, fingerprints, a refusal). Collective: every rank must call it.
-  std::vector<std::string> all_gather_strings(const std::string& mine);
+  // values: settings, fingerprints, a refusal, generated answers). Collective: every rank
+  // must call it. Waits up to `timeout` (0: dist.timeout_s) for the others; rank 0 returns
+  // only once every rank has read (it may host the store, which must outlive their reads).
+  std::vector<std::string> all_gather_strings(const std::string& mine,
+                                              std::chrono::seconds timeout = std::chrono::seconds(0));
 
  private:
   Context() = default;

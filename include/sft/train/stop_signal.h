@@ -1,6 +1,7 @@
 // Graceful stop on SIGTERM / SIGINT (Slurm preemption, Ctrl-C): the first signal asks the
-// trainer to finish its current step, save a checkpoint and exit; a second signal exits at
-// once (exit code 128 + signal number).
+// trainer to finish its current step, save a checkpoint and exit; a second signal, a second
+// or more later, exits at once (exit code 128 + signal number). Within a second it is taken
+// for the same request delivered twice (a job scheduler and a parent sweep both signalling).
 #pragma once
 
 namespace sft::train {
