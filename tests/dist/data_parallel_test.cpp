@@ -315,6 +315,20 @@ TEST(RankAgreement, ARankThatRunsSomethingElseFailsEveryRankNamingTheKey) {
   }
 }
 
+// A global batch in rows that this world size cannot keep stops every rank at once (not rank
+// 0 with the others waiting out the timeout at the next barrier).
+TEST(RankAgreement, ARowsBatchTheWorldSizeCannotKeepStopsEveryRank) {
+  test::TempDir d;
+  const std::vector<std::string> sets = {"train.rows_per_step=12", "train.batch_size=4", "train.grad_accum=1"};
+  auto o = launch_each(2, {sets, sets}, d.file("run"), d.file("cache"), 60);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(o[r].code, 2) << o[r].err;
+    EXPECT_NE(o[r].err.find("train.rows_per_step: 12 rows per optimizer step cannot be kept on 2 ranks"), std::string::npos)
+        << o[r].err;
+    EXPECT_LT(o[r].secs, 30.0) << "not after dist.timeout_s (60 s)";
+  }
+}
+
 // Rank 0 alone (its peer never started) waits dist.timeout_s, as the others would, and says
 // how many ranks arrived, where, and what to check.
 TEST(RankAgreement, ALoneRankZeroFailsWithinTheTimeoutSayingWhoArrived) {

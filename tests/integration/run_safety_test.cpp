@@ -114,6 +114,24 @@ TEST(RunFolder, ASecondTrainerIsRefusedAndAKilledOneLeavesNoStaleLock) {
   EXPECT_NE(resumed.err.find("resumed from"), std::string::npos) << resumed.err;
 }
 
+// A job scheduler and a parent sweep both signalling deliver SIGTERM twice: within a second
+// that is one request, so the trainer still saves its checkpoint (a later second signal
+// still exits at once).
+TEST(RunFolder, ASignalDeliveredTwiceAtOnceStillSavesACheckpoint) {
+  test::TempDir d;
+  const std::string out = d.file("run");
+  test::Process p = test::spawn_sft(tiny_args(out, d.file("cache"), {"train.epochs=10"}));
+  ASSERT_TRUE(wait_for([&] { return first_steps(out + "/metrics.jsonl") == 1; }, 300)) << test::read(p.err_path);
+  ::kill(p.pid, SIGTERM);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ::kill(p.pid, SIGTERM);
+  EXPECT_EQ(test::wait_process(p, 120), 143);
+  const std::string err = test::read(p.err_path);
+  EXPECT_NE(err.find("checkpoint saved"), std::string::npos) << err;
+  EXPECT_EQ(err.find("second signal"), std::string::npos) << err;
+  EXPECT_FALSE(fs::list_dir(out + "/checkpoints").empty());
+}
+
 // The eval block, the tokenizer and the model folder are checked when the config is loaded:
 // a bad file fails in about a second, naming the config key, before anything is written.
 TEST(RunInputs, ABadEvalFileOrNameFailsBeforeTrainingNamingTheConfigKey) {
