@@ -27,6 +27,13 @@ struct Context::Impl {
 
 namespace {
 
+// A c10 exception's message without the C++ stack trace LibTorch appends.
+std::string first_line_of(const std::exception& e) {
+  std::string msg = e.what();
+  if (auto nl = msg.find("\nException raised from"); nl != std::string::npos) msg.resize(nl);
+  return msg;
+}
+
 // Runs a collective's launch + wait, turning any failure into an sft::Error that says
 // which rank and collective, and why the job cannot continue. A failed NCCL group is
 // aborted first: destroying it with a dead peer could otherwise block before the error
@@ -42,8 +49,7 @@ void guarded(const Context& c, c10d::Backend* pg, const char* what, F&& f) {
       } catch (...) {
       }
     }
-    std::string msg = e.what();
-    if (auto nl = msg.find("\nException raised from"); nl != std::string::npos) msg.resize(nl);
+    const std::string msg = first_line_of(e);
     throw Error("rank " + std::to_string(c.rank()) + " of " + std::to_string(c.world()) + ": " + what +
                 " failed, so a peer rank died, stalled past dist.timeout_s, or the network broke (" + msg +
                 "); the last good checkpoint stays valid: resume with --resume auto");
@@ -99,8 +105,7 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
   try {
     tcp = c10::make_intrusive<c10d::TCPStore>(launch.master_addr, so);
   } catch (const std::exception& e) {
-    std::string msg = e.what();
-    if (auto nl = msg.find("\nException raised from"); nl != std::string::npos) msg.resize(nl);
+    const std::string msg = first_line_of(e);
     throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) + ": rendezvous at " +
                 where + " failed within " + std::to_string(spec.timeout_s) + " s (dist.timeout_s): " + msg +
                 "; check that rank 0 runs, that every rank has the same MASTER_ADDR/MASTER_PORT, and that this "
@@ -125,8 +130,7 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    std::string msg = e.what();
-    if (auto nl = msg.find("\nException raised from"); nl != std::string::npos) msg.resize(nl);
+    const std::string msg = first_line_of(e);
     throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) + ": rendezvous at " +
                 where + " broke (" + msg + "); check that rank 0 still runs");
   }

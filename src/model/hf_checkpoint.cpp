@@ -129,15 +129,9 @@ Located locate_weights(const std::vector<std::pair<std::string, std::vector<std:
 void check_weights(const LlamaConfig& cfg, const std::string& dir) { locate_weights(expected_parameters(cfg), dir); }
 
 void load_weights(Llama& model, const std::string& dir) {
-  std::vector<std::pair<std::string, std::vector<std::int64_t>>> expected;
-  for (const auto& p : model.parameters()) {
-    // Tied models list the embedding once; parameters() never repeats it.
-    if (std::any_of(expected.begin(), expected.end(), [&](const auto& e) { return e.first == p.name; })) continue;
-    expected.push_back({p.name, p.tensor.sizes().vec()});
-  }
-  Located loc = locate_weights(expected, dir);
+  const ParamSource source = weights_source(model, dir);
   at::NoGradGuard ng;
-  for (const auto& p : model.parameters()) p.tensor.copy_(loc.files[loc.file_of[p.name]]->tensor(p.name));
+  for (std::size_t i = 0; i < model.parameters().size(); ++i) source(i, 0, model.parameters()[i].tensor.view({-1}));
 }
 
 ParamSource weights_source(const Llama& model, const std::string& dir) {

@@ -387,17 +387,10 @@ std::int64_t Llama::num_parameters() const {
 }
 
 void Llama::init_weights(std::uint64_t seed) {
+  // The same draws a sharded rank takes from init_source, here for every parameter whole.
+  const ParamSource source = init_source(seed);
   at::NoGradGuard ng;
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  for (auto& p : params_) {
-    if (p.tensor.dim() == 1) {
-      p.tensor.fill_(1.0);
-    } else {
-      // Drawn on CPU in fp32 so the values do not depend on the device or storage dtype.
-      at::Tensor w = at::normal(0.0, cfg_.initializer_range, p.tensor.sizes(), gen, at::TensorOptions().dtype(at::kFloat));
-      p.tensor.copy_(w);
-    }
-  }
+  for (std::size_t i = 0; i < params_.size(); ++i) source(i, 0, params_[i].tensor.view({-1}));
 }
 
 ParamSource Llama::init_source(std::uint64_t seed) const {

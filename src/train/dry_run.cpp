@@ -194,12 +194,7 @@ std::string format_dry_run(const nlohmann::ordered_json& p) {
                 p["activation_checkpointing"].get<bool>() ? ", activation checkpointing" : "");
   s += buf;
   if (p.contains("data_note")) s += "  note: " + p["data_note"].get<std::string>() + "\n";
-  if (p.contains("samples_per_optimizer_step"))
-    s += "  global batch: " + std::to_string(p["samples_per_optimizer_step"].get<long long>()) +
-         " samples per optimizer step, in micro-batches of at most " +
-         std::to_string(p["tokens_per_micro_batch"].get<long long>()) + " tokens per rank\n";
-  else
-    s += "  global batch: " + p["global_batch"].get<std::string>() + "\n";
+  s += "  global batch: " + p["global_batch"].get<std::string>() + "\n";
   for (const auto& st : p["stages"]) {
     bool est = st.contains("steps_estimated");
     std::snprintf(buf, sizeof buf, "  stage %-14s %9lld samples x %d epochs, %12lld tokens%s, %8lld steps%s\n",
