@@ -163,6 +163,11 @@ mib = 1024 * 1024
 print(f"zero3 build: state {build['state_bytes'] / mib:.1f} MiB, peak while building {build['build_peak_bytes'] / mib:.1f} MiB "
       f"({build['parameters']} parameters)")
 print(f"zero3 training peak (allocated): measured {end['peak_memory_mb']:.1f} MiB, planner {plan['total_gib'] * 1024:.1f} MiB")
+memory = [r for r in recs if r.get("event") == "memory"][-1]
+for phase, planned in memory["planned"].items():
+    measured = memory["measured"][0].get(phase)
+    ratio = f"measured/planned {measured / planned:.3f}" if measured else "not measured"
+    print(f"zero3 {phase}: planned {planned / mib:.1f} MiB, measured {(measured or 0) / mib:.1f} MiB, {ratio}")
 PY
 fi
 

@@ -201,6 +201,19 @@ void Context::all_gather(at::Tensor& out, const at::Tensor& in) {
     return;
   }
   TORCH_CHECK(out.numel() == in.numel() * world_, "all_gather: output must hold world x input elements");
+  if (backend_ == "gloo" && out.is_contiguous()) {
+    // Gloo's all-gather goes through a flat output buffer of its own (and a copy of the
+    // input): as many bytes again as the result. A broadcast from each rank in turn fills
+    // `out` in place, so gathering a ZeRO-3 unit costs that unit and nothing more.
+    const std::int64_t n = in.numel();
+    at::Tensor flat = out.view({-1});
+    for (int r = 0; r < world_; ++r) {
+      at::Tensor part = flat.narrow(0, r * n, n);
+      if (r == rank_) part.copy_(in.reshape({-1}));
+      broadcast(part, r);
+    }
+    return;
+  }
   at::Tensor o = out, i = in.contiguous();
   guarded(*this, impl_->pg.get(), "all-gather", [&] { impl_->pg->_allgather_base(o, i)->wait(); });
 }

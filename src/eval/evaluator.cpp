@@ -55,16 +55,6 @@ struct GenSettings {
   double memory_budget_bytes = 0;  // <= 0: measured
 };
 
-// Bytes one more row of a batch costs while decoding `capacity` tokens: its KV cache over
-// every layer, the per-token activations of the prefill, and its logits.
-double bytes_per_row(const model::LlamaConfig& c, std::int64_t capacity, bool bf16) {
-  const double elem = bf16 ? 2.0 : 4.0;
-  const double head_dim = static_cast<double>(c.hidden_size) / static_cast<double>(c.num_attention_heads);
-  const double kv = 2.0 * static_cast<double>(c.num_hidden_layers) * static_cast<double>(c.num_key_value_heads) * head_dim * elem;
-  const double act = 8.0 * static_cast<double>(c.hidden_size) + 4.0 * static_cast<double>(c.intermediate_size);
-  return static_cast<double>(capacity) * (kv + act * elem) + 2.0 * 4.0 * static_cast<double>(c.vocab_size);
-}
-
 // Memory the generation may take on the model's device (half of what is free: the rest is
 // the allocator's and the model's working room). On a GPU, CUDA's free memory plus what the
 // caching allocator holds unused; on the CPU, MemAvailable.
@@ -129,7 +119,7 @@ Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::v
     const auto longest = static_cast<std::int64_t>(items[order[i]].prompt.size());
     const std::int64_t new_tokens = std::max<std::int64_t>(1, std::min(s.max_new_tokens, ctx - longest));
     const auto fits = static_cast<std::size_t>(
-        std::max(1.0, std::floor(room / bytes_per_row(m.config(), longest + new_tokens, m.dtype() == at::kBFloat16 || s.bf16))));
+        std::max(1.0, std::floor(room / model::generation_bytes_per_row(m.config(), longest + new_tokens, m.dtype() == at::kBFloat16 ? 2 : 4))));
     const std::size_t cap = std::min(bs, fits);
     shrunk += cap < bs;
     std::size_t j = i;

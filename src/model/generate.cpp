@@ -11,6 +11,15 @@
 
 namespace sft::model {
 
+double generation_bytes_per_row(const LlamaConfig& c, std::int64_t capacity, int dtype_bytes) {
+  const double elem = dtype_bytes;
+  const double kv = 2.0 * static_cast<double>(c.num_hidden_layers * c.num_key_value_heads * c.head_dim) * elem;
+  // The prefill's activations, spread over the capacity: a fit to a 50M-parameter model's
+  // measured generation (tests/dist/memory_plan_test.cpp).
+  const double act = 2.0 * static_cast<double>(c.hidden_size) + static_cast<double>(c.intermediate_size);
+  return static_cast<double>(capacity) * (kv + act * elem) + 2.0 * 4.0 * static_cast<double>(c.vocab_size);
+}
+
 std::vector<std::optional<double>> score(const Llama& model, const std::vector<std::int64_t>& ids, bool bf16) {
   std::vector<std::optional<double>> out(ids.size());
   if (ids.size() < 2) return out;

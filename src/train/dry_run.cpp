@@ -5,10 +5,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
+#include <optional>
 
+#include "sft/model/hf_checkpoint.h"
+#include "sft/model/llama.h"
 #include "sft/model/llama_config.h"
 #include "sft/model/varlen.h"
 #include "sft/train/memory_plan.h"
+#include "sft/train/optimizer.h"
 #include "sft/train/run_data.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
@@ -40,27 +45,85 @@ bool data_present(const config::RunConfig& cfg) {
   return true;
 }
 
-// Attention scores per head of the heaviest packed micro-batch of the run, as the model
-// groups its samples (model/varlen.h).
-double largest_packed_scores(const RunData& rd, const config::RunConfig& cfg, int world) {
-  double most = 0;
+// The heaviest micro-batch of the steps the run takes (train.max_steps counts): the most
+// rows x width, its trained tokens, and the most attention scores per head, as the model
+// groups packed samples (model/varlen.h).
+struct LargestMicroBatch {
+  std::int64_t rows = 0, width = 0, targets = 0;
+  double score_elements = 0;
+};
+
+LargestMicroBatch largest_micro_batch(const RunData& rd, const config::RunConfig& cfg, int world) {
+  LargestMicroBatch most;
+  std::int64_t steps_left = cfg.train.max_steps > 0 ? cfg.train.max_steps : std::numeric_limits<std::int64_t>::max();
   for (const auto& stream : rd.streams)
-    for (std::int64_t step = 0; step < stream->steps(); ++step)
+    for (std::int64_t step = 0; step < stream->steps() && steps_left > 0; ++step, --steps_left)
       for (int rank = 0; rank < world; ++rank)
         for (std::int64_t m = 0; m < stream->accumulation(step); ++m) {
           const data::MicroBatch* mb = stream->micro_batch(step, rank, m);
           if (!mb) continue;
+          const auto rows = static_cast<std::int64_t>(mb->rows.size());
+          if (rows * mb->width > most.rows * most.width) most = {rows, mb->width, mb->targets, most.score_elements};
+          if (cfg.data.batching != "pack") continue;
           std::vector<std::int64_t> lengths;
           for (const auto& row : mb->rows)
             for (const auto& ref : row.samples)
               lengths.push_back(std::min(cfg.data.max_seq_len,
                                          rd.datasets[static_cast<std::size_t>(ref.dataset)]->length(ref.record)));
-          most = std::max(most, model::varlen_score_elements(lengths));
+          most.score_elements = std::max(most.score_elements, model::varlen_score_elements(lengths));
         }
   return most;
 }
 
+bool on_cuda(const config::RunConfig& cfg) {
+  return cfg.train.device.rfind("cuda", 0) == 0 || cfg.dist.backend == "nccl";
+}
+
 }  // namespace
+
+MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const model::LlamaConfig& mc, const RunData* data,
+                                  int world) {
+  MemoryPlanInput in;
+  in.model = mc;
+  {
+    // The model as the trainer builds it, without storage: its exact flat layout.
+    model::Llama meta(mc, c10::kCPU, c10::kFloat, /*materialize=*/false);
+    for (const auto& u : FlatLayout::build(meta, world).units) in.units.push_back(u.padded);
+    for (const auto& p : meta.parameters()) in.largest_param = std::max(in.largest_param, p.tensor.numel());
+  }
+  in.world = world;
+  in.strategy = cfg.dist.strategy;
+  in.precision = cfg.train.precision;
+  in.activation_checkpointing = cfg.train.activation_checkpointing;
+  const bool cuda = on_cuda(cfg);
+  in.copying_collectives = !cuda && world > 1;  // Gloo
+  in.rows = cfg.train.batch_size;
+  in.seq_len = cfg.data.max_seq_len;
+  if (cfg.train.tokens_per_micro_batch > 0) {
+    in.rows = std::max<std::int64_t>(1, cfg.train.tokens_per_micro_batch / cfg.data.max_seq_len);
+  }
+  if (data) {
+    const LargestMicroBatch mb = largest_micro_batch(*data, cfg, world);
+    if (mb.rows > 0) {
+      in.rows = mb.rows;
+      in.seq_len = mb.width;
+      in.trained_fraction = static_cast<double>(mb.targets) / static_cast<double>(mb.rows * mb.width);
+      in.score_elements = mb.score_elements;
+    }
+  }
+  // LibTorch 2.x's scaled_dot_product_attention keeps no (T x T) scores: flash or
+  // memory-efficient kernels on CUDA, the flash kernel on the CPU.
+  in.fused_attention = true;
+  in.seeded_init = !(cfg.model.init == "pretrained" || (cfg.model.init == "auto" && !cfg.model.path.empty() &&
+                                                         fs::exists(fs::join(cfg.model.path, "config.json")) &&
+                                                         model::has_weights(cfg.model.path)));
+  in.eval = (cfg.eval.at_end || cfg.eval.at_stage_end) && !cfg.eval.benchmarks.empty();
+  in.eval_mid_training = cfg.eval.at_stage_end && cfg.stages.size() > 1;
+  in.eval_batch = cfg.eval.batch_size;
+  in.eval_weight_bytes = cuda && cfg.train.precision != "fp32" ? 2 : 4;
+  in.device_bytes = cuda ? gpu_memory_bytes(cfg.dist.gpu_type) : 0.0;
+  return in;
+}
 
 nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   using nlohmann::ordered_json;
@@ -68,10 +131,7 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   // when planned from a single process.
   const int world = world_size > 1 ? world_size : cfg.dist.gpus > 0 ? cfg.dist.gpus : 1;
   model::LlamaConfig mc = resolve_model(cfg);
-  const bool cuda = cfg.train.device.rfind("cuda", 0) == 0 || cfg.dist.backend == "nccl";
-  // LibTorch 2.x's scaled_dot_product_attention keeps no (T x T) scores: flash or
-  // memory-efficient kernels on CUDA, the flash kernel on the CPU.
-  const bool fused = true;
+  const bool cuda = on_cuda(cfg);
   ordered_json out;
   out["config"] = cfg.source_file;
   out["model"] = {{"parameters", mc.num_parameters()}, {"layers", mc.num_hidden_layers}, {"hidden_size", mc.hidden_size},
@@ -82,25 +142,20 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   out["activation_checkpointing"] = cfg.train.activation_checkpointing;
 
   // ---- stage plan ------------------------------------------------------------------------------
-  double trained_fraction = 0.5, score_elements = 0;
+  std::optional<RunData> rd;
   ordered_json stages = ordered_json::array();
   std::int64_t total_steps = 0;
   const bool exact = data_present(cfg);
   const std::int64_t rows_per_step = cfg.train.batch_size * rows_accumulation(cfg, world) * world;
   if (exact) {
-    RunData rd = build_run_data(cfg, world);
-    std::int64_t tok = 0, tgt = 0;
-    for (std::size_t s = 0; s < rd.streams.size(); ++s) {
-      const auto& st = *rd.streams[s];
+    rd = build_run_data(cfg, world);
+    for (std::size_t s = 0; s < rd->streams.size(); ++s) {
+      const auto& st = *rd->streams[s];
       stages.push_back({{"name", cfg.stages[s].name}, {"samples", st.samples_per_epoch()}, {"epochs", cfg.stages[s].epochs},
                         {"tokens", st.tokens()}, {"target_tokens", st.targets()}, {"steps", st.steps()},
                         {"packing_efficiency", st.packing_efficiency()}});
       total_steps += st.steps();
-      tok += st.tokens();
-      tgt += st.targets();
     }
-    if (tok > 0) trained_fraction = static_cast<double>(tgt) / static_cast<double>(tok);
-    if (cfg.data.batching == "pack") score_elements = largest_packed_scores(rd, cfg, world);
   } else {
     data::DataPlan plan = plan_without_tokenizing(cfg);
     for (std::size_t s = 0; s < plan.stages.size(); ++s) {
@@ -132,21 +187,11 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
 
   // ---- memory per rank ----------------------------------------------------------------------------
   const double gpu = gpu_memory_bytes(cfg.dist.gpu_type);
-  MemoryPlanInput in;
-  in.model = mc;
-  in.world = world;
-  in.strategy = cfg.dist.strategy;
-  in.precision = cfg.train.precision;
-  in.activation_checkpointing = cfg.train.activation_checkpointing;
-  in.rows = cfg.train.batch_size;
-  in.seq_len = cfg.data.max_seq_len;
-  in.trained_fraction = trained_fraction;
-  in.score_elements = score_elements;
-  in.fused_attention = fused;
+  const MemoryPlanInput in = memory_plan_input(cfg, mc, rd ? &*rd : nullptr, world);
   MemoryPlan mp = plan_memory(in);
   ordered_json mem = mp.to_json();
   mem["device"] = cuda ? (cfg.dist.gpu_type.empty() ? "cuda" : cfg.dist.gpu_type) : "cpu";
-  mem["fused_attention"] = fused;
+  mem["fused_attention"] = in.fused_attention;
   if (gpu > 0) {
     mem["device_gib"] = gpu / (1024.0 * 1024 * 1024);
     mem["fits"] = mp.total <= 0.92 * gpu;  // leave room for the CUDA context and fragmentation
@@ -174,6 +219,8 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
     for (const char* strat : {"ddp", "zero1", "zero2", "zero3"}) {
       MemoryPlanInput x = in;
       x.model = llama1_config(size);
+      x.units.clear();  // derived from the config
+      x.largest_param = 0;
       x.strategy = strat;
       x.activation_checkpointing = true;
       row[std::string(strat) + "_gib"] = plan_memory(x).total / (1024.0 * 1024 * 1024);
@@ -213,6 +260,15 @@ std::string format_dry_run(const nlohmann::ordered_json& p) {
                 m["activations_without_checkpointing_gib"].get<double>(),
                 m["activations_with_checkpointing_gib"].get<double>(), m["logits_gib"].get<double>(),
                 m["total_gib"].get<double>());
+  s += buf;
+  const auto& ph = m["phases_gib"];
+  std::snprintf(buf, sizeof buf,
+                "\n  peak per phase: load %.2f GiB, forward+backward %.2f (without checkpointing %.2f, with %.2f), "
+                "optimizer step %.2f, export %.2f, eval %.2f",
+                ph["load"].get<double>(), ph["forward_backward"].get<double>(),
+                m["forward_backward_without_checkpointing_gib"].get<double>(),
+                m["forward_backward_with_checkpointing_gib"].get<double>(), ph["optimizer"].get<double>(),
+                ph["export"].get<double>(), ph["eval"].get<double>());
   s += buf;
   if (m.contains("fits"))
     s += std::string(m["fits"].get<bool>() ? " -- fits " : " -- DOES NOT FIT ") + std::to_string(static_cast<int>(m["device_gib"].get<double>())) + " GiB";

@@ -1,24 +1,39 @@
 #include "sft/train/memory_plan.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
+#include "sft/model/generate.h"
 #include "sft/util/error.h"
 
 namespace sft::train {
 
+namespace {
+double gib(double b) { return b / (1024.0 * 1024.0 * 1024.0); }
+}  // namespace
+
 nlohmann::ordered_json MemoryPlan::to_json() const {
-  auto gib = [](double b) { return b / (1024.0 * 1024.0 * 1024.0); };
   return {{"weights_gib", gib(weights)},       {"grads_gib", gib(grads)},
           {"optimizer_gib", gib(optimizer)},   {"gathered_params_gib", gib(gathered)},
           {"activations_gib", gib(activations)}, {"logits_gib", gib(logits)},
           {"total_gib", gib(total)},           {"activations_without_checkpointing_gib", gib(activations_no_ckpt)},
-          {"activations_with_checkpointing_gib", gib(activations_ckpt)}};
+          {"activations_with_checkpointing_gib", gib(activations_ckpt)},
+          {"phases_gib", {{"load", gib(load)}, {"forward_backward", gib(forward_backward)},
+                          {"optimizer", gib(optimizer_step)}, {"export", gib(export_model)}, {"eval", gib(eval)}}},
+          {"forward_backward_without_checkpointing_gib", gib(forward_backward_no_ckpt)},
+          {"forward_backward_with_checkpointing_gib", gib(forward_backward_ckpt)}};
+}
+
+nlohmann::ordered_json MemoryPlan::phases_json() const {
+  nlohmann::ordered_json j = {{"load", load}, {"forward_backward", forward_backward}, {"optimizer", optimizer_step},
+                              {"export", export_model}};
+  if (eval > 0) j["eval"] = eval;
+  return j;
 }
 
 MemoryPlan plan_memory(const MemoryPlanInput& in) {
   const auto& c = in.model;
-  const double P = static_cast<double>(c.num_parameters());
   const double W = std::max(1, in.world);
   const double D = static_cast<double>(c.hidden_size), F = static_cast<double>(c.intermediate_size);
   const double H = static_cast<double>(c.num_attention_heads), K = static_cast<double>(c.num_key_value_heads);
@@ -26,24 +41,46 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   const double L = static_cast<double>(c.num_hidden_layers);
   const double B = static_cast<double>(in.rows), T = static_cast<double>(in.seq_len);
   const double N = B * T, Nt = N * in.trained_fraction;
-  const bool pure = in.precision == "bf16-pure";
+  const bool pure = in.precision == "bf16-pure", half = in.precision != "fp32";
   const bool z1 = in.strategy != "ddp", z2 = in.strategy == "zero2" || in.strategy == "zero3", z3 = in.strategy == "zero3";
-  const double layer_params = P / std::max(1.0, L);  // rough: embedding/head spread, used for gather buffers only
+  const bool sharded = z1;  // every ZeRO stage splits the units into per-rank chunks
+
+  // The flat layout: units padded to a multiple of the world size; a rank owns one chunk of each.
+  std::vector<double> units;
+  for (auto u : in.units) units.push_back(static_cast<double>(u));
+  if (units.empty()) {
+    auto pad = [&](double n) { return std::ceil(n / W) * W; };
+    const double layer = 2 * D + D * H * Dh + 2 * D * K * Dh + H * Dh * D + 3 * D * F;
+    units.push_back(pad(V * D));
+    for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) units.push_back(pad(layer));
+    units.push_back(pad(D + (c.tie_word_embeddings ? 0 : V * D)));
+  }
+  double P = 0, U = 0;  // padded total, largest unit
+  for (double u : units) {
+    P += u;
+    U = std::max(U, u);
+  }
+  const double Cmax = U / W, mine = P / W;  // a rank's largest chunk, all its chunks
+  const double largest = in.largest_param > 0 ? static_cast<double>(in.largest_param) : std::max(V * D, D * F);
+  const double pb = pure ? 2.0 : 4.0;  // parameter and gradient bytes: fp32 master weights, or bf16
 
   MemoryPlan p;
-  // fp32 master weights (bf16-pure: bf16 weights), sharded under ZeRO-3.
-  p.weights = (pure ? 2.0 : 4.0) * P / (z3 ? W : 1.0);
-  p.grads = (pure ? 2.0 : 4.0) * P / (z2 ? W : 1.0);
-  p.optimizer = 8.0 * P / (z1 ? W : 1.0);  // AdamW exp_avg + exp_avg_sq in fp32
-  // ZeRO-3 gathers two layers at a time (the one computing and the next one prefetched).
-  if (z3) p.gathered = 2.0 * layer_params * 4.0;
+  p.weights = pb * (z3 ? mine : P);
+  p.grads = pb * (z2 ? mine : P);
+  p.optimizer = 8.0 * (sharded ? mine : P);  // AdamW exp_avg + exp_avg_sq in fp32
+  const double rope = 2.0 * 4.0 * std::max(T, static_cast<double>(c.max_position_embeddings)) * Dh;  // cos, sin tables
+  const double states = p.weights + p.grads + p.optimizer;
+  // A reduce-scatter of a unit: Gloo copies the input unit and the output chunk through
+  // buffers of its own; NCCL works in place (and sft's all-gather does on both).
+  const double collective = in.copying_collectives ? pb * (U + Cmax) : 0.0;
 
-  // Activations kept for the backward pass, per layer: bytes per token per layer and per
-  // attention score, least-squares fits to CpuMemoryTracker measurements of sft's own
-  // forward on LibTorch 1.13 (bench/RESULTS.md); fp32 keeps 4-byte activations and an fp32
-  // softmax. With LibTorch 2.x's fused attention (no scores kept) the tiny run's estimate
-  // stays within 10 % of its measured peak (DryRun.TinyEstimateIsWithinTenPercent...).
-  const bool half = in.precision != "fp32";
+  // ---- load: the state, plus the seeded init's parameter in flight (drawn whole, then the
+  // next while the last is still held); read from safetensors, slices convert in place.
+  p.load = states + (in.seeded_init ? 2.0 * 4.0 * largest : 0.0);
+
+  // ---- forward + backward. Activations kept for the backward, per layer: bytes per token
+  // per layer and per attention score, fits to measurements of sft's own forward (bf16;
+  // fp32 keeps 4-byte activations and an fp32 softmax).
   const double per_token = (half ? 1.0 : 1.06) * (32.0 * D + 18.7 * K * Dh + 8.24 * F);
   const double score_elems = in.score_elements > 0 ? in.score_elements : B * T * T;
   const double scores = in.fused_attention ? 4.0 * N * H : (half ? 1.93 : 6.3) * H * score_elems;
@@ -52,19 +89,44 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   // states' gradient, and one chunk of at most 2^23 logits in flight.
   p.logits = half ? 6.0 * V * D + 2.0 * Nt * D + 12.0 * std::min(Nt * V, 8388608.0)
                   : 4.0 * V * D + 4.0 * Nt * D + 8.0 * std::min(Nt * V, 8388608.0);
-  const double states = p.weights + p.grads + p.optimizer + p.gathered;
   p.activations_no_ckpt = L * layer;
   // Checkpointing keeps each layer's fp32 input and recomputes one layer at a time; the
   // loss's buffers are mostly gone by then.
-  const double ckpt_peak = std::max(p.logits + 0.75 * layer, 1.35 * layer);
   p.activations_ckpt = L * N * D * 4.0 + 1.35 * layer;
-  if (in.activation_checkpointing || in.strategy == "zero3") {  // ZeRO-3 recomputes every layer
-    p.activations = p.activations_ckpt;
-    p.total = states + L * N * D * 4.0 + ckpt_peak;
-  } else {
-    p.activations = p.activations_no_ckpt;
-    p.total = states + p.activations + p.logits;
+  const double ckpt_peak = L * N * D * 4.0 + std::max(p.logits + 0.75 * layer, 1.35 * layer);
+  // ZeRO-2: a unit's fresh gradients wait in autograd's tensors until the unit is complete,
+  // then go through a padded staging buffer into this rank's chunk. ZeRO-3 also gathers the
+  // unit (for its forward, and again for the backward that recomputes it).
+  const double zero_grads = z2 && !z3 ? pb * (U + Cmax) + collective : 0.0;
+  p.gathered = z3 ? pb * U + collective : 0.0;
+  p.forward_backward_no_ckpt = rope + states + p.activations_no_ckpt + p.logits + zero_grads + p.gathered;
+  p.forward_backward_ckpt = rope + states + ckpt_peak + zero_grads + p.gathered;
+  const bool ckpt = in.activation_checkpointing || z3;  // ZeRO-3 recomputes every layer
+  p.activations = ckpt ? p.activations_ckpt : p.activations_no_ckpt;
+  p.forward_backward = ckpt ? p.forward_backward_ckpt : p.forward_backward_no_ckpt;
+
+  // ---- optimizer step: the CPU's one-pass loop and the fused CUDA kernel allocate nothing;
+  // bf16 weights update in fp32 chunks of 4M elements. ZeRO-1/2 then all-gather each unit's
+  // updated chunk (a copy of it, and the collective's buffers).
+  p.optimizer_step = rope + states + (pure ? 3.0 * 4.0 * 4194304.0 : 0.0) +
+                     (sharded && !z3 ? pb * Cmax : 0.0);
+
+  // ---- export: streamed one parameter at a time; ZeRO-3 gathers one unit at a time (under
+  // Gloo the previous unit may still be held: its worker thread lets go of a finished
+  // collective's buffers a moment after the caller's wait returns).
+  p.export_model = rope + states + (z3 ? pb * U * (in.copying_collectives ? 2.0 : 1.0) : 0.0);
+
+  // ---- evaluation of the exported model: its weights, and a batch of rows decoding to the
+  // full context, as many as fit half of the memory left (the evaluator's rule).
+  if (in.eval) {
+    const double held = in.eval_mid_training ? rope + states : 0.0;
+    const double weights = static_cast<double>(c.num_parameters()) * in.eval_weight_bytes;
+    const double row = model::generation_bytes_per_row(c, c.max_position_embeddings, in.eval_weight_bytes);
+    double rows = static_cast<double>(std::max<std::int64_t>(1, in.eval_batch));
+    if (in.device_bytes > 0) rows = std::min(rows, std::max(1.0, std::floor(0.5 * (in.device_bytes - held - weights) / row)));
+    p.eval = held + weights + rows * row;
   }
+  p.total = std::max({p.load, p.forward_backward, p.optimizer_step, p.export_model, p.eval});
   return p;
 }
 

@@ -3,6 +3,7 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -99,5 +100,25 @@ void reset_peak_tensor_bytes(c10::Device device) {
   else
     CpuMemoryTracker::reset_peak();
 }
+
+PhaseMeter::PhaseMeter(c10::Device device) : device_(device) {
+  baseline_ = current_tensor_bytes(device_);
+  reset_peak_tensor_bytes(device_);
+  run_peak_ = baseline_;
+}
+
+void PhaseMeter::begin() {
+  run_peak_ = std::max(run_peak_, peak_tensor_bytes(device_));
+  reset_peak_tensor_bytes(device_);
+}
+
+void PhaseMeter::end(const std::string& phase) { record(phase, peak_tensor_bytes(device_) - baseline_); }
+
+void PhaseMeter::record(const std::string& phase, std::int64_t bytes) {
+  auto [it, fresh] = peaks_.emplace(phase, bytes);
+  if (!fresh) it->second = std::max(it->second, bytes);
+}
+
+std::int64_t PhaseMeter::run_peak() const { return std::max(run_peak_, peak_tensor_bytes(device_)); }
 
 }  // namespace sft::train

@@ -17,6 +17,7 @@
 #include "sft/model/precision.h"
 #include "sft/model/safetensors.h"
 #include "sft/train/data_parallel.h"
+#include "sft/train/dry_run.h"
 #include "sft/train/memory_tracker.h"
 #include "sft/train/progress.h"
 #include "sft/train/rank_agreement.h"
@@ -165,8 +166,7 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   // ZeRO-3 chunks) and fills it straight from the safetensors files or the seeded init, so
   // no rank ever holds a parameter it does not own. bf16-pure keeps bf16 weights (no fp32
   // master copy); otherwise fp32 master weights.
-  const std::int64_t live_before_build = current_tensor_bytes(device_);
-  reset_peak_tensor_bytes(device_);
+  meter_ = std::make_unique<PhaseMeter>(device_);  // its baseline: what is live before the model
   model_ = std::make_unique<model::Llama>(lc, device_, cfg_.train.precision == "bf16-pure" ? c10::kBFloat16 : c10::kFloat,
                                           /*materialize=*/false);
   model_->set_activation_checkpointing(cfg_.train.activation_checkpointing);
@@ -179,8 +179,10 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
                                        world_, rank_, Sharding::for_strategy(cfg_.dist.strategy), &source);
   }  // the source (its mapped files, or the parameter being drawn) goes here
   if (!opt_->sharding().params) dist_->broadcast(opt_->params(), 0);  // replicas start from rank 0's values, bit for bit
-  build_peak_bytes_ = peak_tensor_bytes(device_) - live_before_build;
-  state_bytes_ = current_tensor_bytes(device_) - live_before_build;
+  meter_->end("load");
+  build_peak_bytes_ = meter_->peaks().at("load");
+  state_bytes_ = current_tensor_bytes(device_) - meter_->baseline();
+  plan_ = plan_memory(memory_plan_input(cfg_, lc, &data_, world_));
   dp_ = std::make_unique<DataParallel>(*model_, *opt_, dist_, cfg_.dist.strategy, cfg_.dist.bucket_mb);
 
   if (rank_ == 0) {
@@ -407,6 +409,7 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
   const bool bf16 = cfg_.train.precision != "fp32";
   at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
 
+  meter_->begin();
   opt_->zero_grad();
   const std::int64_t accum = stream.accumulation(step);  // grad_accum, or as many as the step's samples need
   for (std::int64_t m = 0; m < accum; ++m) {
@@ -436,6 +439,8 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
     st.targets += b.targets;
   }
   dp_->finish_gradients();
+  meter_->end("forward_backward");
+  meter_->begin();
   double local_loss = loss_sum.item<double>();
   if (std::find(inject_nonfinite_.begin(), inject_nonfinite_.end(), global_step) != inject_nonfinite_.end()) local_loss = NAN;
   const double total_loss = dist_->all_reduce_scalar(local_loss);
@@ -452,6 +457,7 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
   }
   opt_->step(stage_lr(stage, step));
   dp_->after_step();
+  meter_->end("optimizer");
   return st;
 }
 
@@ -467,7 +473,6 @@ TrainResult Trainer::fit() {
   for (const auto& s : data_.streams) total_steps += s->steps();
   if (cfg_.train.max_steps > 0) total_steps = std::min(total_steps, cfg_.train.max_steps);
   Progress progress(rank_ == 0, total_steps);
-  reset_peak_tensor_bytes(device_);
 
   for (int s = pos.stage; s < static_cast<int>(data_.streams.size()); ++s) {
     const data::StageStream& stream = *data_.streams[static_cast<std::size_t>(s)];
@@ -541,7 +546,7 @@ TrainResult Trainer::fit() {
                                 {"stage_index", s}, {"stage_step", step + 1}, {"epoch", stream.epoch_at(step)},
                                 {"loss", mean_loss}, {"lr", lr}, {"grad_norm", st.grad_norm},
                                 {"tokens_per_s", tps}, {"elapsed_s", elapsed},
-                                {"peak_memory_mb", static_cast<double>(peak_tensor_bytes(device_)) / 1048576.0}};
+                                {"peak_memory_mb", static_cast<double>(meter_->run_peak()) / 1048576.0}};
           append_line(metrics, rec.dump());
           const double wall = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
           tb_->scalar("train/loss", mean_loss, pos.global_step, wall);
@@ -583,18 +588,20 @@ TrainResult Trainer::fit() {
   }
   result.steps = pos.global_step;
   result.skipped_steps = skipped_total_;
-  result.peak_memory_bytes = peak_tensor_bytes(device_);
   result.final_dir = fs::join(cfg_.output_dir, "final");
   export_model(result.final_dir);
-  if (device_.is_cuda() && (cfg_.eval.at_end || cfg_.eval.at_stage_end)) {
-    // Training is over: give the optimizer state and gradients back to the GPU before the
-    // evaluator loads the whole exported model there (33B: 65 GB in bf16).
+  const bool final_eval = (cfg_.eval.at_end || cfg_.eval.at_stage_end) && !cfg_.eval.benchmarks.empty();
+  if (final_eval) {
+    // Training is over and final/ holds the model: give the training state back before the
+    // evaluator loads the exported model (33B: 65 GB in bf16 on every GPU).
     dist_->barrier();
-    opt_.reset();
     dp_.reset();
-  }
-  if (cfg_.eval.at_end || cfg_.eval.at_stage_end)
+    opt_.reset();
+    model_.reset();
     run_eval(result.final_dir, "final", static_cast<int>(data_.streams.size()) - 1, pos.global_step);
+  }
+  result.peak_memory_bytes = meter_->run_peak();
+  report_memory(metrics);
   if (rank_ == 0) {
     append_line(metrics, nlohmann::json{{"event", "end"}, {"step", pos.global_step}, {"skipped_steps", skipped_total_},
                                         {"peak_memory_mb", static_cast<double>(result.peak_memory_bytes) / 1048576.0}}
@@ -619,7 +626,9 @@ void Trainer::run_eval(const std::string& model_dir, const std::string& label, i
   const auto patience = std::chrono::seconds(std::max(cfg_.dist.timeout_s, 3600));
   EvalShare share{rank_, world_, device_,
                   [this, patience](const std::string& s) { return dist_->all_gather_strings(s, patience); }};
+  meter_->begin();
   auto results = opts_.evaluate(model_dir, share);
+  meter_->end("eval");
   if (rank_ != 0) return;
   const std::string dir = label == "final" ? fs::join(cfg_.output_dir, "eval") : fs::join(fs::join(cfg_.output_dir, "eval"), label);
   nlohmann::ordered_json summary = nlohmann::ordered_json::object();
@@ -645,6 +654,7 @@ void Trainer::export_model(const std::string& dir) {
   // Streamed: one parameter at a time goes to the file, so no rank ever holds a second
   // copy of the model. Under ZeRO-3 every rank takes part in gathering one unit at a time
   // (the peak extra memory is that unit) and rank 0 writes.
+  meter_->begin();
   model::SaveOptions so;
   so.dtype = cfg_.model.save_dtype == "bf16" ? c10::kBFloat16 : cfg_.model.save_dtype == "f16" ? c10::kHalf : c10::kFloat;
   so.tokenizer_model = cfg_.tokenizer;
@@ -656,6 +666,7 @@ void Trainer::export_model(const std::string& dir) {
       if (!sharded) return model_->parameters()[index].tensor;
       const std::size_t u = opt_->layout().unit_of_param(index);
       if (u != gathered) {
+        unit.clear();  // the last unit's views go first, so that one unit is held at a time
         if (gathered < model_->num_units()) dp_->release(gathered);
         unit = dp_->gather(u);
         gathered = u;
@@ -672,7 +683,30 @@ void Trainer::export_model(const std::string& dir) {
       dp_->release(u);
     }
   }
+  meter_->end("export");
   dist_->barrier();
+}
+
+void Trainer::report_memory(const std::string& metrics_path) {
+  const std::string mine = nlohmann::json(meter_->peaks()).dump();
+  const std::vector<std::string> all = dist_->distributed() ? dist_->all_gather_strings(mine) : std::vector<std::string>{mine};
+  if (rank_ != 0) return;
+  nlohmann::json ranks = nlohmann::json::array();
+  for (const auto& r : all) ranks.push_back(nlohmann::json::parse(r));
+  const nlohmann::ordered_json planned = plan_.phases_json();
+  std::string table;
+  for (auto it = planned.begin(); it != planned.end(); ++it) {
+    std::string measured;
+    for (const auto& r : ranks)
+      if (r.contains(it.key())) measured += (measured.empty() ? "" : " / ") + format_bytes(r[it.key()].get<double>());
+    table += "\n  " + it.key() + std::string(18 - std::min<std::size_t>(17, it.key().size()), ' ') + "planned " +
+             format_bytes(it.value().get<double>()) + ", measured " + (measured.empty() ? "-" : measured);
+  }
+  sft::log::info("memory per rank by phase (tensor bytes above what was live before the model; {}):{}",
+                 device_.is_cuda() ? "CUDA caching allocator, allocated" : "CPU tensors", table);
+  append_line(metrics_path, nlohmann::json{{"event", "memory"}, {"unit", "bytes above what was live before the model"},
+                                           {"planned", planned}, {"measured", ranks}}
+                                .dump());
 }
 
 }  // namespace sft::train

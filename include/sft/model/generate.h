@@ -38,6 +38,12 @@ struct Generation {
   std::string finish_reason;         // "stop_token" | "stop" | "length"
 };
 
+// Bytes one more row of a generation batch holds while decoding up to `capacity` tokens with
+// tensors of `dtype_bytes` (the model's dtype: its KV cache has it): the KV cache over every
+// layer, the per-token activations of the prefill and the row's logits. The evaluator sizes
+// its batches with it, and the dry-run planner its evaluation phase.
+double generation_bytes_per_row(const LlamaConfig& c, std::int64_t capacity, int dtype_bytes);
+
 std::vector<Generation> generate(const Llama& model, const std::vector<std::vector<std::int64_t>>& prompts,
                                  const GenerateOptions& opts);
 

@@ -18,7 +18,7 @@ class AutocastGuard {
  private:
   bool active_ = false;
   c10::DeviceType type_ = c10::DeviceType::CPU;
-  bool prev_enabled_ = false;
+  bool prev_enabled_ = false, prev_cache_ = true;
   c10::ScalarType prev_dtype_ = c10::kBFloat16;
 };
 

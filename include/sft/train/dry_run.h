@@ -9,8 +9,19 @@
 #include <string>
 
 #include "sft/config/run_config.h"
+#include "sft/model/llama_config.h"
+#include "sft/train/memory_plan.h"
 
 namespace sft::train {
+
+struct RunData;
+
+// The planner's input for a run: the model built on the meta device (its flat layout for
+// `world` ranks), the largest micro-batch of the steps the run takes (exact with `data`,
+// else rows x max_seq_len), the strategy, precision, device and evaluation. Used by the
+// dry run and by the trainer, which reports each phase's measured peak next to it.
+MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const model::LlamaConfig& model, const RunData* data,
+                                  int world);
 
 nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size);
 std::string format_dry_run(const nlohmann::ordered_json& plan);

@@ -1,10 +1,18 @@
-// The dry-run planner's memory model: bytes per rank for weights, gradients, optimizer
-// state and activations, for a LLaMA config, a micro-batch shape, a precision and a
-// distributed strategy. Activation terms come from what sft's own forward keeps for the
-// backward pass (bf16: per token per layer 32 D + 18.7 K Dh + 8.24 F bytes, plus 1.93 bytes
-// per attention score without a fused kernel, plus the fused loss's lm_head gradient and
-// one chunk of logits), least-squares fits to CpuMemoryTracker measurements
-// (bench/RESULTS.md); tests hold the tiny config's estimate to its measured peak.
+// The dry-run planner's memory model: the peak bytes one rank holds in each phase of a run
+// (load, forward+backward, optimizer step, export, evaluation), above what was live before
+// the model was built, for a LLaMA config, the largest micro-batch, a precision and a
+// distributed strategy.
+//
+// The training state is counted exactly from the flat layout (FlatAdamW: parameters,
+// gradients and fp32 moments, each whole or this rank's chunk of every unit); so are the
+// transient buffers of each phase: the seeded init's parameter in flight, ZeRO's gathered
+// unit and reduce-scatter staging, the collectives' copies (Gloo copies its buffers, NCCL
+// works in place), the evaluator's weights and KV cache (model::generation_bytes_per_row).
+// Activations are fits to CpuMemoryTracker measurements of sft's own forward and backward
+// (bench/RESULTS.md): without checkpointing, per token per layer 32 D + 18.7 K Dh + 8.24 F
+// bytes in bf16 plus the fused loss's lm_head gradient and one chunk of logits; with it,
+// each layer's fp32 input and one layer's recomputation. Tests hold every phase to 10 % of
+// a 2-rank measurement for every strategy (tests/dist/memory_plan_test.cpp).
 #pragma once
 
 #include <cstdint>
@@ -19,24 +27,43 @@ namespace sft::train {
 
 struct MemoryPlanInput {
   model::LlamaConfig model;
+  // The flat layout's units (embedding, each layer, head), padded to the world size
+  // (FlatLayout::build on a meta-device model); empty: derived from the config.
+  std::vector<std::int64_t> units;
+  std::int64_t largest_param = 0;   // elements; 0: derived from the config
   int world = 1;
   std::string strategy = "ddp";     // ddp | zero1 | zero2 | zero3
   std::string precision = "bf16";   // fp32 | bf16 | bf16-pure
   bool activation_checkpointing = false;
-  std::int64_t rows = 1;            // sequences per micro-batch
+  bool copying_collectives = false; // Gloo: collectives copy their input and output buffers
+  // The largest micro-batch: rows x padded width, and its trained tokens.
+  std::int64_t rows = 1;
   std::int64_t seq_len = 2048;
-  double trained_fraction = 0.5;    // share of tokens that are loss targets
+  double trained_fraction = 0.5;    // share of the tokens that are loss targets
   bool fused_attention = false;     // flash / memory-efficient SDPA: no T^2 scores kept
   // Attention scores per head of the largest micro-batch; packed rows attend per sample
   // (model/varlen.h), so this is far below rows x seq_len^2. 0: rows x seq_len^2.
   double score_elements = 0;
+  bool seeded_init = true;          // model.init random: one parameter drawn whole at a time
+  // Evaluation: on the exported model, after training (the training state given back) or
+  // at a stage's end (the state kept). Its batch is planned at the full context.
+  bool eval = false;
+  bool eval_mid_training = false;
+  std::int64_t eval_batch = 32;
+  int eval_weight_bytes = 2;        // bf16 on a GPU, fp32 on the CPU
+  double device_bytes = 0;          // the GPU's memory, caps the eval batch; 0: no cap
 };
 
 struct MemoryPlan {
   double weights = 0, grads = 0, optimizer = 0, gathered = 0;  // bytes per rank
-  double activations = 0, logits = 0, total = 0;
+  double activations = 0, logits = 0;
   double activations_no_ckpt = 0, activations_ckpt = 0;        // both, for comparison
+  // Peak per phase; total is the largest.
+  double load = 0, forward_backward = 0, optimizer_step = 0, export_model = 0, eval = 0;
+  double forward_backward_no_ckpt = 0, forward_backward_ckpt = 0;
+  double total = 0;
   nlohmann::ordered_json to_json() const;
+  nlohmann::ordered_json phases_json() const;  // {"load": bytes, ...}, the names PhaseMeter uses
 };
 
 MemoryPlan plan_memory(const MemoryPlanInput& in);

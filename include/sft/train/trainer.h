@@ -29,6 +29,7 @@
 #include "sft/dist/context.h"
 #include "sft/model/llama.h"
 #include "sft/train/checkpoint.h"
+#include "sft/train/memory_plan.h"
 #include "sft/train/optimizer.h"
 #include "sft/train/run_data.h"
 #include "sft/util/error.h"
@@ -39,6 +40,7 @@ namespace sft::train {
 
 class TfEventsWriter;
 class DataParallel;
+class PhaseMeter;
 
 // How the ranks share an evaluation: every rank calls the hook; `all_gather` hands every
 // rank each rank's string, in rank order (the process group's store).
@@ -104,6 +106,9 @@ class Trainer {
   void lock_run_folder();
   void log_settings() const;
   void log_plan() const;
+  // Every rank's peak bytes per phase next to the planner's, as a "memory" line in
+  // metrics.jsonl and in the log.
+  void report_memory(const std::string& metrics_path);
   // Runs the eval hook on `model_dir`, writes <output_dir>/eval/<label>/ and metrics lines.
   void run_eval(const std::string& model_dir, const std::string& label, int stage, std::int64_t step);
   double stage_lr(int stage, std::int64_t step) const;
@@ -116,7 +121,9 @@ class Trainer {
   std::unique_ptr<DataParallel> dp_;
   int rank_ = 0, world_ = 1;
   RunData data_;
-  std::unique_ptr<model::Llama> model_;
+  std::unique_ptr<model::Llama> model_;  // released before the final evaluation (final/ holds it)
+  std::unique_ptr<PhaseMeter> meter_;
+  MemoryPlan plan_;  // the dry-run planner's, for this run on this world size
   std::unique_ptr<FlatAdamW> opt_;
   std::unique_ptr<CheckpointStore> checkpoints_;
   std::unique_ptr<TfEventsWriter> tb_;
