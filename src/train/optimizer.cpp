@@ -191,8 +191,20 @@ void FlatAdamW::scale_grads(double factor) {
   }
 }
 
-void FlatAdamW::fused_step(double lr) {
-  // step_ is already counted; the kernel reads it (bias corrections) from a tensor.
+bool FlatAdamW::fused() const { return params_.scalar_type() == at::kFloat && (force_fused_ || !params_.is_cpu()); }
+
+std::int64_t FlatAdamW::step_count() const {
+  return step_t_.defined() ? static_cast<std::int64_t>(step_t_.item<float>()) : step_;
+}
+
+void FlatAdamW::set_step_count(std::int64_t s) {
+  step_ = s;
+  if (step_t_.defined()) step_t_.fill_(static_cast<double>(s));
+}
+
+void FlatAdamW::fused_step(double lr, const at::Tensor& skip) {
+  // The kernel reads the step count (bias corrections) from a device tensor, counted there:
+  // +1, or +0 for a skipped step, which the kernel itself then leaves alone (found_inf).
   std::vector<at::Tensor> p[2], g[2], m[2], v[2];  // [0] no weight decay, [1] decayed (matrices)
   for (const auto& r : ranges_) {
     auto add = [&](std::int64_t from, std::int64_t to, int d) {
@@ -210,11 +222,19 @@ void FlatAdamW::fused_step(double lr) {
     }
     add(at, r.len, 0);
   }
-  const at::Tensor step = at::full({}, static_cast<double>(step_), params_.options());
+  if (!step_t_.defined()) step_t_ = at::full({}, static_cast<double>(step_), params_.options());
+  std::optional<at::Tensor> found_inf;
+  if (skip.defined()) {
+    found_inf = skip.to(params_.options());
+    step_t_.add_(1.0 - *found_inf);
+  } else {
+    step_t_.add_(1.0);
+  }
   for (int d = 0; d < 2; ++d)
     if (!p[d].empty())
-      at::_fused_adamw_(p[d], g[d], m[d], v[d], {}, std::vector<at::Tensor>(p[d].size(), step), lr, opts_.beta1,
-                        opts_.beta2, d ? opts_.weight_decay : 0.0, opts_.eps, /*amsgrad=*/false, /*maximize=*/false);
+      at::_fused_adamw_(p[d], g[d], m[d], v[d], {}, std::vector<at::Tensor>(p[d].size(), step_t_), lr, opts_.beta1,
+                        opts_.beta2, d ? opts_.weight_decay : 0.0, opts_.eps, /*amsgrad=*/false, /*maximize=*/false,
+                        /*grad_scale=*/std::nullopt, found_inf);
 }
 
 double FlatAdamW::clip_grad_norm(double max_norm, dist::Context* ctx) {
@@ -230,16 +250,36 @@ double FlatAdamW::clip_grad_norm(double max_norm, dist::Context* ctx) {
   return norm;
 }
 
-void FlatAdamW::step(double lr) {
+at::Tensor FlatAdamW::clip_grad_norm_on_device(double max_norm, dist::Context* ctx) {
+  // As local_grad_sq_norm and clip_grad_norm: fp32 norms per range, squared and summed in
+  // fp64 in range order, all-reduced in fp64 when sharded.
+  at::Tensor sq = at::zeros({}, grads_.options().dtype(at::kDouble));
+  for (const auto& r : ranges_) {
+    at::Tensor n = at::linalg_vector_norm(grads_.narrow(0, r.g, r.len), 2, std::nullopt, false, at::kFloat).to(at::kDouble);
+    sq = sq + n * n;
+  }
+  if ((sharding_.grads || sharding_.moments) && ctx && ctx->distributed()) ctx->all_reduce_sum(sq);
+  at::Tensor norm = sq.sqrt();
+  if (max_norm > 0) {
+    // min(1, coef): a multiplication by exactly 1 leaves the gradients' bits as they are,
+    // and a non-finite norm (the step is skipped) scales nothing.
+    at::Tensor coef = at::where(at::isfinite(norm), (at::full({}, max_norm, norm.options()) / (norm + 1e-6)).clamp_max(1.0), at::ones_like(norm));
+    for (const auto& r : ranges_) grads_.narrow(0, r.g, r.len).mul_(coef);
+  }
+  return norm;
+}
+
+void FlatAdamW::step(double lr, const at::Tensor& skip) {
+  at::NoGradGuard ng;
+  if (fused()) {
+    fused_step(lr, skip);
+    return;
+  }
+  if (skip.defined() && skip.item<bool>()) return;
   ++step_;
   const double bc1 = 1.0 - std::pow(opts_.beta1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(opts_.beta2, static_cast<double>(step_));
   const bool fp32 = params_.scalar_type() == at::kFloat;
-  at::NoGradGuard ng;
-  if (fp32 && (force_fused_ || !params_.is_cpu())) {
-    fused_step(lr);
-    return;
-  }
   if (fp32 && params_.is_cpu()) {
     const float decay = static_cast<float>(1.0 - lr * opts_.weight_decay);
     const float step_size = static_cast<float>(lr / bc1), inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
@@ -292,7 +332,7 @@ void FlatAdamW::step(double lr) {
 void FlatAdamW::reset_state() {
   m_.zero_();
   v_.zero_();
-  step_ = 0;
+  set_step_count(0);
 }
 
 std::int64_t warmup_steps(double ratio, std::int64_t steps, std::int64_t total) {

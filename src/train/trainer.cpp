@@ -101,11 +101,13 @@ c10::Device setup_device(const config::TrainSpec& t, int local_rank) {
   return d;
 }
 
+// A step's figures as train_step leaves them: on the device, so that no step waits for the
+// GPU. fit() reads them back once per logged step (and before a checkpoint), all at once.
 struct Trainer::StepStats {
-  double loss = 0;  // mean per trained token
-  double grad_norm = 0;
-  std::int64_t tokens = 0, targets = 0;
-  bool skipped = false;
+  at::Tensor loss;       // fp64, mean per trained token
+  at::Tensor grad_norm;  // fp64, before clipping
+  at::Tensor skipped;    // bool: a non-finite loss or norm, so nothing was updated
+  std::int64_t tokens = 0, targets = 0;  // over all ranks, from the stream's plan
 };
 
 Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
@@ -276,6 +278,18 @@ void Trainer::log_plan() const {
   }
 }
 
+bool Trainer::stop_requested() {
+  if (!dist_->distributed()) return StopSignal::requested();
+  // The ranks agree one step late: each step all-reduces every rank's request on the device
+  // and reads the previous step's vote, copied to the host by now, so that the host never
+  // waits for the step it has just queued.
+  const bool stop = stop_vote_.pending() && stop_vote_.get().item<double>() > 0;
+  at::Tensor vote = at::full({}, StopSignal::requested() ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble).device(device_));
+  dist_->all_reduce_sum(vote);
+  stop_vote_ = cuda::HostRead(vote);
+  return stop;
+}
+
 double Trainer::stage_lr(int stage, std::int64_t step) const {
   const auto& spec = cfg_.stages[static_cast<std::size_t>(stage)];
   const std::int64_t total = data_.streams[static_cast<std::size_t>(stage)]->steps();
@@ -435,27 +449,23 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
     // step into micro-batches (or ranks) yields the same gradient.
     if (step_targets > 0) (loss / static_cast<double>(step_targets)).backward();
     loss_sum += loss.detach();
-    st.tokens += b.tokens;
-    st.targets += b.targets;
   }
   dp_->finish_gradients();
   meter_->end("forward_backward");
   meter_->begin();
-  double local_loss = loss_sum.item<double>();
-  if (std::find(inject_nonfinite_.begin(), inject_nonfinite_.end(), global_step) != inject_nonfinite_.end()) local_loss = NAN;
-  const double total_loss = dist_->all_reduce_scalar(local_loss);
-  if (dist_->distributed()) {
-    st.tokens = static_cast<std::int64_t>(dist_->all_reduce_scalar(static_cast<double>(st.tokens)));
-    st.targets = static_cast<std::int64_t>(dist_->all_reduce_scalar(static_cast<double>(st.targets)));
-  }
-  st.loss = step_targets > 0 ? total_loss / static_cast<double>(step_targets) : 0.0;
-  st.grad_norm = opt_->clip_grad_norm(cfg_.train.max_grad_norm, dist_.get());
-  if (!std::isfinite(st.loss) || !std::isfinite(st.grad_norm)) {
-    st.skipped = true;  // every rank sees the same global loss and norm, so all skip together
-    opt_->zero_grad();
-    return st;
-  }
-  opt_->step(stage_lr(stage, step));
+  // Nothing is read back: the global loss and gradient norm, and whether they are finite,
+  // stay on the device; a non-finite step updates nothing (every rank sees the same global
+  // figures, so all skip together).
+  at::Tensor total = loss_sum.to(at::kDouble);
+  dist_->all_reduce_sum(total);
+  if (std::find(inject_nonfinite_.begin(), inject_nonfinite_.end(), global_step) != inject_nonfinite_.end())
+    total.fill_(NAN);
+  st.loss = step_targets > 0 ? total / static_cast<double>(step_targets) : at::zeros_like(total);
+  st.grad_norm = opt_->clip_grad_norm_on_device(cfg_.train.max_grad_norm, dist_.get());
+  st.skipped = at::logical_not(at::isfinite(st.loss)).logical_or(at::logical_not(at::isfinite(st.grad_norm)));
+  st.tokens = stream.step_tokens(step);
+  st.targets = step_targets;
+  opt_->step(stage_lr(stage, step), st.skipped);
   dp_->after_step();
   meter_->end("optimizer");
   return st;
@@ -485,6 +495,73 @@ TrainResult Trainer::fit() {
     std::int64_t window_targets = 0, window_tokens = 0;
     auto window_start = Clock::now();
     bool limit_hit = false;
+    struct Pending {
+      StepStats st;
+      std::int64_t step, global_step;
+    };
+    std::vector<Pending> pending;  // steps whose figures are still on the device
+    // Reads the pending steps' figures back (one transfer) and runs their diagnostics in
+    // order; the last one's log line when `log_last`.
+    auto digest = [&](bool log_last) {
+      if (pending.empty()) return;
+      std::vector<at::Tensor> figures;
+      for (const auto& p : pending)
+        for (const at::Tensor& t : {p.st.loss, p.st.grad_norm, p.st.skipped.to(at::kDouble)}) figures.push_back(t.reshape({1}));
+      const at::Tensor host = at::cat(figures).cpu();
+      const double* v = host.data_ptr<double>();
+      for (std::size_t i = 0; i < pending.size(); ++i) {
+        const std::int64_t step = pending[i].step, global_step = pending[i].global_step;
+        const double loss = v[3 * i], grad_norm = v[3 * i + 1];
+        if (v[3 * i + 2] > 0) {
+          ++skipped_total_;
+          if (++consecutive_nonfinite_ >= cfg_.train.max_nonfinite_steps)
+            throw Error("training diverged: " + std::to_string(consecutive_nonfinite_) +
+                        " consecutive steps with a non-finite loss or gradient norm (stage " + spec.name + ", step " +
+                        std::to_string(step + 1) + "); lower train.lr or check the data");
+          sft::log::warn("stage {} step {}: non-finite loss {} or grad norm {}; step skipped ({} in a row)", spec.name,
+                         step + 1, loss, grad_norm, consecutive_nonfinite_);
+          continue;
+        }
+        consecutive_nonfinite_ = 0;
+        if (std::isnan(first_loss)) first_loss = loss;
+        last_loss = loss;
+        window_loss += loss * static_cast<double>(pending[i].st.targets);
+        window_targets += pending[i].st.targets;
+        window_tokens += pending[i].st.tokens;
+        const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
+        const double eta = elapsed / static_cast<double>(std::max<std::int64_t>(1, global_step - start_global)) *
+                           static_cast<double>(total_steps - global_step);
+        const double lr = stage_lr(s, step);
+        const ProgressState ps{s, static_cast<int>(data_.streams.size()), spec.name, step + 1, steps, global_step, loss,
+                               lr, grad_norm, eta};
+        progress.update(ps);
+        if (!log_last || i + 1 < pending.size()) continue;
+        double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
+        double tps = secs > 0 ? static_cast<double>(window_tokens) / secs : 0.0;
+        double mean_loss = window_targets ? window_loss / static_cast<double>(window_targets) : loss;
+        ProgressState logged = ps;
+        logged.loss = mean_loss;
+        progress.log_line(logged, tps);
+        if (rank_ == 0) {
+          nlohmann::json rec = {{"event", "step"}, {"step", global_step}, {"stage", spec.name},
+                                {"stage_index", s}, {"stage_step", step + 1}, {"epoch", stream.epoch_at(step)},
+                                {"loss", mean_loss}, {"lr", lr}, {"grad_norm", grad_norm},
+                                {"tokens_per_s", tps}, {"elapsed_s", elapsed},
+                                {"peak_memory_mb", static_cast<double>(meter_->run_peak()) / 1048576.0}};
+          append_line(metrics, rec.dump());
+          const double wall = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+          tb_->scalar("train/loss", mean_loss, global_step, wall);
+          tb_->scalar("train/lr", lr, global_step, wall);
+          tb_->scalar("train/grad_norm", grad_norm, global_step, wall);
+          tb_->scalar("train/tokens_per_s", tps, global_step, wall);
+          tb_->flush();
+        }
+        window_loss = 0;
+        window_targets = window_tokens = 0;
+        window_start = Clock::now();
+      }
+      pending.clear();
+    };
 
     for (std::int64_t step = first; step < steps; ++step) {
       if (cfg_.train.max_steps > 0 && pos.global_step >= cfg_.train.max_steps) {
@@ -493,14 +570,16 @@ TrainResult Trainer::fit() {
       }
 
       // ---- the step ------------------------------------------------------------------------
-      StepStats st = train_step(s, step, pos.global_step + 1);
+      pending.push_back({train_step(s, step, pos.global_step + 1), step, pos.global_step + 1});
       pos = {s, step + 1, pos.global_step + 1};
 
-      // ---- once in a while ---------------------------------------------------------------------
+      // ---- once in a while: the figures read back, a checkpoint, a stop ---------------------------
       const bool stage_end = step + 1 == steps;
-      if (!stage_end && cfg_.train.save_every > 0 && pos.global_step % cfg_.train.save_every == 0) save_checkpoint(pos);
-      const bool stop = dist_->distributed() ? dist_->all_reduce_scalar(StopSignal::requested() ? 1.0 : 0.0) > 0
-                                             : StopSignal::requested();
+      const bool log_now = (step + 1) % cfg_.train.log_every == 0 || step == first || stage_end;
+      const bool save_now = !stage_end && cfg_.train.save_every > 0 && pos.global_step % cfg_.train.save_every == 0;
+      const bool stop = stop_requested();
+      if (log_now || save_now || stop) digest(log_now);  // a checkpoint holds the skip counters
+      if (save_now) save_checkpoint(pos);
       if (stop) {
         save_checkpoint(pos);
         std::string how = "sft train --config " + (opts_.config_path.empty() ? cfg_.source_file : opts_.config_path) +
@@ -510,56 +589,8 @@ TrainResult Trainer::fit() {
                                   std::to_string(pos.global_step) + "; checkpoint saved. Resume with: " + how,
                               sig);
       }
-
-      // ---- diagnostics only below this line -----------------------------------------------------
-      if (st.skipped) {
-        ++skipped_total_;
-        if (++consecutive_nonfinite_ >= cfg_.train.max_nonfinite_steps)
-          throw Error("training diverged: " + std::to_string(consecutive_nonfinite_) +
-                      " consecutive steps with a non-finite loss or gradient norm (stage " + spec.name + ", step " +
-                      std::to_string(step + 1) + "); lower train.lr or check the data");
-        sft::log::warn("stage {} step {}: non-finite loss {} or grad norm {}; step skipped ({} in a row)", spec.name,
-                     step + 1, st.loss, st.grad_norm, consecutive_nonfinite_);
-        continue;
-      }
-      consecutive_nonfinite_ = 0;
-      if (std::isnan(first_loss)) first_loss = st.loss;
-      last_loss = st.loss;
-      window_loss += st.loss * static_cast<double>(st.targets);
-      window_targets += st.targets;
-      window_tokens += st.tokens;
-      const double elapsed = std::chrono::duration<double>(Clock::now() - run_start).count();
-      const double eta = elapsed / static_cast<double>(std::max<std::int64_t>(1, pos.global_step - start_global)) *
-                         static_cast<double>(total_steps - pos.global_step);
-      const double lr = stage_lr(s, step);
-      progress.update({s, static_cast<int>(data_.streams.size()), spec.name, step + 1, steps, pos.global_step, st.loss,
-                       lr, st.grad_norm, eta});
-      if ((step + 1) % cfg_.train.log_every == 0 || step == first || stage_end) {
-        double secs = std::chrono::duration<double>(Clock::now() - window_start).count();
-        double tps = secs > 0 ? static_cast<double>(window_tokens) / secs : 0.0;
-        double mean_loss = window_targets ? window_loss / static_cast<double>(window_targets) : st.loss;
-        progress.log_line({s, static_cast<int>(data_.streams.size()), spec.name, step + 1, steps, pos.global_step,
-                           mean_loss, lr, st.grad_norm, eta},
-                          tps);
-        if (rank_ == 0) {
-          nlohmann::json rec = {{"event", "step"}, {"step", pos.global_step}, {"stage", spec.name},
-                                {"stage_index", s}, {"stage_step", step + 1}, {"epoch", stream.epoch_at(step)},
-                                {"loss", mean_loss}, {"lr", lr}, {"grad_norm", st.grad_norm},
-                                {"tokens_per_s", tps}, {"elapsed_s", elapsed},
-                                {"peak_memory_mb", static_cast<double>(meter_->run_peak()) / 1048576.0}};
-          append_line(metrics, rec.dump());
-          const double wall = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-          tb_->scalar("train/loss", mean_loss, pos.global_step, wall);
-          tb_->scalar("train/lr", lr, pos.global_step, wall);
-          tb_->scalar("train/grad_norm", st.grad_norm, pos.global_step, wall);
-          tb_->scalar("train/tokens_per_s", tps, pos.global_step, wall);
-          tb_->flush();
-        }
-        window_loss = 0;
-        window_targets = window_tokens = 0;
-        window_start = Clock::now();
-      }
     }
+    digest(false);  // steps before train.max_steps cut the stage short
     if (limit_hit) break;
 
     // ---- stage end: export, checkpoint the position of the next stage ------------------------------

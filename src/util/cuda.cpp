@@ -3,6 +3,7 @@
 #include "sft/util/error.h"
 
 #if SFT_WITH_CUDA
+#include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/detail/CUDAHooksInterface.h>
@@ -80,7 +81,34 @@ double EventTimer::stop_ms() {
   return impl_->begin.elapsed_time(impl_->end);
 }
 
+struct HostRead::Impl {
+  at::Tensor host;
+  std::unique_ptr<at::cuda::CUDAEvent> copied;  // none for a CPU tensor
+};
+
+HostRead::HostRead(const at::Tensor& t) : impl_(std::make_shared<Impl>()) {
+  if (!t.is_cuda()) {
+    impl_->host = t;
+    return;
+  }
+  impl_->host = at::empty(t.sizes(), t.options().device(c10::kCPU).pinned_memory(true));
+  impl_->host.copy_(t, /*non_blocking=*/true);
+  impl_->copied = std::make_unique<at::cuda::CUDAEvent>();
+  impl_->copied->record();
+}
+
+at::Tensor HostRead::get() const {
+  if (impl_->copied) impl_->copied->synchronize();
+  return impl_->host;
+}
+
 #else  // built without CUDA
+
+struct HostRead::Impl {
+  at::Tensor host;
+};
+HostRead::HostRead(const at::Tensor& t) : impl_(std::make_shared<Impl>(Impl{t})) {}
+at::Tensor HostRead::get() const { return impl_->host; }
 
 bool compiled() { return false; }
 bool available() { return false; }

@@ -70,6 +70,39 @@ TEST(FlatAdamW, TheFusedKernelMatchesTheOnePassLoop) {
   }
 }
 
+// A step that reads nothing back (the CUDA path): the gradient norm and its clipping stay on
+// the device with the host path's bits, and a step flagged non-finite there updates nothing
+// and is not counted, by the fused kernel's own found_inf (run on the CPU here).
+TEST(FlatAdamW, ClippingAndSkippingOnTheDeviceMatchTheHostPath) {
+  const std::string dir = test::source_dir() + "/tests/fixtures/reference/gqa_bf16_sharded";
+  auto a = model::load_hf_model(dir), b = model::load_hf_model(dir);
+  FlatAdamW host(*a, {0.9, 0.95, 1e-8, 0.1}), device(*b, {0.9, 0.95, 1e-8, 0.1});
+  device.set_fused(true);
+  host.set_fused(true);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+  for (int step = 0; step < 5; ++step) {
+    at::Tensor g = at::randn(host.grads().sizes(), gen) * (step % 2 ? 10.0 : 1e-3);  // clipped, then not
+    host.grads().copy_(g);
+    device.grads().copy_(g);
+    const double norm = host.clip_grad_norm(1.0);
+    const at::Tensor dnorm = device.clip_grad_norm_on_device(1.0);
+    EXPECT_EQ(dnorm.item<double>(), norm) << step;
+    EXPECT_TRUE(at::equal(host.grads(), device.grads())) << step;
+    const bool skip = step == 3;
+    if (!skip) host.step(1e-3);
+    device.step(1e-3, at::full({}, skip, at::kBool));
+    EXPECT_TRUE(at::equal(host.params(), device.params())) << step;
+    EXPECT_TRUE(at::equal(host.exp_avg_sq(), device.exp_avg_sq())) << step;
+    EXPECT_EQ(host.step_count(), device.step_count()) << step;
+  }
+  EXPECT_EQ(device.step_count(), 4);
+  // A non-finite gradient: the norm says so, and the gradients are not scaled by it.
+  device.grads().fill_(1.0);
+  device.grads()[3] = NAN;
+  EXPECT_TRUE(std::isnan(device.clip_grad_norm_on_device(1.0).item<double>()));
+  EXPECT_EQ(device.grads()[0].item<float>(), 1.0f);
+}
+
 TEST(FlatAdamW, GradientsAccumulateIntoTheFlatBuffer) {
   auto m = model::load_hf_model(test::source_dir() + "/tests/fixtures/reference/mha_f32");
   FlatAdamW opt(*m, {});

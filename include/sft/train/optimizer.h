@@ -79,8 +79,10 @@ class FlatAdamW {
   at::Tensor& exp_avg() { return m_; }
   at::Tensor& exp_avg_sq() { return v_; }
   std::int64_t numel() const { return layout_.total; }
-  std::int64_t step_count() const { return step_; }
-  void set_step_count(std::int64_t s) { step_ = s; }
+  // Updates done (skipped steps not counted). Under the fused kernel the count lives on the
+  // device: reading it is a host read (checkpoints do it, steps do not).
+  std::int64_t step_count() const;
+  void set_step_count(std::int64_t s);
 
   // This rank's chunk of `unit` in the params / grads storage (a view).
   at::Tensor param_chunk(std::size_t unit);
@@ -96,11 +98,18 @@ class FlatAdamW {
   // Global L2 norm of the gradients (all-reduced when gradients are sharded); scales them
   // to max_norm when above it (max_norm > 0).
   double clip_grad_norm(double max_norm, dist::Context* ctx = nullptr);
+  // The same without reading anything back: the norm stays a 0-dim fp64 tensor on the
+  // parameters' device (the same arithmetic, in the same order, so the same bits), and the
+  // gradients are scaled by min(1, max_norm / (norm + 1e-6)) there.
+  at::Tensor clip_grad_norm_on_device(double max_norm, dist::Context* ctx = nullptr);
   // One update of this rank's elements at learning rate lr. fp32 parameters off the CPU go
   // through ATen's fused AdamW kernel (one pass over p, g, m, v; no temporaries, no host
   // reads), called once for the decayed and once for the undecayed sub-ranges; on the CPU
   // a one-pass loop of the same arithmetic; bf16 parameters in bounded fp32 chunks.
-  void step(double lr);
+  // `skip` (optional, a 0-dim bool tensor on the device): when true, nothing is updated and
+  // the step is not counted. The fused kernel decides on the device (found_inf); the CPU loop
+  // and the bf16 chunks read it back.
+  void step(double lr, const at::Tensor& skip = {});
   // Testing aid: the fused kernel on the CPU too (ATen has a CPU implementation).
   void set_fused(bool on) { force_fused_ = on; }
   void reset_state();  // zero moments and the step count (a new stage, as in the paper)
@@ -120,8 +129,10 @@ class FlatAdamW {
   std::vector<Range> ranges_;
   std::vector<std::int64_t> chunk_p_, chunk_g_;  // per unit: offset of this rank's chunk in params_/grads_
   std::int64_t step_ = 0;
+  at::Tensor step_t_;  // the fused kernel's step count, on the device (fp32, as ATen's optimizers keep it)
   bool force_fused_ = false;
-  void fused_step(double lr);
+  bool fused() const;
+  void fused_step(double lr, const at::Tensor& skip);
 };
 
 // Learning rate at `step` (0-based) of a stage with `total` steps, as Hugging Face's

@@ -33,6 +33,7 @@
 #include "sft/train/optimizer.h"
 #include "sft/train/run_data.h"
 #include "sft/util/error.h"
+#include "sft/util/cuda.h"
 #include "sft/util/run_lock.h"
 
 
@@ -112,6 +113,7 @@ class Trainer {
   // Runs the eval hook on `model_dir`, writes <output_dir>/eval/<label>/ and metrics lines.
   void run_eval(const std::string& model_dir, const std::string& label, int stage, std::int64_t step);
   double stage_lr(int stage, std::int64_t step) const;
+  bool stop_requested();  // SIGTERM/SIGINT on any rank, agreed by all
 
   config::RunConfig cfg_;
   TrainerOptions opts_;
@@ -123,6 +125,7 @@ class Trainer {
   RunData data_;
   std::unique_ptr<model::Llama> model_;  // released before the final evaluation (final/ holds it)
   std::unique_ptr<PhaseMeter> meter_;
+  cuda::HostRead stop_vote_;  // the last step's all-reduced stop requests, on their way to the host
   MemoryPlan plan_;  // the dry-run planner's, for this run on this world size
   std::unique_ptr<FlatAdamW> opt_;
   std::unique_ptr<CheckpointStore> checkpoints_;

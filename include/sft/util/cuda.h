@@ -6,6 +6,7 @@
 // All CUDA headers stay inside src/util/cuda.cpp (and src/dist/context.cpp for NCCL).
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
 #include <cstdint>
@@ -49,6 +50,21 @@ class EventTimer {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// A small tensor's values on the host without waiting for the GPU's later work: the copy to
+// pinned host memory is queued when it is made, and get() waits for that copy only (an
+// event recorded after it), not for what was queued since. For a CPU tensor, get() is it.
+class HostRead {
+ public:
+  HostRead() = default;
+  explicit HostRead(const at::Tensor& t);
+  bool pending() const { return static_cast<bool>(impl_); }
+  at::Tensor get() const;  // REQUIRES: pending()
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
 };
 
 }  // namespace sft::cuda
