@@ -260,7 +260,8 @@ std::vector<Command> register_data(CLI::App& app) {
       ->check(CLI::IsMember({"vicuna_v1.1", "llama-2", "chatml", "alpaca", "raw"}));
   render->add_option("file", A.file, "dataset file")->required();
   render->add_option("--tokenizer", A.tokenizer, "sentencepiece model: adds ids and mask to --json output");
-  auto* idx = render->add_option("--index", A.index, "only the record at this 0-based position in the file");
+  auto* idx = render->add_option("--index", A.index, "only the record at this 0-based position in the file")
+                  ->check(in_range(0, 1e15));
   render->add_option("--id", A.id, "only the record with this id")->excludes(idx);
   render->add_flag("--generation", A.generation,
                    "render the prompt inference feeds: for the last user turn of a conversation that ends with one "
@@ -275,7 +276,8 @@ std::vector<Command> register_data(CLI::App& app) {
   inspect->add_option("--config", A.config, "run configuration (YAML)")->required();
   add_set_option(inspect, A.sets);
   inspect->add_option("--stage", A.stage, "stage name or 1-based number (default: the first)");
-  auto* iidx = inspect->add_option("--index", A.index, "0-based sample index within the stage (default 0)");
+  auto* iidx = inspect->add_option("--index", A.index, "0-based sample index within the stage (default 0)")
+                   ->check(in_range(0, 1e15));
   inspect->add_option("--id", A.id, "the sample with this record id")->excludes(iidx);
   inspect->add_flag("--json", A.json, "one JSON object per sample: text, ids, mask, origin");
 

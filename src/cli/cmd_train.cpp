@@ -32,12 +32,16 @@ std::vector<Command> register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "fine-tune a model on a run configuration's stage schedule");
   static std::string path, output_dir, resume;
   static bool dry = false, json = false;
-  static std::vector<std::string> sets;
+  static std::vector<std::string> sets, resume_overrides;
   cmd->add_option("--config", path, "run configuration (YAML)")->required();
   add_set_option(cmd, sets);
   cmd->add_option("--output-dir", output_dir, "where checkpoints, metrics and models go (overrides output_dir)");
   cmd->add_option("--resume", resume, "resume: 'auto' continues from the newest good checkpoint")
       ->check(CLI::IsMember({"auto", "never"}));
+  cmd->add_option("--resume-override", resume_overrides,
+                  "with --resume auto: a setting (e.g. train.lr) that may differ from the checkpoint's; repeatable, "
+                  "recorded in config.resolved.json")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_flag("--dry-run", dry, "print the stage plan and the memory per rank, then exit without training");
   cmd->add_flag("--json", json, "with --dry-run: print the plan as JSON");
   return {{cmd, [] {
@@ -56,6 +60,23 @@ std::vector<Command> register_train(CLI::App& app) {
              check_run_inputs(cfg);
              train::TrainerOptions opts;
              opts.resume = resume == "auto";
+             opts.resume_overrides = resume_overrides;
+             {
+               // The command that resumes this run: the same config and --set flags, its output folder.
+               auto quote = [](const std::string& a) {
+                 if (!a.empty() && a.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                                                       "_-./=:,+@%") == std::string::npos)
+                   return a;
+                 std::string q = "'";
+                 for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+                 return q + "'";
+               };
+               std::string how = "sft train --config " + quote(path);
+               for (const auto& s : sets) how += " --set " + quote(s);
+               how += " --output-dir " + quote(cfg.output_dir) + " --resume auto";
+               for (const auto& o : resume_overrides) how += " --resume-override " + quote(o);
+               opts.resume_command = how;
+             }
              opts.config_path = path;
              // Evaluation at stage ends / the end (the config's eval block), on the exported folder.
              opts.evaluate = [cfg](const std::string& dir, const train::EvalShare& share) {

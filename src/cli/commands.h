@@ -26,6 +26,10 @@ std::vector<Command> register_eval(CLI::App& app);
 std::vector<Command> register_sweep(CLI::App& app);
 std::vector<Command> register_bench(CLI::App& app);
 
+// A numeric flag's check: the whole text parses, the value is finite and within the range
+// (nan, inf and trailing junk are refused). CLI11 then reports "--flag: <why>", exit code 2.
+CLI::Validator in_range(double lo, double hi, bool lo_open = false, bool hi_open = false);
+
 // Repeated `--set key.path=value` option.
 CLI::Option* add_set_option(CLI::App* cmd, std::vector<std::string>& sets);
 

@@ -39,6 +39,20 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
+    if (argc > 1 && argv[1][0] != '-') {
+      // A first word that names no command: say so, rather than CLI11's "a subcommand is required".
+      std::string known;
+      bool found = false;
+      for (const auto* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+        known += (known.empty() ? "" : ", ") + sub->get_name();
+        found |= sub->get_name() == argv[1];
+      }
+      if (!found) {
+        std::cerr << tag << "sft: error: unknown command '" << argv[1] << "'; the commands are " << known
+                  << " (sft --help)\n";
+        return 2;
+      }
+    }
     app.exit(e);
     return 2;
   }

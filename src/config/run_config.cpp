@@ -49,7 +49,7 @@ class Reader {
         if (!node->contains(p)) return nullptr;
         node = &(*node)[p];
       } else if (node->is_array()) {
-        std::size_t i = std::stoul(p);
+        const std::size_t i = index_value(p);  // past the end when not an index
         if (i >= node->size()) return nullptr;
         node = &(*node)[i];
       } else {
@@ -74,6 +74,9 @@ class Reader {
       if (cut == std::string::npos) break;
       p = p.substr(0, cut);
     }
+    // Not in the file: a --set made it (foo for --set foo.bar=1).
+    for (const auto& o : doc_.overridden)
+      if (o.rfind(path + ".", 0) == 0 || o.rfind(path + "[", 0) == 0) return "--set " + o + ": " + path;
     return doc_.file + ": " + path;
   }
 
@@ -409,6 +412,8 @@ void expand_strategy(Reader& r, RunConfig& c) {
         std::string p = "strategy.order[" + std::to_string(i) + "]";
         std::string n = r.str(p, "");
         if (!has_dataset(c, n)) r.error(p, "unknown dataset \"" + n + "\"");
+        else if (std::any_of(ordered.begin(), ordered.end(), [&](const DatasetSpec* o) { return o->name == n; }))
+          r.error(p, "dataset \"" + n + "\" is already in the order; name each dataset once");
         else ordered.push_back(&c.dataset(n));
       }
       for (const auto& d : c.datasets)

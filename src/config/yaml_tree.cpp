@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <limits>
 
 #include "sft/util/error.h"
 
@@ -64,6 +65,7 @@ bool is_index(const std::string& s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
 }
 
+
 Tree yaml_value_to_tree(const std::string& text, const std::string& assignment) {
   if (text.empty()) return nullptr;
   try {
@@ -114,6 +116,11 @@ Document parse_yaml(const std::string& text, const std::string& file) {
   return doc;
 }
 
+std::size_t index_value(const std::string& s) {
+  if (!is_index(s) || s.size() > 9) return std::numeric_limits<std::size_t>::max();  // past any list
+  return static_cast<std::size_t>(std::stoul(s));
+}
+
 std::vector<std::string> split_key_path(const std::string& path) {
   std::vector<std::string> parts;
   std::string cur;
@@ -144,7 +151,7 @@ std::string join_key_path(const std::vector<std::string>& parts, const Tree* roo
     bool idx = node && node->is_array() && is_index(p);
     out = child_path(out, p, idx);
     if (node && node->is_object() && node->contains(p)) node = &(*node)[p];
-    else if (idx && std::stoul(p) < node->size()) node = &(*node)[std::stoul(p)];
+    else if (idx && index_value(p) < node->size()) node = &(*node)[index_value(p)];
     else node = nullptr;
   }
   return out;
@@ -181,7 +188,7 @@ void apply_override(Document& doc, const std::string& assignment) {
     if (node->is_array()) {
       if (!is_index(p))
         throw ConfigError("--set " + assignment + ": \"" + p + "\" must be a list index (the key holds a list)");
-      std::size_t idx = std::stoul(p);
+      std::size_t idx = index_value(p);
       if (idx > node->size())
         throw ConfigError("--set " + assignment + ": index " + p + " is past the end of a list of " +
                           std::to_string(node->size()));

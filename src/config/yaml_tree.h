@@ -26,6 +26,9 @@ Document parse_yaml(const std::string& text, const std::string& file);
 
 // "stages[1].lr" -> {"stages", "1", "lr"}; "a.b.0" -> {"a", "b", "0"}.
 std::vector<std::string> split_key_path(const std::string& path);
+// A list index in a key path: its value, or SIZE_MAX (past any list) when the text is not
+// digits or too long to be one.
+std::size_t index_value(const std::string& s);
 std::string join_key_path(const std::vector<std::string>& parts, const Tree* root);
 
 // Applies one "key.path=value" override. `shorthands` maps a key whose value may be a bare

@@ -22,6 +22,7 @@
 #include <exception>
 #include <fstream>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -204,7 +205,11 @@ void set_limit(int resource, rlim_t v, const char* what) {
 // ---- the parent -----------------------------------------------------------------------
 
 std::string resolve_python(const std::string& python) {
-  if (!python.empty() && python.find('/') != std::string::npos) return python;
+  if (!python.empty() && python.find('/') != std::string::npos) {
+    if (::access(python.c_str(), X_OK) != 0 || fs::is_dir(python))
+      throw ConfigError("--python " + python + ": not an executable file; give a python3 interpreter");
+    return python;
+  }
   if (python.empty() && ::access("/usr/bin/python3", X_OK) == 0) return "/usr/bin/python3";
   const std::string name = python.empty() ? "python3" : python;
   const char* path = std::getenv("PATH");
@@ -212,7 +217,7 @@ std::string resolve_python(const std::string& python) {
   std::string dir;
   while (std::getline(ss, dir, ':'))
     if (!dir.empty() && ::access((dir + "/" + name).c_str(), X_OK) == 0) return dir + "/" + name;
-  throw Error("sandbox: " + name + " not found on PATH; install python3");
+  throw ConfigError("--python " + name + ": not found on PATH; install python3 or give its path");
 }
 
 std::string temp_root() {
@@ -441,6 +446,22 @@ std::vector<ExecResult> run_programs(const std::vector<std::string>& programs, c
     throw Error("HumanEval sandbox unavailable: " + why +
                 "; refusing to run untrusted code (--unsafe-no-sandbox runs it without isolation, at your own risk)");
   const Context ctx = make_context(o, end_marker, o.unsafe_no_sandbox ? ::geteuid() == 0 : probe().root);
+  {
+    // An interpreter that cannot run a trivial program would fail every sample: a 0 % score
+    // that says nothing about the model. Stop instead.
+    static std::mutex checked_mutex;
+    static std::set<std::string> checked;
+    std::lock_guard<std::mutex> lock(checked_mutex);
+    if (!checked.count(ctx.python)) {
+      Context trial = ctx;
+      trial.end_marker = "ok";
+      const ExecResult e = run_one("print('ok')\n", trial, 0);
+      if (!e.passed)
+        throw ConfigError("--python " + ctx.python + ": cannot run a one-line program in the sandbox (" + e.result +
+                          "); give a working python3 interpreter");
+      checked.insert(ctx.python);
+    }
+  }
   std::vector<ExecResult> results(programs.size());
   std::atomic<std::size_t> next{0};
   std::exception_ptr failure;

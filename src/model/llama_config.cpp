@@ -1,5 +1,8 @@
 #include "sft/model/llama_config.h"
 
+#include <cmath>
+#include <utility>
+
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
 
@@ -97,9 +100,26 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
   if (c.num_key_value_heads == 0 || c.num_attention_heads % c.num_key_value_heads != 0)
     errors += "\n" + where + ": num_key_value_heads: " + std::to_string(c.num_key_value_heads) +
               " must divide num_attention_heads " + std::to_string(c.num_attention_heads);
-  for (const char* k : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"})
+  for (const char* k : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                        "head_dim"})
     if (j.contains(k) && j[k].is_number_integer() && j[k].get<std::int64_t>() == 0)
       errors += "\n" + where + ": " + k + ": must be positive";
+  // Bounds far above any real model, so that sizes and parameter counts stay exact in int64.
+  const std::pair<const char*, std::int64_t> limits[] = {
+      {"vocab_size", 1 << 24},          {"hidden_size", 1 << 20},          {"intermediate_size", 1 << 22},
+      {"num_hidden_layers", 1 << 14},   {"num_attention_heads", 1 << 14},  {"num_key_value_heads", 1 << 14},
+      {"head_dim", 1 << 14},            {"max_position_embeddings", 1 << 24}};
+  for (const auto& [k, most] : limits)
+    if (j.contains(k) && j[k].is_number_integer() && j[k].get<std::int64_t>() > most)
+      errors += "\n" + where + ": " + k + ": " + j[k].dump() + " is beyond " + std::to_string(most) +
+                ", the most sft accepts";
+  auto positive = [&](const char* k, double v) {
+    if (!(std::isfinite(v) && v > 0)) errors += "\n" + where + ": " + k + ": " + std::to_string(v) + " must be a positive number";
+  };
+  positive("rms_norm_eps", c.rms_norm_eps);
+  positive("rope_theta", c.rope_theta);
+  if (!(std::isfinite(c.initializer_range) && c.initializer_range >= 0))
+    errors += "\n" + where + ": initializer_range: must be a finite number >= 0";
 
   const nlohmann::json* scaling = nullptr;
   std::string scaling_key = "rope_scaling";
@@ -109,7 +129,10 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
     scaling = &j["rope_parameters"];
     scaling_key = "rope_parameters";
   }
-  if (scaling) {
+  if (scaling && !scaling->is_object()) {
+    errors += "\n" + where + ": " + scaling_key + ": expected an object such as {rope_type: linear, factor: 2.0}, got " +
+              scaling->dump();
+  } else if (scaling) {
     const auto& rs = *scaling;
     const std::string ctx = where + ": " + scaling_key;
     std::string type = rs.value("rope_type", rs.value("type", ""));

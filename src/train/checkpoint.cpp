@@ -128,6 +128,17 @@ void CheckpointStore::prune(std::int64_t keep) const {
     fs::remove_all(all[i].dir);
 }
 
+std::vector<std::string> CheckpointStore::remove_temporaries() const {
+  std::vector<std::string> removed;
+  if (!fs::exists(root_)) return removed;
+  for (const auto& n : fs::list_dir(root_)) {
+    if (n.rfind("step_", 0) != 0 || n.find(".tmp.") == std::string::npos) continue;
+    fs::remove_all(fs::join(root_, n));
+    removed.push_back(n);
+  }
+  return removed;
+}
+
 nlohmann::json read_trainer_state(const std::string& dir) {
   return nlohmann::json::parse(fs::read_file(fs::join(dir, "trainer_state.json")));
 }

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "sft/data/batch.h"
@@ -88,6 +89,8 @@ c10::Device setup_device(const config::TrainSpec& t, int local_rank) {
     threads = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
   }
   at::set_num_threads(threads);
+  if (t.device != "cpu" && t.device != "auto" && t.device != "cuda" && t.device.rfind("cuda:", 0) != 0)
+    throw ConfigError("device \"" + t.device + "\" is not one sft runs on: cpu, cuda, cuda:N or auto");
   if (t.device == "cpu" || (t.device == "auto" && !cuda::available())) return c10::Device(c10::kCPU);
   if (!cuda::available())
     throw ConfigError("train.device: " + t.device + " requested but CUDA is not available (" +
@@ -135,6 +138,9 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   rows_accumulation(cfg_, world_);  // a global batch this world size cannot keep stops every rank now
   fs::make_dirs(cfg_.output_dir);
   checkpoints_ = std::make_unique<CheckpointStore>(fs::join(cfg_.output_dir, "checkpoints"));
+  if (rank_ == 0)  // this rank holds the folder's lock: no save is in flight
+    for (const auto& n : checkpoints_->remove_temporaries())
+      sft::log::warn("removed {}/{}: a checkpoint an earlier run did not finish writing", checkpoints_->root(), n);
   if (!opts_.resume && !checkpoints_->list().empty())
     throw ConfigError(cfg_.output_dir + ": holds checkpoints of an earlier run; continue it with --resume auto, "
                       "or choose another --output-dir");
@@ -151,6 +157,7 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   if (cfg_.model.config.is_object())
     for (auto it = cfg_.model.config.begin(); it != cfg_.model.config.end(); ++it) mc[it.key()] = it.value();
   model::LlamaConfig lc = model::LlamaConfig::from_json(mc, cfg_.model.path.empty() ? "model.config" : cfg_.model.path);
+  model_config_ = mc;
   {
     // The config agreed; the files it names may still differ between nodes.
     Settings built = flatten(mc, "model (config.json + model.config)");
@@ -187,11 +194,13 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   plan_ = plan_memory(memory_plan_input(cfg_, lc, &data_, world_));
   dp_ = std::make_unique<DataParallel>(*model_, *opt_, dist_, cfg_.dist.strategy, cfg_.dist.bucket_mb);
 
+  const nlohmann::json overrides = opts_.resume ? check_resume() : nlohmann::json::array();
   if (rank_ == 0) {
     nlohmann::json settings = nlohmann::json::array();
     for (const auto& s : cfg_.settings) settings.push_back({{"key", s.key}, {"value", s.value}, {"source", s.source}});
-    fs::write_file_atomic(fs::join(cfg_.output_dir, "config.resolved.json"),
-                          nlohmann::json{{"config", cfg_.to_json()}, {"settings", settings}}.dump(2) + "\n");
+    nlohmann::json resolved = {{"config", cfg_.to_json()}, {"settings", settings}};
+    if (!overrides.empty()) resolved["resume_overrides"] = overrides;
+    fs::write_file_atomic(fs::join(cfg_.output_dir, "config.resolved.json"), resolved.dump(2) + "\n");
     fs::write_file_atomic(fs::join(cfg_.output_dir, "data_manifest.json"), data_manifest(cfg_, data_).dump() + "\n");
     tb_ = std::make_unique<TfEventsWriter>(fs::join(cfg_.output_dir, "tensorboard"));
     log_settings();
@@ -234,6 +243,97 @@ void Trainer::lock_run_folder() {
   if (code == 75) throw RunLockedError(msg);
   if (code == 2) throw ConfigError(msg);
   throw Error(msg);
+}
+
+std::string Trainer::tensor_fingerprint() const {
+  std::string names;
+  for (const auto& slot : opt_->layout().slots) {
+    names += slot.name + "[";
+    for (auto d : slot.shape) names += std::to_string(d) + ",";
+    names += "];";
+  }
+  return sha256_hex(names);
+}
+
+nlohmann::json Trainer::check_resume() {
+  nlohmann::json accepted = nlohmann::json::array();
+  const auto found = checkpoints_->list();
+  if (found.empty()) return accepted;
+  nlohmann::json st;
+  try {
+    st = read_trainer_state(found.front().dir);
+  } catch (const std::exception&) {
+    return accepted;  // unreadable: restore() falls back to an older checkpoint, and says so
+  }
+  const std::string dir = found.front().dir;
+  std::vector<std::string> problems;
+  auto compare = [&](const Settings& was, const Settings& now, const std::string& prefix, bool overridable) {
+    std::set<std::string> keys;
+    for (const auto& [k, v] : was) keys.insert(k);
+    for (const auto& [k, v] : now) keys.insert(k);
+    for (const auto& k : keys) {
+      const auto a = was.find(k), b = now.find(k);
+      const std::string old_v = a == was.end() ? "(unset)" : a->second, new_v = b == now.end() ? "(unset)" : b->second;
+      if (old_v == new_v) continue;
+      const std::string key = prefix + k;
+      // Settings that do not change what is trained: where things go, how often to log and
+      // save, how long to train on, how to evaluate, how ranks talk.
+      static const std::set<std::string> free = {
+          "output_dir", "config_file", "description", "run_name", "tokenizer", "model.path", "model.save_dtype",
+          "train.max_steps", "train.log_every", "train.save_every", "train.keep_checkpoints", "train.threads",
+          "train.device", "train.export_stage_models", "data.cache_dir", "dist.timeout_s", "dist.gpus",
+          "dist.gpu_type", "dist.backend", "dist.bucket_mb"};
+      if (overridable && (free.count(key) || key.rfind("eval.", 0) == 0 ||
+                          (key.rfind("datasets.", 0) == 0 && key.size() > 5 && key.compare(key.size() - 5, 5, ".path") == 0)))
+        continue;
+      // A stage's settings derive from train.* (stages[1].lr from train.lr): overriding one
+      // overrides what it derives.
+      const auto close = key.find("].");
+      const std::string derived_from = key.rfind("stages[", 0) == 0 && close != std::string::npos
+                                           ? "train." + key.substr(close + 2) : std::string();
+      const bool allowed = overridable && std::any_of(opts_.resume_overrides.begin(), opts_.resume_overrides.end(),
+                                                      [&](const std::string& o) {
+                                                        return key == o || key.rfind(o + ".", 0) == 0 ||
+                                                               key.rfind(o + "[", 0) == 0 || o == derived_from;
+                                                      });
+      if (allowed) {
+        accepted.push_back({{"key", key}, {"checkpoint", old_v}, {"now", new_v},
+                            {"from_step", st.value("global_step", std::int64_t(0))}});
+        continue;
+      }
+      problems.push_back(key + ": the checkpoint has " + old_v + ", this run has " + new_v);
+    }
+  };
+  if (st.contains("model_config")) compare(flatten(st["model_config"]), flatten(model_config_), "model ", false);
+  if (st.contains("tensors") && st["tensors"] != tensor_fingerprint())
+    problems.push_back("the model's tensor names and shapes differ from the checkpoint's");
+  if (st.contains("config")) {
+    Settings was = flatten(st["config"]), now = flatten(cfg_.to_json());
+    compare(was, now, "", true);
+  }
+  if (!problems.empty()) {
+    std::string list;
+    for (std::size_t i = 0; i < problems.size() && i < 12; ++i) list += "\n  " + problems[i];
+    if (problems.size() > 12) list += "\n  ... and " + std::to_string(problems.size() - 12) + " more";
+    throw ConfigError(dir + ": this run is not the checkpoint's run:" + list +
+                      "\nResume with the checkpoint's settings (its config is in " +
+                      fs::join(cfg_.output_dir, "config.resolved.json") +
+                      "), or name a hyper-parameter you mean to change with --resume-override KEY (recorded), or "
+                      "start a new --output-dir");
+  }
+  for (const auto& a : accepted)
+    if (rank_ == 0)
+      sft::log::warn("resume: {} changes from {} to {} (--resume-override)", a["key"].get<std::string>(),
+                     a["checkpoint"].get<std::string>(), a["now"].get<std::string>());
+  // Earlier resumes' overrides stay on record.
+  nlohmann::json all = nlohmann::json::array();
+  try {
+    auto old = nlohmann::json::parse(fs::read_file(fs::join(cfg_.output_dir, "config.resolved.json")));
+    if (old.contains("resume_overrides") && old["resume_overrides"].is_array()) all = old["resume_overrides"];
+  } catch (const std::exception&) {
+  }
+  for (const auto& a : accepted) all.push_back(a);
+  return all;
 }
 
 void Trainer::log_settings() const {
@@ -314,7 +414,9 @@ void Trainer::save_checkpoint(const Position& next) {
                           {"dist_strategy", cfg_.dist.strategy},
                           {"rng_cpu", hex(rng)},
                           {"sft_version", SFT_VERSION},
-                          {"config", cfg_.to_json()}};
+                          {"config", cfg_.to_json()},
+                          {"model_config", model_config_},
+                          {"tensors", tensor_fingerprint()}};
   std::string dir;
   const Sharding sh = opt_->sharding();
   if (!sh.moments) {
@@ -582,8 +684,10 @@ TrainResult Trainer::fit() {
       if (save_now) save_checkpoint(pos);
       if (stop) {
         save_checkpoint(pos);
-        std::string how = "sft train --config " + (opts_.config_path.empty() ? cfg_.source_file : opts_.config_path) +
-                          " --output-dir " + cfg_.output_dir + " --resume auto";
+        const std::string how = !opts_.resume_command.empty()
+                                    ? opts_.resume_command
+                                    : "sft train --config " + cfg_.source_file + " --output-dir " + cfg_.output_dir +
+                                          " --resume auto";
         const int sig = StopSignal::signal_number() ? StopSignal::signal_number() : 15;
         throw StoppedBySignal("stopped by signal " + std::to_string(sig) + " after step " +
                                   std::to_string(pos.global_step) + "; checkpoint saved. Resume with: " + how,
@@ -617,6 +721,10 @@ TrainResult Trainer::fit() {
       save_checkpoint(pos);
     }
   }
+  if (pos.global_step > 0 && skipped_total_ >= pos.global_step)
+    throw Error("training failed: all " + std::to_string(pos.global_step) +
+                " steps had a non-finite loss or gradient norm, so nothing was learned and no model is exported; "
+                "check the data and lower train.lr");
   result.steps = pos.global_step;
   result.skipped_steps = skipped_total_;
   result.final_dir = fs::join(cfg_.output_dir, "final");

@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -145,8 +146,71 @@ TEST(Resume, RefusesToMixRunsAndToResumeADifferentStream) {
   auto other = args;
   other.insert(other.end(), {"--set", "seed=9", "--resume", "auto"});
   auto r = test::run_sft(other);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("seed: the checkpoint has 1, this run has 9"), std::string::npos) << r.err;
+  // Overriding the seed is allowed, but its data stream is another one: still refused.
+  other.insert(other.end(), {"--resume-override", "seed"});
+  r = test::run_sft(other);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("data stream differs"), std::string::npos) << r.err;
+}
+
+// Every file of a run folder with its bytes, but the lock (a refused process may probe it).
+std::map<std::string, std::string> folder(const std::string& dir, const std::string& rel = "") {
+  std::map<std::string, std::string> out;
+  for (const auto& name : fs::list_dir(fs::join(dir, rel))) {
+    const std::string r = rel.empty() ? name : rel + "/" + name;
+    if (r == "sft.lock") continue;
+    if (fs::is_dir(fs::join(dir, r))) {
+      for (auto& [k, v] : folder(dir, r)) out[k] = v;
+    } else {
+      out[r] = test::read(fs::join(dir, r));
+    }
+  }
+  return out;
+}
+
+// Resuming continues the checkpoint's run or nothing: another architecture of the same size,
+// or a changed learning rate, is refused naming the key and both values, with the folder left
+// as it was; a change named with --resume-override goes on and is recorded.
+TEST(Resume, AnotherModelOrChangedHyperParametersAreRefusedUnlessOverriddenAndRecorded) {
+  test::TempDir d;
+  const std::string out = d.file("run");
+  auto args = tiny_args(out, d.file("cache"));
+  args.insert(args.end(), {"--set", "train.max_steps=2", "--set", "train.save_every=1"});
+  ASSERT_EQ(test::run_sft(args).exit_code, 0);
+  const auto before = folder(out);
+  auto resume = args;
+  resume.insert(resume.end(), {"--set", "train.max_steps=3", "--resume", "auto"});
+
+  auto lr = resume;
+  lr.insert(lr.end(), {"--set", "train.lr=0.01"});
+  auto r = test::run_sft(lr);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("train.lr: the checkpoint has 0.002, this run has 0.01"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--resume-override"), std::string::npos) << r.err;
+  EXPECT_EQ(folder(out), before) << "a refused resume changed the run folder";
+
+  // The same parameter count, another shape: 8 heads of 16 instead of 4 of 32.
+  auto heads = resume;
+  heads.insert(heads.end(), {"--set", "model.config.num_attention_heads=8", "--set", "model.config.num_key_value_heads=4"});
+  r = test::run_sft(heads);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("model num_attention_heads: the checkpoint has 4, this run has 8"), std::string::npos) << r.err;
+  EXPECT_EQ(folder(out), before) << "a refused resume changed the run folder";
+
+  lr.insert(lr.end(), {"--resume-override", "train.lr"});
+  r = test::run_sft(lr);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto resolved = nlohmann::json::parse(test::read(out + "/config.resolved.json"));
+  ASSERT_TRUE(resolved.contains("resume_overrides")) << resolved.dump();
+  nlohmann::json lr_change;
+  for (const auto& o : resolved["resume_overrides"])
+    if (o["key"] == "train.lr") lr_change = o;
+  ASSERT_TRUE(lr_change.is_object()) << resolved["resume_overrides"].dump();
+  EXPECT_EQ(lr_change["checkpoint"], "0.002");
+  EXPECT_EQ(lr_change["now"], "0.01");
+  EXPECT_EQ(lr_change["from_step"], 2);
 }
 
 }  // namespace

@@ -58,6 +58,10 @@ class CheckpointStore {
 
   // Deletes all but the newest `keep` checkpoints.
   void prune(std::int64_t keep) const;
+  // Removes the temporaries a crash left (step_N.tmp.PID, step_N.tmp.sharded): never valid
+  // checkpoints. REQUIRES: this process holds the run folder's lock (no save in flight).
+  // Returns the removed folders' names.
+  std::vector<std::string> remove_temporaries() const;
 
   const std::string& root() const { return root_; }
 

@@ -58,7 +58,11 @@ using EvalHook = std::function<nlohmann::ordered_json(const std::string& model_d
 
 struct TrainerOptions {
   bool resume = false;        // --resume auto: continue from the newest good checkpoint
-  std::string config_path;    // for the resume hint printed on a graceful stop
+  // --resume-override KEY: settings a resumed run may change from the checkpoint's (e.g.
+  // train.lr); each change is recorded in config.resolved.json ("resume_overrides").
+  std::vector<std::string> resume_overrides;
+  std::string config_path;    // the --config given
+  std::string resume_command; // printed on a graceful stop: this very command, with --resume auto
   EvalHook evaluate;          // used when the config's eval block asks for it
 };
 
@@ -105,6 +109,11 @@ class Trainer {
   StepStats train_step(int stage, std::int64_t step, std::int64_t global_step);
   void export_model(const std::string& dir);
   void lock_run_folder();
+  // Before anything is written: a resumed run must be the checkpoint's run (the same model
+  // config and tensor shapes, the same hyper-parameters but for --resume-override keys).
+  // Returns the overridden settings, to record.
+  nlohmann::json check_resume();
+  std::string tensor_fingerprint() const;
   void log_settings() const;
   void log_plan() const;
   // Every rank's peak bytes per phase next to the planner's, as a "memory" line in
@@ -131,6 +140,7 @@ class Trainer {
   std::unique_ptr<CheckpointStore> checkpoints_;
   std::unique_ptr<TfEventsWriter> tb_;
   std::int32_t pad_id_ = 0;
+  nlohmann::json model_config_;  // config.json merged with model.config, as checkpoints record it
   std::int64_t consecutive_nonfinite_ = 0, skipped_total_ = 0;
   std::int64_t state_bytes_ = 0, build_peak_bytes_ = 0;  // this rank's, from building the model
   // Testing aid: SFT_INJECT_NONFINITE="3,4" makes global steps 3 and 4 report a NaN loss, to
