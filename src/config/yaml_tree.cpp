@@ -98,15 +98,70 @@ YAML::Node tree_to_yaml(const Tree& t) {
 
 }  // namespace
 
+void check_yaml_text(const std::string& text, const std::string& file) {
+  // Depth = open flow brackets + block indentation levels, per line (quoted text skipped).
+  std::vector<std::size_t> indents;
+  int brackets = 0, line = 1;
+  std::size_t at = 0;
+  while (at < text.size()) {
+    const std::size_t end = std::min(text.find('\n', at), text.size());
+    const std::string_view l(text.data() + at, end - at);
+    const std::size_t indent = l.find_first_not_of(" -");
+    if (indent != std::string_view::npos && l[indent] != '#' && brackets == 0) {
+      while (!indents.empty() && indents.back() >= indent) indents.pop_back();
+      indents.push_back(indent);
+    }
+    char quote = 0;
+    for (char c : l) {
+      if (quote) {
+        if (c == quote) quote = 0;
+      } else if (c == '"' || c == '\'') {
+        quote = c;
+      } else if (c == '#') {
+        break;
+      } else if (c == '[' || c == '{') {
+        ++brackets;
+      } else if ((c == ']' || c == '}') && brackets > 0) {
+        --brackets;
+      }
+      if (brackets + static_cast<int>(indents.size()) > kMaxYamlDepth)
+        throw ConfigError(file, line, "", "nests deeper than " + std::to_string(kMaxYamlDepth) +
+                                              " levels; a run config is a few levels deep");
+    }
+    at = end + 1;
+    ++line;
+  }
+}
+
+namespace {
+void count_values(const YAML::Node& n, std::size_t& seen, const std::string& file) {
+  if (++seen > kMaxYamlValues)
+    throw ConfigError(file, n.Mark().is_null() ? 0 : n.Mark().line + 1, "",
+                      "expands to more than " + std::to_string(kMaxYamlValues) +
+                          " values (aliases of aliases?); a run config holds a few hundred");
+  if (n.IsSequence())
+    for (const auto& item : n) count_values(item, seen, file);
+  else if (n.IsMap())
+    for (auto it = n.begin(); it != n.end(); ++it) count_values(it->second, seen, file);
+}
+}  // namespace
+
+void check_yaml_values(const YAML::Node& root, const std::string& file) {
+  std::size_t seen = 0;
+  count_values(root, seen, file);
+}
+
 Document parse_yaml(const std::string& text, const std::string& file) {
   Document doc;
   doc.file = file;
+  check_yaml_text(text, file);
   YAML::Node root;
   try {
     root = YAML::Load(text);
   } catch (const YAML::ParserException& e) {
     throw ConfigError(file, e.mark.line + 1, "", "YAML syntax error: " + e.msg);
   }
+  check_yaml_values(root, file);
   if (root.IsNull()) {
     doc.root = Tree::object();
     return doc;

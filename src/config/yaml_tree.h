@@ -10,6 +10,10 @@
 
 #include <nlohmann/json.hpp>
 
+namespace YAML {
+class Node;
+}
+
 namespace sft::config {
 
 using Tree = nlohmann::ordered_json;
@@ -26,6 +30,15 @@ Document parse_yaml(const std::string& text, const std::string& file);
 
 // "stages[1].lr" -> {"stages", "1", "lr"}; "a.b.0" -> {"a", "b", "0"}.
 std::vector<std::string> split_key_path(const std::string& path);
+
+// Bounds on what a config or sweep file may hold, far above any real one: nesting depth (in
+// the text, before parsing: yaml-cpp itself recurses per level) and values once aliases are
+// expanded (a 1 KB file of aliases of aliases expands to billions). ConfigError naming the
+// file and line otherwise.
+constexpr int kMaxYamlDepth = 64;
+constexpr std::size_t kMaxYamlValues = 100000;
+void check_yaml_text(const std::string& text, const std::string& file);
+void check_yaml_values(const YAML::Node& root, const std::string& file);
 // A list index in a key path: its value, or SIZE_MAX (past any list) when the text is not
 // digits or too long to be one.
 std::size_t index_value(const std::string& s);

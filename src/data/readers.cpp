@@ -352,6 +352,7 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
       std::size_t nl = text.find('\n', i);
       if (nl == std::string::npos) nl = text.size();
       std::string_view l(text.data() + i, nl - i);
+      if (!l.empty() && l.back() == '\r') l.remove_suffix(1);  // CRLF files train on the same text as LF ones
       bool blank = l.find_first_not_of(" \t\r") == std::string_view::npos;
       if (blank) flush();
       else {

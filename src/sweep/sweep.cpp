@@ -8,10 +8,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <fcntl.h>
 #include <map>
 #include <set>
 
+#include "config/yaml_tree.h"
 #include "sft/config/run_config.h"
 #include "sft/train/dry_run.h"
 #include "sft/util/error.h"
@@ -69,7 +71,9 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ov
   try {
     std::string text = fs::read_file(path);
     if (!overrides.empty()) text = config::apply_overrides_to_text(text, overrides);
+    config::check_yaml_text(text, path);
     root = YAML::Load(text);
+    config::check_yaml_values(root, path);
   } catch (const YAML::ParserException& e) {
     throw ConfigError(path, e.mark.line + 1, "", "YAML syntax error: " + e.msg);
   } catch (const Error& e) {
@@ -114,6 +118,22 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ov
         for (const auto& v : values)
           if (!fs::exists(v)) err(it->second, "axes.base", v + " not found");
       s.axes.push_back({key, values});
+    }
+  }
+  {
+    // Counted before anything is expanded: 8 axes of 10 values are 10^8 runs.
+    constexpr double kMaxRuns = 10000;
+    double runs = 1;
+    std::string sizes;
+    for (const auto& [key, values] : s.axes) {
+      runs *= static_cast<double>(values.size());
+      sizes += (sizes.empty() ? "" : " x ") + std::to_string(values.size());
+    }
+    if (runs > kMaxRuns) {
+      char count[32];
+      std::snprintf(count, sizeof count, "%.0f", runs);
+      err(axes, "axes", "the grid holds " + std::string(count) + " runs (" + sizes + "); a sweep runs at most " +
+                            std::to_string(static_cast<int>(kMaxRuns)) + ": split it into several sweeps");
     }
   }
   s.output_dir = root["output_dir"] ? root["output_dir"].Scalar() : "runs/sweeps/" + s.name;

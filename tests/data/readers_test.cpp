@@ -192,5 +192,25 @@ TEST(Readers, TextFilesSplitIntoBlankLineSeparatedDocuments) {
   EXPECT_EQ(r.records[1].origin.line, 5);
 }
 
+// A corpus saved with Windows line ends trains on the same text as the LF one: no '\r'.
+TEST(Readers, CrlfTextFilesGiveTheSameDocumentsAsLfOnes) {
+  test::TempDir d;
+  test::write(d.file("lf.txt"), "doc one\nline two\n\n\ndoc two\n");
+  test::write(d.file("crlf.txt"), "doc one\r\nline two\r\n\r\n\r\ndoc two\r\n");
+  config::DatasetSpec s;
+  s.name = "t";
+  s.format = "text";
+  s.path = d.file("lf.txt");
+  ReadResult lf = read_dataset(s, "error");
+  s.path = d.file("crlf.txt");
+  ReadResult crlf = read_dataset(s, "error");
+  ASSERT_EQ(crlf.records.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(crlf.records[i].text, lf.records[i].text) << i;
+    EXPECT_EQ(crlf.records[i].text.find('\r'), std::string::npos) << i;
+    EXPECT_EQ(crlf.records[i].origin.line, lf.records[i].origin.line) << i;
+  }
+}
+
 }  // namespace
 }  // namespace sft::data
