@@ -77,7 +77,6 @@ std::vector<Command> register_train(CLI::App& app) {
                for (const auto& o : resume_overrides) how += " --resume-override " + quote(o);
                opts.resume_command = how;
              }
-             opts.config_path = path;
              // Evaluation at stage ends / the end (the config's eval block), on the exported folder.
              opts.evaluate = [cfg](const std::string& dir, const train::EvalShare& share) {
                auto m = eval::load_model_for_eval(dir, share.device, cfg.train.precision != "fp32");

@@ -166,31 +166,6 @@ at::Tensor FlatAdamW::grad_unit(std::size_t unit) {
 
 void FlatAdamW::zero_grad() { grads_.zero_(); }
 
-double FlatAdamW::local_grad_sq_norm() {
-  if (!grads_.is_cpu()) {
-    // One host read per step, however many units: the per-range norms stay on the device.
-    std::vector<at::Tensor> norms;
-    for (const auto& r : ranges_)
-      norms.push_back(at::linalg_vector_norm(grads_.narrow(0, r.g, r.len), 2, std::nullopt, false, at::kFloat));
-    return at::stack(norms).to(at::kDouble).square().sum().item<double>();
-  }
-  double sq = 0;
-  for (const auto& r : ranges_) {
-    at::Tensor g = grads_.narrow(0, r.g, r.len);
-    double n = at::linalg_vector_norm(g, 2, std::nullopt, false, at::kFloat).item<double>();
-    sq += n * n;
-  }
-  return sq;
-}
-
-void FlatAdamW::scale_grads(double factor) {
-  if (sharding_.grads || ranges_.size() != 1 || ranges_[0].len != layout_.total) {
-    for (const auto& r : ranges_) grads_.narrow(0, r.g, r.len).mul_(factor);
-  } else {
-    grads_.mul_(factor);
-  }
-}
-
 bool FlatAdamW::fused() const { return params_.scalar_type() == at::kFloat && (force_fused_ || !params_.is_cpu()); }
 
 std::int64_t FlatAdamW::step_count() const {
@@ -238,21 +213,12 @@ void FlatAdamW::fused_step(double lr, const at::Tensor& skip) {
 }
 
 double FlatAdamW::clip_grad_norm(double max_norm, dist::Context* ctx) {
-  // Each rank sums the squares of what it updates; sharded ranks add theirs up.
-  double sq = local_grad_sq_norm();
-  const bool sharded = sharding_.grads || sharding_.moments;
-  if (sharded && ctx) sq = ctx->all_reduce_scalar(sq);
-  double norm = std::sqrt(sq);
-  if (max_norm > 0 && std::isfinite(norm)) {
-    double coef = max_norm / (norm + 1e-6);  // torch.nn.utils.clip_grad_norm_
-    if (coef < 1.0) scale_grads(coef);
-  }
-  return norm;
+  return clip_grad_norm_on_device(max_norm, ctx).item<double>();
 }
 
 at::Tensor FlatAdamW::clip_grad_norm_on_device(double max_norm, dist::Context* ctx) {
-  // As local_grad_sq_norm and clip_grad_norm: fp32 norms per range, squared and summed in
-  // fp64 in range order, all-reduced in fp64 when sharded.
+  // fp32 norms per range (what this rank updates), squared and summed in fp64 in range
+  // order, all-reduced in fp64 when the ranks update different ranges.
   at::Tensor sq = at::zeros({}, grads_.options().dtype(at::kDouble));
   for (const auto& r : ranges_) {
     at::Tensor n = at::linalg_vector_norm(grads_.narrow(0, r.g, r.len), 2, std::nullopt, false, at::kFloat).to(at::kDouble);
@@ -264,6 +230,8 @@ at::Tensor FlatAdamW::clip_grad_norm_on_device(double max_norm, dist::Context* c
     // min(1, coef): a multiplication by exactly 1 leaves the gradients' bits as they are,
     // and a non-finite norm (the step is skipped) scales nothing.
     at::Tensor coef = at::where(at::isfinite(norm), (at::full({}, max_norm, norm.options()) / (norm + 1e-6)).clamp_max(1.0), at::ones_like(norm));
+    // On the CPU a read costs nothing and spares a pass over every gradient when none is clipped.
+    if (grads_.is_cpu() && coef.item<double>() >= 1.0) return norm;
     for (const auto& r : ranges_) grads_.narrow(0, r.g, r.len).mul_(coef);
   }
   return norm;

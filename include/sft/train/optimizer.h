@@ -92,16 +92,12 @@ class FlatAdamW {
   at::Tensor grad_unit(std::size_t unit);
 
   void zero_grad();
-  // Sum of squared gradients over what this rank updates.
-  double local_grad_sq_norm();
-  void scale_grads(double factor);
-  // Global L2 norm of the gradients (all-reduced when gradients are sharded); scales them
-  // to max_norm when above it (max_norm > 0).
-  double clip_grad_norm(double max_norm, dist::Context* ctx = nullptr);
-  // The same without reading anything back: the norm stays a 0-dim fp64 tensor on the
-  // parameters' device (the same arithmetic, in the same order, so the same bits), and the
-  // gradients are scaled by min(1, max_norm / (norm + 1e-6)) there.
+  // Global L2 norm of the gradients (all-reduced when the ranks update different ranges),
+  // as a 0-dim fp64 tensor on the parameters' device: nothing is read back. With max_norm > 0
+  // the gradients are scaled by min(1, max_norm / (norm + 1e-6)) there, as
+  // torch.nn.utils.clip_grad_norm_ does; a non-finite norm scales nothing.
   at::Tensor clip_grad_norm_on_device(double max_norm, dist::Context* ctx = nullptr);
+  double clip_grad_norm(double max_norm, dist::Context* ctx = nullptr);  // the same, read back
   // One update of this rank's elements at learning rate lr. fp32 parameters off the CPU go
   // through ATen's fused AdamW kernel (one pass over p, g, m, v; no temporaries, no host
   // reads), called once for the decayed and once for the undecayed sub-ranges; on the CPU

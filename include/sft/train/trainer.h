@@ -61,7 +61,6 @@ struct TrainerOptions {
   // --resume-override KEY: settings a resumed run may change from the checkpoint's (e.g.
   // train.lr); each change is recorded in config.resolved.json ("resume_overrides").
   std::vector<std::string> resume_overrides;
-  std::string config_path;    // the --config given
   std::string resume_command; // printed on a graceful stop: this very command, with --resume auto
   EvalHook evaluate;          // used when the config's eval block asks for it
 };
