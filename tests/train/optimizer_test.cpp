@@ -70,9 +70,10 @@ TEST(FlatAdamW, TheFusedKernelMatchesTheOnePassLoop) {
   }
 }
 
-// A step that reads nothing back (the CUDA path): the gradient norm and its clipping stay on
-// the device with the host path's bits, and a step flagged non-finite there updates nothing
-// and is not counted, by the fused kernel's own found_inf (run on the CPU here).
+// A step that reads nothing back (the CUDA path): the clipped gradients and the norm read
+// back are the device's bits, a step flagged non-finite on the device updates nothing and is
+// not counted (the fused kernel's own found_inf, run on the CPU here), and every other step
+// equals one the host decided to take.
 TEST(FlatAdamW, ClippingAndSkippingOnTheDeviceMatchTheHostPath) {
   const std::string dir = test::source_dir() + "/tests/fixtures/reference/gqa_bf16_sharded";
   auto a = model::load_hf_model(dir), b = model::load_hf_model(dir);
