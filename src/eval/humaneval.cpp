@@ -1,9 +1,7 @@
 #include "sft/eval/humaneval.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <limits>
-#include <random>
 #include <map>
 #include <set>
 
@@ -92,12 +90,6 @@ nlohmann::ordered_json score_humaneval(const std::vector<Problem>& problems, con
   for (std::size_t i = 0; i < problems.size(); ++i) index[problems[i].task_id] = i;
   const std::set<std::string> known(known_task_ids.begin(), known_task_ids.end());
 
-  // A marker the program prints after check() returns: exiting early with status 0
-  // (sys.exit(0) in a completion) must not count as passing. Fresh for each run.
-  std::random_device rd;
-  char marker[40];
-  std::snprintf(marker, sizeof marker, "SFT_CHECK_DONE_%08x%08x%08x", rd(), rd(), rd());
-
   std::vector<std::string> programs;
   std::vector<std::size_t> scored;  // positions in `completions` that are run
   std::vector<std::int64_t> n(problems.size(), 0), c(problems.size(), 0);
@@ -110,8 +102,7 @@ nlohmann::ordered_json score_humaneval(const std::vector<Problem>& problems, con
     }
     ++n[it->second];
     scored.push_back(i);
-    programs.push_back(humaneval_program(problems[it->second], completions[i].completion) + "\nprint(\"" + marker +
-                       "\")\n");
+    programs.push_back(humaneval_program(problems[it->second], completions[i].completion) + "\n");
   }
   std::int64_t min_n = std::numeric_limits<std::int64_t>::max();
   for (std::size_t t = 0; t < problems.size(); ++t) {
@@ -120,7 +111,8 @@ nlohmann::ordered_json score_humaneval(const std::vector<Problem>& problems, con
                       "(score a prefix of the problems with --limit N)");
     min_n = std::min(min_n, n[t]);
   }
-  const auto results = run_programs(programs, sandbox, marker);
+  // Under the harness: exiting early with status 0 or printing cannot pass (sandbox.h).
+  const auto results = run_programs(programs, sandbox, PassRule::harness);
 
   nlohmann::ordered_json samples = nlohmann::ordered_json::array();
   std::int64_t passed = 0, timed_out = 0;
