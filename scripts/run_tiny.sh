@@ -6,5 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/tiny_dmt}
-build/sft train --config configs/tiny/dmt.yaml --output-dir "$out"
+# --overwrite: running the main job again replaces its previous run in the same folder.
+build/sft train --config configs/tiny/dmt.yaml --output-dir "$out" --overwrite
 build/sft eval --model "$out/final" --benchmark math,code,general --out "$out/eval.json"

@@ -202,7 +202,7 @@ int run_inspect() {
     const auto& spec = cfg.datasets[it.ds];
     data::Origin o = ds.origin(it.rec);
     // Re-read the record to show its rendering; the cached ids are what training sees.
-    data::ReadResult rr = data::read_dataset(spec, cfg.data.on_bad_record);
+    data::ReadResult rr = data::read_dataset(spec, cfg.data.on_bad_record, /*keep_unanswered=*/false, cfg.data.max_record_bytes);
     const data::Record* rec = nullptr;
     for (const auto& r : rr.records)
       if (r.origin.index == o.index) rec = &r;

@@ -8,6 +8,7 @@
 #include "sft/data/chat_template.h"
 #include "sft/data/tokenizer.h"
 #include "sft/eval/evaluator.h"
+#include "sft/eval/jsonl.h"
 #include "sft/train/trainer.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
@@ -22,6 +23,7 @@ struct EvalArgs {
   std::string benchmarks, model, tokenizer, out, system, predictions, samples, device = "auto", dtype = "fp32";
   int threads = 0;
   bool json = false;
+  eval::InputLimits limits;
 };
 EvalArgs E;
 
@@ -64,6 +66,7 @@ ordered_json score_outputs(const std::string& b) {
 }
 
 int run_eval() {
+  eval::set_input_limits(E.limits);
   const auto benchmarks = split_benchmarks(E.benchmarks);
   const bool scoring = !E.predictions.empty() || !E.samples.empty();
   if (!E.predictions.empty() && !E.samples.empty()) throw ConfigError("give --predictions or --samples, not both");
@@ -180,6 +183,11 @@ std::vector<Command> register_eval(CLI::App& app) {
   c->add_option("--predictions", E.predictions,
                 "gsm8k/math: score these predictions (jsonl {\"prediction\", \"idx\"?}) against --data, no model");
   c->add_option("--samples", E.samples, "humaneval/code: score these human-eval samples (jsonl {task_id, completion}) against --data");
+  c->add_option("--max-input-bytes", E.limits.max_input_bytes,
+                "refuse an input file holding (or decompressing to) more bytes (default 1 GiB)")
+      ->check(in_range(1, 1LL << 50));
+  c->add_option("--max-record-bytes", E.limits.max_record_bytes, "refuse an input line of more bytes (default 8 MiB)")
+      ->check(in_range(1, 1LL << 40));
   c->add_option("--device", E.device, "auto | cpu | cuda | cuda:N");
   c->add_option("--dtype", E.dtype, "generation precision: fp32, or bf16 (autocast on CPU; bf16 weights on a GPU)")->check(CLI::IsMember({"fp32", "bf16"}));
   c->add_option("--threads", E.threads, "intra-op threads (default: every usable core)")->check(in_range(0, 4096));

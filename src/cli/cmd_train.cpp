@@ -31,7 +31,7 @@ void check_run_inputs(const config::RunConfig& cfg) {
 std::vector<Command> register_train(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "fine-tune a model on a run configuration's stage schedule");
   static std::string path, output_dir, resume;
-  static bool dry = false, json = false;
+  static bool dry = false, json = false, overwrite = false;
   static std::vector<std::string> sets, resume_overrides;
   cmd->add_option("--config", path, "run configuration (YAML)")->required();
   add_set_option(cmd, sets);
@@ -42,6 +42,9 @@ std::vector<Command> register_train(CLI::App& app) {
                   "with --resume auto: a setting (e.g. train.lr) that may differ from the checkpoint's; repeatable, "
                   "recorded in config.resolved.json")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_flag("--overwrite", overwrite,
+                "replace an earlier run's outputs in the output folder (checkpoints, final model, metrics); files "
+                "sft did not write stay");
   cmd->add_flag("--dry-run", dry, "print the stage plan and the memory per rank, then exit without training");
   cmd->add_flag("--json", json, "with --dry-run: print the plan as JSON");
   return {{cmd, [] {
@@ -61,6 +64,9 @@ std::vector<Command> register_train(CLI::App& app) {
              train::TrainerOptions opts;
              opts.resume = resume == "auto";
              opts.resume_overrides = resume_overrides;
+             opts.overwrite = overwrite;
+             if (overwrite && opts.resume)
+               throw ConfigError("--overwrite replaces the earlier run and --resume auto continues it: give one");
              {
                // The command that resumes this run: the same config and --set flags, its output folder.
                auto quote = [](const std::string& a) {

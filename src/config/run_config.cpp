@@ -611,11 +611,12 @@ RunConfig resolve(Document& doc) {
   c.template_name = r.str("template.name", "vicuna_v1.1", kTemplates);
   c.system_message = r.opt_str("template.system_message");
 
-  r.check_keys("data", {"max_seq_len", "truncation", "on_bad_record", "batching", "pack_window", "group_by_length",
+  r.check_keys("data", {"max_seq_len", "truncation", "on_bad_record", "max_record_bytes", "batching", "pack_window", "group_by_length",
                         "shuffle", "cache_dir"});
   c.data.max_seq_len = r.integer("data.max_seq_len", c.data.max_seq_len, 8, 1 << 22);
   c.data.truncation = r.str("data.truncation", c.data.truncation, {"truncate", "drop"});
   c.data.on_bad_record = r.str("data.on_bad_record", c.data.on_bad_record, {"error", "skip"});
+  c.data.max_record_bytes = r.integer("data.max_record_bytes", c.data.max_record_bytes, 1, std::int64_t{1} << 40);
   c.data.batching = r.str("data.batching", c.data.batching, {"pack", "pad", "pad_max"});
   c.data.pack_window = r.integer("data.pack_window", c.data.pack_window, 1);
   c.data.group_by_length = r.boolean("data.group_by_length", c.data.group_by_length);
@@ -756,7 +757,7 @@ nlohmann::json RunConfig::to_json() const {
   j["tokenizer"] = tokenizer;
   j["template"] = {{"name", template_name}, {"system_message", system_message ? json(*system_message) : json(nullptr)}};
   j["data"] = {{"max_seq_len", data.max_seq_len}, {"truncation", data.truncation},
-               {"on_bad_record", data.on_bad_record}, {"batching", data.batching},
+               {"on_bad_record", data.on_bad_record}, {"max_record_bytes", data.max_record_bytes}, {"batching", data.batching},
                {"pack_window", data.pack_window}, {"group_by_length", data.group_by_length},
                {"shuffle", data.shuffle}, {"cache_dir", data.cache_dir}};
   json ds = json::object();

@@ -278,7 +278,8 @@ std::string strip_calculator_annotations(const std::string& answer) {
   return out;
 }
 
-ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_bad_record, bool keep_unanswered) {
+ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_bad_record, bool keep_unanswered,
+                        std::int64_t max_record_bytes) {
   const std::string& file = spec.path;
   if (!fs::exists(file)) throw DataError(file + ": dataset file not found (datasets." + spec.name + ".path)");
   std::string text = fs::read_file(file);
@@ -289,8 +290,12 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
 
   ReadResult res;
   const bool skip = on_bad_record == "skip";
+  // In a JSON array the line alone may not say which record (a one-line array): name the
+  // element too.
+  std::int64_t element = -1;
   auto bad = [&](std::int64_t line, const std::string& reason) {
     std::string where = file + ":" + std::to_string(line);
+    if (element >= 0) where += " (array element " + std::to_string(element) + ", from 0)";
     if (!skip)
       throw DataError(where + ": " + reason + " (data.on_bad_record: skip counts and skips bad records)");
     res.bad.push_back({where, reason});
@@ -328,6 +333,21 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
     }
   };
 
+  // A record larger than this is refused before it is parsed: a 50 MB line would take
+  // gigabytes as a JSON tree. Real records are kilobytes.
+  const auto max_bytes = static_cast<std::size_t>(std::max<std::int64_t>(1, max_record_bytes));
+  auto too_large = [&](std::size_t bytes) {
+    return "a record of " + std::to_string(bytes) + " bytes, above data.max_record_bytes (" +
+           std::to_string(max_bytes) + "): a corrupt or non-dataset file? (raise data.max_record_bytes if it is real)";
+  };
+  auto parse = [&](std::size_t b, std::size_t e) {
+    try {
+      return json::parse(text.begin() + static_cast<std::ptrdiff_t>(b), text.begin() + static_cast<std::ptrdiff_t>(e));
+    } catch (const std::bad_alloc&) {
+      throw BadInput{"out of memory parsing a record of " + std::to_string(e - b) + " bytes (lower data.max_record_bytes)"};
+    }
+  };
+
   // Plain-text corpora: one document per blank-line separated paragraph.
   if (spec.format == "text" && file.size() > 4 && file.compare(file.size() - 4, 4, ".txt") == 0) {
     std::int64_t line = 1, doc_line = 0, index = 0;
@@ -339,7 +359,9 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
       Record r;
       r.origin = {file, doc_line, index, spec.name + ":" + std::to_string(index)};
       ++index;
-      if (!valid_utf8(doc)) {
+      if (doc.size() > max_bytes) {
+        bad(doc_line, too_large(doc.size()));
+      } else if (!valid_utf8(doc)) {
         bad(doc_line, "invalid UTF-8");
       } else {
         r.is_text = true;
@@ -373,10 +395,11 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
     std::int64_t index = 0;
     for (const auto& c : chunks) {
       ++res.read;
+      element = index;
       json j;
       try {
-        j = json::parse(text.begin() + static_cast<std::ptrdiff_t>(c.begin),
-                        text.begin() + static_cast<std::ptrdiff_t>(c.end));
+        if (c.end - c.begin > max_bytes) throw BadInput{too_large(c.end - c.begin)};
+        j = parse(c.begin, c.end);
       } catch (const json::parse_error& e) {
         std::int64_t line = c.line;
         std::size_t upto = std::min(c.begin + (e.byte > 0 ? e.byte - 1 : 0), c.end);
@@ -385,9 +408,14 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
         bad(line, "malformed JSON: " + parse_error_text(e));
         ++index;
         continue;
+      } catch (const BadInput& b) {
+        bad(c.line, b.reason);
+        ++index;
+        continue;
       }
       handle(j, c.line, index++);
     }
+    element = -1;
     return res;
   }
 
@@ -408,7 +436,11 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
       json j;
       bool ok = true;
       try {
-        j = json::parse(text.begin() + static_cast<std::ptrdiff_t>(b), text.begin() + static_cast<std::ptrdiff_t>(e));
+        if (e - b > max_bytes) throw BadInput{too_large(e - b)};
+        j = parse(b, e);
+      } catch (const BadInput& bi) {
+        ok = false;
+        bad(line, bi.reason);
       } catch (const json::parse_error& err) {
         ok = false;
         std::string why = parse_error_text(err);

@@ -1,6 +1,7 @@
 #include "sft/data/strategy.h"
 
 #include <cmath>
+#include <cstdio>
 
 #include "sft/util/error.h"
 #include "sft/util/log.h"
@@ -11,6 +12,15 @@ namespace sft::data {
 std::uint64_t dataset_seed(std::uint64_t run_seed, const std::string& dataset) {
   return seed_combine(run_seed, seed_from_string("dataset:" + dataset));
 }
+
+namespace {
+// 1/256 as 0.00390625, 1e-300 as 1e-300 (std::to_string prints both as 0.00...).
+std::string fmt_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+}  // namespace
 
 std::int64_t fraction_count(double f, std::int64_t n) {
   // A small epsilon keeps exact products (0.25 * 1024) from rounding the wrong way.
@@ -34,10 +44,15 @@ DataPlan plan_data(const config::RunConfig& cfg, const std::vector<std::int64_t>
     const auto& d = cfg.datasets[i];
     std::int64_t n = records_per_dataset[i];
     std::int64_t sel = fraction_count(d.fraction, n);
-    if (sel < 1)
-      fail("datasets." + d.name + ".fraction: " + std::to_string(d.fraction) + " of " + std::to_string(n) +
-           " records selects none; the dataset needs at least " +
-           std::to_string(static_cast<std::int64_t>(std::ceil(0.5 / d.fraction))) + " records for this fraction");
+    if (sel < 1) {
+      // ceil(0.5 / fraction) overflows int64 for fractions below ~5e-20 (1e-300: inf).
+      const double needed = std::ceil(0.5 / d.fraction);
+      fail("datasets." + d.name + ".fraction: " + fmt_number(d.fraction) + " of " + std::to_string(n) +
+           " records selects none; " +
+           (needed < 1e15 ? "the dataset needs at least " + std::to_string(static_cast<std::int64_t>(needed)) +
+                                " records for this fraction"
+                          : std::string("no real dataset is large enough for this fraction: give a larger one")));
+    }
     plan.dataset_selected.push_back(sel);
     plan.permutations.push_back(permutation(n, dataset_seed(cfg.seed, d.name)));
   }

@@ -13,7 +13,7 @@
 namespace sft::data {
 namespace {
 
-constexpr int kCacheVersion = 1;
+constexpr int kCacheVersion = 2;  // 2: bad records' places stored without the file's path
 
 template <typename T>
 std::string bytes_of(const std::vector<T>& v) {
@@ -61,20 +61,25 @@ std::string cache_key(const config::DatasetSpec& spec, const config::DataSpec& d
                       {"strip_calculator", spec.strip_calculator}, {"filter_field", spec.filter_field},
                       {"filter_equals", spec.filter_equals}, {"text_field", spec.text_field},
                       {"max_seq_len", data.max_seq_len}, {"truncation", data.truncation},
-                      {"on_bad_record", data.on_bad_record}};
+                      {"on_bad_record", data.on_bad_record}, {"max_record_bytes", data.max_record_bytes}};
   return sha256_hex(k.dump());
 }
 
-nlohmann::json stats_json(const DatasetStats& s) {
+// A bad record's place is stored without the file's path (":12 (array element 3, from 0)"):
+// the cache is keyed by content, so the same file elsewhere reuses it, and its messages
+// must name where the file is now.
+nlohmann::json stats_json(const DatasetStats& s, const std::string& file) {
   nlohmann::json bad = nlohmann::json::array();
-  for (const auto& b : s.first_bad) bad.push_back({{"where", b.where}, {"reason", b.reason}});
+  for (const auto& b : s.first_bad)
+    bad.push_back({{"where", b.where.rfind(file + ":", 0) == 0 ? b.where.substr(file.size()) : b.where},
+                   {"reason", b.reason}});
   return {{"read", s.read}, {"kept", s.kept}, {"bad", s.bad}, {"filtered", s.filtered},
           {"trailing_user_turns", s.trailing_user_turns}, {"truncated", s.truncated},
           {"zero_target", s.zero_target}, {"too_long", s.too_long}, {"tokens", s.tokens},
           {"target_tokens", s.target_tokens}, {"first_bad", bad}};
 }
 
-DatasetStats stats_from(const nlohmann::json& j) {
+DatasetStats stats_from(const nlohmann::json& j, const std::string& file) {
   DatasetStats s;
   s.read = j.at("read");
   s.kept = j.at("kept");
@@ -86,7 +91,10 @@ DatasetStats stats_from(const nlohmann::json& j) {
   s.too_long = j.at("too_long");
   s.tokens = j.at("tokens");
   s.target_tokens = j.at("target_tokens");
-  for (const auto& b : j.at("first_bad")) s.first_bad.push_back({b.at("where"), b.at("reason")});
+  for (const auto& b : j.at("first_bad")) {
+    const std::string where = b.at("where");
+    s.first_bad.push_back({where.rfind(':', 0) == 0 ? file + where : where, b.at("reason")});
+  }
   return s;
 }
 
@@ -158,7 +166,7 @@ std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpe
           t->ids_map_->size() != static_cast<std::size_t>(total) * sizeof(std::int32_t) ||
           t->mask_map_->size() != static_cast<std::size_t>(total))
         throw Error("inconsistent sizes");
-      t->stats_ = stats_from(meta.at("stats"));
+      t->stats_ = stats_from(meta.at("stats"), spec.path);
       if (rebuilt) *rebuilt = false;
       return t;
     } catch (const std::exception& e) {
@@ -172,7 +180,7 @@ std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpe
   }
 
   // ---- build ---------------------------------------------------------------------------
-  ReadResult rr = read_dataset(spec, data.on_bad_record);
+  ReadResult rr = read_dataset(spec, data.on_bad_record, /*keep_unanswered=*/false, data.max_record_bytes);
   const std::size_t n = rr.records.size();
   std::vector<Built> built(n);
   unsigned workers = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
@@ -237,7 +245,7 @@ std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpe
       {"truncated.bin", bytes_of(truncated)}, {"lines.bin", bytes_of(lines)},
       {"indices.bin", bytes_of(indices)}, {"record_ids.txt", record_ids}};
   nlohmann::json meta = {{"key", key}, {"dataset", spec.name}, {"file", spec.path}, {"records", n},
-                         {"stats", stats_json(s)}, {"sha256", nlohmann::json::object()}};
+                         {"stats", stats_json(s, spec.path)}, {"sha256", nlohmann::json::object()}};
   for (auto& [name, bytes] : files) {
     fs::write_file_atomic(fs::join(tmp, name), bytes);
     meta["sha256"][name] = sha256_hex(bytes);

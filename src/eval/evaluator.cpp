@@ -14,6 +14,7 @@
 #include "sft/data/readers.h"
 #include "sft/eval/gsm8k.h"
 #include "sft/eval/humaneval.h"
+#include "sft/eval/jsonl.h"
 #include "sft/eval/mtbench.h"
 #include "sft/eval/text_generation.h"
 #include "sft/model/hf_checkpoint.h"
@@ -307,7 +308,7 @@ ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, cons
   spec.name = "general";
   spec.path = path;
   spec.format = "sharegpt";
-  auto records = data::read_dataset(spec, "error").records;
+  auto records = data::read_dataset(spec, "error", false, input_limits().max_record_bytes).records;
   if (req.limit > 0 && static_cast<std::int64_t>(records.size()) > req.limit)
     records.resize(static_cast<std::size_t>(req.limit));
   std::vector<GenItem> gen;
@@ -459,7 +460,7 @@ void check_eval_config(const config::RunConfig& cfg) {
         spec.name = b.name;
         spec.path = path;
         spec.format = "sharegpt";
-        items = data::read_dataset(spec, "error").records.size();
+        items = data::read_dataset(spec, "error", false, input_limits().max_record_bytes).records.size();
       }
     } catch (const Error& e) {
       std::string msg = e.what();
@@ -506,8 +507,10 @@ ordered_json run_benchmark(const model::Llama& m, const data::Tokenizer& tok, co
 
 ordered_json score_gsm8k_predictions(const std::string& predictions, const std::string& reference, std::int64_t limit) {
   const auto start = Clock::now();
-  const auto items = load_gsm8k(reference, limit);
-  const auto preds = load_gsm8k_predictions(predictions, items);
+  auto items = load_gsm8k(reference);
+  const auto in_file = static_cast<std::int64_t>(items.size());
+  if (limit > 0 && limit < in_file) items.resize(static_cast<std::size_t>(limit));
+  const auto preds = load_gsm8k_predictions(predictions, items, in_file);
   ordered_json scored = score_gsm8k(items, preds);
   return wrap("gsm8k", "", reference, {{"predictions", predictions}}, std::move(scored),
               std::chrono::duration<double>(Clock::now() - start).count());

@@ -106,7 +106,8 @@ std::vector<Gsm8kItem> load_gsm8k(const std::string& path, std::int64_t limit) {
   return items;
 }
 
-std::vector<std::string> load_gsm8k_predictions(const std::string& path, const std::vector<Gsm8kItem>& items) {
+std::vector<std::string> load_gsm8k_predictions(const std::string& path, const std::vector<Gsm8kItem>& items,
+                                                std::int64_t references_in_file) {
   struct Line {
     std::optional<std::int64_t> idx;
     std::optional<std::string> question;
@@ -126,15 +127,17 @@ std::vector<std::string> load_gsm8k_predictions(const std::string& path, const s
   });
   const bool by_idx = !lines.empty() && std::all_of(lines.begin(), lines.end(), [](const Line& l) { return l.idx.has_value(); });
   const auto n = static_cast<std::int64_t>(items.size());
+  const std::int64_t in_file = references_in_file < 0 ? n : references_in_file;
   std::vector<std::optional<std::string>> out(items.size());
   for (std::size_t k = 0; k < lines.size(); ++k) {
     const Line& l = lines[k];
     const std::int64_t i = by_idx ? *l.idx : static_cast<std::int64_t>(k);
     if (by_idx && (i < 0)) throw DataError(l.where + ": \"idx\" " + std::to_string(i) + " is negative");
-    if (i >= n) {
-      if (by_idx) continue;  // beyond the scored range (--limit)
-      break;
-    }
+    if (i >= in_file)
+      throw DataError(l.where + (by_idx ? ": \"idx\" " + std::to_string(i) + " is past" : ": prediction " + std::to_string(i + 1) + " but") +
+                      " the reference file's " + std::to_string(in_file) +
+                      " records; the predictions are for another file (or have extra lines)");
+    if (i >= n) continue;  // beyond the scored range (--limit)
     auto& slot = out[static_cast<std::size_t>(i)];
     if (slot) throw DataError(l.where + ": a second prediction for reference " + std::to_string(i));
     if (l.question && trim(*l.question) != trim(items[static_cast<std::size_t>(i)].question))

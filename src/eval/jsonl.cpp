@@ -1,6 +1,7 @@
 #include "sft/eval/jsonl.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,9 +14,25 @@
 
 namespace sft::eval {
 
+namespace {
+InputLimits g_limits;
+
+std::string too_large(const std::string& path, std::int64_t limit) {
+  return path + ": holds more than " + std::to_string(limit) +
+         " bytes (--max-input-bytes); a gzip bomb or the wrong file? (raise --max-input-bytes if it is real)";
+}
+}  // namespace
+
+void set_input_limits(const InputLimits& limits) { g_limits = limits; }
+const InputLimits& input_limits() { return g_limits; }
+
 std::string read_maybe_gzip(const std::string& path) {
   if (!fs::exists(path)) throw DataError(path + ": file not found");
-  if (path.size() < 3 || path.compare(path.size() - 3, 3, ".gz") != 0) return fs::read_file(path);
+  const std::int64_t limit = g_limits.max_input_bytes;
+  if (path.size() < 3 || path.compare(path.size() - 3, 3, ".gz") != 0) {
+    if (static_cast<std::int64_t>(fs::file_size(path)) > limit) throw DataError(too_large(path, limit));
+    return fs::read_file(path);
+  }
   // `gzip -dc FILE` with the path as one argument (no shell), stdout read through a pipe.
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) throw DataError(path + ": pipe: " + std::strerror(errno));
@@ -31,15 +48,22 @@ std::string read_maybe_gzip(const std::string& path) {
   ::close(fds[1]);
   std::string out;
   char buf[1 << 16];
+  bool over = false;
   for (;;) {
     ssize_t n = ::read(fds[0], buf, sizeof buf);
     if (n > 0) out.append(buf, static_cast<std::size_t>(n));
     else if (n == 0 || errno != EINTR) break;
+    if (static_cast<std::int64_t>(out.size()) > limit) {
+      over = true;
+      ::kill(pid, SIGKILL);  // stop decompressing: the rest is never read
+      break;
+    }
   }
   ::close(fds[0]);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  if (over) throw DataError(too_large(path, limit));
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     throw DataError(path + ": `gzip -dc` failed (exit status " +
                     std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) +
@@ -56,6 +80,9 @@ void for_each_json_line(const std::string& path,
     ++no;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = path + ":" + std::to_string(no);
+    if (static_cast<std::int64_t>(line.size()) > g_limits.max_record_bytes)
+      throw DataError(where + ": a line of " + std::to_string(line.size()) + " bytes, above --max-record-bytes (" +
+                      std::to_string(g_limits.max_record_bytes) + "); raise it if the line is real");
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);

@@ -19,6 +19,18 @@ RunData build_run_data(const config::RunConfig& cfg, int world_size) {
     data::ChatTemplate tmpl = data::template_for(cfg, d);
     auto ds = data::prepare_dataset(d, cfg.data, *rd.tokenizer, tmpl, &rebuilt);
     if (rebuilt) sft::log::info("data: prepared {} ({} records) into {}", d.name, ds->size(), ds->dir());
+    if (ds->size() == 0) {
+      // Say why (every record bad under on_bad_record: skip, or filtered out), with the
+      // reasons, rather than let the fraction report "1 of 0 records selects none".
+      const auto& st = ds->stats();
+      std::string why = "datasets." + d.name + ": no usable record in " + d.path + " (" + std::to_string(st.read) +
+                        " read: " + std::to_string(st.bad) + " bad and skipped under data.on_bad_record: skip, " +
+                        std::to_string(st.filtered) + " filtered out)";
+      for (const auto& b : st.first_bad) why += "\n  bad: " + b.where + ": " + b.reason;
+      if (st.bad > static_cast<std::int64_t>(st.first_bad.size()))
+        why += "\n  ... and " + std::to_string(st.bad - static_cast<std::int64_t>(st.first_bad.size())) + " more";
+      throw DataError(why);
+    }
     counts.push_back(ds->size());
     rd.datasets.push_back(ds);
     rd.rebuilt.push_back(rebuilt);

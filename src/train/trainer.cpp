@@ -22,6 +22,7 @@
 #include "sft/train/memory_tracker.h"
 #include "sft/train/progress.h"
 #include "sft/train/rank_agreement.h"
+#include "sft/train/run_folder.h"
 #include "sft/train/stop_signal.h"
 #include "sft/train/tfevents.h"
 #include "sft/util/cuda.h"
@@ -141,9 +142,14 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   if (rank_ == 0)  // this rank holds the folder's lock: no save is in flight
     for (const auto& n : checkpoints_->remove_temporaries())
       sft::log::warn("removed {}/{}: a checkpoint an earlier run did not finish writing", checkpoints_->root(), n);
-  if (!opts_.resume && !checkpoints_->list().empty())
-    throw ConfigError(cfg_.output_dir + ": holds checkpoints of an earlier run; continue it with --resume auto, "
-                      "or choose another --output-dir");
+  // Under the lock, what an earlier attempt left goes (rank 0: it holds the lock).
+  if (rank_ == 0)
+    for (const auto& entry : outputs_to_replace(cfg_.output_dir, cfg_.to_json(), !checkpoints_->list().empty(),
+                                                opts_.resume, opts_.overwrite)) {
+      sft::log::warn("removing {}/{}: {}", cfg_.output_dir, entry,
+                     opts_.overwrite ? "--overwrite replaces the earlier run" : "this run starts over");
+      fs::remove_all(fs::join(cfg_.output_dir, entry));
+    }
 
   // Rank 0 tokenizes into the cache first; the others then load it.
   if (rank_ == 0) data_ = build_run_data(cfg_, world_);
@@ -229,6 +235,13 @@ void Trainer::lock_run_folder() {
   nlohmann::json refused = nullptr;
   if (rank_ == 0) {
     try {
+      // A folder holds one run (run_folder.h): refused before the lock file is written, so
+      // that a refused run leaves the folder as it was. A folder in use is the lock's to
+      // report (exit code 75: sweeps skip it).
+      if (RunLock::holder(cfg_.output_dir).empty())
+        outputs_to_replace(cfg_.output_dir, cfg_.to_json(),
+                           !CheckpointStore(fs::join(cfg_.output_dir, "checkpoints")).list().empty(), opts_.resume,
+                           opts_.overwrite);
       lock_ = RunLock::acquire(cfg_.output_dir);
     } catch (const Error& e) {
       if (!dist_->distributed()) throw;

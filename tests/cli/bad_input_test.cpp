@@ -52,7 +52,14 @@ TEST(BadInput, EveryCaseExitsTwoNamingTheProblemAndChangesNothing) {
       continue;
     }
     test::TempDir d;
-    for (auto it = c["files"].begin(); it != c["files"].end(); ++it) test::write(d.file(it.key()), it.value());
+    for (auto it = c["files"].begin(); it != c["files"].end(); ++it) {
+      // "a/b.txt" makes a/ first; "x.gz" is written gzip-compressed from the text given.
+      const std::string path = d.file(it.key());
+      fs::make_dirs(path.substr(0, path.rfind('/')));
+      const bool gz = path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0;
+      test::write(gz ? path.substr(0, path.size() - 3) : path, it.value());
+      if (gz) ASSERT_EQ(test::run_program({"gzip", "-n", "-f", path.substr(0, path.size() - 3)}).exit_code, 0) << name;
+    }
     std::vector<std::string> args;
     for (const auto& a : c["args"]) args.push_back(replace_all(a.get<std::string>(), "{tmp}", d.path()));
     const auto before = snapshot(d.path());

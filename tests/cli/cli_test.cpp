@@ -130,7 +130,7 @@ TEST(CliData, StatsOnTinyDataCountEveryRecord) {
 
 TEST(CliData, RenderErrorsNameTheFileAndExitNonZero) {
   auto r = test::run_sft({"data", "render", "--format", "gsm8k", "tests/fixtures/bad_data/gsm8k_missing_answer.jsonl"});
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("gsm8k_missing_answer.jsonl:3: missing field \"answer\""), std::string::npos) << r.err;
 }
 

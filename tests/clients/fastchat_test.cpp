@@ -96,7 +96,7 @@ TEST(FastChat, ConversationEndingWithTheUsersTurnRendersThePromptForItsAnswer) {
   // Training: the answered part only; a conversation without an answer is refused, naming
   // the file, line, record and id.
   auto t = test::run_sft({"data", "render", "--format", "sharegpt", "--template", "vicuna_v1.1", "--json", file});
-  EXPECT_EQ(t.exit_code, 1) << t.out;
+  EXPECT_EQ(t.exit_code, 2) << t.out;
   EXPECT_NE(t.err.find(file + ":2: record 0, id alone"), std::string::npos) << t.err;
   EXPECT_NE(t.err.find("no assistant answer"), std::string::npos) << t.err;
   auto s = test::run_sft(

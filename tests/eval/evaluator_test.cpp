@@ -139,10 +139,10 @@ TEST(EvalCli, UsageErrorsExitWithCodeTwo) {
     EXPECT_EQ(r.exit_code, 2) << cmd << "\n" << r.err;
     EXPECT_NE(r.err.find("sft: error:"), std::string::npos) << cmd << "\n" << r.err;
   }
-  // A malformed predictions file is a data error (exit 1) naming file:line.
+  // A malformed predictions file is bad input too (exit 2), naming file:line.
   test::write(d.file("bad.jsonl"), "{\"prediction\": \"1\"}\nnot json\n");
   auto r = test::run_sft({"eval", "--benchmark", "math", "--predictions", d.file("bad.jsonl")}, {}, 60);
-  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("bad.jsonl:2: malformed JSON"), std::string::npos) << r.err;
 }
 

@@ -67,6 +67,7 @@ struct DataSpec {
   std::int64_t max_seq_len = 2048;
   std::string truncation = "truncate";  // truncate | drop
   std::string on_bad_record = "error";  // error | skip
+  std::int64_t max_record_bytes = 8 << 20;  // one record (jsonl line, array element, .txt document); larger is bad
   std::string batching = "pack";        // pack | pad | pad_max
   std::int64_t pack_window = 1024;      // samples per first-fit-decreasing window
   bool group_by_length = false;         // pad mode: sort within windows by length

@@ -11,7 +11,8 @@
 // Lines are matched to references by "idx" when every line has one, else by order (line i
 // answers reference i). A "question", when present, must equal the reference's (after
 // trimming whitespace): a misaligned file is an error, not a silently low score. Every
-// reference in the scored range (the first `limit`, or all) needs exactly one prediction.
+// reference in the scored range (the first `limit`, or all) needs exactly one prediction; a
+// line past the reference file's end (extra lines, an idx out of range) is an error.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +36,10 @@ struct Gsm8kItem {
 std::vector<Gsm8kItem> load_gsm8k(const std::string& path, std::int64_t limit = 0);
 
 // One prediction per item, aligned as described above. Throws DataError.
-std::vector<std::string> load_gsm8k_predictions(const std::string& path, const std::vector<Gsm8kItem>& items);
+// `items` may be a prefix of the reference file, which has `references_in_file` records
+// (-1: items is the whole file).
+std::vector<std::string> load_gsm8k_predictions(const std::string& path, const std::vector<Gsm8kItem>& items,
+                                                std::int64_t references_in_file = -1);
 
 // {"summary": {metric, score, accuracy, correct, n, no_answer}, "samples": [{idx, question,
 // reference, prediction, extracted, correct}]}; extracted is null when no number was found.

@@ -62,6 +62,7 @@ struct TrainerOptions {
   // train.lr); each change is recorded in config.resolved.json ("resume_overrides").
   std::vector<std::string> resume_overrides;
   std::string resume_command; // printed on a graceful stop: this very command, with --resume auto
+  bool overwrite = false;     // --overwrite: replace an earlier run's outputs in the folder (run_folder.h)
   EvalHook evaluate;          // used when the config's eval block asks for it
 };
 

@@ -3,8 +3,8 @@
 // Messages read "where: what is wrong; what to do". "Where" is a file:line, a config
 // key path or a sample index. Callers add context as the error rises (see with_context).
 // The CLI catches once, prints one rank-tagged line and exits with exit_code():
-// 2 for usage and configuration errors, 75 when the run folder is in use by another
-// process (retry later: sysexits' EX_TEMPFAIL), 1 for everything else.
+// 2 for bad input (usage, configuration and data errors), 75 when the run folder is in use
+// by another process (retry later: sysexits' EX_TEMPFAIL), 1 for everything else.
 #pragma once
 
 #include <stdexcept>
@@ -27,10 +27,11 @@ class ConfigError : public Error {
   int exit_code() const override { return 2; }
 };
 
-// Malformed dataset file or record.
+// Malformed dataset, benchmark, predictions or samples file or record: bad input, exit code 2.
 class DataError : public Error {
  public:
   explicit DataError(const std::string& msg) : Error(msg) {}
+  int exit_code() const override { return 2; }
 };
 
 // Unreadable, truncated or corrupt checkpoint / safetensors file.

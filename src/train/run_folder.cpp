@@ -1,0 +1,84 @@
+#include "sft/train/run_folder.h"
+
+#include <dirent.h>
+
+#include <algorithm>
+#include <cctype>
+
+#include "sft/util/error.h"
+#include "sft/util/fs.h"
+
+namespace sft::train {
+namespace {
+
+std::vector<std::string> entries_of(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != ".." && name != "sft.lock") out.push_back(name);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Whether `dir`/config.resolved.json records `config` (an unreadable one records nothing).
+bool records_this_run(const std::string& dir, const nlohmann::json& config) {
+  const std::string path = fs::join(dir, "config.resolved.json");
+  if (!fs::exists(path)) return false;
+  try {
+    // Through the same dump and parse as the stored one, so numbers compare alike.
+    return nlohmann::json::parse(fs::read_file(path)).at("config") == nlohmann::json::parse(config.dump());
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+std::string listing(const std::string& dir, const std::vector<std::string>& entries) {
+  std::string s;
+  for (std::size_t i = 0; i < entries.size() && i < 6; ++i)
+    s += (i ? ", " : "") + entries[i] + (fs::is_dir(fs::join(dir, entries[i])) ? "/" : "");
+  if (entries.size() > 6) s += ", ... (" + std::to_string(entries.size()) + " entries)";
+  return s;
+}
+
+}  // namespace
+
+bool is_run_output(const std::string& entry) {
+  static const char* const kNames[] = {"checkpoints", "final", "eval", "tensorboard", "metrics.jsonl",
+                                       "config.resolved.json", "data_manifest.json", "eval.json"};
+  for (const char* n : kNames)
+    if (entry == n) return true;
+  // stage<N>_<name>: the model exported at the end of stage N.
+  if (entry.rfind("stage", 0) != 0) return false;
+  std::size_t i = 5;
+  while (i < entry.size() && std::isdigit(static_cast<unsigned char>(entry[i]))) ++i;
+  return i > 5 && i + 1 < entry.size() && entry[i] == '_';
+}
+
+std::vector<std::string> outputs_to_replace(const std::string& dir, const nlohmann::json& config, bool has_checkpoints,
+                                            bool resume, bool overwrite) {
+  if (resume && has_checkpoints) return {};
+  std::vector<std::string> outputs;
+  for (const auto& e : entries_of(dir))
+    if (is_run_output(e) && (e != "checkpoints" || has_checkpoints)) outputs.push_back(e);  // crash temporaries only: pruned at start
+  if (outputs.empty()) return {};  // files of the user's own (a config, notes) are not damaged by a run
+  const bool same_run = records_this_run(dir, config);
+  if (overwrite || (resume && same_run)) return outputs;
+  if (has_checkpoints)
+    throw ConfigError(dir + ": holds checkpoints of an earlier run; continue it with --resume auto, replace it with "
+                      "--overwrite, or choose another --output-dir");
+  std::string what = same_run ? "the outputs of an earlier attempt at this run"
+                     : fs::exists(fs::join(dir, "config.resolved.json"))
+                         ? "the outputs of another run (its config.resolved.json differs from this config)"
+                         : "the outputs of another run";
+  throw ConfigError(dir + ": holds " + what + " (" + listing(dir, outputs) +
+                    "); a new run there would overwrite its final model and append to its metrics.jsonl. " +
+                    (same_run ? "Restart this run with --resume auto, or pass" : "Pass") + " --overwrite to replace " +
+                    (same_run ? "them" : "the run's outputs") +
+                    " (files sft did not write stay), or choose another --output-dir");
+}
+
+}  // namespace sft::train

@@ -1,0 +1,91 @@
+// A folder holds one run (run_folder.h): what a starting run may do with its output folder.
+// The refusals through the CLI are in the bad-input corpus; here each rule on a real folder.
+#include "sft/train/run_folder.h"
+
+#include <gtest/gtest.h>
+
+#include "sft/util/error.h"
+#include "sft/util/fs.h"
+#include "test_util.h"
+
+namespace sft::train {
+namespace {
+
+const nlohmann::json kConfig = {{"run_name", "a"}, {"train", {{"lr", 0.001}, {"epochs", 1}}}};
+
+// A finished run's outputs, as the trainer writes them, beside a file of the user's.
+void write_run(const std::string& dir, const nlohmann::json& config) {
+  fs::make_dirs(dir + "/final");
+  fs::make_dirs(dir + "/stage1_specialised");
+  fs::make_dirs(dir + "/tensorboard");
+  test::write(dir + "/final/model.safetensors", "weights");
+  test::write(dir + "/metrics.jsonl", "{\"step\": 1}\n");
+  test::write(dir + "/config.resolved.json", nlohmann::json{{"config", config}}.dump(2));
+  test::write(dir + "/data_manifest.json", "{}");
+  test::write(dir + "/sft.lock", "");
+  test::write(dir + "/notes.txt", "mine");
+}
+
+using Entries = std::vector<std::string>;
+const Entries kOutputs = {"config.resolved.json", "data_manifest.json", "final", "metrics.jsonl", "stage1_specialised",
+                          "tensorboard"};
+
+TEST(RunFolderOutputs, AFolderWithoutRunOutputsIsUsedAsItIs) {
+  test::TempDir d;
+  EXPECT_EQ(outputs_to_replace(d.file("missing"), kConfig, false, false, false), Entries{});
+  test::write(d.file("config.yaml"), "run_name: a\n");
+  test::write(d.file("sft.lock"), "");
+  EXPECT_EQ(outputs_to_replace(d.path(), kConfig, false, false, false), Entries{});
+}
+
+TEST(RunFolderOutputs, AnotherRunsOutputsAreRefusedUnlessOverwrittenAndTheUsersFilesStay) {
+  test::TempDir d;
+  write_run(d.path(), {{"run_name", "b"}});
+  for (bool resume : {false, true}) {
+    try {
+      outputs_to_replace(d.path(), kConfig, false, resume, false);
+      ADD_FAILURE() << "accepted another run's folder (resume " << resume << ")";
+    } catch (const ConfigError& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("holds the outputs of another run (its config.resolved.json differs"), std::string::npos) << m;
+      EXPECT_NE(m.find("final/"), std::string::npos) << m;
+      EXPECT_NE(m.find("--overwrite"), std::string::npos) << m;
+    }
+  }
+  EXPECT_EQ(outputs_to_replace(d.path(), kConfig, false, false, true), kOutputs);  // not notes.txt, not sft.lock
+}
+
+TEST(RunFolderOutputs, ThisRunRestartsUnderResumeAndIsRefusedWithout) {
+  test::TempDir d;
+  write_run(d.path(), kConfig);
+  EXPECT_EQ(outputs_to_replace(d.path(), kConfig, false, true, false), kOutputs);
+  try {
+    outputs_to_replace(d.path(), kConfig, false, false, false);
+    ADD_FAILURE() << "a new run overwrote this run's final model";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("Restart this run with --resume auto"), std::string::npos) << e.what();
+  }
+}
+
+TEST(RunFolderOutputs, CheckpointsAreContinuedByResumeAndRefusedOtherwise) {
+  test::TempDir d;
+  write_run(d.path(), {{"run_name", "b"}});
+  // The settings of a resumed run are Trainer::check_resume's to compare, with its overrides.
+  EXPECT_EQ(outputs_to_replace(d.path(), kConfig, true, true, false), Entries{});
+  try {
+    outputs_to_replace(d.path(), kConfig, true, false, false);
+    ADD_FAILURE() << "a new run mixed into another run's checkpoints";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("holds checkpoints of an earlier run"), std::string::npos) << e.what();
+  }
+}
+
+TEST(RunFolderOutputs, OnlyWhatSftWritesCountsAsARunsOutput) {
+  for (const char* yes : {"checkpoints", "final", "eval", "eval.json", "stage1_specialised", "stage12_general_chat"})
+    EXPECT_TRUE(is_run_output(yes)) << yes;
+  for (const char* no : {"sft.lock", "stage", "stage_x", "stage1_", "stagex_a", "notes.txt", "config.yaml", "final2"})
+    EXPECT_FALSE(is_run_output(no)) << no;
+}
+
+}  // namespace
+}  // namespace sft::train
