@@ -290,12 +290,12 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
 
   ReadResult res;
   const bool skip = on_bad_record == "skip";
-  // In a JSON array the line alone may not say which record (a one-line array): name the
-  // element too.
+  // In a JSON array the line alone may not say which record (a one-line array): the reason
+  // names the element too.
   std::int64_t element = -1;
-  auto bad = [&](std::int64_t line, const std::string& reason) {
-    std::string where = file + ":" + std::to_string(line);
-    if (element >= 0) where += " (array element " + std::to_string(element) + ", from 0)";
+  auto bad = [&](std::int64_t line, std::string reason) {
+    const std::string where = file + ":" + std::to_string(line);
+    if (element >= 0) reason += " (array element " + std::to_string(element) + ", from 0)";
     if (!skip)
       throw DataError(where + ": " + reason + " (data.on_bad_record: skip counts and skips bad records)");
     res.bad.push_back({where, reason});

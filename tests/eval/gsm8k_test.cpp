@@ -67,7 +67,13 @@ TEST(Gsm8kPredictions, AlignByOrderOrByIdxAndRejectMisalignedFiles) {
               "{\"idx\": 1, \"prediction\": \"b\"}\n");
   EXPECT_EQ(load_gsm8k_predictions(d.file("idx.jsonl"), items), (std::vector<std::string>{"a", "b", "c"}));
   // The first two references only (--limit 2): the third prediction is left out.
-  EXPECT_EQ(load_gsm8k_predictions(d.file("idx.jsonl"), load_gsm8k(d.file("ref.jsonl"), 2)).size(), 2u);
+  EXPECT_EQ(load_gsm8k_predictions(d.file("idx.jsonl"), load_gsm8k(d.file("ref.jsonl"), 2), 3).size(), 2u);
+  EXPECT_EQ(load_gsm8k_predictions(d.file("order.jsonl"), load_gsm8k(d.file("ref.jsonl"), 2), 3).size(), 2u);
+  // A line past the reference file's end is another file's, not one to leave out.
+  test::write(d.file("extra.jsonl"), "{\"prediction\": \"1\"}\n{\"prediction\": \"2\"}\n{\"prediction\": \"3\"}\n"
+                                     "{\"prediction\": \"4\"}\n");
+  EXPECT_THROW(load_gsm8k_predictions(d.file("extra.jsonl"), items), DataError);
+  EXPECT_THROW(load_gsm8k_predictions(d.file("extra.jsonl"), load_gsm8k(d.file("ref.jsonl"), 2), 3), DataError);
 
   test::write(d.file("wrong_q.jsonl"), "{\"prediction\": \"1\", \"question\": \"q1\"}\n");
   EXPECT_THROW(load_gsm8k_predictions(d.file("wrong_q.jsonl"), items), DataError);

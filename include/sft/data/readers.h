@@ -20,8 +20,8 @@
 namespace sft::data {
 
 struct BadRecord {
-  std::string where;   // file:line, and "(array element N, from 0)" in a JSON array
-  std::string reason;
+  std::string where;   // file:line
+  std::string reason;  // ends with "(array element N, from 0)" in a JSON array file
 };
 
 struct ReadResult {
@@ -36,8 +36,8 @@ struct ReadResult {
 // when on_bad_record is "error". A chat record's unanswered last user turn is dropped and
 // counted (a conversation left without an answer is bad), unless `keep_unanswered`: then
 // the record ends with that turn, for rendering the prompt that answers it. A record above
-// `max_record_bytes` (data.max_record_bytes) is bad without being parsed. A bad record's
-// `where` is file:line, plus its element index in a JSON array file.
+// `max_record_bytes` (data.max_record_bytes) is bad without being parsed. A bad record is
+// named by file:line, and in a JSON array file also by its element index (in the reason).
 ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_bad_record,
                         bool keep_unanswered = false,
                         std::int64_t max_record_bytes = config::DataSpec{}.max_record_bytes);
