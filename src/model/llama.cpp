@@ -523,13 +523,17 @@ at::Tensor Llama::varlen_attention(const at::Tensor& q, const at::Tensor& k, con
   at::Tensor qf = q.transpose(1, 2).reshape({B * T, H, Dh});
   at::Tensor kf = k.transpose(1, 2).reshape({B * T, H, Dh});
   at::Tensor vf = v.transpose(1, 2).reshape({B * T, H, Dh});
-  at::Tensor out = at::zeros({B * T, H * Dh}, qf.options());
+  // The groups' rows are scattered back in one index_copy: one per group would copy the
+  // whole output each time, forward and backward.
+  std::vector<at::Tensor> rows, dest;
   for (const auto& g : plan->groups) {
     auto pick = [&](const at::Tensor& f) { return f.index_select(0, g.gather).view({g.count, g.width, H, Dh}).transpose(1, 2); };
     at::Tensor o = attention(pick(qf), pick(kf), pick(vf), at::Tensor(), 0);  // causal, (n, H, lmax, Dh)
-    at::Tensor of = o.transpose(1, 2).reshape({g.count * g.width, H * Dh});
-    out = out.index_copy(0, g.dest, of.index_select(0, g.rows));
+    rows.push_back(o.transpose(1, 2).reshape({g.count * g.width, H * Dh}).index_select(0, g.rows));
+    dest.push_back(g.dest);
   }
+  at::Tensor out = at::zeros({B * T, H * Dh}, qf.options());
+  if (!rows.empty()) out = out.index_copy(0, at::cat(dest), at::cat(rows));
   return out.view({B, T, H, Dh}).transpose(1, 2);
 }
 
@@ -583,11 +587,14 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
   auto compute = [&](const at::Tensor& t) { return ac ? t.to(autocast_dtype(type)) : t; };
 
   // q, k, v in one GEMM (a wider output runs faster than three narrow ones), then split.
+  // split_with_sizes, not three narrow()s: its backward concatenates the three gradients,
+  // where each narrow's would zero-fill a full-width gradient and autograd would add them.
   at::Tensor h = compute(rms_norm(x, W(0, li.input_norm), cfg_.rms_norm_eps));
   at::Tensor qkv = at::linear(h, at::cat({W(1, li.q), W(2, li.k), W(3, li.v)}, 0));  // (B, T, (H + 2K) Dh)
-  at::Tensor q = qkv.narrow(-1, 0, H * Dh).view({B, T, H, Dh}).transpose(1, 2);
-  at::Tensor k = qkv.narrow(-1, H * Dh, K * Dh).view({B, T, K, Dh}).transpose(1, 2);
-  at::Tensor v = qkv.narrow(-1, (H + K) * Dh, K * Dh).view({B, T, K, Dh}).transpose(1, 2);
+  const auto parts = qkv.split_with_sizes({H * Dh, K * Dh, K * Dh}, -1);
+  at::Tensor q = parts[0].view({B, T, H, Dh}).transpose(1, 2);
+  at::Tensor k = parts[1].view({B, T, K, Dh}).transpose(1, 2);
+  at::Tensor v = parts[2].view({B, T, K, Dh}).transpose(1, 2);
   // Rotary in the activations' dtype, as HF does (cos/sin cast to it). The explicit
   // attention folds its 1/sqrt(Dh) into q's tables here instead of scaling the (T x T)
   // scores (exact when Dh is a power of four, as 64 and 256 are; within rounding otherwise).
@@ -613,7 +620,8 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
   // gate and up in one GEMM too.
   at::Tensor h2 = compute(rms_norm(x2, W(5, li.post_norm), cfg_.rms_norm_eps));
   at::Tensor gu = at::linear(h2, at::cat({W(6, li.gate), W(7, li.up)}, 0));  // (B, T, 2F)
-  at::Tensor mlp = at::linear(at::silu(gu.narrow(-1, 0, F)) * gu.narrow(-1, F, F), W(8, li.down));
+  const auto gate_up = gu.split(F, -1);
+  at::Tensor mlp = at::linear(at::silu(gate_up[0]) * gate_up[1], W(8, li.down));
   return x2 + mlp;
 }
 
