@@ -16,10 +16,17 @@ for mode in pack pad pad_max; do
   bs=2
   [ "$mode" = pad ] && bs=8
   rm -rf "$OUT/packing-$mode"
-  "$SFT" train --config bench/real_data.yaml --output-dir "$OUT/packing-$mode" --set data.batching=$mode \
-    --set train.batch_size=$bs --set train.max_steps="$STEPS" --set data.cache_dir="$OUT/cache" >/dev/null 2>&1
+  # A failed run stops the benchmark with the end of its log, rather than a missing number.
+  if ! "$SFT" train --config bench/real_data.yaml --output-dir "$OUT/packing-$mode" --set data.batching=$mode \
+    --set train.batch_size=$bs --set train.max_steps="$STEPS" --set data.cache_dir="$OUT/cache" >"$OUT/packing-$mode.log" 2>&1; then
+    echo "packing.sh: the $mode run failed:" >&2
+    tail -5 "$OUT/packing-$mode.log" >&2
+    exit 1
+  fi
   eff=$("$SFT" data stats --config bench/real_data.yaml --set data.batching=$mode --set train.batch_size=$bs \
-    --set data.cache_dir="$OUT/cache" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["stages"][0]["packing_efficiency"])')
+    --set data.cache_dir="$OUT/cache" --json 2>"$OUT/packing-stats.err" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["stages"][0]["packing_efficiency"])') ||
+    { echo "packing.sh: data stats failed:" >&2; tail -5 "$OUT/packing-stats.err" >&2; exit 1; }
   python3 - "$OUT/packing-$mode/metrics.jsonl" "$mode" "$bs" "$eff" <<'PY'
 import json, statistics, sys
 steps = [json.loads(l) for l in open(sys.argv[1]) if '"event":"step"' in l]

@@ -43,7 +43,12 @@ for name in "${SWEEPS[@]}"; do
   "$SFT" sweep report --config "$file" >/dev/null
   plot=""
   if "$PY" -c "import matplotlib" 2>/dev/null; then
-    plot=$("$PY" scripts/plot_sweep.py "$OUT/$name/report.json" -o "$OUT/$name/$name.png" >/dev/null && echo "$OUT/$name/$name.png")
+    # A figure that fails to draw is reported, not fatal: the tables are what the study is for.
+    if "$PY" scripts/plot_sweep.py "$OUT/$name/report.json" -o "$OUT/$name/$name.png" >/dev/null; then
+      plot="$OUT/$name/$name.png"
+    else
+      echo "repro.sh: plotting $name failed (above); its tables are still written" >&2
+    fi
   fi
   secs=$(($(date +%s) - start))
   {
