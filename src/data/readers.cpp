@@ -341,6 +341,7 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
            std::to_string(max_bytes) + "): a corrupt or non-dataset file? (raise data.max_record_bytes if it is real)";
   };
   auto parse = [&](std::size_t b, std::size_t e) {
+    if (e - b > max_bytes) throw BadInput{too_large(e - b)};
     try {
       return json::parse(text.begin() + static_cast<std::ptrdiff_t>(b), text.begin() + static_cast<std::ptrdiff_t>(e));
     } catch (const std::bad_alloc&) {
@@ -398,7 +399,6 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
       element = index;
       json j;
       try {
-        if (c.end - c.begin > max_bytes) throw BadInput{too_large(c.end - c.begin)};
         j = parse(c.begin, c.end);
       } catch (const json::parse_error& e) {
         std::int64_t line = c.line;
@@ -415,7 +415,6 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
       }
       handle(j, c.line, index++);
     }
-    element = -1;
     return res;
   }
 
@@ -436,7 +435,6 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
       json j;
       bool ok = true;
       try {
-        if (e - b > max_bytes) throw BadInput{too_large(e - b)};
         j = parse(b, e);
       } catch (const BadInput& bi) {
         ok = false;

@@ -35,6 +35,7 @@
 
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
+#include "sft/util/hash.h"
 
 namespace sft::eval {
 namespace {
@@ -381,10 +382,7 @@ std::string random_hex(std::size_t bytes) {
     if (n <= 0) throw Error(std::string("sandbox: getrandom failed: ") + std::strerror(errno));
     got += static_cast<std::size_t>(n);
   }
-  static const char* digits = "0123456789abcdef";
-  std::string hex;
-  for (unsigned char c : raw) hex += {digits[c >> 4], digits[c & 15]};
-  return hex;
+  return hex(raw.data(), raw.size());
 }
 
 // Unsafe mode runs in a host folder named after the evaluator's pid, so that the folders

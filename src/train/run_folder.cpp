@@ -1,8 +1,5 @@
 #include "sft/train/run_folder.h"
 
-#include <dirent.h>
-
-#include <algorithm>
 #include <cctype>
 
 #include "sft/util/error.h"
@@ -10,19 +7,6 @@
 
 namespace sft::train {
 namespace {
-
-std::vector<std::string> entries_of(const std::string& dir) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return out;
-  while (dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name != "." && name != ".." && name != "sft.lock") out.push_back(name);
-  }
-  ::closedir(d);
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 // Whether `dir`/config.resolved.json records `config` (an unreadable one records nothing).
 bool records_this_run(const std::string& dir, const nlohmann::json& config) {
@@ -62,7 +46,7 @@ std::vector<std::string> outputs_to_replace(const std::string& dir, const nlohma
                                             bool resume, bool overwrite) {
   if (resume && has_checkpoints) return {};
   std::vector<std::string> outputs;
-  for (const auto& e : entries_of(dir))
+  for (const auto& e : fs::list_dir(dir))
     if (is_run_output(e) && (e != "checkpoints" || has_checkpoints)) outputs.push_back(e);  // crash temporaries only: pruned at start
   if (outputs.empty()) return {};  // files of the user's own (a config, notes) are not damaged by a run
   const bool same_run = records_this_run(dir, config);

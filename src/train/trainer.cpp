@@ -59,15 +59,8 @@ void truncate_metrics(const std::string& path, std::int64_t global_step) {
 }
 
 std::string hex(const at::Tensor& bytes) {
-  static const char* k = "0123456789abcdef";
   at::Tensor b = bytes.contiguous();
-  const auto* p = b.data_ptr<std::uint8_t>();
-  std::string s;
-  for (std::int64_t i = 0; i < b.numel(); ++i) {
-    s.push_back(k[p[i] >> 4]);
-    s.push_back(k[p[i] & 15]);
-  }
-  return s;
+  return sft::hex(b.data_ptr<std::uint8_t>(), static_cast<std::size_t>(b.numel()));
 }
 
 at::Tensor unhex(const std::string& s) {
@@ -139,17 +132,15 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   rows_accumulation(cfg_, world_);  // a global batch this world size cannot keep stops every rank now
   fs::make_dirs(cfg_.output_dir);
   checkpoints_ = std::make_unique<CheckpointStore>(fs::join(cfg_.output_dir, "checkpoints"));
-  if (rank_ == 0)  // this rank holds the folder's lock: no save is in flight
+  if (rank_ == 0) {  // this rank holds the folder's lock: no save is in flight
     for (const auto& n : checkpoints_->remove_temporaries())
       sft::log::warn("removed {}/{}: a checkpoint an earlier run did not finish writing", checkpoints_->root(), n);
-  // Under the lock, what an earlier attempt left goes (rank 0: it holds the lock).
-  if (rank_ == 0)
-    for (const auto& entry : outputs_to_replace(cfg_.output_dir, cfg_.to_json(), !checkpoints_->list().empty(),
-                                                opts_.resume, opts_.overwrite)) {
+    for (const auto& entry : stale_outputs_) {
       sft::log::warn("removing {}/{}: {}", cfg_.output_dir, entry,
                      opts_.overwrite ? "--overwrite replaces the earlier run" : "this run starts over");
       fs::remove_all(fs::join(cfg_.output_dir, entry));
     }
+  }
 
   // Rank 0 tokenizes into the cache first; the others then load it.
   if (rank_ == 0) data_ = build_run_data(cfg_, world_);
@@ -237,12 +228,16 @@ void Trainer::lock_run_folder() {
     try {
       // A folder holds one run (run_folder.h): refused before the lock file is written, so
       // that a refused run leaves the folder as it was. A folder in use is the lock's to
-      // report (exit code 75: sweeps skip it).
-      if (RunLock::holder(cfg_.output_dir).empty())
-        outputs_to_replace(cfg_.output_dir, cfg_.to_json(),
-                           !CheckpointStore(fs::join(cfg_.output_dir, "checkpoints")).list().empty(), opts_.resume,
-                           opts_.overwrite);
+      // report (exit code 75: sweeps skip it); it is checked once its holder let go.
+      auto check = [&] {
+        return outputs_to_replace(cfg_.output_dir, cfg_.to_json(),
+                                  !CheckpointStore(fs::join(cfg_.output_dir, "checkpoints")).list().empty(),
+                                  opts_.resume, opts_.overwrite);
+      };
+      const bool in_use = !RunLock::holder(cfg_.output_dir).empty();
+      if (!in_use) stale_outputs_ = check();
       lock_ = RunLock::acquire(cfg_.output_dir);
+      if (in_use) stale_outputs_ = check();
     } catch (const Error& e) {
       if (!dist_->distributed()) throw;
       refused = {{"code", e.exit_code()}, {"message", e.what()}};

@@ -91,14 +91,21 @@ std::array<std::uint8_t, 32> Sha256::digest() {
   return out;
 }
 
-std::string Sha256::hex_digest() {
+std::string hex(const void* data, std::size_t n) {
   static const char* kHex = "0123456789abcdef";
+  const auto* p = static_cast<const std::uint8_t*>(data);
   std::string s;
-  for (std::uint8_t b : digest()) {
-    s.push_back(kHex[b >> 4]);
-    s.push_back(kHex[b & 15]);
+  s.reserve(2 * n);
+  for (std::size_t i = 0; i < n; ++i) {
+    s.push_back(kHex[p[i] >> 4]);
+    s.push_back(kHex[p[i] & 15]);
   }
   return s;
+}
+
+std::string Sha256::hex_digest() {
+  const auto d = digest();
+  return hex(d.data(), d.size());
 }
 
 std::string sha256_hex(std::string_view data) {

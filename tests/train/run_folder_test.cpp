@@ -27,6 +27,16 @@ void write_run(const std::string& dir, const nlohmann::json& config) {
 }
 
 using Entries = std::vector<std::string>;
+
+// The ConfigError's message outputs_to_replace refuses with, or "" when it accepts.
+std::string refusal(const std::string& dir, const nlohmann::json& config, bool has_checkpoints, bool resume) {
+  try {
+    outputs_to_replace(dir, config, has_checkpoints, resume, /*overwrite=*/false);
+    return "";
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+}
 const Entries kOutputs = {"config.resolved.json", "data_manifest.json", "final", "metrics.jsonl", "stage1_specialised",
                           "tensorboard"};
 
@@ -42,15 +52,11 @@ TEST(RunFolderOutputs, AnotherRunsOutputsAreRefusedUnlessOverwrittenAndTheUsersF
   test::TempDir d;
   write_run(d.path(), {{"run_name", "b"}});
   for (bool resume : {false, true}) {
-    try {
-      outputs_to_replace(d.path(), kConfig, false, resume, false);
-      ADD_FAILURE() << "accepted another run's folder (resume " << resume << ")";
-    } catch (const ConfigError& e) {
-      const std::string m = e.what();
-      EXPECT_NE(m.find("holds the outputs of another run (its config.resolved.json differs"), std::string::npos) << m;
-      EXPECT_NE(m.find("final/"), std::string::npos) << m;
-      EXPECT_NE(m.find("--overwrite"), std::string::npos) << m;
-    }
+    const std::string m = refusal(d.path(), kConfig, false, resume);
+    ASSERT_FALSE(m.empty()) << "accepted another run's folder (resume " << resume << ")";
+    EXPECT_NE(m.find("holds the outputs of another run (its config.resolved.json differs"), std::string::npos) << m;
+    EXPECT_NE(m.find("final/"), std::string::npos) << m;
+    EXPECT_NE(m.find("--overwrite"), std::string::npos) << m;
   }
   EXPECT_EQ(outputs_to_replace(d.path(), kConfig, false, false, true), kOutputs);  // not notes.txt, not sft.lock
 }
@@ -59,12 +65,9 @@ TEST(RunFolderOutputs, ThisRunRestartsUnderResumeAndIsRefusedWithout) {
   test::TempDir d;
   write_run(d.path(), kConfig);
   EXPECT_EQ(outputs_to_replace(d.path(), kConfig, false, true, false), kOutputs);
-  try {
-    outputs_to_replace(d.path(), kConfig, false, false, false);
-    ADD_FAILURE() << "a new run overwrote this run's final model";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("Restart this run with --resume auto"), std::string::npos) << e.what();
-  }
+  const std::string m = refusal(d.path(), kConfig, false, false);
+  ASSERT_FALSE(m.empty()) << "a new run overwrote this run's final model";
+  EXPECT_NE(m.find("Restart this run with --resume auto"), std::string::npos) << m;
 }
 
 TEST(RunFolderOutputs, CheckpointsAreContinuedByResumeAndRefusedOtherwise) {
@@ -72,12 +75,9 @@ TEST(RunFolderOutputs, CheckpointsAreContinuedByResumeAndRefusedOtherwise) {
   write_run(d.path(), {{"run_name", "b"}});
   // The settings of a resumed run are Trainer::check_resume's to compare, with its overrides.
   EXPECT_EQ(outputs_to_replace(d.path(), kConfig, true, true, false), Entries{});
-  try {
-    outputs_to_replace(d.path(), kConfig, true, false, false);
-    ADD_FAILURE() << "a new run mixed into another run's checkpoints";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("holds checkpoints of an earlier run"), std::string::npos) << e.what();
-  }
+  const std::string m = refusal(d.path(), kConfig, true, false);
+  ASSERT_FALSE(m.empty()) << "a new run mixed into another run's checkpoints";
+  EXPECT_NE(m.find("holds checkpoints of an earlier run"), std::string::npos) << m;
 }
 
 TEST(RunFolderOutputs, OnlyWhatSftWritesCountsAsARunsOutput) {

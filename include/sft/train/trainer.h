@@ -141,6 +141,7 @@ class Trainer {
   std::unique_ptr<TfEventsWriter> tb_;
   std::int32_t pad_id_ = 0;
   nlohmann::json model_config_;  // config.json merged with model.config, as checkpoints record it
+  std::vector<std::string> stale_outputs_;  // rank 0: an earlier attempt's outputs to remove (run_folder.h)
   std::int64_t consecutive_nonfinite_ = 0, skipped_total_ = 0;
   std::int64_t state_bytes_ = 0, build_peak_bytes_ = 0;  // this rank's, from building the model
   // Testing aid: SFT_INJECT_NONFINITE="3,4" makes global steps 3 and 4 report a NaN loss, to

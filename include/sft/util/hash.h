@@ -27,6 +27,8 @@ class Sha256 {
 };
 
 std::string sha256_hex(std::string_view data);
+// Lower-case hexadecimal of `n` bytes (two digits a byte).
+std::string hex(const void* data, std::size_t n);
 std::string sha256_file(const std::string& path);  // streams the file; throws sft::Error
 
 // SplitMix64 finaliser: a bijective 64-bit mix, used to combine seeds with indices.
