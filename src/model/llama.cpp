@@ -8,23 +8,12 @@
 
 #include <cmath>
 
+#include "sft/model/fused.h"
 #include "sft/model/precision.h"
 #include "sft/model/varlen.h"
 #include "sft/util/error.h"
 
 namespace sft::model {
-
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  // HF LlamaRMSNorm: normalise in fp32, cast back, then scale.
-  at::Tensor x32 = x.to(at::kFloat);
-  at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return weight * normed.to(x.scalar_type());
-}
-
-at::Tensor rotate_half(const at::Tensor& x) {
-  auto halves = x.chunk(2, -1);
-  return at::cat({-halves[1], halves[0]}, -1);
-}
 
 namespace {
 
@@ -345,10 +334,10 @@ at::Tensor Llama::head_loss(const at::Tensor& residual, const at::Tensor& labels
   at::Tensor idx = (flat_labels != -100).nonzero().squeeze(1);  // (N) trained positions
   at::Tensor x = residual.reshape({-1, residual.size(-1)});
   if (idx.numel() == 0) return (x.sum() * 0.0 + norm_w.sum() * 0.0 + head_w.sum() * 0.0).to(at::kFloat);
-  at::Tensor h = rms_norm(x.index_select(0, idx), norm_w, cfg_.rms_norm_eps);  // (N, D)
   // Under autocast the GEMMs run in bf16, as at::linear would; softmax statistics in fp32.
-  const auto type = h.is_cuda() ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
-  if (autocast_enabled(type)) h = h.to(autocast_dtype(type));
+  const auto type = x.is_cuda() ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+  const auto out = autocast_enabled(type) ? autocast_dtype(type) : at::result_type(x, norm_w);
+  at::Tensor h = fused_rms_norm(x.index_select(0, idx), norm_w, cfg_.rms_norm_eps, out);  // (N, D)
   return FusedLinearCrossEntropy::apply(h, head_w, flat_labels.index_select(0, idx))[0];
 }
 
@@ -580,29 +569,19 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
   };
   const std::int64_t B = x.size(0), T = x.size(1);
   const std::int64_t H = cfg_.num_attention_heads, K = cfg_.num_key_value_heads, Dh = cfg_.head_dim;
-  const std::int64_t F = cfg_.intermediate_size;
-  // Under autocast, cast each norm output once (at::linear would cast it per projection).
+  // Under autocast the norms write the compute dtype (at::linear would cast per projection).
   const auto type = x.is_cuda() ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
-  const bool ac = autocast_enabled(type);
-  auto compute = [&](const at::Tensor& t) { return ac ? t.to(autocast_dtype(type)) : t; };
+  const auto compute = autocast_enabled(type) ? autocast_dtype(type) : at::result_type(x, W(0, li.input_norm));
 
-  // q, k, v in one GEMM (a wider output runs faster than three narrow ones), then split.
-  // split_with_sizes, not three narrow()s: its backward concatenates the three gradients,
-  // where each narrow's would zero-fill a full-width gradient and autograd would add them.
-  at::Tensor h = compute(rms_norm(x, W(0, li.input_norm), cfg_.rms_norm_eps));
-  at::Tensor qkv = at::linear(h, at::cat({W(1, li.q), W(2, li.k), W(3, li.v)}, 0));  // (B, T, (H + 2K) Dh)
-  const auto parts = qkv.split_with_sizes({H * Dh, K * Dh, K * Dh}, -1);
-  at::Tensor q = parts[0].view({B, T, H, Dh}).transpose(1, 2);
-  at::Tensor k = parts[1].view({B, T, K, Dh}).transpose(1, 2);
-  at::Tensor v = parts[2].view({B, T, K, Dh}).transpose(1, 2);
-  // Rotary in the activations' dtype, as HF does (cos/sin cast to it). The explicit
-  // attention folds its 1/sqrt(Dh) into q's tables here instead of scaling the (T x T)
+  // q, k, v in one GEMM (a wider output runs faster than three narrow ones), then split and
+  // rotated in one pass (sft/model/fused.h), in the activations' dtype as HF does. The
+  // explicit attention folds its 1/sqrt(Dh) into q's tables instead of scaling the (T x T)
   // scores (exact when Dh is a power of four, as 64 and 256 are; within rounding otherwise).
+  at::Tensor h = fused_rms_norm(x, W(0, li.input_norm), cfg_.rms_norm_eps, compute);
+  at::Tensor qkv = at::linear(h, at::cat({W(1, li.q), W(2, li.k), W(3, li.v)}, 0));  // (B, T, (H + 2K) Dh)
   const bool explicit_attn = attn_impl_ == AttentionImpl::kExplicit;
   const double scale = explicit_attn ? 1.0 / std::sqrt(static_cast<double>(Dh)) : 1.0;
-  at::Tensor c = cos.to(q.scalar_type()), s = sin.to(q.scalar_type());
-  q = scale == 1.0 ? q * c + rotate_half(q) * s : q * (c * scale) + rotate_half(q) * (s * scale);
-  k = k * c + rotate_half(k) * s;
+  auto [q, k, v] = fused_qkv_rotary(qkv, cos, sin, H, K, scale);  // (B, heads, T, Dh)
 
   std::int64_t offset = 0;
   if (cache) {
@@ -618,10 +597,9 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
   at::Tensor x2 = x + at::linear(att, W(4, li.o));
 
   // gate and up in one GEMM too.
-  at::Tensor h2 = compute(rms_norm(x2, W(5, li.post_norm), cfg_.rms_norm_eps));
+  at::Tensor h2 = fused_rms_norm(x2, W(5, li.post_norm), cfg_.rms_norm_eps, compute);
   at::Tensor gu = at::linear(h2, at::cat({W(6, li.gate), W(7, li.up)}, 0));  // (B, T, 2F)
-  const auto gate_up = gu.split(F, -1);
-  at::Tensor mlp = at::linear(at::silu(gate_up[0]) * gate_up[1], W(8, li.down));
+  at::Tensor mlp = at::linear(fused_swiglu(gu), W(8, li.down));
   return x2 + mlp;
 }
 
@@ -634,7 +612,8 @@ at::Tensor Llama::forward_hidden(const at::Tensor& input_ids, const at::Tensor& 
   for (std::size_t l = 0; l < layers_.size(); ++l)
     x = ckpt ? run_layer(l, x, cos, sin, attn_mask) : layer_forward(l, x, cos, sin, attn_mask, cache, nullptr);
   if (cache) cache->length += input_ids.size(1);
-  return rms_norm(x, params_[norm_index_].tensor, cfg_.rms_norm_eps);
+  const at::Tensor& w = params_[norm_index_].tensor;
+  return fused_rms_norm(x, w, cfg_.rms_norm_eps, at::result_type(x, w));
 }
 
 at::Tensor Llama::run_layer(std::size_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,

@@ -80,8 +80,12 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
 
   // ---- forward + backward. Activations kept for the backward, per layer: bytes per token
   // per layer and per attention score, fits to measurements of sft's own forward (bf16;
-  // fp32 keeps 4-byte activations and an fp32 softmax).
-  const double per_token = (half ? 1.0 : 1.06) * (32.0 * D + 18.7 * K * Dh + 8.24 * F);
+  // fp32 keeps 4-byte activations and an fp32 softmax). The fused kernels (model/fused.h)
+  // keep no normalised copies (8 D bytes), no SiLU output (F elements), and q, k, v as three
+  // tensors instead of the projection's whole output and rotated copies of q and k
+  // ((H + K) Dh elements): that much less than the op-by-op layer first fitted.
+  const double per_token = (half ? 1.0 : 1.06) * (24.0 * D + 18.7 * K * Dh + 8.24 * F) -
+                           (half ? 2.0 : 4.0) * (F + (H + K) * Dh);
   const double score_elems = in.score_elements > 0 ? in.score_elements : B * T * T;
   const double scores = in.fused_attention ? 4.0 * N * H : (half ? 1.93 : 6.3) * H * score_elems;
   const double layer = N * per_token + scores;

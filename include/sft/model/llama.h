@@ -174,7 +174,4 @@ class Llama {
 // allocating anything (checkpoint checks and memory planning use it).
 std::vector<std::pair<std::string, std::vector<std::int64_t>>> expected_parameters(const LlamaConfig& cfg);
 
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
-at::Tensor rotate_half(const at::Tensor& x);
-
 }  // namespace sft::model
