@@ -33,6 +33,7 @@ std::vector<Command> register_train(CLI::App& app) {
   static std::string path, output_dir, resume;
   static bool dry = false, json = false, overwrite = false;
   static std::vector<std::string> sets, resume_overrides;
+  static std::vector<std::int64_t> inject_nonfinite;
   cmd->add_option("--config", path, "run configuration (YAML)")->required();
   add_set_option(cmd, sets);
   cmd->add_option("--output-dir", output_dir, "where checkpoints, metrics and models go (overrides output_dir)");
@@ -45,6 +46,9 @@ std::vector<Command> register_train(CLI::App& app) {
   cmd->add_flag("--overwrite", overwrite,
                 "replace an earlier run's outputs in the output folder (checkpoints, final model, metrics); files "
                 "sft did not write stay");
+  cmd->add_option("--inject-nonfinite", inject_nonfinite, "tests only: these global steps report a NaN loss")
+      ->delimiter(',')
+      ->group("");  // hidden from --help
   cmd->add_flag("--dry-run", dry, "print the stage plan and the memory per rank, then exit without training");
   cmd->add_flag("--json", json, "with --dry-run: print the plan as JSON");
   return {{cmd, [] {
@@ -65,6 +69,7 @@ std::vector<Command> register_train(CLI::App& app) {
              opts.resume = resume == "auto";
              opts.resume_overrides = resume_overrides;
              opts.overwrite = overwrite;
+             opts.inject_nonfinite = inject_nonfinite;
              if (overwrite && opts.resume)
                throw ConfigError("--overwrite replaces the earlier run and --resume auto continues it: give one");
              {

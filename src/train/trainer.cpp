@@ -122,11 +122,6 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   world_ = dist_->world();
   if (rank_ != 0) sft::log::set_level(sft::log::Level::kWarn);  // rank 0 speaks for the job
   StopSignal::install();
-  if (const char* inject = std::getenv("SFT_INJECT_NONFINITE")) {
-    std::stringstream ss(inject);
-    std::string item;
-    while (std::getline(ss, item, ',')) inject_nonfinite_.push_back(std::stoll(item));
-  }
   lock_run_folder();
   require_agreement(*dist_, run_identity(cfg_), "the run configuration");
   rows_accumulation(cfg_, world_);  // a global batch this world size cannot keep stops every rank now
@@ -568,7 +563,7 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
   // figures, so all skip together).
   at::Tensor total = loss_sum.to(at::kDouble);
   dist_->all_reduce_sum(total);
-  if (std::find(inject_nonfinite_.begin(), inject_nonfinite_.end(), global_step) != inject_nonfinite_.end())
+  if (std::find(opts_.inject_nonfinite.begin(), opts_.inject_nonfinite.end(), global_step) != opts_.inject_nonfinite.end())
     total.fill_(NAN);
   st.loss = step_targets > 0 ? total / static_cast<double>(step_targets) : at::zeros_like(total);
   st.grad_norm = opt_->clip_grad_norm_on_device(cfg_.train.max_grad_norm, dist_.get());

@@ -101,8 +101,7 @@ TEST(BadInput, ARunWhoseEveryStepWasSkippedFailsAndExportsNothing) {
                           "train.max_steps=3", "--set", "train.max_nonfinite_steps=10", "--set",
                           "datasets.math.fraction=1/16", "--set", "datasets.code.fraction=1/16", "--set",
                           "datasets.general.fraction=1/16", "--set", "data.cache_dir=" + d.file("cache"), "--set",
-                          "train.export_stage_models=false"},
-                         {{"SFT_INJECT_NONFINITE", "1,2,3"}});
+                          "train.export_stage_models=false", "--inject-nonfinite", "1,2,3"});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("all 3 steps had a non-finite loss"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(d.file("run/final")));

@@ -21,6 +21,19 @@ std::string tiny_yaml(const std::string& strategy_block, const std::string& extr
          strategy_block + extra;
 }
 
+// The ConfigError `f` throws; its message must contain `expected` (any ConfigError would
+// otherwise pass for the one the test is about).
+template <typename F>
+void expect_config_error(F f, const std::string& expected) {
+  try {
+    f();
+    ADD_FAILURE() << "no ConfigError; expected one saying: " << expected;
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    EXPECT_EQ(e.exit_code(), 2);
+  }
+}
+
 // (stage name, [(dataset, samples, replay)]) as planned from the real tiny files.
 struct Src {
   std::string dataset;
@@ -125,7 +138,8 @@ TEST(RunConfig, SetReachesEveryKey) {
   EXPECT_EQ(cfg.seed, 7u);
   EXPECT_DOUBLE_EQ(parse_run_config(tiny_yaml("strategy: dmt\n"), "t.yaml", {"strategy.k=1/64"}).k, 1.0 / 64);
   // k belongs to DMT: setting it for another strategy is a mistake worth reporting.
-  EXPECT_THROW(parse_run_config(tiny_yaml("strategy: multi_task\n"), "t.yaml", {"strategy.k=1/64"}), ConfigError);
+  expect_config_error([] { parse_run_config(tiny_yaml("strategy: multi_task\n"), "t.yaml", {"strategy.k=1/64"}); },
+                      "strategy.k");
   // Provenance: overridden keys say so, untouched ones are defaults.
   bool lr_seen = false;
   for (const auto& s : cfg.settings) {
@@ -173,17 +187,19 @@ TEST(RunConfig, OverrideErrorsNameTheOverride) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("--set train.lr: \"abc\" is not a number"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(parse_run_config(tiny_yaml("strategy: dmt\n"), "t.yaml", {"no_equals_sign"}), ConfigError);
+  expect_config_error([] { parse_run_config(tiny_yaml("strategy: dmt\n"), "t.yaml", {"no_equals_sign"}); },
+                      "no_equals_sign");
 }
 
 TEST(RunConfig, StrategyAndStagesTogetherIsAnError) {
-  EXPECT_THROW(parse_run_config(tiny_yaml("strategy: dmt\nstages: [{sources: {math: 1}}]\n"), "t.yaml"), ConfigError);
-  EXPECT_THROW(parse_run_config(tiny_yaml(""), "t.yaml"), ConfigError);
+  expect_config_error([] { parse_run_config(tiny_yaml("strategy: dmt\nstages: [{sources: {math: 1}}]\n"), "t.yaml"); },
+                      "stages");
+  expect_config_error([] { parse_run_config(tiny_yaml(""), "t.yaml"); }, "strategy");
 }
 
 TEST(RunConfig, DmtNeedsGeneralAndSpecialisedData) {
   std::string yaml = tiny_yaml("strategy: dmt\n");
-  EXPECT_THROW(parse_run_config(yaml, "t.yaml", {"datasets.general.ability=chat"}), ConfigError);
+  expect_config_error([&] { parse_run_config(yaml, "t.yaml", {"datasets.general.ability=chat"}); }, "general");
 }
 
 TEST(RunConfig, YamlSyntaxErrorsCarryTheLine) {
@@ -193,7 +209,7 @@ TEST(RunConfig, YamlSyntaxErrorsCarryTheLine) {
   } catch (const ConfigError& e) {
     EXPECT_EQ(std::string(e.what()).rfind("bad.yaml:", 0), 0u) << e.what();
   }
-  EXPECT_THROW(parse_run_config("a: 1\na: 2\n", "dup.yaml"), ConfigError);
+  expect_config_error([] { parse_run_config("a: 1\na: 2\n", "dup.yaml"); }, "dup.yaml:2");
 }
 
 TEST(ParseFraction, AcceptsDecimalsRatiosAndPercentages) {

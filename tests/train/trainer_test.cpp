@@ -106,21 +106,21 @@ TEST(Trainer, PackingAndPaddingAtTheSameSamplesPerStepTrainTheSameModel) {
 
 TEST(Trainer, NonFiniteStepsAreSkippedCountedAndAbortAfterN) {
   test::TempDir d;
-  ::setenv("SFT_INJECT_NONFINITE", "2,3", 1);
-  Trainer t(tiny(d.path(), {"train.max_steps=6"}), {});
+  TrainerOptions inject;
+  inject.inject_nonfinite = {2, 3};
+  Trainer t(tiny(d.path(), {"train.max_steps=6"}), inject);
   TrainResult r = t.fit();
   EXPECT_EQ(r.skipped_steps, 2);
   EXPECT_EQ(r.steps, 6);
   test::TempDir e;
-  ::setenv("SFT_INJECT_NONFINITE", "2,3,4", 1);
-  Trainer t2(tiny(e.path(), {"train.max_steps=6", "train.max_nonfinite_steps=3"}), {});
+  inject.inject_nonfinite = {2, 3, 4};
+  Trainer t2(tiny(e.path(), {"train.max_steps=6", "train.max_nonfinite_steps=3"}), inject);
   try {
     t2.fit();
     FAIL() << "expected divergence to abort";
   } catch (const Error& err) {
     EXPECT_NE(std::string(err.what()).find("3 consecutive steps with a non-finite loss"), std::string::npos) << err.what();
   }
-  ::unsetenv("SFT_INJECT_NONFINITE");
 }
 
 TEST(Trainer, WritesMetricsTensorBoardAndKeepsTheLastNCheckpoints) {

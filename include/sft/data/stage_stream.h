@@ -57,11 +57,6 @@ struct MicroBatch {
   int epoch = 0;
 };
 
-struct StreamState {
-  int stage = 0;
-  std::int64_t step = 0;  // optimizer steps completed within the stage
-};
-
 class StageStream {
  public:
   using Datasets = std::vector<std::shared_ptr<const TokenizedDataset>>;

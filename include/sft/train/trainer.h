@@ -63,6 +63,9 @@ struct TrainerOptions {
   std::vector<std::string> resume_overrides;
   std::string resume_command; // printed on a graceful stop: this very command, with --resume auto
   bool overwrite = false;     // --overwrite: replace an earlier run's outputs in the folder (run_folder.h)
+  // Fault injection for tests (`sft train --inject-nonfinite 3,4`, hidden): these global steps
+  // report a NaN loss, to exercise the skip-and-count and abort-after-N paths.
+  std::vector<std::int64_t> inject_nonfinite;
   EvalHook evaluate;          // used when the config's eval block asks for it
 };
 
@@ -70,8 +73,7 @@ struct TrainResult {
   std::int64_t steps = 0;                     // global steps completed
   std::vector<double> stage_first_loss, stage_last_loss;
   std::int64_t skipped_steps = 0;
-  std::string final_dir;                      // "" when stopped early
-  bool stopped = false;                       // by SIGTERM / SIGINT
+  std::string final_dir;                      // the exported final model (a stop throws StoppedBySignal)
   std::int64_t peak_memory_bytes = 0;         // tensor bytes: CPU tracker, or CUDA allocator's allocated peak
 };
 
@@ -144,9 +146,6 @@ class Trainer {
   std::vector<std::string> stale_outputs_;  // rank 0: an earlier attempt's outputs to remove (run_folder.h)
   std::int64_t consecutive_nonfinite_ = 0, skipped_total_ = 0;
   std::int64_t state_bytes_ = 0, build_peak_bytes_ = 0;  // this rank's, from building the model
-  // Testing aid: SFT_INJECT_NONFINITE="3,4" makes global steps 3 and 4 report a NaN loss, to
-  // exercise the skip-and-count and abort-after-N paths.
-  std::vector<std::int64_t> inject_nonfinite_;
 };
 
 // Resolves train.device ("auto" -> cuda when available; cuda:LOCAL_RANK under a launcher)
