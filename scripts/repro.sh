@@ -5,7 +5,7 @@
 # sweeps (identical configurations train once), finished runs are skipped and interrupted
 # ones resume, so running this again only does what is missing.
 #
-#   scripts/repro.sh                 # everything, about 50 minutes on 2 cores
+#   scripts/repro.sh                 # everything, about 50-55 minutes on 2 cores
 #   scripts/repro.sh rq4_strategies  # some sweeps only
 #   JOBS=1 scripts/repro.sh          # runs one at a time (default: 2 at once, 1 thread each)
 #
