@@ -316,50 +316,37 @@ struct RopeRow {
   }
 };
 
-// out = x * c + rotate_half(x) * s, each product and the sum rounded to T.
-template <typename T>
-SFT_INLINE void rotate_heads(const T* x, T* out, std::int64_t heads, std::int64_t dh, const float* c, const float* s) {
+// Rotary and its transpose, each product and the sum rounded to T. Forward:
+// out = x * c + rotate_half(x) * s, where rotate_half(x)[i] = -x[i + h] below h, x[i - h] above.
+// Transpose (the backward): dx = d * c + the rotate_half backward of d * s, which pairs the
+// same elements with the partner's s and the opposite sign. Rounding is odd, so a sign
+// applied after rounding is the chain's.
+template <bool kTranspose, typename T>
+SFT_INLINE void rotary_heads(const T* x, T* out, std::int64_t heads, std::int64_t dh, const float* c, const float* s) {
   const std::int64_t h = dh / 2;
   for (std::int64_t n = 0; n < heads; ++n) {
     const T* xr = x + n * dh;
     T* o = out + n * dh;
-    for (std::int64_t i = 0; i < h; ++i)
-      o[i] = narrow_to<T>(rnd<T>(widen(xr[i]) * c[i]) + rnd<T>(-widen(xr[i + h]) * s[i]));
-    for (std::int64_t i = h; i < dh; ++i)
-      o[i] = narrow_to<T>(rnd<T>(widen(xr[i]) * c[i]) + rnd<T>(widen(xr[i - h]) * s[i]));
+    for (std::int64_t i = 0; i < h; ++i) {
+      const float partner = rnd<T>(widen(xr[i + h]) * s[kTranspose ? i + h : i]);
+      o[i] = narrow_to<T>(rnd<T>(widen(xr[i]) * c[i]) + (kTranspose ? partner : -partner));
+    }
+    for (std::int64_t i = h; i < dh; ++i) {
+      const float partner = rnd<T>(widen(xr[i - h]) * s[kTranspose ? i - h : i]);
+      o[i] = narrow_to<T>(rnd<T>(widen(xr[i]) * c[i]) + (kTranspose ? -partner : partner));
+    }
   }
 }
 
-// The transpose: dx = dout * c + (the rotate_half backward of dout * s).
-template <typename T>
-SFT_INLINE void unrotate_heads(const T* d, T* dx, std::int64_t heads, std::int64_t dh, const float* c, const float* s) {
-  const std::int64_t h = dh / 2;
-  for (std::int64_t n = 0; n < heads; ++n) {
-    const T* dr = d + n * dh;
-    T* o = dx + n * dh;
-    for (std::int64_t i = 0; i < h; ++i)
-      o[i] = narrow_to<T>(rnd<T>(widen(dr[i]) * c[i]) + rnd<T>(widen(dr[i + h]) * s[i + h]));
-    for (std::int64_t i = h; i < dh; ++i)
-      o[i] = narrow_to<T>(rnd<T>(widen(dr[i]) * c[i]) + -rnd<T>(widen(dr[i - h]) * s[i - h]));
+#define SFT_ROTARY_KERNEL(NAME, T, TRANSPOSE)                                                                 \
+  SFT_KERNEL void NAME(const T* x, T* o, std::int64_t n, std::int64_t dh, const float* c, const float* s) { \
+    rotary_heads<TRANSPOSE>(x, o, n, dh, c, s);                                                                \
   }
-}
-
-SFT_KERNEL void rotate_heads_f32(const float* x, float* o, std::int64_t n, std::int64_t dh, const float* c,
-                                 const float* s) {
-  rotate_heads(x, o, n, dh, c, s);
-}
-SFT_KERNEL void rotate_heads_bf16(const bf16* x, bf16* o, std::int64_t n, std::int64_t dh, const float* c,
-                                  const float* s) {
-  rotate_heads(x, o, n, dh, c, s);
-}
-SFT_KERNEL void unrotate_heads_f32(const float* x, float* o, std::int64_t n, std::int64_t dh, const float* c,
-                                   const float* s) {
-  unrotate_heads(x, o, n, dh, c, s);
-}
-SFT_KERNEL void unrotate_heads_bf16(const bf16* x, bf16* o, std::int64_t n, std::int64_t dh, const float* c,
-                                    const float* s) {
-  unrotate_heads(x, o, n, dh, c, s);
-}
+SFT_ROTARY_KERNEL(rotate_heads_f32, float, false)
+SFT_ROTARY_KERNEL(rotate_heads_bf16, bf16, false)
+SFT_ROTARY_KERNEL(unrotate_heads_f32, float, true)
+SFT_ROTARY_KERNEL(unrotate_heads_bf16, bf16, true)
+#undef SFT_ROTARY_KERNEL
 
 // Walks every (b, t) position: the rows of qkv-shaped `a` and of the three per-part tensors.
 template <typename T, typename F>
