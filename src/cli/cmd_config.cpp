@@ -1,4 +1,5 @@
 // sft config expand: the fully resolved run as JSON (stages, sources, fractions, counts).
+// sft config keys: every config key, its kind, default and meaning (README's "Config keys").
 #include <iostream>
 
 #include "cli/commands.h"
@@ -23,10 +24,16 @@ std::vector<Command> register_config(CLI::App& app) {
   static std::vector<std::string> sets;
   expand->add_option("--config", path, "run configuration (YAML)")->required();
   add_set_option(expand, sets);
-  return {{expand, [] {
+  auto* keys = cmd->add_subcommand("keys", "every config key: its kind, default and meaning, as a Markdown table");
+  return {{expand,
+           [] {
              config::RunConfig cfg = config::load_run_config(path, sets);
              data::DataPlan plan = train::plan_without_tokenizing(cfg);
              std::cout << train::expand_json(cfg, plan).dump(2) << "\n";
+             return 0;
+           }},
+          {keys, [] {
+             std::cout << config::key_reference_markdown();
              return 0;
            }}};
 }

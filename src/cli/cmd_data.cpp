@@ -97,7 +97,7 @@ int run_render() {
   config::DatasetSpec spec;
   spec.name = "render";
   spec.path = A.file;
-  spec.format = A.format;
+  spec.format = *config::parse_choice<config::Format>(A.format);  // checked by --format
   spec.strip_calculator = A.strip_calculator;
   if (!A.filter.empty()) {
     auto eq = A.filter.find('=');
@@ -114,7 +114,7 @@ int run_render() {
   std::shared_ptr<const data::Tokenizer> tok;
   if (!A.tokenizer.empty()) tok = data::Tokenizer::load(A.tokenizer);
   // Unanswered last user turns are kept: --generation renders their prompts.
-  data::ReadResult rr = data::read_dataset(spec, A.skip_bad ? "skip" : "error", /*keep_unanswered=*/true);
+  data::ReadResult rr = data::read_dataset(spec, A.skip_bad ? config::OnBadRecord::kSkip : config::OnBadRecord::kError, /*keep_unanswered=*/true);
   for (const auto& b : rr.bad) sft::log::warn("skipped bad record {}: {}", b.where, b.reason);
   bool found = false;
   std::int64_t unanswered = 0;
@@ -253,9 +253,9 @@ std::vector<Command> register_data(CLI::App& app) {
   stats->add_flag("--json", A.json, "print JSON");
 
   auto* render = cmd->add_subcommand("render", "render records of one file with one template, without a run config");
-  render->add_option("--format", A.format, "gsm8k | alpaca | sharegpt | messages | text | mtbench")
-      ->required()
-      ->check(CLI::IsMember({"gsm8k", "alpaca", "sharegpt", "messages", "text", "mtbench"}));
+  std::vector<std::string> formats;
+  for (const auto& c : config::Choices<config::Format>::all) formats.emplace_back(c.name);
+  render->add_option("--format", A.format, config::choice_list<config::Format>())->required()->check(CLI::IsMember(formats));
   render->add_option("--template", A.tmpl, "chat template")
       ->check(CLI::IsMember({"vicuna_v1.1", "llama-2", "chatml", "alpaca", "raw"}));
   render->add_option("file", A.file, "dataset file")->required();

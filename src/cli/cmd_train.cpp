@@ -90,7 +90,7 @@ std::vector<Command> register_train(CLI::App& app) {
              }
              // Evaluation at stage ends / the end (the config's eval block), on the exported folder.
              opts.evaluate = [cfg](const std::string& dir, const train::EvalShare& share) {
-               auto m = eval::load_model_for_eval(dir, share.device, cfg.train.precision != "fp32");
+               auto m = eval::load_model_for_eval(dir, share.device, cfg.train.precision != config::Precision::kFp32);
                auto tok = data::Tokenizer::load(fs::join(dir, "tokenizer.model"));
                nlohmann::ordered_json all = nlohmann::ordered_json::object();
                for (const auto& b : cfg.eval.benchmarks) {
@@ -103,7 +103,7 @@ std::vector<Command> register_train(CLI::App& app) {
                  r.template_name = cfg.template_name;
                  r.system_message = cfg.system_message;
                  r.model_name = dir;
-                 r.bf16 = cfg.train.precision != "fp32";
+                 r.bf16 = cfg.train.precision != config::Precision::kFp32;
                  r.rank = share.rank;
                  r.world = share.world;
                  r.all_gather = share.all_gather;

@@ -62,7 +62,7 @@ nlohmann::ordered_json data_stats(const config::RunConfig& cfg, const DataPlan& 
     const auto& stream = *streams[st];
     stages.push_back({{"name", cfg.stages[st].name}, {"epochs", cfg.stages[st].epochs}, {"samples", samples},
                       {"tokens", tokens}, {"target_tokens", targets}, {"steps", stream.steps()},
-                      {"micro_batches", stream.micro_batches()}, {"batching", cfg.data.batching},
+                      {"micro_batches", stream.micro_batches()}, {"batching", config::name(cfg.data.batching)},
                       {"packing_efficiency", stream.packing_efficiency()}, {"sources", sources}});
   }
   out["stages"] = stages;

@@ -278,7 +278,7 @@ std::string strip_calculator_annotations(const std::string& answer) {
   return out;
 }
 
-ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_bad_record, bool keep_unanswered,
+ReadResult read_dataset(const config::DatasetSpec& spec, config::OnBadRecord on_bad_record, bool keep_unanswered,
                         std::int64_t max_record_bytes) {
   const std::string& file = spec.path;
   if (!fs::exists(file)) throw DataError(file + ": dataset file not found (datasets." + spec.name + ".path)");
@@ -289,7 +289,7 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
   if (start >= text.size()) throw DataError(file + ": empty file (datasets." + spec.name + ")");
 
   ReadResult res;
-  const bool skip = on_bad_record == "skip";
+  const bool skip = on_bad_record == config::OnBadRecord::kSkip;
   // In a JSON array the line alone may not say which record (a one-line array): the reason
   // names the element too.
   std::int64_t element = -1;
@@ -313,19 +313,19 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
           return;
         }
       }
-      if (spec.format == "gsm8k") parse_gsm8k(j, r, spec.strip_calculator);
-      else if (spec.format == "alpaca") parse_alpaca(j, r);
-      else if (spec.format == "sharegpt") parse_sharegpt(j, r, res, keep_unanswered);
-      else if (spec.format == "messages") parse_messages(j, r, res, keep_unanswered);
-      else if (spec.format == "mtbench") parse_mtbench(j, r);
-      else if (spec.format == "text") {
-        r.is_text = true;
-        r.text = string_field(j, spec.text_field.c_str(), ("\"" + spec.text_field + "\"").c_str());
-        if (r.text.empty()) throw BadInput{"empty text"};
-      } else {
-        throw DataError("datasets." + spec.name + ".format: unknown format \"" + spec.format + "\"");
+      switch (spec.format) {
+        case config::Format::kGsm8k: parse_gsm8k(j, r, spec.strip_calculator); break;
+        case config::Format::kAlpaca: parse_alpaca(j, r); break;
+        case config::Format::kSharegpt: parse_sharegpt(j, r, res, keep_unanswered); break;
+        case config::Format::kMessages: parse_messages(j, r, res, keep_unanswered); break;
+        case config::Format::kMtbench: parse_mtbench(j, r); break;
+        case config::Format::kText:
+          r.is_text = true;
+          r.text = string_field(j, spec.text_field.c_str(), ("\"" + spec.text_field + "\"").c_str());
+          if (r.text.empty()) throw BadInput{"empty text"};
+          break;
       }
-      r.origin.id = id_of(j, spec.format == "mtbench" ? "question_id" : "id");
+      r.origin.id = id_of(j, spec.format == config::Format::kMtbench ? "question_id" : "id");
       if (r.origin.id.empty()) r.origin.id = spec.name + ":" + std::to_string(index);
       res.records.push_back(std::move(r));
     } catch (const BadInput& b) {
@@ -350,7 +350,7 @@ ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_b
   };
 
   // Plain-text corpora: one document per blank-line separated paragraph.
-  if (spec.format == "text" && file.size() > 4 && file.compare(file.size() - 4, 4, ".txt") == 0) {
+  if (spec.format == config::Format::kText && file.size() > 4 && file.compare(file.size() - 4, 4, ".txt") == 0) {
     std::int64_t line = 1, doc_line = 0, index = 0;
     std::string doc;
     std::size_t i = 0;

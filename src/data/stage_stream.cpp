@@ -48,7 +48,7 @@ std::vector<Row> pack_window(std::vector<Item>& items, std::int64_t capacity) {
 std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const config::DataSpec& data, int world,
                                                std::int64_t budget, int epoch) {
   std::vector<Row> rows;
-  if (data.batching == "pack") {
+  if (data.batching == config::Batching::kPack) {
     rows = pack_window(items, data.max_seq_len);
   } else {
     for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.targets});
@@ -66,13 +66,13 @@ std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const co
     MicroBatch mb;
     mb.epoch = epoch;
     for (auto& row : mine[r]) {  // longest first: a row is never wider than the micro-batch's first
-      const std::int64_t width = data.batching == "pad_max" ? data.max_seq_len : std::max(mb.width, row.tokens);
+      const std::int64_t width = data.batching == config::Batching::kPadMax ? data.max_seq_len : std::max(mb.width, row.tokens);
       if (!mb.rows.empty() && width * static_cast<std::int64_t>(mb.rows.size() + 1) > budget) {
         out[r].push_back(std::move(mb));
         mb = MicroBatch();
         mb.epoch = epoch;
       }
-      mb.width = data.batching == "pad_max" ? data.max_seq_len : std::max(mb.width, row.tokens);
+      mb.width = data.batching == config::Batching::kPadMax ? data.max_seq_len : std::max(mb.width, row.tokens);
       mb.tokens += row.tokens;
       mb.targets += row.targets;
       mb.rows.push_back(std::move(row));
@@ -130,7 +130,7 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
             epoch_micro.push_back(m < mine.size() ? std::move(mine[m]) : std::move(mb));
           }
       }
-    } else if (data.batching == "pack") {
+    } else if (data.batching == config::Batching::kPack) {
       for (std::size_t w = 0; w < items.size(); w += static_cast<std::size_t>(data.pack_window)) {
         std::vector<Item> window(items.begin() + static_cast<std::ptrdiff_t>(w),
                                  items.begin() + static_cast<std::ptrdiff_t>(
@@ -159,10 +159,10 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
         mb.width = std::max(mb.width, rows[k].tokens);
         mb.targets += rows[k].targets;
       }
-      if (data.batching == "pad_max") mb.width = data.max_seq_len;
+      if (data.batching == config::Batching::kPadMax) mb.width = data.max_seq_len;
       epoch_micro.push_back(std::move(mb));
     }
-    if (samples_per_step == 0 && data.batching != "pack" && data.group_by_length && data.shuffle) rng.shuffle(epoch_micro);
+    if (samples_per_step == 0 && data.batching != config::Batching::kPack && data.group_by_length && data.shuffle) rng.shuffle(epoch_micro);
     for (auto& mb : epoch_micro) {
       tokens_ += mb.tokens;
       targets_ += mb.targets;

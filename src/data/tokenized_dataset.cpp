@@ -38,7 +38,7 @@ Built build_sample(const Record& r, const ChatTemplate& tmpl, const Tokenizer& t
   b.enc = ChatTemplate::encode(tmpl.segments(r), tok);
   auto n = static_cast<std::int64_t>(b.enc.ids.size());
   if (n > data.max_seq_len) {
-    if (data.truncation == "drop") {
+    if (data.truncation == config::Truncation::kDrop) {
       b.status = SampleStatus::kTooLong;
     } else {
       b.enc.ids.resize(static_cast<std::size_t>(data.max_seq_len));
@@ -60,8 +60,8 @@ std::string cache_key(const config::DatasetSpec& spec, const config::DataSpec& d
                       {"template", tmpl.name()}, {"system", tmpl.default_system()}, {"format", spec.format},
                       {"strip_calculator", spec.strip_calculator}, {"filter_field", spec.filter_field},
                       {"filter_equals", spec.filter_equals}, {"text_field", spec.text_field},
-                      {"max_seq_len", data.max_seq_len}, {"truncation", data.truncation},
-                      {"on_bad_record", data.on_bad_record}, {"max_record_bytes", data.max_record_bytes}};
+                      {"max_seq_len", data.max_seq_len}, {"truncation", config::name(data.truncation)},
+                      {"on_bad_record", config::name(data.on_bad_record)}, {"max_record_bytes", data.max_record_bytes}};
   return sha256_hex(k.dump());
 }
 

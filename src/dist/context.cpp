@@ -43,7 +43,7 @@ void guarded(const Context& c, c10d::Backend* pg, const char* what, F&& f) {
   try {
     f();
   } catch (const std::exception& e) {
-    if (pg && c.backend() == "nccl") {
+    if (pg && c.backend() == config::Backend::kNccl) {
       try {
         pg->abort();
       } catch (...) {
@@ -69,7 +69,7 @@ std::shared_ptr<Context> Context::single() {
 Context::~Context() {
   // A finished NCCL group is shut down explicitly, as PyTorch asks (its destructor warns
   // otherwise); after a failure guarded() has aborted it already.
-  if (impl_ && impl_->pg && backend_ == "nccl") {
+  if (impl_ && impl_->pg && backend_ == config::Backend::kNccl) {
     try {
       impl_->pg->shutdown();
     } catch (...) {
@@ -86,9 +86,10 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
   c->timeout_ = std::chrono::seconds(spec.timeout_s);
   // One rank needs no group, unless dist.backend names one: then the collectives really
   // run (a one-rank NCCL group is how a single GPU checks the NCCL path).
-  if (launch.world == 1 && spec.backend == "auto") return c;
+  if (launch.world == 1 && spec.backend == config::Backend::kAuto) return c;
 
-  std::string backend = spec.backend == "auto" ? (device.is_cuda() ? "nccl" : "gloo") : spec.backend;
+  const config::Backend backend =
+      spec.backend != config::Backend::kAuto ? spec.backend : device.is_cuda() ? config::Backend::kNccl : config::Backend::kGloo;
   c->backend_ = backend;
   const auto deadline = std::chrono::steady_clock::now() + c->timeout_;
   const std::string where = launch.master_addr + ":" + std::to_string(launch.master_port);
@@ -135,7 +136,7 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
                 where + " broke (" + msg + "); check that rank 0 still runs");
   }
 
-  if (backend == "nccl") {
+  if (backend == config::Backend::kNccl) {
 #if SFT_WITH_CUDA
     if (!device.is_cuda() || !device.has_index())
       throw ConfigError("dist.backend: nccl needs each rank on its own GPU (train.device: auto or cuda), not " +
@@ -170,7 +171,7 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
     c->impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(c->impl_->store, launch.rank, launch.world, opts);
   }
   sft::log::info("dist: rank {}/{} (local {}), {} backend, rendezvous {}:{} via {}", launch.rank, launch.world,
-               launch.local_rank, backend, launch.master_addr, launch.master_port, launch.launcher);
+               launch.local_rank, config::name(backend), launch.master_addr, launch.master_port, launch.launcher);
   return c;
 }
 
@@ -201,7 +202,7 @@ void Context::all_gather(at::Tensor& out, const at::Tensor& in) {
     return;
   }
   TORCH_CHECK(out.numel() == in.numel() * world_, "all_gather: output must hold world x input elements");
-  if (backend_ == "gloo" && out.is_contiguous()) {
+  if (backend_ == config::Backend::kGloo && out.is_contiguous()) {
     // Gloo's all-gather goes through a flat output buffer of its own (and a copy of the
     // input): as many bytes again as the result. A broadcast from each rank in turn fills
     // `out` in place, so gathering a ZeRO-3 unit costs that unit and nothing more.

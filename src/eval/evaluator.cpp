@@ -307,8 +307,8 @@ ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, cons
   config::DatasetSpec spec;
   spec.name = "general";
   spec.path = path;
-  spec.format = "sharegpt";
-  auto records = data::read_dataset(spec, "error", false, input_limits().max_record_bytes).records;
+  spec.format = config::Format::kSharegpt;
+  auto records = data::read_dataset(spec, config::OnBadRecord::kError, false, input_limits().max_record_bytes).records;
   if (req.limit > 0 && static_cast<std::int64_t>(records.size()) > req.limit)
     records.resize(static_cast<std::size_t>(req.limit));
   std::vector<GenItem> gen;
@@ -459,8 +459,8 @@ void check_eval_config(const config::RunConfig& cfg) {
         config::DatasetSpec spec;
         spec.name = b.name;
         spec.path = path;
-        spec.format = "sharegpt";
-        items = data::read_dataset(spec, "error", false, input_limits().max_record_bytes).records.size();
+        spec.format = config::Format::kSharegpt;
+        items = data::read_dataset(spec, config::OnBadRecord::kError, false, input_limits().max_record_bytes).records.size();
       }
     } catch (const Error& e) {
       std::string msg = e.what();

@@ -10,7 +10,7 @@
 namespace sft::train {
 
 DataParallel::DataParallel(model::Llama& model, FlatAdamW& opt, std::shared_ptr<dist::Context> ctx,
-                           const std::string& strategy, double bucket_mb)
+                           config::DistStrategy strategy, double bucket_mb)
     : model_(model), opt_(opt), ctx_(std::move(ctx)), strategy_(strategy) {
   const auto& layout = opt_.layout();
   const auto& params = model_.parameters();
@@ -18,13 +18,13 @@ DataParallel::DataParallel(model::Llama& model, FlatAdamW& opt, std::shared_ptr<
   for (std::size_t u = 0; u < layout.units.size(); ++u)
     for (std::size_t s : layout.units[u].slots) unit_of_param_[layout.slots[s].param] = u;
 
-  if (strategy_ == "zero3") {
+  if (strategy_ == config::DistStrategy::kZero3) {
     model_.set_gatherer(this);
     return;
   }
   // Hooks on each parameter's gradient accumulator fire once its gradient is complete.
   bucket_of_param_.assign(params.size(), -1);
-  if (strategy_ == "ddp" || strategy_ == "zero1") {
+  if (strategy_ == config::DistStrategy::kDdp || strategy_ == config::DistStrategy::kZero1) {
     // Buckets of whole units, filled in backward order (head first) up to bucket_mb.
     const double cap = bucket_mb * 1024 * 1024 / 4;
     for (std::size_t u = layout.units.size(); u-- > 0;) {
@@ -58,7 +58,7 @@ DataParallel::DataParallel(model::Llama& model, FlatAdamW& opt, std::shared_ptr<
 }
 
 DataParallel::~DataParallel() {
-  if (strategy_ == "zero3") model_.set_gatherer(nullptr);
+  if (strategy_ == config::DistStrategy::kZero3) model_.set_gatherer(nullptr);
 }
 
 void DataParallel::begin_micro(bool last) {
@@ -72,7 +72,7 @@ void DataParallel::begin_micro(bool last) {
 }
 
 void DataParallel::on_grad_ready(std::size_t param) {
-  if (strategy_ == "zero2") {
+  if (strategy_ == config::DistStrategy::kZero2) {
     const std::size_t u = unit_of_param_[param];
     if (--unit_pending_[u] == 0) reduce_unit_from_params(u);
     return;
@@ -117,7 +117,7 @@ void DataParallel::reduce_grads(std::size_t u, const std::vector<at::Tensor>& gr
 }
 
 void DataParallel::finish_gradients() {
-  if (!ctx_->distributed() || strategy_ == "zero2" || strategy_ == "zero3") return;
+  if (!ctx_->distributed() || strategy_ == config::DistStrategy::kZero2 || strategy_ == config::DistStrategy::kZero3) return;
   // Buckets whose hooks did not fire (none normally) are reduced now, in the same order on every rank.
   for (auto& b : buckets_) {
     if (!b.launched) {
@@ -130,7 +130,7 @@ void DataParallel::finish_gradients() {
 }
 
 void DataParallel::after_step() {
-  if (!ctx_->distributed() || strategy_ == "ddp" || strategy_ == "zero3") return;
+  if (!ctx_->distributed() || strategy_ == config::DistStrategy::kDdp || strategy_ == config::DistStrategy::kZero3) return;
   for (std::size_t u = 0; u < opt_.layout().units.size(); ++u) {
     at::Tensor full = opt_.param_unit(u);
     ctx_->all_gather(full, opt_.param_chunk(u).clone());

@@ -64,7 +64,7 @@ LargestMicroBatch largest_micro_batch(const RunData& rd, const config::RunConfig
           if (!mb) continue;
           const auto rows = static_cast<std::int64_t>(mb->rows.size());
           if (rows * mb->width > most.rows * most.width) most = {rows, mb->width, mb->targets, most.score_elements};
-          if (cfg.data.batching != "pack") continue;
+          if (cfg.data.batching != config::Batching::kPack) continue;
           std::vector<std::int64_t> lengths;
           for (const auto& row : mb->rows)
             for (const auto& ref : row.samples)
@@ -76,7 +76,7 @@ LargestMicroBatch largest_micro_batch(const RunData& rd, const config::RunConfig
 }
 
 bool on_cuda(const config::RunConfig& cfg) {
-  return cfg.train.device.rfind("cuda", 0) == 0 || cfg.dist.backend == "nccl";
+  return cfg.train.device.rfind("cuda", 0) == 0 || cfg.dist.backend == config::Backend::kNccl;
 }
 
 }  // namespace
@@ -114,13 +114,13 @@ MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const model::Lla
   // LibTorch 2.x's scaled_dot_product_attention keeps no (T x T) scores: flash or
   // memory-efficient kernels on CUDA, the flash kernel on the CPU.
   in.fused_attention = true;
-  in.seeded_init = !(cfg.model.init == "pretrained" || (cfg.model.init == "auto" && !cfg.model.path.empty() &&
+  in.seeded_init = !(cfg.model.init == config::ModelInit::kPretrained || (cfg.model.init == config::ModelInit::kAuto && !cfg.model.path.empty() &&
                                                          fs::exists(fs::join(cfg.model.path, "config.json")) &&
                                                          model::has_weights(cfg.model.path)));
   in.eval = (cfg.eval.at_end || cfg.eval.at_stage_end) && !cfg.eval.benchmarks.empty();
   in.eval_mid_training = cfg.eval.at_stage_end && cfg.stages.size() > 1;
   in.eval_batch = cfg.eval.batch_size;
-  in.eval_weight_bytes = cuda && cfg.train.precision != "fp32" ? 2 : 4;
+  in.eval_weight_bytes = cuda && cfg.train.precision != config::Precision::kFp32 ? 2 : 4;
   in.device_bytes = cuda ? gpu_memory_bytes(cfg.dist.gpu_type) : 0.0;
   return in;
 }
@@ -137,8 +137,8 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   out["model"] = {{"parameters", mc.num_parameters()}, {"layers", mc.num_hidden_layers}, {"hidden_size", mc.hidden_size},
                   {"vocab_size", mc.vocab_size}};
   out["world_size"] = world;
-  out["strategy"] = cfg.dist.strategy;
-  out["precision"] = cfg.train.precision;
+  out["strategy"] = config::name(cfg.dist.strategy);
+  out["precision"] = config::name(cfg.train.precision);
   out["activation_checkpointing"] = cfg.train.activation_checkpointing;
 
   // ---- stage plan ------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
     for (std::size_t s = 0; s < plan.stages.size(); ++s) {
       const double samples = static_cast<double>(plan.stages[s].records) * cfg.stages[s].epochs;
       const double tokens = samples * kAssumedTokensPerSample;
-      const double rows = cfg.data.batching == "pack" ? std::ceil(tokens / (0.97 * static_cast<double>(cfg.data.max_seq_len)))
+      const double rows = cfg.data.batching == config::Batching::kPack ? std::ceil(tokens / (0.97 * static_cast<double>(cfg.data.max_seq_len)))
                                                       : samples;
       // In samples, each epoch's last step may be short, as a padded trainer's is.
       const auto steps = cfg.train.samples_per_step > 0
@@ -199,13 +199,13 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   out["memory_per_rank"] = mem;
 
   ordered_json table = ordered_json::array();
-  for (const char* strat : {"ddp", "zero1", "zero2", "zero3"}) {
+  for (const auto& strat : config::Choices<config::DistStrategy>::all) {
     for (bool ck : {false, true}) {
       MemoryPlanInput x = in;
-      x.strategy = strat;
+      x.strategy = strat.value;
       x.activation_checkpointing = ck;
       MemoryPlan p = plan_memory(x);
-      ordered_json row = {{"strategy", strat}, {"activation_checkpointing", ck},
+      ordered_json row = {{"strategy", std::string(strat.name)}, {"activation_checkpointing", ck},
                           {"total_gib", p.total / (1024.0 * 1024 * 1024)}};
       if (gpu > 0) row["fits"] = p.total <= 0.92 * gpu;
       table.push_back(row);
@@ -216,14 +216,14 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   ordered_json sizes = ordered_json::array();
   for (const char* size : {"7B", "13B", "33B", "65B"}) {
     ordered_json row = {{"model", std::string("LLaMA-") + size}};
-    for (const char* strat : {"ddp", "zero1", "zero2", "zero3"}) {
+    for (const auto& strat : config::Choices<config::DistStrategy>::all) {
       MemoryPlanInput x = in;
       x.model = llama1_config(size);
       x.units.clear();  // derived from the config
       x.largest_param = 0;
-      x.strategy = strat;
+      x.strategy = strat.value;
       x.activation_checkpointing = true;
-      row[std::string(strat) + "_gib"] = plan_memory(x).total / (1024.0 * 1024 * 1024);
+      row[std::string(strat.name) + "_gib"] = plan_memory(x).total / (1024.0 * 1024 * 1024);
     }
     sizes.push_back(row);
   }

@@ -41,8 +41,10 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   const double L = static_cast<double>(c.num_hidden_layers);
   const double B = static_cast<double>(in.rows), T = static_cast<double>(in.seq_len);
   const double N = B * T, Nt = N * in.trained_fraction;
-  const bool pure = in.precision == "bf16-pure", half = in.precision != "fp32";
-  const bool z1 = in.strategy != "ddp", z2 = in.strategy == "zero2" || in.strategy == "zero3", z3 = in.strategy == "zero3";
+  using config::DistStrategy;
+  const bool pure = in.precision == config::Precision::kBf16Pure, half = in.precision != config::Precision::kFp32;
+  const bool z1 = in.strategy != DistStrategy::kDdp, z3 = in.strategy == DistStrategy::kZero3;
+  const bool z2 = z3 || in.strategy == DistStrategy::kZero2;
   const bool sharded = z1;  // every ZeRO stage splits the units into per-rank chunks
 
   // The flat layout: units padded to a multiple of the world size; a rank owns one chunk of each.

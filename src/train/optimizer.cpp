@@ -71,10 +71,13 @@ std::size_t FlatLayout::unit_of_param(std::size_t param) const {
   return units.size();
 }
 
-Sharding Sharding::for_strategy(const std::string& s) {
-  if (s == "zero1") return {false, false, true};
-  if (s == "zero2") return {false, true, true};
-  if (s == "zero3") return {true, true, true};
+Sharding Sharding::for_strategy(config::DistStrategy s) {
+  switch (s) {
+    case config::DistStrategy::kDdp: return {false, false, false};
+    case config::DistStrategy::kZero1: return {false, false, true};
+    case config::DistStrategy::kZero2: return {false, true, true};
+    case config::DistStrategy::kZero3: return {true, true, true};
+  }
   return {false, false, false};
 }
 
@@ -308,13 +311,13 @@ std::int64_t warmup_steps(double ratio, std::int64_t steps, std::int64_t total) 
   return static_cast<std::int64_t>(std::ceil(ratio * static_cast<double>(total)));
 }
 
-double lr_at(const std::string& schedule, double peak, double min_ratio, std::int64_t warmup, std::int64_t total,
+double lr_at(config::Schedule schedule, double peak, double min_ratio, std::int64_t warmup, std::int64_t total,
              std::int64_t step) {
   if (step < warmup) return peak * static_cast<double>(step) / static_cast<double>(std::max<std::int64_t>(1, warmup));
-  if (schedule == "constant") return peak;
+  if (schedule == config::Schedule::kConstant) return peak;
   double progress = static_cast<double>(step - warmup) / static_cast<double>(std::max<std::int64_t>(1, total - warmup));
   progress = std::min(1.0, std::max(0.0, progress));
-  double f = schedule == "linear" ? 1.0 - progress : 0.5 * (1.0 + std::cos(M_PI * progress));
+  double f = schedule == config::Schedule::kLinear ? 1.0 - progress : 0.5 * (1.0 + std::cos(M_PI * progress));
   return peak * (min_ratio + (1.0 - min_ratio) * f);
 }
 

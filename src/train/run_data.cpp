@@ -87,7 +87,7 @@ data::DataPlan plan_without_tokenizing(const config::RunConfig& cfg) {
       estimated.push_back(true);
       continue;
     }
-    counts.push_back(static_cast<std::int64_t>(data::read_dataset(d, cfg.data.on_bad_record).records.size()));
+    counts.push_back(static_cast<std::int64_t>(data::read_dataset(d, cfg.data.on_bad_record, false, cfg.data.max_record_bytes).records.size()));
     estimated.push_back(false);
   }
   return data::plan_data(cfg, counts, estimated);

@@ -115,7 +115,7 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   // One process runs without a group, unless dist.backend names one it can use (a one-rank
   // group, to exercise that backend); a cluster config's nccl on a CPU smoke test is ignored.
   const bool one_rank_group =
-      cfg_.dist.backend == "gloo" || (cfg_.dist.backend == "nccl" && device_.is_cuda());
+      cfg_.dist.backend == config::Backend::kGloo || (cfg_.dist.backend == config::Backend::kNccl && device_.is_cuda());
   dist_ = launch.world > 1 || one_rank_group ? dist::Context::create(launch, cfg_.dist, device_)
                                              : dist::Context::single();
   rank_ = dist_->rank();
@@ -160,15 +160,15 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   if (lc.vocab_size < data_.tokenizer->vocab_size())
     throw ConfigError("model.config.vocab_size: " + std::to_string(lc.vocab_size) + " is smaller than the tokenizer's " +
                       std::to_string(data_.tokenizer->vocab_size()) + " pieces (" + cfg_.tokenizer + ")");
-  const bool pretrained = cfg_.model.init == "pretrained" ||
-                          (cfg_.model.init == "auto" && !cfg_.model.path.empty() && model::has_weights(cfg_.model.path));
+  const bool pretrained = cfg_.model.init == config::ModelInit::kPretrained ||
+                          (cfg_.model.init == config::ModelInit::kAuto && !cfg_.model.path.empty() && model::has_weights(cfg_.model.path));
   if (pretrained) model::check_weights(lc, cfg_.model.path);
   // Built without storage: the optimizer allocates what this rank owns (everything, or its
   // ZeRO-3 chunks) and fills it straight from the safetensors files or the seeded init, so
   // no rank ever holds a parameter it does not own. bf16-pure keeps bf16 weights (no fp32
   // master copy); otherwise fp32 master weights.
   meter_ = std::make_unique<PhaseMeter>(device_);  // its baseline: what is live before the model
-  model_ = std::make_unique<model::Llama>(lc, device_, cfg_.train.precision == "bf16-pure" ? c10::kBFloat16 : c10::kFloat,
+  model_ = std::make_unique<model::Llama>(lc, device_, cfg_.train.precision == config::Precision::kBf16Pure ? c10::kBFloat16 : c10::kFloat,
                                           /*materialize=*/false);
   model_->set_activation_checkpointing(cfg_.train.activation_checkpointing);
   {
@@ -202,12 +202,12 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
     // shards) and the peak while building, which stays near it because nothing else of the
     // model is ever materialised.
     sft::log::info("model state on each rank: {:.1f} MiB ({}), peak {:.1f} MiB while building it",
-                   static_cast<double>(state_bytes_) / 1048576.0, cfg_.dist.strategy,
+                   static_cast<double>(state_bytes_) / 1048576.0, config::name(cfg_.dist.strategy),
                    static_cast<double>(build_peak_bytes_) / 1048576.0);
     append_line(fs::join(cfg_.output_dir, "metrics.jsonl"),
                 nlohmann::json{{"event", "build"}, {"rank", 0}, {"state_bytes", state_bytes_},
                                {"build_peak_bytes", build_peak_bytes_}, {"parameters", model_->num_parameters()},
-                               {"world_size", world_}, {"strategy", cfg_.dist.strategy}}
+                               {"world_size", world_}, {"strategy", config::name(cfg_.dist.strategy)}}
                     .dump());
   }
 }
@@ -279,16 +279,7 @@ nlohmann::json Trainer::check_resume() {
       const std::string old_v = a == was.end() ? "(unset)" : a->second, new_v = b == now.end() ? "(unset)" : b->second;
       if (old_v == new_v) continue;
       const std::string key = prefix + k;
-      // Settings that do not change what is trained: where things go, how often to log and
-      // save, how long to train on, how to evaluate, how ranks talk.
-      static const std::set<std::string> free = {
-          "output_dir", "config_file", "description", "run_name", "tokenizer", "model.path", "model.save_dtype",
-          "train.max_steps", "train.log_every", "train.save_every", "train.keep_checkpoints", "train.threads",
-          "train.device", "train.export_stage_models", "data.cache_dir", "dist.timeout_s", "dist.gpus",
-          "dist.gpu_type", "dist.backend", "dist.bucket_mb"};
-      if (overridable && (free.count(key) || key.rfind("eval.", 0) == 0 ||
-                          (key.rfind("datasets.", 0) == 0 && key.size() > 5 && key.compare(key.size() - 5, 5, ".path") == 0)))
-        continue;
+      if (overridable && config::resume_may_change(key)) continue;
       // A stage's settings derive from train.* (stages[1].lr from train.lr): overriding one
       // overrides what it derives.
       const auto close = key.find("].");
@@ -356,9 +347,9 @@ void Trainer::log_plan() const {
                "precision {}{}; {} rank(s), {}",
                model_->num_parameters(), model_->config().num_hidden_layers, model_->config().hidden_size,
                model_->config().num_attention_heads, model_->config().num_key_value_heads,
-               model_->config().vocab_size, cfg_.model.init, device_.str(), at::get_num_threads(),
-               cfg_.train.precision, cfg_.train.activation_checkpointing ? ", activation checkpointing" : "", world_,
-               cfg_.dist.strategy);
+               model_->config().vocab_size, config::name(cfg_.model.init), device_.str(), at::get_num_threads(),
+               config::name(cfg_.train.precision), cfg_.train.activation_checkpointing ? ", activation checkpointing" : "", world_,
+               config::name(cfg_.dist.strategy));
   for (std::size_t i = 0; i < cfg_.datasets.size(); ++i) {
     const auto& st = data_.datasets[i]->stats();
     sft::log::info("data {}: {} records read, {} kept, {} bad (skipped), {} filtered, {} zero-target and {} too long "
@@ -377,7 +368,7 @@ void Trainer::log_plan() const {
     sft::log::info("stage {}/{} {}: {} | {} samples x {} epochs, {} tokens ({} trained), {} steps, lr {:g} {}, "
                  "{} efficiency {:.1f}%",
                  s + 1, data_.streams.size(), spec.name, sources, st.samples_per_epoch(), spec.epochs, st.tokens(),
-                 st.targets(), st.steps(), spec.lr, spec.schedule, cfg_.data.batching, 100.0 * st.packing_efficiency());
+                 st.targets(), st.steps(), spec.lr, config::name(spec.schedule), config::name(cfg_.data.batching), 100.0 * st.packing_efficiency());
   }
 }
 
@@ -414,7 +405,7 @@ void Trainer::save_checkpoint(const Position& next) {
                           {"skipped_steps", skipped_total_},
                           {"stream_fingerprints", fingerprints},
                           {"world_size", world_},
-                          {"dist_strategy", cfg_.dist.strategy},
+                          {"dist_strategy", config::name(cfg_.dist.strategy)},
                           {"rng_cpu", hex(rng)},
                           {"sft_version", SFT_VERSION},
                           {"config", cfg_.to_json()},
@@ -478,9 +469,9 @@ Trainer::Position Trainer::restore() {
       throw CheckpointError(latest->dir + ": stage " + std::to_string(s + 1) +
                             "'s data stream differs from the checkpoint's (the config, data or seed changed); "
                             "resume with the same config, or start a new --output-dir");
-  if (st.value("dist_strategy", std::string("ddp")) != cfg_.dist.strategy)
+  if (st.value("dist_strategy", std::string("ddp")) != config::name(cfg_.dist.strategy))
     throw CheckpointError(latest->dir + ": written with dist.strategy " + st.value("dist_strategy", std::string("ddp")) +
-                          ", resumed with " + cfg_.dist.strategy + "; resume with the same strategy");
+                          ", resumed with " + config::name(cfg_.dist.strategy) + "; resume with the same strategy");
   const Sharding sh = opt_->sharding();
   auto load = [&](const std::string& file, const char* name, at::Tensor& dst) {
     auto f = model::SafetensorsFile::open(fs::join(latest->dir, file));
@@ -525,7 +516,7 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
   const data::StageStream& stream = *data_.streams[static_cast<std::size_t>(stage)];
   StepStats st;
   const std::int64_t step_targets = stream.step_targets(step);  // all ranks and micro-batches
-  const bool bf16 = cfg_.train.precision != "fp32";
+  const bool bf16 = cfg_.train.precision != config::Precision::kFp32;
   at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
 
   meter_->begin();
@@ -798,7 +789,9 @@ void Trainer::export_model(const std::string& dir) {
   // (the peak extra memory is that unit) and rank 0 writes.
   meter_->begin();
   model::SaveOptions so;
-  so.dtype = cfg_.model.save_dtype == "bf16" ? c10::kBFloat16 : cfg_.model.save_dtype == "f16" ? c10::kHalf : c10::kFloat;
+  so.dtype = cfg_.model.save_dtype == config::SaveDtype::kBf16 ? c10::kBFloat16
+             : cfg_.model.save_dtype == config::SaveDtype::kF16 ? c10::kHalf
+                                                                 : c10::kFloat;
   so.tokenizer_model = cfg_.tokenizer;
   const bool sharded = opt_->sharding().params;
   if (rank_ == 0) {

@@ -4,6 +4,7 @@
 #include "sft/config/run_config.h"
 #include "sft/train/run_data.h"
 #include "sft/util/error.h"
+#include "sft/util/fs.h"
 #include "test_util.h"
 
 namespace sft::config {
@@ -231,8 +232,47 @@ TEST(RunConfig, ShippedConfigsLoad) {
   EXPECT_EQ(big.stages[0].epochs, 3);
   EXPECT_DOUBLE_EQ(big.stages[0].lr, 2e-5);
   EXPECT_DOUBLE_EQ(big.stages[0].warmup_ratio, 0.03);
-  EXPECT_EQ(big.train.precision, "bf16");
+  EXPECT_EQ(big.train.precision, Precision::kBf16);
   EXPECT_DOUBLE_EQ(big.k, 1.0 / 256);
+}
+
+// README's key reference is the table the reader is driven by, not a copy kept by hand.
+TEST(ConfigKeys, ReadmesReferenceIsTheDeclaredTable) {
+  const std::string readme = fs::read_file(test::source_dir() + "/README.md");
+  const std::string table = key_reference_markdown();
+  EXPECT_NE(readme.find(table), std::string::npos)
+      << "README.md's \"Config keys\" table is stale: replace it with the output of `sft config keys`";
+  // Every key the table names is one the reader accepts: --set it to the value it resolves to.
+  const RunConfig base = parse_run_config(tiny_yaml("strategy: dmt\n"), "t.yaml");
+  const nlohmann::json j = base.to_json();
+  int checked = 0;
+  for (const auto& k : key_reference()) {
+    const auto dot = k.key.find('.');
+    if (dot == std::string::npos || k.key.find_first_of("<[") != std::string::npos) continue;
+    const std::string section = k.key.substr(0, dot), key = k.key.substr(dot + 1);
+    if (!j.contains(section) || !j[section].is_object() || !j[section].contains(key)) continue;
+    const nlohmann::json& v = j[section][key];
+    if (v.is_structured() || v.is_null()) continue;
+    const std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+    if (text.empty()) continue;
+    const RunConfig again = parse_run_config(tiny_yaml("strategy: dmt\n"), "t.yaml", {k.key + "=" + text});
+    EXPECT_EQ(again.to_json()[section][key], v) << k.key;
+    ++checked;
+  }
+  EXPECT_GT(checked, 40);
+}
+
+// Settings a resumed run may change without --resume-override are those that do not change
+// what is trained; the rest must be named.
+TEST(ConfigKeys, AResumeMayChangeWhereAndHowOftenButNotWhatIsTrained) {
+  for (const char* k : {"output_dir", "config_file", "train.log_every", "train.save_every", "train.max_steps",
+                        "train.threads", "train.device", "data.cache_dir", "datasets.math.path", "dist.backend",
+                        "dist.timeout_s", "eval.at_end", "eval.benchmarks[0].name", "model.path", "model.save_dtype"})
+    EXPECT_TRUE(resume_may_change(k)) << k;
+  for (const char* k : {"train.lr", "train.batch_size", "train.precision", "stages[1].lr", "data.max_seq_len",
+                        "datasets.math.fraction", "datasets.math.format", "dist.strategy", "model.config.hidden_size",
+                        "model.init", "seed", "strategy.k", "template.name", "no_such_key"})
+    EXPECT_FALSE(resume_may_change(k)) << k;
 }
 
 }  // namespace

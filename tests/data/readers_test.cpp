@@ -14,7 +14,7 @@ config::DatasetSpec spec_for(const std::string& file, const std::string& format)
   config::DatasetSpec s;
   s.name = "bad";
   s.path = test::source_dir() + "/tests/fixtures/bad_data/" + file;
-  s.format = format;
+  s.format = *config::parse_choice<config::Format>(format);
   return s;
 }
 
@@ -55,7 +55,7 @@ TEST(Readers, EveryBadInputFileGetsItsExactError) {
   for (const auto& c : kBad) {
     auto spec = spec_for(c.file, c.format);
     try {
-      read_dataset(spec, "error");
+      read_dataset(spec, config::OnBadRecord::kError);
       ADD_FAILURE() << c.file << ": no error";
     } catch (const DataError& e) {
       std::string want = spec.path + c.error;
@@ -66,7 +66,7 @@ TEST(Readers, EveryBadInputFileGetsItsExactError) {
 
 TEST(Readers, InvalidUtf8IsNamedAsSuch) {
   try {
-    read_dataset(spec_for("invalid_utf8.jsonl", "gsm8k"), "error");
+    read_dataset(spec_for("invalid_utf8.jsonl", "gsm8k"), config::OnBadRecord::kError);
     FAIL();
   } catch (const DataError& e) {
     EXPECT_NE(std::string(e.what()).find("UTF-8"), std::string::npos) << e.what();
@@ -76,7 +76,7 @@ TEST(Readers, InvalidUtf8IsNamedAsSuch) {
 TEST(Readers, MissingFileIsNamed) {
   auto spec = spec_for("no_such_file.jsonl", "gsm8k");
   try {
-    read_dataset(spec, "error");
+    read_dataset(spec, config::OnBadRecord::kError);
     FAIL();
   } catch (const DataError& e) {
     EXPECT_EQ(std::string(e.what()), spec.path + ": dataset file not found (datasets.bad.path)");
@@ -84,24 +84,24 @@ TEST(Readers, MissingFileIsNamed) {
 }
 
 TEST(Readers, SkipCountsBadRecordsAndKeepsTheGoodOnes) {
-  ReadResult r = read_dataset(spec_for("gsm8k_missing_answer.jsonl", "gsm8k"), "skip");
+  ReadResult r = read_dataset(spec_for("gsm8k_missing_answer.jsonl", "gsm8k"), config::OnBadRecord::kSkip);
   EXPECT_EQ(r.read, 3);
   EXPECT_EQ(r.records.size(), 2u);
   ASSERT_EQ(r.bad.size(), 1u);
   EXPECT_NE(r.bad[0].where.find("gsm8k_missing_answer.jsonl:3"), std::string::npos);
-  ReadResult m = read_dataset(spec_for("gsm8k_malformed_line.jsonl", "gsm8k"), "skip");
+  ReadResult m = read_dataset(spec_for("gsm8k_malformed_line.jsonl", "gsm8k"), config::OnBadRecord::kSkip);
   EXPECT_EQ(m.records.size(), 2u);
   EXPECT_EQ(m.bad.size(), 1u);
   // A whole-file problem is fatal even when skipping.
-  EXPECT_THROW(read_dataset(spec_for("alpaca_truncated_array.json", "alpaca"), "skip"), DataError);
+  EXPECT_THROW(read_dataset(spec_for("alpaca_truncated_array.json", "alpaca"), config::OnBadRecord::kSkip), DataError);
 }
 
 TEST(Readers, RecordsKeepTheirOrigin) {
   config::DatasetSpec s;
   s.name = "general";
   s.path = test::tiny("general_train.json");
-  s.format = "sharegpt";
-  ReadResult r = read_dataset(s, "error");
+  s.format = config::Format::kSharegpt;
+  ReadResult r = read_dataset(s, config::OnBadRecord::kError);
   ASSERT_GT(r.records.size(), 2u);
   EXPECT_EQ(r.records[0].origin.line, 2);
   EXPECT_EQ(r.records[0].origin.index, 0);
@@ -109,9 +109,9 @@ TEST(Readers, RecordsKeepTheirOrigin) {
   EXPECT_EQ(r.records[1].origin.index, 1);
   EXPECT_GT(r.records[1].origin.line, 2);
   s.path = test::tiny("math_train.jsonl");
-  s.format = "gsm8k";
+  s.format = config::Format::kGsm8k;
   s.name = "math";
-  ReadResult m = read_dataset(s, "error");
+  ReadResult m = read_dataset(s, config::OnBadRecord::kError);
   EXPECT_EQ(m.records[5].origin.line, 6);
   EXPECT_EQ(m.records[5].origin.id, "math:5");
 }
@@ -128,8 +128,8 @@ TEST(Readers, SharegptTrailingUserTurnIsDroppedAndCounted) {
   config::DatasetSpec s;
   s.name = "c";
   s.path = d.file("c.json");
-  s.format = "sharegpt";
-  ReadResult r = read_dataset(s, "error");
+  s.format = config::Format::kSharegpt;
+  ReadResult r = read_dataset(s, config::OnBadRecord::kError);
   ASSERT_EQ(r.records.size(), 1u);
   EXPECT_EQ(r.records[0].turns.size(), 2u);
   EXPECT_TRUE(r.records[0].has_system);
@@ -144,8 +144,8 @@ TEST(Readers, UnansweredLastUserTurnIsKeptOnlyWhenAsked) {
   config::DatasetSpec s;
   s.name = "c";
   s.path = d.file("c.json");
-  s.format = "sharegpt";
-  ReadResult kept = read_dataset(s, "error", /*keep_unanswered=*/true);
+  s.format = config::Format::kSharegpt;
+  ReadResult kept = read_dataset(s, config::OnBadRecord::kError, /*keep_unanswered=*/true);
   ASSERT_EQ(kept.records.size(), 2u);
   ASSERT_EQ(kept.records[0].turns.size(), 3u);
   EXPECT_EQ(kept.records[0].turns[2].role, Role::kUser);
@@ -154,7 +154,7 @@ TEST(Readers, UnansweredLastUserTurnIsKeptOnlyWhenAsked) {
   EXPECT_EQ(kept.records[1].turns[0].content, "alone");
   EXPECT_EQ(kept.trailing_user_turns, 0);
   // For training the same file drops the turn and refuses the conversation left with none.
-  ReadResult dropped = read_dataset(s, "skip");
+  ReadResult dropped = read_dataset(s, config::OnBadRecord::kSkip);
   ASSERT_EQ(dropped.records.size(), 1u);
   EXPECT_EQ(dropped.records[0].turns.size(), 2u);
   ASSERT_EQ(dropped.bad.size(), 1u);
@@ -169,10 +169,10 @@ TEST(Readers, MessagesFilterKeepsMatchingRecordsOnly) {
   config::DatasetSpec s;
   s.name = "m";
   s.path = d.file("m.jsonl");
-  s.format = "messages";
+  s.format = config::Format::kMessages;
   s.filter_field = "label";
   s.filter_equals = true;
-  ReadResult r = read_dataset(s, "error");
+  ReadResult r = read_dataset(s, config::OnBadRecord::kError);
   EXPECT_EQ(r.read, 2);
   EXPECT_EQ(r.filtered, 1);
   ASSERT_EQ(r.records.size(), 1u);
@@ -185,8 +185,8 @@ TEST(Readers, TextFilesSplitIntoBlankLineSeparatedDocuments) {
   config::DatasetSpec s;
   s.name = "t";
   s.path = d.file("c.txt");
-  s.format = "text";
-  ReadResult r = read_dataset(s, "error");
+  s.format = config::Format::kText;
+  ReadResult r = read_dataset(s, config::OnBadRecord::kError);
   ASSERT_EQ(r.records.size(), 2u);
   EXPECT_EQ(r.records[0].text, "doc one\nline two");
   EXPECT_EQ(r.records[1].origin.line, 5);
@@ -199,11 +199,11 @@ TEST(Readers, CrlfTextFilesGiveTheSameDocumentsAsLfOnes) {
   test::write(d.file("crlf.txt"), "doc one\r\nline two\r\n\r\n\r\ndoc two\r\n");
   config::DatasetSpec s;
   s.name = "t";
-  s.format = "text";
+  s.format = config::Format::kText;
   s.path = d.file("lf.txt");
-  ReadResult lf = read_dataset(s, "error");
+  ReadResult lf = read_dataset(s, config::OnBadRecord::kError);
   s.path = d.file("crlf.txt");
-  ReadResult crlf = read_dataset(s, "error");
+  ReadResult crlf = read_dataset(s, config::OnBadRecord::kError);
   ASSERT_EQ(crlf.records.size(), 2u);
   for (std::size_t i = 0; i < 2; ++i) {
     EXPECT_EQ(crlf.records[i].text, lf.records[i].text) << i;

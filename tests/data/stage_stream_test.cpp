@@ -104,7 +104,7 @@ config::RunConfig* Streams::cfg_ = nullptr;
 
 TEST_F(Streams, RanksNeverOverlapAndTogetherCoverTheStage) {
   for (int world : {1, 2, 3}) {
-    for (const std::string batching : {"pack", "pad"}) {
+    for (config::Batching batching : {config::Batching::kPack, config::Batching::kPad}) {
       config::RunConfig cfg = *cfg_;
       cfg.data.batching = batching;
       train::RunData rd = train::build_run_data(cfg, world);
@@ -120,7 +120,7 @@ TEST_F(Streams, RanksNeverOverlapAndTogetherCoverTheStage) {
                 for (const auto& row : mb->rows)
                   for (const auto& x : row.samples) seen.insert({x.dataset, x.record});
               }
-        EXPECT_EQ(static_cast<std::int64_t>(batches.size()), stream->micro_batches()) << world << batching;
+        EXPECT_EQ(static_cast<std::int64_t>(batches.size()), stream->micro_batches()) << world << config::name(batching);
         std::multiset<std::pair<int, std::int64_t>> all;
         for (const auto& x : stream->all_samples()) all.insert({x.dataset, x.record});
         EXPECT_EQ(seen, all);
@@ -138,7 +138,7 @@ TEST_F(Streams, SamplesPerStepPutsTheSameSamplesInEveryStepWhateverTheBatching) 
   constexpr std::int64_t kSamples = 10;
   for (int world : {1, 2}) {
     std::map<std::string, std::vector<std::multiset<std::pair<int, std::int64_t>>>> steps_by_batching;
-    for (const std::string batching : {"pack", "pad", "pad_max"}) {
+    for (config::Batching batching : {config::Batching::kPack, config::Batching::kPad, config::Batching::kPadMax}) {
       config::RunConfig cfg = *cfg_;
       cfg.data.batching = batching;
       cfg.train.grad_accum = 1;
@@ -149,7 +149,7 @@ TEST_F(Streams, SamplesPerStepPutsTheSameSamplesInEveryStepWhateverTheBatching) 
         const auto& stream = *rd.streams[si];
         const std::int64_t n = stream.samples_per_epoch(), epochs = cfg.stages[si].epochs;
         const std::int64_t per_epoch = (n + kSamples - 1) / kSamples;
-        ASSERT_EQ(stream.steps(), epochs * per_epoch) << batching << " stage " << si;
+        ASSERT_EQ(stream.steps(), epochs * per_epoch) << config::name(batching) << " stage " << si;
         std::int64_t served = 0;
         for (std::int64_t s = 0; s < stream.steps(); ++s) {
           std::multiset<std::pair<int, std::int64_t>> step;
@@ -161,7 +161,7 @@ TEST_F(Streams, SamplesPerStepPutsTheSameSamplesInEveryStepWhateverTheBatching) 
                 ++mine;
                 ++served;
                 EXPECT_TRUE(mb->rows.size() == 1 || mb->width * static_cast<std::int64_t>(mb->rows.size()) <= budget)
-                    << batching << ": " << mb->rows.size() << " rows of " << mb->width;
+                    << config::name(batching) << ": " << mb->rows.size() << " rows of " << mb->width;
                 for (const auto& row : mb->rows) {
                   EXPECT_LE(row.tokens, mb->width);
                   for (const auto& x : row.samples) step.insert({x.dataset, x.record});
@@ -172,10 +172,10 @@ TEST_F(Streams, SamplesPerStepPutsTheSameSamplesInEveryStepWhateverTheBatching) 
           }
           EXPECT_EQ(busiest, stream.accumulation(s)) << "A_s is the busiest rank's micro-batch count";
           const std::int64_t expected = (s % per_epoch) + 1 < per_epoch ? kSamples : n - (per_epoch - 1) * kSamples;
-          EXPECT_EQ(static_cast<std::int64_t>(step.size()), expected) << batching << " step " << s;
+          EXPECT_EQ(static_cast<std::int64_t>(step.size()), expected) << config::name(batching) << " step " << s;
           EXPECT_EQ(stream.step_samples(s), expected);
           EXPECT_EQ(stream.step_targets(s), targets);
-          steps_by_batching[batching].push_back(step);
+          steps_by_batching[config::name(batching)].push_back(step);
         }
         EXPECT_EQ(served, stream.micro_batches());
       }
@@ -367,7 +367,7 @@ TEST_F(Streams, EpochsReshuffle) {
 
 TEST_F(Streams, PackingIsFarDenserThanPaddingToMaxLength) {
   config::RunConfig pack = *cfg_, pad_max = *cfg_;
-  pad_max.data.batching = "pad_max";
+  pad_max.data.batching = config::Batching::kPadMax;
   double e_pack = train::build_run_data(pack, 1).streams[0]->packing_efficiency();
   double e_pad = train::build_run_data(pad_max, 1).streams[0]->packing_efficiency();
   EXPECT_GT(e_pack, 0.9);

@@ -21,7 +21,7 @@ struct Fixture {
     test::write(dir.file("m.jsonl"), test::read(test::tiny("math_test.jsonl")));
     spec.name = "math";
     spec.path = dir.file("m.jsonl");
-    spec.format = "gsm8k";
+    spec.format = config::Format::kGsm8k;
     data.cache_dir = dir.file("cache");
     data.max_seq_len = 512;
   }
@@ -89,7 +89,7 @@ TEST(DataCache, TruncationAndZeroTargetSamplesAreCountedNotTrained) {
     EXPECT_LE(t->length(i), 40);
     if (t->status(i) == SampleStatus::kZeroTarget) EXPECT_EQ(t->targets(i), 0);
   }
-  f.data.truncation = "drop";
+  f.data.truncation = config::Truncation::kDrop;
   auto d = prepare_dataset(f.spec, f.data, *f.tok, f.tmpl);
   EXPECT_EQ(d->stats().truncated, 0);
   EXPECT_GT(d->stats().too_long, 0);

@@ -59,8 +59,8 @@ TEST(HumanEvalCompletion, TheInstructionIsThePhrasingTheShippedCodeDataTrains) {
   config::DatasetSpec spec;
   spec.name = "code";
   spec.path = test::tiny("code_train.json");
-  spec.format = "alpaca";
-  auto rr = data::read_dataset(spec, "error");
+  spec.format = config::Format::kAlpaca;
+  auto rr = data::read_dataset(spec, config::OnBadRecord::kError);
   ASSERT_FALSE(rr.records.empty());
   const auto& r = rr.records.front();
   Problem p{"x", r.input, "", "", ""};

@@ -49,7 +49,7 @@ TEST(FlatAdamW, MatchesTorchOptimAdamWWithDecoupledDecayOnMatricesOnly) {
 // kernel also runs on the CPU, which is how it is checked here.
 TEST(FlatAdamW, TheFusedKernelMatchesTheOnePassLoop) {
   const std::string dir = test::source_dir() + "/tests/fixtures/reference/gqa_bf16_sharded";
-  for (const char* strategy : {"ddp", "zero1"}) {
+  for (config::DistStrategy strategy : {config::DistStrategy::kDdp, config::DistStrategy::kZero1}) {
     auto a = model::load_hf_model(dir), b = model::load_hf_model(dir);
     FlatAdamW loop(*a, {0.9, 0.95, 1e-8, 0.1}, 2, 1, Sharding::for_strategy(strategy));
     FlatAdamW fused(*b, {0.9, 0.95, 1e-8, 0.1}, 2, 1, Sharding::for_strategy(strategy));
@@ -63,10 +63,10 @@ TEST(FlatAdamW, TheFusedKernelMatchesTheOnePassLoop) {
       fused.step(1e-3 * (step + 1));
     }
     // The two round differently (observed max difference 1e-7): both paths ran.
-    EXPECT_FALSE(at::equal(loop.params(), fused.params())) << strategy << ": the fused path did not run";
-    EXPECT_TRUE(at::allclose(loop.params(), fused.params(), 1e-6, 1e-7)) << strategy;
-    EXPECT_TRUE(at::allclose(loop.exp_avg(), fused.exp_avg(), 1e-6, 1e-7)) << strategy;
-    EXPECT_TRUE(at::allclose(loop.exp_avg_sq(), fused.exp_avg_sq(), 1e-6, 1e-9)) << strategy;
+    EXPECT_FALSE(at::equal(loop.params(), fused.params())) << config::name(strategy) << ": the fused path did not run";
+    EXPECT_TRUE(at::allclose(loop.params(), fused.params(), 1e-6, 1e-7)) << config::name(strategy);
+    EXPECT_TRUE(at::allclose(loop.exp_avg(), fused.exp_avg(), 1e-6, 1e-7)) << config::name(strategy);
+    EXPECT_TRUE(at::allclose(loop.exp_avg_sq(), fused.exp_avg_sq(), 1e-6, 1e-9)) << config::name(strategy);
   }
 }
 
@@ -129,14 +129,14 @@ TEST(FlatAdamW, ClippingScalesToTheMaxNorm) {
 
 TEST(Schedule, MatchesHuggingFaceWarmupCosineLinearAndConstant) {
   // get_cosine_schedule_with_warmup(warmup=10, total=100) at a few steps
-  EXPECT_DOUBLE_EQ(lr_at("cosine", 1.0, 0.0, 10, 100, 0), 0.0);
-  EXPECT_DOUBLE_EQ(lr_at("cosine", 1.0, 0.0, 10, 100, 5), 0.5);
-  EXPECT_DOUBLE_EQ(lr_at("cosine", 1.0, 0.0, 10, 100, 10), 1.0);
-  EXPECT_NEAR(lr_at("cosine", 1.0, 0.0, 10, 100, 55), 0.5, 1e-12);
-  EXPECT_NEAR(lr_at("cosine", 1.0, 0.0, 10, 100, 100), 0.0, 1e-12);
-  EXPECT_NEAR(lr_at("linear", 2.0, 0.0, 10, 100, 55), 1.0, 1e-12);
-  EXPECT_DOUBLE_EQ(lr_at("constant", 3.0, 0.0, 10, 100, 90), 3.0);
-  EXPECT_NEAR(lr_at("cosine", 1.0, 0.1, 0, 100, 100), 0.1, 1e-12);
+  EXPECT_DOUBLE_EQ(lr_at(config::Schedule::kCosine, 1.0, 0.0, 10, 100, 0), 0.0);
+  EXPECT_DOUBLE_EQ(lr_at(config::Schedule::kCosine, 1.0, 0.0, 10, 100, 5), 0.5);
+  EXPECT_DOUBLE_EQ(lr_at(config::Schedule::kCosine, 1.0, 0.0, 10, 100, 10), 1.0);
+  EXPECT_NEAR(lr_at(config::Schedule::kCosine, 1.0, 0.0, 10, 100, 55), 0.5, 1e-12);
+  EXPECT_NEAR(lr_at(config::Schedule::kCosine, 1.0, 0.0, 10, 100, 100), 0.0, 1e-12);
+  EXPECT_NEAR(lr_at(config::Schedule::kLinear, 2.0, 0.0, 10, 100, 55), 1.0, 1e-12);
+  EXPECT_DOUBLE_EQ(lr_at(config::Schedule::kConstant, 3.0, 0.0, 10, 100, 90), 3.0);
+  EXPECT_NEAR(lr_at(config::Schedule::kCosine, 1.0, 0.1, 0, 100, 100), 0.1, 1e-12);
   EXPECT_EQ(warmup_steps(0.03, -1, 353), 11);  // HF: ceil(0.03 * 353)
   EXPECT_EQ(warmup_steps(0.03, 5, 353), 5);
 }

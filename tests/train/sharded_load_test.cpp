@@ -57,13 +57,13 @@ void expect_every_rank_gets_its_chunks(const model::Llama& reference,
       model::Llama meta(reference.config(), c10::kCPU, c10::kFloat, /*materialize=*/false);
       EXPECT_TRUE(meta.parameters()[0].tensor.is_meta());
       const model::ParamSource source = source_for(meta);
-      FlatAdamW opt(meta, {}, world, rank, Sharding::for_strategy("zero3"), &source);
+      FlatAdamW opt(meta, {}, world, rank, Sharding::for_strategy(config::DistStrategy::kZero3), &source);
       EXPECT_TRUE(at::equal(opt.params(), reference_chunks(flat, layout, rank))) << world << " ranks, rank " << rank;
     }
     // Unsharded (ddp, zero1/2): the whole flat buffer, the model's parameters views of it.
     model::Llama meta(reference.config(), c10::kCPU, c10::kFloat, /*materialize=*/false);
     const model::ParamSource source = source_for(meta);
-    FlatAdamW opt(meta, {}, world, 0, Sharding::for_strategy("zero2"), &source);
+    FlatAdamW opt(meta, {}, world, 0, Sharding::for_strategy(config::DistStrategy::kZero2), &source);
     EXPECT_TRUE(at::equal(opt.params(), flat));
     for (std::size_t i = 0; i < meta.parameters().size(); ++i)
       EXPECT_TRUE(at::equal(meta.parameters()[i].tensor, reference.parameters()[i].tensor)) << meta.parameters()[i].name;
@@ -113,7 +113,7 @@ TEST(ShardedBuild, AZero3RankNeverHoldsTheWholeModel) {
   const model::ParamSource source = meta.init_source(1);
   const std::int64_t before = CpuMemoryTracker::current_bytes();
   CpuMemoryTracker::reset_peak();
-  FlatAdamW opt(meta, {}, world, 3, Sharding::for_strategy("zero3"), &source);
+  FlatAdamW opt(meta, {}, world, 3, Sharding::for_strategy(config::DistStrategy::kZero3), &source);
   const std::int64_t peak = CpuMemoryTracker::peak_bytes() - before;
   const std::int64_t owned = opt.params().numel() * 4;
   EXPECT_GE(peak, 4 * owned) << "the tracker sees the four flat buffers";

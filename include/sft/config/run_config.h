@@ -14,6 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sft/config/choices.h"
+
 namespace sft::config {
 
 enum class Strategy { kMultiTask, kSequential, kMixedSequential, kDmt, kCustom };
@@ -22,7 +24,7 @@ const char* strategy_name(Strategy s);
 struct DatasetSpec {
   std::string name;
   std::string path;
-  std::string format;    // gsm8k | alpaca | sharegpt | messages | text | mtbench
+  Format format = Format::kMessages;
   std::string ability;   // "general" marks general chat data; anything else is specialised
   double fraction = 1.0; // data-scaling fraction: the first round(f*N) of the seeded permutation
   bool strip_calculator = false;          // gsm8k: drop <<a+b=c>> annotations
@@ -44,44 +46,42 @@ struct StageSource {
   bool replay = false;    // added by DMT / replay_fraction: replay of earlier-stage data
 };
 
-// Hyper-parameters a stage may override; unset fields fall back to train.*.
-struct StageSpec {
-  std::string name;
-  std::vector<StageSource> sources;
+// Hyper-parameters a stage may override: train.* holds the run's, each stage starts from
+// them and strategy.stage_overrides / stages[i] may change them.
+struct StageHparams {
   int epochs = 1;
   double lr = 2e-5;
   double min_lr_ratio = 0.0;
-  std::string schedule = "cosine";  // cosine | linear | constant
+  Schedule schedule = Schedule::kCosine;
   double warmup_ratio = 0.03;
   std::int64_t warmup_steps = -1;   // >= 0 takes precedence over warmup_ratio
 };
 
+struct StageSpec : StageHparams {
+  std::string name;
+  std::vector<StageSource> sources;
+};
+
 struct ModelSpec {
   std::string path;             // Hugging Face folder (config.json, safetensors); may be empty
-  std::string init = "auto";    // auto | random | pretrained
+  ModelInit init = ModelInit::kAuto;
   nlohmann::json config;        // config.json fields, merged over path/config.json
-  std::string save_dtype = "fp32";  // dtype of exported HF folders: fp32 | bf16 | f16
+  SaveDtype save_dtype = SaveDtype::kFp32;  // dtype of exported HF folders
 };
 
 struct DataSpec {
   std::int64_t max_seq_len = 2048;
-  std::string truncation = "truncate";  // truncate | drop
-  std::string on_bad_record = "error";  // error | skip
+  Truncation truncation = Truncation::kTruncate;
+  OnBadRecord on_bad_record = OnBadRecord::kError;
   std::int64_t max_record_bytes = 8 << 20;  // one record (jsonl line, array element, .txt document); larger is bad
-  std::string batching = "pack";        // pack | pad | pad_max
+  Batching batching = Batching::kPack;
   std::int64_t pack_window = 1024;      // samples per first-fit-decreasing window
   bool group_by_length = false;         // pad mode: sort within windows by length
   bool shuffle = true;
   std::string cache_dir = ".sft_cache";
 };
 
-struct TrainSpec {
-  int epochs = 1;
-  double lr = 2e-5;
-  double min_lr_ratio = 0.0;
-  std::string schedule = "cosine";
-  double warmup_ratio = 0.03;
-  std::int64_t warmup_steps = -1;
+struct TrainSpec : StageHparams {
   std::int64_t batch_size = 8;   // rows per micro-batch per rank (packed rows or samples)
   std::int64_t grad_accum = 1;
   // The global batch in samples (the paper's and FastChat's unit): every optimizer step
@@ -99,7 +99,7 @@ struct TrainSpec {
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;
   double adam_eps = 1e-8;
-  std::string precision = "fp32";  // fp32 | bf16 | bf16-pure
+  Precision precision = Precision::kFp32;
   bool activation_checkpointing = false;
   std::int64_t log_every = 10;
   std::int64_t save_every = 0;     // 0: only at stage ends
@@ -113,8 +113,8 @@ struct TrainSpec {
 };
 
 struct DistSpec {
-  std::string strategy = "ddp";   // ddp | zero1 | zero2 | zero3
-  std::string backend = "auto";   // auto | gloo | nccl
+  DistStrategy strategy = DistStrategy::kDdp;
+  Backend backend = Backend::kAuto;
   int timeout_s = 60;
   double bucket_mb = 25.0;
   int gpus = 0;                   // dry-run planner: device count to plan for (0: the launch's)
@@ -164,6 +164,20 @@ struct RunConfig {
   const DatasetSpec& dataset(const std::string& name) const;  // throws ConfigError
   nlohmann::json to_json() const;                              // every resolved field
 };
+
+// The key reference (`sft config keys`, README's "Config keys"): every key with its kind,
+// default and meaning, from the same declarations that read them.
+struct KeyDoc {
+  std::string key, kind, default_value, doc;
+};
+std::vector<KeyDoc> key_reference();
+std::string key_reference_markdown();  // as a Markdown table
+
+// Whether a resumed run may change a setting without --resume-override: `key` is a
+// flattened to_json() key ("train.log_every", "datasets.math.path"), and the settings that
+// may change are those that do not change what is trained (where outputs go, logging and
+// saving, how long to train, evaluation, how ranks talk).
+bool resume_may_change(const std::string& key);
 
 // Parses "0.25", "1/4", "25%"; nullopt when malformed.
 std::optional<double> parse_fraction(const std::string& text);

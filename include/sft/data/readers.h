@@ -33,12 +33,12 @@ struct ReadResult {
 };
 
 // Throws DataError for a missing/empty/unparsable file, and for the first bad record
-// when on_bad_record is "error". A chat record's unanswered last user turn is dropped and
+// when on_bad_record is kError. A chat record's unanswered last user turn is dropped and
 // counted (a conversation left without an answer is bad), unless `keep_unanswered`: then
 // the record ends with that turn, for rendering the prompt that answers it. A record above
 // `max_record_bytes` (data.max_record_bytes) is bad without being parsed. A bad record is
 // named by file:line, and in a JSON array file also by its element index (in the reason).
-ReadResult read_dataset(const config::DatasetSpec& spec, const std::string& on_bad_record,
+ReadResult read_dataset(const config::DatasetSpec& spec, config::OnBadRecord on_bad_record,
                         bool keep_unanswered = false,
                         std::int64_t max_record_bytes = config::DataSpec{}.max_record_bytes);
 

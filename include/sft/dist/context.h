@@ -37,7 +37,7 @@ class Context {
   int world() const { return world_; }
   int local_rank() const { return launch_.local_rank; }
   bool distributed() const { return world_ > 1; }
-  const std::string& backend() const { return backend_; }
+  config::Backend backend() const { return backend_; }  // kAuto: no process group
   const LaunchInfo& launch() const { return launch_; }
 
   // In place, summed over ranks.
@@ -67,7 +67,7 @@ class Context {
   std::unique_ptr<Impl> impl_;
   LaunchInfo launch_;
   int rank_ = 0, world_ = 1;
-  std::string backend_ = "none";
+  config::Backend backend_ = config::Backend::kAuto;
   std::chrono::seconds timeout_{60};
 };
 

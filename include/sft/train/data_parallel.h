@@ -30,11 +30,11 @@ namespace sft::train {
 class DataParallel : public model::ParamGatherer {
  public:
   // REQUIRES: opt was built for `model` with the strategy's Sharding, world and rank.
-  DataParallel(model::Llama& model, FlatAdamW& opt, std::shared_ptr<dist::Context> ctx, const std::string& strategy,
+  DataParallel(model::Llama& model, FlatAdamW& opt, std::shared_ptr<dist::Context> ctx, config::DistStrategy strategy,
                double bucket_mb);
   ~DataParallel() override;
 
-  const std::string& strategy() const { return strategy_; }
+  config::DistStrategy strategy() const { return strategy_; }
   // Before the micro-batch's forward; `last` arms the ddp/zero1 gradient buckets.
   void begin_micro(bool last);
   // After the step's last backward: every gradient reduction has completed.
@@ -54,7 +54,7 @@ class DataParallel : public model::ParamGatherer {
   model::Llama& model_;
   FlatAdamW& opt_;
   std::shared_ptr<dist::Context> ctx_;
-  std::string strategy_;
+  config::DistStrategy strategy_;
   // Keeps the gradient accumulators (and so their hooks) alive; type-erased because LibTorch
   // has held autograd nodes in shared_ptr (older releases) and in intrusive_ptr (2.14).
   std::vector<std::shared_ptr<void>> accumulators_;

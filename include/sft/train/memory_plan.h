@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sft/config/choices.h"
 #include "sft/model/llama_config.h"
 
 namespace sft::train {
@@ -32,8 +33,8 @@ struct MemoryPlanInput {
   std::vector<std::int64_t> units;
   std::int64_t largest_param = 0;   // elements; 0: derived from the config
   int world = 1;
-  std::string strategy = "ddp";     // ddp | zero1 | zero2 | zero3
-  std::string precision = "bf16";   // fp32 | bf16 | bf16-pure
+  config::DistStrategy strategy = config::DistStrategy::kDdp;
+  config::Precision precision = config::Precision::kBf16;
   bool activation_checkpointing = false;
   bool copying_collectives = false; // Gloo: collectives copy their input and output buffers
   // The largest micro-batch: rows x padded width, and its trained tokens.

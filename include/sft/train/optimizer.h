@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "sft/config/choices.h"
 #include "sft/model/llama.h"
 
 namespace sft::dist {
@@ -56,7 +57,7 @@ struct AdamWOptions {
 
 struct Sharding {
   bool params = false, grads = false, moments = false;
-  static Sharding for_strategy(const std::string& strategy);  // ddp | zero1 | zero2 | zero3
+  static Sharding for_strategy(config::DistStrategy strategy);
 };
 
 class FlatAdamW {
@@ -133,7 +134,7 @@ class FlatAdamW {
 
 // Learning rate at `step` (0-based) of a stage with `total` steps, as Hugging Face's
 // get_{cosine,linear,constant}_schedule_with_warmup compute it (lr 0 at step 0 of warmup).
-double lr_at(const std::string& schedule, double peak, double min_ratio, std::int64_t warmup, std::int64_t total,
+double lr_at(config::Schedule schedule, double peak, double min_ratio, std::int64_t warmup, std::int64_t total,
              std::int64_t step);
 // Warmup steps: warmup_steps when >= 0, else ceil(ratio * total).
 std::int64_t warmup_steps(double ratio, std::int64_t steps, std::int64_t total);

@@ -1,0 +1,74 @@
+// The config's closed choices as enums. The config module parses each once, against the
+// names below, so no other module compares strings; name() gives the name back for logs,
+// JSON and checkpoints (the same text the YAML holds).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace sft::config {
+
+enum class Precision { kFp32, kBf16, kBf16Pure };         // train.precision
+enum class Schedule { kCosine, kLinear, kConstant };      // train.schedule and per stage
+enum class Batching { kPack, kPad, kPadMax };             // data.batching
+enum class Truncation { kTruncate, kDrop };               // data.truncation
+enum class OnBadRecord { kError, kSkip };                 // data.on_bad_record
+enum class SaveDtype { kFp32, kBf16, kF16 };              // model.save_dtype
+enum class ModelInit { kAuto, kRandom, kPretrained };     // model.init
+enum class DistStrategy { kDdp, kZero1, kZero2, kZero3 }; // dist.strategy
+enum class Backend { kAuto, kGloo, kNccl };               // dist.backend
+enum class Format { kGsm8k, kAlpaca, kSharegpt, kMessages, kText, kMtbench };  // datasets.<name>.format
+
+template <class E>
+struct Choice {
+  E value;
+  std::string_view name;
+};
+
+// Choices<E>::all: every value of E with its config name, in the order the docs list them.
+template <class E>
+struct Choices;
+
+#define SFT_CHOICES(E, ...) \
+  template <>               \
+  struct Choices<E> {       \
+    static constexpr Choice<E> all[] = {__VA_ARGS__}; \
+  }
+SFT_CHOICES(Precision, {Precision::kFp32, "fp32"}, {Precision::kBf16, "bf16"}, {Precision::kBf16Pure, "bf16-pure"});
+SFT_CHOICES(Schedule, {Schedule::kCosine, "cosine"}, {Schedule::kLinear, "linear"}, {Schedule::kConstant, "constant"});
+SFT_CHOICES(Batching, {Batching::kPack, "pack"}, {Batching::kPad, "pad"}, {Batching::kPadMax, "pad_max"});
+SFT_CHOICES(Truncation, {Truncation::kTruncate, "truncate"}, {Truncation::kDrop, "drop"});
+SFT_CHOICES(OnBadRecord, {OnBadRecord::kError, "error"}, {OnBadRecord::kSkip, "skip"});
+SFT_CHOICES(SaveDtype, {SaveDtype::kFp32, "fp32"}, {SaveDtype::kBf16, "bf16"}, {SaveDtype::kF16, "f16"});
+SFT_CHOICES(ModelInit, {ModelInit::kAuto, "auto"}, {ModelInit::kRandom, "random"}, {ModelInit::kPretrained, "pretrained"});
+SFT_CHOICES(DistStrategy, {DistStrategy::kDdp, "ddp"}, {DistStrategy::kZero1, "zero1"}, {DistStrategy::kZero2, "zero2"},
+            {DistStrategy::kZero3, "zero3"});
+SFT_CHOICES(Backend, {Backend::kAuto, "auto"}, {Backend::kGloo, "gloo"}, {Backend::kNccl, "nccl"});
+SFT_CHOICES(Format, {Format::kGsm8k, "gsm8k"}, {Format::kAlpaca, "alpaca"}, {Format::kSharegpt, "sharegpt"},
+            {Format::kMessages, "messages"}, {Format::kText, "text"}, {Format::kMtbench, "mtbench"});
+#undef SFT_CHOICES
+
+template <class E>
+std::string name(E v) {
+  for (const auto& c : Choices<E>::all)
+    if (c.value == v) return std::string(c.name);
+  return "?";
+}
+
+template <class E>
+std::optional<E> parse_choice(std::string_view text) {
+  for (const auto& c : Choices<E>::all)
+    if (c.name == text) return c.value;
+  return std::nullopt;
+}
+
+// "fp32, bf16, bf16-pure": for messages and the key reference.
+template <class E>
+std::string choice_list() {
+  std::string s;
+  for (const auto& c : Choices<E>::all) s += (s.empty() ? "" : ", ") + std::string(c.name);
+  return s;
+}
+
+}  // namespace sft::config
