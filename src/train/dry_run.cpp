@@ -15,6 +15,7 @@
 #include "sft/train/memory_plan.h"
 #include "sft/train/optimizer.h"
 #include "sft/train/run_data.h"
+#include "sft/train/run_model.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
 
@@ -22,21 +23,6 @@ namespace sft::train {
 namespace {
 
 constexpr double kAssumedTokensPerSample = 256;  // when the data files are absent (real SFT mean ~210)
-
-model::LlamaConfig resolve_model(const config::RunConfig& cfg) {
-  nlohmann::json mc = nlohmann::json::object();
-  std::string where = "model.config";
-  if (!cfg.model.path.empty() && fs::exists(fs::join(cfg.model.path, "config.json"))) {
-    mc = model::load_llama_config(cfg.model.path).raw;
-    where = fs::join(cfg.model.path, "config.json");
-  }
-  if (cfg.model.config.is_object())
-    for (auto it = cfg.model.config.begin(); it != cfg.model.config.end(); ++it) mc[it.key()] = it.value();
-  if (mc.empty())
-    throw ConfigError("model: " + cfg.model.path + "/config.json is absent and model.config is empty; "
-                      "the planner needs the model's config.json fields");
-  return model::LlamaConfig::from_json(mc, where);
-}
 
 bool data_present(const config::RunConfig& cfg) {
   if (!fs::exists(cfg.tokenizer)) return false;
@@ -114,9 +100,7 @@ MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const model::Lla
   // LibTorch 2.x's scaled_dot_product_attention keeps no (T x T) scores: flash or
   // memory-efficient kernels on CUDA, the flash kernel on the CPU.
   in.fused_attention = true;
-  in.seeded_init = !(cfg.model.init == config::ModelInit::kPretrained || (cfg.model.init == config::ModelInit::kAuto && !cfg.model.path.empty() &&
-                                                         fs::exists(fs::join(cfg.model.path, "config.json")) &&
-                                                         model::has_weights(cfg.model.path)));
+  in.seeded_init = !resolve_run_model(cfg, /*planning=*/true).pretrained;
   in.eval = (cfg.eval.at_end || cfg.eval.at_stage_end) && !cfg.eval.benchmarks.empty();
   in.eval_mid_training = cfg.eval.at_stage_end && cfg.stages.size() > 1;
   in.eval_batch = cfg.eval.batch_size;
@@ -130,7 +114,7 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   // The real world size under a launcher; dist.gpus (the cluster the config is sized for)
   // when planned from a single process.
   const int world = world_size > 1 ? world_size : cfg.dist.gpus > 0 ? cfg.dist.gpus : 1;
-  model::LlamaConfig mc = resolve_model(cfg);
+  model::LlamaConfig mc = resolve_run_model(cfg, /*planning=*/true).config;
   const bool cuda = on_cuda(cfg);
   ordered_json out;
   out["config"] = cfg.source_file;

@@ -5,9 +5,15 @@
 // run the same config, data and model (rank_agreement.h) before anything is written.
 //
 // Owns the model, the flat AdamW state, the run's data (every stage's stream planned up
-// front) and its checkpoints. Rank 0 logs, writes metrics and exports models; under ZeRO
-// every rank writes its own shard of each checkpoint. fit() reads top to bottom: restore,
-// then per stage the occasional blocks, the step, and the diagnostics.
+// front) and its checkpoints. Rank 0 logs, writes metrics (run_log.h) and exports models;
+// under ZeRO every rank writes its own shard of each checkpoint.
+//
+// fit() reads top to bottom: restore the newest checkpoint (when resuming), then per stage
+// run_stage() — each step (train_step: forward and backward over the step's micro-batches,
+// gradients reduced, clipped, one AdamW update; its figures stay on the device), then what
+// is due once in a while (figures read back and logged, a checkpoint, a stop) — and
+// end_stage() (export, evaluation, checkpoint); end_run() exports and evaluates the final
+// model.
 //
 // Resuming is exact: a checkpoint holds the flat parameters and moments, the optimizer
 // step count, the position (stage, step) in the planned streams and the counters, so a
@@ -39,7 +45,7 @@
 
 namespace sft::train {
 
-class TfEventsWriter;
+class RunLog;
 class DataParallel;
 class PhaseMeter;
 
@@ -104,7 +110,29 @@ class Trainer {
     std::int64_t step = 0;          // next step to run within the stage
     std::int64_t global_step = 0;   // steps completed
   };
-  struct StepStats;
+  // A step's figures as train_step leaves them: on the device, so that no step waits for
+  // the GPU. They are read back once per logged step (and before a checkpoint), all at once.
+  struct StepStats {
+    at::Tensor loss;       // fp64, mean per trained token
+    at::Tensor grad_norm;  // fp64, before clipping
+    at::Tensor skipped;    // bool: a non-finite loss or norm, so nothing was updated
+    std::int64_t tokens = 0, targets = 0;  // over all ranks, from the stream's plan
+  };
+
+  struct Pending {  // a step whose figures are still on the device
+    StepStats st;
+    int stage;
+    std::int64_t step, global_step;
+  };
+
+  bool run_stage(int stage, std::int64_t first, Position& pos);
+  void read_back(bool log_last);
+  void end_stage(int stage, bool ran, Position& pos);
+  TrainResult end_run(const Position& pos);
+  StoppedBySignal stopped_after(const Position& pos) const;
+  int num_stages() const { return static_cast<int>(data_.streams.size()); }
+  const data::StageStream& stream(int s) const { return *data_.streams[static_cast<std::size_t>(s)]; }
+  std::int64_t total_steps() const;  // this run's, train.max_steps included
 
   Position restore();
   void save_checkpoint(const Position& next);
@@ -120,7 +148,7 @@ class Trainer {
   void log_plan() const;
   // Every rank's peak bytes per phase next to the planner's, as a "memory" line in
   // metrics.jsonl and in the log.
-  void report_memory(const std::string& metrics_path);
+  void report_memory();
   // Runs the eval hook on `model_dir`, writes <output_dir>/eval/<label>/ and metrics lines.
   void run_eval(const std::string& model_dir, const std::string& label, int stage, std::int64_t step);
   double stage_lr(int stage, std::int64_t step) const;
@@ -140,7 +168,9 @@ class Trainer {
   MemoryPlan plan_;  // the dry-run planner's, for this run on this world size
   std::unique_ptr<FlatAdamW> opt_;
   std::unique_ptr<CheckpointStore> checkpoints_;
-  std::unique_ptr<TfEventsWriter> tb_;
+  std::unique_ptr<RunLog> log_;
+  std::vector<Pending> pending_;
+  TrainResult result_;  // the stages' losses, as they end
   std::int32_t pad_id_ = 0;
   nlohmann::json model_config_;  // config.json merged with model.config, as checkpoints record it
   std::vector<std::string> stale_outputs_;  // rank 0: an earlier attempt's outputs to remove (run_folder.h)

@@ -1,0 +1,289 @@
+// The trainer's checkpoints: the run-folder lock, the resume checks, saving and restoring
+// the exact training state (trainer.h).
+#include "sft/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/Parallel.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "sft/data/batch.h"
+#include "sft/model/hf_checkpoint.h"
+#include "sft/model/precision.h"
+#include "sft/model/safetensors.h"
+#include "sft/train/data_parallel.h"
+#include "sft/train/dry_run.h"
+#include "sft/train/memory_tracker.h"
+#include "sft/train/progress.h"
+#include "sft/train/rank_agreement.h"
+#include "sft/train/run_log.h"
+#include "sft/train/run_model.h"
+#include "sft/train/run_folder.h"
+#include "sft/train/stop_signal.h"
+#include "sft/train/tfevents.h"
+#include "sft/util/cuda.h"
+#include "sft/util/error.h"
+#include "sft/util/fs.h"
+#include "sft/util/hash.h"
+#include "sft/util/log.h"
+
+namespace sft::train {
+namespace {
+
+std::string hex(const at::Tensor& bytes) {
+  at::Tensor b = bytes.contiguous();
+  return sft::hex(b.data_ptr<std::uint8_t>(), static_cast<std::size_t>(b.numel()));
+}
+
+at::Tensor unhex(const std::string& s) {
+  at::Tensor t = at::empty({static_cast<std::int64_t>(s.size() / 2)}, at::kByte);
+  auto* p = t.data_ptr<std::uint8_t>();
+  for (std::size_t i = 0; i + 1 < s.size(); i += 2) p[i / 2] = static_cast<std::uint8_t>(std::stoi(s.substr(i, 2), nullptr, 16));
+  return t;
+}
+
+// Rank 0 takes output_dir's lock (the other ranks write only where rank 0 tells them:
+// their checkpoint shards). Its outcome is shared, so that a refused run stops every rank
+// at once rather than at the next collective's timeout.
+
+}  // namespace
+
+void Trainer::lock_run_folder() {
+  nlohmann::json refused = nullptr;
+  if (rank_ == 0) {
+    try {
+      // A folder holds one run (run_folder.h): refused before the lock file is written, so
+      // that a refused run leaves the folder as it was. A folder in use is the lock's to
+      // report (exit code 75: sweeps skip it); it is checked once its holder let go.
+      auto check = [&] {
+        return outputs_to_replace(cfg_.output_dir, cfg_.to_json(),
+                                  !CheckpointStore(fs::join(cfg_.output_dir, "checkpoints")).list().empty(),
+                                  opts_.resume, opts_.overwrite);
+      };
+      const bool in_use = !RunLock::holder(cfg_.output_dir).empty();
+      if (!in_use) stale_outputs_ = check();
+      lock_ = RunLock::acquire(cfg_.output_dir);
+      if (in_use) stale_outputs_ = check();
+    } catch (const Error& e) {
+      if (!dist_->distributed()) throw;
+      refused = {{"code", e.exit_code()}, {"message", e.what()}};
+    }
+  }
+  if (!dist_->distributed()) return;
+  const nlohmann::json r0 = nlohmann::json::parse(dist_->all_gather_strings(refused.dump())[0]);
+  if (r0.is_null()) return;
+  const std::string msg = (rank_ == 0 ? "" : "rank 0: ") + r0["message"].get<std::string>();
+  const int code = r0["code"].get<int>();
+  if (code == 75) throw RunLockedError(msg);
+  if (code == 2) throw ConfigError(msg);
+  throw Error(msg);
+}
+
+std::string Trainer::tensor_fingerprint() const {
+  std::string names;
+  for (const auto& slot : opt_->layout().slots) {
+    names += slot.name + "[";
+    for (auto d : slot.shape) names += std::to_string(d) + ",";
+    names += "];";
+  }
+  return sha256_hex(names);
+}
+
+nlohmann::json Trainer::check_resume() {
+  nlohmann::json accepted = nlohmann::json::array();
+  const auto found = checkpoints_->list();
+  if (found.empty()) return accepted;
+  nlohmann::json st;
+  try {
+    st = read_trainer_state(found.front().dir);
+  } catch (const std::exception&) {
+    return accepted;  // unreadable: restore() falls back to an older checkpoint, and says so
+  }
+  const std::string dir = found.front().dir;
+  std::vector<std::string> problems;
+  auto compare = [&](const Settings& was, const Settings& now, const std::string& prefix, bool overridable) {
+    std::set<std::string> keys;
+    for (const auto& [k, v] : was) keys.insert(k);
+    for (const auto& [k, v] : now) keys.insert(k);
+    for (const auto& k : keys) {
+      const auto a = was.find(k), b = now.find(k);
+      const std::string old_v = a == was.end() ? "(unset)" : a->second, new_v = b == now.end() ? "(unset)" : b->second;
+      if (old_v == new_v) continue;
+      const std::string key = prefix + k;
+      if (overridable && config::resume_may_change(key)) continue;
+      // A stage's settings derive from train.* (stages[1].lr from train.lr): overriding one
+      // overrides what it derives.
+      const auto close = key.find("].");
+      const std::string derived_from = key.rfind("stages[", 0) == 0 && close != std::string::npos
+                                           ? "train." + key.substr(close + 2) : std::string();
+      const bool allowed = overridable && std::any_of(opts_.resume_overrides.begin(), opts_.resume_overrides.end(),
+                                                      [&](const std::string& o) {
+                                                        return key == o || key.rfind(o + ".", 0) == 0 ||
+                                                               key.rfind(o + "[", 0) == 0 || o == derived_from;
+                                                      });
+      if (allowed) {
+        accepted.push_back({{"key", key}, {"checkpoint", old_v}, {"now", new_v},
+                            {"from_step", st.value("global_step", std::int64_t(0))}});
+        continue;
+      }
+      problems.push_back(key + ": the checkpoint has " + old_v + ", this run has " + new_v);
+    }
+  };
+  if (st.contains("model_config")) compare(flatten(st["model_config"]), flatten(model_config_), "model ", false);
+  if (st.contains("tensors") && st["tensors"] != tensor_fingerprint())
+    problems.push_back("the model's tensor names and shapes differ from the checkpoint's");
+  if (st.contains("config")) {
+    Settings was = flatten(st["config"]), now = flatten(cfg_.to_json());
+    compare(was, now, "", true);
+  }
+  if (!problems.empty()) {
+    std::string list;
+    for (std::size_t i = 0; i < problems.size() && i < 12; ++i) list += "\n  " + problems[i];
+    if (problems.size() > 12) list += "\n  ... and " + std::to_string(problems.size() - 12) + " more";
+    throw ConfigError(dir + ": this run is not the checkpoint's run:" + list +
+                      "\nResume with the checkpoint's settings (its config is in " +
+                      fs::join(cfg_.output_dir, "config.resolved.json") +
+                      "), or name a hyper-parameter you mean to change with --resume-override KEY (recorded), or "
+                      "start a new --output-dir");
+  }
+  for (const auto& a : accepted)
+    if (rank_ == 0)
+      sft::log::warn("resume: {} changes from {} to {} (--resume-override)", a["key"].get<std::string>(),
+                     a["checkpoint"].get<std::string>(), a["now"].get<std::string>());
+  // Earlier resumes' overrides stay on record.
+  nlohmann::json all = nlohmann::json::array();
+  try {
+    auto old = nlohmann::json::parse(fs::read_file(fs::join(cfg_.output_dir, "config.resolved.json")));
+    if (old.contains("resume_overrides") && old["resume_overrides"].is_array()) all = old["resume_overrides"];
+  } catch (const std::exception&) {
+  }
+  for (const auto& a : accepted) all.push_back(a);
+  return all;
+}
+
+void Trainer::save_checkpoint(const Position& next) {
+  nlohmann::json fingerprints = nlohmann::json::array();
+  for (const auto& s : data_.streams) fingerprints.push_back(s->fingerprint());
+  at::Tensor rng = at::detail::getDefaultCPUGenerator().get_state();
+  nlohmann::json state = {{"global_step", next.global_step},
+                          {"stage", next.stage},
+                          {"stage_step", next.step},
+                          {"optimizer_steps", opt_->step_count()},
+                          {"consecutive_nonfinite", consecutive_nonfinite_},
+                          {"skipped_steps", skipped_total_},
+                          {"stream_fingerprints", fingerprints},
+                          {"world_size", world_},
+                          {"dist_strategy", config::name(cfg_.dist.strategy)},
+                          {"rng_cpu", hex(rng)},
+                          {"sft_version", SFT_VERSION},
+                          {"config", cfg_.to_json()},
+                          {"model_config", model_config_},
+                          {"tensors", tensor_fingerprint()}};
+  std::string dir;
+  const Sharding sh = opt_->sharding();
+  if (!sh.moments) {
+    // Nothing sharded (ddp): rank 0 holds the whole state.
+    if (rank_ == 0) {
+      std::map<std::string, std::vector<std::pair<std::string, at::Tensor>>> files;
+      files["state.safetensors"] = {{"params", opt_->params()}, {"exp_avg", opt_->exp_avg()}, {"exp_avg_sq", opt_->exp_avg_sq()}};
+      dir = checkpoints_->save(next.global_step, files, state);
+    }
+    dist_->barrier();
+  } else {
+    // ZeRO: every rank writes its shard; parameters once (rank 0) unless they are sharded too.
+    std::vector<std::pair<std::string, at::Tensor>> mine = {{"exp_avg", opt_->exp_avg()}, {"exp_avg_sq", opt_->exp_avg_sq()}};
+    if (sh.params || rank_ == 0) mine.push_back({"params", opt_->params()});
+    std::map<std::string, std::vector<std::pair<std::string, at::Tensor>>> files;
+    files["rank" + std::to_string(rank_) + ".safetensors"] = mine;
+    dir = checkpoints_->save_sharded(next.global_step, rank_, files, state, [this] { dist_->barrier(); });
+  }
+  if (rank_ == 0) {
+    checkpoints_->prune(cfg_.train.keep_checkpoints);
+    if (next.stage >= static_cast<int>(data_.streams.size())) sft::log::info("checkpoint {} (end of training)", dir);
+    else sft::log::info("checkpoint {} (stage {}, step {} of it)", dir, next.stage + 1, next.step);
+  }
+  dist_->barrier();
+}
+
+Trainer::Position Trainer::restore() {
+  Position p;
+  if (!opts_.resume) return p;
+  // Rank 0 verifies and chooses; every rank loads the same checkpoint.
+  std::optional<CheckpointInfo> latest;
+  if (rank_ == 0) latest = checkpoints_->latest_good();
+  at::Tensor chosen = at::full({1}, latest ? latest->global_step : -1, at::kLong);
+  if (device_.is_cuda()) chosen = chosen.to(device_);
+  dist_->broadcast(chosen, 0);
+  const std::int64_t chosen_step = chosen.cpu().item<std::int64_t>();
+  if (chosen_step < 0) {
+    sft::log::info("resume: no checkpoint in {}; starting from the beginning", checkpoints_->root());
+    return p;
+  }
+  if (rank_ != 0)
+    for (const auto& c : checkpoints_->list())
+      if (c.global_step == chosen_step) latest = c;
+  if (!latest) throw CheckpointError("rank " + std::to_string(rank_) + ": checkpoint step " + std::to_string(chosen_step) +
+                                     " is not visible here (the output directory must be shared by all ranks)");
+  nlohmann::json st = read_trainer_state(latest->dir);
+  if (st.value("world_size", 1) != world_)
+    throw CheckpointError(latest->dir + ": written by " + std::to_string(st.value("world_size", 1)) +
+                          " ranks, resumed on " + std::to_string(world_) + "; resume on the same world size");
+  const auto& fps = st.at("stream_fingerprints");
+  if (fps.size() != data_.streams.size())
+    throw CheckpointError(latest->dir + ": the run had " + std::to_string(fps.size()) + " stages, the config now has " +
+                          std::to_string(data_.streams.size()));
+  for (std::size_t s = 0; s < data_.streams.size(); ++s)
+    if (fps[s] != data_.streams[s]->fingerprint())
+      throw CheckpointError(latest->dir + ": stage " + std::to_string(s + 1) +
+                            "'s data stream differs from the checkpoint's (the config, data or seed changed); "
+                            "resume with the same config, or start a new --output-dir");
+  if (st.value("dist_strategy", std::string("ddp")) != config::name(cfg_.dist.strategy))
+    throw CheckpointError(latest->dir + ": written with dist.strategy " + st.value("dist_strategy", std::string("ddp")) +
+                          ", resumed with " + config::name(cfg_.dist.strategy) + "; resume with the same strategy");
+  const Sharding sh = opt_->sharding();
+  auto load = [&](const std::string& file, const char* name, at::Tensor& dst) {
+    auto f = model::SafetensorsFile::open(fs::join(latest->dir, file));
+    at::Tensor src = f->tensor(name);
+    if (src.numel() != dst.numel())
+      throw CheckpointError(latest->dir + "/" + file + ": " + name + " has " + std::to_string(src.numel()) +
+                            " elements, this rank needs " + std::to_string(dst.numel()));
+    dst.copy_(src.to(dst.device()));
+  };
+  {
+    at::NoGradGuard ng;
+    if (!sh.moments) {
+      for (const char* n : {"params", "exp_avg", "exp_avg_sq"})
+        load("state.safetensors", n, n == std::string("params") ? opt_->params() : n == std::string("exp_avg") ? opt_->exp_avg() : opt_->exp_avg_sq());
+    } else {
+      const std::string mine = "rank" + std::to_string(rank_) + ".safetensors";
+      load(mine, "exp_avg", opt_->exp_avg());
+      load(mine, "exp_avg_sq", opt_->exp_avg_sq());
+      load(sh.params ? mine : "rank0.safetensors", "params", opt_->params());
+    }
+  }
+  opt_->set_step_count(st.at("optimizer_steps"));
+  consecutive_nonfinite_ = st.value("consecutive_nonfinite", std::int64_t(0));
+  skipped_total_ = st.value("skipped_steps", std::int64_t(0));
+  {
+    at::Generator g = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(g.mutex());
+    g.set_state(unhex(st.at("rng_cpu")));
+  }
+  p.stage = st.at("stage");
+  p.step = st.at("stage_step");
+  p.global_step = st.at("global_step");
+  log_->truncate_after(p.global_step);
+  dist_->barrier();
+  sft::log::info("resumed from {}: stage {}, step {} of it, {} steps done", latest->dir, p.stage + 1, p.step, p.global_step);
+  return p;
+}
+
+}  // namespace sft::train
