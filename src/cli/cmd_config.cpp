@@ -4,7 +4,7 @@
 
 #include "cli/commands.h"
 #include "sft/config/run_config.h"
-#include "sft/train/run_data.h"
+#include "sft/data/run_data.h"
 
 namespace sft::cli {
 
@@ -28,8 +28,8 @@ std::vector<Command> register_config(CLI::App& app) {
   return {{expand,
            [] {
              config::RunConfig cfg = config::load_run_config(path, sets);
-             data::DataPlan plan = train::plan_without_tokenizing(cfg);
-             std::cout << train::expand_json(cfg, plan).dump(2) << "\n";
+             data::DataPlan plan = data::plan_without_tokenizing(cfg);
+             std::cout << data::expand_json(cfg, plan).dump(2) << "\n";
              return 0;
            }},
           {keys, [] {

@@ -12,7 +12,7 @@
 #include "sft/data/data_report.h"
 #include "sft/data/readers.h"
 #include "sft/data/tokenizer.h"
-#include "sft/train/run_data.h"
+#include "sft/data/run_data.h"
 #include "sft/util/error.h"
 #include "sft/util/log.h"
 
@@ -61,7 +61,7 @@ void print_tokens(const data::Tokenizer& tok, const data::Encoded& e, std::size_
 int run_prepare() {
   config::RunConfig cfg = config::load_run_config(A.config, A.sets);
   auto start = std::chrono::steady_clock::now();
-  train::RunData rd = train::build_run_data(cfg, 1);
+  data::RunData rd = data::build_run_data(cfg, 1);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::int64_t tokens = 0;
   ordered_json out = ordered_json::array();
@@ -86,7 +86,7 @@ int run_prepare() {
 
 int run_stats() {
   config::RunConfig cfg = config::load_run_config(A.config, A.sets);
-  train::RunData rd = train::build_run_data(cfg, 1);
+  data::RunData rd = data::build_run_data(cfg, 1);
   auto stats = data::data_stats(cfg, rd.plan, rd.datasets, rd.streams);
   if (A.json) std::cout << stats.dump(2) << "\n";
   else std::cout << data::format_data_stats(stats);
@@ -166,7 +166,7 @@ int run_render() {
 
 int run_inspect() {
   config::RunConfig cfg = config::load_run_config(A.config, A.sets);
-  train::RunData rd = train::build_run_data(cfg, 1);
+  data::RunData rd = data::build_run_data(cfg, 1);
   std::size_t stage = 0;
   if (!A.stage.empty()) {
     bool ok = false;
@@ -185,7 +185,7 @@ int run_inspect() {
   };
   std::vector<Item> items;
   for (const auto& src : rd.plan.stages[stage].sources)
-    for (std::int64_t r : rd.plan.records_of(src)) items.push_back({src.dataset_index, r, src.replay});
+    for (std::int64_t r : rd.plan.records_of(src)) items.push_back({src.dataset_index(), r, src.replay()});
   std::vector<std::size_t> chosen;
   for (std::size_t i = 0; i < items.size(); ++i) {
     const auto o = rd.datasets[items[i].ds]->origin(items[i].rec);

@@ -169,6 +169,10 @@ RunConfig resolve(Document& doc) {
   r.check_keys("", keys(top_fields()));
   for (const auto& f : top_fields())
     if (f.read) f.read(r, f.key, c);
+  for (auto& st : c.stages)
+    for (auto& src : st.sources)
+      for (std::size_t i = 0; i < c.datasets.size(); ++i)
+        if (c.datasets[i].name == src.dataset) src.dataset_index = i;
   if (!r.errors().empty()) {
     // Report in file order: "file:line: ..." sorted by line, --set problems last.
     std::vector<std::string> errs = r.errors();

@@ -35,7 +35,7 @@ nlohmann::ordered_json data_stats(const config::RunConfig& cfg, const DataPlan& 
     ordered_json sources = ordered_json::array();
     std::int64_t samples = 0, tokens = 0, targets = 0;
     for (const auto& src : plan.stages[st].sources) {
-      const auto& d = *datasets[src.dataset_index];
+      const auto& d = *datasets[src.dataset_index()];
       std::int64_t kept = 0, zero = 0, trunc = 0, too_long = 0, tok = 0, tgt = 0;
       for (std::int64_t r : plan.records_of(src)) {
         switch (d.status(r)) {
@@ -49,11 +49,11 @@ nlohmann::ordered_json data_stats(const config::RunConfig& cfg, const DataPlan& 
         }
         trunc += d.truncated(r) ? 1 : 0;
       }
-      kept *= src.repeat;  // samples per epoch, upsampling included
-      tok *= src.repeat;
-      tgt *= src.repeat;
-      sources.push_back({{"dataset", src.dataset}, {"replay", src.replay}, {"fraction", src.fraction},
-                         {"records", src.records}, {"repeat", src.repeat}, {"samples", kept}, {"zero_target", zero}, {"truncated", trunc},
+      kept *= src.repeat();  // samples per epoch, upsampling included
+      tok *= src.repeat();
+      tgt *= src.repeat();
+      sources.push_back({{"dataset", src.dataset()}, {"replay", src.replay()}, {"fraction", src.fraction()},
+                         {"records", src.records}, {"repeat", src.repeat()}, {"samples", kept}, {"zero_target", zero}, {"truncated", trunc},
                          {"too_long", too_long}, {"tokens", tok}, {"target_tokens", tgt}});
       samples += kept;
       tokens += tok;

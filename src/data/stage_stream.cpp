@@ -94,12 +94,12 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
   // The stage's trainable samples, in source order (shuffled below).
   std::vector<Item> base;
   for (const auto& src : stage.sources) {
-    const auto& ds = *datasets[src.dataset_index];
+    const auto& ds = *datasets[src.dataset_index()];
     const std::vector<std::int64_t> records = plan.records_of(src);
-    for (int copy = 0; copy < src.repeat; ++copy)
+    for (int copy = 0; copy < src.repeat(); ++copy)
       for (std::int64_t rec : records) {
         if (ds.status(rec) != SampleStatus::kOk) continue;
-        base.push_back({{static_cast<std::int32_t>(src.dataset_index), rec}, ds.length(rec), ds.targets(rec)});
+        base.push_back({{static_cast<std::int32_t>(src.dataset_index()), rec}, ds.length(rec), ds.targets(rec)});
       }
   }
   samples_per_epoch_ = static_cast<std::int64_t>(base.size());

@@ -28,7 +28,7 @@ std::int64_t fraction_count(double f, std::int64_t n) {
 }
 
 std::vector<std::int64_t> DataPlan::records_of(const SourceSelection& s) const {
-  const auto& perm = permutations[s.dataset_index];
+  const auto& perm = permutations[s.dataset_index()];
   return std::vector<std::int64_t>(perm.begin(), perm.begin() + s.records);
 }
 
@@ -62,16 +62,8 @@ DataPlan plan_data(const config::RunConfig& cfg, const std::vector<std::int64_t>
     StageSelection sel;
     sel.spec = &st;
     for (const auto& src : st.sources) {
-      std::size_t di = 0;
-      while (di < cfg.datasets.size() && cfg.datasets[di].name != src.dataset) ++di;
-      if (di == cfg.datasets.size()) throw ConfigError("stages[" + std::to_string(s) + "]: unknown dataset " + src.dataset);
-      SourceSelection x;
-      x.dataset = src.dataset;
-      x.dataset_index = di;
-      x.replay = src.replay;
-      x.fraction = cfg.datasets[di].fraction * src.fraction;
-      x.records = fraction_count(src.fraction, plan.dataset_selected[di]);
-      x.repeat = cfg.datasets[di].repeat;
+      const std::size_t di = src.dataset_index;
+      SourceSelection x{&src, &cfg.datasets[di], fraction_count(src.fraction, plan.dataset_selected[di])};
       if (x.records < 1 && plan.dataset_selected[di] > 0 && src.replay) {
         // A replay share too small for the data (k = 1/256 of a 1/64 subset) replays
         // nothing; say so rather than fail, so sweeps over fractions x k run through.
@@ -82,7 +74,7 @@ DataPlan plan_data(const config::RunConfig& cfg, const std::vector<std::int64_t>
         fail("stages[" + std::to_string(s) + "] (" + st.name + "): " + (src.replay ? "replay fraction " : "fraction ") +
              std::to_string(src.fraction) + " of the " + std::to_string(plan.dataset_selected[di]) + " selected " +
              src.dataset + " records selects none; use a larger fraction or more data");
-      sel.records += x.records * x.repeat;
+      sel.samples += x.samples();
       sel.sources.push_back(x);
     }
     plan.stages.push_back(std::move(sel));

@@ -14,7 +14,7 @@
 #include "sft/model/varlen.h"
 #include "sft/train/memory_plan.h"
 #include "sft/train/optimizer.h"
-#include "sft/train/run_data.h"
+#include "sft/data/run_data.h"
 #include "sft/train/run_model.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
@@ -39,7 +39,7 @@ struct LargestMicroBatch {
   double score_elements = 0;
 };
 
-LargestMicroBatch largest_micro_batch(const RunData& rd, const config::RunConfig& cfg, int world) {
+LargestMicroBatch largest_micro_batch(const data::RunData& rd, const config::RunConfig& cfg, int world) {
   LargestMicroBatch most;
   std::int64_t steps_left = cfg.train.max_steps > 0 ? cfg.train.max_steps : std::numeric_limits<std::int64_t>::max();
   for (const auto& stream : rd.streams)
@@ -67,7 +67,7 @@ bool on_cuda(const config::RunConfig& cfg) {
 
 }  // namespace
 
-MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const model::LlamaConfig& mc, const RunData* data,
+MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const model::LlamaConfig& mc, const data::RunData* data,
                                   int world) {
   MemoryPlanInput in;
   in.model = mc;
@@ -126,13 +126,13 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   out["activation_checkpointing"] = cfg.train.activation_checkpointing;
 
   // ---- stage plan ------------------------------------------------------------------------------
-  std::optional<RunData> rd;
+  std::optional<data::RunData> rd;
   ordered_json stages = ordered_json::array();
   std::int64_t total_steps = 0;
   const bool exact = data_present(cfg);
-  const std::int64_t rows_per_step = cfg.train.batch_size * rows_accumulation(cfg, world) * world;
+  const std::int64_t rows_per_step = cfg.train.batch_size * data::rows_accumulation(cfg, world) * world;
   if (exact) {
-    rd = build_run_data(cfg, world);
+    rd = data::build_run_data(cfg, world);
     for (std::size_t s = 0; s < rd->streams.size(); ++s) {
       const auto& st = *rd->streams[s];
       stages.push_back({{"name", cfg.stages[s].name}, {"samples", st.samples_per_epoch()}, {"epochs", cfg.stages[s].epochs},
@@ -141,18 +141,18 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
       total_steps += st.steps();
     }
   } else {
-    data::DataPlan plan = plan_without_tokenizing(cfg);
+    data::DataPlan plan = data::plan_without_tokenizing(cfg);
     for (std::size_t s = 0; s < plan.stages.size(); ++s) {
-      const double samples = static_cast<double>(plan.stages[s].records) * cfg.stages[s].epochs;
+      const double samples = static_cast<double>(plan.stages[s].samples) * cfg.stages[s].epochs;
       const double tokens = samples * kAssumedTokensPerSample;
       const double rows = cfg.data.batching == config::Batching::kPack ? std::ceil(tokens / (0.97 * static_cast<double>(cfg.data.max_seq_len)))
                                                       : samples;
       // In samples, each epoch's last step may be short, as a padded trainer's is.
       const auto steps = cfg.train.samples_per_step > 0
-                             ? cfg.stages[s].epochs * ((plan.stages[s].records + cfg.train.samples_per_step - 1) /
+                             ? cfg.stages[s].epochs * ((plan.stages[s].samples + cfg.train.samples_per_step - 1) /
                                                        cfg.train.samples_per_step)
                              : static_cast<std::int64_t>(std::ceil(rows / static_cast<double>(rows_per_step)));
-      stages.push_back({{"name", cfg.stages[s].name}, {"samples", plan.stages[s].records}, {"epochs", cfg.stages[s].epochs},
+      stages.push_back({{"name", cfg.stages[s].name}, {"samples", plan.stages[s].samples}, {"epochs", cfg.stages[s].epochs},
                         {"tokens_estimated", static_cast<std::int64_t>(tokens)}, {"steps_estimated", steps}});
       total_steps += steps;
     }
@@ -166,7 +166,7 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
     out["tokens_per_micro_batch"] = cfg.train.tokens_per_micro_batch > 0 ? cfg.train.tokens_per_micro_batch
                                                                          : cfg.train.batch_size * cfg.data.max_seq_len;
   }
-  out["global_batch"] = describe_global_batch(cfg, world);
+  out["global_batch"] = data::describe_global_batch(cfg, world);
   out["rows_per_optimizer_step"] = cfg.train.samples_per_step > 0 ? nlohmann::ordered_json() : ordered_json(rows_per_step);
 
   // ---- memory per rank ----------------------------------------------------------------------------

@@ -83,7 +83,7 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   StopSignal::install();
   lock_run_folder();
   require_agreement(*dist_, run_identity(cfg_), "the run configuration");
-  rows_accumulation(cfg_, world_);  // a global batch this world size cannot keep stops every rank now
+  data::rows_accumulation(cfg_, world_);  // a global batch this world size cannot keep stops every rank now
   fs::make_dirs(cfg_.output_dir);
   checkpoints_ = std::make_unique<CheckpointStore>(fs::join(cfg_.output_dir, "checkpoints"));
   if (rank_ == 0) {  // this rank holds the folder's lock: no save is in flight
@@ -97,9 +97,9 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   }
 
   // Rank 0 tokenizes into the cache first; the others then load it.
-  if (rank_ == 0) data_ = build_run_data(cfg_, world_);
+  if (rank_ == 0) data_ = data::build_run_data(cfg_, world_);
   dist_->barrier();
-  if (rank_ != 0) data_ = build_run_data(cfg_, world_);
+  if (rank_ != 0) data_ = data::build_run_data(cfg_, world_);
   pad_id_ = data_.tokenizer->pad_id() >= 0 ? data_.tokenizer->pad_id() : 0;
 
   // ---- model -----------------------------------------------------------------------------
@@ -150,10 +150,10 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
     nlohmann::json resolved = {{"config", cfg_.to_json()}, {"settings", settings}};
     if (!overrides.empty()) resolved["resume_overrides"] = overrides;
     fs::write_file_atomic(fs::join(cfg_.output_dir, "config.resolved.json"), resolved.dump(2) + "\n");
-    fs::write_file_atomic(fs::join(cfg_.output_dir, "data_manifest.json"), data_manifest(cfg_, data_).dump() + "\n");
+    fs::write_file_atomic(fs::join(cfg_.output_dir, "data_manifest.json"), data::data_manifest(cfg_, data_).dump() + "\n");
     log_settings();
     log_plan();
-    sft::log::info("global batch: {}", describe_global_batch(cfg_, world_));
+    sft::log::info("global batch: {}", data::describe_global_batch(cfg_, world_));
     // What building the model cost this rank: its training state (all of it, or its ZeRO
     // shards) and the peak while building, which stays near it because nothing else of the
     // model is ever materialised.

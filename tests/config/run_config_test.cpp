@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "sft/config/run_config.h"
-#include "sft/train/run_data.h"
+#include "sft/data/run_data.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
 #include "test_util.h"
@@ -42,11 +42,11 @@ struct Src {
   bool replay;
 };
 std::vector<std::pair<std::string, std::vector<Src>>> plan_of(const RunConfig& cfg) {
-  auto plan = train::plan_without_tokenizing(cfg);
+  auto plan = data::plan_without_tokenizing(cfg);
   std::vector<std::pair<std::string, std::vector<Src>>> out;
   for (const auto& st : plan.stages) {
     std::vector<Src> v;
-    for (const auto& s : st.sources) v.push_back({s.dataset, s.records, s.replay});
+    for (const auto& s : st.sources) v.push_back({s.dataset(), s.records, s.replay()});
     out.push_back({st.spec->name, v});
   }
   return out;

@@ -12,7 +12,7 @@
 
 #include "sft/config/run_config.h"
 #include "sft/data/batch.h"
-#include "sft/train/run_data.h"
+#include "sft/data/run_data.h"
 #include "sft/util/error.h"
 #include "test_util.h"
 
@@ -31,7 +31,7 @@ config::RunConfig tiny_config(const std::string& cache, std::vector<std::string>
 
 std::set<std::int64_t> selected(const DataPlan& plan, std::size_t stage, const std::string& ds, bool replay) {
   for (const auto& s : plan.stages[stage].sources)
-    if (s.dataset == ds && s.replay == replay) {
+    if (s.dataset() == ds && s.replay() == replay) {
       auto v = plan.records_of(s);
       return {v.begin(), v.end()};
     }
@@ -44,14 +44,15 @@ TEST(Strategy, FractionsAreNestedAcrossFiveFractions) {
   std::vector<std::set<std::int64_t>> sets;
   for (const char* f : fractions) {
     auto cfg = tiny_config(d.path(), {std::string("datasets.math.fraction=") + f});
-    auto plan = train::plan_without_tokenizing(cfg);
+    auto plan = data::plan_without_tokenizing(cfg);
     sets.push_back(selected(plan, 0, "math", false));
     EXPECT_EQ(static_cast<std::int64_t>(sets.back().size()), fraction_count(*config::parse_fraction(f), 6144)) << f;
   }
   for (std::size_t i = 1; i < sets.size(); ++i)
     EXPECT_TRUE(std::includes(sets[i - 1].begin(), sets[i - 1].end(), sets[i].begin(), sets[i].end())) << fractions[i];
   // Another seed draws another subset.
-  auto other = train::plan_without_tokenizing(tiny_config(d.path(), {"datasets.math.fraction=1/16", "seed=2"}));
+  const config::RunConfig other_cfg = tiny_config(d.path(), {"datasets.math.fraction=1/16", "seed=2"});
+  auto other = data::plan_without_tokenizing(other_cfg);  // points into other_cfg
   EXPECT_NE(selected(other, 0, "math", false), sets[2]);
 }
 
@@ -61,7 +62,7 @@ TEST(Strategy, ReplayIsNestedAndDrawnFromStageOneData) {
   std::vector<std::set<std::int64_t>> replays;
   for (const char* k : ks) {
     auto cfg = tiny_config(d.path(), {std::string("strategy.k=") + k, "datasets.code.fraction=1/2"});
-    auto plan = train::plan_without_tokenizing(cfg);
+    auto plan = data::plan_without_tokenizing(cfg);
     auto stage1 = selected(plan, 0, "code", false);
     auto replay = selected(plan, 1, "code", true);
     EXPECT_EQ(static_cast<std::int64_t>(replay.size()), fraction_count(*config::parse_fraction(k), 2048)) << k;
@@ -76,7 +77,7 @@ TEST(Strategy, ADatasetTooSmallForItsFractionIsAConfigError) {
   test::TempDir d;
   auto cfg = tiny_config(d.path(), {"datasets.general.fraction=1/8192"});
   try {
-    train::plan_without_tokenizing(cfg);
+    data::plan_without_tokenizing(cfg);
     FAIL();
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("datasets.general.fraction"), std::string::npos) << e.what();
@@ -107,7 +108,7 @@ TEST_F(Streams, RanksNeverOverlapAndTogetherCoverTheStage) {
     for (config::Batching batching : {config::Batching::kPack, config::Batching::kPad}) {
       config::RunConfig cfg = *cfg_;
       cfg.data.batching = batching;
-      train::RunData rd = train::build_run_data(cfg, world);
+      data::RunData rd = data::build_run_data(cfg, world);
       for (std::size_t si = 0; si < rd.streams.size(); ++si) {
         const auto& stream = rd.streams[si];
         std::multiset<std::pair<int, std::int64_t>> seen;
@@ -144,7 +145,7 @@ TEST_F(Streams, SamplesPerStepPutsTheSameSamplesInEveryStepWhateverTheBatching) 
       cfg.train.grad_accum = 1;
       cfg.train.samples_per_step = kSamples;
       const std::int64_t budget = cfg.train.batch_size * cfg.data.max_seq_len;
-      train::RunData rd = train::build_run_data(cfg, world);
+      data::RunData rd = data::build_run_data(cfg, world);
       for (std::size_t si = 0; si < rd.streams.size(); ++si) {
         const auto& stream = *rd.streams[si];
         const std::int64_t n = stream.samples_per_epoch(), epochs = cfg.stages[si].epochs;
@@ -211,22 +212,22 @@ TEST(RunConfigBatch, SamplesPerStepExcludesGradAccumAndTheBudgetNeedsIt) {
 TEST(RunConfigBatch, RowsPerStepKeepsTheGlobalBatchOnAnyWorldSize) {
   test::TempDir d;
   config::RunConfig cfg = tiny_config(d.path(), {"train.rows_per_step=48", "train.batch_size=4"});
-  EXPECT_EQ(train::rows_accumulation(cfg, 1), 12);
-  EXPECT_EQ(train::rows_accumulation(cfg, 4), 3);
-  EXPECT_EQ(train::rows_accumulation(cfg, 12), 1);
+  EXPECT_EQ(data::rows_accumulation(cfg, 1), 12);
+  EXPECT_EQ(data::rows_accumulation(cfg, 4), 3);
+  EXPECT_EQ(data::rows_accumulation(cfg, 12), 1);
   try {
-    train::rows_accumulation(cfg, 5);
+    data::rows_accumulation(cfg, 5);
     ADD_FAILURE() << "5 ranks cannot keep 48 rows of 4";
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("train.rows_per_step: 48 rows per optimizer step cannot be kept on 5 ranks"),
               std::string::npos)
         << e.what();
   }
-  EXPECT_NE(train::describe_global_batch(cfg, 4).find("48 rows per optimizer step = 4 rows x 3 micro-batches x 4 rank(s)"),
+  EXPECT_NE(data::describe_global_batch(cfg, 4).find("48 rows per optimizer step = 4 rows x 3 micro-batches x 4 rank(s)"),
             std::string::npos);
   // Without it, the batch follows the world size, and a config sized for more GPUs says so.
   config::RunConfig rows = tiny_config(d.path(), {"train.batch_size=4", "train.grad_accum=2", "dist.gpus=16"});
-  EXPECT_NE(train::describe_global_batch(rows, 8).find("NOTE: on dist.gpus 16 ranks it would be 128 rows"),
+  EXPECT_NE(data::describe_global_batch(rows, 8).find("NOTE: on dist.gpus 16 ranks it would be 128 rows"),
             std::string::npos);
 }
 
@@ -235,7 +236,7 @@ TEST_F(Streams, RepeatUpsamplesADatasetWhereverItIsTrained) {
   config::RunConfig thrice = *cfg_;
   for (auto& d : thrice.datasets)
     if (d.name == "general") d.repeat = 3;
-  train::RunData a = train::build_run_data(once, 1), b = train::build_run_data(thrice, 1);
+  data::RunData a = data::build_run_data(once, 1), b = data::build_run_data(thrice, 1);
   // Stage 2 of DMT: every general record three times per epoch, the replay untouched.
   std::map<std::pair<int, std::int64_t>, int> count_a, count_b;
   for (const auto& x : a.streams[1]->all_samples()) ++count_a[{x.dataset, x.record}];
@@ -250,11 +251,11 @@ TEST_F(Streams, RepeatUpsamplesADatasetWhereverItIsTrained) {
   EXPECT_GT(upsampled, 0);
   // Stage 1 has no general data and is unchanged.
   EXPECT_EQ(a.streams[0]->fingerprint(), b.streams[0]->fingerprint());
-  EXPECT_EQ(b.plan.stages[1].records - a.plan.stages[1].records, 2 * static_cast<std::int64_t>(upsampled));
+  EXPECT_EQ(b.plan.stages[1].samples - a.plan.stages[1].samples, 2 * static_cast<std::int64_t>(upsampled));
 }
 
 TEST_F(Streams, PackedSamplesNeverAttendToEachOther) {
-  train::RunData rd = train::build_run_data(*cfg_, 1);
+  data::RunData rd = data::build_run_data(*cfg_, 1);
   const auto& stream = *rd.streams[0];
   int checked_rows = 0;
   for (std::int64_t s = 0; s < std::min<std::int64_t>(stream.steps(), 6); ++s) {
@@ -303,7 +304,7 @@ TEST_F(Streams, PackedSamplesNeverAttendToEachOther) {
 }
 
 TEST_F(Streams, StepTargetsSumTheMicroBatchesOfTheStep) {
-  train::RunData rd = train::build_run_data(*cfg_, 2);
+  data::RunData rd = data::build_run_data(*cfg_, 2);
   const auto& stream = *rd.streams[0];
   for (std::int64_t s = 0; s < stream.steps(); ++s) {
     std::int64_t sum = 0;
@@ -330,7 +331,7 @@ std::vector<std::pair<int, std::int64_t>> samples_of_steps(const StageStream& st
 // A resume rebuilds the stream in a new process and indexes straight into the step its
 // checkpoint stored: it must continue exactly where the uninterrupted run would have.
 TEST_F(Streams, AStreamRebuiltAtAStoredStepContinuesTheUninterruptedRun) {
-  train::RunData a = train::build_run_data(*cfg_, 1);
+  data::RunData a = data::build_run_data(*cfg_, 1);
   const std::int64_t stored = 7;  // a checkpoint after 7 steps of stage 1
   ASSERT_GT(a.streams[0]->steps(), stored + 10);
   auto whole = samples_of_steps(*a.streams[0], 0, stored + 10, 1, 2);
@@ -338,19 +339,19 @@ TEST_F(Streams, AStreamRebuiltAtAStoredStepContinuesTheUninterruptedRun) {
   std::vector<std::pair<int, std::int64_t>> rest(whole.begin() + static_cast<std::ptrdiff_t>(done), whole.end());
   ASSERT_GE(rest.size(), 10u);
   // A new process: everything rebuilt from the config and the (cached) data.
-  train::RunData b = train::build_run_data(*cfg_, 1);
+  data::RunData b = data::build_run_data(*cfg_, 1);
   EXPECT_EQ(a.streams[0]->fingerprint(), b.streams[0]->fingerprint());
   EXPECT_EQ(samples_of_steps(*b.streams[0], stored, 10, 1, 2), rest);
   // Another seed shuffles differently, and its fingerprint (which the checkpoint keeps) says so.
   config::RunConfig other = *cfg_;
   other.seed = 99;
-  train::RunData c = train::build_run_data(other, 1);
+  data::RunData c = data::build_run_data(other, 1);
   EXPECT_NE(c.streams[0]->fingerprint(), a.streams[0]->fingerprint());
   EXPECT_NE(samples_of_steps(*c.streams[0], stored, 10, 1, 2), rest);
 }
 
 TEST_F(Streams, EpochsReshuffle) {
-  train::RunData rd = train::build_run_data(*cfg_, 1);
+  data::RunData rd = data::build_run_data(*cfg_, 1);
   auto all = rd.streams[0]->all_samples();
   const std::size_t n = static_cast<std::size_t>(rd.streams[0]->samples_per_epoch());
   ASSERT_EQ(all.size(), 2 * n);
@@ -368,8 +369,8 @@ TEST_F(Streams, EpochsReshuffle) {
 TEST_F(Streams, PackingIsFarDenserThanPaddingToMaxLength) {
   config::RunConfig pack = *cfg_, pad_max = *cfg_;
   pad_max.data.batching = config::Batching::kPadMax;
-  double e_pack = train::build_run_data(pack, 1).streams[0]->packing_efficiency();
-  double e_pad = train::build_run_data(pad_max, 1).streams[0]->packing_efficiency();
+  double e_pack = data::build_run_data(pack, 1).streams[0]->packing_efficiency();
+  double e_pad = data::build_run_data(pad_max, 1).streams[0]->packing_efficiency();
   EXPECT_GT(e_pack, 0.9);
   EXPECT_LT(e_pad, 0.4);
 }

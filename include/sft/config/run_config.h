@@ -44,6 +44,7 @@ struct StageSource {
   std::string dataset;
   double fraction = 1.0;  // of the dataset's selected subset (after DatasetSpec::fraction)
   bool replay = false;    // added by DMT / replay_fraction: replay of earlier-stage data
+  std::size_t dataset_index = 0;  // of `dataset` in RunConfig::datasets (set once resolved)
 };
 
 // Hyper-parameters a stage may override: train.* holds the run's, each stage starts from

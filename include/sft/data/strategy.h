@@ -24,19 +24,26 @@
 
 namespace sft::data {
 
+// What one stage source trains on. The fractions are the config's (the dataset's, and the
+// source's of the dataset's selection); this holds what they select. Both pointers point
+// into the RunConfig the plan was made from, which must outlive it.
 struct SourceSelection {
-  std::string dataset;
-  std::size_t dataset_index = 0;
-  double fraction = 1.0;         // of the whole dataset: dataset fraction x source fraction
-  bool replay = false;
-  std::int64_t records = 0;      // how many distinct records the source contributes
-  int repeat = 1;                // times each of them appears per epoch (datasets.*.repeat)
+  const config::StageSource* source = nullptr;
+  const config::DatasetSpec* spec = nullptr;
+  std::int64_t records = 0;      // distinct records the source contributes
+
+  const std::string& dataset() const { return source->dataset; }
+  std::size_t dataset_index() const { return source->dataset_index; }
+  bool replay() const { return source->replay; }
+  int repeat() const { return spec->repeat; }  // times each record appears per epoch
+  std::int64_t samples() const { return records * spec->repeat; }  // per epoch
+  double fraction() const { return spec->fraction * source->fraction; }  // of the whole dataset
 };
 
 struct StageSelection {
   const config::StageSpec* spec = nullptr;
   std::vector<SourceSelection> sources;
-  std::int64_t records = 0;      // samples per epoch: sum of records x repeat
+  std::int64_t samples = 0;      // per epoch: the sources' samples summed
 };
 
 struct DataPlan {

@@ -12,15 +12,17 @@
 #include "sft/model/llama_config.h"
 #include "sft/train/memory_plan.h"
 
-namespace sft::train {
-
+namespace sft::data {
 struct RunData;
+}
+
+namespace sft::train {
 
 // The planner's input for a run: the model built on the meta device (its flat layout for
 // `world` ranks), the largest micro-batch of the steps the run takes (exact with `data`,
 // else rows x max_seq_len), the strategy, precision, device and evaluation. Used by the
 // dry run and by the trainer, which reports each phase's measured peak next to it.
-MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const model::LlamaConfig& model, const RunData* data,
+MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const model::LlamaConfig& model, const data::RunData* data,
                                   int world);
 
 nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size);

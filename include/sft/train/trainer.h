@@ -37,7 +37,7 @@
 #include "sft/train/checkpoint.h"
 #include "sft/train/memory_plan.h"
 #include "sft/train/optimizer.h"
-#include "sft/train/run_data.h"
+#include "sft/data/run_data.h"
 #include "sft/util/error.h"
 #include "sft/util/cuda.h"
 #include "sft/util/run_lock.h"
@@ -100,7 +100,7 @@ class Trainer {
   TrainResult fit();
 
   const model::Llama& model() const { return *model_; }
-  const RunData& data() const { return data_; }
+  const data::RunData& data() const { return data_; }
   int rank() const { return rank_; }
   int world() const { return world_; }
 
@@ -161,7 +161,7 @@ class Trainer {
   std::shared_ptr<dist::Context> dist_;
   std::unique_ptr<DataParallel> dp_;
   int rank_ = 0, world_ = 1;
-  RunData data_;
+  data::RunData data_;
   std::unique_ptr<model::Llama> model_;  // released before the final evaluation (final/ holds it)
   std::unique_ptr<PhaseMeter> meter_;
   cuda::HostRead stop_vote_;  // the last step's all-reduced stop requests, on their way to the host

@@ -15,13 +15,13 @@
 #include "sft/data/tokenized_dataset.h"
 #include "sft/data/tokenizer.h"
 
-namespace sft::train {
+namespace sft::data {
 
 struct RunData {
-  std::shared_ptr<const data::Tokenizer> tokenizer;
-  data::StageStream::Datasets datasets;  // aligned with cfg.datasets
-  data::DataPlan plan;
-  std::vector<std::unique_ptr<data::StageStream>> streams;  // one per stage
+  std::shared_ptr<const Tokenizer> tokenizer;
+  StageStream::Datasets datasets;  // aligned with cfg.datasets
+  DataPlan plan;
+  std::vector<std::unique_ptr<StageStream>> streams;  // one per stage
   std::vector<bool> rebuilt;                                // cache rebuilt per dataset
 };
 
@@ -37,12 +37,12 @@ std::string describe_global_batch(const config::RunConfig& cfg, int world_size);
 
 // Record counts without tokenizing (for `sft config expand`); uses `size:` when a file is
 // absent, flagging the count as an estimate.
-data::DataPlan plan_without_tokenizing(const config::RunConfig& cfg);
+DataPlan plan_without_tokenizing(const config::RunConfig& cfg);
 
 // The resolved run as `sft config expand` prints it.
-nlohmann::json expand_json(const config::RunConfig& cfg, const data::DataPlan& plan);
+nlohmann::json expand_json(const config::RunConfig& cfg, const DataPlan& plan);
 
 // Per stage and source: the record ids trained on (the run's data manifest).
 nlohmann::json data_manifest(const config::RunConfig& cfg, const RunData& rd);
 
-}  // namespace sft::train
+}  // namespace sft::data

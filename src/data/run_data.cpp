@@ -1,4 +1,4 @@
-#include "sft/train/run_data.h"
+#include "sft/data/run_data.h"
 
 #include <algorithm>
 
@@ -8,16 +8,16 @@
 #include "sft/util/hash.h"
 #include "sft/util/log.h"
 
-namespace sft::train {
+namespace sft::data {
 
 RunData build_run_data(const config::RunConfig& cfg, int world_size) {
   RunData rd;
-  rd.tokenizer = data::Tokenizer::load(cfg.tokenizer);
+  rd.tokenizer = Tokenizer::load(cfg.tokenizer);
   std::vector<std::int64_t> counts;
   for (const auto& d : cfg.datasets) {
     bool rebuilt = false;
-    data::ChatTemplate tmpl = data::template_for(cfg, d);
-    auto ds = data::prepare_dataset(d, cfg.data, *rd.tokenizer, tmpl, &rebuilt);
+    ChatTemplate tmpl = template_for(cfg, d);
+    auto ds = prepare_dataset(d, cfg.data, *rd.tokenizer, tmpl, &rebuilt);
     if (rebuilt) sft::log::info("data: prepared {} ({} records) into {}", d.name, ds->size(), ds->dir());
     if (ds->size() == 0) {
       // Say why (every record bad under on_bad_record: skip, or filtered out), with the
@@ -35,10 +35,10 @@ RunData build_run_data(const config::RunConfig& cfg, int world_size) {
     rd.datasets.push_back(ds);
     rd.rebuilt.push_back(rebuilt);
   }
-  rd.plan = data::plan_data(cfg, counts);
+  rd.plan = plan_data(cfg, counts);
   for (std::size_t s = 0; s < rd.plan.stages.size(); ++s) {
     const auto& sel = rd.plan.stages[s];
-    rd.streams.push_back(std::make_unique<data::StageStream>(sel, static_cast<int>(s), rd.plan, rd.datasets, cfg.data,
+    rd.streams.push_back(std::make_unique<StageStream>(sel, static_cast<int>(s), rd.plan, rd.datasets, cfg.data,
                                                              cfg.train.batch_size, rows_accumulation(cfg, world_size), world_size,
                                                              cfg.seed, sel.spec->epochs, cfg.train.samples_per_step,
                                                              cfg.train.tokens_per_micro_batch));
@@ -78,7 +78,7 @@ std::string describe_global_batch(const config::RunConfig& cfg, int world_size) 
   return s;
 }
 
-data::DataPlan plan_without_tokenizing(const config::RunConfig& cfg) {
+DataPlan plan_without_tokenizing(const config::RunConfig& cfg) {
   std::vector<std::int64_t> counts;
   std::vector<bool> estimated;
   for (const auto& d : cfg.datasets) {
@@ -87,13 +87,13 @@ data::DataPlan plan_without_tokenizing(const config::RunConfig& cfg) {
       estimated.push_back(true);
       continue;
     }
-    counts.push_back(static_cast<std::int64_t>(data::read_dataset(d, cfg.data.on_bad_record, false, cfg.data.max_record_bytes).records.size()));
+    counts.push_back(static_cast<std::int64_t>(read_dataset(d, cfg.data.on_bad_record, false, cfg.data.max_record_bytes).records.size()));
     estimated.push_back(false);
   }
-  return data::plan_data(cfg, counts, estimated);
+  return plan_data(cfg, counts, estimated);
 }
 
-nlohmann::json expand_json(const config::RunConfig& cfg, const data::DataPlan& plan) {
+nlohmann::json expand_json(const config::RunConfig& cfg, const DataPlan& plan) {
   using nlohmann::json;
   json j = cfg.to_json();
   for (std::size_t i = 0; i < cfg.datasets.size(); ++i) {
@@ -106,11 +106,11 @@ nlohmann::json expand_json(const config::RunConfig& cfg, const data::DataPlan& p
     auto& st = j["stages"][s];
     json sources = json::array();
     for (const auto& src : plan.stages[s].sources)
-      sources.push_back({{"dataset", src.dataset}, {"fraction", src.fraction}, {"samples", src.records * src.repeat},
-                         {"records", src.records}, {"repeat", src.repeat},
-                         {"replay", src.replay}, {"source_fraction", cfg.stages[s].sources[&src - &plan.stages[s].sources[0]].fraction}});
+      sources.push_back({{"dataset", src.dataset()}, {"fraction", src.fraction()}, {"samples", src.samples()},
+                         {"records", src.records}, {"repeat", src.repeat()},
+                         {"replay", src.replay()}, {"source_fraction", src.source->fraction}});
     st["sources"] = sources;
-    st["samples"] = plan.stages[s].records;
+    st["samples"] = plan.stages[s].samples;
   }
   return j;
 }
@@ -121,12 +121,12 @@ nlohmann::json data_manifest(const config::RunConfig& cfg, const RunData& rd) {
   for (std::size_t s = 0; s < rd.plan.stages.size(); ++s) {
     json sources = json::array();
     for (const auto& src : rd.plan.stages[s].sources) {
-      const auto& ds = *rd.datasets[src.dataset_index];
+      const auto& ds = *rd.datasets[src.dataset_index()];
       json ids = json::array(), excluded = json::array();
       for (std::int64_t r : rd.plan.records_of(src)) {
-        (ds.status(r) == data::SampleStatus::kOk ? ids : excluded).push_back(ds.origin(r).id);
+        (ds.status(r) == SampleStatus::kOk ? ids : excluded).push_back(ds.origin(r).id);
       }
-      sources.push_back({{"dataset", src.dataset}, {"replay", src.replay}, {"fraction", src.fraction},
+      sources.push_back({{"dataset", src.dataset()}, {"replay", src.replay()}, {"fraction", src.fraction()},
                          {"records", ids}, {"excluded", excluded}});
     }
     // Per optimizer step: how many samples, and a digest of which ("<dataset>:<index in its
@@ -138,7 +138,7 @@ nlohmann::json data_manifest(const config::RunConfig& cfg, const RunData& rd) {
       std::vector<std::string> ids;
       for (std::int64_t m = 0; m < stream.accumulation(step); ++m)
         for (int r = 0; r < stream.world_size(); ++r)
-          if (const data::MicroBatch* mb = stream.micro_batch(step, r, m))
+          if (const MicroBatch* mb = stream.micro_batch(step, r, m))
             for (const auto& row : mb->rows)
               for (const auto& x : row.samples)
                 ids.push_back(cfg.datasets[static_cast<std::size_t>(x.dataset)].name + ":" +
@@ -156,4 +156,4 @@ nlohmann::json data_manifest(const config::RunConfig& cfg, const RunData& rd) {
   return {{"seed", cfg.seed}, {"stages", stages}};
 }
 
-}  // namespace sft::train
+}  // namespace sft::data
