@@ -130,40 +130,47 @@ void parse_alpaca(const json& j, Record& r) {
   r.turns = {{Role::kUser, ins}, {Role::kAssistant, out}};
 }
 
-void parse_sharegpt(const json& j, Record& r, ReadResult& res, bool keep_unanswered) {
-  const json& conv = field(j, "conversations", "\"conversations\": [{\"from\", \"value\"}, ...]");
-  if (!conv.is_array()) throw BadInput{std::string("\"conversations\" must be a list, got ") + type_name(conv)};
+// How a chat format lays out its turns: a list under `list`, each turn an object with a
+// role under `role` and its text under `text`; `role_of` names the record's roles as
+// user / assistant / system ("" for an unknown one).
+struct ChatLayout {
+  const char* list;      // "conversations"
+  const char* role;      // "from"
+  const char* text;      // "value"
+  const char* turn;      // what the messages call a turn: "turn"
+  const char* unknown;   // the start of the unknown-role message: "unknown \"from\": "
+  const char* expected;  // the roles the message lists: "human, gpt or system"
+  std::string (*role_of)(const std::string&);
+};
+
+void parse_chat(const json& j, Record& r, ReadResult& res, bool keep_unanswered, const ChatLayout& l) {
+  const std::string fields = std::string("\"") + l.role + "\" and \"" + l.text + "\"";
+  const json& turns = field(j, l.list, (std::string("\"") + l.list + "\": [{\"" + l.role + "\", \"" + l.text + "\"}, ...]").c_str());
+  if (!turns.is_array()) throw BadInput{std::string("\"") + l.list + "\" must be a list, got " + type_name(turns)};
   std::vector<RawTurn> raw;
-  for (std::size_t i = 0; i < conv.size(); ++i) {
-    const json& t = conv[i];
-    if (!t.is_object()) throw BadInput{"turn " + std::to_string(i) + ": expected an object {from, value}"};
-    std::string from = string_field(t, "from", "\"from\" and \"value\"");
-    std::string value = string_field(t, "value", "\"from\" and \"value\"");
-    std::string role;
-    if (from == "human" || from == "user") role = "user";
-    else if (from == "gpt" || from == "assistant" || from == "chatgpt" || from == "bard") role = "assistant";
-    else if (from == "system") role = "system";
-    else throw BadInput{"turn " + std::to_string(i) + ": unknown \"from\": \"" + from + "\" (expected human, gpt or system)"};
-    raw.push_back({role, value});
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    const json& t = turns[i];
+    const std::string which = std::string(l.turn) + " " + std::to_string(i);
+    if (!t.is_object()) throw BadInput{which + ": expected an object {" + l.role + ", " + l.text + "}"};
+    const std::string name = string_field(t, l.role, fields.c_str());
+    const std::string text = string_field(t, l.text, fields.c_str());
+    const std::string role = l.role_of(name);
+    if (role.empty()) throw BadInput{which + ": " + l.unknown + "\"" + name + "\" (expected " + l.expected + ")"};
+    raw.push_back({role, text});
   }
   build_chat(r, raw, res, keep_unanswered);
 }
 
-void parse_messages(const json& j, Record& r, ReadResult& res, bool keep_unanswered) {
-  const json& msgs = field(j, "messages", "\"messages\": [{\"role\", \"content\"}, ...]");
-  if (!msgs.is_array()) throw BadInput{std::string("\"messages\" must be a list, got ") + type_name(msgs)};
-  std::vector<RawTurn> raw;
-  for (std::size_t i = 0; i < msgs.size(); ++i) {
-    const json& m = msgs[i];
-    if (!m.is_object()) throw BadInput{"message " + std::to_string(i) + ": expected an object {role, content}"};
-    std::string role = string_field(m, "role", "\"role\" and \"content\"");
-    std::string content = string_field(m, "content", "\"role\" and \"content\"");
-    if (role != "user" && role != "assistant" && role != "system")
-      throw BadInput{"message " + std::to_string(i) + ": unknown role \"" + role + "\" (expected system, user or assistant)"};
-    raw.push_back({role, content});
-  }
-  build_chat(r, raw, res, keep_unanswered);
-}
+const ChatLayout kShareGpt{"conversations", "from", "value", "turn", "unknown \"from\": ", "human, gpt or system",
+                           [](const std::string& from) -> std::string {
+                             if (from == "human" || from == "user") return "user";
+                             if (from == "gpt" || from == "assistant" || from == "chatgpt" || from == "bard") return "assistant";
+                             return from == "system" ? "system" : "";
+                           }};
+const ChatLayout kMessages{"messages", "role", "content", "message", "unknown role ", "system, user or assistant",
+                           [](const std::string& role) -> std::string {
+                             return role == "user" || role == "assistant" || role == "system" ? role : "";
+                           }};
 
 void parse_mtbench(const json& j, Record& r) {
   const json& turns = field(j, "turns", "\"question_id\", \"category\" and \"turns\"");
@@ -316,8 +323,8 @@ ReadResult read_dataset(const config::DatasetSpec& spec, config::OnBadRecord on_
       switch (spec.format) {
         case config::Format::kGsm8k: parse_gsm8k(j, r, spec.strip_calculator); break;
         case config::Format::kAlpaca: parse_alpaca(j, r); break;
-        case config::Format::kSharegpt: parse_sharegpt(j, r, res, keep_unanswered); break;
-        case config::Format::kMessages: parse_messages(j, r, res, keep_unanswered); break;
+        case config::Format::kSharegpt: parse_chat(j, r, res, keep_unanswered, kShareGpt); break;
+        case config::Format::kMessages: parse_chat(j, r, res, keep_unanswered, kMessages); break;
         case config::Format::kMtbench: parse_mtbench(j, r); break;
         case config::Format::kText:
           r.is_text = true;
