@@ -257,7 +257,7 @@ std::vector<Command> register_data(CLI::App& app) {
   for (const auto& c : config::Choices<config::Format>::all) formats.emplace_back(c.name);
   render->add_option("--format", A.format, config::choice_list<config::Format>())->required()->check(CLI::IsMember(formats));
   render->add_option("--template", A.tmpl, "chat template")
-      ->check(CLI::IsMember({"vicuna_v1.1", "llama-2", "chatml", "alpaca", "raw"}));
+      ->check(CLI::IsMember(data::ChatTemplate::names()));
   render->add_option("file", A.file, "dataset file")->required();
   render->add_option("--tokenizer", A.tokenizer, "sentencepiece model: adds ids and mask to --json output");
   auto* idx = render->add_option("--index", A.index, "only the record at this 0-based position in the file")

@@ -251,7 +251,7 @@ std::vector<Command> register_model(CLI::App& app) {
   gen->add_option("--prompt", M.prompts, "prompt (repeatable)")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   gen->add_option("--prompts", M.prompts_file, "file of prompts: one per line, or JSON lines with \"prompt\"");
   gen->add_option("--template", M.tmpl, "wrap each prompt as a user turn of this chat template")
-      ->check(CLI::IsMember({"vicuna_v1.1", "llama-2", "chatml", "alpaca", "raw"}));
+      ->check(CLI::IsMember(data::ChatTemplate::names()));
   gen->add_option("--system", M.system, "system message for --template");
   gen->add_option("--max-new-tokens", M.max_new_tokens, "tokens to generate at most (default 256)")
       ->check(in_range(1, 1 << 20));

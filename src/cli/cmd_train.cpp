@@ -100,7 +100,7 @@ std::vector<Command> register_train(CLI::App& app) {
                  r.limit = b.limit;
                  r.batch_size = cfg.eval.batch_size;
                  r.max_new_tokens = cfg.eval.max_new_tokens;
-                 r.template_name = cfg.template_name;
+                 r.template_name = config::name(cfg.chat_template);
                  r.system_message = cfg.system_message;
                  r.model_name = dir;
                  r.bf16 = cfg.train.precision != config::Precision::kFp32;

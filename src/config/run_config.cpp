@@ -92,14 +92,14 @@ const Table<RunConfig>& top_fields() {
           .free()
           .defaults("<model.path>/tokenizer.model"),
       top("template", "{name, system_message}",
-          "template.name: vicuna_v1.1 | llama-2 | chatml | alpaca | raw; template.system_message: overrides its default",
+          "template.name: one of " + choice_list<Template>() + "; template.system_message: overrides its default",
           [](Reader& r, const std::string& p, C& c) {
             r.check_keys(p, {"name", "system_message"});
-            c.template_name = r.str(p + ".name", c.template_name, {"vicuna_v1.1", "llama-2", "chatml", "alpaca", "raw"});
+            c.chat_template = r.choice<Template>(p + ".name", c.chat_template);
             c.system_message = r.opt_str(p + ".system_message");
           },
           [](const C& c) {
-            return nlohmann::json{{"name", c.template_name},
+            return nlohmann::json{{"name", name(c.chat_template)},
                                   {"system_message", c.system_message ? nlohmann::json(*c.system_message) : nullptr}};
           })
           .defaults("vicuna_v1.1"),

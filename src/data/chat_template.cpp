@@ -42,21 +42,29 @@ class SegmentList {
 }  // namespace
 
 const std::vector<std::string>& ChatTemplate::names() {
-  static const std::vector<std::string> n = {"vicuna_v1.1", "llama-2", "chatml", "alpaca", "raw"};
+  static const std::vector<std::string> n = [] {
+    std::vector<std::string> v;
+    for (const auto& c : config::Choices<config::Template>::all) v.emplace_back(c.name);
+    return v;
+  }();
   return n;
 }
 
 ChatTemplate ChatTemplate::create(const std::string& name, std::optional<std::string> system_message) {
+  const auto kind = config::parse_choice<config::Template>(name);
+  if (!kind)
+    throw ConfigError("template: unknown template \"" + name + "\" (known: " + config::choice_list<config::Template>() + ")");
+  return create(*kind, std::move(system_message));
+}
+
+ChatTemplate ChatTemplate::create(config::Template kind, std::optional<std::string> system_message) {
   ChatTemplate t;
-  t.name_ = name;
-  if (name == "vicuna_v1.1") t.system_ = kVicunaSystem;
-  else if (name == "llama-2") t.system_ = "";  // FastChat's Conversation default
-  else if (name == "chatml") t.system_ = kChatmlSystem;
-  else if (name == "alpaca" || name == "raw") t.system_ = "";
-  else {
-    std::string list;
-    for (const auto& n : names()) list += (list.empty() ? "" : ", ") + n;
-    throw ConfigError("template: unknown template \"" + name + "\" (known: " + list + ")");
+  t.kind_ = kind;
+  switch (kind) {
+    case config::Template::kVicunaV11: t.system_ = kVicunaSystem; break;
+    case config::Template::kChatml: t.system_ = kChatmlSystem; break;
+    case config::Template::kLlama2: t.system_ = ""; break;  // FastChat's Conversation default
+    case config::Template::kAlpaca: case config::Template::kRaw: t.system_ = ""; break;
   }
   if (system_message) t.system_ = *system_message;
   return t;
@@ -114,7 +122,7 @@ std::vector<Segment> ChatTemplate::build(const Record& r, std::size_t pairs, boo
   const std::size_t n = pairs + (generation ? 1 : 0);
   s.bos();
 
-  if (name_ == "vicuna_v1.1") {
+  if (kind_ == config::Template::kVicunaV11) {
     // ADD_COLON_TWO, sep=" ", sep2="</s>":
     //   ret = system + sep; per message: role + ": " + message + seps[i % 2], or role + ":" if empty
     s.masked(system + " ");
@@ -128,7 +136,7 @@ std::vector<Segment> ChatTemplate::build(const Record& r, std::size_t pairs, boo
         s.masked("ASSISTANT:");
       }
     }
-  } else if (name_ == "llama-2") {
+  } else if (kind_ == config::Template::kLlama2) {
     // LLAMA2, system_template "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n", sep=" ", sep2=" </s><s>":
     //   ret = system_prompt if system else "[INST] "; message 0: message + " ";
     //   later: tag + " " + message + seps[i % 2]; empty message: tag
@@ -143,7 +151,7 @@ std::vector<Segment> ChatTemplate::build(const Record& r, std::size_t pairs, boo
         s.bos();
       }
     }
-  } else if (name_ == "chatml") {
+  } else if (kind_ == config::Template::kChatml) {
     // CHATML, system_template "<|im_start|>system\n{system}", sep="<|im_end|>":
     //   ret = system_prompt + sep + "\n"; per message: role + "\n" + message + sep + "\n",
     //   or role + "\n" if empty
@@ -156,7 +164,7 @@ std::vector<Segment> ChatTemplate::build(const Record& r, std::size_t pairs, boo
         s.masked("\n");
       }
     }
-  } else if (name_ == "alpaca") {
+  } else if (kind_ == config::Template::kAlpaca) {
     // Stanford Alpaca: PROMPT_DICT preamble + "\n\n### Instruction:\n{instruction}\n\n"
     // ["### Input:\n{input}\n\n"] "### Response:\n", then output + eos. Later turns repeat
     // the instruction/response blocks.
@@ -224,10 +232,13 @@ Encoded ChatTemplate::encode(const std::vector<Segment>& segs, const Tokenizer& 
 }
 
 std::vector<std::string> ChatTemplate::stop_strings() const {
-  if (name_ == "chatml") return {"<|im_end|>"};
-  if (name_ == "vicuna_v1.1") return {"</s>", "USER:"};
-  if (name_ == "llama-2") return {"</s>", "[INST]"};
-  if (name_ == "alpaca") return {"</s>", "### Instruction:"};
+  switch (kind_) {
+    case config::Template::kChatml: return {"<|im_end|>"};
+    case config::Template::kVicunaV11: return {"</s>", "USER:"};
+    case config::Template::kLlama2: return {"</s>", "[INST]"};
+    case config::Template::kAlpaca: return {"</s>", "### Instruction:"};
+    case config::Template::kRaw: break;
+  }
   return {"</s>"};
 }
 

@@ -15,7 +15,7 @@ nlohmann::ordered_json data_stats(const config::RunConfig& cfg, const DataPlan& 
     ordered_json bad = ordered_json::array();
     for (const auto& b : s.first_bad) bad.push_back({{"where", b.where}, {"reason", b.reason}});
     ds[cfg.datasets[i].name] = {{"file", cfg.datasets[i].path},
-                                {"format", cfg.datasets[i].format},
+                                {"format", config::name(cfg.datasets[i].format)},
                                 {"records", s.read},
                                 {"read", s.read},
                                 {"kept", s.kept},

@@ -57,7 +57,7 @@ Built build_sample(const Record& r, const ChatTemplate& tmpl, const Tokenizer& t
 std::string cache_key(const config::DatasetSpec& spec, const config::DataSpec& data, const Tokenizer& tok,
                       const ChatTemplate& tmpl, const std::string& data_sha) {
   nlohmann::json k = {{"version", kCacheVersion}, {"data_sha256", data_sha}, {"tokenizer_sha256", tok.sha256()},
-                      {"template", tmpl.name()}, {"system", tmpl.default_system()}, {"format", spec.format},
+                      {"template", tmpl.name()}, {"system", tmpl.default_system()}, {"format", config::name(spec.format)},
                       {"strip_calculator", spec.strip_calculator}, {"filter_field", spec.filter_field},
                       {"filter_equals", spec.filter_equals}, {"text_field", spec.text_field},
                       {"max_seq_len", data.max_seq_len}, {"truncation", config::name(data.truncation)},
@@ -117,7 +117,7 @@ Origin TokenizedDataset::origin(std::int64_t i) const {
 
 ChatTemplate template_for(const config::RunConfig& cfg, const config::DatasetSpec& spec) {
   std::optional<std::string> system = spec.system_message ? spec.system_message : cfg.system_message;
-  return ChatTemplate::create(cfg.template_name, system);
+  return ChatTemplate::create(cfg.chat_template, system);
 }
 
 std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpec& spec, const config::DataSpec& data,

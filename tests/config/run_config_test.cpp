@@ -228,7 +228,7 @@ TEST(RunConfig, ShippedConfigsLoad) {
     EXPECT_NO_THROW(load_run_config(test::source_dir() + "/" + f)) << f;
   }
   RunConfig big = load_run_config(test::source_dir() + "/configs/dmt_33b.yaml");
-  EXPECT_EQ(big.template_name, "vicuna_v1.1");
+  EXPECT_EQ(big.chat_template, Template::kVicunaV11);
   EXPECT_EQ(big.stages[0].epochs, 3);
   EXPECT_DOUBLE_EQ(big.stages[0].lr, 2e-5);
   EXPECT_DOUBLE_EQ(big.stages[0].warmup_ratio, 0.03);

@@ -2,6 +2,9 @@
 // DDP and ZeRO-1/2/3 against a single process on the same global batch, torchrun and
 // plain environment launches, a dying rank, and sharded checkpoints resuming exactly.
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <optional>
 #include <signal.h>
 
 #include <ATen/ATen.h>
@@ -420,15 +423,27 @@ TEST(Launch, ReadsTorchrunAndSlurmEnvironments) {
   EXPECT_EQ(dist::first_host("a1,a2"), "a1");
   EXPECT_EQ(dist::first_host("gpu-[3-5]"), "gpu-3");
   EXPECT_EQ(dist::first_host("solo"), "solo");
+  // Every variable this test touches is restored when it ends, however it ends.
+  struct ScopedEnv {
+    std::vector<std::pair<std::string, std::optional<std::string>>> saved;
+    explicit ScopedEnv(std::initializer_list<const char*> keys) {
+      for (const char* k : keys) {
+        const char* v = std::getenv(k);
+        saved.push_back({k, v ? std::optional<std::string>(v) : std::nullopt});
+        ::unsetenv(k);
+      }
+    }
+    ~ScopedEnv() {
+      for (const auto& [k, v] : saved) v ? (void)::setenv(k.c_str(), v->c_str(), 1) : (void)::unsetenv(k.c_str());
+    }
+  } env({"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST", "SLURM_JOB_ID", "RANK", "WORLD_SIZE",
+         "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE", "LOCAL_RANK"});
+  EXPECT_EQ(dist::detect_launch().world, 1);
   ::setenv("SLURM_PROCID", "3", 1);
   ::setenv("SLURM_NTASKS", "8", 1);
   ::setenv("SLURM_LOCALID", "1", 1);
   ::setenv("SLURM_JOB_NODELIST", "gpu[12-13]", 1);
   ::setenv("SLURM_JOB_ID", "123456", 1);
-  ::unsetenv("RANK");
-  ::unsetenv("WORLD_SIZE");
-  ::unsetenv("MASTER_ADDR");
-  ::unsetenv("MASTER_PORT");
   auto s = dist::detect_launch();
   EXPECT_EQ(s.launcher, "slurm");
   EXPECT_EQ(s.rank, 3);
@@ -448,10 +463,6 @@ TEST(Launch, ReadsTorchrunAndSlurmEnvironments) {
   EXPECT_EQ(t.master_addr, "10.0.0.1");
   EXPECT_EQ(t.master_port, 29555);
   EXPECT_TRUE(t.agent_store);
-  for (const char* k : {"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST", "SLURM_JOB_ID", "RANK",
-                        "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE"})
-    ::unsetenv(k);
-  EXPECT_EQ(dist::detect_launch().world, 1);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@ enum class ModelInit { kAuto, kRandom, kPretrained };     // model.init
 enum class DistStrategy { kDdp, kZero1, kZero2, kZero3 }; // dist.strategy
 enum class Backend { kAuto, kGloo, kNccl };               // dist.backend
 enum class Format { kGsm8k, kAlpaca, kSharegpt, kMessages, kText, kMtbench };  // datasets.<name>.format
+enum class Template { kVicunaV11, kLlama2, kChatml, kAlpaca, kRaw };           // template.name
 
 template <class E>
 struct Choice {
@@ -47,6 +48,8 @@ SFT_CHOICES(DistStrategy, {DistStrategy::kDdp, "ddp"}, {DistStrategy::kZero1, "z
 SFT_CHOICES(Backend, {Backend::kAuto, "auto"}, {Backend::kGloo, "gloo"}, {Backend::kNccl, "nccl"});
 SFT_CHOICES(Format, {Format::kGsm8k, "gsm8k"}, {Format::kAlpaca, "alpaca"}, {Format::kSharegpt, "sharegpt"},
             {Format::kMessages, "messages"}, {Format::kText, "text"}, {Format::kMtbench, "mtbench"});
+SFT_CHOICES(Template, {Template::kVicunaV11, "vicuna_v1.1"}, {Template::kLlama2, "llama-2"}, {Template::kChatml, "chatml"},
+            {Template::kAlpaca, "alpaca"}, {Template::kRaw, "raw"});
 #undef SFT_CHOICES
 
 template <class E>
@@ -61,6 +64,13 @@ std::optional<E> parse_choice(std::string_view text) {
   for (const auto& c : Choices<E>::all)
     if (c.name == text) return c.value;
   return std::nullopt;
+}
+
+// JSON holds a choice by its name (nlohmann's to_json hook, found by argument lookup), never
+// by the enum's number.
+template <class Json, class E, class = decltype(Choices<E>::all)>
+void to_json(Json& j, E v) {
+  j = name(v);
 }
 
 // "fp32, bf16, bf16-pure": for messages and the key reference.

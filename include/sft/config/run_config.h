@@ -150,7 +150,7 @@ struct RunConfig {
   std::string output_dir;
   ModelSpec model;
   std::string tokenizer;  // sentencepiece .model path
-  std::string template_name = "vicuna_v1.1";
+  Template chat_template = Template::kVicunaV11;  // template.name
   std::optional<std::string> system_message;
   DataSpec data;
   std::vector<DatasetSpec> datasets;

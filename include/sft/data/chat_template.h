@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "sft/config/choices.h"
 #include "sft/data/record.h"
 #include "sft/data/tokenizer.h"
 
@@ -43,11 +44,12 @@ struct Encoded {
 
 class ChatTemplate {
  public:
-  // Throws ConfigError for an unknown name. `system_message` replaces the default one.
+  // `system_message` replaces the default one. By name: ConfigError for an unknown name.
+  static ChatTemplate create(config::Template kind, std::optional<std::string> system_message = std::nullopt);
   static ChatTemplate create(const std::string& name, std::optional<std::string> system_message = std::nullopt);
   static const std::vector<std::string>& names();
 
-  const std::string& name() const { return name_; }
+  std::string name() const { return config::name(kind_); }
   const std::string& default_system() const { return system_; }
 
   // The whole record, for training. Raw-text records ignore the template. An unanswered
@@ -76,7 +78,7 @@ class ChatTemplate {
 
  private:
   std::vector<Segment> build(const Record& r, std::size_t pairs, bool generation) const;
-  std::string name_;
+  config::Template kind_ = config::Template::kVicunaV11;
   std::string system_;
 };
 
