@@ -1,7 +1,8 @@
 // Training Llama: the loss (loss_sum, head_loss and the fused linear cross-entropy), and
 // the autograd Functions whose backward recomputes a part of the model instead of keeping
 // its activations: activation checkpointing of a decoder layer (run_layer), and ZeRO-3's
-// units, whose parameters are gathered for the forward and again for the backward.
+// units, whose parameters are gathered for the forward and again for the backward. Both
+// kinds of layer share one recompute (CheckpointedLayer::recompute).
 #include "sft/model/llama.h"
 
 #include <ATen/ATen.h>
@@ -15,6 +16,29 @@
 
 namespace sft::model {
 
+namespace {
+
+std::vector<at::Tensor> leaf_copies(const std::vector<at::Tensor>& w) {
+  std::vector<at::Tensor> out;
+  for (const auto& t : w) out.push_back(t.detach().requires_grad_(true));
+  return out;
+}
+
+// The forward's autocast state, for a backward that recomputes: the recompute runs under
+// it (resume_autocast), so that it rounds as the forward did.
+void save_autocast(torch::autograd::AutogradContext* ctx, const at::Tensor& like) {
+  const auto type = like.is_cuda() ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
+  ctx->saved_data["autocast"] = autocast_enabled(type);
+  ctx->saved_data["autocast_dtype"] = static_cast<std::int64_t>(autocast_dtype(type));
+}
+
+AutocastGuard resume_autocast(torch::autograd::AutogradContext* ctx, c10::Device device) {
+  return AutocastGuard(device, static_cast<c10::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()),
+                       ctx->saved_data["autocast"].toBool());
+}
+
+}  // namespace
+
 // Activation checkpointing for one decoder layer: the forward keeps only the layer's
 // input; the backward recomputes the layer (under the autocast state of the forward) and
 // differentiates it. Weights are inputs of the function so their gradients flow out.
@@ -24,12 +48,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
                                                 const Llama* model, std::int64_t layer) {
     at::Tensor mask = mask_opt ? *mask_opt : at::Tensor();
     std::vector<at::Tensor> w(weights.begin(), weights.end());
-    ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
-    ctx->saved_data["layer"] = layer;
-    const bool cuda = x.is_cuda();
-    ctx->saved_data["autocast"] = autocast_enabled(cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU);
-    ctx->saved_data["autocast_dtype"] =
-        static_cast<std::int64_t>(autocast_dtype(cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU));
+    save_state(ctx, model, layer, x);
     std::vector<at::Tensor> saved = {x, cos, sin, mask.defined() ? mask : at::Tensor()};
     saved.insert(saved.end(), w.begin(), w.end());
     ctx->save_for_backward(saved);
@@ -39,22 +58,9 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto* model = reinterpret_cast<const Llama*>(ctx->saved_data["model"].toInt());
-    const auto layer = ctx->saved_data["layer"].toInt();
-    at::Tensor x = saved[0].detach().requires_grad_(true);
     std::vector<at::Tensor> w;
     for (std::size_t i = 4; i < saved.size(); ++i) w.push_back(saved[i].detach().requires_grad_(saved[i].requires_grad()));
-    at::Tensor out;
-    {
-      at::AutoGradMode enable(true);
-      AutocastGuard autocast(x.device(), static_cast<c10::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()),
-                             ctx->saved_data["autocast"].toBool());
-      out = model->layer_forward(static_cast<std::size_t>(layer), x, saved[1], saved[2], saved[3], nullptr, &w);
-    }
-    std::vector<at::Tensor> inputs = {x};
-    for (const auto& t : w)
-      if (t.requires_grad()) inputs.push_back(t);
-    auto g = torch::autograd::grad({out}, inputs, {grads[0]});
+    auto g = recompute(ctx, saved, w, grads[0]);
     // One entry per forward argument: x, cos, sin, mask, each weight, model, layer.
     torch::autograd::variable_list result = {g[0], at::Tensor(), at::Tensor(), at::Tensor()};
     std::size_t gi = 1;
@@ -63,28 +69,41 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     result.push_back(at::Tensor());
     return result;
   }
-};
 
-// ---- ZeRO-3: units gathered for their forward, gathered again and recomputed in backward ----
+  // What recompute() needs besides the saved tensors: the model, the layer, and the
+  // forward's autocast state (taken from x's device type).
+  static void save_state(torch::autograd::AutogradContext* ctx, const Llama* model, std::int64_t layer,
+                         const at::Tensor& x) {
+    ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
+    ctx->saved_data["layer"] = layer;
+    save_autocast(ctx, x);
+  }
 
-namespace {
-
-std::vector<at::Tensor> leaf_copies(const std::vector<at::Tensor>& w) {
-  std::vector<at::Tensor> out;
-  for (const auto& t : w) out.push_back(t.detach().requires_grad_(true));
-  return out;
-}
-
-struct AutocastState {
-  bool on;
-  c10::ScalarType dtype;
-  static AutocastState capture(const at::Tensor& like) {
-    auto type = like.is_cuda() ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
-    return {autocast_enabled(type), autocast_dtype(type)};
+  // The backward of a decoder layer by recomputation, for this Function and for ZeRO-3's
+  // ShardedLayer: reruns the layer that save_state() recorded on a leaf copy of its input
+  // (saved: x, cos, sin, mask) with the weights `w`, under the forward's autocast state, and
+  // differentiates it against `grad`. Returns the gradient of x, then those of the weights
+  // in `w` that require grad, in their order.
+  static torch::autograd::variable_list recompute(torch::autograd::AutogradContext* ctx,
+                                                  const torch::autograd::variable_list& saved,
+                                                  const std::vector<at::Tensor>& w, const at::Tensor& grad) {
+    const auto* model = reinterpret_cast<const Llama*>(ctx->saved_data["model"].toInt());
+    const auto layer = ctx->saved_data["layer"].toInt();
+    at::Tensor x = saved[0].detach().requires_grad_(true);
+    at::Tensor out;
+    {
+      at::AutoGradMode enable(true);
+      AutocastGuard autocast = resume_autocast(ctx, x.device());
+      out = model->layer_forward(static_cast<std::size_t>(layer), x, saved[1], saved[2], saved[3], nullptr, &w);
+    }
+    std::vector<at::Tensor> inputs = {x};
+    for (const auto& t : w)
+      if (t.requires_grad()) inputs.push_back(t);
+    return torch::autograd::grad({out}, inputs, {grad});
   }
 };
 
-}  // namespace
+// ---- ZeRO-3: units gathered for their forward, gathered again and recomputed in backward ----
 
 // Embedding lookup; its weight gradient is the scatter-add of the output gradient.
 struct ShardedEmbedding : public torch::autograd::Function<ShardedEmbedding> {
@@ -108,6 +127,9 @@ struct ShardedEmbedding : public torch::autograd::Function<ShardedEmbedding> {
   }
 };
 
+// A decoder layer whose weights are gathered for the forward and again for the backward,
+// which is activation checkpointing's (CheckpointedLayer::recompute) with the gathered
+// weights; their gradients go to the owning ranks.
 struct ShardedLayer : public torch::autograd::Function<ShardedLayer> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor cos,
                                                 at::Tensor sin, std::optional<at::Tensor> mask_opt, const Llama* model,
@@ -117,11 +139,7 @@ struct ShardedLayer : public torch::autograd::Function<ShardedLayer> {
     auto w = model->gatherer_->gather(unit);
     at::Tensor out = model->layer_forward(static_cast<std::size_t>(layer), x, cos, sin, mask, nullptr, &w);
     model->gatherer_->release(unit);
-    auto ac = AutocastState::capture(x);
-    ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
-    ctx->saved_data["layer"] = layer;
-    ctx->saved_data["autocast"] = ac.on;
-    ctx->saved_data["autocast_dtype"] = static_cast<std::int64_t>(ac.dtype);
+    CheckpointedLayer::save_state(ctx, model, layer, x);
     ctx->save_for_backward({x, cos, sin, mask});
     return {out};
   }
@@ -129,20 +147,9 @@ struct ShardedLayer : public torch::autograd::Function<ShardedLayer> {
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
     const auto* model = reinterpret_cast<const Llama*>(ctx->saved_data["model"].toInt());
-    const auto layer = ctx->saved_data["layer"].toInt();
-    const auto unit = static_cast<std::size_t>(layer) + 1;
+    const auto unit = static_cast<std::size_t>(ctx->saved_data["layer"].toInt()) + 1;
     std::vector<at::Tensor> w = leaf_copies(model->gatherer_->gather(unit));
-    at::Tensor x = saved[0].detach().requires_grad_(true);
-    at::Tensor out;
-    {
-      at::AutoGradMode enable(true);
-      AutocastGuard autocast(x.device(), static_cast<c10::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()),
-                             ctx->saved_data["autocast"].toBool());
-      out = model->layer_forward(static_cast<std::size_t>(layer), x, saved[1], saved[2], saved[3], nullptr, &w);
-    }
-    std::vector<at::Tensor> inputs = {x};
-    inputs.insert(inputs.end(), w.begin(), w.end());
-    auto g = torch::autograd::grad({out}, inputs, {grads[0]});
+    auto g = CheckpointedLayer::recompute(ctx, saved, w, grads[0]);
     model->gatherer_->reduce_grads(unit, std::vector<at::Tensor>(g.begin() + 1, g.end()));
     model->gatherer_->release(unit);
     return {g[0], at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
@@ -166,10 +173,8 @@ struct ShardedHead : public torch::autograd::Function<ShardedHead> {
     auto [w, lm] = weights(model);
     at::Tensor loss = model->head_loss(x, labels, w[0], lm);
     release(model);
-    auto ac = AutocastState::capture(x);
     ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
-    ctx->saved_data["autocast"] = ac.on;
-    ctx->saved_data["autocast_dtype"] = static_cast<std::int64_t>(ac.dtype);
+    save_autocast(ctx, x);
     ctx->save_for_backward({x, labels});
     return {loss};
   }
@@ -184,8 +189,7 @@ struct ShardedHead : public torch::autograd::Function<ShardedHead> {
     at::Tensor loss;
     {
       at::AutoGradMode enable(true);
-      AutocastGuard autocast(x.device(), static_cast<c10::ScalarType>(ctx->saved_data["autocast_dtype"].toInt()),
-                             ctx->saved_data["autocast"].toBool());
+      AutocastGuard autocast = resume_autocast(ctx, x.device());
       loss = model->head_loss(x, saved[1], norm_w, lm);
     }
     auto g = torch::autograd::grad({loss}, {x, norm_w, lm}, {grads[0]});
