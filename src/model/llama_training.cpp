@@ -1,8 +1,9 @@
 // Training Llama: the loss (loss_sum, head_loss and the fused linear cross-entropy), and
-// the autograd Functions whose backward recomputes a part of the model instead of keeping
-// its activations: activation checkpointing of a decoder layer (run_layer), and ZeRO-3's
-// units, whose parameters are gathered for the forward and again for the backward. Both
-// kinds of layer share one recompute (CheckpointedLayer::recompute).
+// the autograd Functions that keep less in memory: activation checkpointing of a decoder
+// layer (run_layer), whose backward recomputes the layer, and ZeRO-3's units, whose
+// parameters are gathered for the forward and again for a backward that needs them (the
+// layers' and the head's, which recompute). Both kinds of decoder layer share one
+// recompute (CheckpointedLayer::recompute).
 #include "sft/model/llama.h"
 
 #include <ATen/ATen.h>
