@@ -1,5 +1,5 @@
 // The sandbox's forked child (sandbox.h): from fork() to exec, with async-signal-safe calls
-// only. It enters new namespaces, remounts the host read-only under a private /tmp, sets the
+// only. It enters new namespaces, remounts the host read-only with a private /tmp, sets the
 // limits, drops privileges, installs the seccomp filter and becomes the program.
 #include <fcntl.h>
 #include <linux/audit.h>

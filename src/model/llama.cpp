@@ -1,7 +1,8 @@
 // Llama (sft/model/llama.h): the parameter list and its units, initialisation (whole or
-// served shard by shard), the rotary tables, inference forward (forward_hidden, lm_head) and
-// the KV cache. The decoder layer and attention are in llama_attention.cpp; the training
-// loss, activation checkpointing and ZeRO-3 in llama_training.cpp.
+// served shard by shard), the rotary tables, the forward to hidden states and logits
+// (forward_hidden, lm_head) and the KV cache. The decoder layer and attention are in
+// llama_attention.cpp; the training loss, activation checkpointing and ZeRO-3 in
+// llama_training.cpp.
 #include "sft/model/llama.h"
 
 #include <ATen/ATen.h>
