@@ -1,16 +1,11 @@
+// Sweep files: loading and checking them, expanding the grid into runs (each identified by
+// the hash of its resolved config), writing the runs' configs, and describing the plan.
 #include "sft/sweep/sweep.h"
 
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
-#include <algorithm>
-#include <chrono>
+#include <cctype>
 #include <cstdio>
-#include <fcntl.h>
-#include <map>
 #include <set>
 
 #include "config/yaml_tree.h"
@@ -19,8 +14,6 @@
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
 #include "sft/util/hash.h"
-#include "sft/util/log.h"
-#include "sft/util/run_lock.h"
 
 namespace sft::sweep {
 namespace {
@@ -228,181 +221,6 @@ void materialise(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
 
 bool run_finished(const SweepRun& run) {
   return fs::exists(fs::join(run.dir, "final/model.safetensors")) && fs::exists(fs::join(run.dir, "eval/summary.json"));
-}
-
-namespace {
-
-// The sweep's children and the signal that asks them to stop, for the signal handler
-// (async-signal-safe: plain stores and kill()).
-constexpr int kMaxChildren = 256;
-volatile sig_atomic_t g_stop_signal = 0;
-volatile pid_t g_children[kMaxChildren] = {};
-
-void forward_signal(int sig) {
-  g_stop_signal = sig;
-  for (int i = 0; i < kMaxChildren; ++i)
-    if (g_children[i] > 0) ::kill(g_children[i], sig);
-}
-
-void remember_child(pid_t pid, bool add) {
-  for (int i = 0; i < kMaxChildren; ++i)
-    if (add ? g_children[i] == 0 : g_children[i] == pid) {
-      g_children[i] = add ? pid : 0;
-      return;
-    }
-}
-
-}  // namespace
-
-LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary, int jobs) {
-  jobs = std::clamp(jobs, 1, kMaxChildren);
-  // Concurrent runs split the cores between them (small models scale poorly past a few
-  // threads, so two 1-thread runs beat one 2-thread run on 2 cores).
-  const long cores = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
-  const std::string threads = std::to_string(std::max(1L, cores / jobs));
-  struct Child {
-    std::size_t index;
-    std::chrono::steady_clock::time_point start;
-  };
-  std::map<pid_t, Child> running;
-  LocalResult result;
-  bool stopping = false;
-
-  // No SA_RESTART: a signal interrupts waitpid, so the loop notices it at once.
-  g_stop_signal = 0;
-  struct sigaction sa {}, old_term {}, old_int {};
-  sa.sa_handler = forward_signal;
-  sigemptyset(&sa.sa_mask);
-  ::sigaction(SIGTERM, &sa, &old_term);
-  ::sigaction(SIGINT, &sa, &old_int);
-  sigset_t stop_signals, unblocked;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-
-  auto reap_one = [&] {
-    int status = 0;
-    const pid_t pid = ::waitpid(-1, &status, 0);
-    if (pid <= 0 || !running.count(pid)) return;
-    remember_child(pid, false);
-    const Child c = running.at(pid);
-    running.erase(pid);
-    const auto& r = runs[c.index];
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - c.start).count();
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-      sft::log::info("sweep {}: run {} done in {:.0f} s", spec.name, r.name, secs);
-      return;
-    }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 75) {  // RunLockedError: another process took it first
-      ++result.skipped;
-      sft::log::warn("sweep {}: run {} skipped: another process holds {} (see {})", spec.name, r.name, r.dir,
-                     fs::join(r.dir, "train.log"));
-      return;
-    }
-    ++result.failed;
-    sft::log::error("sweep {}: run {} failed (exit {}); see {}", spec.name, r.name,
-                  WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), fs::join(r.dir, "train.log"));
-    if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGTERM)) stopping = true;
-    if (WIFEXITED(status) && (WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 143)) stopping = true;  // by a signal
-  };
-  for (std::size_t i = 0; i < runs.size() && !stopping && !g_stop_signal; ++i) {
-    const auto& r = runs[i];
-    if (run_finished(r)) {
-      sft::log::info("sweep {}: run {}/{} {} already finished ({})", spec.name, i + 1, runs.size(), r.name, r.dir);
-      continue;
-    }
-    while (static_cast<int>(running.size()) >= jobs && !g_stop_signal) reap_one();
-    if (stopping || g_stop_signal) break;
-    if (const std::string who = RunLock::holder(r.dir); !who.empty()) {
-      ++result.skipped;
-      sft::log::warn("sweep {}: run {}/{} {} skipped: {} is in use by {}", spec.name, i + 1, runs.size(), r.name, r.dir, who);
-      continue;
-    }
-    const bool resume = fs::is_dir(fs::join(r.dir, "checkpoints"));
-    sft::log::info("sweep {}: run {}/{} {} {}-> {}", spec.name, i + 1, runs.size(), r.name, resume ? "(resuming) " : "", r.dir);
-    const std::string log = fs::join(r.dir, "train.log");
-    std::vector<std::string> argv = {sft_binary, "train", "--config", r.config_path, "--resume", "auto"};
-    if (jobs > 1) argv.insert(argv.end(), {"--set", "train.threads=" + threads});
-    std::vector<char*> a;
-    for (auto& x : argv) a.push_back(const_cast<char*>(x.c_str()));
-    a.push_back(nullptr);
-    const pid_t parent = ::getpid();
-    // Blocked from fork until the child is on the list, so no signal can miss it.
-    ::sigprocmask(SIG_BLOCK, &stop_signals, &unblocked);
-    if (g_stop_signal) {  // it came while this run was being prepared: start nothing
-      ::sigprocmask(SIG_SETMASK, &unblocked, nullptr);
-      break;
-    }
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      // Its own process group: a terminal's Ctrl-C reaches it once, through the sweep.
-      ::setpgid(0, 0);
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // the sweep killed outright: checkpoint and exit
-      if (::getppid() != parent) ::_exit(128 + SIGTERM);
-      ::signal(SIGTERM, SIG_DFL);
-      ::signal(SIGINT, SIG_DFL);
-      ::sigprocmask(SIG_SETMASK, &unblocked, nullptr);
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      ::execv(a[0], a.data());
-      ::_exit(127);
-    }
-    if (pid > 0) {
-      running[pid] = {i, std::chrono::steady_clock::now()};
-      remember_child(pid, true);
-    }
-    ::sigprocmask(SIG_SETMASK, &unblocked, nullptr);
-    if (pid < 0) throw Error("sweep " + spec.name + ": cannot start a run (fork failed)");
-  }
-  if (g_stop_signal && !running.empty())
-    sft::log::warn("sweep {}: signal {}: waiting for {} run(s) to save a checkpoint and exit", spec.name,
-                   static_cast<int>(g_stop_signal), running.size());
-  while (!running.empty()) reap_one();
-  ::sigaction(SIGTERM, &old_term, nullptr);
-  ::sigaction(SIGINT, &old_int, nullptr);
-  result.signal = g_stop_signal;
-  return result;
-}
-
-std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary) {
-  // Each task is sized from its run's dist.gpus (the paper: 8 A100s for 7B/13B, 16 for 33B):
-  // one rank per GPU, whole nodes of 8 beyond that. Runs of different sizes go to separate
-  // arrays (sweep-<N>gpu.sbatch), since the tasks of one array share their resources.
-  std::map<int, std::vector<const SweepRun*>> by_gpus;
-  for (const auto& r : runs) by_gpus[r.gpus > 0 ? r.gpus : 8].push_back(&r);
-  fs::make_dirs(fs::join(spec.output_dir, "logs"));
-  std::string scripts;
-  for (const auto& [gpus, group] : by_gpus) {
-    const std::string suffix = by_gpus.size() == 1 ? "" : "-" + std::to_string(gpus) + "gpu";
-    std::string list;
-    for (const SweepRun* r : group) list += r->config_path + "\n";
-    const std::string list_path = fs::join(spec.output_dir, "runs" + suffix + ".txt");
-    fs::write_file_atomic(list_path, list);
-    const std::string script = fs::join(spec.output_dir, "sweep" + suffix + ".sbatch");
-    const int nodes = (gpus + 7) / 8, per_node = std::min(gpus, 8);
-    std::string s =
-        "#!/bin/bash\n"
-        "# Slurm array for sweep " + spec.name + " (" + spec.file + "): one task per run, " +
-        std::to_string(group.size()) + " runs of " + std::to_string(gpus) + " GPUs.\n"
-        "# Submit from the repository root: sbatch " + script + "\n"
-        "# Each task trains (resuming when requeued) and evaluates one run; then: sft sweep report --config " +
-        spec.file + "\n"
-        "#SBATCH --job-name=sft-" + spec.name + suffix + "\n"
-        "#SBATCH --array=0-" + std::to_string(group.size() - 1) + "\n"
-        "#SBATCH --nodes=" + std::to_string(nodes) + "\n#SBATCH --ntasks-per-node=" + std::to_string(per_node) +
-        "\n#SBATCH --gpus-per-node=" + std::to_string(per_node) + "\n#SBATCH --cpus-per-task=12\n"
-        "#SBATCH --time=48:00:00\n#SBATCH --signal=TERM@300\n#SBATCH --requeue\n"
-        "#SBATCH --output=" + fs::join(spec.output_dir, "logs/%x-%A_%a.out") + "\n"
-        "set -euo pipefail\n"
-        "CONFIG=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" " + list_path + ")\n"
-        "export MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}\n"
-        "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}\n"
-        "srun --kill-on-bad-exit=1 " + sft_binary + " train --config \"$CONFIG\" --resume auto\n";
-    fs::write_file_atomic(script, s);
-    scripts += (scripts.empty() ? "" : "\n") + script;
-  }
-  return scripts;
 }
 
 nlohmann::ordered_json describe(const SweepSpec& spec, const std::vector<SweepRun>& runs) {

@@ -114,7 +114,7 @@ class Llama {
   // for `segments` (the device tensor passed to loss_sum). Without it, the plan is built
   // from `segments` on its first use in a forward (one host read per micro-batch).
   void plan_packed(const at::Tensor& segments_host, const at::Tensor& segments) const;
-  struct VarlenPlan;  // the index tensors of one packed micro-batch (llama.cpp)
+  struct VarlenPlan;  // the index tensors of one packed micro-batch (llama_attention.cpp)
   // Device-to-host reads the model made (segment ids, positions): a test hook showing that
   // a training step's count does not grow with the number of layers.
   std::int64_t host_reads() const { return host_reads_; }

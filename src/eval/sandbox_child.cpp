@@ -1,0 +1,212 @@
+// The sandbox's forked child (sandbox.h): from fork() to exec, with async-signal-safe calls
+// only. It enters new namespaces, remounts the host read-only with a private /tmp, sets the
+// limits, drops privileges, installs the seccomp filter and becomes the program.
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+
+#include "sandbox_internal.h"
+
+namespace sft::eval::sandbox_internal {
+namespace {
+
+// The seccomp filter every sandboxed program runs under: no socket() of any family (the
+// network namespace already has no network; this closes host Unix-domain sockets, which a
+// read-only mount does not stop), socketpair() only as a connected stream pair (asyncio and
+// multiprocessing need it; a datagram pair could sendto() a host socket), no io_uring
+// (which opens sockets without socket()), and no other system-call ABI (x32, i386).
+#if defined(__x86_64__)
+constexpr std::uint32_t kAuditArch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+constexpr std::uint32_t kAuditArch = AUDIT_ARCH_AARCH64;
+#else
+#error "the sandbox's seccomp filter knows x86-64 and aarch64 only"
+#endif
+
+#define SFT_DENY(err) BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (err))
+const sock_filter kFilter[] = {
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kAuditArch, 1, 0),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+#if defined(__x86_64__)
+    BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000U /* __X32_SYSCALL_BIT */, 0, 1),
+    SFT_DENY(ENOSYS),
+#endif
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 0, 1),
+    SFT_DENY(EACCES),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+    SFT_DENY(ENOSYS),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socketpair, 1, 0),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[1])),  // type, low word
+    BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0xf),                               // without SOCK_CLOEXEC etc.
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SOCK_STREAM, 0, 1),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    SFT_DENY(EACCES),
+};
+#undef SFT_DENY
+
+// ---- the child: async-signal-safe calls only ------------------------------------------
+
+void put(const char* s) {
+  ssize_t r = ::write(2, s, std::strlen(s));
+  (void)r;
+}
+
+[[noreturn]] void die(const char* what) {
+  int e = errno;
+  char num[16];
+  int n = 0;
+  char rev[16];
+  do {
+    rev[n++] = static_cast<char>('0' + e % 10);
+    e /= 10;
+  } while (e > 0 && n < 15);
+  for (int i = 0; i < n; ++i) num[i] = rev[n - 1 - i];
+  num[n] = '\0';
+  put("sandbox: ");
+  put(what);
+  put(" failed (errno ");
+  put(num);
+  put(")\n");
+  ::_exit(kSetupFailed);
+}
+
+bool write_proc(const char* path, const std::string& text) {
+  int fd = ::open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  return ok;
+}
+
+void set_limit(int resource, rlim_t v, const char* what) {
+  struct rlimit rl;
+  if (::getrlimit(resource, &rl) == 0 && rl.rlim_max != RLIM_INFINITY && v > rl.rlim_max) v = rl.rlim_max;
+  rl = {v, v};
+  if (::setrlimit(resource, &rl) != 0) die(what);
+}
+
+// PID 1 of the new PID namespace: finishes the isolation and becomes the program.
+[[noreturn]] void exec_program(const Plan& p, char* const* argv, char* const* envp) {
+  if (p.sandbox) {
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl(PDEATHSIG)");
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) die("making mounts private");
+    for (const auto& m : p.mounts)
+      if (::mount(nullptr, m.path.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | m.flags, nullptr) != 0 &&
+          errno != ENOENT)
+        die("remounting read-only");
+    if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) die("mounting /proc");
+    // The working directory is a private /tmp; /run, /var/run and /dev/shm, where the host
+    // keeps its sockets and shared memory, are empty and read-only.
+    if (::mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, p.tmpfs_opts.c_str()) != 0)
+      die("mounting the private /tmp");
+    for (const char* dir : {"/run", "/var/run", "/dev/shm"})
+      if (::mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, p.empty_opts.c_str()) != 0 &&
+          errno != ENOENT && errno != ENOTDIR)
+        die("mounting an empty /run, /var/run or /dev/shm");
+    int fd = ::open("/tmp/prog.py", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 || !write_all(fd, p.program)) die("writing /tmp/prog.py");
+    if (p.root && ::fchown(fd, p.uid, p.uid) != 0) die("chown /tmp/prog.py");
+    ::close(fd);
+  }
+  if (::chdir(p.work.c_str()) != 0) die("chdir to the working directory");
+  set_limit(RLIMIT_CPU, p.cpu_s, "RLIMIT_CPU");
+  set_limit(RLIMIT_AS, p.as_bytes, "RLIMIT_AS");
+  set_limit(RLIMIT_FSIZE, p.fsize_bytes, "RLIMIT_FSIZE");
+  set_limit(RLIMIT_NOFILE, 256, "RLIMIT_NOFILE");
+  set_limit(RLIMIT_CORE, 0, "RLIMIT_CORE");
+  if (p.nproc > 0) set_limit(RLIMIT_NPROC, p.nproc, "RLIMIT_NPROC");
+  if (p.sandbox && p.root) {
+    // Raw system calls: this child is single-threaded, so per-thread credentials are the
+    // process's. Changing uid from 0 clears every capability.
+    if (::syscall(SYS_setgroups, 0, nullptr) != 0) die("setgroups");
+    if (::syscall(SYS_setresgid, p.uid, p.uid, p.uid) != 0) die("setresgid");
+    if (::syscall(SYS_setresuid, p.uid, p.uid, p.uid) != 0) die("setresuid");
+    if (::getuid() != p.uid || ::geteuid() != p.uid) die("dropping privileges");
+  } else if (p.sandbox) {
+    // A nested user namespace: the read-only mounts of the outer one become locked.
+    if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) die("unshare(nested user namespace)");
+    write_proc("/proc/self/setgroups", "deny");
+    if (!write_proc("/proc/self/uid_map", "0 0 1\n") || !write_proc("/proc/self/gid_map", "0 0 1\n"))
+      die("writing the nested uid/gid map");
+  }
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("prctl(NO_NEW_PRIVS)");
+  // Cleared by setresuid; unsafe mode sets it too, so the program dies with the evaluator.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl(PDEATHSIG)");
+  if (p.sandbox) {
+    sock_fprog prog{static_cast<unsigned short>(sizeof kFilter / sizeof kFilter[0]), const_cast<sock_filter*>(kFilter)};
+    if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) die("installing the seccomp filter");
+  }
+  ::syscall(SYS_close_range, p.harness ? 5U : 3U, ~0U, 0U);
+  ::execve(argv[0], argv, envp);
+  die("exec python");
+}
+
+}  // namespace
+
+bool write_all(int fd, const std::string& text) {
+  std::size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+[[noreturn]] void child_main(const Plan& p, char* const* argv, char* const* envp) {
+  // Dies with the evaluator (a SIGKILLed `sft eval` leaves no program running); the check
+  // closes the race with a parent that died before the prctl.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != p.parent) ::_exit(kSetupFailed);
+  ::setpgid(0, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  struct sigaction dfl;
+  std::memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  for (int s = 1; s < 32; ++s)
+    if (s != SIGKILL && s != SIGSTOP) ::sigaction(s, &dfl, nullptr);
+  if (::dup2(p.in_fd, 0) < 0 || ::dup2(p.out_fd, 1) < 0 || ::dup2(p.err_fd, 2) < 0) ::_exit(kSetupFailed);
+  if (p.harness) {
+    // Through copies above 4, so that neither target clobbers the other's source.
+    int secret = ::fcntl(p.secret_fd, F_DUPFD, 10), report = ::fcntl(p.report_fd, F_DUPFD, 10);
+    if (secret < 0 || report < 0 || ::dup2(secret, 3) < 0 || ::dup2(report, 4) < 0) ::_exit(kSetupFailed);
+  }
+  if (!p.sandbox) exec_program(p, argv, envp);
+
+  int flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
+  if (!p.root) flags |= CLONE_NEWUSER;
+  if (::unshare(flags) != 0) die("unshare(mount, network, PID namespaces)");
+  if (!p.root) {
+    write_proc("/proc/self/setgroups", "deny");
+    if (!write_proc("/proc/self/uid_map", p.uid_map) || !write_proc("/proc/self/gid_map", p.gid_map))
+      die("writing the uid/gid map");
+  }
+  pid_t init = ::fork();  // PID 1 of the new namespace: all its processes die with it
+  if (init < 0) die("fork");
+  if (init == 0) exec_program(p, argv, envp);
+  int status = 0;
+  while (::waitpid(init, &status, 0) < 0)
+    if (errno != EINTR) die("waitpid");
+  ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
+}  // namespace sft::eval::sandbox_internal

@@ -1,0 +1,67 @@
+// Internal: what the sandbox's files (sandbox.h) share: the plan of one run, which the
+// parent prepares before fork() and the child carries out with async-signal-safe calls only
+// (sandbox_child.cpp); the settings a batch of programs runs with; running one program
+// (sandbox_run.cpp).
+#pragma once
+
+#include <sys/resource.h>
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "sft/eval/sandbox.h"
+
+namespace sft::eval::sandbox_internal {
+
+constexpr int kSetupFailed = 121;  // exit status of a child whose sandbox setup failed
+
+// ---- what the forked child needs, prepared before fork ------------------------------
+
+struct MountPoint {
+  std::string path;
+  unsigned long flags;  // per-mount flags to keep when remounting read-only (locked ones in a user namespace)
+};
+
+struct Plan {
+  bool sandbox = true;
+  bool root = true;
+  bool harness = false;  // run prog.py under kHarness (PassRule::harness)
+  uid_t uid = 0;         // root: the unprivileged uid to run as
+  pid_t parent = 0;      // the evaluator: the helper exits when it is gone
+  std::string work;      // unsafe mode: the host folder to run in (the sandbox runs in its own /tmp)
+  std::string program;   // sandbox: written into the private /tmp by the child
+  std::string tmpfs_opts, empty_opts, uid_map, gid_map;
+  std::vector<MountPoint> mounts;
+  std::vector<std::string> argv, envp;
+  rlim_t cpu_s = 0, as_bytes = 0, fsize_bytes = 0, nproc = 0;  // nproc 0: left unchanged
+  int in_fd = -1, out_fd = -1, err_fd = -1;
+  int secret_fd = -1, report_fd = -1;  // harness: become fds 3 and 4
+};
+
+// Writes all of `text` to `fd`, retrying after EINTR; false on any other failure.
+// Async-signal-safe (the child writes prog.py with it).
+bool write_all(int fd, const std::string& text);
+
+// The forked child: resets its signals, takes its descriptors, enters the new namespaces and
+// forks the program as PID 1 of the new PID namespace, then exits with its status (unsafe
+// mode: becomes the program). Exits kSetupFailed when a step of the setup fails.
+[[noreturn]] void child_main(const Plan& p, char* const* argv, char* const* envp);
+
+// ---- the parent -----------------------------------------------------------------------
+
+struct Context {
+  SandboxOptions o;
+  std::string python;
+  PassRule rule = PassRule::exit_status;
+  std::vector<MountPoint> mounts;
+  bool root = true;
+};
+
+// Runs one program as worker `slot` and judges it by ctx.rule.
+ExecResult run_one(const std::string& program, const Context& ctx, int slot);
+
+// Removes the host folders of unsafe-mode evaluators that are gone (killed with SIGKILL).
+void remove_stale_folders();
+
+}  // namespace sft::eval::sandbox_internal

@@ -1,0 +1,276 @@
+// Running one program in the sandbox (sandbox.h), the parent's side: the plan for the
+// child (limits, mounts, the harness and its secret), fork, the wall-clock timeout, and the
+// verdict; and the host folders of unsafe mode.
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "sandbox_internal.h"
+#include "sft/util/error.h"
+#include "sft/util/fs.h"
+#include "sft/util/hash.h"
+
+namespace sft::eval::sandbox_internal {
+namespace {
+
+// The harness (PassRule::harness). It reads the per-program secret from fd 3 and closes
+// it before any of the program runs, runs prog.py, and only when that returns (check()
+// passed, no exception, no SystemExit) writes the secret to fd 4 with the os.write it
+// captured at start. The secret is in no file and no code object the program can read.
+constexpr const char* kHarness =
+    "import os\n"
+    "def _sft_harness(read=os.read, write=os.write, close=os.close):\n"
+    "    secret = read(3, 64)\n"
+    "    close(3)\n"
+    "    with open('prog.py', 'rb') as f:\n"
+    "        code = compile(f.read(), 'prog.py', 'exec')\n"
+    "    exec(code, {'__name__': '__main__', '__file__': 'prog.py', '__builtins__': __builtins__})\n"
+    "    write(4, secret)\n"
+    "_sft_harness()\n";
+
+std::string temp_root() {
+  const char* t = std::getenv("TMPDIR");
+  return t && *t && fs::is_dir(t) ? t : "/tmp";
+}
+
+std::string last_line(const std::string& s) {
+  std::size_t end = s.find_last_not_of(" \t\r\n");
+  if (end == std::string::npos) return "";
+  std::size_t start = s.find_last_of('\n', end);
+  return s.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
+}
+
+// Processes of `uid` still alive (after a timeout their namespace may take a moment to die).
+std::int64_t processes_of(uid_t uid) {
+  DIR* d = ::opendir("/proc");
+  if (!d) return 0;
+  std::int64_t n = 0;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    struct stat st;
+    if (::stat((std::string("/proc/") + e->d_name).c_str(), &st) == 0 && st.st_uid == uid) ++n;
+  }
+  ::closedir(d);
+  return n;
+}
+
+// A file in memory (stderr, the harness's report): gone with the last descriptor, so a
+// killed evaluator leaves nothing behind. RLIMIT_FSIZE bounds what the program writes.
+int memory_file(const char* name) {
+  int fd = ::memfd_create(name, MFD_CLOEXEC);
+  if (fd < 0) throw Error(std::string("sandbox: memfd_create failed: ") + std::strerror(errno));
+  return fd;
+}
+
+// At most `max` bytes of a file: its start, or its end when `tail`.
+std::string read_some(int fd, std::size_t max, bool tail) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return "";
+  const auto size = static_cast<std::size_t>(st.st_size);
+  std::string out(std::min(size, max), '\0');
+  const off_t at = tail ? static_cast<off_t>(size - out.size()) : 0;
+  const ssize_t n = ::pread(fd, out.data(), out.size(), at);
+  out.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  return out;
+}
+
+std::string random_hex(std::size_t bytes) {
+  std::string raw(bytes, '\0');
+  std::size_t got = 0;
+  while (got < bytes) {
+    ssize_t n = ::getrandom(raw.data() + got, bytes - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw Error(std::string("sandbox: getrandom failed: ") + std::strerror(errno));
+    got += static_cast<std::size_t>(n);
+  }
+  return hex(raw.data(), raw.size());
+}
+
+// Unsafe mode runs in a host folder named after the evaluator's pid, so that the folders
+// of an evaluator killed with SIGKILL are recognised and removed by the next one.
+constexpr const char* kUnsafePrefix = "sft_sandbox.";
+
+}  // namespace
+
+void remove_stale_folders() {
+  const std::string root = temp_root();
+  DIR* d = ::opendir(root.c_str());
+  if (!d) return;
+  std::vector<std::string> stale;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.rfind(kUnsafePrefix, 0) != 0) continue;
+    const std::string rest = name.substr(std::strlen(kUnsafePrefix));
+    const auto dot = rest.find('.');
+    if (dot == std::string::npos || dot == 0 || rest.find_first_not_of("0123456789") != dot) continue;
+    const long pid = std::strtol(rest.substr(0, dot).c_str(), nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) stale.push_back(root + "/" + name);
+  }
+  ::closedir(d);
+  for (const auto& dir : stale) {
+    try {
+      fs::remove_all(dir);
+    } catch (...) {
+    }
+  }
+}
+
+ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
+  const SandboxOptions& o = ctx.o;
+  Plan p;
+  p.sandbox = !o.unsafe_no_sandbox;
+  p.root = ctx.root;
+  p.harness = ctx.rule == PassRule::harness;
+  p.parent = ::getpid();
+  p.uid = ctx.root ? static_cast<uid_t>(kSandboxUidBase + static_cast<std::uint32_t>(slot)) : ::getuid();
+
+  // Every descriptor the child gets, closed on any way out of here.
+  struct Fds {
+    std::vector<int> fds;
+    int keep(int fd) {
+      if (fd >= 0) fds.push_back(fd);
+      return fd;
+    }
+    ~Fds() {
+      for (int fd : fds) ::close(fd);
+    }
+  } fds;
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      try {
+        if (!dir.empty()) fs::remove_all(dir);
+      } catch (...) {
+      }
+    }
+  } cleanup;
+
+  if (p.sandbox) {
+    p.work = "/tmp";
+    p.program = program;
+  } else {
+    std::string tmpl = temp_root() + "/" + kUnsafePrefix + std::to_string(::getpid()) + ".XXXXXX";
+    if (!::mkdtemp(tmpl.data()))
+      throw Error("sandbox: cannot create a temporary directory in " + temp_root() + ": " + std::strerror(errno));
+    cleanup.dir = p.work = tmpl;
+    std::ofstream f(p.work + "/prog.py", std::ios::binary);
+    f << program;
+    if (!f) throw Error("sandbox: cannot write " + p.work + "/prog.py");
+  }
+  const std::string owner = std::to_string(ctx.root ? p.uid : 0);
+  p.tmpfs_opts = "size=" + std::to_string(o.tmpfs_mb) + "m,mode=0700,uid=" + owner + ",gid=" + owner;
+  p.empty_opts = "size=4k,mode=0755";
+  p.uid_map = "0 " + std::to_string(::getuid()) + " 1\n";
+  p.gid_map = "0 " + std::to_string(::getgid()) + " 1\n";
+  p.mounts = ctx.mounts;
+  if (p.harness)
+    p.argv = {ctx.python, "-I", "-c", kHarness};
+  else
+    p.argv = {ctx.python, "-I", "prog.py"};
+  p.envp = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + p.work, "TMPDIR=" + p.work, "LANG=C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE=1"};
+  p.cpu_s = static_cast<rlim_t>(o.cpu_s > 0 ? o.cpu_s : static_cast<std::int64_t>(std::ceil(o.timeout_s)) + 1);
+  p.as_bytes = static_cast<rlim_t>(o.memory_mb) << 20;
+  p.fsize_bytes = static_cast<rlim_t>(o.file_size_mb) << 20;
+  p.nproc = static_cast<rlim_t>(o.processes);
+  if (!p.sandbox) {
+    if (ctx.root) p.nproc = 0;  // left as it is: counted per uid, and root is exempt anyway
+  } else if (!ctx.root) {
+    // Without root the count includes the caller's own processes (and the other workers').
+    struct rlimit rl;
+    ::getrlimit(RLIMIT_NPROC, &rl);
+    p.nproc = std::min<rlim_t>(rl.rlim_max, static_cast<rlim_t>(processes_of(::getuid()) + o.processes));
+  }
+  p.in_fd = fds.keep(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  p.out_fd = fds.keep(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+  if (p.in_fd < 0 || p.out_fd < 0) throw Error(std::string("sandbox: cannot open /dev/null: ") + std::strerror(errno));
+  p.err_fd = fds.keep(memory_file("sft_sandbox_stderr"));
+  std::string secret;
+  if (p.harness) {
+    // The secret waits in a pipe the harness empties before the program starts.
+    secret = random_hex(16);
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw Error(std::string("sandbox: pipe failed: ") + std::strerror(errno));
+    p.secret_fd = fds.keep(pipe_fds[0]);
+    const bool written = write_all(pipe_fds[1], secret);
+    ::close(pipe_fds[1]);
+    if (!written) throw Error("sandbox: cannot write the harness's secret");
+    p.report_fd = fds.keep(memory_file("sft_sandbox_report"));
+  }
+  std::vector<char*> argv, envp;
+  for (auto& a : p.argv) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : p.envp) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  const auto start = std::chrono::steady_clock::now();
+  pid_t pid = ::fork();
+  if (pid < 0) throw Error(std::string("sandbox: fork failed: ") + std::strerror(errno));
+  if (pid == 0) child_main(p, argv.data(), envp.data());
+
+  int status = 0;
+  bool timed_out = false;
+  auto sleep = std::chrono::microseconds(500);
+  for (;;) {
+    pid_t w = ::waitpid(pid, &status, WNOHANG);
+    if (w == pid || (w < 0 && errno != EINTR)) break;
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > o.timeout_s) {
+      // The child's death kills the namespace's init (PDEATHSIG), and with it the namespace.
+      ::kill(-pid, SIGKILL);
+      ::kill(pid, SIGKILL);
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      timed_out = true;
+      break;
+    }
+    std::this_thread::sleep_for(sleep);
+    sleep = std::min(sleep * 2, std::chrono::microseconds(10000));
+  }
+  ::kill(-pid, SIGKILL);  // stragglers of the process group (unsafe mode has no namespace)
+  if (p.sandbox && ctx.root && timed_out) {
+    // Wait until the namespace is gone, so that the next program of this worker's uid
+    // starts with a process count of zero.
+    for (int i = 0; i < 400 && processes_of(p.uid) > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+
+  ExecResult r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string err = read_some(p.err_fd, 2000, true);
+  r.stderr_tail = err;
+  const bool exited_ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  const std::string report = p.harness ? read_some(p.report_fd, 256, false) : "";
+  const bool reached_end = !p.harness || report == secret;
+  if (timed_out) {
+    r.result = "timed out";
+  } else if (exited_ok && reached_end) {
+    r.passed = true;
+    r.result = "passed";
+  } else {
+    std::string why = last_line(err);
+    if (why.empty() && exited_ok)
+      why = report.empty() ? "the program exited before the tests finished"
+                           : "the completion report does not carry the harness's secret (forged)";
+    if (why.empty() && WIFEXITED(status)) why = "exit status " + std::to_string(WEXITSTATUS(status));
+    if (why.empty() && WIFSIGNALED(status)) why = "killed by signal " + std::to_string(WTERMSIG(status));
+    if (WIFEXITED(status) && WEXITSTATUS(status) == kSetupFailed && why.rfind("sandbox:", 0) == 0)
+      why = "sandbox setup: " + why;
+    r.result = "failed: " + why;
+  }
+  return r;
+}
+
+}  // namespace sft::eval::sandbox_internal
