@@ -43,8 +43,8 @@ Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, st
   }
   if (packed) b.segment_ids = at::from_blob(segment.data(), {B, T}, at::kInt).clone();
   if (packed && dense_mask) {
-    b.attn_mask = at::zeros({B, 1, T, T}, at::kBool);
-    auto* m = b.attn_mask.data_ptr<bool>();
+    b.dense_mask = at::zeros({B, 1, T, T}, at::kBool);
+    auto* m = b.dense_mask.data_ptr<bool>();
     for (std::int64_t r = 0; r < B; ++r) {
       const std::int32_t* seg = segment.data() + r * T;
       bool* mr = m + r * T * T;

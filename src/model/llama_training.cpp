@@ -255,7 +255,7 @@ struct FusedLinearCrossEntropy : public torch::autograd::Function<FusedLinearCro
 at::Tensor Llama::head_loss(const at::Tensor& residual, const at::Tensor& labels, const at::Tensor& norm_w,
                             const at::Tensor& head_w) const {
   at::Tensor flat_labels = labels.reshape({-1});
-  at::Tensor idx = (flat_labels != -100).nonzero().squeeze(1);  // (N) trained positions
+  at::Tensor idx = (flat_labels != kIgnoreIndex).nonzero().squeeze(1);  // (N) trained positions
   at::Tensor x = residual.reshape({-1, residual.size(-1)});
   if (idx.numel() == 0) return (x.sum() * 0.0 + norm_w.sum() * 0.0 + head_w.sum() * 0.0).to(at::kFloat);
   // Under autocast the GEMMs run in bf16, as at::linear would; softmax statistics in fp32.
@@ -265,30 +265,30 @@ at::Tensor Llama::head_loss(const at::Tensor& residual, const at::Tensor& labels
   return FusedLinearCrossEntropy::apply(h, head_w, flat_labels.index_select(0, idx))[0];
 }
 
-at::Tensor Llama::loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& attn_mask,
+at::Tensor Llama::loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& mask,
                            const at::Tensor& labels) const {
   if (!gatherer_) {
     // The final norm is per position, so norming only the trained rows is exact.
     at::Tensor x = at::embedding(params_[embed_index_].tensor, input_ids);
     auto [cos, sin] = rope(position_ids, input_ids.size(-1));  // positions < T in training rows
-    for (std::size_t l = 0; l < layers_.size(); ++l) x = run_layer(l, x, cos, sin, attn_mask);
+    for (std::size_t l = 0; l < layers_.size(); ++l) x = run_layer(l, x, cos, sin, mask);
     return head_loss(x, labels, params_[norm_index_].tensor, params_[lm_head_index_].tensor);
   }
   at::Tensor x = ShardedEmbedding::apply(input_ids, anchor_, this)[0];
   auto [cos, sin] = rope(position_ids, input_ids.size(-1));  // positions < T in training rows
-  std::optional<at::Tensor> mask = attn_mask.defined() ? std::optional<at::Tensor>(attn_mask) : std::nullopt;
+  const std::optional<at::Tensor> maybe_mask = mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt;
   for (std::size_t l = 0; l < layers_.size(); ++l)
-    x = ShardedLayer::apply(x, cos, sin, mask, this, static_cast<std::int64_t>(l))[0];
+    x = ShardedLayer::apply(x, cos, sin, maybe_mask, this, static_cast<std::int64_t>(l))[0];
   return ShardedHead::apply(x, labels, this)[0];
 }
 
 at::Tensor Llama::run_layer(std::size_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                            const at::Tensor& attn_mask) const {
-  if (!(checkpointing_ && at::GradMode::is_enabled())) return layer_forward(l, x, cos, sin, attn_mask, nullptr, nullptr);
+                            const at::Tensor& mask) const {
+  if (!(checkpointing_ && at::GradMode::is_enabled())) return layer_forward(l, x, cos, sin, mask, nullptr, nullptr);
   std::vector<at::Tensor> w;
   for (std::size_t idx : unit_params(l + 1)) w.push_back(params_[idx].tensor);
-  std::optional<at::Tensor> mask = attn_mask.defined() ? std::optional<at::Tensor>(attn_mask) : std::nullopt;
-  return CheckpointedLayer::apply(x, cos, sin, mask, at::TensorList(w), this, static_cast<std::int64_t>(l))[0];
+  const std::optional<at::Tensor> maybe_mask = mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt;
+  return CheckpointedLayer::apply(x, cos, sin, maybe_mask, at::TensorList(w), this, static_cast<std::int64_t>(l))[0];
 }
 
 }  // namespace sft::model

@@ -103,7 +103,7 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
   std::vector<std::array<at::Tensor, 3>> batches;
   for (std::int64_t a = 0; a < o.accum; ++a) {
     at::Tensor ids = at::randint(0, p.vocab, {p.batch, p.seq}, gen, at::TensorOptions().dtype(at::kLong));
-    at::Tensor labels = at::full({p.batch, p.seq}, -100, at::kLong);
+    at::Tensor labels = at::full({p.batch, p.seq}, model::kIgnoreIndex, at::kLong);
     labels.slice(1, prompt - 1, p.seq - 1).copy_(ids.slice(1, prompt, p.seq));  // position t predicts token t+1
     at::Tensor pos = at::arange(p.seq, at::kLong).view({1, p.seq}).expand({p.batch, p.seq}).contiguous();
     batches.push_back({ids.to(device), pos.to(device), labels.to(device)});

@@ -263,12 +263,12 @@ TEST_F(Streams, PackedSamplesNeverAttendToEachOther) {
       const MicroBatch* mb = stream.micro_batch(s, 0, m);
       if (!mb) continue;
       Batch b = make_batch(*mb, rd.datasets, 0, /*dense_mask=*/true);
-      ASSERT_TRUE(b.attn_mask.defined());
+      ASSERT_TRUE(b.dense_mask.defined());
       ASSERT_TRUE(b.segment_ids.defined());
       const std::int64_t B = b.input_ids.size(0), T = b.input_ids.size(1);
       auto pos = b.position_ids.accessor<std::int64_t, 2>();
       auto lab = b.labels.accessor<std::int64_t, 2>();
-      auto mask = b.attn_mask.accessor<bool, 4>();
+      auto mask = b.dense_mask.accessor<bool, 4>();
       for (std::int64_t r = 0; r < B; ++r) {
         // Sample id of each position from the restarting positions.
         std::vector<int> seg(static_cast<std::size_t>(T), -1);

@@ -12,19 +12,18 @@
 #include <cstdint>
 
 #include "sft/data/stage_stream.h"
+#include "sft/model/ignore_index.h"
 
 namespace sft::data {
 
-constexpr std::int64_t kIgnoreIndex = -100;
+using model::kIgnoreIndex;
 
 struct Batch {
   at::Tensor input_ids;     // (B, T) int64
   at::Tensor labels;        // (B, T) int64: next token where trained, else kIgnoreIndex
   at::Tensor position_ids;  // (B, T) int64
   at::Tensor segment_ids;   // undefined, or (B, T) int32: sample index within the row, -1 = pad
-  at::Tensor attn_mask;     // the same as a dense (B, 1, T, T) bool mask, only when asked for
-  // What the model takes as its mask argument: segment ids for packed rows, else undefined.
-  at::Tensor model_mask() const { return segment_ids; }
+  at::Tensor dense_mask;    // the same as a dense (B, 1, T, T) bool mask, only when asked for
   std::int64_t tokens = 0;  // non-pad tokens
   std::int64_t targets = 0; // labels != kIgnoreIndex
 };

@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "sft/model/ignore_index.h"
 #include "sft/model/llama_config.h"
 
 namespace sft::model {
@@ -86,21 +87,23 @@ class Llama {
   // exactly its shards of the unsharded init. REQUIRES: calls in non-decreasing index.
   ParamSource init_source(std::uint64_t seed) const;
 
-  // Hidden states after the final norm, (B, T, D). position_ids (B, T); attn_mask undefined
+  // Hidden states after the final norm, (B, T, D). position_ids (B, T). mask: undefined
+  // (causal), (B, T) int32 segment ids of packed rows (causal within each sample; -1 pads),
   // or (B, 1, T, Tk) bool. With a cache, new keys/values are appended at cache->length.
   at::Tensor forward_hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                            const at::Tensor& attn_mask = {}, KvCache* cache = nullptr) const;
+                            const at::Tensor& mask = {}, KvCache* cache = nullptr) const;
   at::Tensor lm_head(const at::Tensor& hidden) const;  // (..., D) -> (..., V)
-  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& attn_mask = {},
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& mask = {},
                      KvCache* cache = nullptr) const {
-    return lm_head(forward_hidden(input_ids, position_ids, attn_mask, cache));
+    return lm_head(forward_hidden(input_ids, position_ids, mask, cache));
   }
 
-  // The SFT training loss: summed cross-entropy over positions whose label is not -100.
+  // The SFT training loss: summed cross-entropy over positions whose label is not
+  // kIgnoreIndex (ignore_index.h).
   // Only trained positions go through lm_head, so the logits of masked prompt tokens are
   // never computed. With a gatherer (ZeRO-3) every unit's parameters are gathered for its
   // forward and again for its backward (which recomputes the unit), then released.
-  at::Tensor loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& attn_mask,
+  at::Tensor loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& mask,
                       const at::Tensor& labels) const;
   void set_gatherer(ParamGatherer* g) { gatherer_ = g; }
   ParamGatherer* gatherer() const { return gatherer_; }
@@ -140,7 +143,7 @@ class Llama {
                        const at::Tensor& head_w) const;
   // One decoder layer, through activation checkpointing when it is on and grads are enabled.
   at::Tensor run_layer(std::size_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                       const at::Tensor& attn_mask) const;
+                       const at::Tensor& mask) const;
   at::Tensor layer_forward(std::size_t layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                            const at::Tensor& mask, KvCache* cache, const std::vector<at::Tensor>* weights) const;
   // max_position < 0: read from position_ids (generation); training passes a bound (T).
