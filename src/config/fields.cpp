@@ -85,6 +85,8 @@ const Table<DataSpec>& data_fields() {
       boolean("group_by_length", &S::group_by_length, "pad batching: sort by length within windows"),
       boolean("shuffle", &S::shuffle, "shuffle each epoch (seeded)"),
       text("cache_dir", &S::cache_dir, "the tokenized-data cache").free(),
+      integer("seed", &S::seed, -1, INT64_MAX, "the data's seed: which records a fraction selects, and their order; "
+              "vary it apart from the initialisation's (-1: the run's seed)").when([](const S& s) { return s.seed >= 0; }),
   };
   return t;
 }

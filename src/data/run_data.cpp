@@ -40,7 +40,7 @@ RunData build_run_data(const config::RunConfig& cfg, int world_size) {
     const auto& sel = rd.plan.stages[s];
     rd.streams.push_back(std::make_unique<StageStream>(sel, static_cast<int>(s), rd.plan, rd.datasets, cfg.data,
                                                              cfg.train.batch_size, rows_accumulation(cfg, world_size), world_size,
-                                                             cfg.seed, sel.spec->epochs, cfg.train.samples_per_step,
+                                                             cfg.data_seed(), sel.spec->epochs, cfg.train.samples_per_step,
                                                              cfg.train.tokens_per_micro_batch));
   }
   return rd;
@@ -153,7 +153,7 @@ nlohmann::json data_manifest(const config::RunConfig& cfg, const RunData& rd) {
                       {"stream_fingerprint", stream.fingerprint()}, {"step_samples", counts},
                       {"step_sample_digests", digests}});
   }
-  return {{"seed", cfg.seed}, {"stages", stages}};
+  return {{"seed", cfg.data_seed()}, {"stages", stages}};
 }
 
 }  // namespace sft::data

@@ -54,7 +54,7 @@ DataPlan plan_data(const config::RunConfig& cfg, const std::vector<std::int64_t>
                           : std::string("no real dataset is large enough for this fraction: give a larger one")));
     }
     plan.dataset_selected.push_back(sel);
-    plan.permutations.push_back(permutation(n, dataset_seed(cfg.seed, d.name)));
+    plan.permutations.push_back(permutation(n, dataset_seed(cfg.data_seed(), d.name)));
   }
 
   for (std::size_t s = 0; s < cfg.stages.size(); ++s) {

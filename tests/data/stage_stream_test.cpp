@@ -56,6 +56,23 @@ TEST(Strategy, FractionsAreNestedAcrossFiveFractions) {
   EXPECT_NE(selected(other, 0, "math", false), sets[2]);
 }
 
+// data.seed moves the data's draw (subsets and order) apart from the initialisation's seed:
+// seed 1 with data.seed 2 trains on exactly the samples seed 2 trains on, in the same steps.
+TEST(Strategy, DataSeedDrawsTheDataApartFromTheRunSeed) {
+  test::TempDir d;
+  const config::RunConfig one = tiny_config(d.path(), {"datasets.math.fraction=1/16", "seed=1"});
+  const config::RunConfig two = tiny_config(d.path(), {"datasets.math.fraction=1/16", "seed=2"});
+  const config::RunConfig mixed = tiny_config(d.path(), {"datasets.math.fraction=1/16", "seed=1", "data.seed=2"});
+  const auto p1 = data::plan_without_tokenizing(one), p2 = data::plan_without_tokenizing(two),
+             pm = data::plan_without_tokenizing(mixed);
+  EXPECT_NE(selected(p1, 0, "math", false), selected(p2, 0, "math", false));
+  EXPECT_EQ(selected(pm, 0, "math", false), selected(p2, 0, "math", false));
+  EXPECT_EQ(data::build_run_data(mixed, 1).streams[0]->fingerprint(), data::build_run_data(two, 1).streams[0]->fingerprint());
+  // Unset, it leaves the run's identity (config JSON) as it was; set, it is part of it.
+  EXPECT_FALSE(one.to_json()["data"].contains("seed"));
+  EXPECT_EQ(mixed.to_json()["data"]["seed"], 2);
+}
+
 TEST(Strategy, ReplayIsNestedAndDrawnFromStageOneData) {
   test::TempDir d;
   const char* ks[] = {"1", "1/4", "1/16", "1/64", "1/256"};

@@ -80,6 +80,7 @@ struct DataSpec {
   bool group_by_length = false;         // pad mode: sort within windows by length
   bool shuffle = true;
   std::string cache_dir = ".sft_cache";
+  std::int64_t seed = -1;               // subsets and order of the data; -1: the run's seed
 };
 
 struct TrainSpec : StageHparams {
@@ -163,6 +164,7 @@ struct RunConfig {
   std::vector<Setting> settings;
 
   const DatasetSpec& dataset(const std::string& name) const;  // throws ConfigError
+  std::uint64_t data_seed() const { return data.seed >= 0 ? static_cast<std::uint64_t>(data.seed) : seed; }
   nlohmann::json to_json() const;                              // every resolved field
 };
 
