@@ -59,8 +59,7 @@ const Table<TrainSpec>& train_fields() {
           "device", "auto | cpu | cuda | cuda:N", "where to train (auto: the rank's GPU when there is one)",
           [](Reader& r, const std::string& p, S& s) {
             s.device = r.str(p, s.device);
-            if (s.device != "auto" && s.device != "cpu" && s.device.rfind("cuda", 0) != 0)
-              r.error(p, "\"" + s.device + "\" is not one of: auto, cpu, cuda, cuda:N");
+            if (!parse_device(s.device)) r.error(p, "\"" + s.device + "\" is not one of: auto, cpu, cuda, cuda:N");
           },
           [](const S& s) { return nlohmann::json(s.device); })
           .free(),

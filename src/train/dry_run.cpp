@@ -62,7 +62,8 @@ LargestMicroBatch largest_micro_batch(const data::RunData& rd, const config::Run
 }
 
 bool on_cuda(const config::RunConfig& cfg) {
-  return cfg.train.device.rfind("cuda", 0) == 0 || cfg.dist.backend == config::Backend::kNccl;
+  const auto device = config::parse_device(cfg.train.device);
+  return (device && device->kind == config::DeviceChoice::kCuda) || cfg.dist.backend == config::Backend::kNccl;
 }
 
 }  // namespace

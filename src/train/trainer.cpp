@@ -51,17 +51,18 @@ c10::Device setup_device(const config::TrainSpec& t, int local_rank) {
     threads = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
   }
   at::set_num_threads(threads);
-  if (t.device != "cpu" && t.device != "auto" && t.device != "cuda" && t.device.rfind("cuda:", 0) != 0)
-    throw ConfigError("device \"" + t.device + "\" is not one sft runs on: cpu, cuda, cuda:N or auto");
-  if (t.device == "cpu" || (t.device == "auto" && !cuda::available())) return c10::Device(c10::kCPU);
+  const auto choice = config::parse_device(t.device);
+  if (!choice) throw ConfigError("device \"" + t.device + "\" is not one sft runs on: cpu, cuda, cuda:N or auto");
+  using config::DeviceChoice;
+  if (choice->kind == DeviceChoice::kCpu || (choice->kind == DeviceChoice::kAuto && !cuda::available()))
+    return c10::Device(c10::kCPU);
   if (!cuda::available())
     throw ConfigError("train.device: " + t.device + " requested but CUDA is not available (" +
                       (cuda::compiled() ? "no GPU visible" : "sft was built without CUDA") + ")");
   // cuda / auto: GPU LOCAL_RANK of those visible (modulo their number: a launcher that gives
   // each task its own CUDA_VISIBLE_DEVICES leaves one GPU, index 0, per process).
-  const int gpu = local_rank % cuda::device_count();
-  c10::Device d = t.device == "cuda" || t.device == "auto" ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(gpu))
-                                                           : c10::Device(t.device);
+  const int gpu = choice->index >= 0 ? choice->index : local_rank % cuda::device_count();
+  const c10::Device d(c10::kCUDA, static_cast<c10::DeviceIndex>(gpu));
   cuda::set_device(d.index());  // the caching allocator and NCCL use the current device
   return d;
 }

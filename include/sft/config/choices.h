@@ -52,6 +52,26 @@ SFT_CHOICES(Template, {Template::kVicunaV11, "vicuna_v1.1"}, {Template::kLlama2,
             {Template::kAlpaca, "alpaca"}, {Template::kRaw, "raw"});
 #undef SFT_CHOICES
 
+// train.device, and the --device flags of sft bench, score, generate and eval: an open
+// choice (cuda:N names any GPU), parsed here once.
+struct DeviceChoice {
+  enum Kind { kAuto, kCpu, kCuda } kind = kAuto;  // auto: the rank's GPU when there is one, else the CPU
+  int index = -1;                                  // cuda:N; -1: the rank's (LOCAL_RANK)
+};
+// auto | cpu | cuda | cuda:N; nullopt otherwise.
+inline std::optional<DeviceChoice> parse_device(std::string_view text) {
+  if (text == "auto") return DeviceChoice{DeviceChoice::kAuto, -1};
+  if (text == "cpu") return DeviceChoice{DeviceChoice::kCpu, -1};
+  if (text == "cuda") return DeviceChoice{DeviceChoice::kCuda, -1};
+  if (text.substr(0, 5) != "cuda:" || text.size() == 5 || text.size() > 9) return std::nullopt;
+  int index = 0;
+  for (char c : text.substr(5)) {
+    if (c < '0' || c > '9') return std::nullopt;
+    index = index * 10 + (c - '0');
+  }
+  return DeviceChoice{DeviceChoice::kCuda, index};
+}
+
 template <class E>
 std::string name(E v) {
   for (const auto& c : Choices<E>::all)
