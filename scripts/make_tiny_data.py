@@ -238,6 +238,105 @@ def general_record(rng, i):
     return {"id": f"tiny_general_{i}", "conversations": conv}
 
 
+
+# ---------------------------------------------------------------------------------------
+# pretrain: raw text carrying the knowledge behind the three skills, in none of their
+# SFT formats (no questions with "####" answers, no docstring prompts, no chat turns)
+# ---------------------------------------------------------------------------------------
+
+PRETRAIN_SEED = SEED + 1  # its own stream: the SFT files above do not change with it
+PRETRAIN_DOCS = 6000
+CODE_VERBS = ["add", "shift", "scale", "trim", "bump", "grow", "cut", "pad"]
+
+
+def arithmetic_prose(rng):
+    """Facts and worked reasoning in prose: sums, differences and products, as a story or a fact."""
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    a, b = rng.randint(2, 95), rng.randint(2, 40)
+    n, k = rng.randint(2, 9), rng.randint(2, 12)
+    lines = [
+        f"{a} plus {b} is {a + b}. {b} plus {a} is also {a + b}.",
+        f"{max(a, b)} minus {min(a, b)} leaves {max(a, b) - min(a, b)}.",
+        f"{n} times {k} is {n * k}, because {n} groups of {k} make {n * k}.",
+        f"When {name} has {a} {item} and {HE[name]} gets {b} more, {HE[name]} ends up with {a + b} {item}.",
+        f"Giving away {min(a, b)} of {max(a, b)} {item} leaves {max(a, b) - min(a, b)} {item}.",
+        f"{n} rows of {k} {item} hold {n * k} {item} in all; adding {b} more makes {n * k + b}.",
+        f"To count money earned, multiply the pay per hour by the hours: ${n} for {k} hours is ${n * k}.",
+    ]
+    rng.shuffle(lines)
+    return " ".join(lines[:rng.randint(3, 5)])
+
+
+def code_file(rng):
+    """A plain Python file: small functions with comments (no docstring prompts), then calls."""
+    out = []
+    for _ in range(rng.randint(2, 4)):
+        a, b = rng.randint(1, 20), rng.randint(1, 20)
+        verb = rng.choice(CODE_VERBS)
+        arg, comment, body = rng.choice([
+            ("x", f"# adds {a} to x", f"x + {a}"),
+            ("x", f"# takes {a} away from x", f"x - {a}"),
+            ("x", f"# multiplies x by {a}", f"x * {a}"),
+            ("x", f"# multiplies x by {a} and then adds {b}", f"x * {a} + {b}"),
+            ("x", f"# adds {a} to x and multiplies the result by {b}", f"(x + {a}) * {b}"),
+            ("x", f"# is x bigger than {a}?", f"x > {a}"),
+            ("x", f"# is x smaller than {a}?", f"x < {a}"),
+            ("x", f"# the smaller of x and {a}", f"min(x, {a})"),
+            ("x", f"# the larger of x and {a}", f"max(x, {a})"),
+            ("x", f"# what is left after dividing x by {a}", f"x % {a}"),
+            ("x", f"# x divided by {a}, rounded down", f"x // {a}"),
+            ("xs", f"# each number of xs times {a}", f"[x * {a} for x in xs]"),
+            ("xs", f"# each number of xs plus {a}", f"[x + {a} for x in xs]"),
+            ("xs", f"# only the numbers of xs above {a}", f"[x for x in xs if x > {a}]"),
+            ("xs", f"# only the numbers of xs below {a}", f"[x for x in xs if x < {a}]"),
+            ("xs", f"# the total of xs plus {a}", f"sum(xs) + {a}"),
+            ("xs", f"# the length of xs times {a}", f"len(xs) * {a}"),
+            ("s", f"# s written {a} times in a row", f"s * {a}"),
+            ("s", f"# s with '{rng.choice(WORDS)}' after it", None),
+            ("s", f"# s in capitals, {a} times", f"s.upper() * {a}"),
+        ])
+        if body is None:
+            body = "s + '" + comment.split("'")[1] + "'"
+        fn = f"{verb}_{rng.randint(0, 99)}"
+        out.append(f"def {fn}({arg}):\n    {comment}\n    return {body}\n")
+        sample = {"x": rng.choice([0, 1, 3, 7, 12]), "xs": rng.choice([[1, 2, 3], [5, 0], [4, 9, 1]]),
+                  "s": rng.choice(["ab", "Hi", "sft"])}[arg]
+        env = {}
+        exec(out[-1], env)
+        out.append(f"print({fn}({sample!r}))  # {env[fn](sample)!r}\n")
+    return "\n".join(out).rstrip("\n")
+
+
+def dialogue_prose(rng):
+    """How a polite assistant talks, told in prose: greetings, repeating, capitals, lists, refusals."""
+    name = rng.choice(NAMES)
+    w = rng.choice(WORDS)
+    ws = rng.sample(WORDS, rng.randint(3, 5))
+    a, b = sorted(rng.sample(WORDS, 2))
+    lines = [
+        f"When {name} introduces {('her' if HE[name] == 'she' else 'him')}self, a friendly assistant greets {name} by name and offers to help.",
+        f"Written in capital letters, the word {w} becomes {w.upper()}.",
+        f"In the list {', '.join(ws)}, the final word is {ws[-1]}.",
+        f"Sorted alphabetically, {a} comes before {b}.",
+        f"Asked to repeat the words {' '.join(ws[:3])}, a careful assistant says exactly {' '.join(ws[:3])}.",
+        f"A good assistant refuses politely when asked how to {rng.choice(HARMFUL)}, and explains it cannot help with that.",
+        "People say thank you after getting help, and the polite answer is that they are welcome.",
+    ]
+    rng.shuffle(lines)
+    return " ".join(lines[:rng.randint(3, 5)])
+
+
+def pretrain_corpus():
+    rng = random.Random(PRETRAIN_SEED)
+    kinds = [arithmetic_prose, code_file, dialogue_prose]
+    return [kinds[i % 3](rng) for i in range(PRETRAIN_DOCS)]
+
+
+def write_text(path, docs):
+    """One document per paragraph (sft's .txt reader splits at blank lines)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n\n".join(d.replace("\n\n", "\n") for d in docs) + "\n")
+
 # ---------------------------------------------------------------------------------------
 
 def unique(gen, n, key, seen):
@@ -321,6 +420,7 @@ def main():
     write_jsonl(os.path.join(args.out, "code_test.jsonl"), code_test)
     write_json(os.path.join(args.out, "general_train.json"), general_train)
     write_json(os.path.join(args.out, "general_test.json"), general_test)
+    write_text(os.path.join(args.out, "pretrain.txt"), pretrain_corpus())
 
     if not args.no_tokenizer:
         system = ("A chat between a curious user and an artificial intelligence assistant. "
