@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <iterator>
+#include <utility>
 #include <set>
 
 #include "sft/util/error.h"
@@ -86,6 +88,39 @@ LogFit fit_log(const std::vector<double>& amount, const std::vector<double>& sco
   return f;
 }
 
+double t_critical_95(int dof) {
+  // Two-sided 95% (the 0.975 quantile) of Student's t, dof 1..30, then 40, 60, 120 and infinity.
+  static const double table[] = {12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+                                 2.2010,  2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+                                 2.0796,  2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423};
+  static const std::pair<double, double> tail[] = {{30, 2.0423}, {40, 2.0211}, {60, 2.0003}, {120, 1.9799}};
+  if (dof < 1) return NAN;
+  if (dof <= 30) return table[dof - 1];
+  for (std::size_t i = 0; i + 1 < std::size(tail); ++i)
+    if (dof <= tail[i + 1].first) {
+      const double u = (1.0 / tail[i].first - 1.0 / dof) / (1.0 / tail[i].first - 1.0 / tail[i + 1].first);
+      return tail[i].second + u * (tail[i + 1].second - tail[i].second);
+    }
+  const double u = 120.0 / dof;  // 1/dof over 1/120: from 1.9799 at 120 to 1.96 at infinity
+  return 1.96 + u * (1.9799 - 1.96);
+}
+
+MeanInterval mean_interval95(const std::vector<double>& v) {
+  MeanInterval m;
+  m.n = static_cast<int>(v.size());
+  if (v.empty()) return m;
+  for (double x : v) m.mean += x;
+  m.mean /= static_cast<double>(v.size());
+  m.lo = m.hi = m.mean;
+  if (v.size() < 2) return m;
+  double ss = 0;
+  for (double x : v) ss += (x - m.mean) * (x - m.mean);
+  const double half = t_critical_95(m.n - 1) * std::sqrt(ss / (m.n - 1)) / std::sqrt(static_cast<double>(m.n));
+  m.lo = m.mean - half;
+  m.hi = m.mean + half;
+  return m;
+}
+
 ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
   std::vector<Row> rows;
   std::set<std::string> abilities;
@@ -153,7 +188,8 @@ ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& ru
     for (std::size_t i = 0; i < group_axes.size(); ++i) gj[group_axes[i]] = key[i];
     md += "| ";
     for (const auto& k : key) md += k + " | ";
-    ordered_json amounts = ordered_json::object(), means = ordered_json::object(), stds = ordered_json::object();
+    ordered_json amounts = ordered_json::object(), means = ordered_json::object(), stds = ordered_json::object(),
+                 ci95 = ordered_json::object();
     for (const auto& a : ab) {
       double m = 0;
       int n = 0;
@@ -176,12 +212,17 @@ ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& ru
       sd = v.size() > 1 ? std::sqrt(sd / static_cast<double>(v.size() - 1)) : 0.0;
       means[a] = mean;
       stds[a] = sd;
+      if (!v.empty()) {
+        const MeanInterval ci = mean_interval95(v);
+        ci95[a] = {ci.lo, ci.hi};
+      }
       md += v.empty() ? "- | " : fmt(100 * mean, 1) + " ± " + fmt(100 * sd, 1) + " | ";
     }
     md += std::to_string(g.size()) + " |\n";
     gj["records"] = amounts;
     gj["mean"] = means;
     gj["std"] = stds;
+    gj["ci95"] = ci95;
     gj["seeds"] = g.size();
     groups_json.push_back(gj);
   }

@@ -109,6 +109,27 @@ TEST(SweepExpand, AnUnknownKeyNamesTheFileAndTheKey) {
   }
 }
 
+// The interval of a mean over seeds: Student's t with n - 1 degrees of freedom (the table's
+// values), shrinking towards the normal's 1.96 as seeds grow.
+TEST(SweepFit, TheMeanIntervalOverSeedsUsesStudentsT) {
+  EXPECT_DOUBLE_EQ(t_critical_95(1), 12.7062);
+  EXPECT_DOUBLE_EQ(t_critical_95(2), 4.3027);
+  EXPECT_DOUBLE_EQ(t_critical_95(4), 2.7764);
+  EXPECT_DOUBLE_EQ(t_critical_95(30), 2.0423);
+  EXPECT_NEAR(t_critical_95(60), 2.0003, 1e-12);
+  EXPECT_NEAR(t_critical_95(1000000), 1.96, 1e-3);
+  EXPECT_TRUE(std::isnan(t_critical_95(0)));
+  for (int dof = 1; dof < 500; ++dof) EXPECT_GT(t_critical_95(dof), t_critical_95(dof + 1)) << dof;
+  const MeanInterval m = mean_interval95({0.1, 0.2, 0.3});
+  EXPECT_EQ(m.n, 3);
+  EXPECT_NEAR(m.mean, 0.2, 1e-12);
+  EXPECT_NEAR(m.hi - m.mean, 4.3027 * 0.1 / std::sqrt(3.0), 1e-12);
+  EXPECT_NEAR(m.mean - m.lo, m.hi - m.mean, 1e-12);
+  const MeanInterval one = mean_interval95({0.4});
+  EXPECT_EQ(one.lo, 0.4);
+  EXPECT_EQ(one.hi, 0.4);
+}
+
 TEST(SweepFit, RecoversAnExactLogLinearLawAndScoresNoiseLow) {
   std::vector<double> x = {24, 96, 384, 1536, 6144}, y;
   for (double v : x) y.push_back(0.1 + 0.05 * std::log(v));
@@ -199,7 +220,13 @@ TEST(SweepEndToEnd, ATwoByTwoMicroSweepTrainsEvaluatesAndReports) {
   auto rep = nlohmann::json::parse(test::read(d.file("out/report.json")));
   EXPECT_EQ(rep["finished"], 4);
   EXPECT_EQ(rep["groups"].size(), 2u);
-  for (const auto& g : rep["groups"]) EXPECT_EQ(g["seeds"], 2);
+  for (const auto& g : rep["groups"]) {
+    EXPECT_EQ(g["seeds"], 2);
+    for (const auto& [ability, iv] : g["ci95"].items()) {  // the mean inside its 95% interval
+      EXPECT_LE(iv[0].get<double>(), g["mean"][ability].get<double>()) << ability;
+      EXPECT_GE(iv[1].get<double>(), g["mean"][ability].get<double>()) << ability;
+    }
+  }
   ASSERT_TRUE(rep["fits"].contains("math")) << rep.dump(1);
   EXPECT_EQ(rep["fits"]["math"]["n"], 4);
   if (!rep["fits"]["math"]["r2"].is_null()) {  // null when all four scores are equal

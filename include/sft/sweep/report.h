@@ -1,7 +1,8 @@
 // `sft sweep report`: collects each run's final evaluation scores into
 //   <output_dir>/report.csv   one row per run: axis values, data amounts, scores
 //   <output_dir>/report.md    mean ± std over seeds for every other combination of axes
-//   <output_dir>/report.json  all of it, plus the fits, for scripts/plot_sweep.py
+//   <output_dir>/report.json  all of it, plus the fits and each mean's 95% interval over
+//                             seeds (groups[].ci95), for scripts/plot_sweep.py
 // and fits score = a + b ln(data amount) per ability (least squares, with R^2), the
 // paper's log-linear scaling of math and code. The data amount of an ability is the
 // number of distinct training records of that ability's datasets in the run.
@@ -22,6 +23,18 @@ struct LogFit {
   int n = 0;
 };
 LogFit fit_log(const std::vector<double>& amount, const std::vector<double>& score);
+
+// Student's t two-sided 95% critical value for `dof` degrees of freedom (dof >= 1): the
+// standard table to 30, then interpolated in 1/dof to the normal's 1.96.
+double t_critical_95(int dof);
+
+// The mean of per-seed scores and its two-sided 95% confidence interval (t with n - 1
+// degrees of freedom); with one score, lo = hi = mean (no spread to estimate).
+struct MeanInterval {
+  double mean = 0, lo = 0, hi = 0;
+  int n = 0;
+};
+MeanInterval mean_interval95(const std::vector<double>& scores);
 
 // Reads the runs' results; writes the three files; returns report.json's content.
 nlohmann::ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& runs);
