@@ -115,7 +115,8 @@ MeanInterval mean_interval95(const std::vector<double>& v) {
   if (v.size() < 2) return m;
   double ss = 0;
   for (double x : v) ss += (x - m.mean) * (x - m.mean);
-  const double half = t_critical_95(m.n - 1) * std::sqrt(ss / (m.n - 1)) / std::sqrt(static_cast<double>(m.n));
+  m.sd = std::sqrt(ss / (m.n - 1));
+  const double half = t_critical_95(m.n - 1) * m.sd / std::sqrt(static_cast<double>(m.n));
   m.lo = m.mean - half;
   m.hi = m.mean + half;
   return m;
@@ -205,18 +206,11 @@ ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& ru
       std::vector<double> v;
       for (const Row* r : g)
         if (r->scores.count(a)) v.push_back(r->scores.at(a));
-      double mean = 0, sd = 0;
-      for (double x : v) mean += x;
-      mean = v.empty() ? 0 : mean / static_cast<double>(v.size());
-      for (double x : v) sd += (x - mean) * (x - mean);
-      sd = v.size() > 1 ? std::sqrt(sd / static_cast<double>(v.size() - 1)) : 0.0;
-      means[a] = mean;
-      stds[a] = sd;
-      if (!v.empty()) {
-        const MeanInterval ci = mean_interval95(v);
-        ci95[a] = {ci.lo, ci.hi};
-      }
-      md += v.empty() ? "- | " : fmt(100 * mean, 1) + " ± " + fmt(100 * sd, 1) + " | ";
+      const MeanInterval m = mean_interval95(v);
+      means[a] = m.mean;
+      stds[a] = m.sd;
+      if (!v.empty()) ci95[a] = {m.lo, m.hi};
+      md += v.empty() ? "- | " : fmt(100 * m.mean, 1) + " ± " + fmt(100 * m.sd, 1) + " | ";
     }
     md += std::to_string(g.size()) + " |\n";
     gj["records"] = amounts;

@@ -123,6 +123,7 @@ TEST(SweepFit, TheMeanIntervalOverSeedsUsesStudentsT) {
   const MeanInterval m = mean_interval95({0.1, 0.2, 0.3});
   EXPECT_EQ(m.n, 3);
   EXPECT_NEAR(m.mean, 0.2, 1e-12);
+  EXPECT_NEAR(m.sd, 0.1, 1e-12);
   EXPECT_NEAR(m.hi - m.mean, 4.3027 * 0.1 / std::sqrt(3.0), 1e-12);
   EXPECT_NEAR(m.mean - m.lo, m.hi - m.mean, 1e-12);
   const MeanInterval one = mean_interval95({0.4});

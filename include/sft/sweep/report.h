@@ -28,10 +28,11 @@ LogFit fit_log(const std::vector<double>& amount, const std::vector<double>& sco
 // standard table to 30, then interpolated in 1/dof to the normal's 1.96.
 double t_critical_95(int dof);
 
-// The mean of per-seed scores and its two-sided 95% confidence interval (t with n - 1
-// degrees of freedom); with one score, lo = hi = mean (no spread to estimate).
+// The mean of per-seed scores, their sample standard deviation, and the mean's two-sided
+// 95% confidence interval (t with n - 1 degrees of freedom); with one score, sd = 0 and
+// lo = hi = mean (no spread to estimate).
 struct MeanInterval {
-  double mean = 0, lo = 0, hi = 0;
+  double mean = 0, sd = 0, lo = 0, hi = 0;
   int n = 0;
 };
 MeanInterval mean_interval95(const std::vector<double>& scores);
