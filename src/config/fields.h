@@ -28,6 +28,10 @@ struct Field {
   std::function<bool(const S&)> in_json;                           // null: always written
   bool resume_may_change = false;  // does not change what is trained (where outputs go, logging...)
   std::string default_text;        // for the reference, when the default is not a constant
+  // A key holding a section: its rows in the key reference (null: the one row of this key),
+  // and whether a resume may change `rest` in "key.rest" (null: only as the whole key may).
+  std::function<void(std::vector<KeyDoc>&)> reference;
+  std::function<bool(const std::string& rest)> rest_may_change;
 
   Field defaults(std::string text) && {
     default_text = std::move(text);
@@ -110,6 +114,32 @@ std::vector<std::string> keys(const Table<S>& t) {
   std::vector<std::string> k;
   for (const auto& f : t) k.push_back(f.key);
   return k;
+}
+
+// The key reference's rows of a table: each key under `prefix`, its default from S's
+// initialiser, or `default_prefix` + key where the default is another key's value.
+template <class S>
+void reference_rows(const std::string& prefix, const Table<S>& table, std::vector<KeyDoc>& out,
+                    const std::string& default_prefix = "") {
+  const S defaults{};
+  for (const auto& f : table) {
+    std::string def = f.default_text;
+    if (def.empty() && !default_prefix.empty()) def = default_prefix + f.key;
+    if (def.empty() && f.json) {
+      const nlohmann::json j = f.json(defaults);
+      def = j.is_null() ? "-" : j.is_string() ? (j.get<std::string>().empty() ? "\"\"" : j.get<std::string>()) : j.dump();
+    }
+    out.push_back({prefix + f.key, f.kind, def.empty() ? "-" : def, f.doc});
+  }
+}
+
+// Whether a resume may change the key `rest` starts with ("log_every", "benchmarks[0].name").
+template <class S>
+bool may_change(const Table<S>& table, const std::string& rest) {
+  const std::string key = rest.substr(0, rest.find_first_of(".["));
+  for (const auto& f : table)
+    if (f.key == key) return f.resume_may_change;
+  return false;
 }
 
 template <class S>

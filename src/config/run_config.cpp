@@ -28,6 +28,16 @@ Field<RunConfig> section(std::string key, std::string doc, S RunConfig::*m, cons
                        write_fields(table(), c.*m, j);
                        return j;
                      }};
+  f.reference = [=](std::vector<KeyDoc>& out) { reference_rows(key + ".", table(), out); };
+  f.rest_may_change = [=](const std::string& rest) { return may_change(table(), rest); };
+  return f;
+}
+
+// A top-level row that documents keys read elsewhere (datasets, strategy, stages).
+Field<RunConfig> with_reference(Field<RunConfig> f, std::function<void(std::vector<KeyDoc>&)> rows,
+                                std::function<bool(const std::string&)> rest_may_change = nullptr) {
+  f.reference = std::move(rows);
+  f.rest_may_change = std::move(rest_may_change);
   return f;
 }
 
@@ -104,7 +114,7 @@ const Table<RunConfig>& top_fields() {
           })
           .defaults("vicuna_v1.1"),
       section("data", "tokenization and batching (data.*)", &C::data, data_fields),
-      top("train", "map", "the optimizer and the loop (train.*; the stage hyper-parameters are the run's)",
+      with_reference(top("train", "map", "the optimizer and the loop (train.*; the stage hyper-parameters are the run's)",
           [](Reader& r, const std::string& p, C& c) {
             std::vector<std::string> allowed = keys(stage_hparam_fields());
             for (const auto& k : keys(train_fields())) allowed.push_back(k);
@@ -119,16 +129,30 @@ const Table<RunConfig>& top_fields() {
             write_fields(train_fields(), c.train, j);
             return j;
           }),
-      top("datasets", "map of name -> {path, format, ...}", "the data (datasets.<name>.*)",
+          [](std::vector<KeyDoc>& out) {
+            reference_rows("train.", stage_hparam_fields(), out);
+            reference_rows("train.", train_fields(), out);
+          },
+          [](const std::string& rest) { return may_change(stage_hparam_fields(), rest) || may_change(train_fields(), rest); }),
+      with_reference(top("datasets", "map of name -> {path, format, ...}", "the data (datasets.<name>.*)",
           [](Reader& r, const std::string&, C& c) { read_datasets(r, c); },
           [](const C& c) {
             nlohmann::json ds = nlohmann::json::object();
             for (const auto& d : c.datasets) write_fields(dataset_fields(), d, ds[d.name]);
             return ds;
           }),
+          [](std::vector<KeyDoc>& out) { reference_rows("datasets.<name>.", dataset_fields(), out); },
+          [](const std::string& rest) {  // <name>.<key>
+            const std::size_t dot = rest.find('.');
+            return dot != std::string::npos && may_change(dataset_fields(), rest.substr(dot + 1));
+          }),
       section("dist", "distributed training (dist.*)", &C::dist, dist_fields),
-      section("eval", "evaluation during training (eval.*)", &C::eval, eval_fields).free(),
-      top("strategy", "name or {name, k, order, stage_overrides}",
+      with_reference(section("eval", "evaluation during training (eval.*)", &C::eval, eval_fields).free(),
+                     [](std::vector<KeyDoc>& out) {
+                       reference_rows("eval.", eval_fields(), out);
+                       reference_rows("eval.benchmarks[i].", benchmark_fields(), out);
+                     }),
+      with_reference(top("strategy", "name or {name, k, order, stage_overrides}",
           "a preset: multi_task | sequential | mixed_sequential | dmt (k: the replay fraction)",
           [](Reader& r, const std::string& p, C& c) {
             if (!r.has(p)) return;
@@ -137,7 +161,14 @@ const Table<RunConfig>& top_fields() {
             if (!c.datasets.empty()) expand_strategy(r, c);
           },
           [](const C& c) { return nlohmann::json{{"name", strategy_name(c.strategy)}, {"k", c.k}}; }),
-      top("stages", "list of {name, sources, replay_fraction, epochs, lr, ...}", "explicit stages, instead of a strategy",
+          [](std::vector<KeyDoc>& out) {
+            out.push_back({"strategy.name", "multi_task | sequential | mixed_sequential | dmt", "-",
+                           "a preset: multi_task | sequential | mixed_sequential | dmt (k: the replay fraction)"});
+            out.push_back({"strategy.k", "fraction in [0, 1]", "1/256", "dmt: the share of each specialised dataset replayed in stage 2"});
+            out.push_back({"strategy.order", "list of dataset names", "the datasets' order", "sequential: the stage order"});
+            reference_rows("strategy.stage_overrides.<stage>.", stage_hparam_fields(), out, "train.");
+          }),
+      with_reference(top("stages", "list of {name, sources, replay_fraction, epochs, lr, ...}", "explicit stages, instead of a strategy",
           [](Reader& r, const std::string& p, C& c) {
             if (r.has("strategy")) return;
             if (!r.has(p))
@@ -155,6 +186,13 @@ const Table<RunConfig>& top_fields() {
               st.push_back(j);
             }
             return st;
+          }),
+          [](std::vector<KeyDoc>& out) {
+            out.push_back({"stages[i].name", "string", "stage<i+1>", "the stage's name"});
+            out.push_back({"stages[i].sources", "map of dataset -> fraction", "-", "what the stage trains on"});
+            out.push_back({"stages[i].replay_fraction", "fraction in [0, 1]", "0",
+                           "adds this fraction of every earlier stage's data (DMT's k)"});
+            reference_rows("stages[i].", stage_hparam_fields(), out, "train.");
           }),
   };
   return t;
@@ -198,59 +236,11 @@ RunConfig resolve(Document& doc) {
 
 }  // namespace
 
-namespace {
-
-template <class S>
-void reference_rows(const std::string& prefix, const Table<S>& table, std::vector<KeyDoc>& out,
-                    const std::string& default_prefix = "") {
-  const S defaults{};
-  for (const auto& f : table) {
-    std::string def = f.default_text;
-    if (def.empty() && !default_prefix.empty()) def = default_prefix + f.key;
-    if (def.empty() && f.json) {
-      const nlohmann::json j = f.json(defaults);
-      def = j.is_null() ? "-" : j.is_string() ? (j.get<std::string>().empty() ? "\"\"" : j.get<std::string>()) : j.dump();
-    }
-    out.push_back({prefix + f.key, f.kind, def.empty() ? "-" : def, f.doc});
-  }
-}
-
-template <class S>
-const Field<S>* field(const Table<S>& table, const std::string& key) {
-  for (const auto& f : table)
-    if (f.key == key) return &f;
-  return nullptr;
-}
-
-}  // namespace
-
 std::vector<KeyDoc> key_reference() {
   std::vector<KeyDoc> out;
   for (const auto& f : top_fields()) {
-    if (f.key == "model") reference_rows("model.", model_fields(), out);
-    else if (f.key == "data") reference_rows("data.", data_fields(), out);
-    else if (f.key == "train") {
-      reference_rows("train.", stage_hparam_fields(), out);
-      reference_rows("train.", train_fields(), out);
-    } else if (f.key == "datasets") reference_rows("datasets.<name>.", dataset_fields(), out);
-    else if (f.key == "dist") reference_rows("dist.", dist_fields(), out);
-    else if (f.key == "eval") {
-      reference_rows("eval.", eval_fields(), out);
-      reference_rows("eval.benchmarks[i].", benchmark_fields(), out);
-    } else if (f.key == "stages") {
-      out.push_back({"stages[i].name", "string", "stage<i+1>", "the stage's name"});
-      out.push_back({"stages[i].sources", "map of dataset -> fraction", "-", "what the stage trains on"});
-      out.push_back({"stages[i].replay_fraction", "fraction in [0, 1]", "0",
-                     "adds this fraction of every earlier stage's data (DMT's k)"});
-      reference_rows("stages[i].", stage_hparam_fields(), out, "train.");
-      reference_rows("strategy.stage_overrides.<stage>.", stage_hparam_fields(), out, "train.");
-    } else if (f.key == "strategy") {
-      out.push_back({"strategy.name", "multi_task | sequential | mixed_sequential | dmt", "-", f.doc});
-      out.push_back({"strategy.k", "fraction in [0, 1]", "1/256", "dmt: the share of each specialised dataset replayed in stage 2"});
-      out.push_back({"strategy.order", "list of dataset names", "the datasets' order", "sequential: the stage order"});
-    } else {
-      reference_rows("", Table<RunConfig>{f}, out);
-    }
+    if (f.reference) f.reference(out);
+    else reference_rows("", Table<RunConfig>{f}, out);
   }
   return out;
 }
@@ -269,27 +259,12 @@ std::string key_reference_markdown() {
 bool resume_may_change(const std::string& key) {
   if (key == "config_file") return true;  // where the config was read from
   const std::string top = key.substr(0, key.find_first_of(".["));
-  const Field<RunConfig>* t = field(top_fields(), top);
-  if (!t) return false;
-  if (t->resume_may_change) return true;
-  const std::size_t dot = key.find('.');
-  if (dot == std::string::npos) return false;
-  std::string rest = key.substr(dot + 1);
-  if (top == "datasets") {  // datasets.<name>.<key>
-    const std::size_t d = rest.find('.');
-    if (d == std::string::npos) return false;
-    rest = rest.substr(d + 1);
+  for (const auto& f : top_fields()) {
+    if (f.key != top) continue;
+    if (f.resume_may_change) return true;
+    const std::size_t dot = key.find('.');
+    return dot != std::string::npos && f.rest_may_change && f.rest_may_change(key.substr(dot + 1));
   }
-  const std::string sub = rest.substr(0, rest.find_first_of(".["));
-  auto free_in = [&](const auto& table) {
-    const auto* f = field(table, sub);
-    return f && f->resume_may_change;
-  };
-  if (top == "model") return free_in(model_fields());
-  if (top == "data") return free_in(data_fields());
-  if (top == "train") return free_in(train_fields());
-  if (top == "dist") return free_in(dist_fields());
-  if (top == "datasets") return free_in(dataset_fields());
   return false;
 }
 
