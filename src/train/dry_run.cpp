@@ -68,8 +68,9 @@ bool on_cuda(const config::RunConfig& cfg) {
 
 }  // namespace
 
-MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const model::LlamaConfig& mc, const data::RunData* data,
+MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const RunModel& model, const data::RunData* data,
                                   int world) {
+  const model::LlamaConfig& mc = model.config;
   MemoryPlanInput in;
   in.model = mc;
   {
@@ -101,7 +102,7 @@ MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const model::Lla
   // LibTorch 2.x's scaled_dot_product_attention keeps no (T x T) scores: flash or
   // memory-efficient kernels on CUDA, the flash kernel on the CPU.
   in.fused_attention = true;
-  in.seeded_init = !resolve_run_model(cfg, /*planning=*/true).pretrained;
+  in.seeded_init = !model.pretrained;
   in.eval = (cfg.eval.at_end || cfg.eval.at_stage_end) && !cfg.eval.benchmarks.empty();
   in.eval_mid_training = cfg.eval.at_stage_end && cfg.stages.size() > 1;
   in.eval_batch = cfg.eval.batch_size;
@@ -115,7 +116,8 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   // The real world size under a launcher; dist.gpus (the cluster the config is sized for)
   // when planned from a single process.
   const int world = world_size > 1 ? world_size : cfg.dist.gpus > 0 ? cfg.dist.gpus : 1;
-  model::LlamaConfig mc = resolve_run_model(cfg, /*planning=*/true).config;
+  const RunModel rm = resolve_run_model(cfg, /*planning=*/true);
+  const model::LlamaConfig& mc = rm.config;
   const bool cuda = on_cuda(cfg);
   ordered_json out;
   out["config"] = cfg.source_file;
@@ -172,7 +174,7 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
 
   // ---- memory per rank ----------------------------------------------------------------------------
   const double gpu = gpu_memory_bytes(cfg.dist.gpu_type);
-  const MemoryPlanInput in = memory_plan_input(cfg, mc, rd ? &*rd : nullptr, world);
+  const MemoryPlanInput in = memory_plan_input(cfg, rm, rd ? &*rd : nullptr, world);
   MemoryPlan mp = plan_memory(in);
   ordered_json mem = mp.to_json();
   mem["device"] = cuda ? (cfg.dist.gpu_type.empty() ? "cuda" : cfg.dist.gpu_type) : "cpu";

@@ -138,7 +138,7 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   meter_->end("load");
   build_peak_bytes_ = meter_->peaks().at("load");
   state_bytes_ = current_tensor_bytes(device_) - meter_->baseline();
-  plan_ = plan_memory(memory_plan_input(cfg_, lc, &data_, world_));
+  plan_ = plan_memory(memory_plan_input(cfg_, rm, &data_, world_));
   dp_ = std::make_unique<DataParallel>(*model_, *opt_, dist_, cfg_.dist.strategy, cfg_.dist.bucket_mb);
 
   const nlohmann::json overrides = opts_.resume ? check_resume() : nlohmann::json::array();

@@ -11,6 +11,7 @@
 #include "sft/config/run_config.h"
 #include "sft/model/llama_config.h"
 #include "sft/train/memory_plan.h"
+#include "sft/train/run_model.h"
 
 namespace sft::data {
 struct RunData;
@@ -22,7 +23,7 @@ namespace sft::train {
 // `world` ranks), the largest micro-batch of the steps the run takes (exact with `data`,
 // else rows x max_seq_len), the strategy, precision, device and evaluation. Used by the
 // dry run and by the trainer, which reports each phase's measured peak next to it.
-MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const model::LlamaConfig& model, const data::RunData* data,
+MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const RunModel& model, const data::RunData* data,
                                   int world);
 
 nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size);
