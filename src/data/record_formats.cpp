@@ -135,34 +135,37 @@ struct ChatLayout {
   const char* turn;      // what the messages call a turn: "turn"
   const char* unknown;   // the start of the unknown-role message: "unknown \"from\": "
   const char* expected;  // the roles the message lists: "human, gpt or system"
+  const char* shape;     // the record's expected shape: "\"conversations\": [{\"from\", \"value\"}, ...]"
+  const char* fields;    // a turn's: "\"from\" and \"value\""
   std::string (*role_of)(const std::string&);
 };
 
 void parse_chat(const json& j, Record& r, ReadResult& res, bool keep_unanswered, const ChatLayout& l) {
-  const std::string fields = std::string("\"") + l.role + "\" and \"" + l.text + "\"";
-  const json& turns = field(j, l.list, (std::string("\"") + l.list + "\": [{\"" + l.role + "\", \"" + l.text + "\"}, ...]").c_str());
+  const json& turns = field(j, l.list, l.shape);
   if (!turns.is_array()) throw BadInput{std::string("\"") + l.list + "\" must be a list, got " + type_name(turns)};
   std::vector<RawTurn> raw;
   for (std::size_t i = 0; i < turns.size(); ++i) {
     const json& t = turns[i];
-    const std::string which = std::string(l.turn) + " " + std::to_string(i);
-    if (!t.is_object()) throw BadInput{which + ": expected an object {" + l.role + ", " + l.text + "}"};
-    const std::string name = string_field(t, l.role, fields.c_str());
-    const std::string text = string_field(t, l.text, fields.c_str());
-    const std::string role = l.role_of(name);
-    if (role.empty()) throw BadInput{which + ": " + l.unknown + "\"" + name + "\" (expected " + l.expected + ")"};
-    raw.push_back({role, text});
+    auto which = [&] { return std::string(l.turn) + " " + std::to_string(i); };
+    if (!t.is_object()) throw BadInput{which() + ": expected an object {" + l.role + ", " + l.text + "}"};
+    std::string name = string_field(t, l.role, l.fields);
+    std::string text = string_field(t, l.text, l.fields);
+    std::string role = l.role_of(name);
+    if (role.empty()) throw BadInput{which() + ": " + l.unknown + "\"" + name + "\" (expected " + l.expected + ")"};
+    raw.push_back({std::move(role), std::move(text)});
   }
   build_chat(r, raw, res, keep_unanswered);
 }
 
 const ChatLayout kShareGpt{"conversations", "from", "value", "turn", "unknown \"from\": ", "human, gpt or system",
+                           "\"conversations\": [{\"from\", \"value\"}, ...]", "\"from\" and \"value\"",
                            [](const std::string& from) -> std::string {
                              if (from == "human" || from == "user") return "user";
                              if (from == "gpt" || from == "assistant" || from == "chatgpt" || from == "bard") return "assistant";
                              return from == "system" ? "system" : "";
                            }};
 const ChatLayout kMessages{"messages", "role", "content", "message", "unknown role ", "system, user or assistant",
+                           "\"messages\": [{\"role\", \"content\"}, ...]", "\"role\" and \"content\"",
                            [](const std::string& role) -> std::string {
                              return role == "user" || role == "assistant" || role == "system" ? role : "";
                            }};
