@@ -1,10 +1,12 @@
 // sft sweep: run a study (a grid of runs) from one file; sft sweep report: collect it.
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <iostream>
 
 #include "cli/commands.h"
+#include "sft/sweep/findings.h"
 #include "sft/sweep/report.h"
 #include "sft/sweep/sweep.h"
 #include "sft/util/error.h"
@@ -20,6 +22,20 @@ std::string self_exe() {
   if (n <= 0) return "sft";
   buf[n] = '\0';
   return buf;
+}
+
+// The one output_dir, or the deepest folder holding all of them.
+std::string common_parent(const std::vector<std::string>& dirs) {
+  if (dirs.size() == 1) return dirs[0];
+  std::string prefix = dirs[0];
+  for (const auto& d : dirs)
+    while (!prefix.empty() && d.compare(0, prefix.size(), prefix) != 0) prefix.pop_back();
+  const bool whole = std::all_of(dirs.begin(), dirs.end(), [&](const std::string& d) {
+    return d.size() == prefix.size() || d[prefix.size()] == '/';
+  });
+  if (!whole) prefix = prefix.substr(0, prefix.find_last_of('/') == std::string::npos ? 0 : prefix.find_last_of('/'));
+  while (prefix.size() > 1 && prefix.back() == '/') prefix.pop_back();
+  return prefix.empty() ? "." : prefix;
 }
 
 }  // namespace
@@ -43,20 +59,34 @@ std::vector<Command> register_sweep(CLI::App& app) {
       ->check(CLI::Range(1, 256));
 
   auto* report = cmd->add_subcommand("report", "collect the runs' eval scores: CSV, Markdown table (mean ± std over "
-                                               "seeds), log-linear fits per ability; plots via scripts/plot_sweep.py");
-  static std::string rpath;
+                                               "seeds), log-linear fits per ability; plots via scripts/plot_sweep.py; "
+                                               "and the paper's findings decided over the runs of every file given");
+  static std::vector<std::string> rpaths;
   static std::vector<std::string> rsets;
-  report->add_option("--config", rpath, "sweep file")->required();
+  static std::string findings_dir;
+  report->add_option("--config", rpaths, "sweep file (repeatable: the findings pool every file's runs)")->required();
   add_set_option(report, rsets);
+  report->add_option("--findings-dir", findings_dir,
+                     "where findings.{md,json} go (default: the sweep's output_dir, or with several files the folder "
+                     "holding their output_dirs)");
 
   return {{report,
            [] {
-             auto spec = sweep::load_sweep(rpath, rsets);
-             auto runs = sweep::expand(spec);
-             auto r = sweep::build_report(spec, runs);
-             std::cout << fs::read_file(fs::join(spec.output_dir, "report.md"));
-             std::cout << "\nwrote " << spec.output_dir << "/report.{csv,md,json}; plots: scripts/plot_sweep.py "
-                       << spec.output_dir << "/report.json\n";
+             std::vector<sweep::SweepRun> pooled;
+             std::vector<std::string> outs;
+             for (const auto& path : rpaths) {
+               auto spec = sweep::load_sweep(path, rsets);
+               auto runs = sweep::expand(spec);
+               sweep::build_report(spec, runs);
+               std::cout << fs::read_file(fs::join(spec.output_dir, "report.md"));
+               std::cout << "\nwrote " << spec.output_dir << "/report.{csv,md,json}; plots: scripts/plot_sweep.py "
+                         << spec.output_dir << "/report.json\n\n";
+               pooled.insert(pooled.end(), runs.begin(), runs.end());
+               outs.push_back(spec.output_dir);
+             }
+             const std::string dir = findings_dir.empty() ? common_parent(outs) : findings_dir;
+             sweep::build_findings(pooled, dir);
+             std::cout << fs::read_file(fs::join(dir, "findings.md")) << "\nwrote " << dir << "/findings.{md,json}\n";
              return 0;
            }},
           {cmd, [] {

@@ -7,6 +7,7 @@
 #include <utility>
 #include <set>
 
+#include "run_results.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
 
@@ -14,40 +15,6 @@ namespace sft::sweep {
 namespace {
 
 using nlohmann::ordered_json;
-
-struct Row {
-  const SweepRun* run;
-  std::map<std::string, double> scores;     // ability -> score in [0, 1]
-  std::map<std::string, double> amounts;    // ability -> training records
-};
-
-std::map<std::string, double> read_scores(const std::string& dir) {
-  std::map<std::string, double> out;
-  const std::string path = fs::join(dir, "eval/summary.json");
-  if (!fs::exists(path)) return out;
-  auto j = nlohmann::json::parse(fs::read_file(path));
-  for (auto it = j.begin(); it != j.end(); ++it)
-    if (it.value().is_object() && it.value().contains("score") && it.value()["score"].is_number())
-      out[it.key()] = it.value()["score"].get<double>();
-  return out;
-}
-
-std::map<std::string, double> read_amounts(const std::string& dir) {
-  std::map<std::string, double> out;
-  const std::string cfg_path = fs::join(dir, "config.resolved.json"), man_path = fs::join(dir, "data_manifest.json");
-  if (!fs::exists(cfg_path) || !fs::exists(man_path)) return out;
-  auto cfg = nlohmann::json::parse(fs::read_file(cfg_path))["config"];
-  auto man = nlohmann::json::parse(fs::read_file(man_path));
-  std::map<std::string, std::set<std::string>> ids;  // ability -> record ids
-  for (const auto& st : man["stages"])
-    for (const auto& src : st["sources"]) {
-      const std::string ds = src["dataset"];
-      const std::string ability = cfg["datasets"][ds].value("ability", ds);
-      for (const auto& id : src["records"]) ids[ability].insert(ds + "/" + id.get<std::string>());
-    }
-  for (const auto& [ability, set] : ids) out[ability] = static_cast<double>(set.size());
-  return out;
-}
 
 std::string fmt(double v, int digits = 3) {
   char b[32];
@@ -85,6 +52,12 @@ LogFit fit_log(const std::vector<double>& amount, const std::vector<double>& sco
   f.b = sxy / sxx;
   f.a = my - f.b * mx;
   f.r2 = syy > 0 ? (sxy * sxy) / (sxx * syy) : NAN;  // constant scores: nothing to explain
+  if (f.n >= 3) {
+    const double residual = std::max(0.0, syy - f.b * sxy);
+    const double half = t_critical_95(f.n - 2) * std::sqrt(residual / (f.n - 2) / sxx);
+    f.b_lo = f.b - half;
+    f.b_hi = f.b + half;
+  }
   return f;
 }
 
@@ -123,10 +96,10 @@ MeanInterval mean_interval95(const std::vector<double>& v) {
 }
 
 ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
-  std::vector<Row> rows;
+  std::vector<RunResult> rows;
   std::set<std::string> abilities;
   for (const auto& r : runs) {
-    Row row{&r, read_scores(r.dir), read_amounts(r.dir)};
+    RunResult row = read_run(r);
     for (const auto& [k, v] : row.scores) abilities.insert(k);
     rows.push_back(std::move(row));
   }
@@ -161,7 +134,7 @@ ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& ru
   std::vector<std::string> group_axes;
   for (const auto& a : axes)
     if (a != "seed") group_axes.push_back(a);
-  std::map<std::vector<std::string>, std::vector<const Row*>> groups;
+  std::map<std::vector<std::string>, std::vector<const RunResult*>> groups;
   std::vector<std::vector<std::string>> order;
   for (const auto& row : rows) {
     if (row.scores.empty()) continue;
@@ -194,7 +167,7 @@ ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& ru
     for (const auto& a : ab) {
       double m = 0;
       int n = 0;
-      for (const Row* r : g)
+      for (const RunResult* r : g)
         if (r->amounts.count(a)) {
           m += r->amounts.at(a);
           ++n;
@@ -204,7 +177,7 @@ ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& ru
     }
     for (const auto& a : ab) {
       std::vector<double> v;
-      for (const Row* r : g)
+      for (const RunResult* r : g)
         if (r->scores.count(a)) v.push_back(r->scores.at(a));
       const MeanInterval m = mean_interval95(v);
       means[a] = m.mean;

@@ -8,6 +8,7 @@
 // number of distinct training records of that ability's datasets in the run.
 #pragma once
 
+#include <cmath>
 #include <map>
 #include <string>
 #include <vector>
@@ -18,8 +19,11 @@
 
 namespace sft::sweep {
 
+// b_lo, b_hi: the slope's 95% interval (Student's t with n - 2 degrees of freedom), NaN
+// with fewer than 3 points.
 struct LogFit {
   double a = 0, b = 0, r2 = 0;  // r2 is NaN when every score is the same
+  double b_lo = NAN, b_hi = NAN;
   int n = 0;
 };
 LogFit fit_log(const std::vector<double>& amount, const std::vector<double>& score);

@@ -1,0 +1,27 @@
+// What a finished sweep run left behind, read back for `sft sweep report` and its findings:
+// the final eval scores, the training records per ability, and the strategy, k and seed it
+// ran with. Internal to src/sweep.
+#pragma once
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "sft/sweep/sweep.h"
+
+namespace sft::sweep {
+
+struct RunResult {
+  const SweepRun* run = nullptr;
+  std::map<std::string, double> scores;   // ability -> final eval score in [0, 1]; empty: not finished
+  std::map<std::string, double> amounts;  // ability -> distinct training records (data_manifest.json)
+  std::vector<std::set<std::string>> stage_abilities;  // abilities trained in each stage, in order
+  std::string strategy;                   // multi_task, sequential, mixed_sequential, dmt
+  double k = 0;                           // dmt's replay share
+  long long seed = 0;
+};
+
+RunResult read_run(const SweepRun& run);
+
+}  // namespace sft::sweep
