@@ -77,7 +77,7 @@ TEST(TinyData, PretrainingTrainsEveryToken) {
                                "tokenizer.path=" + test::tiny("tokenizer.model")});
   const data::RunData rd = data::build_run_data(cfg, 1);
   const auto& ds = *rd.datasets[0];
-  ASSERT_EQ(ds.size(), 6000);
+  ASSERT_EQ(ds.size(), 12000);
   for (std::int64_t r = 0; r < ds.size(); ++r) ASSERT_EQ(ds.targets(r), ds.length(r) - 1) << "record " << r;
 }
 
@@ -105,7 +105,8 @@ TEST(TinyData, ARunStartsFromTheModelAPreviousRunSaved) {
   EXPECT_EQ(a.out, b.out);
   // And from random init the same run scores otherwise: the base was really loaded.
   auto scratch = test::run_sft(args({"train", "--config", "configs/repro/base.yaml", "--output-dir", d.file("scratch"),
-                                     "--set", "train.lr=1e-30", "--set", "eval.at_end=false"}));
+                                     "--set", "model.path=", "--set", "model.init=random", "--set", "train.lr=1e-30",
+                                     "--set", "eval.at_end=false"}));
   ASSERT_EQ(scratch.exit_code, 0) << scratch.err;
   EXPECT_NE(test::run_sft({"score", "--model", d.file("scratch/final"), "--ids", ids}).out, a.out);
 }
