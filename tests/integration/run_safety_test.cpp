@@ -181,14 +181,17 @@ TEST(RunInputs, ABadEvalFileOrNameFailsBeforeTrainingNamingTheConfigKey) {
 
 // Sweeps ----------------------------------------------------------------------------------
 
-// A micro-sweep on the tiny base: two seeds, a few steps each, a tiny eval (so that a run
-// counts as finished). `steps` 0 trains the whole stage (about 100 steps).
+// A micro-sweep on the tiny model (from random init: these tests are about the sweep, not
+// the pretrained base): two seeds, a few steps each, a tiny eval (so that a run counts as
+// finished). `steps` 0 trains the whole stage.
 std::string micro_sweep(const test::TempDir& d, const std::string& name, int steps) {
   const std::string file = d.file(name + ".yaml");
   test::write(file, "name: " + name + "\n"
                     "base: configs/repro/base.yaml\n"
                     "set:\n"
                     "  train.threads: 1\n"
+                    "  model.path: ''\n"
+                    "  model.init: random\n"
                     "  train.log_every: 1\n"
                     "  train.save_every: 2\n"
                     "  train.max_steps: " + std::to_string(steps) + "\n"

@@ -189,12 +189,17 @@ TEST(SweepCli, ThePaperSweepCoversThreeModelSizesWithOneArrayPerGpuCount) {
 // tiny config, trained, evaluated and reported; then a second invocation skips all four.
 TEST(SweepEndToEnd, ATwoByTwoMicroSweepTrainsEvaluatesAndReports) {
   test::TempDir d;
+  // The repro runs fine-tune the pretrained base: a 3-step one stands in for it here.
+  auto base = test::run_sft({"train", "--config", "configs/repro/pretrain.yaml", "--output-dir", d.file("base"), "--set",
+                             "train.max_steps=3", "--set", "train.threads=1", "--set", "data.cache_dir=" + d.file("cache")});
+  ASSERT_EQ(base.exit_code, 0) << base.err;
   test::write(d.file("micro.yaml"),
               "name: micro\n"
               "base: configs/repro/base.yaml\n"
               "set:\n"
               "  strategy: multi_task\n"
               "  train.threads: 1\n"
+              "  model.path: " + d.file("base/final") + "\n"
               "  data.cache_dir: " + d.file("cache") + "\n"
               "  datasets.code.fraction: 1/256\n"
               "  datasets.general.fraction: 1/32\n"
