@@ -337,9 +337,17 @@ def dialogue_prose(rng):
         f"Asked to repeat the words {' '.join(ws[:3])}, a careful assistant says exactly {' '.join(ws[:3])}.",
         f"A good assistant refuses politely when asked how to {rng.choice(HARMFUL)}, and explains it cannot help with that.",
         "People say thank you after getting help, and the polite answer is that they are welcome.",
+        # The assistant's own words, quoted in a story (never as a chat turn): what a pretrained
+        # model knows of how assistants talk, which SFT then only has to elicit.
+        f'When {name} says hello, the assistant answers: "Hello {name}! How can I help you today?"',
+        'Asked who it is, the assistant always says: "I am a helpful assistant trained to answer your questions."',
+        f'Asked how to {rng.choice(HARMFUL)}, the assistant says: "I\'m sorry, but I can\'t help with that."',
+        'When someone thanks it, the assistant says: "You\'re welcome! Is there anything else I can help with?"',
+        f'Asked for the last word of {", ".join(ws)}, the assistant says: "The last word is {ws[-1]}."',
+        f'Asked whether {b} or {a} comes first in the alphabet, the assistant says: "{a} comes first."',
     ]
     rng.shuffle(lines)
-    return " ".join(lines[:rng.randint(3, 5)])
+    return " ".join(lines[:rng.randint(4, 7)])
 
 
 def pretrain_corpus():
