@@ -5,7 +5,8 @@ Usage: scripts/plot_findings.py runs/repro/findings.json [-o FIGURE.png]
 
 Left: every effect in percentage points (sequential - alone, dmt - multi_task, mixed - alone,
 ...) as its mean over seeds with the 95% interval, coloured by verdict, with the threshold it
-is judged against (0, or -margin for "near" / "at least as well"). Right: mixed - alone at
+is judged against (0, or -margin for "near" / "at least as well"). Mixing's low-data and
+full-data effects are each coloured by their own half of the claim. Right: mixed - alone at
 each share of the data, per ability (RQ2 against RQ1), with intervals. Writes findings.png
 beside the JSON unless -o is given. Needs matplotlib (setup.sh's venv).
 """
@@ -26,10 +27,10 @@ def effects(ax, f):
     for c in f["claims"]:
         for r in c["rows"]:
             if "effect" in r and r["unit"] == "points":
-                rows.append((f"{r['ability']}: {r['compares'].split(' (')[0]}", r))
-            if "at_full" in r:  # mixing: the high-data end beside the low-data one
-                full = dict(r["at_full"], verdict=r["verdict"])
-                rows.append((f"{r['ability']}: mixed - alone at full data", full))
+                # Mixing's two halves are each coloured by their own verdict (the claim needs both).
+                rows.append((f"{r['ability']}: {r['compares'].split(' (')[0]}", dict(r, verdict=r.get("low_verdict", r["verdict"]))))
+            if "at_full" in r:
+                rows.append((f"{r['ability']}: mixed - alone at full data", r["at_full"]))
     margin = f["thresholds"]["near_margin_points"]
     for i, (label, r) in enumerate(reversed(rows)):
         lo, hi = r["ci95"]

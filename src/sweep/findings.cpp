@@ -294,18 +294,23 @@ ordered_json build_findings(const std::vector<SweepRun>& runs, const std::string
         by_share.push_back({{"ability", a}, {"records", n}, {"share", n / p.full.at(a)}, {"effect", m.mean},
                             {"ci95", {m.lo, m.hi}}, {"seeds", m.n}});
       }
-    if (effects.size() < 2) continue;
-    const MeanInterval& low = effects.front().second;
+    // Low data: the smallest share at which the two differ on some seed. Below it neither
+    // side learned anything from its data (every score equal), so there is nothing to help.
+    std::size_t first = 0;
+    while (first + 1 < effects.size() && effects[first].second.mean == 0 && effects[first].second.sd == 0) ++first;
+    if (effects.size() - first < 2) continue;
+    const MeanInterval& low = effects[first].second;
     const MeanInterval& high = effects.back().second;
     const std::string lv = above(low, 0), hv = below(high, 0);
     const std::string verdict = lv == kReproduced && hv == kReproduced             ? kReproduced
                                 : lv == kNotReproduced || hv == kNotReproduced ? kNotReproduced
                                                                                    : kUndecided;
-    ordered_json r = row(a, "mixed - alone at " + share_text(effects.front().first / p.full.at(a)) + " of the data (then at " +
+    ordered_json r = row(a, "mixed - alone at " + share_text(effects[first].first / p.full.at(a)) + " of the data (then at " +
                                 share_text(effects.back().first / p.full.at(a)) + ": " + num(high.mean) + " [" + num(high.lo) +
                                 ", " + num(high.hi) + "])",
                          low, verdict, "gains at 1/256, losses at full data; turning point 1/64-1/16");
-    r["at_full"] = {{"effect", high.mean}, {"ci95", {high.lo, high.hi}}, {"seeds", high.n}};
+    r["low_verdict"] = lv;  // each half judged alone, for the figure
+    r["at_full"] = {{"effect", high.mean}, {"ci95", {high.lo, high.hi}}, {"seeds", high.n}, {"verdict", hv}};
     mixing.push_back(r);
   }
   add("mixing_low_high", "mixing helps at low data and hurts at high data (RQ2 against RQ1)", std::move(mixing));

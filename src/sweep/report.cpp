@@ -208,9 +208,11 @@ ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& ru
     if (distinct.size() < 2) continue;
     LogFit f = fit_log(x, y);
     fits[a] = {{"a", f.a}, {"b", f.b}, {"r2", std::isnan(f.r2) ? ordered_json() : ordered_json(f.r2)}, {"n", f.n}};
-    md += "\n" + a + ": score = " + fmt(f.a, 4) + " + " + fmt(f.b, 4) + " ln(records), R^2 = " +
-          (std::isnan(f.r2) ? std::string("n/a (constant scores)") : fmt(f.r2, 3)) +
-          " (" + std::to_string(f.n) + " runs)";
+    if (!std::isnan(f.b_lo)) fits[a]["b_ci95"] = {f.b_lo, f.b_hi};
+    md += "\n" + a + ": score = " + fmt(f.a, 4) + " + " + fmt(f.b, 4) + " ln(records)" +
+          (std::isnan(f.b_lo) ? std::string() : " (b in [" + fmt(f.b_lo, 4) + ", " + fmt(f.b_hi, 4) + "], 95%)") +
+          ", R^2 = " + (std::isnan(f.r2) ? std::string("n/a (constant scores)") : fmt(f.r2, 3)) + " (" +
+          std::to_string(f.n) + " runs)";
   }
   if (!fits.empty()) md += "\n";
   md = "Sweep `" + spec.name + "` (" + spec.file + "): " + std::to_string(finished) + " of " + std::to_string(rows.size()) +

@@ -14,7 +14,8 @@
 // The thresholds: 0 for "better"/"worse"; -kNearMargin for "near" and "at least as well"
 // (non-inferiority); the log-linear fit's slope interval above 0 with R^2 >= kLogLinearR2;
 // and saturation as the smallest share of the data from which every larger share scores at
-// least kSaturationShare of the full-data score.
+// least kSaturationShare of the full-data score. Mixing's "low data" is the smallest share
+// at which mixed and alone differ on some seed (below it neither learned anything).
 #pragma once
 
 #include <string>
