@@ -55,19 +55,20 @@ bool at_full_data(const Pool& p, const RunResult& r) {
 }
 
 // RQ4: a strategy's runs on all the data (dmt at the paper's k).
+bool strategy_run(const Pool& p, const RunResult& r, const std::string& strategy) {
+  return r.strategy == strategy && at_full_data(p, r) && (strategy != "dmt" || std::abs(r.k - kHeadlineK) < 1e-12);
+}
+
 const RunResult* first_strategy_run(const Pool& p, const std::string& strategy) {
   for (const auto& r : p.runs)
-    if (r.strategy == strategy && at_full_data(p, r) && (strategy != "dmt" || std::abs(r.k - kHeadlineK) < 1e-12))
-      return &r;
+    if (strategy_run(p, r, strategy)) return &r;
   return nullptr;
 }
 
 BySeed strategy_scores(const Pool& p, const std::string& strategy, const std::string& ability) {
   BySeed out;
   for (const auto& r : p.runs)
-    if (r.strategy == strategy && at_full_data(p, r) && (strategy != "dmt" || std::abs(r.k - kHeadlineK) < 1e-12) &&
-        r.scores.count(ability))
-      out[r.seed] = r.scores.at(ability);
+    if (strategy_run(p, r, strategy) && r.scores.count(ability)) out[r.seed] = r.scores.at(ability);
   return out;
 }
 
