@@ -1,15 +1,25 @@
 #include "sft/dist/context.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/ivalue.h>
+#include <ATen/record_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #if SFT_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <deque>
+#include <optional>
 #include <thread>
 
 #include "sft/util/cuda.h"
@@ -18,11 +28,45 @@
 
 namespace sft::dist {
 
+// One collective's timing: its interval (launch to completion) and the waits for it.
+struct Context::Launched {
+  const char* what = "";
+  std::int64_t window = 0;
+  std::int64_t launched_ns = 0;
+  std::atomic<std::int64_t> completed_ns{0};  // Gloo: set by the last of its works to finish
+  std::atomic<int> unfinished{0};
+  double waited_ms = 0;                       // Gloo: the host's time in wait()
+#if SFT_WITH_CUDA
+  // NCCL: the collective on the communication stream, and each wait on a compute stream.
+  std::unique_ptr<at::cuda::CUDAEvent> start, end;
+  std::vector<std::pair<std::unique_ptr<at::cuda::CUDAEvent>, std::unique_ptr<at::cuda::CUDAEvent>>> waits;
+#endif
+};
+
 struct Context::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> pg;  // ProcessGroupGloo or ProcessGroupNCCL
-  c10::Device scalar_device{c10::kCPU};  // where all_reduce_scalar's tensor lives
+  c10::Device device{c10::kCPU};          // the rank's device: its GPU under NCCL
   std::int64_t string_rounds = 0;         // all_gather_strings calls so far (their key prefix)
+#if SFT_WITH_CUDA
+  std::optional<c10::cuda::CUDAStream> comm;  // NCCL: the communication stream
+#endif
+  // Timing: collectives of open or unresolved windows, and the resolved windows' times.
+  std::int64_t window = 0;
+  std::deque<std::shared_ptr<Launched>> launched;
+  std::vector<CommTimes> resolved;        // closed windows, oldest first
+  std::int64_t first_unresolved = 0;      // the oldest closed window not in `resolved` yet
+  std::deque<bool> kept;                  // per closed window from first_kept_window: reported?
+  std::int64_t first_kept_window = 0;
+};
+
+struct Context::Work::State {
+  Context* ctx = nullptr;
+  const char* what = "";
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  std::vector<at::Tensor> buffers;  // kept alive until waited: the backend reads and writes them
+  std::shared_ptr<Launched> rec;
+  bool done = true;
 };
 
 namespace {
@@ -56,6 +100,10 @@ void guarded(const Context& c, c10d::Backend* pg, const char* what, F&& f) {
   }
 }
 
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
 bool is_loopback(const std::string& a) { return a == "localhost" || a.rfind("127.", 0) == 0 || a == "::1"; }
 
 }  // namespace
@@ -65,6 +113,8 @@ std::shared_ptr<Context> Context::single() {
   c->impl_ = std::make_unique<Impl>();
   return c;
 }
+
+Context::Context() = default;
 
 Context::~Context() {
   // A finished NCCL group is shut down explicitly, as PyTorch asks (its destructor warns
@@ -144,18 +194,20 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
     // NCCL binds to the current device: make it this rank's GPU before the group exists,
     // and bind the group to it so that no collective has to guess.
     cuda::set_device(device.index());
-    // Blocking wait: a collective that fails or outlives dist.timeout_s throws from wait()
-    // on the calling thread, where guarded() names it. With asynchronous error handling
-    // (which torchrun switches on) the watchdog thread would instead kill the process
-    // with a log line of its own. sft therefore sets both. The cost is that wait()
-    // blocks the host until the collective is done.
-    ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/1);
+    // sft runs every collective on a communication stream of its own (asyncOp false:
+    // NCCL uses the caller's current stream) and orders it by events, so the host never
+    // waits in a step; it waits only in drain(), where a collective that outlives
+    // dist.timeout_s is reported by sft naming it. The watchdog must not kill the process
+    // first (torchrun switches asynchronous error handling on), nor wait() block the host.
+    ::setenv("TORCH_NCCL_BLOCKING_WAIT", "0", /*overwrite=*/1);
     ::setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0", /*overwrite=*/1);
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = std::chrono::duration_cast<std::chrono::milliseconds>(c->timeout_);
     c->impl_->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(c->impl_->store, launch.rank, launch.world, opts);
     c->impl_->pg->setBoundDeviceId(device);
-    c->impl_->scalar_device = device;
+    c->impl_->device = device;
+    // High priority: a gather the next layer waits for goes ahead of queued compute.
+    c->impl_->comm = c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device.index());
 #else
     throw ConfigError("dist.backend: nccl needs sft built against a LibTorch with CUDA (SFT_CUDA=ON); this build has none (use gloo)");
 #endif
@@ -175,31 +227,141 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
   return c;
 }
 
-void Context::all_reduce_sum(at::Tensor& t) {
-  if (!impl_->pg) return;
-  all_reduce_sum_async(t).wait();
+// ---- collectives ----------------------------------------------------------------------------
+
+Context::Work::Work() = default;
+Context::Work::Work(Work&&) noexcept = default;
+
+Context::Work& Context::Work::operator=(Work&& other) noexcept {
+  if (this != &other) {
+    if (pending()) {
+      try {
+        wait();
+      } catch (const std::exception& e) {
+        sft::log::error("{}", e.what());
+      }
+    }
+    s_ = std::move(other.s_);
+  }
+  return *this;
 }
 
-Context::Pending Context::all_reduce_sum_async(at::Tensor t) {
-  if (!impl_->pg) return {[] {}};
-  std::vector<at::Tensor> v{t};
-  c10::intrusive_ptr<c10d::Work> work;
-  guarded(*this, impl_->pg.get(), "all-reduce", [&] { work = impl_->pg->allreduce(v, c10d::AllreduceOptions()); });
-  return {[this, work]() mutable { guarded(*this, impl_->pg.get(), "all-reduce", [&] { work->wait(); }); }};
+Context::Work::~Work() {
+  if (!pending()) return;
+  try {
+    wait();
+  } catch (const std::exception& e) {  // unwinding from another failure: report, do not terminate
+    sft::log::error("{}", e.what());
+  }
 }
 
-void Context::broadcast(at::Tensor& t, int root) {
-  if (!impl_->pg) return;
-  std::vector<at::Tensor> v{t};
-  c10d::BroadcastOptions o;
-  o.rootRank = root;
-  guarded(*this, impl_->pg.get(), "broadcast", [&] { impl_->pg->broadcast(v, o)->wait(); });
-}
+bool Context::Work::pending() const { return s_ && !s_->done; }
 
-void Context::all_gather(at::Tensor& out, const at::Tensor& in) {
-  if (!impl_->pg) {
-    out.copy_(in);
+void Context::Work::wait() {
+  if (!pending()) return;
+  State& st = *s_;
+  Context& c = *st.ctx;
+  st.done = true;  // a failure is reported once
+  RECORD_USER_SCOPE(std::string("sft::wait ") + st.what);  // a span in a trace (train/trace.h)
+#if SFT_WITH_CUDA
+  if (c.impl_->comm) {
+    // The current stream waits for the communication stream's event; timed on the stream.
+    const auto cur = c10::cuda::getCurrentCUDAStream(c.impl_->device.index());
+    auto before = std::make_unique<at::cuda::CUDAEvent>(cudaEventDefault);
+    auto after = std::make_unique<at::cuda::CUDAEvent>(cudaEventDefault);
+    before->record(cur);
+    st.rec->end->block(cur);
+    after->record(cur);
+    st.rec->waits.emplace_back(std::move(before), std::move(after));
+    st.works.clear();
+    st.buffers.clear();  // recorded on the communication stream: reused only once it is past them
     return;
+  }
+#endif
+  const std::int64_t t0 = now_ns();
+  guarded(c, c.impl_->pg.get(), st.what, [&] {
+    for (auto& w : st.works) w->wait();
+  });
+  const std::int64_t t1 = now_ns();
+  st.rec->waited_ms += static_cast<double>(t1 - t0) / 1e6;
+  std::int64_t unset = 0;
+  st.rec->completed_ns.compare_exchange_strong(unset, t1);  // its completion callback may run a moment later
+  st.works.clear();
+  st.buffers.clear();
+}
+
+template <class F>
+Context::Work Context::launch(const char* what, std::vector<at::Tensor> buffers, F&& collective) {
+  RECORD_USER_SCOPE(std::string("sft::launch ") + what);
+  Work w;
+  w.s_ = std::make_unique<Work::State>();
+  Work::State& st = *w.s_;
+  st.ctx = this;
+  st.what = what;
+  st.done = false;
+  auto rec = std::make_shared<Launched>();
+  rec->what = what;
+  rec->window = impl_->window;
+  rec->launched_ns = now_ns();
+  st.rec = rec;
+  impl_->launched.push_back(rec);
+#if SFT_WITH_CUDA
+  if (impl_->comm) {
+    // On the communication stream, after what the current stream has queued so far.
+    const c10::cuda::CUDAStream comm = *impl_->comm;
+    at::cuda::CUDAEvent ready;
+    ready.record(c10::cuda::getCurrentCUDAStream(impl_->device.index()));
+    ready.block(comm);
+    rec->start = std::make_unique<at::cuda::CUDAEvent>(cudaEventDefault);
+    rec->end = std::make_unique<at::cuda::CUDAEvent>(cudaEventDefault);
+    rec->start->record(comm);
+    {
+      c10::cuda::CUDAStreamGuard on_comm(comm);
+      guarded(*this, impl_->pg.get(), what, [&] { st.works = collective(/*async_op=*/false); });
+    }
+    // The buffers were allocated on the compute stream: the caching allocator must not hand
+    // their memory out again before the communication stream is done with it.
+    for (const at::Tensor& t : buffers)
+      if (t.defined() && t.is_cuda() && t.storage().data()) c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), comm);
+    rec->end->record(comm);
+    st.buffers = std::move(buffers);
+    return w;
+  }
+#endif
+  guarded(*this, impl_->pg.get(), what, [&] { st.works = collective(/*async_op=*/true); });
+  // Gloo's worker threads complete the futures: the collective's end, timed where it happens.
+  rec->unfinished = static_cast<int>(st.works.size());
+  for (auto& work : st.works) {
+    try {
+      work->getFuture()->addCallback([rec](c10::ivalue::Future&) {
+        if (--rec->unfinished != 0) return;
+        std::int64_t unset = 0;
+        rec->completed_ns.compare_exchange_strong(unset, now_ns());
+      });
+    } catch (const std::exception&) {
+      // A backend without futures: the collective's end is taken when it is waited.
+    }
+  }
+  st.buffers = std::move(buffers);
+  return w;
+}
+
+using WorkList = std::vector<c10::intrusive_ptr<c10d::Work>>;
+
+Context::Work Context::all_reduce_sum_async(at::Tensor t) {
+  if (!impl_->pg) return Work();
+  return launch("all-reduce", {t}, [&](bool async_op) {
+    std::vector<at::Tensor> v{t};
+    c10d::AllreduceOptions o;
+    o.asyncOp = async_op;
+    return WorkList{impl_->pg->allreduce(v, o)};
+  });
+}
+
+Context::Work Context::all_gather_async(at::Tensor out, at::Tensor in) {
+  if (!impl_->pg) {
+    out.view({-1}).copy_(in.reshape({-1}));
+    return Work();
   }
   TORCH_CHECK(out.numel() == in.numel() * world_, "all_gather: output must hold world x input elements");
   if (backend_ == config::Backend::kGloo && out.is_contiguous()) {
@@ -208,39 +370,175 @@ void Context::all_gather(at::Tensor& out, const at::Tensor& in) {
     // `out` in place, so gathering a ZeRO-3 unit costs that unit and nothing more.
     const std::int64_t n = in.numel();
     at::Tensor flat = out.view({-1});
-    for (int r = 0; r < world_; ++r) {
-      at::Tensor part = flat.narrow(0, r * n, n);
-      if (r == rank_) part.copy_(in.reshape({-1}));
-      broadcast(part, r);
-    }
-    return;
+    flat.narrow(0, rank_ * n, n).copy_(in.reshape({-1}));
+    return launch("all-gather", {out}, [&](bool) {
+      WorkList works;
+      for (int r = 0; r < world_; ++r) {
+        std::vector<at::Tensor> part{flat.narrow(0, r * n, n)};
+        c10d::BroadcastOptions o;
+        o.rootRank = r;
+        works.push_back(impl_->pg->broadcast(part, o));
+      }
+      return works;
+    });
   }
-  at::Tensor o = out, i = in.contiguous();
-  guarded(*this, impl_->pg.get(), "all-gather", [&] { impl_->pg->_allgather_base(o, i)->wait(); });
+  at::Tensor i = in.contiguous();
+  return launch("all-gather", {out, i}, [&](bool async_op) {
+    c10d::AllgatherOptions o;
+    o.asyncOp = async_op;
+    return WorkList{impl_->pg->_allgather_base(out, i, o)};
+  });
 }
 
-void Context::reduce_scatter_sum(at::Tensor& out, const at::Tensor& in) {
+Context::Work Context::reduce_scatter_sum_async(at::Tensor out, at::Tensor in) {
   const std::int64_t n = out.numel();
   if (!impl_->pg) {
-    out.copy_(in.view({-1}).narrow(0, 0, n));
-    return;
+    out.view({-1}).copy_(in.reshape({-1}).narrow(0, 0, n));
+    return Work();
   }
   TORCH_CHECK(in.numel() == n * world_, "reduce_scatter: input must hold world x output elements");
-  at::Tensor o = out, i = in.contiguous();
-  guarded(*this, impl_->pg.get(), "reduce-scatter", [&] { impl_->pg->_reduce_scatter_base(o, i)->wait(); });
+  at::Tensor i = in.contiguous();
+  return launch("reduce-scatter", {out, i}, [&](bool async_op) {
+    c10d::ReduceScatterOptions o;
+    o.asyncOp = async_op;
+    return WorkList{impl_->pg->_reduce_scatter_base(out, i, o)};
+  });
+}
+
+void Context::broadcast(at::Tensor& t, int root) {
+  if (!impl_->pg) return;
+  launch("broadcast", {t}, [&](bool async_op) {
+    std::vector<at::Tensor> v{t};
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    o.asyncOp = async_op;
+    return WorkList{impl_->pg->broadcast(v, o)};
+  }).wait();
+}
+
+void Context::drain() {
+#if SFT_WITH_CUDA
+  if (!impl_->comm) return;
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  for (const auto& rec : impl_->launched) {
+    if (!rec->end) continue;
+    guarded(*this, impl_->pg.get(), rec->what, [&] {
+      while (!rec->end->query()) {
+        if (std::chrono::steady_clock::now() >= deadline)
+          throw Error("not complete after " + std::to_string(timeout_.count()) + " s (dist.timeout_s)");
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+    });
+  }
+#endif
+}
+
+void Context::await(const std::function<bool()>& done, const char* what) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  guarded(*this, impl_->pg.get(), what, [&] {
+    while (!done()) {
+      if (std::chrono::steady_clock::now() >= deadline)
+        throw Error("not complete after " + std::to_string(timeout_.count()) + " s (dist.timeout_s)");
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
 }
 
 void Context::barrier() {
   if (!impl_->pg) return;
-  guarded(*this, impl_->pg.get(), "barrier", [&] { impl_->pg->barrier(c10d::BarrierOptions())->wait(); });
+  at::Tensor one = at::ones({1}, at::TensorOptions().dtype(at::kFloat).device(impl_->device));
+  all_reduce_sum(one);
+  drain();
 }
 
 double Context::all_reduce_scalar(double v) {
   if (!impl_->pg) return v;
   // fp64 on both backends: token counts above 2^24 stay exact (fp32 would round them).
-  at::Tensor t = at::full({1}, v, at::TensorOptions().dtype(at::kDouble).device(impl_->scalar_device));
+  at::Tensor t = at::full({1}, v, at::TensorOptions().dtype(at::kDouble).device(impl_->device));
   all_reduce_sum(t);
+  drain();
   return t.item<double>();
+}
+
+// ---- communication times ------------------------------------------------------------------
+
+void Context::end_comm_window(bool keep) {
+  impl_->kept.push_back(keep);
+  ++impl_->window;
+  resolve_comm_times(/*force=*/false);
+}
+
+std::vector<Context::CommTimes> Context::take_comm_times() {
+  resolve_comm_times(/*force=*/true);
+  std::vector<CommTimes> out = std::move(impl_->resolved);
+  impl_->resolved.clear();
+  return out;
+}
+
+// Folds each closed window whose collectives and waits have all completed (all of them when
+// `force`) into its CommTimes, oldest first, and forgets their records.
+void Context::resolve_comm_times(bool force) {
+  auto& q = impl_->launched;
+  while (impl_->first_unresolved < impl_->window) {
+    const std::int64_t w = impl_->first_unresolved;
+    std::size_t n = 0;
+    while (n < q.size() && q[n]->window == w) ++n;
+    auto done = [&](const Launched& r) {
+#if SFT_WITH_CUDA
+      if (r.end) {
+        if (force) {
+          r.end->synchronize();
+          for (const auto& e : r.waits) e.second->synchronize();
+          return true;
+        }
+        if (!r.end->query()) return false;
+        for (const auto& e : r.waits)
+          if (!e.second->query()) return false;
+        return true;
+      }
+#endif
+      return force || r.completed_ns.load() != 0;
+    };
+    for (std::size_t i = 0; i < n; ++i)
+      if (!done(*q[i])) return;
+    CommTimes t;
+    t.collectives = static_cast<std::int64_t>(n);
+    std::vector<std::pair<std::int64_t, std::int64_t>> spans;  // Gloo: host intervals
+    for (std::size_t i = 0; i < n; ++i) {
+      const Launched& r = *q[i];
+#if SFT_WITH_CUDA
+      if (r.end) {
+        t.comm_ms += r.start->elapsed_time(*r.end);  // one stream: the intervals do not overlap
+        for (const auto& e : r.waits) t.wait_ms += e.first->elapsed_time(*e.second);
+        continue;
+      }
+#endif
+      const std::int64_t end = r.completed_ns.load() != 0 ? r.completed_ns.load() : now_ns();
+      spans.emplace_back(r.launched_ns, std::max(end, r.launched_ns));
+      t.wait_ms += r.waited_ms;
+    }
+    // Gloo runs collectives on several threads at once: time in flight is their union.
+    std::sort(spans.begin(), spans.end());
+    std::int64_t covered = 0, open = 0, close = 0;
+    for (const auto& [a, b] : spans) {
+      if (a > close) {
+        covered += close - open;
+        open = a;
+        close = b;
+      } else {
+        close = std::max(close, b);
+      }
+    }
+    covered += close - open;
+    t.comm_ms += static_cast<double>(covered) / 1e6;
+    if (impl_->kept[static_cast<std::size_t>(w - impl_->first_kept_window)]) impl_->resolved.push_back(t);
+    q.erase(q.begin(), q.begin() + static_cast<std::ptrdiff_t>(n));
+    ++impl_->first_unresolved;
+  }
+  // Forget the keep flags of resolved windows.
+  const auto gone = static_cast<std::ptrdiff_t>(impl_->first_unresolved - impl_->first_kept_window);
+  impl_->kept.erase(impl_->kept.begin(), impl_->kept.begin() + gone);
+  impl_->first_kept_window = impl_->first_unresolved;
 }
 
 std::vector<std::string> Context::all_gather_strings(const std::string& mine, std::chrono::seconds timeout) {

@@ -97,6 +97,8 @@ HostRead::HostRead(const at::Tensor& t) : impl_(std::make_shared<Impl>()) {
   impl_->copied->record();
 }
 
+bool HostRead::ready() const { return !impl_->copied || impl_->copied->query(); }
+
 at::Tensor HostRead::get() const {
   if (impl_->copied) impl_->copied->synchronize();
   return impl_->host;
@@ -108,6 +110,7 @@ struct HostRead::Impl {
   at::Tensor host;
 };
 HostRead::HostRead(const at::Tensor& t) : impl_(std::make_shared<Impl>(Impl{t})) {}
+bool HostRead::ready() const { return true; }
 at::Tensor HostRead::get() const { return impl_->host; }
 
 bool compiled() { return false; }

@@ -60,6 +60,7 @@ class HostRead {
   HostRead() = default;
   explicit HostRead(const at::Tensor& t);
   bool pending() const { return static_cast<bool>(impl_); }
+  bool ready() const;      // get() would not wait. REQUIRES: pending()
   at::Tensor get() const;  // REQUIRES: pending()
 
  private:
