@@ -52,6 +52,14 @@ const Table<TrainSpec>& train_fields() {
       integer("log_every", &S::log_every, 1, INT64_MAX, "steps between log lines and metrics records").free(),
       integer("save_every", &S::save_every, 0, INT64_MAX, "steps between checkpoints (0: at stage ends only)").free(),
       integer("keep_checkpoints", &S::keep_checkpoints, 1, INT64_MAX, "checkpoints kept, newest first").free(),
+      integer("checkpoint_staging_mb", &S::checkpoint_staging_mb, 1, 1 << 20,
+              "host memory a GPU's tensors pass through on their way to a checkpoint file")
+          .free()
+          .when([](const S& s) { return s.checkpoint_staging_mb != 1024; }),
+      boolean("async_checkpoint", &S::async_checkpoint,
+              "write checkpoints in a background thread while training goes on (costs a host copy of the rank's state)")
+          .free()
+          .when([](const S& s) { return s.async_checkpoint; }),
       integer("max_nonfinite_steps", &S::max_nonfinite_steps, 1, INT64_MAX,
               "consecutive non-finite steps (skipped) before the run stops"),
       integer("threads", &S::threads, 0, 4096, "CPU threads (0: OMP_NUM_THREADS, else every usable core)").free(),
@@ -120,7 +128,20 @@ const Table<DistSpec>& dist_fields() {
       choice("strategy", &S::strategy, "replicas (ddp) or ZeRO stage 1, 2 or 3 sharding"),
       choice("backend", &S::backend, "the process group (auto: NCCL for CUDA, Gloo for CPU)").free(),
       integer("timeout_s", &S::timeout_s, 1, 86400, "collective timeout").free(),
-      number("bucket_mb", &S::bucket_mb, 0.0, 1e6, kOpenLow, "gradient all-reduce bucket size").free(),
+      number("bucket_mb", &S::bucket_mb, 0.0, 1e6, kOpenLow,
+             "ddp/zero1: gradients all-reduced per bucket, launched during the backward").free(),
+      integer("prefetch", &S::prefetch, 0, 64, "zero3: units gathered ahead of the one computing (0: each as it is used)")
+          .free()
+          .when([](const S& s) { return s.prefetch != 1; }),
+      choice("gather_dtype", &S::gather_dtype,
+             "zero3: what layers are gathered in (auto: the compute dtype, bf16 under train.precision bf16)")
+          .when([](const S& s) { return s.gather_dtype != GatherDtype::kAuto; }),
+      choice("reduce_dtype", &S::reduce_dtype, "what gradients are summed in across ranks")
+          .when([](const S& s) { return s.reduce_dtype != ReduceDtype::kFp32; }),
+      integer("reduce_inflight", &S::reduce_inflight, 1, 64,
+              "zero2/3: gradient reductions in flight before the oldest is waited")
+          .free()
+          .when([](const S& s) { return s.reduce_inflight != 2; }),
       integer("gpus", &S::gpus, 0, 1 << 20, "--dry-run: device count to plan for (0: the launch's)").free(),
       text("gpu_type", &S::gpu_type, "--dry-run: a100-80gb | a100-40gb | h100 | h200 | ...").free(),
   };

@@ -17,6 +17,7 @@ Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, st
   bool packed = false;
   for (const auto& row : mb.rows) packed |= row.samples.size() > 1;
   std::vector<std::int32_t> segment(static_cast<std::size_t>(B * T), -1);
+  std::vector<std::int64_t> trained;
 
   for (std::int64_t r = 0; r < B; ++r) {
     std::int64_t off = 0;
@@ -34,13 +35,16 @@ Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, st
         segment[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(k);
         if (t + 1 < L && sm[t + 1]) {
           lab[i] = sid[t + 1];
-          ++b.targets;
+          trained.push_back(i);
         }
       }
       off += L;
       b.tokens += L;
     }
   }
+  // Positions are visited in order, so the index is sorted as nonzero() would give it.
+  b.targets = static_cast<std::int64_t>(trained.size());
+  b.trained_positions = at::from_blob(trained.data(), {b.targets}, at::kLong).clone();
   if (packed) b.segment_ids = at::from_blob(segment.data(), {B, T}, at::kInt).clone();
   if (packed && dense_mask) {
     b.dense_mask = at::zeros({B, 1, T, T}, at::kBool);
@@ -69,13 +73,16 @@ Batch make_single_batch(const std::vector<std::int32_t>& ids, const std::vector<
   b.position_ids = at::arange(T, at::kLong).unsqueeze(0);
   auto* p = b.input_ids.data_ptr<std::int64_t>();
   auto* l = b.labels.data_ptr<std::int64_t>();
+  std::vector<std::int64_t> trained;
   for (std::int64_t t = 0; t < T; ++t) {
     p[t] = ids[static_cast<std::size_t>(t)];
     if (t + 1 < T && mask[static_cast<std::size_t>(t + 1)]) {
       l[t] = ids[static_cast<std::size_t>(t + 1)];
-      ++b.targets;
+      trained.push_back(t);
     }
   }
+  b.targets = static_cast<std::int64_t>(trained.size());
+  b.trained_positions = at::from_blob(trained.data(), {b.targets}, at::kLong).clone();
   b.tokens = T;
   return b;
 }

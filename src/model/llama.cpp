@@ -76,7 +76,6 @@ Llama::Llama(const LlamaConfig& cfg, c10::Device device, c10::ScalarType dtype, 
   norm_index_ = 1 + 9 * static_cast<std::size_t>(cfg.num_hidden_layers);
   lm_head_index_ = cfg.tie_word_embeddings ? embed_index_ : norm_index_ + 1;
   inv_freq_ = inverse_frequencies(cfg).to(device);
-  anchor_ = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device)).requires_grad_(true);
 }
 
 std::vector<std::size_t> Llama::unit_params(std::size_t unit) const {
@@ -87,6 +86,77 @@ std::vector<std::size_t> Llama::unit_params(std::size_t unit) const {
   }
   if (cfg_.tie_word_embeddings) return {norm_index_};
   return {norm_index_, lm_head_index_};
+}
+
+std::vector<at::Tensor> Llama::unit_views(std::size_t unit, const at::Tensor& flat) const {
+  // One split of the unit's single tensor: autograd's backward of it is one concatenation
+  // of the parts' gradients, which is the unit's flat gradient, in its layout.
+  const std::vector<std::size_t> ids = unit_params(unit);
+  std::vector<std::int64_t> sizes;
+  std::int64_t used = 0;
+  for (std::size_t i : ids) {
+    std::int64_t n = 1;
+    for (auto d : shapes_[i]) n *= d;
+    sizes.push_back(n);
+    used += n;
+  }
+  TORCH_CHECK(flat.dim() == 1 && flat.numel() >= used, "unit ", unit, ": a gathered unit of ", flat.numel(),
+              " elements cannot hold its ", used);
+  if (flat.numel() > used) sizes.push_back(flat.numel() - used);  // the padding
+  std::vector<at::Tensor> parts = at::split_with_sizes(flat, sizes);
+  std::vector<at::Tensor> out;
+  for (std::size_t k = 0; k < ids.size(); ++k) out.push_back(parts[k].view(shapes_[ids[k]]));
+  return out;
+}
+
+std::vector<at::Tensor> LayerWeights::list() const {
+  if (stacked()) return {input_norm, o, post_norm, down, qkv, gate_up};
+  return {input_norm, o, post_norm, down, q, k, v, gate, up};
+}
+
+LayerWeights LayerWeights::from_list(const std::vector<at::Tensor>& w) {
+  LayerWeights r{w.at(0), w.at(1), w.at(2), w.at(3)};
+  if (w.size() == 6) {
+    r.qkv = w[4];
+    r.gate_up = w[5];
+  } else {
+    r.q = w.at(4);
+    r.k = w.at(5);
+    r.v = w.at(6);
+    r.gate = w.at(7);
+    r.up = w.at(8);
+  }
+  return r;
+}
+
+LayerWeights Llama::own_layer_weights(std::size_t l) const {
+  const LayerIdx& li = layers_[l];
+  auto P = [&](std::size_t i) -> const at::Tensor& { return params_[i].tensor; };
+  LayerWeights w{P(li.input_norm), P(li.o), P(li.post_norm), P(li.down)};
+  w.q = P(li.q);
+  w.k = P(li.k);
+  w.v = P(li.v);
+  w.gate = P(li.gate);
+  w.up = P(li.up);
+  return w;
+}
+
+LayerWeights Llama::layer_views(std::size_t l, const at::Tensor& unit) const {
+  // q, k, v lie side by side in the unit (unit_params order), and so do gate and up: one
+  // split gives each group as one contiguous part, viewed as the stacked matrix.
+  const std::int64_t D = cfg_.hidden_size, F = cfg_.intermediate_size, Dh = cfg_.head_dim;
+  const std::int64_t H = cfg_.num_attention_heads, K = cfg_.num_key_value_heads;
+  const std::int64_t qkv = (H + 2 * K) * Dh * D, o = D * H * Dh, gu = 2 * F * D, down = D * F;
+  const std::int64_t used = D + qkv + o + D + gu + down;
+  TORCH_CHECK(unit.dim() == 1 && unit.numel() >= used, "layer ", l, ": a gathered unit of ", unit.numel(),
+              " elements cannot hold its ", used);
+  std::vector<std::int64_t> sizes = {D, qkv, o, D, gu, down};
+  if (unit.numel() > used) sizes.push_back(unit.numel() - used);
+  std::vector<at::Tensor> p = at::split_with_sizes(unit, sizes);
+  LayerWeights w{p[0], p[2].view({D, H * Dh}), p[3], p[5].view({D, F})};
+  w.qkv = p[1].view({(H + 2 * K) * Dh, D});
+  w.gate_up = p[4].view({2 * F, D});
+  return w;
 }
 
 void Llama::set_parameter(std::size_t index, const at::Tensor& t) {
@@ -165,8 +235,10 @@ at::Tensor Llama::forward_hidden(const at::Tensor& input_ids, const at::Tensor& 
   at::Tensor x = at::embedding(params_[embed_index_].tensor, input_ids);
   auto [cos, sin] = rope(position_ids);
   const bool ckpt = checkpointing_ && !cache && at::GradMode::is_enabled();
-  for (std::size_t l = 0; l < layers_.size(); ++l)
-    x = ckpt ? run_layer(l, x, cos, sin, mask) : layer_forward(l, x, cos, sin, mask, cache, nullptr);
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    const LayerWeights w = own_layer_weights(l);
+    x = ckpt ? run_layer(l, x, cos, sin, mask, w) : layer_forward(l, x, cos, sin, mask, cache, w);
+  }
   if (cache) cache->length += input_ids.size(1);
   const at::Tensor& w = params_[norm_index_].tensor;
   return fused_rms_norm(x, w, cfg_.rms_norm_eps, at::result_type(x, w));

@@ -157,24 +157,22 @@ at::Tensor Llama::attention(const at::Tensor& q, const at::Tensor& k, const at::
 }
 
 at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                                const at::Tensor& mask, KvCache* cache,
-                                const std::vector<at::Tensor>* weights) const {
-  const LayerIdx& li = layers_[layer];
-  auto W = [&](std::size_t slot, std::size_t idx) -> const at::Tensor& {
-    return weights ? (*weights)[slot] : params_[idx].tensor;
-  };
+                                const at::Tensor& mask, KvCache* cache, const LayerWeights& w) const {
   const std::int64_t B = x.size(0), T = x.size(1);
   const std::int64_t H = cfg_.num_attention_heads, K = cfg_.num_key_value_heads, Dh = cfg_.head_dim;
   // Under autocast the norms write the compute dtype (at::linear would cast per projection).
   const auto type = x.is_cuda() ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
-  const auto compute = autocast_enabled(type) ? autocast_dtype(type) : at::result_type(x, W(0, li.input_norm));
+  const auto compute = autocast_enabled(type) ? autocast_dtype(type) : at::result_type(x, w.input_norm);
+  // A norm weight gathered in bf16 next to fp32 activations (ZeRO-3's bf16 gathers) is
+  // widened (D elements), so the norm runs its fused kernel as it does for fp32 weights.
+  auto norm_weight = [&](const at::Tensor& n) { return n.scalar_type() == x.scalar_type() ? n : n.to(x.scalar_type()); };
 
   // q, k, v in one GEMM (a wider output runs faster than three narrow ones), then split and
   // rotated in one pass (sft/model/fused.h), in the activations' dtype as HF does. The
   // explicit attention folds its 1/sqrt(Dh) into q's tables instead of scaling the (T x T)
   // scores (exact when Dh is a power of four, as 64 and 256 are; within rounding otherwise).
-  at::Tensor h = fused_rms_norm(x, W(0, li.input_norm), cfg_.rms_norm_eps, compute);
-  at::Tensor qkv = at::linear(h, at::cat({W(1, li.q), W(2, li.k), W(3, li.v)}, 0));  // (B, T, (H + 2K) Dh)
+  at::Tensor h = fused_rms_norm(x, norm_weight(w.input_norm), cfg_.rms_norm_eps, compute);
+  at::Tensor qkv = at::linear(h, w.stacked() ? w.qkv : at::cat({w.q, w.k, w.v}, 0));  // (B, T, (H + 2K) Dh)
   const bool explicit_attn = attn_impl_ == AttentionImpl::kExplicit;
   const double scale = explicit_attn ? 1.0 / std::sqrt(static_cast<double>(Dh)) : 1.0;
   auto [q, k, v] = fused_qkv_rotary(qkv, cos, sin, H, K, scale);  // (B, heads, T, Dh)
@@ -190,12 +188,12 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
   }
   at::Tensor att = attention(q, repeat_kv(k, H / K), repeat_kv(v, H / K), mask, offset);
   att = att.transpose(1, 2).reshape({B, T, H * Dh});
-  at::Tensor x2 = x + at::linear(att, W(4, li.o));
+  at::Tensor x2 = x + at::linear(att, w.o);
 
   // gate and up in one GEMM too.
-  at::Tensor h2 = fused_rms_norm(x2, W(5, li.post_norm), cfg_.rms_norm_eps, compute);
-  at::Tensor gu = at::linear(h2, at::cat({W(6, li.gate), W(7, li.up)}, 0));  // (B, T, 2F)
-  at::Tensor mlp = at::linear(fused_swiglu(gu), W(8, li.down));
+  at::Tensor h2 = fused_rms_norm(x2, norm_weight(w.post_norm), cfg_.rms_norm_eps, compute);
+  at::Tensor gu = at::linear(h2, w.stacked() ? w.gate_up : at::cat({w.gate, w.up}, 0));  // (B, T, 2F)
+  at::Tensor mlp = at::linear(fused_swiglu(gu), w.down);
   return x2 + mlp;
 }
 

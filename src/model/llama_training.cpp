@@ -1,9 +1,7 @@
-// Training Llama: the loss (loss_sum, head_loss and the fused linear cross-entropy), and
-// the autograd Functions that keep less in memory: activation checkpointing of a decoder
-// layer (run_layer), whose backward recomputes the layer, and ZeRO-3's units, whose
-// parameters are gathered for the forward and again for a backward that needs them (the
-// layers' and the head's, which recompute). Both kinds of decoder layer share one
-// recompute (CheckpointedLayer::recompute).
+// Training Llama: the loss (loss_sum, head_loss and the fused linear cross-entropy), the
+// autograd Function of activation checkpointing (run_layer), whose backward recomputes
+// the layer, and ZeRO-3's forward over gathered units, whose two markers tell the
+// gatherer when a unit's backward starts (gather it again) and ends (release it).
 #include "sft/model/llama.h"
 
 #include <ATen/ATen.h>
@@ -18,12 +16,6 @@
 namespace sft::model {
 
 namespace {
-
-std::vector<at::Tensor> leaf_copies(const std::vector<at::Tensor>& w) {
-  std::vector<at::Tensor> out;
-  for (const auto& t : w) out.push_back(t.detach().requires_grad_(true));
-  return out;
-}
 
 // The forward's autocast state, for a backward that recomputes: the recompute runs under
 // it (resume_autocast), so that it rounds as the forward did.
@@ -53,7 +45,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     std::vector<at::Tensor> saved = {x, cos, sin, mask.defined() ? mask : at::Tensor()};
     saved.insert(saved.end(), w.begin(), w.end());
     ctx->save_for_backward(saved);
-    return {model->layer_forward(static_cast<std::size_t>(layer), x, cos, sin, mask, nullptr, &w)};
+    return {model->layer_forward(static_cast<std::size_t>(layer), x, cos, sin, mask, nullptr, as_layer(w))};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -71,6 +63,8 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     return result;
   }
 
+  static LayerWeights as_layer(const std::vector<at::Tensor>& w) { return LayerWeights::from_list(w); }
+
   // What recompute() needs besides the saved tensors: the model, the layer, and the
   // forward's autocast state (taken from x's device type).
   static void save_state(torch::autograd::AutogradContext* ctx, const Llama* model, std::int64_t layer,
@@ -80,8 +74,8 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     save_autocast(ctx, x);
   }
 
-  // The backward of a decoder layer by recomputation, for this Function and for ZeRO-3's
-  // ShardedLayer: reruns the layer that save_state() recorded on a leaf copy of its input
+  // The backward of a decoder layer by recomputation: reruns the layer that save_state()
+  // recorded on a leaf copy of its input
   // (saved: x, cos, sin, mask) with the weights `w`, under the forward's autocast state, and
   // differentiates it against `grad`. Returns the gradient of x, then those of the weights
   // in `w` that require grad, in their order.
@@ -95,7 +89,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     {
       at::AutoGradMode enable(true);
       AutocastGuard autocast = resume_autocast(ctx, x.device());
-      out = model->layer_forward(static_cast<std::size_t>(layer), x, saved[1], saved[2], saved[3], nullptr, &w);
+      out = model->layer_forward(static_cast<std::size_t>(layer), x, saved[1], saved[2], saved[3], nullptr, as_layer(w));
     }
     std::vector<at::Tensor> inputs = {x};
     for (const auto& t : w)
@@ -104,105 +98,40 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   }
 };
 
-// ---- ZeRO-3: units gathered for their forward, gathered again and recomputed in backward ----
+// ---- ZeRO-3: the markers around a unit ------------------------------------------------
 
-// Embedding lookup; its weight gradient is the scatter-add of the output gradient.
-struct ShardedEmbedding : public torch::autograd::Function<ShardedEmbedding> {
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor ids,
-                                                at::Tensor anchor, const Llama* model) {
-    auto w = model->gatherer_->gather(0);
-    at::Tensor out = at::embedding(w[0], ids);
-    model->gatherer_->release(0);
+// Identity forward; its backward runs when the gradient of a unit's output arrives, before
+// the unit's own backward: the gatherer fills the unit's storage again.
+struct GatherInBackward : public torch::autograd::Function<GatherInBackward> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, const Llama* model, std::int64_t unit) {
     ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
-    ctx->save_for_backward({ids});
-    return {out};
+    ctx->saved_data["unit"] = unit;
+    return x;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto* model = reinterpret_cast<const Llama*>(ctx->saved_data["model"].toInt());
-    at::Tensor ids = ctx->get_saved_variables()[0];
-    at::Tensor g = at::embedding_dense_backward(grads[0].to(at::kFloat), ids, model->cfg_.vocab_size,
-                                                /*padding_idx=*/-1, /*scale_grad_by_freq=*/false);
-    model->gatherer_->reduce_grads(0, {g});
-    return {at::Tensor(), at::zeros({}, grads[0].options().dtype(at::kFloat)), at::Tensor()};
+    model->gatherer_->regather(static_cast<std::size_t>(ctx->saved_data["unit"].toInt()));
+    return {grads[0], at::Tensor(), at::Tensor()};
   }
 };
 
-// A decoder layer whose weights are gathered for the forward and again for the backward,
-// which is activation checkpointing's (CheckpointedLayer::recompute) with the gathered
-// weights; their gradients go to the owning ranks.
-struct ShardedLayer : public torch::autograd::Function<ShardedLayer> {
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor cos,
-                                                at::Tensor sin, std::optional<at::Tensor> mask_opt, const Llama* model,
-                                                std::int64_t layer) {
-    at::Tensor mask = mask_opt ? *mask_opt : at::Tensor();
-    const auto unit = static_cast<std::size_t>(layer) + 1;
-    auto w = model->gatherer_->gather(unit);
-    at::Tensor out = model->layer_forward(static_cast<std::size_t>(layer), x, cos, sin, mask, nullptr, &w);
-    model->gatherer_->release(unit);
-    CheckpointedLayer::save_state(ctx, model, layer, x);
-    ctx->save_for_backward({x, cos, sin, mask});
-    return {out};
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const auto* model = reinterpret_cast<const Llama*>(ctx->saved_data["model"].toInt());
-    const auto unit = static_cast<std::size_t>(ctx->saved_data["layer"].toInt()) + 1;
-    std::vector<at::Tensor> w = leaf_copies(model->gatherer_->gather(unit));
-    auto g = CheckpointedLayer::recompute(ctx, saved, w, grads[0]);
-    model->gatherer_->reduce_grads(unit, std::vector<at::Tensor>(g.begin() + 1, g.end()));
-    model->gatherer_->release(unit);
-    return {g[0], at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-  }
-};
-
-// Final norm + lm_head on the trained positions + summed cross-entropy.
-struct ShardedHead : public torch::autograd::Function<ShardedHead> {
-  static std::pair<std::vector<at::Tensor>, at::Tensor> weights(const Llama* model) {
-    const std::size_t head = model->num_units() - 1;
-    auto w = model->gatherer_->gather(head);
-    at::Tensor lm = model->cfg_.tie_word_embeddings ? model->gatherer_->gather(0)[0] : w[1];
-    return {w, lm};
-  }
-  static void release(const Llama* model) {
-    model->gatherer_->release(model->num_units() - 1);
-    if (model->cfg_.tie_word_embeddings) model->gatherer_->release(0);
-  }
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor labels,
-                                                const Llama* model) {
-    auto [w, lm] = weights(model);
-    at::Tensor loss = model->head_loss(x, labels, w[0], lm);
-    release(model);
+// Identity forward on a unit's input; its backward runs once the gradient of that input is
+// complete, that is after every node of the unit's backward: its weights can go.
+struct ReleaseInBackward : public torch::autograd::Function<ReleaseInBackward> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, const Llama* model, std::int64_t unit,
+                            std::int64_t also) {
     ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
-    save_autocast(ctx, x);
-    ctx->save_for_backward({x, labels});
-    return {loss};
+    ctx->saved_data["unit"] = unit;
+    ctx->saved_data["also"] = also;  // -1: none (the embedding, for a tied head)
+    return x;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto saved = ctx->get_saved_variables();
     const auto* model = reinterpret_cast<const Llama*>(ctx->saved_data["model"].toInt());
-    auto [w0, lm0] = weights(model);
-    at::Tensor norm_w = w0[0].detach().requires_grad_(true);
-    at::Tensor lm = lm0.detach().requires_grad_(true);
-    at::Tensor x = saved[0].detach().requires_grad_(true);
-    at::Tensor loss;
-    {
-      at::AutoGradMode enable(true);
-      AutocastGuard autocast = resume_autocast(ctx, x.device());
-      loss = model->head_loss(x, saved[1], norm_w, lm);
-    }
-    auto g = torch::autograd::grad({loss}, {x, norm_w, lm}, {grads[0]});
-    const std::size_t head = model->num_units() - 1;
-    if (model->cfg_.tie_word_embeddings) {
-      model->gatherer_->reduce_grads(head, {g[1]});
-      model->gatherer_->reduce_grads(0, {g[2]});
-    } else {
-      model->gatherer_->reduce_grads(head, {g[1], g[2]});
-    }
-    release(model);
-    return {g[0], at::Tensor(), at::Tensor()};
+    model->gatherer_->release(static_cast<std::size_t>(ctx->saved_data["unit"].toInt()));
+    if (const auto also = ctx->saved_data["also"].toInt(); also >= 0) model->gatherer_->release(static_cast<std::size_t>(also));
+    return {grads[0], at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -252,43 +181,68 @@ struct FusedLinearCrossEntropy : public torch::autograd::Function<FusedLinearCro
   }
 };
 
-at::Tensor Llama::head_loss(const at::Tensor& residual, const at::Tensor& labels, const at::Tensor& norm_w,
-                            const at::Tensor& head_w) const {
+at::Tensor Llama::head_loss(const at::Tensor& residual, const at::Tensor& labels, const at::Tensor& targets,
+                            const at::Tensor& norm_w, const at::Tensor& head_w) const {
   at::Tensor flat_labels = labels.reshape({-1});
-  at::Tensor idx = (flat_labels != kIgnoreIndex).nonzero().squeeze(1);  // (N) trained positions
+  // (N) trained positions; their count is known on the host when they come with the batch.
+  at::Tensor idx = targets.defined() ? targets : (flat_labels != kIgnoreIndex).nonzero().squeeze(1);
   at::Tensor x = residual.reshape({-1, residual.size(-1)});
   if (idx.numel() == 0) return (x.sum() * 0.0 + norm_w.sum() * 0.0 + head_w.sum() * 0.0).to(at::kFloat);
   // Under autocast the GEMMs run in bf16, as at::linear would; softmax statistics in fp32.
   const auto type = x.is_cuda() ? c10::DeviceType::CUDA : c10::DeviceType::CPU;
   const auto out = autocast_enabled(type) ? autocast_dtype(type) : at::result_type(x, norm_w);
-  at::Tensor h = fused_rms_norm(x.index_select(0, idx), norm_w, cfg_.rms_norm_eps, out);  // (N, D)
+  const at::Tensor nw = norm_w.scalar_type() == x.scalar_type() ? norm_w : norm_w.to(x.scalar_type());
+  at::Tensor h = fused_rms_norm(x.index_select(0, idx), nw, cfg_.rms_norm_eps, out);  // (N, D)
   return FusedLinearCrossEntropy::apply(h, head_w, flat_labels.index_select(0, idx))[0];
 }
 
 at::Tensor Llama::loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& mask,
-                           const at::Tensor& labels) const {
-  if (!gatherer_) {
-    // The final norm is per position, so norming only the trained rows is exact.
-    at::Tensor x = at::embedding(params_[embed_index_].tensor, input_ids);
-    auto [cos, sin] = rope(position_ids, input_ids.size(-1));  // positions < T in training rows
-    for (std::size_t l = 0; l < layers_.size(); ++l) x = run_layer(l, x, cos, sin, mask);
-    return head_loss(x, labels, params_[norm_index_].tensor, params_[lm_head_index_].tensor);
-  }
-  at::Tensor x = ShardedEmbedding::apply(input_ids, anchor_, this)[0];
+                           const at::Tensor& labels, const at::Tensor& targets) const {
+  if (gatherer_) return sharded_loss_sum(input_ids, position_ids, mask, labels, targets);
+  // The final norm is per position, so norming only the trained rows is exact.
+  at::Tensor x = at::embedding(params_[embed_index_].tensor, input_ids);
   auto [cos, sin] = rope(position_ids, input_ids.size(-1));  // positions < T in training rows
-  const std::optional<at::Tensor> maybe_mask = mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt;
-  for (std::size_t l = 0; l < layers_.size(); ++l)
-    x = ShardedLayer::apply(x, cos, sin, maybe_mask, this, static_cast<std::int64_t>(l))[0];
-  return ShardedHead::apply(x, labels, this)[0];
+  for (std::size_t l = 0; l < layers_.size(); ++l) x = run_layer(l, x, cos, sin, mask, own_layer_weights(l));
+  return head_loss(x, labels, targets, params_[norm_index_].tensor, params_[lm_head_index_].tensor);
+}
+
+// ZeRO-3: each unit gathered for its forward. The embedding's backward needs no weights
+// (a scatter of the gradient rows), so it is released at once; a layer is released after
+// its forward and gathered again by GatherInBackward; the head, last in the forward and
+// first in the backward, stays until ReleaseInBackward. The gatherer prefetches the next
+// units of either pass as each is asked for.
+at::Tensor Llama::sharded_loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& mask,
+                                   const at::Tensor& labels, const at::Tensor& targets) const {
+  const bool grad = at::GradMode::is_enabled();
+  const std::size_t head = num_units() - 1;
+  at::Tensor x = at::embedding(unit_views(0, gatherer_->gather(0))[0], input_ids);
+  gatherer_->release(0);
+  auto [cos, sin] = rope(position_ids, input_ids.size(-1));  // positions < T in training rows
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    const auto unit = static_cast<std::int64_t>(l + 1);
+    const LayerWeights w = layer_views(l, gatherer_->gather(l + 1));
+    if (grad) x = ReleaseInBackward::apply(x, this, unit, -1);
+    x = run_layer(l, x, cos, sin, mask, w);
+    if (grad) x = GatherInBackward::apply(x, this, unit);
+    gatherer_->release(l + 1);
+  }
+  const std::vector<at::Tensor> hw = unit_views(head, gatherer_->gather(head));
+  const at::Tensor lm = cfg_.tie_word_embeddings ? unit_views(0, gatherer_->gather(0))[0] : hw[1];
+  if (grad) x = ReleaseInBackward::apply(x, this, static_cast<std::int64_t>(head), cfg_.tie_word_embeddings ? 0 : -1);
+  at::Tensor loss = head_loss(x, labels, targets, hw[0], lm);
+  if (!grad) {
+    gatherer_->release(head);
+    if (cfg_.tie_word_embeddings) gatherer_->release(0);
+  }
+  return loss;
 }
 
 at::Tensor Llama::run_layer(std::size_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                            const at::Tensor& mask) const {
-  if (!(checkpointing_ && at::GradMode::is_enabled())) return layer_forward(l, x, cos, sin, mask, nullptr, nullptr);
-  std::vector<at::Tensor> w;
-  for (std::size_t idx : unit_params(l + 1)) w.push_back(params_[idx].tensor);
+                            const at::Tensor& mask, const LayerWeights& w) const {
+  if (!(checkpointing_ && at::GradMode::is_enabled())) return layer_forward(l, x, cos, sin, mask, nullptr, w);
+  const std::vector<at::Tensor> ws = w.list();
   const std::optional<at::Tensor> maybe_mask = mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt;
-  return CheckpointedLayer::apply(x, cos, sin, maybe_mask, at::TensorList(w), this, static_cast<std::int64_t>(l))[0];
+  return CheckpointedLayer::apply(x, cos, sin, maybe_mask, at::TensorList(ws), this, static_cast<std::int64_t>(l))[0];
 }
 
 }  // namespace sft::model

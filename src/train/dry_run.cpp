@@ -83,8 +83,15 @@ MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const RunModel& 
   in.strategy = cfg.dist.strategy;
   in.precision = cfg.train.precision;
   in.activation_checkpointing = cfg.train.activation_checkpointing;
+  in.prefetch = cfg.dist.prefetch;
+  in.bf16_gathers = cfg.train.precision == config::Precision::kBf16Pure ||
+                    (cfg.train.precision == config::Precision::kBf16 && cfg.dist.gather_dtype == config::GatherDtype::kAuto);
+  in.reduce_inflight = cfg.dist.reduce_inflight;
+  in.bf16_reduce = cfg.dist.reduce_dtype == config::ReduceDtype::kBf16;
+  in.async_checkpoint = cfg.train.async_checkpoint;
   const bool cuda = on_cuda(cfg);
   in.copying_collectives = !cuda && world > 1;  // Gloo
+  in.cpu = !cuda;
   in.rows = cfg.train.batch_size;
   in.seq_len = cfg.data.max_seq_len;
   if (cfg.train.tokens_per_micro_batch > 0) {

@@ -16,18 +16,20 @@ double gib(double b) { return b / (1024.0 * 1024.0 * 1024.0); }
 nlohmann::ordered_json MemoryPlan::to_json() const {
   return {{"weights_gib", gib(weights)},       {"grads_gib", gib(grads)},
           {"optimizer_gib", gib(optimizer)},   {"gathered_params_gib", gib(gathered)},
+          {"reductions_in_flight_gib", gib(reducing)},
           {"activations_gib", gib(activations)}, {"logits_gib", gib(logits)},
           {"total_gib", gib(total)},           {"activations_without_checkpointing_gib", gib(activations_no_ckpt)},
           {"activations_with_checkpointing_gib", gib(activations_ckpt)},
           {"phases_gib", {{"load", gib(load)}, {"forward_backward", gib(forward_backward)},
-                          {"optimizer", gib(optimizer_step)}, {"export", gib(export_model)}, {"eval", gib(eval)}}},
+                          {"optimizer", gib(optimizer_step)}, {"export", gib(export_model)}, {"eval", gib(eval)},
+                          {"checkpoint", gib(checkpoint)}}},
           {"forward_backward_without_checkpointing_gib", gib(forward_backward_no_ckpt)},
           {"forward_backward_with_checkpointing_gib", gib(forward_backward_ckpt)}};
 }
 
 nlohmann::ordered_json MemoryPlan::phases_json() const {
-  nlohmann::ordered_json j = {{"load", load}, {"forward_backward", forward_backward}, {"optimizer", optimizer_step},
-                              {"export", export_model}};
+  nlohmann::ordered_json j = {{"load", load},       {"forward_backward", forward_backward}, {"optimizer", optimizer_step},
+                              {"export", export_model}, {"checkpoint", checkpoint}};
   if (eval > 0) j["eval"] = eval;
   return j;
 }
@@ -72,10 +74,6 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   p.optimizer = 8.0 * (sharded ? mine : P);  // AdamW exp_avg + exp_avg_sq in fp32
   const double rope = 2.0 * 4.0 * std::max(T, static_cast<double>(c.max_position_embeddings)) * Dh;  // cos, sin tables
   const double states = p.weights + p.grads + p.optimizer;
-  // A reduce-scatter of a unit: Gloo copies the input unit and the output chunk through
-  // buffers of its own; NCCL works in place (and sft's all-gather does on both).
-  const double collective = in.copying_collectives ? pb * (U + Cmax) : 0.0;
-
   // ---- load: the state, plus the seeded init's parameter in flight (drawn whole, then the
   // next while the last is still held); read from safetensors, slices convert in place.
   p.load = states + (in.seeded_init ? 2.0 * 4.0 * largest : 0.0);
@@ -100,27 +98,46 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   // loss's buffers are mostly gone by then.
   p.activations_ckpt = L * N * D * 4.0 + 1.35 * layer;
   const double ckpt_peak = L * N * D * 4.0 + std::max(p.logits + 0.75 * layer, 1.35 * layer);
-  // ZeRO-2: a unit's fresh gradients wait in autograd's tensors until the unit is complete,
-  // then go through a padded staging buffer into this rank's chunk. ZeRO-3 also gathers the
-  // unit (for its forward, and again for the backward that recomputes it).
-  const double zero_grads = z2 && !z3 ? pb * (U + Cmax) + collective : 0.0;
-  p.gathered = z3 ? pb * U + collective : 0.0;
-  p.forward_backward_no_ckpt = rope + states + p.activations_no_ckpt + p.logits + zero_grads + p.gathered;
-  p.forward_backward_ckpt = rope + states + ckpt_peak + zero_grads + p.gathered;
-  const bool ckpt = in.activation_checkpointing || z3;  // ZeRO-3 recomputes every layer
+  // ZeRO-2/3: a unit's fresh gradient (ZeRO-2: in autograd's tensors until the unit is
+  // complete, then one padded buffer; ZeRO-3: one flat tensor in the gather dtype) is
+  // converted to the reduce dtype and reduce-scattered; dist.reduce_inflight reductions
+  // (the unit and its output chunk, and Gloo's copies of both) wait for their turn.
+  const double gb = z3 && in.bf16_gathers ? 2.0 : pb;  // a gathered layer's bytes per element
+  const double rb = z2 && in.bf16_reduce ? 2.0 : (z2 ? 4.0 : pb);
+  const double inflight = std::max(1, in.reduce_inflight);
+  // A reduce-scatter of a unit: Gloo copies the input unit and the output chunk through
+  // buffers of its own; NCCL works in place (and sft's all-gather does on both).
+  const double one_reduction = rb * (U + Cmax) + (in.copying_collectives ? rb * (U + Cmax) : 0.0);
+  p.reducing = z2 ? inflight * one_reduction + std::max(gb, pb) * U : 0.0;
+  // ZeRO-3 holds the unit computing and dist.prefetch units gathered ahead, and a copy of
+  // its shard in the gather dtype when that is not the master's.
+  const double compute_copy = z3 && in.bf16_gathers && !pure ? 2.0 * mine : 0.0;
+  p.gathered = z3 ? (1.0 + std::max(0, in.prefetch)) * gb * U : 0.0;
+  // Without checkpointing the peak comes as the backward starts, every activation still held:
+  // ZeRO-3 has launched no reduction yet (its reductions run as layers' activations go).
+  p.forward_backward_no_ckpt =
+      rope + states + compute_copy + p.activations_no_ckpt + p.logits + (z3 ? 0.0 : p.reducing) + p.gathered;
+  p.forward_backward_ckpt = rope + states + compute_copy + ckpt_peak + p.reducing + p.gathered;
+  const bool ckpt = in.activation_checkpointing;
   p.activations = ckpt ? p.activations_ckpt : p.activations_no_ckpt;
   p.forward_backward = ckpt ? p.forward_backward_ckpt : p.forward_backward_no_ckpt;
 
   // ---- optimizer step: the CPU's one-pass loop and the fused CUDA kernel allocate nothing;
   // bf16 weights update in fp32 chunks of 4M elements. ZeRO-1/2 then all-gather each unit's
-  // updated chunk (a copy of it, and the collective's buffers).
-  p.optimizer_step = rope + states + (pure ? 3.0 * 4.0 * 4194304.0 : 0.0) +
-                     (sharded && !z3 ? pb * Cmax : 0.0);
+  // updated chunk in place (sft's all-gather copies nothing on either backend).
+  p.optimizer_step = rope + states + compute_copy + (pure ? 3.0 * 4.0 * 4194304.0 : 0.0);
 
-  // ---- export: streamed one parameter at a time; ZeRO-3 gathers one unit at a time (under
-  // Gloo the previous unit may still be held: its worker thread lets go of a finished
-  // collective's buffers a moment after the caller's wait returns).
-  p.export_model = rope + states + (z3 ? pb * U * (in.copying_collectives ? 2.0 : 1.0) : 0.0);
+  // ---- export: streamed one parameter at a time; ZeRO-3 gathers one unit at a time, in the
+  // master dtype (under Gloo the previous unit may still be held: its worker thread lets go
+  // of a finished collective's buffers a moment after the caller's wait returns).
+  p.export_model = rope + states + compute_copy + (z3 ? pb * U * (in.copying_collectives ? 2.0 : 1.0) : 0.0);
+
+  // ---- checkpoint: tensors stream to the files (a CPU tensor from its own memory, a GPU's
+  // through host staging, not device memory); an asynchronous save first copies rank 0's
+  // part of the state (the parameters it writes and its moments) to host memory, which on
+  // the CPU is tensor memory.
+  const double ckpt_copy = (z3 || !sharded ? pb * (z3 ? mine : P) : pb * P) + 8.0 * (sharded ? mine : P);
+  p.checkpoint = rope + states + compute_copy + (in.async_checkpoint && in.cpu ? ckpt_copy : 0.0);
 
   // ---- evaluation of the exported model: its weights, and a batch of rows decoding to the
   // full context, as many as fit half of the memory left (the evaluator's rule).
@@ -132,7 +149,7 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
     if (in.device_bytes > 0) rows = std::min(rows, std::max(1.0, std::floor(0.5 * (in.device_bytes - held - weights) / row)));
     p.eval = held + weights + rows * row;
   }
-  p.total = std::max({p.load, p.forward_backward, p.optimizer_step, p.export_model, p.eval});
+  p.total = std::max({p.load, p.forward_backward, p.optimizer_step, p.export_model, p.eval, p.checkpoint});
   return p;
 }
 

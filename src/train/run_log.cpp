@@ -57,7 +57,8 @@ void RunLog::start(std::int64_t global_step, std::int64_t total_steps) {
 void RunLog::begin_stage(int) {
   first_loss_ = last_loss_ = NAN;
   window_loss_ = 0;
-  window_targets_ = window_tokens_ = 0;
+  window_targets_ = window_tokens_ = window_steps_ = 0;
+  window_comm_ms_ = window_comm_wait_ms_ = 0;
   window_start_ = Clock::now();
 }
 
@@ -67,6 +68,9 @@ void RunLog::step(const StepFigures& f, bool write, std::int64_t peak_memory_byt
   window_loss_ += f.loss * static_cast<double>(f.targets);
   window_targets_ += f.targets;
   window_tokens_ += f.tokens;
+  window_comm_ms_ += f.comm_ms;
+  window_comm_wait_ms_ += f.comm_wait_ms;
+  ++window_steps_;
   const double elapsed = elapsed_s();
   const double eta = elapsed / static_cast<double>(std::max<std::int64_t>(1, f.global_step - start_step_)) *
                      static_cast<double>(total_steps_ - f.global_step);
@@ -84,7 +88,9 @@ void RunLog::step(const StepFigures& f, bool write, std::int64_t peak_memory_byt
     record({{"event", "step"}, {"step", f.global_step}, {"stage", name}, {"stage_index", f.stage},
             {"stage_step", f.step + 1}, {"epoch", f.epoch}, {"loss", ps.loss}, {"lr", f.lr},
             {"grad_norm", f.grad_norm}, {"tokens_per_s", tps}, {"elapsed_s", elapsed},
-            {"peak_memory_mb", static_cast<double>(peak_memory_bytes) / 1048576.0}});
+            {"peak_memory_mb", static_cast<double>(peak_memory_bytes) / 1048576.0},
+            {"comm_ms", window_comm_ms_ / static_cast<double>(window_steps_)},
+            {"comm_wait_ms", window_comm_wait_ms_ / static_cast<double>(window_steps_)}});
     const double wall = wall_clock_s();
     tb_->scalar("train/loss", ps.loss, f.global_step, wall);
     tb_->scalar("train/lr", f.lr, f.global_step, wall);
@@ -93,7 +99,8 @@ void RunLog::step(const StepFigures& f, bool write, std::int64_t peak_memory_byt
     tb_->flush();
   }
   window_loss_ = 0;
-  window_targets_ = window_tokens_ = 0;
+  window_targets_ = window_tokens_ = window_steps_ = 0;
+  window_comm_ms_ = window_comm_wait_ms_ = 0;
   window_start_ = Clock::now();
 }
 

@@ -29,6 +29,7 @@
 #include "sft/train/run_folder.h"
 #include "sft/train/stop_signal.h"
 #include "sft/train/tfevents.h"
+#include "sft/train/trace.h"
 #include "sft/util/cuda.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
@@ -86,7 +87,8 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   require_agreement(*dist_, run_identity(cfg_), "the run configuration");
   data::rows_accumulation(cfg_, world_);  // a global batch this world size cannot keep stops every rank now
   fs::make_dirs(cfg_.output_dir);
-  checkpoints_ = std::make_unique<CheckpointStore>(fs::join(cfg_.output_dir, "checkpoints"));
+  checkpoints_ = std::make_unique<CheckpointStore>(fs::join(cfg_.output_dir, "checkpoints"),
+                                                   static_cast<std::size_t>(cfg_.train.checkpoint_staging_mb) << 20);
   if (rank_ == 0) {  // this rank holds the folder's lock: no save is in flight
     for (const auto& n : checkpoints_->remove_temporaries())
       sft::log::warn("removed {}/{}: a checkpoint an earlier run did not finish writing", checkpoints_->root(), n);
@@ -139,12 +141,13 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   build_peak_bytes_ = meter_->peaks().at("load");
   state_bytes_ = current_tensor_bytes(device_) - meter_->baseline();
   plan_ = plan_memory(memory_plan_input(cfg_, rm, &data_, world_));
-  dp_ = std::make_unique<DataParallel>(*model_, *opt_, dist_, cfg_.dist.strategy, cfg_.dist.bucket_mb);
+  dp_ = std::make_unique<DataParallel>(*model_, *opt_, dist_, DataParallelOptions::from(cfg_));
 
   const nlohmann::json overrides = opts_.resume ? check_resume() : nlohmann::json::array();
   std::vector<std::int64_t> stage_steps;
   for (const auto& st : data_.streams) stage_steps.push_back(st->steps());
   log_ = std::make_unique<RunLog>(cfg_, stage_steps, rank_ == 0);
+  trace_ = std::make_unique<TraceRecorder>(device_);
   if (rank_ == 0) {
     nlohmann::json settings = nlohmann::json::array();
     for (const auto& s : cfg_.settings) settings.push_back({{"key", s.key}, {"value", s.value}, {"source", s.source}});
@@ -167,13 +170,16 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   }
 }
 
-Trainer::~Trainer() = default;
+// The data-parallel engine refers to the model and the optimizer (and detaches itself from
+// the model): it goes first, whatever the members' order.
+Trainer::~Trainer() { dp_.reset(); }
 
 bool Trainer::stop_requested() {
   if (!dist_->distributed()) return StopSignal::requested();
   // The ranks agree one step late: each step all-reduces every rank's request on the device
   // and reads the previous step's vote, copied to the host by now, so that the host never
   // waits for the step it has just queued.
+  if (stop_vote_.pending()) dist_->await([&] { return stop_vote_.ready(); }, "the stop vote (all-reduce)");
   const bool stop = stop_vote_.pending() && stop_vote_.get().item<double>() > 0;
   at::Tensor vote = at::full({}, StopSignal::requested() ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble).device(device_));
   dist_->all_reduce_sum(vote);
@@ -197,8 +203,10 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
   const bool bf16 = cfg_.train.precision != config::Precision::kFp32;
   at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
 
+  dist_->end_comm_window(/*keep=*/false);  // what ran between steps is not this step's
   meter_->begin();
   opt_->zero_grad();
+  dp_->begin_step();
   const std::int64_t accum = stream.accumulation(step);  // grad_accum, or as many as the step's samples need
   for (std::int64_t m = 0; m < accum; ++m) {
     const data::MicroBatch* mb = stream.micro_batch(step, rank_, m);
@@ -211,13 +219,14 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
     const bool gpu = device_.is_cuda();
     auto upload = [&](const at::Tensor& t) { return gpu ? t.pin_memory().to(device_, /*non_blocking=*/true) : t; };
     at::Tensor ids = upload(b.input_ids), pos = upload(b.position_ids), labels = upload(b.labels);
+    at::Tensor trained = upload(b.trained_positions);  // the loss's rows, known here: no host read in the step
     at::Tensor mask = b.segment_ids.defined() ? upload(b.segment_ids) : at::Tensor();
     if (mask.defined()) model_->plan_packed(b.segment_ids, mask);
     dp_->begin_micro(m + 1 == accum);
     at::Tensor loss;
     {
       model::AutocastGuard autocast(device_, c10::kBFloat16, bf16);
-      loss = model_->loss_sum(ids, pos, mask, labels);
+      loss = model_->loss_sum(ids, pos, mask, labels, trained);
     }
     // Normalised by the trained tokens of the whole optimizer step, so any split of the
     // step into micro-batches (or ranks) yields the same gradient.
@@ -242,6 +251,7 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
   opt_->step(stage_lr(stage, step), st.skipped);
   dp_->after_step();
   meter_->end("optimizer");
+  dist_->end_comm_window(/*keep=*/true);
   return st;
 }
 
@@ -271,8 +281,10 @@ bool Trainer::run_stage(int s, std::int64_t first, Position& pos) {
       return false;
     }
     // ---- the step: its figures stay on the device ------------------------------------------
+    if (pos.global_step + 1 == opts_.profile_first) trace_->start();
     pending_.push_back({train_step(s, step, pos.global_step + 1), s, step, pos.global_step + 1});
     pos = {s, step + 1, pos.global_step + 1};
+    if (trace_->active() && pos.global_step >= opts_.profile_last) save_trace();
 
     // ---- once in a while: the figures read back and logged, a checkpoint, a stop --------------
     const bool last = step + 1 == steps;
@@ -280,7 +292,7 @@ bool Trainer::run_stage(int s, std::int64_t first, Position& pos) {
     const bool save_now = !last && cfg_.train.save_every > 0 && pos.global_step % cfg_.train.save_every == 0;
     const bool stop = stop_requested();
     if (log_now || save_now || stop) read_back(log_now);  // a checkpoint holds the non-finite counters
-    if (save_now || stop) save_checkpoint(pos);
+    if (save_now || stop) save_checkpoint(pos, /*complete=*/stop);  // a stop exits once it is on disk
     if (stop) throw stopped_after(pos);
   }
   read_back(false);
@@ -294,8 +306,10 @@ void Trainer::read_back(bool log_last) {
   std::vector<at::Tensor> figures;
   for (const auto& p : pending_)
     for (const at::Tensor& t : {p.st.loss, p.st.grad_norm, p.st.skipped.to(at::kDouble)}) figures.push_back(t.reshape({1}));
+  dist_->drain();  // a collective that never completes is reported, not waited for forever
   const at::Tensor host = at::cat(figures).cpu();
   const double* v = host.data_ptr<double>();
+  const std::vector<dist::Context::CommTimes> comm = dist_->take_comm_times();  // one per step, in order
   for (std::size_t i = 0; i < pending_.size(); ++i) {
     const Pending& p = pending_[i];
     const double loss = v[3 * i], grad_norm = v[3 * i + 1];
@@ -311,8 +325,12 @@ void Trainer::read_back(bool log_last) {
       continue;
     }
     consecutive_nonfinite_ = 0;
-    const StepFigures f{p.stage, p.step, p.global_step, stream(p.stage).epoch_at(p.step), loss,
-                        stage_lr(p.stage, p.step), grad_norm, p.st.tokens, p.st.targets};
+    StepFigures f{p.stage, p.step, p.global_step, stream(p.stage).epoch_at(p.step), loss,
+                  stage_lr(p.stage, p.step), grad_norm, p.st.tokens, p.st.targets};
+    if (i < comm.size()) {
+      f.comm_ms = comm[i].comm_ms;
+      f.comm_wait_ms = comm[i].wait_ms;
+    }
     log_->step(f, log_last && i + 1 == pending_.size(), meter_->run_peak());
   }
   pending_.clear();
@@ -333,7 +351,7 @@ void Trainer::end_stage(int s, bool ran, Position& pos) {
   pos = {s + 1, 0, pos.global_step};
   // A stage resumed at its very end (a stop after its last step) ran nothing here: the stop's
   // checkpoint already holds this global step. The last stage's marks the end of training.
-  if (ran || last) save_checkpoint(pos);
+  if (ran || last) save_checkpoint(pos, /*complete=*/last);
 }
 
 // The run's end: the final model exported (and evaluated), memory and totals reported.
@@ -365,6 +383,21 @@ TrainResult Trainer::end_run(const Position& pos) {
                    skipped_total_, Progress::format_duration(log_->elapsed_s()), peak_mb,
                    device_.is_cuda() ? "CUDA caching allocator, allocated" : "CPU tensors", result.final_dir);
   return result;
+}
+
+void Trainer::save_trace() {
+  dist_->drain();
+  cuda::synchronize(device_);  // the traced steps' kernels have run
+  const std::string dir = fs::join(cfg_.output_dir, "profile");
+  fs::make_dirs(dir);
+  const std::string path = fs::join(dir, "steps_" + std::to_string(opts_.profile_first) + "-" +
+                                             std::to_string(opts_.profile_last) + ".rank" + std::to_string(rank_) +
+                                             ".trace.json");
+  trace_->stop_and_save(path);
+  sft::log::info("trace of steps {}-{}: {} (open it in https://ui.perfetto.dev or chrome://tracing)", opts_.profile_first,
+                 opts_.profile_last, path);
+  log_->record({{"event", "trace"}, {"first_step", opts_.profile_first}, {"last_step", opts_.profile_last},
+                {"path", path}});
 }
 
 StoppedBySignal Trainer::stopped_after(const Position& pos) const {

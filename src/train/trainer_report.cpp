@@ -130,22 +130,17 @@ void Trainer::export_model(const std::string& dir) {
       if (!sharded) return model_->parameters()[index].tensor;
       const std::size_t u = opt_->layout().unit_of_param(index);
       if (u != gathered) {
-        unit.clear();  // the last unit's views go first, so that one unit is held at a time
-        if (gathered < model_->num_units()) dp_->release(gathered);
-        unit = dp_->gather(u);
+        unit.clear();  // the last unit goes first, so that one unit is held at a time
+        unit = dp_->gather_master(u);
         gathered = u;
       }
       const auto ids = model_->unit_params(u);
       return unit[static_cast<std::size_t>(std::find(ids.begin(), ids.end(), index) - ids.begin())];
     };
     model::save_hf_model(model_->config(), fetch, dir, so);
-    if (sharded && gathered < model_->num_units()) dp_->release(gathered);
     sft::log::info("exported {}", dir);
   } else if (sharded) {
-    for (std::size_t u = 0; u < model_->num_units(); ++u) {  // rank 0's gathers, in its order
-      dp_->gather(u);
-      dp_->release(u);
-    }
+    for (std::size_t u = 0; u < model_->num_units(); ++u) dp_->gather_master(u);  // rank 0's gathers, in its order
   }
   meter_->end("export");
   dist_->barrier();

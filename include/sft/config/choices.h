@@ -18,6 +18,8 @@ enum class SaveDtype { kFp32, kBf16, kF16 };              // model.save_dtype
 enum class ModelInit { kAuto, kRandom, kPretrained };     // model.init
 enum class DistStrategy { kDdp, kZero1, kZero2, kZero3 }; // dist.strategy
 enum class Backend { kAuto, kGloo, kNccl };               // dist.backend
+enum class GatherDtype { kAuto, kFp32 };                  // dist.gather_dtype
+enum class ReduceDtype { kFp32, kBf16 };                  // dist.reduce_dtype
 enum class Format { kGsm8k, kAlpaca, kSharegpt, kMessages, kText, kMtbench };  // datasets.<name>.format
 enum class Template { kVicunaV11, kLlama2, kChatml, kAlpaca, kRaw };           // template.name
 
@@ -46,6 +48,8 @@ SFT_CHOICES(ModelInit, {ModelInit::kAuto, "auto"}, {ModelInit::kRandom, "random"
 SFT_CHOICES(DistStrategy, {DistStrategy::kDdp, "ddp"}, {DistStrategy::kZero1, "zero1"}, {DistStrategy::kZero2, "zero2"},
             {DistStrategy::kZero3, "zero3"});
 SFT_CHOICES(Backend, {Backend::kAuto, "auto"}, {Backend::kGloo, "gloo"}, {Backend::kNccl, "nccl"});
+SFT_CHOICES(GatherDtype, {GatherDtype::kAuto, "auto"}, {GatherDtype::kFp32, "fp32"});
+SFT_CHOICES(ReduceDtype, {ReduceDtype::kFp32, "fp32"}, {ReduceDtype::kBf16, "bf16"});
 SFT_CHOICES(Format, {Format::kGsm8k, "gsm8k"}, {Format::kAlpaca, "alpaca"}, {Format::kSharegpt, "sharegpt"},
             {Format::kMessages, "messages"}, {Format::kText, "text"}, {Format::kMtbench, "mtbench"});
 SFT_CHOICES(Template, {Template::kVicunaV11, "vicuna_v1.1"}, {Template::kLlama2, "llama-2"}, {Template::kChatml, "chatml"},

@@ -106,6 +106,8 @@ struct TrainSpec : StageHparams {
   std::int64_t log_every = 10;
   std::int64_t save_every = 0;     // 0: only at stage ends
   std::int64_t keep_checkpoints = 2;
+  std::int64_t checkpoint_staging_mb = 1024;  // host memory a GPU's tensors go through to the file
+  bool async_checkpoint = false;   // write checkpoints in a background thread from a host copy
   std::int64_t max_nonfinite_steps = 5;
   int threads = 0;                 // 0: OMP_NUM_THREADS, else every usable core
   std::string device = "auto";     // auto | cpu | cuda | cuda:N
@@ -119,6 +121,10 @@ struct DistSpec {
   Backend backend = Backend::kAuto;
   int timeout_s = 60;
   double bucket_mb = 25.0;
+  int prefetch = 1;                       // zero3: units gathered ahead of the one computing
+  GatherDtype gather_dtype = GatherDtype::kAuto;  // zero3: auto = the compute dtype
+  ReduceDtype reduce_dtype = ReduceDtype::kFp32;
+  int reduce_inflight = 2;                // zero2/3: gradient reductions in flight
   int gpus = 0;                   // dry-run planner: device count to plan for (0: the launch's)
   std::string gpu_type = "";      // dry-run planner: a100-80gb | a100-40gb | h100 | h200 | ...
 };

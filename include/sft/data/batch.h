@@ -24,6 +24,7 @@ struct Batch {
   at::Tensor position_ids;  // (B, T) int64
   at::Tensor segment_ids;   // undefined, or (B, T) int32: sample index within the row, -1 = pad
   at::Tensor dense_mask;    // the same as a dense (B, 1, T, T) bool mask, only when asked for
+  at::Tensor trained_positions;  // (targets) int64: flat indices into labels of the trained positions
   std::int64_t tokens = 0;  // non-pad tokens
   std::int64_t targets = 0; // labels != kIgnoreIndex
 };

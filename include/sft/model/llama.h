@@ -45,17 +45,37 @@ struct KvCache {
 
 enum class AttentionImpl { kAuto, kExplicit, kSdpa };
 
+// A decoder layer's weights. The layer multiplies by q|k|v stacked into one matrix and by
+// gate|up stacked into another (one GEMM each: (H + 2K) Dh x D and 2F x D). `qkv` and
+// `gate_up` are given stacked (views of a gathered ZeRO-3 unit, where they lie side by
+// side), or undefined: then the layer stacks `q, k, v` and `gate, up` (a model's own
+// parameters) itself, so that no stacked copy outlives the layer's pass.
+struct LayerWeights {
+  at::Tensor input_norm, o, post_norm, down;
+  at::Tensor qkv, gate_up;
+  at::Tensor q, k, v, gate, up;
+  bool stacked() const { return qkv.defined(); }
+  // The defined tensors in a fixed order (activation checkpointing's inputs), and back.
+  std::vector<at::Tensor> list() const;
+  static LayerWeights from_list(const std::vector<at::Tensor>& w);  // REQUIRES: list()'s output
+};
+
 // Supplies parameters one unit at a time when they are sharded across ranks (ZeRO-3).
 // Units: 0 = embedding, l + 1 = decoder layer l, L + 1 = final norm and lm_head (the
-// embedding again when tied). Tensors are in parameters() order within the unit.
+// embedding again when tied).
 class ParamGatherer {
  public:
   virtual ~ParamGatherer() = default;
-  virtual std::vector<at::Tensor> gather(std::size_t unit) = 0;  // valid until release(unit)
+  // The unit's parameters back to back in parameters() order (padding after), one 1-D
+  // tensor that requires grad and is the same tensor every time it is asked for: its
+  // gradient is the unit's, complete once the backward has used the unit, and is the
+  // gatherer's to reduce. Its storage holds the values now, until release(unit).
+  virtual at::Tensor gather(std::size_t unit) = 0;
+  // The unit's values are not needed until regather(unit): its storage may be freed (the
+  // tensor, and views the autograd graph saved, stay).
   virtual void release(std::size_t unit) = 0;
-  // The gradients of a unit's parameters from one backward pass, to be reduced into the
-  // owning ranks' shards (called once per unit and micro-batch, in backward order).
-  virtual void reduce_grads(std::size_t unit, const std::vector<at::Tensor>& grads) = 0;
+  // A backward needs the unit's values again: refills the same storage.
+  virtual void regather(std::size_t unit) = 0;
 };
 
 // Fills `dst` (1-D, any device and dtype) with elements [begin, begin + dst.numel()) of
@@ -101,10 +121,15 @@ class Llama {
   // The SFT training loss: summed cross-entropy over positions whose label is not
   // kIgnoreIndex (ignore_index.h).
   // Only trained positions go through lm_head, so the logits of masked prompt tokens are
-  // never computed. With a gatherer (ZeRO-3) every unit's parameters are gathered for its
-  // forward and again for its backward (which recomputes the unit), then released.
+  // never computed. `targets`: those positions' flat indices into labels (int64, on the
+  // model's device), built on the host with the batch; undefined: found on the device
+  // (nonzero, which makes the host wait for the GPU).
+  // With a gatherer (ZeRO-3) each unit is gathered for its forward and released after it;
+  // a layer is gathered again when its backward starts and released when it ends (the head
+  // stays from its forward through its backward); activations are kept as without ZeRO
+  // (activation checkpointing recomputes each layer from the weights gathered again).
   at::Tensor loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& mask,
-                      const at::Tensor& labels) const;
+                      const at::Tensor& labels, const at::Tensor& targets = {}) const;
   void set_gatherer(ParamGatherer* g) { gatherer_ = g; }
   ParamGatherer* gatherer() const { return gatherer_; }
   std::size_t num_units() const { return layers_.size() + 2; }
@@ -136,16 +161,23 @@ class Llama {
     std::size_t input_norm, q, k, v, o, post_norm, gate, up, down;
   };
   friend struct CheckpointedLayer;
-  friend struct ShardedEmbedding;
-  friend struct ShardedLayer;
-  friend struct ShardedHead;
-  at::Tensor head_loss(const at::Tensor& residual, const at::Tensor& labels, const at::Tensor& norm_w,
-                       const at::Tensor& head_w) const;
+  friend struct GatherInBackward;
+  friend struct ReleaseInBackward;
+  at::Tensor head_loss(const at::Tensor& residual, const at::Tensor& labels, const at::Tensor& targets,
+                       const at::Tensor& norm_w, const at::Tensor& head_w) const;
+  at::Tensor sharded_loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& mask,
+                              const at::Tensor& labels, const at::Tensor& targets) const;
+  // Layer l's weights: its own parameters (q|k|v and gate|up concatenated, which autograd
+  // differentiates back to each), or views of a gathered unit (sharded: no copy).
+  LayerWeights own_layer_weights(std::size_t l) const;
+  LayerWeights layer_views(std::size_t l, const at::Tensor& unit) const;
+  // Views of a gathered unit's parameters, in unit_params() order.
+  std::vector<at::Tensor> unit_views(std::size_t unit, const at::Tensor& flat) const;
   // One decoder layer, through activation checkpointing when it is on and grads are enabled.
   at::Tensor run_layer(std::size_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                       const at::Tensor& mask) const;
+                       const at::Tensor& mask, const LayerWeights& w) const;
   at::Tensor layer_forward(std::size_t layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                           const at::Tensor& mask, KvCache* cache, const std::vector<at::Tensor>* weights) const;
+                           const at::Tensor& mask, KvCache* cache, const LayerWeights& w) const;
   // max_position < 0: read from position_ids (generation); training passes a bound (T).
   std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& position_ids, std::int64_t max_position = -1) const;
   std::shared_ptr<const VarlenPlan> varlen_plan(const at::Tensor& segments) const;
@@ -170,7 +202,6 @@ class Llama {
   bool checkpointing_ = false;
   AttentionImpl attn_impl_ = AttentionImpl::kAuto;
   ParamGatherer* gatherer_ = nullptr;
-  at::Tensor anchor_;  // a scalar requiring grad: gives the sharded embedding a backward
 };
 
 // The parameter names and shapes a config implies, in Llama::parameters() order, without

@@ -5,9 +5,11 @@
 //
 // The training state is counted exactly from the flat layout (FlatAdamW: parameters,
 // gradients and fp32 moments, each whole or this rank's chunk of every unit); so are the
-// transient buffers of each phase: the seeded init's parameter in flight, ZeRO's gathered
-// unit and reduce-scatter staging, the collectives' copies (Gloo copies its buffers, NCCL
-// works in place), the evaluator's weights and KV cache (model::generation_bytes_per_row).
+// transient buffers of each phase: the seeded init's parameter in flight, ZeRO-3's gathered
+// units (the one computing and dist.prefetch ahead) and its bf16 copy of the shard, the
+// gradient reductions in flight (dist.reduce_inflight units), the collectives' copies (Gloo
+// copies its reduce buffers, NCCL works in place), the evaluator's weights and KV cache
+// (model::generation_bytes_per_row).
 // Activations are fits to CpuMemoryTracker measurements of sft's own forward and backward
 // (bench/RESULTS.md): without checkpointing, per token per layer 32 D + 18.7 K Dh + 8.24 F
 // bytes in bf16 plus the fused loss's lm_head gradient and one chunk of logits; with it,
@@ -37,6 +39,15 @@ struct MemoryPlanInput {
   config::Precision precision = config::Precision::kBf16;
   bool activation_checkpointing = false;
   bool copying_collectives = false; // Gloo: collectives copy their input and output buffers
+  // zero3: units gathered ahead (dist.prefetch), and whether layers are gathered in bf16 (a
+  // bf16 copy of the shard beside fp32 masters); zero2/3: gradient reductions in flight and
+  // the dtype they are summed in.
+  int prefetch = 1;
+  bool bf16_gathers = false;
+  int reduce_inflight = 2;
+  bool bf16_reduce = false;
+  bool async_checkpoint = false;    // a checkpoint copies the rank's state to host memory first
+  bool cpu = true;                  // the run's tensors live in host memory (what such a copy adds to)
   // The largest micro-batch: rows x padded width, and its trained tokens.
   std::int64_t rows = 1;
   std::int64_t seq_len = 2048;
@@ -57,10 +68,11 @@ struct MemoryPlanInput {
 
 struct MemoryPlan {
   double weights = 0, grads = 0, optimizer = 0, gathered = 0;  // bytes per rank
+  double reducing = 0;                                         // gradient reductions in flight
   double activations = 0, logits = 0;
   double activations_no_ckpt = 0, activations_ckpt = 0;        // both, for comparison
   // Peak per phase; total is the largest.
-  double load = 0, forward_backward = 0, optimizer_step = 0, export_model = 0, eval = 0;
+  double load = 0, forward_backward = 0, optimizer_step = 0, export_model = 0, eval = 0, checkpoint = 0;
   double forward_backward_no_ckpt = 0, forward_backward_ckpt = 0;
   double total = 0;
   nlohmann::ordered_json to_json() const;

@@ -2,8 +2,9 @@
 // metrics.jsonl records and TensorBoard scalars. Rank 0's writes; every other rank's is
 // silent, so that the trainer calls it the same way on every rank.
 //
-// Step lines report the window since the last one: its mean loss per trained token and its
-// throughput; the bar and the ETA move every step.
+// Step lines report the window since the last one: its mean loss per trained token, its
+// throughput and its communication times per step (comm_ms, comm_wait_ms: means over the
+// window's steps); the bar and the ETA move every step.
 #pragma once
 
 #include <chrono>
@@ -29,6 +30,9 @@ struct StepFigures {
   std::int64_t epoch = 0;        // of the stage's data
   double loss = 0, lr = 0, grad_norm = 0;
   std::int64_t tokens = 0, targets = 0;  // over all ranks
+  // This rank's communication in the step (dist::Context::CommTimes): collectives in flight,
+  // and the compute waiting for them.
+  double comm_ms = 0, comm_wait_ms = 0;
 };
 
 class RunLog {
@@ -67,7 +71,8 @@ class RunLog {
   std::int64_t start_step_ = 0, total_steps_ = 0;
   double first_loss_ = 0, last_loss_ = 0;
   double window_loss_ = 0;  // sum of loss x targets
-  std::int64_t window_targets_ = 0, window_tokens_ = 0;
+  std::int64_t window_targets_ = 0, window_tokens_ = 0, window_steps_ = 0;
+  double window_comm_ms_ = 0, window_comm_wait_ms_ = 0;
 };
 
 }  // namespace sft::train

@@ -48,6 +48,7 @@ namespace sft::train {
 class RunLog;
 class DataParallel;
 class PhaseMeter;
+class TraceRecorder;
 
 // How the ranks share an evaluation: every rank calls the hook; `all_gather` hands every
 // rank each rank's string, in rank order (the process group's store).
@@ -72,6 +73,9 @@ struct TrainerOptions {
   // Fault injection for tests (`sft train --inject-nonfinite 3,4`, hidden): these global steps
   // report a NaN loss, to exercise the skip-and-count and abort-after-N paths.
   std::vector<std::int64_t> inject_nonfinite;
+  // --profile-steps A:B: a trace of global steps A..B (train/trace.h), written by every rank
+  // to <output_dir>/profile/steps_A-B.rank<R>.trace.json. 0: none.
+  std::int64_t profile_first = 0, profile_last = 0;
   EvalHook evaluate;          // used when the config's eval block asks for it
 };
 
@@ -135,7 +139,8 @@ class Trainer {
   std::int64_t total_steps() const;  // this run's, train.max_steps included
 
   Position restore();
-  void save_checkpoint(const Position& next);
+  // `complete`: an asynchronous save (train.async_checkpoint) is waited for before returning.
+  void save_checkpoint(const Position& next, bool complete = false);
   StepStats train_step(int stage, std::int64_t step, std::int64_t global_step);
   void export_model(const std::string& dir);
   void lock_run_folder();
@@ -153,6 +158,7 @@ class Trainer {
   void run_eval(const std::string& model_dir, const std::string& label, int stage, std::int64_t step);
   double stage_lr(int stage, std::int64_t step) const;
   bool stop_requested();  // SIGTERM/SIGINT on any rank, agreed by all
+  void save_trace();      // --profile-steps: the recording so far, once its work is done
 
   config::RunConfig cfg_;
   TrainerOptions opts_;
@@ -169,6 +175,7 @@ class Trainer {
   std::unique_ptr<FlatAdamW> opt_;
   std::unique_ptr<CheckpointStore> checkpoints_;
   std::unique_ptr<RunLog> log_;
+  std::unique_ptr<TraceRecorder> trace_;
   std::vector<Pending> pending_;
   TrainResult result_;  // the stages' losses, as they end
   std::int32_t pad_id_ = 0;
