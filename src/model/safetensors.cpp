@@ -2,6 +2,7 @@
 
 #include <ATen/Functions.h>
 
+#include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -93,8 +94,10 @@ at::Tensor SafetensorsFile::flat_range(const std::string& name, std::int64_t beg
 }
 
 SafetensorsStreamWriter::SafetensorsStreamWriter(const std::string& path, std::vector<Entry> entries,
-                                                 const std::map<std::string, std::string>& metadata)
-    : entries_(std::move(entries)) {
+                                                 const std::map<std::string, std::string>& metadata,
+                                                 std::size_t staging_bytes)
+    : entries_(std::move(entries)), staging_bytes_(std::max<std::size_t>(staging_bytes, 1 << 16)),
+      hash_(std::make_unique<Sha256>()) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
     nlohmann::ordered_json m = nlohmann::ordered_json::object();
@@ -113,23 +116,45 @@ SafetensorsStreamWriter::SafetensorsStreamWriter(const std::string& path, std::v
   std::uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(h.size()) >> (8 * i));
   out_ = std::make_unique<fs::AtomicFileWriter>(path);
-  out_->write(len, 8);
-  out_->write(h.data(), h.size());
+  put(len, 8);
+  put(h.data(), h.size());
 }
 
 SafetensorsStreamWriter::~SafetensorsStreamWriter() = default;
+
+void SafetensorsStreamWriter::put(const void* data, std::size_t n) {
+  hash_->update(data, n);
+  out_->write(data, n);
+  bytes_ += n;
+}
 
 void SafetensorsStreamWriter::write(const at::Tensor& t) {
   TORCH_CHECK(next_ < entries_.size(), "SafetensorsStreamWriter: more tensors than entries");
   const Entry& e = entries_[next_++];
   TORCH_CHECK(t.sizes().vec() == e.shape, "SafetensorsStreamWriter: ", e.name, " has the wrong shape");
-  at::Tensor c = t.detach().to(at::kCPU, e.dtype).contiguous();
-  out_->write(c.data_ptr(), static_cast<std::size_t>(c.numel()) * c.element_size());
+  at::Tensor flat = t.detach().reshape({-1});
+  if (flat.is_cpu() && flat.scalar_type() == e.dtype && flat.is_contiguous()) {
+    put(flat.data_ptr(), static_cast<std::size_t>(flat.numel()) * flat.element_size());
+    return;
+  }
+  // Through the staging buffer, a piece at a time (pinned when the tensor is on a GPU).
+  const std::int64_t es = static_cast<std::int64_t>(at::elementSize(e.dtype));
+  const std::int64_t per = std::max<std::int64_t>(1, static_cast<std::int64_t>(staging_bytes_) / es);
+  const std::int64_t need = std::min<std::int64_t>(per, flat.numel()) * es;
+  if (!staging_.defined() || staging_.numel() < need)
+    staging_ = at::empty({need}, at::TensorOptions().dtype(at::kByte).pinned_memory(flat.is_cuda()));
+  for (std::int64_t off = 0; off < flat.numel(); off += per) {
+    const std::int64_t n = std::min(per, flat.numel() - off);
+    at::Tensor piece = staging_.narrow(0, 0, n * es).view(e.dtype);
+    piece.copy_(flat.narrow(0, off, n));
+    put(piece.data_ptr(), static_cast<std::size_t>(n * es));
+  }
 }
 
 void SafetensorsStreamWriter::commit() {
   TORCH_CHECK(next_ == entries_.size(), "SafetensorsStreamWriter: ", entries_.size() - next_, " tensors missing");
   out_->commit();
+  sha256_ = hash_->hex_digest();
 }
 
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,

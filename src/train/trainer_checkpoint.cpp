@@ -169,7 +169,7 @@ nlohmann::json Trainer::check_resume() {
   return all;
 }
 
-void Trainer::save_checkpoint(const Position& next) {
+void Trainer::save_checkpoint(const Position& next, bool complete) {
   nlohmann::json fingerprints = nlohmann::json::array();
   for (const auto& s : data_.streams) fingerprints.push_back(s->fingerprint());
   at::Tensor rng = at::detail::getDefaultCPUGenerator().get_state();
@@ -187,24 +187,54 @@ void Trainer::save_checkpoint(const Position& next) {
                           {"config", cfg_.to_json()},
                           {"model_config", model_config_},
                           {"tensors", tensor_fingerprint()}};
-  std::string dir;
+  // One save at a time: the previous background save (if any) completes first.
+  if (checkpoints_->async_pending()) {
+    if (const std::string prev = checkpoints_->wait_async(); !prev.empty())
+      sft::log::info("checkpoint {} (written in the background)", prev);
+  }
+  meter_->begin();
+  // Nothing sharded (ddp): rank 0 holds the whole state and writes it. ZeRO: every rank
+  // writes its shard; parameters once (rank 0) unless they are sharded too.
   const Sharding sh = opt_->sharding();
-  if (!sh.moments) {
-    // Nothing sharded (ddp): rank 0 holds the whole state.
-    if (rank_ == 0) {
-      std::map<std::string, std::vector<std::pair<std::string, at::Tensor>>> files;
-      files["state.safetensors"] = {{"params", opt_->params()}, {"exp_avg", opt_->exp_avg()}, {"exp_avg_sq", opt_->exp_avg_sq()}};
-      dir = checkpoints_->save(next.global_step, files, state);
+  const int writers = sh.moments ? world_ : 1;
+  TensorFiles files;
+  if (rank_ < writers) {
+    std::vector<std::pair<std::string, at::Tensor>> mine;
+    if (!sh.moments || sh.params || rank_ == 0) mine.push_back({"params", opt_->params()});
+    mine.push_back({"exp_avg", opt_->exp_avg()});
+    mine.push_back({"exp_avg_sq", opt_->exp_avg_sq()});
+    files[sh.moments ? "rank" + std::to_string(rank_) + ".safetensors" : "state.safetensors"] = mine;
+  }
+  std::string dir;
+  if (cfg_.train.async_checkpoint) {
+    // A host copy of this rank's state, written while the next steps run.
+    for (auto& [file, tensors] : files)
+      for (auto& [name, t] : tensors) {
+        at::Tensor host = at::empty(t.sizes(), t.options().device(c10::kCPU).pinned_memory(t.is_cuda()));
+        host.copy_(t);
+        t = host;
+      }
+    if (rank_ < writers)
+      checkpoints_->save_async(next.global_step, rank_, writers, std::move(files), state,
+                               std::chrono::seconds(cfg_.dist.timeout_s), cfg_.train.keep_checkpoints);
+    dist_->barrier();  // every rank's copy is taken: the state may change again
+    meter_->end("checkpoint");
+    if (!complete) {
+      if (rank_ == 0) sft::log::info("checkpoint of step {} being written in the background", next.global_step);
+      return;
     }
+    dir = checkpoints_->wait_async();
+    dist_->barrier();  // every rank's shard is written, and rank 0 has completed the folder
+    if (rank_ == 0) sft::log::info("checkpoint {}", dir);
+    return;
+  }
+  if (!sh.moments) {
+    if (rank_ == 0) dir = checkpoints_->save(next.global_step, files, state);
     dist_->barrier();
   } else {
-    // ZeRO: every rank writes its shard; parameters once (rank 0) unless they are sharded too.
-    std::vector<std::pair<std::string, at::Tensor>> mine = {{"exp_avg", opt_->exp_avg()}, {"exp_avg_sq", opt_->exp_avg_sq()}};
-    if (sh.params || rank_ == 0) mine.push_back({"params", opt_->params()});
-    std::map<std::string, std::vector<std::pair<std::string, at::Tensor>>> files;
-    files["rank" + std::to_string(rank_) + ".safetensors"] = mine;
     dir = checkpoints_->save_sharded(next.global_step, rank_, files, state, [this] { dist_->barrier(); });
   }
+  meter_->end("checkpoint");
   if (rank_ == 0) {
     checkpoints_->prune(cfg_.train.keep_checkpoints);
     if (next.stage >= static_cast<int>(data_.streams.size())) sft::log::info("checkpoint {} (end of training)", dir);

@@ -12,6 +12,7 @@
 
 #include "sft/model/safetensors_header.h"
 #include "sft/util/fs.h"
+#include "sft/util/hash.h"
 
 namespace sft::model {
 
@@ -42,7 +43,10 @@ std::string dtype_name(at::ScalarType t);                  // "F32", "BF16", ...
 
 // Writes one file tensor by tensor, crash-safely (fs::AtomicFileWriter): the header is
 // known from the names, shapes and dtypes, so each tensor's bytes go out as it is handed
-// over and nothing else of the file is held in memory.
+// over and nothing else of the file is held in memory. A tensor on the CPU in the entry's
+// dtype is written from its own memory; any other (a GPU's, or one to convert) goes through
+// a host staging buffer of at most `staging_bytes`, a piece at a time. The file's SHA-256 is
+// computed as it is written.
 class SafetensorsStreamWriter {
  public:
   struct Entry {
@@ -51,16 +55,26 @@ class SafetensorsStreamWriter {
     std::vector<std::int64_t> shape;
   };
   SafetensorsStreamWriter(const std::string& path, std::vector<Entry> entries,
-                          const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+                          const std::map<std::string, std::string>& metadata = {{"format", "pt"}},
+                          std::size_t staging_bytes = std::size_t(64) << 20);
   ~SafetensorsStreamWriter();
   // The next entry's tensor (any device; converted to the entry's dtype).
   void write(const at::Tensor& t);
   void commit();  // REQUIRES: every entry written
+  // After commit(): the file's size and SHA-256 (hex).
+  std::uint64_t bytes() const { return bytes_; }
+  const std::string& sha256() const { return sha256_; }
 
  private:
+  void put(const void* data, std::size_t n);
   std::vector<Entry> entries_;
   std::size_t next_ = 0;
   std::unique_ptr<fs::AtomicFileWriter> out_;
+  std::size_t staging_bytes_;
+  at::Tensor staging_;  // bytes, allocated at the first tensor that needs it
+  std::unique_ptr<Sha256> hash_;
+  std::uint64_t bytes_ = 0;
+  std::string sha256_;
 };
 
 // Writes tensors in the given order. REQUIRES: names unique; tensors on CPU or not (copied).
