@@ -32,6 +32,15 @@ std::vector<Command> register_bench(CLI::App& app) {
   cmd->add_option("--peak-gflops", peak, "matmul ceiling (matmul_peak.py) to report a fraction of");
   cmd->add_flag("--activation-checkpointing", o.activation_checkpointing, "recompute each layer in backward");
   cmd->add_option("--device", o.device, "cpu | cuda | cuda:N");
+  cmd->add_option("--strategy", o.strategy,
+                  "ddp | zero1 | zero2 | zero3: the trainer's data-parallel step over a process group (the launch's "
+                  "ranks, or one rank)")
+      ->check(CLI::IsMember({"ddp", "zero1", "zero2", "zero3"}));
+  cmd->add_option("--prefetch", o.prefetch, "with --strategy zero3: units gathered ahead (dist.prefetch)")
+      ->check(in_range(0, 64));
+  cmd->add_option("--reduce-dtype", o.reduce_dtype, "with --strategy: fp32 | bf16 (dist.reduce_dtype)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
+  cmd->add_option("--profile", o.profile, "write a trace of the timed steps (Perfetto / chrome://tracing JSON) here");
   cmd->add_flag("--json", json, "print only the JSON line on stdout (it is always the last line)");
   return {{cmd, [] {
              for (auto [k, v] : std::initializer_list<std::pair<const char*, std::int64_t>>{

@@ -34,6 +34,7 @@ std::vector<Command> register_train(CLI::App& app) {
   static bool dry = false, json = false, overwrite = false;
   static std::vector<std::string> sets, resume_overrides;
   static std::vector<std::int64_t> inject_nonfinite;
+  static std::string profile_steps;
   cmd->add_option("--config", path, "run configuration (YAML)")->required();
   add_set_option(cmd, sets);
   cmd->add_option("--output-dir", output_dir, "where checkpoints, metrics and models go (overrides output_dir)");
@@ -49,6 +50,9 @@ std::vector<Command> register_train(CLI::App& app) {
   cmd->add_option("--inject-nonfinite", inject_nonfinite, "tests only: these global steps report a NaN loss")
       ->delimiter(',')
       ->group("");  // hidden from --help
+  cmd->add_option("--profile-steps", profile_steps,
+                  "A:B: record a trace of global steps A to B (LibTorch's profiler) into <output-dir>/profile/, "
+                  "for Perfetto or chrome://tracing");
   cmd->add_flag("--dry-run", dry, "print the stage plan and the memory per rank, then exit without training");
   cmd->add_flag("--json", json, "with --dry-run: print the plan as JSON");
   return {{cmd, [] {
@@ -70,6 +74,22 @@ std::vector<Command> register_train(CLI::App& app) {
              opts.resume_overrides = resume_overrides;
              opts.overwrite = overwrite;
              opts.inject_nonfinite = inject_nonfinite;
+             if (!profile_steps.empty()) {
+               const auto colon = profile_steps.find(':');
+               long long a = 0, b = 0;
+               std::size_t used_a = 0, used_b = 0;
+               try {
+                 a = std::stoll(profile_steps.substr(0, colon), &used_a);
+                 if (colon != std::string::npos) b = std::stoll(profile_steps.substr(colon + 1), &used_b);
+               } catch (const std::exception&) {
+                 used_a = 0;
+               }
+               if (colon == std::string::npos || used_a != colon || used_b != profile_steps.size() - colon - 1 || a < 1 ||
+                   b < a)
+                 throw ConfigError("--profile-steps: \"" + profile_steps + "\" is not A:B with 1 <= A <= B (global steps)");
+               opts.profile_first = a;
+               opts.profile_last = b;
+             }
              if (overwrite && opts.resume)
                throw ConfigError("--overwrite replaces the earlier run and --resume auto continues it: give one");
              {
