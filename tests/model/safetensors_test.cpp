@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "sft/train/memory_tracker.h"
 #include "sft/util/error.h"
+#include "sft/util/hash.h"
 #include "sft/util/fs.h"
 #include "test_util.h"
 
@@ -110,6 +112,39 @@ TEST(Safetensors, HeaderParserSurvivesBoundedFuzzing) {
                                {}, 120, d.path());
   EXPECT_EQ(run.exit_code, 0) << run.err.substr(run.err.size() > 4000 ? run.err.size() - 4000 : 0);
   EXPECT_NE(run.err.find("Done "), std::string::npos) << "libFuzzer did not finish its runs";
+}
+
+}  // namespace
+}  // namespace sft::model
+
+namespace sft::model {
+namespace {
+
+// A tensor that must be converted on its way to the file goes through the staging buffer a
+// piece at a time: the extra host memory stays within the bound (here 1 MiB for a 64 MiB
+// tensor), the file holds the converted values, and the digest taken while writing is the
+// file's.
+TEST(SafetensorsStream, ConvertedTensorsPassThroughABoundedStagingBuffer) {
+  train::CpuMemoryTracker::install();
+  test::TempDir d;
+  const std::string path = d.file("x.safetensors");
+  at::Tensor big = at::randn({16 << 20}, at::kFloat);  // 64 MiB
+  at::Tensor small = at::arange(10, at::kFloat);
+  const std::size_t staging = std::size_t(1) << 20;
+  const std::int64_t before = train::CpuMemoryTracker::current_bytes();
+  train::CpuMemoryTracker::reset_peak();
+  SafetensorsStreamWriter w(path, {{"big", at::kBFloat16, big.sizes().vec()}, {"small", at::kFloat, {10}}},
+                            {{"format", "pt"}}, staging);
+  w.write(big);
+  w.write(small);
+  w.commit();
+  const std::int64_t extra = train::CpuMemoryTracker::peak_bytes() - before;
+  EXPECT_LE(extra, static_cast<std::int64_t>(1.1 * staging)) << "held " << extra << " bytes beyond the tensors";
+  EXPECT_EQ(w.sha256(), sha256_file(path));
+  EXPECT_EQ(w.bytes(), fs::file_size(path));
+  auto f = SafetensorsFile::open(path);
+  EXPECT_TRUE(at::equal(f->tensor("big"), big.to(at::kBFloat16)));
+  EXPECT_TRUE(at::equal(f->tensor("small"), small));
 }
 
 }  // namespace
