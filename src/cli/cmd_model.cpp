@@ -44,6 +44,12 @@ c10::Device pick_device() {
   return train::setup_device(t);
 }
 
+// --dtype bf16 on a GPU holds the weights in bf16, as the evaluator does (eval::load_model_for_eval,
+// the path `sft train` evaluates with); on the CPU the weights stay fp32 under bf16 autocast.
+std::unique_ptr<model::Llama> load_model(const c10::Device& dev) {
+  return model::load_hf_model(M.model, dev, dev.is_cuda() && M.dtype == "bf16" ? c10::kBFloat16 : c10::kFloat);
+}
+
 std::shared_ptr<const data::Tokenizer> tokenizer_or_null(bool required) {
   std::string path = M.tokenizer.empty() ? fs::join(M.model, "tokenizer.model") : M.tokenizer;
   if (!fs::exists(path)) {
@@ -111,7 +117,7 @@ int run_score() {
   if (given != 1) throw ConfigError("give exactly one of --ids, --text, --input");
   if (score_cmd->count("--ids") && M.ids.empty()) throw ConfigError("--ids: empty; give comma-separated token ids, e.g. 1,5,9");
   c10::Device dev = pick_device();
-  auto m = model::load_hf_model(M.model, dev, c10::kFloat);
+  auto m = load_model(dev);
   if (score_cmd->count("--ids")) {
     const auto ids = parse_ids(M.ids);
     check_ids(*m, ids, "--ids");
@@ -186,7 +192,7 @@ int run_generate() {
   }
   if (prompts.empty()) throw ConfigError("give --prompt TEXT (repeatable) or --prompts FILE");
   c10::Device dev = pick_device();
-  auto m = model::load_hf_model(M.model, dev, c10::kFloat);
+  auto m = load_model(dev);
   auto tok = tokenizer_or_null(true);
   check_vocabulary(*m, *tok);
   std::vector<eval::TextRequest> reqs;
@@ -231,7 +237,7 @@ int run_generate() {
 void common(CLI::App* c) {
   c->add_option("--model", M.model, "Hugging Face model folder (config.json, *.safetensors)")->required();
   c->add_option("--tokenizer", M.tokenizer, "sentencepiece model (default: MODEL/tokenizer.model)");
-  c->add_option("--dtype", M.dtype, "compute precision: fp32, or bf16 autocast")->check(CLI::IsMember({"fp32", "bf16"}));
+  c->add_option("--dtype", M.dtype, "compute precision: fp32, or bf16 (autocast on the CPU; bf16 weights on a GPU, as sft eval)")->check(CLI::IsMember({"fp32", "bf16"}));
   c->add_option("--device", M.device, "auto | cpu | cuda | cuda:N");
   c->add_option("--threads", M.threads, "intra-op threads (default: every usable core)")->check(in_range(0, 4096));
 }

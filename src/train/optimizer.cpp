@@ -220,11 +220,13 @@ double FlatAdamW::clip_grad_norm(double max_norm, dist::Context* ctx) {
 }
 
 at::Tensor FlatAdamW::clip_grad_norm_on_device(double max_norm, dist::Context* ctx) {
-  // fp32 norms per range (what this rank updates), squared and summed in fp64 in range
-  // order, all-reduced in fp64 when the ranks update different ranges.
+  // Norms per range (what this rank updates) accumulated in fp64, squared and summed in range
+  // order, all-reduced in fp64 when the ranks update different ranges. fp64 makes the norm
+  // independent of how the ranges are cut (whole units, or each rank's chunks) to ~1e-15, so
+  // that ZeRO clips exactly as one process does (fp32 per-range norms differed by ~1e-5).
   at::Tensor sq = at::zeros({}, grads_.options().dtype(at::kDouble));
   for (const auto& r : ranges_) {
-    at::Tensor n = at::linalg_vector_norm(grads_.narrow(0, r.g, r.len), 2, std::nullopt, false, at::kFloat).to(at::kDouble);
+    at::Tensor n = at::linalg_vector_norm(grads_.narrow(0, r.g, r.len), 2, std::nullopt, false, at::kDouble);
     sq = sq + n * n;
   }
   if ((sharding_.grads || sharding_.moments) && ctx && ctx->distributed()) ctx->all_reduce_sum(sq);
