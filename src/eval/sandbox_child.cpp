@@ -1,16 +1,19 @@
 // The sandbox's forked child (sandbox.h): from fork() to exec, with async-signal-safe calls
-// only. It enters new namespaces, remounts the host read-only with a private /tmp, sets the
-// limits, drops privileges, installs the seccomp filter and becomes the program.
+// only. It leaves the evaluator's session, enters new namespaces, makes the host read-only
+// with a private /tmp and a minimal /dev, sets the limits, drops privileges, installs the
+// seccomp filter and becomes the program.
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,11 +27,14 @@
 namespace sft::eval::sandbox_internal {
 namespace {
 
-// The seccomp filter every sandboxed program runs under: no socket() of any family (the
-// network namespace already has no network; this closes host Unix-domain sockets, which a
-// read-only mount does not stop), socketpair() only as a connected stream pair (asyncio and
-// multiprocessing need it; a datagram pair could sendto() a host socket), no io_uring
-// (which opens sockets without socket()), and no other system-call ABI (x32, i386).
+// The seccomp filter every sandboxed program runs under:
+//   - no socket() of any family (the network namespace already has no network; this closes
+//     host Unix-domain sockets, which a read-only mount does not stop), socketpair() only
+//     as a connected stream pair (asyncio and multiprocessing need it; a datagram pair
+//     could sendto() a host socket), no io_uring (which opens sockets without socket());
+//   - no TIOCSTI or TIOCLINUX ioctl, which push keystrokes into a terminal (the program has
+//     none: this is the second wall);
+//   - no other system-call ABI (x32, i386).
 #if defined(__x86_64__)
 constexpr std::uint32_t kAuditArch = AUDIT_ARCH_X86_64;
 #elif defined(__aarch64__)
@@ -38,6 +44,7 @@ constexpr std::uint32_t kAuditArch = AUDIT_ARCH_AARCH64;
 #endif
 
 #define SFT_DENY(err) BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (err))
+#define SFT_DENY_NR(nr, err) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), SFT_DENY(err)
 const sock_filter kFilter[] = {
     BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kAuditArch, 1, 0),
@@ -47,10 +54,14 @@ const sock_filter kFilter[] = {
     BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000U /* __X32_SYSCALL_BIT */, 0, 1),
     SFT_DENY(ENOSYS),
 #endif
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 0, 1),
-    SFT_DENY(EACCES),
-    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
-    SFT_DENY(ENOSYS),
+    SFT_DENY_NR(__NR_socket, EACCES),
+    SFT_DENY_NR(__NR_io_uring_setup, ENOSYS),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 5),
+    BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[1])),  // the request (an unsigned int)
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0),
+    BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 1, 0),
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    SFT_DENY(EPERM),
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socketpair, 1, 0),
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[1])),  // type, low word
@@ -59,6 +70,7 @@ const sock_filter kFilter[] = {
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     SFT_DENY(EACCES),
 };
+#undef SFT_DENY_NR
 #undef SFT_DENY
 
 // ---- the child: async-signal-safe calls only ------------------------------------------
@@ -102,6 +114,37 @@ void set_limit(int resource, rlim_t v, const char* what) {
   if (::setrlimit(resource, &rl) != 0) die(what);
 }
 
+// A /dev with only null, zero, full, random, urandom (bound from the host's), an empty
+// read-only shm and the fd links: no terminal, no pty, nothing else. Built in the private
+// /tmp, then moved over /dev.
+void make_minimal_dev(const Plan& p) {
+  const char* stage = "/tmp/.dev";
+  if (::mkdir(stage, 0755) != 0 || ::mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755") != 0)
+    die("mounting the sandbox's /dev");
+  char path[64];
+  for (const char* node : {"null", "zero", "full", "random", "urandom"}) {
+    std::strcpy(path, "/tmp/.dev/");
+    std::strcat(path, node);
+    char host[32] = "/dev/";
+    std::strcat(host, node);
+    int fd = ::open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) die("creating a /dev node");
+    ::close(fd);
+    if (::mount(host, path, nullptr, MS_BIND, nullptr) != 0) die("binding a /dev node");
+  }
+  if (::mkdir("/tmp/.dev/shm", 0755) != 0 ||
+      ::mount("tmpfs", "/tmp/.dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+              p.empty_opts.c_str()) != 0)
+    die("mounting an empty /dev/shm");
+  if (::symlink("/proc/self/fd", "/tmp/.dev/fd") != 0 || ::symlink("/proc/self/fd/0", "/tmp/.dev/stdin") != 0 ||
+      ::symlink("/proc/self/fd/1", "/tmp/.dev/stdout") != 0 || ::symlink("/proc/self/fd/2", "/tmp/.dev/stderr") != 0)
+    die("linking /dev/fd");
+  if (::mount(nullptr, stage, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, nullptr) != 0)
+    die("making /dev read-only");
+  if (::mount(stage, "/dev", nullptr, MS_MOVE, nullptr) != 0) die("moving the sandbox's /dev into place");
+  if (::rmdir(stage) != 0) die("removing the /dev stage");
+}
+
 // PID 1 of the new PID namespace: finishes the isolation and becomes the program.
 [[noreturn]] void exec_program(const Plan& p, char* const* argv, char* const* envp) {
   if (p.sandbox) {
@@ -112,14 +155,15 @@ void set_limit(int resource, rlim_t v, const char* what) {
           errno != ENOENT)
         die("remounting read-only");
     if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) die("mounting /proc");
-    // The working directory is a private /tmp; /run, /var/run and /dev/shm, where the host
-    // keeps its sockets and shared memory, are empty and read-only.
+    // The working directory is a private /tmp; /run and /var/run, where the host keeps its
+    // sockets, are empty and read-only.
     if (::mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, p.tmpfs_opts.c_str()) != 0)
       die("mounting the private /tmp");
-    for (const char* dir : {"/run", "/var/run", "/dev/shm"})
+    for (const char* dir : {"/run", "/var/run"})
       if (::mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, p.empty_opts.c_str()) != 0 &&
           errno != ENOENT && errno != ENOTDIR)
-        die("mounting an empty /run, /var/run or /dev/shm");
+        die("mounting an empty /run or /var/run");
+    make_minimal_dev(p);
     int fd = ::open("/tmp/prog.py", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0 || !write_all(fd, p.program)) die("writing /tmp/prog.py");
     if (p.root && ::fchown(fd, p.uid, p.uid) != 0) die("chown /tmp/prog.py");
@@ -175,7 +219,9 @@ bool write_all(int fd, const std::string& text) {
   // Dies with the evaluator (a SIGKILLed `sft eval` leaves no program running); the check
   // closes the race with a parent that died before the prctl.
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != p.parent) ::_exit(kSetupFailed);
-  ::setpgid(0, 0);
+  // A session of its own: no controlling terminal, so /dev/tty opens nothing and no signal
+  // of the user's terminal reaches it (the process group id stays its pid for kill(-pid)).
+  if (::setsid() < 0) ::_exit(kSetupFailed);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -1,0 +1,151 @@
+// The HumanEval sandbox against a hostile-input campaign: each test reproduces an attack
+// that worked and shows that it now fails, with a control that the attack is real where the
+// test can give one.
+#include <fcntl.h>
+#include <grp.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <pty.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "sft/eval/sandbox.h"
+#include "sft/util/fs.h"
+#include "test_util.h"
+
+namespace sft::eval {
+namespace {
+
+class SandboxHostileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!sandbox_available(&why)) GTEST_SKIP() << "sandbox unavailable here: " << why;
+  }
+  static SandboxOptions opts() {
+    SandboxOptions o;
+    o.workers = 2;
+    o.timeout_s = 8;
+    return o;
+  }
+};
+
+// Reads everything from `fd` until EOF or `timeout_s`.
+std::string drain(int fd, double timeout_s) {
+  std::string out;
+  const auto start = std::chrono::steady_clock::now();
+  char buf[4096];
+  while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < timeout_s) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;  // EOF, or EIO once the terminal's last user is gone
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+// ---- 1. the user's terminal ----------------------------------------------------------
+
+// Python lines that try every way to reach a terminal: /dev/tty, the standard descriptors
+// and any /dev/pts entry; they write MARK to it and push "touch TOUCHED" as keystrokes.
+std::string terminal_attack(const std::string& indent, const std::string& touched) {
+  const std::vector<std::string> lines = {
+      "import os, fcntl, termios",
+      "fds = []",
+      "pts = os.listdir('/dev/pts') if os.path.isdir('/dev/pts') else []",
+      "for path in ['/dev/tty'] + ['/dev/pts/' + n for n in pts]:",
+      "    try:",
+      "        fds.append(os.open(path, os.O_RDWR | os.O_NOCTTY))",
+      "    except OSError:",
+      "        pass",
+      "for fd in fds + [0, 1, 2]:",
+      "    try:",
+      "        os.write(fd, b'SFT_TTY_MARK')",
+      "    except OSError:",
+      "        pass",
+      "    try:",
+      "        for c in b'touch " + touched + "\\n':",
+      "            fcntl.ioctl(fd, termios.TIOCSTI, bytes([c]))",
+      "    except OSError:",
+      "        pass",
+  };
+  std::string out;
+  for (const auto& l : lines) out += indent + l + "\n";
+  return out;
+}
+
+// Runs `command` with bash on a new terminal (as a login shell would: the terminal is its
+// controlling terminal), then lets the shell run the next line typed on that terminal, the
+// way the user's shell would after sft exits. Returns what the terminal showed.
+std::string on_a_terminal(const std::string& command) {
+  int master = -1;
+  const pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
+  if (pid < 0) throw std::runtime_error("forkpty failed");
+  if (pid == 0) {
+    const std::string script = command + "; read -t 3 line; eval \"$line\"";
+    ::execl("/bin/bash", "bash", "-c", script.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const std::string shown = drain(master, 120);
+  ::close(master);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return shown;
+}
+
+TEST_F(SandboxHostileTest, ASampleCannotTypeIntoOrWriteToTheUsersTerminal) {
+  test::TempDir dir;
+  const std::string touched = dir.file("PWNED");
+  // The control: the same code run directly on the terminal types a command the shell runs.
+  test::write(dir.file("attack.py"), terminal_attack("", touched));
+  const std::string direct = on_a_terminal("/usr/bin/python3 -I " + dir.file("attack.py"));
+  ASSERT_TRUE(fs::exists(touched)) << "the control attack did not reach the terminal:\n" << direct;
+  EXPECT_NE(direct.find("SFT_TTY_MARK"), std::string::npos) << direct;
+  ::unlink(touched.c_str());
+
+  const std::string completion = terminal_attack("    ", touched) + "    return 1\n";
+  test::write(dir.file("tty.jsonl"),
+              nlohmann::json{{"task_id", "t/return1"}, {"completion", completion}}.dump() + "\n");
+  const std::string shown = on_a_terminal(
+      test::sft_binary() + " eval --benchmark humaneval --samples " + dir.file("tty.jsonl") + " --data " +
+      test::source_dir() + "/tests/fixtures/eval/problems.jsonl --limit 1 --out " + dir.file("results.json"));
+  EXPECT_FALSE(fs::exists(touched)) << "a sample typed a command into the terminal:\n" << shown;
+  EXPECT_EQ(shown.find("SFT_TTY_MARK"), std::string::npos) << "a sample wrote to the terminal:\n" << shown;
+  // The sample ran to its end (so every attempt was made).
+  ASSERT_TRUE(fs::exists(dir.file("results.json"))) << shown;
+  auto r = nlohmann::json::parse(test::read(dir.file("results.json")));
+  EXPECT_TRUE(r["samples"][0]["passed"].get<bool>()) << r["samples"][0]["result"];
+}
+
+TEST_F(SandboxHostileTest, IoctlsThatPushKeystrokesAreRefused) {
+  // On /dev/null the kernel answers ENOTTY; the filter answers EPERM before it looks.
+  auto r = run_programs({"import errno, fcntl, termios\n"
+                         "for cmd in (termios.TIOCSTI, 0x541C):  # TIOCLINUX\n"
+                         "    try:\n"
+                         "        fcntl.ioctl(0, cmd, b'x')\n"
+                         "    except OSError as e:\n"
+                         "        assert e.errno == errno.EPERM, e\n"},
+                        opts());
+  EXPECT_TRUE(r[0].passed) << r[0].result << "\n" << r[0].stderr_tail;
+}
+
+}  // namespace
+}  // namespace sft::eval
