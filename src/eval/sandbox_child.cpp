@@ -34,6 +34,8 @@ namespace {
 //     could sendto() a host socket), no io_uring (which opens sockets without socket());
 //   - no TIOCSTI or TIOCLINUX ioctl, which push keystrokes into a terminal (the program has
 //     none: this is the second wall);
+//   - no kernel keyring (add_key, request_key, keyctl): a uid's keyring outlives its
+//     processes, so one sample could leave state for the next;
 //   - no other system-call ABI (x32, i386).
 #if defined(__x86_64__)
 constexpr std::uint32_t kAuditArch = AUDIT_ARCH_X86_64;
@@ -56,6 +58,9 @@ const sock_filter kFilter[] = {
 #endif
     SFT_DENY_NR(__NR_socket, EACCES),
     SFT_DENY_NR(__NR_io_uring_setup, ENOSYS),
+    SFT_DENY_NR(__NR_add_key, EPERM),
+    SFT_DENY_NR(__NR_request_key, EPERM),
+    SFT_DENY_NR(__NR_keyctl, EPERM),
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 5),
     BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[1])),  // the request (an unsigned int)
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0),
@@ -155,6 +160,10 @@ void make_minimal_dev(const Plan& p) {
           errno != ENOENT)
         die("remounting read-only");
     if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) die("mounting /proc");
+    // A worker uid's keyring outlives its processes (keys an older sft let a sample add):
+    // their descriptions in /proc stay hidden as well.
+    for (const char* keys : {"/proc/keys", "/proc/key-users"})
+      if (::mount("/dev/null", keys, nullptr, MS_BIND, nullptr) != 0 && errno != ENOENT) die("hiding /proc/keys");
     // The working directory is a private /tmp; /run and /var/run, where the host keeps its
     // sockets, are empty and read-only.
     if (::mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, p.tmpfs_opts.c_str()) != 0)

@@ -147,5 +147,28 @@ TEST_F(SandboxHostileTest, IoctlsThatPushKeystrokesAreRefused) {
   EXPECT_TRUE(r[0].passed) << r[0].result << "\n" << r[0].stderr_tail;
 }
 
+// ---- 15. the kernel keyring -------------------------------------------------------
+
+TEST_F(SandboxHostileTest, AKeyAddedByOneSampleIsInvisibleToTheNext) {
+  SandboxOptions o = opts();
+  o.workers = 1;  // the same worker uid, one after the other
+  const std::string libc =
+      "import ctypes\n"
+      "libc = ctypes.CDLL(None, use_errno=True)\n"
+      "libc.syscall.restype = ctypes.c_long\n"
+      "L = ctypes.c_long\n";
+  const std::string add = libc + "key = libc.syscall(" + std::to_string(SYS_add_key) +
+                          ", b'user', b'sft_sandbox_key', b'secret', L(6), L(-4))  # the user keyring\n"
+                          "assert key >= 0, 'add_key: errno %d' % ctypes.get_errno()\n";
+  const std::string find = libc + "key = libc.syscall(" + std::to_string(SYS_request_key) +
+                           ", b'user', b'sft_sandbox_key', None, L(0))\n"
+                           "assert key < 0, 'found the key an earlier sample added'\n"
+                           "assert 'sft_sandbox_key' not in open('/proc/keys').read()\n";
+  auto r = run_programs({add, find}, o);
+  // EPERM: the filter refused it.
+  EXPECT_NE(r[0].result.find("add_key: errno 1"), std::string::npos) << "a sample added a key: " << r[0].result;
+  EXPECT_TRUE(r[1].passed) << r[1].result << "\n" << r[1].stderr_tail;
+}
+
 }  // namespace
 }  // namespace sft::eval
