@@ -1,6 +1,6 @@
 // The sandbox's entry points (sandbox.h): probing which isolation works here, the settings
-// every program of a batch shares (interpreter, mounts), and the pool of workers that runs
-// the programs.
+// every program of a batch shares (interpreter), and the pool of workers that runs the
+// programs. Also the host's mount points.
 #include "sft/eval/sandbox.h"
 
 #include <sys/mount.h>
@@ -21,14 +21,9 @@
 #include "sft/util/fs.h"
 
 namespace sft::eval {
-namespace {
+namespace sandbox_internal {
 
-using sandbox_internal::Context;
-using sandbox_internal::MountPoint;
-using sandbox_internal::run_one;
-
-// Mount points from /proc/self/mountinfo (octal escapes decoded), /proc and below left
-// out: the child mounts a fresh /proc over them.
+// /proc and below are left out: the child mounts a fresh /proc over them.
 std::vector<MountPoint> mount_points() {
   std::ifstream in("/proc/self/mountinfo");
   if (!in) throw Error("sandbox: cannot read /proc/self/mountinfo");
@@ -65,6 +60,13 @@ std::vector<MountPoint> mount_points() {
   return out;
 }
 
+}  // namespace sandbox_internal
+
+namespace {
+
+using sandbox_internal::Context;
+using sandbox_internal::run_one;
+
 std::string resolve_python(const std::string& python) {
   if (!python.empty() && python.find('/') != std::string::npos) {
     if (::access(python.c_str(), X_OK) != 0 || fs::is_dir(python))
@@ -87,7 +89,6 @@ Context make_context(const SandboxOptions& o, PassRule rule, bool root) {
   c.python = resolve_python(o.python);
   c.rule = rule;
   c.root = root;
-  if (!o.unsafe_no_sandbox) c.mounts = mount_points();
   return c;
 }
 

@@ -119,6 +119,19 @@ void set_limit(int resource, rlim_t v, const char* what) {
   if (::setrlimit(resource, &rl) != 0) die(what);
 }
 
+// The host read-only in this mount namespace: every mount at once where the kernel has
+// mount_setattr(2) (so a mount the host made a moment ago is covered too), else the list
+// the parent read just before the fork.
+void make_host_read_only(const Plan& p) {
+  struct mount_attr ro {};
+  ro.attr_set = MOUNT_ATTR_RDONLY;
+  if (::mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, &ro, sizeof ro) == 0) return;
+  for (const auto& m : p.mounts)
+    if (::mount(nullptr, m.path.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | m.flags, nullptr) != 0 &&
+        errno != ENOENT)
+      die("remounting read-only");
+}
+
 // A /dev with only null, zero, full, random, urandom (bound from the host's), an empty
 // read-only shm and the fd links: no terminal, no pty, nothing else. Built in the private
 // /tmp, then moved over /dev.
@@ -155,10 +168,7 @@ void make_minimal_dev(const Plan& p) {
   if (p.sandbox) {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl(PDEATHSIG)");
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) die("making mounts private");
-    for (const auto& m : p.mounts)
-      if (::mount(nullptr, m.path.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | m.flags, nullptr) != 0 &&
-          errno != ENOENT)
-        die("remounting read-only");
+    make_host_read_only(p);
     if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) die("mounting /proc");
     // A worker uid's keyring outlives its processes (keys an older sft let a sample add):
     // their descriptions in /proc stay hidden as well.

@@ -1,7 +1,7 @@
 // Internal: what the sandbox's files (sandbox.h) share: the plan of one run, which the
 // parent prepares before fork() and the child carries out with async-signal-safe calls only
 // (sandbox_child.cpp); the settings a batch of programs runs with; running one program
-// (sandbox_run.cpp).
+// (sandbox_run.cpp); the host's mounts (sandbox.cpp).
 #pragma once
 
 #include <sys/resource.h>
@@ -32,7 +32,7 @@ struct Plan {
   std::string work;      // unsafe mode: the host folder to run in (the sandbox runs in its own /tmp)
   std::string program;   // sandbox: written into the private /tmp by the child
   std::string tmpfs_opts, empty_opts, uid_map, gid_map;
-  std::vector<MountPoint> mounts;
+  std::vector<MountPoint> mounts;  // remounted one by one where mount_setattr(2) is missing (Linux < 5.12)
   std::vector<std::string> argv, envp;
   rlim_t cpu_s = 0, as_bytes = 0, fsize_bytes = 0, nproc = 0;  // nproc 0: left unchanged
   int in_fd = -1, out_fd = -1, err_fd = -1;
@@ -54,12 +54,14 @@ struct Context {
   SandboxOptions o;
   std::string python;
   PassRule rule = PassRule::exit_status;
-  std::vector<MountPoint> mounts;
   bool root = true;
 };
 
 // Runs one program as worker `slot` and judges it by ctx.rule.
 ExecResult run_one(const std::string& program, const Context& ctx, int slot);
+
+// Mount points from /proc/self/mountinfo (octal escapes decoded), /proc and below left out.
+std::vector<MountPoint> mount_points();
 
 // Removes the host folders of unsafe-mode evaluators that are gone (killed with SIGKILL).
 void remove_stale_folders();

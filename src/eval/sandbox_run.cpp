@@ -176,7 +176,7 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
   p.empty_opts = "size=4k,mode=0755";
   p.uid_map = "0 " + std::to_string(::getuid()) + " 1\n";
   p.gid_map = "0 " + std::to_string(::getgid()) + " 1\n";
-  p.mounts = ctx.mounts;
+  if (p.sandbox) p.mounts = mount_points();  // read now: a mount made since the last sample is in it
   if (p.harness)
     p.argv = {ctx.python, "-I", "-c", kHarness};
   else

@@ -47,6 +47,17 @@ class SandboxHostileTest : public ::testing::Test {
   }
 };
 
+// A folder outside /tmp (the sandbox hides the host's /tmp), removed at the end.
+struct HostDir {
+  std::string path;
+  explicit HostDir(const std::string& name) : path("/var/tmp/" + name + "_" + std::to_string(::getpid())) {
+    fs::remove_all(path);
+    fs::make_dirs(path);
+    ::chmod(path.c_str(), 0755);
+  }
+  ~HostDir() { fs::remove_all(path); }
+};
+
 // Reads everything from `fd` until EOF or `timeout_s`.
 std::string drain(int fd, double timeout_s) {
   std::string out;
@@ -145,6 +156,36 @@ TEST_F(SandboxHostileTest, IoctlsThatPushKeystrokesAreRefused) {
                          "        assert e.errno == errno.EPERM, e\n"},
                         opts());
   EXPECT_TRUE(r[0].passed) << r[0].result << "\n" << r[0].stderr_tail;
+}
+
+// ---- 7. mounts made on the host during a run ---------------------------------------
+
+TEST_F(SandboxHostileTest, MountsMadeDuringARunAreReadOnlyToLaterSamples) {
+  if (::geteuid() != 0) GTEST_SKIP() << "mounting a tmpfs needs root";
+  HostDir dir("sft_sandbox_mnt");
+  struct Unmount {
+    std::string path;
+    bool mounted = false;
+    ~Unmount() {
+      if (mounted) ::umount2(path.c_str(), MNT_DETACH);
+    }
+  } unmount{dir.path};
+  SandboxOptions o = opts();
+  o.workers = 1;
+  o.timeout_s = 20;
+  // The first program sleeps while the host mounts a world-writable tmpfs; the second
+  // starts after the mount and tries to write into it.
+  auto run = std::async(std::launch::async, [&] {
+    return run_programs({"import time\ntime.sleep(3)\n", "open('" + dir.path + "/escaped', 'w').write('x')\n"}, o);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_EQ(::mount("tmpfs", dir.path.c_str(), "tmpfs", 0, "size=1m,mode=1777"), 0) << std::strerror(errno);
+  unmount.mounted = true;
+  auto r = run.get();
+  EXPECT_TRUE(r[0].passed) << r[0].result;
+  EXPECT_FALSE(r[1].passed) << "a later sample wrote into a mount made during the run";
+  EXPECT_NE(r[1].result.find("Read-only file system"), std::string::npos) << r[1].result;
+  EXPECT_FALSE(fs::exists(dir.path + "/escaped"));
 }
 
 // ---- 15. the kernel keyring -------------------------------------------------------
