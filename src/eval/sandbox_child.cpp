@@ -1,10 +1,11 @@
 // The sandbox's forked child (sandbox.h): from fork() to exec, with async-signal-safe calls
 // only. It leaves the evaluator's session, enters new namespaces, makes the host read-only
-// with a private /tmp and a minimal /dev, sets the limits, drops privileges, installs the
-// seccomp filter and becomes the program.
+// with a private /tmp and a minimal /dev, sets the limits, drops privileges, applies
+// Landlock (user-namespace mode), installs the seccomp filter and becomes the program.
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
+#include <linux/landlock.h>
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
@@ -163,6 +164,31 @@ void make_minimal_dev(const Plan& p) {
   if (::rmdir(stage) != 0) die("removing the /dev stage");
 }
 
+// Landlock (user-namespace mode, where the program keeps the caller's uid): only what the
+// rules allow. Rules on a file get only the rights a file can have.
+void restrict_with_landlock(const Plan& p) {
+  constexpr std::uint64_t kFileRights = LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE |
+                                        LANDLOCK_ACCESS_FS_READ_FILE | (1ULL << 14) /* TRUNCATE */;
+  struct landlock_ruleset_attr attr {};
+  attr.handled_access_fs = p.landlock_handled;
+  const int ruleset = static_cast<int>(::syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0U));
+  if (ruleset < 0) die("landlock_create_ruleset");
+  for (const auto& rule : p.landlock) {
+    const int fd = ::open(rule.path.c_str(), O_PATH | O_CLOEXEC);
+    if (fd < 0) continue;  // absent here
+    struct stat st;
+    struct landlock_path_beneath_attr beneath {};
+    beneath.allowed_access = rule.access & p.landlock_handled;
+    if (::fstat(fd, &st) == 0 && !S_ISDIR(st.st_mode)) beneath.allowed_access &= kFileRights;
+    beneath.parent_fd = fd;
+    if (::syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &beneath, 0U) != 0)
+      die("landlock_add_rule");
+    ::close(fd);
+  }
+  if (::syscall(SYS_landlock_restrict_self, ruleset, 0U) != 0) die("landlock_restrict_self");
+  ::close(ruleset);
+}
+
 // PID 1 of the new PID namespace: finishes the isolation and becomes the program.
 [[noreturn]] void exec_program(const Plan& p, char* const* argv, char* const* envp) {
   if (p.sandbox) {
@@ -210,6 +236,7 @@ void make_minimal_dev(const Plan& p) {
       die("writing the nested uid/gid map");
   }
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("prctl(NO_NEW_PRIVS)");
+  if (p.sandbox && p.landlock_handled != 0) restrict_with_landlock(p);
   // Cleared by setresuid; unsafe mode sets it too, so the program dies with the evaluator.
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl(PDEATHSIG)");
   if (p.sandbox) {

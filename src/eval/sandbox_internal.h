@@ -1,13 +1,15 @@
 // Internal: what the sandbox's files (sandbox.h) share: the plan of one run, which the
 // parent prepares before fork() and the child carries out with async-signal-safe calls only
 // (sandbox_child.cpp); the settings a batch of programs runs with; running one program
-// (sandbox_run.cpp); the host's mounts (sandbox.cpp).
+// (sandbox_run.cpp); Landlock rules and the host's mounts (sandbox.cpp).
 #pragma once
 
 #include <sys/resource.h>
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sft/eval/sandbox.h"
@@ -21,6 +23,12 @@ constexpr int kSetupFailed = 121;  // exit status of a child whose sandbox setup
 struct MountPoint {
   std::string path;
   unsigned long flags;  // per-mount flags to keep when remounting read-only (locked ones in a user namespace)
+};
+
+// A Landlock rule: `access` (LANDLOCK_ACCESS_FS_*) beneath `path` (or on it, for a file).
+struct LandlockRule {
+  std::string path;
+  std::uint64_t access;
 };
 
 struct Plan {
@@ -37,6 +45,8 @@ struct Plan {
   rlim_t cpu_s = 0, as_bytes = 0, fsize_bytes = 0, nproc = 0;  // nproc 0: left unchanged
   int in_fd = -1, out_fd = -1, err_fd = -1;
   int secret_fd = -1, report_fd = -1;  // harness: become fds 3 and 4
+  std::uint64_t landlock_handled = 0;     // 0: no Landlock (root mode, or none in this kernel)
+  std::vector<LandlockRule> landlock;     // what the program may do with the file system
 };
 
 // Writes all of `text` to `fd`, retrying after EINTR; false on any other failure.
@@ -55,13 +65,27 @@ struct Context {
   std::string python;
   PassRule rule = PassRule::exit_status;
   bool root = true;
+  std::uint64_t landlock_handled = 0;  // user-namespace mode: see landlock_rules()
+  std::vector<LandlockRule> landlock;
 };
 
 // Runs one program as worker `slot` and judges it by ctx.rule.
 ExecResult run_one(const std::string& program, const Context& ctx, int slot);
 
+// Who is asking: the effective uid and its user namespace (the inode of /proc/self/ns/user).
+// A forked child that became another user, or entered a user namespace, gets its own probe.
+std::pair<uid_t, ino_t> identity();
+
 // Mount points from /proc/self/mountinfo (octal escapes decoded), /proc and below left out.
 std::vector<MountPoint> mount_points();
+
+// The Landlock ABI of this kernel (0: none) and the file-system accesses it can restrict.
+int landlock_abi();
+std::uint64_t landlock_handled(int abi);
+// What a program may touch in user-namespace mode, where it keeps the caller's uid: read and
+// execute /usr, /bin, /sbin, /lib*, the interpreter's installation and the world-readable
+// files of /etc; read and write its /tmp and the few nodes of its /dev; read its /proc.
+std::vector<LandlockRule> landlock_rules(const std::string& python, int abi);
 
 // Removes the host folders of unsafe-mode evaluators that are gone (killed with SIGKILL).
 void remove_stale_folders();

@@ -177,6 +177,10 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
   p.uid_map = "0 " + std::to_string(::getuid()) + " 1\n";
   p.gid_map = "0 " + std::to_string(::getgid()) + " 1\n";
   if (p.sandbox) p.mounts = mount_points();  // read now: a mount made since the last sample is in it
+  if (p.sandbox && !ctx.root) {
+    p.landlock_handled = ctx.landlock_handled;
+    p.landlock = ctx.landlock;
+  }
   if (p.harness)
     p.argv = {ctx.python, "-I", "-c", kHarness};
   else

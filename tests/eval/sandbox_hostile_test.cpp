@@ -73,6 +73,37 @@ std::string drain(int fd, double timeout_s) {
   return out;
 }
 
+// Runs `body` in a forked child (which may change its identity first) and returns what it
+// printed to the pipe; the child must finish within `timeout_s`.
+std::string in_child(const std::function<std::string()>& body, int timeout_s = 120) {
+  int p[2];
+  if (::pipe(p) != 0) throw std::runtime_error("pipe");
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(p[0]);
+    std::string out;
+    try {
+      out = body();
+    } catch (const std::exception& e) {
+      out = std::string("exception: ") + e.what();
+    }
+    ssize_t n = ::write(p[1], out.data(), out.size());
+    ::_exit(n == static_cast<ssize_t>(out.size()) ? 0 : 1);
+  }
+  ::close(p[1]);
+  const std::string out = drain(p[0], timeout_s);
+  ::close(p[0]);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return out;
+}
+
+std::string results_json(const std::vector<ExecResult>& r) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& x : r) j.push_back({{"passed", x.passed}, {"result", x.result}, {"stderr", x.stderr_tail}});
+  return j.dump();
+}
+
 // ---- 1. the user's terminal ----------------------------------------------------------
 
 // Python lines that try every way to reach a terminal: /dev/tty, the standard descriptors
@@ -186,6 +217,56 @@ TEST_F(SandboxHostileTest, MountsMadeDuringARunAreReadOnlyToLaterSamples) {
   EXPECT_FALSE(r[1].passed) << "a later sample wrote into a mount made during the run";
   EXPECT_NE(r[1].result.find("Read-only file system"), std::string::npos) << r[1].result;
   EXPECT_FALSE(fs::exists(dir.path + "/escaped"));
+}
+
+// ---- 8. the caller's own files without root ---------------------------------------
+
+// A program that prints the first line of `path` (so a pass means it read it).
+std::string reader(const std::string& path) { return "print(open('" + path + "').readline())\n"; }
+
+TEST_F(SandboxHostileTest, WithoutRootASampleReadsNoFileThatIsPrivateToTheCaller) {
+  if (::geteuid() != 0) GTEST_SKIP() << "the test switches identities (nobody, a user namespace) from root";
+  HostDir dir("sft_sandbox_private");
+  const std::string mine = dir.path + "/mine.txt", nobodys = dir.path + "/nobodys.txt";
+  test::write(mine, "root's secret\n");
+  test::write(nobodys, "nobody's secret\n");
+  ::chmod(mine.c_str(), 0600);
+  ::chmod(nobodys.c_str(), 0600);
+  ASSERT_EQ(::chown(nobodys.c_str(), 65534, 65534), 0);
+  const std::string world_readable = "/etc/debian_version";
+  SandboxOptions o = opts();
+
+  // As root: the program runs as a uid of its own.
+  auto r = run_programs({reader(mine), reader(world_readable)}, o);
+  EXPECT_FALSE(r[0].passed) << "as root, a sample read a mode-600 file of root's";
+  EXPECT_TRUE(r[1].passed) << r[1].result;
+
+  // As nobody (no root: a user namespace), the caller's own mode-600 file.
+  const std::string nobody_out = in_child([&] {
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0)
+      return std::string("cannot become nobody");
+    ::prctl(PR_SET_DUMPABLE, 1);  // as a process nobody started would be (a uid change clears it)
+    return results_json(run_programs({reader(nobodys), reader(world_readable)}, o));
+  });
+  ASSERT_EQ(nobody_out.rfind("[", 0), 0u) << nobody_out;
+  auto as_nobody = nlohmann::json::parse(nobody_out);
+  EXPECT_FALSE(as_nobody[0]["passed"].get<bool>()) << "as nobody, a sample read nobody's mode-600 file";
+  EXPECT_TRUE(as_nobody[1]["passed"].get<bool>()) << as_nobody[1];
+
+  // As root inside a user namespace that maps only root (no uid of its own to switch to):
+  // the user-namespace sandbox, with the caller being root.
+  const std::string mapped_root_out = in_child([&] {
+    if (::unshare(CLONE_NEWUSER) != 0) return std::string("unshare failed");
+    test::write("/proc/self/setgroups", "deny");
+    test::write("/proc/self/uid_map", "0 0 1\n");
+    test::write("/proc/self/gid_map", "0 0 1\n");
+    return results_json(run_programs({reader("/etc/shadow"), reader(mine), reader(world_readable)}, o));
+  });
+  ASSERT_EQ(mapped_root_out.rfind("[", 0), 0u) << mapped_root_out;
+  auto as_mapped_root = nlohmann::json::parse(mapped_root_out);
+  EXPECT_FALSE(as_mapped_root[0]["passed"].get<bool>()) << "under a mapped root, a sample read /etc/shadow";
+  EXPECT_FALSE(as_mapped_root[1]["passed"].get<bool>()) << "under a mapped root, a sample read a mode-600 file";
+  EXPECT_TRUE(as_mapped_root[2]["passed"].get<bool>()) << as_mapped_root[2];
 }
 
 // ---- 15. the kernel keyring -------------------------------------------------------
