@@ -1,6 +1,6 @@
 // The sandbox's entry points (sandbox.h): probing which isolation works here, the settings
-// every program of a batch shares (interpreter, Landlock rules), and the pool of workers
-// that runs the programs. Also the host's mount points and the Landlock rules.
+// every program of a batch shares (interpreter, Landlock rules, cgroups), and the pool of
+// workers that runs the programs. Also the host's mount points and the Landlock rules.
 #include "sft/eval/sandbox.h"
 
 #include <dirent.h>
@@ -166,6 +166,7 @@ namespace {
 using sandbox_internal::Context;
 using sandbox_internal::identity;
 using sandbox_internal::run_one;
+using sandbox_internal::SampleCgroups;
 
 std::string resolve_python(const std::string& python) {
   if (!python.empty() && python.find('/') != std::string::npos) {
@@ -183,7 +184,7 @@ std::string resolve_python(const std::string& python) {
   throw ConfigError("--python " + name + ": not found on PATH; install python3 or give its path");
 }
 
-Context make_context(const SandboxOptions& o, PassRule rule, bool root) {
+Context make_context(const SandboxOptions& o, PassRule rule, bool root, bool cgroups) {
   Context c;
   c.o = o;
   c.python = resolve_python(o.python);
@@ -194,6 +195,7 @@ Context make_context(const SandboxOptions& o, PassRule rule, bool root) {
     c.landlock_handled = sandbox_internal::landlock_handled(abi);
     if (c.landlock_handled) c.landlock = sandbox_internal::landlock_rules(c.python, abi);
   }
+  if (cgroups) c.cgroups = SampleCgroups::get(nullptr);
   return c;
 }
 
@@ -220,7 +222,7 @@ const Probe& probe() {
   for (bool root : modes) {
     const std::string mode = root ? "as root: " : "in a user namespace: ";
     try {
-      ExecResult e = run_one("print('ok')\n", make_context(o, PassRule::harness, root), 0);
+      ExecResult e = run_one("print('ok')\n", make_context(o, PassRule::harness, root, /*cgroups=*/false), 0);
       if (e.passed) {
         r.ok = true;
         r.root = root;
@@ -246,7 +248,13 @@ void notice(const std::string& text) {
 }
 
 void notice_limits(const Context& ctx) {
-  if (ctx.o.unsafe_no_sandbox || ctx.root) return;
+  if (ctx.o.unsafe_no_sandbox) return;
+  std::string why;
+  if (!SampleCgroups::get(&why))
+    notice("sandbox: no cgroup per sample here (" + why + "): each process is held to " +
+           std::to_string(ctx.o.memory_mb) + " MiB of address space, but not a sample's " +
+           std::to_string(ctx.o.processes) + " processes together, and a sample's CPU share grows with its processes");
+  if (ctx.root) return;
   if (ctx.landlock_handled)
     notice("sandbox: not root: programs run in a user namespace under your own uid; Landlock lets them read only "
            "/usr, /bin, /sbin, /lib*, the interpreter's installation and the world-readable files of /etc");
@@ -263,6 +271,8 @@ bool sandbox_available(std::string* why) {
   return p.ok;
 }
 
+bool sandbox_cgroups_available(std::string* why) { return SampleCgroups::get(why) != nullptr; }
+
 std::vector<ExecResult> run_programs(const std::vector<std::string>& programs, const SandboxOptions& o,
                                      PassRule rule) {
   std::string why;
@@ -270,7 +280,7 @@ std::vector<ExecResult> run_programs(const std::vector<std::string>& programs, c
     throw Error("HumanEval sandbox unavailable: " + why +
                 "; refusing to run untrusted code (--unsafe-no-sandbox runs it without isolation, at your own risk)");
   if (o.unsafe_no_sandbox) sandbox_internal::remove_stale_folders();
-  const Context ctx = make_context(o, rule, o.unsafe_no_sandbox ? ::geteuid() == 0 : probe().root);
+  const Context ctx = make_context(o, rule, o.unsafe_no_sandbox ? ::geteuid() == 0 : probe().root, /*cgroups=*/true);
   notice_limits(ctx);
   {
     // An interpreter that cannot run a trivial program would fail every sample: a 0 % score

@@ -1,7 +1,8 @@
 // The sandbox's forked child (sandbox.h): from fork() to exec, with async-signal-safe calls
-// only. It leaves the evaluator's session, enters new namespaces, makes the host read-only
-// with a private /tmp and a minimal /dev, sets the limits, drops privileges, applies
-// Landlock (user-namespace mode), installs the seccomp filter and becomes the program.
+// only. It joins its cgroup, leaves the evaluator's session, enters new namespaces, makes
+// the host read-only with a private /tmp and a minimal /dev, sets the limits, drops
+// privileges, applies Landlock (user-namespace mode), installs the seccomp filter and
+// becomes the program.
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -37,6 +38,7 @@ namespace {
 //     none: this is the second wall);
 //   - no kernel keyring (add_key, request_key, keyctl): a uid's keyring outlives its
 //     processes, so one sample could leave state for the next;
+//   - no memfd_create or SysV shmget: memory there escapes RLIMIT_AS and the tmpfs size;
 //   - no other system-call ABI (x32, i386).
 #if defined(__x86_64__)
 constexpr std::uint32_t kAuditArch = AUDIT_ARCH_X86_64;
@@ -62,6 +64,8 @@ const sock_filter kFilter[] = {
     SFT_DENY_NR(__NR_add_key, EPERM),
     SFT_DENY_NR(__NR_request_key, EPERM),
     SFT_DENY_NR(__NR_keyctl, EPERM),
+    SFT_DENY_NR(__NR_memfd_create, EPERM),
+    SFT_DENY_NR(__NR_shmget, EPERM),
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 5),
     BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[1])),  // the request (an unsigned int)
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0),
@@ -282,6 +286,9 @@ bool write_all(int fd, const std::string& text) {
     int secret = ::fcntl(p.secret_fd, F_DUPFD, 10), report = ::fcntl(p.report_fd, F_DUPFD, 10);
     if (secret < 0 || report < 0 || ::dup2(secret, 3) < 0 || ::dup2(report, 4) < 0) ::_exit(kSetupFailed);
   }
+  // Into the sample's cgroup before anything else: every process it starts is counted.
+  for (const auto& procs : p.cgroup_procs)
+    if (!write_proc(procs.c_str(), "0")) die("joining the sample's cgroup");
   if (!p.sandbox) exec_program(p, argv, envp);
 
   int flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;

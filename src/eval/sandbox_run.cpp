@@ -215,6 +215,18 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
     if (!written) throw Error("sandbox: cannot write the harness's secret");
     p.report_fd = fds.keep(memory_file("sft_sandbox_report"));
   }
+  // The sample's own cgroup, handed back (once its processes are gone) on any way out.
+  struct Group {
+    SampleCgroups* cgroups = nullptr;
+    std::shared_ptr<SampleCgroups::Slot> slot;
+    ~Group() {
+      if (slot) cgroups->release(std::move(slot));
+    }
+  } group{ctx.cgroups, nullptr};
+  if (ctx.cgroups) {
+    group.slot = ctx.cgroups->acquire(o.memory_mb, o.processes);
+    p.cgroup_procs = group.slot->procs;
+  }
   std::vector<char*> argv, envp;
   for (auto& a : p.argv) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -263,6 +275,9 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
   } else if (exited_ok && reached_end) {
     r.passed = true;
     r.result = "passed";
+  } else if (group.slot && ctx.cgroups->out_of_memory(*group.slot)) {
+    r.result =
+        "failed: out of memory (the sample's processes together exceeded " + std::to_string(o.memory_mb) + " MiB)";
   } else {
     std::string why = last_line(err);
     if (why.empty() && exited_ok)

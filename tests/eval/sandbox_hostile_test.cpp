@@ -269,6 +269,64 @@ TEST_F(SandboxHostileTest, WithoutRootASampleReadsNoFileThatIsPrivateToTheCaller
   EXPECT_TRUE(as_mapped_root[2]["passed"].get<bool>()) << as_mapped_root[2];
 }
 
+// ---- 9. memory across a sample's processes ----------------------------------------
+
+TEST_F(SandboxHostileTest, ASamplesMemoryIsBoundedAcrossAllItsProcesses) {
+  std::string why;
+  if (!sandbox_cgroups_available(&why)) GTEST_SKIP() << "no cgroup per sample here: " << why;
+  SandboxOptions o = opts();
+  o.memory_mb = 256;
+  o.workers = 3;
+  // Four processes of 150 MiB each, every one within its own 256 MiB address space.
+  const std::string processes =
+      "import os, time\n"
+      "pids = []\n"
+      "for i in range(3):\n"
+      "    pid = os.fork()\n"
+      "    if pid == 0:\n"
+      "        b = b'x' * (150 << 20)\n"
+      "        time.sleep(1.5)\n"
+      "        os._exit(0)\n"
+      "    pids.append(pid)\n"
+      "b = b'x' * (150 << 20)\n"
+      "time.sleep(1.5)\n"
+      "assert all(os.waitpid(p, 0)[1] == 0 for p in pids), 'a process was killed'\n";
+  // 320 MiB in memory files, which no address-space limit sees.
+  const std::string memfds =
+      "import os\n"
+      "fds = [os.memfd_create('m%d' % i) for i in range(20)]\n"
+      "for fd in fds:\n"
+      "    os.write(fd, b'x' * (16 << 20))\n";
+  auto r = run_programs({processes, memfds, "print(sum(range(10)))\n"}, o);
+  EXPECT_EQ(r[0].result, "failed: out of memory (the sample's processes together exceeded 256 MiB)")
+      << "600 MiB over four processes in a 256 MiB sample";
+  EXPECT_NE(r[1].result.find("PermissionError"), std::string::npos) << "320 MiB of memory files: " << r[1].result;
+  EXPECT_TRUE(r[2].passed) << r[2].result;
+}
+
+// ---- 14. CPU share ---------------------------------------------------------------
+
+TEST_F(SandboxHostileTest, ASampleSpinningInManyProcessesDoesNotStarveItsNeighbour) {
+  std::string why;
+  if (!sandbox_cgroups_available(&why)) GTEST_SKIP() << "no cgroup per sample here: " << why;
+  SandboxOptions o = opts();
+  o.workers = 2;
+  o.timeout_s = 8;
+  const std::string spinner =
+      "import os\n"
+      "for i in range(60):\n"
+      "    if os.fork() == 0:\n"
+      "        break\n"
+      "while True:\n"
+      "    pass\n";
+  // About 0.4 s of CPU: well inside the timeout with a fair share of a CPU, not with 1/60.
+  const std::string neighbour = "assert sum(i * i for i in range(6000000)) > 0\n";
+  auto r = run_programs({spinner, neighbour}, o);
+  EXPECT_EQ(r[0].result, "timed out");
+  EXPECT_TRUE(r[1].passed) << "the neighbour of a spinning sample: " << r[1].result << " after " << r[1].seconds
+                           << " s";
+}
+
 // ---- 15. the kernel keyring -------------------------------------------------------
 
 TEST_F(SandboxHostileTest, AKeyAddedByOneSampleIsInvisibleToTheNext) {

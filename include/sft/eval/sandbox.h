@@ -48,10 +48,10 @@ struct SandboxOptions {
   std::string python;               // "" = /usr/bin/python3 when present, else python3 on PATH
   double timeout_s = 10.0;          // wall clock per program, interpreter start included
   std::int64_t cpu_s = 0;           // RLIMIT_CPU; 0 = timeout rounded up, plus 1
-  std::int64_t memory_mb = 4096;    // RLIMIT_AS
+  std::int64_t memory_mb = 4096;    // RLIMIT_AS per process, and the cgroup's limit for all together
   std::int64_t file_size_mb = 16;   // RLIMIT_FSIZE (stdout and stderr count too)
   std::int64_t tmpfs_mb = 64;       // size of the working directory
-  std::int64_t processes = 64;      // RLIMIT_NPROC
+  std::int64_t processes = 64;      // RLIMIT_NPROC, and the cgroup's pids.max
   int workers = 4;                  // programs run in parallel
   bool unsafe_no_sandbox = false;   // no namespaces, no privilege drop (limits still apply)
 };
@@ -86,5 +86,9 @@ std::vector<ExecResult> run_programs(const std::vector<std::string>& programs, c
 // Whether the sandbox works here (probed once by running a trivial program in it); the
 // reason when it does not.
 bool sandbox_available(std::string* why = nullptr);
+
+// Whether each program gets a cgroup of its own here (memory across its processes, process
+// count, CPU weight); the reason when not.
+bool sandbox_cgroups_available(std::string* why = nullptr);
 
 }  // namespace sft::eval
