@@ -39,6 +39,8 @@ namespace {
 //   - no kernel keyring (add_key, request_key, keyctl): a uid's keyring outlives its
 //     processes, so one sample could leave state for the next;
 //   - no memfd_create or SysV shmget: memory there escapes RLIMIT_AS and the tmpfs size;
+//   - no ptrace, process_vm_readv or process_vm_writev: no process reads another's memory
+//     (the harness keeps its secret in memory);
 //   - no other system-call ABI (x32, i386).
 #if defined(__x86_64__)
 constexpr std::uint32_t kAuditArch = AUDIT_ARCH_X86_64;
@@ -66,6 +68,9 @@ const sock_filter kFilter[] = {
     SFT_DENY_NR(__NR_keyctl, EPERM),
     SFT_DENY_NR(__NR_memfd_create, EPERM),
     SFT_DENY_NR(__NR_shmget, EPERM),
+    SFT_DENY_NR(__NR_ptrace, EPERM),
+    SFT_DENY_NR(__NR_process_vm_readv, EPERM),
+    SFT_DENY_NR(__NR_process_vm_writev, EPERM),
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 5),
     BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[1])),  // the request (an unsigned int)
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0),
@@ -193,6 +198,13 @@ void restrict_with_landlock(const Plan& p) {
   ::close(ruleset);
 }
 
+// Under the harness /proc is an empty tmpfs: no /proc/self/mem, where the harness keeps its
+// secret. (Mounted after the last write to /proc/self, while the process may still mount.)
+void hide_proc(const Plan& p) {
+  if (::mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, p.empty_opts.c_str()) != 0)
+    die("hiding /proc");
+}
+
 // PID 1 of the new PID namespace: finishes the isolation and becomes the program.
 [[noreturn]] void exec_program(const Plan& p, char* const* argv, char* const* envp) {
   if (p.sandbox) {
@@ -213,10 +225,12 @@ void restrict_with_landlock(const Plan& p) {
           errno != ENOENT && errno != ENOTDIR)
         die("mounting an empty /run or /var/run");
     make_minimal_dev(p);
-    int fd = ::open("/tmp/prog.py", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0 || !write_all(fd, p.program)) die("writing /tmp/prog.py");
-    if (p.root && ::fchown(fd, p.uid, p.uid) != 0) die("chown /tmp/prog.py");
-    ::close(fd);
+    if (!p.harness) {  // the harness reads the program from fd 5: no file the program could read back
+      int fd = ::open("/tmp/prog.py", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      if (fd < 0 || !write_all(fd, p.program)) die("writing /tmp/prog.py");
+      if (p.root && ::fchown(fd, p.uid, p.uid) != 0) die("chown /tmp/prog.py");
+      ::close(fd);
+    }
   }
   if (::chdir(p.work.c_str()) != 0) die("chdir to the working directory");
   set_limit(RLIMIT_CPU, p.cpu_s, "RLIMIT_CPU");
@@ -226,6 +240,7 @@ void restrict_with_landlock(const Plan& p) {
   set_limit(RLIMIT_CORE, 0, "RLIMIT_CORE");
   if (p.nproc > 0) set_limit(RLIMIT_NPROC, p.nproc, "RLIMIT_NPROC");
   if (p.sandbox && p.root) {
+    if (p.harness) hide_proc(p);
     // Raw system calls: this child is single-threaded, so per-thread credentials are the
     // process's. Changing uid from 0 clears every capability.
     if (::syscall(SYS_setgroups, 0, nullptr) != 0) die("setgroups");
@@ -238,6 +253,7 @@ void restrict_with_landlock(const Plan& p) {
     write_proc("/proc/self/setgroups", "deny");
     if (!write_proc("/proc/self/uid_map", "0 0 1\n") || !write_proc("/proc/self/gid_map", "0 0 1\n"))
       die("writing the nested uid/gid map");
+    if (p.harness) hide_proc(p);
   }
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("prctl(NO_NEW_PRIVS)");
   if (p.sandbox && p.landlock_handled != 0) restrict_with_landlock(p);
@@ -247,7 +263,7 @@ void restrict_with_landlock(const Plan& p) {
     sock_fprog prog{static_cast<unsigned short>(sizeof kFilter / sizeof kFilter[0]), const_cast<sock_filter*>(kFilter)};
     if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) die("installing the seccomp filter");
   }
-  ::syscall(SYS_close_range, p.harness ? 5U : 3U, ~0U, 0U);
+  ::syscall(SYS_close_range, p.harness ? 6U : 3U, ~0U, 0U);
   ::execve(argv[0], argv, envp);
   die("exec python");
 }
@@ -282,9 +298,12 @@ bool write_all(int fd, const std::string& text) {
     if (s != SIGKILL && s != SIGSTOP) ::sigaction(s, &dfl, nullptr);
   if (::dup2(p.in_fd, 0) < 0 || ::dup2(p.out_fd, 1) < 0 || ::dup2(p.err_fd, 2) < 0) ::_exit(kSetupFailed);
   if (p.harness) {
-    // Through copies above 4, so that neither target clobbers the other's source.
-    int secret = ::fcntl(p.secret_fd, F_DUPFD, 10), report = ::fcntl(p.report_fd, F_DUPFD, 10);
-    if (secret < 0 || report < 0 || ::dup2(secret, 3) < 0 || ::dup2(report, 4) < 0) ::_exit(kSetupFailed);
+    // Through copies above 5, so that no target clobbers another's source.
+    int secret = ::fcntl(p.secret_fd, F_DUPFD, 10), report = ::fcntl(p.report_fd, F_DUPFD, 10),
+        program = ::fcntl(p.program_fd, F_DUPFD, 10);
+    if (secret < 0 || report < 0 || program < 0 || ::dup2(secret, 3) < 0 || ::dup2(report, 4) < 0 ||
+        ::dup2(program, 5) < 0)
+      ::_exit(kSetupFailed);
   }
   // Into the sample's cgroup before anything else: every process it starts is counted.
   for (const auto& procs : p.cgroup_procs)

@@ -37,17 +37,17 @@ struct LandlockRule {
 struct Plan {
   bool sandbox = true;
   bool root = true;
-  bool harness = false;  // run prog.py under kHarness (PassRule::harness)
+  bool harness = false;  // run the program under kHarness (PassRule::harness), its text on fd 5
   uid_t uid = 0;         // root: the unprivileged uid to run as
   pid_t parent = 0;      // the evaluator: the helper exits when it is gone
   std::string work;      // unsafe mode: the host folder to run in (the sandbox runs in its own /tmp)
-  std::string program;   // sandbox: written into the private /tmp by the child
+  std::string program;   // sandbox: written into the private /tmp by the child (the harness's comes on fd 5)
   std::string tmpfs_opts, empty_opts, uid_map, gid_map;
   std::vector<MountPoint> mounts;  // remounted one by one where mount_setattr(2) is missing (Linux < 5.12)
   std::vector<std::string> argv, envp;
   rlim_t cpu_s = 0, as_bytes = 0, fsize_bytes = 0, nproc = 0;  // nproc 0: left unchanged
   int in_fd = -1, out_fd = -1, err_fd = -1;
-  int secret_fd = -1, report_fd = -1;  // harness: become fds 3 and 4
+  int secret_fd = -1, report_fd = -1, program_fd = -1;  // harness: become fds 3, 4 and 5
   std::vector<std::string> cgroup_procs;  // cgroup.procs files the child moves itself into first
   std::uint64_t landlock_handled = 0;     // 0: no Landlock (root mode, or none in this kernel)
   std::vector<LandlockRule> landlock;     // what the program may do with the file system

@@ -1,6 +1,8 @@
-// The HumanEval sandbox against a hostile-input campaign: each test reproduces an attack
-// that worked and shows that it now fails, with a control that the attack is real where the
-// test can give one.
+// The HumanEval sandbox against a hostile-input campaign: each test reproduces one attack
+// that worked (a sample typing into the user's terminal, mounts appearing mid-run, the
+// caller's private files without root, memory across processes, CPU starvation of a
+// neighbour, the kernel keyring, forging a pass from inside the interpreter) and shows
+// that it now fails, with a control that the attack is real where the test can give one.
 #include <fcntl.h>
 #include <grp.h>
 #include <gtest/gtest.h>
@@ -186,6 +188,118 @@ TEST_F(SandboxHostileTest, IoctlsThatPushKeystrokesAreRefused) {
                          "    except OSError as e:\n"
                          "        assert e.errno == errno.EPERM, e\n"},
                         opts());
+  EXPECT_TRUE(r[0].passed) << r[0].result << "\n" << r[0].stderr_tail;
+}
+
+// ---- 6. forging a pass from inside the interpreter ----------------------------------
+
+// Each program tries to pass without running to its end: it finds the harness's secret or
+// skips the check, then exits with status 0.
+TEST_F(SandboxHostileTest, AttacksOnTheHarnessFromInsideTheInterpreterFail) {
+  const std::string find_secret_in_frames =
+      "def forge(f):\n"
+      "    while f is not None:\n"
+      "        for v in f.f_locals.values():\n"
+      "            if isinstance(v, (bytes, bytearray)) and len(v) == 32:\n"
+      "                os.write(4, v)\n"
+      "                os._exit(0)\n"
+      "        f = f.f_back\n";
+  const std::vector<std::pair<std::string, std::string>> attacks = {
+      {"sys._getframe", "import os, sys\n" + find_secret_in_frames + "forge(sys._getframe())\n"},
+      {"a generator's frame",
+       "import os\n" + find_secret_in_frames + "def g():\n    yield gen.gi_frame\ngen = g()\nforge(next(gen))\n"},
+      {"a traceback's frame",
+       "import os\n" + find_secret_in_frames +
+           "try:\n    raise KeyError\nexcept KeyError as e:\n    forge(e.__traceback__.tb_frame)\n"},
+      {"gc.get_objects",
+       "import gc, os, types\n" + find_secret_in_frames +
+           "for o in gc.get_objects():\n    if isinstance(o, types.FrameType):\n        forge(o)\n"},
+      {"gc.get_referrers",
+       "import gc, os, types\n" + find_secret_in_frames +
+           "for o in gc.get_referrers(forge.__globals__):\n    if isinstance(o, types.FrameType):\n        forge(o)\n"},
+      {"a profile hook",
+       "import os, sys\n" + find_secret_in_frames + "sys.setprofile(lambda f, e, a: forge(f))\nlen('x')\n"},
+      {"a trace hook that skips the failing line",
+       "import sys\n"
+       "def skip(frame, event, arg):\n"
+       "    if event == 'line' and frame.f_code.co_name == 'check' and frame.f_lineno == 9:\n"
+       "        frame.f_lineno = 10\n"
+       "    return skip\n"
+       "sys.settrace(skip)\n"
+       "def check(candidate):\n"
+       "    if True:\n"
+       "        assert candidate() == 7\n"
+       "    print('skipped the check')\n"
+       "check(lambda: 1)\n"},
+      {"ctypes over the process's memory",
+       "import ctypes, os, re\n"
+       "for line in open('/proc/self/maps'):\n"
+       "    m = re.match(r'([0-9a-f]+)-([0-9a-f]+) rw', line)\n"
+       "    if m:\n"
+       "        data = ctypes.string_at(int(m.group(1), 16), int(m.group(2), 16) - int(m.group(1), 16))\n"
+       "        for s in re.findall(rb'(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])', data):\n"
+       "            os.write(4, s)\n"
+       "            os._exit(0)\n"},
+      {"/proc/self/mem",
+       "import os, re\n"
+       "maps = open('/proc/self/maps').read()\n"
+       "mem = open('/proc/self/mem', 'rb')\n"
+       "for m in re.finditer(r'([0-9a-f]+)-([0-9a-f]+) rw', maps):\n"
+       "    mem.seek(int(m.group(1), 16))\n"
+       "    try:\n"
+       "        data = mem.read(int(m.group(2), 16) - int(m.group(1), 16))\n"
+       "    except OSError:\n"
+       "        continue\n"
+       "    for s in re.findall(rb'(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])', data):\n"
+       "        os.write(4, s)\n"
+       "        break\n"
+       "os._exit(0)\n"},
+      {"the check's code object",
+       "def answer():\n"
+       "    return next(c for c in check.__code__.co_consts if isinstance(c, int))\n"
+       "def check(candidate):\n"
+       "    assert candidate() == 7\n"
+       "check(answer)\n"},
+      {"the program's own text",
+       "def check(candidate):\n"
+       "    assert candidate() == 7\n"
+       "check(lambda: int(open('prog.py').read().split('== ')[1].split()[0]))\n"},
+  };
+  std::vector<std::string> programs;
+  for (const auto& a : attacks) programs.push_back(a.second);
+  auto r = run_programs(programs, opts(), PassRule::harness);
+  for (std::size_t i = 0; i < attacks.size(); ++i)
+    EXPECT_FALSE(r[i].passed) << attacks[i].first << " forged a pass: " << r[i].result << "\n" << r[i].stderr_tail;
+}
+
+// What the in-interpreter check cannot stop (README, trust model): a value whose == is
+// always true, and a builtin the test relies on that the completion replaced, pass assert.
+// If this ever fails, the harness got stronger: update the README.
+TEST_F(SandboxHostileTest, WrongAnswersThatFoolAssertStillPassAsDocumented) {
+  auto r = run_programs({"class Any:\n    def __eq__(self, other):\n        return True\n"
+                         "def check(candidate):\n    assert candidate() == 7\ncheck(lambda: Any())\n",
+                         "import builtins\nbuiltins.abs = lambda x: 0\n"
+                         "def check(candidate):\n    assert abs(candidate() - 7) < 1e-6\ncheck(lambda: 1)\n"},
+                        opts(), PassRule::harness);
+  EXPECT_TRUE(r[0].passed) << r[0].result << "\n" << r[0].stderr_tail;
+  EXPECT_TRUE(r[1].passed) << r[1].result << "\n" << r[1].stderr_tail;
+}
+
+// The harness's guards leave ordinary programs alone: the standard library's own uses of
+// frames and code objects (namedtuple, enum, typing, logging, dataclasses, asyncio) work.
+TEST_F(SandboxHostileTest, OrdinaryLibrariesStillWorkUnderTheHarness) {
+  auto r = run_programs({"import asyncio, collections, dataclasses, enum, functools, logging, typing, warnings\n"
+                         "P = collections.namedtuple('P', 'x y')\n"
+                         "E = enum.Enum('E', 'A B')\n"
+                         "class N(typing.NamedTuple):\n    a: int\n"
+                         "@dataclasses.dataclass\nclass D:\n    a: int = 1\n"
+                         "logging.warning('logged')\n"
+                         "warnings.warn('warned')\n"
+                         "@functools.lru_cache(None)\ndef fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n"
+                         "async def main():\n    await asyncio.sleep(0)\n    return 3\n"
+                         "got = (P(1, 2).y, E.B.value, N(5).a, D().a, fib(30), asyncio.run(main()))\n"
+                         "assert got == (2, 2, 5, 1, 832040, 3), got\n"},
+                        opts(), PassRule::harness);
   EXPECT_TRUE(r[0].passed) << r[0].result << "\n" << r[0].stderr_tail;
 }
 
