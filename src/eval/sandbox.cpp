@@ -1,16 +1,22 @@
 // The sandbox's entry points (sandbox.h): probing which isolation works here, the settings
-// every program of a batch shares (interpreter, mounts), and the pool of workers that runs
-// the programs.
+// every program of a batch shares (interpreter, Landlock rules, cgroups), and the pool of
+// workers that runs the programs. Also the host's mount points and the Landlock rules.
 #include "sft/eval/sandbox.h"
 
+#include <dirent.h>
+#include <linux/landlock.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstdlib>
 #include <exception>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -19,16 +25,12 @@
 #include "sandbox_internal.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
+#include "sft/util/log.h"
 
 namespace sft::eval {
-namespace {
+namespace sandbox_internal {
 
-using sandbox_internal::Context;
-using sandbox_internal::MountPoint;
-using sandbox_internal::run_one;
-
-// Mount points from /proc/self/mountinfo (octal escapes decoded), /proc and below left
-// out: the child mounts a fresh /proc over them.
+// /proc and below are left out: the child mounts a fresh /proc over them.
 std::vector<MountPoint> mount_points() {
   std::ifstream in("/proc/self/mountinfo");
   if (!in) throw Error("sandbox: cannot read /proc/self/mountinfo");
@@ -65,6 +67,107 @@ std::vector<MountPoint> mount_points() {
   return out;
 }
 
+std::pair<uid_t, ino_t> identity() {
+  struct stat st {};
+  ::stat("/proc/self/ns/user", &st);
+  return {::geteuid(), st.st_ino};
+}
+
+int landlock_abi() {
+  const long abi = ::syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
+  return abi > 0 ? static_cast<int>(abi) : 0;
+}
+
+std::uint64_t landlock_handled(int abi) {
+  if (abi < 1) return 0;
+  std::uint64_t all = (1ULL << 13) - 1;  // EXECUTE .. MAKE_SYM (ABI 1)
+  if (abi >= 2) all |= 1ULL << 13;       // REFER
+  if (abi >= 3) all |= 1ULL << 14;       // TRUNCATE
+  return all;
+}
+
+namespace {
+
+constexpr std::uint64_t kRead = LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR | LANDLOCK_ACCESS_FS_EXECUTE;
+
+// Adds rules for the world-readable part of `dir`; true when all of it is (the caller then
+// covers it with one rule). Symbolic links count as readable: Landlock judges their targets.
+bool world_readable(const std::string& dir, std::vector<LandlockRule>& rules) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return false;
+  struct Entry {
+    std::string path;
+    bool ok;
+    std::vector<LandlockRule> inner;
+  };
+  std::vector<Entry> entries;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    Entry x{dir + "/" + name, false, {}};
+    struct stat st;
+    if (::lstat(x.path.c_str(), &st) == 0) {
+      if (S_ISLNK(st.st_mode)) x.ok = true;
+      else if (S_ISREG(st.st_mode)) x.ok = (st.st_mode & S_IROTH) != 0;
+      else if (S_ISDIR(st.st_mode) && (st.st_mode & S_IROTH) && (st.st_mode & S_IXOTH))
+        x.ok = world_readable(x.path, x.inner);
+    }
+    entries.push_back(std::move(x));
+  }
+  ::closedir(d);
+  if (std::all_of(entries.begin(), entries.end(), [](const Entry& x) { return x.ok; })) return true;
+  for (auto& x : entries) {
+    if (x.ok) rules.push_back({x.path, kRead});
+    else rules.insert(rules.end(), x.inner.begin(), x.inner.end());
+  }
+  return false;
+}
+
+// The installation an interpreter belongs to: <prefix>/bin/python3 -> <prefix>, when that
+// holds a virtual environment or a lib/python3.* folder; else only the file itself.
+std::string python_prefix(const std::string& exe) {
+  std::string dir = fs::dirname(exe);
+  if (fs::basename(dir) == "bin") dir = fs::dirname(dir);
+  if (fs::exists(dir + "/pyvenv.cfg")) return dir;
+  if (fs::is_dir(dir + "/lib"))
+    for (const auto& name : fs::list_dir(dir + "/lib"))
+      if (name.rfind("python3", 0) == 0) return dir;
+  return exe;
+}
+
+}  // namespace
+
+std::vector<LandlockRule> landlock_rules(const std::string& python, int abi) {
+  const std::vector<std::string> system = {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"};
+  std::vector<LandlockRule> rules;
+  for (const auto& dir : system) rules.push_back({dir, kRead});
+  char real[PATH_MAX];
+  std::vector<std::string> exes = {python};
+  if (::realpath(python.c_str(), real)) exes.push_back(real);
+  for (const auto& exe : exes) {
+    const std::string prefix = python_prefix(exe);
+    const bool covered = std::any_of(system.begin(), system.end(), [&](const std::string& d) {
+      return prefix == d || prefix.rfind(d + "/", 0) == 0;
+    });
+    if (!covered) rules.push_back({prefix, kRead});
+  }
+  if (world_readable("/etc", rules)) rules.push_back({"/etc", kRead});
+  rules.push_back({"/tmp", landlock_handled(abi)});
+  rules.push_back({"/dev", LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_READ_DIR |
+                               (abi >= 3 ? (1ULL << 14) : 0)});
+  rules.push_back({"/proc", LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR});
+  return rules;
+}
+
+}  // namespace sandbox_internal
+
+namespace {
+
+using sandbox_internal::Context;
+using sandbox_internal::identity;
+using sandbox_internal::run_one;
+using sandbox_internal::SampleCgroups;
+
 std::string resolve_python(const std::string& python) {
   if (!python.empty() && python.find('/') != std::string::npos) {
     if (::access(python.c_str(), X_OK) != 0 || fs::is_dir(python))
@@ -81,58 +184,94 @@ std::string resolve_python(const std::string& python) {
   throw ConfigError("--python " + name + ": not found on PATH; install python3 or give its path");
 }
 
-Context make_context(const SandboxOptions& o, PassRule rule, bool root) {
+Context make_context(const SandboxOptions& o, PassRule rule, bool root, bool cgroups) {
   Context c;
   c.o = o;
   c.python = resolve_python(o.python);
   c.rule = rule;
   c.root = root;
-  if (!o.unsafe_no_sandbox) c.mounts = mount_points();
+  if (!o.unsafe_no_sandbox && !root) {
+    const int abi = sandbox_internal::landlock_abi();
+    c.landlock_handled = sandbox_internal::landlock_handled(abi);
+    if (c.landlock_handled) c.landlock = sandbox_internal::landlock_rules(c.python, abi);
+  }
+  if (cgroups) c.cgroups = SampleCgroups::get(nullptr);
   return c;
 }
 
-// How the sandbox works here, probed once by running a trivial program: as root (real root:
-// privilege drop to a per-worker uid), else in a user namespace (also the fallback for a
-// root that is itself inside a user namespace, where other uids are not mapped).
+// How the sandbox works here, probed once per identity by running a trivial program: as root
+// (real root: privilege drop to a per-worker uid), else in a user namespace (also the fallback
+// for a root that is itself inside a user namespace, where other uids are not mapped).
 struct Probe {
   bool ok = false, root = false;
   std::string reason;
 };
 
 const Probe& probe() {
-  static const Probe p = [] {
-    Probe r;
-    SandboxOptions o;
-    o.timeout_s = 30;
-    std::vector<bool> modes;
-    if (::geteuid() == 0) modes.push_back(true);
-    modes.push_back(false);
-    for (bool root : modes) {
-      try {
-        ExecResult e = run_one("print('ok')\n", make_context(o, PassRule::harness, root), 0);
-        if (e.passed) {
-          r.ok = true;
-          r.root = root;
-          return r;
-        }
-        r.reason += (r.reason.empty() ? "" : "; ") + std::string(root ? "as root: " : "in a user namespace: ") + e.result;
-      } catch (const std::exception& ex) {
-        r.reason += (r.reason.empty() ? "" : "; ") + std::string(root ? "as root: " : "in a user namespace: ") + ex.what();
+  static std::mutex mutex;
+  static std::map<std::pair<uid_t, ino_t>, Probe> probes;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = probes.find(identity());
+  if (it != probes.end()) return it->second;
+  Probe r;
+  SandboxOptions o;
+  o.timeout_s = 30;
+  std::vector<bool> modes;
+  if (::geteuid() == 0) modes.push_back(true);
+  modes.push_back(false);
+  for (bool root : modes) {
+    const std::string mode = root ? "as root: " : "in a user namespace: ";
+    try {
+      ExecResult e = run_one("print('ok')\n", make_context(o, PassRule::harness, root, /*cgroups=*/false), 0);
+      if (e.passed) {
+        r.ok = true;
+        r.root = root;
+        break;
       }
+      r.reason += (r.reason.empty() ? "" : "; ") + mode + e.result;
+    } catch (const std::exception& ex) {
+      r.reason += (r.reason.empty() ? "" : "; ") + mode + ex.what();
     }
+  }
+  if (!r.ok)
     r.reason += " (the sandbox needs root, or unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1 "
                 "and user.max_user_namespaces > 0)";
-    return r;
-  }();
-  return p;
+  return probes.emplace(identity(), r).first->second;
+}
+
+// What this run's isolation lacks, said once per process and kind.
+void notice(const std::string& text) {
+  static std::mutex mutex;
+  static std::set<std::string> said;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (said.insert(text).second) sft::log::warn("{}", text);
+}
+
+void notice_limits(const Context& ctx) {
+  if (ctx.o.unsafe_no_sandbox) return;
+  std::string why;
+  if (!SampleCgroups::get(&why))
+    notice("sandbox: no cgroup per sample here (" + why + "): each process is held to " +
+           std::to_string(ctx.o.memory_mb) + " MiB of address space, but not a sample's " +
+           std::to_string(ctx.o.processes) + " processes together, and a sample's CPU share grows with its processes");
+  if (ctx.root) return;
+  if (ctx.landlock_handled)
+    notice("sandbox: not root: programs run in a user namespace under your own uid; Landlock lets them read only "
+           "/usr, /bin, /sbin, /lib*, the interpreter's installation and the world-readable files of /etc");
+  else
+    notice("sandbox: not root and no Landlock in this kernel: programs run in a user namespace under your own uid "
+           "and can read every file you can");
 }
 
 }  // namespace
 
 bool sandbox_available(std::string* why) {
-  if (why) *why = probe().reason;
-  return probe().ok;
+  const Probe& p = probe();
+  if (why) *why = p.reason;
+  return p.ok;
 }
+
+bool sandbox_cgroups_available(std::string* why) { return SampleCgroups::get(why) != nullptr; }
 
 std::vector<ExecResult> run_programs(const std::vector<std::string>& programs, const SandboxOptions& o,
                                      PassRule rule) {
@@ -141,7 +280,8 @@ std::vector<ExecResult> run_programs(const std::vector<std::string>& programs, c
     throw Error("HumanEval sandbox unavailable: " + why +
                 "; refusing to run untrusted code (--unsafe-no-sandbox runs it without isolation, at your own risk)");
   if (o.unsafe_no_sandbox) sandbox_internal::remove_stale_folders();
-  const Context ctx = make_context(o, rule, o.unsafe_no_sandbox ? ::geteuid() == 0 : probe().root);
+  const Context ctx = make_context(o, rule, o.unsafe_no_sandbox ? ::geteuid() == 0 : probe().root, /*cgroups=*/true);
+  notice_limits(ctx);
   {
     // An interpreter that cannot run a trivial program would fail every sample: a 0 % score
     // that says nothing about the model. Stop instead.

@@ -27,18 +27,57 @@
 namespace sft::eval::sandbox_internal {
 namespace {
 
-// The harness (PassRule::harness). It reads the per-program secret from fd 3 and closes
-// it before any of the program runs, runs prog.py, and only when that returns (check()
-// passed, no exception, no SystemExit) writes the secret to fd 4 with the os.write it
-// captured at start. The secret is in no file and no code object the program can read.
+// The harness (PassRule::harness). Before any of the program runs it reads the per-program
+// secret from fd 3 into a buffer (zeroed if the program fails) and the program's text from
+// fd 5 (so no file holds the tests), closes both, and installs an audit hook, which no code
+// can remove, that refuses what could reach the harness's frame or skip a check: tracing
+// and profiling, sys._getframe and the frames of tracebacks, generators and coroutines, the
+// garbage collector's object lists, the code objects of the program's own functions
+// (check()'s constants are its expected answers) and ctypes. It raises an exception that
+// is both an AttributeError and a ValueError, which the standard library's own probes of
+// frames (namedtuple, enum, typing, logging) catch. Only when the program returns (every
+// check() passed, no exception, no SystemExit) does it write the secret to fd 4 with the
+// os.write it captured at start. `types` is imported first: its import reads a traceback's
+// frame.
 constexpr const char* kHarness =
-    "import os\n"
-    "def _sft_harness(read=os.read, write=os.write, close=os.close):\n"
-    "    secret = read(3, 64)\n"
+    "import os, sys, types\n"
+    "def _sft_harness(readv=os.readv, read=os.read, write=os.write, close=os.close, addaudithook=sys.addaudithook):\n"
+    "    secret = bytearray(64)\n"
+    "    del secret[readv(3, [secret]):]\n"
     "    close(3)\n"
-    "    with open('prog.py', 'rb') as f:\n"
-    "        code = compile(f.read(), 'prog.py', 'exec')\n"
-    "    exec(code, {'__name__': '__main__', '__file__': 'prog.py', '__builtins__': __builtins__})\n"
+    "    parts = []\n"
+    "    while True:\n"
+    "        part = read(5, 1 << 20)\n"
+    "        if not part:\n"
+    "            break\n"
+    "        parts.append(part)\n"
+    "    close(5)\n"
+    "    code = compile(b''.join(parts), 'prog.py', 'exec')\n"
+    "    del parts, part\n"
+    "    program = {'__name__': '__main__', '__file__': 'prog.py', '__builtins__': __builtins__}\n"
+    "    class HarnessRefused(AttributeError, ValueError):\n"
+    "        pass\n"
+    "    events = frozenset(('sys.settrace', 'sys.setprofile', 'sys._getframe', 'sys._current_frames',\n"
+    "                        'sys._current_exceptions', 'sys.monitoring.register_callback',\n"
+    "                        'gc.get_objects', 'gc.get_referrers', 'gc.get_referents'))\n"
+    "    frames = frozenset(('f_code', 'tb_frame', 'gi_frame', 'gi_code', 'cr_frame', 'cr_code',\n"
+    "                        'ag_frame', 'ag_code'))\n"
+    "    def audit(event, args):\n"
+    "        if event in events or event[:7] == 'ctypes.':\n"
+    "            raise HarnessRefused('the HumanEval harness refuses ' + event)\n"
+    "        if event == 'object.__getattr__' or event == 'object.__setattr__':\n"
+    "            name = args[1]\n"
+    "            if type(name) is str and (name in frames or name == '__code__' and args[0].__globals__ is program):\n"
+    "                raise HarnessRefused('the HumanEval harness refuses ' + event + ' ' + name)\n"
+    "        elif event == 'import' and type(args[0]) is str and args[0] in ('ctypes', '_ctypes'):\n"
+    "            raise HarnessRefused('the HumanEval harness refuses importing ' + args[0])\n"
+    "    addaudithook(audit)\n"
+    "    del audit\n"
+    "    try:\n"
+    "        exec(code, program)\n"
+    "    except BaseException:\n"
+    "        secret[:] = bytes(len(secret))\n"
+    "        raise\n"
     "    write(4, secret)\n"
     "_sft_harness()\n";
 
@@ -161,22 +200,28 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
 
   if (p.sandbox) {
     p.work = "/tmp";
-    p.program = program;
+    if (!p.harness) p.program = program;
   } else {
     std::string tmpl = temp_root() + "/" + kUnsafePrefix + std::to_string(::getpid()) + ".XXXXXX";
     if (!::mkdtemp(tmpl.data()))
       throw Error("sandbox: cannot create a temporary directory in " + temp_root() + ": " + std::strerror(errno));
     cleanup.dir = p.work = tmpl;
-    std::ofstream f(p.work + "/prog.py", std::ios::binary);
-    f << program;
-    if (!f) throw Error("sandbox: cannot write " + p.work + "/prog.py");
+    if (!p.harness) {
+      std::ofstream f(p.work + "/prog.py", std::ios::binary);
+      f << program;
+      if (!f) throw Error("sandbox: cannot write " + p.work + "/prog.py");
+    }
   }
   const std::string owner = std::to_string(ctx.root ? p.uid : 0);
   p.tmpfs_opts = "size=" + std::to_string(o.tmpfs_mb) + "m,mode=0700,uid=" + owner + ",gid=" + owner;
   p.empty_opts = "size=4k,mode=0755";
   p.uid_map = "0 " + std::to_string(::getuid()) + " 1\n";
   p.gid_map = "0 " + std::to_string(::getgid()) + " 1\n";
-  p.mounts = ctx.mounts;
+  if (p.sandbox) p.mounts = mount_points();  // read now: a mount made since the last sample is in it
+  if (p.sandbox && !ctx.root) {
+    p.landlock_handled = ctx.landlock_handled;
+    p.landlock = ctx.landlock;
+  }
   if (p.harness)
     p.argv = {ctx.python, "-I", "-c", kHarness};
   else
@@ -210,6 +255,22 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
     ::close(pipe_fds[1]);
     if (!written) throw Error("sandbox: cannot write the harness's secret");
     p.report_fd = fds.keep(memory_file("sft_sandbox_report"));
+    // The program's text, which the harness reads and closes before the program runs.
+    p.program_fd = fds.keep(memory_file("sft_sandbox_program"));
+    if (!write_all(p.program_fd, program) || ::lseek(p.program_fd, 0, SEEK_SET) != 0)
+      throw Error(std::string("sandbox: cannot write the program: ") + std::strerror(errno));
+  }
+  // The sample's own cgroup, handed back (once its processes are gone) on any way out.
+  struct Group {
+    SampleCgroups* cgroups = nullptr;
+    std::shared_ptr<SampleCgroups::Slot> slot;
+    ~Group() {
+      if (slot) cgroups->release(std::move(slot));
+    }
+  } group{ctx.cgroups, nullptr};
+  if (ctx.cgroups) {
+    group.slot = ctx.cgroups->acquire(o.memory_mb, o.processes);
+    p.cgroup_procs = group.slot->procs;
   }
   std::vector<char*> argv, envp;
   for (auto& a : p.argv) argv.push_back(a.data());
@@ -259,6 +320,9 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
   } else if (exited_ok && reached_end) {
     r.passed = true;
     r.result = "passed";
+  } else if (group.slot && ctx.cgroups->out_of_memory(*group.slot)) {
+    r.result =
+        "failed: out of memory (the sample's processes together exceeded " + std::to_string(o.memory_mb) + " MiB)";
   } else {
     std::string why = last_line(err);
     if (why.empty() && exited_ok)

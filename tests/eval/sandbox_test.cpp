@@ -237,12 +237,13 @@ TEST_F(SandboxTest, UnderTheHarnessOnlyAProgramThatRanToItsEndPasses) {
   EXPECT_NE(r[5].result.find("Bad file descriptor"), std::string::npos) << r[5].result;  // read before it starts
 }
 
-// The stated limit (sandbox.h, README): code in the interpreter can find the secret in
-// memory. If this ever stops passing, the harness got stronger: update the README.
-TEST_F(SandboxTest, ASampleThatSearchesTheInterpretersFramesCanStillForgeAsDocumented) {
+// The harness's frame, where the secret is, is out of reach (sandbox_hostile_test.cpp tries
+// the other ways in).
+TEST_F(SandboxTest, ASampleThatSearchesTheInterpretersFramesCannotForge) {
   auto r = run_programs({"import os, sys\nos.write(4, sys._getframe(1).f_locals['secret'])\nos._exit(0)\n"}, opts(),
                         PassRule::harness);
-  EXPECT_TRUE(r[0].passed) << r[0].result << "\n" << r[0].stderr_tail;
+  EXPECT_FALSE(r[0].passed);
+  EXPECT_NE(r[0].result.find("the HumanEval harness refuses sys._getframe"), std::string::npos) << r[0].result;
 }
 
 TEST_F(SandboxTest, HostUnixSocketsAreUnreachableAnywhere) {
