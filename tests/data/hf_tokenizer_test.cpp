@@ -129,13 +129,29 @@ TEST(HfTokenizer, Llama3EqualsTokenizersOnEveryRealMessage) {
   EXPECT_GT(total, 20000u);  // 2000 ShareGPT messages, 14946 GSM8K fields, 6000 Code Alpaca fields
 }
 
+// Also with ignore_merges set, as Meta's own LLaMA 3 tokenizer.json has it (the LLaMA-3.2
+// file shipped in the package has it false).
 TEST(HfTokenizer, Llama3EqualsTokenizersOnHostileCorpus) {
   REQUIRE_LLAMA3(path);
-  auto t = HfTokenizer::load(path);
+  test::TempDir d;
+  const std::string ignoring = d.file("llama3_ignore_merges.json");
+  json j = json::parse(test::read(path));
+  ASSERT_FALSE(j["model"]["ignore_merges"].get<bool>());
+  j["model"]["ignore_merges"] = true;
+  test::write(ignoring, j.dump());
+  auto t = HfTokenizer::load(path), u = HfTokenizer::load(ignoring);
+  // Plus the text of every fourth vocab token: ignore_merges emits some of them whole where
+  // the merges would split them.
   auto texts = test::hf::hostile_corpus(added_contents(path));
-  auto refs = test::hf::tokenizers_reference({{path, texts}});
-  ASSERT_EQ(refs.size(), 1u);
-  expect_equal(*t, texts, refs[0], "llama3 hostile");
+  for (std::int32_t id = 0; id < 128000; id += 4)
+    if (std::string s = t->decode({id}); s.find("\uFFFD") == std::string::npos) texts.push_back(s);
+  auto refs = test::hf::tokenizers_reference({{path, texts}, {ignoring, texts}});
+  ASSERT_EQ(refs.size(), 2u);
+  expect_equal(*t, texts, refs[0], "llama3 hostile + vocab");
+  expect_equal(*u, texts, refs[1], "llama3 ignore_merges hostile + vocab");
+  int whole = 0;
+  for (const auto& text : texts) whole += t->encode(text) != u->encode(text);
+  EXPECT_GT(whole, 50) << "ignore_merges should change the ids of some vocab tokens' texts";
   EXPECT_EQ(t->bos_id(), 128000);
   EXPECT_EQ(t->encode_with_special("Hello world"), (std::vector<std::int32_t>{128000, 9906, 1917}));
 }
