@@ -294,6 +294,12 @@ TEST(HfTokenizer, EverySupportedOptionEqualsTokenizers) {
     cases.push_back({"ignore_merges absent", t});
   }
   {
+    json t = test::hf::tiny_tokenizer();  // Qwen2's files write "" for no prefix and suffix
+    t["model"]["continuing_subword_prefix"] = "";
+    t["model"]["end_of_word_suffix"] = "";
+    cases.push_back({"empty subword prefix and word suffix", t});
+  }
+  {
     json t = test::hf::tiny_tokenizer();  // a repeated merge takes the later rank
     test::hf::add_merge(t, "r", "s");
     test::hf::add_merge(t, "e", "r");

@@ -9,16 +9,20 @@
 // ignore_merges, unk_token, fuse_unk; dropout null or 0); normalizer null, NFC or a
 // Sequence of those; pre_tokenizer Split (Regex or String pattern, any behavior, invert)
 // steps then one ByteLevel (add_prefix_space, use_regex) last, alone or in a Sequence;
-// post_processor null, ByteLevel, one TemplateProcessing, or a Sequence of those; decoder
-// ByteLevel or a Sequence of ByteLevel; added_tokens with lstrip, rstrip, normalized and
-// special. Everything else is refused at load with sft::ConfigError (exit code 2) naming
-// the file and the JSON path ("model.merges[17]: ..."): another model type, normalizer,
-// pre-tokenizer, decoder or post-processor, byte_fallback, a continuing_subword_prefix or
-// end_of_word_suffix, dropout > 0, single_word added tokens, truncation or padding, a
-// regex construct whose meaning differs between Oniguruma and PCRE2 (hf_regex.h),
-// duplicate ids, merges of tokens not in the vocab, added-token ids other than the ones
-// tokenizers would assign, ids of 2^24 or more, and files above kMaxFileBytes.
-// Nothing refused is approximated.
+// post_processor null, ByteLevel, one TemplateProcessing (its single template; pairs of
+// texts are not encoded), or a Sequence of those; decoder ByteLevel or a Sequence of
+// ByteLevel; added_tokens with lstrip, rstrip, normalized and special. Regexes run on PCRE2
+// and NFC on utf8proc, each made to match what tokenizers' own engines (Oniguruma, older
+// Unicode tables) do: src/data/hf_regex.h, src/data/hf_unicode_sets.h.
+//
+// Everything else is refused at load with sft::ConfigError (exit code 2) naming the file
+// and the JSON path ("model.merges[17]: ..."): another model type, normalizer,
+// pre-tokenizer, decoder or post-processor; unknown fields; byte_fallback, a
+// continuing_subword_prefix or end_of_word_suffix, dropout > 0; single_word added tokens,
+// and an rstrip one beside one that begins with whitespace; truncation or padding; a regex
+// construct whose meaning differs between Oniguruma and PCRE2; duplicate ids, merges of
+// tokens not in the vocab, added-token ids other than the ones tokenizers would assign,
+// ids of 2^24 or more; files above kMaxFileBytes. Nothing refused is approximated.
 #pragma once
 
 #include <cstdint>
