@@ -44,7 +44,8 @@ while [ $# -gt 0 ]; do
 done
 # Build-time Debian packages (headers, CMake/pkg-config files) and the shared libraries they name.
 DEB_PACKAGES=(libsentencepiece-dev libsentencepiece0 libprotobuf-lite32 nlohmann-json3-dev libcli11-dev
-              libyaml-cpp-dev libyaml-cpp0.7 libgloo-dev pkgconf pkgconf-bin libpkgconf3 pkg-config)
+              libyaml-cpp-dev libyaml-cpp0.7 libgloo-dev libpcre2-dev libpcre2-8-0 libutf8proc-dev libutf8proc2
+              pkgconf pkgconf-bin libpkgconf3 pkg-config)
 if [ "$FETCH" = 1 ]; then
   mkdir -p "$DEBS" && (cd "$DEBS" && apt-get download "${DEB_PACKAGES[@]}")
   du -sh "$DEBS"
@@ -107,7 +108,8 @@ fi
 missing_packages() {
   local h
   for h in /usr/include/sentencepiece_processor.h /usr/include/nlohmann/json.hpp /usr/include/CLI/CLI.hpp \
-           /usr/include/yaml-cpp/yaml.h /usr/include/gloo/rendezvous/store.h; do
+           /usr/include/yaml-cpp/yaml.h /usr/include/gloo/rendezvous/store.h /usr/include/pcre2.h \
+           /usr/include/utf8proc.h; do
     [ -e "$h" ] || { echo "$h"; return; }
   done
   command -v pkg-config > /dev/null || echo pkg-config

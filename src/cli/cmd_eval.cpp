@@ -93,7 +93,7 @@ int run_eval() {
     ts.threads = E.threads;
     const c10::Device dev = train::setup_device(ts);
     auto m = eval::load_model_for_eval(E.model, dev, E.req.bf16);
-    const std::string tok_path = E.tokenizer.empty() ? fs::join(E.model, "tokenizer.model") : E.tokenizer;
+    const std::string tok_path = E.tokenizer.empty() ? E.model : E.tokenizer;
     if (!fs::exists(tok_path)) throw ConfigError(tok_path + ": tokenizer not found (give --tokenizer FILE)");
     auto tok = data::Tokenizer::load(tok_path);
     for (const auto& b : benchmarks) {
@@ -163,7 +163,7 @@ std::vector<Command> register_eval(CLI::App& app) {
   c->add_option("--max-new-tokens", r.max_new_tokens,
                 "tokens per answer at most (default: gsm8k/humaneval 512, mtbench 1024, math 256, code/general 128)")
       ->check(in_range(1, 1 << 20));
-  c->add_option("--tokenizer", E.tokenizer, "sentencepiece model (default: MODEL/tokenizer.model)");
+  c->add_option("--tokenizer", E.tokenizer, "tokenizer.model, tokenizer.json, or a folder holding one (default: MODEL)");
   c->add_option("--num-samples", r.num_samples, "humaneval/code: completions per problem, for pass@k (default 1, greedy)")
       ->check(in_range(1, 10000));
   c->add_option("--temperature", r.temperature,

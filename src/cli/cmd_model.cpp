@@ -51,9 +51,12 @@ std::unique_ptr<model::Llama> load_model(const c10::Device& dev) {
 }
 
 std::shared_ptr<const data::Tokenizer> tokenizer_or_null(bool required) {
-  std::string path = M.tokenizer.empty() ? fs::join(M.model, "tokenizer.model") : M.tokenizer;
-  if (!fs::exists(path)) {
-    if (required) throw ConfigError(path + ": tokenizer not found (give --tokenizer or put tokenizer.model in --model)");
+  const std::string path = M.tokenizer.empty() ? M.model : M.tokenizer;
+  const bool found = fs::exists(path) && (!fs::is_dir(path) || fs::exists(fs::join(path, "tokenizer.json")) ||
+                                          fs::exists(fs::join(path, "tokenizer.model")));
+  if (!found) {
+    if (required)
+      throw ConfigError(path + ": no tokenizer (give --tokenizer, or put tokenizer.json or tokenizer.model in --model)");
     return nullptr;
   }
   return data::Tokenizer::load(path);
@@ -236,7 +239,7 @@ int run_generate() {
 
 void common(CLI::App* c) {
   c->add_option("--model", M.model, "Hugging Face model folder (config.json, *.safetensors)")->required();
-  c->add_option("--tokenizer", M.tokenizer, "sentencepiece model (default: MODEL/tokenizer.model)");
+  c->add_option("--tokenizer", M.tokenizer, "tokenizer.model, tokenizer.json, or a folder holding one (default: MODEL)");
   c->add_option("--dtype", M.dtype, "compute precision: fp32, or bf16 (autocast on the CPU; bf16 weights on a GPU, as sft eval)")->check(CLI::IsMember({"fp32", "bf16"}));
   c->add_option("--device", M.device, "auto | cpu | cuda | cuda:N");
   c->add_option("--threads", M.threads, "intra-op threads (default: every usable core)")->check(in_range(0, 4096));

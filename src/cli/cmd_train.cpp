@@ -19,8 +19,8 @@ namespace {
 // Every file the run will need later is checked now, in a second, rather than after hours
 // of training: the tokenizer, the model folder, and the eval block's benchmarks and data.
 void check_run_inputs(const config::RunConfig& cfg) {
-  if (!fs::exists(cfg.tokenizer) || fs::is_dir(cfg.tokenizer))
-    throw ConfigError("tokenizer.path: " + cfg.tokenizer + " not found (a sentencepiece tokenizer.model)");
+  if (!fs::exists(cfg.tokenizer))
+    throw ConfigError("tokenizer.path: " + cfg.tokenizer + " not found (a tokenizer.model, a tokenizer.json, or a folder holding one)");
   if (!cfg.model.path.empty() && !fs::is_dir(cfg.model.path))
     throw ConfigError("model.path: " + cfg.model.path + " is not a folder (a Hugging Face model folder with config.json)");
   eval::check_eval_config(cfg);
@@ -111,7 +111,7 @@ std::vector<Command> register_train(CLI::App& app) {
              // Evaluation at stage ends / the end (the config's eval block), on the exported folder.
              opts.evaluate = [cfg](const std::string& dir, const train::EvalShare& share) {
                auto m = eval::load_model_for_eval(dir, share.device, cfg.train.precision != config::Precision::kFp32);
-               auto tok = data::Tokenizer::load(fs::join(dir, "tokenizer.model"));
+               auto tok = data::Tokenizer::load(dir);  // the exported folder's tokenizer.json or tokenizer.model
                nlohmann::ordered_json all = nlohmann::ordered_json::object();
                for (const auto& b : cfg.eval.benchmarks) {
                  eval::EvalRequest r;

@@ -25,6 +25,7 @@ std::vector<Command> register_model(CLI::App& app);    // score, generate
 std::vector<Command> register_eval(CLI::App& app);
 std::vector<Command> register_sweep(CLI::App& app);
 std::vector<Command> register_bench(CLI::App& app);
+std::vector<Command> register_tokenize(CLI::App& app);
 
 // A numeric flag's check: the whole text parses, the value is finite and within the range
 // (nan, inf and trailing junk are refused). CLI11 then reports "--flag: <why>", exit code 2.

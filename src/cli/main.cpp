@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   std::vector<sft::cli::Command> commands;
   for (auto reg : {sft::cli::register_version, sft::cli::register_train, sft::cli::register_config,
                    sft::cli::register_data, sft::cli::register_model, sft::cli::register_eval,
-                   sft::cli::register_sweep, sft::cli::register_bench}) {
+                   sft::cli::register_sweep, sft::cli::register_bench, sft::cli::register_tokenize}) {
     auto c = reg(app);
     commands.insert(commands.end(), c.begin(), c.end());
   }

@@ -92,15 +92,15 @@ const Table<RunConfig>& top_fields() {
           r.error("model", "missing: model.path (a Hugging Face folder) or model.config (config.json fields)");
         if (c.model.init == ModelInit::kPretrained && c.model.path.empty()) r.error("model.init", "pretrained needs model.path");
       }),
-      top("tokenizer", "{path}", "tokenizer.path: a sentencepiece .model",
+      top("tokenizer", "{path}", "tokenizer.path: a sentencepiece tokenizer.model, a tokenizer.json, or a folder holding one",
           [](Reader& r, const std::string& p, C& c) {
             r.check_keys(p, {"path"});
-            c.tokenizer = r.str(p + ".path", c.model.path.empty() ? "" : fs::join(c.model.path, "tokenizer.model"));
-            if (c.tokenizer.empty()) r.error(p, "missing: a sentencepiece tokenizer.model path");
+            c.tokenizer = r.str(p + ".path", c.model.path);
+            if (c.tokenizer.empty()) r.error(p, "missing: a tokenizer.model or tokenizer.json path (or model.path's folder)");
           },
           [](const C& c) { return nlohmann::json(c.tokenizer); })
           .free()
-          .defaults("<model.path>/tokenizer.model"),
+          .defaults("<model.path>"),
       top("template", "{name, system_message}",
           "template.name: one of " + choice_list<Template>() + "; template.system_message: overrides its default",
           [](Reader& r, const std::string& p, C& c) {

@@ -33,8 +33,9 @@ std::vector<TextResult> generate_text(const model::Llama& model, const data::Tok
                                       const std::vector<TextRequest>& requests, const TextOptions& opts) {
   std::vector<TextResult> out(requests.size());
   model::GenerateOptions g = opts.gen;
-  if (tok.eos_id() >= 0 && std::find(g.stop_ids.begin(), g.stop_ids.end(), tok.eos_id()) == g.stop_ids.end())
-    g.stop_ids.push_back(tok.eos_id());
+  // Every EOS id the tokenizer names (LLaMA 3 Instruct's <|eot_id|> and <|end_of_text|>).
+  for (const std::int32_t eos : tok.eos_ids())
+    if (std::find(g.stop_ids.begin(), g.stop_ids.end(), eos) == g.stop_ids.end()) g.stop_ids.push_back(eos);
   for (const auto& s : opts.stop_strings)
     if (auto id = tok.piece_id(s); id && std::find(g.stop_ids.begin(), g.stop_ids.end(), *id) == g.stop_ids.end())
       g.stop_ids.push_back(*id);  // a stop string that is a single piece (<|im_end|>) is an end token

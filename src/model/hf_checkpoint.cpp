@@ -199,7 +199,9 @@ void save_hf_model(const LlamaConfig& model_cfg, const std::function<at::Tensor(
   gen["eos_token_id"] = cfg.eos_token_ids.size() == 1 ? json(cfg.eos_token_ids[0]) : json(cfg.eos_token_ids);
   fs::write_file_atomic(fs::join(tmp, "generation_config.json"), gen.dump(2) + "\n");
 
-  if (!opts.tokenizer_model.empty()) {
+  if (opts.write_tokenizer) {
+    opts.write_tokenizer(tmp);
+  } else if (!opts.tokenizer_model.empty()) {
     fs::write_file_atomic(fs::join(tmp, "tokenizer.model"), fs::read_file(opts.tokenizer_model));
     // A slow LlamaTokenizer config, so AutoTokenizer needs nothing but tokenizer.model.
     json tc = {{"tokenizer_class", "LlamaTokenizer"}, {"bos_token", "<s>"}, {"eos_token", "</s>"},

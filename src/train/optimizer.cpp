@@ -224,11 +224,15 @@ at::Tensor FlatAdamW::clip_grad_norm_on_device(double max_norm, dist::Context* c
   // order, all-reduced in fp64 when the ranks update different ranges. fp64 makes the norm
   // independent of how the ranges are cut (whole units, or each rank's chunks) to ~1e-15, so
   // that ZeRO clips exactly as one process does (fp32 per-range norms differed by ~1e-5).
+  // In blocks of 2^20 elements, so that the fp64 conversion holds 8 MiB at a time.
+  constexpr std::int64_t kBlock = std::int64_t(1) << 20;
   at::Tensor sq = at::zeros({}, grads_.options().dtype(at::kDouble));
-  for (const auto& r : ranges_) {
-    at::Tensor n = at::linalg_vector_norm(grads_.narrow(0, r.g, r.len), 2, std::nullopt, false, at::kDouble);
-    sq = sq + n * n;
-  }
+  for (const auto& r : ranges_)
+    for (std::int64_t b = 0; b < r.len; b += kBlock) {
+      at::Tensor n = at::linalg_vector_norm(grads_.narrow(0, r.g + b, std::min(kBlock, r.len - b)), 2, std::nullopt,
+                                            false, at::kDouble);
+      sq = sq + n * n;
+    }
   if ((sharding_.grads || sharding_.moments) && ctx && ctx->distributed()) ctx->all_reduce_sum(sq);
   at::Tensor norm = sq.sqrt();
   if (max_norm > 0) {

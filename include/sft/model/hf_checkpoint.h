@@ -38,6 +38,9 @@ struct SaveOptions {
   c10::ScalarType dtype = c10::kFloat;         // dtype of the stored tensors (torch_dtype)
   std::int64_t max_shard_bytes = 5LL << 30;    // HF's default 5 GB shards; <= 0: one file
   std::string tokenizer_model;                 // sentencepiece .model to copy alongside ("" = none)
+  // Writes the tokenizer's files into the folder being built (data::Tokenizer::write_hf_files);
+  // takes the place of tokenizer_model when set (the model module knows no tokenizer).
+  std::function<void(const std::string& dir)> write_tokenizer;
 };
 
 // Writes the folder crash-safely (into DIR.tmp, then renamed over DIR). Load -> save ->
