@@ -61,8 +61,20 @@ else
   echo "setup: $venv is up to date (torch $torch_pin)"
 fi
 
+# The floor LibTorch (scripts/requirements-floor.txt) in a venv of its own, for the compile test.
+floor_pin=$(sed -n 's/^torch==//p' scripts/requirements-floor.txt)
+floor=${SFT_FLOOR_VENV:-$(dirname "$venv")/venv-torch$floor_pin}
+floor_want=$(sha256sum scripts/requirements-floor.txt | cut -d' ' -f1)
+if [ "$(cat "$floor/.sft-requirements.sha256" 2>/dev/null)" != "$floor_want" ]; then
+  echo "setup: installing torch $floor_pin (the floor sft compiles against) into $floor"
+  [ -x "$floor/bin/python" ] || python3 -m venv "$floor"
+  "$floor/bin/python" -m pip install --quiet --disable-pip-version-check --progress-bar off -r scripts/requirements-floor.txt
+  echo "$floor_want" > "$floor/.sft-requirements.sha256"
+fi
+
 if [ "${1:-}" != "--no-build" ]; then
   torch_cmake=$("$venv/bin/python" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)' 2>/dev/null)
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_cmake" -DSFT_PYTHON="$venv/bin/python"
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_cmake" -DSFT_PYTHON="$venv/bin/python" \
+    -DSFT_FLOOR_PYTHON="$floor/bin/python"
   cmake --build build -j2
 fi

@@ -16,6 +16,7 @@
 #include "sft/eval/humaneval.h"
 #include "sft/eval/jsonl.h"
 #include "sft/eval/mtbench.h"
+#include "sft/eval/sandbox.h"
 #include "sft/model/hf_checkpoint.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
@@ -146,6 +147,15 @@ void check_eval_config(const config::RunConfig& cfg) {
                         ".data at a good one");
     }
     if (items == 0) throw ConfigError(where(key + ".data") + key + ".data: " + path + " holds no " + b.name + " items");
+    // Code is scored by running the model's programs in the sandbox: a node where it cannot
+    // run (no user namespaces for this user, no root) is found now, not after the training.
+    std::string why;
+    if (benchmark_kind(b.name) == "humaneval" && !sandbox_available(&why))
+      throw ConfigError(where(key + ".name") + key + ": " + b.name +
+                        " runs the model's programs in sft's sandbox, which cannot run on this node (" + why +
+                        "). Evaluate on a node that allows unprivileged user namespaces (or as root), leave " + b.name +
+                        " out of eval.benchmarks here and run `sft eval --model <output_dir>/final --benchmark " + b.name +
+                        "` later on such a node, or set eval.at_end: false");
   }
 }
 

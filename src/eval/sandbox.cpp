@@ -214,6 +214,11 @@ const Probe& probe() {
   auto it = probes.find(identity());
   if (it != probes.end()) return it->second;
   Probe r;
+  // Test hook: a node where the sandbox cannot run, without needing one.
+  if (const char* reason = std::getenv("SFT_TEST_SANDBOX_UNAVAILABLE")) {
+    r.reason = reason;
+    return probes.emplace(identity(), r).first->second;
+  }
   SandboxOptions o;
   o.timeout_s = 30;
   std::vector<bool> modes;

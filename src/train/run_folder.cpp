@@ -1,6 +1,10 @@
 #include "sft/train/run_folder.h"
 
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <cctype>
+#include <cstdio>
 
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
@@ -63,6 +67,32 @@ std::vector<std::string> outputs_to_replace(const std::string& dir, const nlohma
                     (same_run ? "Restart this run with --resume auto, or pass" : "Pass") + " --overwrite to replace " +
                     (same_run ? "them" : "the run's outputs") +
                     " (files sft did not write stay), or choose another --output-dir");
+}
+
+void check_room_for_outputs(const std::string& dir, double checkpoint_bytes, double export_bytes) {
+  std::string probe = dir.empty() ? "." : dir;
+  while (!fs::exists(probe)) {
+    const std::string up = fs::dirname(probe);
+    probe = up.empty() || up == probe ? "." : up;
+  }
+  if (!fs::is_dir(probe))
+    throw ConfigError("output_dir: " + dir + ": " + probe + " is a file, not a folder; choose another --output-dir");
+  if (::access(probe.c_str(), W_OK | X_OK) != 0)
+    throw ConfigError("output_dir: " + dir + ": " + (probe == dir ? "" : probe + " (where it would be made) ") +
+                      "is not writable by this user; choose another --output-dir");
+  struct statvfs st {};
+  if (::statvfs(probe.c_str(), &st) != 0) return;  // a filesystem that does not say: nothing to check
+  const double free = static_cast<double>(st.f_bavail) * static_cast<double>(st.f_frsize);
+  const double need = checkpoint_bytes + export_bytes;
+  auto gib = [](double b) {
+    char s[32];
+    std::snprintf(s, sizeof s, "%.1f GiB", b / (1024.0 * 1024 * 1024));
+    return std::string(s);
+  };
+  if (free < need)
+    throw ConfigError("output_dir: " + dir + ": its filesystem has " + gib(free) + " free; the run needs " + gib(need) +
+                      " for one checkpoint (" + gib(checkpoint_bytes) + ") and one exported model (" +
+                      gib(export_bytes) + "), more with train.keep_checkpoints > 1; free space or choose another --output-dir");
 }
 
 }  // namespace sft::train

@@ -68,6 +68,14 @@ void Trainer::lock_run_folder() {
                                   !CheckpointStore(fs::join(cfg_.output_dir, "checkpoints")).list().empty(),
                                   opts_.resume, opts_.overwrite);
       };
+      {
+        // What the run's end will need: a writable folder with room for one checkpoint of
+        // every rank (fp32 or bf16 parameters and fp32 moments) and one exported model.
+        const double params = static_cast<double>(resolve_run_model(cfg_).config.num_parameters());
+        const double pb = cfg_.train.precision == config::Precision::kBf16Pure ? 2.0 : 4.0;
+        const double sb = cfg_.model.save_dtype == config::SaveDtype::kFp32 ? 4.0 : 2.0;
+        check_room_for_outputs(cfg_.output_dir, params * (pb + 8.0), params * sb);
+      }
       const bool in_use = !RunLock::holder(cfg_.output_dir).empty();
       if (!in_use) stale_outputs_ = check();
       lock_ = RunLock::acquire(cfg_.output_dir);

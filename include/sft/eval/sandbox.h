@@ -107,7 +107,7 @@ std::vector<ExecResult> run_programs(const std::vector<std::string>& programs, c
                                      PassRule rule = PassRule::exit_status);
 
 // Whether the sandbox works here (probed once by running a trivial program in it); the
-// reason when it does not.
+// reason when it does not. Tests make it fail with SFT_TEST_SANDBOX_UNAVAILABLE=<reason>.
 bool sandbox_available(std::string* why = nullptr);
 
 // Whether each program gets a cgroup of its own here (memory across its processes, process

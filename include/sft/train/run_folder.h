@@ -28,4 +28,11 @@ bool is_run_output(const std::string& entry);
 std::vector<std::string> outputs_to_replace(const std::string& dir, const nlohmann::json& config, bool has_checkpoints,
                                             bool resume, bool overwrite);
 
+// Before anything is trained, what the run's end needs of its folder: that `dir` (or the
+// nearest folder above it that exists, where it will be made) can be written, and that its
+// filesystem has room for `checkpoint_bytes` (one checkpoint of every rank, as planned) and
+// `export_bytes` (one exported model). ConfigError naming the folder, the free and the needed
+// bytes (exit code 2); nothing is created.
+void check_room_for_outputs(const std::string& dir, double checkpoint_bytes, double export_bytes);
+
 }  // namespace sft::train
