@@ -6,6 +6,9 @@
 #   old-nvcc        an nvcc of CUDA 12.4 first on PATH (a fake one): the warning names it and 12.6.
 #   other-major-nvcc  an nvcc >= 12.6 of another CUDA major than LibTorch's (a fake one): the
 #                   warning names both (sft would link a second CUDA runtime).
+#   nccl-mismatch   -DSFT_NCCL_INCLUDE_DIR with a nccl.h of another NCCL release (a fake one):
+#                   the configure stops naming both versions; a fake header of LibTorch's own
+#                   major.minor is accepted.
 # nvcc is hidden by taking every folder that holds one off PATH and out of CMake's search
 # (CMAKE_IGNORE_PATH), with the CUDA_* variables that point at a toolkit unset.
 # Usage: tests/build/configure_checks.sh CASE SOURCE_DIR TORCH_PREFIX WORK_DIR CMAKE
@@ -96,6 +99,26 @@ case "$case" in
     expect "nvcc at $work/fakecuda/bin/nvcc is CUDA $other, another major release than the CUDA $torch_cuda."
     expect "this LibTorch is built for. This build is CPU-ONLY (SFT_CUDA=OFF)"
     expect "CUDA compiled in: OFF"
+    ;;
+  nccl-mismatch)
+    torch_has_cuda
+    mkdir -p "$work/nccl_other" "$work/nccl_same"
+    printf '#define NCCL_MAJOR 2\n#define NCCL_MINOR 3\n#define NCCL_PATCH 7\n#define NCCL_VERSION_CODE 2307\n' > "$work/nccl_other/nccl.h"
+    if configure -DSFT_NCCL_INCLUDE_DIR="$work/nccl_other"; then
+      grep -q "CUDA compiled in: OFF" "$log" && { echo "SKIP: no usable nvcc here, so no NCCL header is checked"; exit 77; }
+      echo "FAIL: a nccl.h of NCCL 2.3.7 was accepted"; cat "$log"; exit 1
+    fi
+    expect "$work/nccl_other/nccl.h (from SFT_NCCL_INCLUDE_DIR) is NCCL 2.3.7, but LibTorch"
+    expect "ProcessGroupNCCL holds NCCL's ncclConfig_t by value"
+    expect "Set -DSFT_NCCL_INCLUDE_DIR to the include folder of NCCL"
+    torch_nccl=$(tr -s ' \n' ' ' < "$log" | sed -n 's/.*was built with NCCL \([0-9]*\)\.\([0-9]*\)\.\([0-9]*\) (.*/\1 \2 \3/p')
+    [ -n "$torch_nccl" ] || { echo "FAIL: the message names no LibTorch NCCL version"; cat "$log"; exit 1; }
+    read -r major minor patch <<< "$torch_nccl"
+    # The same release, another patch level: accepted.
+    printf '#define NCCL_MAJOR %s\n#define NCCL_MINOR %s\n#define NCCL_PATCH %s\n' "$major" "$minor" "$((patch + 1))" > "$work/nccl_same/nccl.h"
+    rm -rf "$work/build"
+    configure -DSFT_NCCL_INCLUDE_DIR="$work/nccl_same" || { echo "FAIL: NCCL $major.$minor.$((patch + 1)) was refused"; cat "$log"; exit 1; }
+    expect "sft: NCCL header $work/nccl_same/nccl.h (NCCL $major.$minor.$((patch + 1)), from SFT_NCCL_INCLUDE_DIR) matches LibTorch's NCCL $major.$minor.$patch"
     ;;
   *) echo "unknown case $case"; exit 1 ;;
 esac
