@@ -9,6 +9,7 @@
 #   nccl-mismatch   -DSFT_NCCL_INCLUDE_DIR with a nccl.h of another NCCL release (a fake one):
 #                   the configure stops naming both versions; a fake header of LibTorch's own
 #                   major.minor is accepted.
+#   gloo-off        -DSFT_GLOO=OFF: Gloo's headers are not looked for and Gloo is compiled out.
 # nvcc is hidden by taking every folder that holds one off PATH and out of CMake's search
 # (CMAKE_IGNORE_PATH), with the CUDA_* variables that point at a toolkit unset.
 # Usage: tests/build/configure_checks.sh CASE SOURCE_DIR TORCH_PREFIX WORK_DIR CMAKE
@@ -119,6 +120,13 @@ case "$case" in
     rm -rf "$work/build"
     configure -DSFT_NCCL_INCLUDE_DIR="$work/nccl_same" || { echo "FAIL: NCCL $major.$minor.$((patch + 1)) was refused"; cat "$log"; exit 1; }
     expect "sft: NCCL header $work/nccl_same/nccl.h (NCCL $major.$minor.$((patch + 1)), from SFT_NCCL_INCLUDE_DIR) matches LibTorch's NCCL $major.$minor.$patch"
+    ;;
+  gloo-off)
+    configure -DSFT_GLOO=OFF || { echo "FAIL: the configure stopped"; cat "$log"; exit 1; }
+    expect "sft: Gloo compiled out (SFT_GLOO=OFF): NCCL is the only backend"
+    grep -q "^GLOO_INCLUDE_DIR" "$work/build/CMakeCache.txt" && { echo "FAIL: Gloo's headers were looked for"; exit 1; }
+    grep -B3 '"file": ".*/src/dist/context.cpp"' "$work/build/compile_commands.json" | grep -q -- "-DSFT_WITH_GLOO=0 " ||
+      { echo "FAIL: context.cpp is not compiled with SFT_WITH_GLOO=0"; exit 1; }
     ;;
   *) echo "unknown case $case"; exit 1 ;;
 esac
