@@ -48,7 +48,7 @@ DeviceDecision choose_device(const std::string& setting, const DeviceView& v) {
       throw ConfigError("train.device: " + setting + ": " + where + " but " + std::to_string(v.gpus) +
                         " GPUs visible, so ranks would share a GPU (NCCL refuses that); start one rank per GPU (torchrun "
                         "--nproc_per_node=" + std::to_string(v.gpus) +
-                        ", or Slurm --ntasks-per-node equal to --gpus-per-node)");
+                        ", or Slurm --ntasks-per-node equal to --gpus-per-node), or run on the CPU (train.device: cpu)");
     d.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(own));
     return d;
   }
