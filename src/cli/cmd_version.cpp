@@ -1,4 +1,5 @@
-// sft version: sft's and LibTorch's versions, whether CUDA is compiled in and usable, threads.
+// sft version: sft's and LibTorch's versions, whether CUDA is compiled in and usable (and why
+// not), whether Gloo is compiled in, threads.
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 
@@ -6,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "sft/dist/backend_check.h"
 #include "sft/util/cuda.h"
 
 namespace sft::cli {
@@ -24,6 +26,7 @@ std::vector<Command> register_version(CLI::App& app) {
                                  {"cuda_version", cuda_version},
                                  {"cuda_available", devices > 0},
                                  {"cuda_devices", devices},
+                                 {"gloo_compiled", dist::gloo_compiled()},
                                  {"threads", at::get_num_threads()},
                                  {"attention", "scaled_dot_product_attention"},
                                  // Kept for readers of the 1.13-era output: SDPA is always used now,
@@ -31,6 +34,7 @@ std::vector<Command> register_version(CLI::App& app) {
                                  {"sdpa", true},
                                  {"sentencepiece_plugin", "none (sentencepiece is linked in)"}};
              if (devices > 0) j["cuda_device_name"] = cuda::device_name(0);
+             if (compiled && devices == 0) j["cuda_unavailable"] = cuda::unavailable_reason();
              if (as_json) {
                std::cout << j.dump() << "\n";
                return 0;
@@ -39,7 +43,8 @@ std::vector<Command> register_version(CLI::App& app) {
                        << "libtorch " << TORCH_VERSION << "\n"
                        << "cuda " << (compiled ? "compiled in (CUDA " + cuda_version + ")" : std::string("not compiled in"))
                        << ", " << (devices > 0 ? std::to_string(devices) + " device(s): " + cuda::device_name(0) : std::string("no device available"))
-                       << "\n"
+                       << (compiled && devices == 0 ? ": " + cuda::unavailable_reason() : std::string()) << "\n"
+                       << "gloo " << (dist::gloo_compiled() ? "compiled in" : "not compiled in (SFT_GLOO=OFF)") << "\n"
                        << "threads " << at::get_num_threads() << "\n"
                        << "attention scaled_dot_product_attention\n";
              return 0;

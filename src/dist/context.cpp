@@ -4,8 +4,10 @@
 #include <ATen/core/ivalue.h>
 #include <ATen/record_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#if SFT_WITH_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 #if SFT_WITH_CUDA
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -22,6 +24,7 @@
 #include <optional>
 #include <thread>
 
+#include "sft/dist/backend_check.h"
 #include "sft/util/cuda.h"
 #include "sft/util/error.h"
 #include "sft/util/log.h"
@@ -104,7 +107,7 @@ std::int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-bool is_loopback(const std::string& a) { return a == "localhost" || a.rfind("127.", 0) == 0 || a == "::1"; }
+[[maybe_unused]] bool is_loopback(const std::string& a) { return a == "localhost" || a.rfind("127.", 0) == 0 || a == "::1"; }
 
 }  // namespace
 
@@ -141,6 +144,7 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
   const config::Backend backend =
       spec.backend != config::Backend::kAuto ? spec.backend : device.is_cuda() ? config::Backend::kNccl : config::Backend::kGloo;
   c->backend_ = backend;
+  require_backend(spec.backend, backend, launch.world, nccl_compiled(), gloo_compiled());  // before any rank waits
   const auto deadline = std::chrono::steady_clock::now() + c->timeout_;
   const std::string where = launch.master_addr + ":" + std::to_string(launch.master_port);
   c10d::TCPStoreOptions so;
@@ -212,6 +216,7 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
     throw ConfigError("dist.backend: nccl needs sft built against a LibTorch with CUDA (SFT_CUDA=ON); this build has none (use gloo)");
 #endif
   } else {
+#if SFT_WITH_GLOO
     auto opts = c10d::ProcessGroupGloo::Options::create(std::chrono::duration_cast<std::chrono::milliseconds>(c->timeout_));
     if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"))
       opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
@@ -221,6 +226,7 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
       opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     opts->threads = 2;
     c->impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(c->impl_->store, launch.rank, launch.world, opts);
+#endif
   }
   sft::log::info("dist: rank {}/{} (local {}), {} backend, rendezvous {}:{} via {}", launch.rank, launch.world,
                launch.local_rank, config::name(backend), launch.master_addr, launch.master_port, launch.launcher);

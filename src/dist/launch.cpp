@@ -47,7 +47,7 @@ LaunchInfo detect_launch() {
     l.rank = env_int("RANK", 0);
     l.world = env_int("WORLD_SIZE", 1);
     l.local_rank = env_int("LOCAL_RANK", l.rank);
-    l.local_world = env_int("LOCAL_WORLD_SIZE", l.world);
+    l.local_world = env_int("LOCAL_WORLD_SIZE", 1);  // unknown: 1 (train/device_rule.h infers from LOCAL_RANK)
     if (const char* a = env("MASTER_ADDR")) l.master_addr = a;
     l.master_port = env_int("MASTER_PORT", 29500);
     const char* agent = env("TORCHELASTIC_USE_AGENT_STORE");

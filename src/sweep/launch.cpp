@@ -155,7 +155,8 @@ LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, 
 
 std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary) {
   // Each task is sized from its run's dist.gpus (the paper: 8 A100s for 7B/13B, 16 for 33B):
-  // one rank per GPU, whole nodes of 8 beyond that. Runs of different sizes go to separate
+  // one rank per GPU, whole nodes of 8 beyond that, each rank with its share of the node's
+  // CPUs (the job takes whole nodes). Runs of different sizes go to separate
   // arrays (sweep-<N>gpu.sbatch), since the tasks of one array share their resources.
   std::map<int, std::vector<const SweepRun*>> by_gpus;
   for (const auto& r : runs) by_gpus[r.gpus > 0 ? r.gpus : 8].push_back(&r);
@@ -179,14 +180,20 @@ std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs,
         "#SBATCH --job-name=sft-" + spec.name + suffix + "\n"
         "#SBATCH --array=0-" + std::to_string(group.size() - 1) + "\n"
         "#SBATCH --nodes=" + std::to_string(nodes) + "\n#SBATCH --ntasks-per-node=" + std::to_string(per_node) +
-        "\n#SBATCH --gpus-per-node=" + std::to_string(per_node) + "\n#SBATCH --cpus-per-task=12\n"
+        "\n#SBATCH --gpus-per-node=" + std::to_string(per_node) + "\n#SBATCH --exclusive\n"
         "#SBATCH --time=48:00:00\n#SBATCH --signal=TERM@300\n#SBATCH --requeue\n"
         "#SBATCH --output=" + fs::join(spec.output_dir, "logs/%x-%A_%a.out") + "\n"
         "set -euo pipefail\n"
         "CONFIG=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" " + list_path + ")\n"
         "export MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}\n"
-        "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}\n"
-        "srun --kill-on-bad-exit=1 " + sft_binary + " train --config \"$CONFIG\" --resume auto\n";
+        "# Each rank gets its share of the node's CPUs (as scripts/slurm/train.sbatch does).\n"
+        "ranks_per_node=${SLURM_NTASKS_PER_NODE:-" + std::to_string(per_node) + "}\n"
+        "ranks_per_node=${ranks_per_node%%(*}\n"
+        "cpus_per_task=$(( ${SLURM_CPUS_ON_NODE:-$ranks_per_node} / ranks_per_node ))\n"
+        "(( cpus_per_task >= 1 )) || cpus_per_task=1\n"
+        "export OMP_NUM_THREADS=$cpus_per_task\n"
+        "srun --kill-on-bad-exit=1 --cpus-per-task=\"$cpus_per_task\" " + sft_binary +
+        " train --config \"$CONFIG\" --resume auto\n";
     fs::write_file_atomic(script, s);
     scripts += (scripts.empty() ? "" : "\n") + script;
   }

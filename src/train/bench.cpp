@@ -98,7 +98,7 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
   config::TrainSpec ts;
   ts.threads = o.threads;
   ts.device = o.device;
-  c10::Device device = setup_device(ts, launch.local_rank);
+  c10::Device device = setup_device(ts, launch);
   const int threads = at::get_num_threads();
   CpuMemoryTracker::install();
   const bool gpu = device.is_cuda();

@@ -20,6 +20,7 @@
 #include "sft/model/precision.h"
 #include "sft/model/safetensors.h"
 #include "sft/train/data_parallel.h"
+#include "sft/train/device_rule.h"
 #include "sft/train/dry_run.h"
 #include "sft/train/memory_tracker.h"
 #include "sft/train/progress.h"
@@ -41,7 +42,7 @@ namespace {
 
 }  // namespace
 
-c10::Device setup_device(const config::TrainSpec& t, int local_rank) {
+c10::Device setup_device(const config::TrainSpec& t, const dist::LaunchInfo& launch) {
   int threads = t.threads;
   if (threads <= 0) {
     const char* env = std::getenv("OMP_NUM_THREADS");
@@ -52,26 +53,26 @@ c10::Device setup_device(const config::TrainSpec& t, int local_rank) {
     threads = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
   }
   at::set_num_threads(threads);
-  const auto choice = config::parse_device(t.device);
-  if (!choice) throw ConfigError("device \"" + t.device + "\" is not one sft runs on: cpu, cuda, cuda:N or auto");
-  using config::DeviceChoice;
-  if (choice->kind == DeviceChoice::kCpu || (choice->kind == DeviceChoice::kAuto && !cuda::available()))
-    return c10::Device(c10::kCPU);
-  if (!cuda::available())
-    throw ConfigError("train.device: " + t.device + " requested but CUDA is not available (" +
-                      (cuda::compiled() ? "no GPU visible" : "sft was built without CUDA") + ")");
-  // cuda / auto: GPU LOCAL_RANK of those visible (modulo their number: a launcher that gives
-  // each task its own CUDA_VISIBLE_DEVICES leaves one GPU, index 0, per process).
-  const int gpu = choice->index >= 0 ? choice->index : local_rank % cuda::device_count();
-  const c10::Device d(c10::kCUDA, static_cast<c10::DeviceIndex>(gpu));
-  cuda::set_device(d.index());  // the caching allocator and NCCL use the current device
-  return d;
+  DeviceView view;
+  view.cuda_compiled = cuda::compiled();
+  view.gpus = cuda::device_count();
+  if (view.cuda_compiled && view.gpus == 0) {
+    view.driver_found = cuda::driver_found();
+    view.no_gpu_reason = cuda::unavailable_reason();
+  }
+  view.local_rank = launch.local_rank;
+  view.local_world = launch.local_world;
+  view.launcher = launch.launcher;
+  const DeviceDecision d = choose_device(t.device, view);
+  if (!d.warning.empty()) sft::log::warn("{}", d.warning);
+  if (d.device.is_cuda()) cuda::set_device(d.device.index());  // the caching allocator and NCCL use the current device
+  return d.device;
 }
 
 Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
     : cfg_(std::move(cfg)), opts_(std::move(opts)), device_(c10::kCPU) {
   const dist::LaunchInfo launch = dist::detect_launch();
-  device_ = setup_device(cfg_.train, launch.local_rank);
+  device_ = setup_device(cfg_.train, launch);
   if (device_.is_cpu()) CpuMemoryTracker::install();
   // One process runs without a group, unless dist.backend names one it can use (a one-rank
   // group, to exercise that backend); a cluster config's nccl on a CPU smoke test is ignored.

@@ -1,5 +1,9 @@
 #include "sft/util/cuda.h"
 
+#include <cstdlib>
+#include <fstream>
+#include <regex>
+
 #include "sft/util/error.h"
 
 #if SFT_WITH_CUDA
@@ -14,6 +18,41 @@
 #endif
 
 namespace sft::cuda {
+namespace {
+
+std::string cuda_version_text(int v) { return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10); }
+
+// The oldest Linux driver of each CUDA major (the CUDA toolkit release notes' driver table).
+std::string min_driver_for(int cuda_major) {
+  if (cuda_major == 12) return "525.60.13";
+  if (cuda_major == 13) return "580.65.06";
+  return "";
+}
+
+}  // namespace
+
+std::string driver_mismatch(int driver_cuda, int runtime_cuda, const std::string& driver_release) {
+  if (runtime_cuda <= 0) return "";
+  const std::string runtime = cuda_version_text(runtime_cuda);
+  if (driver_cuda <= 0)
+    return "no NVIDIA driver was found (libcuda.so.1 did not load), so this LibTorch (CUDA " + runtime +
+           ") sees no GPU; on a GPU node, check nvidia-smi";
+  const int driver_major = driver_cuda / 1000, runtime_major = runtime_cuda / 1000;
+  if (driver_major >= runtime_major) return "";  // minor version compatibility covers the rest
+  const std::string needs = min_driver_for(runtime_major);
+  std::string msg = "the NVIDIA driver " + (driver_release.empty() ? std::string() : driver_release + " ") +
+                    "supports CUDA ≤ " + cuda_version_text(driver_cuda) + ", this LibTorch was built for CUDA " +
+                    runtime + (needs.empty() ? "" : " (it needs a driver ≥ " + needs + ")") + ": ";
+  if (driver_major >= 12)
+    msg += "build sft against a LibTorch for CUDA " + std::to_string(driver_major) + " (torch from PyTorch's cu" +
+           std::to_string(driver_major) + "x index, e.g. https://download.pytorch.org/whl/cu" +
+           (driver_major == 12 ? std::string("126") : std::to_string(driver_major) + "0") +
+           ", in SFT_VENV; a libtorch zip; or a cluster module: README, \"On a cluster\"), or have the driver updated";
+  else
+    msg += "have the driver updated (≥ 525.60.13 runs a LibTorch for CUDA 12, ≥ 580.65.06 one for CUDA 13); "
+           "no LibTorch sft builds against (2.11 or newer) is made for CUDA " + std::to_string(driver_major);
+  return msg;
+}
 
 #if SFT_WITH_CUDA
 
@@ -25,6 +64,30 @@ std::string runtime_version() {
   long v = at::detail::getCUDAHooks().versionCUDART();  // e.g. 13000
   if (v <= 0) return "";
   return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
+
+bool driver_found() {
+  int v = 0;
+  return cudaDriverGetVersion(&v) == cudaSuccess && v > 0;
+}
+
+std::string unavailable_reason() {
+  if (available()) return "";
+  int driver = 0, runtime = 0;
+  if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;
+  if (cudaRuntimeGetVersion(&runtime) != cudaSuccess) runtime = 0;
+  // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.129.03  Thu Oct 19 ..."
+  std::string release;
+  std::ifstream proc("/proc/driver/nvidia/version");
+  std::string line;
+  std::smatch m;
+  if (std::getline(proc, line) && std::regex_search(line, m, std::regex(R"(\s(\d+\.\d+(\.\d+)?)\s)"))) release = m[1];
+  std::string why = driver_mismatch(driver, runtime, release);
+  if (!why.empty()) return why;
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  return "the NVIDIA driver" + (release.empty() ? std::string() : " " + release) + " (CUDA " + cuda_version_text(driver) +
+         ") sees no GPU: check nvidia-smi, the job's GPU request (Slurm --gpus-per-node) and CUDA_VISIBLE_DEVICES (" +
+         (visible ? "\"" + std::string(visible) + "\"" : std::string("unset")) + ")";
 }
 
 std::string device_name(int index) {
@@ -64,6 +127,7 @@ std::int64_t free_memory(int index) {
 }
 
 struct EventTimer::Impl {
+  c10::DeviceIndex device = 0;
   // cudaEventDefault records timing; CUDAEvent's own default flags would disable it.
   at::cuda::CUDAEvent begin{cudaEventDefault}, end{cudaEventDefault};
 };
@@ -71,12 +135,14 @@ struct EventTimer::Impl {
 EventTimer::EventTimer(c10::Device device) {
   if (!device.is_cuda()) throw Error("EventTimer needs a CUDA device, got " + device.str());
   impl_ = std::make_unique<Impl>();
+  impl_->device = device.has_index() ? device.index() : c10::cuda::current_device();
 }
 
-void EventTimer::start() { impl_->begin.record(); }
+// On the timed device's stream: record() alone would use the current device's.
+void EventTimer::start() { impl_->begin.record(c10::cuda::getCurrentCUDAStream(impl_->device)); }
 
 double EventTimer::stop_ms() {
-  impl_->end.record();
+  impl_->end.record(c10::cuda::getCurrentCUDAStream(impl_->device));
   impl_->end.synchronize();
   return impl_->begin.elapsed_time(impl_->end);
 }
@@ -92,9 +158,9 @@ HostRead::HostRead(const at::Tensor& t) : impl_(std::make_shared<Impl>()) {
     return;
   }
   impl_->host = at::empty(t.sizes(), t.options().device(c10::kCPU).pinned_memory(true));
-  impl_->host.copy_(t, /*non_blocking=*/true);
+  impl_->host.copy_(t, /*non_blocking=*/true);  // queued on t's device's current stream
   impl_->copied = std::make_unique<at::cuda::CUDAEvent>();
-  impl_->copied->record();
+  impl_->copied->record(c10::cuda::getCurrentCUDAStream(t.device().index()));
 }
 
 bool HostRead::ready() const { return !impl_->copied || impl_->copied->query(); }
@@ -117,6 +183,8 @@ bool compiled() { return false; }
 bool available() { return false; }
 int device_count() { return 0; }
 std::string runtime_version() { return ""; }
+bool driver_found() { return false; }
+std::string unavailable_reason() { return "sft was built without CUDA (SFT_CUDA=OFF)"; }
 std::string device_name(int) { return ""; }
 void set_device(int index) {
   throw Error("CUDA device " + std::to_string(index) + " requested, but sft was built without CUDA (SFT_CUDA=OFF)");

@@ -2,7 +2,9 @@
 # A CPU-only build builds: configures sft with CUDA compiled out (SFT_CUDA=OFF) against the
 # same LibTorch, builds the sft binary, checks that the two units CUDA changes
 # (src/util/cuda.cpp, src/dist/context.cpp; CMakeLists.txt) reference no CUDA or NCCL
-# symbol, and that the binary says CUDA is not compiled in and refuses a CUDA device.
+# symbol, and that the binary says CUDA is not compiled in and refuses a CUDA device. With
+# SFT_CUDA=OFF Torch's CMake never looks for the CUDA toolkit (cmake/cuda_toolkit.cmake's stub),
+# so this also checks that such a build links and runs.
 # Usage: tests/build/cpu_only_build.sh SOURCE_DIR TORCH_PREFIX WORK_DIR
 set -euo pipefail
 src=$1 torch_prefix=$2 work=$3

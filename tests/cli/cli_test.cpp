@@ -22,6 +22,14 @@ TEST(Cli, VersionPrintsLibTorchCudaAndThreads) {
   // LibTorch 2.x, and CUDA compiled in exactly when this build has it (SFT_CUDA).
   EXPECT_EQ(v["libtorch"].get<std::string>().rfind("2.", 0), 0u) << v.dump();
   EXPECT_EQ(v["cuda_compiled"].get<bool>(), SFT_WITH_CUDA != 0) << v.dump();
+  EXPECT_EQ(v["gloo_compiled"].get<bool>(), SFT_TEST_GLOO != 0) << v.dump();
+  EXPECT_NE(r.out.find(SFT_TEST_GLOO ? "gloo compiled in" : "gloo not compiled in (SFT_GLOO=OFF)"), std::string::npos) << r.out;
+  // CUDA compiled in but no GPU: both forms say why (here: no driver, or one too old for the runtime).
+  if (SFT_WITH_CUDA && !v["cuda_available"].get<bool>()) {
+    ASSERT_TRUE(v.contains("cuda_unavailable")) << v.dump();
+    EXPECT_FALSE(v["cuda_unavailable"].get<std::string>().empty());
+    EXPECT_NE(r.out.find("no device available: " + v["cuda_unavailable"].get<std::string>()), std::string::npos) << r.out;
+  }
   if (SFT_WITH_CUDA) {
     EXPECT_EQ(v["cuda_version"].get<std::string>().rfind("13.", 0), 0u) << v.dump();
     EXPECT_NE(r.out.find("compiled in (CUDA 13."), std::string::npos) << r.out;

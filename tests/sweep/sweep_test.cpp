@@ -162,6 +162,10 @@ TEST(SweepCli, EmitSlurmWritesAnArrayWithOneTaskPerRun) {
   std::string script = test::read(d.file("out/sweep.sbatch"));
   EXPECT_NE(script.find("#SBATCH --array=0-19"), std::string::npos) << script;
   EXPECT_NE(script.find("train --config \"$CONFIG\" --resume auto"), std::string::npos);
+  // CPUs per rank come from the node (a fixed 12 x 8 per node would not start on smaller nodes).
+  EXPECT_EQ(script.find("--cpus-per-task=12"), std::string::npos) << script;
+  EXPECT_NE(script.find("cpus_per_task=$(( ${SLURM_CPUS_ON_NODE:-$ranks_per_node} / ranks_per_node ))"), std::string::npos)
+      << script;
   std::string list = test::read(d.file("out/runs.txt"));
   EXPECT_EQ(std::count(list.begin(), list.end(), '\n'), 20);
 }

@@ -185,8 +185,9 @@ class Trainer {
   std::int64_t state_bytes_ = 0, build_peak_bytes_ = 0;  // this rank's, from building the model
 };
 
-// Resolves train.device ("auto" -> cuda when available; cuda:LOCAL_RANK under a launcher)
-// and train.threads; sets LibTorch's intra-op thread count. Returns the device.
-c10::Device setup_device(const config::TrainSpec& t, int local_rank = 0);
+// Resolves train.device by the rule of train/device_rule.h (cuda: GPU LOCAL_RANK; a fixed
+// cuda:N refused under several ranks per node unless it is the rank's own) and
+// train.threads; sets LibTorch's intra-op thread count and the current CUDA device.
+c10::Device setup_device(const config::TrainSpec& t, const dist::LaunchInfo& launch = {});
 
 }  // namespace sft::train

@@ -21,6 +21,22 @@ int device_count();         // 0 when !available()
 std::string runtime_version();  // CUDA runtime LibTorch was built with, e.g. "13.0"; "" if none
 std::string device_name(int index);
 
+// Why no GPU is usable although CUDA is compiled in: the NVIDIA driver is missing, or older
+// than this LibTorch's CUDA runtime, or it sees no GPU. "" when a GPU is available, and
+// "sft was built without CUDA (SFT_CUDA=OFF)" in a build without CUDA. Reads the versions
+// with cudaDriverGetVersion / cudaRuntimeGetVersion and the driver's release from
+// /proc/driver/nvidia/version.
+std::string unavailable_reason();
+bool driver_found();  // cudaDriverGetVersion reports a driver (false in a build without CUDA)
+
+// The version check itself, on given versions (the seam the CPU tests use). Versions are
+// encoded as CUDA encodes them, 1000 * major + 10 * minor (12020 is 12.2); 0 means none.
+// Returns "" when the driver runs this runtime (same major or newer: CUDA's minor version
+// compatibility), else "the NVIDIA driver <release> supports CUDA ≤ <driver>, this LibTorch
+// was built for CUDA <runtime> ..." with what to install instead. `driver_release` ("535.129.03")
+// may be empty.
+std::string driver_mismatch(int driver_cuda, int runtime_cuda, const std::string& driver_release = "");
+
 // Makes `index` this thread's current device (before creating an NCCL process group, so
 // that NCCL and the caching allocator bind to the rank's own GPU).
 void set_device(int index);
@@ -38,8 +54,9 @@ MemoryStats memory_stats(int index);  // zeros when !available()
 void reset_peak_memory(int index);
 std::int64_t free_memory(int index);  // cudaMemGetInfo's free bytes on GPU `index`; 0 when !available()
 
-// GPU time between start() and stop(), from CUDA events on the current stream (the host
-// does not wait in start(); stop() synchronises on the end event).
+// GPU time between start() and stop(), from CUDA events on `device`'s current stream (not
+// the current device's: the host does not wait in start(); stop() synchronises on the end
+// event). `cuda` without an index means the current device when the timer is made.
 class EventTimer {
  public:
   explicit EventTimer(c10::Device device);
@@ -53,8 +70,9 @@ class EventTimer {
 };
 
 // A small tensor's values on the host without waiting for the GPU's later work: the copy to
-// pinned host memory is queued when it is made, and get() waits for that copy only (an
-// event recorded after it), not for what was queued since. For a CPU tensor, get() is it.
+// pinned host memory is queued when it is made, on the tensor's device's current stream, and
+// get() waits for that copy only (an event recorded after it on that stream, whatever the
+// current device is), not for what was queued since. For a CPU tensor, get() is it.
 class HostRead {
  public:
   HostRead() = default;
