@@ -1,6 +1,6 @@
 // CUDA as sft sees it: whether it was compiled in, the device a rank uses, the caching
 // allocator's memory statistics and event timing. Every function is safe to call in a
-// build without CUDA (SFT_WITH_CUDA=0) or on a machine without a GPU: it then reports
+// build without CUDA (configured with SFT_CUDA=OFF) or on a machine without a GPU: it then reports
 // "none" (zeros, false) or throws sft::Error where a GPU is required.
 //
 // All CUDA headers stay inside src/util/cuda.cpp (and src/dist/context.cpp for NCCL).
