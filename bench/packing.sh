@@ -2,7 +2,7 @@
 # Non-pad tokens per second on the real SFT length distribution (bench/real_data.yaml: GSM8K +
 # Code Alpaca + ShareGPT, vicuna_v1.1, Llama-2 tokenizer, max_seq_len 2048, the small preset's
 # model, bf16) for three batchings of the same model and step:
-#   pack     first-fit-decreasing rows of 2048 tokens, 2 rows per micro-batch (per-sample attention)
+#   pack     best-fit-decreasing rows of 2048 tokens, 2 rows per micro-batch (per-sample attention)
 #   pad      pad to the longest of 8 samples
 #   pad_max  pad to max_seq_len, 2 samples (what FastChat, the paper's trainer, does)
 # plus each one's padding efficiency. Usage: bench/packing.sh [STEPS]   (needs ../shared/data)

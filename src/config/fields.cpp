@@ -88,7 +88,7 @@ const Table<DataSpec>& data_fields() {
       integer("max_record_bytes", &S::max_record_bytes, 1, std::int64_t{1} << 40,
               "a larger record (jsonl line, array element, .txt document) is a bad record"),
       choice("batching", &S::batching, "pack samples into rows, pad to the longest, or pad to max_seq_len"),
-      integer("pack_window", &S::pack_window, 1, INT64_MAX, "samples per first-fit-decreasing packing window"),
+      integer("pack_window", &S::pack_window, 1, INT64_MAX, "samples per best-fit-decreasing packing window"),
       boolean("group_by_length", &S::group_by_length, "pad batching: sort by length within windows"),
       boolean("shuffle", &S::shuffle, "shuffle each epoch (seeded)"),
       text("cache_dir", &S::cache_dir, "the tokenized-data cache").free(),

@@ -17,7 +17,7 @@ struct Item {
   std::int64_t targets;
 };
 
-// First-fit-decreasing into bins of `capacity`, using an ordered map of remaining room so
+// Best-fit-decreasing into bins of `capacity`, using an ordered map of remaining room so
 // each placement is O(log bins). Returns bins in creation order.
 std::vector<Row> pack_window(std::vector<Item>& items, std::int64_t capacity) {
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.length > b.length; });

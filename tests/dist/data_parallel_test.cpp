@@ -134,7 +134,8 @@ TEST_F(TwoRanks, AZero3RankBuildsOnlyItsShards) {
 }
 
 // The dry-run planner, proven: 2 Gloo ranks train a 51.7M-parameter model (hidden 512, 16
-// layers) for one bf16 step under every strategy, with and without activation checkpointing,
+// layers) for one bf16 step under every strategy, and with activation checkpointing under DDP
+// and ZeRO-3 (the planner's activation term under checkpointing does not depend on the strategy),
 // export it and (once) evaluate it. Every rank's measured peak in every phase (tensor bytes
 // above what was live before the model) is within 10 % of the plan the trainer reports, which
 // is the plan `sft train --dry-run` prints for the same run; and a ZeRO-3 rank never holds more
@@ -149,6 +150,7 @@ TEST_F(TwoRanks, ThePlannersPhasesAreWithinTenPercentOfEveryRanksMeasuredPeak) {
       "eval.max_new_tokens=512", "eval.batch_size=2", "eval.benchmarks=[{name: math, limit: 4}]"};
   for (const char* strategy : {"ddp", "zero1", "zero2", "zero3"}) {
     for (bool ckpt : {false, true}) {
+      if (ckpt && (std::string(strategy) == "zero1" || std::string(strategy) == "zero2")) continue;
       SCOPED_TRACE(std::string(strategy) + (ckpt ? " with" : " without") + " checkpointing");
       test::TempDir d;
       auto extra = model;

@@ -18,17 +18,17 @@ TEST(EvalDuringTraining, ATinyTrainedModelGetsTheThreeSyntheticScores) {
   test::TempDir d;
   auto r = test::run_sft({"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", d.file("run"),
                           "--set", "data.cache_dir=" + d.file("cache"),
-                          "--set", "datasets.math.fraction=1/16", "--set", "datasets.code.fraction=1/16",
-                          "--set", "datasets.general.fraction=1/8", "--set", "eval.at_end=true",
+                          "--set", "datasets.math.fraction=1/64", "--set", "datasets.code.fraction=1/64",
+                          "--set", "datasets.general.fraction=1/32", "--set", "eval.at_end=true",
                           "--set", "eval.max_new_tokens=48", "--set", "eval.batch_size=32",
-                          "--set", "eval.benchmarks=[{name: math, limit: 24}, {name: code, limit: 24}, {name: general, limit: 24}]"},
+                          "--set", "eval.benchmarks=[{name: math, limit: 12}, {name: code, limit: 12}, {name: general, limit: 12}]"},
                          {}, 900);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto s = nlohmann::json::parse(test::read(d.file("run/eval/summary.json")));
   // The trainer's scores are `sft eval`'s on the exported model with the same settings.
   for (const char* b : {"math", "code", "general"}) {
     ASSERT_TRUE(s.contains(b)) << b;
-    auto e = test::run_sft({"eval", "--model", d.file("run/final"), "--benchmark", b, "--limit", "24",
+    auto e = test::run_sft({"eval", "--model", d.file("run/final"), "--benchmark", b, "--limit", "12",
                             "--max-new-tokens", "48", "--batch-size", "32", "--json"},
                            {}, 600);
     ASSERT_EQ(e.exit_code, 0) << e.err;

@@ -70,7 +70,7 @@ TEST(Resume, SigkillAtRandomStepsThenResumeIsBitIdentical) {
   Reference ref;
   ASSERT_FALSE(ref.weights.empty());
   Rng rng(2024);
-  for (int trial = 0; trial < 3; ++trial) {
+  for (int trial = 0; trial < 2; ++trial) {
     test::TempDir d;
     const std::string out = d.file("run");
     auto args = tiny_args(out, ref.dir.file("cache"));

@@ -76,7 +76,7 @@ struct DataSpec {
   OnBadRecord on_bad_record = OnBadRecord::kError;
   std::int64_t max_record_bytes = 8 << 20;  // one record (jsonl line, array element, .txt document); larger is bad
   Batching batching = Batching::kPack;
-  std::int64_t pack_window = 1024;      // samples per first-fit-decreasing window
+  std::int64_t pack_window = 1024;      // samples per best-fit-decreasing window
   bool group_by_length = false;         // pad mode: sort within windows by length
   bool shuffle = true;
   std::string cache_dir = ".sft_cache";

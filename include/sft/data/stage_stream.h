@@ -6,7 +6,7 @@
 //
 // Per epoch the stage's trainable samples (its sources' records minus zero-target and
 // too-long ones) are shuffled with seed (run seed, stage, epoch), then
-//   pack     first-fit-decreasing into rows of max_seq_len within windows of pack_window
+//   pack     best-fit-decreasing into rows of max_seq_len within windows of pack_window
 //            samples; samples never attend to each other (see Batch)
 //   pad      one sample per row, padded to the longest row of the micro-batch
 //            (group_by_length sorts windows of 64 micro-batches by length first)
@@ -18,7 +18,7 @@
 // With samples_per_step S > 0 the global batch is counted in samples instead, as a padded
 // trainer (FastChat) counts it: each epoch's shuffled samples are cut into steps of S (the
 // last step of an epoch may have fewer), so the step count and the LR schedule are a padded
-// trainer's whatever the batching. A step's samples become rows (packed first-fit-decreasing
+// trainer's whatever the batching. A step's samples become rows (packed best-fit-decreasing
 // into max_seq_len, or one per row), the rows are dealt to ranks longest first to the least
 // loaded (by tokens), and each rank cuts its rows, longest first, into micro-batches of at
 // most tokens_per_micro_batch padded tokens (rows x width; one row at least). The step's
