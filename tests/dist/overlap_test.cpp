@@ -70,12 +70,12 @@ class Overlap : public ::testing::Test {
 test::TempDir* Overlap::dir_ = nullptr;
 
 // bf16 gathers (layers and the head gathered from a bf16 copy of each shard) train what
-// fp32 gathers train: over 30 steps every step's loss within 1e-2 relative. Summing the
+// fp32 gathers train: over 50 steps every step's loss within 1e-2 relative. Summing the
 // gradients in bf16 across ranks stays within 2e-2.
 TEST_F(Overlap, Bf16GathersAndReductionsFollowTheFp32LossCurve) {
   test::TempDir d;
   const std::vector<std::string> common = {"dist.strategy=zero3", "train.precision=bf16", "train.batch_size=2",
-                                           "train.max_steps=30", "train.log_every=1"};
+                                           "train.max_steps=50", "train.log_every=1"};
   std::map<std::string, std::vector<double>> curves;
   for (const char* variant : {"dist.gather_dtype=fp32", "dist.gather_dtype=auto", "dist.reduce_dtype=bf16"}) {
     auto extra = common;
@@ -83,13 +83,13 @@ TEST_F(Overlap, Bf16GathersAndReductionsFollowTheFp32LossCurve) {
     const std::string run = d.file(std::string("run_") + variant);
     launch(2, args(run, cache(), extra));
     for (const auto& s : records(run, "step")) curves[variant].push_back(s["loss"].get<double>());
-    ASSERT_EQ(curves[variant].size(), 30u) << variant;
+    ASSERT_EQ(curves[variant].size(), 50u) << variant;
   }
   const auto& ref = curves["dist.gather_dtype=fp32"];
   for (const auto& [variant, tol] : std::map<std::string, double>{{"dist.gather_dtype=auto", 1e-2}, {"dist.reduce_dtype=bf16", 2e-2}}) {
     double worst = 0;
     for (std::size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(curves[variant][i] - ref[i]) / ref[i]);
-    EXPECT_LT(worst, tol) << variant << ": the largest relative loss difference over 30 steps";
+    EXPECT_LT(worst, tol) << variant << ": the largest relative loss difference over 50 steps";
     EXPECT_GT(worst, 0.0) << variant << " changed nothing: was it applied?";
   }
 }
