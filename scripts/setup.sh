@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   cmake g++ make pkg-config
+  ccache   # recompiles only what changed when this machine built sft before (CMakeLists.txt)
   libsentencepiece-dev sentencepiece
   libpcre2-dev libutf8proc-dev   # tokenizer.json tokenizers: Unicode regexes, NFC
   nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libgtest-dev
