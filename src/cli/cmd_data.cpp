@@ -110,9 +110,11 @@ int run_render() {
       spec.filter_equals = v;
     }
   }
-  auto tmpl = data::ChatTemplate::create(A.tmpl, A.system.empty() ? std::nullopt : std::optional<std::string>(A.system));
   std::shared_ptr<const data::Tokenizer> tok;
   if (!A.tokenizer.empty()) tok = data::Tokenizer::load(A.tokenizer);
+  auto tmpl = data::ChatTemplate::create(A.tmpl, A.system.empty() ? std::nullopt : std::optional<std::string>(A.system),
+                                         tok.get());
+  if (tok) tmpl.check_tokenizer(*tok);
   // Unanswered last user turns are kept: --generation renders their prompts.
   data::ReadResult rr = data::read_dataset(spec, A.skip_bad ? config::OnBadRecord::kSkip : config::OnBadRecord::kError, /*keep_unanswered=*/true);
   for (const auto& b : rr.bad) sft::log::warn("skipped bad record {}: {}", b.where, b.reason);
@@ -164,6 +166,26 @@ int run_render() {
   return 0;
 }
 
+// The template's Jinja form (what exported folders carry), or with --json its facts.
+int run_template() {
+  std::shared_ptr<const data::Tokenizer> tok;
+  if (!A.tokenizer.empty()) tok = data::Tokenizer::load(A.tokenizer);
+  auto tmpl = data::ChatTemplate::create(A.tmpl, A.system.empty() ? std::nullopt : std::optional<std::string>(A.system),
+                                         tok.get());
+  if (tok) tmpl.check_tokenizer(*tok);
+  if (!A.json) {
+    std::cout << tmpl.jinja();
+    return 0;
+  }
+  ordered_json j = {{"name", tmpl.name()}, {"system_message", tmpl.has_default_system() ? ordered_json(tmpl.default_system()) : ordered_json()},
+                    {"required_tokens", tmpl.required_tokens()}, {"stop_strings", tmpl.stop_strings()},
+                    {"jinja", tmpl.jinja()}};
+  if (tok && !tok->chat_template().empty())
+    j["folder_template"] = {{"file", tok->chat_template_path()}, {"fingerprint", data::ChatTemplate::fingerprint(tok->chat_template())}};
+  std::cout << j.dump() << "\n";
+  return 0;
+}
+
 int run_inspect() {
   config::RunConfig cfg = config::load_run_config(A.config, A.sets);
   data::RunData rd = data::build_run_data(cfg, 1);
@@ -206,7 +228,7 @@ int run_inspect() {
     const data::Record* rec = nullptr;
     for (const auto& r : rr.records)
       if (r.origin.index == o.index) rec = &r;
-    auto tmpl = data::template_for(cfg, spec);
+    auto tmpl = data::template_for(cfg, spec, *rd.tokenizer);
     std::vector<data::Segment> segs = rec ? tmpl.segments(*rec) : std::vector<data::Segment>{};
     data::Encoded e;
     e.ids.assign(ds.ids(it.rec), ds.ids(it.rec) + ds.length(it.rec));
@@ -259,7 +281,9 @@ std::vector<Command> register_data(CLI::App& app) {
   render->add_option("--template", A.tmpl, "chat template")
       ->check(CLI::IsMember(data::ChatTemplate::names()));
   render->add_option("file", A.file, "dataset file")->required();
-  render->add_option("--tokenizer", A.tokenizer, "sentencepiece model: adds ids and mask to --json output");
+  render->add_option("--tokenizer", A.tokenizer,
+                     "tokenizer.model, tokenizer.json or a folder: adds ids and mask to --json output (template auto: "
+                     "the folder whose chat template is recognised)");
   auto* idx = render->add_option("--index", A.index, "only the record at this 0-based position in the file")
                   ->check(in_range(0, 1e15));
   render->add_option("--id", A.id, "only the record with this id")->excludes(idx);
@@ -272,6 +296,15 @@ std::vector<Command> register_data(CLI::App& app) {
   render->add_flag("--strip-calculator", A.strip_calculator, "gsm8k: drop <<a+b=c>> annotations");
   render->add_flag("--skip-bad", A.skip_bad, "skip bad records (reported on stderr) instead of failing");
 
+  auto* tmpl = cmd->add_subcommand("template", "print a chat template as the Jinja chat template exported models carry "
+                                               "(--json: its name, system message, special tokens, stop strings)");
+  tmpl->add_option("--template", A.tmpl, "chat template (auto: the --tokenizer folder's, recognised)")
+      ->check(CLI::IsMember(data::ChatTemplate::names()));
+  tmpl->add_option("--system", A.system, "system message replacing the template's default");
+  tmpl->add_option("--tokenizer", A.tokenizer, "tokenizer.json, tokenizer.model or a folder: checked to hold the template's "
+                                               "special tokens; template auto reads its folder's chat template");
+  tmpl->add_flag("--json", A.json, "print JSON");
+
   auto* inspect = cmd->add_subcommand("inspect", "show a training sample: trained and masked tokens, ids, pieces, origin");
   inspect->add_option("--config", A.config, "run configuration (YAML)")->required();
   add_set_option(inspect, A.sets);
@@ -281,7 +314,7 @@ std::vector<Command> register_data(CLI::App& app) {
   inspect->add_option("--id", A.id, "the sample with this record id")->excludes(iidx);
   inspect->add_flag("--json", A.json, "one JSON object per sample: text, ids, mask, origin");
 
-  return {{prepare, run_prepare}, {stats, run_stats}, {render, run_render}, {inspect, run_inspect}};
+  return {{prepare, run_prepare}, {stats, run_stats}, {render, run_render}, {tmpl, run_template}, {inspect, run_inspect}};
 }
 
 }  // namespace sft::cli

@@ -201,7 +201,9 @@ int run_generate() {
   std::vector<eval::TextRequest> reqs;
   eval::TextOptions opts;
   if (!M.tmpl.empty()) {
-    auto tmpl = data::ChatTemplate::create(M.tmpl, M.system.empty() ? std::nullopt : std::optional<std::string>(M.system));
+    auto tmpl = data::ChatTemplate::create(M.tmpl, M.system.empty() ? std::nullopt : std::optional<std::string>(M.system),
+                                           tok.get());
+    tmpl.check_tokenizer(*tok);
     for (const auto& p : prompts) {
       data::Record r;
       r.turns.push_back({data::Role::kUser, p});

@@ -109,7 +109,9 @@ std::vector<Command> register_train(CLI::App& app) {
                opts.resume_command = how;
              }
              // Evaluation at stage ends / the end (the config's eval block), on the exported folder.
-             opts.evaluate = [cfg](const std::string& dir, const train::EvalShare& share) {
+             // template: auto is resolved when the trainer loads the data (set below).
+             auto template_name = std::make_shared<std::string>(config::name(cfg.chat_template));
+             opts.evaluate = [cfg, template_name](const std::string& dir, const train::EvalShare& share) {
                auto m = eval::load_model_for_eval(dir, share.device, cfg.train.precision != config::Precision::kFp32);
                auto tok = data::Tokenizer::load(dir);  // the exported folder's tokenizer.json or tokenizer.model
                nlohmann::ordered_json all = nlohmann::ordered_json::object();
@@ -120,7 +122,7 @@ std::vector<Command> register_train(CLI::App& app) {
                  r.limit = b.limit;
                  r.batch_size = cfg.eval.batch_size;
                  r.max_new_tokens = cfg.eval.max_new_tokens;
-                 r.template_name = config::name(cfg.chat_template);
+                 r.template_name = *template_name;
                  r.system_message = cfg.system_message;
                  r.model_name = dir;
                  r.bf16 = cfg.train.precision != config::Precision::kFp32;
@@ -135,6 +137,7 @@ std::vector<Command> register_train(CLI::App& app) {
                return all;
              };
              train::Trainer trainer(cfg, opts);
+             *template_name = trainer.data().chat_template.name();
              trainer.fit();
              return 0;
            }}};

@@ -353,6 +353,10 @@ std::string HfTokenizer::token(std::int32_t id) const {
   return id >= 0 && id < vocab_size() ? impl_->id_token[id] : std::string();
 }
 
+std::string HfTokenizer::token_bytes(std::int32_t id) const {
+  return id >= 0 && id < vocab_size() && impl_->id_present[id] ? impl_->id_bytes[id] : std::string();
+}
+
 std::int32_t HfTokenizer::vocab_size() const { return static_cast<std::int32_t>(impl_->id_token.size()); }
 
 bool HfTokenizer::is_special(std::int32_t id) const { return id >= 0 && id < vocab_size() && impl_->id_special[id]; }

@@ -13,10 +13,14 @@ namespace sft::data {
 RunData build_run_data(const config::RunConfig& cfg, int world_size) {
   RunData rd;
   rd.tokenizer = Tokenizer::load(cfg.tokenizer);
+  rd.chat_template = ChatTemplate::create(cfg.chat_template, cfg.system_message, rd.tokenizer.get());
+  rd.chat_template.check_tokenizer(*rd.tokenizer);
+  if (cfg.chat_template == config::Template::kAuto)
+    sft::log::info("template: auto: {} is {}", rd.tokenizer->chat_template_path(), rd.chat_template.name());
   std::vector<std::int64_t> counts;
   for (const auto& d : cfg.datasets) {
     bool rebuilt = false;
-    ChatTemplate tmpl = template_for(cfg, d);
+    ChatTemplate tmpl = template_for(cfg, d, *rd.tokenizer);
     auto ds = prepare_dataset(d, cfg.data, *rd.tokenizer, tmpl, &rebuilt);
     if (rebuilt) sft::log::info("data: prepared {} ({} records) into {}", d.name, ds->size(), ds->dir());
     if (ds->size() == 0) {

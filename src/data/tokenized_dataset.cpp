@@ -13,7 +13,9 @@
 namespace sft::data {
 namespace {
 
-constexpr int kCacheVersion = 2;  // 2: bad records' places stored without the file's path
+// 2: bad records' places stored without the file's path; 3: a tokenizer.json encodes
+// consecutive text segments as one text, and the key says whether there is a default system.
+constexpr int kCacheVersion = 3;
 
 template <typename T>
 std::string bytes_of(const std::vector<T>& v) {
@@ -57,7 +59,8 @@ Built build_sample(const Record& r, const ChatTemplate& tmpl, const Tokenizer& t
 std::string cache_key(const config::DatasetSpec& spec, const config::DataSpec& data, const Tokenizer& tok,
                       const ChatTemplate& tmpl, const std::string& data_sha) {
   nlohmann::json k = {{"version", kCacheVersion}, {"data_sha256", data_sha}, {"tokenizer_sha256", tok.sha256()},
-                      {"template", tmpl.name()}, {"system", tmpl.default_system()}, {"format", config::name(spec.format)},
+                      {"template", tmpl.name()}, {"system", tmpl.default_system()},
+                      {"has_system", tmpl.has_default_system()}, {"format", config::name(spec.format)},
                       {"strip_calculator", spec.strip_calculator}, {"filter_field", spec.filter_field},
                       {"filter_equals", spec.filter_equals}, {"text_field", spec.text_field},
                       {"max_seq_len", data.max_seq_len}, {"truncation", config::name(data.truncation)},
@@ -115,9 +118,11 @@ Origin TokenizedDataset::origin(std::int64_t i) const {
           record_ids_[static_cast<std::size_t>(i)]};
 }
 
-ChatTemplate template_for(const config::RunConfig& cfg, const config::DatasetSpec& spec) {
+ChatTemplate template_for(const config::RunConfig& cfg, const config::DatasetSpec& spec, const Tokenizer& tok) {
   std::optional<std::string> system = spec.system_message ? spec.system_message : cfg.system_message;
-  return ChatTemplate::create(cfg.chat_template, system);
+  ChatTemplate t = ChatTemplate::create(cfg.chat_template, system, &tok);
+  t.check_tokenizer(tok);
+  return t;
 }
 
 std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpec& spec, const config::DataSpec& data,

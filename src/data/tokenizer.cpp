@@ -106,10 +106,22 @@ void Tokenizer::load_hf(const std::string& path) {
     eos_ = id_of(tc, "eos_token", eos_token_);
     pad_token_ = j.contains("pad_token") ? token_text(j["pad_token"]) : "";
     pad_ = id_of(tc, "pad_token", pad_token_);
-    if (j.contains("chat_template") && j["chat_template"].is_string()) chat_template_ = j["chat_template"].get<std::string>();
+    if (j.contains("chat_template") && j["chat_template"].is_string()) {
+      chat_template_ = j["chat_template"].get<std::string>();
+      chat_template_path_ = tc;
+    } else if (j.contains("chat_template") && j["chat_template"].is_array()) {
+      // Named templates ([{"name", "template"}]): transformers' default is the one named "default".
+      for (const auto& t : j["chat_template"])
+        if (t.is_object() && t.value("name", "") == "default" && t.contains("template") && t["template"].is_string()) {
+          chat_template_ = t["template"].get<std::string>();
+          chat_template_path_ = tc;
+        }
+    }
   }
-  if (const std::string jinja = fs::join(dir, "chat_template.jinja"); chat_template_.empty() && fs::exists(jinja))
+  if (const std::string jinja = fs::join(dir, "chat_template.jinja"); chat_template_.empty() && fs::exists(jinja)) {
     chat_template_ = fs::read_file(jinja);
+    chat_template_path_ = jinja;
+  }
   if (const std::string gc = fs::join(dir, "generation_config.json"); fs::exists(gc)) {
     const nlohmann::json j = read_json(gc);
     if (j.contains("eos_token_id")) {
@@ -174,6 +186,11 @@ std::string Tokenizer::piece(std::int32_t id) const {
   if (id < 0 || id >= vocab_) return "<invalid:" + std::to_string(id) + ">";
   if (hf_) return hf_->token(id);
   return proc_->sp.IdToPiece(id);
+}
+
+std::optional<std::string> Tokenizer::token_bytes(std::int32_t id) const {
+  if (!hf_) return std::nullopt;
+  return hf_->token_bytes(id);
 }
 
 std::optional<std::int32_t> Tokenizer::piece_id(std::string_view piece) const {

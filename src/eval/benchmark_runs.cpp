@@ -44,12 +44,19 @@ GenSettings settings_for(const EvalRequest& req, const data::ChatTemplate& tmpl)
   return s;
 }
 
+// The request's template (auto: the tokenizer folder's), checked against the tokenizer.
+data::ChatTemplate template_of(const EvalRequest& req, const data::Tokenizer& tok) {
+  auto t = data::ChatTemplate::create(req.template_name, req.system_message, &tok);
+  t.check_tokenizer(tok);
+  return t;
+}
+
 double greedy_unless_set(const EvalRequest& req) { return req.temperature > 0 ? req.temperature : 0.0; }
 
 }  // namespace
 
 ordered_json run_gsm8k(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req, const std::string& path) {
-  const auto tmpl = data::ChatTemplate::create(req.template_name, req.system_message);
+  const auto tmpl = template_of(req, tok);
   const auto items = load_gsm8k(path, req.limit);
   std::vector<GenItem> gen;
   for (const auto& it : items) {
@@ -68,7 +75,7 @@ ordered_json run_gsm8k(const model::Llama& m, const data::Tokenizer& tok, const 
 
 ordered_json run_humaneval(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req,
                            const std::string& path) {
-  const auto tmpl = data::ChatTemplate::create(req.template_name, req.system_message);
+  const auto tmpl = template_of(req, tok);
   const auto problems = load_problems(path, req.limit);
   const std::int64_t n = std::max<std::int64_t>(1, req.num_samples);
   // Greedy for one sample; Codex's sampling (temperature 0.8, top-p 0.95) for pass@k.
@@ -97,7 +104,7 @@ ordered_json run_humaneval(const model::Llama& m, const data::Tokenizer& tok, co
 }
 
 ordered_json run_mtbench(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req, const std::string& path) {
-  const auto tmpl = data::ChatTemplate::create(req.template_name, req.system_message);
+  const auto tmpl = template_of(req, tok);
   const auto questions = load_mtbench_questions(path, req.limit);
   GenSettings s = settings_for(req, tmpl);
   s.top_k = 50;
@@ -162,7 +169,7 @@ ordered_json run_mtbench(const model::Llama& m, const data::Tokenizer& tok, cons
 }
 
 ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req, const std::string& path) {
-  const auto tmpl = data::ChatTemplate::create(req.template_name, req.system_message);
+  const auto tmpl = template_of(req, tok);
   config::DatasetSpec spec;
   spec.name = "general";
   spec.path = path;

@@ -121,9 +121,10 @@ void Trainer::export_model(const std::string& dir) {
   so.dtype = cfg_.model.save_dtype == config::SaveDtype::kBf16 ? c10::kBFloat16
              : cfg_.model.save_dtype == config::SaveDtype::kF16 ? c10::kHalf
                                                                  : c10::kFloat;
-  // The run's tokenizer files, and the chat template of the run where it has a Jinja form.
+  // The run's tokenizer files, with the run's template as the folder's Jinja chat template
+  // (transformers renders it as sft does; template: auto finds it again).
   so.write_tokenizer = [this](const std::string& dir) {
-    data_.tokenizer->write_hf_files(dir, data_.tokenizer->chat_template(), model_->config().max_position_embeddings);
+    data_.tokenizer->write_hf_files(dir, data_.chat_template.jinja(), model_->config().max_position_embeddings);
   };
   const bool sharded = opt_->sharding().params;
   if (rank_ == 0) {

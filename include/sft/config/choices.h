@@ -21,7 +21,9 @@ enum class Backend { kAuto, kGloo, kNccl };               // dist.backend
 enum class GatherDtype { kAuto, kFp32 };                  // dist.gather_dtype
 enum class ReduceDtype { kFp32, kBf16 };                  // dist.reduce_dtype
 enum class Format { kGsm8k, kAlpaca, kSharegpt, kMessages, kText, kMtbench };  // datasets.<name>.format
-enum class Template { kVicunaV11, kLlama2, kChatml, kAlpaca, kRaw };           // template.name
+// template.name; kAuto: the built-in whose rendering the tokenizer folder's chat template
+// has (data/chat_template.h), resolved where the tokenizer is loaded.
+enum class Template { kVicunaV11, kLlama2, kChatml, kAlpaca, kRaw, kLlama3, kLlama31, kQwen25, kQwen3, kAuto };
 
 template <class E>
 struct Choice {
@@ -53,7 +55,9 @@ SFT_CHOICES(ReduceDtype, {ReduceDtype::kFp32, "fp32"}, {ReduceDtype::kBf16, "bf1
 SFT_CHOICES(Format, {Format::kGsm8k, "gsm8k"}, {Format::kAlpaca, "alpaca"}, {Format::kSharegpt, "sharegpt"},
             {Format::kMessages, "messages"}, {Format::kText, "text"}, {Format::kMtbench, "mtbench"});
 SFT_CHOICES(Template, {Template::kVicunaV11, "vicuna_v1.1"}, {Template::kLlama2, "llama-2"}, {Template::kChatml, "chatml"},
-            {Template::kAlpaca, "alpaca"}, {Template::kRaw, "raw"});
+            {Template::kAlpaca, "alpaca"}, {Template::kRaw, "raw"}, {Template::kLlama3, "llama-3"},
+            {Template::kLlama31, "llama-3.1"}, {Template::kQwen25, "qwen2.5"}, {Template::kQwen3, "qwen3"},
+            {Template::kAuto, "auto"});
 #undef SFT_CHOICES
 
 // train.device, and the --device flags of sft bench, score, generate and eval: an open

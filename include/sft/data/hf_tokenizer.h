@@ -57,6 +57,9 @@ class HfTokenizer {
 
   std::optional<std::int32_t> token_id(std::string_view token) const;  // exact: vocab or added token
   std::string token(std::int32_t id) const;  // the token's string in the file; "" for an id of no token
+  // The bytes the ByteLevel decoder gives for one token (an added token: its content); "" for
+  // an id of no token. encode(text)'s tokens' bytes, in order, spell the normalized text.
+  std::string token_bytes(std::int32_t id) const;
   std::int32_t vocab_size() const;           // the largest id + 1 (vocab and added tokens)
   bool is_special(std::int32_t id) const;    // an added token marked special
   std::optional<std::int32_t> bos_id() const;  // the post-processor's leading special token, if any

@@ -19,6 +19,9 @@ namespace sft::data {
 
 struct RunData {
   std::shared_ptr<const Tokenizer> tokenizer;
+  // The run's template (template: auto resolved) with the run's system message: the one
+  // exported models carry as their Jinja chat template.
+  ChatTemplate chat_template = ChatTemplate::create(config::Template::kVicunaV11);
   StageStream::Datasets datasets;  // aligned with cfg.datasets
   DataPlan plan;
   std::vector<std::unique_ptr<StageStream>> streams;  // one per stage

@@ -72,7 +72,9 @@ std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpe
                                                         const Tokenizer& tok, const ChatTemplate& tmpl,
                                                         bool* rebuilt = nullptr);
 
-// The template a dataset is rendered with: the run's, with the dataset's system message.
-ChatTemplate template_for(const config::RunConfig& cfg, const config::DatasetSpec& spec);
+// The template a dataset is rendered with: the run's, with the dataset's system message;
+// template: auto is resolved against `tok`'s folder, and the tokenizer checked to hold the
+// template's special tokens (ConfigError otherwise).
+ChatTemplate template_for(const config::RunConfig& cfg, const config::DatasetSpec& spec, const Tokenizer& tok);
 
 }  // namespace sft::data

@@ -45,6 +45,9 @@ class Tokenizer {
   // Special tokens (BOS, EOS, a tokenizer.json's special added tokens) are left out.
   std::string decode(const std::vector<std::int32_t>& ids) const;
   std::string piece(std::int32_t id) const;
+  // The text bytes one token stands for, where the tokenizer knows them exactly (a
+  // tokenizer.json: its ByteLevel bytes, an added token's content); nullopt for sentencepiece.
+  std::optional<std::string> token_bytes(std::int32_t id) const;
   std::optional<std::int32_t> piece_id(std::string_view piece) const;  // exact piece, not unk
 
   std::int32_t bos_id() const { return bos_; }  // -1 when the tokenizer has none (Qwen)
@@ -61,6 +64,8 @@ class Tokenizer {
   // The folder's chat template (tokenizer_config.json "chat_template", or chat_template.jinja),
   // "" when there is none.
   const std::string& chat_template() const { return chat_template_; }
+  // The file chat_template() was read from ("" when there is none).
+  const std::string& chat_template_path() const { return chat_template_path_; }
 
   // Writes the files a Hugging Face folder needs for this tokenizer into `dir`: the tokenizer
   // file itself and a tokenizer_config.json (with `chat_template`, a Jinja template, when
@@ -78,7 +83,7 @@ class Tokenizer {
   Kind kind_ = Kind::kSentencepiece;
   std::unique_ptr<Processor> proc_;
   std::shared_ptr<const HfTokenizer> hf_;
-  std::string path_, sha256_, chat_template_;
+  std::string path_, sha256_, chat_template_, chat_template_path_;
   std::string bos_token_, eos_token_, pad_token_;  // tokenizer_config.json's, as written
   std::int32_t bos_ = -1, eos_ = -1, pad_ = -1, unk_ = 0, vocab_ = 0;
   std::vector<std::int32_t> eos_ids_;
