@@ -16,6 +16,7 @@ packages=(
   cmake g++ make pkg-config
   libsentencepiece-dev sentencepiece
   libpcre2-dev libutf8proc-dev   # tokenizer.json tokenizers: Unicode regexes, NFC
+  zlib1g-dev   # gzip-compressed datasets
   nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libgtest-dev
   libgloo-dev   # declarations only: pip LibTorch ships no Gloo headers (CMakeLists.txt)
   python3 python3-venv
