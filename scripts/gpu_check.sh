@@ -44,7 +44,7 @@ while [ $# -gt 0 ]; do
 done
 # Build-time Debian packages (headers, CMake/pkg-config files) and the shared libraries they name.
 DEB_PACKAGES=(libsentencepiece-dev libsentencepiece0 libprotobuf-lite32 nlohmann-json3-dev libcli11-dev
-              libyaml-cpp-dev libyaml-cpp0.7 libgloo-dev libpcre2-dev libpcre2-8-0 libutf8proc-dev libutf8proc2
+              libyaml-cpp-dev libyaml-cpp0.7 libgloo-dev libpcre2-dev libpcre2-8-0 libutf8proc-dev libutf8proc2 zlib1g-dev
               pkgconf pkgconf-bin libpkgconf3 pkg-config)
 if [ "$FETCH" = 1 ]; then
   mkdir -p "$DEBS" && (cd "$DEBS" && apt-get download "${DEB_PACKAGES[@]}")

@@ -17,6 +17,7 @@ packages=(
   ccache   # recompiles only what changed when this machine built sft before (CMakeLists.txt)
   libsentencepiece-dev sentencepiece
   libpcre2-dev libutf8proc-dev   # tokenizer.json tokenizers: Unicode regexes, NFC
+  zlib1g-dev   # gzip-compressed datasets
   nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libgtest-dev
   libgloo-dev   # declarations only: pip LibTorch ships no Gloo headers (CMakeLists.txt)
   python3 python3-venv

@@ -1,5 +1,7 @@
 // sft eval: GSM8K accuracy, HumanEval pass@k (sandboxed), MT-Bench answers and the shipped
 // synthetic skills, generated with a model folder, or scored from another system's outputs.
+#include <sys/stat.h>
+
 #include <iostream>
 #include <sstream>
 
@@ -8,6 +10,7 @@
 #include "sft/data/chat_template.h"
 #include "sft/data/tokenizer.h"
 #include "sft/eval/evaluator.h"
+#include "sft/util/safe_io.h"
 #include "sft/eval/jsonl.h"
 #include "sft/train/trainer.h"
 #include "sft/util/error.h"
@@ -77,6 +80,20 @@ int run_eval() {
   E.req.bf16 = E.dtype == "bf16";
   if (E.req.batch_size < 1) throw ConfigError("--batch-size must be at least 1");
   if (E.req.sandbox.timeout_s <= 0) throw ConfigError("--timeout must be positive (seconds per problem)");
+  if (E.req.limit < 0)
+    throw ConfigError("--limit: " + std::to_string(E.req.limit) + " is negative; give N >= 1, or leave it out for every item");
+  if (!E.out.empty()) {
+    // Checked before the evaluation runs: --out must be a file, and none of the inputs.
+    struct stat out {};
+    if (::stat(E.out.c_str(), &out) == 0) {
+      if (S_ISDIR(out.st_mode)) throw ConfigError("--out: " + E.out + " is a folder; give the results file's path");
+      for (const std::string* in : {&E.samples, &E.predictions, &E.req.data, &E.req.answers_path}) {
+        struct stat st {};
+        if (!in->empty() && ::stat(in->c_str(), &st) == 0 && st.st_dev == out.st_dev && st.st_ino == out.st_ino)
+          throw ConfigError("--out: " + E.out + " is the input " + *in + "; writing results there would replace it");
+      }
+    }
+  }
 
   std::vector<ordered_json> results;
   if (scoring) {
@@ -92,7 +109,7 @@ int run_eval() {
     ts.device = E.device;
     ts.threads = E.threads;
     const c10::Device dev = train::setup_device(ts);
-    auto m = eval::load_model_for_eval(E.model, dev, E.req.bf16);
+    auto m = as_input_error([&] { return eval::load_model_for_eval(E.model, dev, E.req.bf16); });  // bad input: exit 2
     const std::string tok_path = E.tokenizer.empty() ? E.model : E.tokenizer;
     if (!fs::exists(tok_path)) throw ConfigError(tok_path + ": tokenizer not found (give --tokenizer FILE)");
     auto tok = data::Tokenizer::load(tok_path);

@@ -15,6 +15,7 @@
 #include "sft/model/hf_checkpoint.h"
 #include "sft/train/trainer.h"
 #include "sft/util/error.h"
+#include "sft/util/safe_io.h"
 #include "sft/util/fs.h"
 #include "sft/util/log.h"
 
@@ -47,7 +48,9 @@ c10::Device pick_device() {
 // --dtype bf16 on a GPU holds the weights in bf16, as the evaluator does (eval::load_model_for_eval,
 // the path `sft train` evaluates with); on the CPU the weights stay fp32 under bf16 autocast.
 std::unique_ptr<model::Llama> load_model(const c10::Device& dev) {
-  return model::load_hf_model(M.model, dev, dev.is_cuda() && M.dtype == "bf16" ? c10::kBFloat16 : c10::kFloat);
+  // A corrupt or mismatched model folder the user named is bad input (exit code 2).
+  return as_input_error(
+      [&] { return model::load_hf_model(M.model, dev, dev.is_cuda() && M.dtype == "bf16" ? c10::kBFloat16 : c10::kFloat); });
 }
 
 std::shared_ptr<const data::Tokenizer> tokenizer_or_null(bool required) {
@@ -93,7 +96,12 @@ void check_vocabulary(const model::Llama& m, const data::Tokenizer& tok) {
                       "/config.json vocab_size); give the model's own tokenizer");
 }
 
-ordered_json score_json(const model::Llama& m, const std::vector<std::int64_t>& ids) {
+ordered_json score_json(const model::Llama& m, const std::vector<std::int64_t>& ids, const std::string& where) {
+  // Past its positions the model's scores mean nothing (and attention's cost grows as n^2).
+  if (static_cast<std::int64_t>(ids.size()) > m.config().max_position_embeddings)
+    throw DataError(where + ": " + std::to_string(ids.size()) + " tokens, more than the model's " +
+                    std::to_string(m.config().max_position_embeddings) +
+                    " positions (config.json max_position_embeddings); score a shorter text");
   auto lp = model::score(m, ids, M.dtype == "bf16");
   ordered_json arr = ordered_json::array();
   double sum = 0;
@@ -124,13 +132,13 @@ int run_score() {
   if (score_cmd->count("--ids")) {
     const auto ids = parse_ids(M.ids);
     check_ids(*m, ids, "--ids");
-    std::cout << score_json(*m, ids).dump() << "\n";
+    std::cout << score_json(*m, ids, "--ids").dump() << "\n";
     return 0;
   }
   if (score_cmd->count("--text")) {
     auto tok = tokenizer_or_null(true);
     check_vocabulary(*m, *tok);
-    std::cout << score_json(*m, text_ids(*tok, M.text)).dump() << "\n";
+    std::cout << score_json(*m, text_ids(*tok, M.text), "--text").dump() << "\n";
     return 0;
   }
   std::ifstream in(M.input);
@@ -145,7 +153,7 @@ int run_score() {
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::parse_error& e) {
-      throw DataError(M.input + ":" + std::to_string(lineno) + ": malformed JSON: " + e.what());
+      throw DataError(M.input + ":" + std::to_string(lineno) + ": malformed JSON: " + json_error_text(e));
     }
     std::vector<std::int64_t> ids;
     const std::string at = M.input + ":" + std::to_string(lineno);
@@ -168,7 +176,7 @@ int run_score() {
     } else {
       throw DataError(M.input + ":" + std::to_string(lineno) + ": expected {\"ids\": [...]} or {\"text\": \"...\"}");
     }
-    ordered_json out = score_json(*m, ids);
+    ordered_json out = score_json(*m, ids, at);
     out["line"] = lineno;
     std::cout << out.dump() << "\n";
   }

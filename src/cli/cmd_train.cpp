@@ -1,6 +1,8 @@
 // sft train: run a configuration's stages.
 
+#include <algorithm>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 
 #include "sft/util/fs.h"
@@ -92,6 +94,32 @@ std::vector<Command> register_train(CLI::App& app) {
              }
              if (overwrite && opts.resume)
                throw ConfigError("--overwrite replaces the earlier run and --resume auto continues it: give one");
+             if (!resume_overrides.empty() && !opts.resume)
+               throw ConfigError("--resume-override " + resume_overrides.front() +
+                                 ": only a resumed run (--resume auto) compares its settings with a checkpoint's");
+             {
+               // Each --resume-override names a setting of this config (or a section of them).
+               std::vector<std::string> keys;
+               std::function<void(const nlohmann::json&, const std::string&)> flat = [&](const nlohmann::json& j,
+                                                                                         const std::string& at) {
+                 if (j.is_object())
+                   for (auto it = j.begin(); it != j.end(); ++it) flat(it.value(), at.empty() ? it.key() : at + "." + it.key());
+                 else if (j.is_array() && !j.empty() && j.front().is_object())
+                   for (std::size_t i = 0; i < j.size(); ++i) flat(j[i], at + "[" + std::to_string(i) + "]");
+                 else
+                   keys.push_back(at);
+               };
+               flat(cfg.to_json(), "");
+               for (const auto& o : resume_overrides) {
+                 const bool known = !o.empty() && std::any_of(keys.begin(), keys.end(), [&](const std::string& k) {
+                   return k == o || k.rfind(o + ".", 0) == 0 || k.rfind(o + "[", 0) == 0;
+                 });
+                 if (!known)
+                   throw ConfigError("--resume-override '" + o + "': " +
+                                     (o.empty() ? std::string("empty; name a setting, e.g. train.lr")
+                                                : std::string("no setting of this config has that name (see sft config keys)")));
+               }
+             }
              {
                // The command that resumes this run: the same config and --set flags, its output folder.
                auto quote = [](const std::string& a) {

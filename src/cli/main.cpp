@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "sft/util/error.h"
+#include "sft/util/safe_io.h"
 #include "sft/util/log.h"
 #include "sft/util/malloc_tuning.h"
 
@@ -68,7 +69,7 @@ int main(int argc, char** argv) {
     std::cerr << tag << "sft: error: " << e.what_without_backtrace() << "\n";
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << tag << "sft: error: " << e.what() << "\n";
+    std::cerr << tag << "sft: error: " << sft::json_error_text(e) << "\n";  // no library's error numbering
     return 1;
   }
 }

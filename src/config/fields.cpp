@@ -202,7 +202,7 @@ const Table<DatasetSpec>& dataset_fields() {
   using S = DatasetSpec;
   static const Table<S> t = {
       custom<S>(
-          "path", "string (required)", "the dataset file (.jsonl, .json, .txt, .gz)",
+          "path", "string (required)", "the dataset file (.jsonl, .json, .txt; any of them gzip-compressed as .gz)",
           [](Reader& r, const std::string& p, S& s) {
             s.path = r.str(p, "");
             if (s.path.empty()) r.error(p, "missing: the dataset file");

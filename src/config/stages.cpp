@@ -151,7 +151,9 @@ void read_explicit_stages(Reader& r, RunConfig& c) {
     r.check_keys(p, allowed);
     StageSpec s = default_stage(c, "");
     s.name = r.str(p + ".name", "stage" + std::to_string(i + 1));
-    if (!seen_names.insert(s.name).second) r.error(p + ".name", "duplicate stage name \"" + s.name + "\"");
+    // A stage's model is exported to output_dir/stage<N>_<name>: the name must not leave that folder.
+    if (!valid_name(s.name)) r.error(p + ".name", "stage names may use letters, digits, '_' and '-' only");
+    else if (!seen_names.insert(s.name).second) r.error(p + ".name", "duplicate stage name \"" + s.name + "\"");
     read_fields<StageHparams>(r, p, stage_hparam_fields(), s);
     const Tree* src = r.find(p + ".sources");
     if (!src || !src->is_object() || src->empty()) {

@@ -12,6 +12,7 @@
 #include "data/hf_tokenizer_impl.h"
 #include "data/hf_unicode_sets.h"
 #include "sft/util/error.h"
+#include "sft/util/safe_io.h"
 #include "sft/util/fs.h"
 #include "sft/util/hash.h"
 
@@ -453,7 +454,7 @@ std::unique_ptr<HfTokenizer::Impl> HfTokenizer::Impl::load(const std::string& pa
   try {
     root = json::parse(text);
   } catch (const json::exception& e) {
-    throw ConfigError(path + ": not valid JSON: " + e.what());
+    throw ConfigError(path + ": not valid JSON: " + json_error_text(e));
   }
   auto t = std::make_unique<Impl>();
   t->path = path;

@@ -1,5 +1,7 @@
 // Dataset files read record by record: JSON Lines, JSON arrays (each element on its own),
-// plain text, gzip; bad records counted or fatal (readers.h). The formats: record_formats.cpp.
+// plain text, each of them gzip-compressed as ".gz" too; bad records counted or fatal (readers.h).
+// A path that is not a regular file (a folder, FIFO or device) is refused, exit code 2. The
+// formats: record_formats.cpp.
 #include "sft/data/readers.h"
 
 #include "data/record_formats.h"
@@ -12,6 +14,7 @@
 #include <optional>
 
 #include "sft/util/error.h"
+#include "sft/util/safe_io.h"
 #include "sft/util/fs.h"
 
 namespace sft::data {
@@ -98,7 +101,7 @@ ReadResult read_dataset(const config::DatasetSpec& spec, config::OnBadRecord on_
                         std::int64_t max_record_bytes) {
   const std::string& file = spec.path;
   if (!fs::exists(file)) throw DataError(file + ": dataset file not found (datasets." + spec.name + ".path)");
-  std::string text = fs::read_file(file);
+  std::string text = fs::read_input_file(file, "datasets." + spec.name + ".path");  // ".gz": decompressed
   std::size_t start = 0;
   if (text.compare(0, 3, "\xEF\xBB\xBF") == 0) start = 3;  // UTF-8 byte-order mark
   while (start < text.size() && std::isspace(static_cast<unsigned char>(text[start]))) ++start;
@@ -155,7 +158,8 @@ ReadResult read_dataset(const config::DatasetSpec& spec, config::OnBadRecord on_
   };
 
   // Plain-text corpora: one document per blank-line separated paragraph.
-  if (spec.format == config::Format::kText && file.size() > 4 && file.compare(file.size() - 4, 4, ".txt") == 0) {
+  const std::string plain = fs::without_gz(file);  // "a.txt.gz" holds text
+  if (spec.format == config::Format::kText && plain.size() > 4 && plain.compare(plain.size() - 4, 4, ".txt") == 0) {
     std::int64_t line = 1, doc_line = 0, index = 0;
     std::string doc;
     std::size_t i = 0;

@@ -7,12 +7,19 @@
 #include "sft/util/fs.h"
 #include "sft/util/hash.h"
 #include "sft/util/log.h"
+#include "sft/util/safe_io.h"
 
 namespace sft::data {
 
 RunData build_run_data(const config::RunConfig& cfg, int world_size) {
   RunData rd;
   rd.tokenizer = Tokenizer::load(cfg.tokenizer);
+  // Every dataset file is there before any is tokenized into the cache: a typo in the last
+  // one leaves no cache entries of the others behind.
+  for (const auto& d : cfg.datasets) {
+    if (!fs::exists(d.path)) throw DataError(d.path + ": dataset file not found (datasets." + d.name + ".path)");
+    fs::require_regular_file(d.path, "datasets." + d.name + ".path");
+  }
   rd.chat_template = ChatTemplate::create(cfg.chat_template, cfg.system_message, rd.tokenizer.get());
   rd.chat_template.check_tokenizer(*rd.tokenizer);
   if (cfg.chat_template == config::Template::kAuto)

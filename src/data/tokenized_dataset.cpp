@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "sft/util/error.h"
+#include "sft/util/safe_io.h"
 #include "sft/util/hash.h"
 #include "sft/util/log.h"
 
@@ -129,6 +130,7 @@ std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpe
                                                         const Tokenizer& tok, const ChatTemplate& tmpl,
                                                         bool* rebuilt) {
   if (!fs::exists(spec.path)) throw DataError(spec.path + ": dataset file not found (datasets." + spec.name + ".path)");
+  fs::require_regular_file(spec.path, "datasets." + spec.name + ".path");  // a FIFO or /dev/zero would hash forever
   const std::string data_sha = sha256_file(spec.path);
   const std::string key = cache_key(spec, data, tok, tmpl, data_sha);
   const std::string dir = fs::join(data.cache_dir, spec.name + "-" + key.substr(0, 16));

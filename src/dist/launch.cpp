@@ -64,6 +64,9 @@ LaunchInfo detect_launch() {
     l.master_port = env_int("MASTER_PORT", 20000 + env_int("SLURM_JOB_ID", 9500) % 20000);
     l.launcher = "slurm";
   }
+  if (l.world > 1 && (l.master_port < 1 || l.master_port > 65535))
+    throw ConfigError("environment variable MASTER_PORT=" + std::to_string(l.master_port) +
+                      " is not a TCP port (1-65535)");
   if (l.world < 1 || l.rank < 0 || l.rank >= l.world)
     throw ConfigError("launch environment: rank " + std::to_string(l.rank) + " is outside world size " +
                       std::to_string(l.world));

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "sft/util/error.h"
+#include "sft/util/safe_io.h"
 #include "sft/util/fs.h"
 
 namespace sft::eval {
@@ -87,7 +88,7 @@ void for_each_json_line(const std::string& path,
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::parse_error& e) {
-      throw DataError(where + ": malformed JSON: " + e.what());
+      throw DataError(where + ": malformed JSON: " + json_error_text(e));
     }
     if (!j.is_object()) throw DataError(where + ": expected a JSON object");
     f(j, where);

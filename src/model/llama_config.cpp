@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "sft/util/error.h"
+#include "sft/util/safe_io.h"
 #include "sft/util/fs.h"
 
 namespace sft::model {
@@ -199,7 +200,7 @@ LlamaConfig load_llama_config(const std::string& dir) {
   try {
     j = json::parse(fs::read_file(path));
   } catch (const json::parse_error& e) {
-    throw ConfigError(path + ": malformed JSON: " + e.what());
+    throw ConfigError(path + ": malformed JSON: " + json_error_text(e));
   }
   return LlamaConfig::from_json(j, path);
 }

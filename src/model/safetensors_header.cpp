@@ -6,6 +6,7 @@
 #include <set>
 
 #include "sft/util/error.h"
+#include "sft/util/safe_io.h"
 
 namespace sft::model {
 namespace {
@@ -61,7 +62,7 @@ SafetensorsHeader parse_safetensors_header(const std::uint8_t* data, std::size_t
   try {
     j = json::parse(data + 8, data + 8 + n, cb);
   } catch (const json::exception& e) {
-    fail(file, std::string("malformed header JSON: ") + e.what());
+    fail(file, std::string("malformed header JSON: ") + json_error_text(e));
   }
   if (!duplicate.empty()) fail(file, "tensor \"" + duplicate + "\" appears twice in the header");
   if (!j.is_object()) fail(file, "the header is not a JSON object");

@@ -20,6 +20,13 @@
 namespace sft::sweep {
 namespace {
 
+// `s` as one shell word: single-quoted, each ' written '\''.
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
 // The sweep's children and the signal that asks them to stop, for the signal handler
 // (async-signal-safe: plain stores and kill()).
 constexpr int kMaxChildren = 256;
@@ -130,7 +137,8 @@ LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, 
       ::signal(SIGTERM, SIG_DFL);
       ::signal(SIGINT, SIG_DFL);
       ::sigprocmask(SIG_SETMASK, &unblocked, nullptr);
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);  // never through a link
+      if (fd < 0) ::_exit(126);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
       ::execv(a[0], a.data());
@@ -184,7 +192,7 @@ std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs,
         "#SBATCH --time=48:00:00\n#SBATCH --signal=TERM@300\n#SBATCH --requeue\n"
         "#SBATCH --output=" + fs::join(spec.output_dir, "logs/%x-%A_%a.out") + "\n"
         "set -euo pipefail\n"
-        "CONFIG=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" " + list_path + ")\n"
+        "CONFIG=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" " + shell_quote(list_path) + ")\n"
         "export MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}\n"
         "# Each rank gets its share of the node's CPUs (as scripts/slurm/train.sbatch does).\n"
         "ranks_per_node=${SLURM_NTASKS_PER_NODE:-" + std::to_string(per_node) + "}\n"
@@ -192,7 +200,7 @@ std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs,
         "cpus_per_task=$(( ${SLURM_CPUS_ON_NODE:-$ranks_per_node} / ranks_per_node ))\n"
         "(( cpus_per_task >= 1 )) || cpus_per_task=1\n"
         "export OMP_NUM_THREADS=$cpus_per_task\n"
-        "srun --kill-on-bad-exit=1 --cpus-per-task=\"$cpus_per_task\" " + sft_binary +
+        "srun --kill-on-bad-exit=1 --cpus-per-task=\"$cpus_per_task\" " + shell_quote(sft_binary) +
         " train --config \"$CONFIG\" --resume auto\n";
     fs::write_file_atomic(script, s);
     scripts += (scripts.empty() ? "" : "\n") + script;

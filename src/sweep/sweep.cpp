@@ -4,6 +4,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <set>
@@ -85,6 +86,14 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ov
   std::string stem = fs::basename(path);
   if (auto dot = stem.rfind('.'); dot != std::string::npos) stem = stem.substr(0, dot);
   s.name = root["name"] ? root["name"].Scalar() : stem;
+  // The name becomes a folder (runs/sweeps/<name>), a Slurm job name and a line of
+  // sweep.sbatch: a '/', "..", a newline or a shell character there would escape them.
+  if (s.name.empty() || s.name[0] == '.' || !std::all_of(s.name.begin(), s.name.end(), [](unsigned char c) {
+        return std::isalnum(c) || c == '_' || c == '-' || c == '.';
+      }))
+    err(root["name"] ? root["name"] : root, "name",
+        "\"" + s.name + "\": a sweep name may use letters, digits, '_', '-' and '.' only, and not start with '.'" +
+            (root["name"] ? "" : " (it defaults to the file's name)"));
   const bool base_axis = root["axes"] && root["axes"].IsMap() && root["axes"]["base"];
   if (!root["base"] && !base_axis) err(root, "base", "missing: the base run config (or a `base` axis)");
   else if (root["base"]) s.base = root["base"].Scalar();
@@ -107,6 +116,10 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ov
         values.push_back(scalar_text(it->second));
       }
       if (values.empty()) err(it->second, "axes." + key, "no values");
+      // Each run's folder and name are the sweep's to choose (runs_dir/<hash>): such an axis
+      // would be dropped from every run's identity and plan one run.
+      if (key == "output_dir" || key == "run_name")
+        err(it->first, "axes." + key, "a sweep chooses each run's " + key + " itself; sweep over settings of the run");
       if (key == "base")
         for (const auto& v : values)
           if (!fs::exists(v)) err(it->second, "axes.base", v + " not found");
@@ -131,6 +144,11 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ov
   }
   s.output_dir = root["output_dir"] ? root["output_dir"].Scalar() : "runs/sweeps/" + s.name;
   s.runs_dir = root["runs_dir"] ? root["runs_dir"].Scalar() : fs::join(s.output_dir, "runs");
+  for (const char* key : {"output_dir", "runs_dir"}) {  // written into sweep.sbatch's lines
+    const std::string& v = std::string(key) == "output_dir" ? s.output_dir : s.runs_dir;
+    if (std::any_of(v.begin(), v.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; }))
+      err(root[key] ? root[key] : root, key, "holds a control character (a newline?); a folder name cannot");
+  }
   if (!errors.empty()) throw ConfigError(errors.substr(1));
   return s;
 }

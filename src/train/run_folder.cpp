@@ -5,8 +5,12 @@
 
 #include <cctype>
 #include <cstdio>
+#include <optional>
+#include <set>
+#include <algorithm>
 
 #include "sft/util/error.h"
+#include "train/run_outputs.h"
 #include "sft/util/fs.h"
 
 namespace sft::train {
@@ -24,6 +28,24 @@ bool records_this_run(const std::string& dir, const nlohmann::json& config) {
   }
 }
 
+// The entries <dir>/sft_outputs.json records (plain names: nothing outside `dir`), or
+// nullopt when there is no readable record.
+std::optional<std::vector<std::string>> recorded(const std::string& dir) {
+  const std::string path = fs::join(dir, kOutputsRecord);
+  if (!fs::exists(path)) return std::nullopt;
+  try {
+    std::vector<std::string> out;
+    const nlohmann::json record = nlohmann::json::parse(fs::read_file(path));  // kept alive through the loop
+    for (const auto& e : record.at("outputs")) {
+      const std::string n = e.get<std::string>();
+      if (!n.empty() && n != "." && n != ".." && n.find('/') == std::string::npos && is_run_output(n)) out.push_back(n);
+    }
+    return out;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
 std::string listing(const std::string& dir, const std::vector<std::string>& entries) {
   std::string s;
   for (std::size_t i = 0; i < entries.size() && i < 6; ++i)
@@ -36,7 +58,7 @@ std::string listing(const std::string& dir, const std::vector<std::string>& entr
 
 bool is_run_output(const std::string& entry) {
   static const char* const kNames[] = {"checkpoints", "final", "eval", "tensorboard", "metrics.jsonl",
-                                       "config.resolved.json", "data_manifest.json", "eval.json"};
+                                       "config.resolved.json", "data_manifest.json", "eval.json", kOutputsRecord};
   for (const char* n : kNames)
     if (entry == n) return true;
   // stage<N>_<name>: the model exported at the end of stage N.
@@ -46,15 +68,46 @@ bool is_run_output(const std::string& entry) {
   return i > 5 && i + 1 < entry.size() && entry[i] == '_';
 }
 
+std::string stage_output_name(std::size_t index, const std::string& name) {
+  return "stage" + std::to_string(index + 1) + "_" + name;
+}
+
+void record_outputs(const std::string& dir, const std::vector<std::string>& stage_dirs) {
+  std::set<std::string> own;
+  if (auto was = recorded(dir)) own.insert(was->begin(), was->end());
+  std::vector<std::string> planned = {"checkpoints", "final", "eval", "tensorboard", "metrics.jsonl",
+                                      "config.resolved.json", "data_manifest.json", "eval.json", kOutputsRecord};
+  planned.insert(planned.end(), stage_dirs.begin(), stage_dirs.end());
+  for (const auto& p : planned)
+    if (!fs::exists(fs::join(dir, p))) own.insert(p);  // the user's own stays theirs
+  own.insert(kOutputsRecord);
+  fs::write_file_atomic(fs::join(dir, kOutputsRecord), nlohmann::json{{"outputs", own}}.dump(1) + "\n");
+}
+
 std::vector<std::string> outputs_to_replace(const std::string& dir, const nlohmann::json& config, bool has_checkpoints,
                                             bool resume, bool overwrite) {
   if (resume && has_checkpoints) return {};
+  const auto own = recorded(dir);
   std::vector<std::string> outputs;
   for (const auto& e : fs::list_dir(dir))
-    if (is_run_output(e) && (e != "checkpoints" || has_checkpoints)) outputs.push_back(e);  // crash temporaries only: pruned at start
+    if (is_run_output(e) && e != kOutputsRecord && (e != "checkpoints" || has_checkpoints))  // crash temporaries only: pruned at start
+      outputs.push_back(e);
   if (outputs.empty()) return {};  // files of the user's own (a config, notes) are not damaged by a run
   const bool same_run = records_this_run(dir, config);
-  if (overwrite || (resume && same_run)) return outputs;
+  if (overwrite || (resume && same_run)) {
+    // Only what an earlier run recorded as its own goes; the user's look-alikes stay.
+    std::vector<std::string> mine, theirs;
+    for (const auto& e : outputs)
+      (own && std::find(own->begin(), own->end(), e) != own->end() ? mine : theirs).push_back(e);
+    if (!theirs.empty())
+      throw ConfigError(dir + ": holds " + listing(dir, theirs) + ", which " +
+                        (own ? std::string("its ") + kOutputsRecord + " does not record"
+                             : std::string("no ") + kOutputsRecord + " records") +
+                        " as an earlier sft run's outputs (files of your own, or a run of an older sft); sft removes "
+                        "nothing it did not write: move them away, or choose another --output-dir");
+    if (own && fs::exists(fs::join(dir, kOutputsRecord))) mine.push_back(kOutputsRecord);
+    return mine;
+  }
   if (has_checkpoints)
     throw ConfigError(dir + ": holds checkpoints of an earlier run; continue it with --resume auto, replace it with "
                       "--overwrite, or choose another --output-dir");

@@ -1,6 +1,8 @@
 // The run's log, metrics.jsonl and TensorBoard scalars (run_log.h).
 #include "sft/train/run_log.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -8,8 +10,10 @@
 
 #include "sft/train/progress.h"
 #include "sft/train/tfevents.h"
+#include "sft/util/error.h"
 #include "sft/util/fs.h"
 #include "sft/util/log.h"
+#include "sft/util/safe_io.h"
 
 namespace sft::train {
 namespace {
@@ -115,8 +119,11 @@ void RunLog::end_stage(int stage, std::int64_t global_step, bool ran) {
 
 void RunLog::record(const nlohmann::json& rec) {
   if (!writes_) return;
-  std::ofstream f(metrics_path_, std::ios::app);
-  f << rec.dump() << '\n';
+  const int fd = fs::open_append(metrics_path_);  // never through a link
+  const std::string line = rec.dump() + "\n";
+  const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ::close(fd);
+  if (!ok) throw Error(metrics_path_ + ": write failed");
 }
 
 void RunLog::scalar(const std::string& tag, double value, std::int64_t global_step) {

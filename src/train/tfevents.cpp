@@ -8,6 +8,7 @@
 
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
+#include "sft/util/safe_io.h"
 
 namespace sft::train {
 namespace {
@@ -70,7 +71,8 @@ TfEventsWriter::TfEventsWriter(const std::string& dir) {
   char host[256] = "localhost";
   ::gethostname(host, sizeof host - 1);
   path_ = fs::join(dir, "events.out.tfevents." + std::to_string(std::time(nullptr)) + "." + host);
-  f_ = std::fopen(path_.c_str(), "ab");
+  // A file of its own: appended to if this second's file exists (a restart), never through a link.
+  f_ = ::fdopen(fs::open_append(path_), "ab");
   if (!f_) throw Error(path_ + ": cannot create the TensorBoard event file");
   std::string version = "brain.Event:2";
   write_record(event(static_cast<double>(std::time(nullptr)), 0, &version, nullptr));

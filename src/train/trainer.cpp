@@ -28,6 +28,7 @@
 #include "sft/train/run_log.h"
 #include "sft/train/run_model.h"
 #include "sft/train/run_folder.h"
+#include "train/run_outputs.h"
 #include "sft/train/stop_signal.h"
 #include "sft/train/tfevents.h"
 #include "sft/train/trace.h"
@@ -36,6 +37,7 @@
 #include "sft/util/fs.h"
 #include "sft/util/hash.h"
 #include "sft/util/log.h"
+#include "sft/util/safe_io.h"
 
 namespace sft::train {
 namespace {
@@ -84,27 +86,37 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   world_ = dist_->world();
   if (rank_ != 0) sft::log::set_level(sft::log::Level::kWarn);  // rank 0 speaks for the job
   StopSignal::install();
-  lock_run_folder();
+  check_run_folder(cfg_, opts_.resume, opts_.overwrite, *dist_, rank_);  // refused before anything is read or written
   require_agreement(*dist_, run_identity(cfg_), "the run configuration");
   data::rows_accumulation(cfg_, world_);  // a global batch this world size cannot keep stops every rank now
-  fs::make_dirs(cfg_.output_dir);
-  checkpoints_ = std::make_unique<CheckpointStore>(fs::join(cfg_.output_dir, "checkpoints"),
-                                                   static_cast<std::size_t>(cfg_.train.checkpoint_staging_mb) << 20);
-  if (rank_ == 0) {  // this rank holds the folder's lock: no save is in flight
-    for (const auto& n : checkpoints_->remove_temporaries())
-      sft::log::warn("removed {}/{}: a checkpoint an earlier run did not finish writing", checkpoints_->root(), n);
-    for (const auto& entry : stale_outputs_) {
-      sft::log::warn("removing {}/{}: {}", cfg_.output_dir, entry,
-                     opts_.overwrite ? "--overwrite replaces the earlier run" : "this run starts over");
-      fs::remove_all(fs::join(cfg_.output_dir, entry));
-    }
-  }
 
   // Rank 0 tokenizes into the cache first; the others then load it.
   if (rank_ == 0) data_ = data::build_run_data(cfg_, world_);
   dist_->barrier();
   if (rank_ != 0) data_ = data::build_run_data(cfg_, world_);
   pad_id_ = data_.tokenizer->pad_id() >= 0 ? data_.tokenizer->pad_id() : 0;
+  // A stage with nothing to train would export an untrained model and exit 0.
+  for (std::size_t s = 0; s < data_.streams.size(); ++s) {
+    const data::StageStream& st = *data_.streams[s];
+    const std::string stage = "stage " + std::to_string(s + 1) + " (" + cfg_.stages[s].name + ")";
+    if (st.samples_per_epoch() == 0)
+      throw DataError(stage + ": nothing to train: no selected sample fits data.max_seq_len " +
+                      std::to_string(cfg_.data.max_seq_len) + " (data.truncation: " + config::name(cfg_.data.truncation) +
+                      " drops longer ones); raise data.max_seq_len or use data.truncation: truncate");
+    if (st.targets() == 0)
+      throw DataError(stage + ": nothing to train: its " + std::to_string(st.samples_per_epoch()) +
+                      " samples hold no trained token (every response is masked or empty)");
+    bool learns = false;
+    for (std::int64_t i = 0; i < st.steps() && !learns; ++i) learns = stage_lr(static_cast<int>(s), i) > 0;
+    if (!learns)
+      throw ConfigError(stage + ": its " + std::to_string(st.steps()) + " optimizer step(s) all run at learning rate 0 " +
+                        "(warmup: " + std::to_string(st.samples_per_epoch()) + " samples per epoch" +
+                        (cfg_.train.samples_per_step > 0
+                             ? " in steps of train.samples_per_step " + std::to_string(cfg_.train.samples_per_step)
+                             : std::string()) +
+                        "); nothing would be learned: lower train.samples_per_step, or set train.warmup_ratio and "
+                        "train.warmup_steps to 0");
+  }
 
   // ---- model -----------------------------------------------------------------------------
   const RunModel rm = resolve_run_model(cfg_);
@@ -120,7 +132,7 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   if (lc.vocab_size < data_.tokenizer->vocab_size())
     throw ConfigError("model.config.vocab_size: " + std::to_string(lc.vocab_size) + " is smaller than the tokenizer's " +
                       std::to_string(data_.tokenizer->vocab_size()) + " pieces (" + cfg_.tokenizer + ")");
-  if (rm.pretrained) model::check_weights(lc, cfg_.model.path);
+  if (rm.pretrained) as_input_error([&] { model::check_weights(lc, cfg_.model.path); });  // model.path: bad input, exit 2
   // Built without storage: the optimizer allocates what this rank owns (everything, or its
   // ZeRO-3 chunks) and fills it straight from the safetensors files or the seeded init, so
   // no rank ever holds a parameter it does not own. bf16-pure keeps bf16 weights (no fp32
@@ -131,7 +143,8 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   model_->set_activation_checkpointing(cfg_.train.activation_checkpointing);
   {
     const model::ParamSource source =
-        rm.pretrained ? model::weights_source(*model_, cfg_.model.path) : model_->init_source(cfg_.seed);
+        rm.pretrained ? as_input_error([&] { return model::weights_source(*model_, cfg_.model.path); })
+                      : model_->init_source(cfg_.seed);
     opt_ = std::make_unique<FlatAdamW>(*model_,
                                        AdamWOptions{cfg_.train.adam_beta1, cfg_.train.adam_beta2, cfg_.train.adam_eps,
                                                     cfg_.train.weight_decay},
@@ -144,6 +157,21 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   plan_ = plan_memory(memory_plan_input(cfg_, rm, &data_, world_));
   dp_ = std::make_unique<DataParallel>(*model_, *opt_, dist_, DataParallelOptions::from(cfg_));
 
+  // The input is read and checked: the run's first write is its folder's lock.
+  lock_run_folder();
+  fs::make_dirs(cfg_.output_dir);
+  checkpoints_ = std::make_unique<CheckpointStore>(fs::join(cfg_.output_dir, "checkpoints"),
+                                                   static_cast<std::size_t>(cfg_.train.checkpoint_staging_mb) << 20);
+  if (rank_ == 0) {  // this rank holds the folder's lock: no save is in flight
+    for (const auto& n : checkpoints_->remove_temporaries())
+      sft::log::warn("removed {}/{}: a checkpoint an earlier run did not finish writing", checkpoints_->root(), n);
+    for (const auto& entry : stale_outputs_) {
+      sft::log::warn("removing {}/{}: {}", cfg_.output_dir, entry,
+                     opts_.overwrite ? "--overwrite replaces the earlier run" : "this run starts over");
+      fs::remove_all(fs::join(cfg_.output_dir, entry));
+    }
+  }
+
   const nlohmann::json overrides = opts_.resume ? check_resume() : nlohmann::json::array();
   std::vector<std::int64_t> stage_steps;
   for (const auto& st : data_.streams) stage_steps.push_back(st->steps());
@@ -154,6 +182,9 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
     for (const auto& s : cfg_.settings) settings.push_back({{"key", s.key}, {"value", s.value}, {"source", s.source}});
     nlohmann::json resolved = {{"config", cfg_.to_json()}, {"settings", settings}};
     if (!overrides.empty()) resolved["resume_overrides"] = overrides;
+    std::vector<std::string> stage_dirs;
+    for (const auto& st : cfg_.stages) stage_dirs.push_back(stage_output_name(stage_dirs.size(), st.name));
+    record_outputs(cfg_.output_dir, stage_dirs);  // what a later --overwrite may remove: only these
     fs::write_file_atomic(fs::join(cfg_.output_dir, "config.resolved.json"), resolved.dump(2) + "\n");
     fs::write_file_atomic(fs::join(cfg_.output_dir, "data_manifest.json"), data::data_manifest(cfg_, data_).dump() + "\n");
     log_settings();
@@ -343,7 +374,7 @@ void Trainer::end_stage(int s, bool ran, Position& pos) {
   log_->end_stage(s, pos.global_step, ran);
   result_.stage_first_loss.push_back(log_->stage_first_loss());
   result_.stage_last_loss.push_back(log_->stage_last_loss());
-  const std::string name = "stage" + std::to_string(s + 1) + "_" + cfg_.stages[static_cast<std::size_t>(s)].name;
+  const std::string name = stage_output_name(static_cast<std::size_t>(s), cfg_.stages[static_cast<std::size_t>(s)].name);
   const bool last = s + 1 == num_stages();
   if (!last && (cfg_.train.export_stage_models || cfg_.eval.at_stage_end)) {
     export_model(fs::join(cfg_.output_dir, name));

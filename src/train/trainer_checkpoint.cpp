@@ -27,6 +27,7 @@
 #include "sft/train/run_log.h"
 #include "sft/train/run_model.h"
 #include "sft/train/run_folder.h"
+#include "train/run_outputs.h"
 #include "sft/train/stop_signal.h"
 #include "sft/train/tfevents.h"
 #include "sft/util/cuda.h"
@@ -50,49 +51,80 @@ at::Tensor unhex(const std::string& s) {
   return t;
 }
 
-// Rank 0 takes output_dir's lock (the other ranks write only where rank 0 tells them:
-// their checkpoint shards). Its outcome is shared, so that a refused run stops every rank
-// at once rather than at the next collective's timeout.
+// A checkpoint continues only the run that wrote it: the same world size, stages, data
+// streams and strategy. A difference is the user's input (ConfigError, exit code 2).
+void check_same_stream(const nlohmann::json& st, const std::string& dir, int world, const data::RunData& data,
+                       const std::string& strategy) {
+  if (st.value("world_size", 1) != world)
+    throw ConfigError(dir + ": written by " + std::to_string(st.value("world_size", 1)) + " ranks, resumed on " +
+                      std::to_string(world) + "; resume on the same world size");
+  if (!st.contains("stream_fingerprints") || !st["stream_fingerprints"].is_array())
+    throw CheckpointError(dir + ": trainer_state.json lists no stream_fingerprints");
+  const auto& fps = st["stream_fingerprints"];
+  if (fps.size() != data.streams.size())
+    throw ConfigError(dir + ": the run had " + std::to_string(fps.size()) + " stages, the config now has " +
+                      std::to_string(data.streams.size()) + "; resume with the same config, or start a new --output-dir");
+  for (std::size_t s = 0; s < data.streams.size(); ++s)
+    if (fps[s] != data.streams[s]->fingerprint())
+      throw ConfigError(dir + ": stage " + std::to_string(s + 1) +
+                        "'s data stream differs from the checkpoint's (the config, data or seed changed); "
+                        "resume with the same config, or start a new --output-dir");
+  if (st.value("dist_strategy", std::string("ddp")) != strategy)
+    throw ConfigError(dir + ": written with dist.strategy " + st.value("dist_strategy", std::string("ddp")) +
+                      ", resumed with " + strategy + "; resume with the same strategy");
+}
 
-}  // namespace
-
-void Trainer::lock_run_folder() {
+// Rank 0 decides; its outcome is shared, so that a refused run stops every rank at once
+// rather than at the next collective's timeout.
+void rank0_or_refuse(dist::Context& dist, int rank, const std::function<void()>& f) {
   nlohmann::json refused = nullptr;
-  if (rank_ == 0) {
+  if (rank == 0) {
     try {
-      // A folder holds one run (run_folder.h): refused before the lock file is written, so
-      // that a refused run leaves the folder as it was. A folder in use is the lock's to
-      // report (exit code 75: sweeps skip it); it is checked once its holder let go.
-      auto check = [&] {
-        return outputs_to_replace(cfg_.output_dir, cfg_.to_json(),
-                                  !CheckpointStore(fs::join(cfg_.output_dir, "checkpoints")).list().empty(),
-                                  opts_.resume, opts_.overwrite);
-      };
-      {
-        // What the run's end will need: a writable folder with room for one checkpoint of
-        // every rank (fp32 or bf16 parameters and fp32 moments) and one exported model.
-        const double params = static_cast<double>(resolve_run_model(cfg_).config.num_parameters());
-        const double pb = cfg_.train.precision == config::Precision::kBf16Pure ? 2.0 : 4.0;
-        const double sb = cfg_.model.save_dtype == config::SaveDtype::kFp32 ? 4.0 : 2.0;
-        check_room_for_outputs(cfg_.output_dir, params * (pb + 8.0), params * sb);
-      }
-      const bool in_use = !RunLock::holder(cfg_.output_dir).empty();
-      if (!in_use) stale_outputs_ = check();
-      lock_ = RunLock::acquire(cfg_.output_dir);
-      if (in_use) stale_outputs_ = check();
+      f();
     } catch (const Error& e) {
-      if (!dist_->distributed()) throw;
+      if (!dist.distributed()) throw;
       refused = {{"code", e.exit_code()}, {"message", e.what()}};
     }
   }
-  if (!dist_->distributed()) return;
-  const nlohmann::json r0 = nlohmann::json::parse(dist_->all_gather_strings(refused.dump())[0]);
+  if (!dist.distributed()) return;
+  const nlohmann::json r0 = nlohmann::json::parse(dist.all_gather_strings(refused.dump())[0]);
   if (r0.is_null()) return;
-  const std::string msg = (rank_ == 0 ? "" : "rank 0: ") + r0["message"].get<std::string>();
+  const std::string msg = (rank == 0 ? "" : "rank 0: ") + r0["message"].get<std::string>();
   const int code = r0["code"].get<int>();
   if (code == 75) throw RunLockedError(msg);
   if (code == 2) throw ConfigError(msg);
   throw Error(msg);
+}
+
+std::vector<std::string> outputs_to_remove(const config::RunConfig& cfg, bool resume, bool overwrite) {
+  return outputs_to_replace(cfg.output_dir, cfg.to_json(),
+                            !CheckpointStore(fs::join(cfg.output_dir, "checkpoints")).list().empty(), resume, overwrite);
+}
+
+}  // namespace
+
+// A folder holds one run (run_folder.h), with room for the run's end: both checked before
+// anything is read or written, so that a refused run leaves the folder as it was (or
+// absent). A folder in use is the lock's to report (exit code 75: sweeps skip it), later.
+void check_run_folder(const config::RunConfig& cfg, bool resume, bool overwrite, dist::Context& dist, int rank) {
+  rank0_or_refuse(dist, rank, [&] {
+    // What the run's end will need: a writable folder with room for one checkpoint of every
+    // rank (fp32 or bf16 parameters and fp32 moments) and one exported model.
+    const double params = static_cast<double>(resolve_run_model(cfg).config.num_parameters());
+    const double pb = cfg.train.precision == config::Precision::kBf16Pure ? 2.0 : 4.0;
+    const double sb = cfg.model.save_dtype == config::SaveDtype::kFp32 ? 4.0 : 2.0;
+    check_room_for_outputs(cfg.output_dir, params * (pb + 8.0), params * sb);
+    if (RunLock::holder(cfg.output_dir).empty()) (void)outputs_to_remove(cfg, resume, overwrite);
+  });
+}
+
+// Once the input has been read and checked (datasets, tokenizer, model files): the first
+// write into the folder is its lock; the folder is checked again under it.
+void Trainer::lock_run_folder() {
+  rank0_or_refuse(*dist_, rank_, [&] {
+    lock_ = RunLock::acquire(cfg_.output_dir);
+    stale_outputs_ = outputs_to_remove(cfg_, opts_.resume, opts_.overwrite);
+  });
 }
 
 std::string Trainer::tensor_fingerprint() const {
@@ -162,6 +194,8 @@ nlohmann::json Trainer::check_resume() {
                       "), or name a hyper-parameter you mean to change with --resume-override KEY (recorded), or "
                       "start a new --output-dir");
   }
+  // Refused here, before the run writes its build record or a TensorBoard file.
+  check_same_stream(st, dir, world_, data_, config::name(cfg_.dist.strategy));
   for (const auto& a : accepted)
     if (rank_ == 0)
       sft::log::warn("resume: {} changes from {} to {} (--resume-override)", a["key"].get<std::string>(),
@@ -271,21 +305,7 @@ Trainer::Position Trainer::restore() {
   if (!latest) throw CheckpointError("rank " + std::to_string(rank_) + ": checkpoint step " + std::to_string(chosen_step) +
                                      " is not visible here (the output directory must be shared by all ranks)");
   nlohmann::json st = read_trainer_state(latest->dir);
-  if (st.value("world_size", 1) != world_)
-    throw CheckpointError(latest->dir + ": written by " + std::to_string(st.value("world_size", 1)) +
-                          " ranks, resumed on " + std::to_string(world_) + "; resume on the same world size");
-  const auto& fps = st.at("stream_fingerprints");
-  if (fps.size() != data_.streams.size())
-    throw CheckpointError(latest->dir + ": the run had " + std::to_string(fps.size()) + " stages, the config now has " +
-                          std::to_string(data_.streams.size()));
-  for (std::size_t s = 0; s < data_.streams.size(); ++s)
-    if (fps[s] != data_.streams[s]->fingerprint())
-      throw CheckpointError(latest->dir + ": stage " + std::to_string(s + 1) +
-                            "'s data stream differs from the checkpoint's (the config, data or seed changed); "
-                            "resume with the same config, or start a new --output-dir");
-  if (st.value("dist_strategy", std::string("ddp")) != config::name(cfg_.dist.strategy))
-    throw CheckpointError(latest->dir + ": written with dist.strategy " + st.value("dist_strategy", std::string("ddp")) +
-                          ", resumed with " + config::name(cfg_.dist.strategy) + "; resume with the same strategy");
+  check_same_stream(st, latest->dir, world_, data_, config::name(cfg_.dist.strategy));
   const Sharding sh = opt_->sharding();
   auto load = [&](const std::string& file, const char* name, at::Tensor& dst) {
     auto f = model::SafetensorsFile::open(fs::join(latest->dir, file));

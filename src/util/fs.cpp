@@ -8,10 +8,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 
 #include "sft/util/error.h"
+#include "sft/util/safe_io.h"
 
 namespace sft::fs {
 namespace {
@@ -39,7 +41,7 @@ std::string read_file(const std::string& path) {
   struct stat st {};
   if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
     ::close(fd);
-    throw Error(path + ": is a directory, expected a file");
+    throw DataError(path + ": is a folder, expected a file");
   }
   if (st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size));
   char buf[1 << 16];
@@ -76,8 +78,7 @@ AtomicFileWriter::AtomicFileWriter(const std::string& path) : path_(path) {
   std::string dir = dirname(path);
   if (!dir.empty()) make_dirs(dir);
   tmp_ = path + ".tmp." + std::to_string(::getpid());
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw Error(tmp_ + ": cannot create: " + errno_text());
+  fd_ = create_exclusive(tmp_);
 }
 
 AtomicFileWriter::~AtomicFileWriter() {
@@ -105,8 +106,7 @@ void write_file_atomic(const std::string& path, std::string_view data) {
   std::string dir = dirname(path);
   if (!dir.empty()) make_dirs(dir);
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw Error(tmp + ": cannot create: " + errno_text());
+  int fd = create_exclusive(tmp);
   try {
     write_all(fd, data.data(), data.size(), tmp);
   } catch (...) {

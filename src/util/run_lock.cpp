@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -73,9 +74,21 @@ std::unique_ptr<RunLock> RunLock::acquire(const std::string& dir, const std::str
     throw ConfigError(what + ": cannot create " + dir + " (" + e.what() + "); choose a folder you can write");
   }
   const std::string path = lock_path(dir);
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // Never through a link: the holder line is written into this file, and a sft.lock that
+  // is a symbolic link (or a second name of another file) would overwrite what it points to.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == ELOOP)
+    throw ConfigError(what + ": " + path + " is a symbolic link; sft writes its lock file only as a file of its own "
+                      "(remove the link, or choose another --output-dir)");
   if (fd < 0)
     throw ConfigError(what + ": cannot write " + path + " (" + std::strerror(errno) + "); choose a folder you can write");
+  if (struct stat st {}; ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+    const bool linked = S_ISREG(st.st_mode) && st.st_nlink > 1;
+    ::close(fd);
+    throw ConfigError(what + ": " + path +
+                      (linked ? " has another hard link (it is also another file's name)" : " is not a regular file") +
+                      "; sft writes its lock file only as a file of its own (remove it, or choose another --output-dir)");
+  }
   // A sweep probing the folder (holder()) holds a shared lock for a moment: retry briefly
   // before calling the folder taken.
   int locked = -1;
@@ -101,8 +114,12 @@ std::unique_ptr<RunLock> RunLock::acquire(const std::string& dir, const std::str
 
 std::string RunLock::holder(const std::string& dir) {
   const std::string path = lock_path(dir);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return "";
+  if (struct stat st {}; ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {  // not a lock of sft's (acquire says why)
+    ::close(fd);
+    return "";
+  }
   std::string who;
   if (::flock(fd, LOCK_SH | LOCK_NB) == 0) ::flock(fd, LOCK_UN);
   else who = holder_line(fd);

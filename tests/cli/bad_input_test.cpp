@@ -63,13 +63,18 @@ TEST(BadInput, EveryCaseExitsTwoNamingTheProblemAndChangesNothing) {
     std::vector<std::string> args;
     for (const auto& a : c["args"]) args.push_back(replace_all(a.get<std::string>(), "{tmp}", d.path()));
     const auto before = snapshot(d.path());
-    auto r = test::run_sft(args, {}, 120);
+    std::map<std::string, std::string> env;
+    const nlohmann::json env_json = c.value("env", nlohmann::json::object());
+    for (auto it = env_json.begin(); it != env_json.end(); ++it) env[it.key()] = it.value().get<std::string>();
+    auto r = test::run_sft(args, env, 120);
     ++ran;
     EXPECT_EQ(r.exit_code, c["exit"].get<int>()) << name << ":\n" << r.err;
     for (const auto& e : c["expect"]) {
       const std::string want = replace_all(e.get<std::string>(), "{tmp}", d.path());
       EXPECT_NE(r.err.find(want), std::string::npos) << name << ": the message lacks \"" << want << "\":\n" << r.err;
     }
+    for (const auto& a : c.value("absent", nlohmann::json::array()))
+      EXPECT_EQ(r.err.find(a.get<std::string>()), std::string::npos) << name << ": the message holds \"" << a << "\":\n" << r.err;
     EXPECT_LT(r.err.size(), 2000u) << name << ": a message, not a dump";
     EXPECT_EQ(snapshot(d.path()), before) << name << ": the disk changed";
   }

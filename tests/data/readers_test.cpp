@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "sft/util/error.h"
 #include "test_util.h"
 
@@ -210,6 +212,32 @@ TEST(Readers, CrlfTextFilesGiveTheSameDocumentsAsLfOnes) {
     EXPECT_EQ(crlf.records[i].text.find('\r'), std::string::npos) << i;
     EXPECT_EQ(crlf.records[i].origin.line, lf.records[i].origin.line) << i;
   }
+}
+
+// `sft config keys` lists .gz datasets: a gzip-compressed file reads as its plain twin, JSON
+// lines and .txt documents alike; a folder or FIFO is refused (it would block or never end).
+TEST(Readers, GzipCompressedDatasetsReadAsTheirPlainText) {
+  test::TempDir d;
+  test::write(d.file("m.jsonl"), "{\"question\": \"1+1?\", \"answer\": \"2\\n#### 2\"}\n"
+                                 "{\"question\": \"2+2?\", \"answer\": \"4\\n#### 4\"}\n");
+  test::write(d.file("t.txt"), "first doc\n\nsecond doc\n");
+  ASSERT_EQ(test::run_program({"gzip", "-n", "-k", d.file("m.jsonl"), d.file("t.txt")}).exit_code, 0);
+  for (const auto& [file, format, n] : {std::tuple{"m.jsonl", "gsm8k", 2}, std::tuple{"t.txt", "text", 2}}) {
+    config::DatasetSpec plain;
+    plain.name = "x";
+    plain.path = d.file(file);
+    plain.format = *config::parse_choice<config::Format>(format);
+    config::DatasetSpec gz = plain;
+    gz.path += ".gz";
+    const auto a = read_dataset(plain, config::OnBadRecord::kError), b = read_dataset(gz, config::OnBadRecord::kError);
+    ASSERT_EQ(b.records.size(), static_cast<std::size_t>(n)) << file;
+    EXPECT_EQ(a.records.size(), b.records.size()) << file;
+  }
+  config::DatasetSpec dir;
+  dir.name = "x";
+  dir.path = d.path();
+  dir.format = config::Format::kGsm8k;
+  EXPECT_THROW(read_dataset(dir, config::OnBadRecord::kError), DataError);
 }
 
 }  // namespace

@@ -173,11 +173,16 @@ TEST(Resume, RefusesToMixRunsAndToResumeADifferentStream) {
   auto r = test::run_sft(other);
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("seed: the checkpoint has 1, this run has 9"), std::string::npos) << r.err;
-  // Overriding the seed is allowed, but its data stream is another one: still refused.
+  // Overriding the seed is allowed, but its data stream is another one: still refused (bad
+  // input, exit code 2), before the run appends to metrics.jsonl or starts a TensorBoard file.
+  const std::string metrics = test::read(out + "/metrics.jsonl");
+  const auto events = fs::list_dir(out + "/tensorboard");
   other.insert(other.end(), {"--resume-override", "seed"});
   r = test::run_sft(other);
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("data stream differs"), std::string::npos) << r.err;
+  EXPECT_EQ(test::read(out + "/metrics.jsonl"), metrics);
+  EXPECT_EQ(fs::list_dir(out + "/tensorboard"), events);
 }
 
 // Every file of a run folder with its bytes, but the lock (a refused process may probe it).

@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "sft/util/error.h"
+#include "train/run_outputs.h"
 #include "sft/util/fs.h"
 #include "test_util.h"
 
@@ -24,6 +27,9 @@ void write_run(const std::string& dir, const nlohmann::json& config) {
   test::write(dir + "/data_manifest.json", "{}");
   test::write(dir + "/sft.lock", "");
   test::write(dir + "/notes.txt", "mine");
+  test::write(dir + "/sft_outputs.json",
+              R"({"outputs": ["config.resolved.json", "data_manifest.json", "final", "metrics.jsonl",
+                  "stage1_specialised", "tensorboard", "checkpoints", "eval", "sft_outputs.json"]})");
 }
 
 using Entries = std::vector<std::string>;
@@ -38,7 +44,7 @@ std::string refusal(const std::string& dir, const nlohmann::json& config, bool h
   }
 }
 const Entries kOutputs = {"config.resolved.json", "data_manifest.json", "final", "metrics.jsonl", "stage1_specialised",
-                          "tensorboard"};
+                          "tensorboard", "sft_outputs.json"};
 
 TEST(RunFolderOutputs, AFolderWithoutRunOutputsIsUsedAsItIs) {
   test::TempDir d;
@@ -78,6 +84,50 @@ TEST(RunFolderOutputs, CheckpointsAreContinuedByResumeAndRefusedOtherwise) {
   const std::string m = refusal(d.path(), kConfig, true, false);
   ASSERT_FALSE(m.empty()) << "a new run mixed into another run's checkpoints";
   EXPECT_NE(m.find("holds checkpoints of an earlier run"), std::string::npos) << m;
+}
+
+// --overwrite removes what an earlier run recorded as its own, nothing else: a folder of the
+// user's that looks like sft's (eval/), or a run with no record, is refused with nothing removed.
+TEST(RunFolderOutputs, OverwriteRefusesOutputsNoRecordNames) {
+  test::TempDir d;
+  write_run(d.path(), {{"run_name", "b"}});
+  test::write(d.path() + "/sft_outputs.json", R"({"outputs": ["final", "metrics.jsonl", "sft_outputs.json"]})");
+  fs::make_dirs(d.path() + "/eval");
+  try {
+    outputs_to_replace(d.path(), kConfig, false, false, /*overwrite=*/true);
+    FAIL() << "--overwrite would remove folders no record names";
+  } catch (const ConfigError& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("eval/"), std::string::npos) << m;
+    EXPECT_NE(m.find("does not record"), std::string::npos) << m;
+    EXPECT_EQ(m.find("final/"), std::string::npos) << m;  // recorded: not the user's
+  }
+  fs::remove_all(d.path() + "/sft_outputs.json");
+  try {
+    outputs_to_replace(d.path(), kConfig, false, false, /*overwrite=*/true);
+    FAIL() << "--overwrite would remove a run with no record of its outputs";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("no sft_outputs.json records"), std::string::npos) << e.what();
+  }
+}
+
+// A starting run records what it will write, but not what the user had there before it.
+TEST(RunFolderOutputs, TheRecordClaimsOnlyWhatTheRunCreates) {
+  test::TempDir d;
+  fs::make_dirs(d.path() + "/eval");
+  test::write(d.path() + "/notes.txt", "mine");
+  record_outputs(d.path(), {"stage1_math"});
+  const auto rec = nlohmann::json::parse(test::read(d.path() + "/sft_outputs.json"))["outputs"];
+  auto has = [&](const std::string& e) { return std::find(rec.begin(), rec.end(), e) != rec.end(); };
+  EXPECT_TRUE(has("final") && has("metrics.jsonl") && has("stage1_math") && has("checkpoints")) << rec.dump();
+  EXPECT_FALSE(has("eval")) << rec.dump();
+  EXPECT_FALSE(has("notes.txt")) << rec.dump();
+  // A resumed run keeps what the record held, though those entries now exist.
+  fs::make_dirs(d.path() + "/final");
+  record_outputs(d.path(), {});
+  const auto again = nlohmann::json::parse(test::read(d.path() + "/sft_outputs.json"))["outputs"];
+  EXPECT_NE(std::find(again.begin(), again.end(), "final"), again.end()) << again.dump();
+  EXPECT_NE(std::find(again.begin(), again.end(), "stage1_math"), again.end()) << again.dump();
 }
 
 TEST(RunFolderOutputs, OnlyWhatSftWritesCountsAsARunsOutput) {
