@@ -36,19 +36,34 @@ at::Tensor inverse_frequencies(const LlamaConfig& c) {
   at::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
   return at::where(medium, smoothed, scaled);
 }
+
+
+// A bias (zeros at init) rather than a norm weight (ones): the two 1-D kinds of parameter.
+bool is_bias(const std::string& name) { return name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0; }
+
 }  // namespace
 
 std::vector<std::pair<std::string, std::vector<std::int64_t>>> expected_parameters(const LlamaConfig& cfg) {
   const std::int64_t D = cfg.hidden_size, F = cfg.intermediate_size, Dh = cfg.head_dim;
+  const std::int64_t H = cfg.num_attention_heads, K = cfg.num_key_value_heads;
   std::vector<std::pair<std::string, std::vector<std::int64_t>>> out;
   out.push_back({"model.embed_tokens.weight", {cfg.vocab_size, D}});
   for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     out.push_back({p + "input_layernorm.weight", {D}});
-    out.push_back({p + "self_attn.q_proj.weight", {cfg.num_attention_heads * Dh, D}});
-    out.push_back({p + "self_attn.k_proj.weight", {cfg.num_key_value_heads * Dh, D}});
-    out.push_back({p + "self_attn.v_proj.weight", {cfg.num_key_value_heads * Dh, D}});
-    out.push_back({p + "self_attn.o_proj.weight", {D, cfg.num_attention_heads * Dh}});
+    out.push_back({p + "self_attn.q_proj.weight", {H * Dh, D}});
+    out.push_back({p + "self_attn.k_proj.weight", {K * Dh, D}});
+    out.push_back({p + "self_attn.v_proj.weight", {K * Dh, D}});
+    if (cfg.qkv_bias()) {  // after the three matrices, so q|k|v and their biases each stay contiguous
+      out.push_back({p + "self_attn.q_proj.bias", {H * Dh}});
+      out.push_back({p + "self_attn.k_proj.bias", {K * Dh}});
+      out.push_back({p + "self_attn.v_proj.bias", {K * Dh}});
+    }
+    if (cfg.qk_norm()) {
+      out.push_back({p + "self_attn.q_norm.weight", {Dh}});
+      out.push_back({p + "self_attn.k_norm.weight", {Dh}});
+    }
+    out.push_back({p + "self_attn.o_proj.weight", {D, H * Dh}});
     out.push_back({p + "post_attention_layernorm.weight", {D}});
     out.push_back({p + "mlp.gate_proj.weight", {F, D}});
     out.push_back({p + "mlp.up_proj.weight", {F, D}});
@@ -63,17 +78,35 @@ Llama::Llama(const LlamaConfig& cfg, c10::Device device, c10::ScalarType dtype, 
     : cfg_(cfg), device_(device), dtype_(dtype) {
   auto opts = at::TensorOptions().device(materialize ? device : c10::Device(c10::kMeta)).dtype(dtype);
   for (const auto& [name, shape] : expected_parameters(cfg)) {
-    at::Tensor t = !materialize ? at::empty(shape, opts) : shape.size() == 1 ? at::ones(shape, opts) : at::zeros(shape, opts);
+    at::Tensor t = !materialize                          ? at::empty(shape, opts)
+                   : shape.size() == 1 && !is_bias(name) ? at::ones(shape, opts)
+                                                         : at::zeros(shape, opts);
     params_.push_back({name, t.requires_grad_(true)});
     shapes_.push_back(shape);
   }
-  // Index the list: embed, 9 per layer, norm, lm_head.
+  // Index the list: embed, each layer's parameters (by name: how many, and which, depends
+  // on the architecture), norm, lm_head.
+  const std::pair<const char*, std::size_t LayerIdx::*> fields[] = {
+      {"input_layernorm.weight", &LayerIdx::input_norm}, {"self_attn.q_proj.weight", &LayerIdx::q},
+      {"self_attn.k_proj.weight", &LayerIdx::k},         {"self_attn.v_proj.weight", &LayerIdx::v},
+      {"self_attn.q_proj.bias", &LayerIdx::q_bias},      {"self_attn.k_proj.bias", &LayerIdx::k_bias},
+      {"self_attn.v_proj.bias", &LayerIdx::v_bias},      {"self_attn.q_norm.weight", &LayerIdx::q_norm},
+      {"self_attn.k_norm.weight", &LayerIdx::k_norm},    {"self_attn.o_proj.weight", &LayerIdx::o},
+      {"post_attention_layernorm.weight", &LayerIdx::post_norm}, {"mlp.gate_proj.weight", &LayerIdx::gate},
+      {"mlp.up_proj.weight", &LayerIdx::up},             {"mlp.down_proj.weight", &LayerIdx::down}};
   embed_index_ = 0;
+  std::size_t i = 1;
   for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
-    std::size_t b = 1 + 9 * static_cast<std::size_t>(l);
-    layers_.push_back({b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8});
+    const std::string prefix = "model.layers." + std::to_string(l) + ".";
+    LayerIdx li;
+    li.begin = i;
+    for (; i < params_.size() && params_[i].name.compare(0, prefix.size(), prefix) == 0; ++i)
+      for (const auto& [suffix, field] : fields)
+        if (params_[i].name.compare(prefix.size(), std::string::npos, suffix) == 0) li.*field = i;
+    li.end = i;
+    layers_.push_back(li);
   }
-  norm_index_ = 1 + 9 * static_cast<std::size_t>(cfg.num_hidden_layers);
+  norm_index_ = i;
   lm_head_index_ = cfg.tie_word_embeddings ? embed_index_ : norm_index_ + 1;
   inv_freq_ = inverse_frequencies(cfg).to(device);
 }
@@ -82,7 +115,9 @@ std::vector<std::size_t> Llama::unit_params(std::size_t unit) const {
   if (unit == 0) return {embed_index_};
   if (unit <= layers_.size()) {
     const LayerIdx& li = layers_[unit - 1];
-    return {li.input_norm, li.q, li.k, li.v, li.o, li.post_norm, li.gate, li.up, li.down};
+    std::vector<std::size_t> ids;
+    for (std::size_t i = li.begin; i < li.end; ++i) ids.push_back(i);
+    return ids;
   }
   if (cfg_.tie_word_embeddings) return {norm_index_};
   return {norm_index_, lm_head_index_};
@@ -110,52 +145,90 @@ std::vector<at::Tensor> Llama::unit_views(std::size_t unit, const at::Tensor& fl
 }
 
 std::vector<at::Tensor> LayerWeights::list() const {
-  if (stacked()) return {input_norm, o, post_norm, down, qkv, gate_up};
-  return {input_norm, o, post_norm, down, q, k, v, gate, up};
+  return {input_norm, o, post_norm, down, qkv, gate_up, qkv_bias, q, k, v, gate, up, q_bias, k_bias, v_bias, q_norm,
+          k_norm};
 }
 
 LayerWeights LayerWeights::from_list(const std::vector<at::Tensor>& w) {
-  LayerWeights r{w.at(0), w.at(1), w.at(2), w.at(3)};
-  if (w.size() == 6) {
-    r.qkv = w[4];
-    r.gate_up = w[5];
-  } else {
-    r.q = w.at(4);
-    r.k = w.at(5);
-    r.v = w.at(6);
-    r.gate = w.at(7);
-    r.up = w.at(8);
-  }
+  TORCH_CHECK(w.size() == 17, "LayerWeights::from_list: expected list()'s 17 slots, got ", w.size());
+  LayerWeights r;
+  r.input_norm = w[0];
+  r.o = w[1];
+  r.post_norm = w[2];
+  r.down = w[3];
+  r.qkv = w[4];
+  r.gate_up = w[5];
+  r.qkv_bias = w[6];
+  r.q = w[7];
+  r.k = w[8];
+  r.v = w[9];
+  r.gate = w[10];
+  r.up = w[11];
+  r.q_bias = w[12];
+  r.k_bias = w[13];
+  r.v_bias = w[14];
+  r.q_norm = w[15];
+  r.k_norm = w[16];
   return r;
 }
 
 LayerWeights Llama::own_layer_weights(std::size_t l) const {
   const LayerIdx& li = layers_[l];
-  auto P = [&](std::size_t i) -> const at::Tensor& { return params_[i].tensor; };
-  LayerWeights w{P(li.input_norm), P(li.o), P(li.post_norm), P(li.down)};
+  auto P = [&](std::size_t i) { return i == kAbsent ? at::Tensor() : params_[i].tensor; };
+  LayerWeights w;
+  w.input_norm = P(li.input_norm);
+  w.o = P(li.o);
+  w.post_norm = P(li.post_norm);
+  w.down = P(li.down);
   w.q = P(li.q);
   w.k = P(li.k);
   w.v = P(li.v);
   w.gate = P(li.gate);
   w.up = P(li.up);
+  w.q_bias = P(li.q_bias);
+  w.k_bias = P(li.k_bias);
+  w.v_bias = P(li.v_bias);
+  w.q_norm = P(li.q_norm);
+  w.k_norm = P(li.k_norm);
   return w;
 }
 
 LayerWeights Llama::layer_views(std::size_t l, const at::Tensor& unit) const {
-  // q, k, v lie side by side in the unit (unit_params order), and so do gate and up: one
-  // split gives each group as one contiguous part, viewed as the stacked matrix.
+  // q, k, v lie side by side in the unit (unit_params order), and so do their biases and
+  // gate and up: one split gives each group as one contiguous part, viewed as the stacked
+  // matrix. Parts in expected_parameters' order.
   const std::int64_t D = cfg_.hidden_size, F = cfg_.intermediate_size, Dh = cfg_.head_dim;
   const std::int64_t H = cfg_.num_attention_heads, K = cfg_.num_key_value_heads;
-  const std::int64_t qkv = (H + 2 * K) * Dh * D, o = D * H * Dh, gu = 2 * F * D, down = D * F;
-  const std::int64_t used = D + qkv + o + D + gu + down;
+  const std::int64_t qkv_rows = (H + 2 * K) * Dh;
+  enum Part { kInputNorm, kQkv, kQkvBias, kQNorm, kKNorm, kO, kPostNorm, kGateUp, kDown };
+  std::vector<std::pair<Part, std::int64_t>> parts = {{kInputNorm, D}, {kQkv, qkv_rows * D}};
+  if (cfg_.qkv_bias()) parts.push_back({kQkvBias, qkv_rows});
+  if (cfg_.qk_norm()) parts.insert(parts.end(), {{kQNorm, Dh}, {kKNorm, Dh}});
+  parts.insert(parts.end(), {{kO, D * H * Dh}, {kPostNorm, D}, {kGateUp, 2 * F * D}, {kDown, D * F}});
+  std::vector<std::int64_t> sizes;
+  std::int64_t used = 0;
+  for (const auto& [part, n] : parts) {
+    sizes.push_back(n);
+    used += n;
+  }
   TORCH_CHECK(unit.dim() == 1 && unit.numel() >= used, "layer ", l, ": a gathered unit of ", unit.numel(),
               " elements cannot hold its ", used);
-  std::vector<std::int64_t> sizes = {D, qkv, o, D, gu, down};
   if (unit.numel() > used) sizes.push_back(unit.numel() - used);
-  std::vector<at::Tensor> p = at::split_with_sizes(unit, sizes);
-  LayerWeights w{p[0], p[2].view({D, H * Dh}), p[3], p[5].view({D, F})};
-  w.qkv = p[1].view({(H + 2 * K) * Dh, D});
-  w.gate_up = p[4].view({2 * F, D});
+  const std::vector<at::Tensor> p = at::split_with_sizes(unit, sizes);
+  LayerWeights w;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    switch (parts[i].first) {
+      case kInputNorm: w.input_norm = p[i]; break;
+      case kQkv: w.qkv = p[i].view({qkv_rows, D}); break;
+      case kQkvBias: w.qkv_bias = p[i]; break;
+      case kQNorm: w.q_norm = p[i]; break;
+      case kKNorm: w.k_norm = p[i]; break;
+      case kO: w.o = p[i].view({D, H * Dh}); break;
+      case kPostNorm: w.post_norm = p[i]; break;
+      case kGateUp: w.gate_up = p[i].view({2 * F, D}); break;
+      case kDown: w.down = p[i].view({D, F}); break;
+    }
+  }
   return w;
 }
 
@@ -192,8 +265,10 @@ ParamSource Llama::init_source(std::uint64_t seed) const {
   };
   auto st = std::make_shared<State>(State{at::make_generator<at::CPUGeneratorImpl>(seed)});
   std::vector<std::vector<std::int64_t>> shapes = shapes_;
+  std::vector<bool> bias;
+  for (const auto& p : params_) bias.push_back(is_bias(p.name));
   const double std_dev = cfg_.initializer_range;
-  return [st, shapes, std_dev](std::size_t index, std::int64_t begin, at::Tensor dst) {
+  return [st, shapes, bias, std_dev](std::size_t index, std::int64_t begin, at::Tensor dst) {
     at::NoGradGuard ng;
     if (index != st->held) {
       TORCH_CHECK(index >= st->next, "init_source: parameters must be asked for in order");
@@ -201,8 +276,10 @@ ParamSource Llama::init_source(std::uint64_t seed) const {
       // rank does not own are drawn and dropped so that the generator stays in step.
       for (; st->next <= index; ++st->next) {
         const auto& shape = shapes[st->next];
-        at::Tensor w = shape.size() == 1 ? at::ones(shape, at::TensorOptions().dtype(at::kFloat))
-                                         : at::normal(0.0, std_dev, shape, st->gen, at::TensorOptions().dtype(at::kFloat));
+        const auto f32 = at::TensorOptions().dtype(at::kFloat);
+        at::Tensor w = bias[st->next]      ? at::zeros(shape, f32)
+                       : shape.size() == 1 ? at::ones(shape, f32)
+                                           : at::normal(0.0, std_dev, shape, st->gen, f32);
         if (st->next == index) st->value = w.reshape({-1});
       }
       st->held = index;

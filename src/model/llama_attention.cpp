@@ -1,5 +1,5 @@
 // Llama's attention and decoder layer: layer_forward (norms, the fused q/k/v projection
-// with rotary, attention, MLP), attention with causal, explicit-mask and cached-decoding
+// with its Qwen2 biases and Qwen3 q/k norms, rotary, attention, MLP), attention with causal, explicit-mask and cached-decoding
 // cases, and per-sample attention of packed rows (varlen_attention) with its plan.
 #include "sft/model/llama.h"
 
@@ -171,8 +171,26 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
   // rotated in one pass (sft/model/fused.h), in the activations' dtype as HF does. The
   // explicit attention folds its 1/sqrt(Dh) into q's tables instead of scaling the (T x T)
   // scores (exact when Dh is a power of four, as 64 and 256 are; within rounding otherwise).
+  // Qwen2's biases are added by the same GEMM (q|k|v's biases stacked as the weights are).
+  // Qwen3 normalises each head of q and k over Dh before rotary (HF: q_norm(q_proj(h))),
+  // with the fused RMSNorm on the split parts; the rotary kernel then takes them back as one
+  // (B, T, (H + 2K) Dh) tensor: a copy of q, k and v per layer rather than a fused
+  // norm-and-rotary kernel whose backward would reduce the norm weights' gradient too.
   at::Tensor h = fused_rms_norm(x, norm_weight(w.input_norm), cfg_.rms_norm_eps, compute);
-  at::Tensor qkv = at::linear(h, w.stacked() ? w.qkv : at::cat({w.q, w.k, w.v}, 0));  // (B, T, (H + 2K) Dh)
+  const at::Tensor w_qkv = w.stacked() ? w.qkv : at::cat({w.q, w.k, w.v}, 0);
+  at::Tensor qkv;  // (B, T, (H + 2K) Dh)
+  if (cfg_.qkv_bias()) qkv = at::linear(h, w_qkv, w.stacked() ? w.qkv_bias : at::cat({w.q_bias, w.k_bias, w.v_bias}, 0));
+  else qkv = at::linear(h, w_qkv);
+  if (cfg_.qk_norm()) {
+    // The activations' dtype as HF's norm returns it for matching weights; under autocast
+    // (bf16 activations, fp32 weights) the norm rounds to bf16 where HF keeps fp32 until
+    // attention, which differs from HF by bf16 rounding, not more.
+    auto head_weight = [&](const at::Tensor& n) { return n.scalar_type() == qkv.scalar_type() ? n : n.to(qkv.scalar_type()); };
+    const auto parts = qkv.split_with_sizes({H * Dh, K * Dh, K * Dh}, -1);
+    at::Tensor q = fused_rms_norm(parts[0].view({B, T, H, Dh}), head_weight(w.q_norm), cfg_.rms_norm_eps, qkv.scalar_type());
+    at::Tensor k = fused_rms_norm(parts[1].view({B, T, K, Dh}), head_weight(w.k_norm), cfg_.rms_norm_eps, qkv.scalar_type());
+    qkv = at::cat({q.view({B, T, H * Dh}), k.view({B, T, K * Dh}), parts[2]}, -1);
+  }
   const bool explicit_attn = attn_impl_ == AttentionImpl::kExplicit;
   const double scale = explicit_attn ? 1.0 / std::sqrt(static_cast<double>(Dh)) : 1.0;
   auto [q, k, v] = fused_qkv_rotary(qkv, cos, sin, H, K, scale);  // (B, heads, T, Dh)

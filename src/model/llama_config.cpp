@@ -1,11 +1,14 @@
 #include "sft/model/llama_config.h"
 
 #include <cmath>
+#include <mutex>
+#include <set>
 #include <utility>
 
 #include "sft/util/error.h"
 #include "sft/util/safe_io.h"
 #include "sft/util/fs.h"
+#include "sft/util/log.h"
 
 namespace sft::model {
 namespace {
@@ -36,23 +39,131 @@ double get_num(const json& j, const char* k, double def, const std::string& wher
   return it->get<double>();
 }
 
+struct TypeNames {
+  ModelType type;
+  const char* model_type;
+  const char* architecture;
+};
+constexpr TypeNames kTypes[] = {{ModelType::kLlama, "llama", "LlamaForCausalLM"},
+                                {ModelType::kQwen2, "qwen2", "Qwen2ForCausalLM"},
+                                {ModelType::kQwen3, "qwen3", "Qwen3ForCausalLM"}};
+
+const TypeNames& names_of(ModelType t) {
+  for (const auto& n : kTypes)
+    if (n.type == t) return n;
+  return kTypes[0];
+}
+
+// model_type, or when it is absent the architecture named (a config.json without
+// model_type has always meant llama here). Mismatches and unknown names are errors.
+ModelType read_model_type(const json& j, const std::string& where, std::string& errors) {
+  const TypeNames* type = nullptr;
+  if (j.contains("model_type") && !j["model_type"].is_null()) {
+    for (const auto& n : kTypes)
+      if (j["model_type"] == n.model_type) type = &n;
+    if (!type) {
+      errors += "\n" + where + ": model_type: " + j["model_type"].dump() +
+                " is not supported (\"llama\", \"qwen2\" or \"qwen3\")";
+      return ModelType::kLlama;
+    }
+  }
+  if (j.contains("architectures") && j["architectures"].is_array())
+    for (const auto& a : j["architectures"]) {
+      const TypeNames* named = nullptr;
+      for (const auto& n : kTypes)
+        if (a == n.architecture) named = &n;
+      if (!named)
+        errors += "\n" + where + ": architectures: " + a.dump() +
+                  " is not supported (LlamaForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM)";
+      else if (!type)
+        type = named;
+      else if (named != type)
+        errors += "\n" + where + ": architectures: " + a.dump() + " does not match model_type \"" + type->model_type +
+                  "\" (expected " + type->architecture + ")";
+    }
+  return type ? type->type : ModelType::kLlama;
+}
+
+// The same warning once per process (a run reads its config.json more than once).
+void warn_once(const std::string& message) {
+  static std::mutex mu;
+  static std::set<std::string> said;
+  std::lock_guard<std::mutex> lock(mu);
+  if (said.insert(message).second) sft::log::warn("{}", message);
+}
+
+// Qwen2/Qwen3's sliding window as transformers 5.x resolves it (Qwen2Config.__post_init__):
+// the window exists only under use_sliding_window (sliding_window defaults to 4096; null:
+// none); layer_types, when given, says which layers use it, else layers from
+// max_window_layers (default 28) on do. A layer type the window cannot serve is an error, as
+// transformers fails on it in its forward.
+void read_sliding_window(const json& j, LlamaConfig& c, const std::string& where, std::string& errors) {
+  bool use = false;
+  if (j.contains("use_sliding_window") && !j["use_sliding_window"].is_null()) {
+    if (!j["use_sliding_window"].is_boolean()) errors += "\n" + where + ": use_sliding_window: expected true or false";
+    else use = j["use_sliding_window"];
+  }
+  std::optional<std::int64_t> window;
+  if (use && !(j.contains("sliding_window") && j["sliding_window"].is_null())) {
+    window = get_int(j, "sliding_window", 4096, where, errors);
+    if (*window == 0) errors += "\n" + where + ": sliding_window: must be positive";
+  }
+  const std::int64_t L = c.num_hidden_layers;
+  if (j.contains("layer_types") && !j["layer_types"].is_null()) {
+    const json& types = j["layer_types"];
+    if (!types.is_array() || static_cast<std::int64_t>(types.size()) != L) {
+      errors += "\n" + where + ": layer_types: expected a list of num_hidden_layers (" + std::to_string(L) +
+                ") entries, got " + (types.is_array() ? std::to_string(types.size()) + " entries" : types.dump());
+      return;
+    }
+    for (std::int64_t l = 0; l < L; ++l) {
+      const json& t = types[static_cast<std::size_t>(l)];
+      const std::string at = where + ": layer_types[" + std::to_string(l) + "]: ";
+      if (t == "sliding_attention") {
+        if (!window)
+          errors += "\n" + at + "\"sliding_attention\" needs use_sliding_window: true and an integer sliding_window";
+        c.sliding_layers.push_back(l);
+      } else if (t != "full_attention") {
+        errors += "\n" + at + t.dump() + " is not supported (\"full_attention\" or \"sliding_attention\")";
+      }
+    }
+  } else if (window) {
+    const std::int64_t first = get_int(j, "max_window_layers", 28, where, errors);
+    for (std::int64_t l = first; l < L; ++l) c.sliding_layers.push_back(l);
+  }
+  if (c.sliding_layers.empty() || !window) return;
+  c.sliding_window = window;
+  if (*window >= c.max_position_embeddings) return;  // no sequence can reach past the window
+  std::string layers;
+  for (auto l : c.sliding_layers) layers += (layers.empty() ? "" : ",") + std::to_string(l);
+  warn_once(where + ": use_sliding_window: true: transformers attends within the last " + std::to_string(*window) +
+            " tokens in layers " + layers + "; sft attends to the whole sequence, which is the same only for " +
+            "sequences of at most " + std::to_string(*window) + " tokens (max_position_embeddings is " +
+            std::to_string(c.max_position_embeddings) + ")");
+}
+
 }  // namespace
+
+const char* LlamaConfig::model_type_name() const { return names_of(model_type).model_type; }
+const char* LlamaConfig::architecture() const { return names_of(model_type).architecture; }
 
 LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
   if (!j.is_object()) throw ConfigError(where + ": expected a JSON object of config.json fields");
   LlamaConfig c;
   c.raw = j;
   std::string errors;
-  if (j.contains("model_type") && j["model_type"] != "llama")
-    errors += "\n" + where + ": model_type: " + j["model_type"].dump() + " is not supported (only \"llama\")";
-  if (j.contains("architectures") && j["architectures"].is_array())
-    for (const auto& a : j["architectures"])
-      if (a != "LlamaForCausalLM")
-        errors += "\n" + where + ": architectures: " + a.dump() + " is not supported (only LlamaForCausalLM)";
+  c.model_type = read_model_type(j, where, errors);
+  const bool qwen = c.model_type != ModelType::kLlama;
   if (j.contains("hidden_act") && j["hidden_act"] != "silu")
     errors += "\n" + where + ": hidden_act: " + j["hidden_act"].dump() + " is not supported (only \"silu\")";
-  for (const char* k : {"attention_bias", "mlp_bias"})
-    if (j.contains(k) && j[k] == true) errors += "\n" + where + ": " + k + ": true is not supported";
+  // LLaMA reads both flags; Qwen3 reads attention_bias (which would bias o_proj too), its
+  // MLP never has biases; Qwen2's biases are fixed by the architecture (q, k and v always,
+  // nothing else) and transformers ignores both keys there.
+  for (const std::string k : {"attention_bias", "mlp_bias"}) {
+    const bool read = c.model_type == ModelType::kLlama || (c.model_type == ModelType::kQwen3 && k == "attention_bias");
+    if (read && j.contains(k) && j[k] == true)
+      errors += "\n" + where + ": " + k + ": true is not supported for model_type \"" + c.model_type_name() + "\"";
+  }
 
   c.vocab_size = get_int(j, "vocab_size", c.vocab_size, where, errors, true);
   c.hidden_size = get_int(j, "hidden_size", c.hidden_size, where, errors, true);
@@ -60,7 +171,7 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
   c.num_hidden_layers = get_int(j, "num_hidden_layers", c.num_hidden_layers, where, errors, true);
   c.num_attention_heads = get_int(j, "num_attention_heads", c.num_attention_heads, where, errors, true);
   c.num_key_value_heads = get_int(j, "num_key_value_heads", c.num_attention_heads, where, errors);
-  c.max_position_embeddings = get_int(j, "max_position_embeddings", c.max_position_embeddings, where, errors);
+  c.max_position_embeddings = get_int(j, "max_position_embeddings", qwen ? 32768 : c.max_position_embeddings, where, errors);
   c.rms_norm_eps = get_num(j, "rms_norm_eps", c.rms_norm_eps, where, errors);
   // transformers >= 5 writes the rope settings only inside "rope_parameters" (rope_theta,
   // rope_type and its factors); older writers (and sft) use top-level rope_theta/rope_scaling.
@@ -91,7 +202,9 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
     if (c.torch_dtype != "float32" && c.torch_dtype != "bfloat16" && c.torch_dtype != "float16")
       errors += "\n" + where + ": torch_dtype: \"" + c.torch_dtype + "\" is not supported (float32, bfloat16, float16)";
   }
-  if (c.num_attention_heads > 0) {
+  if (c.model_type == ModelType::kQwen3) {
+    c.head_dim = get_int(j, "head_dim", 128, where, errors);  // Qwen3Config's default, not hidden / heads
+  } else if (c.num_attention_heads > 0) {
     c.head_dim = get_int(j, "head_dim", c.hidden_size / c.num_attention_heads, where, errors);
     if (!j.contains("head_dim") && c.hidden_size % c.num_attention_heads != 0)
       errors += "\n" + where + ": hidden_size: " + std::to_string(c.hidden_size) +
@@ -155,21 +268,22 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
       errors += "\n" + ctx + ": type \"" + type + "\" is not supported (llama3, linear)";
     }
   }
+  if (qwen) read_sliding_window(j, c, where, errors);
   if (!errors.empty()) throw ConfigError(errors.substr(1));
   return c;
 }
 
 json LlamaConfig::to_json() const {
   json j = raw.is_object() ? raw : json::object();
-  j["architectures"] = {"LlamaForCausalLM"};
-  j["model_type"] = "llama";
+  j["architectures"] = {architecture()};
+  j["model_type"] = model_type_name();
   j["vocab_size"] = vocab_size;
   j["hidden_size"] = hidden_size;
   j["intermediate_size"] = intermediate_size;
   j["num_hidden_layers"] = num_hidden_layers;
   j["num_attention_heads"] = num_attention_heads;
   j["num_key_value_heads"] = num_key_value_heads;
-  if (j.contains("head_dim") || head_dim * num_attention_heads != hidden_size) j["head_dim"] = head_dim;
+  if (qk_norm() || j.contains("head_dim") || head_dim * num_attention_heads != hidden_size) j["head_dim"] = head_dim;
   j["max_position_embeddings"] = max_position_embeddings;
   j["rms_norm_eps"] = rms_norm_eps;
   j["rope_theta"] = rope_theta;
@@ -180,17 +294,22 @@ json LlamaConfig::to_json() const {
   j["torch_dtype"] = torch_dtype;
   j["hidden_act"] = "silu";
   j["initializer_range"] = initializer_range;
-  if (!j.contains("attention_bias")) j["attention_bias"] = false;
+  if (!j.contains("attention_bias") && model_type != ModelType::kQwen2) j["attention_bias"] = false;
   if (!j.contains("rope_scaling")) j["rope_scaling"] = nullptr;
   return j;
 }
 
+std::int64_t LlamaConfig::num_layer_parameters() const {
+  const std::int64_t qkv = (num_attention_heads + 2 * num_key_value_heads) * head_dim;
+  const std::int64_t attn = hidden_size * qkv + num_attention_heads * head_dim * hidden_size;
+  const std::int64_t bias = qkv_bias() ? qkv : 0, qk_norms = qk_norm() ? 2 * head_dim : 0;
+  const std::int64_t mlp = 3 * hidden_size * intermediate_size;
+  return attn + bias + qk_norms + mlp + 2 * hidden_size;
+}
+
 std::int64_t LlamaConfig::num_parameters() const {
-  std::int64_t attn = hidden_size * head_dim * (num_attention_heads * 2 + num_key_value_heads * 2);
-  std::int64_t mlp = 3 * hidden_size * intermediate_size;
-  std::int64_t layer = attn + mlp + 2 * hidden_size;
   std::int64_t head = tie_word_embeddings ? 0 : vocab_size * hidden_size;
-  return vocab_size * hidden_size + num_hidden_layers * layer + hidden_size + head;
+  return vocab_size * hidden_size + num_hidden_layers * num_layer_parameters() + hidden_size + head;
 }
 
 LlamaConfig load_llama_config(const std::string& dir) {

@@ -38,14 +38,15 @@ AutocastGuard resume_autocast(torch::autograd::AutogradContext* ctx, c10::Device
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor cos,
                                                 at::Tensor sin, std::optional<at::Tensor> mask_opt, at::TensorList weights,
-                                                const Llama* model, std::int64_t layer) {
+                                                const Llama* model, std::int64_t layer, std::int64_t present) {
     at::Tensor mask = mask_opt ? *mask_opt : at::Tensor();
     std::vector<at::Tensor> w(weights.begin(), weights.end());
     save_state(ctx, model, layer, x);
+    ctx->saved_data["present"] = present;
     std::vector<at::Tensor> saved = {x, cos, sin, mask.defined() ? mask : at::Tensor()};
     saved.insert(saved.end(), w.begin(), w.end());
     ctx->save_for_backward(saved);
-    return {model->layer_forward(static_cast<std::size_t>(layer), x, cos, sin, mask, nullptr, as_layer(w))};
+    return {model->layer_forward(static_cast<std::size_t>(layer), x, cos, sin, mask, nullptr, as_layer(w, present))};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -54,16 +55,34 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     std::vector<at::Tensor> w;
     for (std::size_t i = 4; i < saved.size(); ++i) w.push_back(saved[i].detach().requires_grad_(saved[i].requires_grad()));
     auto g = recompute(ctx, saved, w, grads[0]);
-    // One entry per forward argument: x, cos, sin, mask, each weight, model, layer.
+    // One entry per forward argument: x, cos, sin, mask, each weight, model, layer, present.
     torch::autograd::variable_list result = {g[0], at::Tensor(), at::Tensor(), at::Tensor()};
     std::size_t gi = 1;
     for (const auto& t : w) result.push_back(t.requires_grad() ? g[gi++] : at::Tensor());
-    result.push_back(at::Tensor());
-    result.push_back(at::Tensor());
+    result.insert(result.end(), 3, at::Tensor());
     return result;
   }
 
-  static LayerWeights as_layer(const std::vector<at::Tensor>& w) { return LayerWeights::from_list(w); }
+  // A layer's weights go in as the defined slots of LayerWeights::list() only (autograd
+  // cannot take undefined tensors as inputs), with `present` marking which slots they fill.
+  static std::pair<std::vector<at::Tensor>, std::int64_t> compact(const LayerWeights& lw) {
+    std::vector<at::Tensor> w;
+    std::int64_t present = 0;
+    const std::vector<at::Tensor> slots = lw.list();
+    for (std::size_t i = 0; i < slots.size(); ++i)
+      if (slots[i].defined()) {
+        w.push_back(slots[i]);
+        present |= std::int64_t{1} << i;
+      }
+    return {std::move(w), present};
+  }
+  static LayerWeights as_layer(const std::vector<at::Tensor>& w, std::int64_t present) {
+    std::vector<at::Tensor> slots(LayerWeights().list().size());
+    std::size_t next = 0;
+    for (std::size_t i = 0; i < slots.size(); ++i)
+      if (present & (std::int64_t{1} << i)) slots[i] = w.at(next++);
+    return LayerWeights::from_list(slots);
+  }
 
   // What recompute() needs besides the saved tensors: the model, the layer, and the
   // forward's autocast state (taken from x's device type).
@@ -89,7 +108,8 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     {
       at::AutoGradMode enable(true);
       AutocastGuard autocast = resume_autocast(ctx, x.device());
-      out = model->layer_forward(static_cast<std::size_t>(layer), x, saved[1], saved[2], saved[3], nullptr, as_layer(w));
+      out = model->layer_forward(static_cast<std::size_t>(layer), x, saved[1], saved[2], saved[3], nullptr,
+                                 as_layer(w, ctx->saved_data["present"].toInt()));
     }
     std::vector<at::Tensor> inputs = {x};
     for (const auto& t : w)
@@ -240,9 +260,10 @@ at::Tensor Llama::sharded_loss_sum(const at::Tensor& input_ids, const at::Tensor
 at::Tensor Llama::run_layer(std::size_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                             const at::Tensor& mask, const LayerWeights& w) const {
   if (!(checkpointing_ && at::GradMode::is_enabled())) return layer_forward(l, x, cos, sin, mask, nullptr, w);
-  const std::vector<at::Tensor> ws = w.list();
+  const auto [ws, present] = CheckpointedLayer::compact(w);
   const std::optional<at::Tensor> maybe_mask = mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt;
-  return CheckpointedLayer::apply(x, cos, sin, maybe_mask, at::TensorList(ws), this, static_cast<std::int64_t>(l))[0];
+  return CheckpointedLayer::apply(x, cos, sin, maybe_mask, at::TensorList(ws), this, static_cast<std::int64_t>(l),
+                                  present)[0];
 }
 
 }  // namespace sft::model

@@ -128,7 +128,8 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   const bool cuda = on_cuda(cfg);
   ordered_json out;
   out["config"] = cfg.source_file;
-  out["model"] = {{"parameters", mc.num_parameters()}, {"layers", mc.num_hidden_layers}, {"hidden_size", mc.hidden_size},
+  out["model"] = {{"model_type", mc.model_type_name()}, {"parameters", mc.num_parameters()},
+                  {"layers", mc.num_hidden_layers}, {"hidden_size", mc.hidden_size},
                   {"vocab_size", mc.vocab_size}};
   out["world_size"] = world;
   out["strategy"] = config::name(cfg.dist.strategy);

@@ -54,7 +54,7 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   for (auto u : in.units) units.push_back(static_cast<double>(u));
   if (units.empty()) {
     auto pad = [&](double n) { return std::ceil(n / W) * W; };
-    const double layer = 2 * D + D * H * Dh + 2 * D * K * Dh + H * Dh * D + 3 * D * F;
+    const double layer = static_cast<double>(c.num_layer_parameters());  // biases and q/k norms included
     units.push_back(pad(V * D));
     for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) units.push_back(pad(layer));
     units.push_back(pad(D + (c.tie_word_embeddings ? 0 : V * D)));
@@ -84,8 +84,10 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   // keep no normalised copies (8 D bytes), no SiLU output (F elements), and q, k, v as three
   // tensors instead of the projection's whole output and rotated copies of q and k
   // ((H + K) Dh elements): that much less than the op-by-op layer first fitted.
+  // Qwen3's per-head q/k norms keep their inputs ((H + K) Dh elements) for their backward.
   const double per_token = (half ? 1.0 : 1.06) * (24.0 * D + 18.7 * K * Dh + 8.24 * F) -
-                           (half ? 2.0 : 4.0) * (F + (H + K) * Dh);
+                           (half ? 2.0 : 4.0) * (F + (H + K) * Dh) +
+                           (c.qk_norm() ? (half ? 2.0 : 4.0) * (H + K) * Dh : 0.0);
   const double score_elems = in.score_elements > 0 ? in.score_elements : B * T * T;
   const double scores = in.fused_attention ? 4.0 * N * H : (half ? 1.93 : 6.3) * H * score_elems;
   const double layer = N * per_token + scores;

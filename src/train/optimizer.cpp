@@ -37,20 +37,14 @@ FlatLayout FlatLayout::build(const model::Llama& model, int world) {
   FlatLayout l;
   l.world = world;
   const auto& ps = model.parameters();
-  const std::size_t layers = static_cast<std::size_t>(model.config().num_hidden_layers);
-  // parameters(): embed, 9 per layer, final norm, lm_head (absent when tied).
-  auto unit_of = [&](std::size_t i) -> std::size_t {
-    if (i == 0) return 0;
-    if (i <= 9 * layers) return 1 + (i - 1) / 9;
-    return layers + 1;
-  };
-  l.units.resize(layers + 2);
+  // The model's units (embedding, each layer, final norm and lm_head), each its parameters
+  // in parameters() order, whatever the architecture puts in a layer.
+  l.units.resize(model.num_units());
   std::int64_t off = 0;
   for (std::size_t u = 0; u < l.units.size(); ++u) {
     auto& unit = l.units[u];
     unit.offset = off;
-    for (std::size_t i = 0; i < ps.size(); ++i) {
-      if (unit_of(i) != u) continue;
+    for (std::size_t i : model.unit_params(u)) {
       const auto& t = ps[i].tensor;
       l.slots.push_back({ps[i].name, i, off, t.numel(), t.dim() >= 2, t.sizes().vec()});
       unit.slots.push_back(l.slots.size() - 1);

@@ -50,9 +50,9 @@ void Trainer::log_settings() const {
 }
 
 void Trainer::log_plan() const {
-  sft::log::info("model: {} parameters ({} layers, hidden {}, heads {}/{} kv, vocab {}), {} init, device {}, {} threads, "
+  sft::log::info("model: {}, {} parameters ({} layers, hidden {}, heads {}/{} kv, vocab {}), {} init, device {}, {} threads, "
                "precision {}{}; {} rank(s), {}",
-               model_->num_parameters(), model_->config().num_hidden_layers, model_->config().hidden_size,
+               model_->config().model_type_name(), model_->num_parameters(), model_->config().num_hidden_layers, model_->config().hidden_size,
                model_->config().num_attention_heads, model_->config().num_key_value_heads,
                model_->config().vocab_size, config::name(cfg_.model.init), device_.str(), at::get_num_threads(),
                config::name(cfg_.train.precision), cfg_.train.activation_checkpointing ? ", activation checkpointing" : "", world_,

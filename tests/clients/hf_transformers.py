@@ -6,11 +6,16 @@ Subcommands (each prints one JSON object on stdout, or exits 1 with a message on
   score DIR --ids 1,5,9 [--dtype float32|bfloat16]
       AutoModelForCausalLM.from_pretrained(DIR) and log p(id_i | ids_<i) per position, in the
       shape `sft score` prints: {"logprobs": [null, ...]}, plus what the load reported.
-  save DIR --dtype float32|bfloat16 [--kv-heads N] [--tied] [--rope-theta X]
-       [--llama3-scaling] [--max-shard-size 40KB] [--seed S] --ids 1,5,9
-      LlamaForCausalLM(LlamaConfig(tiny)).save_pretrained(DIR), then `score DIR --ids` on it
-      (in float32) plus the saved config.json; with a non-default rope, also the log-probs of
-      the same weights under the default rope.
+  save DIR --dtype float32|bfloat16 [--arch llama|qwen2|qwen3] [--kv-heads N] [--tied]
+       [--rope-theta X] [--llama3-scaling] [--vocab-size V] [--max-shard-size 40KB] [--seed S]
+       --ids 1,5,9
+      LlamaForCausalLM(LlamaConfig(tiny)) (or Qwen2ForCausalLM, Qwen3ForCausalLM with head_dim
+      24, not hidden/heads = 16).save_pretrained(DIR), then `score DIR --ids` on it (in
+      float32) plus the saved config.json; with a non-default rope, also the log-probs of the
+      same weights under the default rope.
+  generate DIR --ids 1,5,9 --max-new-tokens N
+      Greedy model.generate (KV cache on, as transformers defaults; no stop token) from the
+      prompt ids: {"tokens": [the N new ids]}.
   tokenize DIR --input F.jsonl
       AutoTokenizer.from_pretrained(DIR) on each {"text": ...} line of F, and, for the same
       texts, BOS + sentencepiece's ids from DIR/tokenizer.model.
@@ -81,6 +86,8 @@ def score(model_dir, ids, dtype_name):
         "rope_theta": model.config.rope_parameters.get("rope_theta"),
         "rope_type": model.config.rope_parameters.get("rope_type"),
         "tie_word_embeddings": bool(model.config.tie_word_embeddings),
+        "model_type": model.config.model_type,
+        "num_parameters": model.num_parameters(),
         "transformers": transformers.__version__,
     }
 
@@ -89,26 +96,39 @@ def cmd_score(a):
     print(json.dumps(score(a.model, parse_ids(a.ids), a.dtype)))
 
 
+def tiny_config(a, rope):
+    import transformers
+
+    common = dict(vocab_size=a.vocab_size, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=a.kv_heads, max_position_embeddings=256,
+                  rms_norm_eps=1e-5, rope_parameters=rope, tie_word_embeddings=a.tied,
+                  initializer_range=0.1, bos_token_id=1, eos_token_id=2)
+    if a.arch == "qwen2":
+        return transformers.Qwen2Config(**common, use_sliding_window=False), transformers.Qwen2ForCausalLM
+    if a.arch == "qwen3":
+        return transformers.Qwen3Config(**common, head_dim=24, attention_bias=False), transformers.Qwen3ForCausalLM
+    return transformers.LlamaConfig(**common), transformers.LlamaForCausalLM
+
+
 def cmd_save(a):
     torch = quiet_torch()
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     rope = {"rope_type": "default", "rope_theta": a.rope_theta}
     if a.llama3_scaling:
         # Llama 3.1's scaling, with an original context short enough to matter at 64 positions.
         rope = {"rope_type": "llama3", "rope_theta": a.rope_theta, "factor": 8.0, "low_freq_factor": 1.0,
                 "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
-    cfg = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=a.kv_heads, max_position_embeddings=256,
-                      rms_norm_eps=1e-5, rope_parameters=rope, tie_word_embeddings=a.tied,
-                      initializer_range=0.1, bos_token_id=1, eos_token_id=2)
+    cfg, cls = tiny_config(a, rope)
     torch.manual_seed(a.seed)
-    model = LlamaForCausalLM(cfg)
+    model = cls(cfg)
     with torch.no_grad():
-        # Norm weights other than 1, so a norm that is skipped or misread changes the logits.
+        # Norm weights other than 1 and biases other than 0 (HF's init), so a norm or bias
+        # that is skipped or misread changes the logits.
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
+            elif name.endswith(".bias"):
+                p.uniform_(-0.5, 0.5)
     model = model.to(dtype_of(a.dtype))
     model.save_pretrained(a.model, max_shard_size=a.max_shard_size)
     files = sorted(os.listdir(a.model))
@@ -122,14 +142,26 @@ def cmd_save(a):
         # rope settings change these log-probs, so reading them wrongly cannot go unnoticed.
         import copy
 
-        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
         model, _ = load(a.model, "float32")
         plain = copy.deepcopy(model.config)
         plain.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
-        model.model.rotary_emb = LlamaRotaryEmbedding(config=plain)
+        model.model.rotary_emb = type(model.model.rotary_emb)(config=plain)
         out["logprobs_with_default_rope"] = logprobs(model, ids)
     print(json.dumps(out))
+
+
+def cmd_generate(a):
+    torch = quiet_torch()
+    import transformers
+
+    model, _ = load(a.model, "float32")
+    ids = parse_ids(a.ids)
+    # Greedy, exactly max_new_tokens: no stop token (EOS may be the argmax like any id).
+    gen = transformers.GenerationConfig(do_sample=False, max_new_tokens=a.max_new_tokens, min_new_tokens=0,
+                                        eos_token_id=None, pad_token_id=0, use_cache=True)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids], dtype=torch.long), generation_config=gen)
+    print(json.dumps({"tokens": out[0, len(ids):].tolist(), "class": type(model).__name__}))
 
 
 def cmd_tokenize(a):
@@ -166,7 +198,9 @@ def main():
     s = sub.add_parser("save")
     s.add_argument("model")
     s.add_argument("--dtype", choices=["float32", "bfloat16"], required=True)
+    s.add_argument("--arch", choices=["llama", "qwen2", "qwen3"], default="llama")
     s.add_argument("--kv-heads", type=int, default=2)
+    s.add_argument("--vocab-size", type=int, default=512)
     s.add_argument("--tied", action="store_true")
     s.add_argument("--rope-theta", type=float, default=10000.0)
     s.add_argument("--llama3-scaling", action="store_true")
@@ -174,6 +208,11 @@ def main():
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--ids", required=True)
     s.set_defaults(fn=cmd_save)
+    s = sub.add_parser("generate")
+    s.add_argument("model")
+    s.add_argument("--ids", required=True)
+    s.add_argument("--max-new-tokens", type=int, required=True)
+    s.set_defaults(fn=cmd_generate)
     s = sub.add_parser("tokenize")
     s.add_argument("model")
     s.add_argument("--input", required=True)

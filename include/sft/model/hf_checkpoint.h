@@ -1,6 +1,7 @@
 // Hugging Face model folders in and out: config.json + model.safetensors, or sharded
 // model-0000i-of-0000n.safetensors with model.safetensors.index.json, plus the tokenizer
-// files. A saved folder loads in transformers (LlamaForCausalLM, LlamaTokenizer) unchanged.
+// files. A saved folder loads in transformers (LlamaForCausalLM, Qwen2ForCausalLM or
+// Qwen3ForCausalLM as config.json's model_type says; LlamaTokenizer) unchanged.
 #pragma once
 
 #include <c10/core/Device.h>

@@ -2,7 +2,8 @@
 // RMSNorm computed in fp32, rotary embeddings in HF's rotate_half convention (element i
 // pairs with i + head_dim/2) on HF-layout q/k weights, grouped-query attention
 // (num_key_value_heads), SwiGLU MLP, untied or tied lm_head, rope_theta and rope_scaling
-// (llama3, linear).
+// (llama3, linear). The same class runs Qwen2/Qwen2.5 (biases on q, k, v) and Qwen3 (per-head
+// RMSNorm of q and k before rotary), as the config's model_type says (llama_config.h).
 //
 // Parameters are plain leaf tensors named exactly as in a HF checkpoint
 // ("model.layers.3.self_attn.q_proj.weight"), in a fixed order, so that checkpoints, the
@@ -45,17 +46,21 @@ struct KvCache {
 
 enum class AttentionImpl { kAuto, kExplicit, kSdpa };
 
-// A decoder layer's weights. The layer multiplies by q|k|v stacked into one matrix and by
-// gate|up stacked into another (one GEMM each: (H + 2K) Dh x D and 2F x D). `qkv` and
-// `gate_up` are given stacked (views of a gathered ZeRO-3 unit, where they lie side by
-// side), or undefined: then the layer stacks `q, k, v` and `gate, up` (a model's own
-// parameters) itself, so that no stacked copy outlives the layer's pass.
+// A decoder layer's weights. The layer multiplies by q|k|v stacked into one matrix (plus
+// the q|k|v biases stacked, Qwen2) and by gate|up stacked into another (one GEMM each:
+// (H + 2K) Dh x D and 2F x D). `qkv`, `qkv_bias` and `gate_up` are given stacked (views of a
+// gathered ZeRO-3 unit, where they lie side by side), or undefined: then the layer stacks
+// `q, k, v`, their biases and `gate, up` (a model's own parameters) itself, so that no
+// stacked copy outlives the layer's pass. Tensors the architecture lacks stay undefined
+// (biases but for Qwen2, q_norm and k_norm but for Qwen3).
 struct LayerWeights {
   at::Tensor input_norm, o, post_norm, down;
-  at::Tensor qkv, gate_up;
-  at::Tensor q, k, v, gate, up;
+  at::Tensor qkv, gate_up, qkv_bias;
+  at::Tensor q, k, v, gate, up, q_bias, k_bias, v_bias;
+  at::Tensor q_norm, k_norm;  // (Dh) each
   bool stacked() const { return qkv.defined(); }
-  // The defined tensors in a fixed order (activation checkpointing's inputs), and back.
+  // Every slot in a fixed order, undefined where absent (activation checkpointing's
+  // inputs), and back.
   std::vector<at::Tensor> list() const;
   static LayerWeights from_list(const std::vector<at::Tensor>& w);  // REQUIRES: list()'s output
 };
@@ -94,13 +99,15 @@ class Llama {
   c10::Device device() const { return device_; }
   c10::ScalarType dtype() const { return dtype_; }
 
-  // HF names in a fixed order: embed, per layer (input_layernorm, q, k, v, o,
-  // post_attention_layernorm, gate, up, down), final norm, lm_head (absent when tied).
+  // HF names in a fixed order: embed, per layer (input_layernorm, q, k, v, [q, k, v biases:
+  // qwen2], [q_norm, k_norm: qwen3], o, post_attention_layernorm, gate, up, down), final
+  // norm, lm_head (absent when tied). q|k|v, their biases and gate|up each lie side by side
+  // (layer_views relies on it). Names are HF's ("model.layers.0.self_attn.q_proj.bias").
   const std::vector<NamedTensor>& parameters() const { return params_; }
   void set_parameter(std::size_t index, const at::Tensor& t);
   std::int64_t num_parameters() const;
 
-  // HF initialisation: N(0, initializer_range) for matrices, ones for norms; seeded.
+  // HF initialisation: N(0, initializer_range) for matrices, ones for norms, zeros for biases; seeded.
   void init_weights(std::uint64_t seed);
   // The same values as init_weights(seed), served range by range: parameters are drawn in
   // order from the same generator (one parameter in memory at a time), so a rank gets
@@ -157,8 +164,14 @@ class Llama {
   const at::Tensor& lm_head_weight() const { return params_[lm_head_index_].tensor; }
 
  private:
+  static constexpr std::size_t kAbsent = static_cast<std::size_t>(-1);
+  // A layer's parameters() indices: all of them [begin, end), and each (kAbsent where the
+  // architecture has none).
   struct LayerIdx {
-    std::size_t input_norm, q, k, v, o, post_norm, gate, up, down;
+    std::size_t begin = 0, end = 0;
+    std::size_t input_norm = kAbsent, q = kAbsent, k = kAbsent, v = kAbsent, o = kAbsent, post_norm = kAbsent,
+                gate = kAbsent, up = kAbsent, down = kAbsent;
+    std::size_t q_bias = kAbsent, k_bias = kAbsent, v_bias = kAbsent, q_norm = kAbsent, k_norm = kAbsent;
   };
   friend struct CheckpointedLayer;
   friend struct GatherInBackward;
