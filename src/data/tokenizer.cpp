@@ -232,6 +232,16 @@ void Tokenizer::write_hf_files(const std::string& dir, const std::string& chat_t
   if (!chat_template.empty()) tc["chat_template"] = chat_template;
   else tc.erase("chat_template");
   fs::write_file_atomic(fs::join(dir, "tokenizer_config.json"), tc.dump(2) + "\n");
+  // What generation starts and stops on, as sft generates (every EOS id): written over the
+  // model's own (which knows only config.json's ids), keeping the other fields of the
+  // tokenizer folder's generation_config.json (sampling defaults) when it has one.
+  const std::string orig_gc = fs::join(fs::dirname(path_).empty() ? "." : fs::dirname(path_), "generation_config.json");
+  json gc = hf_ && fs::exists(orig_gc) ? read_json(orig_gc) : json::object();
+  if (bos_ >= 0) gc["bos_token_id"] = bos_;
+  else gc.erase("bos_token_id");
+  if (!eos_ids_.empty()) gc["eos_token_id"] = eos_ids_.size() == 1 ? json(eos_ids_[0]) : json(eos_ids_);
+  if (pad_ >= 0) gc["pad_token_id"] = pad_;
+  fs::write_file_atomic(fs::join(dir, "generation_config.json"), gc.dump(2) + "\n");
 }
 
 }  // namespace sft::data

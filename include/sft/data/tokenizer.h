@@ -70,7 +70,9 @@ class Tokenizer {
   // Writes the files a Hugging Face folder needs for this tokenizer into `dir`: the tokenizer
   // file itself and a tokenizer_config.json (with `chat_template`, a Jinja template, when
   // given) and, for sentencepiece, special_tokens_map.json, so that transformers' AutoTokenizer
-  // loads it as the original. model_max_length > 0 is written for a sentencepiece model.
+  // loads it as the original; and generation_config.json with this tokenizer's BOS and every
+  // EOS id (eos_ids()), so that transformers' generate stops where sft's does.
+  // model_max_length > 0 is written for a sentencepiece model.
   void write_hf_files(const std::string& dir, const std::string& chat_template = "",
                       std::int64_t model_max_length = 0) const;
 
