@@ -16,6 +16,11 @@ Subcommands (each prints one JSON object on stdout, or exits 1 with a message on
   generate DIR --ids 1,5,9 --max-new-tokens N
       Greedy model.generate (KV cache on, as transformers defaults; no stop token) from the
       prompt ids: {"tokens": [the N new ids]}.
+  chat DIR --question Q [--question Q ...] --max-new-tokens N
+      AutoTokenizer and AutoModelForCausalLM from DIR, as a user chats with a model folder: each
+      question as one user turn through the folder's chat template (apply_chat_template with the
+      generation prompt), greedy generate with the folder's generation_config.json (its EOS ids
+      stop it): {"answers": [{"prompt", "tokens", "text"}], "eos_token_id": ...}.
   tokenize DIR --input F.jsonl
       AutoTokenizer.from_pretrained(DIR) on each {"text": ...} line of F, and, for the same
       texts, BOS + sentencepiece's ids from DIR/tokenizer.model.
@@ -164,6 +169,26 @@ def cmd_generate(a):
     print(json.dumps({"tokens": out[0, len(ids):].tolist(), "class": type(model).__name__}))
 
 
+def cmd_chat(a):
+    torch = quiet_torch()
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(a.model)
+    model = transformers.AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
+    model.eval()
+    gen = transformers.GenerationConfig.from_pretrained(a.model)
+    gen.do_sample, gen.max_new_tokens = False, a.max_new_tokens
+    answers = []
+    for q in a.question:
+        prompt = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gen)
+        new = out[0, ids.shape[1]:].tolist()
+        answers.append({"prompt": prompt, "tokens": new, "text": tok.decode(new, skip_special_tokens=True)})
+    print(json.dumps({"answers": answers, "eos_token_id": gen.eos_token_id, "class": type(model).__name__}))
+
+
 def cmd_tokenize(a):
     quiet_torch()
     import sentencepiece
@@ -208,6 +233,11 @@ def main():
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--ids", required=True)
     s.set_defaults(fn=cmd_save)
+    s = sub.add_parser("chat")
+    s.add_argument("model")
+    s.add_argument("--question", action="append", required=True)
+    s.add_argument("--max-new-tokens", type=int, required=True)
+    s.set_defaults(fn=cmd_chat)
     s = sub.add_parser("generate")
     s.add_argument("model")
     s.add_argument("--ids", required=True)
