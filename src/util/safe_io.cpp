@@ -14,15 +14,6 @@
 
 namespace sft {
 
-std::string json_error_text(const std::exception& e) {
-  std::string w = e.what();
-  if (w.rfind("[json.exception.", 0) == 0) {
-    const auto close = w.find("] ");
-    if (close != std::string::npos) w = w.substr(close + 2);
-  }
-  return w;
-}
-
 namespace fs {
 namespace {
 

@@ -116,7 +116,7 @@ TEST(HfCheckpoint, ScoreOnA7BConfigWithoutWeightsFailsClearlyWithoutAllocating) 
                         {"rms_norm_eps", 1e-5}, {"torch_dtype", "float16"}};
   test::write(d.file("config.json"), cfg.dump());
   auto r = test::run_sft({"score", "--model", d.path(), "--ids", "1,2,3"}, {}, 60);
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);  // a model folder the user named is input: bad input, exit 2
   EXPECT_NE(r.err.find("no weights found: expected model.safetensors or model.safetensors.index.json"), std::string::npos)
       << r.err;
   EXPECT_EQ(r.err.find("Segmentation"), std::string::npos);
