@@ -1,8 +1,11 @@
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <sstream>
 #include <string>
 
 #include "commands.h"
+#include "sft/util/error.h"
 
 namespace sft::cli {
 
@@ -25,6 +28,25 @@ CLI::Validator in_range(double lo, double hi, bool lo_open, bool hi_open) {
         return "";
       },
       "in " + want);
+}
+
+std::vector<std::int64_t> parse_token_ids(const std::string& s, const std::string& flag) {
+  std::vector<std::int64_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    std::size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || v < 0 || v > INT32_MAX)
+      throw ConfigError(flag + ": \"" + item + "\" is not a token id (expected e.g. 1,5,9)");
+    ids.push_back(v);
+  }
+  return ids;
 }
 
 }  // namespace sft::cli

@@ -65,22 +65,6 @@ std::shared_ptr<const data::Tokenizer> tokenizer_or_null(bool required) {
   return data::Tokenizer::load(path);
 }
 
-std::vector<std::int64_t> parse_ids(const std::string& s) {
-  std::vector<std::int64_t> ids;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      std::size_t used = 0;
-      ids.push_back(std::stoll(item, &used));
-      if (used != item.size()) throw 1;
-    } catch (...) {
-      throw ConfigError("--ids: \"" + item + "\" is not an integer (expected e.g. 1,5,9)");
-    }
-  }
-  return ids;
-}
-
 // Ids the model cannot embed stop here, naming where they came from (not "index out of range").
 void check_ids(const model::Llama& m, const std::vector<std::int64_t>& ids, const std::string& where) {
   for (auto id : ids)
@@ -130,7 +114,7 @@ int run_score() {
   c10::Device dev = pick_device();
   auto m = load_model(dev);
   if (score_cmd->count("--ids")) {
-    const auto ids = parse_ids(M.ids);
+    const auto ids = parse_token_ids(M.ids, "--ids");
     check_ids(*m, ids, "--ids");
     std::cout << score_json(*m, ids, "--ids").dump() << "\n";
     return 0;

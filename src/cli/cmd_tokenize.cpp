@@ -19,23 +19,6 @@ struct TokenizeArgs {
 };
 TokenizeArgs T;
 
-std::vector<std::int32_t> parse_ids(const std::string& s, const std::string& where) {
-  std::vector<std::int32_t> ids;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      std::size_t used = 0;
-      const long long v = std::stoll(item, &used);
-      if (used != item.size() || v < 0 || v > INT32_MAX) throw std::invalid_argument(item);
-      ids.push_back(static_cast<std::int32_t>(v));
-    } catch (const std::exception&) {
-      throw ConfigError(where + ": \"" + item + "\" is not a token id");
-    }
-  }
-  return ids;
-}
-
 void print_ids(const std::vector<std::int32_t>& ids) {
   if (T.json) {
     std::cout << nlohmann::json{{"ids", ids}}.dump() << "\n";
@@ -69,7 +52,8 @@ int run() {
     return 0;
   }
   if (!T.ids.empty()) {
-    print_text(decode(parse_ids(T.ids, "--ids")));
+    const auto ids = parse_token_ids(T.ids, "--ids");
+    print_text(decode(std::vector<std::int32_t>(ids.begin(), ids.end())));
     return 0;
   }
   // --input: JSON lines, each {"text": ...} (or {"ids": [...]} with --decode).
