@@ -22,6 +22,7 @@ packages=(
   libgloo-dev   # declarations only: pip LibTorch ships no Gloo headers (CMakeLists.txt)
   python3 python3-venv
   clang libclang-rt-14-dev   # libFuzzer for the safetensors parser's fuzz test
+  clang-format   # the sources' style check (tests/build/format_check.sh)
 )
 
 missing=()
