@@ -145,8 +145,8 @@ int main(int argc, char** argv) {
   auto row = [&](const char* name, double s, long tokens) {
     std::printf("%-34s %9.4f s %12.0f tokens/s %8.2f MB/s\n", name, s, tokens / s, bytes / s / 1e6);
   };
-  std::printf("%zu texts, %zu bytes, %ld tokens; %d rounds, alternating; medians (sft load %.2f s)\n", texts.size(),
-              bytes, sft_tokens, reps, median(load_s));
+  std::printf("%zu texts, %zu bytes, %ld tokens; %d rounds, alternating; medians (sft load %.2f s)\n",
+              texts.size(), bytes, sft_tokens, reps, median(load_s));
   row("sft HfTokenizer, cold cache", median(sft_cold), sft_tokens);
   row("tokenizers 1 thread, cold cache", median(hf_cold), hf_tokens);
   row("sft HfTokenizer, warm cache", median(sft_warm), sft_tokens);

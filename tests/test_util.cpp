@@ -39,7 +39,8 @@ std::string shared_data() {
 }
 
 TempDir::TempDir() {
-  std::string tmpl = (std::getenv("TMPDIR") ? std::string(std::getenv("TMPDIR")) : std::string("/tmp")) + "/sft_test.XXXXXX";
+  std::string tmpl =
+      (std::getenv("TMPDIR") ? std::string(std::getenv("TMPDIR")) : std::string("/tmp")) + "/sft_test.XXXXXX";
   std::vector<char> buf(tmpl.begin(), tmpl.end());
   buf.push_back('\0');
   char* p = ::mkdtemp(buf.data());
@@ -94,8 +95,8 @@ RunResult run_program(const std::vector<std::string>& argv, const std::map<std::
   return r;
 }
 
-RunResult run_sft(const std::vector<std::string>& args, const std::map<std::string, std::string>& env, int timeout_s,
-                  const std::string& cwd) {
+RunResult run_sft(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+                  int timeout_s, const std::string& cwd) {
   std::vector<std::string> argv = {sft_binary()};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_program(argv, env, timeout_s, cwd);

@@ -11,8 +11,8 @@
 
 namespace sft::test {
 
-std::string source_dir();          // the repository root
-std::string sft_binary();          // the built `sft`
+std::string source_dir();                   // the repository root
+std::string sft_binary();                   // the built `sft`
 std::string tiny(const std::string& file);  // data/tiny/<file>
 // ../shared/data next to the repository (real public datasets); "" when absent.
 std::string shared_data();
@@ -25,18 +25,18 @@ std::string venv_program(const std::string& name);
 
 // Tests of real clients need python(): setup.sh always provides it, so its absence in a
 // build configured with it is a failure; only a build configured without it skips.
-#define SFT_REQUIRE_PYTHON()                                                                   \
-  do {                                                                                         \
-    if (::sft::test::python().empty())                                                         \
-      GTEST_SKIP() << "configured without -DSFT_PYTHON (scripts/setup.sh sets it to its venv)"; \
-    ASSERT_EQ(::access(::sft::test::python().c_str(), X_OK), 0)                                \
+#define SFT_REQUIRE_PYTHON()                                                                       \
+  do {                                                                                             \
+    if (::sft::test::python().empty())                                                             \
+      GTEST_SKIP() << "configured without -DSFT_PYTHON (scripts/setup.sh sets it to its venv)";    \
+    ASSERT_EQ(::access(::sft::test::python().c_str(), X_OK), 0)                                    \
         << "SFT_PYTHON " << ::sft::test::python() << " is not executable: rerun scripts/setup.sh"; \
   } while (0)
 
-#define SFT_REQUIRE_SHARED_DATA()                                                    \
-  do {                                                                               \
-    if (::sft::test::shared_data().empty())                                          \
-      GTEST_SKIP() << "../shared/data (real public datasets) is not present";        \
+#define SFT_REQUIRE_SHARED_DATA()                                             \
+  do {                                                                        \
+    if (::sft::test::shared_data().empty())                                   \
+      GTEST_SKIP() << "../shared/data (real public datasets) is not present"; \
   } while (0)
 
 class TempDir {
@@ -60,8 +60,9 @@ struct RunResult {
 RunResult run_sft(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
                   int timeout_s = 600, const std::string& cwd = "");
 // Same for any program.
-RunResult run_program(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {},
-                      int timeout_s = 600, const std::string& cwd = "");
+RunResult run_program(const std::vector<std::string>& argv,
+                      const std::map<std::string, std::string>& env = {}, int timeout_s = 600,
+                      const std::string& cwd = "");
 
 // A background `sft` process (stdout/stderr to files), for kill / signal tests.
 struct Process {

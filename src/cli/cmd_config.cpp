@@ -18,13 +18,15 @@ CLI::Option* add_set_option(CLI::App* cmd, std::vector<std::string>& sets) {
 std::vector<Command> register_config(CLI::App& app) {
   auto* cmd = app.add_subcommand("config", "inspect run configurations");
   cmd->require_subcommand(1);
-  auto* expand = cmd->add_subcommand("expand", "print the fully resolved run as JSON: every stage, its sources, the "
-                                               "fraction drawn from each and the resulting sample counts");
+  auto* expand = cmd->add_subcommand("expand",
+                                     "print the fully resolved run as JSON: every stage, its sources, the "
+                                     "fraction drawn from each and the resulting sample counts");
   static std::string path;
   static std::vector<std::string> sets;
   expand->add_option("--config", path, "run configuration (YAML)")->required();
   add_set_option(expand, sets);
-  auto* keys = cmd->add_subcommand("keys", "every config key: its kind, default and meaning, as a Markdown table");
+  auto* keys =
+      cmd->add_subcommand("keys", "every config key: its kind, default and meaning, as a Markdown table");
   return {{expand,
            [] {
              config::RunConfig cfg = config::load_run_config(path, sets);

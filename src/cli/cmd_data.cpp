@@ -42,8 +42,10 @@ ordered_json origin_json(const data::Origin& o) {
 std::string marked_text(const std::vector<data::Segment>& segs, bool tty) {
   std::string out;
   for (const auto& s : segs) {
-    if (s.trained) out += tty ? "\033[32m" + s.text + "\033[0m" : "\u27e6" + s.text + "\u27e7";
-    else out += s.text;
+    if (s.trained)
+      out += tty ? "\033[32m" + s.text + "\033[0m" : "\u27e6" + s.text + "\u27e7";
+    else
+      out += s.text;
   }
   return out;
 }
@@ -53,8 +55,10 @@ void print_tokens(const data::Tokenizer& tok, const data::Encoded& e, std::size_
   for (std::size_t i = 0; i < e.ids.size() && i < limit; ++i) {
     std::string piece = tok.piece(e.ids[i]);
     bool t = e.mask[i] != 0;
-    if (tty && t) std::printf("  %6zu %7d  \033[32m%-24s T\033[0m\n", i, e.ids[i], piece.c_str());
-    else std::printf("  %6zu %7d  %-24s %s\n", i, e.ids[i], piece.c_str(), t ? "T" : "");
+    if (tty && t)
+      std::printf("  %6zu %7d  \033[32m%-24s T\033[0m\n", i, e.ids[i], piece.c_str());
+    else
+      std::printf("  %6zu %7d  %-24s %s\n", i, e.ids[i], piece.c_str(), t ? "T" : "");
   }
 }
 
@@ -68,8 +72,11 @@ int run_prepare() {
   for (std::size_t i = 0; i < cfg.datasets.size(); ++i) {
     const auto& d = *rd.datasets[i];
     tokens += d.stats().tokens;
-    out.push_back({{"dataset", cfg.datasets[i].name}, {"records", d.size()}, {"tokens", d.stats().tokens},
-                   {"cache", d.dir()}, {"rebuilt", static_cast<bool>(rd.rebuilt[i])}});
+    out.push_back({{"dataset", cfg.datasets[i].name},
+                   {"records", d.size()},
+                   {"tokens", d.stats().tokens},
+                   {"cache", d.dir()},
+                   {"rebuilt", static_cast<bool>(rd.rebuilt[i])}});
   }
   if (A.json) {
     std::cout << ordered_json{{"datasets", out}, {"seconds", secs}}.dump() << "\n";
@@ -88,8 +95,10 @@ int run_stats() {
   config::RunConfig cfg = config::load_run_config(A.config, A.sets);
   data::RunData rd = data::build_run_data(cfg, 1);
   auto stats = data::data_stats(cfg, rd.plan, rd.datasets, rd.streams);
-  if (A.json) std::cout << stats.dump(2) << "\n";
-  else std::cout << data::format_data_stats(stats);
+  if (A.json)
+    std::cout << stats.dump(2) << "\n";
+  else
+    std::cout << data::format_data_stats(stats);
   return 0;
 }
 
@@ -112,11 +121,12 @@ int run_render() {
   }
   std::shared_ptr<const data::Tokenizer> tok;
   if (!A.tokenizer.empty()) tok = data::Tokenizer::load(A.tokenizer);
-  auto tmpl = data::ChatTemplate::create(A.tmpl, A.system.empty() ? std::nullopt : std::optional<std::string>(A.system),
-                                         tok.get());
+  auto tmpl = data::ChatTemplate::create(
+      A.tmpl, A.system.empty() ? std::nullopt : std::optional<std::string>(A.system), tok.get());
   if (tok) tmpl.check_tokenizer(*tok);
   // Unanswered last user turns are kept: --generation renders their prompts.
-  data::ReadResult rr = data::read_dataset(spec, A.skip_bad ? config::OnBadRecord::kSkip : config::OnBadRecord::kError, /*keep_unanswered=*/true);
+  data::ReadResult rr = data::read_dataset(
+      spec, A.skip_bad ? config::OnBadRecord::kSkip : config::OnBadRecord::kError, /*keep_unanswered=*/true);
   for (const auto& b : rr.bad) sft::log::warn("skipped bad record {}: {}", b.where, b.reason);
   bool found = false;
   std::int64_t unanswered = 0;
@@ -128,7 +138,8 @@ int run_render() {
     std::vector<data::Segment> segs;
     if (A.generation && !r.is_text) {
       // A conversation ending with the user's turn: the prompt for its answer (all of it).
-      segs = data::ChatTemplate::awaits_answer(r) ? tmpl.generation_segments(r) : tmpl.generation_segments(r, 0);
+      segs =
+          data::ChatTemplate::awaits_answer(r) ? tmpl.generation_segments(r) : tmpl.generation_segments(r, 0);
     } else {
       // Training render: the unanswered last turn is not part of the sample, and a
       // conversation with no answer at all has no sample.
@@ -143,7 +154,8 @@ int run_render() {
     }
     std::string text = data::ChatTemplate::join(segs);
     if (A.json) {
-      ordered_json j = {{"index", r.origin.index}, {"id", r.origin.id}, {"origin", origin_json(r.origin)}, {"text", text}};
+      ordered_json j = {
+          {"index", r.origin.index}, {"id", r.origin.id}, {"origin", origin_json(r.origin)}, {"text", text}};
       if (tok) {
         data::Encoded e = data::ChatTemplate::encode(segs, *tok);
         j["ids"] = e.ids;
@@ -158,11 +170,13 @@ int run_render() {
     }
   }
   if (!found && (A.index >= 0 || !A.id.empty()))
-    throw DataError(A.file + ": no record with " + (A.index >= 0 ? "index " + std::to_string(A.index) : "id " + A.id));
+    throw DataError(A.file + ": no record with " +
+                    (A.index >= 0 ? "index " + std::to_string(A.index) : "id " + A.id));
   if (unanswered > 0)
-    sft::log::info("{} conversation(s) end with an unanswered user turn, left out of the training render; "
-                   "--generation renders the prompt for it",
-                   unanswered);
+    sft::log::info(
+        "{} conversation(s) end with an unanswered user turn, left out of the training render; "
+        "--generation renders the prompt for it",
+        unanswered);
   return 0;
 }
 
@@ -170,18 +184,22 @@ int run_render() {
 int run_template() {
   std::shared_ptr<const data::Tokenizer> tok;
   if (!A.tokenizer.empty()) tok = data::Tokenizer::load(A.tokenizer);
-  auto tmpl = data::ChatTemplate::create(A.tmpl, A.system.empty() ? std::nullopt : std::optional<std::string>(A.system),
-                                         tok.get());
+  auto tmpl = data::ChatTemplate::create(
+      A.tmpl, A.system.empty() ? std::nullopt : std::optional<std::string>(A.system), tok.get());
   if (tok) tmpl.check_tokenizer(*tok);
   if (!A.json) {
     std::cout << tmpl.jinja();
     return 0;
   }
-  ordered_json j = {{"name", tmpl.name()}, {"system_message", tmpl.has_default_system() ? ordered_json(tmpl.default_system()) : ordered_json()},
-                    {"required_tokens", tmpl.required_tokens()}, {"stop_strings", tmpl.stop_strings()},
-                    {"jinja", tmpl.jinja()}};
+  ordered_json j = {
+      {"name", tmpl.name()},
+      {"system_message", tmpl.has_default_system() ? ordered_json(tmpl.default_system()) : ordered_json()},
+      {"required_tokens", tmpl.required_tokens()},
+      {"stop_strings", tmpl.stop_strings()},
+      {"jinja", tmpl.jinja()}};
   if (tok && !tok->chat_template().empty())
-    j["folder_template"] = {{"file", tok->chat_template_path()}, {"fingerprint", data::ChatTemplate::fingerprint(tok->chat_template())}};
+    j["folder_template"] = {{"file", tok->chat_template_path()},
+                            {"fingerprint", data::ChatTemplate::fingerprint(tok->chat_template())}};
   std::cout << j.dump() << "\n";
   return 0;
 }
@@ -215,8 +233,10 @@ int run_inspect() {
       chosen.push_back(i);
   }
   if (chosen.empty())
-    throw ConfigError(std::string("no sample ") + (A.id.empty() ? "at index " + std::to_string(A.index) : "with id " + A.id) +
-                      " in stage " + cfg.stages[stage].name + " (" + std::to_string(items.size()) + " samples)");
+    throw ConfigError(std::string("no sample ") +
+                      (A.id.empty() ? "at index " + std::to_string(A.index) : "with id " + A.id) +
+                      " in stage " + cfg.stages[stage].name + " (" + std::to_string(items.size()) +
+                      " samples)");
   const bool tty = ::isatty(1);
   for (std::size_t i : chosen) {
     const Item& it = items[i];
@@ -224,7 +244,8 @@ int run_inspect() {
     const auto& spec = cfg.datasets[it.ds];
     data::Origin o = ds.origin(it.rec);
     // Re-read the record to show its rendering; the cached ids are what training sees.
-    data::ReadResult rr = data::read_dataset(spec, cfg.data.on_bad_record, /*keep_unanswered=*/false, cfg.data.max_record_bytes);
+    data::ReadResult rr = data::read_dataset(spec, cfg.data.on_bad_record, /*keep_unanswered=*/false,
+                                             cfg.data.max_record_bytes);
     const data::Record* rec = nullptr;
     for (const auto& r : rr.records)
       if (r.origin.index == o.index) rec = &r;
@@ -233,23 +254,31 @@ int run_inspect() {
     data::Encoded e;
     e.ids.assign(ds.ids(it.rec), ds.ids(it.rec) + ds.length(it.rec));
     e.mask.assign(ds.mask(it.rec), ds.mask(it.rec) + ds.length(it.rec));
-    const char* status = ds.status(it.rec) == data::SampleStatus::kOk ? "ok"
+    const char* status = ds.status(it.rec) == data::SampleStatus::kOk           ? "ok"
                          : ds.status(it.rec) == data::SampleStatus::kZeroTarget ? "zero-target (not trained)"
-                                                                                  : "too long (dropped)";
+                                                                                : "too long (dropped)";
     if (A.json) {
-      ordered_json j = {{"stage", cfg.stages[stage].name}, {"index", i}, {"dataset", spec.name},
-                        {"replay", it.replay}, {"origin", origin_json(o)},
+      ordered_json j = {{"stage", cfg.stages[stage].name},
+                        {"index", i},
+                        {"dataset", spec.name},
+                        {"replay", it.replay},
+                        {"origin", origin_json(o)},
                         {"text", data::ChatTemplate::join(segs, /*with_bos=*/rd.tokenizer->bos_id() >= 0)},
-                        {"ids", e.ids}, {"mask", e.mask}, {"status", status}, {"truncated", ds.truncated(it.rec)}};
+                        {"ids", e.ids},
+                        {"mask", e.mask},
+                        {"status", status},
+                        {"truncated", ds.truncated(it.rec)}};
       std::cout << j.dump() << "\n";
       continue;
     }
     std::int64_t trained = 0;
     for (auto m : e.mask) trained += m;
-    std::printf("stage %zu (%s), sample %zu of %zu: %s record %lld%s\n  origin %s (id %s)\n  %zu tokens, %lld trained, %s%s\n",
-                stage + 1, cfg.stages[stage].name.c_str(), i, items.size(), spec.name.c_str(),
-                static_cast<long long>(it.rec), it.replay ? " (replay)" : "", o.where().c_str(), o.id.c_str(),
-                e.ids.size(), static_cast<long long>(trained), status, ds.truncated(it.rec) ? ", truncated" : "");
+    std::printf(
+        "stage %zu (%s), sample %zu of %zu: %s record %lld%s\n  origin %s (id %s)\n  %zu tokens, %lld "
+        "trained, %s%s\n",
+        stage + 1, cfg.stages[stage].name.c_str(), i, items.size(), spec.name.c_str(),
+        static_cast<long long>(it.rec), it.replay ? " (replay)" : "", o.where().c_str(), o.id.c_str(),
+        e.ids.size(), static_cast<long long>(trained), status, ds.truncated(it.rec) ? ", truncated" : "");
     std::printf("text (%s = trained):\n%s\n", tty ? "green" : "\u27e6...\u27e7",
                 marked_text(segs, tty).c_str());
     print_tokens(*rd.tokenizer, e, e.ids.size(), tty);
@@ -268,44 +297,53 @@ std::vector<Command> register_data(CLI::App& app) {
   add_set_option(prepare, A.sets);
   prepare->add_flag("--json", A.json, "print JSON");
 
-  auto* stats = cmd->add_subcommand("stats", "per dataset, stage and source: records read, kept, bad, zero-target, "
-                                             "truncated, samples, tokens, target tokens, packing efficiency");
+  auto* stats = cmd->add_subcommand("stats",
+                                    "per dataset, stage and source: records read, kept, bad, zero-target, "
+                                    "truncated, samples, tokens, target tokens, packing efficiency");
   stats->add_option("--config", A.config, "run configuration (YAML)")->required();
   add_set_option(stats, A.sets);
   stats->add_flag("--json", A.json, "print JSON");
 
-  auto* render = cmd->add_subcommand("render", "render records of one file with one template, without a run config");
+  auto* render =
+      cmd->add_subcommand("render", "render records of one file with one template, without a run config");
   std::vector<std::string> formats;
   for (const auto& c : config::Choices<config::Format>::all) formats.emplace_back(c.name);
-  render->add_option("--format", A.format, config::choice_list<config::Format>())->required()->check(CLI::IsMember(formats));
+  render->add_option("--format", A.format, config::choice_list<config::Format>())
+      ->required()
+      ->check(CLI::IsMember(formats));
   render->add_option("--template", A.tmpl, "chat template")
       ->check(CLI::IsMember(data::ChatTemplate::names()));
   render->add_option("file", A.file, "dataset file")->required();
-  render->add_option("--tokenizer", A.tokenizer,
-                     "tokenizer.model, tokenizer.json or a folder: adds ids and mask to --json output (template auto: "
-                     "the folder whose chat template is recognised)");
+  render->add_option(
+      "--tokenizer", A.tokenizer,
+      "tokenizer.model, tokenizer.json or a folder: adds ids and mask to --json output (template auto: "
+      "the folder whose chat template is recognised)");
   auto* idx = render->add_option("--index", A.index, "only the record at this 0-based position in the file")
                   ->check(in_range(0, 1e15));
   render->add_option("--id", A.id, "only the record with this id")->excludes(idx);
-  render->add_flag("--generation", A.generation,
-                   "render the prompt inference feeds: for the last user turn of a conversation that ends with one "
-                   "(the whole conversation so far), else for the first user turn");
+  render->add_flag(
+      "--generation", A.generation,
+      "render the prompt inference feeds: for the last user turn of a conversation that ends with one "
+      "(the whole conversation so far), else for the first user turn");
   render->add_flag("--json", A.json, "one JSON object per record: text (+ ids, mask with --tokenizer)");
   render->add_option("--filter", A.filter, "keep records whose FIELD equals VALUE (e.g. label=true)");
   render->add_option("--system", A.system, "system message replacing the template's default");
   render->add_flag("--strip-calculator", A.strip_calculator, "gsm8k: drop <<a+b=c>> annotations");
   render->add_flag("--skip-bad", A.skip_bad, "skip bad records (reported on stderr) instead of failing");
 
-  auto* tmpl = cmd->add_subcommand("template", "print a chat template as the Jinja chat template exported models carry "
-                                               "(--json: its name, system message, special tokens, stop strings)");
+  auto* tmpl = cmd->add_subcommand("template",
+                                   "print a chat template as the Jinja chat template exported models carry "
+                                   "(--json: its name, system message, special tokens, stop strings)");
   tmpl->add_option("--template", A.tmpl, "chat template (auto: the --tokenizer folder's, recognised)")
       ->check(CLI::IsMember(data::ChatTemplate::names()));
   tmpl->add_option("--system", A.system, "system message replacing the template's default");
-  tmpl->add_option("--tokenizer", A.tokenizer, "tokenizer.json, tokenizer.model or a folder: checked to hold the template's "
-                                               "special tokens; template auto reads its folder's chat template");
+  tmpl->add_option("--tokenizer", A.tokenizer,
+                   "tokenizer.json, tokenizer.model or a folder: checked to hold the template's "
+                   "special tokens; template auto reads its folder's chat template");
   tmpl->add_flag("--json", A.json, "print JSON");
 
-  auto* inspect = cmd->add_subcommand("inspect", "show a training sample: trained and masked tokens, ids, pieces, origin");
+  auto* inspect = cmd->add_subcommand(
+      "inspect", "show a training sample: trained and masked tokens, ids, pieces, origin");
   inspect->add_option("--config", A.config, "run configuration (YAML)")->required();
   add_set_option(inspect, A.sets);
   inspect->add_option("--stage", A.stage, "stage name or 1-based number (default: the first)");
@@ -314,7 +352,11 @@ std::vector<Command> register_data(CLI::App& app) {
   inspect->add_option("--id", A.id, "the sample with this record id")->excludes(iidx);
   inspect->add_flag("--json", A.json, "one JSON object per sample: text, ids, mask, origin");
 
-  return {{prepare, run_prepare}, {stats, run_stats}, {render, run_render}, {tmpl, run_template}, {inspect, run_inspect}};
+  return {{prepare, run_prepare},
+          {stats, run_stats},
+          {render, run_render},
+          {tmpl, run_template},
+          {inspect, run_inspect}};
 }
 
 }  // namespace sft::cli

@@ -49,8 +49,10 @@ c10::Device pick_device() {
 // the path `sft train` evaluates with); on the CPU the weights stay fp32 under bf16 autocast.
 std::unique_ptr<model::Llama> load_model(const c10::Device& dev) {
   // A corrupt or mismatched model folder the user named is bad input (exit code 2).
-  return as_input_error(
-      [&] { return model::load_hf_model(M.model, dev, dev.is_cuda() && M.dtype == "bf16" ? c10::kBFloat16 : c10::kFloat); });
+  return as_input_error([&] {
+    return model::load_hf_model(M.model, dev,
+                                dev.is_cuda() && M.dtype == "bf16" ? c10::kBFloat16 : c10::kFloat);
+  });
 }
 
 std::shared_ptr<const data::Tokenizer> tokenizer_or_null(bool required) {
@@ -59,7 +61,8 @@ std::shared_ptr<const data::Tokenizer> tokenizer_or_null(bool required) {
                                           fs::exists(fs::join(path, "tokenizer.model")));
   if (!found) {
     if (required)
-      throw ConfigError(path + ": no tokenizer (give --tokenizer, or put tokenizer.json or tokenizer.model in --model)");
+      throw ConfigError(
+          path + ": no tokenizer (give --tokenizer, or put tokenizer.json or tokenizer.model in --model)");
     return nullptr;
   }
   return data::Tokenizer::load(path);
@@ -69,18 +72,22 @@ std::shared_ptr<const data::Tokenizer> tokenizer_or_null(bool required) {
 void check_ids(const model::Llama& m, const std::vector<std::int64_t>& ids, const std::string& where) {
   for (auto id : ids)
     if (id < 0 || id >= m.config().vocab_size)
-      throw ConfigError(where + ": token id " + std::to_string(id) + " is outside the model's vocabulary [0, " +
-                        std::to_string(m.config().vocab_size) + ")");
+      throw ConfigError(where + ": token id " + std::to_string(id) +
+                        " is outside the model's vocabulary [0, " + std::to_string(m.config().vocab_size) +
+                        ")");
 }
 
 void check_vocabulary(const model::Llama& m, const data::Tokenizer& tok) {
   if (tok.vocab_size() > m.config().vocab_size)
-    throw ConfigError(tok.path() + ": the tokenizer has " + std::to_string(tok.vocab_size()) + " pieces, the model's "
-                      "vocabulary only " + std::to_string(m.config().vocab_size) + " (" + M.model +
+    throw ConfigError(tok.path() + ": the tokenizer has " + std::to_string(tok.vocab_size()) +
+                      " pieces, the model's "
+                      "vocabulary only " +
+                      std::to_string(m.config().vocab_size) + " (" + M.model +
                       "/config.json vocab_size); give the model's own tokenizer");
 }
 
-ordered_json score_json(const model::Llama& m, const std::vector<std::int64_t>& ids, const std::string& where) {
+ordered_json score_json(const model::Llama& m, const std::vector<std::int64_t>& ids,
+                        const std::string& where) {
   // Past its positions the model's scores mean nothing (and attention's cost grows as n^2).
   if (static_cast<std::int64_t>(ids.size()) > m.config().max_position_embeddings)
     throw DataError(where + ": " + std::to_string(ids.size()) + " tokens, more than the model's " +
@@ -108,9 +115,11 @@ std::vector<std::int64_t> text_ids(const data::Tokenizer& tok, const std::string
 }
 
 int run_score() {
-  const int given = static_cast<int>(score_cmd->count("--ids") + score_cmd->count("--text") + score_cmd->count("--input"));
+  const int given =
+      static_cast<int>(score_cmd->count("--ids") + score_cmd->count("--text") + score_cmd->count("--input"));
   if (given != 1) throw ConfigError("give exactly one of --ids, --text, --input");
-  if (score_cmd->count("--ids") && M.ids.empty()) throw ConfigError("--ids: empty; give comma-separated token ids, e.g. 1,5,9");
+  if (score_cmd->count("--ids") && M.ids.empty())
+    throw ConfigError("--ids: empty; give comma-separated token ids, e.g. 1,5,9");
   c10::Device dev = pick_device();
   auto m = load_model(dev);
   if (score_cmd->count("--ids")) {
@@ -141,10 +150,14 @@ int run_score() {
     }
     std::vector<std::int64_t> ids;
     const std::string at = M.input + ":" + std::to_string(lineno);
-    if (!j.is_object()) throw ConfigError(at + ": expected {\"ids\": [...]} or {\"text\": \"...\"}, got " + j.dump().substr(0, 80));
+    if (!j.is_object())
+      throw ConfigError(at + ": expected {\"ids\": [...]} or {\"text\": \"...\"}, got " +
+                        j.dump().substr(0, 80));
     if (j.contains("ids")) {
       const auto& a = j["ids"];
-      if (!a.is_array()) throw ConfigError(at + ": \"ids\" must be a list of integers such as [1, 5, 9], got " + a.dump().substr(0, 80));
+      if (!a.is_array())
+        throw ConfigError(at + ": \"ids\" must be a list of integers such as [1, 5, 9], got " +
+                          a.dump().substr(0, 80));
       for (const auto& x : a) {
         if (!x.is_number_integer())
           throw ConfigError(at + ": \"ids\" holds " + x.dump().substr(0, 40) + ", not an integer token id");
@@ -158,7 +171,8 @@ int run_score() {
       }
       ids = text_ids(*tok, j["text"].get<std::string>());
     } else {
-      throw DataError(M.input + ":" + std::to_string(lineno) + ": expected {\"ids\": [...]} or {\"text\": \"...\"}");
+      throw DataError(M.input + ":" + std::to_string(lineno) +
+                      ": expected {\"ids\": [...]} or {\"text\": \"...\"}");
     }
     ordered_json out = score_json(*m, ids, at);
     out["line"] = lineno;
@@ -193,8 +207,8 @@ int run_generate() {
   std::vector<eval::TextRequest> reqs;
   eval::TextOptions opts;
   if (!M.tmpl.empty()) {
-    auto tmpl = data::ChatTemplate::create(M.tmpl, M.system.empty() ? std::nullopt : std::optional<std::string>(M.system),
-                                           tok.get());
+    auto tmpl = data::ChatTemplate::create(
+        M.tmpl, M.system.empty() ? std::nullopt : std::optional<std::string>(M.system), tok.get());
     tmpl.check_tokenizer(*tok);
     for (const auto& p : prompts) {
       data::Record r;
@@ -217,8 +231,10 @@ int run_generate() {
   auto results = eval::generate_text(*m, *tok, reqs, opts);
   for (std::size_t i = 0; i < results.size(); ++i) {
     if (M.json) {
-      std::cout << ordered_json{{"prompt", prompts[i]}, {"text", results[i].text},
-                                {"prompt_tokens", results[i].prompt_tokens}, {"new_tokens", results[i].new_tokens},
+      std::cout << ordered_json{{"prompt", prompts[i]},
+                                {"text", results[i].text},
+                                {"prompt_tokens", results[i].prompt_tokens},
+                                {"new_tokens", results[i].new_tokens},
                                 {"finish_reason", results[i].finish_reason}}
                        .dump()
                 << "\n";
@@ -233,36 +249,49 @@ int run_generate() {
 
 void common(CLI::App* c) {
   c->add_option("--model", M.model, "Hugging Face model folder (config.json, *.safetensors)")->required();
-  c->add_option("--tokenizer", M.tokenizer, "tokenizer.model, tokenizer.json, or a folder holding one (default: MODEL)");
-  c->add_option("--dtype", M.dtype, "compute precision: fp32, or bf16 (autocast on the CPU; bf16 weights on a GPU, as sft eval)")->check(CLI::IsMember({"fp32", "bf16"}));
+  c->add_option("--tokenizer", M.tokenizer,
+                "tokenizer.model, tokenizer.json, or a folder holding one (default: MODEL)");
+  c->add_option("--dtype", M.dtype,
+                "compute precision: fp32, or bf16 (autocast on the CPU; bf16 weights on a GPU, as sft eval)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   c->add_option("--device", M.device, "auto | cpu | cuda | cuda:N");
-  c->add_option("--threads", M.threads, "intra-op threads (default: every usable core)")->check(in_range(0, 4096));
+  c->add_option("--threads", M.threads, "intra-op threads (default: every usable core)")
+      ->check(in_range(0, 4096));
 }
 
 }  // namespace
 
 std::vector<Command> register_model(CLI::App& app) {
-  auto* score = score_cmd = app.add_subcommand("score", "print log p(id_i | ids_<i) for a sequence as JSON {\"logprobs\": [null, ...]}");
+  auto* score = score_cmd = app.add_subcommand(
+      "score", "print log p(id_i | ids_<i) for a sequence as JSON {\"logprobs\": [null, ...]}");
   common(score);
   score->add_option("--ids", M.ids, "comma-separated token ids, e.g. 1,5,9");
   score->add_option("--text", M.text, "text to tokenize (BOS prepended unless --no-bos)");
-  score->add_option("--input", M.input, "JSON lines of {\"ids\": [...]} or {\"text\": \"...\"}: one result per line");
+  score->add_option("--input", M.input,
+                    "JSON lines of {\"ids\": [...]} or {\"text\": \"...\"}: one result per line");
   score->add_flag("--no-bos", M.no_bos, "do not prepend BOS to --text");
 
-  auto* gen = app.add_subcommand("generate", "generate text with the KV cache (greedy, or sampled with --temperature)");
+  auto* gen = app.add_subcommand("generate",
+                                 "generate text with the KV cache (greedy, or sampled with --temperature)");
   common(gen);
-  gen->add_option("--prompt", M.prompts, "prompt (repeatable)")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  gen->add_option("--prompts", M.prompts_file, "file of prompts: one per line, or JSON lines with \"prompt\"");
+  gen->add_option("--prompt", M.prompts, "prompt (repeatable)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  gen->add_option("--prompts", M.prompts_file,
+                  "file of prompts: one per line, or JSON lines with \"prompt\"");
   gen->add_option("--template", M.tmpl, "wrap each prompt as a user turn of this chat template")
       ->check(CLI::IsMember(data::ChatTemplate::names()));
   gen->add_option("--system", M.system, "system message for --template");
   gen->add_option("--max-new-tokens", M.max_new_tokens, "tokens to generate at most (default 256)")
       ->check(in_range(1, 1 << 20));
   gen->add_option("--temperature", M.temperature, "0 = greedy (default)")->check(in_range(0, 100));
-  gen->add_option("--top-p", M.top_p, "nucleus sampling mass (default 1)")->check(in_range(0, 1, /*lo_open=*/true));
-  gen->add_option("--top-k", M.top_k, "sample among the k most likely tokens (0 = all)")->check(in_range(0, 1 << 30));
+  gen->add_option("--top-p", M.top_p, "nucleus sampling mass (default 1)")
+      ->check(in_range(0, 1, /*lo_open=*/true));
+  gen->add_option("--top-k", M.top_k, "sample among the k most likely tokens (0 = all)")
+      ->check(in_range(0, 1 << 30));
   gen->add_option("--seed", M.seed, "sampling seed");
-  gen->add_option("--batch-size", M.batch_size, "prompts decoded together (default 8)")->check(in_range(1, 1 << 16));
+  gen->add_option("--batch-size", M.batch_size, "prompts decoded together (default 8)")
+      ->check(in_range(1, 1 << 16));
   gen->add_flag("--no-cache", M.no_cache, "recompute the whole prefix each step (slow; for checking)");
   gen->add_flag("--json", M.json, "one JSON object per prompt");
   return {{score, run_score}, {gen, run_generate}};

@@ -33,7 +33,8 @@ std::string common_parent(const std::vector<std::string>& dirs) {
   const bool whole = std::all_of(dirs.begin(), dirs.end(), [&](const std::string& d) {
     return d.size() == prefix.size() || d[prefix.size()] == '/';
   });
-  if (!whole) prefix = prefix.substr(0, prefix.find_last_of('/') == std::string::npos ? 0 : prefix.find_last_of('/'));
+  if (!whole)
+    prefix = prefix.substr(0, prefix.find_last_of('/') == std::string::npos ? 0 : prefix.find_last_of('/'));
   while (prefix.size() > 1 && prefix.back() == '/') prefix.pop_back();
   return prefix.empty() ? "." : prefix;
 }
@@ -41,8 +42,9 @@ std::string common_parent(const std::vector<std::string>& dirs) {
 }  // namespace
 
 std::vector<Command> register_sweep(CLI::App& app) {
-  auto* cmd = app.add_subcommand("sweep", "run a grid of training runs from one sweep file (skipping finished runs, "
-                                          "resuming interrupted ones), or emit a Slurm array for it");
+  auto* cmd = app.add_subcommand("sweep",
+                                 "run a grid of training runs from one sweep file (skipping finished runs, "
+                                 "resuming interrupted ones), or emit a Slurm array for it");
   cmd->require_subcommand(0, 1);  // `report` is optional
   static std::string path, emit, sft_path;
   static std::vector<std::string> sets;
@@ -58,17 +60,20 @@ std::vector<Command> register_sweep(CLI::App& app) {
   cmd->add_option("--jobs", jobs, "runs trained at once locally, each with cores/jobs threads (default 1)")
       ->check(CLI::Range(1, 256));
 
-  auto* report = cmd->add_subcommand("report", "collect the runs' eval scores: CSV, Markdown table (mean ± std over "
-                                               "seeds), log-linear fits per ability; plots via scripts/plot_sweep.py; "
-                                               "and the paper's findings decided over the runs of every file given");
+  auto* report = cmd->add_subcommand("report",
+                                     "collect the runs' eval scores: CSV, Markdown table (mean ± std over "
+                                     "seeds), log-linear fits per ability; plots via scripts/plot_sweep.py; "
+                                     "and the paper's findings decided over the runs of every file given");
   static std::vector<std::string> rpaths;
   static std::vector<std::string> rsets;
   static std::string findings_dir;
-  report->add_option("--config", rpaths, "sweep file (repeatable: the findings pool every file's runs)")->required();
+  report->add_option("--config", rpaths, "sweep file (repeatable: the findings pool every file's runs)")
+      ->required();
   add_set_option(report, rsets);
-  report->add_option("--findings-dir", findings_dir,
-                     "where findings.{md,json} go (default: the sweep's output_dir, or with several files the folder "
-                     "holding their output_dirs)");
+  report->add_option(
+      "--findings-dir", findings_dir,
+      "where findings.{md,json} go (default: the sweep's output_dir, or with several files the folder "
+      "holding their output_dirs)");
 
   return {{report,
            [] {
@@ -79,18 +84,21 @@ std::vector<Command> register_sweep(CLI::App& app) {
                auto runs = sweep::expand(spec);
                sweep::build_report(spec, runs);
                std::cout << fs::read_file(fs::join(spec.output_dir, "report.md"));
-               std::cout << "\nwrote " << spec.output_dir << "/report.{csv,md,json}; plots: scripts/plot_sweep.py "
-                         << spec.output_dir << "/report.json\n\n";
+               std::cout << "\nwrote " << spec.output_dir
+                         << "/report.{csv,md,json}; plots: scripts/plot_sweep.py " << spec.output_dir
+                         << "/report.json\n\n";
                pooled.insert(pooled.end(), runs.begin(), runs.end());
                outs.push_back(spec.output_dir);
              }
              const std::string dir = findings_dir.empty() ? common_parent(outs) : findings_dir;
              sweep::build_findings(pooled, dir);
-             std::cout << fs::read_file(fs::join(dir, "findings.md")) << "\nwrote " << dir << "/findings.{md,json}\n";
+             std::cout << fs::read_file(fs::join(dir, "findings.md")) << "\nwrote " << dir
+                       << "/findings.{md,json}\n";
              return 0;
            }},
           {cmd, [] {
-             if (path.empty()) throw sft::ConfigError("sft sweep: --config is required (or: sft sweep report --config F)");
+             if (path.empty())
+               throw sft::ConfigError("sft sweep: --config is required (or: sft sweep report --config F)");
              auto spec = sweep::load_sweep(path, sets);
              auto runs = sweep::expand(spec);
              const std::string exe = sft_path.empty() ? self_exe() : sft_path;
@@ -99,13 +107,17 @@ std::vector<Command> register_sweep(CLI::App& app) {
                if (json) {
                  std::cout << d.dump(2) << "\n";
                } else {
-                 std::cout << "sweep " << spec.name << ": " << runs.size() << " runs, " << d["total_tokens"].get<long long>()
-                           << " tokens, " << d["total_steps"].get<long long>() << " optimizer steps\n";
+                 std::cout << "sweep " << spec.name << ": " << runs.size() << " runs, "
+                           << d["total_tokens"].get<long long>() << " tokens, "
+                           << d["total_steps"].get<long long>() << " optimizer steps\n";
                  for (const auto& r : d["list"]) {
-                   std::cout << "  " << r["name"].get<std::string>() << (r["finished"].get<bool>() ? " (finished)" : "")
-                             << ": " << r["tokens"].get<long long>() << " tokens, " << r["steps"].get<long long>() << " steps |";
+                   std::cout << "  " << r["name"].get<std::string>()
+                             << (r["finished"].get<bool>() ? " (finished)" : "") << ": "
+                             << r["tokens"].get<long long>() << " tokens, " << r["steps"].get<long long>()
+                             << " steps |";
                    for (const auto& st : r["stages"])
-                     std::cout << " " << st["name"].get<std::string>() << " " << st["samples"].get<long long>() << " samples";
+                     std::cout << " " << st["name"].get<std::string>() << " "
+                               << st["samples"].get<long long>() << " samples";
                    std::cout << "\n";
                  }
                }
@@ -118,13 +130,15 @@ std::vector<Command> register_sweep(CLI::App& app) {
              }
              const sweep::LocalResult done = sweep::run_local(spec, runs, exe, jobs);
              if (done.signal) {
-               sft::log::warn("sweep {}: stopped by signal {}; the runs it started saved a checkpoint. Rerun the same "
-                              "command to continue",
-                              spec.name, done.signal);
+               sft::log::warn(
+                   "sweep {}: stopped by signal {}; the runs it started saved a checkpoint. Rerun the same "
+                   "command to continue",
+                   spec.name, done.signal);
                return 128 + done.signal;
              }
              sweep::build_report(spec, runs);
-             sft::log::info("sweep {}: {} runs, {} failed{}; report in {}/report.md", spec.name, runs.size(), done.failed,
+             sft::log::info("sweep {}: {} runs, {} failed{}; report in {}/report.md", spec.name, runs.size(),
+                            done.failed,
                             done.skipped ? ", " + std::to_string(done.skipped) +
                                                " skipped (held by another process: rerun once it is done)"
                                          : std::string(),

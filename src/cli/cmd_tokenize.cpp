@@ -29,17 +29,23 @@ void print_ids(const std::vector<std::int32_t>& ids) {
 }
 
 void print_text(const std::string& text) {
-  if (T.json) std::cout << nlohmann::json{{"text", text}}.dump() << "\n";
-  else std::cout << text << "\n";
+  if (T.json)
+    std::cout << nlohmann::json{{"text", text}}.dump() << "\n";
+  else
+    std::cout << text << "\n";
 }
 
 int run() {
   const int given = !T.text.empty() + !T.input.empty() + !T.ids.empty();
   if (given != 1) throw ConfigError("give exactly one of --text, --ids (with --decode), --input");
-  if (!T.ids.empty() && !T.decode) throw ConfigError("--ids needs --decode (to tokenize, give --text or --input)");
-  if (!T.text.empty() && T.decode) throw ConfigError("--decode reads ids: give --ids 1,2,3 or --input lines of {\"ids\": [...]}");
+  if (!T.ids.empty() && !T.decode)
+    throw ConfigError("--ids needs --decode (to tokenize, give --text or --input)");
+  if (!T.text.empty() && T.decode)
+    throw ConfigError("--decode reads ids: give --ids 1,2,3 or --input lines of {\"ids\": [...]}");
   auto tok = data::Tokenizer::load(T.tokenizer);
-  auto encode = [&](const std::string& s) { return T.no_special ? tok->encode(s) : tok->encode_with_special(s); };
+  auto encode = [&](const std::string& s) {
+    return T.no_special ? tok->encode(s) : tok->encode_with_special(s);
+  };
   auto decode = [&](const std::vector<std::int32_t>& ids) {
     for (auto id : ids)
       if (id >= tok->vocab_size())
@@ -69,7 +75,8 @@ int run() {
     } catch (const nlohmann::json::exception&) {
       throw DataError(where + ": not a JSON line");
     }
-    if (!j.is_object() || !j.contains(key)) throw DataError(where + ": expected a JSON object with \"" + key + "\"");
+    if (!j.is_object() || !j.contains(key))
+      throw DataError(where + ": expected a JSON object with \"" + key + "\"");
     if (T.decode) {
       if (!j[key].is_array()) throw DataError(where + ": \"ids\" must be a list of token ids");
       std::vector<std::int32_t> ids;
@@ -90,15 +97,20 @@ int run() {
 }  // namespace
 
 std::vector<Command> register_tokenize(CLI::App& app) {
-  auto* c = app.add_subcommand("tokenize", "a tokenizer's ids for texts (as its library gives them), or --decode ids");
-  c->add_option("--tokenizer", T.tokenizer, "tokenizer.model, tokenizer.json, or a model folder holding one")->required();
+  auto* c = app.add_subcommand("tokenize",
+                               "a tokenizer's ids for texts (as its library gives them), or --decode ids");
+  c->add_option("--tokenizer", T.tokenizer, "tokenizer.model, tokenizer.json, or a model folder holding one")
+      ->required();
   c->add_option("--text", T.text, "a text to tokenize");
-  c->add_option("--input", T.input, "JSON lines: {\"text\": ...} per line (with --decode: {\"ids\": [...]}); one result each");
+  c->add_option("--input", T.input,
+                "JSON lines: {\"text\": ...} per line (with --decode: {\"ids\": [...]}); one result each");
   c->add_option("--ids", T.ids, "with --decode: comma-separated ids, e.g. 128000,9906");
   c->add_flag("--decode", T.decode, "the inverse: ids to text (special tokens left out)");
   c->add_flag("--no-special", T.no_special,
-              "without the tokenizer's own special tokens (its BOS: LLaMA's; Qwen adds none), as sft's chat templates encode");
-  c->add_flag("--json", T.json, "{\"ids\": [...]} (or {\"text\": ...}) per input; default: ids separated by spaces");
+              "without the tokenizer's own special tokens (its BOS: LLaMA's; Qwen adds none), as sft's chat "
+              "templates encode");
+  c->add_flag("--json", T.json,
+              "{\"ids\": [...]} (or {\"text\": ...}) per input; default: ids separated by spaces");
   return {{c, run}};
 }
 

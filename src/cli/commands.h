@@ -22,7 +22,7 @@ std::vector<Command> register_version(CLI::App& app);
 std::vector<Command> register_train(CLI::App& app);
 std::vector<Command> register_config(CLI::App& app);
 std::vector<Command> register_data(CLI::App& app);
-std::vector<Command> register_model(CLI::App& app);    // score, generate
+std::vector<Command> register_model(CLI::App& app);  // score, generate
 std::vector<Command> register_eval(CLI::App& app);
 std::vector<Command> register_sweep(CLI::App& app);
 std::vector<Command> register_bench(CLI::App& app);

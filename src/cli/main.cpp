@@ -16,14 +16,16 @@ int main(int argc, char** argv) {
   // Logs go to stderr so that JSON on stdout stays machine-readable.
   const char* rank = std::getenv("RANK");
   const char* world = std::getenv("WORLD_SIZE");
-  const std::string tag = rank && world && std::string(world) != "1" ? std::string("[rank ") + rank + "] " : "";
+  const std::string tag =
+      rank && world && std::string(world) != "1" ? std::string("[rank ") + rank + "] " : "";
   if (!tag.empty()) {
     sft::log::set_tag(tag);
     if (std::string(rank) != "0") sft::log::set_level(sft::log::Level::kWarn);  // rank 0 speaks for the job
   }
 
-  CLI::App app{"sft: supervised fine-tuning of LLaMA-family models on LibTorch, with the data-composition "
-               "strategies of Dong et al. (2024): multi-task, sequential, mixed sequential and DMT."};
+  CLI::App app{
+      "sft: supervised fine-tuning of LLaMA-family models on LibTorch, with the data-composition "
+      "strategies of Dong et al. (2024): multi-task, sequential, mixed sequential and DMT."};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "show help for every sub-command");
   std::vector<sft::cli::Command> commands;

@@ -9,7 +9,8 @@ namespace {
 
 template <class S>
 Field<S> custom(std::string key, std::string kind, std::string doc,
-                std::function<void(Reader&, const std::string&, S&)> read, std::function<nlohmann::json(const S&)> json) {
+                std::function<void(Reader&, const std::string&, S&)> read,
+                std::function<nlohmann::json(const S&)> json) {
   return {std::move(key), std::move(kind), std::move(doc), std::move(read), std::move(json)};
 }
 
@@ -23,7 +24,8 @@ const Table<StageHparams>& stage_hparam_fields() {
       number("min_lr_ratio", &S::min_lr_ratio, 0.0, 1.0, kClosed, "the schedule's floor, as a share of lr"),
       choice("schedule", &S::schedule, "learning-rate decay after warm-up"),
       number("warmup_ratio", &S::warmup_ratio, 0.0, 1.0, kClosed, "warm-up as a share of the stage's steps"),
-      integer("warmup_steps", &S::warmup_steps, -1, INT64_MAX, "warm-up in steps; >= 0 takes precedence over warmup_ratio"),
+      integer("warmup_steps", &S::warmup_steps, -1, INT64_MAX,
+              "warm-up in steps; >= 0 takes precedence over warmup_ratio"),
   };
   return t;
 }
@@ -31,7 +33,8 @@ const Table<StageHparams>& stage_hparam_fields() {
 const Table<TrainSpec>& train_fields() {
   using S = TrainSpec;
   static const Table<S> t = {
-      integer("batch_size", &S::batch_size, 1, INT64_MAX, "rows per micro-batch per rank (packed rows or samples)"),
+      integer("batch_size", &S::batch_size, 1, INT64_MAX,
+              "rows per micro-batch per rank (packed rows or samples)"),
       integer("grad_accum", &S::grad_accum, 1, INT64_MAX, "micro-batches per optimizer step"),
       integer("samples_per_step", &S::samples_per_step, 0, INT64_MAX,
               "the global batch in samples, in as many micro-batches as they need (0: in rows)")
@@ -40,7 +43,8 @@ const Table<TrainSpec>& train_fields() {
               "with samples_per_step: a micro-batch's tokens per rank (0: batch_size x data.max_seq_len)")
           .when([](const S& s) { return s.samples_per_step > 0; }),
       integer("rows_per_step", &S::rows_per_step, 0, INT64_MAX,
-              "the global batch in rows, kept on any world size that divides it (0: batch_size x grad_accum x ranks)")
+              "the global batch in rows, kept on any world size that divides it (0: batch_size x grad_accum "
+              "x ranks)")
           .when([](const S& s) { return s.rows_per_step > 0; }),
       number("max_grad_norm", &S::max_grad_norm, 0.0, HUGE_VAL, kClosed, "gradient clipping; 0 disables it"),
       number("weight_decay", &S::weight_decay, 0.0, 10.0, kClosed, "AdamW's decoupled weight decay"),
@@ -48,33 +52,42 @@ const Table<TrainSpec>& train_fields() {
       number("adam_beta2", &S::adam_beta2, 0.0, 1.0, kClosed, "AdamW's beta2"),
       number("adam_eps", &S::adam_eps, 0.0, 1.0, kOpenLow, "AdamW's epsilon"),
       choice("precision", &S::precision, "bf16: autocast over fp32 weights; bf16-pure: bf16 weights"),
-      boolean("activation_checkpointing", &S::activation_checkpointing, "recompute each layer in the backward"),
+      boolean("activation_checkpointing", &S::activation_checkpointing,
+              "recompute each layer in the backward"),
       integer("log_every", &S::log_every, 1, INT64_MAX, "steps between log lines and metrics records").free(),
-      integer("save_every", &S::save_every, 0, INT64_MAX, "steps between checkpoints (0: at stage ends only)").free(),
-      integer("keep_checkpoints", &S::keep_checkpoints, 1, INT64_MAX, "checkpoints kept, newest first").free(),
+      integer("save_every", &S::save_every, 0, INT64_MAX, "steps between checkpoints (0: at stage ends only)")
+          .free(),
+      integer("keep_checkpoints", &S::keep_checkpoints, 1, INT64_MAX, "checkpoints kept, newest first")
+          .free(),
       integer("checkpoint_staging_mb", &S::checkpoint_staging_mb, 1, 1 << 20,
               "host memory a GPU's tensors pass through on their way to a checkpoint file")
           .free()
           .when([](const S& s) { return s.checkpoint_staging_mb != 1024; }),
       boolean("async_checkpoint", &S::async_checkpoint,
-              "write checkpoints in a background thread while training goes on (costs a host copy of the rank's state)")
+              "write checkpoints in a background thread while training goes on (costs a host copy of the "
+              "rank's state)")
           .free()
           .when([](const S& s) { return s.async_checkpoint; }),
       integer("max_nonfinite_steps", &S::max_nonfinite_steps, 1, INT64_MAX,
               "consecutive non-finite steps (skipped) before the run stops"),
-      integer("threads", &S::threads, 0, 4096, "CPU threads (0: OMP_NUM_THREADS, else every usable core)").free(),
+      integer("threads", &S::threads, 0, 4096, "CPU threads (0: OMP_NUM_THREADS, else every usable core)")
+          .free(),
       custom<S>(
           "device", "auto | cpu | cuda | cuda:N", "where to train (auto: the rank's GPU when there is one)",
           [](Reader& r, const std::string& p, S& s) {
             s.device = r.str(p, s.device);
-            if (!parse_device(s.device)) r.error(p, "\"" + s.device + "\" is not one of: auto, cpu, cuda, cuda:N");
+            if (!parse_device(s.device))
+              r.error(p, "\"" + s.device + "\" is not one of: auto, cpu, cuda, cuda:N");
           },
           [](const S& s) { return nlohmann::json(s.device); })
           .free(),
-      integer("max_steps", &S::max_steps, 0, INT64_MAX, "> 0 stops after this many steps (smoke tests)").free(),
+      integer("max_steps", &S::max_steps, 0, INT64_MAX, "> 0 stops after this many steps (smoke tests)")
+          .free(),
       boolean("reset_optimizer_between_stages", &S::reset_optimizer_between_stages,
               "a fresh AdamW state per stage, as the paper trains each stage as its own run"),
-      boolean("export_stage_models", &S::export_stage_models, "export each stage's model, not only the final one").free(),
+      boolean("export_stage_models", &S::export_stage_models,
+              "export each stage's model, not only the final one")
+          .free(),
   };
   return t;
 }
@@ -84,7 +97,8 @@ const Table<DataSpec>& data_fields() {
   static const Table<S> t = {
       integer("max_seq_len", &S::max_seq_len, 8, 1 << 22, "tokens per sample (and per packed row)"),
       choice("truncation", &S::truncation, "a longer sample: cut at max_seq_len, or dropped"),
-      choice("on_bad_record", &S::on_bad_record, "a malformed record: stop with file:line, or count and skip it"),
+      choice("on_bad_record", &S::on_bad_record,
+             "a malformed record: stop with file:line, or count and skip it"),
       integer("max_record_bytes", &S::max_record_bytes, 1, std::int64_t{1} << 40,
               "a larger record (jsonl line, array element, .txt document) is a bad record"),
       choice("batching", &S::batching, "pack samples into rows, pad to the longest, or pad to max_seq_len"),
@@ -92,8 +106,10 @@ const Table<DataSpec>& data_fields() {
       boolean("group_by_length", &S::group_by_length, "pad batching: sort by length within windows"),
       boolean("shuffle", &S::shuffle, "shuffle each epoch (seeded)"),
       text("cache_dir", &S::cache_dir, "the tokenized-data cache").free(),
-      integer("seed", &S::seed, -1, INT64_MAX, "the data's seed: which records a fraction selects, and their order; "
-              "vary it apart from the initialisation's (-1: the run's seed)").when([](const S& s) { return s.seed >= 0; }),
+      integer("seed", &S::seed, -1, INT64_MAX,
+              "the data's seed: which records a fraction selects, and their order; "
+              "vary it apart from the initialisation's (-1: the run's seed)")
+          .when([](const S& s) { return s.seed >= 0; }),
   };
   return t;
 }
@@ -112,7 +128,8 @@ const Table<ModelSpec>& model_fields() {
             for (auto it = mc->begin(); it != mc->end(); ++it) {
               s.config[it.key()] = scalar_json(it.value());
               if (!it.value().is_null())
-                r.record(p + "." + it.key(), it.value().is_string() ? it.value().get<std::string>() : s.config[it.key()].dump(),
+                r.record(p + "." + it.key(),
+                         it.value().is_string() ? it.value().get<std::string>() : s.config[it.key()].dump(),
                          true);
             }
           },
@@ -129,8 +146,10 @@ const Table<DistSpec>& dist_fields() {
       choice("backend", &S::backend, "the process group (auto: NCCL for CUDA, Gloo for CPU)").free(),
       integer("timeout_s", &S::timeout_s, 1, 86400, "collective timeout").free(),
       number("bucket_mb", &S::bucket_mb, 0.0, 1e6, kOpenLow,
-             "ddp/zero1: gradients all-reduced per bucket, launched during the backward").free(),
-      integer("prefetch", &S::prefetch, 0, 64, "zero3: units gathered ahead of the one computing (0: each as it is used)")
+             "ddp/zero1: gradients all-reduced per bucket, launched during the backward")
+          .free(),
+      integer("prefetch", &S::prefetch, 0, 64,
+              "zero3: units gathered ahead of the one computing (0: each as it is used)")
           .free()
           .when([](const S& s) { return s.prefetch != 1; }),
       choice("gather_dtype", &S::gather_dtype,
@@ -202,7 +221,8 @@ const Table<DatasetSpec>& dataset_fields() {
   using S = DatasetSpec;
   static const Table<S> t = {
       custom<S>(
-          "path", "string (required)", "the dataset file (.jsonl, .json, .txt; any of them gzip-compressed as .gz)",
+          "path", "string (required)",
+          "the dataset file (.jsonl, .json, .txt; any of them gzip-compressed as .gz)",
           [](Reader& r, const std::string& p, S& s) {
             s.path = r.str(p, "");
             if (s.path.empty()) r.error(p, "missing: the dataset file");
@@ -220,8 +240,9 @@ const Table<DatasetSpec>& dataset_fields() {
           .defaults("-"),
       text("ability", &S::ability, "\"general\" marks general chat data; anything else is specialised")
           .defaults("the dataset's name"),
-      number("fraction", &S::fraction, 0.0, 1.0, kOpenLow | kFraction,
-             "data scaling: the first round(f x N) records of the seeded permutation (nested across fractions)"),
+      number(
+          "fraction", &S::fraction, 0.0, 1.0, kOpenLow | kFraction,
+          "data scaling: the first round(f x N) records of the seeded permutation (nested across fractions)"),
       boolean("strip_calculator", &S::strip_calculator, "gsm8k: drop the <<a+b=c>> annotations"),
       custom<S>(
           "filter", "{field, equals}", "keep the records whose `field` equals `equals`",
@@ -235,14 +256,18 @@ const Table<DatasetSpec>& dataset_fields() {
             s.filter_equals = scalar_json(*eq);
             r.record(p + ".equals", eq->is_string() ? eq->get<std::string>() : eq->dump(), true);
           },
-          [](const S& s) { return nlohmann::json{{"field", s.filter_field}, {"equals", s.filter_equals}}; })
+          [](const S& s) {
+            return nlohmann::json{{"field", s.filter_field}, {"equals", s.filter_equals}};
+          })
           .when([](const S& s) { return !s.filter_field.empty(); })
           .defaults("none"),
       text("text_field", &S::text_field, "text format: the field holding the text (jsonl)")
           .when([](const S& s) { return s.format == Format::kText; }),
-      integer("size", &S::size, -1, INT64_MAX, "expected record count, for planning without the file (-1: unknown)")
+      integer("size", &S::size, -1, INT64_MAX,
+              "expected record count, for planning without the file (-1: unknown)")
           .when([](const S& s) { return s.size >= 0; }),
-      integer("repeat", &S::repeat, 1, 1000, "upsampling: each selected record this many times per stage epoch")
+      integer("repeat", &S::repeat, 1, 1000,
+              "upsampling: each selected record this many times per stage epoch")
           .when([](const S& s) { return s.repeat != 1; }),
       custom<S>(
           "system_message", "string", "overrides the template's system message for this dataset",

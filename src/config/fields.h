@@ -55,15 +55,16 @@ template <class S, class I>
 Field<S> integer(std::string key, I S::*m, std::int64_t low, std::int64_t high, std::string doc) {
   std::string kind = "integer in [" + std::to_string(low) + ", " + std::to_string(high) + "]";
   if (high == INT64_MAX) kind = "integer >= " + std::to_string(low);
-  return {std::move(key), kind, std::move(doc),
-          [=](Reader& r, const std::string& p, S& s) { s.*m = static_cast<I>(r.integer(p, s.*m, low, high)); },
-          [=](const S& s) { return nlohmann::json(s.*m); }};
+  return {
+      std::move(key), kind, std::move(doc),
+      [=](Reader& r, const std::string& p, S& s) { s.*m = static_cast<I>(r.integer(p, s.*m, low, high)); },
+      [=](const S& s) { return nlohmann::json(s.*m); }};
 }
 
 template <class S>
 Field<S> number(std::string key, double S::*m, double low, double high, unsigned flags, std::string doc) {
-  std::string kind = std::string(flags & kFraction ? "fraction" : "number") + " in " + (flags & kOpenLow ? "(" : "[") +
-                     fmt_double(low) + ", " + fmt_double(high) + "]";
+  std::string kind = std::string(flags & kFraction ? "fraction" : "number") + " in " +
+                     (flags & kOpenLow ? "(" : "[") + fmt_double(low) + ", " + fmt_double(high) + "]";
   if (high == HUGE_VAL) kind = std::string("number ") + (flags & kOpenLow ? "> " : ">= ") + fmt_double(low);
   return {std::move(key), kind, std::move(doc),
           [=](Reader& r, const std::string& p, S& s) { s.*m = r.num(p, s.*m, low, high, flags); },
@@ -98,8 +99,8 @@ const Table<DataSpec>& data_fields();
 const Table<ModelSpec>& model_fields();
 const Table<DistSpec>& dist_fields();
 const Table<EvalSpec>& eval_fields();
-const Table<DatasetSpec>& dataset_fields();        // datasets.<name>.*
-const Table<EvalBenchmark>& benchmark_fields();    // eval.benchmarks[i].*
+const Table<DatasetSpec>& dataset_fields();      // datasets.<name>.*
+const Table<EvalBenchmark>& benchmark_fields();  // eval.benchmarks[i].*
 // The top-level keys: the scalar ones are read here, the sections by their tables, and
 // datasets, strategy and stages by their own readers (stages.cpp), which these rows name.
 const Table<RunConfig>& top_fields();
@@ -127,7 +128,9 @@ void reference_rows(const std::string& prefix, const Table<S>& table, std::vecto
     if (def.empty() && !default_prefix.empty()) def = default_prefix + f.key;
     if (def.empty() && f.json) {
       const nlohmann::json j = f.json(defaults);
-      def = j.is_null() ? "-" : j.is_string() ? (j.get<std::string>().empty() ? "\"\"" : j.get<std::string>()) : j.dump();
+      def = j.is_null()     ? "-"
+            : j.is_string() ? (j.get<std::string>().empty() ? "\"\"" : j.get<std::string>())
+                            : j.dump();
     }
     out.push_back({prefix + f.key, f.kind, def.empty() ? "-" : def, f.doc});
   }

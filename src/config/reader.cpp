@@ -69,7 +69,6 @@ std::string Reader::where(const std::string& path) const {
   return doc_.file + ": " + path;
 }
 
-
 void Reader::record(const std::string& path, const std::string& value, bool present) {
   std::string source = "default";
   if (present) {
@@ -83,7 +82,8 @@ void Reader::record(const std::string& path, const std::string& value, bool pres
   settings_.push_back({path, value, source});
 }
 
-std::string Reader::str(const std::string& path, const std::string& def, const std::vector<std::string>& choices) {
+std::string Reader::str(const std::string& path, const std::string& def,
+                        const std::vector<std::string>& choices) {
   const Tree* t = find(path);
   if (!t || t->is_null()) {
     record(path, def, false);
@@ -215,7 +215,8 @@ void Reader::check_keys(const std::string& path, const std::vector<std::string>&
     }
     std::string list;
     for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-    error(path.empty() ? k : path + "." + k, "unknown key" + (hint.empty() ? " (expected one of: " + list + ")" : hint));
+    error(path.empty() ? k : path + "." + k,
+          "unknown key" + (hint.empty() ? " (expected one of: " + list + ")" : hint));
   }
 }
 

@@ -31,7 +31,7 @@ class Reader {
 
   const Document& doc() const { return doc_; }
   const Tree* find(const std::string& path) const;
-  bool has(const std::string& path) const;       // present and not null
+  bool has(const std::string& path) const;  // present and not null
 
   std::string where(const std::string& path) const;  // "file:line: path" or "--set path"
   void error(const std::string& path, const std::string& msg) { errors_.push_back(where(path) + ": " + msg); }
@@ -43,10 +43,12 @@ class Reader {
 
   // Each returns `def` (recorded as the default) when the key is absent or null, and `def`
   // with an error when the value is malformed or out of range.
-  std::string str(const std::string& path, const std::string& def, const std::vector<std::string>& choices = {});
+  std::string str(const std::string& path, const std::string& def,
+                  const std::vector<std::string>& choices = {});
   std::optional<std::string> opt_str(const std::string& path);
   double num(const std::string& path, double def, double low, double high, unsigned flags = kClosed);
-  std::int64_t integer(const std::string& path, std::int64_t def, std::int64_t low, std::int64_t high = INT64_MAX);
+  std::int64_t integer(const std::string& path, std::int64_t def, std::int64_t low,
+                       std::int64_t high = INT64_MAX);
   bool boolean(const std::string& path, bool def);
   template <class E>
   E choice(const std::string& path, E def) {

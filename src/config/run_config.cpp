@@ -46,18 +46,24 @@ void check_train(Reader& r, const TrainSpec& t) {
   // grad_accum: 1 (the default) imposes nothing; any other value states the batch in rows.
   if (t.samples_per_step > 0 && t.grad_accum != 1)
     r.error("train.samples_per_step",
-            "exclusive with train.grad_accum: a step of samples_per_step samples takes as many micro-batches as they "
-            "need; give one of the two (the global batch in samples, or in rows of batch_size x grad_accum x ranks)");
+            "exclusive with train.grad_accum: a step of samples_per_step samples takes as many micro-batches "
+            "as they "
+            "need; give one of the two (the global batch in samples, or in rows of batch_size x grad_accum x "
+            "ranks)");
   if (t.rows_per_step > 0 && t.samples_per_step > 0)
-    r.error("train.rows_per_step", "exclusive with train.samples_per_step: state the global batch in rows or in samples");
+    r.error("train.rows_per_step",
+            "exclusive with train.samples_per_step: state the global batch in rows or in samples");
   else if (t.rows_per_step > 0 && t.grad_accum != 1)
-    r.error("train.rows_per_step", "exclusive with train.grad_accum: the accumulation is derived from the world size "
-                                   "(rows_per_step / (batch_size x ranks))");
+    r.error("train.rows_per_step",
+            "exclusive with train.grad_accum: the accumulation is derived from the world size "
+            "(rows_per_step / (batch_size x ranks))");
   else if (t.rows_per_step > 0 && t.rows_per_step % t.batch_size != 0)
-    r.error("train.rows_per_step", std::to_string(t.rows_per_step) + " is not a multiple of train.batch_size (" +
+    r.error("train.rows_per_step", std::to_string(t.rows_per_step) +
+                                       " is not a multiple of train.batch_size (" +
                                        std::to_string(t.batch_size) + ")");
   if (t.tokens_per_micro_batch > 0 && t.samples_per_step == 0)
-    r.error("train.tokens_per_micro_batch", "only applies with train.samples_per_step (rows per micro-batch are train.batch_size)");
+    r.error("train.tokens_per_micro_batch",
+            "only applies with train.samples_per_step (rows per micro-batch are train.batch_size)");
 }
 
 Field<RunConfig> top(std::string key, std::string kind, std::string doc,
@@ -72,7 +78,8 @@ const Table<RunConfig>& top_fields() {
   using C = RunConfig;
   static const Table<C> t = {
       top("description", "string", "free text, not read", nullptr, nullptr).free(),
-      top("run_name", "string", "the run's name",
+      top(
+          "run_name", "string", "the run's name",
           [](Reader& r, const std::string& p, C& c) {
             std::string stem = fs::basename(r.doc().file);
             if (auto dot = stem.rfind('.'); dot != std::string::npos) stem = stem.substr(0, dot);
@@ -82,65 +89,82 @@ const Table<RunConfig>& top_fields() {
           .free()
           .defaults("the config file's name"),
       integer("seed", &C::seed, 0, INT64_MAX, "data order, fractions and initialisation"),
-      top("output_dir", "string", "the run folder",
+      top(
+          "output_dir", "string", "the run folder",
           [](Reader& r, const std::string& p, C& c) { c.output_dir = r.str(p, "runs/" + c.run_name); },
           [](const C& c) { return nlohmann::json(c.output_dir); })
           .free()
           .defaults("runs/<run_name>"),
-      section("model", "the model (model.*)", &C::model, model_fields, [](Reader& r, const C& c) {
-        if (c.model.path.empty() && c.model.config.is_null())
-          r.error("model", "missing: model.path (a Hugging Face folder) or model.config (config.json fields)");
-        if (c.model.init == ModelInit::kPretrained && c.model.path.empty()) r.error("model.init", "pretrained needs model.path");
-      }),
-      top("tokenizer", "{path}", "tokenizer.path: a sentencepiece tokenizer.model, a tokenizer.json, or a folder holding one",
+      section("model", "the model (model.*)", &C::model, model_fields,
+              [](Reader& r, const C& c) {
+                if (c.model.path.empty() && c.model.config.is_null())
+                  r.error("model",
+                          "missing: model.path (a Hugging Face folder) or model.config (config.json fields)");
+                if (c.model.init == ModelInit::kPretrained && c.model.path.empty())
+                  r.error("model.init", "pretrained needs model.path");
+              }),
+      top(
+          "tokenizer", "{path}",
+          "tokenizer.path: a sentencepiece tokenizer.model, a tokenizer.json, or a folder holding one",
           [](Reader& r, const std::string& p, C& c) {
             r.check_keys(p, {"path"});
             c.tokenizer = r.str(p + ".path", c.model.path);
-            if (c.tokenizer.empty()) r.error(p, "missing: a tokenizer.model or tokenizer.json path (or model.path's folder)");
+            if (c.tokenizer.empty())
+              r.error(p, "missing: a tokenizer.model or tokenizer.json path (or model.path's folder)");
           },
           [](const C& c) { return nlohmann::json(c.tokenizer); })
           .free()
           .defaults("<model.path>"),
-      top("template", "{name, system_message}",
-          "template.name: one of " + choice_list<Template>() + "; template.system_message: overrides its default",
+      top(
+          "template", "{name, system_message}",
+          "template.name: one of " + choice_list<Template>() +
+              "; template.system_message: overrides its default",
           [](Reader& r, const std::string& p, C& c) {
             r.check_keys(p, {"name", "system_message"});
             c.chat_template = r.choice<Template>(p + ".name", c.chat_template);
             c.system_message = r.opt_str(p + ".system_message");
           },
           [](const C& c) {
-            return nlohmann::json{{"name", name(c.chat_template)},
-                                  {"system_message", c.system_message ? nlohmann::json(*c.system_message) : nullptr}};
+            return nlohmann::json{
+                {"name", name(c.chat_template)},
+                {"system_message", c.system_message ? nlohmann::json(*c.system_message) : nullptr}};
           })
           .defaults("vicuna_v1.1"),
       section("data", "tokenization and batching (data.*)", &C::data, data_fields),
-      with_reference(top("train", "map", "the optimizer and the loop (train.*; the stage hyper-parameters are the run's)",
-          [](Reader& r, const std::string& p, C& c) {
-            std::vector<std::string> allowed = keys(stage_hparam_fields());
-            for (const auto& k : keys(train_fields())) allowed.push_back(k);
-            r.check_keys(p, allowed);
-            read_fields<StageHparams>(r, p, stage_hparam_fields(), c.train);
-            read_fields(r, p, train_fields(), c.train);
-            check_train(r, c.train);
-          },
-          [](const C& c) {
-            nlohmann::json j = nlohmann::json::object();
-            write_fields<StageHparams>(stage_hparam_fields(), c.train, j);
-            write_fields(train_fields(), c.train, j);
-            return j;
-          }),
+      with_reference(
+          top(
+              "train", "map",
+              "the optimizer and the loop (train.*; the stage hyper-parameters are the run's)",
+              [](Reader& r, const std::string& p, C& c) {
+                std::vector<std::string> allowed = keys(stage_hparam_fields());
+                for (const auto& k : keys(train_fields())) allowed.push_back(k);
+                r.check_keys(p, allowed);
+                read_fields<StageHparams>(r, p, stage_hparam_fields(), c.train);
+                read_fields(r, p, train_fields(), c.train);
+                check_train(r, c.train);
+              },
+              [](const C& c) {
+                nlohmann::json j = nlohmann::json::object();
+                write_fields<StageHparams>(stage_hparam_fields(), c.train, j);
+                write_fields(train_fields(), c.train, j);
+                return j;
+              }),
           [](std::vector<KeyDoc>& out) {
             reference_rows("train.", stage_hparam_fields(), out);
             reference_rows("train.", train_fields(), out);
           },
-          [](const std::string& rest) { return may_change(stage_hparam_fields(), rest) || may_change(train_fields(), rest); }),
-      with_reference(top("datasets", "map of name -> {path, format, ...}", "the data (datasets.<name>.*)",
-          [](Reader& r, const std::string&, C& c) { read_datasets(r, c); },
-          [](const C& c) {
-            nlohmann::json ds = nlohmann::json::object();
-            for (const auto& d : c.datasets) write_fields(dataset_fields(), d, ds[d.name]);
-            return ds;
+          [](const std::string& rest) {
+            return may_change(stage_hparam_fields(), rest) || may_change(train_fields(), rest);
           }),
+      with_reference(
+          top(
+              "datasets", "map of name -> {path, format, ...}", "the data (datasets.<name>.*)",
+              [](Reader& r, const std::string&, C& c) { read_datasets(r, c); },
+              [](const C& c) {
+                nlohmann::json ds = nlohmann::json::object();
+                for (const auto& d : c.datasets) write_fields(dataset_fields(), d, ds[d.name]);
+                return ds;
+              }),
           [](std::vector<KeyDoc>& out) { reference_rows("datasets.<name>.", dataset_fields(), out); },
           [](const std::string& rest) {  // <name>.<key>
             const std::size_t dot = rest.find('.');
@@ -152,44 +176,59 @@ const Table<RunConfig>& top_fields() {
                        reference_rows("eval.", eval_fields(), out);
                        reference_rows("eval.benchmarks[i].", benchmark_fields(), out);
                      }),
-      with_reference(top("strategy", "name or {name, k, order, stage_overrides}",
-          "a preset: multi_task | sequential | mixed_sequential | dmt (k: the replay fraction)",
-          [](Reader& r, const std::string& p, C& c) {
-            if (!r.has(p)) return;
-            if (r.has("stages")) return r.error("stages", "give either `strategy` (a preset) or `stages` (explicit), not both");
-            r.check_keys(p, {"name", "k", "order", "stage_overrides"});
-            if (!c.datasets.empty()) expand_strategy(r, c);
-          },
-          [](const C& c) { return nlohmann::json{{"name", strategy_name(c.strategy)}, {"k", c.k}}; }),
+      with_reference(
+          top(
+              "strategy", "name or {name, k, order, stage_overrides}",
+              "a preset: multi_task | sequential | mixed_sequential | dmt (k: the replay fraction)",
+              [](Reader& r, const std::string& p, C& c) {
+                if (!r.has(p)) return;
+                if (r.has("stages"))
+                  return r.error("stages",
+                                 "give either `strategy` (a preset) or `stages` (explicit), not both");
+                r.check_keys(p, {"name", "k", "order", "stage_overrides"});
+                if (!c.datasets.empty()) expand_strategy(r, c);
+              },
+              [](const C& c) {
+                return nlohmann::json{{"name", strategy_name(c.strategy)}, {"k", c.k}};
+              }),
           [](std::vector<KeyDoc>& out) {
-            out.push_back({"strategy.name", "multi_task | sequential | mixed_sequential | dmt", "-",
-                           "a preset: multi_task | sequential | mixed_sequential | dmt (k: the replay fraction)"});
-            out.push_back({"strategy.k", "fraction in [0, 1]", "1/256", "dmt: the share of each specialised dataset replayed in stage 2"});
-            out.push_back({"strategy.order", "list of dataset names", "the datasets' order", "sequential: the stage order"});
+            out.push_back(
+                {"strategy.name", "multi_task | sequential | mixed_sequential | dmt", "-",
+                 "a preset: multi_task | sequential | mixed_sequential | dmt (k: the replay fraction)"});
+            out.push_back({"strategy.k", "fraction in [0, 1]", "1/256",
+                           "dmt: the share of each specialised dataset replayed in stage 2"});
+            out.push_back({"strategy.order", "list of dataset names", "the datasets' order",
+                           "sequential: the stage order"});
             reference_rows("strategy.stage_overrides.<stage>.", stage_hparam_fields(), out, "train.");
           }),
-      with_reference(top("stages", "list of {name, sources, replay_fraction, epochs, lr, ...}", "explicit stages, instead of a strategy",
-          [](Reader& r, const std::string& p, C& c) {
-            if (r.has("strategy")) return;
-            if (!r.has(p))
-              return r.error("strategy", "missing: a strategy (multi_task, sequential, mixed_sequential, dmt) or explicit stages");
-            if (!c.datasets.empty()) read_explicit_stages(r, c);
-          },
-          [](const C& c) {
-            nlohmann::json st = nlohmann::json::array();
-            for (const auto& s : c.stages) {
-              nlohmann::json src = nlohmann::json::array();
-              for (const auto& x : s.sources)
-                src.push_back({{"dataset", x.dataset}, {"fraction", x.fraction}, {"replay", x.replay}});
-              nlohmann::json j = {{"name", s.name}, {"sources", src}};
-              write_fields(stage_hparam_fields(), static_cast<const StageHparams&>(s), j);
-              st.push_back(j);
-            }
-            return st;
-          }),
+      with_reference(
+          top(
+              "stages", "list of {name, sources, replay_fraction, epochs, lr, ...}",
+              "explicit stages, instead of a strategy",
+              [](Reader& r, const std::string& p, C& c) {
+                if (r.has("strategy")) return;
+                if (!r.has(p))
+                  return r.error("strategy",
+                                 "missing: a strategy (multi_task, sequential, mixed_sequential, dmt) or "
+                                 "explicit stages");
+                if (!c.datasets.empty()) read_explicit_stages(r, c);
+              },
+              [](const C& c) {
+                nlohmann::json st = nlohmann::json::array();
+                for (const auto& s : c.stages) {
+                  nlohmann::json src = nlohmann::json::array();
+                  for (const auto& x : s.sources)
+                    src.push_back({{"dataset", x.dataset}, {"fraction", x.fraction}, {"replay", x.replay}});
+                  nlohmann::json j = {{"name", s.name}, {"sources", src}};
+                  write_fields(stage_hparam_fields(), static_cast<const StageHparams&>(s), j);
+                  st.push_back(j);
+                }
+                return st;
+              }),
           [](std::vector<KeyDoc>& out) {
             out.push_back({"stages[i].name", "string", "stage<i+1>", "the stage's name"});
-            out.push_back({"stages[i].sources", "map of dataset -> fraction", "-", "what the stage trains on"});
+            out.push_back(
+                {"stages[i].sources", "map of dataset -> fraction", "-", "what the stage trains on"});
             out.push_back({"stages[i].replay_fraction", "fraction in [0, 1]", "0",
                            "adds this fraction of every earlier stage's data (DMT's k)"});
             reference_rows("stages[i].", stage_hparam_fields(), out, "train.");
@@ -239,8 +278,10 @@ RunConfig resolve(Document& doc) {
 std::vector<KeyDoc> key_reference() {
   std::vector<KeyDoc> out;
   for (const auto& f : top_fields()) {
-    if (f.reference) f.reference(out);
-    else reference_rows("", Table<RunConfig>{f}, out);
+    if (f.reference)
+      f.reference(out);
+    else
+      reference_rows("", Table<RunConfig>{f}, out);
   }
   return out;
 }
@@ -252,7 +293,8 @@ std::string key_reference_markdown() {
   };
   std::string md = "| key | kind | default | meaning |\n|---|---|---|---|\n";
   for (const auto& k : key_reference())
-    md += "| `" + k.key + "` | " + cell(k.kind) + " | " + cell(k.default_value) + " | " + cell(k.doc) + " |\n";
+    md +=
+        "| `" + k.key + "` | " + cell(k.kind) + " | " + cell(k.default_value) + " | " + cell(k.doc) + " |\n";
   return md;
 }
 

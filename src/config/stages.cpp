@@ -9,13 +9,13 @@ namespace sft::config {
 namespace {
 
 bool valid_name(const std::string& s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) {
-    return std::isalnum(c) || c == '_' || c == '-';
-  });
+  return !s.empty() && std::all_of(s.begin(), s.end(),
+                                   [](unsigned char c) { return std::isalnum(c) || c == '_' || c == '-'; });
 }
 
 bool has_dataset(const RunConfig& c, const std::string& name) {
-  return std::any_of(c.datasets.begin(), c.datasets.end(), [&](const DatasetSpec& d) { return d.name == name; });
+  return std::any_of(c.datasets.begin(), c.datasets.end(),
+                     [&](const DatasetSpec& d) { return d.name == name; });
 }
 
 // A stage starts from train.*'s hyper-parameters.
@@ -32,7 +32,8 @@ void read_datasets(Reader& r, RunConfig& c) {
   const Tree* ds = r.find("datasets");
   if (!ds || ds->is_null() || (ds->is_object() && ds->empty()))
     return r.error("datasets", "missing: name at least one dataset (name: {path, format, ability})");
-  if (!ds->is_object()) return r.error("datasets", "expected a map of dataset name -> {path, format, ability}");
+  if (!ds->is_object())
+    return r.error("datasets", "expected a map of dataset name -> {path, format, ability}");
   for (auto it = ds->begin(); it != ds->end(); ++it) {
     const std::string p = "datasets." + it.key();
     DatasetSpec d;
@@ -48,10 +49,9 @@ void read_datasets(Reader& r, RunConfig& c) {
   }
 }
 
-
-
 void expand_strategy(Reader& r, RunConfig& c) {
-  const std::string name = r.str("strategy.name", "", {"multi_task", "sequential", "mixed_sequential", "dmt"});
+  const std::string name =
+      r.str("strategy.name", "", {"multi_task", "sequential", "mixed_sequential", "dmt"});
   if (name.empty()) {
     r.error("strategy.name", "missing: one of multi_task, sequential, mixed_sequential, dmt");
     return;
@@ -65,13 +65,17 @@ void expand_strategy(Reader& r, RunConfig& c) {
       for (std::size_t i = 0; i < order->size(); ++i) {
         std::string p = "strategy.order[" + std::to_string(i) + "]";
         std::string n = r.str(p, "");
-        if (!has_dataset(c, n)) r.error(p, "unknown dataset \"" + n + "\"");
-        else if (std::any_of(ordered.begin(), ordered.end(), [&](const DatasetSpec* o) { return o->name == n; }))
+        if (!has_dataset(c, n))
+          r.error(p, "unknown dataset \"" + n + "\"");
+        else if (std::any_of(ordered.begin(), ordered.end(),
+                             [&](const DatasetSpec* o) { return o->name == n; }))
           r.error(p, "dataset \"" + n + "\" is already in the order; name each dataset once");
-        else ordered.push_back(&c.dataset(n));
+        else
+          ordered.push_back(&c.dataset(n));
       }
       for (const auto& d : c.datasets)
-        if (std::none_of(ordered.begin(), ordered.end(), [&](const DatasetSpec* o) { return o->name == d.name; }))
+        if (std::none_of(ordered.begin(), ordered.end(),
+                         [&](const DatasetSpec* o) { return o->name == d.name; }))
           r.error("strategy.order", "dataset \"" + d.name + "\" is missing from the order");
     }
   } else {
@@ -94,7 +98,8 @@ void expand_strategy(Reader& r, RunConfig& c) {
     }
   } else {
     c.strategy = name == "dmt" ? Strategy::kDmt : Strategy::kMixedSequential;
-    if (specialised.empty()) r.error("strategy.name", name + " needs at least one dataset whose ability is not \"general\"");
+    if (specialised.empty())
+      r.error("strategy.name", name + " needs at least one dataset whose ability is not \"general\"");
     if (general.empty()) r.error("strategy.name", name + " needs at least one dataset with ability: general");
     StageSpec s1 = default_stage(c, "specialised");
     for (const auto* d : specialised) s1.sources.push_back({d->name, 1.0, false});
@@ -120,7 +125,8 @@ void expand_strategy(Reader& r, RunConfig& c) {
       r.error("strategy.stage_overrides", "expected a map of stage name -> {epochs, lr, schedule, ...}");
     } else {
       for (auto it = o->begin(); it != o->end(); ++it) {
-        auto st = std::find_if(c.stages.begin(), c.stages.end(), [&](const StageSpec& s) { return s.name == it.key(); });
+        auto st = std::find_if(c.stages.begin(), c.stages.end(),
+                               [&](const StageSpec& s) { return s.name == it.key(); });
         std::string p = "strategy.stage_overrides." + it.key();
         if (st == c.stages.end()) {
           std::string names;
@@ -152,8 +158,10 @@ void read_explicit_stages(Reader& r, RunConfig& c) {
     StageSpec s = default_stage(c, "");
     s.name = r.str(p + ".name", "stage" + std::to_string(i + 1));
     // A stage's model is exported to output_dir/stage<N>_<name>: the name must not leave that folder.
-    if (!valid_name(s.name)) r.error(p + ".name", "stage names may use letters, digits, '_' and '-' only");
-    else if (!seen_names.insert(s.name).second) r.error(p + ".name", "duplicate stage name \"" + s.name + "\"");
+    if (!valid_name(s.name))
+      r.error(p + ".name", "stage names may use letters, digits, '_' and '-' only");
+    else if (!seen_names.insert(s.name).second)
+      r.error(p + ".name", "duplicate stage name \"" + s.name + "\"");
     read_fields<StageHparams>(r, p, stage_hparam_fields(), s);
     const Tree* src = r.find(p + ".sources");
     if (!src || !src->is_object() || src->empty()) {
@@ -180,12 +188,14 @@ void read_explicit_stages(Reader& r, RunConfig& c) {
       if (i == 0) r.error(p + ".replay_fraction", "the first stage has no earlier data to replay");
       if (k > 0)
         for (const auto& d : earlier)
-          if (std::none_of(s.sources.begin(), s.sources.end(), [&](const StageSource& x) { return x.dataset == d; }))
+          if (std::none_of(s.sources.begin(), s.sources.end(),
+                           [&](const StageSource& x) { return x.dataset == d; }))
             s.sources.push_back({d, k, true});
       c.k = k;
     }
     for (const auto& x : s.sources)
-      if (!x.replay && std::find(earlier.begin(), earlier.end(), x.dataset) == earlier.end()) earlier.push_back(x.dataset);
+      if (!x.replay && std::find(earlier.begin(), earlier.end(), x.dataset) == earlier.end())
+        earlier.push_back(x.dataset);
     c.stages.push_back(std::move(s));
   }
 }

@@ -47,8 +47,7 @@ void convert(const YAML::Node& n, const std::string& path, Tree& out, Document& 
         throw ConfigError(doc.file, it->first.Mark().line + 1, path, "map keys must be plain strings");
       std::string key = it->first.Scalar();
       std::string p = child_path(path, key, false);
-      if (out.contains(key))
-        throw ConfigError(doc.file, it->first.Mark().line + 1, p, "duplicate key");
+      if (out.contains(key)) throw ConfigError(doc.file, it->first.Mark().line + 1, p, "duplicate key");
       // The key's own line is the most useful location for errors about its value.
       doc.lines[p] = it->first.Mark().line + 1;
       Tree child;
@@ -64,7 +63,6 @@ void convert(const YAML::Node& n, const std::string& path, Tree& out, Document& 
 bool is_index(const std::string& s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
 }
-
 
 Tree yaml_value_to_tree(const std::string& text, const std::string& assignment) {
   if (text.empty()) return nullptr;
@@ -125,8 +123,9 @@ void check_yaml_text(const std::string& text, const std::string& file) {
         --brackets;
       }
       if (brackets + static_cast<int>(indents.size()) > kMaxYamlDepth)
-        throw ConfigError(file, line, "", "nests deeper than " + std::to_string(kMaxYamlDepth) +
-                                              " levels; a run config is a few levels deep");
+        throw ConfigError(file, line, "",
+                          "nests deeper than " + std::to_string(kMaxYamlDepth) +
+                              " levels; a run config is a few levels deep");
     }
     at = end + 1;
     ++line;
@@ -166,7 +165,8 @@ Document parse_yaml(const std::string& text, const std::string& file) {
     doc.root = Tree::object();
     return doc;
   }
-  if (!root.IsMap()) throw ConfigError(file, 1, "", "the top level must be a map of keys (model, datasets, train, ...)");
+  if (!root.IsMap())
+    throw ConfigError(file, 1, "", "the top level must be a map of keys (model, datasets, train, ...)");
   convert(root, "", doc.root, doc);
   return doc;
 }
@@ -205,9 +205,12 @@ std::string join_key_path(const std::vector<std::string>& parts, const Tree* roo
   for (const auto& p : parts) {
     bool idx = node && node->is_array() && is_index(p);
     out = child_path(out, p, idx);
-    if (node && node->is_object() && node->contains(p)) node = &(*node)[p];
-    else if (idx && index_value(p) < node->size()) node = &(*node)[index_value(p)];
-    else node = nullptr;
+    if (node && node->is_object() && node->contains(p))
+      node = &(*node)[p];
+    else if (idx && index_value(p) < node->size())
+      node = &(*node)[index_value(p)];
+    else
+      node = nullptr;
   }
   return out;
 }
@@ -234,7 +237,8 @@ void apply_override(Document& doc, const std::string& assignment) {
   if (parts.empty()) throw ConfigError("--set " + assignment + ": malformed key path \"" + key + "\"");
   // A bare scalar for a shorthand key sets its main field.
   Tree v = yaml_value_to_tree(value, assignment);
-  if (parts.size() == 1 && kShorthands.count(parts[0]) && v.is_string()) parts.push_back(kShorthands.at(parts[0]));
+  if (parts.size() == 1 && kShorthands.count(parts[0]) && v.is_string())
+    parts.push_back(kShorthands.at(parts[0]));
 
   Tree* node = &doc.root;
   for (std::size_t i = 0; i < parts.size(); ++i) {
@@ -242,7 +246,8 @@ void apply_override(Document& doc, const std::string& assignment) {
     bool last = i + 1 == parts.size();
     if (node->is_array()) {
       if (!is_index(p))
-        throw ConfigError("--set " + assignment + ": \"" + p + "\" must be a list index (the key holds a list)");
+        throw ConfigError("--set " + assignment + ": \"" + p +
+                          "\" must be a list index (the key holds a list)");
       std::size_t idx = index_value(p);
       if (idx > node->size())
         throw ConfigError("--set " + assignment + ": index " + p + " is past the end of a list of " +

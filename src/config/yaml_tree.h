@@ -20,9 +20,9 @@ using Tree = nlohmann::ordered_json;
 
 struct Document {
   std::string file;
-  Tree root;                             // objects, arrays, strings (raw scalars) and nulls
-  std::map<std::string, int> lines;      // key path -> 1-based line in `file`
-  std::set<std::string> overridden;      // key paths set by --set (and their prefixes' children)
+  Tree root;                         // objects, arrays, strings (raw scalars) and nulls
+  std::map<std::string, int> lines;  // key path -> 1-based line in `file`
+  std::set<std::string> overridden;  // key paths set by --set (and their prefixes' children)
 };
 
 // Parses YAML text; throws ConfigError("file:line: ...") on syntax errors and duplicate keys.

@@ -4,7 +4,8 @@
 
 namespace sft::data {
 
-Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, std::int32_t pad_id, bool dense_mask) {
+Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, std::int32_t pad_id,
+                 bool dense_mask) {
   const std::int64_t B = static_cast<std::int64_t>(mb.rows.size());
   const std::int64_t T = mb.width;
   Batch b;

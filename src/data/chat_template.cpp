@@ -18,7 +18,8 @@ const char* kQwen25System = "You are Qwen, created by Alibaba Cloud. You are a h
 const char* kLlama31SystemHead = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n";
 // Stanford Alpaca train.py, PROMPT_DICT["prompt_input"] / ["prompt_no_input"] preambles.
 const char* kAlpacaNoInput =
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request.";
+    "Below is an instruction that describes a task. Write a response that appropriately completes the "
+    "request.";
 const char* kAlpacaInput =
     "Below is an instruction that describes a task, paired with an input that provides further context. "
     "Write a response that appropriately completes the request.";
@@ -59,7 +60,8 @@ ChatTemplate ChatTemplate::create(const std::string& name, std::optional<std::st
                                   const Tokenizer* tok) {
   const auto kind = config::parse_choice<config::Template>(name);
   if (!kind)
-    throw ConfigError("template: unknown template \"" + name + "\" (known: " + config::choice_list<config::Template>() + ")");
+    throw ConfigError("template: unknown template \"" + name +
+                      "\" (known: " + config::choice_list<config::Template>() + ")");
   return create(*kind, std::move(system_message), tok);
 }
 
@@ -67,8 +69,10 @@ ChatTemplate ChatTemplate::create(config::Template kind, std::optional<std::stri
                                   const Tokenizer* tok) {
   if (kind == config::Template::kAuto) {
     if (!tok)
-      throw ConfigError("template: auto takes the template of the tokenizer's folder, and no tokenizer was given "
-                        "(name a template: " + config::choice_list<config::Template>() + ")");
+      throw ConfigError(
+          "template: auto takes the template of the tokenizer's folder, and no tokenizer was given "
+          "(name a template: " +
+          config::choice_list<config::Template>() + ")");
     kind = detect(*tok);
   }
   ChatTemplate t;
@@ -77,9 +81,12 @@ ChatTemplate ChatTemplate::create(config::Template kind, std::optional<std::stri
     case config::Template::kVicunaV11: t.system_ = kVicunaSystem; break;
     case config::Template::kChatml: t.system_ = kChatmlSystem; break;
     case config::Template::kLlama2: t.system_ = ""; break;  // FastChat's Conversation default
-    case config::Template::kAlpaca: case config::Template::kRaw: t.system_ = ""; break;
+    case config::Template::kAlpaca:
+    case config::Template::kRaw: t.system_ = ""; break;
     case config::Template::kQwen25: t.system_ = kQwen25System; break;
-    case config::Template::kLlama3: case config::Template::kLlama31: case config::Template::kQwen3:
+    case config::Template::kLlama3:
+    case config::Template::kLlama31:
+    case config::Template::kQwen3:
     case config::Template::kAuto:
       t.has_system_ = false;  // no system turn unless the conversation (or the config) has one
       break;
@@ -94,17 +101,19 @@ ChatTemplate ChatTemplate::create(config::Template kind, std::optional<std::stri
 namespace {
 
 bool is_hf_family(config::Template k) {
-  return k == config::Template::kLlama3 || k == config::Template::kLlama31 || k == config::Template::kQwen25 ||
-         k == config::Template::kQwen3;
+  return k == config::Template::kLlama3 || k == config::Template::kLlama31 ||
+         k == config::Template::kQwen25 || k == config::Template::kQwen3;
 }
 
 }  // namespace
 
 std::vector<std::string> ChatTemplate::required_tokens() const {
   switch (kind_) {
-    case config::Template::kLlama3: case config::Template::kLlama31:
+    case config::Template::kLlama3:
+    case config::Template::kLlama31:
       return {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
-    case config::Template::kQwen25: case config::Template::kQwen3: return {"<|im_start|>", "<|im_end|>"};
+    case config::Template::kQwen25:
+    case config::Template::kQwen3: return {"<|im_start|>", "<|im_end|>"};
     default: return {};
   }
 }
@@ -117,11 +126,13 @@ void ChatTemplate::check_tokenizer(const Tokenizer& tok) const {
     if (!(ids.size() == 1 && id && ids[0] == *id)) missing += (missing.empty() ? "" : ", ") + t;
   }
   if (missing.empty()) return;
-  throw ConfigError("template: " + name() + " writes its special tokens as text, and the tokenizer " + tok.path() +
-                    " does not hold " + missing + " as one token each (they would be tokenized as plain text): use "
-                    "the model's own tokenizer.json (the " +
-                    (kind_ == config::Template::kQwen25 || kind_ == config::Template::kQwen3 ? "Qwen" : "LLaMA 3") +
-                    " family's), or a template of this tokenizer's family");
+  throw ConfigError(
+      "template: " + name() + " writes its special tokens as text, and the tokenizer " + tok.path() +
+      " does not hold " + missing +
+      " as one token each (they would be tokenized as plain text): use "
+      "the model's own tokenizer.json (the " +
+      (kind_ == config::Template::kQwen25 || kind_ == config::Template::kQwen3 ? "Qwen" : "LLaMA 3") +
+      " family's), or a template of this tokenizer's family");
 }
 
 namespace {
@@ -145,7 +156,8 @@ std::vector<Segment> ChatTemplate::segments(const Record& r) const {
     return s.take();
   }
   if (r.turns.size() < 2)
-    throw DataError(record_name(r) + ": conversation has no assistant answer to train on (only its generation "
+    throw DataError(record_name(r) +
+                    ": conversation has no assistant answer to train on (only its generation "
                     "prompt can be rendered)");
   return build(r, r.turns.size() / 2, false);
 }
@@ -197,8 +209,10 @@ std::vector<Segment> ChatTemplate::build(const Record& r, std::size_t pairs, boo
     //   later: tag + " " + message + seps[i % 2]; empty message: tag
     s.masked(system.empty() ? "[INST] " : "[INST] <<SYS>>\n" + system + "\n<</SYS>>\n\n");
     for (std::size_t i = 0; i < n; ++i) {
-      if (i == 0) s.masked(user(i).empty() ? "[INST]" : user(i) + " ");
-      else s.masked(user(i).empty() ? "[INST]" : "[INST] " + user(i) + " ");
+      if (i == 0)
+        s.masked(user(i).empty() ? "[INST]" : user(i) + " ");
+      else
+        s.masked(user(i).empty() ? "[INST]" : "[INST] " + user(i) + " ");
       s.masked("[/INST]");
       if (i < pairs && !answer(i).empty()) {
         s.trained(" " + answer(i) + " ");
@@ -224,7 +238,8 @@ std::vector<Segment> ChatTemplate::build(const Record& r, std::size_t pairs, boo
     // ["### Input:\n{input}\n\n"] "### Response:\n", then output + eos. Later turns repeat
     // the instruction/response blocks.
     const bool has_input = !r.input.empty();
-    std::string preamble = r.has_system || !system_.empty() ? system : (has_input ? kAlpacaInput : kAlpacaNoInput);
+    std::string preamble =
+        r.has_system || !system_.empty() ? system : (has_input ? kAlpacaInput : kAlpacaNoInput);
     for (std::size_t i = 0; i < n; ++i) {
       const std::string& ins = r.turns[2 * i].content;
       if (i == 0) {
@@ -256,7 +271,8 @@ namespace {
 // Python's str.strip() (Jinja's trim filter): the code points str.isspace() holds.
 bool py_space(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 // The code point starting at s[i] and its length; an invalid byte stands for itself (never space).
@@ -290,7 +306,9 @@ std::string py_trim(std::string_view s) {
 }
 
 // str.strip/lstrip/rstrip('\n').
-std::string_view lstrip_nl(std::string_view s) { return s.substr(std::min(s.find_first_not_of('\n'), s.size())); }
+std::string_view lstrip_nl(std::string_view s) {
+  return s.substr(std::min(s.find_first_not_of('\n'), s.size()));
+}
 std::string_view rstrip_nl(std::string_view s) {
   const auto e = s.find_last_not_of('\n');
   return e == std::string_view::npos ? std::string_view() : s.substr(0, e + 1);
@@ -298,7 +316,9 @@ std::string_view rstrip_nl(std::string_view s) {
 std::string_view strip_nl(std::string_view s) { return rstrip_nl(lstrip_nl(s)); }
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
-bool ends_with(std::string_view s, std::string_view p) { return s.size() >= p.size() && s.substr(s.size() - p.size()) == p; }
+bool ends_with(std::string_view s, std::string_view p) {
+  return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
+}
 
 }  // namespace
 
@@ -309,8 +329,10 @@ bool ends_with(std::string_view s, std::string_view p) { return s.size() >= p.si
 std::vector<Segment> ChatTemplate::build_hf(const Record& r, std::size_t pairs, bool generation) const {
   SegmentList s;
   std::optional<std::string> system;
-  if (r.has_system) system = r.system;
-  else if (has_system_) system = system_;
+  if (r.has_system)
+    system = r.system;
+  else if (has_system_)
+    system = system_;
   const std::size_t n = pairs + (generation ? 1 : 0);
   auto user = [&](std::size_t i) { return user_content(r, 2 * i); };
   auto answer = [&](std::size_t i) { return r.turns[2 * i + 1].content; };
@@ -349,7 +371,9 @@ std::vector<Segment> ChatTemplate::build_hf(const Record& r, std::size_t pairs, 
   } else {  // qwen3
     // The messages' indices as the template counts them (the system message is index 0).
     const std::size_t base = system ? 1 : 0, count = base + 2 * pairs + (generation ? 1 : 0);
-    auto content_at = [&](std::size_t idx) { return (idx - base) % 2 == 0 ? user((idx - base) / 2) : answer((idx - base) / 2); };
+    auto content_at = [&](std::size_t idx) {
+      return (idx - base) % 2 == 0 ? user((idx - base) / 2) : answer((idx - base) / 2);
+    };
     // ns.last_query_index: the last user message that is not a '<tool_response>' wrapper.
     std::size_t last_query = count - 1;
     for (std::size_t idx = count; idx-- > base;) {
@@ -379,8 +403,10 @@ std::vector<Segment> ChatTemplate::build_hf(const Record& r, std::size_t pairs, 
       if (idx > last_query && (idx == count - 1 || !reasoning.empty())) {
         const std::string think = "<think>\n" + std::string(strip_nl(reasoning)) + "\n</think>\n\n";
         // An empty think block is the prompt (enable_thinking=False's); real thinking is trained.
-        if (reasoning.empty()) s.masked(think);
-        else s.trained(think);
+        if (reasoning.empty())
+          s.masked(think);
+        else
+          s.trained(think);
         s.trained(std::string(lstrip_nl(content)) + "<|im_end|>");
       } else {
         s.trained(content + "<|im_end|>");
@@ -446,8 +472,10 @@ Encoded ChatTemplate::encode(const std::vector<Segment>& segs, const Tokenizer& 
   bool after_text = false;
   for (const auto& seg : segs) {
     if (seg.kind == SegmentKind::kText) {
-      if (whole) run.push_back(&seg);
-      else append(e, after_text ? tok.encode_continuation(seg.text) : tok.encode(seg.text), seg.trained);
+      if (whole)
+        run.push_back(&seg);
+      else
+        append(e, after_text ? tok.encode_continuation(seg.text) : tok.encode(seg.text), seg.trained);
       after_text = true;
       continue;
     }
@@ -464,8 +492,10 @@ Encoded ChatTemplate::encode(const std::vector<Segment>& segs, const Tokenizer& 
 std::vector<std::string> ChatTemplate::stop_strings() const {
   switch (kind_) {
     case config::Template::kChatml: return {"<|im_end|>"};
-    case config::Template::kLlama3: case config::Template::kLlama31: return {"<|eot_id|>", "<|end_of_text|>"};
-    case config::Template::kQwen25: case config::Template::kQwen3: return {"<|im_end|>", "<|endoftext|>"};
+    case config::Template::kLlama3:
+    case config::Template::kLlama31: return {"<|eot_id|>", "<|end_of_text|>"};
+    case config::Template::kQwen25:
+    case config::Template::kQwen3: return {"<|im_end|>", "<|endoftext|>"};
     case config::Template::kAuto: break;
     case config::Template::kVicunaV11: return {"</s>", "USER:"};
     case config::Template::kLlama2: return {"</s>", "[INST]"};

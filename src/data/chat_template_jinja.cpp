@@ -39,7 +39,9 @@ std::string system_prologue(const std::string& fallback) {
          "    {%- set system_message = messages[0]['content'] %}\n"
          "    {%- set loop_messages = messages[1:] %}\n"
          "{%- else %}\n"
-         "    {%- set system_message = " + fallback + " %}\n"
+         "    {%- set system_message = " +
+         fallback +
+         " %}\n"
          "    {%- set loop_messages = messages %}\n"
          "{%- endif %}\n";
 }
@@ -132,13 +134,15 @@ std::string ChatTemplate::jinja() const {
     case Template::kAlpaca:
       // Stanford Alpaca, instructions without input: the preamble (the system message, else
       // the no-input one), then "### Instruction:" / "### Response:" blocks; answer + eos.
-      j += system_prologue(has_system_ && !system_.empty()
-                               ? sys
-                               : literal("Below is an instruction that describes a task. Write a response that "
-                                         "appropriately completes the request.")) +
+      j += system_prologue(
+               has_system_ && !system_.empty()
+                   ? sys
+                   : literal("Below is an instruction that describes a task. Write a response that "
+                             "appropriately completes the request.")) +
            "{%- for message in loop_messages %}\n"
            "    {%- if message['role'] == 'user' %}\n"
-           "        {{- (system_message if loop.first else '') + '\\n\\n### Instruction:\\n' + message['content'] + "
+           "        {{- (system_message if loop.first else '') + '\\n\\n### Instruction:\\n' + "
+           "message['content'] + "
            "'\\n\\n### Response:\\n' }}\n"
            "    {%- else %}\n"
            "        {{- message['content'] + eos_token }}\n"
@@ -159,14 +163,17 @@ std::string ChatTemplate::jinja() const {
       j += system_prologue(sys) + "{{- '<|begin_of_text|>' }}\n";
       if (kind_ == Template::kLlama31)
         j += "{{- '<|start_header_id|>system<|end_header_id|>\\n\\nCutting Knowledge Date: December 2023\\n"
-             "Today Date: 26 Jul 2024\\n\\n' + (system_message if system_message is not none else '') | trim + "
+             "Today Date: 26 Jul 2024\\n\\n' + (system_message if system_message is not none else '') | trim "
+             "+ "
              "'<|eot_id|>' }}\n";
       else
         j += "{%- if system_message is not none %}\n"
-             "    {{- '<|start_header_id|>system<|end_header_id|>\\n\\n' + system_message | trim + '<|eot_id|>' }}\n"
+             "    {{- '<|start_header_id|>system<|end_header_id|>\\n\\n' + system_message | trim + "
+             "'<|eot_id|>' }}\n"
              "{%- endif %}\n";
       j += "{%- for message in loop_messages %}\n"
-           "    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + "
+           "    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] "
+           "| trim + "
            "'<|eot_id|>' }}\n"
            "{%- endfor %}\n"
            "{%- if add_generation_prompt %}\n"
@@ -212,7 +219,8 @@ std::string ChatTemplate::jinja() const {
            "            {%- set content = content.split('</think>')[-1].lstrip('\\n') %}\n"
            "        {%- endif %}\n"
            "        {%- if loop.index0 > ns.last_query_index and (loop.last or reasoning) %}\n"
-           "            {{- '<|im_start|>assistant\\n<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n' + "
+           "            {{- '<|im_start|>assistant\\n<think>\\n' + reasoning.strip('\\n') + "
+           "'\\n</think>\\n\\n' + "
            "content.lstrip('\\n') }}\n"
            "        {%- else %}\n"
            "            {{- '<|im_start|>assistant\\n' + content }}\n"
@@ -227,8 +235,7 @@ std::string ChatTemplate::jinja() const {
            "    {%- endif %}\n"
            "{%- endif %}\n";
       break;
-    case Template::kAuto:
-      break;  // create() resolves auto
+    case Template::kAuto: break;  // create() resolves auto
   }
   return j;
 }
@@ -246,9 +253,12 @@ std::string ChatTemplate::fingerprint(std::string_view src) {
 config::Template ChatTemplate::detect(const Tokenizer& tok) {
   const std::string& src = tok.chat_template();
   if (src.empty())
-    throw ConfigError("template: auto: the tokenizer " + tok.path() + " has no chat template beside it (no "
-                      "tokenizer_config.json \"chat_template\" nor chat_template.jinja in its folder); name a "
-                      "template (" + config::choice_list<config::Template>() + ")");
+    throw ConfigError(
+        "template: auto: the tokenizer " + tok.path() +
+        " has no chat template beside it (no "
+        "tokenizer_config.json \"chat_template\" nor chat_template.jinja in its folder); name a "
+        "template (" +
+        config::choice_list<config::Template>() + ")");
   const std::string fp = fingerprint(src);
   for (const auto& k : kKnown)
     if (fp == k.sha256) return k.kind;
@@ -259,13 +269,16 @@ config::Template ChatTemplate::detect(const Tokenizer& tok) {
     tried += (tried.empty() ? "" : ", ") + std::string(c.name);
   }
   std::string official;
-  for (const auto& k : kKnown) official += std::string(official.empty() ? "" : "; ") + config::name(k.kind) + ": " + k.what;
-  throw ConfigError(tok.chat_template_path() + ": template: auto does not recognise this chat template (fingerprint " +
-                    fp.substr(0, 16) + "). Tried the built-ins " + tried +
-                    " (sft's own exports of each, with its default system message) and the official templates that "
-                    "render as one of them (" + official +
-                    "). sft has no Jinja interpreter: a template is recognised by its source, not rendered. If it "
-                    "renders as a built-in, name that one (template: NAME)");
+  for (const auto& k : kKnown)
+    official += std::string(official.empty() ? "" : "; ") + config::name(k.kind) + ": " + k.what;
+  throw ConfigError(
+      tok.chat_template_path() + ": template: auto does not recognise this chat template (fingerprint " +
+      fp.substr(0, 16) + "). Tried the built-ins " + tried +
+      " (sft's own exports of each, with its default system message) and the official templates that "
+      "render as one of them (" +
+      official +
+      "). sft has no Jinja interpreter: a template is recognised by its source, not rendered. If it "
+      "renders as a built-in, name that one (template: NAME)");
 }
 
 }  // namespace sft::data

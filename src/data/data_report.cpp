@@ -52,18 +52,32 @@ nlohmann::ordered_json data_stats(const config::RunConfig& cfg, const DataPlan& 
       kept *= src.repeat();  // samples per epoch, upsampling included
       tok *= src.repeat();
       tgt *= src.repeat();
-      sources.push_back({{"dataset", src.dataset()}, {"replay", src.replay()}, {"fraction", src.fraction()},
-                         {"records", src.records}, {"repeat", src.repeat()}, {"samples", kept}, {"zero_target", zero}, {"truncated", trunc},
-                         {"too_long", too_long}, {"tokens", tok}, {"target_tokens", tgt}});
+      sources.push_back({{"dataset", src.dataset()},
+                         {"replay", src.replay()},
+                         {"fraction", src.fraction()},
+                         {"records", src.records},
+                         {"repeat", src.repeat()},
+                         {"samples", kept},
+                         {"zero_target", zero},
+                         {"truncated", trunc},
+                         {"too_long", too_long},
+                         {"tokens", tok},
+                         {"target_tokens", tgt}});
       samples += kept;
       tokens += tok;
       targets += tgt;
     }
     const auto& stream = *streams[st];
-    stages.push_back({{"name", cfg.stages[st].name}, {"epochs", cfg.stages[st].epochs}, {"samples", samples},
-                      {"tokens", tokens}, {"target_tokens", targets}, {"steps", stream.steps()},
-                      {"micro_batches", stream.micro_batches()}, {"batching", config::name(cfg.data.batching)},
-                      {"packing_efficiency", stream.packing_efficiency()}, {"sources", sources}});
+    stages.push_back({{"name", cfg.stages[st].name},
+                      {"epochs", cfg.stages[st].epochs},
+                      {"samples", samples},
+                      {"tokens", tokens},
+                      {"target_tokens", targets},
+                      {"steps", stream.steps()},
+                      {"micro_batches", stream.micro_batches()},
+                      {"batching", config::name(cfg.data.batching)},
+                      {"packing_efficiency", stream.packing_efficiency()},
+                      {"sources", sources}});
   }
   out["stages"] = stages;
   return out;
@@ -78,9 +92,10 @@ std::string format_data_stats(const nlohmann::ordered_json& s) {
   out += buf;
   for (auto it = s["datasets"].begin(); it != s["datasets"].end(); ++it) {
     const auto& d = it.value();
-    std::snprintf(buf, sizeof buf, "  %-12s %9lld %9lld %6lld %9lld %9lld %9lld %12lld %12lld\n", it.key().c_str(),
-                  d["read"].get<long long>(), d["kept"].get<long long>(), d["bad"].get<long long>(),
-                  d["filtered"].get<long long>(), d["zero_target"].get<long long>(), d["truncated"].get<long long>(),
+    std::snprintf(buf, sizeof buf, "  %-12s %9lld %9lld %6lld %9lld %9lld %9lld %12lld %12lld\n",
+                  it.key().c_str(), d["read"].get<long long>(), d["kept"].get<long long>(),
+                  d["bad"].get<long long>(), d["filtered"].get<long long>(),
+                  d["zero_target"].get<long long>(), d["truncated"].get<long long>(),
                   d["tokens"].get<long long>(), d["target_tokens"].get<long long>());
     out += buf;
     for (const auto& b : d["first_bad"])
@@ -88,12 +103,13 @@ std::string format_data_stats(const nlohmann::ordered_json& s) {
   }
   for (std::size_t i = 0; i < s["stages"].size(); ++i) {
     const auto& st = s["stages"][i];
-    std::snprintf(buf, sizeof buf, "stage %zu %s: %lld samples x %d epochs, %lld tokens, %lld targets, %lld steps, "
-                                   "%s efficiency %.1f%%\n",
+    std::snprintf(buf, sizeof buf,
+                  "stage %zu %s: %lld samples x %d epochs, %lld tokens, %lld targets, %lld steps, "
+                  "%s efficiency %.1f%%\n",
                   i + 1, st["name"].get<std::string>().c_str(), st["samples"].get<long long>(),
-                  st["epochs"].get<int>(), st["tokens"].get<long long>(), st["target_tokens"].get<long long>(),
-                  st["steps"].get<long long>(), st["batching"].get<std::string>().c_str(),
-                  100.0 * st["packing_efficiency"].get<double>());
+                  st["epochs"].get<int>(), st["tokens"].get<long long>(),
+                  st["target_tokens"].get<long long>(), st["steps"].get<long long>(),
+                  st["batching"].get<std::string>().c_str(), 100.0 * st["packing_efficiency"].get<double>());
     out += buf;
     std::snprintf(buf, sizeof buf, "  %-18s %9s %9s %9s %9s %9s %12s %12s\n", "source", "fraction", "records",
                   "samples", "zero-tgt", "truncated", "tokens", "targets");
@@ -101,9 +117,10 @@ std::string format_data_stats(const nlohmann::ordered_json& s) {
     for (const auto& src : st["sources"]) {
       std::string name = src["dataset"].get<std::string>() + (src["replay"].get<bool>() ? " (replay)" : "");
       std::snprintf(buf, sizeof buf, "  %-18s %9.5g %9lld %9lld %9lld %9lld %12lld %12lld\n", name.c_str(),
-                    src["fraction"].get<double>(), src["records"].get<long long>(), src["samples"].get<long long>(),
-                    src["zero_target"].get<long long>(), src["truncated"].get<long long>(),
-                    src["tokens"].get<long long>(), src["target_tokens"].get<long long>());
+                    src["fraction"].get<double>(), src["records"].get<long long>(),
+                    src["samples"].get<long long>(), src["zero_target"].get<long long>(),
+                    src["truncated"].get<long long>(), src["tokens"].get<long long>(),
+                    src["target_tokens"].get<long long>());
       out += buf;
     }
   }

@@ -87,7 +87,8 @@ Bpe::Bpe() : serial_(next_serial.fetch_add(1)) {
   merge_values_.resize(1024);
 }
 
-void Bpe::set_vocab(const StringIdMap& vocab, bool ignore_merges, std::optional<std::int32_t> unk_id, bool fuse_unk) {
+void Bpe::set_vocab(const StringIdMap& vocab, bool ignore_merges, std::optional<std::int32_t> unk_id,
+                    bool fuse_unk) {
   ignore_merges_ = ignore_merges;
   unk_id_ = unk_id;
   fuse_unk_ = fuse_unk;

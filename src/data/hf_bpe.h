@@ -36,7 +36,8 @@ class Bpe {
  public:
   Bpe();
   // The loader's calls, in this order. set_vocab: the model's token -> id (the file's strings).
-  void set_vocab(const StringIdMap& vocab, bool ignore_merges, std::optional<std::int32_t> unk_id, bool fuse_unk);
+  void set_vocab(const StringIdMap& vocab, bool ignore_merges, std::optional<std::int32_t> unk_id,
+                 bool fuse_unk);
   // A merge of rank `rank`: (left, right) -> merged. A later merge of the same pair replaces
   // an earlier one (tokenizers collects merges into a map).
   void add_merge(std::int32_t left, std::int32_t right, std::uint32_t rank, std::int32_t merged);
@@ -55,8 +56,8 @@ class Bpe {
   void merge_long(std::vector<std::int32_t>& symbols) const;
   void initial_symbols(std::string_view word, std::vector<std::int32_t>& symbols) const;
 
-  std::int32_t byte_id_[256];      // the id of each byte's character; -1 when not in the vocab
-  StringIdMap whole_words_;        // raw bytes -> id, for ignore_merges; empty otherwise
+  std::int32_t byte_id_[256];  // the id of each byte's character; -1 when not in the vocab
+  StringIdMap whole_words_;    // raw bytes -> id, for ignore_merges; empty otherwise
   bool ignore_merges_ = false;
   std::optional<std::int32_t> unk_id_;
   bool fuse_unk_ = false;

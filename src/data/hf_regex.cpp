@@ -58,14 +58,22 @@ std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
   if (c < 0x80) return 1;
   std::size_t n;
   unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range (Unicode table 3-7)
-  if (c >= 0xC2 && c <= 0xDF) n = 2;
-  else if (c == 0xE0) n = 3, lo = 0xA0;
-  else if (c == 0xED) n = 3, hi = 0x9F;
-  else if (c >= 0xE1 && c <= 0xEF) n = 3;
-  else if (c == 0xF0) n = 4, lo = 0x90;
-  else if (c == 0xF4) n = 4, hi = 0x8F;
-  else if (c >= 0xF1 && c <= 0xF3) n = 4;
-  else return 0;
+  if (c >= 0xC2 && c <= 0xDF)
+    n = 2;
+  else if (c == 0xE0)
+    n = 3, lo = 0xA0;
+  else if (c == 0xED)
+    n = 3, hi = 0x9F;
+  else if (c >= 0xE1 && c <= 0xEF)
+    n = 3;
+  else if (c == 0xF0)
+    n = 4, lo = 0x90;
+  else if (c == 0xF4)
+    n = 4, hi = 0x8F;
+  else if (c >= 0xF1 && c <= 0xF3)
+    n = 4;
+  else
+    return 0;
   if (i + n > s.size() || b(1) < lo || b(1) > hi) return 0;
   for (std::size_t k = 2; k < n; ++k)
     if ((b(k) & 0xC0) != 0x80) return 0;
@@ -130,13 +138,14 @@ void Regex::find_matches(std::string_view subject, std::vector<Span>& out) const
       int rc = jit_ ? pcre2_jit_match(code, text, subject.size(), last_end, 0, m.data, m.context)
                     : PCRE2_ERROR_JIT_STACKLIMIT;
       if (rc == PCRE2_ERROR_JIT_STACKLIMIT)  // interpret: heap frames, PCRE2's own limits
-        rc = pcre2_match(code, text, subject.size(), last_end, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, m.data, m.context);
+        rc = pcre2_match(code, text, subject.size(), last_end, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, m.data,
+                         m.context);
       if (rc == PCRE2_ERROR_NOMATCH) break;
       if (rc < 0) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(rc, msg, sizeof msg);
-        throw Error("PCRE2 gave up matching a pre-tokenizer regex on a text of " + std::to_string(subject.size()) +
-                    " bytes: " + reinterpret_cast<char*>(msg));
+        throw Error("PCRE2 gave up matching a pre-tokenizer regex on a text of " +
+                    std::to_string(subject.size()) + " bytes: " + reinterpret_cast<char*>(msg));
       }
       PCRE2_SIZE* ov = pcre2_get_ovector_pointer(m.data);
       std::size_t s = ov[0], e = ov[1];

@@ -51,7 +51,7 @@ class Regex {
   Regex() = default;
   void* code_ = nullptr;  // pcre2_code_8*, kept out of this header
   bool jit_ = false;
-  std::string literal_;   // non-empty: a literal pattern, matched without PCRE2
+  std::string literal_;  // non-empty: a literal pattern, matched without PCRE2
 };
 
 // The UTF-8 encoding of code point `cp` appended to `out`.

@@ -18,7 +18,9 @@ namespace {
 
 bool is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_alnum(char32_t c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+bool is_alnum(char32_t c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
 
 std::string hex_escape(char32_t cp) {
   char buf[16];
@@ -84,7 +86,8 @@ class Translator {
   }
 
   void literal(char32_t cp, std::size_t at) {
-    if (caseless() && cp >= 0x80) refuse(at, "a non-ASCII character inside (?i:...) (case folding may differ)");
+    if (caseless() && cp >= 0x80)
+      refuse(at, "a non-ASCII character inside (?i:...) (case folding may differ)");
     out_ += is_alnum(cp) ? std::string(1, static_cast<char>(cp)) : hex_escape(cp);
     atom_ = true;
   }
@@ -105,12 +108,8 @@ class Translator {
         }
         return;
       }
-      case '[':
-        char_class();
-        return;
-      case '(':
-        group_open();
-        return;
+      case '[': char_class(); return;
+      case '(': group_open(); return;
       case ')':
         if (groups_.empty()) refuse(at, "')' without a matching '('");
         atom_ = !groups_.back().lookaround;  // a quantified lookaround: engines differ
@@ -130,17 +129,13 @@ class Translator {
         return;
       case '^':
       case '$':
-        refuse(at, std::string("anchor '") + c + "' is not supported (Ruby's line anchors differ from PCRE2's)");
+        refuse(at,
+               std::string("anchor '") + c + "' is not supported (Ruby's line anchors differ from PCRE2's)");
       case '*':
       case '+':
-      case '?':
-        quantifier_tail(at, std::string(1, c));
-        return;
-      case '{':
-        interval(at);
-        return;
-      default:
-        literal(next_char(), at);
+      case '?': quantifier_tail(at, std::string(1, c)); return;
+      case '{': interval(at); return;
+      default: literal(next_char(), at);
     }
   }
 
@@ -192,8 +187,9 @@ class Translator {
     if (rest.starts_with("(?i:")) return open("(?i:", true, false);
     for (std::string_view look : {"(?=", "(?!", "(?<=", "(?<!"})
       if (rest.starts_with(look)) return open(look, inherit, true);
-    if (rest.starts_with("(?")) refuse(at, "group kind or inline option '(?" + std::string(rest.substr(2, 1)) +
-                                           "' is not supported (only (?:, (?>, (?i:, (?=, (?!, (?<=, (?<!)");
+    if (rest.starts_with("(?"))
+      refuse(at, "group kind or inline option '(?" + std::string(rest.substr(2, 1)) +
+                     "' is not supported (only (?:, (?>, (?i:, (?=, (?!, (?<=, (?<!)");
     open("(", inherit, false);
   }
 
@@ -214,14 +210,13 @@ class Translator {
     };
     switch (c) {
       case 's':
-      case 'S':
-        ++i_;
-        return set_of(white_space_ranges(), c == 'S');
+      case 'S': ++i_; return set_of(white_space_ranges(), c == 'S');
       case 'p':
       case 'P': {
         std::size_t close = p_.find('}', i_);
         std::string_view name = (i_ + 1 < p_.size() && p_[i_ + 1] == '{' && close != std::string_view::npos)
-                                    ? p_.substr(i_ + 2, close - i_ - 2) : std::string_view();
+                                    ? p_.substr(i_ + 2, close - i_ - 2)
+                                    : std::string_view();
         if (name != "L" && name != "N")
           refuse(at, "only \\p{L}, \\p{N}, \\P{L} and \\P{N} are supported among Unicode properties");
         i_ = close + 1;
@@ -249,7 +244,8 @@ class Translator {
             refuse(at, "\\xHH above 7F is a raw byte to onig, not a character; write \\x{...}");
         }
         unsigned long v = std::stoul(digits, nullptr, 16);
-        if (v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) refuse(at, "\\x{" + digits + "} is not a Unicode scalar value");
+        if (v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+          refuse(at, "\\x{" + digits + "} is not a Unicode scalar value");
         cp = static_cast<char32_t>(v);
         return Item::kChar;
       }
@@ -269,8 +265,9 @@ class Translator {
           return Item::kChar;
         }
         if (is_alnum(u))
-          refuse(at, std::string("escape \\") + c + " is not supported (\\s, \\S, \\p{L}, \\p{N}, \\P{..}, \\n, \\r, \\t, "
-                     "\\f, \\v, \\a, \\e, \\x, \\u and escaped punctuation are)");
+          refuse(at, std::string("escape \\") + c +
+                         " is not supported (\\s, \\S, \\p{L}, \\p{N}, \\P{..}, \\n, \\r, \\t, "
+                         "\\f, \\v, \\a, \\e, \\x, \\u and escaped punctuation are)");
         cp = u;  // escaped punctuation, space or control: the character itself
       }
     }
@@ -293,11 +290,13 @@ class Translator {
       char c = p_[i_];
       if (c == ']') break;
       if (c == '[') refuse(i_, "a nested class or POSIX bracket inside a class is not supported");
-      if (c == '&' && i_ + 1 < p_.size() && p_[i_ + 1] == '&') refuse(i_, "class intersection '&&' is not supported");
+      if (c == '&' && i_ + 1 < p_.size() && p_[i_ + 1] == '&')
+        refuse(i_, "class intersection '&&' is not supported");
       if (c == '-' && have_char && i_ + 1 < p_.size() && p_[i_ + 1] != ']') {
         ++i_;
         char32_t hi = 0;
-        if (member(hi, body, /*range_end=*/true) != Item::kChar) refuse(i_, "a class range must end with a character");
+        if (member(hi, body, /*range_end=*/true) != Item::kChar)
+          refuse(i_, "a class range must end with a character");
         body += "-" + hex_escape(hi);
         have_char = false;
         continue;
@@ -341,7 +340,8 @@ class Translator {
 }  // namespace
 
 std::string translate_pattern(std::string_view onig_pattern) {
-  if (onig_pattern.empty()) throw ConfigError("an empty regex matches nothing but empty strings; not supported");
+  if (onig_pattern.empty())
+    throw ConfigError("an empty regex matches nothing but empty strings; not supported");
   return Translator(onig_pattern).run();
 }
 

@@ -14,7 +14,8 @@
 
 namespace sft::data {
 
-const char* const kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const char* const kGpt2Pattern =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 namespace hf {
 
@@ -143,8 +144,8 @@ struct Piece {
 // tokenizers' AddedVocabulary::find_matches: the added tokens found in `text` (widened by
 // lstrip / rstrip whitespace) and the stretches between them. The load refuses rstrip next
 // to tokens that begin with whitespace, so pieces never overlap.
-void split_added(const hf::AddedMatcher& matcher, const std::vector<hf::AddedToken>& added, std::string_view text,
-                 std::vector<Piece>& out) {
+void split_added(const hf::AddedMatcher& matcher, const std::vector<hf::AddedToken>& added,
+                 std::string_view text, std::vector<Piece>& out) {
   out.clear();
   std::size_t start_offset = 0, from = 0;
   while (auto m = matcher.find(text, from)) {
@@ -193,8 +194,8 @@ void HfTokenizer::Impl::encode(std::string_view text, std::vector<std::int32_t>&
   for (std::size_t i = 0; i < text.size();) {
     std::size_t n = hf::utf8_sequence_length(text, i);
     if (n == 0)
-      throw DataError("text is not valid UTF-8 at byte " + std::to_string(i) + " (of " + std::to_string(text.size()) +
-                      "); " + path + " encodes Unicode text only");
+      throw DataError("text is not valid UTF-8 at byte " + std::to_string(i) + " (of " +
+                      std::to_string(text.size()) + "); " + path + " encodes Unicode text only");
     i += n;
   }
   if (raw_matcher.empty()) return encode_normalized(text, out);
@@ -240,9 +241,7 @@ void HfTokenizer::Impl::pre_tokenize(std::string_view piece, std::vector<std::in
       // tokenizers' NormalizedString::split: the spans each behavior keeps or joins.
       std::vector<Span> kept;
       switch (step.behavior) {
-        case hf::SplitBehavior::kIsolated:
-          kept = spans;
-          break;
+        case hf::SplitBehavior::kIsolated: kept = spans; break;
         case hf::SplitBehavior::kRemoved:
           for (const Span& s : spans)
             if (!s.is_match) kept.push_back(s);
@@ -339,7 +338,8 @@ std::string HfTokenizer::decode(const std::vector<std::int32_t>& ids, bool skip_
     bytes += impl_->id_bytes[id];
   }
   std::string text = utf8_lossy(bytes);
-  for (int k = 1; k < impl_->byte_level_decoders; ++k) text = utf8_lossy(hf::token_bytes(text).value_or(text));
+  for (int k = 1; k < impl_->byte_level_decoders; ++k)
+    text = utf8_lossy(hf::token_bytes(text).value_or(text));
   return text;
 }
 
@@ -359,7 +359,9 @@ std::string HfTokenizer::token_bytes(std::int32_t id) const {
 
 std::int32_t HfTokenizer::vocab_size() const { return static_cast<std::int32_t>(impl_->id_token.size()); }
 
-bool HfTokenizer::is_special(std::int32_t id) const { return id >= 0 && id < vocab_size() && impl_->id_special[id]; }
+bool HfTokenizer::is_special(std::int32_t id) const {
+  return id >= 0 && id < vocab_size() && impl_->id_special[id];
+}
 
 std::optional<std::int32_t> HfTokenizer::bos_id() const { return impl_->bos; }
 const std::string& HfTokenizer::path() const { return impl_->path; }

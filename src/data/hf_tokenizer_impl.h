@@ -73,13 +73,13 @@ struct HfTokenizer::Impl {
   hf::StringIdMap added_ids;  // content -> id
   hf::AddedMatcher raw_matcher, normalized_matcher;
 
-  bool nfc = false;                    // the normalizer (NFC is idempotent: once is enough)
-  std::vector<hf::SplitStep> splits;   // pre-tokenizer steps before ByteLevel
-  bool add_prefix_space = false;       // ByteLevel
+  bool nfc = false;                                   // the normalizer (NFC is idempotent: once is enough)
+  std::vector<hf::SplitStep> splits;                  // pre-tokenizer steps before ByteLevel
+  bool add_prefix_space = false;                      // ByteLevel
   std::unique_ptr<const hf::Regex> byte_level_regex;  // GPT-2's, when ByteLevel's use_regex
   std::vector<std::int32_t> prefix_ids, suffix_ids;   // TemplateProcessing's single template
   std::optional<std::int32_t> bos;
-  int byte_level_decoders = 1;         // a Sequence may repeat ByteLevel
+  int byte_level_decoders = 1;  // a Sequence may repeat ByteLevel
 
   // Builds everything from the file; throws ConfigError (hf_tokenizer_load.cpp).
   static std::unique_ptr<Impl> load(const std::string& path);

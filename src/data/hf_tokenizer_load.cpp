@@ -37,11 +37,13 @@ class Loader {
 
   void run(const json& root) {
     if (!root.is_object()) fail("", "expected a JSON object, found " + std::string(root.type_name()));
-    allow_keys(root, "", {"version", "truncation", "padding", "added_tokens", "normalizer", "pre_tokenizer",
-                          "post_processor", "decoder", "model"});
+    allow_keys(root, "",
+               {"version", "truncation", "padding", "added_tokens", "normalizer", "pre_tokenizer",
+                "post_processor", "decoder", "model"});
     for (const char* key : {"truncation", "padding"})
       if (root.contains(key) && !root[key].is_null())
-        fail(key, "must be null: HfTokenizer never truncates or pads (the data pipeline packs sequences itself)");
+        fail(key,
+             "must be null: HfTokenizer never truncates or pads (the data pipeline packs sequences itself)");
     model(required(root, "", "model"), "model");
     if (root.contains("normalizer")) normalizer(root["normalizer"], "normalizer", 0);
     if (root.contains("added_tokens")) added_tokens(root["added_tokens"], "added_tokens");
@@ -62,8 +64,12 @@ class Loader {
   [[noreturn]] void fail(const std::string& path, const std::string& msg) const {
     throw ConfigError(file_, 0, path, msg);
   }
-  static std::string at(const std::string& path, const std::string& key) { return path.empty() ? key : path + "." + key; }
-  static std::string at(const std::string& path, std::size_t i) { return path + "[" + std::to_string(i) + "]"; }
+  static std::string at(const std::string& path, const std::string& key) {
+    return path.empty() ? key : path + "." + key;
+  }
+  static std::string at(const std::string& path, std::size_t i) {
+    return path + "[" + std::to_string(i) + "]";
+  }
 
   const json& required(const json& obj, const std::string& path, const char* key) const {
     if (!obj.contains(key)) fail(at(path, key), "missing");
@@ -78,18 +84,21 @@ class Loader {
     if (!v.is_string()) fail(path, "expected a string, found " + std::string(v.type_name()));
     return v.get_ref<const std::string&>();
   }
-  bool bool_field(const json& obj, const std::string& path, const char* key, std::optional<bool> absent) const {
+  bool bool_field(const json& obj, const std::string& path, const char* key,
+                  std::optional<bool> absent) const {
     if (!obj.contains(key)) {
       if (absent) return *absent;
       fail(at(path, key), "missing");
     }
-    if (!obj[key].is_boolean()) fail(at(path, key), "expected true or false, found " + std::string(obj[key].type_name()));
+    if (!obj[key].is_boolean())
+      fail(at(path, key), "expected true or false, found " + std::string(obj[key].type_name()));
     return obj[key].get<bool>();
   }
   std::int32_t id_of(const json& v, const std::string& path) const {
     if (!v.is_number_integer()) fail(path, "expected an integer id, found " + v.dump());
-    std::int64_t id = v.is_number_unsigned() ? static_cast<std::int64_t>(std::min<std::uint64_t>(v.get<std::uint64_t>(), kMaxId))
-                                             : v.get<std::int64_t>();
+    std::int64_t id = v.is_number_unsigned()
+                          ? static_cast<std::int64_t>(std::min<std::uint64_t>(v.get<std::uint64_t>(), kMaxId))
+                          : v.get<std::int64_t>();
     if (id < 0 || id >= kMaxId) fail(path, "id " + v.dump() + " is outside [0, 2^24)");
     return static_cast<std::int32_t>(id);
   }
@@ -102,10 +111,13 @@ class Loader {
   void model(const json& m, const std::string& path) {
     const std::string& type = type_of(m, path);
     if (type != "BPE") fail(at(path, "type"), json_quote(type) + " is not supported (only BPE)");
-    allow_keys(m, path, {"type", "dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk",
-                         "byte_fallback", "ignore_merges", "vocab", "merges"});
-    if (m.contains("dropout") && !m["dropout"].is_null() && !(m["dropout"].is_number() && m["dropout"].get<double>() == 0))
-      fail(at(path, "dropout"), m["dropout"].dump() + ": BPE dropout makes encoding random; only null or 0 is supported");
+    allow_keys(m, path,
+               {"type", "dropout", "unk_token", "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk",
+                "byte_fallback", "ignore_merges", "vocab", "merges"});
+    if (m.contains("dropout") && !m["dropout"].is_null() &&
+        !(m["dropout"].is_number() && m["dropout"].get<double>() == 0))
+      fail(at(path, "dropout"),
+           m["dropout"].dump() + ": BPE dropout makes encoding random; only null or 0 is supported");
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
       if (m.contains(key) && !m[key].is_null() && !(m[key].is_string() && m[key].get<std::string>().empty()))
         fail(at(path, key), m[key].dump() + " is not supported (byte-level BPE uses none)");
@@ -116,7 +128,8 @@ class Loader {
 
     const json& vocab = required(m, path, "vocab");
     std::string vpath = at(path, "vocab");
-    if (!vocab.is_object()) fail(vpath, "expected an object of token: id, found " + std::string(vocab.type_name()));
+    if (!vocab.is_object())
+      fail(vpath, "expected an object of token: id, found " + std::string(vocab.type_name()));
     std::vector<const std::string*> owner;
     for (const auto& [token, value] : vocab.items()) {
       std::string tpath = vpath + "[" + json_quote(token) + "]";
@@ -147,7 +160,8 @@ class Loader {
       std::string ipath = at(path, i);
       std::string a, b;
       if (legacy) {
-        if (!item.is_string()) fail(ipath, "expected a \"left right\" string like the first merge, found " + item.dump());
+        if (!item.is_string())
+          fail(ipath, "expected a \"left right\" string like the first merge, found " + item.dump());
         const std::string& line = item.get_ref<const std::string&>();
         if (line.starts_with("#version")) continue;  // tokenizers skips these header lines
         std::size_t space = line.find(' ');
@@ -183,7 +197,8 @@ class Loader {
       allow_keys(n, path, {"type", "normalizers"});
       const json& list = required(n, path, "normalizers");
       if (!list.is_array()) fail(at(path, "normalizers"), "expected a list");
-      for (std::size_t i = 0; i < list.size(); ++i) normalizer(list[i], at(at(path, "normalizers"), i), depth + 1);
+      for (std::size_t i = 0; i < list.size(); ++i)
+        normalizer(list[i], at(at(path, "normalizers"), i), depth + 1);
     } else {
       fail(at(path, "type"), json_quote(type) + " is not supported (null, NFC, or a Sequence of those)");
     }
@@ -211,21 +226,25 @@ class Loader {
       tok.rstrip = bool_field(a, ipath, "rstrip", std::nullopt);
       tok.normalized = bool_field(a, ipath, "normalized", std::nullopt);
       if (bool_field(a, ipath, "single_word", std::nullopt))
-        fail(at(ipath, "single_word"), "true is not supported (tokenizers' word-boundary rule is not implemented)");
+        fail(at(ipath, "single_word"),
+             "true is not supported (tokenizers' word-boundary rule is not implemented)");
       if (tok.content.empty()) fail(at(ipath, "content"), "is empty");
-      if (t_.added_ids.contains(tok.content)) fail(at(ipath, "content"), json_quote(tok.content) + " is listed twice");
+      if (t_.added_ids.contains(tok.content))
+        fail(at(ipath, "content"), json_quote(tok.content) + " is listed twice");
       std::int64_t expected;
       if (auto it = t_.vocab.find(tok.content); it != t_.vocab.end()) {
         expected = it->second;
       } else {
-        expected = max_added < 0 ? vocab_len : (max_added >= vocab_len || vocab_len == 0 ? max_added + 1 : vocab_len);
+        expected = max_added < 0 ? vocab_len
+                                 : (max_added >= vocab_len || vocab_len == 0 ? max_added + 1 : vocab_len);
         if (vocab_has_id(expected))
-          fail(at(ipath, "id"), "tokenizers would give " + json_quote(tok.content) + " id " + std::to_string(expected) +
+          fail(at(ipath, "id"), "tokenizers would give " + json_quote(tok.content) + " id " +
+                                    std::to_string(expected) +
                                     ", which a vocab token already has (the vocab's ids have gaps)");
       }
       if (expected != tok.id)
-        fail(at(ipath, "id"), std::to_string(tok.id) + " differs from the id tokenizers assigns to " + json_quote(tok.content) +
-                                  " (" + std::to_string(expected) + ")");
+        fail(at(ipath, "id"), std::to_string(tok.id) + " differs from the id tokenizers assigns to " +
+                                  json_quote(tok.content) + " (" + std::to_string(expected) + ")");
       max_added = std::max(max_added, expected);
       if (tok.rstrip && rstrip_path.empty()) rstrip_path = ipath;
       if (space_first_path.empty() && begins_with_space(tok.content)) space_first_path = ipath;
@@ -233,8 +252,8 @@ class Loader {
       t_.added.push_back(std::move(tok));
     }
     if (!rstrip_path.empty() && !space_first_path.empty())
-      fail(space_first_path, "an added token that begins with whitespace, beside an rstrip one (" + rstrip_path +
-                                 "), makes tokenizers' matches overlap; not supported");
+      fail(space_first_path, "an added token that begins with whitespace, beside an rstrip one (" +
+                                 rstrip_path + "), makes tokenizers' matches overlap; not supported");
     // tokenizers matches special tokens first, then the others, each in file order; the
     // first of equal contents wins.
     for (bool special : {true, false})
@@ -242,7 +261,8 @@ class Loader {
         const hf::AddedToken& tok = t_.added[i];
         if (tok.special != special) continue;
         if (tok.normalized) {
-          t_.normalized_matcher.add(t_.nfc ? hf::nfc_normalize(tok.content) : tok.content, static_cast<std::int32_t>(i));
+          t_.normalized_matcher.add(t_.nfc ? hf::nfc_normalize(tok.content) : tok.content,
+                                    static_cast<std::int32_t>(i));
         } else {
           t_.raw_matcher.add(tok.content, static_cast<std::int32_t>(i));
         }
@@ -275,13 +295,15 @@ class Loader {
       allow_keys(p, path, {"type", "pretokenizers"});
       const json& list = required(p, path, "pretokenizers");
       if (!list.is_array()) fail(at(path, "pretokenizers"), "expected a list");
-      for (std::size_t i = 0; i < list.size(); ++i) pre_tokenizer(list[i], at(at(path, "pretokenizers"), i), depth + 1);
+      for (std::size_t i = 0; i < list.size(); ++i)
+        pre_tokenizer(list[i], at(at(path, "pretokenizers"), i), depth + 1);
     } else if (type == "Split") {
       allow_keys(p, path, {"type", "pattern", "behavior", "invert"});
       hf::SplitStep step;
       const json& pattern = required(p, path, "pattern");
       std::string ppath = at(path, "pattern");
-      if (!pattern.is_object() || pattern.size() != 1 || !(pattern.contains("Regex") || pattern.contains("String")))
+      if (!pattern.is_object() || pattern.size() != 1 ||
+          !(pattern.contains("Regex") || pattern.contains("String")))
         fail(ppath, "expected {\"Regex\": ...} or {\"String\": ...}, found " + pattern.dump());
       bool regex = pattern.contains("Regex");
       std::string rpath = at(ppath, regex ? "Regex" : "String");
@@ -298,8 +320,10 @@ class Loader {
           {"MergedWithPrevious", hf::SplitBehavior::kMergedWithPrevious},
           {"MergedWithNext", hf::SplitBehavior::kMergedWithNext},
           {"Contiguous", hf::SplitBehavior::kContiguous}};
-      auto it = std::find_if(std::begin(kBehaviors), std::end(kBehaviors), [&](const auto& b) { return behavior == b.first; });
-      if (it == std::end(kBehaviors)) fail(at(path, "behavior"), json_quote(behavior) + " is not a Split behavior");
+      auto it = std::find_if(std::begin(kBehaviors), std::end(kBehaviors),
+                             [&](const auto& b) { return behavior == b.first; });
+      if (it == std::end(kBehaviors))
+        fail(at(path, "behavior"), json_quote(behavior) + " is not a Split behavior");
       step.behavior = it->second;
       step.invert = bool_field(p, path, "invert", std::nullopt);
       t_.splits.push_back(std::move(step));
@@ -310,7 +334,8 @@ class Loader {
       if (bool_field(p, path, "use_regex", true)) t_.byte_level_regex = hf::Regex::compile(kGpt2Pattern);
       byte_level_seen_ = true;
     } else {
-      fail(at(path, "type"), json_quote(type) + " is not supported (Split, ByteLevel, or a Sequence of those)");
+      fail(at(path, "type"),
+           json_quote(type) + " is not supported (Split, ByteLevel, or a Sequence of those)");
     }
   }
 
@@ -346,14 +371,16 @@ class Loader {
       allow_keys(p, path, {"type", "processors"});
       const json& list = required(p, path, "processors");
       if (!list.is_array()) fail(at(path, "processors"), "expected a list");
-      for (std::size_t i = 0; i < list.size(); ++i) post_processor(list[i], at(at(path, "processors"), i), depth + 1);
+      for (std::size_t i = 0; i < list.size(); ++i)
+        post_processor(list[i], at(at(path, "processors"), i), depth + 1);
     } else if (type == "TemplateProcessing") {
       allow_keys(p, path, {"type", "single", "pair", "special_tokens"});
       if (template_seen_) fail(path, "a second TemplateProcessing is not supported");
       template_seen_ = true;
       template_single(p, path);
     } else {
-      fail(at(path, "type"), json_quote(type) + " is not supported (null, ByteLevel, TemplateProcessing, or a Sequence)");
+      fail(at(path, "type"),
+           json_quote(type) + " is not supported (null, ByteLevel, TemplateProcessing, or a Sequence)");
     }
   }
 
@@ -369,13 +396,15 @@ class Loader {
     for (std::size_t i = 0; i < single.size(); ++i) {
       const json& item = single[i];
       std::string ipath = at(spath, i);
-      if (!item.is_object() || item.size() != 1) fail(ipath, "expected {\"SpecialToken\": ...} or {\"Sequence\": ...}");
+      if (!item.is_object() || item.size() != 1)
+        fail(ipath, "expected {\"SpecialToken\": ...} or {\"Sequence\": ...}");
       if (item.contains("Sequence")) {
         const json& seq = item["Sequence"];
         std::string qpath = at(ipath, "Sequence");
         if (!seq.is_object()) fail(qpath, "expected an object");
         const std::string& id = string_of(required(seq, qpath, "id"), at(qpath, "id"));
-        if (id != "A") fail(at(qpath, "id"), json_quote(id) + ": the single template may hold only sequence \"A\"");
+        if (id != "A")
+          fail(at(qpath, "id"), json_quote(id) + ": the single template may hold only sequence \"A\"");
         if (seen_a) fail(qpath, "sequence \"A\" appears twice");
         seen_a = true;
       } else if (item.contains("SpecialToken")) {
@@ -388,7 +417,8 @@ class Loader {
         std::string dpath = at(path, "special_tokens") + "[" + json_quote(tok.name) + "]";
         const json& ids = required(specials[tok.name], dpath, "ids");
         if (!ids.is_array() || ids.empty()) fail(at(dpath, "ids"), "expected a non-empty list of ids");
-        for (std::size_t k = 0; k < ids.size(); ++k) tok.ids.push_back(id_of(ids[k], at(at(dpath, "ids"), k)));
+        for (std::size_t k = 0; k < ids.size(); ++k)
+          tok.ids.push_back(id_of(ids[k], at(at(dpath, "ids"), k)));
         tok.path = at(dpath, "ids");
         (seen_a ? suffix_ : prefix_).push_back(std::move(tok));
       } else {
@@ -448,8 +478,8 @@ std::unique_ptr<HfTokenizer::Impl> HfTokenizer::Impl::load(const std::string& pa
     throw ConfigError(e.what());
   }
   if (text.size() > HfTokenizer::kMaxFileBytes)  // grew since stat
-    throw ConfigError(path + ": tokenizer.json files above " + std::to_string(HfTokenizer::kMaxFileBytes >> 20) +
-                      " MiB are refused");
+    throw ConfigError(path + ": tokenizer.json files above " +
+                      std::to_string(HfTokenizer::kMaxFileBytes >> 20) + " MiB are refused");
   json root;
   try {
     root = json::parse(text);

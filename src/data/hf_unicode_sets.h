@@ -30,7 +30,10 @@ inline bool in_ranges(std::span<const CodePointRange> ranges, char32_t c) {
   std::size_t lo = 0, hi = ranges.size();  // binary search: the first range with hi >= c
   while (lo < hi) {
     std::size_t mid = (lo + hi) / 2;
-    if (ranges[mid].hi < c) lo = mid + 1; else hi = mid;
+    if (ranges[mid].hi < c)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo < ranges.size() && ranges[lo].lo <= c;
 }

@@ -55,12 +55,14 @@ std::vector<Chunk> split_json_array(const std::string& text, std::size_t start, 
     if (c == ' ' || c == '\t' || c == '\r' || c == '\n') continue;
     if (depth == 0) {
       if (c == ']') {
-        if (elem_begin != std::string::npos) out.push_back({elem_begin, i, elem_line});
+        if (elem_begin != std::string::npos)
+          out.push_back({elem_begin, i, elem_line});
         else if (!expect_value || !out.empty())
           throw DataError(file + ":" + std::to_string(line) + ": malformed JSON: trailing comma before ']'");
         for (std::size_t k = i + 1; k < text.size(); ++k)
           if (!std::isspace(static_cast<unsigned char>(text[k])))
-            throw DataError(file + ":" + std::to_string(line) + ": malformed JSON: unexpected text after the closing ']'");
+            throw DataError(file + ":" + std::to_string(line) +
+                            ": malformed JSON: unexpected text after the closing ']'");
         return out;
       }
       if (c == ',') {
@@ -73,19 +75,24 @@ std::vector<Chunk> split_json_array(const std::string& text, std::size_t start, 
       }
       if (elem_begin == std::string::npos) {
         if (!expect_value)
-          throw DataError(file + ":" + std::to_string(line) + ": malformed JSON: missing ',' between elements");
+          throw DataError(file + ":" + std::to_string(line) +
+                          ": malformed JSON: missing ',' between elements");
         elem_begin = i;
         elem_line = line;
         expect_value = false;
       }
     }
-    if (c == '"') in_string = true;
-    else if (c == '{' || c == '[') ++depth;
+    if (c == '"')
+      in_string = true;
+    else if (c == '{' || c == '[')
+      ++depth;
     else if (c == '}' || c == ']') {
-      if (--depth < 0) throw DataError(file + ":" + std::to_string(line) + ": malformed JSON: unbalanced '" + c + "'");
+      if (--depth < 0)
+        throw DataError(file + ":" + std::to_string(line) + ": malformed JSON: unbalanced '" + c + "'");
     }
   }
-  throw DataError(file + ":" + std::to_string(line) + ": malformed JSON: the file ends inside the top-level array (truncated?)");
+  throw DataError(file + ":" + std::to_string(line) +
+                  ": malformed JSON: the file ends inside the top-level array (truncated?)");
 }
 
 std::string parse_error_text(const json::parse_error& e) {
@@ -97,8 +104,8 @@ std::string parse_error_text(const json::parse_error& e) {
 
 }  // namespace
 
-ReadResult read_dataset(const config::DatasetSpec& spec, config::OnBadRecord on_bad_record, bool keep_unanswered,
-                        std::int64_t max_record_bytes) {
+ReadResult read_dataset(const config::DatasetSpec& spec, config::OnBadRecord on_bad_record,
+                        bool keep_unanswered, std::int64_t max_record_bytes) {
   const std::string& file = spec.path;
   if (!fs::exists(file)) throw DataError(file + ": dataset file not found (datasets." + spec.name + ".path)");
   std::string text = fs::read_input_file(file, "datasets." + spec.name + ".path");  // ".gz": decompressed
@@ -146,20 +153,24 @@ ReadResult read_dataset(const config::DatasetSpec& spec, config::OnBadRecord on_
   const auto max_bytes = static_cast<std::size_t>(std::max<std::int64_t>(1, max_record_bytes));
   auto too_large = [&](std::size_t bytes) {
     return "a record of " + std::to_string(bytes) + " bytes, above data.max_record_bytes (" +
-           std::to_string(max_bytes) + "): a corrupt or non-dataset file? (raise data.max_record_bytes if it is real)";
+           std::to_string(max_bytes) +
+           "): a corrupt or non-dataset file? (raise data.max_record_bytes if it is real)";
   };
   auto parse = [&](std::size_t b, std::size_t e) {
     if (e - b > max_bytes) throw BadInput{too_large(e - b)};
     try {
-      return json::parse(text.begin() + static_cast<std::ptrdiff_t>(b), text.begin() + static_cast<std::ptrdiff_t>(e));
+      return json::parse(text.begin() + static_cast<std::ptrdiff_t>(b),
+                         text.begin() + static_cast<std::ptrdiff_t>(e));
     } catch (const std::bad_alloc&) {
-      throw BadInput{"out of memory parsing a record of " + std::to_string(e - b) + " bytes (lower data.max_record_bytes)"};
+      throw BadInput{"out of memory parsing a record of " + std::to_string(e - b) +
+                     " bytes (lower data.max_record_bytes)"};
     }
   };
 
   // Plain-text corpora: one document per blank-line separated paragraph.
   const std::string plain = fs::without_gz(file);  // "a.txt.gz" holds text
-  if (spec.format == config::Format::kText && plain.size() > 4 && plain.compare(plain.size() - 4, 4, ".txt") == 0) {
+  if (spec.format == config::Format::kText && plain.size() > 4 &&
+      plain.compare(plain.size() - 4, 4, ".txt") == 0) {
     std::int64_t line = 1, doc_line = 0, index = 0;
     std::string doc;
     std::size_t i = 0;
@@ -186,10 +197,13 @@ ReadResult read_dataset(const config::DatasetSpec& spec, config::OnBadRecord on_
       std::string_view l(text.data() + i, nl - i);
       if (!l.empty() && l.back() == '\r') l.remove_suffix(1);  // CRLF files train on the same text as LF ones
       bool blank = l.find_first_not_of(" \t\r") == std::string_view::npos;
-      if (blank) flush();
+      if (blank)
+        flush();
       else {
-        if (doc.empty()) doc_line = line;
-        else doc.push_back('\n');
+        if (doc.empty())
+          doc_line = line;
+        else
+          doc.push_back('\n');
         doc.append(l);
       }
       i = nl + 1;
@@ -228,7 +242,8 @@ ReadResult read_dataset(const config::DatasetSpec& spec, config::OnBadRecord on_
   }
 
   if (text[start] != '{')
-    throw DataError(file + ":1: malformed JSON: expected a JSON array '[...]' or one JSON object per line (jsonl)");
+    throw DataError(file +
+                    ":1: malformed JSON: expected a JSON array '[...]' or one JSON object per line (jsonl)");
 
   // JSON Lines.
   std::int64_t line = 1, index = 0;

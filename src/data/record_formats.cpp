@@ -10,7 +10,6 @@ namespace sft::data {
 
 using nlohmann::json;
 
-
 const char* type_name(const json& j) {
   switch (j.type()) {
     case json::value_t::null: return "null";
@@ -57,11 +56,16 @@ bool valid_utf8(std::string_view s) {
   while (i < s.size()) {
     unsigned char c = static_cast<unsigned char>(s[i]);
     std::size_t extra;
-    if (c < 0x80) extra = 0;
-    else if ((c >> 5) == 0x6) extra = 1;
-    else if ((c >> 4) == 0xe) extra = 2;
-    else if ((c >> 3) == 0x1e) extra = 3;
-    else return false;
+    if (c < 0x80)
+      extra = 0;
+    else if ((c >> 5) == 0x6)
+      extra = 1;
+    else if ((c >> 4) == 0xe)
+      extra = 2;
+    else if ((c >> 3) == 0x1e)
+      extra = 3;
+    else
+      return false;
     if (i + extra >= s.size() && extra > 0) return false;
     for (std::size_t k = 1; k <= extra; ++k)
       if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return false;
@@ -142,7 +146,8 @@ struct ChatLayout {
 
 void parse_chat(const json& j, Record& r, ReadResult& res, bool keep_unanswered, const ChatLayout& l) {
   const json& turns = field(j, l.list, l.shape);
-  if (!turns.is_array()) throw BadInput{std::string("\"") + l.list + "\" must be a list, got " + type_name(turns)};
+  if (!turns.is_array())
+    throw BadInput{std::string("\"") + l.list + "\" must be a list, got " + type_name(turns)};
   std::vector<RawTurn> raw;
   for (std::size_t i = 0; i < turns.size(); ++i) {
     const json& t = turns[i];
@@ -151,21 +156,35 @@ void parse_chat(const json& j, Record& r, ReadResult& res, bool keep_unanswered,
     std::string name = string_field(t, l.role, l.fields);
     std::string text = string_field(t, l.text, l.fields);
     std::string role = l.role_of(name);
-    if (role.empty()) throw BadInput{which() + ": " + l.unknown + "\"" + name + "\" (expected " + l.expected + ")"};
+    if (role.empty())
+      throw BadInput{which() + ": " + l.unknown + "\"" + name + "\" (expected " + l.expected + ")"};
     raw.push_back({std::move(role), std::move(text)});
   }
   build_chat(r, raw, res, keep_unanswered);
 }
 
-const ChatLayout kShareGpt{"conversations", "from", "value", "turn", "unknown \"from\": ", "human, gpt or system",
-                           "\"conversations\": [{\"from\", \"value\"}, ...]", "\"from\" and \"value\"",
+const ChatLayout kShareGpt{"conversations",
+                           "from",
+                           "value",
+                           "turn",
+                           "unknown \"from\": ",
+                           "human, gpt or system",
+                           "\"conversations\": [{\"from\", \"value\"}, ...]",
+                           "\"from\" and \"value\"",
                            [](const std::string& from) -> std::string {
                              if (from == "human" || from == "user") return "user";
-                             if (from == "gpt" || from == "assistant" || from == "chatgpt" || from == "bard") return "assistant";
+                             if (from == "gpt" || from == "assistant" || from == "chatgpt" || from == "bard")
+                               return "assistant";
                              return from == "system" ? "system" : "";
                            }};
-const ChatLayout kMessages{"messages", "role", "content", "message", "unknown role ", "system, user or assistant",
-                           "\"messages\": [{\"role\", \"content\"}, ...]", "\"role\" and \"content\"",
+const ChatLayout kMessages{"messages",
+                           "role",
+                           "content",
+                           "message",
+                           "unknown role ",
+                           "system, user or assistant",
+                           "\"messages\": [{\"role\", \"content\"}, ...]",
+                           "\"role\" and \"content\"",
                            [](const std::string& role) -> std::string {
                              return role == "user" || role == "assistant" || role == "system" ? role : "";
                            }};
@@ -180,15 +199,17 @@ void parse_mtbench(const json& j, Record& r) {
     // Reference answers (math, reasoning, coding questions) become the assistant turns;
     // questions without one yield samples with nothing to train (reported, not trained).
     std::string answer;
-    if (ref && ref->is_array() && i < ref->size() && (*ref)[i].is_string()) answer = (*ref)[i].get<std::string>();
+    if (ref && ref->is_array() && i < ref->size() && (*ref)[i].is_string())
+      answer = (*ref)[i].get<std::string>();
     r.turns.push_back({Role::kAssistant, answer});
   }
 }
 
 }  // namespace
 
-void parse_record(const config::DatasetSpec& spec, const json& j, Record& r, ReadResult& res, bool keep_unanswered) {
-switch (spec.format) {
+void parse_record(const config::DatasetSpec& spec, const json& j, Record& r, ReadResult& res,
+                  bool keep_unanswered) {
+  switch (spec.format) {
     case config::Format::kGsm8k: parse_gsm8k(j, r, spec.strip_calculator); break;
     case config::Format::kAlpaca: parse_alpaca(j, r); break;
     case config::Format::kSharegpt: parse_chat(j, r, res, keep_unanswered, kShareGpt); break;

@@ -19,7 +19,8 @@ struct BadInput {
 const char* type_name(const nlohmann::json& j);  // "object", "list", ...
 // The string field `name`; BadInput naming what was `expected` when missing (if `required`)
 // or not a string.
-std::string string_field(const nlohmann::json& obj, const char* name, const char* expected, bool required = true);
+std::string string_field(const nlohmann::json& obj, const char* name, const char* expected,
+                         bool required = true);
 std::string id_of(const nlohmann::json& obj, const char* key);  // "" when absent
 bool valid_utf8(std::string_view s);
 

@@ -17,7 +17,8 @@ RunData build_run_data(const config::RunConfig& cfg, int world_size) {
   // Every dataset file is there before any is tokenized into the cache: a typo in the last
   // one leaves no cache entries of the others behind.
   for (const auto& d : cfg.datasets) {
-    if (!fs::exists(d.path)) throw DataError(d.path + ": dataset file not found (datasets." + d.name + ".path)");
+    if (!fs::exists(d.path))
+      throw DataError(d.path + ": dataset file not found (datasets." + d.name + ".path)");
     fs::require_regular_file(d.path, "datasets." + d.name + ".path");
   }
   rd.chat_template = ChatTemplate::create(cfg.chat_template, cfg.system_message, rd.tokenizer.get());
@@ -34,12 +35,14 @@ RunData build_run_data(const config::RunConfig& cfg, int world_size) {
       // Say why (every record bad under on_bad_record: skip, or filtered out), with the
       // reasons, rather than let the fraction report "1 of 0 records selects none".
       const auto& st = ds->stats();
-      std::string why = "datasets." + d.name + ": no usable record in " + d.path + " (" + std::to_string(st.read) +
-                        " read: " + std::to_string(st.bad) + " bad and skipped under data.on_bad_record: skip, " +
-                        std::to_string(st.filtered) + " filtered out)";
+      std::string why = "datasets." + d.name + ": no usable record in " + d.path + " (" +
+                        std::to_string(st.read) + " read: " + std::to_string(st.bad) +
+                        " bad and skipped under data.on_bad_record: skip, " + std::to_string(st.filtered) +
+                        " filtered out)";
       for (const auto& b : st.first_bad) why += "\n  bad: " + b.where + ": " + b.reason;
       if (st.bad > static_cast<std::int64_t>(st.first_bad.size()))
-        why += "\n  ... and " + std::to_string(st.bad - static_cast<std::int64_t>(st.first_bad.size())) + " more";
+        why += "\n  ... and " + std::to_string(st.bad - static_cast<std::int64_t>(st.first_bad.size())) +
+               " more";
       throw DataError(why);
     }
     counts.push_back(ds->size());
@@ -49,10 +52,10 @@ RunData build_run_data(const config::RunConfig& cfg, int world_size) {
   rd.plan = plan_data(cfg, counts);
   for (std::size_t s = 0; s < rd.plan.stages.size(); ++s) {
     const auto& sel = rd.plan.stages[s];
-    rd.streams.push_back(std::make_unique<StageStream>(sel, static_cast<int>(s), rd.plan, rd.datasets, cfg.data,
-                                                             cfg.train.batch_size, rows_accumulation(cfg, world_size), world_size,
-                                                             cfg.data_seed(), sel.spec->epochs, cfg.train.samples_per_step,
-                                                             cfg.train.tokens_per_micro_batch));
+    rd.streams.push_back(std::make_unique<StageStream>(
+        sel, static_cast<int>(s), rd.plan, rd.datasets, cfg.data, cfg.train.batch_size,
+        rows_accumulation(cfg, world_size), world_size, cfg.data_seed(), sel.spec->epochs,
+        cfg.train.samples_per_step, cfg.train.tokens_per_micro_batch));
   }
   return rd;
 }
@@ -62,11 +65,14 @@ std::int64_t rows_accumulation(const config::RunConfig& cfg, int world_size) {
   if (t.rows_per_step <= 0) return t.grad_accum;
   const std::int64_t per_micro = t.batch_size * world_size;
   if (t.rows_per_step % per_micro != 0)
-    throw ConfigError("train.rows_per_step: " + std::to_string(t.rows_per_step) + " rows per optimizer step cannot be "
-                      "kept on " + std::to_string(world_size) + " ranks with micro-batches of train.batch_size " +
-                      std::to_string(t.batch_size) + " rows (" + std::to_string(t.rows_per_step) + " / (" +
-                      std::to_string(t.batch_size) + " x " + std::to_string(world_size) +
-                      ") is not a whole number); launch on a world size that divides it, or change train.batch_size");
+    throw ConfigError(
+        "train.rows_per_step: " + std::to_string(t.rows_per_step) +
+        " rows per optimizer step cannot be "
+        "kept on " +
+        std::to_string(world_size) + " ranks with micro-batches of train.batch_size " +
+        std::to_string(t.batch_size) + " rows (" + std::to_string(t.rows_per_step) + " / (" +
+        std::to_string(t.batch_size) + " x " + std::to_string(world_size) +
+        ") is not a whole number); launch on a world size that divides it, or change train.batch_size");
   return t.rows_per_step / per_micro;
 }
 
@@ -75,17 +81,20 @@ std::string describe_global_batch(const config::RunConfig& cfg, int world_size) 
   if (t.samples_per_step > 0)
     return std::to_string(t.samples_per_step) + " samples per optimizer step (train.samples_per_step), on " +
            std::to_string(world_size) + " rank(s) in micro-batches of at most " +
-           std::to_string(t.tokens_per_micro_batch > 0 ? t.tokens_per_micro_batch : t.batch_size * cfg.data.max_seq_len) +
+           std::to_string(t.tokens_per_micro_batch > 0 ? t.tokens_per_micro_batch
+                                                       : t.batch_size * cfg.data.max_seq_len) +
            " tokens, as many as each step needs";
   const std::int64_t a = rows_accumulation(cfg, world_size);
-  std::string s = std::to_string(t.batch_size * a * world_size) + " rows per optimizer step = " +
-                  std::to_string(t.batch_size) + " rows x " + std::to_string(a) + " micro-batches x " +
-                  std::to_string(world_size) + " rank(s)";
-  if (t.rows_per_step > 0) s += " (train.rows_per_step, kept on any world size that divides it)";
+  std::string s = std::to_string(t.batch_size * a * world_size) +
+                  " rows per optimizer step = " + std::to_string(t.batch_size) + " rows x " +
+                  std::to_string(a) + " micro-batches x " + std::to_string(world_size) + " rank(s)";
+  if (t.rows_per_step > 0)
+    s += " (train.rows_per_step, kept on any world size that divides it)";
   else if (cfg.dist.gpus > 0 && cfg.dist.gpus != world_size)
     s += "; NOTE: on dist.gpus " + std::to_string(cfg.dist.gpus) + " ranks it would be " +
          std::to_string(t.batch_size * t.grad_accum * cfg.dist.gpus) +
-         " rows: state train.rows_per_step (or train.samples_per_step) to keep the global batch whatever the world size";
+         " rows: state train.rows_per_step (or train.samples_per_step) to keep the global batch whatever the "
+         "world size";
   return s;
 }
 
@@ -98,7 +107,8 @@ DataPlan plan_without_tokenizing(const config::RunConfig& cfg) {
       estimated.push_back(true);
       continue;
     }
-    counts.push_back(static_cast<std::int64_t>(read_dataset(d, cfg.data.on_bad_record, false, cfg.data.max_record_bytes).records.size()));
+    counts.push_back(static_cast<std::int64_t>(
+        read_dataset(d, cfg.data.on_bad_record, false, cfg.data.max_record_bytes).records.size()));
     estimated.push_back(false);
   }
   return plan_data(cfg, counts, estimated);
@@ -117,9 +127,13 @@ nlohmann::json expand_json(const config::RunConfig& cfg, const DataPlan& plan) {
     auto& st = j["stages"][s];
     json sources = json::array();
     for (const auto& src : plan.stages[s].sources)
-      sources.push_back({{"dataset", src.dataset()}, {"fraction", src.fraction()}, {"samples", src.samples()},
-                         {"records", src.records}, {"repeat", src.repeat()},
-                         {"replay", src.replay()}, {"source_fraction", src.source->fraction}});
+      sources.push_back({{"dataset", src.dataset()},
+                         {"fraction", src.fraction()},
+                         {"samples", src.samples()},
+                         {"records", src.records},
+                         {"repeat", src.repeat()},
+                         {"replay", src.replay()},
+                         {"source_fraction", src.source->fraction}});
     st["sources"] = sources;
     st["samples"] = plan.stages[s].samples;
   }
@@ -137,8 +151,11 @@ nlohmann::json data_manifest(const config::RunConfig& cfg, const RunData& rd) {
       for (std::int64_t r : rd.plan.records_of(src)) {
         (ds.status(r) == SampleStatus::kOk ? ids : excluded).push_back(ds.origin(r).id);
       }
-      sources.push_back({{"dataset", src.dataset()}, {"replay", src.replay()}, {"fraction", src.fraction()},
-                         {"records", ids}, {"excluded", excluded}});
+      sources.push_back({{"dataset", src.dataset()},
+                         {"replay", src.replay()},
+                         {"fraction", src.fraction()},
+                         {"records", ids},
+                         {"excluded", excluded}});
     }
     // Per optimizer step: how many samples, and a digest of which ("<dataset>:<index in its
     // file>", sorted), so
@@ -152,16 +169,19 @@ nlohmann::json data_manifest(const config::RunConfig& cfg, const RunData& rd) {
           if (const MicroBatch* mb = stream.micro_batch(step, r, m))
             for (const auto& row : mb->rows)
               for (const auto& x : row.samples)
-                ids.push_back(cfg.datasets[static_cast<std::size_t>(x.dataset)].name + ":" +
-                              std::to_string(rd.datasets[static_cast<std::size_t>(x.dataset)]->origin(x.record).index));
+                ids.push_back(
+                    cfg.datasets[static_cast<std::size_t>(x.dataset)].name + ":" +
+                    std::to_string(rd.datasets[static_cast<std::size_t>(x.dataset)]->origin(x.record).index));
       std::sort(ids.begin(), ids.end());
       Sha256 h;
       for (const auto& id : ids) h.update(id.data(), id.size() + 1);  // with the terminating NUL as separator
       counts.push_back(ids.size());
       digests.push_back(h.hex_digest().substr(0, 16));
     }
-    stages.push_back({{"stage", cfg.stages[s].name}, {"sources", sources},
-                      {"stream_fingerprint", stream.fingerprint()}, {"step_samples", counts},
+    stages.push_back({{"stage", cfg.stages[s].name},
+                      {"sources", sources},
+                      {"stream_fingerprint", stream.fingerprint()},
+                      {"step_samples", counts},
                       {"step_sample_digests", digests}});
   }
   return {{"seed", cfg.data_seed()}, {"stages", stages}};

@@ -20,7 +20,8 @@ struct Item {
 // Best-fit-decreasing into bins of `capacity`, using an ordered map of remaining room so
 // each placement is O(log bins). Returns bins in creation order.
 std::vector<Row> pack_window(std::vector<Item>& items, std::int64_t capacity) {
-  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.length > b.length; });
+  std::stable_sort(items.begin(), items.end(),
+                   [](const Item& a, const Item& b) { return a.length > b.length; });
   std::vector<Row> bins;
   std::multimap<std::int64_t, std::size_t> room;  // remaining capacity -> bin
   for (const auto& it : items) {
@@ -45,8 +46,8 @@ std::vector<Row> pack_window(std::vector<Item>& items, std::int64_t capacity) {
 // One step of samples (samples_per_step): rows dealt to ranks longest first to the one
 // with the fewest tokens, then each rank's rows cut, longest first, into micro-batches of
 // at most `budget` padded tokens. Returns each rank's micro-batches.
-std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const config::DataSpec& data, int world,
-                                               std::int64_t budget, int epoch) {
+std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const config::DataSpec& data,
+                                               int world, std::int64_t budget, int epoch) {
   std::vector<Row> rows;
   if (data.batching == config::Batching::kPack) {
     rows = pack_window(items, data.max_seq_len);
@@ -66,13 +67,15 @@ std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const co
     MicroBatch mb;
     mb.epoch = epoch;
     for (auto& row : mine[r]) {  // longest first: a row is never wider than the micro-batch's first
-      const std::int64_t width = data.batching == config::Batching::kPadMax ? data.max_seq_len : std::max(mb.width, row.tokens);
+      const std::int64_t width =
+          data.batching == config::Batching::kPadMax ? data.max_seq_len : std::max(mb.width, row.tokens);
       if (!mb.rows.empty() && width * static_cast<std::int64_t>(mb.rows.size() + 1) > budget) {
         out[r].push_back(std::move(mb));
         mb = MicroBatch();
         mb.epoch = epoch;
       }
-      mb.width = data.batching == config::Batching::kPadMax ? data.max_seq_len : std::max(mb.width, row.tokens);
+      mb.width =
+          data.batching == config::Batching::kPadMax ? data.max_seq_len : std::max(mb.width, row.tokens);
       mb.tokens += row.tokens;
       mb.targets += row.targets;
       mb.rows.push_back(std::move(row));
@@ -84,13 +87,14 @@ std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const co
 
 }  // namespace
 
-StageStream::StageStream(const StageSelection& stage, int stage_index, const DataPlan& plan, const Datasets& datasets,
-                         const config::DataSpec& data, std::int64_t batch_size, std::int64_t grad_accum,
-                         int world_size, std::uint64_t seed, int epochs, std::int64_t samples_per_step,
-                         std::int64_t tokens_per_micro_batch)
+StageStream::StageStream(const StageSelection& stage, int stage_index, const DataPlan& plan,
+                         const Datasets& datasets, const config::DataSpec& data, std::int64_t batch_size,
+                         std::int64_t grad_accum, int world_size, std::uint64_t seed, int epochs,
+                         std::int64_t samples_per_step, std::int64_t tokens_per_micro_batch)
     : world_(world_size), accum_(grad_accum) {
   per_step_ = static_cast<std::int64_t>(world_size) * grad_accum;
-  const std::int64_t budget = tokens_per_micro_batch > 0 ? tokens_per_micro_batch : batch_size * data.max_seq_len;
+  const std::int64_t budget =
+      tokens_per_micro_batch > 0 ? tokens_per_micro_batch : batch_size * data.max_seq_len;
   // The stage's trainable samples, in source order (shuffled below).
   std::vector<Item> base;
   for (const auto& src : stage.sources) {
@@ -99,7 +103,8 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
     for (int copy = 0; copy < src.repeat(); ++copy)
       for (std::int64_t rec : records) {
         if (ds.status(rec) != SampleStatus::kOk) continue;
-        base.push_back({{static_cast<std::int32_t>(src.dataset_index()), rec}, ds.length(rec), ds.targets(rec)});
+        base.push_back(
+            {{static_cast<std::int32_t>(src.dataset_index()), rec}, ds.length(rec), ds.targets(rec)});
       }
   }
   samples_per_epoch_ = static_cast<std::int64_t>(base.size());
@@ -132,9 +137,10 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
       }
     } else if (data.batching == config::Batching::kPack) {
       for (std::size_t w = 0; w < items.size(); w += static_cast<std::size_t>(data.pack_window)) {
-        std::vector<Item> window(items.begin() + static_cast<std::ptrdiff_t>(w),
-                                 items.begin() + static_cast<std::ptrdiff_t>(
-                                                     std::min(items.size(), w + static_cast<std::size_t>(data.pack_window))));
+        std::vector<Item> window(
+            items.begin() + static_cast<std::ptrdiff_t>(w),
+            items.begin() + static_cast<std::ptrdiff_t>(
+                                std::min(items.size(), w + static_cast<std::size_t>(data.pack_window))));
         std::vector<Row> bins = pack_window(window, data.max_seq_len);
         if (data.shuffle) rng.shuffle(bins);  // FFD emits long rows first; mix them
         rows.insert(rows.end(), bins.begin(), bins.end());
@@ -150,7 +156,8 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
       }
       for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.targets});
     }
-    for (std::size_t r = 0; samples_per_step == 0 && r < rows.size(); r += static_cast<std::size_t>(batch_size)) {
+    for (std::size_t r = 0; samples_per_step == 0 && r < rows.size();
+         r += static_cast<std::size_t>(batch_size)) {
       MicroBatch mb;
       mb.epoch = epoch;
       for (std::size_t k = r; k < std::min(rows.size(), r + static_cast<std::size_t>(batch_size)); ++k) {
@@ -162,7 +169,9 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
       if (data.batching == config::Batching::kPadMax) mb.width = data.max_seq_len;
       epoch_micro.push_back(std::move(mb));
     }
-    if (samples_per_step == 0 && data.batching != config::Batching::kPack && data.group_by_length && data.shuffle) rng.shuffle(epoch_micro);
+    if (samples_per_step == 0 && data.batching != config::Batching::kPack && data.group_by_length &&
+        data.shuffle)
+      rng.shuffle(epoch_micro);
     for (auto& mb : epoch_micro) {
       tokens_ += mb.tokens;
       targets_ += mb.targets;
@@ -195,7 +204,8 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
     for (auto g = static_cast<std::size_t>(step_begin_[st]); g < static_cast<std::size_t>(end); ++g) {
       step_targets_[st] += micro_[g].targets;
       step_tokens_[st] += micro_[g].tokens;
-      for (const auto& row : micro_[g].rows) step_samples_[st] += static_cast<std::int64_t>(row.samples.size());
+      for (const auto& row : micro_[g].rows)
+        step_samples_[st] += static_cast<std::int64_t>(row.samples.size());
       if (!micro_[g].rows.empty()) ++micro_batches_;
     }
   }
@@ -206,22 +216,33 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
 }
 
 const MicroBatch* StageStream::micro_batch(std::int64_t step, int rank, std::int64_t micro) const {
-  if (step < 0 || step >= steps_ || micro < 0 || micro >= step_accum_[static_cast<std::size_t>(step)]) return nullptr;
+  if (step < 0 || step >= steps_ || micro < 0 || micro >= step_accum_[static_cast<std::size_t>(step)])
+    return nullptr;
   const std::int64_t g = step_begin_[static_cast<std::size_t>(step)] + micro * world_ + rank;
-  if (g >= static_cast<std::int64_t>(micro_.size()) || micro_[static_cast<std::size_t>(g)].rows.empty()) return nullptr;
+  if (g >= static_cast<std::int64_t>(micro_.size()) || micro_[static_cast<std::size_t>(g)].rows.empty())
+    return nullptr;
   return &micro_[static_cast<std::size_t>(g)];
 }
 
-std::int64_t StageStream::accumulation(std::int64_t step) const { return step_accum_.at(static_cast<std::size_t>(step)); }
-std::int64_t StageStream::step_samples(std::int64_t step) const { return step_samples_.at(static_cast<std::size_t>(step)); }
+std::int64_t StageStream::accumulation(std::int64_t step) const {
+  return step_accum_.at(static_cast<std::size_t>(step));
+}
+std::int64_t StageStream::step_samples(std::int64_t step) const {
+  return step_samples_.at(static_cast<std::size_t>(step));
+}
 
-std::int64_t StageStream::step_targets(std::int64_t step) const { return step_targets_.at(static_cast<std::size_t>(step)); }
-std::int64_t StageStream::step_tokens(std::int64_t step) const { return step_tokens_.at(static_cast<std::size_t>(step)); }
+std::int64_t StageStream::step_targets(std::int64_t step) const {
+  return step_targets_.at(static_cast<std::size_t>(step));
+}
+std::int64_t StageStream::step_tokens(std::int64_t step) const {
+  return step_tokens_.at(static_cast<std::size_t>(step));
+}
 
 int StageStream::epoch_at(std::int64_t step) const {
   if (micro_.empty() || step_begin_.empty()) return 0;
   const auto st = static_cast<std::size_t>(std::clamp<std::int64_t>(step, 0, steps_ - 1));
-  const std::int64_t g = std::min<std::int64_t>(step_begin_[st], static_cast<std::int64_t>(micro_.size()) - 1);
+  const std::int64_t g =
+      std::min<std::int64_t>(step_begin_[st], static_cast<std::int64_t>(micro_.size()) - 1);
   return micro_[static_cast<std::size_t>(g)].epoch;
 }
 

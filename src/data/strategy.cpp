@@ -36,7 +36,8 @@ DataPlan plan_data(const config::RunConfig& cfg, const std::vector<std::int64_t>
                    const std::vector<bool>& estimated) {
   DataPlan plan;
   plan.dataset_records = records_per_dataset;
-  plan.dataset_size_estimated = estimated.empty() ? std::vector<bool>(records_per_dataset.size(), false) : estimated;
+  plan.dataset_size_estimated =
+      estimated.empty() ? std::vector<bool>(records_per_dataset.size(), false) : estimated;
   std::string errors;
   auto fail = [&](const std::string& msg) { errors += (errors.empty() ? "" : "\n") + msg; };
 
@@ -49,9 +50,10 @@ DataPlan plan_data(const config::RunConfig& cfg, const std::vector<std::int64_t>
       const double needed = std::ceil(0.5 / d.fraction);
       fail("datasets." + d.name + ".fraction: " + fmt_number(d.fraction) + " of " + std::to_string(n) +
            " records selects none; " +
-           (needed < 1e15 ? "the dataset needs at least " + std::to_string(static_cast<std::int64_t>(needed)) +
-                                " records for this fraction"
-                          : std::string("no real dataset is large enough for this fraction: give a larger one")));
+           (needed < 1e15
+                ? "the dataset needs at least " + std::to_string(static_cast<std::int64_t>(needed)) +
+                      " records for this fraction"
+                : std::string("no real dataset is large enough for this fraction: give a larger one")));
     }
     plan.dataset_selected.push_back(sel);
     plan.permutations.push_back(permutation(n, dataset_seed(cfg.data_seed(), d.name)));
@@ -67,13 +69,15 @@ DataPlan plan_data(const config::RunConfig& cfg, const std::vector<std::int64_t>
       if (x.records < 1 && plan.dataset_selected[di] > 0 && src.replay) {
         // A replay share too small for the data (k = 1/256 of a 1/64 subset) replays
         // nothing; say so rather than fail, so sweeps over fractions x k run through.
-        sft::log::warn("stage {} ({}): replay fraction {:g} of the {} selected {} records selects none; "
-                     "the stage replays no {} data",
-                     s + 1, st.name, src.fraction, plan.dataset_selected[di], src.dataset, src.dataset);
+        sft::log::warn(
+            "stage {} ({}): replay fraction {:g} of the {} selected {} records selects none; "
+            "the stage replays no {} data",
+            s + 1, st.name, src.fraction, plan.dataset_selected[di], src.dataset, src.dataset);
       } else if (x.records < 1 && plan.dataset_selected[di] > 0)
-        fail("stages[" + std::to_string(s) + "] (" + st.name + "): " + (src.replay ? "replay fraction " : "fraction ") +
-             std::to_string(src.fraction) + " of the " + std::to_string(plan.dataset_selected[di]) + " selected " +
-             src.dataset + " records selects none; use a larger fraction or more data");
+        fail("stages[" + std::to_string(s) + "] (" + st.name +
+             "): " + (src.replay ? "replay fraction " : "fraction ") + std::to_string(src.fraction) +
+             " of the " + std::to_string(plan.dataset_selected[di]) + " selected " + src.dataset +
+             " records selects none; use a larger fraction or more data");
       sel.samples += x.samples();
       sel.sources.push_back(x);
     }

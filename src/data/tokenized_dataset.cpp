@@ -36,7 +36,8 @@ struct Built {
   bool truncated = false;
 };
 
-Built build_sample(const Record& r, const ChatTemplate& tmpl, const Tokenizer& tok, const config::DataSpec& data) {
+Built build_sample(const Record& r, const ChatTemplate& tmpl, const Tokenizer& tok,
+                   const config::DataSpec& data) {
   Built b;
   b.enc = ChatTemplate::encode(tmpl.segments(r), tok);
   auto n = static_cast<std::int64_t>(b.enc.ids.size());
@@ -59,13 +60,21 @@ Built build_sample(const Record& r, const ChatTemplate& tmpl, const Tokenizer& t
 
 std::string cache_key(const config::DatasetSpec& spec, const config::DataSpec& data, const Tokenizer& tok,
                       const ChatTemplate& tmpl, const std::string& data_sha) {
-  nlohmann::json k = {{"version", kCacheVersion}, {"data_sha256", data_sha}, {"tokenizer_sha256", tok.sha256()},
-                      {"template", tmpl.name()}, {"system", tmpl.default_system()},
-                      {"has_system", tmpl.has_default_system()}, {"format", config::name(spec.format)},
-                      {"strip_calculator", spec.strip_calculator}, {"filter_field", spec.filter_field},
-                      {"filter_equals", spec.filter_equals}, {"text_field", spec.text_field},
-                      {"max_seq_len", data.max_seq_len}, {"truncation", config::name(data.truncation)},
-                      {"on_bad_record", config::name(data.on_bad_record)}, {"max_record_bytes", data.max_record_bytes}};
+  nlohmann::json k = {{"version", kCacheVersion},
+                      {"data_sha256", data_sha},
+                      {"tokenizer_sha256", tok.sha256()},
+                      {"template", tmpl.name()},
+                      {"system", tmpl.default_system()},
+                      {"has_system", tmpl.has_default_system()},
+                      {"format", config::name(spec.format)},
+                      {"strip_calculator", spec.strip_calculator},
+                      {"filter_field", spec.filter_field},
+                      {"filter_equals", spec.filter_equals},
+                      {"text_field", spec.text_field},
+                      {"max_seq_len", data.max_seq_len},
+                      {"truncation", config::name(data.truncation)},
+                      {"on_bad_record", config::name(data.on_bad_record)},
+                      {"max_record_bytes", data.max_record_bytes}};
   return sha256_hex(k.dump());
 }
 
@@ -77,10 +86,17 @@ nlohmann::json stats_json(const DatasetStats& s, const std::string& file) {
   for (const auto& b : s.first_bad)
     bad.push_back({{"where", b.where.rfind(file + ":", 0) == 0 ? b.where.substr(file.size()) : b.where},
                    {"reason", b.reason}});
-  return {{"read", s.read}, {"kept", s.kept}, {"bad", s.bad}, {"filtered", s.filtered},
-          {"trailing_user_turns", s.trailing_user_turns}, {"truncated", s.truncated},
-          {"zero_target", s.zero_target}, {"too_long", s.too_long}, {"tokens", s.tokens},
-          {"target_tokens", s.target_tokens}, {"first_bad", bad}};
+  return {{"read", s.read},
+          {"kept", s.kept},
+          {"bad", s.bad},
+          {"filtered", s.filtered},
+          {"trailing_user_turns", s.trailing_user_turns},
+          {"truncated", s.truncated},
+          {"zero_target", s.zero_target},
+          {"too_long", s.too_long},
+          {"tokens", s.tokens},
+          {"target_tokens", s.target_tokens},
+          {"first_bad", bad}};
 }
 
 DatasetStats stats_from(const nlohmann::json& j, const std::string& file) {
@@ -102,8 +118,8 @@ DatasetStats stats_from(const nlohmann::json& j, const std::string& file) {
   return s;
 }
 
-const char* kFiles[] = {"ids.bin", "mask.bin", "offsets.bin", "status.bin", "truncated.bin", "lines.bin",
-                        "indices.bin", "record_ids.txt"};
+const char* kFiles[] = {"ids.bin",       "mask.bin",  "offsets.bin", "status.bin",
+                        "truncated.bin", "lines.bin", "indices.bin", "record_ids.txt"};
 
 }  // namespace
 
@@ -119,18 +135,21 @@ Origin TokenizedDataset::origin(std::int64_t i) const {
           record_ids_[static_cast<std::size_t>(i)]};
 }
 
-ChatTemplate template_for(const config::RunConfig& cfg, const config::DatasetSpec& spec, const Tokenizer& tok) {
+ChatTemplate template_for(const config::RunConfig& cfg, const config::DatasetSpec& spec,
+                          const Tokenizer& tok) {
   std::optional<std::string> system = spec.system_message ? spec.system_message : cfg.system_message;
   ChatTemplate t = ChatTemplate::create(cfg.chat_template, system, &tok);
   t.check_tokenizer(tok);
   return t;
 }
 
-std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpec& spec, const config::DataSpec& data,
-                                                        const Tokenizer& tok, const ChatTemplate& tmpl,
-                                                        bool* rebuilt) {
-  if (!fs::exists(spec.path)) throw DataError(spec.path + ": dataset file not found (datasets." + spec.name + ".path)");
-  fs::require_regular_file(spec.path, "datasets." + spec.name + ".path");  // a FIFO or /dev/zero would hash forever
+std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpec& spec,
+                                                        const config::DataSpec& data, const Tokenizer& tok,
+                                                        const ChatTemplate& tmpl, bool* rebuilt) {
+  if (!fs::exists(spec.path))
+    throw DataError(spec.path + ": dataset file not found (datasets." + spec.name + ".path)");
+  fs::require_regular_file(spec.path,
+                           "datasets." + spec.name + ".path");  // a FIFO or /dev/zero would hash forever
   const std::string data_sha = sha256_file(spec.path);
   const std::string key = cache_key(spec, data, tok, tmpl, data_sha);
   const std::string dir = fs::join(data.cache_dir, spec.name + "-" + key.substr(0, 16));
@@ -233,8 +252,10 @@ std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpe
     record_ids += rr.records[i].origin.id;
     record_ids += '\n';
     s.truncated += b.truncated ? 1 : 0;
-    if (b.status == SampleStatus::kZeroTarget) ++s.zero_target;
-    else if (b.status == SampleStatus::kTooLong) ++s.too_long;
+    if (b.status == SampleStatus::kZeroTarget)
+      ++s.zero_target;
+    else if (b.status == SampleStatus::kTooLong)
+      ++s.too_long;
     else {
       ++s.kept;
       s.tokens += static_cast<std::int64_t>(b.enc.ids.size());
@@ -246,13 +267,20 @@ std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpe
   std::string tmp = dir + ".tmp." + std::to_string(::getpid());
   fs::remove_all(tmp);
   fs::make_dirs(tmp);
-  std::vector<std::pair<const char*, std::string>> files = {
-      {"ids.bin", bytes_of(ids)},         {"mask.bin", bytes_of(mask)},
-      {"offsets.bin", bytes_of(offsets)}, {"status.bin", bytes_of(status)},
-      {"truncated.bin", bytes_of(truncated)}, {"lines.bin", bytes_of(lines)},
-      {"indices.bin", bytes_of(indices)}, {"record_ids.txt", record_ids}};
-  nlohmann::json meta = {{"key", key}, {"dataset", spec.name}, {"file", spec.path}, {"records", n},
-                         {"stats", stats_json(s, spec.path)}, {"sha256", nlohmann::json::object()}};
+  std::vector<std::pair<const char*, std::string>> files = {{"ids.bin", bytes_of(ids)},
+                                                            {"mask.bin", bytes_of(mask)},
+                                                            {"offsets.bin", bytes_of(offsets)},
+                                                            {"status.bin", bytes_of(status)},
+                                                            {"truncated.bin", bytes_of(truncated)},
+                                                            {"lines.bin", bytes_of(lines)},
+                                                            {"indices.bin", bytes_of(indices)},
+                                                            {"record_ids.txt", record_ids}};
+  nlohmann::json meta = {{"key", key},
+                         {"dataset", spec.name},
+                         {"file", spec.path},
+                         {"records", n},
+                         {"stats", stats_json(s, spec.path)},
+                         {"sha256", nlohmann::json::object()}};
   for (auto& [name, bytes] : files) {
     fs::write_file_atomic(fs::join(tmp, name), bytes);
     meta["sha256"][name] = sha256_hex(bytes);

@@ -27,7 +27,8 @@ constexpr std::string_view kSentinel = "\x01";
 // A token as tokenizer_config.json writes it: a string, or an AddedToken {"content": ...}.
 std::string token_text(const nlohmann::json& j) {
   if (j.is_string()) return j.get<std::string>();
-  if (j.is_object() && j.contains("content") && j["content"].is_string()) return j["content"].get<std::string>();
+  if (j.is_object() && j.contains("content") && j["content"].is_string())
+    return j["content"].get<std::string>();
   return "";
 }
 
@@ -35,7 +36,8 @@ nlohmann::json read_json(const std::string& path) {
   try {
     return nlohmann::json::parse(fs::read_file(path));
   } catch (const nlohmann::json::exception& e) {
-    throw ConfigError(path + ": not valid JSON (" + std::string(e.what()).substr(std::string(e.what()).find(']') + 2) + ")");
+    throw ConfigError(path + ": not valid JSON (" +
+                      std::string(e.what()).substr(std::string(e.what()).find(']') + 2) + ")");
   }
 }
 
@@ -45,16 +47,21 @@ std::shared_ptr<const Tokenizer> Tokenizer::load(const std::string& path) {
   std::string file = path;
   if (fs::is_dir(path)) {
     // tokenizer.json first: LLaMA 3's folders also hold an original/tokenizer.model of tiktoken's.
-    file = fs::exists(fs::join(path, "tokenizer.json")) ? fs::join(path, "tokenizer.json") : fs::join(path, "tokenizer.model");
+    file = fs::exists(fs::join(path, "tokenizer.json")) ? fs::join(path, "tokenizer.json")
+                                                        : fs::join(path, "tokenizer.model");
     if (!fs::exists(file))
       throw ConfigError(path + ": a folder without a tokenizer.json or tokenizer.model (tokenizer.path)");
   }
-  if (!fs::exists(file)) throw ConfigError(file + ": tokenizer not found (a tokenizer.model, a tokenizer.json, or a folder holding one)");
+  if (!fs::exists(file))
+    throw ConfigError(file +
+                      ": tokenizer not found (a tokenizer.model, a tokenizer.json, or a folder holding one)");
   if (fs::is_dir(file)) throw ConfigError(file + ": a folder, not a tokenizer file");
   std::shared_ptr<Tokenizer> t(new Tokenizer());
   const bool json = file.size() >= 5 && file.compare(file.size() - 5, 5, ".json") == 0;
-  if (json) t->load_hf(file);
-  else t->load_sentencepiece(file);
+  if (json)
+    t->load_hf(file);
+  else
+    t->load_sentencepiece(file);
   t->path_ = file;
   if (std::find(t->eos_ids_.begin(), t->eos_ids_.end(), t->eos_) == t->eos_ids_.end() && t->eos_ >= 0)
     t->eos_ids_.insert(t->eos_ids_.begin(), t->eos_);
@@ -66,7 +73,8 @@ void Tokenizer::load_sentencepiece(const std::string& path) {
   proc_ = std::make_unique<Processor>();
   auto& sp = proc_->sp;
   if (auto status = sp.Load(path); !status.ok())
-    throw ConfigError(path + ": not a sentencepiece model (nor a tokenizer.json): sentencepiece could not parse it");
+    throw ConfigError(path +
+                      ": not a sentencepiece model (nor a tokenizer.json): sentencepiece could not parse it");
   sha256_ = sha256_file(path);
   bos_ = sp.bos_id();
   eos_ = sp.eos_id();
@@ -112,13 +120,15 @@ void Tokenizer::load_hf(const std::string& path) {
     } else if (j.contains("chat_template") && j["chat_template"].is_array()) {
       // Named templates ([{"name", "template"}]): transformers' default is the one named "default".
       for (const auto& t : j["chat_template"])
-        if (t.is_object() && t.value("name", "") == "default" && t.contains("template") && t["template"].is_string()) {
+        if (t.is_object() && t.value("name", "") == "default" && t.contains("template") &&
+            t["template"].is_string()) {
           chat_template_ = t["template"].get<std::string>();
           chat_template_path_ = tc;
         }
     }
   }
-  if (const std::string jinja = fs::join(dir, "chat_template.jinja"); chat_template_.empty() && fs::exists(jinja)) {
+  if (const std::string jinja = fs::join(dir, "chat_template.jinja");
+      chat_template_.empty() && fs::exists(jinja)) {
     chat_template_ = fs::read_file(jinja);
     chat_template_path_ = jinja;
   }
@@ -126,7 +136,8 @@ void Tokenizer::load_hf(const std::string& path) {
     const nlohmann::json j = read_json(gc);
     if (j.contains("eos_token_id")) {
       const auto& e = j["eos_token_id"];
-      std::vector<nlohmann::json> ids = e.is_array() ? std::vector<nlohmann::json>(e.begin(), e.end()) : std::vector<nlohmann::json>{e};
+      std::vector<nlohmann::json> ids =
+          e.is_array() ? std::vector<nlohmann::json>(e.begin(), e.end()) : std::vector<nlohmann::json>{e};
       for (const auto& x : ids) {
         if (!x.is_number_integer() || x.get<std::int64_t>() < 0 || x.get<std::int64_t>() >= vocab_)
           throw ConfigError(gc + ": eos_token_id " + x.dump() + " is not an id of " + path);
@@ -145,7 +156,8 @@ std::vector<std::int32_t> Tokenizer::encode(std::string_view text) const {
   if (hf_) return hf_->encode(text);
   std::vector<std::int32_t> ids;
   if (auto status = proc_->sp.Encode(text, &ids); !status.ok())
-    throw DataError(path_ + ": sentencepiece failed to encode a text of " + std::to_string(text.size()) + " bytes");
+    throw DataError(path_ + ": sentencepiece failed to encode a text of " + std::to_string(text.size()) +
+                    " bytes");
   return ids;
 }
 
@@ -172,13 +184,15 @@ std::vector<std::int32_t> Tokenizer::encode_with_special(std::string_view text) 
 std::string Tokenizer::decode(const std::vector<std::int32_t>& ids) const {
   if (hf_) {
     for (auto id : ids)
-      if (id < 0 || id >= vocab_) throw DataError(path_ + ": cannot decode id " + std::to_string(id) + ", outside the vocabulary");
+      if (id < 0 || id >= vocab_)
+        throw DataError(path_ + ": cannot decode id " + std::to_string(id) + ", outside the vocabulary");
     return hf_->decode(ids, /*skip_special=*/true);
   }
   // sentencepiece rejects ids outside the vocabulary with an error status; so do we.
   std::string out;
   if (auto status = proc_->sp.Decode(ids, &out); !status.ok())
-    throw DataError(path_ + ": sentencepiece failed to decode: an id outside its vocabulary of " + std::to_string(vocab_));
+    throw DataError(path_ + ": sentencepiece failed to decode: an id outside its vocabulary of " +
+                    std::to_string(vocab_));
   return out;
 }
 
@@ -206,14 +220,16 @@ bool Tokenizer::is_control(std::int32_t id) const {
   return proc_->sp.IsControl(id);
 }
 
-void Tokenizer::write_hf_files(const std::string& dir, const std::string& chat_template, std::int64_t model_max_length) const {
+void Tokenizer::write_hf_files(const std::string& dir, const std::string& chat_template,
+                               std::int64_t model_max_length) const {
   using nlohmann::json;
   json tc;
   if (hf_) {
     fs::write_file_atomic(fs::join(dir, "tokenizer.json"), fs::read_file(path_));
     // The original's tokenizer_config.json when there is one (its added-token table, class,
     // lengths), with this run's chat template; else the fast tokenizer's minimum.
-    const std::string orig = fs::join(fs::dirname(path_).empty() ? "." : fs::dirname(path_), "tokenizer_config.json");
+    const std::string orig =
+        fs::join(fs::dirname(path_).empty() ? "." : fs::dirname(path_), "tokenizer_config.json");
     tc = fs::exists(orig) ? read_json(orig) : json{{"tokenizer_class", "PreTrainedTokenizerFast"}};
     if (!bos_token_.empty()) tc["bos_token"] = bos_token_;
     if (!eos_token_.empty()) tc["eos_token"] = eos_token_;
@@ -221,24 +237,35 @@ void Tokenizer::write_hf_files(const std::string& dir, const std::string& chat_t
   } else {
     fs::write_file_atomic(fs::join(dir, "tokenizer.model"), fs::read_file(path_));
     // A slow LlamaTokenizer config, so AutoTokenizer needs nothing but tokenizer.model.
-    tc = {{"tokenizer_class", "LlamaTokenizer"}, {"bos_token", bos_token_}, {"eos_token", eos_token_},
-          {"unk_token", "<unk>"}, {"add_bos_token", true}, {"add_eos_token", false},
-          {"clean_up_tokenization_spaces", false}, {"legacy", true}, {"pad_token", nullptr},
+    tc = {{"tokenizer_class", "LlamaTokenizer"},
+          {"bos_token", bos_token_},
+          {"eos_token", eos_token_},
+          {"unk_token", "<unk>"},
+          {"add_bos_token", true},
+          {"add_eos_token", false},
+          {"clean_up_tokenization_spaces", false},
+          {"legacy", true},
+          {"pad_token", nullptr},
           {"sp_model_kwargs", json::object()}};
     if (model_max_length > 0) tc["model_max_length"] = model_max_length;
     json sm = {{"bos_token", bos_token_}, {"eos_token", eos_token_}, {"unk_token", "<unk>"}};
     fs::write_file_atomic(fs::join(dir, "special_tokens_map.json"), sm.dump(2) + "\n");
   }
-  if (!chat_template.empty()) tc["chat_template"] = chat_template;
-  else tc.erase("chat_template");
+  if (!chat_template.empty())
+    tc["chat_template"] = chat_template;
+  else
+    tc.erase("chat_template");
   fs::write_file_atomic(fs::join(dir, "tokenizer_config.json"), tc.dump(2) + "\n");
   // What generation starts and stops on, as sft generates (every EOS id): written over the
   // model's own (which knows only config.json's ids), keeping the other fields of the
   // tokenizer folder's generation_config.json (sampling defaults) when it has one.
-  const std::string orig_gc = fs::join(fs::dirname(path_).empty() ? "." : fs::dirname(path_), "generation_config.json");
+  const std::string orig_gc =
+      fs::join(fs::dirname(path_).empty() ? "." : fs::dirname(path_), "generation_config.json");
   json gc = hf_ && fs::exists(orig_gc) ? read_json(orig_gc) : json::object();
-  if (bos_ >= 0) gc["bos_token_id"] = bos_;
-  else gc.erase("bos_token_id");
+  if (bos_ >= 0)
+    gc["bos_token_id"] = bos_;
+  else
+    gc.erase("bos_token_id");
   if (!eos_ids_.empty()) gc["eos_token_id"] = eos_ids_.size() == 1 ? json(eos_ids_[0]) : json(eos_ids_);
   if (pad_ >= 0) gc["pad_token_id"] = pad_;
   fs::write_file_atomic(fs::join(dir, "generation_config.json"), gc.dump(2) + "\n");

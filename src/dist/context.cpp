@@ -38,7 +38,7 @@ struct Context::Launched {
   std::int64_t launched_ns = 0;
   std::atomic<std::int64_t> completed_ns{0};  // Gloo: set by the last of its works to finish
   std::atomic<int> unfinished{0};
-  double waited_ms = 0;                       // Gloo: the host's time in wait()
+  double waited_ms = 0;  // Gloo: the host's time in wait()
 #if SFT_WITH_CUDA
   // NCCL: the collective on the communication stream, and each wait on a compute stream.
   std::unique_ptr<at::cuda::CUDAEvent> start, end;
@@ -49,17 +49,17 @@ struct Context::Launched {
 struct Context::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> pg;  // ProcessGroupGloo or ProcessGroupNCCL
-  c10::Device device{c10::kCPU};          // the rank's device: its GPU under NCCL
-  std::int64_t string_rounds = 0;         // all_gather_strings calls so far (their key prefix)
+  c10::Device device{c10::kCPU};         // the rank's device: its GPU under NCCL
+  std::int64_t string_rounds = 0;        // all_gather_strings calls so far (their key prefix)
 #if SFT_WITH_CUDA
   std::optional<c10::cuda::CUDAStream> comm;  // NCCL: the communication stream
 #endif
   // Timing: collectives of open or unresolved windows, and the resolved windows' times.
   std::int64_t window = 0;
   std::deque<std::shared_ptr<Launched>> launched;
-  std::vector<CommTimes> resolved;        // closed windows, oldest first
-  std::int64_t first_unresolved = 0;      // the oldest closed window not in `resolved` yet
-  std::deque<bool> kept;                  // per closed window from first_kept_window: reported?
+  std::vector<CommTimes> resolved;    // closed windows, oldest first
+  std::int64_t first_unresolved = 0;  // the oldest closed window not in `resolved` yet
+  std::deque<bool> kept;              // per closed window from first_kept_window: reported?
   std::int64_t first_kept_window = 0;
 };
 
@@ -104,10 +104,14 @@ void guarded(const Context& c, c10d::Backend* pg, const char* what, F&& f) {
 }
 
 std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
-[[maybe_unused]] bool is_loopback(const std::string& a) { return a == "localhost" || a.rfind("127.", 0) == 0 || a == "::1"; }
+[[maybe_unused]] bool is_loopback(const std::string& a) {
+  return a == "localhost" || a.rfind("127.", 0) == 0 || a == "::1";
+}
 
 }  // namespace
 
@@ -130,7 +134,8 @@ Context::~Context() {
   }
 }
 
-std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config::DistSpec& spec, c10::Device device) {
+std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config::DistSpec& spec,
+                                         c10::Device device) {
   auto c = std::shared_ptr<Context>(new Context());
   c->impl_ = std::make_unique<Impl>();
   c->launch_ = launch;
@@ -141,10 +146,12 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
   // run (a one-rank NCCL group is how a single GPU checks the NCCL path).
   if (launch.world == 1 && spec.backend == config::Backend::kAuto) return c;
 
-  const config::Backend backend =
-      spec.backend != config::Backend::kAuto ? spec.backend : device.is_cuda() ? config::Backend::kNccl : config::Backend::kGloo;
+  const config::Backend backend = spec.backend != config::Backend::kAuto ? spec.backend
+                                  : device.is_cuda()                     ? config::Backend::kNccl
+                                                                         : config::Backend::kGloo;
   c->backend_ = backend;
-  require_backend(spec.backend, backend, launch.world, nccl_compiled(), gloo_compiled());  // before any rank waits
+  require_backend(spec.backend, backend, launch.world, nccl_compiled(),
+                  gloo_compiled());  // before any rank waits
   const auto deadline = std::chrono::steady_clock::now() + c->timeout_;
   const std::string where = launch.master_addr + ":" + std::to_string(launch.master_port);
   c10d::TCPStoreOptions so;
@@ -161,23 +168,27 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
     tcp = c10::make_intrusive<c10d::TCPStore>(launch.master_addr, so);
   } catch (const std::exception& e) {
     const std::string msg = first_line_of(e);
-    throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) + ": rendezvous at " +
-                where + " failed within " + std::to_string(spec.timeout_s) + " s (dist.timeout_s): " + msg +
-                "; check that rank 0 runs, that every rank has the same MASTER_ADDR/MASTER_PORT, and that this "
-                "node reaches " + where);
+    throw Error(
+        "rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) + ": rendezvous at " +
+        where + " failed within " + std::to_string(spec.timeout_s) + " s (dist.timeout_s): " + msg +
+        "; check that rank 0 runs, that every rank has the same MASTER_ADDR/MASTER_PORT, and that this "
+        "node reaches " +
+        where);
   }
   const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT");
-  c->impl_->store = c10::make_intrusive<c10d::PrefixStore>(std::string("sft/") + (restart ? restart : "0"), tcp);
+  c->impl_->store =
+      c10::make_intrusive<c10d::PrefixStore>(std::string("sft/") + (restart ? restart : "0"), tcp);
   // Every rank counts in, then waits for the others until the common deadline.
   try {
     std::int64_t arrived = c->impl_->store->add("arrived", 1);
     while (arrived < launch.world) {
       if (std::chrono::steady_clock::now() >= deadline)
-        throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) + ": rendezvous at " +
-                    where + ": " + std::to_string(arrived) + " of " + std::to_string(launch.world) +
-                    " ranks arrived within " + std::to_string(spec.timeout_s) +
+        throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) +
+                    ": rendezvous at " + where + ": " + std::to_string(arrived) + " of " +
+                    std::to_string(launch.world) + " ranks arrived within " + std::to_string(spec.timeout_s) +
                     " s (dist.timeout_s); check that every rank was started with WORLD_SIZE=" +
-                    std::to_string(launch.world) + " and the same MASTER_ADDR/MASTER_PORT, that none failed at start " +
+                    std::to_string(launch.world) +
+                    " and the same MASTER_ADDR/MASTER_PORT, that none failed at start " +
                     "(see their logs), and that the other nodes reach " + where);
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       arrived = c->impl_->store->add("arrived", 0);
@@ -186,15 +197,16 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
     throw;
   } catch (const std::exception& e) {
     const std::string msg = first_line_of(e);
-    throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) + ": rendezvous at " +
-                where + " broke (" + msg + "); check that rank 0 still runs");
+    throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) +
+                ": rendezvous at " + where + " broke (" + msg + "); check that rank 0 still runs");
   }
 
   if (backend == config::Backend::kNccl) {
 #if SFT_WITH_CUDA
     if (!device.is_cuda() || !device.has_index())
-      throw ConfigError("dist.backend: nccl needs each rank on its own GPU (train.device: auto or cuda), not " +
-                        device.str());
+      throw ConfigError(
+          "dist.backend: nccl needs each rank on its own GPU (train.device: auto or cuda), not " +
+          device.str());
     // NCCL binds to the current device: make it this rank's GPU before the group exists,
     // and bind the group to it so that no collective has to guess.
     cuda::set_device(device.index());
@@ -207,17 +219,21 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
     ::setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0", /*overwrite=*/1);
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = std::chrono::duration_cast<std::chrono::milliseconds>(c->timeout_);
-    c->impl_->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(c->impl_->store, launch.rank, launch.world, opts);
+    c->impl_->pg =
+        c10::make_intrusive<c10d::ProcessGroupNCCL>(c->impl_->store, launch.rank, launch.world, opts);
     c->impl_->pg->setBoundDeviceId(device);
     c->impl_->device = device;
     // High priority: a gather the next layer waits for goes ahead of queued compute.
     c->impl_->comm = c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device.index());
 #else
-    throw ConfigError("dist.backend: nccl needs sft built against a LibTorch with CUDA (SFT_CUDA=ON); this build has none (use gloo)");
+    throw ConfigError(
+        "dist.backend: nccl needs sft built against a LibTorch with CUDA (SFT_CUDA=ON); this build has none "
+        "(use gloo)");
 #endif
   } else {
 #if SFT_WITH_GLOO
-    auto opts = c10d::ProcessGroupGloo::Options::create(std::chrono::duration_cast<std::chrono::milliseconds>(c->timeout_));
+    auto opts = c10d::ProcessGroupGloo::Options::create(
+        std::chrono::duration_cast<std::chrono::milliseconds>(c->timeout_));
     if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"))
       opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
     else if (is_loopback(launch.master_addr))
@@ -225,11 +241,13 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
     else
       opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     opts->threads = 2;
-    c->impl_->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(c->impl_->store, launch.rank, launch.world, opts);
+    c->impl_->pg =
+        c10::make_intrusive<c10d::ProcessGroupGloo>(c->impl_->store, launch.rank, launch.world, opts);
 #endif
   }
-  sft::log::info("dist: rank {}/{} (local {}), {} backend, rendezvous {}:{} via {}", launch.rank, launch.world,
-               launch.local_rank, config::name(backend), launch.master_addr, launch.master_port, launch.launcher);
+  sft::log::info("dist: rank {}/{} (local {}), {} backend, rendezvous {}:{} via {}", launch.rank,
+                 launch.world, launch.local_rank, config::name(backend), launch.master_addr,
+                 launch.master_port, launch.launcher);
   return c;
 }
 
@@ -267,7 +285,7 @@ void Context::Work::wait() {
   if (!pending()) return;
   State& st = *s_;
   Context& c = *st.ctx;
-  st.done = true;  // a failure is reported once
+  st.done = true;                                          // a failure is reported once
   RECORD_USER_SCOPE(std::string("sft::wait ") + st.what);  // a span in a trace (train/trace.h)
 #if SFT_WITH_CUDA
   if (c.impl_->comm) {
@@ -328,7 +346,8 @@ Context::Work Context::launch(const char* what, std::vector<at::Tensor> buffers,
     // The buffers were allocated on the compute stream: the caching allocator must not hand
     // their memory out again before the communication stream is done with it.
     for (const at::Tensor& t : buffers)
-      if (t.defined() && t.is_cuda() && t.storage().data()) c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), comm);
+      if (t.defined() && t.is_cuda() && t.storage().data())
+        c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), comm);
     rec->end->record(comm);
     st.buffers = std::move(buffers);
     return w;
@@ -550,7 +569,8 @@ void Context::resolve_comm_times(bool force) {
 std::vector<std::string> Context::all_gather_strings(const std::string& mine, std::chrono::seconds timeout) {
   if (!impl_->store) return {mine};
   const std::string base = "strings/" + std::to_string(impl_->string_rounds++) + "/";
-  const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(timeout.count() > 0 ? timeout : timeout_);
+  const auto wait =
+      std::chrono::duration_cast<std::chrono::milliseconds>(timeout.count() > 0 ? timeout : timeout_);
   std::vector<std::string> all;
   guarded(*this, nullptr, "exchange of settings", [&] {
     impl_->store->set(base + std::to_string(rank_), std::vector<std::uint8_t>(mine.begin(), mine.end()));

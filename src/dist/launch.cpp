@@ -47,7 +47,8 @@ LaunchInfo detect_launch() {
     l.rank = env_int("RANK", 0);
     l.world = env_int("WORLD_SIZE", 1);
     l.local_rank = env_int("LOCAL_RANK", l.rank);
-    l.local_world = env_int("LOCAL_WORLD_SIZE", 1);  // unknown: 1 (train/device_rule.h infers from LOCAL_RANK)
+    l.local_world =
+        env_int("LOCAL_WORLD_SIZE", 1);  // unknown: 1 (train/device_rule.h infers from LOCAL_RANK)
     if (const char* a = env("MASTER_ADDR")) l.master_addr = a;
     l.master_port = env_int("MASTER_PORT", 29500);
     const char* agent = env("TORCHELASTIC_USE_AGENT_STORE");
@@ -59,8 +60,10 @@ LaunchInfo detect_launch() {
     l.local_rank = env_int("SLURM_LOCALID", 0);
     if (const char* per = env("SLURM_NTASKS_PER_NODE")) l.local_world = std::atoi(per);
     const char* nodes = env("SLURM_JOB_NODELIST") ? env("SLURM_JOB_NODELIST") : env("SLURM_NODELIST");
-    if (const char* a = env("MASTER_ADDR")) l.master_addr = a;
-    else if (nodes) l.master_addr = first_host(nodes);
+    if (const char* a = env("MASTER_ADDR"))
+      l.master_addr = a;
+    else if (nodes)
+      l.master_addr = first_host(nodes);
     l.master_port = env_int("MASTER_PORT", 20000 + env_int("SLURM_JOB_ID", 9500) % 20000);
     l.launcher = "slurm";
   }

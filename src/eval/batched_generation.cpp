@@ -24,7 +24,8 @@ using Clock = std::chrono::steady_clock;
 double free_bytes(c10::Device device) {
   if (device.is_cuda()) {
     const auto st = cuda::memory_stats(device.index());
-    return 0.5 * (static_cast<double>(cuda::free_memory(device.index())) + static_cast<double>(st.reserved - st.allocated));
+    return 0.5 * (static_cast<double>(cuda::free_memory(device.index())) +
+                  static_cast<double>(st.reserved - st.allocated));
   }
   std::ifstream in("/proc/meminfo");
   std::string key;
@@ -38,7 +39,8 @@ double free_bytes(c10::Device device) {
 
 }  // namespace
 
-Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::vector<GenItem> items, const GenSettings& s) {
+Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::vector<GenItem> items,
+                       const GenSettings& s) {
   Generated g;
   g.out.resize(items.size());
   const std::int64_t ctx = m.config().max_position_embeddings;
@@ -74,8 +76,9 @@ Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::v
   for (std::size_t i = 0; i < order.size();) {
     const auto longest = static_cast<std::int64_t>(items[order[i]].prompt.size());
     const std::int64_t new_tokens = std::max<std::int64_t>(1, std::min(s.max_new_tokens, ctx - longest));
-    const auto fits = static_cast<std::size_t>(
-        std::max(1.0, std::floor(room / model::generation_bytes_per_row(m.config(), longest + new_tokens, m.dtype() == at::kBFloat16 ? 2 : 4))));
+    const auto fits = static_cast<std::size_t>(std::max(
+        1.0, std::floor(room / model::generation_bytes_per_row(m.config(), longest + new_tokens,
+                                                               m.dtype() == at::kBFloat16 ? 2 : 4))));
     const std::size_t cap = std::min(bs, fits);
     shrunk += cap < bs;
     std::size_t j = i;
@@ -114,14 +117,14 @@ Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::v
     if (std::chrono::duration<double>(Clock::now() - last_log).count() > 20 && done < order.size()) {
       last_log = Clock::now();
       sft::log::info("{}: {}/{} generated ({:.0f} s)", s.label, done, order.size(),
-                   std::chrono::duration<double>(last_log - start).count());
+                     std::chrono::duration<double>(last_log - start).count());
     }
   }
   if (s.world > 1 && s.all_gather)
     for (const auto& theirs : s.all_gather(mine.dump()))
       for (const auto& o : nlohmann::json::parse(theirs))
-        g.out[o[0].get<std::size_t>()] = {o[1].get<std::string>(), o[2].get<std::int64_t>(), o[3].get<std::int64_t>(),
-                                          o[4].get<std::string>()};
+        g.out[o[0].get<std::size_t>()] = {o[1].get<std::string>(), o[2].get<std::int64_t>(),
+                                          o[3].get<std::int64_t>(), o[4].get<std::string>()};
   return g;
 }
 

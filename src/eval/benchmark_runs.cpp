@@ -55,7 +55,8 @@ double greedy_unless_set(const EvalRequest& req) { return req.temperature > 0 ? 
 
 }  // namespace
 
-ordered_json run_gsm8k(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req, const std::string& path) {
+ordered_json run_gsm8k(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req,
+                       const std::string& path) {
   const auto tmpl = template_of(req, tok);
   const auto items = load_gsm8k(path, req.limit);
   std::vector<GenItem> gen;
@@ -103,7 +104,8 @@ ordered_json run_humaneval(const model::Llama& m, const data::Tokenizer& tok, co
   return r;
 }
 
-ordered_json run_mtbench(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req, const std::string& path) {
+ordered_json run_mtbench(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req,
+                         const std::string& path) {
   const auto tmpl = template_of(req, tok);
   const auto questions = load_mtbench_questions(path, req.limit);
   GenSettings s = settings_for(req, tmpl);
@@ -135,16 +137,19 @@ ordered_json run_mtbench(const model::Llama& m, const data::Tokenizer& tok, cons
   }
   if (req.rank != 0) return ordered_json::object();  // rank 0 writes the answers
   Rng rng(seed_combine(req.seed, seed_from_string("mtbench:" + req.model_id)));
-  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   std::vector<std::size_t> by_id(questions.size());
   std::iota(by_id.begin(), by_id.end(), 0);
-  std::stable_sort(by_id.begin(), by_id.end(),
-                   [&](std::size_t a, std::size_t b) { return questions[a].question_id < questions[b].question_id; });
+  std::stable_sort(by_id.begin(), by_id.end(), [&](std::size_t a, std::size_t b) {
+    return questions[a].question_id < questions[b].question_id;
+  });
   ordered_json samples = ordered_json::array();
   std::string file;
   for (std::size_t i : by_id) {
     ordered_json line = mtbench_answer(questions[i], short_uuid(rng), req.model_id, answers[i], now);
-    if (std::string bad = check_mtbench_answer(nlohmann::json::parse(line.dump()), questions[i]); !bad.empty())
+    if (std::string bad = check_mtbench_answer(nlohmann::json::parse(line.dump()), questions[i]);
+        !bad.empty())
       throw Error("mtbench: answer to question " + std::to_string(questions[i].question_id) + ": " + bad);
     file += line.dump() + "\n";
     samples.push_back(std::move(line));
@@ -162,19 +167,22 @@ ordered_json run_mtbench(const model::Llama& m, const data::Tokenizer& tok, cons
                                 [](std::size_t acc, const auto& a) { return acc + a.size(); })},
       {"model_id", req.model_id},
       {"answer_file", req.answers_path.empty() ? ordered_json() : ordered_json(req.answers_path)},
-      {"judge", "not run (no network here): score the answer file with FastChat's llm_judge "
-                "(put it in data/mt_bench/model_answer/, then gen_judgment.py and show_result.py)"},
+      {"judge",
+       "not run (no network here): score the answer file with FastChat's llm_judge "
+       "(put it in data/mt_bench/model_answer/, then gen_judgment.py and show_result.py)"},
       {"prompts_truncated", truncated}};
   return {{"summary", summary}, {"samples", samples}};
 }
 
-ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req, const std::string& path) {
+ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req,
+                         const std::string& path) {
   const auto tmpl = template_of(req, tok);
   config::DatasetSpec spec;
   spec.name = "general";
   spec.path = path;
   spec.format = config::Format::kSharegpt;
-  auto records = data::read_dataset(spec, config::OnBadRecord::kError, false, input_limits().max_record_bytes).records;
+  auto records =
+      data::read_dataset(spec, config::OnBadRecord::kError, false, input_limits().max_record_bytes).records;
   if (req.limit > 0 && static_cast<std::int64_t>(records.size()) > req.limit)
     records.resize(static_cast<std::size_t>(req.limit));
   std::vector<GenItem> gen;
@@ -203,8 +211,10 @@ ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, cons
                        {"correct", ok}});
   }
   const auto convs_ok = std::count(conv_ok.begin(), conv_ok.end(), true);
-  const double turn_acc = g.out.empty() ? 0.0 : static_cast<double>(correct) / static_cast<double>(g.out.size());
-  const double conv_acc = records.empty() ? 0.0 : static_cast<double>(convs_ok) / static_cast<double>(records.size());
+  const double turn_acc =
+      g.out.empty() ? 0.0 : static_cast<double>(correct) / static_cast<double>(g.out.size());
+  const double conv_acc =
+      records.empty() ? 0.0 : static_cast<double>(convs_ok) / static_cast<double>(records.size());
   ordered_json summary = {{"metric", "exact_match"},
                           {"score", turn_acc},
                           {"turn_accuracy", turn_acc},

@@ -28,8 +28,8 @@ namespace {
 using nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
 
-ordered_json wrap(const std::string& benchmark, const std::string& model, const std::string& data, ordered_json settings,
-                  ordered_json scored, double seconds) {
+ordered_json wrap(const std::string& benchmark, const std::string& model, const std::string& data,
+                  ordered_json settings, ordered_json scored, double seconds) {
   ordered_json out = {{"benchmark", benchmark},
                       {"model", model.empty() ? ordered_json() : ordered_json(model)},
                       {"data", data},
@@ -81,7 +81,8 @@ std::string resolve_data(const EvalRequest& req, const std::string& key) {
   const std::string data_key = key.empty() ? "--data" : key + ".data";
   const auto& names = benchmark_names();
   if (std::find(names.begin(), names.end(), req.benchmark) == names.end())
-    throw ConfigError(name_key + ": \"" + req.benchmark + "\" is not one of gsm8k, humaneval, mtbench, math, code, general");
+    throw ConfigError(name_key + ": \"" + req.benchmark +
+                      "\" is not one of gsm8k, humaneval, mtbench, math, code, general");
   std::string path = req.data.empty() ? default_data(req.benchmark) : req.data;
   if (path.empty())
     throw ConfigError((key.empty() ? "--benchmark " + req.benchmark + " needs --data FILE"
@@ -98,7 +99,8 @@ std::string resolve_data(const EvalRequest& req, const std::string& key) {
   if (path[0] != '/') {
     const std::string dir = exe_dir();
     for (const std::string& base : {fs::join(dir, ".."), dir})
-      if (!dir.empty() && fs::exists(fs::join(base, path)) && !fs::is_dir(fs::join(base, path))) return fs::join(base, path);
+      if (!dir.empty() && fs::exists(fs::join(base, path)) && !fs::is_dir(fs::join(base, path)))
+        return fs::join(base, path);
   }
   throw ConfigError(data_key + ": " + path + " not found" +
                     (req.data.empty() ? " (run from the repository root, or give " + data_key + ")" : ""));
@@ -109,7 +111,8 @@ void check_eval_config(const config::RunConfig& cfg) {
   // "config.yaml:57: " where the key was written in the file, "" when it came from --set.
   auto where = [&](const std::string& key) -> std::string {
     for (const auto& s : cfg.settings)
-      if (s.key == key && s.source.rfind("file:", 0) == 0) return cfg.source_file + ":" + s.source.substr(5) + ": ";
+      if (s.key == key && s.source.rfind("file:", 0) == 0)
+        return cfg.source_file + ":" + s.source.substr(5) + ": ";
     return "";
   };
   for (std::size_t i = 0; i < cfg.eval.benchmarks.size(); ++i) {
@@ -129,15 +132,19 @@ void check_eval_config(const config::RunConfig& cfg) {
     std::size_t items = 0;
     try {
       const std::string kind = benchmark_kind(b.name);
-      if (kind == "gsm8k") items = load_gsm8k(path, b.limit).size();
-      else if (kind == "humaneval") items = load_problems(path, b.limit).size();
-      else if (kind == "mtbench") items = load_mtbench_questions(path, b.limit).size();
+      if (kind == "gsm8k")
+        items = load_gsm8k(path, b.limit).size();
+      else if (kind == "humaneval")
+        items = load_problems(path, b.limit).size();
+      else if (kind == "mtbench")
+        items = load_mtbench_questions(path, b.limit).size();
       else {
         config::DatasetSpec spec;
         spec.name = b.name;
         spec.path = path;
         spec.format = config::Format::kSharegpt;
-        items = data::read_dataset(spec, config::OnBadRecord::kError, false, input_limits().max_record_bytes).records.size();
+        items = data::read_dataset(spec, config::OnBadRecord::kError, false, input_limits().max_record_bytes)
+                    .records.size();
       }
     } catch (const Error& e) {
       std::string msg = e.what();
@@ -146,16 +153,18 @@ void check_eval_config(const config::RunConfig& cfg) {
       throw ConfigError(where(key + ".data") + key + ".data: " + msg + "; fix the file or point " + key +
                         ".data at a good one");
     }
-    if (items == 0) throw ConfigError(where(key + ".data") + key + ".data: " + path + " holds no " + b.name + " items");
+    if (items == 0)
+      throw ConfigError(where(key + ".data") + key + ".data: " + path + " holds no " + b.name + " items");
     // Code is scored by running the model's programs in the sandbox: a node where it cannot
     // run (no user namespaces for this user, no root) is found now, not after the training.
     std::string why;
     if (benchmark_kind(b.name) == "humaneval" && !sandbox_available(&why))
-      throw ConfigError(where(key + ".name") + key + ": " + b.name +
-                        " runs the model's programs in sft's sandbox, which cannot run on this node (" + why +
-                        "). Evaluate on a node that allows unprivileged user namespaces (or as root), leave " + b.name +
-                        " out of eval.benchmarks here and run `sft eval --model <output_dir>/final --benchmark " + b.name +
-                        "` later on such a node, or set eval.at_end: false");
+      throw ConfigError(
+          where(key + ".name") + key + ": " + b.name +
+          " runs the model's programs in sft's sandbox, which cannot run on this node (" + why +
+          "). Evaluate on a node that allows unprivileged user namespaces (or as root), leave " + b.name +
+          " out of eval.benchmarks here and run `sft eval --model <output_dir>/final --benchmark " + b.name +
+          "` later on such a node, or set eval.at_end: false");
   }
 }
 
@@ -168,20 +177,21 @@ ordered_json run_benchmark(const model::Llama& m, const data::Tokenizer& tok, co
   const std::string kind = benchmark_kind(req.benchmark);
   const auto start = Clock::now();
   sft::log::info("eval {}: {} ({} template{})", req.benchmark, path, req.template_name,
-               req.limit > 0 ? ", first " + std::to_string(req.limit) : std::string());
+                 req.limit > 0 ? ", first " + std::to_string(req.limit) : std::string());
   ordered_json scored = kind == "gsm8k"       ? run_gsm8k(m, tok, req, path)
                         : kind == "humaneval" ? run_humaneval(m, tok, req, path)
                         : kind == "mtbench"   ? run_mtbench(m, tok, req, path)
                                               : run_general(m, tok, req, path);
   if (req.rank != 0) return ordered_json::object();
-  ordered_json settings = {{"template", req.template_name},
-                           {"system_message", req.system_message ? ordered_json(*req.system_message) : ordered_json()},
-                           {"max_new_tokens", req.max_new_tokens > 0 ? req.max_new_tokens : default_max_new_tokens(req.benchmark)},
-                           {"batch_size", req.batch_size},
-                           {"limit", req.limit > 0 ? ordered_json(req.limit) : ordered_json()},
-                           {"temperature", req.temperature >= 0 ? ordered_json(req.temperature) : ordered_json("default")},
-                           {"seed", req.seed},
-                           {"bf16", req.bf16}};
+  ordered_json settings = {
+      {"template", req.template_name},
+      {"system_message", req.system_message ? ordered_json(*req.system_message) : ordered_json()},
+      {"max_new_tokens", req.max_new_tokens > 0 ? req.max_new_tokens : default_max_new_tokens(req.benchmark)},
+      {"batch_size", req.batch_size},
+      {"limit", req.limit > 0 ? ordered_json(req.limit) : ordered_json()},
+      {"temperature", req.temperature >= 0 ? ordered_json(req.temperature) : ordered_json("default")},
+      {"seed", req.seed},
+      {"bf16", req.bf16}};
   if (kind == "humaneval") {
     settings["num_samples"] = std::max<std::int64_t>(1, req.num_samples);
     settings["timeout_s"] = req.sandbox.timeout_s;
@@ -191,7 +201,8 @@ ordered_json run_benchmark(const model::Llama& m, const data::Tokenizer& tok, co
               std::chrono::duration<double>(Clock::now() - start).count());
 }
 
-ordered_json score_gsm8k_predictions(const std::string& predictions, const std::string& reference, std::int64_t limit) {
+ordered_json score_gsm8k_predictions(const std::string& predictions, const std::string& reference,
+                                     std::int64_t limit) {
   const auto start = Clock::now();
   auto items = load_gsm8k(reference);
   const auto in_file = static_cast<std::int64_t>(items.size());
@@ -209,7 +220,8 @@ ordered_json score_humaneval_samples(const std::string& samples, const std::stri
   std::vector<std::string> all_ids;
   if (limit > 0)
     for (const auto& p : load_problems(problems)) all_ids.push_back(p.task_id);
-  ordered_json settings = {{"samples", samples}, {"timeout_s", sandbox.timeout_s}, {"workers", sandbox.workers}};
+  ordered_json settings = {
+      {"samples", samples}, {"timeout_s", sandbox.timeout_s}, {"workers", sandbox.workers}};
   ordered_json scored = score_humaneval(kept, load_samples(samples), sandbox, all_ids);
   return wrap("humaneval", "", problems, std::move(settings), std::move(scored),
               std::chrono::duration<double>(Clock::now() - start).count());
@@ -222,7 +234,8 @@ std::string summary_line(const ordered_json& r) {
   char buf[512];
   if (kind == "gsm8k") {
     std::snprintf(buf, sizeof buf, "%s: accuracy %.4f (%lld/%lld)", b.c_str(), s.at("accuracy").get<double>(),
-                  static_cast<long long>(s.at("correct").get<std::int64_t>()), static_cast<long long>(s.at("n").get<std::int64_t>()));
+                  static_cast<long long>(s.at("correct").get<std::int64_t>()),
+                  static_cast<long long>(s.at("n").get<std::int64_t>()));
   } else if (kind == "humaneval") {
     std::string line = b + ":";
     for (const char* k : {"pass@1", "pass@10", "pass@100"})
@@ -230,19 +243,26 @@ std::string summary_line(const ordered_json& r) {
         std::snprintf(buf, sizeof buf, " %s %.4f", k, s.at(k).get<double>());
         line += buf;
       }
-    std::snprintf(buf, sizeof buf, " (%lld/%lld samples passed, %lld tasks%s)", static_cast<long long>(s.at("passed").get<std::int64_t>()),
-                  static_cast<long long>(s.at("samples").get<std::int64_t>()), static_cast<long long>(s.at("tasks").get<std::int64_t>()),
+    std::snprintf(buf, sizeof buf, " (%lld/%lld samples passed, %lld tasks%s)",
+                  static_cast<long long>(s.at("passed").get<std::int64_t>()),
+                  static_cast<long long>(s.at("samples").get<std::int64_t>()),
+                  static_cast<long long>(s.at("tasks").get<std::int64_t>()),
                   s.at("sandbox").get<bool>() ? "" : ", NO SANDBOX");
     return line + buf;
   } else if (kind == "mtbench") {
-    std::snprintf(buf, sizeof buf, "%s: %lld questions answered%s%s; judge not run (no network): use FastChat's gen_judgment.py",
-                  b.c_str(), static_cast<long long>(s.at("questions").get<std::int64_t>()),
-                  s.at("answer_file").is_string() ? " -> " : "",
-                  s.at("answer_file").is_string() ? s.at("answer_file").get<std::string>().c_str() : "");
+    std::snprintf(
+        buf, sizeof buf,
+        "%s: %lld questions answered%s%s; judge not run (no network): use FastChat's gen_judgment.py",
+        b.c_str(), static_cast<long long>(s.at("questions").get<std::int64_t>()),
+        s.at("answer_file").is_string() ? " -> " : "",
+        s.at("answer_file").is_string() ? s.at("answer_file").get<std::string>().c_str() : "");
   } else {
-    std::snprintf(buf, sizeof buf, "%s: exact match %.4f of turns (%lld/%lld), %.4f of conversations (%lld/%lld)", b.c_str(),
-                  s.at("turn_accuracy").get<double>(), static_cast<long long>(s.at("correct_turns").get<std::int64_t>()),
-                  static_cast<long long>(s.at("turns").get<std::int64_t>()), s.at("conversation_accuracy").get<double>(),
+    std::snprintf(buf, sizeof buf,
+                  "%s: exact match %.4f of turns (%lld/%lld), %.4f of conversations (%lld/%lld)", b.c_str(),
+                  s.at("turn_accuracy").get<double>(),
+                  static_cast<long long>(s.at("correct_turns").get<std::int64_t>()),
+                  static_cast<long long>(s.at("turns").get<std::int64_t>()),
+                  s.at("conversation_accuracy").get<double>(),
                   static_cast<long long>(s.at("correct_conversations").get<std::int64_t>()),
                   static_cast<long long>(s.at("conversations").get<std::int64_t>()));
   }

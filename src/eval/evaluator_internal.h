@@ -46,14 +46,15 @@ struct Generated {
 // first), so little padding is decoded and each batch gets the longest budget that fits the
 // context: min(max_new_tokens, context - longest prompt). A prompt that would leave fewer
 // than min(max_new_tokens, context/4) tokens keeps only its last tokens.
-Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::vector<GenItem> items, const GenSettings& s);
+Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::vector<GenItem> items,
+                       const GenSettings& s);
 
 // ---- the benchmarks: generate, then score on rank 0 (the other ranks return {}) -------
 
 nlohmann::ordered_json run_gsm8k(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req,
                                  const std::string& path);
-nlohmann::ordered_json run_humaneval(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req,
-                                     const std::string& path);
+nlohmann::ordered_json run_humaneval(const model::Llama& m, const data::Tokenizer& tok,
+                                     const EvalRequest& req, const std::string& path);
 nlohmann::ordered_json run_mtbench(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req,
                                    const std::string& path);
 nlohmann::ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req,

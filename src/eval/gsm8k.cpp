@@ -10,7 +10,9 @@
 namespace sft::eval {
 namespace {
 
-bool digit(const std::string& s, std::size_t i) { return i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])); }
+bool digit(const std::string& s, std::size_t i) {
+  return i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]));
+}
 
 // Numbers in text order: an optional minus sign (not after a letter or digit, so "5-3" is
 // 5 and 3), digits with optional thousands commas (exactly three digits after each), an
@@ -44,8 +46,8 @@ std::vector<double> numbers(const std::string& s) {
     while (j < n) {
       if (digit(s, j)) {
         num.push_back(s[j++]);
-      } else if (s[j] == ',' && !dot && !num.empty() && digit(s, j + 1) && digit(s, j + 2) && digit(s, j + 3) &&
-                 !digit(s, j + 4)) {
+      } else if (s[j] == ',' && !dot && !num.empty() && digit(s, j + 1) && digit(s, j + 2) &&
+                 digit(s, j + 3) && !digit(s, j + 4)) {
         ++j;  // thousands separator
       } else if (s[j] == '.' && !dot && digit(s, j + 1)) {
         num.push_back('.');
@@ -119,13 +121,15 @@ std::vector<std::string> load_gsm8k_predictions(const std::string& path, const s
     l.where = where;
     l.prediction = string_field(j, "prediction", where);
     if (j.contains("idx")) {
-      if (!j["idx"].is_number_integer()) throw DataError(where + ": \"idx\" must be an integer (0-based reference index)");
+      if (!j["idx"].is_number_integer())
+        throw DataError(where + ": \"idx\" must be an integer (0-based reference index)");
       l.idx = j["idx"].get<std::int64_t>();
     }
     if (j.contains("question") && j["question"].is_string()) l.question = j["question"].get<std::string>();
     lines.push_back(std::move(l));
   });
-  const bool by_idx = !lines.empty() && std::all_of(lines.begin(), lines.end(), [](const Line& l) { return l.idx.has_value(); });
+  const bool by_idx = !lines.empty() && std::all_of(lines.begin(), lines.end(),
+                                                    [](const Line& l) { return l.idx.has_value(); });
   const auto n = static_cast<std::int64_t>(items.size());
   const std::int64_t in_file = references_in_file < 0 ? n : references_in_file;
   std::vector<std::optional<std::string>> out(items.size());
@@ -134,7 +138,9 @@ std::vector<std::string> load_gsm8k_predictions(const std::string& path, const s
     const std::int64_t i = by_idx ? *l.idx : static_cast<std::int64_t>(k);
     if (by_idx && (i < 0)) throw DataError(l.where + ": \"idx\" " + std::to_string(i) + " is negative");
     if (i >= in_file)
-      throw DataError(l.where + (by_idx ? ": \"idx\" " + std::to_string(i) + " is past" : ": prediction " + std::to_string(i + 1) + " but") +
+      throw DataError(l.where +
+                      (by_idx ? ": \"idx\" " + std::to_string(i) + " is past"
+                              : ": prediction " + std::to_string(i + 1) + " but") +
                       " the reference file's " + std::to_string(in_file) +
                       " records; the predictions are for another file (or have extra lines)");
     if (i >= n) continue;  // beyond the scored range (--limit)
@@ -157,7 +163,8 @@ std::vector<std::string> load_gsm8k_predictions(const std::string& path, const s
   return preds;
 }
 
-nlohmann::ordered_json score_gsm8k(const std::vector<Gsm8kItem>& items, const std::vector<std::string>& predictions) {
+nlohmann::ordered_json score_gsm8k(const std::vector<Gsm8kItem>& items,
+                                   const std::vector<std::string>& predictions) {
   nlohmann::ordered_json samples = nlohmann::ordered_json::array();
   std::int64_t correct = 0, no_answer = 0;
   for (std::size_t i = 0; i < items.size(); ++i) {
@@ -174,7 +181,7 @@ nlohmann::ordered_json score_gsm8k(const std::vector<Gsm8kItem>& items, const st
                        {"correct", ok}});
   }
   const double acc = items.empty() ? 0.0 : static_cast<double>(correct) / static_cast<double>(items.size());
-  nlohmann::ordered_json summary = {{"metric", "accuracy"}, {"score", acc},     {"accuracy", acc},
+  nlohmann::ordered_json summary = {{"metric", "accuracy"}, {"score", acc},      {"accuracy", acc},
                                     {"correct", correct},   {"n", items.size()}, {"no_answer", no_answer}};
   return {{"summary", summary}, {"samples", samples}};
 }

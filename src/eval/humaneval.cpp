@@ -38,11 +38,12 @@ std::vector<Problem> load_problems(const std::string& path, std::int64_t limit) 
   std::vector<Problem> out;
   std::set<std::string> seen;
   for_each_json_line(path, [&](const nlohmann::json& j, const std::string& where) {
-    Problem p{string_field(j, "task_id", where), string_field(j, "prompt", where), "", string_field(j, "test", where),
-              string_field(j, "entry_point", where)};
+    Problem p{string_field(j, "task_id", where), string_field(j, "prompt", where), "",
+              string_field(j, "test", where), string_field(j, "entry_point", where)};
     if (j.contains("canonical_solution") && j["canonical_solution"].is_string())
       p.canonical_solution = j["canonical_solution"].get<std::string>();
-    if (!seen.insert(p.task_id).second) throw DataError(where + ": task_id \"" + p.task_id + "\" appears twice");
+    if (!seen.insert(p.task_id).second)
+      throw DataError(where + ": task_id \"" + p.task_id + "\" appears twice");
     if (limit <= 0 || static_cast<std::int64_t>(out.size()) < limit) out.push_back(std::move(p));
   });
   if (out.empty()) throw DataError(path + ": no HumanEval problems");
@@ -57,7 +58,9 @@ std::vector<Completion> load_samples(const std::string& path) {
   return out;
 }
 
-std::string humaneval_instruction(const Problem& p) { return "Complete the following Python function.\n" + p.prompt; }
+std::string humaneval_instruction(const Problem& p) {
+  return "Complete the following Python function.\n" + p.prompt;
+}
 
 std::string humaneval_completion(const Problem& p, const std::string& generated) {
   std::string code = unfence(generated);
@@ -76,16 +79,18 @@ std::string humaneval_program(const Problem& p, const std::string& completion) {
 
 double pass_at_k(std::int64_t n, std::int64_t c, std::int64_t k) {
   if (n < 1 || c < 0 || c > n || k < 1 || k > n)
-    throw Error("pass_at_k: need 0 <= c <= n and 1 <= k <= n (n=" + std::to_string(n) + ", c=" + std::to_string(c) +
-                ", k=" + std::to_string(k) + ")");
+    throw Error("pass_at_k: need 0 <= c <= n and 1 <= k <= n (n=" + std::to_string(n) +
+                ", c=" + std::to_string(c) + ", k=" + std::to_string(k) + ")");
   if (n - c < k) return 1.0;
   double fail = 1.0;  // C(n-c, k) / C(n, k) = prod_{i=n-c+1..n} (1 - k/i)
   for (std::int64_t i = n - c + 1; i <= n; ++i) fail *= 1.0 - static_cast<double>(k) / static_cast<double>(i);
   return 1.0 - fail;
 }
 
-nlohmann::ordered_json score_humaneval(const std::vector<Problem>& problems, const std::vector<Completion>& completions,
-                                       const SandboxOptions& sandbox, const std::vector<std::string>& known_task_ids) {
+nlohmann::ordered_json score_humaneval(const std::vector<Problem>& problems,
+                                       const std::vector<Completion>& completions,
+                                       const SandboxOptions& sandbox,
+                                       const std::vector<std::string>& known_task_ids) {
   std::map<std::string, std::size_t> index;
   for (std::size_t i = 0; i < problems.size(); ++i) index[problems[i].task_id] = i;
   const std::set<std::string> known(known_task_ids.begin(), known_task_ids.end());
@@ -107,7 +112,8 @@ nlohmann::ordered_json score_humaneval(const std::vector<Problem>& problems, con
   std::int64_t min_n = std::numeric_limits<std::int64_t>::max();
   for (std::size_t t = 0; t < problems.size(); ++t) {
     if (n[t] == 0)
-      throw DataError("no sample for " + problems[t].task_id + ": every problem needs at least one completion " +
+      throw DataError("no sample for " + problems[t].task_id +
+                      ": every problem needs at least one completion " +
                       "(score a prefix of the problems with --limit N)");
     min_n = std::min(min_n, n[t]);
   }

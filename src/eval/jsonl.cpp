@@ -52,8 +52,10 @@ std::string read_maybe_gzip(const std::string& path) {
   bool over = false;
   for (;;) {
     ssize_t n = ::read(fds[0], buf, sizeof buf);
-    if (n > 0) out.append(buf, static_cast<std::size_t>(n));
-    else if (n == 0 || errno != EINTR) break;
+    if (n > 0)
+      out.append(buf, static_cast<std::size_t>(n));
+    else if (n == 0 || errno != EINTR)
+      break;
     if (static_cast<std::int64_t>(out.size()) > limit) {
       over = true;
       ::kill(pid, SIGKILL);  // stop decompressing: the rest is never read
@@ -82,8 +84,9 @@ void for_each_json_line(const std::string& path,
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = path + ":" + std::to_string(no);
     if (static_cast<std::int64_t>(line.size()) > g_limits.max_record_bytes)
-      throw DataError(where + ": a line of " + std::to_string(line.size()) + " bytes, above --max-record-bytes (" +
-                      std::to_string(g_limits.max_record_bytes) + "); raise it if the line is real");
+      throw DataError(where + ": a line of " + std::to_string(line.size()) +
+                      " bytes, above --max-record-bytes (" + std::to_string(g_limits.max_record_bytes) +
+                      "); raise it if the line is real");
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);

@@ -8,7 +8,8 @@
 namespace sft::eval {
 namespace {
 
-constexpr char kShortUuidAlphabet[] = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";  // shortuuid's default
+constexpr char kShortUuidAlphabet[] =
+    "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";  // shortuuid's default
 constexpr std::size_t kAlphabetSize = sizeof kShortUuidAlphabet - 1;
 
 }  // namespace
@@ -19,7 +20,8 @@ std::vector<MtBenchQuestion> load_mtbench_questions(const std::string& path, std
   for_each_json_line(path, [&](const nlohmann::json& j, const std::string& where) {
     MtBenchQuestion q;
     if (!j.contains("question_id") || !j["question_id"].is_number_integer())
-      throw DataError(where + ": missing integer \"question_id\"; expected FastChat's {question_id, category, turns}");
+      throw DataError(
+          where + ": missing integer \"question_id\"; expected FastChat's {question_id, category, turns}");
     q.question_id = j["question_id"].get<std::int64_t>();
     if (j.contains("category") && j["category"].is_string()) q.category = j["category"].get<std::string>();
     if (!j.contains("turns") || !j["turns"].is_array() || j["turns"].empty())
@@ -50,8 +52,9 @@ std::string short_uuid(Rng& rng) {
   return s;
 }
 
-nlohmann::ordered_json mtbench_answer(const MtBenchQuestion& q, const std::string& answer_id, const std::string& model_id,
-                                      const std::vector<std::string>& answers, double tstamp) {
+nlohmann::ordered_json mtbench_answer(const MtBenchQuestion& q, const std::string& answer_id,
+                                      const std::string& model_id, const std::vector<std::string>& answers,
+                                      double tstamp) {
   return {{"question_id", q.question_id},
           {"answer_id", answer_id},
           {"model_id", model_id},
@@ -61,8 +64,10 @@ nlohmann::ordered_json mtbench_answer(const MtBenchQuestion& q, const std::strin
 
 std::string check_mtbench_answer(const nlohmann::json& j, const MtBenchQuestion& q) {
   if (!j.is_object()) return "not a JSON object";
-  if (!j.contains("question_id") || !j["question_id"].is_number_integer()) return "\"question_id\" is not an integer";
-  if (j["question_id"].get<std::int64_t>() != q.question_id) return "\"question_id\" does not match the question";
+  if (!j.contains("question_id") || !j["question_id"].is_number_integer())
+    return "\"question_id\" is not an integer";
+  if (j["question_id"].get<std::int64_t>() != q.question_id)
+    return "\"question_id\" does not match the question";
   if (!j.contains("answer_id") || !j["answer_id"].is_string()) return "\"answer_id\" is not a string";
   const std::string id = j["answer_id"].get<std::string>();
   if (id.size() != 22 || id.find_first_not_of(kShortUuidAlphabet) != std::string::npos)
@@ -70,7 +75,8 @@ std::string check_mtbench_answer(const nlohmann::json& j, const MtBenchQuestion&
   if (!j.contains("model_id") || !j["model_id"].is_string() || j["model_id"].get<std::string>().empty())
     return "\"model_id\" is not a non-empty string";
   if (!j.contains("tstamp") || !j["tstamp"].is_number()) return "\"tstamp\" is not a number";
-  if (!j.contains("choices") || !j["choices"].is_array() || j["choices"].empty()) return "\"choices\" is not a non-empty list";
+  if (!j.contains("choices") || !j["choices"].is_array() || j["choices"].empty())
+    return "\"choices\" is not a non-empty list";
   const auto& c = j["choices"][0];
   if (!c.is_object() || !c.contains("index") || c["index"] != 0) return "choices[0].index is not 0";
   if (!c.contains("turns") || !c["turns"].is_array()) return "choices[0].turns is not a list";

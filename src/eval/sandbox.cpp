@@ -54,13 +54,20 @@ std::vector<MountPoint> mount_points() {
     std::istringstream os(opts);
     std::string o;
     while (std::getline(os, o, ',')) {
-      if (o == "nosuid") flags |= MS_NOSUID;
-      else if (o == "nodev") flags |= MS_NODEV;
-      else if (o == "noexec") flags |= MS_NOEXEC;
-      else if (o == "noatime") flags |= MS_NOATIME;
-      else if (o == "nodiratime") flags |= MS_NODIRATIME;
-      else if (o == "relatime") flags |= MS_RELATIME;
-      else if (o == "strictatime") flags |= MS_STRICTATIME;
+      if (o == "nosuid")
+        flags |= MS_NOSUID;
+      else if (o == "nodev")
+        flags |= MS_NODEV;
+      else if (o == "noexec")
+        flags |= MS_NOEXEC;
+      else if (o == "noatime")
+        flags |= MS_NOATIME;
+      else if (o == "nodiratime")
+        flags |= MS_NODIRATIME;
+      else if (o == "relatime")
+        flags |= MS_RELATIME;
+      else if (o == "strictatime")
+        flags |= MS_STRICTATIME;
     }
     out.push_back({path, flags});
   }
@@ -88,7 +95,8 @@ std::uint64_t landlock_handled(int abi) {
 
 namespace {
 
-constexpr std::uint64_t kRead = LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR | LANDLOCK_ACCESS_FS_EXECUTE;
+constexpr std::uint64_t kRead =
+    LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR | LANDLOCK_ACCESS_FS_EXECUTE;
 
 // Adds rules for the world-readable part of `dir`; true when all of it is (the caller then
 // covers it with one rule). Symbolic links count as readable: Landlock judges their targets.
@@ -107,8 +115,10 @@ bool world_readable(const std::string& dir, std::vector<LandlockRule>& rules) {
     Entry x{dir + "/" + name, false, {}};
     struct stat st;
     if (::lstat(x.path.c_str(), &st) == 0) {
-      if (S_ISLNK(st.st_mode)) x.ok = true;
-      else if (S_ISREG(st.st_mode)) x.ok = (st.st_mode & S_IROTH) != 0;
+      if (S_ISLNK(st.st_mode))
+        x.ok = true;
+      else if (S_ISREG(st.st_mode))
+        x.ok = (st.st_mode & S_IROTH) != 0;
       else if (S_ISDIR(st.st_mode) && (st.st_mode & S_IROTH) && (st.st_mode & S_IXOTH))
         x.ok = world_readable(x.path, x.inner);
     }
@@ -117,8 +127,10 @@ bool world_readable(const std::string& dir, std::vector<LandlockRule>& rules) {
   ::closedir(d);
   if (std::all_of(entries.begin(), entries.end(), [](const Entry& x) { return x.ok; })) return true;
   for (auto& x : entries) {
-    if (x.ok) rules.push_back({x.path, kRead});
-    else rules.insert(rules.end(), x.inner.begin(), x.inner.end());
+    if (x.ok)
+      rules.push_back({x.path, kRead});
+    else
+      rules.insert(rules.end(), x.inner.begin(), x.inner.end());
   }
   return false;
 }
@@ -153,8 +165,8 @@ std::vector<LandlockRule> landlock_rules(const std::string& python, int abi) {
   }
   if (world_readable("/etc", rules)) rules.push_back({"/etc", kRead});
   rules.push_back({"/tmp", landlock_handled(abi)});
-  rules.push_back({"/dev", LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_WRITE_FILE | LANDLOCK_ACCESS_FS_READ_DIR |
-                               (abi >= 3 ? (1ULL << 14) : 0)});
+  rules.push_back({"/dev", LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_WRITE_FILE |
+                               LANDLOCK_ACCESS_FS_READ_DIR | (abi >= 3 ? (1ULL << 14) : 0)});
   rules.push_back({"/proc", LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR});
   return rules;
 }
@@ -239,8 +251,10 @@ const Probe& probe() {
     }
   }
   if (!r.ok)
-    r.reason += " (the sandbox needs root, or unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1 "
-                "and user.max_user_namespaces > 0)";
+    r.reason +=
+        " (the sandbox needs root, or unprivileged user namespaces: sysctl "
+        "kernel.unprivileged_userns_clone=1 "
+        "and user.max_user_namespaces > 0)";
   return probes.emplace(identity(), r).first->second;
 }
 
@@ -258,14 +272,19 @@ void notice_limits(const Context& ctx) {
   if (!SampleCgroups::get(&why))
     notice("sandbox: no cgroup per sample here (" + why + "): each process is held to " +
            std::to_string(ctx.o.memory_mb) + " MiB of address space, but not a sample's " +
-           std::to_string(ctx.o.processes) + " processes together, and a sample's CPU share grows with its processes");
+           std::to_string(ctx.o.processes) +
+           " processes together, and a sample's CPU share grows with its processes");
   if (ctx.root) return;
   if (ctx.landlock_handled)
-    notice("sandbox: not root: programs run in a user namespace under your own uid; Landlock lets them read only "
-           "/usr, /bin, /sbin, /lib*, the interpreter's installation and the world-readable files of /etc");
+    notice(
+        "sandbox: not root: programs run in a user namespace under your own uid; Landlock lets them read "
+        "only "
+        "/usr, /bin, /sbin, /lib*, the interpreter's installation and the world-readable files of /etc");
   else
-    notice("sandbox: not root and no Landlock in this kernel: programs run in a user namespace under your own uid "
-           "and can read every file you can");
+    notice(
+        "sandbox: not root and no Landlock in this kernel: programs run in a user namespace under your own "
+        "uid "
+        "and can read every file you can");
 }
 
 }  // namespace
@@ -282,10 +301,12 @@ std::vector<ExecResult> run_programs(const std::vector<std::string>& programs, c
                                      PassRule rule) {
   std::string why;
   if (!o.unsafe_no_sandbox && !sandbox_available(&why))
-    throw Error("HumanEval sandbox unavailable: " + why +
-                "; refusing to run untrusted code (--unsafe-no-sandbox runs it without isolation, at your own risk)");
+    throw Error(
+        "HumanEval sandbox unavailable: " + why +
+        "; refusing to run untrusted code (--unsafe-no-sandbox runs it without isolation, at your own risk)");
   if (o.unsafe_no_sandbox) sandbox_internal::remove_stale_folders();
-  const Context ctx = make_context(o, rule, o.unsafe_no_sandbox ? ::geteuid() == 0 : probe().root, /*cgroups=*/true);
+  const Context ctx =
+      make_context(o, rule, o.unsafe_no_sandbox ? ::geteuid() == 0 : probe().root, /*cgroups=*/true);
   notice_limits(ctx);
   {
     // An interpreter that cannot run a trivial program would fail every sample: a 0 % score
@@ -298,8 +319,8 @@ std::vector<ExecResult> run_programs(const std::vector<std::string>& programs, c
       trial.rule = PassRule::harness;
       const ExecResult e = run_one("print('ok')\n", trial, 0);
       if (!e.passed)
-        throw ConfigError("--python " + ctx.python + ": cannot run a one-line program in the sandbox (" + e.result +
-                          "); give a working python3 interpreter");
+        throw ConfigError("--python " + ctx.python + ": cannot run a one-line program in the sandbox (" +
+                          e.result + "); give a working python3 interpreter");
       checked.insert(ctx.python);
     }
   }
@@ -307,8 +328,8 @@ std::vector<ExecResult> run_programs(const std::vector<std::string>& programs, c
   std::atomic<std::size_t> next{0};
   std::exception_ptr failure;
   std::mutex failure_mutex;
-  const int workers = static_cast<int>(std::clamp<std::size_t>(static_cast<std::size_t>(std::max(1, o.workers)), 1,
-                                                               std::max<std::size_t>(1, programs.size())));
+  const int workers = static_cast<int>(std::clamp<std::size_t>(
+      static_cast<std::size_t>(std::max(1, o.workers)), 1, std::max<std::size_t>(1, programs.size())));
   std::vector<std::thread> pool;
   for (int w = 0; w < workers; ++w)
     pool.emplace_back([&, w] {

@@ -144,7 +144,8 @@ void remove_stale(const std::string& dir) {
     const std::string name = e->d_name;
     if (name.rfind(kPrefix, 0) != 0) continue;
     const long pid = std::strtol(name.c_str() + std::strlen(kPrefix), nullptr, 10);
-    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) stale.push_back(dir + "/" + name);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+      stale.push_back(dir + "/" + name);
   }
   ::closedir(d);
   for (const auto& s : stale) remove_group(s);
@@ -191,7 +192,8 @@ SampleCgroups* SampleCgroups::get(std::string* why) {
         remove_group(c->cpu_);
         c->cpu_.clear();
       }
-      if (!c->pids_.empty()) c->kind_ = std::string("cgroup v1: memory, pids") + (c->cpu_.empty() ? "" : ", cpu");
+      if (!c->pids_.empty())
+        c->kind_ = std::string("cgroup v1: memory, pids") + (c->cpu_.empty() ? "" : ", cpu");
     } else if (v2 != hs.end()) {
       // Not exercised by the tests here (their machine has cgroup v1).
       const std::string home = folder(*v2, own_path(""));
@@ -206,7 +208,8 @@ SampleCgroups* SampleCgroups::get(std::string* why) {
         std::string enable;
         const auto enabled = words(read_text(home + "/cgroup.subtree_control"), ' ');
         for (const char* ctl : {"memory", "pids", "cpu"})
-          if (has(offered, ctl) && !has(enabled, ctl)) enable += std::string(enable.empty() ? "" : " ") + "+" + ctl;
+          if (has(offered, ctl) && !has(enabled, ctl))
+            enable += std::string(enable.empty() ? "" : " ") + "+" + ctl;
         if (!enable.empty()) {
           // A cgroup with processes cannot pass controllers down: move into a leaf first.
           c->v2_leaf_ = home + "/" + kPrefix + std::to_string(::getpid()) + ".evaluator";
@@ -293,7 +296,8 @@ std::shared_ptr<SampleCgroups::Slot> SampleCgroups::acquire(std::int64_t memory_
 
 bool SampleCgroups::out_of_memory(const Slot& slot) const {
   // v1: memory.oom_control, v2: memory.events; both have an "oom_kill N" line.
-  const std::string file = slot.dirs.empty() ? "" : slot.dirs[0] + (v2_ ? "/memory.events" : "/memory.oom_control");
+  const std::string file =
+      slot.dirs.empty() ? "" : slot.dirs[0] + (v2_ ? "/memory.events" : "/memory.oom_control");
   const std::string text = read_text(file);
   const auto at = text.find("oom_kill ");
   return at != std::string::npos && std::strtol(text.c_str() + at + 9, nullptr, 10) > 0;

@@ -80,7 +80,7 @@ const sock_filter kFilter[] = {
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socketpair, 1, 0),
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[1])),  // type, low word
-    BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0xf),                               // without SOCK_CLOEXEC etc.
+    BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0xf),                             // without SOCK_CLOEXEC etc.
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SOCK_STREAM, 0, 1),
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     SFT_DENY(EACCES),
@@ -147,7 +147,8 @@ void make_host_read_only(const Plan& p) {
 // /tmp, then moved over /dev.
 void make_minimal_dev(const Plan& p) {
   const char* stage = "/tmp/.dev";
-  if (::mkdir(stage, 0755) != 0 || ::mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755") != 0)
+  if (::mkdir(stage, 0755) != 0 ||
+      ::mount("tmpfs", stage, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755") != 0)
     die("mounting the sandbox's /dev");
   char path[64];
   for (const char* node : {"null", "zero", "full", "random", "urandom"}) {
@@ -164,10 +165,13 @@ void make_minimal_dev(const Plan& p) {
       ::mount("tmpfs", "/tmp/.dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
               p.empty_opts.c_str()) != 0)
     die("mounting an empty /dev/shm");
-  if (::symlink("/proc/self/fd", "/tmp/.dev/fd") != 0 || ::symlink("/proc/self/fd/0", "/tmp/.dev/stdin") != 0 ||
-      ::symlink("/proc/self/fd/1", "/tmp/.dev/stdout") != 0 || ::symlink("/proc/self/fd/2", "/tmp/.dev/stderr") != 0)
+  if (::symlink("/proc/self/fd", "/tmp/.dev/fd") != 0 ||
+      ::symlink("/proc/self/fd/0", "/tmp/.dev/stdin") != 0 ||
+      ::symlink("/proc/self/fd/1", "/tmp/.dev/stdout") != 0 ||
+      ::symlink("/proc/self/fd/2", "/tmp/.dev/stderr") != 0)
     die("linking /dev/fd");
-  if (::mount(nullptr, stage, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, nullptr) != 0)
+  if (::mount(nullptr, stage, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, nullptr) !=
+      0)
     die("making /dev read-only");
   if (::mount(stage, "/dev", nullptr, MS_MOVE, nullptr) != 0) die("moving the sandbox's /dev into place");
   if (::rmdir(stage) != 0) die("removing the /dev stage");
@@ -201,7 +205,8 @@ void restrict_with_landlock(const Plan& p) {
 // Under the harness /proc is an empty tmpfs: no /proc/self/mem, where the harness keeps its
 // secret. (Mounted after the last write to /proc/self, while the process may still mount.)
 void hide_proc(const Plan& p) {
-  if (::mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, p.empty_opts.c_str()) != 0)
+  if (::mount("tmpfs", "/proc", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+              p.empty_opts.c_str()) != 0)
     die("hiding /proc");
 }
 
@@ -211,17 +216,20 @@ void hide_proc(const Plan& p) {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl(PDEATHSIG)");
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) die("making mounts private");
     make_host_read_only(p);
-    if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) die("mounting /proc");
+    if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+      die("mounting /proc");
     // A worker uid's keyring outlives its processes (keys an older sft let a sample add):
     // their descriptions in /proc stay hidden as well.
     for (const char* keys : {"/proc/keys", "/proc/key-users"})
-      if (::mount("/dev/null", keys, nullptr, MS_BIND, nullptr) != 0 && errno != ENOENT) die("hiding /proc/keys");
+      if (::mount("/dev/null", keys, nullptr, MS_BIND, nullptr) != 0 && errno != ENOENT)
+        die("hiding /proc/keys");
     // The working directory is a private /tmp; /run and /var/run, where the host keeps its
     // sockets, are empty and read-only.
     if (::mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, p.tmpfs_opts.c_str()) != 0)
       die("mounting the private /tmp");
     for (const char* dir : {"/run", "/var/run"})
-      if (::mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, p.empty_opts.c_str()) != 0 &&
+      if (::mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
+                  p.empty_opts.c_str()) != 0 &&
           errno != ENOENT && errno != ENOTDIR)
         die("mounting an empty /run or /var/run");
     make_minimal_dev(p);
@@ -260,7 +268,8 @@ void hide_proc(const Plan& p) {
   // Cleared by setresuid; unsafe mode sets it too, so the program dies with the evaluator.
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) die("prctl(PDEATHSIG)");
   if (p.sandbox) {
-    sock_fprog prog{static_cast<unsigned short>(sizeof kFilter / sizeof kFilter[0]), const_cast<sock_filter*>(kFilter)};
+    sock_fprog prog{static_cast<unsigned short>(sizeof kFilter / sizeof kFilter[0]),
+                    const_cast<sock_filter*>(kFilter)};
     if (::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) die("installing the seccomp filter");
   }
   ::syscall(SYS_close_range, p.harness ? 6U : 3U, ~0U, 0U);

@@ -94,7 +94,7 @@ class SampleCgroups {
  private:
   SampleCgroups() = default;
   bool v2_ = false;
-  std::string kind_;  // e.g. "cgroup v1: memory, pids, cpu"; "" until usable
+  std::string kind_;                            // e.g. "cgroup v1: memory, pids, cpu"; "" until usable
   std::string memory_, pids_, cpu_;             // the evaluator's groups (cpu_ may be ""; v2: one)
   std::string v2_home_, v2_leaf_, v2_enabled_;  // v2: its cgroup, its leaf, what was enabled there
   std::mutex mutex_;

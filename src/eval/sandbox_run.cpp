@@ -41,7 +41,8 @@ namespace {
 // frame.
 constexpr const char* kHarness =
     "import os, sys, types\n"
-    "def _sft_harness(readv=os.readv, read=os.read, write=os.write, close=os.close, addaudithook=sys.addaudithook):\n"
+    "def _sft_harness(readv=os.readv, read=os.read, write=os.write, close=os.close, "
+    "addaudithook=sys.addaudithook):\n"
     "    secret = bytearray(64)\n"
     "    del secret[readv(3, [secret]):]\n"
     "    close(3)\n"
@@ -67,7 +68,8 @@ constexpr const char* kHarness =
     "            raise HarnessRefused('the HumanEval harness refuses ' + event)\n"
     "        if event == 'object.__getattr__' or event == 'object.__setattr__':\n"
     "            name = args[1]\n"
-    "            if type(name) is str and (name in frames or name == '__code__' and args[0].__globals__ is program):\n"
+    "            if type(name) is str and (name in frames or name == '__code__' and args[0].__globals__ is "
+    "program):\n"
     "                raise HarnessRefused('the HumanEval harness refuses ' + event + ' ' + name)\n"
     "        elif event == 'import' and type(args[0]) is str and args[0] in ('ctypes', '_ctypes'):\n"
     "            raise HarnessRefused('the HumanEval harness refuses importing ' + args[0])\n"
@@ -90,7 +92,8 @@ std::string last_line(const std::string& s) {
   std::size_t end = s.find_last_not_of(" \t\r\n");
   if (end == std::string::npos) return "";
   std::size_t start = s.find_last_of('\n', end);
-  return s.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
+  return s.substr(start == std::string::npos ? 0 : start + 1,
+                  end - (start == std::string::npos ? 0 : start + 1) + 1);
 }
 
 // Processes of `uid` still alive (after a timeout their namespace may take a moment to die).
@@ -157,7 +160,8 @@ void remove_stale_folders() {
     const auto dot = rest.find('.');
     if (dot == std::string::npos || dot == 0 || rest.find_first_not_of("0123456789") != dot) continue;
     const long pid = std::strtol(rest.substr(0, dot).c_str(), nullptr, 10);
-    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) stale.push_back(root + "/" + name);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+      stale.push_back(root + "/" + name);
   }
   ::closedir(d);
   for (const auto& dir : stale) {
@@ -204,7 +208,8 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
   } else {
     std::string tmpl = temp_root() + "/" + kUnsafePrefix + std::to_string(::getpid()) + ".XXXXXX";
     if (!::mkdtemp(tmpl.data()))
-      throw Error("sandbox: cannot create a temporary directory in " + temp_root() + ": " + std::strerror(errno));
+      throw Error("sandbox: cannot create a temporary directory in " + temp_root() + ": " +
+                  std::strerror(errno));
     cleanup.dir = p.work = tmpl;
     if (!p.harness) {
       std::ofstream f(p.work + "/prog.py", std::ios::binary);
@@ -228,7 +233,8 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
     p.argv = {ctx.python, "-I", "prog.py"};
   p.envp = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + p.work, "TMPDIR=" + p.work, "LANG=C.UTF-8",
             "PYTHONDONTWRITEBYTECODE=1"};
-  p.cpu_s = static_cast<rlim_t>(o.cpu_s > 0 ? o.cpu_s : static_cast<std::int64_t>(std::ceil(o.timeout_s)) + 1);
+  p.cpu_s =
+      static_cast<rlim_t>(o.cpu_s > 0 ? o.cpu_s : static_cast<std::int64_t>(std::ceil(o.timeout_s)) + 1);
   p.as_bytes = static_cast<rlim_t>(o.memory_mb) << 20;
   p.fsize_bytes = static_cast<rlim_t>(o.file_size_mb) << 20;
   p.nproc = static_cast<rlim_t>(o.processes);
@@ -242,14 +248,16 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
   }
   p.in_fd = fds.keep(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   p.out_fd = fds.keep(::open("/dev/null", O_WRONLY | O_CLOEXEC));
-  if (p.in_fd < 0 || p.out_fd < 0) throw Error(std::string("sandbox: cannot open /dev/null: ") + std::strerror(errno));
+  if (p.in_fd < 0 || p.out_fd < 0)
+    throw Error(std::string("sandbox: cannot open /dev/null: ") + std::strerror(errno));
   p.err_fd = fds.keep(memory_file("sft_sandbox_stderr"));
   std::string secret;
   if (p.harness) {
     // The secret waits in a pipe the harness empties before the program starts.
     secret = random_hex(16);
     int pipe_fds[2];
-    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw Error(std::string("sandbox: pipe failed: ") + std::strerror(errno));
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0)
+      throw Error(std::string("sandbox: pipe failed: ") + std::strerror(errno));
     p.secret_fd = fds.keep(pipe_fds[0]);
     const bool written = write_all(pipe_fds[1], secret);
     ::close(pipe_fds[1]);
@@ -305,7 +313,8 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
   if (p.sandbox && ctx.root && timed_out) {
     // Wait until the namespace is gone, so that the next program of this worker's uid
     // starts with a process count of zero.
-    for (int i = 0; i < 400 && processes_of(p.uid) > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    for (int i = 0; i < 400 && processes_of(p.uid) > 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 
   ExecResult r;
@@ -321,8 +330,8 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
     r.passed = true;
     r.result = "passed";
   } else if (group.slot && ctx.cgroups->out_of_memory(*group.slot)) {
-    r.result =
-        "failed: out of memory (the sample's processes together exceeded " + std::to_string(o.memory_mb) + " MiB)";
+    r.result = "failed: out of memory (the sample's processes together exceeded " +
+               std::to_string(o.memory_mb) + " MiB)";
   } else {
     std::string why = last_line(err);
     if (why.empty() && exited_ok)

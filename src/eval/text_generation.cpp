@@ -37,7 +37,8 @@ std::vector<TextResult> generate_text(const model::Llama& model, const data::Tok
   for (const std::int32_t eos : tok.eos_ids())
     if (std::find(g.stop_ids.begin(), g.stop_ids.end(), eos) == g.stop_ids.end()) g.stop_ids.push_back(eos);
   for (const auto& s : opts.stop_strings)
-    if (auto id = tok.piece_id(s); id && std::find(g.stop_ids.begin(), g.stop_ids.end(), *id) == g.stop_ids.end())
+    if (auto id = tok.piece_id(s);
+        id && std::find(g.stop_ids.begin(), g.stop_ids.end(), *id) == g.stop_ids.end())
       g.stop_ids.push_back(*id);  // a stop string that is a single piece (<|im_end|>) is an end token
   const std::size_t bs = static_cast<std::size_t>(std::max<std::int64_t>(1, opts.batch_size));
   for (std::size_t start = 0; start < requests.size(); start += bs) {
@@ -50,7 +51,8 @@ std::vector<TextResult> generate_text(const model::Llama& model, const data::Tok
       gb.stop = [&](std::size_t, const std::vector<std::int64_t>& toks) {
         // Only the tail can complete a stop string: decode a bounded window.
         std::size_t from = toks.size() > 48 ? toks.size() - 48 : 0;
-        std::string tail = tok.decode(std::vector<std::int32_t>(toks.begin() + static_cast<std::ptrdiff_t>(from), toks.end()));
+        std::string tail = tok.decode(
+            std::vector<std::int32_t>(toks.begin() + static_cast<std::ptrdiff_t>(from), toks.end()));
         for (const auto& s : opts.stop_strings)
           if (!s.empty() && tail.find(s) != std::string::npos) return true;
         return false;

@@ -40,18 +40,24 @@ SFT_INLINE std::uint32_t bf16_rounded_bits(float f) {
 }
 template <typename T>
 SFT_INLINE T narrow_to(float f) {
-  if constexpr (std::is_same_v<T, float>) return f;
-  else return static_cast<bf16>(bf16_rounded_bits(f) >> 16);
+  if constexpr (std::is_same_v<T, float>)
+    return f;
+  else
+    return static_cast<bf16>(bf16_rounded_bits(f) >> 16);
 }
 // The value rounded through T (as an ATen op producing a T tensor would leave it).
 template <typename T>
 SFT_INLINE float rnd(float f) {
-  if constexpr (std::is_same_v<T, float>) return f;
-  else return std::bit_cast<float>(bf16_rounded_bits(f));
+  if constexpr (std::is_same_v<T, float>)
+    return f;
+  else
+    return std::bit_cast<float>(bf16_rounded_bits(f));
 }
 
 // Rows per at::parallel_for task: about 16K elements' worth, at least one row.
-inline std::int64_t grain_rows(std::int64_t width) { return std::max<std::int64_t>(1, 16384 / std::max<std::int64_t>(width, 1)); }
+inline std::int64_t grain_rows(std::int64_t width) {
+  return std::max<std::int64_t>(1, 16384 / std::max<std::int64_t>(width, 1));
+}
 
 // Whether a tensor can take the fused path: on the CPU, in fp32 or bf16.
 inline bool fusable(const at::Tensor& t) {

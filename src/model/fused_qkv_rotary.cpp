@@ -36,7 +36,8 @@ struct RopeRow {
 // same elements with the partner's s and the opposite sign. Rounding is odd, so a sign
 // applied after rounding is the chain's.
 template <bool kTranspose, typename T>
-SFT_INLINE void rotary_heads(const T* x, T* out, std::int64_t heads, std::int64_t dh, const float* c, const float* s) {
+SFT_INLINE void rotary_heads(const T* x, T* out, std::int64_t heads, std::int64_t dh, const float* c,
+                             const float* s) {
   const std::int64_t h = dh / 2;
   for (std::int64_t n = 0; n < heads; ++n) {
     const T* xr = x + n * dh;
@@ -52,9 +53,9 @@ SFT_INLINE void rotary_heads(const T* x, T* out, std::int64_t heads, std::int64_
   }
 }
 
-#define SFT_ROTARY_KERNEL(NAME, T, TRANSPOSE)                                                                 \
+#define SFT_ROTARY_KERNEL(NAME, T, TRANSPOSE)                                                               \
   SFT_KERNEL void NAME(const T* x, T* o, std::int64_t n, std::int64_t dh, const float* c, const float* s) { \
-    rotary_heads<TRANSPOSE>(x, o, n, dh, c, s);                                                                \
+    rotary_heads<TRANSPOSE>(x, o, n, dh, c, s);                                                             \
   }
 SFT_ROTARY_KERNEL(rotate_heads_f32, float, false)
 SFT_ROTARY_KERNEL(rotate_heads_bf16, bf16, false)
@@ -64,8 +65,8 @@ SFT_ROTARY_KERNEL(unrotate_heads_bf16, bf16, true)
 
 // Walks every (b, t) position: the rows of qkv-shaped `a` and of the three per-part tensors.
 template <typename T, typename F>
-void for_each_position(std::int64_t B, std::int64_t Tn, std::int64_t dh, std::int64_t width, const at::Tensor& cos,
-                       const at::Tensor& sin, float scale, const F& f) {
+void for_each_position(std::int64_t B, std::int64_t Tn, std::int64_t dh, std::int64_t width,
+                       const at::Tensor& cos, const at::Tensor& sin, float scale, const F& f) {
   const float* cp = cos.const_data_ptr<float>();
   const float* sp = sin.const_data_ptr<float>();
   const bool per_batch = cos.size(0) != 1;
@@ -80,9 +81,10 @@ void for_each_position(std::int64_t B, std::int64_t Tn, std::int64_t dh, std::in
 }
 
 struct QkvRotaryFn : public torch::autograd::Function<QkvRotaryFn> {
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& qkv_in,
-                                                const at::Tensor& cos_in, const at::Tensor& sin_in, std::int64_t H,
-                                                std::int64_t K, double q_scale) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const at::Tensor& qkv_in, const at::Tensor& cos_in,
+                                                const at::Tensor& sin_in, std::int64_t H, std::int64_t K,
+                                                double q_scale) {
     at::Tensor qkv = qkv_in.contiguous(), cos = cos_in.contiguous(), sin = sin_in.contiguous();
     const std::int64_t B = qkv.size(0), Tn = qkv.size(1), dh = qkv.size(2) / (H + 2 * K);
     at::Tensor q = at::empty({B, Tn, H, dh}, qkv.options());
@@ -110,8 +112,10 @@ struct QkvRotaryFn : public torch::autograd::Function<QkvRotaryFn> {
         std::memcpy(reinterpret_cast<T*>(vp) + p * K * dh, row + (H + K) * dh, K * dh * sizeof(T));
       });
     };
-    if (qkv.scalar_type() == at::kBFloat16) run(bf16{});
-    else run(float{});
+    if (qkv.scalar_type() == at::kBFloat16)
+      run(bf16{});
+    else
+      run(float{});
     ctx->save_for_backward({cos, sin});
     ctx->saved_data["shape"] = std::vector<std::int64_t>{B, Tn, H, K, dh};
     ctx->saved_data["scale"] = q_scale;
@@ -128,41 +132,47 @@ struct QkvRotaryFn : public torch::autograd::Function<QkvRotaryFn> {
     const bool is_bf16 = ctx->saved_data["bf16"].toBool();
     const auto opts = saved[0].options().dtype(is_bf16 ? at::kBFloat16 : at::kFloat);
     auto grad = [&](std::size_t i, std::int64_t heads) {
-      return grads[i].defined() ? grads[i].to(opts.dtype()).contiguous() : at::zeros({B, Tn, heads, dh}, opts);
+      return grads[i].defined() ? grads[i].to(opts.dtype()).contiguous()
+                                : at::zeros({B, Tn, heads, dh}, opts);
     };
     at::Tensor dq = grad(0, H), dk = grad(1, K), dv = grad(2, K);
     const std::int64_t width = (H + 2 * K) * dh;
     at::Tensor dqkv = at::empty({B, Tn, width}, opts);
     const auto es = dqkv.element_size();
     auto* base = static_cast<char*>(dqkv.data_ptr());
-    auto *qp = static_cast<const char*>(dq.const_data_ptr()), *kp = static_cast<const char*>(dk.const_data_ptr()),
+    auto *qp = static_cast<const char*>(dq.const_data_ptr()),
+         *kp = static_cast<const char*>(dk.const_data_ptr()),
          *vp = static_cast<const char*>(dv.const_data_ptr());
     auto run = [&](auto tag) {
       using T = decltype(tag);
-      for_each_position<T>(B, Tn, dh, width, saved[0], saved[1], scale, [&](std::int64_t p, const RopeRow<T>& r) {
-        T* row = reinterpret_cast<T*>(base + p * width * es);
-        const T* qi = reinterpret_cast<const T*>(qp) + p * H * dh;
-        const T* ki = reinterpret_cast<const T*>(kp) + p * K * dh;
-        if constexpr (std::is_same_v<T, float>) {
-          unrotate_heads_f32(qi, row, H, dh, r.cq.data(), r.sq.data());
-          unrotate_heads_f32(ki, row + H * dh, K, dh, r.c.data(), r.s.data());
-        } else {
-          unrotate_heads_bf16(qi, row, H, dh, r.cq.data(), r.sq.data());
-          unrotate_heads_bf16(ki, row + H * dh, K, dh, r.c.data(), r.s.data());
-        }
-        std::memcpy(row + (H + K) * dh, reinterpret_cast<const T*>(vp) + p * K * dh, K * dh * sizeof(T));
-      });
+      for_each_position<T>(
+          B, Tn, dh, width, saved[0], saved[1], scale, [&](std::int64_t p, const RopeRow<T>& r) {
+            T* row = reinterpret_cast<T*>(base + p * width * es);
+            const T* qi = reinterpret_cast<const T*>(qp) + p * H * dh;
+            const T* ki = reinterpret_cast<const T*>(kp) + p * K * dh;
+            if constexpr (std::is_same_v<T, float>) {
+              unrotate_heads_f32(qi, row, H, dh, r.cq.data(), r.sq.data());
+              unrotate_heads_f32(ki, row + H * dh, K, dh, r.c.data(), r.s.data());
+            } else {
+              unrotate_heads_bf16(qi, row, H, dh, r.cq.data(), r.sq.data());
+              unrotate_heads_bf16(ki, row + H * dh, K, dh, r.c.data(), r.s.data());
+            }
+            std::memcpy(row + (H + K) * dh, reinterpret_cast<const T*>(vp) + p * K * dh, K * dh * sizeof(T));
+          });
     };
-    if (is_bf16) run(bf16{});
-    else run(float{});
+    if (is_bf16)
+      run(bf16{});
+    else
+      run(float{});
     return {dqkv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-std::array<at::Tensor, 3> reference_qkv_rotary(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
-                                               std::int64_t H, std::int64_t K, double q_scale) {
+std::array<at::Tensor, 3> reference_qkv_rotary(const at::Tensor& qkv, const at::Tensor& cos,
+                                               const at::Tensor& sin, std::int64_t H, std::int64_t K,
+                                               double q_scale) {
   const std::int64_t B = qkv.size(0), T = qkv.size(1), Dh = qkv.size(2) / (H + 2 * K);
   const auto parts = qkv.split_with_sizes({H * Dh, K * Dh, K * Dh}, -1);
   at::Tensor q = parts[0].view({B, T, H, Dh}).transpose(1, 2);
@@ -178,14 +188,15 @@ std::array<at::Tensor, 3> reference_qkv_rotary(const at::Tensor& qkv, const at::
   return {q, k, v};
 }
 
-std::array<at::Tensor, 3> fused_qkv_rotary(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
-                                           std::int64_t H, std::int64_t K, double q_scale) {
+std::array<at::Tensor, 3> fused_qkv_rotary(const at::Tensor& qkv, const at::Tensor& cos,
+                                           const at::Tensor& sin, std::int64_t H, std::int64_t K,
+                                           double q_scale) {
   const std::int64_t B = qkv.size(0), T = qkv.size(1);
   const bool ok = fusable(qkv) && qkv.dim() == 3 && cos.dim() == 4 && cos.scalar_type() == at::kFloat &&
-                  sin.sizes() == cos.sizes() && sin.scalar_type() == at::kFloat && cos.device() == qkv.device() &&
-                  (cos.size(0) == 1 || cos.size(0) == B) && cos.size(1) == 1 && cos.size(2) == T &&
-                  qkv.size(2) % (H + 2 * K) == 0 && cos.size(3) == qkv.size(2) / (H + 2 * K) &&
-                  cos.size(3) % 2 == 0 && qkv.numel() > 0;
+                  sin.sizes() == cos.sizes() && sin.scalar_type() == at::kFloat &&
+                  cos.device() == qkv.device() && (cos.size(0) == 1 || cos.size(0) == B) &&
+                  cos.size(1) == 1 && cos.size(2) == T && qkv.size(2) % (H + 2 * K) == 0 &&
+                  cos.size(3) == qkv.size(2) / (H + 2 * K) && cos.size(3) % 2 == 0 && qkv.numel() > 0;
   if (!ok) return reference_qkv_rotary(qkv, cos, sin, H, K, q_scale);
   auto out = QkvRotaryFn::apply(qkv, cos, sin, H, K, q_scale);
   return {out[0].transpose(1, 2), out[1].transpose(1, 2), out[2].transpose(1, 2)};

@@ -34,7 +34,7 @@ SFT_INLINE float sum_squares(const X* x, std::int64_t d) {
 
 template <typename X, typename O>
 SFT_INLINE void rms_forward_rows(const X* x, const X* w, O* y, float* rstd, std::int64_t rows, std::int64_t d,
-                             float eps) {
+                                 float eps) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const X* xr = x + r * d;
     O* yr = y + r * d;
@@ -47,7 +47,7 @@ SFT_INLINE void rms_forward_rows(const X* x, const X* w, O* y, float* rstd, std:
 // dx = rstd * (g - x * rstd^2 * mean(g * x)), g = dy * w; dw += dy * (x * rstd rounded to X).
 template <typename X, typename O>
 SFT_INLINE void rms_backward_rows(const O* dy, const X* x, const X* w, const float* rstd, X* dx, float* dw,
-                              std::int64_t rows, std::int64_t d) {
+                                  std::int64_t rows, std::int64_t d) {
   for (std::int64_t r = 0; r < rows; ++r) {
     const O* dyr = dy + r * d;
     const X* xr = x + r * d;
@@ -69,14 +69,14 @@ SFT_INLINE void rms_backward_rows(const O* dy, const X* x, const X* w, const flo
   }
 }
 
-#define SFT_RMS_KERNELS(X, O, NAME)                                                                          \
-  SFT_KERNEL void rms_forward_##NAME(const X* x, const X* w, O* y, float* rstd, std::int64_t rows,           \
-                                     std::int64_t d, float eps) {                                            \
-    rms_forward_rows(x, w, y, rstd, rows, d, eps);                                                           \
-  }                                                                                                          \
-  SFT_KERNEL void rms_backward_##NAME(const O* dy, const X* x, const X* w, const float* rstd, X* dx,         \
-                                      float* dw, std::int64_t rows, std::int64_t d) {                        \
-    rms_backward_rows(dy, x, w, rstd, dx, dw, rows, d);                                                      \
+#define SFT_RMS_KERNELS(X, O, NAME)                                                                  \
+  SFT_KERNEL void rms_forward_##NAME(const X* x, const X* w, O* y, float* rstd, std::int64_t rows,   \
+                                     std::int64_t d, float eps) {                                    \
+    rms_forward_rows(x, w, y, rstd, rows, d, eps);                                                   \
+  }                                                                                                  \
+  SFT_KERNEL void rms_backward_##NAME(const O* dy, const X* x, const X* w, const float* rstd, X* dx, \
+                                      float* dw, std::int64_t rows, std::int64_t d) {                \
+    rms_backward_rows(dy, x, w, rstd, dx, dw, rows, d);                                              \
   }
 SFT_RMS_KERNELS(float, float, f32_f32)
 SFT_RMS_KERNELS(float, bf16, f32_bf16)
@@ -86,7 +86,8 @@ SFT_RMS_KERNELS(bf16, float, bf16_f32)
 
 template <typename X, typename O>
 void rms_forward(const at::Tensor& x, const at::Tensor& w, const at::Tensor& y, const at::Tensor& rstd,
-                 void (*kernel)(const X*, const X*, O*, float*, std::int64_t, std::int64_t, float), float eps) {
+                 void (*kernel)(const X*, const X*, O*, float*, std::int64_t, std::int64_t, float),
+                 float eps) {
   const std::int64_t d = x.size(-1), rows = x.numel() / std::max<std::int64_t>(d, 1);
   const auto* xp = static_cast<const X*>(x.const_data_ptr());
   const auto* wp = static_cast<const X*>(w.const_data_ptr());
@@ -134,10 +135,14 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
     at::Tensor rstd = at::empty({x.numel() / std::max<std::int64_t>(d, 1)}, x.options().dtype(at::kFloat));
     const float e = static_cast<float>(eps);
     const bool xb = x.scalar_type() == at::kBFloat16, ob = out == at::kBFloat16;
-    if (!xb && !ob) rms_forward<float, float>(x, w, y, rstd, rms_forward_f32_f32, e);
-    else if (!xb && ob) rms_forward<float, bf16>(x, w, y, rstd, rms_forward_f32_bf16, e);
-    else if (xb && ob) rms_forward<bf16, bf16>(x, w, y, rstd, rms_forward_bf16_bf16, e);
-    else rms_forward<bf16, float>(x, w, y, rstd, rms_forward_bf16_f32, e);
+    if (!xb && !ob)
+      rms_forward<float, float>(x, w, y, rstd, rms_forward_f32_f32, e);
+    else if (!xb && ob)
+      rms_forward<float, bf16>(x, w, y, rstd, rms_forward_f32_bf16, e);
+    else if (xb && ob)
+      rms_forward<bf16, bf16>(x, w, y, rstd, rms_forward_bf16_bf16, e);
+    else
+      rms_forward<bf16, float>(x, w, y, rstd, rms_forward_bf16_f32, e);
     ctx->save_for_backward({x, w, rstd});
     return {y};
   }
@@ -149,17 +154,22 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
     at::Tensor dy = grads[0].contiguous();
     at::Tensor dx = at::empty_like(x), dw;
     const bool xb = x.scalar_type() == at::kBFloat16, ob = dy.scalar_type() == at::kBFloat16;
-    if (!xb && !ob) rms_backward<float, float>(dy, x, w, rstd, dx, dw, rms_backward_f32_f32);
-    else if (!xb && ob) rms_backward<float, bf16>(dy, x, w, rstd, dx, dw, rms_backward_f32_bf16);
-    else if (xb && ob) rms_backward<bf16, bf16>(dy, x, w, rstd, dx, dw, rms_backward_bf16_bf16);
-    else rms_backward<bf16, float>(dy, x, w, rstd, dx, dw, rms_backward_bf16_f32);
+    if (!xb && !ob)
+      rms_backward<float, float>(dy, x, w, rstd, dx, dw, rms_backward_f32_f32);
+    else if (!xb && ob)
+      rms_backward<float, bf16>(dy, x, w, rstd, dx, dw, rms_backward_f32_bf16);
+    else if (xb && ob)
+      rms_backward<bf16, bf16>(dy, x, w, rstd, dx, dw, rms_backward_bf16_bf16);
+    else
+      rms_backward<bf16, float>(dy, x, w, rstd, dx, dw, rms_backward_bf16_f32);
     return {dx, dw, at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-at::Tensor reference_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, c10::ScalarType out) {
+at::Tensor reference_rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps,
+                              c10::ScalarType out) {
   at::Tensor x32 = x.to(at::kFloat);
   at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return (weight * normed.to(x.scalar_type())).to(out);

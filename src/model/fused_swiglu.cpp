@@ -73,15 +73,18 @@ SFT_KERNEL void swiglu_forward_f32(const float* gu, float* y, std::int64_t rows,
 SFT_KERNEL void swiglu_forward_bf16(const bf16* gu, bf16* y, std::int64_t rows, std::int64_t f) {
   swiglu_forward_rows(gu, y, rows, f);
 }
-SFT_KERNEL void swiglu_backward_f32(const float* dy, const float* gu, float* dgu, std::int64_t rows, std::int64_t f) {
+SFT_KERNEL void swiglu_backward_f32(const float* dy, const float* gu, float* dgu, std::int64_t rows,
+                                    std::int64_t f) {
   swiglu_backward_rows(dy, gu, dgu, rows, f);
 }
-SFT_KERNEL void swiglu_backward_bf16(const bf16* dy, const bf16* gu, bf16* dgu, std::int64_t rows, std::int64_t f) {
+SFT_KERNEL void swiglu_backward_bf16(const bf16* dy, const bf16* gu, bf16* dgu, std::int64_t rows,
+                                     std::int64_t f) {
   swiglu_backward_rows(dy, gu, dgu, rows, f);
 }
 
 struct SwigluFn : public torch::autograd::Function<SwigluFn> {
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& gu_in) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const at::Tensor& gu_in) {
     at::Tensor gu = gu_in.contiguous();
     const std::int64_t f = gu.size(-1) / 2, rows = gu.numel() / std::max<std::int64_t>(2 * f, 1);
     std::vector<std::int64_t> shape(gu.sizes().begin(), gu.sizes().end());

@@ -13,14 +13,16 @@ namespace sft::model {
 
 double generation_bytes_per_row(const LlamaConfig& c, std::int64_t capacity, int dtype_bytes) {
   const double elem = dtype_bytes;
-  const double kv = 2.0 * static_cast<double>(c.num_hidden_layers * c.num_key_value_heads * c.head_dim) * elem;
+  const double kv =
+      2.0 * static_cast<double>(c.num_hidden_layers * c.num_key_value_heads * c.head_dim) * elem;
   // The prefill's activations, spread over the capacity: a fit to a 50M-parameter model's
   // measured generation (tests/dist/memory_plan_test.cpp).
   const double act = 2.0 * static_cast<double>(c.hidden_size) + static_cast<double>(c.intermediate_size);
   return static_cast<double>(capacity) * (kv + act * elem) + 2.0 * 4.0 * static_cast<double>(c.vocab_size);
 }
 
-std::vector<std::optional<double>> score(const Llama& model, const std::vector<std::int64_t>& ids, bool bf16) {
+std::vector<std::optional<double>> score(const Llama& model, const std::vector<std::int64_t>& ids,
+                                         bool bf16) {
   std::vector<std::optional<double>> out(ids.size());
   if (ids.size() < 2) return out;
   for (auto id : ids)
@@ -36,8 +38,8 @@ std::vector<std::optional<double>> score(const Llama& model, const std::vector<s
     AutocastGuard autocast(model.device(), at::kBFloat16, bf16);
     logits = model.forward(input, pos);
   }
-  at::Tensor lp = at::log_softmax(logits[0].to(at::kFloat), -1);                // (T, V)
-  at::Tensor next = input[0].slice(0, 1).unsqueeze(1);                          // (T-1, 1)
+  at::Tensor lp = at::log_softmax(logits[0].to(at::kFloat), -1);  // (T, V)
+  at::Tensor next = input[0].slice(0, 1).unsqueeze(1);            // (T-1, 1)
   at::Tensor picked = lp.slice(0, 0, T - 1).gather(1, next).squeeze(1).to(at::kDouble).cpu();
   auto acc = picked.accessor<double, 1>();
   for (std::int64_t i = 1; i < T; ++i) out[static_cast<std::size_t>(i)] = acc[i - 1];
@@ -101,7 +103,9 @@ std::vector<Generation> generate(const Llama& model, const std::vector<std::vect
   }
   valid = valid.to(dev);
 
-  auto is_stop = [&](std::int64_t t) { return std::find(o.stop_ids.begin(), o.stop_ids.end(), t) != o.stop_ids.end(); };
+  auto is_stop = [&](std::int64_t t) {
+    return std::find(o.stop_ids.begin(), o.stop_ids.end(), t) != o.stop_ids.end();
+  };
   std::vector<bool> done(prompts.size(), false);
   std::vector<std::vector<std::int64_t>> seq(prompts.begin(), prompts.end());  // for the no-cache path
 
@@ -113,7 +117,8 @@ std::vector<Generation> generate(const Llama& model, const std::vector<std::vect
     at::Tensor causal = at::ones({maxlen, maxlen}, at::TensorOptions().dtype(at::kBool).device(dev)).tril();
     at::Tensor mask = causal.view({1, 1, maxlen, maxlen}) & valid.slice(1, 0, maxlen).view({B, 1, 1, maxlen});
     // Pad queries attend to themselves so their (ignored) softmax stays finite.
-    mask = mask | at::eye(maxlen, at::TensorOptions().dtype(at::kBool).device(dev)).view({1, 1, maxlen, maxlen});
+    mask =
+        mask | at::eye(maxlen, at::TensorOptions().dtype(at::kBool).device(dev)).view({1, 1, maxlen, maxlen});
     AutocastGuard autocast(dev, at::kBFloat16, o.bf16);
     at::Tensor h = model.forward_hidden(ids.to(dev), pos.to(dev), mask, o.use_cache ? &cache : nullptr);
     last_logits = model.lm_head(h.select(1, maxlen - 1)).to(at::kFloat).cpu();

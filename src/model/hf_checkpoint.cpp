@@ -42,10 +42,12 @@ std::map<std::string, std::string> weight_map(const std::string& dir) {
     if (!j.contains("weight_map") || !j["weight_map"].is_object())
       throw CheckpointError(index + ": missing \"weight_map\" object");
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it.value().is_string()) throw CheckpointError(index + ": weight_map." + it.key() + " must be a file name");
+      if (!it.value().is_string())
+        throw CheckpointError(index + ": weight_map." + it.key() + " must be a file name");
       std::string f = it.value().get<std::string>();
       if (f.find('/') != std::string::npos || f.find("..") != std::string::npos)
-        throw CheckpointError(index + ": weight_map." + it.key() + ": \"" + f + "\" must be a file in the folder");
+        throw CheckpointError(index + ": weight_map." + it.key() + ": \"" + f +
+                              "\" must be a file in the folder");
       out[it.key()] = fs::join(dir, f);
     }
     return out;
@@ -56,22 +58,27 @@ std::map<std::string, std::string> weight_map(const std::string& dir) {
     return out;
   }
   std::string hint;
-  if (fs::exists(fs::join(dir, "pytorch_model.bin")) || fs::exists(fs::join(dir, "pytorch_model.bin.index.json")))
-    hint = " (pytorch_model.bin is not supported: convert it with transformers' save_pretrained(safe_serialization=True))";
-  throw CheckpointError(dir + ": no weights found: expected model.safetensors or model.safetensors.index.json" + hint);
+  if (fs::exists(fs::join(dir, "pytorch_model.bin")) ||
+      fs::exists(fs::join(dir, "pytorch_model.bin.index.json")))
+    hint =
+        " (pytorch_model.bin is not supported: convert it with transformers' "
+        "save_pretrained(safe_serialization=True))";
+  throw CheckpointError(
+      dir + ": no weights found: expected model.safetensors or model.safetensors.index.json" + hint);
 }
 
 }  // namespace
 
 bool has_weights(const std::string& dir) {
-  return fs::exists(fs::join(dir, "model.safetensors")) || fs::exists(fs::join(dir, "model.safetensors.index.json"));
+  return fs::exists(fs::join(dir, "model.safetensors")) ||
+         fs::exists(fs::join(dir, "model.safetensors.index.json"));
 }
 
 namespace {
 
 struct Located {
-  std::map<std::string, std::string> file_of;                                   // name -> shard
-  std::map<std::string, std::shared_ptr<const SafetensorsFile>> files;          // shard -> file
+  std::map<std::string, std::string> file_of;                           // name -> shard
+  std::map<std::string, std::shared_ptr<const SafetensorsFile>> files;  // shard -> file
 };
 
 Located locate_weights(const std::vector<std::pair<std::string, std::vector<std::int64_t>>>& expected,
@@ -91,7 +98,8 @@ Located locate_weights(const std::vector<std::pair<std::string, std::vector<std:
     }
     auto& f = loc.files[it->second];
     if (!f) {
-      if (!fs::exists(it->second)) throw CheckpointError(it->second + ": shard named in the index is missing");
+      if (!fs::exists(it->second))
+        throw CheckpointError(it->second + ": shard named in the index is missing");
       f = SafetensorsFile::open(it->second);
     }
     const TensorEntry* e = f->find(name);
@@ -126,12 +134,15 @@ Located locate_weights(const std::vector<std::pair<std::string, std::vector<std:
 
 }  // namespace
 
-void check_weights(const LlamaConfig& cfg, const std::string& dir) { locate_weights(expected_parameters(cfg), dir); }
+void check_weights(const LlamaConfig& cfg, const std::string& dir) {
+  locate_weights(expected_parameters(cfg), dir);
+}
 
 void load_weights(Llama& model, const std::string& dir) {
   const ParamSource source = weights_source(model, dir);
   at::NoGradGuard ng;
-  for (std::size_t i = 0; i < model.parameters().size(); ++i) source(i, 0, model.parameters()[i].tensor.view({-1}));
+  for (std::size_t i = 0; i < model.parameters().size(); ++i)
+    source(i, 0, model.parameters()[i].tensor.view({-1}));
 }
 
 ParamSource weights_source(const Llama& model, const std::string& dir) {
@@ -154,7 +165,8 @@ std::unique_ptr<Llama> load_hf_model(const std::string& dir, c10::Device device,
 }
 
 void save_hf_model(const Llama& model, const std::string& dir, const SaveOptions& opts) {
-  save_hf_model(model.config(), [&](std::size_t i) { return model.parameters()[i].tensor; }, dir, opts);
+  save_hf_model(
+      model.config(), [&](std::size_t i) { return model.parameters()[i].tensor; }, dir, opts);
 }
 
 void save_hf_model(const LlamaConfig& model_cfg, const std::function<at::Tensor(std::size_t)>& fetch,
@@ -189,7 +201,8 @@ void save_hf_model(const LlamaConfig& model_cfg, const std::function<at::Tensor(
     for (std::size_t k = 0; k < shards[i].size(); ++k) w.write(fetch(next++));
     w.commit();
   }
-  if (shards.size() > 1) fs::write_file_atomic(fs::join(tmp, "model.safetensors.index.json"), index.dump(2) + "\n");
+  if (shards.size() > 1)
+    fs::write_file_atomic(fs::join(tmp, "model.safetensors.index.json"), index.dump(2) + "\n");
 
   LlamaConfig cfg = model_cfg;
   cfg.torch_dtype = torch_dtype_name(opts.dtype);
@@ -204,10 +217,16 @@ void save_hf_model(const LlamaConfig& model_cfg, const std::function<at::Tensor(
   } else if (!opts.tokenizer_model.empty()) {
     fs::write_file_atomic(fs::join(tmp, "tokenizer.model"), fs::read_file(opts.tokenizer_model));
     // A slow LlamaTokenizer config, so AutoTokenizer needs nothing but tokenizer.model.
-    json tc = {{"tokenizer_class", "LlamaTokenizer"}, {"bos_token", "<s>"}, {"eos_token", "</s>"},
-               {"unk_token", "<unk>"}, {"add_bos_token", true}, {"add_eos_token", false},
-               {"clean_up_tokenization_spaces", false}, {"legacy", true},
-               {"model_max_length", cfg.max_position_embeddings}, {"pad_token", nullptr},
+    json tc = {{"tokenizer_class", "LlamaTokenizer"},
+               {"bos_token", "<s>"},
+               {"eos_token", "</s>"},
+               {"unk_token", "<unk>"},
+               {"add_bos_token", true},
+               {"add_eos_token", false},
+               {"clean_up_tokenization_spaces", false},
+               {"legacy", true},
+               {"model_max_length", cfg.max_position_embeddings},
+               {"pad_token", nullptr},
                {"sp_model_kwargs", json::object()}};
     fs::write_file_atomic(fs::join(tmp, "tokenizer_config.json"), tc.dump(2) + "\n");
     json sm = {{"bos_token", "<s>"}, {"eos_token", "</s>"}, {"unk_token", "<unk>"}};
@@ -217,7 +236,8 @@ void save_hf_model(const LlamaConfig& model_cfg, const std::function<at::Tensor(
   // Swap in: the old folder (if any) is moved aside first so a crash leaves one complete copy.
   const std::string old = dir + ".old." + std::to_string(::getpid());
   bool had_old = fs::exists(dir);
-  if (had_old && ::rename(dir.c_str(), old.c_str()) != 0) throw Error(dir + ": cannot replace the existing folder");
+  if (had_old && ::rename(dir.c_str(), old.c_str()) != 0)
+    throw Error(dir + ": cannot replace the existing folder");
   if (::rename(tmp.c_str(), dir.c_str()) != 0) throw Error(dir + ": cannot rename " + tmp + " into place");
   if (had_old) fs::remove_all(old);
   fs::fsync_dir(fs::dirname(dir).empty() ? "." : fs::dirname(dir));

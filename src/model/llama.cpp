@@ -19,7 +19,8 @@ namespace {
 
 // inv_freq in fp32 as HF computes it, with llama3 / linear rope_scaling applied.
 at::Tensor inverse_frequencies(const LlamaConfig& c) {
-  at::Tensor exponents = at::arange(0, c.head_dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(c.head_dim);
+  at::Tensor exponents =
+      at::arange(0, c.head_dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(c.head_dim);
   at::Tensor inv = 1.0 / at::pow(at::scalar_tensor(c.rope_theta, at::kFloat), exponents);
   if (!c.rope_scaling) return inv;
   const RopeScaling& s = *c.rope_scaling;
@@ -37,9 +38,10 @@ at::Tensor inverse_frequencies(const LlamaConfig& c) {
   return at::where(medium, smoothed, scaled);
 }
 
-
 // A bias (zeros at init) rather than a norm weight (ones): the two 1-D kinds of parameter.
-bool is_bias(const std::string& name) { return name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0; }
+bool is_bias(const std::string& name) {
+  return name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+}
 
 }  // namespace
 
@@ -87,13 +89,20 @@ Llama::Llama(const LlamaConfig& cfg, c10::Device device, c10::ScalarType dtype, 
   // Index the list: embed, each layer's parameters (by name: how many, and which, depends
   // on the architecture), norm, lm_head.
   const std::pair<const char*, std::size_t LayerIdx::*> fields[] = {
-      {"input_layernorm.weight", &LayerIdx::input_norm}, {"self_attn.q_proj.weight", &LayerIdx::q},
-      {"self_attn.k_proj.weight", &LayerIdx::k},         {"self_attn.v_proj.weight", &LayerIdx::v},
-      {"self_attn.q_proj.bias", &LayerIdx::q_bias},      {"self_attn.k_proj.bias", &LayerIdx::k_bias},
-      {"self_attn.v_proj.bias", &LayerIdx::v_bias},      {"self_attn.q_norm.weight", &LayerIdx::q_norm},
-      {"self_attn.k_norm.weight", &LayerIdx::k_norm},    {"self_attn.o_proj.weight", &LayerIdx::o},
-      {"post_attention_layernorm.weight", &LayerIdx::post_norm}, {"mlp.gate_proj.weight", &LayerIdx::gate},
-      {"mlp.up_proj.weight", &LayerIdx::up},             {"mlp.down_proj.weight", &LayerIdx::down}};
+      {"input_layernorm.weight", &LayerIdx::input_norm},
+      {"self_attn.q_proj.weight", &LayerIdx::q},
+      {"self_attn.k_proj.weight", &LayerIdx::k},
+      {"self_attn.v_proj.weight", &LayerIdx::v},
+      {"self_attn.q_proj.bias", &LayerIdx::q_bias},
+      {"self_attn.k_proj.bias", &LayerIdx::k_bias},
+      {"self_attn.v_proj.bias", &LayerIdx::v_bias},
+      {"self_attn.q_norm.weight", &LayerIdx::q_norm},
+      {"self_attn.k_norm.weight", &LayerIdx::k_norm},
+      {"self_attn.o_proj.weight", &LayerIdx::o},
+      {"post_attention_layernorm.weight", &LayerIdx::post_norm},
+      {"mlp.gate_proj.weight", &LayerIdx::gate},
+      {"mlp.up_proj.weight", &LayerIdx::up},
+      {"mlp.down_proj.weight", &LayerIdx::down}};
   embed_index_ = 0;
   std::size_t i = 1;
   for (std::int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
@@ -145,8 +154,8 @@ std::vector<at::Tensor> Llama::unit_views(std::size_t unit, const at::Tensor& fl
 }
 
 std::vector<at::Tensor> LayerWeights::list() const {
-  return {input_norm, o, post_norm, down, qkv, gate_up, qkv_bias, q, k, v, gate, up, q_bias, k_bias, v_bias, q_norm,
-          k_norm};
+  return {input_norm, o,    post_norm, down,   qkv,    gate_up, qkv_bias, q,     k,
+          v,          gate, up,        q_bias, k_bias, v_bias,  q_norm,   k_norm};
 }
 
 LayerWeights LayerWeights::from_list(const std::vector<at::Tensor>& w) {
@@ -261,7 +270,7 @@ ParamSource Llama::init_source(std::uint64_t seed) const {
     at::Generator gen;
     std::size_t next = 0;  // the next parameter to draw
     std::size_t held = static_cast<std::size_t>(-1);
-    at::Tensor value;      // parameter `held`, flattened fp32 on CPU
+    at::Tensor value;  // parameter `held`, flattened fp32 on CPU
   };
   auto st = std::make_shared<State>(State{at::make_generator<at::CPUGeneratorImpl>(seed)});
   std::vector<std::vector<std::int64_t>> shapes = shapes_;
@@ -288,7 +297,8 @@ ParamSource Llama::init_source(std::uint64_t seed) const {
   };
 }
 
-std::pair<at::Tensor, at::Tensor> Llama::rope(const at::Tensor& position_ids, std::int64_t max_position) const {
+std::pair<at::Tensor, at::Tensor> Llama::rope(const at::Tensor& position_ids,
+                                              std::int64_t max_position) const {
   std::int64_t needed = max_position;
   if (needed < 0) {
     ++host_reads_;
@@ -297,13 +307,14 @@ std::pair<at::Tensor, at::Tensor> Llama::rope(const at::Tensor& position_ids, st
   if (!cos_table_.defined() || cos_table_.size(0) < needed) {
     std::int64_t n = std::max(needed, std::max<std::int64_t>(cfg_.max_position_embeddings, 1));
     at::Tensor pos = at::arange(n, at::TensorOptions().dtype(at::kFloat).device(device_));
-    at::Tensor freqs = at::outer(pos, inv_freq_);      // (P, Dh/2)
-    at::Tensor emb = at::cat({freqs, freqs}, -1);      // (P, Dh)
+    at::Tensor freqs = at::outer(pos, inv_freq_);  // (P, Dh/2)
+    at::Tensor emb = at::cat({freqs, freqs}, -1);  // (P, Dh)
     cos_table_ = emb.cos();
     sin_table_ = emb.sin();
   }
   // (B, T) -> (B, 1, T, Dh) so it broadcasts over heads.
-  return {at::embedding(cos_table_, position_ids).unsqueeze(1), at::embedding(sin_table_, position_ids).unsqueeze(1)};
+  return {at::embedding(cos_table_, position_ids).unsqueeze(1),
+          at::embedding(sin_table_, position_ids).unsqueeze(1)};
 }
 
 at::Tensor Llama::forward_hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
@@ -321,7 +332,9 @@ at::Tensor Llama::forward_hidden(const at::Tensor& input_ids, const at::Tensor& 
   return fused_rms_norm(x, w, cfg_.rms_norm_eps, at::result_type(x, w));
 }
 
-at::Tensor Llama::lm_head(const at::Tensor& hidden) const { return at::linear(hidden, params_[lm_head_index_].tensor); }
+at::Tensor Llama::lm_head(const at::Tensor& hidden) const {
+  return at::linear(hidden, params_[lm_head_index_].tensor);
+}
 
 KvCache Llama::new_cache(std::int64_t batch, std::int64_t capacity) const {
   KvCache c;

@@ -1,6 +1,6 @@
 // Llama's attention and decoder layer: layer_forward (norms, the fused q/k/v projection
-// with its Qwen2 biases and Qwen3 q/k norms, rotary, attention, MLP), attention with causal, explicit-mask and cached-decoding
-// cases, and per-sample attention of packed rows (varlen_attention) with its plan.
+// with its Qwen2 biases and Qwen3 q/k norms, rotary, attention, MLP), attention with causal, explicit-mask
+// and cached-decoding cases, and per-sample attention of packed rows (varlen_attention) with its plan.
 #include "sft/model/llama.h"
 
 #include <ATen/ATen.h>
@@ -112,7 +112,9 @@ at::Tensor Llama::varlen_attention(const at::Tensor& q, const at::Tensor& k, con
   // whole output each time, forward and backward.
   std::vector<at::Tensor> rows, dest;
   for (const auto& g : plan->groups) {
-    auto pick = [&](const at::Tensor& f) { return f.index_select(0, g.gather).view({g.count, g.width, H, Dh}).transpose(1, 2); };
+    auto pick = [&](const at::Tensor& f) {
+      return f.index_select(0, g.gather).view({g.count, g.width, H, Dh}).transpose(1, 2);
+    };
     at::Tensor o = attention(pick(qf), pick(kf), pick(vf), at::Tensor(), 0);  // causal, (n, H, lmax, Dh)
     rows.push_back(o.transpose(1, 2).reshape({g.count * g.width, H * Dh}).index_select(0, g.rows));
     dest.push_back(g.dest);
@@ -122,8 +124,8 @@ at::Tensor Llama::varlen_attention(const at::Tensor& q, const at::Tensor& k, con
   return out.view({B, T, H, Dh}).transpose(1, 2);
 }
 
-at::Tensor Llama::attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                            std::int64_t offset) const {
+at::Tensor Llama::attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& mask, std::int64_t offset) const {
   if (mask.defined() && mask.dim() == 2) return varlen_attention(q, k, v, mask);  // (B, T) segment ids
   const std::int64_t Tq = q.size(2), Tk = k.size(2);
   at::Tensor m = mask;
@@ -138,7 +140,8 @@ at::Tensor Llama::attention(const at::Tensor& q, const at::Tensor& k, const at::
     causal = false;  // a single new token attends to everything cached
   }
   if (attn_impl_ != AttentionImpl::kExplicit) {
-    return at::scaled_dot_product_attention(q, k, v, m.defined() ? std::optional<at::Tensor>(m) : std::nullopt,
+    return at::scaled_dot_product_attention(q, k, v,
+                                            m.defined() ? std::optional<at::Tensor>(m) : std::nullopt,
                                             /*dropout_p=*/0.0, /*is_causal=*/causal);
   }
   // q arrives pre-scaled by 1/sqrt(Dh) (see layer_forward).
@@ -156,8 +159,9 @@ at::Tensor Llama::attention(const at::Tensor& q, const at::Tensor& k, const at::
   return at::matmul(probs, v);
 }
 
-at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                                const at::Tensor& mask, KvCache* cache, const LayerWeights& w) const {
+at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at::Tensor& cos,
+                                const at::Tensor& sin, const at::Tensor& mask, KvCache* cache,
+                                const LayerWeights& w) const {
   const std::int64_t B = x.size(0), T = x.size(1);
   const std::int64_t H = cfg_.num_attention_heads, K = cfg_.num_key_value_heads, Dh = cfg_.head_dim;
   // Under autocast the norms write the compute dtype (at::linear would cast per projection).
@@ -165,7 +169,9 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
   const auto compute = autocast_enabled(type) ? autocast_dtype(type) : at::result_type(x, w.input_norm);
   // A norm weight gathered in bf16 next to fp32 activations (ZeRO-3's bf16 gathers) is
   // widened (D elements), so the norm runs its fused kernel as it does for fp32 weights.
-  auto norm_weight = [&](const at::Tensor& n) { return n.scalar_type() == x.scalar_type() ? n : n.to(x.scalar_type()); };
+  auto norm_weight = [&](const at::Tensor& n) {
+    return n.scalar_type() == x.scalar_type() ? n : n.to(x.scalar_type());
+  };
 
   // q, k, v in one GEMM (a wider output runs faster than three narrow ones), then split and
   // rotated in one pass (sft/model/fused.h), in the activations' dtype as HF does. The
@@ -179,16 +185,22 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
   at::Tensor h = fused_rms_norm(x, norm_weight(w.input_norm), cfg_.rms_norm_eps, compute);
   const at::Tensor w_qkv = w.stacked() ? w.qkv : at::cat({w.q, w.k, w.v}, 0);
   at::Tensor qkv;  // (B, T, (H + 2K) Dh)
-  if (cfg_.qkv_bias()) qkv = at::linear(h, w_qkv, w.stacked() ? w.qkv_bias : at::cat({w.q_bias, w.k_bias, w.v_bias}, 0));
-  else qkv = at::linear(h, w_qkv);
+  if (cfg_.qkv_bias())
+    qkv = at::linear(h, w_qkv, w.stacked() ? w.qkv_bias : at::cat({w.q_bias, w.k_bias, w.v_bias}, 0));
+  else
+    qkv = at::linear(h, w_qkv);
   if (cfg_.qk_norm()) {
     // The activations' dtype as HF's norm returns it for matching weights; under autocast
     // (bf16 activations, fp32 weights) the norm rounds to bf16 where HF keeps fp32 until
     // attention, which differs from HF by bf16 rounding, not more.
-    auto head_weight = [&](const at::Tensor& n) { return n.scalar_type() == qkv.scalar_type() ? n : n.to(qkv.scalar_type()); };
+    auto head_weight = [&](const at::Tensor& n) {
+      return n.scalar_type() == qkv.scalar_type() ? n : n.to(qkv.scalar_type());
+    };
     const auto parts = qkv.split_with_sizes({H * Dh, K * Dh, K * Dh}, -1);
-    at::Tensor q = fused_rms_norm(parts[0].view({B, T, H, Dh}), head_weight(w.q_norm), cfg_.rms_norm_eps, qkv.scalar_type());
-    at::Tensor k = fused_rms_norm(parts[1].view({B, T, K, Dh}), head_weight(w.k_norm), cfg_.rms_norm_eps, qkv.scalar_type());
+    at::Tensor q = fused_rms_norm(parts[0].view({B, T, H, Dh}), head_weight(w.q_norm), cfg_.rms_norm_eps,
+                                  qkv.scalar_type());
+    at::Tensor k = fused_rms_norm(parts[1].view({B, T, K, Dh}), head_weight(w.k_norm), cfg_.rms_norm_eps,
+                                  qkv.scalar_type());
     qkv = at::cat({q.view({B, T, H * Dh}), k.view({B, T, K * Dh}), parts[2]}, -1);
   }
   const bool explicit_attn = attn_impl_ == AttentionImpl::kExplicit;
@@ -198,7 +210,8 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
   std::int64_t offset = 0;
   if (cache) {
     offset = cache->length;
-    TORCH_CHECK(offset + T <= cache->k[layer].size(2), "KV cache capacity ", cache->k[layer].size(2), " exceeded");
+    TORCH_CHECK(offset + T <= cache->k[layer].size(2), "KV cache capacity ", cache->k[layer].size(2),
+                " exceeded");
     cache->k[layer].narrow(2, offset, T).copy_(k);
     cache->v[layer].narrow(2, offset, T).copy_(v);
     k = cache->k[layer].narrow(2, 0, offset + T);

@@ -15,8 +15,8 @@ namespace {
 
 using nlohmann::json;
 
-std::int64_t get_int(const json& j, const char* k, std::int64_t def, const std::string& where, std::string& errors,
-                     bool required = false) {
+std::int64_t get_int(const json& j, const char* k, std::int64_t def, const std::string& where,
+                     std::string& errors, bool required = false) {
   auto it = j.find(k);
   if (it == j.end() || it->is_null()) {
     if (required) errors += "\n" + where + ": " + k + ": missing";
@@ -78,8 +78,8 @@ ModelType read_model_type(const json& j, const std::string& where, std::string& 
       else if (!type)
         type = named;
       else if (named != type)
-        errors += "\n" + where + ": architectures: " + a.dump() + " does not match model_type \"" + type->model_type +
-                  "\" (expected " + type->architecture + ")";
+        errors += "\n" + where + ": architectures: " + a.dump() + " does not match model_type \"" +
+                  type->model_type + "\" (expected " + type->architecture + ")";
     }
   return type ? type->type : ModelType::kLlama;
 }
@@ -100,8 +100,10 @@ void warn_once(const std::string& message) {
 void read_sliding_window(const json& j, LlamaConfig& c, const std::string& where, std::string& errors) {
   bool use = false;
   if (j.contains("use_sliding_window") && !j["use_sliding_window"].is_null()) {
-    if (!j["use_sliding_window"].is_boolean()) errors += "\n" + where + ": use_sliding_window: expected true or false";
-    else use = j["use_sliding_window"];
+    if (!j["use_sliding_window"].is_boolean())
+      errors += "\n" + where + ": use_sliding_window: expected true or false";
+    else
+      use = j["use_sliding_window"];
   }
   std::optional<std::int64_t> window;
   if (use && !(j.contains("sliding_window") && j["sliding_window"].is_null())) {
@@ -113,7 +115,8 @@ void read_sliding_window(const json& j, LlamaConfig& c, const std::string& where
     const json& types = j["layer_types"];
     if (!types.is_array() || static_cast<std::int64_t>(types.size()) != L) {
       errors += "\n" + where + ": layer_types: expected a list of num_hidden_layers (" + std::to_string(L) +
-                ") entries, got " + (types.is_array() ? std::to_string(types.size()) + " entries" : types.dump());
+                ") entries, got " +
+                (types.is_array() ? std::to_string(types.size()) + " entries" : types.dump());
       return;
     }
     for (std::int64_t l = 0; l < L; ++l) {
@@ -121,7 +124,8 @@ void read_sliding_window(const json& j, LlamaConfig& c, const std::string& where
       const std::string at = where + ": layer_types[" + std::to_string(l) + "]: ";
       if (t == "sliding_attention") {
         if (!window)
-          errors += "\n" + at + "\"sliding_attention\" needs use_sliding_window: true and an integer sliding_window";
+          errors += "\n" + at +
+                    "\"sliding_attention\" needs use_sliding_window: true and an integer sliding_window";
         c.sliding_layers.push_back(l);
       } else if (t != "full_attention") {
         errors += "\n" + at + t.dump() + " is not supported (\"full_attention\" or \"sliding_attention\")";
@@ -136,9 +140,10 @@ void read_sliding_window(const json& j, LlamaConfig& c, const std::string& where
   if (*window >= c.max_position_embeddings) return;  // no sequence can reach past the window
   std::string layers;
   for (auto l : c.sliding_layers) layers += (layers.empty() ? "" : ",") + std::to_string(l);
-  warn_once(where + ": use_sliding_window: true: transformers attends within the last " + std::to_string(*window) +
-            " tokens in layers " + layers + "; sft attends to the whole sequence, which is the same only for " +
-            "sequences of at most " + std::to_string(*window) + " tokens (max_position_embeddings is " +
+  warn_once(where + ": use_sliding_window: true: transformers attends within the last " +
+            std::to_string(*window) + " tokens in layers " + layers +
+            "; sft attends to the whole sequence, which is the same only for " + "sequences of at most " +
+            std::to_string(*window) + " tokens (max_position_embeddings is " +
             std::to_string(c.max_position_embeddings) + ")");
 }
 
@@ -160,9 +165,11 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
   // MLP never has biases; Qwen2's biases are fixed by the architecture (q, k and v always,
   // nothing else) and transformers ignores both keys there.
   for (const std::string k : {"attention_bias", "mlp_bias"}) {
-    const bool read = c.model_type == ModelType::kLlama || (c.model_type == ModelType::kQwen3 && k == "attention_bias");
+    const bool read =
+        c.model_type == ModelType::kLlama || (c.model_type == ModelType::kQwen3 && k == "attention_bias");
     if (read && j.contains(k) && j[k] == true)
-      errors += "\n" + where + ": " + k + ": true is not supported for model_type \"" + c.model_type_name() + "\"";
+      errors +=
+          "\n" + where + ": " + k + ": true is not supported for model_type \"" + c.model_type_name() + "\"";
   }
 
   c.vocab_size = get_int(j, "vocab_size", c.vocab_size, where, errors, true);
@@ -171,36 +178,45 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
   c.num_hidden_layers = get_int(j, "num_hidden_layers", c.num_hidden_layers, where, errors, true);
   c.num_attention_heads = get_int(j, "num_attention_heads", c.num_attention_heads, where, errors, true);
   c.num_key_value_heads = get_int(j, "num_key_value_heads", c.num_attention_heads, where, errors);
-  c.max_position_embeddings = get_int(j, "max_position_embeddings", qwen ? 32768 : c.max_position_embeddings, where, errors);
+  c.max_position_embeddings =
+      get_int(j, "max_position_embeddings", qwen ? 32768 : c.max_position_embeddings, where, errors);
   c.rms_norm_eps = get_num(j, "rms_norm_eps", c.rms_norm_eps, where, errors);
   // transformers >= 5 writes the rope settings only inside "rope_parameters" (rope_theta,
   // rope_type and its factors); older writers (and sft) use top-level rope_theta/rope_scaling.
   const bool has_params = j.contains("rope_parameters") && j["rope_parameters"].is_object();
   if (!j.contains("rope_theta") && has_params && j["rope_parameters"].contains("rope_theta"))
-    c.rope_theta = get_num(j["rope_parameters"], "rope_theta", c.rope_theta, where + ": rope_parameters", errors);
+    c.rope_theta =
+        get_num(j["rope_parameters"], "rope_theta", c.rope_theta, where + ": rope_parameters", errors);
   else
     c.rope_theta = get_num(j, "rope_theta", c.rope_theta, where, errors);
   c.initializer_range = get_num(j, "initializer_range", c.initializer_range, where, errors);
   if (j.contains("tie_word_embeddings") && !j["tie_word_embeddings"].is_null()) {
-    if (!j["tie_word_embeddings"].is_boolean()) errors += "\n" + where + ": tie_word_embeddings: expected true or false";
-    else c.tie_word_embeddings = j["tie_word_embeddings"];
+    if (!j["tie_word_embeddings"].is_boolean())
+      errors += "\n" + where + ": tie_word_embeddings: expected true or false";
+    else
+      c.tie_word_embeddings = j["tie_word_embeddings"];
   }
   c.bos_token_id = get_int(j, "bos_token_id", c.bos_token_id, where, errors);
   if (j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
     const auto& e = j["eos_token_id"];
     c.eos_token_ids.clear();
-    if (e.is_number_integer()) c.eos_token_ids.push_back(e.get<std::int64_t>());
+    if (e.is_number_integer())
+      c.eos_token_ids.push_back(e.get<std::int64_t>());
     else if (e.is_array())
       for (const auto& x : e) {
-        if (x.is_number_integer()) c.eos_token_ids.push_back(x.get<std::int64_t>());
-        else errors += "\n" + where + ": eos_token_id: expected integers";
+        if (x.is_number_integer())
+          c.eos_token_ids.push_back(x.get<std::int64_t>());
+        else
+          errors += "\n" + where + ": eos_token_id: expected integers";
       }
-    else errors += "\n" + where + ": eos_token_id: expected an integer or a list of integers";
+    else
+      errors += "\n" + where + ": eos_token_id: expected an integer or a list of integers";
   }
   if (j.contains("torch_dtype") && j["torch_dtype"].is_string()) {
     c.torch_dtype = j["torch_dtype"];
     if (c.torch_dtype != "float32" && c.torch_dtype != "bfloat16" && c.torch_dtype != "float16")
-      errors += "\n" + where + ": torch_dtype: \"" + c.torch_dtype + "\" is not supported (float32, bfloat16, float16)";
+      errors += "\n" + where + ": torch_dtype: \"" + c.torch_dtype +
+                "\" is not supported (float32, bfloat16, float16)";
   }
   if (c.model_type == ModelType::kQwen3) {
     c.head_dim = get_int(j, "head_dim", 128, where, errors);  // Qwen3Config's default, not hidden / heads
@@ -214,21 +230,26 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
   if (c.num_key_value_heads == 0 || c.num_attention_heads % c.num_key_value_heads != 0)
     errors += "\n" + where + ": num_key_value_heads: " + std::to_string(c.num_key_value_heads) +
               " must divide num_attention_heads " + std::to_string(c.num_attention_heads);
-  for (const char* k : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                        "head_dim"})
+  for (const char* k : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                        "num_attention_heads", "head_dim"})
     if (j.contains(k) && j[k].is_number_integer() && j[k].get<std::int64_t>() == 0)
       errors += "\n" + where + ": " + k + ": must be positive";
   // Bounds far above any real model, so that sizes and parameter counts stay exact in int64.
-  const std::pair<const char*, std::int64_t> limits[] = {
-      {"vocab_size", 1 << 24},          {"hidden_size", 1 << 20},          {"intermediate_size", 1 << 22},
-      {"num_hidden_layers", 1 << 14},   {"num_attention_heads", 1 << 14},  {"num_key_value_heads", 1 << 14},
-      {"head_dim", 1 << 14},            {"max_position_embeddings", 1 << 24}};
+  const std::pair<const char*, std::int64_t> limits[] = {{"vocab_size", 1 << 24},
+                                                         {"hidden_size", 1 << 20},
+                                                         {"intermediate_size", 1 << 22},
+                                                         {"num_hidden_layers", 1 << 14},
+                                                         {"num_attention_heads", 1 << 14},
+                                                         {"num_key_value_heads", 1 << 14},
+                                                         {"head_dim", 1 << 14},
+                                                         {"max_position_embeddings", 1 << 24}};
   for (const auto& [k, most] : limits)
     if (j.contains(k) && j[k].is_number_integer() && j[k].get<std::int64_t>() > most)
       errors += "\n" + where + ": " + k + ": " + j[k].dump() + " is beyond " + std::to_string(most) +
                 ", the most sft accepts";
   auto positive = [&](const char* k, double v) {
-    if (!(std::isfinite(v) && v > 0)) errors += "\n" + where + ": " + k + ": " + std::to_string(v) + " must be a positive number";
+    if (!(std::isfinite(v) && v > 0))
+      errors += "\n" + where + ": " + k + ": " + std::to_string(v) + " must be a positive number";
   };
   positive("rms_norm_eps", c.rms_norm_eps);
   positive("rope_theta", c.rope_theta);
@@ -244,8 +265,8 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
     scaling_key = "rope_parameters";
   }
   if (scaling && !scaling->is_object()) {
-    errors += "\n" + where + ": " + scaling_key + ": expected an object such as {rope_type: linear, factor: 2.0}, got " +
-              scaling->dump();
+    errors += "\n" + where + ": " + scaling_key +
+              ": expected an object such as {rope_type: linear, factor: 2.0}, got " + scaling->dump();
   } else if (scaling) {
     const auto& rs = *scaling;
     const std::string ctx = where + ": " + scaling_key;
@@ -283,14 +304,17 @@ json LlamaConfig::to_json() const {
   j["num_hidden_layers"] = num_hidden_layers;
   j["num_attention_heads"] = num_attention_heads;
   j["num_key_value_heads"] = num_key_value_heads;
-  if (qk_norm() || j.contains("head_dim") || head_dim * num_attention_heads != hidden_size) j["head_dim"] = head_dim;
+  if (qk_norm() || j.contains("head_dim") || head_dim * num_attention_heads != hidden_size)
+    j["head_dim"] = head_dim;
   j["max_position_embeddings"] = max_position_embeddings;
   j["rms_norm_eps"] = rms_norm_eps;
   j["rope_theta"] = rope_theta;
   j["tie_word_embeddings"] = tie_word_embeddings;
   j["bos_token_id"] = bos_token_id;
-  if (eos_token_ids.size() == 1) j["eos_token_id"] = eos_token_ids[0];
-  else j["eos_token_id"] = eos_token_ids;
+  if (eos_token_ids.size() == 1)
+    j["eos_token_id"] = eos_token_ids[0];
+  else
+    j["eos_token_id"] = eos_token_ids;
   j["torch_dtype"] = torch_dtype;
   j["hidden_act"] = "silu";
   j["initializer_range"] = initializer_range;

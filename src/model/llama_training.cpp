@@ -36,9 +36,11 @@ AutocastGuard resume_autocast(torch::autograd::AutogradContext* ctx, c10::Device
 // input; the backward recomputes the layer (under the autocast state of the forward) and
 // differentiates it. Weights are inputs of the function so their gradients flow out.
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x, at::Tensor cos,
-                                                at::Tensor sin, std::optional<at::Tensor> mask_opt, at::TensorList weights,
-                                                const Llama* model, std::int64_t layer, std::int64_t present) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x,
+                                                at::Tensor cos, at::Tensor sin,
+                                                std::optional<at::Tensor> mask_opt, at::TensorList weights,
+                                                const Llama* model, std::int64_t layer,
+                                                std::int64_t present) {
     at::Tensor mask = mask_opt ? *mask_opt : at::Tensor();
     std::vector<at::Tensor> w(weights.begin(), weights.end());
     save_state(ctx, model, layer, x);
@@ -46,14 +48,16 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     std::vector<at::Tensor> saved = {x, cos, sin, mask.defined() ? mask : at::Tensor()};
     saved.insert(saved.end(), w.begin(), w.end());
     ctx->save_for_backward(saved);
-    return {model->layer_forward(static_cast<std::size_t>(layer), x, cos, sin, mask, nullptr, as_layer(w, present))};
+    return {model->layer_forward(static_cast<std::size_t>(layer), x, cos, sin, mask, nullptr,
+                                 as_layer(w, present))};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
     std::vector<at::Tensor> w;
-    for (std::size_t i = 4; i < saved.size(); ++i) w.push_back(saved[i].detach().requires_grad_(saved[i].requires_grad()));
+    for (std::size_t i = 4; i < saved.size(); ++i)
+      w.push_back(saved[i].detach().requires_grad_(saved[i].requires_grad()));
     auto g = recompute(ctx, saved, w, grads[0]);
     // One entry per forward argument: x, cos, sin, mask, each weight, model, layer, present.
     torch::autograd::variable_list result = {g[0], at::Tensor(), at::Tensor(), at::Tensor()};
@@ -123,7 +127,8 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
 // Identity forward; its backward runs when the gradient of a unit's output arrives, before
 // the unit's own backward: the gatherer fills the unit's storage again.
 struct GatherInBackward : public torch::autograd::Function<GatherInBackward> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, const Llama* model, std::int64_t unit) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, const Llama* model,
+                            std::int64_t unit) {
     ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
     ctx->saved_data["unit"] = unit;
     return x;
@@ -139,8 +144,8 @@ struct GatherInBackward : public torch::autograd::Function<GatherInBackward> {
 // Identity forward on a unit's input; its backward runs once the gradient of that input is
 // complete, that is after every node of the unit's backward: its weights can go.
 struct ReleaseInBackward : public torch::autograd::Function<ReleaseInBackward> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, const Llama* model, std::int64_t unit,
-                            std::int64_t also) {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::Tensor x, const Llama* model,
+                            std::int64_t unit, std::int64_t also) {
     ctx->saved_data["model"] = reinterpret_cast<std::int64_t>(model);
     ctx->saved_data["unit"] = unit;
     ctx->saved_data["also"] = also;  // -1: none (the embedding, for a tied head)
@@ -150,7 +155,8 @@ struct ReleaseInBackward : public torch::autograd::Function<ReleaseInBackward> {
                                                  torch::autograd::variable_list grads) {
     const auto* model = reinterpret_cast<const Llama*>(ctx->saved_data["model"].toInt());
     model->gatherer_->release(static_cast<std::size_t>(ctx->saved_data["unit"].toInt()));
-    if (const auto also = ctx->saved_data["also"].toInt(); also >= 0) model->gatherer_->release(static_cast<std::size_t>(also));
+    if (const auto also = ctx->saved_data["also"].toInt(); also >= 0)
+      model->gatherer_->release(static_cast<std::size_t>(also));
     return {grads[0], at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -161,16 +167,19 @@ struct ReleaseInBackward : public torch::autograd::Function<ReleaseInBackward> {
 // outlives a chunk: no fp32 copy of all logits, no log_softmax output, no one-hot scatter.
 // GEMMs run in h's dtype (bf16 under autocast), softmax statistics in fp32.
 struct FusedLinearCrossEntropy : public torch::autograd::Function<FusedLinearCrossEntropy> {
-  static constexpr std::int64_t kChunkElements = std::int64_t(1) << 23;  // rows x vocab per chunk (32 MiB fp32)
+  static constexpr std::int64_t kChunkElements = std::int64_t(1)
+                                                 << 23;  // rows x vocab per chunk (32 MiB fp32)
 
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor h, at::Tensor w,
-                                                at::Tensor labels) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor h,
+                                                at::Tensor w, at::Tensor labels) {
     const std::int64_t N = h.size(0), V = w.size(0);
     const at::ScalarType dt = h.scalar_type();
     at::Tensor wc = w.to(dt);
     const bool need_grad = h.requires_grad() || w.requires_grad();
     at::Tensor grad_h = need_grad ? at::empty_like(h) : at::Tensor();
-    at::Tensor grad_w = need_grad && w.requires_grad() ? at::zeros({V, w.size(1)}, w.options().dtype(at::kFloat)) : at::Tensor();
+    at::Tensor grad_w = need_grad && w.requires_grad()
+                            ? at::zeros({V, w.size(1)}, w.options().dtype(at::kFloat))
+                            : at::Tensor();
     at::Tensor loss = at::zeros({}, h.options().dtype(at::kFloat));
     const std::int64_t rows = std::max<std::int64_t>(1, kChunkElements / std::max<std::int64_t>(V, 1));
     for (std::int64_t r = 0; r < N; r += rows) {
@@ -216,8 +225,9 @@ at::Tensor Llama::head_loss(const at::Tensor& residual, const at::Tensor& labels
   return FusedLinearCrossEntropy::apply(h, head_w, flat_labels.index_select(0, idx))[0];
 }
 
-at::Tensor Llama::loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& mask,
-                           const at::Tensor& labels, const at::Tensor& targets) const {
+at::Tensor Llama::loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                           const at::Tensor& mask, const at::Tensor& labels,
+                           const at::Tensor& targets) const {
   if (gatherer_) return sharded_loss_sum(input_ids, position_ids, mask, labels, targets);
   // The final norm is per position, so norming only the trained rows is exact.
   at::Tensor x = at::embedding(params_[embed_index_].tensor, input_ids);
@@ -231,8 +241,9 @@ at::Tensor Llama::loss_sum(const at::Tensor& input_ids, const at::Tensor& positi
 // its forward and gathered again by GatherInBackward; the head, last in the forward and
 // first in the backward, stays until ReleaseInBackward. The gatherer prefetches the next
 // units of either pass as each is asked for.
-at::Tensor Llama::sharded_loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& mask,
-                                   const at::Tensor& labels, const at::Tensor& targets) const {
+at::Tensor Llama::sharded_loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                                   const at::Tensor& mask, const at::Tensor& labels,
+                                   const at::Tensor& targets) const {
   const bool grad = at::GradMode::is_enabled();
   const std::size_t head = num_units() - 1;
   at::Tensor x = at::embedding(unit_views(0, gatherer_->gather(0))[0], input_ids);
@@ -248,7 +259,8 @@ at::Tensor Llama::sharded_loss_sum(const at::Tensor& input_ids, const at::Tensor
   }
   const std::vector<at::Tensor> hw = unit_views(head, gatherer_->gather(head));
   const at::Tensor lm = cfg_.tie_word_embeddings ? unit_views(0, gatherer_->gather(0))[0] : hw[1];
-  if (grad) x = ReleaseInBackward::apply(x, this, static_cast<std::int64_t>(head), cfg_.tie_word_embeddings ? 0 : -1);
+  if (grad)
+    x = ReleaseInBackward::apply(x, this, static_cast<std::int64_t>(head), cfg_.tie_word_embeddings ? 0 : -1);
   at::Tensor loss = head_loss(x, labels, targets, hw[0], lm);
   if (!grad) {
     gatherer_->release(head);
@@ -261,9 +273,10 @@ at::Tensor Llama::run_layer(std::size_t l, const at::Tensor& x, const at::Tensor
                             const at::Tensor& mask, const LayerWeights& w) const {
   if (!(checkpointing_ && at::GradMode::is_enabled())) return layer_forward(l, x, cos, sin, mask, nullptr, w);
   const auto [ws, present] = CheckpointedLayer::compact(w);
-  const std::optional<at::Tensor> maybe_mask = mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt;
-  return CheckpointedLayer::apply(x, cos, sin, maybe_mask, at::TensorList(ws), this, static_cast<std::int64_t>(l),
-                                  present)[0];
+  const std::optional<at::Tensor> maybe_mask =
+      mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt;
+  return CheckpointedLayer::apply(x, cos, sin, maybe_mask, at::TensorList(ws), this,
+                                  static_cast<std::int64_t>(l), present)[0];
 }
 
 }  // namespace sft::model

@@ -70,15 +70,18 @@ at::Tensor SafetensorsFile::tensor(const std::string& name) const {
     return t;
   }
   auto keep = map_;
-  return at::from_blob(const_cast<std::uint8_t*>(p), e->shape, [keep](void*) {}, opts);
+  return at::from_blob(
+      const_cast<std::uint8_t*>(p), e->shape, [keep](void*) {}, opts);
 }
 
-at::Tensor SafetensorsFile::flat_range(const std::string& name, std::int64_t begin, std::int64_t count) const {
+at::Tensor SafetensorsFile::flat_range(const std::string& name, std::int64_t begin,
+                                       std::int64_t count) const {
   const TensorEntry* e = find(name);
   if (!e) throw CheckpointError(path() + ": no tensor \"" + name + "\"");
   if (begin < 0 || count < 0 || begin + count > e->numel())
-    throw CheckpointError(path() + ": " + name + " has " + std::to_string(e->numel()) + " elements, asked for [" +
-                          std::to_string(begin) + ", " + std::to_string(begin + count) + ")");
+    throw CheckpointError(path() + ": " + name + " has " + std::to_string(e->numel()) +
+                          " elements, asked for [" + std::to_string(begin) + ", " +
+                          std::to_string(begin + count) + ")");
   const at::ScalarType st = scalar_type_of(e->dtype);
   const auto size = static_cast<std::int64_t>(dtype_size(e->dtype));
   const std::uint8_t* p = map_->data() + header_.data_offset + e->begin + begin * size;
@@ -90,13 +93,15 @@ at::Tensor SafetensorsFile::flat_range(const std::string& name, std::int64_t beg
     return t;
   }
   auto keep = map_;
-  return at::from_blob(const_cast<std::uint8_t*>(p), {count}, [keep](void*) {}, opts);
+  return at::from_blob(
+      const_cast<std::uint8_t*>(p), {count}, [keep](void*) {}, opts);
 }
 
 SafetensorsStreamWriter::SafetensorsStreamWriter(const std::string& path, std::vector<Entry> entries,
                                                  const std::map<std::string, std::string>& metadata,
                                                  std::size_t staging_bytes)
-    : entries_(std::move(entries)), staging_bytes_(std::max<std::size_t>(staging_bytes, 1 << 16)),
+    : entries_(std::move(entries)),
+      staging_bytes_(std::max<std::size_t>(staging_bytes, 1 << 16)),
       hash_(std::make_unique<Sha256>()) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
@@ -108,13 +113,15 @@ SafetensorsStreamWriter::SafetensorsStreamWriter(const std::string& path, std::v
   for (const auto& e : entries_) {
     std::uint64_t bytes = at::elementSize(e.dtype);
     for (auto d : e.shape) bytes *= static_cast<std::uint64_t>(d);
-    header[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + bytes}}};
+    header[e.name] = {
+        {"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string h = header.dump();
   while ((h.size() + 8) % 8 != 0) h.push_back(' ');  // keep the data area 8-byte aligned
   std::uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(h.size()) >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    len[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(h.size()) >> (8 * i));
   out_ = std::make_unique<fs::AtomicFileWriter>(path);
   put(len, 8);
   put(h.data(), h.size());
@@ -152,12 +159,14 @@ void SafetensorsStreamWriter::write(const at::Tensor& t) {
 }
 
 void SafetensorsStreamWriter::commit() {
-  TORCH_CHECK(next_ == entries_.size(), "SafetensorsStreamWriter: ", entries_.size() - next_, " tensors missing");
+  TORCH_CHECK(next_ == entries_.size(), "SafetensorsStreamWriter: ", entries_.size() - next_,
+              " tensors missing");
   out_->commit();
   sha256_ = hash_->hex_digest();
 }
 
-void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+void write_safetensors(const std::string& path,
+                       const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
@@ -170,18 +179,22 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   for (const auto& [name, t] : tensors) {
     at::Tensor c = t.detach().to(at::kCPU).contiguous();
     std::uint64_t bytes = static_cast<std::uint64_t>(c.numel()) * c.element_size();
-    header[name] = {{"dtype", dtype_name(c.scalar_type())}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
+    header[name] = {{"dtype", dtype_name(c.scalar_type())},
+                    {"shape", c.sizes().vec()},
+                    {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     contiguous.push_back(std::move(c));
   }
   std::string h = header.dump();
   while ((h.size() + 8) % 8 != 0) h.push_back(' ');  // keep the data area 8-byte aligned
   std::uint8_t len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(h.size()) >> (8 * i));
+  for (int i = 0; i < 8; ++i)
+    len[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(h.size()) >> (8 * i));
   fs::AtomicFileWriter w(path);
   w.write(len, 8);
   w.write(h.data(), h.size());
-  for (const auto& c : contiguous) w.write(c.data_ptr(), static_cast<std::size_t>(c.numel()) * c.element_size());
+  for (const auto& c : contiguous)
+    w.write(c.data_ptr(), static_cast<std::size_t>(c.numel()) * c.element_size());
   w.commit();
 }
 

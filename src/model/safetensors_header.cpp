@@ -33,14 +33,17 @@ std::int64_t TensorEntry::numel() const {
   return n;
 }
 
-SafetensorsHeader parse_safetensors_header(const std::uint8_t* data, std::size_t size, const std::string& file) {
+SafetensorsHeader parse_safetensors_header(const std::uint8_t* data, std::size_t size,
+                                           const std::string& file) {
   using nlohmann::json;
-  if (size < 8) fail(file, "the file has " + std::to_string(size) + " bytes, fewer than the 8-byte header length");
+  if (size < 8)
+    fail(file, "the file has " + std::to_string(size) + " bytes, fewer than the 8-byte header length");
   std::uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | data[i];
   if (n > kMaxHeader) fail(file, "header length " + std::to_string(n) + " exceeds the 100 MiB limit");
   if (n > size - 8)
-    fail(file, "header length " + std::to_string(n) + " exceeds the file (" + std::to_string(size) + " bytes): truncated?");
+    fail(file, "header length " + std::to_string(n) + " exceeds the file (" + std::to_string(size) +
+                   " bytes): truncated?");
   if (n < 2 || data[8] != '{') fail(file, "the header is not a JSON object");
 
   SafetensorsHeader h;
@@ -104,13 +107,14 @@ SafetensorsHeader parse_safetensors_header(const std::uint8_t* data, std::size_t
       fail(file, where + "data_offsets must be [begin, end] with non-negative integers");
     e.begin = (*off)[0].get<std::uint64_t>();
     e.end = (*off)[1].get<std::uint64_t>();
-    if (e.begin > e.end) fail(file, where + "data_offsets begin " + std::to_string(e.begin) + " > end " + std::to_string(e.end));
+    if (e.begin > e.end)
+      fail(file, where + "data_offsets begin " + std::to_string(e.begin) + " > end " + std::to_string(e.end));
     if (e.end > data_size)
       fail(file, where + "data_offsets end " + std::to_string(e.end) + " is past the data area (" +
                      std::to_string(data_size) + " bytes): truncated file?");
     if (e.end - e.begin != numel * es)
-      fail(file, where + "holds " + std::to_string(e.end - e.begin) + " bytes but dtype " + e.dtype + " x shape needs " +
-                     std::to_string(numel * es));
+      fail(file, where + "holds " + std::to_string(e.end - e.begin) + " bytes but dtype " + e.dtype +
+                     " x shape needs " + std::to_string(numel * es));
     h.tensors.push_back(std::move(e));
   }
   std::sort(h.tensors.begin(), h.tensors.end(), [](const TensorEntry& a, const TensorEntry& b) {
@@ -119,11 +123,14 @@ SafetensorsHeader parse_safetensors_header(const std::uint8_t* data, std::size_t
   std::uint64_t pos = 0;
   for (const auto& e : h.tensors) {
     if (e.begin < pos) fail(file, "tensor \"" + e.name + "\" overlaps the previous tensor's bytes");
-    if (e.begin > pos) fail(file, "bytes " + std::to_string(pos) + ".." + std::to_string(e.begin) + " before tensor \"" + e.name + "\" belong to no tensor");
+    if (e.begin > pos)
+      fail(file, "bytes " + std::to_string(pos) + ".." + std::to_string(e.begin) + " before tensor \"" +
+                     e.name + "\" belong to no tensor");
     pos = e.end;
   }
   if (pos != data_size)
-    fail(file, "the data area has " + std::to_string(data_size - pos) + " trailing bytes that belong to no tensor");
+    fail(file,
+         "the data area has " + std::to_string(data_size - pos) + " trailing bytes that belong to no tensor");
   return h;
 }
 

@@ -49,7 +49,8 @@ void remember_child(pid_t pid, bool add) {
 
 }  // namespace
 
-LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary, int jobs) {
+LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary,
+                      int jobs) {
   jobs = std::clamp(jobs, 1, kMaxChildren);
   // Concurrent runs split the cores between them (small models scale poorly past a few
   // threads, so two 1-thread runs beat one 2-thread run on 2 cores).
@@ -65,7 +66,8 @@ LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, 
 
   // No SA_RESTART: a signal interrupts waitpid, so the loop notices it at once.
   g_stop_signal = 0;
-  struct sigaction sa {}, old_term {}, old_int {};
+  struct sigaction sa {
+  }, old_term{}, old_int{};
   sa.sa_handler = forward_signal;
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGTERM, &sa, &old_term);
@@ -96,25 +98,30 @@ LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, 
     }
     ++result.failed;
     sft::log::error("sweep {}: run {} failed (exit {}); see {}", spec.name, r.name,
-                  WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), fs::join(r.dir, "train.log"));
+                    WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+                    fs::join(r.dir, "train.log"));
     if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGTERM)) stopping = true;
-    if (WIFEXITED(status) && (WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 143)) stopping = true;  // by a signal
+    if (WIFEXITED(status) && (WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 143))
+      stopping = true;  // by a signal
   };
   for (std::size_t i = 0; i < runs.size() && !stopping && !g_stop_signal; ++i) {
     const auto& r = runs[i];
     if (run_finished(r)) {
-      sft::log::info("sweep {}: run {}/{} {} already finished ({})", spec.name, i + 1, runs.size(), r.name, r.dir);
+      sft::log::info("sweep {}: run {}/{} {} already finished ({})", spec.name, i + 1, runs.size(), r.name,
+                     r.dir);
       continue;
     }
     while (static_cast<int>(running.size()) >= jobs && !g_stop_signal) reap_one();
     if (stopping || g_stop_signal) break;
     if (const std::string who = RunLock::holder(r.dir); !who.empty()) {
       ++result.skipped;
-      sft::log::warn("sweep {}: run {}/{} {} skipped: {} is in use by {}", spec.name, i + 1, runs.size(), r.name, r.dir, who);
+      sft::log::warn("sweep {}: run {}/{} {} skipped: {} is in use by {}", spec.name, i + 1, runs.size(),
+                     r.name, r.dir, who);
       continue;
     }
     const bool resume = fs::is_dir(fs::join(r.dir, "checkpoints"));
-    sft::log::info("sweep {}: run {}/{} {} {}-> {}", spec.name, i + 1, runs.size(), r.name, resume ? "(resuming) " : "", r.dir);
+    sft::log::info("sweep {}: run {}/{} {} {}-> {}", spec.name, i + 1, runs.size(), r.name,
+                   resume ? "(resuming) " : "", r.dir);
     const std::string log = fs::join(r.dir, "train.log");
     std::vector<std::string> argv = {sft_binary, "train", "--config", r.config_path, "--resume", "auto"};
     if (jobs > 1) argv.insert(argv.end(), {"--set", "train.threads=" + threads});
@@ -161,7 +168,8 @@ LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, 
   return result;
 }
 
-std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary) {
+std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs,
+                       const std::string& sft_binary) {
   // Each task is sized from its run's dist.gpus (the paper: 8 A100s for 7B/13B, 16 for 33B):
   // one rank per GPU, whole nodes of 8 beyond that, each rank with its share of the node's
   // CPUs (the job takes whole nodes). Runs of different sizes go to separate
@@ -180,28 +188,46 @@ std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs,
     const int nodes = (gpus + 7) / 8, per_node = std::min(gpus, 8);
     std::string s =
         "#!/bin/bash\n"
-        "# Slurm array for sweep " + spec.name + " (" + spec.file + "): one task per run, " +
-        std::to_string(group.size()) + " runs of " + std::to_string(gpus) + " GPUs.\n"
-        "# Submit from the repository root: sbatch " + script + "\n"
-        "# Each task trains (resuming when requeued) and evaluates one run; then: sft sweep report --config " +
-        spec.file + "\n"
-        "#SBATCH --job-name=sft-" + spec.name + suffix + "\n"
-        "#SBATCH --array=0-" + std::to_string(group.size() - 1) + "\n"
-        "#SBATCH --nodes=" + std::to_string(nodes) + "\n#SBATCH --ntasks-per-node=" + std::to_string(per_node) +
-        "\n#SBATCH --gpus-per-node=" + std::to_string(per_node) + "\n#SBATCH --exclusive\n"
+        "# Slurm array for sweep " +
+        spec.name + " (" + spec.file + "): one task per run, " + std::to_string(group.size()) + " runs of " +
+        std::to_string(gpus) +
+        " GPUs.\n"
+        "# Submit from the repository root: sbatch " +
+        script +
+        "\n"
+        "# Each task trains (resuming when requeued) and evaluates one run; then: sft sweep report "
+        "--config " +
+        spec.file +
+        "\n"
+        "#SBATCH --job-name=sft-" +
+        spec.name + suffix +
+        "\n"
+        "#SBATCH --array=0-" +
+        std::to_string(group.size() - 1) +
+        "\n"
+        "#SBATCH --nodes=" +
+        std::to_string(nodes) + "\n#SBATCH --ntasks-per-node=" + std::to_string(per_node) +
+        "\n#SBATCH --gpus-per-node=" + std::to_string(per_node) +
+        "\n#SBATCH --exclusive\n"
         "#SBATCH --time=48:00:00\n#SBATCH --signal=TERM@300\n#SBATCH --requeue\n"
-        "#SBATCH --output=" + fs::join(spec.output_dir, "logs/%x-%A_%a.out") + "\n"
+        "#SBATCH --output=" +
+        fs::join(spec.output_dir, "logs/%x-%A_%a.out") +
+        "\n"
         "set -euo pipefail\n"
-        "CONFIG=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" " + shell_quote(list_path) + ")\n"
+        "CONFIG=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" " +
+        shell_quote(list_path) +
+        ")\n"
         "export MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}\n"
         "# Each rank gets its share of the node's CPUs (as scripts/slurm/train.sbatch does).\n"
-        "ranks_per_node=${SLURM_NTASKS_PER_NODE:-" + std::to_string(per_node) + "}\n"
+        "ranks_per_node=${SLURM_NTASKS_PER_NODE:-" +
+        std::to_string(per_node) +
+        "}\n"
         "ranks_per_node=${ranks_per_node%%(*}\n"
         "cpus_per_task=$(( ${SLURM_CPUS_ON_NODE:-$ranks_per_node} / ranks_per_node ))\n"
         "(( cpus_per_task >= 1 )) || cpus_per_task=1\n"
         "export OMP_NUM_THREADS=$cpus_per_task\n"
-        "srun --kill-on-bad-exit=1 --cpus-per-task=\"$cpus_per_task\" " + shell_quote(sft_binary) +
-        " train --config \"$CONFIG\" --resume auto\n";
+        "srun --kill-on-bad-exit=1 --cpus-per-task=\"$cpus_per_task\" " +
+        shell_quote(sft_binary) + " train --config \"$CONFIG\" --resume auto\n";
     fs::write_file_atomic(script, s);
     scripts += (scripts.empty() ? "" : "\n") + script;
   }

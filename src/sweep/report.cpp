@@ -63,9 +63,10 @@ LogFit fit_log(const std::vector<double>& amount, const std::vector<double>& sco
 
 double t_critical_95(int dof) {
   // Two-sided 95% (the 0.975 quantile) of Student's t, dof 1..30, then 40, 60, 120 and infinity.
-  static const double table[] = {12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-                                 2.2010,  2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-                                 2.0796,  2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423};
+  static const double table[] = {12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060,
+                                 2.2622,  2.2281, 2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199,
+                                 2.1098,  2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
+                                 2.0595,  2.0555, 2.0518, 2.0484, 2.0452, 2.0423};
   static const std::pair<double, double> tail[] = {{30, 2.0423}, {40, 2.0211}, {60, 2.0003}, {120, 1.9799}};
   if (dof < 1) return NAN;
   if (dof <= 30) return table[dof - 1];
@@ -126,8 +127,12 @@ ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& ru
     csv += "\n";
     ordered_json vj = ordered_json::object();
     for (const auto& [k, v] : row.run->values) vj[k] = v;
-    runs_json.push_back({{"name", row.run->name}, {"dir", row.run->dir}, {"values", vj}, {"records", row.amounts},
-                         {"scores", row.scores}, {"finished", done}});
+    runs_json.push_back({{"name", row.run->name},
+                         {"dir", row.run->dir},
+                         {"values", vj},
+                         {"records", row.amounts},
+                         {"scores", row.scores},
+                         {"finished", done}});
   }
 
   // ---- groups: every axis but the seed, mean ± std over seeds ---------------------------------
@@ -162,8 +167,8 @@ ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& ru
     for (std::size_t i = 0; i < group_axes.size(); ++i) gj[group_axes[i]] = key[i];
     md += "| ";
     for (const auto& k : key) md += k + " | ";
-    ordered_json amounts = ordered_json::object(), means = ordered_json::object(), stds = ordered_json::object(),
-                 ci95 = ordered_json::object();
+    ordered_json amounts = ordered_json::object(), means = ordered_json::object(),
+                 stds = ordered_json::object(), ci95 = ordered_json::object();
     for (const auto& a : ab) {
       double m = 0;
       int n = 0;
@@ -207,20 +212,23 @@ ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& ru
       }
     if (distinct.size() < 2) continue;
     LogFit f = fit_log(x, y);
-    fits[a] = {{"a", f.a}, {"b", f.b}, {"r2", std::isnan(f.r2) ? ordered_json() : ordered_json(f.r2)}, {"n", f.n}};
+    fits[a] = {
+        {"a", f.a}, {"b", f.b}, {"r2", std::isnan(f.r2) ? ordered_json() : ordered_json(f.r2)}, {"n", f.n}};
     if (!std::isnan(f.b_lo)) fits[a]["b_ci95"] = {f.b_lo, f.b_hi};
     md += "\n" + a + ": score = " + fmt(f.a, 4) + " + " + fmt(f.b, 4) + " ln(records)" +
-          (std::isnan(f.b_lo) ? std::string() : " (b in [" + fmt(f.b_lo, 4) + ", " + fmt(f.b_hi, 4) + "], 95%)") +
+          (std::isnan(f.b_lo) ? std::string()
+                              : " (b in [" + fmt(f.b_lo, 4) + ", " + fmt(f.b_hi, 4) + "], 95%)") +
           ", R^2 = " + (std::isnan(f.r2) ? std::string("n/a (constant scores)") : fmt(f.r2, 3)) + " (" +
           std::to_string(f.n) + " runs)";
   }
   if (!fits.empty()) md += "\n";
-  md = "Sweep `" + spec.name + "` (" + spec.file + "): " + std::to_string(finished) + " of " + std::to_string(rows.size()) +
-       " runs finished. Scores in %, mean ± std over seeds.\n\n" + md;
+  md = "Sweep `" + spec.name + "` (" + spec.file + "): " + std::to_string(finished) + " of " +
+       std::to_string(rows.size()) + " runs finished. Scores in %, mean ± std over seeds.\n\n" + md;
 
-  ordered_json report = {{"sweep", spec.name}, {"file", spec.file}, {"axes", axes}, {"group_axes", group_axes},
-                         {"abilities", ab}, {"finished", finished}, {"total", rows.size()}, {"runs", runs_json},
-                         {"groups", groups_json}, {"fits", fits}};
+  ordered_json report = {
+      {"sweep", spec.name},    {"file", spec.file},    {"axes", axes},         {"group_axes", group_axes},
+      {"abilities", ab},       {"finished", finished}, {"total", rows.size()}, {"runs", runs_json},
+      {"groups", groups_json}, {"fits", fits}};
   fs::make_dirs(spec.output_dir);
   fs::write_file_atomic(fs::join(spec.output_dir, "report.csv"), csv);
   fs::write_file_atomic(fs::join(spec.output_dir, "report.md"), md);

@@ -16,7 +16,8 @@ RunResult read_run(const SweepRun& run) {
       if (it.value().is_object() && it.value().contains("score") && it.value()["score"].is_number())
         r.scores[it.key()] = it.value()["score"].get<double>();
   }
-  const std::string cfg_path = fs::join(run.dir, "config.resolved.json"), man_path = fs::join(run.dir, "data_manifest.json");
+  const std::string cfg_path = fs::join(run.dir, "config.resolved.json"),
+                    man_path = fs::join(run.dir, "data_manifest.json");
   if (!fs::exists(cfg_path) || !fs::exists(man_path)) return r;
   const auto cfg = nlohmann::json::parse(fs::read_file(cfg_path))["config"];
   const auto man = nlohmann::json::parse(fs::read_file(man_path));

@@ -17,8 +17,8 @@ struct RunResult {
   std::map<std::string, double> scores;   // ability -> final eval score in [0, 1]; empty: not finished
   std::map<std::string, double> amounts;  // ability -> distinct training records (data_manifest.json)
   std::vector<std::set<std::string>> stage_abilities;  // abilities trained in each stage, in order
-  std::string strategy;                   // multi_task, sequential, mixed_sequential, dmt
-  double k = 0;                           // dmt's replay share
+  std::string strategy;                                // multi_task, sequential, mixed_sequential, dmt
+  double k = 0;                                        // dmt's replay share
   long long seed = 0;
 };
 

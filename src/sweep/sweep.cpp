@@ -31,7 +31,8 @@ std::string scalar_text(const YAML::Node& n) {
 
 std::string sanitize(const std::string& v) {
   std::string out;
-  for (char c : v) out.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' ? c : '_');
+  for (char c : v)
+    out.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' ? c : '_');
   return out;
 }
 
@@ -75,12 +76,14 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ov
   }
   std::string errors;
   auto err = [&](const YAML::Node& n, const std::string& key, const std::string& msg) {
-    errors += "\n" + path + (n && !n.Mark().is_null() ? ":" + std::to_string(n.Mark().line + 1) : "") + ": " + key + ": " + msg;
+    errors += "\n" + path + (n && !n.Mark().is_null() ? ":" + std::to_string(n.Mark().line + 1) : "") + ": " +
+              key + ": " + msg;
   };
   if (!root.IsMap()) throw ConfigError(path + ": a sweep file is a map (name, base, set, axes, output_dir)");
   for (auto it = root.begin(); it != root.end(); ++it) {
     std::string k = it->first.Scalar();
-    if (k != "name" && k != "base" && k != "set" && k != "axes" && k != "output_dir" && k != "runs_dir" && k != "description")
+    if (k != "name" && k != "base" && k != "set" && k != "axes" && k != "output_dir" && k != "runs_dir" &&
+        k != "description")
       err(it->first, k, "unknown key (expected name, base, set, axes, output_dir, runs_dir)");
   }
   std::string stem = fs::basename(path);
@@ -92,16 +95,21 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ov
         return std::isalnum(c) || c == '_' || c == '-' || c == '.';
       }))
     err(root["name"] ? root["name"] : root, "name",
-        "\"" + s.name + "\": a sweep name may use letters, digits, '_', '-' and '.' only, and not start with '.'" +
+        "\"" + s.name +
+            "\": a sweep name may use letters, digits, '_', '-' and '.' only, and not start with '.'" +
             (root["name"] ? "" : " (it defaults to the file's name)"));
   const bool base_axis = root["axes"] && root["axes"].IsMap() && root["axes"]["base"];
-  if (!root["base"] && !base_axis) err(root, "base", "missing: the base run config (or a `base` axis)");
-  else if (root["base"]) s.base = root["base"].Scalar();
+  if (!root["base"] && !base_axis)
+    err(root, "base", "missing: the base run config (or a `base` axis)");
+  else if (root["base"])
+    s.base = root["base"].Scalar();
   if (!s.base.empty() && !fs::exists(s.base)) err(root["base"], "base", s.base + " not found");
   if (const YAML::Node set = root["set"]) {
-    if (!set.IsMap()) err(set, "set", "expected a map of key.path: value");
+    if (!set.IsMap())
+      err(set, "set", "expected a map of key.path: value");
     else
-      for (auto it = set.begin(); it != set.end(); ++it) s.set.push_back({it->first.Scalar(), scalar_text(it->second)});
+      for (auto it = set.begin(); it != set.end(); ++it)
+        s.set.push_back({it->first.Scalar(), scalar_text(it->second)});
   }
   const YAML::Node axes = root["axes"];
   if (!axes || !axes.IsMap() || axes.size() == 0) {
@@ -119,7 +127,8 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ov
       // Each run's folder and name are the sweep's to choose (runs_dir/<hash>): such an axis
       // would be dropped from every run's identity and plan one run.
       if (key == "output_dir" || key == "run_name")
-        err(it->first, "axes." + key, "a sweep chooses each run's " + key + " itself; sweep over settings of the run");
+        err(it->first, "axes." + key,
+            "a sweep chooses each run's " + key + " itself; sweep over settings of the run");
       if (key == "base")
         for (const auto& v : values)
           if (!fs::exists(v)) err(it->second, "axes.base", v + " not found");
@@ -138,8 +147,9 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& ov
     if (runs > kMaxRuns) {
       char count[32];
       std::snprintf(count, sizeof count, "%.0f", runs);
-      err(axes, "axes", "the grid holds " + std::string(count) + " runs (" + sizes + "); a sweep runs at most " +
-                            std::to_string(static_cast<int>(kMaxRuns)) + ": split it into several sweeps");
+      err(axes, "axes",
+          "the grid holds " + std::string(count) + " runs (" + sizes + "); a sweep runs at most " +
+              std::to_string(static_cast<int>(kMaxRuns)) + ": split it into several sweeps");
     }
   }
   s.output_dir = root["output_dir"] ? root["output_dir"].Scalar() : "runs/sweeps/" + s.name;
@@ -163,7 +173,8 @@ std::vector<SweepRun> expand(const SweepSpec& spec) {
     for (const auto& [k, v] : spec.set) r.overrides.push_back(k + "=" + v);
     std::string strategy;
     for (std::size_t a = 0; a < spec.axes.size(); ++a)
-      if (spec.axes[a].first == "strategy" || spec.axes[a].first == "strategy.name") strategy = spec.axes[a].second[idx[a]];
+      if (spec.axes[a].first == "strategy" || spec.axes[a].first == "strategy.name")
+        strategy = spec.axes[a].second[idx[a]];
     for (const auto& [k, v] : spec.set)
       if (k == "strategy" || k == "strategy.name") strategy = v;
     std::vector<std::string> name_parts;
@@ -187,11 +198,13 @@ std::vector<SweepRun> expand(const SweepSpec& spec) {
         if (comma == std::string::npos) break;
         start = comma + 1;
       }
-      name_parts.push_back(short_key(key.substr(0, key.find(','))) + (key.find(',') != std::string::npos ? "s" : "") + "=" + sanitize(v));
+      name_parts.push_back(short_key(key.substr(0, key.find(','))) +
+                           (key.find(',') != std::string::npos ? "s" : "") + "=" + sanitize(v));
     }
     for (const auto& p : name_parts) r.name += (r.name.empty() ? "" : ".") + p;
     // Identity: the resolved config minus where it is written.
-    config::RunConfig cfg = config::parse_run_config(config_text(r.base, r.overrides), r.base + " [" + r.name + "]");
+    config::RunConfig cfg =
+        config::parse_run_config(config_text(r.base, r.overrides), r.base + " [" + r.name + "]");
     r.gpus = cfg.dist.gpus;
     nlohmann::json j = cfg.to_json();
     j.erase("output_dir");
@@ -222,13 +235,17 @@ void materialise(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
     ov.push_back("output_dir=" + r.dir);
     ov.push_back("run_name=" + spec.name + "." + r.name);
     std::string text = "# sweep " + spec.name + " (" + spec.file + "), run " + r.name + "\n" +
-                       "# generated from " + r.base + " with:" + [&] {
+                       "# generated from " + r.base + " with:" +
+                       [&] {
                          std::string s;
                          for (const auto& o : r.overrides) s += " --set " + o;
                          return s;
-                       }() + "\n" + config_text(r.base, ov);
-    if (!fs::exists(r.config_path) || fs::read_file(r.config_path) != text) fs::write_file_atomic(r.config_path, text);
-    nlohmann::ordered_json line = {{"name", r.name}, {"hash", r.hash}, {"dir", r.dir}, {"config", r.config_path}};
+                       }() +
+                       "\n" + config_text(r.base, ov);
+    if (!fs::exists(r.config_path) || fs::read_file(r.config_path) != text)
+      fs::write_file_atomic(r.config_path, text);
+    nlohmann::ordered_json line = {
+        {"name", r.name}, {"hash", r.hash}, {"dir", r.dir}, {"config", r.config_path}};
     nlohmann::ordered_json vals = nlohmann::ordered_json::object();
     for (const auto& [k, v] : r.values) vals[k] = v;
     line["values"] = vals;
@@ -238,30 +255,42 @@ void materialise(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
 }
 
 bool run_finished(const SweepRun& run) {
-  return fs::exists(fs::join(run.dir, "final/model.safetensors")) && fs::exists(fs::join(run.dir, "eval/summary.json"));
+  return fs::exists(fs::join(run.dir, "final/model.safetensors")) &&
+         fs::exists(fs::join(run.dir, "eval/summary.json"));
 }
 
 nlohmann::ordered_json describe(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
-  nlohmann::ordered_json out = {{"sweep", spec.name}, {"file", spec.file}, {"base", spec.base}, {"runs", runs.size()}};
+  nlohmann::ordered_json out = {
+      {"sweep", spec.name}, {"file", spec.file}, {"base", spec.base}, {"runs", runs.size()}};
   nlohmann::ordered_json list = nlohmann::ordered_json::array();
   std::int64_t tokens = 0, steps = 0;
   for (const auto& r : runs) {
-    config::RunConfig cfg = config::parse_run_config(config_text(r.base, r.overrides), r.base + " [" + r.name + "]");
+    config::RunConfig cfg =
+        config::parse_run_config(config_text(r.base, r.overrides), r.base + " [" + r.name + "]");
     auto plan = train::dry_run(cfg, 1);
     std::int64_t run_tokens = 0;
     nlohmann::ordered_json stages = nlohmann::ordered_json::array();
     for (const auto& st : plan["stages"]) {
-      std::int64_t t = st.contains("tokens") ? st["tokens"].get<std::int64_t>() : st["tokens_estimated"].get<std::int64_t>();
+      std::int64_t t = st.contains("tokens") ? st["tokens"].get<std::int64_t>()
+                                             : st["tokens_estimated"].get<std::int64_t>();
       run_tokens += t;
-      stages.push_back({{"name", st["name"]}, {"samples", st["samples"]}, {"epochs", st["epochs"]}, {"tokens", t},
+      stages.push_back({{"name", st["name"]},
+                        {"samples", st["samples"]},
+                        {"epochs", st["epochs"]},
+                        {"tokens", t},
                         {"steps", st.contains("steps") ? st["steps"] : st["steps_estimated"]}});
     }
     tokens += run_tokens;
     steps += plan["total_steps"].get<std::int64_t>();
     nlohmann::ordered_json vals = nlohmann::ordered_json::object();
     for (const auto& [k, v] : r.values) vals[k] = v;
-    list.push_back({{"name", r.name}, {"values", vals}, {"dir", r.dir}, {"finished", run_finished(r)}, {"stages", stages},
-                    {"tokens", run_tokens}, {"steps", plan["total_steps"]}});
+    list.push_back({{"name", r.name},
+                    {"values", vals},
+                    {"dir", r.dir},
+                    {"finished", run_finished(r)},
+                    {"stages", stages},
+                    {"tokens", run_tokens},
+                    {"steps", plan["total_steps"]}});
   }
   out["total_tokens"] = tokens;
   out["total_steps"] = steps;

@@ -67,18 +67,27 @@ std::vector<std::string> blas_libraries() {
 
 nlohmann::ordered_json run_bench(const BenchOptions& o) {
   auto it = kPresets.find(o.preset);
-  if (it == kPresets.end()) throw ConfigError("--preset: \"" + o.preset + "\" is not one of tiny, small, gqa, 1b");
+  if (it == kPresets.end())
+    throw ConfigError("--preset: \"" + o.preset + "\" is not one of tiny, small, gqa, 1b");
   Preset p = it->second;
   nlohmann::ordered_json overrides = nlohmann::ordered_json::object();
   for (const auto& [k, v] : o.overrides) {
-    if (k == "dim") p.dim = v;
-    else if (k == "layers") p.layers = v;
-    else if (k == "heads") p.heads = v;
-    else if (k == "kv-heads") p.kv_heads = v;
-    else if (k == "vocab") p.vocab = v;
-    else if (k == "ffn") p.ffn = v;
-    else if (k == "seq") p.seq = v;
-    else if (k == "batch") p.batch = v;
+    if (k == "dim")
+      p.dim = v;
+    else if (k == "layers")
+      p.layers = v;
+    else if (k == "heads")
+      p.heads = v;
+    else if (k == "kv-heads")
+      p.kv_heads = v;
+    else if (k == "vocab")
+      p.vocab = v;
+    else if (k == "ffn")
+      p.ffn = v;
+    else if (k == "seq")
+      p.seq = v;
+    else if (k == "batch")
+      p.batch = v;
     overrides[k == "kv-heads" ? "kv_heads" : k] = v;
   }
   if (p.dim % p.heads) throw ConfigError("--dim " + std::to_string(p.dim) + " is not divisible by --heads");
@@ -90,10 +99,14 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
   std::optional<config::DistStrategy> strategy;
   if (!o.strategy.empty()) {
     strategy = config::parse_choice<config::DistStrategy>(o.strategy);
-    if (!strategy) throw ConfigError("--strategy: \"" + o.strategy + "\" is not one of " + config::choice_list<config::DistStrategy>());
+    if (!strategy)
+      throw ConfigError("--strategy: \"" + o.strategy + "\" is not one of " +
+                        config::choice_list<config::DistStrategy>());
   }
   const auto reduce_dtype = config::parse_choice<config::ReduceDtype>(o.reduce_dtype);
-  if (!reduce_dtype) throw ConfigError("--reduce-dtype: \"" + o.reduce_dtype + "\" is not one of " + config::choice_list<config::ReduceDtype>());
+  if (!reduce_dtype)
+    throw ConfigError("--reduce-dtype: \"" + o.reduce_dtype + "\" is not one of " +
+                      config::choice_list<config::ReduceDtype>());
   const dist::LaunchInfo launch = strategy ? dist::detect_launch() : dist::LaunchInfo{};
   config::TrainSpec ts;
   ts.threads = o.threads;
@@ -112,9 +125,15 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
     ctx = dist::Context::create(launch, ds, device);
   }
 
-  nlohmann::json mc = {{"hidden_size", p.dim}, {"intermediate_size", p.ffn}, {"num_hidden_layers", p.layers},
-                       {"num_attention_heads", p.heads}, {"num_key_value_heads", p.kv_heads}, {"vocab_size", p.vocab},
-                       {"max_position_embeddings", p.seq}, {"rms_norm_eps", 1e-5}, {"rope_theta", 10000.0}};
+  nlohmann::json mc = {{"hidden_size", p.dim},
+                       {"intermediate_size", p.ffn},
+                       {"num_hidden_layers", p.layers},
+                       {"num_attention_heads", p.heads},
+                       {"num_key_value_heads", p.kv_heads},
+                       {"vocab_size", p.vocab},
+                       {"max_position_embeddings", p.seq},
+                       {"rms_norm_eps", 1e-5},
+                       {"rope_theta", 10000.0}};
   model::LlamaConfig cfg = model::LlamaConfig::from_json(mc, "bench");
   // Built without storage and filled from the seeded init: a ZeRO-3 rank allocates its shards only.
   model::Llama model(cfg, device, c10::kFloat, /*materialize=*/false);
@@ -140,20 +159,24 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
   for (std::int64_t a = 0; a < o.accum; ++a) {
     at::Tensor ids = at::randint(0, p.vocab, {p.batch, p.seq}, gen, at::TensorOptions().dtype(at::kLong));
     at::Tensor labels = at::full({p.batch, p.seq}, model::kIgnoreIndex, at::kLong);
-    labels.slice(1, prompt - 1, p.seq - 1).copy_(ids.slice(1, prompt, p.seq));  // position t predicts token t+1
+    labels.slice(1, prompt - 1, p.seq - 1)
+        .copy_(ids.slice(1, prompt, p.seq));  // position t predicts token t+1
     at::Tensor pos = at::arange(p.seq, at::kLong).view({1, p.seq}).expand({p.batch, p.seq}).contiguous();
-    at::Tensor trained = (labels.view({-1}) != model::kIgnoreIndex).nonzero().squeeze(1);  // on the host, once
+    at::Tensor trained =
+        (labels.view({-1}) != model::kIgnoreIndex).nonzero().squeeze(1);  // on the host, once
     batches.push_back({ids.to(device), pos.to(device), labels.to(device), trained.to(device)});
   }
   const std::int64_t targets_per_step = o.accum * p.batch * (p.seq - prompt) * ctx->world();
 
   const std::int64_t n_params = model.num_parameters();
   const std::int64_t n_nonemb = n_params - cfg.num_embedding_parameters();
-  const double fpt = 6.0 * static_cast<double>(n_nonemb) + 12.0 * static_cast<double>(p.layers * p.seq * p.dim);
+  const double fpt =
+      6.0 * static_cast<double>(n_nonemb) + 12.0 * static_cast<double>(p.layers * p.seq * p.dim);
   const std::int64_t tokens_per_step = p.batch * p.seq * o.accum;  // per rank
-  sft::log::info("[sft bench] preset={} dtype={} threads={} params={} tokens/step={}{}", o.preset, o.dtype, threads,
-                 n_params, tokens_per_step,
-                 strategy ? fmt::format(" strategy={} ranks={} prefetch={}", o.strategy, ctx->world(), o.prefetch) : "");
+  sft::log::info(
+      "[sft bench] preset={} dtype={} threads={} params={} tokens/step={}{}", o.preset, o.dtype, threads,
+      n_params, tokens_per_step,
+      strategy ? fmt::format(" strategy={} ranks={} prefetch={}", o.strategy, ctx->world(), o.prefetch) : "");
 
   // On a GPU the step is timed with CUDA events; the loss is read once, after the step.
   // Phase times stay host times (they include the few waits for the device inside the
@@ -199,9 +222,11 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
     ctx->end_comm_window(/*keep=*/true);
     double optim = std::chrono::duration<double>(Clock::now() - o0).count();
     ctx->drain();
-    double elapsed = gpu ? timer->stop_ms() / 1000.0 : std::chrono::duration<double>(Clock::now() - t0).count();
+    double elapsed =
+        gpu ? timer->stop_ms() / 1000.0 : std::chrono::duration<double>(Clock::now() - t0).count();
     const dist::Context::CommTimes comm = ctx->take_comm_times().at(0);
-    // The reference reports the mean of per-micro-batch mean losses; ours equals it for equal-size micro-batches.
+    // The reference reports the mean of per-micro-batch mean losses; ours equals it for equal-size
+    // micro-batches.
     losses.push_back(loss_total.item<double>() / static_cast<double>(targets_per_step));
     const bool timed = step >= o.warmup;
     if (timed) {
@@ -212,8 +237,10 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
       comm_t.push_back(comm.comm_ms);
       wait_t.push_back(comm.wait_ms);
     }
-    sft::log::info("[sft bench] step {:3d} {} loss {:.6f} {:.3f}s{}", step, timed ? "timed " : "warmup", losses.back(),
-                   elapsed, strategy ? fmt::format(" comm {:.1f} ms, waited {:.1f} ms", comm.comm_ms, comm.wait_ms) : "");
+    sft::log::info(
+        "[sft bench] step {:3d} {} loss {:.6f} {:.3f}s{}", step, timed ? "timed " : "warmup", losses.back(),
+        elapsed,
+        strategy ? fmt::format(" comm {:.1f} ms, waited {:.1f} ms", comm.comm_ms, comm.wait_ms) : "");
   }
   if (trace.active()) {
     const std::string path = ctx->world() > 1 ? o.profile + ".rank" + std::to_string(ctx->rank()) : o.profile;
@@ -248,9 +275,21 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
       {"flops_formula", "6*N_nonembedding + 12*layers*seq*heads*head_dim"},
       {"step_s_min", round_to(*std::min_element(step_times.begin(), step_times.end()), 6)},
       {"step_s_all", all},
-      {"phase_s_median", {{"fwd", round_to(median(fwd_t), 6)}, {"bwd", round_to(median(bwd_t), 6)}, {"opt", round_to(median(opt_t), 6)}}},
-      {"config", {{"dim", p.dim}, {"layers", p.layers}, {"heads", p.heads}, {"kv_heads", p.kv_heads}, {"vocab", p.vocab},
-                  {"ffn", p.ffn}, {"seq", p.seq}, {"batch", p.batch}, {"norm_eps", 1e-5}, {"rope_theta", 10000.0}}},
+      {"phase_s_median",
+       {{"fwd", round_to(median(fwd_t), 6)},
+        {"bwd", round_to(median(bwd_t), 6)},
+        {"opt", round_to(median(opt_t), 6)}}},
+      {"config",
+       {{"dim", p.dim},
+        {"layers", p.layers},
+        {"heads", p.heads},
+        {"kv_heads", p.kv_heads},
+        {"vocab", p.vocab},
+        {"ffn", p.ffn},
+        {"seq", p.seq},
+        {"batch", p.batch},
+        {"norm_eps", 1e-5},
+        {"rope_theta", 10000.0}}},
       {"overrides", overrides},
       {"accum", o.accum},
       {"steps", o.steps},

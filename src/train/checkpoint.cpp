@@ -67,17 +67,20 @@ std::string CheckpointStore::complete(const std::string& tmp, std::int64_t globa
   }
   const std::string state_path = fs::join(tmp, "trainer_state.json");
   fs::write_file_atomic(state_path, state.dump(1) + "\n");
-  manifest["files"]["trainer_state.json"] = {{"sha256", sha256_file(state_path)}, {"bytes", fs::file_size(state_path)}};
+  manifest["files"]["trainer_state.json"] = {{"sha256", sha256_file(state_path)},
+                                             {"bytes", fs::file_size(state_path)}};
   fs::write_file_atomic(fs::join(tmp, "manifest.json"), manifest.dump(1) + "\n");
   fs::fsync_dir(tmp);
   const std::string final_dir = fs::join(root_, step_name(global_step));
   fs::remove_all(final_dir);  // a stale folder of the same step (e.g. after a crash during prune)
-  if (::rename(tmp.c_str(), final_dir.c_str()) != 0) throw CheckpointError(final_dir + ": cannot rename " + tmp + " into place");
+  if (::rename(tmp.c_str(), final_dir.c_str()) != 0)
+    throw CheckpointError(final_dir + ": cannot rename " + tmp + " into place");
   fs::fsync_dir(root_);
   return final_dir;
 }
 
-std::string CheckpointStore::save(std::int64_t global_step, const TensorFiles& files, const nlohmann::json& state) {
+std::string CheckpointStore::save(std::int64_t global_step, const TensorFiles& files,
+                                  const nlohmann::json& state) {
   const std::string tmp = fs::join(root_, step_name(global_step)) + ".tmp." + std::to_string(::getpid());
   fs::remove_all(tmp);
   fs::make_dirs(tmp);
@@ -87,7 +90,8 @@ std::string CheckpointStore::save(std::int64_t global_step, const TensorFiles& f
 
 std::string CheckpointStore::save_sharded(std::int64_t global_step, int rank, const TensorFiles& files,
                                           const nlohmann::json& state, const std::function<void()>& barrier) {
-  const std::string tmp = fs::join(root_, step_name(global_step)) + ".tmp.sharded";  // one name that every rank knows
+  const std::string tmp =
+      fs::join(root_, step_name(global_step)) + ".tmp.sharded";  // one name that every rank knows
   if (rank == 0) {
     fs::remove_all(tmp);
     fs::make_dirs(tmp);
@@ -111,8 +115,8 @@ void CheckpointStore::save_async(std::int64_t global_step, int rank, int writers
   if (async_pending()) throw CheckpointError("a checkpoint is still being written in the background");
   async_ = std::make_unique<Async>();
   Async* a = async_.get();
-  a->thread = std::thread([this, a, global_step, rank, writers, files = std::move(files), state = std::move(state),
-                           timeout, keep] {
+  a->thread = std::thread([this, a, global_step, rank, writers, files = std::move(files),
+                           state = std::move(state), timeout, keep] {
     try {
       // The folder's name is known to every rank; the earlier attempts' are gone (remove_temporaries).
       const std::string tmp = fs::join(root_, step_name(global_step)) + ".tmp.async";
@@ -157,7 +161,8 @@ std::vector<CheckpointInfo> CheckpointStore::list() const {
     } catch (...) {
     }
   }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.global_step > b.global_step; });
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.global_step > b.global_step; });
   return out;
 }
 
@@ -170,7 +175,8 @@ std::string CheckpointStore::verify(const std::string& dir) const {
   } catch (const std::exception& e) {
     return std::string("manifest.json is unreadable: ") + e.what();
   }
-  if (!m.contains("files") || !m["files"].is_object() || m["files"].empty()) return "manifest.json lists no files";
+  if (!m.contains("files") || !m["files"].is_object() || m["files"].empty())
+    return "manifest.json lists no files";
   for (auto it = m["files"].begin(); it != m["files"].end(); ++it) {
     const std::string path = fs::join(dir, it.key());
     if (!fs::exists(path)) return it.key() + " is missing";

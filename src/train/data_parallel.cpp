@@ -21,7 +21,8 @@ DataParallelOptions DataParallelOptions::from(const config::RunConfig& cfg) {
   o.prefetch = cfg.dist.prefetch;
   const bool autocast = cfg.train.precision == config::Precision::kBf16;
   const bool pure = cfg.train.precision == config::Precision::kBf16Pure;
-  o.gather_dtype = pure || (autocast && cfg.dist.gather_dtype == config::GatherDtype::kAuto) ? c10::kBFloat16 : c10::kFloat;
+  o.gather_dtype = pure || (autocast && cfg.dist.gather_dtype == config::GatherDtype::kAuto) ? c10::kBFloat16
+                                                                                             : c10::kFloat;
   o.reduce_dtype = cfg.dist.reduce_dtype == config::ReduceDtype::kBf16 ? c10::kBFloat16 : c10::kFloat;
   o.reduce_inflight = cfg.dist.reduce_inflight;
   return o;
@@ -66,7 +67,8 @@ template <class F>
 void add_grad_hook(const at::Tensor& leaf, std::vector<std::shared_ptr<void>>& keep, F&& on_ready) {
   auto acc = torch::autograd::impl::grad_accumulator(leaf);
   acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
-      [f = std::forward<F>(on_ready)](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+      [f = std::forward<F>(on_ready)](const torch::autograd::variable_list& outputs,
+                                      const torch::autograd::variable_list&) {
         f();
         return outputs;
       }));
@@ -75,7 +77,8 @@ void add_grad_hook(const at::Tensor& leaf, std::vector<std::shared_ptr<void>>& k
 
 }  // namespace
 
-DataParallel::DataParallel(model::Llama& model, FlatAdamW& opt, std::shared_ptr<dist::Context> ctx, DataParallelOptions o)
+DataParallel::DataParallel(model::Llama& model, FlatAdamW& opt, std::shared_ptr<dist::Context> ctx,
+                           DataParallelOptions o)
     : model_(model), opt_(opt), ctx_(std::move(ctx)), o_(o) {
   const auto& layout = opt_.layout();
   const auto& params = model_.parameters();
@@ -101,7 +104,8 @@ DataParallel::DataParallel(model::Llama& model, FlatAdamW& opt, std::shared_ptr<
       });
       units_.push_back(std::move(unit));
     }
-    if (o_.gather_dtype != master) shard_compute_ = at::empty_like(opt_.params(), opt_.params().options().dtype(o_.gather_dtype));
+    if (o_.gather_dtype != master)
+      shard_compute_ = at::empty_like(opt_.params(), opt_.params().options().dtype(o_.gather_dtype));
     model_.set_gatherer(this);
     return;
   }
@@ -129,7 +133,8 @@ void DataParallel::build_buckets() {
   const double cap = o_.bucket_mb * 1024 * 1024 / static_cast<double>(opt_.grads().element_size());
   std::vector<std::size_t> slots(layout.slots.size());
   for (std::size_t s = 0; s < slots.size(); ++s) slots[s] = s;
-  std::sort(slots.begin(), slots.end(), [&](std::size_t a, std::size_t b) { return layout.slots[a].offset > layout.slots[b].offset; });
+  std::sort(slots.begin(), slots.end(),
+            [&](std::size_t a, std::size_t b) { return layout.slots[a].offset > layout.slots[b].offset; });
   std::int64_t top = layout.total;  // the range above the last bucket's begin (padding included)
   for (std::size_t s : slots) {
     const auto& slot = layout.slots[s];
@@ -205,8 +210,10 @@ void DataParallel::reduce_zero2_unit(std::size_t u) {
   for (std::size_t s : unit.slots) {
     const auto& slot = layout.slots[s];
     at::Tensor& g = const_cast<at::Tensor&>(model_.parameters()[slot.param].tensor).mutable_grad();
-    if (g.defined()) flat.narrow(0, slot.offset - unit.offset, slot.numel).copy_(g.reshape({-1}));
-    else flat.narrow(0, slot.offset - unit.offset, slot.numel).zero_();
+    if (g.defined())
+      flat.narrow(0, slot.offset - unit.offset, slot.numel).copy_(g.reshape({-1}));
+    else
+      flat.narrow(0, slot.offset - unit.offset, slot.numel).zero_();
     g.reset();
   }
   reduce_async(u, flat);
@@ -248,11 +255,13 @@ void DataParallel::finish_gradients() {
 }
 
 void DataParallel::after_step() {
-  if (!ctx_->distributed() || o_.strategy == DistStrategy::kDdp || o_.strategy == DistStrategy::kZero3) return;
+  if (!ctx_->distributed() || o_.strategy == DistStrategy::kDdp || o_.strategy == DistStrategy::kZero3)
+    return;
   // Every unit's updated chunk, gathered in place into the full parameters: all launched,
   // then waited.
   std::vector<dist::Context::Work> works;
-  for (std::size_t u = 0; u < opt_.layout().units.size(); ++u) works.push_back(ctx_->all_gather_async(opt_.param_unit(u), opt_.param_chunk(u)));
+  for (std::size_t u = 0; u < opt_.layout().units.size(); ++u)
+    works.push_back(ctx_->all_gather_async(opt_.param_unit(u), opt_.param_chunk(u)));
   for (auto& w : works) w.wait();
 }
 
@@ -306,7 +315,8 @@ void DataParallel::prefetch_after(std::size_t position) {
   if (position >= order_.size()) return;
   const std::size_t forward_end = order_.size() - (units_.size() - 2);
   const std::size_t end = at::GradMode::is_enabled() || position >= forward_end ? order_.size() : forward_end;
-  for (std::size_t p = position + 1; p < std::min(end, position + 1 + static_cast<std::size_t>(std::max(0, o_.prefetch))); ++p)
+  for (std::size_t p = position + 1;
+       p < std::min(end, position + 1 + static_cast<std::size_t>(std::max(0, o_.prefetch))); ++p)
     if (units_[order_[p]]->state == Unit::State::kFree) launch_gather(order_[p]);
 }
 

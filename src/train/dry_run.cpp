@@ -41,7 +41,8 @@ struct LargestMicroBatch {
 
 LargestMicroBatch largest_micro_batch(const data::RunData& rd, const config::RunConfig& cfg, int world) {
   LargestMicroBatch most;
-  std::int64_t steps_left = cfg.train.max_steps > 0 ? cfg.train.max_steps : std::numeric_limits<std::int64_t>::max();
+  std::int64_t steps_left =
+      cfg.train.max_steps > 0 ? cfg.train.max_steps : std::numeric_limits<std::int64_t>::max();
   for (const auto& stream : rd.streams)
     for (std::int64_t step = 0; step < stream->steps() && steps_left > 0; ++step, --steps_left)
       for (int rank = 0; rank < world; ++rank)
@@ -49,13 +50,15 @@ LargestMicroBatch largest_micro_batch(const data::RunData& rd, const config::Run
           const data::MicroBatch* mb = stream->micro_batch(step, rank, m);
           if (!mb) continue;
           const auto rows = static_cast<std::int64_t>(mb->rows.size());
-          if (rows * mb->width > most.rows * most.width) most = {rows, mb->width, mb->targets, most.score_elements};
+          if (rows * mb->width > most.rows * most.width)
+            most = {rows, mb->width, mb->targets, most.score_elements};
           if (cfg.data.batching != config::Batching::kPack) continue;
           std::vector<std::int64_t> lengths;
           for (const auto& row : mb->rows)
             for (const auto& ref : row.samples)
-              lengths.push_back(std::min(cfg.data.max_seq_len,
-                                         rd.datasets[static_cast<std::size_t>(ref.dataset)]->length(ref.record)));
+              lengths.push_back(
+                  std::min(cfg.data.max_seq_len,
+                           rd.datasets[static_cast<std::size_t>(ref.dataset)]->length(ref.record)));
           most.score_elements = std::max(most.score_elements, model::varlen_score_elements(lengths));
         }
   return most;
@@ -63,13 +66,14 @@ LargestMicroBatch largest_micro_batch(const data::RunData& rd, const config::Run
 
 bool on_cuda(const config::RunConfig& cfg) {
   const auto device = config::parse_device(cfg.train.device);
-  return (device && device->kind == config::DeviceChoice::kCuda) || cfg.dist.backend == config::Backend::kNccl;
+  return (device && device->kind == config::DeviceChoice::kCuda) ||
+         cfg.dist.backend == config::Backend::kNccl;
 }
 
 }  // namespace
 
-MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const RunModel& model, const data::RunData* data,
-                                  int world) {
+MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const RunModel& model,
+                                  const data::RunData* data, int world) {
   const model::LlamaConfig& mc = model.config;
   MemoryPlanInput in;
   in.model = mc;
@@ -85,7 +89,8 @@ MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const RunModel& 
   in.activation_checkpointing = cfg.train.activation_checkpointing;
   in.prefetch = cfg.dist.prefetch;
   in.bf16_gathers = cfg.train.precision == config::Precision::kBf16Pure ||
-                    (cfg.train.precision == config::Precision::kBf16 && cfg.dist.gather_dtype == config::GatherDtype::kAuto);
+                    (cfg.train.precision == config::Precision::kBf16 &&
+                     cfg.dist.gather_dtype == config::GatherDtype::kAuto);
   in.reduce_inflight = cfg.dist.reduce_inflight;
   in.bf16_reduce = cfg.dist.reduce_dtype == config::ReduceDtype::kBf16;
   in.async_checkpoint = cfg.train.async_checkpoint;
@@ -128,8 +133,10 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   const bool cuda = on_cuda(cfg);
   ordered_json out;
   out["config"] = cfg.source_file;
-  out["model"] = {{"model_type", mc.model_type_name()}, {"parameters", mc.num_parameters()},
-                  {"layers", mc.num_hidden_layers}, {"hidden_size", mc.hidden_size},
+  out["model"] = {{"model_type", mc.model_type_name()},
+                  {"parameters", mc.num_parameters()},
+                  {"layers", mc.num_hidden_layers},
+                  {"hidden_size", mc.hidden_size},
                   {"vocab_size", mc.vocab_size}};
   out["world_size"] = world;
   out["strategy"] = config::name(cfg.dist.strategy);
@@ -146,8 +153,12 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
     rd = data::build_run_data(cfg, world);
     for (std::size_t s = 0; s < rd->streams.size(); ++s) {
       const auto& st = *rd->streams[s];
-      stages.push_back({{"name", cfg.stages[s].name}, {"samples", st.samples_per_epoch()}, {"epochs", cfg.stages[s].epochs},
-                        {"tokens", st.tokens()}, {"target_tokens", st.targets()}, {"steps", st.steps()},
+      stages.push_back({{"name", cfg.stages[s].name},
+                        {"samples", st.samples_per_epoch()},
+                        {"epochs", cfg.stages[s].epochs},
+                        {"tokens", st.tokens()},
+                        {"target_tokens", st.targets()},
+                        {"steps", st.steps()},
                         {"packing_efficiency", st.packing_efficiency()}});
       total_steps += st.steps();
     }
@@ -156,15 +167,20 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
     for (std::size_t s = 0; s < plan.stages.size(); ++s) {
       const double samples = static_cast<double>(plan.stages[s].samples) * cfg.stages[s].epochs;
       const double tokens = samples * kAssumedTokensPerSample;
-      const double rows = cfg.data.batching == config::Batching::kPack ? std::ceil(tokens / (0.97 * static_cast<double>(cfg.data.max_seq_len)))
-                                                      : samples;
+      const double rows = cfg.data.batching == config::Batching::kPack
+                              ? std::ceil(tokens / (0.97 * static_cast<double>(cfg.data.max_seq_len)))
+                              : samples;
       // In samples, each epoch's last step may be short, as a padded trainer's is.
-      const auto steps = cfg.train.samples_per_step > 0
-                             ? cfg.stages[s].epochs * ((plan.stages[s].samples + cfg.train.samples_per_step - 1) /
-                                                       cfg.train.samples_per_step)
-                             : static_cast<std::int64_t>(std::ceil(rows / static_cast<double>(rows_per_step)));
-      stages.push_back({{"name", cfg.stages[s].name}, {"samples", plan.stages[s].samples}, {"epochs", cfg.stages[s].epochs},
-                        {"tokens_estimated", static_cast<std::int64_t>(tokens)}, {"steps_estimated", steps}});
+      const auto steps =
+          cfg.train.samples_per_step > 0
+              ? cfg.stages[s].epochs *
+                    ((plan.stages[s].samples + cfg.train.samples_per_step - 1) / cfg.train.samples_per_step)
+              : static_cast<std::int64_t>(std::ceil(rows / static_cast<double>(rows_per_step)));
+      stages.push_back({{"name", cfg.stages[s].name},
+                        {"samples", plan.stages[s].samples},
+                        {"epochs", cfg.stages[s].epochs},
+                        {"tokens_estimated", static_cast<std::int64_t>(tokens)},
+                        {"steps_estimated", steps}});
       total_steps += steps;
     }
     out["data_note"] = "data files absent: counts from datasets.*.size, assuming " +
@@ -174,11 +190,13 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   out["total_steps"] = total_steps;
   if (cfg.train.samples_per_step > 0) {
     out["samples_per_optimizer_step"] = cfg.train.samples_per_step;
-    out["tokens_per_micro_batch"] = cfg.train.tokens_per_micro_batch > 0 ? cfg.train.tokens_per_micro_batch
-                                                                         : cfg.train.batch_size * cfg.data.max_seq_len;
+    out["tokens_per_micro_batch"] = cfg.train.tokens_per_micro_batch > 0
+                                        ? cfg.train.tokens_per_micro_batch
+                                        : cfg.train.batch_size * cfg.data.max_seq_len;
   }
   out["global_batch"] = data::describe_global_batch(cfg, world);
-  out["rows_per_optimizer_step"] = cfg.train.samples_per_step > 0 ? nlohmann::ordered_json() : ordered_json(rows_per_step);
+  out["rows_per_optimizer_step"] =
+      cfg.train.samples_per_step > 0 ? nlohmann::ordered_json() : ordered_json(rows_per_step);
 
   // ---- memory per rank ----------------------------------------------------------------------------
   const double gpu = gpu_memory_bytes(cfg.dist.gpu_type);
@@ -200,7 +218,8 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
       x.strategy = strat.value;
       x.activation_checkpointing = ck;
       MemoryPlan p = plan_memory(x);
-      ordered_json row = {{"strategy", std::string(strat.name)}, {"activation_checkpointing", ck},
+      ordered_json row = {{"strategy", std::string(strat.name)},
+                          {"activation_checkpointing", ck},
                           {"total_gib", p.total / (1024.0 * 1024 * 1024)}};
       if (gpu > 0) row["fits"] = p.total <= 0.92 * gpu;
       table.push_back(row);
@@ -239,34 +258,38 @@ std::string format_dry_run(const nlohmann::ordered_json& p) {
   s += "  global batch: " + p["global_batch"].get<std::string>() + "\n";
   for (const auto& st : p["stages"]) {
     bool est = st.contains("steps_estimated");
-    std::snprintf(buf, sizeof buf, "  stage %-14s %9lld samples x %d epochs, %12lld tokens%s, %8lld steps%s\n",
-                  st["name"].get<std::string>().c_str(), st["samples"].get<long long>(), st["epochs"].get<int>(),
-                  est ? st["tokens_estimated"].get<long long>() : st["tokens"].get<long long>(), est ? " (est.)" : "",
-                  est ? st["steps_estimated"].get<long long>() : st["steps"].get<long long>(), est ? " (est.)" : "");
+    std::snprintf(
+        buf, sizeof buf, "  stage %-14s %9lld samples x %d epochs, %12lld tokens%s, %8lld steps%s\n",
+        st["name"].get<std::string>().c_str(), st["samples"].get<long long>(), st["epochs"].get<int>(),
+        est ? st["tokens_estimated"].get<long long>() : st["tokens"].get<long long>(), est ? " (est.)" : "",
+        est ? st["steps_estimated"].get<long long>() : st["steps"].get<long long>(), est ? " (est.)" : "");
     s += buf;
   }
   const auto& m = p["memory_per_rank"];
   std::snprintf(buf, sizeof buf,
                 "memory per rank (%s%s): weights %.2f GiB, grads %.2f, optimizer %.2f, gathered params %.2f, "
                 "activations %.2f (without checkpointing %.2f, with %.2f), logits %.2f => total %.2f GiB",
-                m["device"].get<std::string>().c_str(), m["fused_attention"].get<bool>() ? ", fused attention" : "",
-                m["weights_gib"].get<double>(), m["grads_gib"].get<double>(), m["optimizer_gib"].get<double>(),
+                m["device"].get<std::string>().c_str(),
+                m["fused_attention"].get<bool>() ? ", fused attention" : "", m["weights_gib"].get<double>(),
+                m["grads_gib"].get<double>(), m["optimizer_gib"].get<double>(),
                 m["gathered_params_gib"].get<double>(), m["activations_gib"].get<double>(),
                 m["activations_without_checkpointing_gib"].get<double>(),
                 m["activations_with_checkpointing_gib"].get<double>(), m["logits_gib"].get<double>(),
                 m["total_gib"].get<double>());
   s += buf;
   const auto& ph = m["phases_gib"];
-  std::snprintf(buf, sizeof buf,
-                "\n  peak per phase: load %.2f GiB, forward+backward %.2f (without checkpointing %.2f, with %.2f), "
-                "optimizer step %.2f, export %.2f, eval %.2f",
-                ph["load"].get<double>(), ph["forward_backward"].get<double>(),
-                m["forward_backward_without_checkpointing_gib"].get<double>(),
-                m["forward_backward_with_checkpointing_gib"].get<double>(), ph["optimizer"].get<double>(),
-                ph["export"].get<double>(), ph["eval"].get<double>());
+  std::snprintf(
+      buf, sizeof buf,
+      "\n  peak per phase: load %.2f GiB, forward+backward %.2f (without checkpointing %.2f, with %.2f), "
+      "optimizer step %.2f, export %.2f, eval %.2f",
+      ph["load"].get<double>(), ph["forward_backward"].get<double>(),
+      m["forward_backward_without_checkpointing_gib"].get<double>(),
+      m["forward_backward_with_checkpointing_gib"].get<double>(), ph["optimizer"].get<double>(),
+      ph["export"].get<double>(), ph["eval"].get<double>());
   s += buf;
   if (m.contains("fits"))
-    s += std::string(m["fits"].get<bool>() ? " -- fits " : " -- DOES NOT FIT ") + std::to_string(static_cast<int>(m["device_gib"].get<double>())) + " GiB";
+    s += std::string(m["fits"].get<bool>() ? " -- fits " : " -- DOES NOT FIT ") +
+         std::to_string(static_cast<int>(m["device_gib"].get<double>())) + " GiB";
   s += "\n  strategy            no ckpt      ckpt\n";
   for (std::size_t i = 0; i + 1 < p["strategies"].size(); i += 2) {
     const auto& a = p["strategies"][i];
@@ -277,14 +300,15 @@ std::string format_dry_run(const nlohmann::ordered_json& p) {
                     r.contains("fits") ? (r["fits"].get<bool>() ? " " : "!") : " ");
       return std::string(c);
     };
-    std::snprintf(buf, sizeof buf, "  %-10s %s %s\n", a["strategy"].get<std::string>().c_str(), cell(a).c_str(), cell(b).c_str());
+    std::snprintf(buf, sizeof buf, "  %-10s %s %s\n", a["strategy"].get<std::string>().c_str(),
+                  cell(a).c_str(), cell(b).c_str());
     s += buf;
   }
   s += "  (! = does not fit the device)\n  per rank with checkpointing, same batch shape and rank count:\n";
   for (const auto& r : p["llama_sizes_with_checkpointing"]) {
     std::snprintf(buf, sizeof buf, "  %-10s ddp %7.1f GiB  zero1 %7.1f  zero2 %7.1f  zero3 %7.1f\n",
-                  r["model"].get<std::string>().c_str(), r["ddp_gib"].get<double>(), r["zero1_gib"].get<double>(),
-                  r["zero2_gib"].get<double>(), r["zero3_gib"].get<double>());
+                  r["model"].get<std::string>().c_str(), r["ddp_gib"].get<double>(),
+                  r["zero1_gib"].get<double>(), r["zero2_gib"].get<double>(), r["zero3_gib"].get<double>());
     s += buf;
   }
   return s;

@@ -14,22 +14,33 @@ double gib(double b) { return b / (1024.0 * 1024.0 * 1024.0); }
 }  // namespace
 
 nlohmann::ordered_json MemoryPlan::to_json() const {
-  return {{"weights_gib", gib(weights)},       {"grads_gib", gib(grads)},
-          {"optimizer_gib", gib(optimizer)},   {"gathered_params_gib", gib(gathered)},
+  return {{"weights_gib", gib(weights)},
+          {"grads_gib", gib(grads)},
+          {"optimizer_gib", gib(optimizer)},
+          {"gathered_params_gib", gib(gathered)},
           {"reductions_in_flight_gib", gib(reducing)},
-          {"activations_gib", gib(activations)}, {"logits_gib", gib(logits)},
-          {"total_gib", gib(total)},           {"activations_without_checkpointing_gib", gib(activations_no_ckpt)},
+          {"activations_gib", gib(activations)},
+          {"logits_gib", gib(logits)},
+          {"total_gib", gib(total)},
+          {"activations_without_checkpointing_gib", gib(activations_no_ckpt)},
           {"activations_with_checkpointing_gib", gib(activations_ckpt)},
-          {"phases_gib", {{"load", gib(load)}, {"forward_backward", gib(forward_backward)},
-                          {"optimizer", gib(optimizer_step)}, {"export", gib(export_model)}, {"eval", gib(eval)},
-                          {"checkpoint", gib(checkpoint)}}},
+          {"phases_gib",
+           {{"load", gib(load)},
+            {"forward_backward", gib(forward_backward)},
+            {"optimizer", gib(optimizer_step)},
+            {"export", gib(export_model)},
+            {"eval", gib(eval)},
+            {"checkpoint", gib(checkpoint)}}},
           {"forward_backward_without_checkpointing_gib", gib(forward_backward_no_ckpt)},
           {"forward_backward_with_checkpointing_gib", gib(forward_backward_ckpt)}};
 }
 
 nlohmann::ordered_json MemoryPlan::phases_json() const {
-  nlohmann::ordered_json j = {{"load", load},       {"forward_backward", forward_backward}, {"optimizer", optimizer_step},
-                              {"export", export_model}, {"checkpoint", checkpoint}};
+  nlohmann::ordered_json j = {{"load", load},
+                              {"forward_backward", forward_backward},
+                              {"optimizer", optimizer_step},
+                              {"export", export_model},
+                              {"checkpoint", checkpoint}};
   if (eval > 0) j["eval"] = eval;
   return j;
 }
@@ -44,7 +55,8 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   const double B = static_cast<double>(in.rows), T = static_cast<double>(in.seq_len);
   const double N = B * T, Nt = N * in.trained_fraction;
   using config::DistStrategy;
-  const bool pure = in.precision == config::Precision::kBf16Pure, half = in.precision != config::Precision::kFp32;
+  const bool pure = in.precision == config::Precision::kBf16Pure,
+             half = in.precision != config::Precision::kFp32;
   const bool z1 = in.strategy != DistStrategy::kDdp, z3 = in.strategy == DistStrategy::kZero3;
   const bool z2 = z3 || in.strategy == DistStrategy::kZero2;
   const bool sharded = z1;  // every ZeRO stage splits the units into per-rank chunks
@@ -65,14 +77,16 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
     U = std::max(U, u);
   }
   const double Cmax = U / W, mine = P / W;  // a rank's largest chunk, all its chunks
-  const double largest = in.largest_param > 0 ? static_cast<double>(in.largest_param) : std::max(V * D, D * F);
+  const double largest =
+      in.largest_param > 0 ? static_cast<double>(in.largest_param) : std::max(V * D, D * F);
   const double pb = pure ? 2.0 : 4.0;  // parameter and gradient bytes: fp32 master weights, or bf16
 
   MemoryPlan p;
   p.weights = pb * (z3 ? mine : P);
   p.grads = pb * (z2 ? mine : P);
   p.optimizer = 8.0 * (sharded ? mine : P);  // AdamW exp_avg + exp_avg_sq in fp32
-  const double rope = 2.0 * 4.0 * std::max(T, static_cast<double>(c.max_position_embeddings)) * Dh;  // cos, sin tables
+  const double rope =
+      2.0 * 4.0 * std::max(T, static_cast<double>(c.max_position_embeddings)) * Dh;  // cos, sin tables
   const double states = p.weights + p.grads + p.optimizer;
   // ---- load: the state, plus the seeded init's parameter in flight (drawn whole, then the
   // next while the last is still held); read from safetensors, slices convert in place.
@@ -148,7 +162,8 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
     const double weights = static_cast<double>(c.num_parameters()) * in.eval_weight_bytes;
     const double row = model::generation_bytes_per_row(c, c.max_position_embeddings, in.eval_weight_bytes);
     double rows = static_cast<double>(std::max<std::int64_t>(1, in.eval_batch));
-    if (in.device_bytes > 0) rows = std::min(rows, std::max(1.0, std::floor(0.5 * (in.device_bytes - held - weights) / row)));
+    if (in.device_bytes > 0)
+      rows = std::min(rows, std::max(1.0, std::floor(0.5 * (in.device_bytes - held - weights) / row)));
     p.eval = held + weights + rows * row;
   }
   p.total = std::max({p.load, p.forward_backward, p.optimizer_step, p.export_model, p.eval, p.checkpoint});
@@ -169,18 +184,37 @@ double gpu_memory_bytes(const std::string& t) {
 
 model::LlamaConfig llama1_config(const std::string& size) {
   nlohmann::json j = {{"vocab_size", 32000}, {"max_position_embeddings", 2048}, {"rms_norm_eps", 1e-6}};
-  if (size == "7B") j.update({{"hidden_size", 4096}, {"intermediate_size", 11008}, {"num_hidden_layers", 32}, {"num_attention_heads", 32}});
-  else if (size == "13B") j.update({{"hidden_size", 5120}, {"intermediate_size", 13824}, {"num_hidden_layers", 40}, {"num_attention_heads", 40}});
-  else if (size == "33B") j.update({{"hidden_size", 6656}, {"intermediate_size", 17920}, {"num_hidden_layers", 60}, {"num_attention_heads", 52}});
-  else if (size == "65B") j.update({{"hidden_size", 8192}, {"intermediate_size", 22016}, {"num_hidden_layers", 80}, {"num_attention_heads", 64}});
-  else throw ConfigError("unknown LLaMA size " + size);
+  if (size == "7B")
+    j.update({{"hidden_size", 4096},
+              {"intermediate_size", 11008},
+              {"num_hidden_layers", 32},
+              {"num_attention_heads", 32}});
+  else if (size == "13B")
+    j.update({{"hidden_size", 5120},
+              {"intermediate_size", 13824},
+              {"num_hidden_layers", 40},
+              {"num_attention_heads", 40}});
+  else if (size == "33B")
+    j.update({{"hidden_size", 6656},
+              {"intermediate_size", 17920},
+              {"num_hidden_layers", 60},
+              {"num_attention_heads", 52}});
+  else if (size == "65B")
+    j.update({{"hidden_size", 8192},
+              {"intermediate_size", 22016},
+              {"num_hidden_layers", 80},
+              {"num_attention_heads", 64}});
+  else
+    throw ConfigError("unknown LLaMA size " + size);
   return model::LlamaConfig::from_json(j, "LLaMA-" + size);
 }
 
 std::string format_bytes(double b) {
   char buf[32];
-  if (b >= 1024.0 * 1024 * 1024) std::snprintf(buf, sizeof buf, "%.1f GiB", b / (1024.0 * 1024 * 1024));
-  else std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024));
+  if (b >= 1024.0 * 1024 * 1024)
+    std::snprintf(buf, sizeof buf, "%.1f GiB", b / (1024.0 * 1024 * 1024));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024));
   return buf;
 }
 

@@ -42,7 +42,9 @@ class TrackingAllocator final : public c10::Allocator {
  public:
   explicit TrackingAllocator(c10::Allocator* base) : base_(base) {}
   c10::DataPtr allocate(size_t n) override { return track(n); }
-  void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    std::memcpy(dest, src, count);
+  }
   c10::DeleterFnPtr raw_deleter() const override { return &release; }
 
  private:

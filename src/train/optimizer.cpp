@@ -97,8 +97,12 @@ FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world, i
     const std::int64_t c = layout_.chunk(u);
     const std::int64_t flat = any_sharded ? unit.offset + rank * c : unit.offset;
     const std::int64_t len = any_sharded ? c : unit.padded;
-    Range r{flat, len, sharding_.params ? compact : flat, sharding_.grads ? compact : flat,
-            sharding_.moments ? compact : flat, {}};
+    Range r{flat,
+            len,
+            sharding_.params ? compact : flat,
+            sharding_.grads ? compact : flat,
+            sharding_.moments ? compact : flat,
+            {}};
     for (std::size_t s : unit.slots) {
       const auto& slot = layout_.slots[s];
       if (!slot.decay) continue;
@@ -120,7 +124,8 @@ FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world, i
       at::Tensor chunk = param_chunk(u);
       for (std::size_t s : unit.slots) {
         const auto& slot = layout_.slots[s];
-        const std::int64_t b = std::max(slot.offset, first), e = std::min(slot.offset + slot.numel, first + c);
+        const std::int64_t b = std::max(slot.offset, first),
+                           e = std::min(slot.offset + slot.numel, first + c);
         if (b < e) (*source)(slot.param, b - slot.offset, chunk.narrow(0, b - first, e - b));
       }
       continue;
@@ -138,8 +143,10 @@ FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world, i
     for (std::size_t s : unit.slots) {
       const auto& slot = layout_.slots[s];
       at::Tensor view = params_.narrow(0, slot.offset, slot.numel).view(slot.shape);
-      if (source) (*source)(slot.param, 0, params_.narrow(0, slot.offset, slot.numel));
-      else view.copy_(ps[slot.param].tensor);
+      if (source)
+        (*source)(slot.param, 0, params_.narrow(0, slot.offset, slot.numel));
+      else
+        view.copy_(ps[slot.param].tensor);
       at::Tensor p = view.detach().requires_grad_(true);
       if (!sharding_.grads) p.mutable_grad() = grads_.narrow(0, slot.offset, slot.numel).view(slot.shape);
       model.set_parameter(slot.param, p);
@@ -150,8 +157,12 @@ FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world, i
       model.set_parameter(slot.param, at::Tensor());  // gathered per unit while needed
 }
 
-at::Tensor FlatAdamW::param_chunk(std::size_t unit) { return params_.narrow(0, chunk_p_[unit], layout_.chunk(unit)); }
-at::Tensor FlatAdamW::grad_chunk(std::size_t unit) { return grads_.narrow(0, chunk_g_[unit], layout_.chunk(unit)); }
+at::Tensor FlatAdamW::param_chunk(std::size_t unit) {
+  return params_.narrow(0, chunk_p_[unit], layout_.chunk(unit));
+}
+at::Tensor FlatAdamW::grad_chunk(std::size_t unit) {
+  return grads_.narrow(0, chunk_g_[unit], layout_.chunk(unit));
+}
 at::Tensor FlatAdamW::param_unit(std::size_t unit) {
   TORCH_CHECK(!sharding_.params, "param_unit: parameters are sharded");
   return params_.narrow(0, layout_.units[unit].offset, layout_.units[unit].padded);
@@ -163,7 +174,9 @@ at::Tensor FlatAdamW::grad_unit(std::size_t unit) {
 
 void FlatAdamW::zero_grad() { grads_.zero_(); }
 
-bool FlatAdamW::fused() const { return params_.scalar_type() == at::kFloat && (force_fused_ || !params_.is_cpu()); }
+bool FlatAdamW::fused() const {
+  return params_.scalar_type() == at::kFloat && (force_fused_ || !params_.is_cpu());
+}
 
 std::int64_t FlatAdamW::step_count() const {
   return step_t_.defined() ? static_cast<std::int64_t>(step_t_.item<float>()) : step_;
@@ -204,8 +217,9 @@ void FlatAdamW::fused_step(double lr, const at::Tensor& skip) {
   }
   for (int d = 0; d < 2; ++d)
     if (!p[d].empty())
-      at::_fused_adamw_(p[d], g[d], m[d], v[d], {}, std::vector<at::Tensor>(p[d].size(), step_t_), lr, opts_.beta1,
-                        opts_.beta2, d ? opts_.weight_decay : 0.0, opts_.eps, /*amsgrad=*/false, /*maximize=*/false,
+      at::_fused_adamw_(p[d], g[d], m[d], v[d], {}, std::vector<at::Tensor>(p[d].size(), step_t_), lr,
+                        opts_.beta1, opts_.beta2, d ? opts_.weight_decay : 0.0, opts_.eps, /*amsgrad=*/false,
+                        /*maximize=*/false,
                         /*grad_scale=*/std::nullopt, found_inf);
 }
 
@@ -223,8 +237,8 @@ at::Tensor FlatAdamW::clip_grad_norm_on_device(double max_norm, dist::Context* c
   at::Tensor sq = at::zeros({}, grads_.options().dtype(at::kDouble));
   for (const auto& r : ranges_)
     for (std::int64_t b = 0; b < r.len; b += kBlock) {
-      at::Tensor n = at::linalg_vector_norm(grads_.narrow(0, r.g + b, std::min(kBlock, r.len - b)), 2, std::nullopt,
-                                            false, at::kDouble);
+      at::Tensor n = at::linalg_vector_norm(grads_.narrow(0, r.g + b, std::min(kBlock, r.len - b)), 2,
+                                            std::nullopt, false, at::kDouble);
       sq = sq + n * n;
     }
   if ((sharding_.grads || sharding_.moments) && ctx && ctx->distributed()) ctx->all_reduce_sum(sq);
@@ -232,7 +246,9 @@ at::Tensor FlatAdamW::clip_grad_norm_on_device(double max_norm, dist::Context* c
   if (max_norm > 0) {
     // min(1, coef): a multiplication by exactly 1 leaves the gradients' bits as they are,
     // and a non-finite norm (the step is skipped) scales nothing.
-    at::Tensor coef = at::where(at::isfinite(norm), (at::full({}, max_norm, norm.options()) / (norm + 1e-6)).clamp_max(1.0), at::ones_like(norm));
+    at::Tensor coef =
+        at::where(at::isfinite(norm), (at::full({}, max_norm, norm.options()) / (norm + 1e-6)).clamp_max(1.0),
+                  at::ones_like(norm));
     // On the CPU a read costs nothing and spares a pass over every gradient when none is clipped.
     if (grads_.is_cpu() && coef.item<double>() >= 1.0) return norm;
     for (const auto& r : ranges_) grads_.narrow(0, r.g, r.len).mul_(coef);
@@ -253,7 +269,8 @@ void FlatAdamW::step(double lr, const at::Tensor& skip) {
   const bool fp32 = params_.scalar_type() == at::kFloat;
   if (fp32 && params_.is_cpu()) {
     const float decay = static_cast<float>(1.0 - lr * opts_.weight_decay);
-    const float step_size = static_cast<float>(lr / bc1), inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+    const float step_size = static_cast<float>(lr / bc1),
+                inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
     const auto b1 = static_cast<float>(opts_.beta1), b2 = static_cast<float>(opts_.beta2);
     const auto eps = static_cast<float>(opts_.eps);
     float* P = params_.data_ptr<float>();
@@ -264,7 +281,9 @@ void FlatAdamW::step(double lr, const at::Tensor& skip) {
       // Alternate undecayed and decayed sub-ranges (decay holds sorted, disjoint intervals).
       std::int64_t at = 0;
       auto run = [&](std::int64_t from, std::int64_t to, float d) {
-        if (to > from) adamw_fp32(P + r.p + from, G + r.g + from, M + r.m + from, V + r.m + from, to - from, b1, b2, eps, d, step_size, inv_sqrt_bc2);
+        if (to > from)
+          adamw_fp32(P + r.p + from, G + r.g + from, M + r.m + from, V + r.m + from, to - from, b1, b2, eps,
+                     d, step_size, inv_sqrt_bc2);
       };
       for (const auto& [off, len] : r.decay) {
         run(at, off, 1.0f);
@@ -311,11 +330,13 @@ std::int64_t warmup_steps(double ratio, std::int64_t steps, std::int64_t total) 
   return static_cast<std::int64_t>(std::ceil(ratio * static_cast<double>(total)));
 }
 
-double lr_at(config::Schedule schedule, double peak, double min_ratio, std::int64_t warmup, std::int64_t total,
-             std::int64_t step) {
-  if (step < warmup) return peak * static_cast<double>(step) / static_cast<double>(std::max<std::int64_t>(1, warmup));
+double lr_at(config::Schedule schedule, double peak, double min_ratio, std::int64_t warmup,
+             std::int64_t total, std::int64_t step) {
+  if (step < warmup)
+    return peak * static_cast<double>(step) / static_cast<double>(std::max<std::int64_t>(1, warmup));
   if (schedule == config::Schedule::kConstant) return peak;
-  double progress = static_cast<double>(step - warmup) / static_cast<double>(std::max<std::int64_t>(1, total - warmup));
+  double progress =
+      static_cast<double>(step - warmup) / static_cast<double>(std::max<std::int64_t>(1, total - warmup));
   progress = std::min(1.0, std::max(0.0, progress));
   double f = schedule == config::Schedule::kLinear ? 1.0 - progress : 0.5 * (1.0 + std::cos(M_PI * progress));
   return peak * (min_ratio + (1.0 - min_ratio) * f);

@@ -15,9 +15,12 @@ std::string Progress::format_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
   long t = static_cast<long>(s + 0.5);
   char buf[32];
-  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
-  else if (t >= 60) std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
-  else std::snprintf(buf, sizeof buf, "%lds", t);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t % 3600) / 60);
+  else if (t >= 60)
+    std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%lds", t);
   return buf;
 }
 
@@ -35,10 +38,10 @@ void Progress::update(const ProgressState& s) {
   int filled = static_cast<int>(frac * width);
   std::string bar(static_cast<std::size_t>(filled), '#');
   bar += std::string(static_cast<std::size_t>(width - filled), '.');
-  std::fprintf(stderr, "\r\033[2K[%s] %3.0f%% stage %d/%d %s %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s",
-               bar.c_str(), 100.0 * frac, s.stage + 1, s.stages, s.stage_name.c_str(),
-               static_cast<long long>(s.step), static_cast<long long>(s.steps), s.loss, s.lr, tokens_per_s_,
-               format_duration(s.eta_s).c_str());
+  std::fprintf(
+      stderr, "\r\033[2K[%s] %3.0f%% stage %d/%d %s %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | ETA %s",
+      bar.c_str(), 100.0 * frac, s.stage + 1, s.stages, s.stage_name.c_str(), static_cast<long long>(s.step),
+      static_cast<long long>(s.steps), s.loss, s.lr, tokens_per_s_, format_duration(s.eta_s).c_str());
   std::fflush(stderr);
   bar_shown_ = true;
 }
@@ -47,9 +50,10 @@ void Progress::log_line(const ProgressState& s, double tokens_per_s) {
   if (!enabled_) return;
   tokens_per_s_ = tokens_per_s;
   clear_bar();
-  sft::log::info("stage {}/{} {} | step {}/{} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {:.0f} tok/s | ETA {}", s.stage + 1,
-               s.stages, s.stage_name, s.step, s.steps, s.loss, s.lr, s.grad_norm, tokens_per_s,
-               format_duration(s.eta_s));
+  sft::log::info(
+      "stage {}/{} {} | step {}/{} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {:.0f} tok/s | ETA {}",
+      s.stage + 1, s.stages, s.stage_name, s.step, s.steps, s.loss, s.lr, s.grad_norm, tokens_per_s,
+      format_duration(s.eta_s));
 }
 
 void Progress::finish_stage() { clear_bar(); }

@@ -10,7 +10,8 @@ Settings flatten(const nlohmann::json& j, const std::string& prefix) {
   Settings out;
   if (j.is_object() && !j.empty()) {
     for (auto it = j.begin(); it != j.end(); ++it)
-      for (auto& kv : flatten(it.value(), prefix.empty() ? it.key() : prefix + "." + it.key())) out.insert(kv);
+      for (auto& kv : flatten(it.value(), prefix.empty() ? it.key() : prefix + "." + it.key()))
+        out.insert(kv);
   } else if (j.is_array() && !j.empty()) {
     for (std::size_t i = 0; i < j.size(); ++i)
       for (auto& kv : flatten(j[i], prefix + "[" + std::to_string(i) + "]")) out.insert(kv);
@@ -43,8 +44,10 @@ std::string describe_differences(const Settings& reference, const Settings& thei
   };
   for (const auto& [k, v] : reference) {
     auto it = theirs.find(k);
-    if (it == theirs.end()) note(k, &v, nullptr);
-    else if (it->second != v) note(k, &v, &it->second);
+    if (it == theirs.end())
+      note(k, &v, nullptr);
+    else if (it->second != v)
+      note(k, &v, &it->second);
   }
   for (const auto& [k, v] : theirs)
     if (!reference.count(k)) note(k, nullptr, &v);
@@ -58,7 +61,8 @@ void require_agreement(dist::Context& ctx, const Settings& mine, const std::stri
   const Settings reference = nlohmann::json::parse(all[0]).get<Settings>();
   std::string problems;
   for (std::size_t r = 1; r < all.size(); ++r) {
-    const std::string d = describe_differences(reference, nlohmann::json::parse(all[r]).get<Settings>(), static_cast<int>(r));
+    const std::string d =
+        describe_differences(reference, nlohmann::json::parse(all[r]).get<Settings>(), static_cast<int>(r));
     if (!d.empty()) problems += (problems.empty() ? "" : "; ") + d;
   }
   if (!problems.empty())

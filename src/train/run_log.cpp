@@ -79,8 +79,16 @@ void RunLog::step(const StepFigures& f, bool write, std::int64_t peak_memory_byt
   const double eta = elapsed / static_cast<double>(std::max<std::int64_t>(1, f.global_step - start_step_)) *
                      static_cast<double>(total_steps_ - f.global_step);
   const std::string& name = cfg_.stages[static_cast<std::size_t>(f.stage)].name;
-  ProgressState ps{f.stage, static_cast<int>(stage_steps_.size()), name, f.step + 1,
-                   stage_steps_[static_cast<std::size_t>(f.stage)], f.global_step, f.loss, f.lr, f.grad_norm, eta};
+  ProgressState ps{f.stage,
+                   static_cast<int>(stage_steps_.size()),
+                   name,
+                   f.step + 1,
+                   stage_steps_[static_cast<std::size_t>(f.stage)],
+                   f.global_step,
+                   f.loss,
+                   f.lr,
+                   f.grad_norm,
+                   eta};
   progress_->update(ps);
   if (!write) return;
 
@@ -89,9 +97,17 @@ void RunLog::step(const StepFigures& f, bool write, std::int64_t peak_memory_byt
   ps.loss = window_targets_ ? window_loss_ / static_cast<double>(window_targets_) : f.loss;
   progress_->log_line(ps, tps);
   if (writes_) {
-    record({{"event", "step"}, {"step", f.global_step}, {"stage", name}, {"stage_index", f.stage},
-            {"stage_step", f.step + 1}, {"epoch", f.epoch}, {"loss", ps.loss}, {"lr", f.lr},
-            {"grad_norm", f.grad_norm}, {"tokens_per_s", tps}, {"elapsed_s", elapsed},
+    record({{"event", "step"},
+            {"step", f.global_step},
+            {"stage", name},
+            {"stage_index", f.stage},
+            {"stage_step", f.step + 1},
+            {"epoch", f.epoch},
+            {"loss", ps.loss},
+            {"lr", f.lr},
+            {"grad_norm", f.grad_norm},
+            {"tokens_per_s", tps},
+            {"elapsed_s", elapsed},
             {"peak_memory_mb", static_cast<double>(peak_memory_bytes) / 1048576.0},
             {"comm_ms", window_comm_ms_ / static_cast<double>(window_steps_)},
             {"comm_wait_ms", window_comm_wait_ms_ / static_cast<double>(window_steps_)}});
@@ -112,9 +128,15 @@ void RunLog::end_stage(int stage, std::int64_t global_step, bool ran) {
   progress_->finish_stage();
   if (!writes_) return;
   const std::string& name = cfg_.stages[static_cast<std::size_t>(stage)].name;
-  if (ran) sft::log::info("stage {}/{} {} done: loss {:.4f} -> {:.4f}", stage + 1, stage_steps_.size(), name, first_loss_, last_loss_);
-  record({{"event", "stage_end"}, {"stage", name}, {"stage_index", stage}, {"step", global_step},
-          {"first_loss", first_loss_}, {"last_loss", last_loss_}});
+  if (ran)
+    sft::log::info("stage {}/{} {} done: loss {:.4f} -> {:.4f}", stage + 1, stage_steps_.size(), name,
+                   first_loss_, last_loss_);
+  record({{"event", "stage_end"},
+          {"stage", name},
+          {"stage_index", stage},
+          {"step", global_step},
+          {"first_loss", first_loss_},
+          {"last_loss", last_loss_}});
 }
 
 void RunLog::record(const nlohmann::json& rec) {

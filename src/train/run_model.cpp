@@ -16,13 +16,16 @@ RunModel resolve_run_model(const config::RunConfig& cfg, bool planning) {
     where = cfg.model.path;
   }
   if (cfg.model.config.is_object())
-    for (auto it = cfg.model.config.begin(); it != cfg.model.config.end(); ++it) m.config_json[it.key()] = it.value();
+    for (auto it = cfg.model.config.begin(); it != cfg.model.config.end(); ++it)
+      m.config_json[it.key()] = it.value();
   if (planning && m.config_json.empty())
-    throw ConfigError("model: " + cfg.model.path + "/config.json is absent and model.config is empty; "
+    throw ConfigError("model: " + cfg.model.path +
+                      "/config.json is absent and model.config is empty; "
                       "the planner needs the model's config.json fields");
   m.config = model::LlamaConfig::from_json(m.config_json, where);
   m.pretrained = cfg.model.init == config::ModelInit::kPretrained ||
-                 (cfg.model.init == config::ModelInit::kAuto && !cfg.model.path.empty() && model::has_weights(cfg.model.path));
+                 (cfg.model.init == config::ModelInit::kAuto && !cfg.model.path.empty() &&
+                  model::has_weights(cfg.model.path));
   return m;
 }
 

@@ -31,6 +31,7 @@ void record_outputs(const std::string& dir, const std::vector<std::string>& stag
 // Before any input is read, nothing written: rank 0 checks that the run's output folder can
 // be written, has room for a checkpoint and an export, and holds no other run's outputs
 // (unless in use: the lock reports that, later). A refusal stops every rank.
-void check_run_folder(const config::RunConfig& cfg, bool resume, bool overwrite, dist::Context& dist, int rank);
+void check_run_folder(const config::RunConfig& cfg, bool resume, bool overwrite, dist::Context& dist,
+                      int rank);
 
 }  // namespace sft::train

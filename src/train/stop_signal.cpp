@@ -33,8 +33,9 @@ void handler(int sig) {
   }
   g_signal.store(sig);
   g_first_ns.store(now_ns());
-  const char msg[] = "\nsft: stop requested; finishing the current step and saving a checkpoint "
-                     "(signal again to exit at once)\n";
+  const char msg[] =
+      "\nsft: stop requested; finishing the current step and saving a checkpoint "
+      "(signal again to exit at once)\n";
   ssize_t ignored = ::write(2, msg, sizeof msg - 1);
   (void)ignored;
 }

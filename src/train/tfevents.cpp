@@ -40,7 +40,8 @@ void bytes_field(std::string& out, int field, std::string_view s) {
 }
 
 // Event{wall_time=1 (double), step=2 (int64), file_version=3 | summary=5}
-std::string event(double wall, std::int64_t step, const std::string* file_version, const std::string* summary) {
+std::string event(double wall, std::int64_t step, const std::string* file_version,
+                  const std::string* summary) {
   std::string e;
   varint(e, (1 << 3) | 1);
   fixed(e, &wall, 8);

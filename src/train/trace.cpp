@@ -40,7 +40,8 @@ void TraceRecorder::start() {
 void TraceRecorder::stop_and_save(const std::string& path) {
   if (!active_) return;
   active_ = false;
-  std::unique_ptr<torch::autograd::profiler::ProfilerResult> result = torch::autograd::profiler::disableProfiler();
+  std::unique_ptr<torch::autograd::profiler::ProfilerResult> result =
+      torch::autograd::profiler::disableProfiler();
   if (!result) throw Error(path + ": the profiler returned no trace");
   result->save(path);
 }

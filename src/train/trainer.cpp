@@ -40,9 +40,7 @@
 #include "sft/util/safe_io.h"
 
 namespace sft::train {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 c10::Device setup_device(const config::TrainSpec& t, const dist::LaunchInfo& launch) {
   int threads = t.threads;
@@ -67,7 +65,8 @@ c10::Device setup_device(const config::TrainSpec& t, const dist::LaunchInfo& lau
   view.launcher = launch.launcher;
   const DeviceDecision d = choose_device(t.device, view);
   if (!d.warning.empty()) sft::log::warn("{}", d.warning);
-  if (d.device.is_cuda()) cuda::set_device(d.device.index());  // the caching allocator and NCCL use the current device
+  if (d.device.is_cuda())
+    cuda::set_device(d.device.index());  // the caching allocator and NCCL use the current device
   return d.device;
 }
 
@@ -78,15 +77,16 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   if (device_.is_cpu()) CpuMemoryTracker::install();
   // One process runs without a group, unless dist.backend names one it can use (a one-rank
   // group, to exercise that backend); a cluster config's nccl on a CPU smoke test is ignored.
-  const bool one_rank_group =
-      cfg_.dist.backend == config::Backend::kGloo || (cfg_.dist.backend == config::Backend::kNccl && device_.is_cuda());
+  const bool one_rank_group = cfg_.dist.backend == config::Backend::kGloo ||
+                              (cfg_.dist.backend == config::Backend::kNccl && device_.is_cuda());
   dist_ = launch.world > 1 || one_rank_group ? dist::Context::create(launch, cfg_.dist, device_)
                                              : dist::Context::single();
   rank_ = dist_->rank();
   world_ = dist_->world();
   if (rank_ != 0) sft::log::set_level(sft::log::Level::kWarn);  // rank 0 speaks for the job
   StopSignal::install();
-  check_run_folder(cfg_, opts_.resume, opts_.overwrite, *dist_, rank_);  // refused before anything is read or written
+  check_run_folder(cfg_, opts_.resume, opts_.overwrite, *dist_,
+                   rank_);  // refused before anything is read or written
   require_agreement(*dist_, run_identity(cfg_), "the run configuration");
   data::rows_accumulation(cfg_, world_);  // a global batch this world size cannot keep stops every rank now
 
@@ -101,7 +101,8 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
     const std::string stage = "stage " + std::to_string(s + 1) + " (" + cfg_.stages[s].name + ")";
     if (st.samples_per_epoch() == 0)
       throw DataError(stage + ": nothing to train: no selected sample fits data.max_seq_len " +
-                      std::to_string(cfg_.data.max_seq_len) + " (data.truncation: " + config::name(cfg_.data.truncation) +
+                      std::to_string(cfg_.data.max_seq_len) +
+                      " (data.truncation: " + config::name(cfg_.data.truncation) +
                       " drops longer ones); raise data.max_seq_len or use data.truncation: truncate");
     if (st.targets() == 0)
       throw DataError(stage + ": nothing to train: its " + std::to_string(st.samples_per_epoch()) +
@@ -109,13 +110,14 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
     bool learns = false;
     for (std::int64_t i = 0; i < st.steps() && !learns; ++i) learns = stage_lr(static_cast<int>(s), i) > 0;
     if (!learns)
-      throw ConfigError(stage + ": its " + std::to_string(st.steps()) + " optimizer step(s) all run at learning rate 0 " +
-                        "(warmup: " + std::to_string(st.samples_per_epoch()) + " samples per epoch" +
-                        (cfg_.train.samples_per_step > 0
-                             ? " in steps of train.samples_per_step " + std::to_string(cfg_.train.samples_per_step)
-                             : std::string()) +
-                        "); nothing would be learned: lower train.samples_per_step, or set train.warmup_ratio and "
-                        "train.warmup_steps to 0");
+      throw ConfigError(
+          stage + ": its " + std::to_string(st.steps()) + " optimizer step(s) all run at learning rate 0 " +
+          "(warmup: " + std::to_string(st.samples_per_epoch()) + " samples per epoch" +
+          (cfg_.train.samples_per_step > 0
+               ? " in steps of train.samples_per_step " + std::to_string(cfg_.train.samples_per_step)
+               : std::string()) +
+          "); nothing would be learned: lower train.samples_per_step, or set train.warmup_ratio and "
+          "train.warmup_steps to 0");
   }
 
   // ---- model -----------------------------------------------------------------------------
@@ -130,27 +132,31 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
     require_agreement(*dist_, built, "the model and the data streams");
   }
   if (lc.vocab_size < data_.tokenizer->vocab_size())
-    throw ConfigError("model.config.vocab_size: " + std::to_string(lc.vocab_size) + " is smaller than the tokenizer's " +
-                      std::to_string(data_.tokenizer->vocab_size()) + " pieces (" + cfg_.tokenizer + ")");
-  if (rm.pretrained) as_input_error([&] { model::check_weights(lc, cfg_.model.path); });  // model.path: bad input, exit 2
+    throw ConfigError("model.config.vocab_size: " + std::to_string(lc.vocab_size) +
+                      " is smaller than the tokenizer's " + std::to_string(data_.tokenizer->vocab_size()) +
+                      " pieces (" + cfg_.tokenizer + ")");
+  if (rm.pretrained)
+    as_input_error([&] { model::check_weights(lc, cfg_.model.path); });  // model.path: bad input, exit 2
   // Built without storage: the optimizer allocates what this rank owns (everything, or its
   // ZeRO-3 chunks) and fills it straight from the safetensors files or the seeded init, so
   // no rank ever holds a parameter it does not own. bf16-pure keeps bf16 weights (no fp32
   // master copy); otherwise fp32 master weights.
   meter_ = std::make_unique<PhaseMeter>(device_);  // its baseline: what is live before the model
-  model_ = std::make_unique<model::Llama>(lc, device_, cfg_.train.precision == config::Precision::kBf16Pure ? c10::kBFloat16 : c10::kFloat,
-                                          /*materialize=*/false);
+  model_ = std::make_unique<model::Llama>(
+      lc, device_, cfg_.train.precision == config::Precision::kBf16Pure ? c10::kBFloat16 : c10::kFloat,
+      /*materialize=*/false);
   model_->set_activation_checkpointing(cfg_.train.activation_checkpointing);
   {
     const model::ParamSource source =
         rm.pretrained ? as_input_error([&] { return model::weights_source(*model_, cfg_.model.path); })
                       : model_->init_source(cfg_.seed);
     opt_ = std::make_unique<FlatAdamW>(*model_,
-                                       AdamWOptions{cfg_.train.adam_beta1, cfg_.train.adam_beta2, cfg_.train.adam_eps,
-                                                    cfg_.train.weight_decay},
+                                       AdamWOptions{cfg_.train.adam_beta1, cfg_.train.adam_beta2,
+                                                    cfg_.train.adam_eps, cfg_.train.weight_decay},
                                        world_, rank_, Sharding::for_strategy(cfg_.dist.strategy), &source);
   }  // the source (its mapped files, or the parameter being drawn) goes here
-  if (!opt_->sharding().params) dist_->broadcast(opt_->params(), 0);  // replicas start from rank 0's values, bit for bit
+  if (!opt_->sharding().params)
+    dist_->broadcast(opt_->params(), 0);  // replicas start from rank 0's values, bit for bit
   meter_->end("load");
   build_peak_bytes_ = meter_->peaks().at("load");
   state_bytes_ = current_tensor_bytes(device_) - meter_->baseline();
@@ -160,11 +166,13 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   // The input is read and checked: the run's first write is its folder's lock.
   lock_run_folder();
   fs::make_dirs(cfg_.output_dir);
-  checkpoints_ = std::make_unique<CheckpointStore>(fs::join(cfg_.output_dir, "checkpoints"),
-                                                   static_cast<std::size_t>(cfg_.train.checkpoint_staging_mb) << 20);
+  checkpoints_ =
+      std::make_unique<CheckpointStore>(fs::join(cfg_.output_dir, "checkpoints"),
+                                        static_cast<std::size_t>(cfg_.train.checkpoint_staging_mb) << 20);
   if (rank_ == 0) {  // this rank holds the folder's lock: no save is in flight
     for (const auto& n : checkpoints_->remove_temporaries())
-      sft::log::warn("removed {}/{}: a checkpoint an earlier run did not finish writing", checkpoints_->root(), n);
+      sft::log::warn("removed {}/{}: a checkpoint an earlier run did not finish writing",
+                     checkpoints_->root(), n);
     for (const auto& entry : stale_outputs_) {
       sft::log::warn("removing {}/{}: {}", cfg_.output_dir, entry,
                      opts_.overwrite ? "--overwrite replaces the earlier run" : "this run starts over");
@@ -179,14 +187,16 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   trace_ = std::make_unique<TraceRecorder>(device_);
   if (rank_ == 0) {
     nlohmann::json settings = nlohmann::json::array();
-    for (const auto& s : cfg_.settings) settings.push_back({{"key", s.key}, {"value", s.value}, {"source", s.source}});
+    for (const auto& s : cfg_.settings)
+      settings.push_back({{"key", s.key}, {"value", s.value}, {"source", s.source}});
     nlohmann::json resolved = {{"config", cfg_.to_json()}, {"settings", settings}};
     if (!overrides.empty()) resolved["resume_overrides"] = overrides;
     std::vector<std::string> stage_dirs;
     for (const auto& st : cfg_.stages) stage_dirs.push_back(stage_output_name(stage_dirs.size(), st.name));
     record_outputs(cfg_.output_dir, stage_dirs);  // what a later --overwrite may remove: only these
     fs::write_file_atomic(fs::join(cfg_.output_dir, "config.resolved.json"), resolved.dump(2) + "\n");
-    fs::write_file_atomic(fs::join(cfg_.output_dir, "data_manifest.json"), data::data_manifest(cfg_, data_).dump() + "\n");
+    fs::write_file_atomic(fs::join(cfg_.output_dir, "data_manifest.json"),
+                          data::data_manifest(cfg_, data_).dump() + "\n");
     log_settings();
     log_plan();
     sft::log::info("global batch: {}", data::describe_global_batch(cfg_, world_));
@@ -196,8 +206,12 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
     sft::log::info("model state on each rank: {:.1f} MiB ({}), peak {:.1f} MiB while building it",
                    static_cast<double>(state_bytes_) / 1048576.0, config::name(cfg_.dist.strategy),
                    static_cast<double>(build_peak_bytes_) / 1048576.0);
-    log_->record({{"event", "build"}, {"rank", 0}, {"state_bytes", state_bytes_}, {"build_peak_bytes", build_peak_bytes_},
-                  {"parameters", model_->num_parameters()}, {"world_size", world_},
+    log_->record({{"event", "build"},
+                  {"rank", 0},
+                  {"state_bytes", state_bytes_},
+                  {"build_peak_bytes", build_peak_bytes_},
+                  {"parameters", model_->num_parameters()},
+                  {"world_size", world_},
                   {"strategy", config::name(cfg_.dist.strategy)}});
   }
 }
@@ -213,7 +227,8 @@ bool Trainer::stop_requested() {
   // waits for the step it has just queued.
   if (stop_vote_.pending()) dist_->await([&] { return stop_vote_.ready(); }, "the stop vote (all-reduce)");
   const bool stop = stop_vote_.pending() && stop_vote_.get().item<double>() > 0;
-  at::Tensor vote = at::full({}, StopSignal::requested() ? 1.0 : 0.0, at::TensorOptions().dtype(at::kDouble).device(device_));
+  at::Tensor vote = at::full({}, StopSignal::requested() ? 1.0 : 0.0,
+                             at::TensorOptions().dtype(at::kDouble).device(device_));
   dist_->all_reduce_sum(vote);
   stop_vote_ = cuda::HostRead(vote);
   return stop;
@@ -222,8 +237,8 @@ bool Trainer::stop_requested() {
 double Trainer::stage_lr(int stage, std::int64_t step) const {
   const auto& spec = cfg_.stages[static_cast<std::size_t>(stage)];
   const std::int64_t total = data_.streams[static_cast<std::size_t>(stage)]->steps();
-  return lr_at(spec.schedule, spec.lr, spec.min_lr_ratio, warmup_steps(spec.warmup_ratio, spec.warmup_steps, total),
-               total, step);
+  return lr_at(spec.schedule, spec.lr, spec.min_lr_ratio,
+               warmup_steps(spec.warmup_ratio, spec.warmup_steps, total), total, step);
 }
 
 // ---- the step ----------------------------------------------------------------------------------
@@ -244,14 +259,18 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
     const data::MicroBatch* mb = stream.micro_batch(step, rank_, m);
     // A rank past the end of a short last step runs an empty micro-batch, so that every
     // rank issues the same collectives.
-    data::Batch b = mb ? data::make_batch(*mb, data_.datasets, pad_id_)
-                       : data::make_single_batch({data_.tokenizer->bos_id() >= 0 ? data_.tokenizer->bos_id() : 0}, {0});
+    data::Batch b =
+        mb ? data::make_batch(*mb, data_.datasets, pad_id_)
+           : data::make_single_batch({data_.tokenizer->bos_id() >= 0 ? data_.tokenizer->bos_id() : 0}, {0});
     // Built on the host and uploaded once (pinned, asynchronous on a GPU); the packed
     // attention plan too, so that no layer reads anything back.
     const bool gpu = device_.is_cuda();
-    auto upload = [&](const at::Tensor& t) { return gpu ? t.pin_memory().to(device_, /*non_blocking=*/true) : t; };
+    auto upload = [&](const at::Tensor& t) {
+      return gpu ? t.pin_memory().to(device_, /*non_blocking=*/true) : t;
+    };
     at::Tensor ids = upload(b.input_ids), pos = upload(b.position_ids), labels = upload(b.labels);
-    at::Tensor trained = upload(b.trained_positions);  // the loss's rows, known here: no host read in the step
+    at::Tensor trained =
+        upload(b.trained_positions);  // the loss's rows, known here: no host read in the step
     at::Tensor mask = b.segment_ids.defined() ? upload(b.segment_ids) : at::Tensor();
     if (mask.defined()) model_->plan_packed(b.segment_ids, mask);
     dp_->begin_micro(m + 1 == accum);
@@ -273,7 +292,8 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
   // figures, so all skip together).
   at::Tensor total = loss_sum.to(at::kDouble);
   dist_->all_reduce_sum(total);
-  if (std::find(opts_.inject_nonfinite.begin(), opts_.inject_nonfinite.end(), global_step) != opts_.inject_nonfinite.end())
+  if (std::find(opts_.inject_nonfinite.begin(), opts_.inject_nonfinite.end(), global_step) !=
+      opts_.inject_nonfinite.end())
     total.fill_(NAN);
   st.loss = step_targets > 0 ? total / static_cast<double>(step_targets) : at::zeros_like(total);
   st.grad_norm = opt_->clip_grad_norm_on_device(cfg_.train.max_grad_norm, dist_.get());
@@ -337,7 +357,8 @@ void Trainer::read_back(bool log_last) {
   if (pending_.empty()) return;
   std::vector<at::Tensor> figures;
   for (const auto& p : pending_)
-    for (const at::Tensor& t : {p.st.loss, p.st.grad_norm, p.st.skipped.to(at::kDouble)}) figures.push_back(t.reshape({1}));
+    for (const at::Tensor& t : {p.st.loss, p.st.grad_norm, p.st.skipped.to(at::kDouble)})
+      figures.push_back(t.reshape({1}));
   dist_->drain();  // a collective that never completes is reported, not waited for forever
   const at::Tensor host = at::cat(figures).cpu();
   const double* v = host.data_ptr<double>();
@@ -352,13 +373,16 @@ void Trainer::read_back(bool log_last) {
         throw Error("training diverged: " + std::to_string(consecutive_nonfinite_) +
                     " consecutive steps with a non-finite loss or gradient norm (stage " + name + ", step " +
                     std::to_string(p.step + 1) + "); lower train.lr or check the data");
-      sft::log::warn("stage {} step {}: non-finite loss {} or grad norm {}; step skipped ({} in a row)", name, p.step + 1,
-                     loss, grad_norm, consecutive_nonfinite_);
+      sft::log::warn("stage {} step {}: non-finite loss {} or grad norm {}; step skipped ({} in a row)", name,
+                     p.step + 1, loss, grad_norm, consecutive_nonfinite_);
       continue;
     }
     consecutive_nonfinite_ = 0;
-    StepFigures f{p.stage, p.step, p.global_step, stream(p.stage).epoch_at(p.step), loss,
-                  stage_lr(p.stage, p.step), grad_norm, p.st.tokens, p.st.targets};
+    StepFigures f{p.stage,       p.step,
+                  p.global_step, stream(p.stage).epoch_at(p.step),
+                  loss,          stage_lr(p.stage, p.step),
+                  grad_norm,     p.st.tokens,
+                  p.st.targets};
     if (i < comm.size()) {
       f.comm_ms = comm[i].comm_ms;
       f.comm_wait_ms = comm[i].wait_ms;
@@ -374,7 +398,8 @@ void Trainer::end_stage(int s, bool ran, Position& pos) {
   log_->end_stage(s, pos.global_step, ran);
   result_.stage_first_loss.push_back(log_->stage_first_loss());
   result_.stage_last_loss.push_back(log_->stage_last_loss());
-  const std::string name = stage_output_name(static_cast<std::size_t>(s), cfg_.stages[static_cast<std::size_t>(s)].name);
+  const std::string name =
+      stage_output_name(static_cast<std::size_t>(s), cfg_.stages[static_cast<std::size_t>(s)].name);
   const bool last = s + 1 == num_stages();
   if (!last && (cfg_.train.export_stage_models || cfg_.eval.at_stage_end)) {
     export_model(fs::join(cfg_.output_dir, name));
@@ -389,9 +414,10 @@ void Trainer::end_stage(int s, bool ran, Position& pos) {
 // The run's end: the final model exported (and evaluated), memory and totals reported.
 TrainResult Trainer::end_run(const Position& pos) {
   if (pos.global_step > 0 && skipped_total_ >= pos.global_step)
-    throw Error("training failed: all " + std::to_string(pos.global_step) +
-                " steps had a non-finite loss or gradient norm, so nothing was learned and no model is exported; "
-                "check the data and lower train.lr");
+    throw Error(
+        "training failed: all " + std::to_string(pos.global_step) +
+        " steps had a non-finite loss or gradient norm, so nothing was learned and no model is exported; "
+        "check the data and lower train.lr");
   TrainResult result = std::move(result_);
   result.steps = pos.global_step;
   result.skipped_steps = skipped_total_;
@@ -409,10 +435,13 @@ TrainResult Trainer::end_run(const Position& pos) {
   result.peak_memory_bytes = meter_->run_peak();
   report_memory();
   const double peak_mb = static_cast<double>(result.peak_memory_bytes) / 1048576.0;
-  log_->record({{"event", "end"}, {"step", pos.global_step}, {"skipped_steps", skipped_total_}, {"peak_memory_mb", peak_mb}});
+  log_->record({{"event", "end"},
+                {"step", pos.global_step},
+                {"skipped_steps", skipped_total_},
+                {"peak_memory_mb", peak_mb}});
   if (rank_ == 0)
-    sft::log::info("done: {} steps ({} skipped) in {}, peak memory {:.0f} MiB ({}); model saved to {}", pos.global_step,
-                   skipped_total_, Progress::format_duration(log_->elapsed_s()), peak_mb,
+    sft::log::info("done: {} steps ({} skipped) in {}, peak memory {:.0f} MiB ({}); model saved to {}",
+                   pos.global_step, skipped_total_, Progress::format_duration(log_->elapsed_s()), peak_mb,
                    device_.is_cuda() ? "CUDA caching allocator, allocated" : "CPU tensors", result.final_dir);
   return result;
 }
@@ -422,23 +451,26 @@ void Trainer::save_trace() {
   cuda::synchronize(device_);  // the traced steps' kernels have run
   const std::string dir = fs::join(cfg_.output_dir, "profile");
   fs::make_dirs(dir);
-  const std::string path = fs::join(dir, "steps_" + std::to_string(opts_.profile_first) + "-" +
-                                             std::to_string(opts_.profile_last) + ".rank" + std::to_string(rank_) +
-                                             ".trace.json");
+  const std::string path =
+      fs::join(dir, "steps_" + std::to_string(opts_.profile_first) + "-" +
+                        std::to_string(opts_.profile_last) + ".rank" + std::to_string(rank_) + ".trace.json");
   trace_->stop_and_save(path);
-  sft::log::info("trace of steps {}-{}: {} (open it in https://ui.perfetto.dev or chrome://tracing)", opts_.profile_first,
-                 opts_.profile_last, path);
-  log_->record({{"event", "trace"}, {"first_step", opts_.profile_first}, {"last_step", opts_.profile_last},
+  sft::log::info("trace of steps {}-{}: {} (open it in https://ui.perfetto.dev or chrome://tracing)",
+                 opts_.profile_first, opts_.profile_last, path);
+  log_->record({{"event", "trace"},
+                {"first_step", opts_.profile_first},
+                {"last_step", opts_.profile_last},
                 {"path", path}});
 }
 
 StoppedBySignal Trainer::stopped_after(const Position& pos) const {
-  const std::string how = !opts_.resume_command.empty()
-                              ? opts_.resume_command
-                              : "sft train --config " + cfg_.source_file + " --output-dir " + cfg_.output_dir + " --resume auto";
+  const std::string how =
+      !opts_.resume_command.empty()
+          ? opts_.resume_command
+          : "sft train --config " + cfg_.source_file + " --output-dir " + cfg_.output_dir + " --resume auto";
   const int sig = StopSignal::signal_number() ? StopSignal::signal_number() : 15;
-  return StoppedBySignal("stopped by signal " + std::to_string(sig) + " after step " + std::to_string(pos.global_step) +
-                             "; checkpoint saved. Resume with: " + how,
+  return StoppedBySignal("stopped by signal " + std::to_string(sig) + " after step " +
+                             std::to_string(pos.global_step) + "; checkpoint saved. Resume with: " + how,
                          sig);
 }
 

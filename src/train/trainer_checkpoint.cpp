@@ -47,7 +47,8 @@ std::string hex(const at::Tensor& bytes) {
 at::Tensor unhex(const std::string& s) {
   at::Tensor t = at::empty({static_cast<std::int64_t>(s.size() / 2)}, at::kByte);
   auto* p = t.data_ptr<std::uint8_t>();
-  for (std::size_t i = 0; i + 1 < s.size(); i += 2) p[i / 2] = static_cast<std::uint8_t>(std::stoi(s.substr(i, 2), nullptr, 16));
+  for (std::size_t i = 0; i + 1 < s.size(); i += 2)
+    p[i / 2] = static_cast<std::uint8_t>(std::stoi(s.substr(i, 2), nullptr, 16));
   return t;
 }
 
@@ -56,14 +57,15 @@ at::Tensor unhex(const std::string& s) {
 void check_same_stream(const nlohmann::json& st, const std::string& dir, int world, const data::RunData& data,
                        const std::string& strategy) {
   if (st.value("world_size", 1) != world)
-    throw ConfigError(dir + ": written by " + std::to_string(st.value("world_size", 1)) + " ranks, resumed on " +
-                      std::to_string(world) + "; resume on the same world size");
+    throw ConfigError(dir + ": written by " + std::to_string(st.value("world_size", 1)) +
+                      " ranks, resumed on " + std::to_string(world) + "; resume on the same world size");
   if (!st.contains("stream_fingerprints") || !st["stream_fingerprints"].is_array())
     throw CheckpointError(dir + ": trainer_state.json lists no stream_fingerprints");
   const auto& fps = st["stream_fingerprints"];
   if (fps.size() != data.streams.size())
     throw ConfigError(dir + ": the run had " + std::to_string(fps.size()) + " stages, the config now has " +
-                      std::to_string(data.streams.size()) + "; resume with the same config, or start a new --output-dir");
+                      std::to_string(data.streams.size()) +
+                      "; resume with the same config, or start a new --output-dir");
   for (std::size_t s = 0; s < data.streams.size(); ++s)
     if (fps[s] != data.streams[s]->fingerprint())
       throw ConfigError(dir + ": stage " + std::to_string(s + 1) +
@@ -98,7 +100,8 @@ void rank0_or_refuse(dist::Context& dist, int rank, const std::function<void()>&
 
 std::vector<std::string> outputs_to_remove(const config::RunConfig& cfg, bool resume, bool overwrite) {
   return outputs_to_replace(cfg.output_dir, cfg.to_json(),
-                            !CheckpointStore(fs::join(cfg.output_dir, "checkpoints")).list().empty(), resume, overwrite);
+                            !CheckpointStore(fs::join(cfg.output_dir, "checkpoints")).list().empty(), resume,
+                            overwrite);
 }
 
 }  // namespace
@@ -106,7 +109,8 @@ std::vector<std::string> outputs_to_remove(const config::RunConfig& cfg, bool re
 // A folder holds one run (run_folder.h), with room for the run's end: both checked before
 // anything is read or written, so that a refused run leaves the folder as it was (or
 // absent). A folder in use is the lock's to report (exit code 75: sweeps skip it), later.
-void check_run_folder(const config::RunConfig& cfg, bool resume, bool overwrite, dist::Context& dist, int rank) {
+void check_run_folder(const config::RunConfig& cfg, bool resume, bool overwrite, dist::Context& dist,
+                      int rank) {
   rank0_or_refuse(dist, rank, [&] {
     // What the run's end will need: a writable folder with room for one checkpoint of every
     // rank (fp32 or bf16 parameters and fp32 moments) and one exported model.
@@ -155,7 +159,8 @@ nlohmann::json Trainer::check_resume() {
     for (const auto& [k, v] : now) keys.insert(k);
     for (const auto& k : keys) {
       const auto a = was.find(k), b = now.find(k);
-      const std::string old_v = a == was.end() ? "(unset)" : a->second, new_v = b == now.end() ? "(unset)" : b->second;
+      const std::string old_v = a == was.end() ? "(unset)" : a->second,
+                        new_v = b == now.end() ? "(unset)" : b->second;
       if (old_v == new_v) continue;
       const std::string key = prefix + k;
       if (overridable && config::resume_may_change(key)) continue;
@@ -163,21 +168,26 @@ nlohmann::json Trainer::check_resume() {
       // overrides what it derives.
       const auto close = key.find("].");
       const std::string derived_from = key.rfind("stages[", 0) == 0 && close != std::string::npos
-                                           ? "train." + key.substr(close + 2) : std::string();
-      const bool allowed = overridable && std::any_of(opts_.resume_overrides.begin(), opts_.resume_overrides.end(),
-                                                      [&](const std::string& o) {
-                                                        return key == o || key.rfind(o + ".", 0) == 0 ||
-                                                               key.rfind(o + "[", 0) == 0 || o == derived_from;
-                                                      });
+                                           ? "train." + key.substr(close + 2)
+                                           : std::string();
+      const bool allowed =
+          overridable && std::any_of(opts_.resume_overrides.begin(), opts_.resume_overrides.end(),
+                                     [&](const std::string& o) {
+                                       return key == o || key.rfind(o + ".", 0) == 0 ||
+                                              key.rfind(o + "[", 0) == 0 || o == derived_from;
+                                     });
       if (allowed) {
-        accepted.push_back({{"key", key}, {"checkpoint", old_v}, {"now", new_v},
+        accepted.push_back({{"key", key},
+                            {"checkpoint", old_v},
+                            {"now", new_v},
                             {"from_step", st.value("global_step", std::int64_t(0))}});
         continue;
       }
       problems.push_back(key + ": the checkpoint has " + old_v + ", this run has " + new_v);
     }
   };
-  if (st.contains("model_config")) compare(flatten(st["model_config"]), flatten(model_config_), "model ", false);
+  if (st.contains("model_config"))
+    compare(flatten(st["model_config"]), flatten(model_config_), "model ", false);
   if (st.contains("tensors") && st["tensors"] != tensor_fingerprint())
     problems.push_back("the model's tensor names and shapes differ from the checkpoint's");
   if (st.contains("config")) {
@@ -188,11 +198,12 @@ nlohmann::json Trainer::check_resume() {
     std::string list;
     for (std::size_t i = 0; i < problems.size() && i < 12; ++i) list += "\n  " + problems[i];
     if (problems.size() > 12) list += "\n  ... and " + std::to_string(problems.size() - 12) + " more";
-    throw ConfigError(dir + ": this run is not the checkpoint's run:" + list +
-                      "\nResume with the checkpoint's settings (its config is in " +
-                      fs::join(cfg_.output_dir, "config.resolved.json") +
-                      "), or name a hyper-parameter you mean to change with --resume-override KEY (recorded), or "
-                      "start a new --output-dir");
+    throw ConfigError(
+        dir + ": this run is not the checkpoint's run:" + list +
+        "\nResume with the checkpoint's settings (its config is in " +
+        fs::join(cfg_.output_dir, "config.resolved.json") +
+        "), or name a hyper-parameter you mean to change with --resume-override KEY (recorded), or "
+        "start a new --output-dir");
   }
   // Refused here, before the run writes its build record or a TensorBoard file.
   check_same_stream(st, dir, world_, data_, config::name(cfg_.dist.strategy));
@@ -262,7 +273,8 @@ void Trainer::save_checkpoint(const Position& next, bool complete) {
     dist_->barrier();  // every rank's copy is taken: the state may change again
     meter_->end("checkpoint");
     if (!complete) {
-      if (rank_ == 0) sft::log::info("checkpoint of step {} being written in the background", next.global_step);
+      if (rank_ == 0)
+        sft::log::info("checkpoint of step {} being written in the background", next.global_step);
       return;
     }
     dir = checkpoints_->wait_async();
@@ -279,8 +291,10 @@ void Trainer::save_checkpoint(const Position& next, bool complete) {
   meter_->end("checkpoint");
   if (rank_ == 0) {
     checkpoints_->prune(cfg_.train.keep_checkpoints);
-    if (next.stage >= static_cast<int>(data_.streams.size())) sft::log::info("checkpoint {} (end of training)", dir);
-    else sft::log::info("checkpoint {} (stage {}, step {} of it)", dir, next.stage + 1, next.step);
+    if (next.stage >= static_cast<int>(data_.streams.size()))
+      sft::log::info("checkpoint {} (end of training)", dir);
+    else
+      sft::log::info("checkpoint {} (stage {}, step {} of it)", dir, next.stage + 1, next.step);
   }
   dist_->barrier();
 }
@@ -302,8 +316,10 @@ Trainer::Position Trainer::restore() {
   if (rank_ != 0)
     for (const auto& c : checkpoints_->list())
       if (c.global_step == chosen_step) latest = c;
-  if (!latest) throw CheckpointError("rank " + std::to_string(rank_) + ": checkpoint step " + std::to_string(chosen_step) +
-                                     " is not visible here (the output directory must be shared by all ranks)");
+  if (!latest)
+    throw CheckpointError("rank " + std::to_string(rank_) + ": checkpoint step " +
+                          std::to_string(chosen_step) +
+                          " is not visible here (the output directory must be shared by all ranks)");
   nlohmann::json st = read_trainer_state(latest->dir);
   check_same_stream(st, latest->dir, world_, data_, config::name(cfg_.dist.strategy));
   const Sharding sh = opt_->sharding();
@@ -319,7 +335,10 @@ Trainer::Position Trainer::restore() {
     at::NoGradGuard ng;
     if (!sh.moments) {
       for (const char* n : {"params", "exp_avg", "exp_avg_sq"})
-        load("state.safetensors", n, n == std::string("params") ? opt_->params() : n == std::string("exp_avg") ? opt_->exp_avg() : opt_->exp_avg_sq());
+        load("state.safetensors", n,
+             n == std::string("params")    ? opt_->params()
+             : n == std::string("exp_avg") ? opt_->exp_avg()
+                                           : opt_->exp_avg_sq());
     } else {
       const std::string mine = "rank" + std::to_string(rank_) + ".safetensors";
       load(mine, "exp_avg", opt_->exp_avg());
@@ -340,7 +359,8 @@ Trainer::Position Trainer::restore() {
   p.global_step = st.at("global_step");
   log_->truncate_after(p.global_step);
   dist_->barrier();
-  sft::log::info("resumed from {}: stage {}, step {} of it, {} steps done", latest->dir, p.stage + 1, p.step, p.global_step);
+  sft::log::info("resumed from {}: stage {}, step {} of it, {} steps done", latest->dir, p.stage + 1, p.step,
+                 p.global_step);
   return p;
 }
 

@@ -20,7 +20,9 @@
 namespace sft::cuda {
 namespace {
 
-std::string cuda_version_text(int v) { return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10); }
+std::string cuda_version_text(int v) {
+  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
 
 // The oldest Linux driver of each CUDA major (the CUDA toolkit release notes' driver table).
 std::string min_driver_for(int cuda_major) {
@@ -41,16 +43,21 @@ std::string driver_mismatch(int driver_cuda, int runtime_cuda, const std::string
   if (driver_major >= runtime_major) return "";  // minor version compatibility covers the rest
   const std::string needs = min_driver_for(runtime_major);
   std::string msg = "the NVIDIA driver " + (driver_release.empty() ? std::string() : driver_release + " ") +
-                    "supports CUDA ≤ " + cuda_version_text(driver_cuda) + ", this LibTorch was built for CUDA " +
-                    runtime + (needs.empty() ? "" : " (it needs a driver ≥ " + needs + ")") + ": ";
+                    "supports CUDA ≤ " + cuda_version_text(driver_cuda) +
+                    ", this LibTorch was built for CUDA " + runtime +
+                    (needs.empty() ? "" : " (it needs a driver ≥ " + needs + ")") + ": ";
   if (driver_major >= 12)
-    msg += "build sft against a LibTorch for CUDA " + std::to_string(driver_major) + " (torch from PyTorch's cu" +
-           std::to_string(driver_major) + "x index, e.g. https://download.pytorch.org/whl/cu" +
+    msg += "build sft against a LibTorch for CUDA " + std::to_string(driver_major) +
+           " (torch from PyTorch's cu" + std::to_string(driver_major) +
+           "x index, e.g. https://download.pytorch.org/whl/cu" +
            (driver_major == 12 ? std::string("126") : std::to_string(driver_major) + "0") +
-           ", in SFT_VENV; a libtorch zip; or a cluster module: README, \"On a cluster\"), or have the driver updated";
+           ", in SFT_VENV; a libtorch zip; or a cluster module: README, \"On a cluster\"), or have the "
+           "driver updated";
   else
-    msg += "have the driver updated (≥ 525.60.13 runs a LibTorch for CUDA 12, ≥ 580.65.06 one for CUDA 13); "
-           "no LibTorch sft builds against (2.11 or newer) is made for CUDA " + std::to_string(driver_major);
+    msg +=
+        "have the driver updated (≥ 525.60.13 runs a LibTorch for CUDA 12, ≥ 580.65.06 one for CUDA 13); "
+        "no LibTorch sft builds against (2.11 or newer) is made for CUDA " +
+        std::to_string(driver_major);
   return msg;
 }
 
@@ -81,12 +88,15 @@ std::string unavailable_reason() {
   std::ifstream proc("/proc/driver/nvidia/version");
   std::string line;
   std::smatch m;
-  if (std::getline(proc, line) && std::regex_search(line, m, std::regex(R"(\s(\d+\.\d+(\.\d+)?)\s)"))) release = m[1];
+  if (std::getline(proc, line) && std::regex_search(line, m, std::regex(R"(\s(\d+\.\d+(\.\d+)?)\s)")))
+    release = m[1];
   std::string why = driver_mismatch(driver, runtime, release);
   if (!why.empty()) return why;
   const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
-  return "the NVIDIA driver" + (release.empty() ? std::string() : " " + release) + " (CUDA " + cuda_version_text(driver) +
-         ") sees no GPU: check nvidia-smi, the job's GPU request (Slurm --gpus-per-node) and CUDA_VISIBLE_DEVICES (" +
+  return "the NVIDIA driver" + (release.empty() ? std::string() : " " + release) + " (CUDA " +
+         cuda_version_text(driver) +
+         ") sees no GPU: check nvidia-smi, the job's GPU request (Slurm --gpus-per-node) and "
+         "CUDA_VISIBLE_DEVICES (" +
          (visible ? "\"" + std::string(visible) + "\"" : std::string("unset")) + ")";
 }
 
@@ -187,7 +197,8 @@ bool driver_found() { return false; }
 std::string unavailable_reason() { return "sft was built without CUDA (SFT_CUDA=OFF)"; }
 std::string device_name(int) { return ""; }
 void set_device(int index) {
-  throw Error("CUDA device " + std::to_string(index) + " requested, but sft was built without CUDA (SFT_CUDA=OFF)");
+  throw Error("CUDA device " + std::to_string(index) +
+              " requested, but sft was built without CUDA (SFT_CUDA=OFF)");
 }
 void synchronize(c10::Device) {}
 MemoryStats memory_stats(int) { return {}; }

@@ -15,8 +15,7 @@ std::string json_error_text(const std::exception& e) {
   return w;
 }
 
-ConfigError::ConfigError(const std::string& file, int line, const std::string& key,
-                         const std::string& msg)
+ConfigError::ConfigError(const std::string& file, int line, const std::string& key, const std::string& msg)
     : Error((file.empty() ? std::string() : file + (line > 0 ? ":" + std::to_string(line) : "") + ": ") +
             (key.empty() ? std::string() : key + ": ") + msg) {}
 

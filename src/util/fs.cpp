@@ -88,7 +88,9 @@ AtomicFileWriter::~AtomicFileWriter() {
   }
 }
 
-void AtomicFileWriter::write(const void* data, std::size_t n) { write_all(fd_, static_cast<const char*>(data), n, tmp_); }
+void AtomicFileWriter::write(const void* data, std::size_t n) {
+  write_all(fd_, static_cast<const char*>(data), n, tmp_);
+}
 
 void AtomicFileWriter::commit() {
   if (::fsync(fd_) != 0) throw Error(tmp_ + ": fsync failed: " + errno_text());

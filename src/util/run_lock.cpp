@@ -47,20 +47,22 @@ std::string self_line() {
   char when[64];
   std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
   std::string cmd;
-  if (std::string c = [] {
-        try {
-          return fs::read_file("/proc/self/cmdline");
-        } catch (...) {
-          return std::string();
-        }
-      }();
+  if (std::string c =
+          [] {
+            try {
+              return fs::read_file("/proc/self/cmdline");
+            } catch (...) {
+              return std::string();
+            }
+          }();
       !c.empty()) {
     for (char& ch : c)
       if (ch == '\0') ch = ' ';
     cmd = c.substr(0, 300);
     while (!cmd.empty() && cmd.back() == ' ') cmd.pop_back();
   }
-  return "pid " + std::to_string(::getpid()) + " on host " + host + " since " + when + (cmd.empty() ? "" : " (" + cmd + ")");
+  return "pid " + std::to_string(::getpid()) + " on host " + host + " since " + when +
+         (cmd.empty() ? "" : " (" + cmd + ")");
 }
 
 }  // namespace
@@ -78,21 +80,25 @@ std::unique_ptr<RunLock> RunLock::acquire(const std::string& dir, const std::str
   // is a symbolic link (or a second name of another file) would overwrite what it points to.
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
   if (fd < 0 && errno == ELOOP)
-    throw ConfigError(what + ": " + path + " is a symbolic link; sft writes its lock file only as a file of its own "
+    throw ConfigError(what + ": " + path +
+                      " is a symbolic link; sft writes its lock file only as a file of its own "
                       "(remove the link, or choose another --output-dir)");
   if (fd < 0)
-    throw ConfigError(what + ": cannot write " + path + " (" + std::strerror(errno) + "); choose a folder you can write");
-  if (struct stat st {}; ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+    throw ConfigError(what + ": cannot write " + path + " (" + std::strerror(errno) +
+                      "); choose a folder you can write");
+  if (struct stat st{}; ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
     const bool linked = S_ISREG(st.st_mode) && st.st_nlink > 1;
     ::close(fd);
-    throw ConfigError(what + ": " + path +
-                      (linked ? " has another hard link (it is also another file's name)" : " is not a regular file") +
-                      "; sft writes its lock file only as a file of its own (remove it, or choose another --output-dir)");
+    throw ConfigError(
+        what + ": " + path +
+        (linked ? " has another hard link (it is also another file's name)" : " is not a regular file") +
+        "; sft writes its lock file only as a file of its own (remove it, or choose another --output-dir)");
   }
   // A sweep probing the folder (holder()) holds a shared lock for a moment: retry briefly
   // before calling the folder taken.
   int locked = -1;
-  for (int attempt = 0; attempt < 25 && (locked = ::flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EWOULDBLOCK; ++attempt)
+  for (int attempt = 0;
+       attempt < 25 && (locked = ::flock(fd, LOCK_EX | LOCK_NB)) != 0 && errno == EWOULDBLOCK; ++attempt)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   if (locked != 0) {
     const int err = errno;
@@ -101,13 +107,15 @@ std::unique_ptr<RunLock> RunLock::acquire(const std::string& dir, const std::str
     if (err != EWOULDBLOCK)
       throw ConfigError(what + ": cannot lock " + path + " (" + std::strerror(err) +
                         "); the file system must support flock (Lustre: mount with -o flock)");
-    throw RunLockedError(dir + ": in use by " + who + "; two processes must not write one run folder: wait for it " +
+    throw RunLockedError(dir + ": in use by " + who +
+                         "; two processes must not write one run folder: wait for it " +
                          "to finish (or stop it), or choose another --output-dir");
   }
   auto lock = std::unique_ptr<RunLock>(new RunLock());
   lock->fd_ = fd;
   const std::string line = self_line() + "\n";
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, line.data(), line.size(), 0) != static_cast<ssize_t>(line.size()))
+  if (::ftruncate(fd, 0) != 0 ||
+      ::pwrite(fd, line.data(), line.size(), 0) != static_cast<ssize_t>(line.size()))
     throw ConfigError(what + ": cannot write " + path + " (" + std::strerror(errno) + ")");
   return lock;
 }
@@ -116,13 +124,16 @@ std::string RunLock::holder(const std::string& dir) {
   const std::string path = lock_path(dir);
   const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return "";
-  if (struct stat st {}; ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {  // not a lock of sft's (acquire says why)
+  if (struct stat st{};
+      ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {  // not a lock of sft's (acquire says why)
     ::close(fd);
     return "";
   }
   std::string who;
-  if (::flock(fd, LOCK_SH | LOCK_NB) == 0) ::flock(fd, LOCK_UN);
-  else who = holder_line(fd);
+  if (::flock(fd, LOCK_SH | LOCK_NB) == 0)
+    ::flock(fd, LOCK_UN);
+  else
+    who = holder_line(fd);
   ::close(fd);
   return who;
 }

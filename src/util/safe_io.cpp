@@ -33,15 +33,19 @@ int open_append(const std::string& path) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) {
     if (errno == ELOOP)
-      throw Error(path + ": is a symbolic link; sft does not write through links (remove it, or choose another folder)");
+      throw Error(
+          path +
+          ": is a symbolic link; sft does not write through links (remove it, or choose another folder)");
     throw Error(path + ": cannot open for appending: " + errno_text());
   }
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
     const bool linked = S_ISREG(st.st_mode) && st.st_nlink > 1;
     ::close(fd);
-    throw Error(path + (linked ? ": has another hard link (another file's name); sft does not write through links"
-                              : ": is not a regular file") + " (remove it, or choose another folder)");
+    throw Error(path +
+                (linked ? ": has another hard link (another file's name); sft does not write through links"
+                        : ": is not a regular file") +
+                " (remove it, or choose another folder)");
   }
   return fd;
 }
@@ -49,19 +53,24 @@ int open_append(const std::string& path) {
 void require_regular_file(const std::string& path, const std::string& what) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0)
-    throw DataError(path + ": " + (errno == ENOENT ? "not found" : "cannot be read (" + errno_text() + ")") + " (" + what + ")");
+    throw DataError(path + ": " + (errno == ENOENT ? "not found" : "cannot be read (" + errno_text() + ")") +
+                    " (" + what + ")");
   if (S_ISREG(st.st_mode)) return;
-  const char* kind = S_ISDIR(st.st_mode)   ? "a folder"
-                     : S_ISFIFO(st.st_mode) ? "a FIFO"
-                     : S_ISSOCK(st.st_mode) ? "a socket"
+  const char* kind = S_ISDIR(st.st_mode)                          ? "a folder"
+                     : S_ISFIFO(st.st_mode)                       ? "a FIFO"
+                     : S_ISSOCK(st.st_mode)                       ? "a socket"
                      : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
                                                                   : "not a plain file";
   throw DataError(path + ": is " + std::string(kind) + ", not a regular file (" + what + ")");
 }
 
-bool is_gzip_name(const std::string& path) { return path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0; }
+bool is_gzip_name(const std::string& path) {
+  return path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0;
+}
 
-std::string without_gz(const std::string& path) { return is_gzip_name(path) ? path.substr(0, path.size() - 3) : path; }
+std::string without_gz(const std::string& path) {
+  return is_gzip_name(path) ? path.substr(0, path.size() - 3) : path;
+}
 
 std::string read_input_file(const std::string& path, const std::string& what) {
   require_regular_file(path, what);
@@ -95,7 +104,8 @@ std::string read_input_file(const std::string& path, const std::string& what) {
   }
   inflateEnd(&z);
   if (rc != Z_STREAM_END)
-    throw DataError(path + ": " + (rc == Z_BUF_ERROR ? "the gzip data ends early (truncated?)" : "not valid gzip data") +
+    throw DataError(path + ": " +
+                    (rc == Z_BUF_ERROR ? "the gzip data ends early (truncated?)" : "not valid gzip data") +
                     " (" + what + ")");
   return out;
 }

@@ -17,7 +17,8 @@ namespace sft {
 namespace {
 
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
-  for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);
+  for (std::size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
+    s.replace(at, from.size(), to);
   return s;
 }
 
@@ -58,23 +59,29 @@ TEST(BadInput, EveryCaseExitsTwoNamingTheProblemAndChangesNothing) {
       fs::make_dirs(path.substr(0, path.rfind('/')));
       const bool gz = path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0;
       test::write(gz ? path.substr(0, path.size() - 3) : path, it.value());
-      if (gz) ASSERT_EQ(test::run_program({"gzip", "-n", "-f", path.substr(0, path.size() - 3)}).exit_code, 0) << name;
+      if (gz)
+        ASSERT_EQ(test::run_program({"gzip", "-n", "-f", path.substr(0, path.size() - 3)}).exit_code, 0)
+            << name;
     }
     std::vector<std::string> args;
     for (const auto& a : c["args"]) args.push_back(replace_all(a.get<std::string>(), "{tmp}", d.path()));
     const auto before = snapshot(d.path());
     std::map<std::string, std::string> env;
     const nlohmann::json env_json = c.value("env", nlohmann::json::object());
-    for (auto it = env_json.begin(); it != env_json.end(); ++it) env[it.key()] = it.value().get<std::string>();
+    for (auto it = env_json.begin(); it != env_json.end(); ++it)
+      env[it.key()] = it.value().get<std::string>();
     auto r = test::run_sft(args, env, 120);
     ++ran;
     EXPECT_EQ(r.exit_code, c["exit"].get<int>()) << name << ":\n" << r.err;
     for (const auto& e : c["expect"]) {
       const std::string want = replace_all(e.get<std::string>(), "{tmp}", d.path());
-      EXPECT_NE(r.err.find(want), std::string::npos) << name << ": the message lacks \"" << want << "\":\n" << r.err;
+      EXPECT_NE(r.err.find(want), std::string::npos) << name << ": the message lacks \"" << want << "\":\n"
+                                                     << r.err;
     }
     for (const auto& a : c.value("absent", nlohmann::json::array()))
-      EXPECT_EQ(r.err.find(a.get<std::string>()), std::string::npos) << name << ": the message holds \"" << a << "\":\n" << r.err;
+      EXPECT_EQ(r.err.find(a.get<std::string>()), std::string::npos)
+          << name << ": the message holds \"" << a << "\":\n"
+          << r.err;
     EXPECT_LT(r.err.size(), 2000u) << name << ": a message, not a dump";
     EXPECT_EQ(snapshot(d.path()), before) << name << ": the disk changed";
   }
@@ -89,10 +96,11 @@ TEST(BadInput, ACrashsCheckpointTemporariesAreRemovedAtStart) {
   fs::make_dirs(stale);
   test::write(stale + "/state.safetensors", "half written");
   fs::make_dirs(d.file("run/checkpoints/step_8.tmp.sharded"));
-  auto r = test::run_sft({"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", d.file("run"), "--resume",
-                          "auto", "--set", "train.max_steps=1", "--set", "datasets.math.fraction=1/16", "--set",
-                          "datasets.code.fraction=1/16", "--set", "datasets.general.fraction=1/16", "--set",
-                          "data.cache_dir=" + d.file("cache"), "--set", "train.export_stage_models=false"});
+  auto r =
+      test::run_sft({"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", d.file("run"), "--resume",
+                     "auto", "--set", "train.max_steps=1", "--set", "datasets.math.fraction=1/16", "--set",
+                     "datasets.code.fraction=1/16", "--set", "datasets.general.fraction=1/16", "--set",
+                     "data.cache_dir=" + d.file("cache"), "--set", "train.export_stage_models=false"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_FALSE(fs::exists(stale));
   EXPECT_FALSE(fs::exists(d.file("run/checkpoints/step_8.tmp.sharded")));
@@ -102,11 +110,27 @@ TEST(BadInput, ACrashsCheckpointTemporariesAreRemovedAtStart) {
 // A run whose every step had a non-finite loss learned nothing: it fails, and exports nothing.
 TEST(BadInput, ARunWhoseEveryStepWasSkippedFailsAndExportsNothing) {
   test::TempDir d;
-  auto r = test::run_sft({"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", d.file("run"), "--set",
-                          "train.max_steps=3", "--set", "train.max_nonfinite_steps=10", "--set",
-                          "datasets.math.fraction=1/16", "--set", "datasets.code.fraction=1/16", "--set",
-                          "datasets.general.fraction=1/16", "--set", "data.cache_dir=" + d.file("cache"), "--set",
-                          "train.export_stage_models=false", "--inject-nonfinite", "1,2,3"});
+  auto r = test::run_sft({"train",
+                          "--config",
+                          "configs/tiny/dmt.yaml",
+                          "--output-dir",
+                          d.file("run"),
+                          "--set",
+                          "train.max_steps=3",
+                          "--set",
+                          "train.max_nonfinite_steps=10",
+                          "--set",
+                          "datasets.math.fraction=1/16",
+                          "--set",
+                          "datasets.code.fraction=1/16",
+                          "--set",
+                          "datasets.general.fraction=1/16",
+                          "--set",
+                          "data.cache_dir=" + d.file("cache"),
+                          "--set",
+                          "train.export_stage_models=false",
+                          "--inject-nonfinite",
+                          "1,2,3"});
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("all 3 steps had a non-finite loss"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(d.file("run/final")));

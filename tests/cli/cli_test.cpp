@@ -23,12 +23,16 @@ TEST(Cli, VersionPrintsLibTorchCudaAndThreads) {
   EXPECT_EQ(v["libtorch"].get<std::string>().rfind("2.", 0), 0u) << v.dump();
   EXPECT_EQ(v["cuda_compiled"].get<bool>(), SFT_WITH_CUDA != 0) << v.dump();
   EXPECT_EQ(v["gloo_compiled"].get<bool>(), SFT_TEST_GLOO != 0) << v.dump();
-  EXPECT_NE(r.out.find(SFT_TEST_GLOO ? "gloo compiled in" : "gloo not compiled in (SFT_GLOO=OFF)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(SFT_TEST_GLOO ? "gloo compiled in" : "gloo not compiled in (SFT_GLOO=OFF)"),
+            std::string::npos)
+      << r.out;
   // CUDA compiled in but no GPU: both forms say why (here: no driver, or one too old for the runtime).
   if (SFT_WITH_CUDA && !v["cuda_available"].get<bool>()) {
     ASSERT_TRUE(v.contains("cuda_unavailable")) << v.dump();
     EXPECT_FALSE(v["cuda_unavailable"].get<std::string>().empty());
-    EXPECT_NE(r.out.find("no device available: " + v["cuda_unavailable"].get<std::string>()), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("no device available: " + v["cuda_unavailable"].get<std::string>()),
+              std::string::npos)
+        << r.out;
   }
   if (SFT_WITH_CUDA) {
     EXPECT_EQ(v["cuda_version"].get<std::string>().rfind("13.", 0), 0u) << v.dump();
@@ -43,7 +47,8 @@ TEST(Cli, UsageErrorsExitWithTwo) {
   EXPECT_EQ(test::run_sft({}).exit_code, 2);
   auto help = test::run_sft({"--help"});
   EXPECT_EQ(help.exit_code, 0);
-  for (const char* sub : {"train", "config", "version"}) EXPECT_NE(help.out.find(sub), std::string::npos) << sub;
+  for (const char* sub : {"train", "config", "version"})
+    EXPECT_NE(help.out.find(sub), std::string::npos) << sub;
 }
 
 TEST(Cli, ConfigErrorsExitWithTwoAndListEveryProblem) {
@@ -56,7 +61,8 @@ TEST(Cli, ConfigErrorsExitWithTwoAndListEveryProblem) {
 }
 
 TEST(Cli, ConfigExpandPrintsThePapersStageStructure) {
-  auto r = test::run_sft({"config", "expand", "--config", "configs/tiny/dmt.yaml", "--set", "strategy.k=1/64"});
+  auto r =
+      test::run_sft({"config", "expand", "--config", "configs/tiny/dmt.yaml", "--set", "strategy.k=1/64"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j["stages"].size(), 2u);
@@ -80,8 +86,8 @@ namespace {
 
 TEST(CliData, InspectShowsTextIdsMaskAndOrigin) {
   test::TempDir d;
-  auto r = test::run_sft({"data", "inspect", "--config", "configs/tiny/dmt.yaml", "--stage", "general", "--index", "5",
-                          "--json", "--set", "data.cache_dir=" + d.path()});
+  auto r = test::run_sft({"data", "inspect", "--config", "configs/tiny/dmt.yaml", "--stage", "general",
+                          "--index", "5", "--json", "--set", "data.cache_dir=" + d.path()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["stage"], "general");
@@ -101,8 +107,8 @@ TEST(CliData, InspectShowsTextIdsMaskAndOrigin) {
   ASSERT_EQ(by_id.exit_code, 0) << by_id.err;
   EXPECT_EQ(nlohmann::json::parse(by_id.out)["ids"], j["ids"]);
   // Human-readable form marks trained tokens.
-  auto human = test::run_sft({"data", "inspect", "--config", "configs/tiny/dmt.yaml", "--stage", "general", "--index", "5",
-                              "--set", "data.cache_dir=" + d.path()});
+  auto human = test::run_sft({"data", "inspect", "--config", "configs/tiny/dmt.yaml", "--stage", "general",
+                              "--index", "5", "--set", "data.cache_dir=" + d.path()});
   ASSERT_EQ(human.exit_code, 0) << human.err;
   EXPECT_NE(human.out.find("\u27e6"), std::string::npos);
   EXPECT_NE(human.out.find(" T"), std::string::npos);
@@ -110,7 +116,12 @@ TEST(CliData, InspectShowsTextIdsMaskAndOrigin) {
 
 TEST(CliData, PrepareBuildsTheCacheOnceThenReusesIt) {
   test::TempDir d;
-  std::vector<std::string> args = {"data", "prepare", "--json", "--config", "configs/tiny/dmt.yaml", "--set",
+  std::vector<std::string> args = {"data",
+                                   "prepare",
+                                   "--json",
+                                   "--config",
+                                   "configs/tiny/dmt.yaml",
+                                   "--set",
                                    "data.cache_dir=" + d.path()};
   auto first = test::run_sft(args);
   ASSERT_EQ(first.exit_code, 0) << first.err;
@@ -126,7 +137,8 @@ TEST(CliData, PrepareBuildsTheCacheOnceThenReusesIt) {
 
 TEST(CliData, StatsOnTinyDataCountEveryRecord) {
   test::TempDir d;
-  auto r = test::run_sft({"data", "stats", "--json", "--config", "configs/tiny/dmt.yaml", "--set", "data.cache_dir=" + d.path()});
+  auto r = test::run_sft({"data", "stats", "--json", "--config", "configs/tiny/dmt.yaml", "--set",
+                          "data.cache_dir=" + d.path()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["datasets"]["math"]["read"], 6144);
@@ -137,7 +149,8 @@ TEST(CliData, StatsOnTinyDataCountEveryRecord) {
 }
 
 TEST(CliData, RenderErrorsNameTheFileAndExitNonZero) {
-  auto r = test::run_sft({"data", "render", "--format", "gsm8k", "tests/fixtures/bad_data/gsm8k_missing_answer.jsonl"});
+  auto r = test::run_sft(
+      {"data", "render", "--format", "gsm8k", "tests/fixtures/bad_data/gsm8k_missing_answer.jsonl"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("gsm8k_missing_answer.jsonl:3: missing field \"answer\""), std::string::npos) << r.err;
 }

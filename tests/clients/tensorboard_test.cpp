@@ -21,14 +21,37 @@ TEST(TensorBoardClient, ItsEventReaderReadsEveryScalarSftLogged) {
   // Both stages of the tiny DMT run on a sliver of the data, one thread (quick on a busy
   // machine), every step logged, and the math and general skills evaluated at the stage end
   // and at the end (eval/* scalars).
-  auto r = test::run_sft({"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", d.file("run"),
-                          "--set", "data.cache_dir=" + d.file("cache"),
-                          "--set", "datasets.math.fraction=1/256", "--set", "datasets.code.fraction=1/256",
-                          "--set", "datasets.general.fraction=1/128", "--set", "strategy.k=1/8",
-                          "--set", "train.batch_size=2", "--set", "train.threads=1", "--set", "train.log_every=1",
-                          "--set", "eval.at_stage_end=true", "--set", "eval.at_end=true",
-                          "--set", "eval.max_new_tokens=8", "--set", "eval.batch_size=4",
-                          "--set", "eval.benchmarks=[{name: math, limit: 2}, {name: general, limit: 2}]"},
+  auto r = test::run_sft({"train",
+                          "--config",
+                          "configs/tiny/dmt.yaml",
+                          "--output-dir",
+                          d.file("run"),
+                          "--set",
+                          "data.cache_dir=" + d.file("cache"),
+                          "--set",
+                          "datasets.math.fraction=1/256",
+                          "--set",
+                          "datasets.code.fraction=1/256",
+                          "--set",
+                          "datasets.general.fraction=1/128",
+                          "--set",
+                          "strategy.k=1/8",
+                          "--set",
+                          "train.batch_size=2",
+                          "--set",
+                          "train.threads=1",
+                          "--set",
+                          "train.log_every=1",
+                          "--set",
+                          "eval.at_stage_end=true",
+                          "--set",
+                          "eval.at_end=true",
+                          "--set",
+                          "eval.max_new_tokens=8",
+                          "--set",
+                          "eval.batch_size=4",
+                          "--set",
+                          "eval.benchmarks=[{name: math, limit: 2}, {name: general, limit: 2}]"},
                          {}, 600);
   ASSERT_EQ(r.exit_code, 0) << r.err;
 
@@ -49,8 +72,8 @@ TEST(TensorBoardClient, ItsEventReaderReadsEveryScalarSftLogged) {
   EXPECT_EQ(step_lines, last_step);  // log_every=1
   EXPECT_EQ(eval_lines, 4);          // 2 benchmarks x (stage 1 end, end)
 
-  auto c = test::run_program({test::python(), test::source_dir() + "/tests/clients/tensorboard_read.py", d.file("run")},
-                             {}, 120);
+  auto c = test::run_program(
+      {test::python(), test::source_dir() + "/tests/clients/tensorboard_read.py", d.file("run")}, {}, 120);
   ASSERT_EQ(c.exit_code, 0) << c.err << c.out;
   auto j = nlohmann::json::parse(c.out);
   EXPECT_TRUE(j["problems"].empty()) << j["problems"].dump(1);

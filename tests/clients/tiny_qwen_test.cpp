@@ -25,8 +25,8 @@ TEST(TinyQwen, DmtTrainsExportsAndChatsInTransformersAsInSft) {
   SFT_REQUIRE_PYTHON();
   test::TempDir d;
   const std::string run = d.file("run");
-  auto r = test::run_sft({"train", "--config", "configs/tiny/dmt_qwen.yaml", "--output-dir", run,
-                          "--set", "data.cache_dir=" + d.file("cache"), "--set", "datasets.math.fraction=1/16",
+  auto r = test::run_sft({"train", "--config", "configs/tiny/dmt_qwen.yaml", "--output-dir", run, "--set",
+                          "data.cache_dir=" + d.file("cache"), "--set", "datasets.math.fraction=1/16",
                           "--set", "datasets.code.fraction=1/16", "--set", "datasets.general.fraction=1/4",
                           "--set", "train.export_stage_models=false"},
                          {}, 900);
@@ -50,8 +50,9 @@ TEST(TinyQwen, DmtTrainsExportsAndChatsInTransformersAsInSft) {
       "How many clips did Natalia sell altogether in April and May?",
       "Hello! Who are you?"};
   std::vector<std::string> hf_args = {"chat", model, "--max-new-tokens", "48"};
-  std::vector<std::string> sft_args = {test::sft_binary(), "generate", "--model", model, "--template", "qwen3",
-                                       "--max-new-tokens", "48", "--device", "cpu", "--json"};
+  std::vector<std::string> sft_args = {
+      test::sft_binary(), "generate", "--model",  model, "--template", "qwen3",
+      "--max-new-tokens", "48",       "--device", "cpu", "--json"};
   for (const auto& q : questions) {
     hf_args.insert(hf_args.end(), {"--question", q});
     sft_args.insert(sft_args.end(), {"--prompt", q});
@@ -85,7 +86,8 @@ TEST(TinyQwen, DmtTrainsExportsAndChatsInTransformersAsInSft) {
   EXPECT_GT(stopped, 0) << "no answer ended at an EOS: the EOS ids were never exercised";
 
   // sft eval on the exported folder (the general skill: chat answers that must end at EOS).
-  auto e = test::run_sft({"eval", "--model", model, "--benchmark", "general", "--limit", "8", "--json"}, {}, 600);
+  auto e =
+      test::run_sft({"eval", "--model", model, "--benchmark", "general", "--limit", "8", "--json"}, {}, 600);
   ASSERT_EQ(e.exit_code, 0) << e.err;
   EXPECT_EQ(json::parse(e.out)["summary"]["metric"], "exact_match");
 }

@@ -39,12 +39,31 @@ const Export& sft_export() {
     x.dir = std::make_unique<test::TempDir>();
     x.final_dir = x.dir->file("run/final");
     // rope_theta other than transformers' default, so the export's config.json must carry it.
-    x.run = test::run_sft({"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", x.dir->file("run"),
-                           "--set", "datasets.math.fraction=1/16", "--set", "datasets.code.fraction=1/16",
-                           "--set", "datasets.general.fraction=1/8", "--set", "data.cache_dir=" + x.dir->file("cache"),
-                           "--set", "train.precision=fp32", "--set", "train.threads=1", "--set", "train.max_steps=2",
-                           "--set", "train.warmup_ratio=0", "--set", "train.export_stage_models=false",
-                           "--set", "model.config.rope_theta=500000"},
+    x.run = test::run_sft({"train",
+                           "--config",
+                           "configs/tiny/dmt.yaml",
+                           "--output-dir",
+                           x.dir->file("run"),
+                           "--set",
+                           "datasets.math.fraction=1/16",
+                           "--set",
+                           "datasets.code.fraction=1/16",
+                           "--set",
+                           "datasets.general.fraction=1/8",
+                           "--set",
+                           "data.cache_dir=" + x.dir->file("cache"),
+                           "--set",
+                           "train.precision=fp32",
+                           "--set",
+                           "train.threads=1",
+                           "--set",
+                           "train.max_steps=2",
+                           "--set",
+                           "train.warmup_ratio=0",
+                           "--set",
+                           "train.export_stage_models=false",
+                           "--set",
+                           "model.config.rope_theta=500000"},
                           {}, 300);
     return x;
   }();
@@ -56,9 +75,10 @@ TEST(Transformers, SftExportLoadsInAutoModelWithTheSameLogProbs) {
   const Export& e = sft_export();
   ASSERT_EQ(e.run.exit_code, 0) << e.run.err;
   ASSERT_TRUE(fs::exists(e.final_dir + "/model.safetensors"));
-  auto ours = sft_score({"--model", e.final_dir, "--text",
-                         "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
-                         "May. How many clips did Natalia sell altogether in April and May?"});
+  auto ours =
+      sft_score({"--model", e.final_dir, "--text",
+                 "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
+                 "May. How many clips did Natalia sell altogether in April and May?"});
   ASSERT_TRUE(ours.is_object());
   ASSERT_GT(ours["ids"].size(), 20u);
   auto theirs = hf({"score", e.final_dir, "--ids", csv(ours["ids"])});
@@ -67,8 +87,8 @@ TEST(Transformers, SftExportLoadsInAutoModelWithTheSameLogProbs) {
   EXPECT_EQ(theirs["rope_theta"], 500000.0);
   EXPECT_EQ(theirs["tie_word_embeddings"], false);
   EXPECT_GT(spread(ours), 0.5);
-  EXPECT_LT(max_diff(ours, theirs), kTolerance) << "sft " << ours["logprobs"].dump() << "\ntransformers "
-                                                << theirs["logprobs"].dump();
+  EXPECT_LT(max_diff(ours, theirs), kTolerance)
+      << "sft " << ours["logprobs"].dump() << "\ntransformers " << theirs["logprobs"].dump();
 }
 
 TEST(Transformers, SftExportTokenizerEncodesLikeSftInAutoTokenizer) {
@@ -92,8 +112,9 @@ TEST(Transformers, SftExportTokenizerEncodesLikeSftInAutoTokenizer) {
   std::vector<json> rendered;
   for (const auto& [format, file] : std::vector<std::pair<std::string, std::string>>{
            {"gsm8k", "data/tiny/math_test.jsonl"}, {"sharegpt", "data/tiny/general_test.json"}}) {
-    auto r = run_json({test::sft_binary(), "data", "render", "--format", format, "--template", "vicuna_v1.1", file,
-                       "--index", "0", "--generation", "--json", "--tokenizer", e.final_dir + "/tokenizer.model"});
+    auto r =
+        run_json({test::sft_binary(), "data", "render", "--format", format, "--template", "vicuna_v1.1", file,
+                  "--index", "0", "--generation", "--json", "--tokenizer", e.final_dir + "/tokenizer.model"});
     ASSERT_TRUE(r.is_object());
     texts.push_back(r["text"].get<std::string>());
     rendered.push_back(r["ids"]);
@@ -104,8 +125,8 @@ TEST(Transformers, SftExportTokenizerEncodesLikeSftInAutoTokenizer) {
   test::write(d.file("texts.jsonl"), lines);
 
   // sft's ids: BOS + its tokenizer's encoding of each text (score --input prints them).
-  auto r = test::run_program({test::sft_binary(), "score", "--model", e.final_dir, "--input", d.file("texts.jsonl"),
-                              "--device", "cpu", "--threads", "1"},
+  auto r = test::run_program({test::sft_binary(), "score", "--model", e.final_dir, "--input",
+                              d.file("texts.jsonl"), "--device", "cpu", "--threads", "1"},
                              {}, 300);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::vector<json> ours;
@@ -127,8 +148,8 @@ TEST(Transformers, SftExportTokenizerEncodesLikeSftInAutoTokenizer) {
     EXPECT_EQ(theirs["sentencepiece"][i], ours[i]) << "sentencepiece vs sft on " << json(texts[i]).dump();
   }
   for (std::size_t k = 0; k < rendered.size(); ++k)
-    EXPECT_EQ(theirs["ids"][first_prompt + k], rendered[k]) << "transformers vs sft data render on "
-                                                            << json(texts[first_prompt + k]).dump();
+    EXPECT_EQ(theirs["ids"][first_prompt + k], rendered[k])
+        << "transformers vs sft data render on " << json(texts[first_prompt + k]).dump();
   // Byte fallback was exercised: ids 3..258 are the <0xNN> byte pieces.
   bool bytes = false;
   for (const auto& id : ours[5]) bytes |= id.get<int>() >= 3 && id.get<int>() <= 258;
@@ -136,8 +157,8 @@ TEST(Transformers, SftExportTokenizerEncodesLikeSftInAutoTokenizer) {
 }
 
 // Saves a tiny LlamaForCausalLM with transformers and checks that sft scores it the same.
-void expect_transformers_save_scores_the_same(const std::vector<std::string>& save_args, const std::string& dtype,
-                                              const std::string& st_dtype) {
+void expect_transformers_save_scores_the_same(const std::vector<std::string>& save_args,
+                                              const std::string& dtype, const std::string& st_dtype) {
   test::TempDir d;
   const std::string dir = d.file("m");
   std::vector<std::string> args = {"save", dir, "--dtype", dtype, "--kv-heads", "2", "--ids", sequence()};
@@ -164,8 +185,8 @@ void expect_transformers_save_scores_the_same(const std::vector<std::string>& sa
   auto ours = sft_score({"--model", dir, "--ids", sequence()});
   ASSERT_TRUE(ours.is_object());
   EXPECT_GT(spread(theirs), 1.0);
-  EXPECT_LT(max_diff(ours, theirs), kTolerance) << "sft " << ours["logprobs"].dump() << "\ntransformers "
-                                                << theirs["logprobs"].dump();
+  EXPECT_LT(max_diff(ours, theirs), kTolerance)
+      << "sft " << ours["logprobs"].dump() << "\ntransformers " << theirs["logprobs"].dump();
 }
 
 TEST(Transformers, ShardedFp32GqaSaveScoresTheSameInSft) {
@@ -184,8 +205,8 @@ TEST(Transformers, ShardedBf16GqaTiedSaveScoresTheSameInSft) {
 // (no top-level rope_theta or rope_scaling): sft must honour them, not its defaults.
 TEST(Transformers, RopeParametersThatTransformersWritesAreHonouredBySft) {
   SFT_REQUIRE_PYTHON();
-  for (const auto& extra : std::vector<std::vector<std::string>>{{"--rope-theta", "500000"},
-                                                                 {"--rope-theta", "500000", "--llama3-scaling"}}) {
+  for (const auto& extra : std::vector<std::vector<std::string>>{
+           {"--rope-theta", "500000"}, {"--rope-theta", "500000", "--llama3-scaling"}}) {
     SCOPED_TRACE(extra.back());
     test::TempDir d;
     std::vector<std::string> args = {"save", d.file("m"), "--dtype", "float32", "--ids", sequence()};
@@ -199,8 +220,8 @@ TEST(Transformers, RopeParametersThatTransformersWritesAreHonouredBySft) {
     EXPECT_GT(max_diff(theirs, plain), 1e-2);
     auto ours = sft_score({"--model", d.file("m"), "--ids", sequence()});
     ASSERT_TRUE(ours.is_object());
-    EXPECT_LT(max_diff(ours, theirs), kTolerance) << "sft " << ours["logprobs"].dump() << "\ntransformers "
-                                                  << theirs["logprobs"].dump();
+    EXPECT_LT(max_diff(ours, theirs), kTolerance)
+        << "sft " << ours["logprobs"].dump() << "\ntransformers " << theirs["logprobs"].dump();
   }
 }
 

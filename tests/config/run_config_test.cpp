@@ -12,14 +12,21 @@ namespace {
 
 std::string tiny_yaml(const std::string& strategy_block, const std::string& extra = "") {
   const std::string d = test::source_dir() + "/data/tiny/";
-  return "model:\n  config: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, "
+  return "model:\n  config: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
+         "num_attention_heads: 2, "
          "vocab_size: 1024}\n"
-         "tokenizer: " + d + "tokenizer.model\n"
+         "tokenizer: " +
+         d +
+         "tokenizer.model\n"
          "datasets:\n"
-         "  math: {path: " + d + "math_train.jsonl, format: gsm8k, ability: math}\n"
-         "  code: {path: " + d + "code_train.json, format: alpaca, ability: code}\n"
-         "  general: {path: " + d + "general_train.json, format: sharegpt, ability: general}\n" +
-         strategy_block + extra;
+         "  math: {path: " +
+         d +
+         "math_train.jsonl, format: gsm8k, ability: math}\n"
+         "  code: {path: " +
+         d +
+         "code_train.json, format: alpaca, ability: code}\n"
+         "  general: {path: " +
+         d + "general_train.json, format: sharegpt, ability: general}\n" + strategy_block + extra;
 }
 
 // The ConfigError `f` throws; its message must contain `expected` (any ConfigError would
@@ -65,7 +72,8 @@ TEST(RunConfig, MultiTaskIsOneStageWithEveryDataset) {
 }
 
 TEST(RunConfig, SequentialFollowsTheGivenOrder) {
-  auto p = plan_of(parse_run_config(tiny_yaml("strategy: {name: sequential, order: [code, math, general]}\n"), "t.yaml"));
+  auto p = plan_of(
+      parse_run_config(tiny_yaml("strategy: {name: sequential, order: [code, math, general]}\n"), "t.yaml"));
   ASSERT_EQ(p.size(), 3u);
   EXPECT_EQ(p[0].first, "code");
   EXPECT_EQ(p[1].first, "math");
@@ -139,8 +147,9 @@ TEST(RunConfig, SetReachesEveryKey) {
   EXPECT_EQ(cfg.seed, 7u);
   EXPECT_DOUBLE_EQ(parse_run_config(tiny_yaml("strategy: dmt\n"), "t.yaml", {"strategy.k=1/64"}).k, 1.0 / 64);
   // k belongs to DMT: setting it for another strategy is a mistake worth reporting.
-  expect_config_error([] { parse_run_config(tiny_yaml("strategy: multi_task\n"), "t.yaml", {"strategy.k=1/64"}); },
-                      "strategy.k");
+  expect_config_error(
+      [] { parse_run_config(tiny_yaml("strategy: multi_task\n"), "t.yaml", {"strategy.k=1/64"}); },
+      "strategy.k");
   // Provenance: overridden keys say so, untouched ones are defaults.
   bool lr_seen = false;
   for (const auto& s : cfg.settings) {
@@ -173,10 +182,13 @@ TEST(RunConfig, FiveMistakesAreReportedTogetherWithFileLineAndKey) {
     std::string m = e.what();
     EXPECT_NE(m.find("5 problems"), std::string::npos) << m;
     EXPECT_NE(m.find(file + ":8: datasets.code.format: \"alpacca\" is not one of"), std::string::npos) << m;
-    EXPECT_NE(m.find(file + ":16: stages[1].sources.math.fraction: 1.5 is outside (0, 1]"), std::string::npos) << m;
+    EXPECT_NE(m.find(file + ":16: stages[1].sources.math.fraction: 1.5 is outside (0, 1]"), std::string::npos)
+        << m;
     EXPECT_NE(m.find(file + ":17: stages[1].epochs: 0 is outside"), std::string::npos) << m;
     EXPECT_NE(m.find(file + ":19: train.lr: \"fast\" is not a number"), std::string::npos) << m;
-    EXPECT_NE(m.find(file + ":20: train.batch_sise: unknown key; did you mean \"batch_size\"?"), std::string::npos) << m;
+    EXPECT_NE(m.find(file + ":20: train.batch_sise: unknown key; did you mean \"batch_size\"?"),
+              std::string::npos)
+        << m;
     EXPECT_EQ(e.exit_code(), 2);
   }
 }
@@ -186,21 +198,24 @@ TEST(RunConfig, OverrideErrorsNameTheOverride) {
     parse_run_config(tiny_yaml("strategy: dmt\n"), "t.yaml", {"train.lr=abc"});
     FAIL();
   } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("--set train.lr: \"abc\" is not a number"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--set train.lr: \"abc\" is not a number"), std::string::npos)
+        << e.what();
   }
   expect_config_error([] { parse_run_config(tiny_yaml("strategy: dmt\n"), "t.yaml", {"no_equals_sign"}); },
                       "no_equals_sign");
 }
 
 TEST(RunConfig, StrategyAndStagesTogetherIsAnError) {
-  expect_config_error([] { parse_run_config(tiny_yaml("strategy: dmt\nstages: [{sources: {math: 1}}]\n"), "t.yaml"); },
-                      "stages");
+  expect_config_error(
+      [] { parse_run_config(tiny_yaml("strategy: dmt\nstages: [{sources: {math: 1}}]\n"), "t.yaml"); },
+      "stages");
   expect_config_error([] { parse_run_config(tiny_yaml(""), "t.yaml"); }, "strategy");
 }
 
 TEST(RunConfig, DmtNeedsGeneralAndSpecialisedData) {
   std::string yaml = tiny_yaml("strategy: dmt\n");
-  expect_config_error([&] { parse_run_config(yaml, "t.yaml", {"datasets.general.ability=chat"}); }, "general");
+  expect_config_error([&] { parse_run_config(yaml, "t.yaml", {"datasets.general.ability=chat"}); },
+                      "general");
 }
 
 TEST(RunConfig, YamlSyntaxErrorsCarryTheLine) {
@@ -223,8 +238,9 @@ TEST(ParseFraction, AcceptsDecimalsRatiosAndPercentages) {
 }
 
 TEST(RunConfig, ShippedConfigsLoad) {
-  for (const char* f : {"configs/tiny/multi_task.yaml", "configs/tiny/sequential.yaml",
-                        "configs/tiny/mixed_sequential.yaml", "configs/tiny/dmt.yaml", "configs/dmt_33b.yaml"}) {
+  for (const char* f :
+       {"configs/tiny/multi_task.yaml", "configs/tiny/sequential.yaml", "configs/tiny/mixed_sequential.yaml",
+        "configs/tiny/dmt.yaml", "configs/dmt_33b.yaml"}) {
     EXPECT_NO_THROW(load_run_config(test::source_dir() + "/" + f)) << f;
   }
   RunConfig big = load_run_config(test::source_dir() + "/configs/dmt_33b.yaml");
@@ -265,13 +281,15 @@ TEST(ConfigKeys, ReadmesReferenceIsTheDeclaredTable) {
 // Settings a resumed run may change without --resume-override are those that do not change
 // what is trained; the rest must be named.
 TEST(ConfigKeys, AResumeMayChangeWhereAndHowOftenButNotWhatIsTrained) {
-  for (const char* k : {"output_dir", "config_file", "train.log_every", "train.save_every", "train.max_steps",
-                        "train.threads", "train.device", "data.cache_dir", "datasets.math.path", "dist.backend",
-                        "dist.timeout_s", "eval.at_end", "eval.benchmarks[0].name", "model.path", "model.save_dtype"})
+  for (const char* k :
+       {"output_dir", "config_file", "train.log_every", "train.save_every", "train.max_steps",
+        "train.threads", "train.device", "data.cache_dir", "datasets.math.path", "dist.backend",
+        "dist.timeout_s", "eval.at_end", "eval.benchmarks[0].name", "model.path", "model.save_dtype"})
     EXPECT_TRUE(resume_may_change(k)) << k;
-  for (const char* k : {"train.lr", "train.batch_size", "train.precision", "stages[1].lr", "data.max_seq_len",
-                        "datasets.math.fraction", "datasets.math.format", "dist.strategy", "model.config.hidden_size",
-                        "model.init", "seed", "strategy.k", "template.name", "no_such_key"})
+  for (const char* k :
+       {"train.lr", "train.batch_size", "train.precision", "stages[1].lr", "data.max_seq_len",
+        "datasets.math.fraction", "datasets.math.format", "dist.strategy", "model.config.hidden_size",
+        "model.init", "seed", "strategy.k", "template.name", "no_such_key"})
     EXPECT_FALSE(resume_may_change(k)) << k;
 }
 

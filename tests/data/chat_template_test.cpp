@@ -16,23 +16,28 @@ Record chat(std::vector<std::string> turns, std::string system = "", bool has_sy
   Record r;
   r.has_system = has_system;
   r.system = system;
-  for (std::size_t i = 0; i < turns.size(); ++i) r.turns.push_back({i % 2 ? Role::kAssistant : Role::kUser, turns[i]});
+  for (std::size_t i = 0; i < turns.size(); ++i)
+    r.turns.push_back({i % 2 ? Role::kAssistant : Role::kUser, turns[i]});
   return r;
 }
 
 const char* kVicunaSys =
-    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, "
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, "
     "and polite answers to the user's questions.";
 
 TEST(ChatTemplate, VicunaMatchesFastChatAddColonTwo) {
   auto t = ChatTemplate::create("vicuna_v1.1");
   Record r = chat({"Hi there", "Hello! How can I help?", "What is 2+2?", "4"});
   // conv.get_prompt() for these messages (ADD_COLON_TWO, sep=" ", sep2="</s>").
-  EXPECT_EQ(t.render(r), std::string(kVicunaSys) +
-                             " USER: Hi there ASSISTANT: Hello! How can I help?</s>USER: What is 2+2? ASSISTANT: 4</s>");
-  EXPECT_EQ(ChatTemplate::join(t.generation_segments(r, 0)), std::string(kVicunaSys) + " USER: Hi there ASSISTANT:");
+  EXPECT_EQ(t.render(r),
+            std::string(kVicunaSys) +
+                " USER: Hi there ASSISTANT: Hello! How can I help?</s>USER: What is 2+2? ASSISTANT: 4</s>");
+  EXPECT_EQ(ChatTemplate::join(t.generation_segments(r, 0)),
+            std::string(kVicunaSys) + " USER: Hi there ASSISTANT:");
   EXPECT_EQ(ChatTemplate::join(t.generation_segments(r, 1)),
-            std::string(kVicunaSys) + " USER: Hi there ASSISTANT: Hello! How can I help?</s>USER: What is 2+2? ASSISTANT:");
+            std::string(kVicunaSys) +
+                " USER: Hi there ASSISTANT: Hello! How can I help?</s>USER: What is 2+2? ASSISTANT:");
 }
 
 TEST(ChatTemplate, VicunaUsesTheRecordsSystemMessage) {
@@ -52,7 +57,8 @@ TEST(ChatTemplate, EmptyUserTurnRendersLikeFastChat) {
   // FastChat renders any empty message as its bare role tag (get_prompt's `if message:`).
   Record r = chat({"", "a"});
   EXPECT_EQ(ChatTemplate::create("vicuna_v1.1", std::string("S")).render(r), "S USER:ASSISTANT: a</s>");
-  EXPECT_EQ(ChatTemplate::create("llama-2", std::string("S")).render(r), "[INST] <<SYS>>\nS\n<</SYS>>\n\n[INST][/INST] a </s><s>");
+  EXPECT_EQ(ChatTemplate::create("llama-2", std::string("S")).render(r),
+            "[INST] <<SYS>>\nS\n<</SYS>>\n\n[INST][/INST] a </s><s>");
   EXPECT_EQ(ChatTemplate::create("chatml", std::string("S")).render(r),
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n<|im_start|>assistant\na<|im_end|>\n");
 }
@@ -110,9 +116,11 @@ TEST(ChatTemplate, Llama2MatchesFastChatLlama2Style) {
   auto t = ChatTemplate::create("llama-2");
   Record r = chat({"Hi", "Hello!", "Bye", "Goodbye."});
   EXPECT_EQ(t.render(r), "[INST] Hi [/INST] Hello! </s><s>[INST] Bye [/INST] Goodbye. </s><s>");
-  EXPECT_EQ(ChatTemplate::join(t.generation_segments(r, 1)), "[INST] Hi [/INST] Hello! </s><s>[INST] Bye [/INST]");
+  EXPECT_EQ(ChatTemplate::join(t.generation_segments(r, 1)),
+            "[INST] Hi [/INST] Hello! </s><s>[INST] Bye [/INST]");
   auto ts = ChatTemplate::create("llama-2", std::string("You are kind."));
-  EXPECT_EQ(ts.render(chat({"Hi", "Hello!"})), "[INST] <<SYS>>\nYou are kind.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>");
+  EXPECT_EQ(ts.render(chat({"Hi", "Hello!"})),
+            "[INST] <<SYS>>\nYou are kind.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>");
 }
 
 TEST(ChatTemplate, ChatmlMatchesFastChatChatmlStyle) {
@@ -129,13 +137,15 @@ TEST(ChatTemplate, AlpacaMatchesStanfordPromptDict) {
   auto t = ChatTemplate::create("alpaca");
   Record r = chat({"Add the numbers.", "5"});
   r.input = "2 and 3";
-  EXPECT_EQ(t.render(r),
-            "Below is an instruction that describes a task, paired with an input that provides further context. "
-            "Write a response that appropriately completes the request.\n\n### Instruction:\nAdd the numbers.\n\n"
-            "### Input:\n2 and 3\n\n### Response:\n5</s>");
-  EXPECT_EQ(t.render(chat({"Say hi.", "hi"})),
-            "Below is an instruction that describes a task. Write a response that appropriately completes the "
-            "request.\n\n### Instruction:\nSay hi.\n\n### Response:\nhi</s>");
+  EXPECT_EQ(
+      t.render(r),
+      "Below is an instruction that describes a task, paired with an input that provides further context. "
+      "Write a response that appropriately completes the request.\n\n### Instruction:\nAdd the numbers.\n\n"
+      "### Input:\n2 and 3\n\n### Response:\n5</s>");
+  EXPECT_EQ(
+      t.render(chat({"Say hi.", "hi"})),
+      "Below is an instruction that describes a task. Write a response that appropriately completes the "
+      "request.\n\n### Instruction:\nSay hi.\n\n### Response:\nhi</s>");
 }
 
 TEST(ChatTemplate, RawJoinsTurnsWithNewlines) {
@@ -143,7 +153,9 @@ TEST(ChatTemplate, RawJoinsTurnsWithNewlines) {
   EXPECT_EQ(t.render(chat({"q", "a"})), "q\na</s>");
 }
 
-TEST(ChatTemplate, UnknownTemplateIsAConfigError) { EXPECT_THROW(ChatTemplate::create("vicuna"), ConfigError); }
+TEST(ChatTemplate, UnknownTemplateIsAConfigError) {
+  EXPECT_THROW(ChatTemplate::create("vicuna"), ConfigError);
+}
 
 class TemplateMask : public ::testing::TestWithParam<const char*> {
  protected:
@@ -192,7 +204,8 @@ TEST_P(TemplateMask, GenerationPromptIsAPrefixOfTheTrainingSample) {
   for (std::size_t turn = 0; turn < 2; ++turn) {
     Encoded prompt = ChatTemplate::encode(t.generation_segments(r, turn), *tok_);
     ASSERT_LT(prompt.ids.size(), full.ids.size());
-    EXPECT_TRUE(std::equal(prompt.ids.begin(), prompt.ids.end(), full.ids.begin())) << GetParam() << " turn " << turn;
+    EXPECT_TRUE(std::equal(prompt.ids.begin(), prompt.ids.end(), full.ids.begin()))
+        << GetParam() << " turn " << turn;
     // Same mask over the shared prefix, whose last token is a prompt token; the next
     // token starts the answer to `turn`.
     EXPECT_TRUE(std::equal(prompt.mask.begin(), prompt.mask.end(), full.mask.begin()));

@@ -34,61 +34,108 @@ TEST(HfTokenizerLoad, EveryUnsupportedOrMalformedFileIsAConfigErrorNamingFileAnd
     return [split, pattern](json& t) { split(t)["pattern"]["Regex"] = pattern; };
   };
   auto added = [](int id, const char* content) {
-    return json{{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", false},
+    return json{{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
                 {"rstrip", false}, {"normalized", false}, {"special", true}};
   };
   const std::vector<BadCase> cases = {
-      {"WordPiece", [](json& t) { t["model"]["type"] = "WordPiece"; }, "model.type", "\"WordPiece\" is not supported"},
+      {"WordPiece", [](json& t) { t["model"]["type"] = "WordPiece"; }, "model.type",
+       "\"WordPiece\" is not supported"},
       {"Unigram", [](json& t) { t["model"]["type"] = "Unigram"; }, "model.type", "not supported (only BPE)"},
       {"WordLevel", [](json& t) { t["model"]["type"] = "WordLevel"; }, "model.type", "not supported"},
       {"no model", [](json& t) { t.erase("model"); }, "model", "missing"},
       {"unknown model field", [](json& t) { t["model"]["shiny"] = 1; }, "model.shiny", "unknown field"},
       {"dropout", [](json& t) { t["model"]["dropout"] = 0.1; }, "model.dropout", "random"},
-      {"subword prefix", [](json& t) { t["model"]["continuing_subword_prefix"] = "##"; }, "model.continuing_subword_prefix", "not supported"},
-      {"word suffix", [](json& t) { t["model"]["end_of_word_suffix"] = "</w>"; }, "model.end_of_word_suffix", "not supported"},
-      {"byte_fallback", [](json& t) { t["model"]["byte_fallback"] = true; }, "model.byte_fallback", "not supported"},
-      {"unk not in vocab", [](json& t) { t["model"]["unk_token"] = "<unk>"; }, "model.unk_token", "not in model.vocab"},
+      {"subword prefix", [](json& t) { t["model"]["continuing_subword_prefix"] = "##"; },
+       "model.continuing_subword_prefix", "not supported"},
+      {"word suffix", [](json& t) { t["model"]["end_of_word_suffix"] = "</w>"; }, "model.end_of_word_suffix",
+       "not supported"},
+      {"byte_fallback", [](json& t) { t["model"]["byte_fallback"] = true; }, "model.byte_fallback",
+       "not supported"},
+      {"unk not in vocab", [](json& t) { t["model"]["unk_token"] = "<unk>"; }, "model.unk_token",
+       "not in model.vocab"},
       {"duplicate id", [](json& t) { t["model"]["vocab"]["zz"] = 5; }, "model.vocab[", "is also the id of"},
-      {"negative id", [](json& t) { t["model"]["vocab"]["zz"] = -1; }, "model.vocab[\"zz\"]", "outside [0, 2^24)"},
-      {"huge id", [](json& t) { t["model"]["vocab"]["zz"] = 4000000000LL; }, "model.vocab[\"zz\"]", "outside [0, 2^24)"},
-      {"float id", [](json& t) { t["model"]["vocab"]["zz"] = 3.5; }, "model.vocab[\"zz\"]", "expected an integer id"},
-      {"merge part not in vocab", [](json& t) { t["model"]["merges"][3] = {"Q", "zz"}; }, "model.merges[3]", "\"zz\" is not in model.vocab"},
-      {"merge result not in vocab", [](json& t) { t["model"]["merges"].push_back({"x", "y"}); }, "model.merges[18]", "\"xy\" is not in model.vocab"},
-      {"legacy merge of three", [](json& t) { t["model"]["merges"] = {"t h e"}; }, "model.merges[0]", "one space"},
-      {"mixed merge formats", [](json& t) { t["model"]["merges"][2] = "a n"; }, "model.merges[2]", "pair like the first merge"},
-      {"Lowercase", set("normalizer", {{"type", "Lowercase"}}), "normalizer.type", "\"Lowercase\" is not supported"},
-      {"NFKC in a Sequence", set("normalizer", {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}, {{"type", "NFKC"}}}}}),
+      {"negative id", [](json& t) { t["model"]["vocab"]["zz"] = -1; }, "model.vocab[\"zz\"]",
+       "outside [0, 2^24)"},
+      {"huge id", [](json& t) { t["model"]["vocab"]["zz"] = 4000000000LL; }, "model.vocab[\"zz\"]",
+       "outside [0, 2^24)"},
+      {"float id", [](json& t) { t["model"]["vocab"]["zz"] = 3.5; }, "model.vocab[\"zz\"]",
+       "expected an integer id"},
+      {"merge part not in vocab",
+       [](json& t) {
+         t["model"]["merges"][3] = {"Q", "zz"};
+       },
+       "model.merges[3]", "\"zz\" is not in model.vocab"},
+      {"merge result not in vocab",
+       [](json& t) {
+         t["model"]["merges"].push_back({"x", "y"});
+       },
+       "model.merges[18]", "\"xy\" is not in model.vocab"},
+      {"legacy merge of three", [](json& t) { t["model"]["merges"] = {"t h e"}; }, "model.merges[0]",
+       "one space"},
+      {"mixed merge formats", [](json& t) { t["model"]["merges"][2] = "a n"; }, "model.merges[2]",
+       "pair like the first merge"},
+      {"Lowercase", set("normalizer", {{"type", "Lowercase"}}), "normalizer.type",
+       "\"Lowercase\" is not supported"},
+      {"NFKC in a Sequence",
+       set("normalizer", {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}, {{"type", "NFKC"}}}}}),
        "normalizer.normalizers[1].type", "\"NFKC\" is not supported"},
-      {"Whitespace", set("pre_tokenizer", {{"type", "Whitespace"}}), "pre_tokenizer.type", "\"Whitespace\" is not supported"},
-      {"Metaspace in a Sequence", [](json& t) { t["pre_tokenizer"]["pretokenizers"][0] = {{"type", "Metaspace"}}; },
+      {"Whitespace", set("pre_tokenizer", {{"type", "Whitespace"}}), "pre_tokenizer.type",
+       "\"Whitespace\" is not supported"},
+      {"Metaspace in a Sequence",
+       [](json& t) {
+         t["pre_tokenizer"]["pretokenizers"][0] = {{"type", "Metaspace"}};
+       },
        "pre_tokenizer.pretokenizers[0].type", "\"Metaspace\" is not supported"},
-      {"no ByteLevel", [](json& t) { t["pre_tokenizer"]["pretokenizers"].erase(1); }, "pre_tokenizer", "no ByteLevel"},
+      {"no ByteLevel", [](json& t) { t["pre_tokenizer"]["pretokenizers"].erase(1); }, "pre_tokenizer",
+       "no ByteLevel"},
       {"null pre-tokenizer", set("pre_tokenizer", nullptr), "pre_tokenizer", "needs a ByteLevel"},
-      {"ByteLevel not last", [](json& t) { auto& p = t["pre_tokenizer"]["pretokenizers"]; std::swap(p[0], p[1]); },
+      {"ByteLevel not last",
+       [](json& t) {
+         auto& p = t["pre_tokenizer"]["pretokenizers"];
+         std::swap(p[0], p[1]);
+       },
        "pre_tokenizer.pretokenizers[1]", "must be the last"},
-      {"bad behavior", [split](json& t) { split(t)["behavior"] = "Sideways"; }, "pre_tokenizer.pretokenizers[0].behavior", "not a Split behavior"},
-      {"PCRE2 refuses", regex("(?<=a+)b"), "pre_tokenizer.pretokenizers[0].pattern.Regex", "PCRE2 cannot compile"},
+      {"bad behavior", [split](json& t) { split(t)["behavior"] = "Sideways"; },
+       "pre_tokenizer.pretokenizers[0].behavior", "not a Split behavior"},
+      {"PCRE2 refuses", regex("(?<=a+)b"), "pre_tokenizer.pretokenizers[0].pattern.Regex",
+       "PCRE2 cannot compile"},
       {"unbalanced group", regex("(ab"), "pattern.Regex", "not closed"},
       {"anchor", regex("^a"), "pattern.Regex", "anchor"},
       {"\\w", regex(R"(\w+)"), "pattern.Regex", "escape \\w is not supported"},
       {"backreference", regex(R"((a)\1)"), "pattern.Regex", "escape \\1 is not supported"},
       {"other property", regex(R"(\p{Lu})"), "pattern.Regex", "only \\p{L}, \\p{N}"},
       {"class in (?i:)", regex(R"((?i:[a-z]))"), "pattern.Regex", "inside (?i:...)"},
-      {"empty String", [split](json& t) { split(t)["pattern"] = {{"String", ""}}; }, "pattern.String", "empty"},
-      {"WordPiece decoder", set("decoder", {{"type", "WordPiece"}, {"prefix", "##"}, {"cleanup", true}}), "decoder.type", "not supported"},
+      {"empty String",
+       [split](json& t) {
+         split(t)["pattern"] = {{"String", ""}};
+       },
+       "pattern.String", "empty"},
+      {"WordPiece decoder", set("decoder", {{"type", "WordPiece"}, {"prefix", "##"}, {"cleanup", true}}),
+       "decoder.type", "not supported"},
       {"null decoder", set("decoder", nullptr), "decoder", "ByteLevel decoder is required"},
-      {"BertProcessing", set("post_processor", {{"type", "BertProcessing"}}), "post_processor.type", "\"BertProcessing\" is not supported"},
+      {"BertProcessing", set("post_processor", {{"type", "BertProcessing"}}), "post_processor.type",
+       "\"BertProcessing\" is not supported"},
       {"template without its token",
        set("post_processor", {{"type", "TemplateProcessing"},
-                              {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+                              {"single",
+                               {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                                {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
                               {"pair", json::array()},
                               {"special_tokens", json::object()}}),
        "post_processor.single[0].SpecialToken.id", "not in post_processor.special_tokens"},
       {"added id not tokenizers'", [added](json& t) { t["added_tokens"].push_back(added(999, "<s>")); },
        "added_tokens[0].id", "differs from the id tokenizers assigns"},
-      {"single_word", [added](json& t) { t["added_tokens"].push_back(added(274, "<s>")); t["added_tokens"][0]["single_word"] = true; },
+      {"single_word",
+       [added](json& t) {
+         t["added_tokens"].push_back(added(274, "<s>"));
+         t["added_tokens"][0]["single_word"] = true;
+       },
        "added_tokens[0].single_word", "not supported"},
-      {"added twice", [added](json& t) { t["added_tokens"] = {added(274, "<s>"), added(275, "<s>")}; }, "added_tokens[1].content", "twice"},
+      {"added twice",
+       [added](json& t) {
+         t["added_tokens"] = {added(274, "<s>"), added(275, "<s>")};
+       },
+       "added_tokens[1].content", "twice"},
       {"truncation", set("truncation", {{"max_length", 8}}), "truncation", "must be null"},
       {"unknown top-level field", set("chat_template", "x"), "chat_template", "unknown field"},
   };
@@ -139,7 +186,8 @@ TEST(HfTokenizerLoad, MissingMalformedAndOversizedFilesAreConfigErrors) {
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::ftruncate(fd, static_cast<off_t>(HfTokenizer::kMaxFileBytes + 1)), 0);
   ::close(fd);
-  EXPECT_NE(message(big).find("big.json: 268435457 bytes; tokenizer.json files above 256 MiB are refused"), std::string::npos)
+  EXPECT_NE(message(big).find("big.json: 268435457 bytes; tokenizer.json files above 256 MiB are refused"),
+            std::string::npos)
       << message(big);
 }
 
@@ -168,10 +216,20 @@ TEST(HfTokenizerLoad, AccessorsReportTheFile) {
   test::TempDir d;
   json j = test::hf::tiny_tokenizer();
   const int next = j["model"]["vocab"].size();
-  j["added_tokens"] = {{{"id", next}, {"content", "<s>"}, {"single_word", false}, {"lstrip", false},
-                        {"rstrip", false}, {"normalized", false}, {"special", true}},
-                       {{"id", next + 1}, {"content", "<x>"}, {"single_word", false}, {"lstrip", false},
-                        {"rstrip", false}, {"normalized", true}, {"special", false}}};
+  j["added_tokens"] = {{{"id", next},
+                        {"content", "<s>"},
+                        {"single_word", false},
+                        {"lstrip", false},
+                        {"rstrip", false},
+                        {"normalized", false},
+                        {"special", true}},
+                       {{"id", next + 1},
+                        {"content", "<x>"},
+                        {"single_word", false},
+                        {"lstrip", false},
+                        {"rstrip", false},
+                        {"normalized", true},
+                        {"special", false}}};
   const std::string path = d.file("t.json"), text = j.dump();
   test::write(path, text);
   auto t = HfTokenizer::load(path);
@@ -187,7 +245,8 @@ TEST(HfTokenizerLoad, AccessorsReportTheFile) {
   EXPECT_EQ(t->token(next + 2), "");
   EXPECT_TRUE(t->is_special(next));
   EXPECT_FALSE(t->is_special(next + 1));
-  EXPECT_EQ(t->encode(" the<s>the"), (std::vector<std::int32_t>{test::hf::tiny_id(j, "\u0120the"), next, test::hf::tiny_id(j, "the")}));
+  EXPECT_EQ(t->encode(" the<s>the"), (std::vector<std::int32_t>{test::hf::tiny_id(j, "\u0120the"), next,
+                                                                test::hf::tiny_id(j, "the")}));
   EXPECT_EQ(t->decode(t->encode("a<s>b<x>"), /*skip_special=*/true), "ab<x>");
 }
 

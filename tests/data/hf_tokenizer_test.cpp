@@ -24,7 +24,7 @@ using nlohmann::json;
 using test::hf::Reference;
 
 // The real LLaMA-3.2 tokenizer.json (hf_tokenizer_fixtures.h).
-#define REQUIRE_LLAMA3(path)           \
+#define REQUIRE_LLAMA3(path)          \
   SFT_REQUIRE_LLAMA3_DIR(path##_dir); \
   const std::string path = path##_dir + "/tokenizer.json"
 
@@ -43,12 +43,13 @@ std::string show_ids(const std::vector<std::int32_t>& ids, std::size_t from) {
 }
 
 // Compares HfTokenizer with tokenizers' results on every text; returns the texts compared.
-std::size_t expect_equal(const HfTokenizer& t, const std::vector<std::string>& texts, const std::vector<Reference>& refs,
-                         const std::string& label) {
+std::size_t expect_equal(const HfTokenizer& t, const std::vector<std::string>& texts,
+                         const std::vector<Reference>& refs, const std::string& label) {
   EXPECT_EQ(refs.size(), texts.size()) << label;
   int mismatches = 0;
   auto report = [&](std::size_t i, const std::string& what) {
-    if (++mismatches <= 5) ADD_FAILURE() << label << " text " << i << " " << show_text(texts[i]) << ": " << what;
+    if (++mismatches <= 5)
+      ADD_FAILURE() << label << " text " << i << " " << show_text(texts[i]) << ": " << what;
   };
   for (std::size_t i = 0; i < refs.size() && i < texts.size(); ++i) {
     const Reference& ref = refs[i];
@@ -60,14 +61,18 @@ std::size_t expect_equal(const HfTokenizer& t, const std::vector<std::string>& t
     if (ids != ref.ids) {
       std::size_t k = 0;
       while (k < ids.size() && k < ref.ids.size() && ids[k] == ref.ids[k]) ++k;
-      report(i, "ids differ at " + std::to_string(k) + ": sft " + show_ids(ids, k) + "| tokenizers " + show_ids(ref.ids, k));
+      report(i, "ids differ at " + std::to_string(k) + ": sft " + show_ids(ids, k) + "| tokenizers " +
+                    show_ids(ref.ids, k));
       continue;
     }
     if (t.encode_with_special(texts[i]) != ref.ids_special) report(i, "encode_with_special differs");
     std::string decoded = t.decode(ids);
-    if (decoded != ref.decoded) report(i, "decode differs: " + show_text(decoded) + " vs " + show_text(ref.decoded));
-    if (ref.decoded == texts[i] && decoded != texts[i]) report(i, "does not round-trip where tokenizers does");
-    if (t.decode(ref.ids_special, /*skip_special=*/true) != ref.decoded_skip) report(i, "decode(skip_special) differs");
+    if (decoded != ref.decoded)
+      report(i, "decode differs: " + show_text(decoded) + " vs " + show_text(ref.decoded));
+    if (ref.decoded == texts[i] && decoded != texts[i])
+      report(i, "does not round-trip where tokenizers does");
+    if (t.decode(ref.ids_special, /*skip_special=*/true) != ref.decoded_skip)
+      report(i, "decode(skip_special) differs");
   }
   EXPECT_EQ(mismatches, 0) << label << ": " << mismatches << " of " << texts.size() << " texts differ";
   std::cout << "[ compared ] " << label << ": " << texts.size() << " texts, " << mismatches << " differ\n";
@@ -111,7 +116,8 @@ TEST(HfTokenizer, Llama3EqualsTokenizersOnEveryRealMessage) {
   auto refs = test::hf::tokenizers_reference(jobs);
   ASSERT_EQ(refs.size(), sets.size());
   std::size_t total = 0;
-  for (std::size_t j = 0; j < sets.size(); ++j) total += expect_equal(*t, sets[j].second, refs[j], "llama3 " + sets[j].first);
+  for (std::size_t j = 0; j < sets.size(); ++j)
+    total += expect_equal(*t, sets[j].second, refs[j], "llama3 " + sets[j].first);
   EXPECT_GT(total, 20000u);  // 2000 ShareGPT messages, 14946 GSM8K fields, 6000 Code Alpaca fields
 }
 
@@ -150,9 +156,10 @@ TEST(HfTokenizer, QwenStyleTokenizerEqualsTokenizersWithPairAndLegacyMerges) {
   SFT_REQUIRE_PYTHON();
   test::TempDir d;
   const std::string pairs = d.file("qwen_pairs.json"), legacy = d.file("qwen_legacy.json");
-  auto r = test::run_program({test::python(), test::source_dir() + "/tests/clients/hf_tokenize.py", "train-qwen", pairs,
-                              test::tiny("general_train.json"), test::tiny("code_train.json"), test::tiny("math_train.jsonl")},
-                             {{"TOKENIZERS_PARALLELISM", "false"}}, 300);
+  auto r = test::run_program(
+      {test::python(), test::source_dir() + "/tests/clients/hf_tokenize.py", "train-qwen", pairs,
+       test::tiny("general_train.json"), test::tiny("code_train.json"), test::tiny("math_train.jsonl")},
+      {{"TOKENIZERS_PARALLELISM", "false"}}, 300);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json j = json::parse(test::read(pairs));
   ASSERT_TRUE(j["model"]["merges"][0].is_array()) << "tokenizers saved merges in another format";
@@ -165,7 +172,8 @@ TEST(HfTokenizer, QwenStyleTokenizerEqualsTokenizersWithPairAndLegacyMerges) {
     texts.push_back(text.substr(0, 20000));
   }
   if (!test::shared_data().empty())
-    for (auto& [name, more] : real_texts()) texts.insert(texts.end(), more.begin(), more.begin() + std::min<std::size_t>(more.size(), 2000));
+    for (auto& [name, more] : real_texts())
+      texts.insert(texts.end(), more.begin(), more.begin() + std::min<std::size_t>(more.size(), 2000));
   auto refs = test::hf::tokenizers_reference({{pairs, texts}, {legacy, texts}});
   ASSERT_EQ(refs.size(), 2u);
   auto a = HfTokenizer::load(pairs), b = HfTokenizer::load(legacy);
@@ -203,7 +211,8 @@ TEST(HfTokenizer, RegexClassesAndNfcMatchTokenizersOnEveryCodePoint) {
   add_range(0xFFF00, 0x10FFFF);
   std::vector<std::pair<std::string, std::vector<std::string>>> jobs;
   std::vector<std::string> labels;
-  for (const char* pattern : {R"(\s)", R"(\p{L})", R"(\p{N})", R"(\P{L})", R"([^\s\p{N}])", R"([\S\p{N}]+)"}) {
+  for (const char* pattern :
+       {R"(\s)", R"(\p{L})", R"(\p{N})", R"(\P{L})", R"([^\s\p{N}])", R"([\S\p{N}]+)"}) {
     json t = test::hf::tiny_tokenizer();
     t["model"]["merges"] = json::array();
     t["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = pattern;
@@ -223,7 +232,8 @@ TEST(HfTokenizer, RegexClassesAndNfcMatchTokenizersOnEveryCodePoint) {
     utf8proc_uint8_t* nfd = nullptr;
     auto n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), s.size(), &nfd,
                           static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_DECOMPOSE));
-    if (n > 0 && std::string(reinterpret_cast<char*>(nfd), n) != s) decomposed += " " + std::string(reinterpret_cast<char*>(nfd), n);
+    if (n > 0 && std::string(reinterpret_cast<char*>(nfd), n) != s)
+      decomposed += " " + std::string(reinterpret_cast<char*>(nfd), n);
     std::free(nfd);
     if (decomposed.size() > 16000) nfc_texts.push_back(std::move(decomposed)), decomposed.clear();
   }
@@ -231,14 +241,16 @@ TEST(HfTokenizer, RegexClassesAndNfcMatchTokenizersOnEveryCodePoint) {
   json nfc = test::hf::tiny_tokenizer();
   nfc["model"]["merges"] = json::array();
   nfc["normalizer"] = {{"type", "NFC"}};
-  nfc["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}};
+  nfc["pre_tokenizer"] = {
+      {"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}};
   test::write(d.file("nfc.json"), nfc.dump());
   jobs.push_back({d.file("nfc.json"), nfc_texts});
   labels.push_back("NFC");
 
   auto refs = test::hf::tokenizers_reference(jobs);
   ASSERT_EQ(refs.size(), jobs.size());
-  for (std::size_t j = 0; j < jobs.size(); ++j) expect_equal(*HfTokenizer::load(jobs[j].first), jobs[j].second, refs[j], labels[j]);
+  for (std::size_t j = 0; j < jobs.size(); ++j)
+    expect_equal(*HfTokenizer::load(jobs[j].first), jobs[j].second, refs[j], labels[j]);
 }
 
 // Small files for each supported option, each against tokenizers on the hostile corpus.
@@ -247,7 +259,8 @@ TEST(HfTokenizer, EverySupportedOptionEqualsTokenizers) {
   test::TempDir d;
   const std::string sp = test::hf::byte_char(' ');
   std::vector<std::pair<std::string, json>> cases;
-  auto with_split = [](const std::string& pattern, const std::string& behavior, bool invert, bool literal = false) {
+  auto with_split = [](const std::string& pattern, const std::string& behavior, bool invert,
+                       bool literal = false) {
     json t = test::hf::tiny_tokenizer();
     auto& split = t["pre_tokenizer"]["pretokenizers"][0];
     split["pattern"] = {{literal ? "String" : "Regex", pattern}};
@@ -257,13 +270,16 @@ TEST(HfTokenizer, EverySupportedOptionEqualsTokenizers) {
   };
   for (const char* behavior : {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous"})
     for (bool invert : {false, true})
-      cases.push_back({std::string("split ") + behavior + (invert ? " inverted" : ""), with_split(R"([aeiou]+|\s)", behavior, invert)});
+      cases.push_back({std::string("split ") + behavior + (invert ? " inverted" : ""),
+                       with_split(R"([aeiou]+|\s)", behavior, invert)});
   cases.push_back({"split String literal", with_split("the", "MergedWithNext", false, /*literal=*/true)});
   cases.push_back({"split empty matches", with_split("x*", "Isolated", false)});
-  cases.push_back({"split case-insensitive lookahead", with_split(R"((?i:th(?=e))|\p{N}{2,}?|[^\S\n]+)", "Isolated", false)});
+  cases.push_back({"split case-insensitive lookahead",
+                   with_split(R"((?i:th(?=e))|\p{N}{2,}?|[^\S\n]+)", "Isolated", false)});
   {
     json t = test::hf::tiny_tokenizer();  // GPT-2 style: ByteLevel alone, prefix space, its own regex
-    t["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+    t["pre_tokenizer"] = {
+        {"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
     cases.push_back({"ByteLevel prefix space + GPT-2 regex", t});
     t["pre_tokenizer"].erase("use_regex");  // tokenizers' default: true
     cases.push_back({"ByteLevel use_regex absent", t});
@@ -306,29 +322,39 @@ TEST(HfTokenizer, EverySupportedOptionEqualsTokenizers) {
     json t = test::hf::tiny_tokenizer();  // added tokens of every supported kind, NFC, a template
     int next = t["model"]["vocab"].size();
     t["normalizer"] = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}}}};
-    auto added = [&](const std::string& content, int id, bool special, bool normalized, bool lstrip, bool rstrip) {
-      t["added_tokens"].push_back({{"id", id}, {"content", content}, {"single_word", false}, {"lstrip", lstrip},
-                                   {"rstrip", rstrip}, {"normalized", normalized}, {"special", special}});
+    auto added = [&](const std::string& content, int id, bool special, bool normalized, bool lstrip,
+                     bool rstrip) {
+      t["added_tokens"].push_back({{"id", id},
+                                   {"content", content},
+                                   {"single_word", false},
+                                   {"lstrip", lstrip},
+                                   {"rstrip", rstrip},
+                                   {"normalized", normalized},
+                                   {"special", special}});
     };
     added("<|im_start|>", next, true, false, false, false);
     added("<|im_end|>", next + 1, true, false, false, false);
     added("the", test::hf::tiny_id(t, "the"), false, false, false, false);  // already in the vocab
     added("caf\u00E9", next + 2, false, true, false, false);                // matched after NFC
     added("[MASK]", next + 3, true, false, true, true);
-    added("<|im", next + 4, false, false, false, false);                     // a prefix of a longer one
-    t["post_processor"] = {{"type", "Sequence"},
-                           {"processors",
-                            {{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}},
-                             {{"type", "TemplateProcessing"},
-                              {"single", {{{"SpecialToken", {{"id", "<|im_start|>"}, {"type_id", 0}}}},
-                                          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
-                                          {{"SpecialToken", {{"id", "<|im_end|>"}, {"type_id", 0}}}}}},
-                              {"pair", json::array()},
-                              {"special_tokens",
-                               {{"<|im_start|>", {{"id", "<|im_start|>"}, {"ids", {next}}, {"tokens", {"<|im_start|>"}}}},
-                                {"<|im_end|>", {{"id", "<|im_end|>"}, {"ids", {next + 1}}, {"tokens", {"<|im_end|>"}}}}}}}}}};
-    t["decoder"] = {{"type", "Sequence"},
-                    {"decoders", {{{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}}}};
+    added("<|im", next + 4, false, false, false, false);  // a prefix of a longer one
+    t["post_processor"] = {
+        {"type", "Sequence"},
+        {"processors",
+         {{{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}},
+          {{"type", "TemplateProcessing"},
+           {"single",
+            {{{"SpecialToken", {{"id", "<|im_start|>"}, {"type_id", 0}}}},
+             {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+             {{"SpecialToken", {{"id", "<|im_end|>"}, {"type_id", 0}}}}}},
+           {"pair", json::array()},
+           {"special_tokens",
+            {{"<|im_start|>", {{"id", "<|im_start|>"}, {"ids", {next}}, {"tokens", {"<|im_start|>"}}}},
+             {"<|im_end|>", {{"id", "<|im_end|>"}, {"ids", {next + 1}}, {"tokens", {"<|im_end|>"}}}}}}}}}};
+    t["decoder"] = {
+        {"type", "Sequence"},
+        {"decoders",
+         {{{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}}}};
     cases.push_back({"added tokens, NFC, template", t});
     json legacy = t;
     for (auto& m : legacy["model"]["merges"]) m = m[0].get<std::string>() + " " + m[1].get<std::string>();

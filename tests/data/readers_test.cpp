@@ -28,12 +28,14 @@ struct BadCase {
 
 const BadCase kBad[] = {
     {"gsm8k_malformed_line.jsonl", "gsm8k", ":2: malformed JSON: "},
-    {"gsm8k_missing_answer.jsonl", "gsm8k", ":3: missing field \"answer\"; expected \"question\" and \"answer\""},
+    {"gsm8k_missing_answer.jsonl", "gsm8k",
+     ":3: missing field \"answer\"; expected \"question\" and \"answer\""},
     {"gsm8k_wrong_type.jsonl", "gsm8k", ":1: field \"answer\" must be a string, got number"},
     {"gsm8k_no_final_answer.jsonl", "gsm8k", ":2: \"answer\" has no final \"#### <number>\" line"},
     {"empty.jsonl", "gsm8k", ": empty file"},
     {"whitespace_only.json", "alpaca", ": empty file"},
-    {"alpaca_truncated_array.json", "alpaca", ":3: malformed JSON: the file ends inside the top-level array (truncated?)"},
+    {"alpaca_truncated_array.json", "alpaca",
+     ":3: malformed JSON: the file ends inside the top-level array (truncated?)"},
     {"alpaca_missing_output.json", "alpaca", ":3: missing field \"output\""},
     {"alpaca_empty_instruction.json", "alpaca", ":2: empty \"instruction\""},
     {"alpaca_trailing_comma.json", "alpaca", ":3: malformed JSON: trailing comma before ']'"},
@@ -47,7 +49,8 @@ const BadCase kBad[] = {
     {"messages_content_null.jsonl", "messages", ":1: field \"content\" must be a string, got null"},
     {"invalid_utf8.jsonl", "gsm8k", ":2: malformed JSON: "},
     {"not_object.jsonl", "gsm8k", ":2: expected a JSON object, got a list"},
-    {"garbage.json", "alpaca", ":1: malformed JSON: expected a JSON array '[...]' or one JSON object per line"},
+    {"garbage.json", "alpaca",
+     ":1: malformed JSON: expected a JSON array '[...]' or one JSON object per line"},
     {"text_empty.jsonl", "text", ":2: empty text"},
     {"invalid_utf8.txt", "text", ":3: invalid UTF-8"},
     {"mtbench_turns_not_list.jsonl", "mtbench", ":1: \"turns\" must be a non-empty list of strings"},
@@ -61,7 +64,8 @@ TEST(Readers, EveryBadInputFileGetsItsExactError) {
       ADD_FAILURE() << c.file << ": no error";
     } catch (const DataError& e) {
       std::string want = spec.path + c.error;
-      EXPECT_EQ(std::string(e.what()).rfind(want, 0), 0u) << c.file << "\n  got:  " << e.what() << "\n  want: " << want;
+      EXPECT_EQ(std::string(e.what()).rfind(want, 0), 0u)
+          << c.file << "\n  got:  " << e.what() << "\n  want: " << want;
     }
   }
 }
@@ -95,7 +99,8 @@ TEST(Readers, SkipCountsBadRecordsAndKeepsTheGoodOnes) {
   EXPECT_EQ(m.records.size(), 2u);
   EXPECT_EQ(m.bad.size(), 1u);
   // A whole-file problem is fatal even when skipping.
-  EXPECT_THROW(read_dataset(spec_for("alpaca_truncated_array.json", "alpaca"), config::OnBadRecord::kSkip), DataError);
+  EXPECT_THROW(read_dataset(spec_for("alpaca_truncated_array.json", "alpaca"), config::OnBadRecord::kSkip),
+               DataError);
 }
 
 TEST(Readers, RecordsKeepTheirOrigin) {
@@ -119,13 +124,15 @@ TEST(Readers, RecordsKeepTheirOrigin) {
 }
 
 TEST(Readers, GsmCalculatorAnnotationsCanBeStripped) {
-  EXPECT_EQ(strip_calculator_annotations("He has 48/2 = <<48/2=24>>24 clips.\n#### 24"), "He has 48/2 = 24 clips.\n#### 24");
+  EXPECT_EQ(strip_calculator_annotations("He has 48/2 = <<48/2=24>>24 clips.\n#### 24"),
+            "He has 48/2 = 24 clips.\n#### 24");
   EXPECT_EQ(strip_calculator_annotations("unclosed << stays"), "unclosed << stays");
 }
 
 TEST(Readers, SharegptTrailingUserTurnIsDroppedAndCounted) {
   test::TempDir d;
-  test::write(d.file("c.json"), R"([{"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "q"},
+  test::write(d.file("c.json"),
+              R"([{"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "q"},
      {"from": "gpt", "value": "a"}, {"from": "human", "value": "unanswered"}]}])");
   config::DatasetSpec s;
   s.name = "c";
@@ -141,7 +148,8 @@ TEST(Readers, SharegptTrailingUserTurnIsDroppedAndCounted) {
 
 TEST(Readers, UnansweredLastUserTurnIsKeptOnlyWhenAsked) {
   test::TempDir d;
-  test::write(d.file("c.json"), R"([{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"},
+  test::write(d.file("c.json"),
+              R"([{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"},
      {"from": "human", "value": "unanswered"}]}, {"conversations": [{"from": "human", "value": "alone"}]}])");
   config::DatasetSpec s;
   s.name = "c";
@@ -166,8 +174,10 @@ TEST(Readers, UnansweredLastUserTurnIsKeptOnlyWhenAsked) {
 TEST(Readers, MessagesFilterKeepsMatchingRecordsOnly) {
   test::TempDir d;
   test::write(d.file("m.jsonl"),
-              "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"a\"}], \"label\": true}\n"
-              "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"b\"}], \"label\": false}\n");
+              "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+              "\"content\": \"a\"}], \"label\": true}\n"
+              "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", "
+              "\"content\": \"b\"}], \"label\": false}\n");
   config::DatasetSpec s;
   s.name = "m";
   s.path = d.file("m.jsonl");
@@ -218,8 +228,9 @@ TEST(Readers, CrlfTextFilesGiveTheSameDocumentsAsLfOnes) {
 // lines and .txt documents alike; a folder or FIFO is refused (it would block or never end).
 TEST(Readers, GzipCompressedDatasetsReadAsTheirPlainText) {
   test::TempDir d;
-  test::write(d.file("m.jsonl"), "{\"question\": \"1+1?\", \"answer\": \"2\\n#### 2\"}\n"
-                                 "{\"question\": \"2+2?\", \"answer\": \"4\\n#### 4\"}\n");
+  test::write(d.file("m.jsonl"),
+              "{\"question\": \"1+1?\", \"answer\": \"2\\n#### 2\"}\n"
+              "{\"question\": \"2+2?\", \"answer\": \"4\\n#### 4\"}\n");
   test::write(d.file("t.txt"), "first doc\n\nsecond doc\n");
   ASSERT_EQ(test::run_program({"gzip", "-n", "-k", d.file("m.jsonl"), d.file("t.txt")}).exit_code, 0);
   for (const auto& [file, format, n] : {std::tuple{"m.jsonl", "gsm8k", 2}, std::tuple{"t.txt", "text", 2}}) {
@@ -229,7 +240,8 @@ TEST(Readers, GzipCompressedDatasetsReadAsTheirPlainText) {
     plain.format = *config::parse_choice<config::Format>(format);
     config::DatasetSpec gz = plain;
     gz.path += ".gz";
-    const auto a = read_dataset(plain, config::OnBadRecord::kError), b = read_dataset(gz, config::OnBadRecord::kError);
+    const auto a = read_dataset(plain, config::OnBadRecord::kError),
+               b = read_dataset(gz, config::OnBadRecord::kError);
     ASSERT_EQ(b.records.size(), static_cast<std::size_t>(n)) << file;
     EXPECT_EQ(a.records.size(), b.records.size()) << file;
   }

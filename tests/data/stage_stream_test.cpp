@@ -20,11 +20,10 @@ namespace sft::data {
 namespace {
 
 config::RunConfig tiny_config(const std::string& cache, std::vector<std::string> extra = {}) {
-  std::vector<std::string> sets = {"tokenizer=" + test::tiny("tokenizer.model"),
-                                   "datasets.math.path=" + test::tiny("math_train.jsonl"),
-                                   "datasets.code.path=" + test::tiny("code_train.json"),
-                                   "datasets.general.path=" + test::tiny("general_train.json"),
-                                   "data.cache_dir=" + cache};
+  std::vector<std::string> sets = {
+      "tokenizer=" + test::tiny("tokenizer.model"), "datasets.math.path=" + test::tiny("math_train.jsonl"),
+      "datasets.code.path=" + test::tiny("code_train.json"),
+      "datasets.general.path=" + test::tiny("general_train.json"), "data.cache_dir=" + cache};
   sets.insert(sets.end(), extra.begin(), extra.end());
   return config::load_run_config(test::source_dir() + "/configs/tiny/dmt.yaml", sets);
 }
@@ -46,10 +45,12 @@ TEST(Strategy, FractionsAreNestedAcrossFiveFractions) {
     auto cfg = tiny_config(d.path(), {std::string("datasets.math.fraction=") + f});
     auto plan = data::plan_without_tokenizing(cfg);
     sets.push_back(selected(plan, 0, "math", false));
-    EXPECT_EQ(static_cast<std::int64_t>(sets.back().size()), fraction_count(*config::parse_fraction(f), 6144)) << f;
+    EXPECT_EQ(static_cast<std::int64_t>(sets.back().size()), fraction_count(*config::parse_fraction(f), 6144))
+        << f;
   }
   for (std::size_t i = 1; i < sets.size(); ++i)
-    EXPECT_TRUE(std::includes(sets[i - 1].begin(), sets[i - 1].end(), sets[i].begin(), sets[i].end())) << fractions[i];
+    EXPECT_TRUE(std::includes(sets[i - 1].begin(), sets[i - 1].end(), sets[i].begin(), sets[i].end()))
+        << fractions[i];
   // Another seed draws another subset.
   const config::RunConfig other_cfg = tiny_config(d.path(), {"datasets.math.fraction=1/16", "seed=2"});
   auto other = data::plan_without_tokenizing(other_cfg);  // points into other_cfg
@@ -62,12 +63,14 @@ TEST(Strategy, DataSeedDrawsTheDataApartFromTheRunSeed) {
   test::TempDir d;
   const config::RunConfig one = tiny_config(d.path(), {"datasets.math.fraction=1/16", "seed=1"});
   const config::RunConfig two = tiny_config(d.path(), {"datasets.math.fraction=1/16", "seed=2"});
-  const config::RunConfig mixed = tiny_config(d.path(), {"datasets.math.fraction=1/16", "seed=1", "data.seed=2"});
+  const config::RunConfig mixed =
+      tiny_config(d.path(), {"datasets.math.fraction=1/16", "seed=1", "data.seed=2"});
   const auto p1 = data::plan_without_tokenizing(one), p2 = data::plan_without_tokenizing(two),
              pm = data::plan_without_tokenizing(mixed);
   EXPECT_NE(selected(p1, 0, "math", false), selected(p2, 0, "math", false));
   EXPECT_EQ(selected(pm, 0, "math", false), selected(p2, 0, "math", false));
-  EXPECT_EQ(data::build_run_data(mixed, 1).streams[0]->fingerprint(), data::build_run_data(two, 1).streams[0]->fingerprint());
+  EXPECT_EQ(data::build_run_data(mixed, 1).streams[0]->fingerprint(),
+            data::build_run_data(two, 1).streams[0]->fingerprint());
   // Unset, it leaves the run's identity (config JSON) as it was; set, it is part of it.
   EXPECT_FALSE(one.to_json()["data"].contains("seed"));
   EXPECT_EQ(mixed.to_json()["data"]["seed"], 2);
@@ -82,12 +85,14 @@ TEST(Strategy, ReplayIsNestedAndDrawnFromStageOneData) {
     auto plan = data::plan_without_tokenizing(cfg);
     auto stage1 = selected(plan, 0, "code", false);
     auto replay = selected(plan, 1, "code", true);
-    EXPECT_EQ(static_cast<std::int64_t>(replay.size()), fraction_count(*config::parse_fraction(k), 2048)) << k;
+    EXPECT_EQ(static_cast<std::int64_t>(replay.size()), fraction_count(*config::parse_fraction(k), 2048))
+        << k;
     EXPECT_TRUE(std::includes(stage1.begin(), stage1.end(), replay.begin(), replay.end())) << k;
     replays.push_back(replay);
   }
   for (std::size_t i = 1; i < replays.size(); ++i)
-    EXPECT_TRUE(std::includes(replays[i - 1].begin(), replays[i - 1].end(), replays[i].begin(), replays[i].end()));
+    EXPECT_TRUE(
+        std::includes(replays[i - 1].begin(), replays[i - 1].end(), replays[i].begin(), replays[i].end()));
 }
 
 TEST(Strategy, ADatasetTooSmallForItsFractionIsAConfigError) {
@@ -106,9 +111,10 @@ class Streams : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new test::TempDir();
-    cfg_ = new config::RunConfig(tiny_config(dir_->path(), {"datasets.math.fraction=1/8", "datasets.code.fraction=1/8",
-                                                            "datasets.general.fraction=1/4", "train.batch_size=3",
-                                                            "train.grad_accum=2", "strategy.stage_overrides.specialised.epochs=2"}));
+    cfg_ = new config::RunConfig(tiny_config(
+        dir_->path(),
+        {"datasets.math.fraction=1/8", "datasets.code.fraction=1/8", "datasets.general.fraction=1/4",
+         "train.batch_size=3", "train.grad_accum=2", "strategy.stage_overrides.specialised.epochs=2"}));
   }
   static void TearDownTestSuite() {
     delete cfg_;
@@ -138,7 +144,8 @@ TEST_F(Streams, RanksNeverOverlapAndTogetherCoverTheStage) {
                 for (const auto& row : mb->rows)
                   for (const auto& x : row.samples) seen.insert({x.dataset, x.record});
               }
-        EXPECT_EQ(static_cast<std::int64_t>(batches.size()), stream->micro_batches()) << world << config::name(batching);
+        EXPECT_EQ(static_cast<std::int64_t>(batches.size()), stream->micro_batches())
+            << world << config::name(batching);
         std::multiset<std::pair<int, std::int64_t>> all;
         for (const auto& x : stream->all_samples()) all.insert({x.dataset, x.record});
         EXPECT_EQ(seen, all);
@@ -156,7 +163,8 @@ TEST_F(Streams, SamplesPerStepPutsTheSameSamplesInEveryStepWhateverTheBatching) 
   constexpr std::int64_t kSamples = 10;
   for (int world : {1, 2}) {
     std::map<std::string, std::vector<std::multiset<std::pair<int, std::int64_t>>>> steps_by_batching;
-    for (config::Batching batching : {config::Batching::kPack, config::Batching::kPad, config::Batching::kPadMax}) {
+    for (config::Batching batching :
+         {config::Batching::kPack, config::Batching::kPad, config::Batching::kPadMax}) {
       config::RunConfig cfg = *cfg_;
       cfg.data.batching = batching;
       cfg.train.grad_accum = 1;
@@ -178,7 +186,8 @@ TEST_F(Streams, SamplesPerStepPutsTheSameSamplesInEveryStepWhateverTheBatching) 
               if (const MicroBatch* mb = stream.micro_batch(s, r, m)) {
                 ++mine;
                 ++served;
-                EXPECT_TRUE(mb->rows.size() == 1 || mb->width * static_cast<std::int64_t>(mb->rows.size()) <= budget)
+                EXPECT_TRUE(mb->rows.size() == 1 ||
+                            mb->width * static_cast<std::int64_t>(mb->rows.size()) <= budget)
                     << config::name(batching) << ": " << mb->rows.size() << " rows of " << mb->width;
                 for (const auto& row : mb->rows) {
                   EXPECT_LE(row.tokens, mb->width);
@@ -189,8 +198,10 @@ TEST_F(Streams, SamplesPerStepPutsTheSameSamplesInEveryStepWhateverTheBatching) 
             busiest = std::max(busiest, mine);
           }
           EXPECT_EQ(busiest, stream.accumulation(s)) << "A_s is the busiest rank's micro-batch count";
-          const std::int64_t expected = (s % per_epoch) + 1 < per_epoch ? kSamples : n - (per_epoch - 1) * kSamples;
-          EXPECT_EQ(static_cast<std::int64_t>(step.size()), expected) << config::name(batching) << " step " << s;
+          const std::int64_t expected =
+              (s % per_epoch) + 1 < per_epoch ? kSamples : n - (per_epoch - 1) * kSamples;
+          EXPECT_EQ(static_cast<std::int64_t>(step.size()), expected)
+              << config::name(batching) << " step " << s;
           EXPECT_EQ(stream.step_samples(s), expected);
           EXPECT_EQ(stream.step_targets(s), targets);
           steps_by_batching[config::name(batching)].push_back(step);
@@ -212,16 +223,22 @@ TEST(RunConfigBatch, SamplesPerStepExcludesGradAccumAndTheBudgetNeedsIt) {
     }
     return std::string();
   };
-  EXPECT_NE(err({"train.samples_per_step=128", "train.grad_accum=4"}).find("train.samples_per_step: exclusive with train.grad_accum"),
+  EXPECT_NE(err({"train.samples_per_step=128", "train.grad_accum=4"})
+                .find("train.samples_per_step: exclusive with train.grad_accum"),
             std::string::npos);
-  EXPECT_NE(err({"train.tokens_per_micro_batch=4096"}).find("train.tokens_per_micro_batch: only applies with train.samples_per_step"),
+  EXPECT_NE(err({"train.tokens_per_micro_batch=4096"})
+                .find("train.tokens_per_micro_batch: only applies with train.samples_per_step"),
             std::string::npos);
   EXPECT_EQ(err({"train.samples_per_step=128", "train.tokens_per_micro_batch=4096"}), "");
-  EXPECT_NE(err({"train.rows_per_step=64", "train.samples_per_step=128"}).find("train.rows_per_step: exclusive with train.samples_per_step"),
+  EXPECT_NE(err({"train.rows_per_step=64", "train.samples_per_step=128"})
+                .find("train.rows_per_step: exclusive with train.samples_per_step"),
             std::string::npos);
-  EXPECT_NE(err({"train.rows_per_step=64", "train.grad_accum=2"}).find("train.rows_per_step: exclusive with train.grad_accum"),
+  EXPECT_NE(err({"train.rows_per_step=64", "train.grad_accum=2"})
+                .find("train.rows_per_step: exclusive with train.grad_accum"),
             std::string::npos);
-  EXPECT_NE(err({"train.rows_per_step=60", "train.batch_size=8"}).find("is not a multiple of train.batch_size"), std::string::npos);
+  EXPECT_NE(
+      err({"train.rows_per_step=60", "train.batch_size=8"}).find("is not a multiple of train.batch_size"),
+      std::string::npos);
 }
 
 // rows_per_step keeps the global batch on any world size that divides it: the accumulation
@@ -236,14 +253,17 @@ TEST(RunConfigBatch, RowsPerStepKeepsTheGlobalBatchOnAnyWorldSize) {
     data::rows_accumulation(cfg, 5);
     ADD_FAILURE() << "5 ranks cannot keep 48 rows of 4";
   } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("train.rows_per_step: 48 rows per optimizer step cannot be kept on 5 ranks"),
+    EXPECT_NE(std::string(e.what()).find(
+                  "train.rows_per_step: 48 rows per optimizer step cannot be kept on 5 ranks"),
               std::string::npos)
         << e.what();
   }
-  EXPECT_NE(data::describe_global_batch(cfg, 4).find("48 rows per optimizer step = 4 rows x 3 micro-batches x 4 rank(s)"),
+  EXPECT_NE(data::describe_global_batch(cfg, 4).find(
+                "48 rows per optimizer step = 4 rows x 3 micro-batches x 4 rank(s)"),
             std::string::npos);
   // Without it, the batch follows the world size, and a config sized for more GPUs says so.
-  config::RunConfig rows = tiny_config(d.path(), {"train.batch_size=4", "train.grad_accum=2", "dist.gpus=16"});
+  config::RunConfig rows =
+      tiny_config(d.path(), {"train.batch_size=4", "train.grad_accum=2", "dist.gpus=16"});
   EXPECT_NE(data::describe_global_batch(rows, 8).find("NOTE: on dist.gpus 16 ranks it would be 128 rows"),
             std::string::npos);
 }
@@ -302,7 +322,8 @@ TEST_F(Streams, PackedSamplesNeverAttendToEachOther) {
             if (seg[static_cast<std::size_t>(q)] < 0) {
               EXPECT_EQ(k, q) << "a pad attends only to itself";
             } else {
-              EXPECT_EQ(seg[static_cast<std::size_t>(k)], seg[static_cast<std::size_t>(q)]) << "cross-sample attention";
+              EXPECT_EQ(seg[static_cast<std::size_t>(k)], seg[static_cast<std::size_t>(q)])
+                  << "cross-sample attention";
               EXPECT_LE(k, q) << "attention to the future";
             }
           }
@@ -333,8 +354,8 @@ TEST_F(Streams, StepTargetsSumTheMicroBatchesOfTheStep) {
 }
 
 // The samples of steps [from, from + n) in the order the trainer takes them.
-std::vector<std::pair<int, std::int64_t>> samples_of_steps(const StageStream& st, std::int64_t from, std::int64_t n,
-                                                           int world, std::int64_t accum) {
+std::vector<std::pair<int, std::int64_t>> samples_of_steps(const StageStream& st, std::int64_t from,
+                                                           std::int64_t n, int world, std::int64_t accum) {
   std::vector<std::pair<int, std::int64_t>> out;
   for (std::int64_t s = from; s < std::min(st.steps(), from + n); ++s)
     for (int r = 0; r < world; ++r)
@@ -353,7 +374,8 @@ TEST_F(Streams, AStreamRebuiltAtAStoredStepContinuesTheUninterruptedRun) {
   ASSERT_GT(a.streams[0]->steps(), stored + 10);
   auto whole = samples_of_steps(*a.streams[0], 0, stored + 10, 1, 2);
   const std::size_t done = samples_of_steps(*a.streams[0], 0, stored, 1, 2).size();
-  std::vector<std::pair<int, std::int64_t>> rest(whole.begin() + static_cast<std::ptrdiff_t>(done), whole.end());
+  std::vector<std::pair<int, std::int64_t>> rest(whole.begin() + static_cast<std::ptrdiff_t>(done),
+                                                 whole.end());
   ASSERT_GE(rest.size(), 10u);
   // A new process: everything rebuilt from the config and the (cached) data.
   data::RunData b = data::build_run_data(*cfg_, 1);

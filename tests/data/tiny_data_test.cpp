@@ -22,7 +22,8 @@ using nlohmann::json;
 
 std::vector<json> records(const std::string& file) {
   const std::string text = fs::read_file(test::tiny(file));
-  if (file.size() > 5 && file.compare(file.size() - 5, 5, ".json") == 0) return json::parse(text).get<std::vector<json>>();
+  if (file.size() > 5 && file.compare(file.size() - 5, 5, ".json") == 0)
+    return json::parse(text).get<std::vector<json>>();
   std::vector<json> out;
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);)
@@ -33,12 +34,13 @@ std::vector<json> records(const std::string& file) {
 TEST(TinyData, RegeneratedFilesAreTheShippedOnes) {
   SFT_REQUIRE_PYTHON();
   test::TempDir d;
-  auto r = test::run_program({test::python(), test::source_dir() + "/scripts/make_tiny_data.py", "--no-tokenizer", "--out",
-                              d.path()});
+  auto r = test::run_program({test::python(), test::source_dir() + "/scripts/make_tiny_data.py",
+                              "--no-tokenizer", "--out", d.path()});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  for (const char* f : {"math_train.jsonl", "math_test.jsonl", "code_train.json", "code_test.jsonl", "general_train.json",
-                        "general_test.json", "pretrain.txt"})
-    EXPECT_TRUE(fs::read_file(d.file(f)) == fs::read_file(test::tiny(f))) << f << " differs from what the script writes";
+  for (const char* f : {"math_train.jsonl", "math_test.jsonl", "code_train.json", "code_test.jsonl",
+                        "general_train.json", "general_test.json", "pretrain.txt"})
+    EXPECT_TRUE(fs::read_file(d.file(f)) == fs::read_file(test::tiny(f)))
+        << f << " differs from what the script writes";
 }
 
 // Every input of every SFT record, train and test (math questions and worked answers, code
@@ -62,7 +64,8 @@ TEST(TinyData, ThePretrainingCorpusHoldsNoSftRecord) {
   ASSERT_GT(inputs.size(), 10000u);
   std::size_t found = 0;
   for (const auto& s : inputs) {
-    const auto hit = std::search(corpus.begin(), corpus.end(), std::boyer_moore_horspool_searcher(s.begin(), s.end()));
+    const auto hit =
+        std::search(corpus.begin(), corpus.end(), std::boyer_moore_horspool_searcher(s.begin(), s.end()));
     if (hit != corpus.end() && ++found <= 5) ADD_FAILURE() << "the corpus holds an SFT input: " << s;
   }
   EXPECT_EQ(found, 0u);
@@ -71,10 +74,10 @@ TEST(TinyData, ThePretrainingCorpusHoldsNoSftRecord) {
 // A raw-text stage trains every token but the leading BOS: no template, no mask.
 TEST(TinyData, PretrainingTrainsEveryToken) {
   test::TempDir d;
-  const config::RunConfig cfg =
-      config::load_run_config(test::source_dir() + "/configs/repro/pretrain.yaml",
-                              {"data.cache_dir=" + d.path(), "datasets.corpus.path=" + test::tiny("pretrain.txt"),
-                               "tokenizer.path=" + test::tiny("tokenizer.model")});
+  const config::RunConfig cfg = config::load_run_config(
+      test::source_dir() + "/configs/repro/pretrain.yaml",
+      {"data.cache_dir=" + d.path(), "datasets.corpus.path=" + test::tiny("pretrain.txt"),
+       "tokenizer.path=" + test::tiny("tokenizer.model")});
   const data::RunData rd = data::build_run_data(cfg, 1);
   const auto& ds = *rd.datasets[0];
   ASSERT_EQ(ds.size(), 12000);
@@ -85,17 +88,21 @@ TEST(TinyData, PretrainingTrainsEveryToken) {
 // small to move any weight, the model it exports scores exactly as the saved base does.
 TEST(TinyData, ARunStartsFromTheModelAPreviousRunSaved) {
   test::TempDir d;
-  const std::vector<std::string> common = {"--set", "data.cache_dir=" + d.file("cache"), "--set", "train.max_steps=3",
-                                           "--set", "train.precision=fp32", "--set", "train.threads=2"};
+  const std::vector<std::string> common = {"--set", "data.cache_dir=" + d.file("cache"),
+                                           "--set", "train.max_steps=3",
+                                           "--set", "train.precision=fp32",
+                                           "--set", "train.threads=2"};
   auto args = [&](std::vector<std::string> a) {
     a.insert(a.end(), common.begin(), common.end());
     return a;
   };
-  auto pre = test::run_sft(args({"train", "--config", "configs/repro/pretrain.yaml", "--output-dir", d.file("base")}));
+  auto pre = test::run_sft(
+      args({"train", "--config", "configs/repro/pretrain.yaml", "--output-dir", d.file("base")}));
   ASSERT_EQ(pre.exit_code, 0) << pre.err;
-  auto sft = test::run_sft(args({"train", "--config", "configs/repro/base.yaml", "--output-dir", d.file("sft"), "--set",
-                                 "model.path=" + d.file("base/final"), "--set", "model.init=pretrained", "--set",
-                                 "train.lr=1e-30", "--set", "eval.at_end=false"}));
+  auto sft =
+      test::run_sft(args({"train", "--config", "configs/repro/base.yaml", "--output-dir", d.file("sft"),
+                          "--set", "model.path=" + d.file("base/final"), "--set", "model.init=pretrained",
+                          "--set", "train.lr=1e-30", "--set", "eval.at_end=false"}));
   ASSERT_EQ(sft.exit_code, 0) << sft.err;
   EXPECT_NE(sft.err.find("pretrained"), std::string::npos) << sft.err;
   const std::string ids = "1,306,626,263,124,310,278,318";
@@ -104,9 +111,9 @@ TEST(TinyData, ARunStartsFromTheModelAPreviousRunSaved) {
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
   // And from random init the same run scores otherwise: the base was really loaded.
-  auto scratch = test::run_sft(args({"train", "--config", "configs/repro/base.yaml", "--output-dir", d.file("scratch"),
-                                     "--set", "model.path=", "--set", "model.init=random", "--set", "train.lr=1e-30",
-                                     "--set", "eval.at_end=false"}));
+  auto scratch = test::run_sft(args({"train", "--config", "configs/repro/base.yaml", "--output-dir",
+                                     d.file("scratch"), "--set", "model.path=", "--set", "model.init=random",
+                                     "--set", "train.lr=1e-30", "--set", "eval.at_end=false"}));
   ASSERT_EQ(scratch.exit_code, 0) << scratch.err;
   EXPECT_NE(test::run_sft({"score", "--model", d.file("scratch/final"), "--ids", ids}).out, a.out);
 }

@@ -1,5 +1,5 @@
-// sentencepiece linked into a LibTorch process (no protobuf clash with pip LibTorch 2.x): real models, special ids,
-// continuation encoding without the dummy-prefix space.
+// sentencepiece linked into a LibTorch process (no protobuf clash with pip LibTorch 2.x): real models,
+// special ids, continuation encoding without the dummy-prefix space.
 #include "sft/data/tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -18,7 +18,8 @@ TEST(Tokenizer, TinyModelHasLlamaStyleSpecialIds) {
   EXPECT_EQ(t->eos_id(), 2);
   EXPECT_EQ(t->pad_id(), -1);
   EXPECT_TRUE(t->adds_dummy_prefix());
-  for (std::string s : {"Sam has 12 apples.", "def f(x):\n    return x * 3\n", "  two  spaces\tand tab", "Ωμέγα café ✓"})
+  for (std::string s :
+       {"Sam has 12 apples.", "def f(x):\n    return x * 3\n", "  two  spaces\tand tab", "Ωμέγα café ✓"})
     EXPECT_EQ(t->decode(t->encode(s)), s) << s;
 }
 

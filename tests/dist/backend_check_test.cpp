@@ -23,16 +23,19 @@ std::string refusal(Backend requested, Backend resolved, int world, bool has_ncc
 }
 
 TEST(BackendCheck, ABuildWithoutGlooRefusesCpuRanksAndDistBackendGloo) {
-  const std::string cpu_ranks = refusal(Backend::kAuto, Backend::kGloo, 2, /*has_nccl=*/true, /*has_gloo=*/false);
-  EXPECT_EQ(cpu_ranks.rfind("dist.backend: auto picks Gloo for ranks on the CPU (2 ranks), but this sft was built "
-                            "without Gloo (-DSFT_GLOO=OFF); run the ranks on GPUs (train.device: cuda, NCCL)",
-                            0),
-            0u)
+  const std::string cpu_ranks =
+      refusal(Backend::kAuto, Backend::kGloo, 2, /*has_nccl=*/true, /*has_gloo=*/false);
+  EXPECT_EQ(
+      cpu_ranks.rfind("dist.backend: auto picks Gloo for ranks on the CPU (2 ranks), but this sft was built "
+                      "without Gloo (-DSFT_GLOO=OFF); run the ranks on GPUs (train.device: cuda, NCCL)",
+                      0),
+      0u)
       << cpu_ranks;
   const std::string named = refusal(Backend::kGloo, Backend::kGloo, 1, true, false);
-  EXPECT_EQ(named.rfind("dist.backend: gloo, but this sft was built without Gloo (-DSFT_GLOO=OFF); use dist.backend: "
-                        "nccl on GPUs",
-                        0),
+  EXPECT_EQ(named.rfind(
+                "dist.backend: gloo, but this sft was built without Gloo (-DSFT_GLOO=OFF); use dist.backend: "
+                "nccl on GPUs",
+                0),
             0u)
       << named;
   EXPECT_EQ(refusal(Backend::kAuto, Backend::kNccl, 16, true, false), "");  // GPU ranks need only NCCL
@@ -40,8 +43,9 @@ TEST(BackendCheck, ABuildWithoutGlooRefusesCpuRanksAndDistBackendGloo) {
 }
 
 TEST(BackendCheck, ABuildWithoutCudaRefusesNccl) {
-  EXPECT_NE(refusal(Backend::kNccl, Backend::kNccl, 2, false, true).find("dist.backend: nccl needs sft built against a "
-                                                                         "LibTorch with CUDA"),
+  EXPECT_NE(refusal(Backend::kNccl, Backend::kNccl, 2, false, true)
+                .find("dist.backend: nccl needs sft built against a "
+                      "LibTorch with CUDA"),
             std::string::npos);
   EXPECT_EQ(refusal(Backend::kAuto, Backend::kGloo, 2, false, true), "");
 }

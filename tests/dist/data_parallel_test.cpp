@@ -28,12 +28,29 @@ namespace {
 // after 4 fp32 AdamW steps every weight agrees to 1e-5 absolute (observed: 4e-7).
 constexpr double kTolerance = 1e-5;
 
-std::vector<std::string> args(const std::string& out, const std::string& cache, std::vector<std::string> extra) {
-  std::vector<std::string> a = {"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", out,
-                                "--set", "datasets.math.fraction=1/16", "--set", "datasets.code.fraction=1/16",
-                                "--set", "datasets.general.fraction=1/8", "--set", "train.precision=fp32",
-                                "--set", "train.threads=1", "--set", "train.export_stage_models=false",
-                                "--set", "data.cache_dir=" + cache, "--set", "dist.timeout_s=30"};
+std::vector<std::string> args(const std::string& out, const std::string& cache,
+                              std::vector<std::string> extra) {
+  std::vector<std::string> a = {"train",
+                                "--config",
+                                "configs/tiny/dmt.yaml",
+                                "--output-dir",
+                                out,
+                                "--set",
+                                "datasets.math.fraction=1/16",
+                                "--set",
+                                "datasets.code.fraction=1/16",
+                                "--set",
+                                "datasets.general.fraction=1/8",
+                                "--set",
+                                "train.precision=fp32",
+                                "--set",
+                                "train.threads=1",
+                                "--set",
+                                "train.export_stage_models=false",
+                                "--set",
+                                "data.cache_dir=" + cache,
+                                "--set",
+                                "dist.timeout_s=30"};
   for (auto& e : extra) {
     a.push_back("--set");
     a.push_back(e);
@@ -51,12 +68,15 @@ double max_diff(const std::string& a, const std::string& b) {
 }
 
 // Runs `world` ranks with plain environment variables; returns each rank's exit code.
-std::vector<int> launch(int world, const std::vector<std::string>& a, std::vector<test::Process>* procs = nullptr) {
+std::vector<int> launch(int world, const std::vector<std::string>& a,
+                        std::vector<test::Process>* procs = nullptr) {
   const int port = test::free_port();
   std::vector<test::Process> ps;
   for (int r = 0; r < world; ++r)
-    ps.push_back(test::spawn_sft(a, {{"RANK", std::to_string(r)}, {"WORLD_SIZE", std::to_string(world)},
-                                     {"LOCAL_RANK", std::to_string(r)}, {"MASTER_ADDR", "127.0.0.1"},
+    ps.push_back(test::spawn_sft(a, {{"RANK", std::to_string(r)},
+                                     {"WORLD_SIZE", std::to_string(world)},
+                                     {"LOCAL_RANK", std::to_string(r)},
+                                     {"MASTER_ADDR", "127.0.0.1"},
                                      {"MASTER_PORT", std::to_string(port)}}));
   if (procs) {
     *procs = ps;
@@ -65,7 +85,8 @@ std::vector<int> launch(int world, const std::vector<std::string>& a, std::vecto
   std::vector<int> codes;
   for (auto& p : ps) codes.push_back(test::wait_process(p, 600));
   for (std::size_t r = 0; r < ps.size(); ++r)
-    if (codes[r] != 0) ADD_FAILURE() << "rank " << r << " exited " << codes[r] << ":\n" << test::read(ps[r].err_path);
+    if (codes[r] != 0)
+      ADD_FAILURE() << "rank " << r << " exited " << codes[r] << ":\n" << test::read(ps[r].err_path);
   return codes;
 }
 
@@ -87,7 +108,8 @@ TEST_F(TwoRanks, DdpAndEveryZeroStageMatchASingleProcess) {
   for (const char* strategy : {"ddp", "zero1", "zero2", "zero3"}) {
     test::TempDir d;
     launch(2, args(d.file("run"), dir_->file("cache"),
-                   {"train.batch_size=4", "train.grad_accum=1", "train.max_steps=4", std::string("dist.strategy=") + strategy}));
+                   {"train.batch_size=4", "train.grad_accum=1", "train.max_steps=4",
+                    std::string("dist.strategy=") + strategy}));
     ASSERT_TRUE(fs::exists(d.file("run/final/model.safetensors"))) << strategy;
     double diff = max_diff(dir_->file("single/final"), d.file("run/final"));
     EXPECT_LT(diff, kTolerance) << strategy;
@@ -101,7 +123,8 @@ TEST_F(TwoRanks, DdpAndEveryZeroStageMatchASingleProcess) {
 // weights in it without copies and reduces their gradients as one process trains them.
 TEST_F(TwoRanks, Zero3OnQwen2AndQwen3MatchesASingleProcess) {
   const std::vector<std::vector<std::string>> archs = {
-      {"model.config.model_type=qwen2", "model.config.tie_word_embeddings=true", "model.config.rope_theta=1000000"},
+      {"model.config.model_type=qwen2", "model.config.tie_word_embeddings=true",
+       "model.config.rope_theta=1000000"},
       {"model.config.model_type=qwen3", "model.config.head_dim=48"}};
   for (const auto& arch : archs) {
     const std::string type = arch[0].substr(arch[0].find('=') + 1);
@@ -109,7 +132,8 @@ TEST_F(TwoRanks, Zero3OnQwen2AndQwen3MatchesASingleProcess) {
     test::TempDir d;
     auto single = arch, sharded = arch;
     single.insert(single.end(), {"train.batch_size=4", "train.grad_accum=2", "train.max_steps=4"});
-    sharded.insert(sharded.end(), {"train.batch_size=4", "train.grad_accum=1", "train.max_steps=4", "dist.strategy=zero3"});
+    sharded.insert(sharded.end(),
+                   {"train.batch_size=4", "train.grad_accum=1", "train.max_steps=4", "dist.strategy=zero3"});
     auto r = test::run_sft(args(d.file("single"), dir_->file("cache"), single));
     ASSERT_EQ(r.exit_code, 0) << r.err;
     launch(2, args(d.file("run"), dir_->file("cache"), sharded));
@@ -117,11 +141,13 @@ TEST_F(TwoRanks, Zero3OnQwen2AndQwen3MatchesASingleProcess) {
     EXPECT_EQ(nlohmann::json::parse(test::read(d.file("run/final/config.json")))["model_type"], type);
     // The new weights trained (biases start at 0, norms at 1) and are among those compared.
     auto f = model::SafetensorsFile::open(d.file("run/final/model.safetensors"));
-    const std::string name = type == "qwen2" ? "model.layers.0.self_attn.q_proj.bias" : "model.layers.0.self_attn.q_norm.weight";
+    const std::string name =
+        type == "qwen2" ? "model.layers.0.self_attn.q_proj.bias" : "model.layers.0.self_attn.q_norm.weight";
     EXPECT_GT((f->tensor(name) - (type == "qwen2" ? 0.0 : 1.0)).abs().max().item<double>(), 1e-4) << name;
     const double diff = max_diff(d.file("single/final"), d.file("run/final"));
-    std::cout << "[ measured ] " << type << ": ZeRO-3 on 2 Gloo ranks vs one process, 4 fp32 steps: max |delta weight| = "
-              << diff << "\n";
+    std::cout << "[ measured ] " << type
+              << ": ZeRO-3 on 2 Gloo ranks vs one process, 4 fp32 steps: max |delta weight| = " << diff
+              << "\n";
     EXPECT_LT(diff, kTolerance);
   }
 }
@@ -150,8 +176,9 @@ TEST_F(TwoRanks, SamplesPerStepOnTwoPackingRanksMatchesOnePaddingProcess) {
 TEST_F(TwoRanks, AZero3RankBuildsOnlyItsShards) {
   test::TempDir d;
   launch(2, args(d.file("run"), dir_->file("cache"),
-                 {"dist.strategy=zero3", "train.max_steps=1", "train.batch_size=2", "model.config.hidden_size=256",
-                  "model.config.intermediate_size=688", "model.config.num_hidden_layers=4"}));
+                 {"dist.strategy=zero3", "train.max_steps=1", "train.batch_size=2",
+                  "model.config.hidden_size=256", "model.config.intermediate_size=688",
+                  "model.config.num_hidden_layers=4"}));
   nlohmann::json build;
   std::istringstream in(test::read(d.file("run/metrics.jsonl")));
   for (std::string line; std::getline(in, line);)
@@ -159,9 +186,11 @@ TEST_F(TwoRanks, AZero3RankBuildsOnlyItsShards) {
   ASSERT_TRUE(build.is_object()) << test::read(d.file("run/metrics.jsonl"));
   const double n = build["parameters"].get<double>();
   const double state = build["state_bytes"].get<double>(), peak = build["build_peak_bytes"].get<double>();
-  EXPECT_NEAR(state, 16.0 * n / 2, 0.01 * 16.0 * n / 2) << "params, grads and both moments: half of them each";
+  EXPECT_NEAR(state, 16.0 * n / 2, 0.01 * 16.0 * n / 2)
+      << "params, grads and both moments: half of them each";
   EXPECT_GE(peak, state);
-  EXPECT_LT(peak - state, 4.0 * n / 4) << "building held " << (peak - state) / 1048576.0 << " MiB beyond the state";
+  EXPECT_LT(peak - state, 4.0 * n / 4)
+      << "building held " << (peak - state) / 1048576.0 << " MiB beyond the state";
 }
 
 // The dry-run planner, proven: 2 Gloo ranks train a 51.7M-parameter model (hidden 512, 16
@@ -175,8 +204,9 @@ TEST_F(TwoRanks, AZero3RankBuildsOnlyItsShards) {
 TEST_F(TwoRanks, ThePlannersPhasesAreWithinTenPercentOfEveryRanksMeasuredPeak) {
   const std::vector<std::string> model = {
       "train.precision=bf16", "model.config.hidden_size=512", "model.config.intermediate_size=1376",
-      "model.config.num_hidden_layers=16", "model.config.num_attention_heads=8", "model.config.num_key_value_heads=8",
-      "train.batch_size=1", "train.grad_accum=1", "train.max_steps=1", "model.save_dtype=bf16",
+      "model.config.num_hidden_layers=16", "model.config.num_attention_heads=8",
+      "model.config.num_key_value_heads=8", "train.batch_size=1", "train.grad_accum=1", "train.max_steps=1",
+      "model.save_dtype=bf16",
       // A batch decoding to the full context (512 = max_position_embeddings), as the plan assumes.
       "eval.max_new_tokens=512", "eval.batch_size=2", "eval.benchmarks=[{name: math, limit: 4}]"};
   for (const char* strategy : {"ddp", "zero1", "zero2", "zero3"}) {
@@ -221,7 +251,8 @@ TEST_F(TwoRanks, ThePlannersPhasesAreWithinTenPercentOfEveryRanksMeasuredPeak) {
         for (int rank = 0; rank < 2; ++rank)
           for (const char* phase : {"load", "optimizer", "export"}) {
             const double copy = std::string(phase) == "load" ? 0.0 : 2.0 * n / 2;
-            EXPECT_LT(memory["measured"][rank][phase].get<double>(), 16.0 * n / 2 + copy + 2 * unit + rope + 1048576)
+            EXPECT_LT(memory["measured"][rank][phase].get<double>(),
+                      16.0 * n / 2 + copy + 2 * unit + rope + 1048576)
                 << "rank " << rank << ", " << phase;
           }
       }
@@ -246,9 +277,10 @@ TEST_F(TwoRanks, ThePlannersPhasesAreWithinTenPercentOfEveryRanksMeasuredPeak) {
 // the same samples and scores as one process evaluating the same (bit-identical DDP) model.
 TEST_F(TwoRanks, EvaluationSharedByTwoRanksGivesOneProcesssResults) {
   test::TempDir d;
-  const std::vector<std::string> eval = {"train.max_steps=4", "train.batch_size=4", "eval.at_end=true",
-                                         "eval.max_new_tokens=12", "eval.batch_size=2",
-                                         "eval.benchmarks=[{name: math, limit: 6}, {name: general, limit: 4}]"};
+  const std::vector<std::string> eval = {
+      "train.max_steps=4", "train.batch_size=4",
+      "eval.at_end=true",  "eval.max_new_tokens=12",
+      "eval.batch_size=2", "eval.benchmarks=[{name: math, limit: 6}, {name: general, limit: 4}]"};
   auto one = eval, two = eval;
   one.push_back("train.grad_accum=2");
   auto r = test::run_sft(args(d.file("single"), dir_->file("cache"), one));
@@ -269,9 +301,10 @@ TEST_F(TwoRanks, TorchrunOfTheSameTorchLaunchesTwoRanks) {
   const std::string torchrun = test::venv_program("torchrun");
   ASSERT_TRUE(fs::exists(torchrun)) << torchrun << " is missing: rerun scripts/setup.sh";
   test::TempDir d;
-  std::vector<std::string> argv = {torchrun, "--standalone", "--nproc_per_node=2", "--monitor_interval", "0.5",
-                                    "--no-python", test::sft_binary()};
-  auto a = args(d.file("run"), dir_->file("cache"), {"train.batch_size=4", "train.grad_accum=1", "train.max_steps=4"});
+  std::vector<std::string> argv = {torchrun, "--standalone", "--nproc_per_node=2", "--monitor_interval",
+                                   "0.5",    "--no-python",  test::sft_binary()};
+  auto a = args(d.file("run"), dir_->file("cache"),
+                {"train.batch_size=4", "train.grad_accum=1", "train.max_steps=4"});
   argv.insert(argv.end(), a.begin(), a.end());
   auto r = test::run_program(argv, {}, 600);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
@@ -283,8 +316,9 @@ TEST_F(TwoRanks, TorchrunOfTheSameTorchLaunchesTwoRanks) {
 // exactly what the group-less process trains.
 TEST_F(TwoRanks, AOneRankGroupTrainsLikeNoGroup) {
   test::TempDir d;
-  auto r = test::run_sft(args(d.file("run"), dir_->file("cache"), {"train.batch_size=4", "train.grad_accum=2",
-                                                                   "train.max_steps=4", "dist.backend=gloo"}));
+  auto r = test::run_sft(
+      args(d.file("run"), dir_->file("cache"),
+           {"train.batch_size=4", "train.grad_accum=2", "train.max_steps=4", "dist.backend=gloo"}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("dist: rank 0/1 (local 0), gloo backend"), std::string::npos) << r.err;
   EXPECT_EQ(max_diff(dir_->file("single/final"), d.file("run/final")), 0.0);
@@ -299,7 +333,9 @@ struct Disruption {
 };
 Disruption disrupt_rank_1(const std::string& out, const std::string& cache, int signal, int timeout_s) {
   std::vector<test::Process> ps;
-  launch(2, args(out, cache, {"train.batch_size=4", "dist.timeout_s=" + std::to_string(timeout_s), "train.log_every=1"}),
+  launch(2,
+         args(out, cache,
+              {"train.batch_size=4", "dist.timeout_s=" + std::to_string(timeout_s), "train.log_every=1"}),
          &ps);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (std::chrono::steady_clock::now() < deadline && !fs::exists(out + "/metrics.jsonl"))
@@ -334,7 +370,8 @@ TEST_F(TwoRanks, AStalledRankMakesTheOtherFailWithinTheTimeoutNamingTheCollectiv
   EXPECT_LT(r.waited, 8.0 + 20.0) << "dist.timeout_s is 8";
   EXPECT_NE(r.err.find("rank 0 of 2"), std::string::npos) << r.err;
   bool named = false;
-  for (const char* c : {"all-reduce failed", "broadcast failed", "barrier failed", "all-gather failed", "reduce-scatter failed"})
+  for (const char* c : {"all-reduce failed", "broadcast failed", "barrier failed", "all-gather failed",
+                        "reduce-scatter failed"})
     named = named || r.err.find(c) != std::string::npos;
   EXPECT_TRUE(named) << r.err;
 }
@@ -351,7 +388,8 @@ TEST_F(TwoRanks, ShardedCheckpointsResumeExactly) {
   launch(2, a, &ps);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(300);
   while (std::chrono::steady_clock::now() < deadline && test::process_running(ps[0])) {
-    std::string m = fs::exists(cut.file("run/metrics.jsonl")) ? test::read(cut.file("run/metrics.jsonl")) : "";
+    std::string m =
+        fs::exists(cut.file("run/metrics.jsonl")) ? test::read(cut.file("run/metrics.jsonl")) : "";
     if (m.find("\"step\":7,") != std::string::npos) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
@@ -377,18 +415,19 @@ struct RankOutcome {
   std::string err;
   double secs = 0;
 };
-std::vector<RankOutcome> launch_each(int world, const std::vector<std::vector<std::string>>& sets, const std::string& out,
-                                     const std::string& cache, int timeout_s) {
+std::vector<RankOutcome> launch_each(int world, const std::vector<std::vector<std::string>>& sets,
+                                     const std::string& out, const std::string& cache, int timeout_s) {
   const int port = test::free_port();
   std::vector<test::Process> ps;
   const auto start = std::chrono::steady_clock::now();
   for (std::size_t r = 0; r < sets.size(); ++r) {
     auto extra = sets[r];
     extra.push_back("dist.timeout_s=" + std::to_string(timeout_s));
-    ps.push_back(test::spawn_sft(args(out, cache, extra),
-                                 {{"RANK", std::to_string(r)}, {"WORLD_SIZE", std::to_string(world)},
-                                  {"LOCAL_RANK", std::to_string(r)}, {"MASTER_ADDR", "127.0.0.1"},
-                                  {"MASTER_PORT", std::to_string(port)}}));
+    ps.push_back(test::spawn_sft(args(out, cache, extra), {{"RANK", std::to_string(r)},
+                                                           {"WORLD_SIZE", std::to_string(world)},
+                                                           {"LOCAL_RANK", std::to_string(r)},
+                                                           {"MASTER_ADDR", "127.0.0.1"},
+                                                           {"MASTER_PORT", std::to_string(port)}}));
   }
   std::vector<RankOutcome> outcomes;
   for (auto& p : ps) {
@@ -416,8 +455,9 @@ TEST(RankAgreement, ARankThatRunsSomethingElseFailsEveryRankNamingTheKey) {
     auto o = launch_each(2, {{}, {set}}, out, d.file("cache"), 30);
     for (int r = 0; r < 2; ++r) {
       EXPECT_EQ(o[r].code, 2) << set << ", rank " << r << ":\n" << o[r].err;
-      EXPECT_NE(o[r].err.find("rank " + std::to_string(r) + " of 2: the ranks disagree on the run configuration: "),
-                std::string::npos)
+      EXPECT_NE(
+          o[r].err.find("rank " + std::to_string(r) + " of 2: the ranks disagree on the run configuration: "),
+          std::string::npos)
           << o[r].err;
       EXPECT_NE(o[r].err.find(message), std::string::npos) << set << ", rank " << r << ":\n" << o[r].err;
       EXPECT_LT(o[r].secs, 25.0) << "at rendezvous, not after a timeout";
@@ -431,11 +471,13 @@ TEST(RankAgreement, ARankThatRunsSomethingElseFailsEveryRankNamingTheKey) {
 // 0 with the others waiting out the timeout at the next barrier).
 TEST(RankAgreement, ARowsBatchTheWorldSizeCannotKeepStopsEveryRank) {
   test::TempDir d;
-  const std::vector<std::string> sets = {"train.rows_per_step=12", "train.batch_size=4", "train.grad_accum=1"};
+  const std::vector<std::string> sets = {"train.rows_per_step=12", "train.batch_size=4",
+                                         "train.grad_accum=1"};
   auto o = launch_each(2, {sets, sets}, d.file("run"), d.file("cache"), 60);
   for (int r = 0; r < 2; ++r) {
     EXPECT_EQ(o[r].code, 2) << o[r].err;
-    EXPECT_NE(o[r].err.find("train.rows_per_step: 12 rows per optimizer step cannot be kept on 2 ranks"), std::string::npos)
+    EXPECT_NE(o[r].err.find("train.rows_per_step: 12 rows per optimizer step cannot be kept on 2 ranks"),
+              std::string::npos)
         << o[r].err;
     EXPECT_LT(o[r].secs, 30.0) << "not after dist.timeout_s (60 s)";
   }
@@ -451,7 +493,8 @@ TEST(RankAgreement, ALoneRankZeroFailsWithinTheTimeoutSayingWhoArrived) {
   EXPECT_GE(o[0].secs, 5.0);
   EXPECT_LT(o[0].secs, 5.0 + 5.0) << o[0].err;
   EXPECT_NE(o[0].err.find("rank 0 of 2: rendezvous at 127.0.0.1:"), std::string::npos) << o[0].err;
-  EXPECT_NE(o[0].err.find(": 1 of 2 ranks arrived within 5 s (dist.timeout_s)"), std::string::npos) << o[0].err;
+  EXPECT_NE(o[0].err.find(": 1 of 2 ranks arrived within 5 s (dist.timeout_s)"), std::string::npos)
+      << o[0].err;
   EXPECT_NE(o[0].err.find("WORLD_SIZE=2"), std::string::npos) << o[0].err;
 }
 
@@ -471,10 +514,11 @@ TEST(Launch, ReadsTorchrunAndSlurmEnvironments) {
       }
     }
     ~ScopedEnv() {
-      for (const auto& [k, v] : saved) v ? (void)::setenv(k.c_str(), v->c_str(), 1) : (void)::unsetenv(k.c_str());
+      for (const auto& [k, v] : saved)
+        v ? (void)::setenv(k.c_str(), v->c_str(), 1) : (void)::unsetenv(k.c_str());
     }
-  } env({"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST", "SLURM_JOB_ID", "RANK", "WORLD_SIZE",
-         "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE", "LOCAL_RANK"});
+  } env({"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST", "SLURM_JOB_ID", "RANK",
+         "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE", "LOCAL_RANK"});
   EXPECT_EQ(dist::detect_launch().world, 1);
   ::setenv("SLURM_PROCID", "3", 1);
   ::setenv("SLURM_NTASKS", "8", 1);

@@ -17,12 +17,27 @@
 namespace sft {
 namespace {
 
-std::vector<std::string> args(const std::string& out, const std::string& cache, std::vector<std::string> extra) {
-  std::vector<std::string> a = {"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", out,
-                                "--set", "datasets.math.fraction=1/16", "--set", "datasets.code.fraction=1/16",
-                                "--set", "datasets.general.fraction=1/8", "--set", "train.threads=1",
-                                "--set", "train.export_stage_models=false", "--set", "data.cache_dir=" + cache,
-                                "--set", "dist.timeout_s=60"};
+std::vector<std::string> args(const std::string& out, const std::string& cache,
+                              std::vector<std::string> extra) {
+  std::vector<std::string> a = {"train",
+                                "--config",
+                                "configs/tiny/dmt.yaml",
+                                "--output-dir",
+                                out,
+                                "--set",
+                                "datasets.math.fraction=1/16",
+                                "--set",
+                                "datasets.code.fraction=1/16",
+                                "--set",
+                                "datasets.general.fraction=1/8",
+                                "--set",
+                                "train.threads=1",
+                                "--set",
+                                "train.export_stage_models=false",
+                                "--set",
+                                "data.cache_dir=" + cache,
+                                "--set",
+                                "dist.timeout_s=60"};
   for (auto& e : extra) {
     a.push_back("--set");
     a.push_back(e);
@@ -34,9 +49,12 @@ void launch(int world, const std::vector<std::string>& a) {
   const int port = test::free_port();
   std::vector<test::Process> ps;
   for (int r = 0; r < world; ++r)
-    ps.push_back(test::spawn_sft(a, {{"RANK", std::to_string(r)}, {"WORLD_SIZE", std::to_string(world)},
-                                     {"LOCAL_RANK", std::to_string(r)}, {"MASTER_ADDR", "127.0.0.1"},
-                                     {"MASTER_PORT", std::to_string(port)}, {"OMP_NUM_THREADS", "1"}}));
+    ps.push_back(test::spawn_sft(a, {{"RANK", std::to_string(r)},
+                                     {"WORLD_SIZE", std::to_string(world)},
+                                     {"LOCAL_RANK", std::to_string(r)},
+                                     {"MASTER_ADDR", "127.0.0.1"},
+                                     {"MASTER_PORT", std::to_string(port)},
+                                     {"OMP_NUM_THREADS", "1"}}));
   for (std::size_t r = 0; r < ps.size(); ++r) {
     const int code = test::wait_process(ps[r], 900);
     if (code != 0) ADD_FAILURE() << "rank " << r << " exited " << code << ":\n" << test::read(ps[r].err_path);
@@ -74,8 +92,8 @@ test::TempDir* Overlap::dir_ = nullptr;
 // gradients in bf16 across ranks stays within 2e-2.
 TEST_F(Overlap, Bf16GathersAndReductionsFollowTheFp32LossCurve) {
   test::TempDir d;
-  const std::vector<std::string> common = {"dist.strategy=zero3", "train.precision=bf16", "train.batch_size=2",
-                                           "train.max_steps=50", "train.log_every=1"};
+  const std::vector<std::string> common = {"dist.strategy=zero3", "train.precision=bf16",
+                                           "train.batch_size=2", "train.max_steps=50", "train.log_every=1"};
   std::map<std::string, std::vector<double>> curves;
   for (const char* variant : {"dist.gather_dtype=fp32", "dist.gather_dtype=auto", "dist.reduce_dtype=bf16"}) {
     auto extra = common;
@@ -86,9 +104,11 @@ TEST_F(Overlap, Bf16GathersAndReductionsFollowTheFp32LossCurve) {
     ASSERT_EQ(curves[variant].size(), 50u) << variant;
   }
   const auto& ref = curves["dist.gather_dtype=fp32"];
-  for (const auto& [variant, tol] : std::map<std::string, double>{{"dist.gather_dtype=auto", 1e-2}, {"dist.reduce_dtype=bf16", 2e-2}}) {
+  for (const auto& [variant, tol] :
+       std::map<std::string, double>{{"dist.gather_dtype=auto", 1e-2}, {"dist.reduce_dtype=bf16", 2e-2}}) {
     double worst = 0;
-    for (std::size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(curves[variant][i] - ref[i]) / ref[i]);
+    for (std::size_t i = 0; i < ref.size(); ++i)
+      worst = std::max(worst, std::abs(curves[variant][i] - ref[i]) / ref[i]);
     EXPECT_LT(worst, tol) << variant << ": the largest relative loss difference over 50 steps";
     EXPECT_GT(worst, 0.0) << variant << " changed nothing: was it applied?";
   }
@@ -100,7 +120,8 @@ TEST_F(Overlap, Bf16GathersAndReductionsFollowTheFp32LossCurve) {
 // one process on the same global batch (8 rows a step) after 20 fp32 steps.
 TEST_F(Overlap, EveryStrategyOnTwoAndFourRanksMatchesOneProcess) {
   test::TempDir d;
-  const std::vector<std::string> common = {"train.precision=fp32", "train.max_steps=20", "train.batch_size=2"};
+  const std::vector<std::string> common = {"train.precision=fp32", "train.max_steps=20",
+                                           "train.batch_size=2"};
   auto single = common;
   single.push_back("train.grad_accum=4");
   auto r = test::run_sft(args(d.file("single"), cache(), single));
@@ -109,12 +130,14 @@ TEST_F(Overlap, EveryStrategyOnTwoAndFourRanksMatchesOneProcess) {
     for (const char* strategy : {"ddp", "zero1", "zero2", "zero3"}) {
       if (world == 4 && (std::string(strategy) == "ddp" || std::string(strategy) == "zero1")) continue;
       auto extra = common;
-      extra.insert(extra.end(), {"train.grad_accum=" + std::to_string(4 / world), std::string("dist.strategy=") + strategy,
-                                 "dist.bucket_mb=0.05", "dist.prefetch=1", "dist.reduce_inflight=3"});
+      extra.insert(extra.end(),
+                   {"train.grad_accum=" + std::to_string(4 / world), std::string("dist.strategy=") + strategy,
+                    "dist.bucket_mb=0.05", "dist.prefetch=1", "dist.reduce_inflight=3"});
       const std::string run = d.file(std::string("run_") + strategy + std::to_string(world));
       launch(world, args(run, cache(), extra));
       ASSERT_TRUE(fs::exists(run + "/final/model.safetensors")) << strategy << " on " << world;
-      EXPECT_LT(max_diff(d.file("single/final"), run + "/final"), 1e-5) << strategy << " on " << world << " ranks";
+      EXPECT_LT(max_diff(d.file("single/final"), run + "/final"), 1e-5)
+          << strategy << " on " << world << " ranks";
     }
 }
 
@@ -143,7 +166,8 @@ TEST_F(Overlap, EachStepReportsItsCommunication) {
 TEST_F(Overlap, TheTraceShowsACollectiveOverlappingCompute) {
   test::TempDir d;
   const std::string run = d.file("run");
-  auto a = args(run, cache(), {"dist.strategy=zero3", "train.max_steps=4", "model.config.num_hidden_layers=6"});
+  auto a =
+      args(run, cache(), {"dist.strategy=zero3", "train.max_steps=4", "model.config.num_hidden_layers=6"});
   a.insert(a.end(), {"--profile-steps", "3:3"});
   launch(2, a);
   const std::string path = run + "/profile/steps_3-3.rank0.trace.json";
@@ -161,7 +185,8 @@ TEST_F(Overlap, TheTraceShowsACollectiveOverlappingCompute) {
     const std::string name = e["name"].get<std::string>();
     const double b = e["ts"].get<double>(), en = b + e["dur"].get<double>();
     const std::int64_t tid = e.contains("tid") && e["tid"].is_number() ? e["tid"].get<std::int64_t>() : -1;
-    if (name.rfind("gloo:", 0) == 0) collectives.push_back({b, en, name, tid});
+    if (name.rfind("gloo:", 0) == 0)
+      collectives.push_back({b, en, name, tid});
     else if (name == "aten::mm" || name == "aten::addmm" || name == "aten::bmm" || name == "aten::matmul")
       compute.push_back({b, en, name, tid});
   }
@@ -183,11 +208,12 @@ TEST_F(Overlap, TheTraceShowsACollectiveOverlappingCompute) {
 TEST_F(Overlap, EightZero3RanksStayWithinTheirPlan) {
   test::TempDir d;
   const std::string run = d.file("run");
-  launch(8, args(run, cache(), {"dist.strategy=zero3", "train.precision=bf16", "train.max_steps=2", "train.batch_size=1",
-                                "data.max_seq_len=128", "train.activation_checkpointing=true",
-                                "model.config.hidden_size=512", "model.config.intermediate_size=1376",
-                                "model.config.num_hidden_layers=32", "model.config.num_attention_heads=8",
-                                "model.config.num_key_value_heads=8"}));
+  launch(8,
+         args(run, cache(),
+              {"dist.strategy=zero3", "train.precision=bf16", "train.max_steps=2", "train.batch_size=1",
+               "data.max_seq_len=128", "train.activation_checkpointing=true", "model.config.hidden_size=512",
+               "model.config.intermediate_size=1376", "model.config.num_hidden_layers=32",
+               "model.config.num_attention_heads=8", "model.config.num_key_value_heads=8"}));
   auto memory = records(run, "memory");
   auto build = records(run, "build");
   ASSERT_EQ(memory.size(), 1u);
@@ -198,8 +224,9 @@ TEST_F(Overlap, EightZero3RanksStayWithinTheirPlan) {
     for (const char* phase : {"forward_backward", "optimizer", "export"}) {
       const double planned = memory[0]["planned"][phase].get<double>();
       const double measured = memory[0]["measured"][rank][phase].get<double>();
-      EXPECT_NEAR(measured / planned, 1.0, 0.15) << "rank " << rank << ", " << phase << ": planned "
-                                                 << planned / 1048576 << " MiB, measured " << measured / 1048576;
+      EXPECT_NEAR(measured / planned, 1.0, 0.15)
+          << "rank " << rank << ", " << phase << ": planned " << planned / 1048576 << " MiB, measured "
+          << measured / 1048576;
       EXPECT_LT(measured, fp32_weights) << "rank " << rank << ", " << phase;
     }
 }

@@ -16,13 +16,29 @@ TEST(EvalDuringTraining, ATinyTrainedModelGetsTheThreeSyntheticScores) {
   std::string why;  // the code skill runs generated programs, only ever in the sandbox
   if (!sandbox_available(&why)) GTEST_SKIP() << "sandbox unavailable here: " << why;
   test::TempDir d;
-  auto r = test::run_sft({"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", d.file("run"),
-                          "--set", "data.cache_dir=" + d.file("cache"),
-                          "--set", "datasets.math.fraction=1/64", "--set", "datasets.code.fraction=1/64",
-                          "--set", "datasets.general.fraction=1/32", "--set", "eval.at_end=true",
-                          "--set", "eval.max_new_tokens=48", "--set", "eval.batch_size=32",
-                          "--set", "eval.benchmarks=[{name: math, limit: 12}, {name: code, limit: 12}, {name: general, limit: 12}]"},
-                         {}, 900);
+  auto r = test::run_sft(
+      {"train",
+       "--config",
+       "configs/tiny/dmt.yaml",
+       "--output-dir",
+       d.file("run"),
+       "--set",
+       "data.cache_dir=" + d.file("cache"),
+       "--set",
+       "datasets.math.fraction=1/64",
+       "--set",
+       "datasets.code.fraction=1/64",
+       "--set",
+       "datasets.general.fraction=1/32",
+       "--set",
+       "eval.at_end=true",
+       "--set",
+       "eval.max_new_tokens=48",
+       "--set",
+       "eval.batch_size=32",
+       "--set",
+       "eval.benchmarks=[{name: math, limit: 12}, {name: code, limit: 12}, {name: general, limit: 12}]"},
+      {}, 900);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto s = nlohmann::json::parse(test::read(d.file("run/eval/summary.json")));
   // The trainer's scores are `sft eval`'s on the exported model with the same settings.
@@ -33,12 +49,14 @@ TEST(EvalDuringTraining, ATinyTrainedModelGetsTheThreeSyntheticScores) {
                            {}, 600);
     ASSERT_EQ(e.exit_code, 0) << e.err;
     auto standalone = nlohmann::json::parse(e.out)["summary"];
-    EXPECT_EQ(s[b]["score"].get<double>(), standalone["score"].get<double>()) << b << ": " << standalone.dump();
+    EXPECT_EQ(s[b]["score"].get<double>(), standalone["score"].get<double>())
+        << b << ": " << standalone.dump();
   }
   EXPECT_EQ(s["math"]["metric"], "accuracy");
   EXPECT_EQ(s["code"]["metric"], "pass@1");
   EXPECT_EQ(s["general"]["metric"], "exact_match");
-  for (const char* b : {"math", "code", "general"}) EXPECT_TRUE(fs::exists(d.file(std::string("run/eval/") + b + ".json")));
+  for (const char* b : {"math", "code", "general"})
+    EXPECT_TRUE(fs::exists(d.file(std::string("run/eval/") + b + ".json")));
   EXPECT_NE(test::read(d.file("run/metrics.jsonl")).find("\"event\":\"eval\""), std::string::npos);
 }
 

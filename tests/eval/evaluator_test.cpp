@@ -17,8 +17,12 @@ namespace sft::eval {
 namespace {
 
 std::unique_ptr<model::Llama> tiny_model() {
-  auto cfg = model::LlamaConfig::from_json({{"hidden_size", 64}, {"intermediate_size", 128}, {"num_hidden_layers", 2},
-                                            {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"vocab_size", 1024},
+  auto cfg = model::LlamaConfig::from_json({{"hidden_size", 64},
+                                            {"intermediate_size", 128},
+                                            {"num_hidden_layers", 2},
+                                            {"num_attention_heads", 4},
+                                            {"num_key_value_heads", 2},
+                                            {"vocab_size", 1024},
                                             {"max_position_embeddings", 512}},
                                            "tiny");
   auto m = std::make_unique<model::Llama>(cfg);
@@ -38,9 +42,10 @@ TEST(EvalSyntheticSkills, OneCommandWritesResultsWithTheThreeScores) {
   if (!sandbox_available(&why)) GTEST_SKIP() << "sandbox unavailable here: " << why;
   test::TempDir d;
   const std::string model = save_tiny_model(d);
-  auto r = test::run_sft({"eval", "--model", model, "--benchmark", "math,code,general", "--limit", "6", "--max-new-tokens",
-                          "12", "--batch-size", "16", "--out", d.file("results.json"), "--threads", "2"},
-                         {}, 300);
+  auto r = test::run_sft(
+      {"eval", "--model", model, "--benchmark", "math,code,general", "--limit", "6", "--max-new-tokens", "12",
+       "--batch-size", "16", "--out", d.file("results.json"), "--threads", "2"},
+      {}, 300);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("math: accuracy"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("code: pass@1"), std::string::npos) << r.out;
@@ -48,7 +53,8 @@ TEST(EvalSyntheticSkills, OneCommandWritesResultsWithTheThreeScores) {
   auto j = nlohmann::json::parse(test::read(d.file("results.json")));
   EXPECT_EQ(j["benchmark"], "math,code,general");
   EXPECT_EQ(j["model"], model);
-  const std::map<std::string, std::string> metric = {{"math", "accuracy"}, {"code", "pass@1"}, {"general", "exact_match"}};
+  const std::map<std::string, std::string> metric = {
+      {"math", "accuracy"}, {"code", "pass@1"}, {"general", "exact_match"}};
   for (const auto& [b, m] : metric) {
     ASSERT_TRUE(j["summary"].contains(b)) << b;
     EXPECT_EQ(j["summary"][b]["metric"], m);
@@ -85,7 +91,8 @@ TEST(EvalApi, RunBenchmarkReturnsSummaryAndSamplesForTheTrainer) {
   EXPECT_EQ(r["summary"]["conversations"], 3);
   EXPECT_EQ(r["samples"].size(), r["summary"]["turns"]);
   EXPECT_EQ(r["settings"]["template"], "vicuna_v1.1");
-  for (const char* k : {"id", "turn", "prompt", "reference", "prediction", "correct"}) EXPECT_TRUE(r["samples"][0].contains(k)) << k;
+  for (const char* k : {"id", "turn", "prompt", "reference", "prediction", "correct"})
+    EXPECT_TRUE(r["samples"][0].contains(k)) << k;
   EXPECT_FALSE(summary_line(r).empty());
 
   // The same greedy generation twice gives the same answers.
@@ -116,7 +123,8 @@ TEST(EvalApi, BatchesShrinkToTheMemoryBudgetAndGiveTheSameAnswers) {
   req.memory_budget_bytes = 1;  // less than one row: every batch shrinks to one prompt
   auto tight = run_benchmark(*m, *tok, req);
   ASSERT_EQ(tight["samples"].size(), 6u);
-  for (std::size_t i = 0; i < 6; ++i) EXPECT_EQ(tight["samples"][i]["prediction"], ones["samples"][i]["prediction"]) << i;
+  for (std::size_t i = 0; i < 6; ++i)
+    EXPECT_EQ(tight["samples"][i]["prediction"], ones["samples"][i]["prediction"]) << i;
   req.memory_budget_bytes = 0;  // measured: plenty here
   EXPECT_EQ(run_benchmark(*m, *tok, req)["summary"]["score"], ones["summary"]["score"]);
 }
@@ -125,11 +133,11 @@ TEST(EvalCli, UsageErrorsExitWithCodeTwo) {
   test::TempDir d;
   test::write(d.file("p.jsonl"), "{\"prediction\": \"1\"}\n");
   const std::vector<std::vector<std::string>> bad = {
-      {"eval", "--benchmark", "gsm8k", "--model", d.path()},                          // gsm8k needs --data
-      {"eval", "--benchmark", "squad", "--predictions", d.file("p.jsonl")},          // unknown benchmark
-      {"eval", "--benchmark", "code", "--predictions", d.file("p.jsonl")},           // predictions score gsm8k/math
+      {"eval", "--benchmark", "gsm8k", "--model", d.path()},                 // gsm8k needs --data
+      {"eval", "--benchmark", "squad", "--predictions", d.file("p.jsonl")},  // unknown benchmark
+      {"eval", "--benchmark", "code", "--predictions", d.file("p.jsonl")},   // predictions score gsm8k/math
       {"eval", "--benchmark", "math", "--model", d.path(), "--predictions", d.file("p.jsonl")},
-      {"eval", "--benchmark", "math"},                                                // nothing to evaluate
+      {"eval", "--benchmark", "math"},  // nothing to evaluate
       {"eval", "--benchmark", "math,code", "--data", d.file("p.jsonl"), "--model", d.path()},
   };
   for (const auto& args : bad) {

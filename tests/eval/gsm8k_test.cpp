@@ -20,15 +20,15 @@ TEST(Gsm8kExtraction, ReadsNumbersTheWayTheCommunityDoes) {
   EXPECT_EQ(pred("So she has 72 clips.\n#### 72"), 72.0);
   EXPECT_EQ(pred("It costs $1,234.50 in total."), 1234.5);
   EXPECT_EQ(pred("He has 18 dollars."), 18.0);
-  EXPECT_EQ(pred("The answer is 5."), 5.0);          // a sentence's period is not a decimal point
+  EXPECT_EQ(pred("The answer is 5."), 5.0);  // a sentence's period is not a decimal point
   EXPECT_EQ(pred("#### -5"), -5.0);
   EXPECT_EQ(pred("She loses -$3 a day"), -3.0);
-  EXPECT_EQ(pred("8-3 = 5"), 5.0);                  // a minus between numbers is not a sign
+  EXPECT_EQ(pred("8-3 = 5"), 5.0);  // a minus between numbers is not a sign
   EXPECT_EQ(pred("half of it is .5"), 0.5);
   EXPECT_EQ(pred("50% of them"), 50.0);
   EXPECT_EQ(pred("1,000,000 people"), 1000000.0);
-  EXPECT_EQ(pred("scores 1,2345"), 2345.0);         // not a thousands separator: two numbers
-  EXPECT_EQ(pred("<<3*4=12>>12 apples"), 12.0);       // calculator annotations keep the result last
+  EXPECT_EQ(pred("scores 1,2345"), 2345.0);      // not a thousands separator: two numbers
+  EXPECT_EQ(pred("<<3*4=12>>12 apples"), 12.0);  // calculator annotations keep the result last
   EXPECT_FALSE(pred("no idea").has_value());
   EXPECT_FALSE(pred("").has_value());
 }
@@ -55,25 +55,31 @@ TEST(Gsm8kExtraction, AnswersMatchNumerically) {
 
 TEST(Gsm8kPredictions, AlignByOrderOrByIdxAndRejectMisalignedFiles) {
   test::TempDir d;
-  test::write(d.file("ref.jsonl"),
-              "{\"question\": \"q0\", \"answer\": \"#### 1\"}\n{\"question\": \"q1\", \"answer\": \"#### 2\"}\n"
-              "{\"question\": \"q2\", \"answer\": \"#### 3\"}\n");
+  test::write(
+      d.file("ref.jsonl"),
+      "{\"question\": \"q0\", \"answer\": \"#### 1\"}\n{\"question\": \"q1\", \"answer\": \"#### 2\"}\n"
+      "{\"question\": \"q2\", \"answer\": \"#### 3\"}\n");
   auto items = load_gsm8k(d.file("ref.jsonl"));
   ASSERT_EQ(items.size(), 3u);
-  test::write(d.file("order.jsonl"), "{\"prediction\": \"1\"}\n{\"prediction\": \"x 5\"}\n\n{\"prediction\": \"#### 3\"}\n");
-  EXPECT_EQ(load_gsm8k_predictions(d.file("order.jsonl"), items), (std::vector<std::string>{"1", "x 5", "#### 3"}));
-  test::write(d.file("idx.jsonl"),
-              "{\"idx\": 2, \"prediction\": \"c\"}\n{\"idx\": 0, \"prediction\": \"a\", \"question\": \" q0 \"}\n"
-              "{\"idx\": 1, \"prediction\": \"b\"}\n");
+  test::write(d.file("order.jsonl"),
+              "{\"prediction\": \"1\"}\n{\"prediction\": \"x 5\"}\n\n{\"prediction\": \"#### 3\"}\n");
+  EXPECT_EQ(load_gsm8k_predictions(d.file("order.jsonl"), items),
+            (std::vector<std::string>{"1", "x 5", "#### 3"}));
+  test::write(
+      d.file("idx.jsonl"),
+      "{\"idx\": 2, \"prediction\": \"c\"}\n{\"idx\": 0, \"prediction\": \"a\", \"question\": \" q0 \"}\n"
+      "{\"idx\": 1, \"prediction\": \"b\"}\n");
   EXPECT_EQ(load_gsm8k_predictions(d.file("idx.jsonl"), items), (std::vector<std::string>{"a", "b", "c"}));
   // The first two references only (--limit 2): the third prediction is left out.
   EXPECT_EQ(load_gsm8k_predictions(d.file("idx.jsonl"), load_gsm8k(d.file("ref.jsonl"), 2), 3).size(), 2u);
   EXPECT_EQ(load_gsm8k_predictions(d.file("order.jsonl"), load_gsm8k(d.file("ref.jsonl"), 2), 3).size(), 2u);
   // A line past the reference file's end is another file's, not one to leave out.
-  test::write(d.file("extra.jsonl"), "{\"prediction\": \"1\"}\n{\"prediction\": \"2\"}\n{\"prediction\": \"3\"}\n"
-                                     "{\"prediction\": \"4\"}\n");
+  test::write(d.file("extra.jsonl"),
+              "{\"prediction\": \"1\"}\n{\"prediction\": \"2\"}\n{\"prediction\": \"3\"}\n"
+              "{\"prediction\": \"4\"}\n");
   EXPECT_THROW(load_gsm8k_predictions(d.file("extra.jsonl"), items), DataError);
-  EXPECT_THROW(load_gsm8k_predictions(d.file("extra.jsonl"), load_gsm8k(d.file("ref.jsonl"), 2), 3), DataError);
+  EXPECT_THROW(load_gsm8k_predictions(d.file("extra.jsonl"), load_gsm8k(d.file("ref.jsonl"), 2), 3),
+               DataError);
 
   test::write(d.file("wrong_q.jsonl"), "{\"prediction\": \"1\", \"question\": \"q1\"}\n");
   EXPECT_THROW(load_gsm8k_predictions(d.file("wrong_q.jsonl"), items), DataError);
@@ -82,9 +88,11 @@ TEST(Gsm8kPredictions, AlignByOrderOrByIdxAndRejectMisalignedFiles) {
     load_gsm8k_predictions(d.file("short.jsonl"), items);
     FAIL() << "expected a DataError";
   } catch (const DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("2 of 3 references have no prediction"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("2 of 3 references have no prediction"), std::string::npos)
+        << e.what();
   }
-  test::write(d.file("dup.jsonl"), "{\"idx\": 0, \"prediction\": \"1\"}\n{\"idx\": 0, \"prediction\": \"1\"}\n");
+  test::write(d.file("dup.jsonl"),
+              "{\"idx\": 0, \"prediction\": \"1\"}\n{\"idx\": 0, \"prediction\": \"1\"}\n");
   EXPECT_THROW(load_gsm8k_predictions(d.file("dup.jsonl"), items), DataError);
   test::write(d.file("bad.jsonl"), "{\"output\": \"1\"}\n");
   EXPECT_THROW(load_gsm8k_predictions(d.file("bad.jsonl"), items), DataError);
@@ -108,7 +116,9 @@ TEST(Gsm8kRealData, GoldAnswersScoreFullMarksAndShuffledOnesAlmostNothing) {
   auto perm = permutation(static_cast<std::int64_t>(items.size()), 7);
   for (std::size_t i = 0; i < items.size(); ++i) {
     gold += nlohmann::json{{"question", items[i].question}, {"prediction", items[i].answer}}.dump() + "\n";
-    shuffled += nlohmann::json{{"idx", i}, {"prediction", items[static_cast<std::size_t>(perm[i])].answer}}.dump() + "\n";
+    shuffled +=
+        nlohmann::json{{"idx", i}, {"prediction", items[static_cast<std::size_t>(perm[i])].answer}}.dump() +
+        "\n";
   }
   test::write(d.file("gold.jsonl"), gold);
   test::write(d.file("shuffled.jsonl"), shuffled);
@@ -116,11 +126,12 @@ TEST(Gsm8kRealData, GoldAnswersScoreFullMarksAndShuffledOnesAlmostNothing) {
   auto g = score_gsm8k_predictions(d.file("gold.jsonl"), ref);
   EXPECT_EQ(g["summary"]["correct"], 1319);
   EXPECT_DOUBLE_EQ(g["summary"]["accuracy"].get<double>(), 1.0);
-  EXPECT_LT(score_gsm8k_predictions(d.file("shuffled.jsonl"), ref)["summary"]["accuracy"].get<double>(), 0.05);
+  EXPECT_LT(score_gsm8k_predictions(d.file("shuffled.jsonl"), ref)["summary"]["accuracy"].get<double>(),
+            0.05);
 
   // The same through the command line, which writes results.json.
-  auto r = test::run_sft({"eval", "--benchmark", "gsm8k", "--predictions", d.file("gold.jsonl"), "--data", ref, "--out",
-                          d.file("out/results.json")},
+  auto r = test::run_sft({"eval", "--benchmark", "gsm8k", "--predictions", d.file("gold.jsonl"), "--data",
+                          ref, "--out", d.file("out/results.json")},
                          {}, 120);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("gsm8k: accuracy 1.0000 (1319/1319)"), std::string::npos) << r.out;
@@ -129,7 +140,8 @@ TEST(Gsm8kRealData, GoldAnswersScoreFullMarksAndShuffledOnesAlmostNothing) {
   ASSERT_EQ(j["samples"].size(), 1319u);
   for (const char* k : {"idx", "question", "reference", "prediction", "extracted", "correct"})
     EXPECT_TRUE(j["samples"][5].contains(k)) << k;
-  r = test::run_sft({"eval", "--benchmark", "gsm8k", "--predictions", d.file("shuffled.jsonl"), "--data", ref, "--limit", "100"},
+  r = test::run_sft({"eval", "--benchmark", "gsm8k", "--predictions", d.file("shuffled.jsonl"), "--data", ref,
+                     "--limit", "100"},
                     {}, 120);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("/100)"), std::string::npos) << r.out;

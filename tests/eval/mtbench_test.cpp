@@ -16,8 +16,12 @@ namespace sft::eval {
 namespace {
 
 std::string tiny_random_model(const test::TempDir& d) {
-  auto cfg = model::LlamaConfig::from_json({{"hidden_size", 64}, {"intermediate_size", 128}, {"num_hidden_layers", 2},
-                                            {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"vocab_size", 1024},
+  auto cfg = model::LlamaConfig::from_json({{"hidden_size", 64},
+                                            {"intermediate_size", 128},
+                                            {"num_hidden_layers", 2},
+                                            {"num_attention_heads", 4},
+                                            {"num_key_value_heads", 2},
+                                            {"vocab_size", 1024},
                                             {"max_position_embeddings", 512}},
                                            "tiny");
   model::Llama m(cfg);
@@ -77,9 +81,10 @@ TEST(MtBenchAnswers, ATinyModelsAnswerFileValidatesForAll80Questions) {
   test::TempDir d;
   const std::string model = tiny_random_model(d);
   const std::string questions_path = test::shared_data() + "/sharegpt/fastchat/mt_bench/question.jsonl";
-  auto r = test::run_sft({"eval", "--model", model, "--benchmark", "mtbench", "--data", questions_path, "--max-new-tokens",
-                          "8", "--batch-size", "16", "--model-id", "tiny-sft", "--out", d.file("out/results.json"), "--threads", "2"},
-                         {}, 300);
+  auto r = test::run_sft(
+      {"eval", "--model", model, "--benchmark", "mtbench", "--data", questions_path, "--max-new-tokens", "8",
+       "--batch-size", "16", "--model-id", "tiny-sft", "--out", d.file("out/results.json"), "--threads", "2"},
+      {}, 300);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("judge not run"), std::string::npos) << r.out;
   const std::string answers = d.file("out/model_answer/tiny-sft.jsonl");
@@ -120,8 +125,8 @@ TEST(MtBenchAnswers, ATinyModelsAnswerFileValidatesForAll80Questions) {
   EXPECT_NE(res["summary"]["judge"].get<std::string>().find("not run"), std::string::npos);
   EXPECT_EQ(res["samples"].size(), 80u);
 
-  auto py = test::run_program({test::python(), "-c", kFastChatLoad, d.file("out/model_answer"), questions_path, "tiny-sft"},
-                              {}, 60);
+  auto py = test::run_program(
+      {test::python(), "-c", kFastChatLoad, d.file("out/model_answer"), questions_path, "tiny-sft"}, {}, 60);
   ASSERT_EQ(py.exit_code, 0) << py.err;
   EXPECT_EQ(py.out, "80 80\n");
 }

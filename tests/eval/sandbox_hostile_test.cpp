@@ -102,7 +102,8 @@ std::string in_child(const std::function<std::string()>& body, int timeout_s = 1
 
 std::string results_json(const std::vector<ExecResult>& r) {
   nlohmann::json j = nlohmann::json::array();
-  for (const auto& x : r) j.push_back({{"passed", x.passed}, {"result", x.result}, {"stderr", x.stderr_tail}});
+  for (const auto& x : r)
+    j.push_back({{"passed", x.passed}, {"result", x.result}, {"stderr", x.stderr_tail}});
   return j.dump();
 }
 
@@ -206,17 +207,17 @@ TEST_F(SandboxHostileTest, AttacksOnTheHarnessFromInsideTheInterpreterFail) {
       "        f = f.f_back\n";
   const std::vector<std::pair<std::string, std::string>> attacks = {
       {"sys._getframe", "import os, sys\n" + find_secret_in_frames + "forge(sys._getframe())\n"},
-      {"a generator's frame",
-       "import os\n" + find_secret_in_frames + "def g():\n    yield gen.gi_frame\ngen = g()\nforge(next(gen))\n"},
+      {"a generator's frame", "import os\n" + find_secret_in_frames +
+                                  "def g():\n    yield gen.gi_frame\ngen = g()\nforge(next(gen))\n"},
       {"a traceback's frame",
        "import os\n" + find_secret_in_frames +
            "try:\n    raise KeyError\nexcept KeyError as e:\n    forge(e.__traceback__.tb_frame)\n"},
       {"gc.get_objects",
        "import gc, os, types\n" + find_secret_in_frames +
            "for o in gc.get_objects():\n    if isinstance(o, types.FrameType):\n        forge(o)\n"},
-      {"gc.get_referrers",
-       "import gc, os, types\n" + find_secret_in_frames +
-           "for o in gc.get_referrers(forge.__globals__):\n    if isinstance(o, types.FrameType):\n        forge(o)\n"},
+      {"gc.get_referrers", "import gc, os, types\n" + find_secret_in_frames +
+                               "for o in gc.get_referrers(forge.__globals__):\n    if isinstance(o, "
+                               "types.FrameType):\n        forge(o)\n"},
       {"a profile hook",
        "import os, sys\n" + find_secret_in_frames + "sys.setprofile(lambda f, e, a: forge(f))\nlen('x')\n"},
       {"a trace hook that skips the failing line",
@@ -269,7 +270,8 @@ TEST_F(SandboxHostileTest, AttacksOnTheHarnessFromInsideTheInterpreterFail) {
   for (const auto& a : attacks) programs.push_back(a.second);
   auto r = run_programs(programs, opts(), PassRule::harness);
   for (std::size_t i = 0; i < attacks.size(); ++i)
-    EXPECT_FALSE(r[i].passed) << attacks[i].first << " forged a pass: " << r[i].result << "\n" << r[i].stderr_tail;
+    EXPECT_FALSE(r[i].passed) << attacks[i].first << " forged a pass: " << r[i].result << "\n"
+                              << r[i].stderr_tail;
 }
 
 // What the in-interpreter check cannot stop (README, trust model): a value whose == is
@@ -288,18 +290,19 @@ TEST_F(SandboxHostileTest, WrongAnswersThatFoolAssertStillPassAsDocumented) {
 // The harness's guards leave ordinary programs alone: the standard library's own uses of
 // frames and code objects (namedtuple, enum, typing, logging, dataclasses, asyncio) work.
 TEST_F(SandboxHostileTest, OrdinaryLibrariesStillWorkUnderTheHarness) {
-  auto r = run_programs({"import asyncio, collections, dataclasses, enum, functools, logging, typing, warnings\n"
-                         "P = collections.namedtuple('P', 'x y')\n"
-                         "E = enum.Enum('E', 'A B')\n"
-                         "class N(typing.NamedTuple):\n    a: int\n"
-                         "@dataclasses.dataclass\nclass D:\n    a: int = 1\n"
-                         "logging.warning('logged')\n"
-                         "warnings.warn('warned')\n"
-                         "@functools.lru_cache(None)\ndef fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n"
-                         "async def main():\n    await asyncio.sleep(0)\n    return 3\n"
-                         "got = (P(1, 2).y, E.B.value, N(5).a, D().a, fib(30), asyncio.run(main()))\n"
-                         "assert got == (2, 2, 5, 1, 832040, 3), got\n"},
-                        opts(), PassRule::harness);
+  auto r = run_programs(
+      {"import asyncio, collections, dataclasses, enum, functools, logging, typing, warnings\n"
+       "P = collections.namedtuple('P', 'x y')\n"
+       "E = enum.Enum('E', 'A B')\n"
+       "class N(typing.NamedTuple):\n    a: int\n"
+       "@dataclasses.dataclass\nclass D:\n    a: int = 1\n"
+       "logging.warning('logged')\n"
+       "warnings.warn('warned')\n"
+       "@functools.lru_cache(None)\ndef fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n"
+       "async def main():\n    await asyncio.sleep(0)\n    return 3\n"
+       "got = (P(1, 2).y, E.B.value, N(5).a, D().a, fib(30), asyncio.run(main()))\n"
+       "assert got == (2, 2, 5, 1, 832040, 3), got\n"},
+      opts(), PassRule::harness);
   EXPECT_TRUE(r[0].passed) << r[0].result << "\n" << r[0].stderr_tail;
 }
 
@@ -321,7 +324,8 @@ TEST_F(SandboxHostileTest, MountsMadeDuringARunAreReadOnlyToLaterSamples) {
   // The first program sleeps while the host mounts a world-writable tmpfs; the second
   // starts after the mount and tries to write into it.
   auto run = std::async(std::launch::async, [&] {
-    return run_programs({"import time\ntime.sleep(3)\n", "open('" + dir.path + "/escaped', 'w').write('x')\n"}, o);
+    return run_programs(
+        {"import time\ntime.sleep(3)\n", "open('" + dir.path + "/escaped', 'w').write('x')\n"}, o);
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   ASSERT_EQ(::mount("tmpfs", dir.path.c_str(), "tmpfs", 0, "size=1m,mode=1777"), 0) << std::strerror(errno);
@@ -357,7 +361,8 @@ TEST_F(SandboxHostileTest, WithoutRootASampleReadsNoFileThatIsPrivateToTheCaller
 
   // As nobody (no root: a user namespace), the caller's own mode-600 file.
   const std::string nobody_out = in_child([&] {
-    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0)
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+        ::setresuid(65534, 65534, 65534) != 0)
       return std::string("cannot become nobody");
     ::prctl(PR_SET_DUMPABLE, 1);  // as a process nobody started would be (a uid change clears it)
     return results_json(run_programs({reader(nobodys), reader(world_readable)}, o));
@@ -379,7 +384,8 @@ TEST_F(SandboxHostileTest, WithoutRootASampleReadsNoFileThatIsPrivateToTheCaller
   ASSERT_EQ(mapped_root_out.rfind("[", 0), 0u) << mapped_root_out;
   auto as_mapped_root = nlohmann::json::parse(mapped_root_out);
   EXPECT_FALSE(as_mapped_root[0]["passed"].get<bool>()) << "under a mapped root, a sample read /etc/shadow";
-  EXPECT_FALSE(as_mapped_root[1]["passed"].get<bool>()) << "under a mapped root, a sample read a mode-600 file";
+  EXPECT_FALSE(as_mapped_root[1]["passed"].get<bool>())
+      << "under a mapped root, a sample read a mode-600 file";
   EXPECT_TRUE(as_mapped_root[2]["passed"].get<bool>()) << as_mapped_root[2];
 }
 
@@ -414,7 +420,8 @@ TEST_F(SandboxHostileTest, ASamplesMemoryIsBoundedAcrossAllItsProcesses) {
   auto r = run_programs({processes, memfds, "print(sum(range(10)))\n"}, o);
   EXPECT_EQ(r[0].result, "failed: out of memory (the sample's processes together exceeded 256 MiB)")
       << "600 MiB over four processes in a 256 MiB sample";
-  EXPECT_NE(r[1].result.find("PermissionError"), std::string::npos) << "320 MiB of memory files: " << r[1].result;
+  EXPECT_NE(r[1].result.find("PermissionError"), std::string::npos)
+      << "320 MiB of memory files: " << r[1].result;
   EXPECT_TRUE(r[2].passed) << r[2].result;
 }
 
@@ -437,8 +444,8 @@ TEST_F(SandboxHostileTest, ASampleSpinningInManyProcessesDoesNotStarveItsNeighbo
   const std::string neighbour = "assert sum(i * i for i in range(6000000)) > 0\n";
   auto r = run_programs({spinner, neighbour}, o);
   EXPECT_EQ(r[0].result, "timed out");
-  EXPECT_TRUE(r[1].passed) << "the neighbour of a spinning sample: " << r[1].result << " after " << r[1].seconds
-                           << " s";
+  EXPECT_TRUE(r[1].passed) << "the neighbour of a spinning sample: " << r[1].result << " after "
+                           << r[1].seconds << " s";
 }
 
 // ---- 15. the kernel keyring -------------------------------------------------------
@@ -460,7 +467,8 @@ TEST_F(SandboxHostileTest, AKeyAddedByOneSampleIsInvisibleToTheNext) {
                            "assert 'sft_sandbox_key' not in open('/proc/keys').read()\n";
   auto r = run_programs({add, find}, o);
   // EPERM: the filter refused it.
-  EXPECT_NE(r[0].result.find("add_key: errno 1"), std::string::npos) << "a sample added a key: " << r[0].result;
+  EXPECT_NE(r[0].result.find("add_key: errno 1"), std::string::npos)
+      << "a sample added a key: " << r[0].result;
   EXPECT_TRUE(r[1].passed) << r[1].result << "\n" << r[1].stderr_tail;
 }
 

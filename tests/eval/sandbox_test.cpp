@@ -41,7 +41,8 @@ struct Listener {
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 64) != 0) throw std::runtime_error("listen");
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 64) != 0)
+      throw std::runtime_error("listen");
     socklen_t len = sizeof a;
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
     port = ntohs(a.sin_port);
@@ -59,8 +60,10 @@ struct UnixListener {
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
     std::memcpy(a.sun_path, path.data(), path.size());
-    if (path[0] == '@') a.sun_path[0] = '\0';
-    else ::unlink(path.c_str());
+    if (path[0] == '@')
+      a.sun_path[0] = '\0';
+    else
+      ::unlink(path.c_str());
     const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
     if (::bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd, 64) != 0)
       throw std::runtime_error("listen " + path);
@@ -73,7 +76,8 @@ struct UnixListener {
 };
 
 void replace_all(std::string& s, const std::string& from, const std::string& to) {
-  for (auto p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) s.replace(p, from.size(), to);
+  for (auto p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size()))
+    s.replace(p, from.size(), to);
 }
 
 std::int64_t processes_of_sandbox_uids(int workers) {
@@ -81,8 +85,9 @@ std::int64_t processes_of_sandbox_uids(int workers) {
   DIR* d = ::opendir("/proc");
   while (dirent* e = ::readdir(d)) {
     struct stat st;
-    if (e->d_name[0] >= '0' && e->d_name[0] <= '9' && ::stat((std::string("/proc/") + e->d_name).c_str(), &st) == 0 &&
-        st.st_uid >= kSandboxUidBase && st.st_uid < kSandboxUidBase + static_cast<unsigned>(workers))
+    if (e->d_name[0] >= '0' && e->d_name[0] <= '9' &&
+        ::stat((std::string("/proc/") + e->d_name).c_str(), &st) == 0 && st.st_uid >= kSandboxUidBase &&
+        st.st_uid < kSandboxUidBase + static_cast<unsigned>(workers))
       ++n;
   }
   ::closedir(d);
@@ -226,24 +231,27 @@ TEST_F(SandboxTest, ProgramsRunUnprivilegedInAPrivateWritableDirectory) {
 }
 
 TEST_F(SandboxTest, UnderTheHarnessOnlyAProgramThatRanToItsEndPasses) {
-  auto r = run_programs({"import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n", "print('DONE')\n",
-                         "raise SystemExit(0)\n", "import os\nos.write(4, b'0' * 32)\n", "import os\nos.read(3, 64)\n"},
-                        opts(), PassRule::harness);
+  auto r = run_programs(
+      {"import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n", "print('DONE')\n", "raise SystemExit(0)\n",
+       "import os\nos.write(4, b'0' * 32)\n", "import os\nos.read(3, 64)\n"},
+      opts(), PassRule::harness);
   EXPECT_FALSE(r[0].passed) << r[0].result;
   EXPECT_FALSE(r[1].passed) << r[1].result;
   EXPECT_TRUE(r[2].passed) << r[2].result << "\n" << r[2].stderr_tail;
   EXPECT_FALSE(r[3].passed) << r[3].result;
   EXPECT_EQ(r[4].result, "failed: the completion report does not carry the harness's secret (forged)");
-  EXPECT_NE(r[5].result.find("Bad file descriptor"), std::string::npos) << r[5].result;  // read before it starts
+  EXPECT_NE(r[5].result.find("Bad file descriptor"), std::string::npos)
+      << r[5].result;  // read before it starts
 }
 
 // The harness's frame, where the secret is, is out of reach (sandbox_hostile_test.cpp tries
 // the other ways in).
 TEST_F(SandboxTest, ASampleThatSearchesTheInterpretersFramesCannotForge) {
-  auto r = run_programs({"import os, sys\nos.write(4, sys._getframe(1).f_locals['secret'])\nos._exit(0)\n"}, opts(),
-                        PassRule::harness);
+  auto r = run_programs({"import os, sys\nos.write(4, sys._getframe(1).f_locals['secret'])\nos._exit(0)\n"},
+                        opts(), PassRule::harness);
   EXPECT_FALSE(r[0].passed);
-  EXPECT_NE(r[0].result.find("the HumanEval harness refuses sys._getframe"), std::string::npos) << r[0].result;
+  EXPECT_NE(r[0].result.find("the HumanEval harness refuses sys._getframe"), std::string::npos)
+      << r[0].result;
 }
 
 TEST_F(SandboxTest, HostUnixSocketsAreUnreachableAnywhere) {
@@ -260,7 +268,9 @@ TEST_F(SandboxTest, HostUnixSocketsAreUnreachableAnywhere) {
       abstract("@sft_sandbox_test_" + std::to_string(::getpid()));
   const std::string prog =
       "import socket\n"
-      "for addr in ['" + in_tmp.path + "', '" + elsewhere.path + "', '\\0" + abstract.path.substr(1) + "']:\n"
+      "for addr in ['" +
+      in_tmp.path + "', '" + elsewhere.path + "', '\\0" + abstract.path.substr(1) +
+      "']:\n"
       "    try:\n"
       "        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
       "    except PermissionError:\n"
@@ -309,12 +319,24 @@ bool alive(int pid) { return ::kill(pid, 0) == 0; }
 
 void expect_nothing_left_after_killing_the_evaluator(int signal, bool unsafe) {
   test::TempDir dir, tmp;
-  test::write(dir.file("samples.jsonl"),
-              std::string(R"({"task_id": "t/return1", "completion": "    import time\n    time.sleep(120)\n    return 1\n"})") +
-                  "\n" + R"({"task_id": "t/add", "completion": "    import time\n    time.sleep(120)\n    return 1\n"})" + "\n");
-  std::vector<std::string> args = {"eval", "--benchmark", "humaneval", "--samples", dir.file("samples.jsonl"),
-                                   "--data", test::source_dir() + "/tests/fixtures/eval/problems.jsonl",
-                                   "--timeout", "100", "--workers", "2"};
+  test::write(
+      dir.file("samples.jsonl"),
+      std::string(
+          R"({"task_id": "t/return1", "completion": "    import time\n    time.sleep(120)\n    return 1\n"})") +
+          "\n" +
+          R"({"task_id": "t/add", "completion": "    import time\n    time.sleep(120)\n    return 1\n"})" +
+          "\n");
+  std::vector<std::string> args = {"eval",
+                                   "--benchmark",
+                                   "humaneval",
+                                   "--samples",
+                                   dir.file("samples.jsonl"),
+                                   "--data",
+                                   test::source_dir() + "/tests/fixtures/eval/problems.jsonl",
+                                   "--timeout",
+                                   "100",
+                                   "--workers",
+                                   "2"};
   if (unsafe) args.push_back("--unsafe-no-sandbox");
   auto p = test::spawn_sft(args, {{"TMPDIR", tmp.path()}});
   // Wait until both programs run: two python processes below the evaluator.
@@ -343,11 +365,14 @@ void expect_nothing_left_after_killing_the_evaluator(int signal, bool unsafe) {
   EXPECT_TRUE(gone) << "a sandbox process outlived the evaluator (signal " << signal << ")";
   if (unsafe) {
     // SIGKILL leaves the unsafe run's host folder; the next unsafe run removes it.
-    test::write(dir.file("ok.jsonl"), R"({"task_id": "t/return1", "completion": "    return 1\n"})" "\n"
-                                      R"({"task_id": "t/add", "completion": "    return a + b\n"})" "\n");
-    auto again = test::run_sft({"eval", "--benchmark", "humaneval", "--samples", dir.file("ok.jsonl"), "--data",
-                                test::source_dir() + "/tests/fixtures/eval/problems.jsonl", "--unsafe-no-sandbox"},
-                               {{"TMPDIR", tmp.path()}}, 120);
+    test::write(dir.file("ok.jsonl"), R"({"task_id": "t/return1", "completion": "    return 1\n"})"
+                                      "\n"
+                                      R"({"task_id": "t/add", "completion": "    return a + b\n"})"
+                                      "\n");
+    auto again =
+        test::run_sft({"eval", "--benchmark", "humaneval", "--samples", dir.file("ok.jsonl"), "--data",
+                       test::source_dir() + "/tests/fixtures/eval/problems.jsonl", "--unsafe-no-sandbox"},
+                      {{"TMPDIR", tmp.path()}}, 120);
     EXPECT_EQ(again.exit_code, 0) << again.err;
   }
   DIR* d = ::opendir(tmp.path().c_str());

@@ -18,10 +18,27 @@ namespace sft {
 namespace {
 
 std::vector<std::string> tiny_args(const std::string& out, const std::string& cache) {
-  return {"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", out,
-          "--set", "datasets.math.fraction=1/16", "--set", "datasets.code.fraction=1/16",
-          "--set", "datasets.general.fraction=1/8", "--set", "train.save_every=2", "--set", "train.log_every=1",
-          "--set", "train.threads=1", "--set", "train.keep_checkpoints=3", "--set", "data.cache_dir=" + cache};
+  return {"train",
+          "--config",
+          "configs/tiny/dmt.yaml",
+          "--output-dir",
+          out,
+          "--set",
+          "datasets.math.fraction=1/16",
+          "--set",
+          "datasets.code.fraction=1/16",
+          "--set",
+          "datasets.general.fraction=1/8",
+          "--set",
+          "train.save_every=2",
+          "--set",
+          "train.log_every=1",
+          "--set",
+          "train.threads=1",
+          "--set",
+          "train.keep_checkpoints=3",
+          "--set",
+          "data.cache_dir=" + cache};
 }
 
 std::int64_t last_logged_step(const std::string& metrics) {
@@ -120,7 +137,9 @@ TEST(Resume, SigtermSavesACheckpointAndExitsWithAResumeHint) {
   std::string err;
   int code = interrupt_at(args, out, 7, SIGTERM, &err);
   EXPECT_EQ(code, 128 + SIGTERM) << err;
-  EXPECT_NE(err.find("checkpoint saved. Resume with: sft train --config configs/tiny/dmt.yaml"), std::string::npos) << err;
+  EXPECT_NE(err.find("checkpoint saved. Resume with: sft train --config configs/tiny/dmt.yaml"),
+            std::string::npos)
+      << err;
   EXPECT_NE(err.find("--resume auto"), std::string::npos) << err;
   train::CheckpointStore store(out + "/checkpoints");
   auto latest = store.latest_good();
@@ -223,10 +242,12 @@ TEST(Resume, AnotherModelOrChangedHyperParametersAreRefusedUnlessOverriddenAndRe
 
   // The same parameter count, another shape: 8 heads of 16 instead of 4 of 32.
   auto heads = resume;
-  heads.insert(heads.end(), {"--set", "model.config.num_attention_heads=8", "--set", "model.config.num_key_value_heads=4"});
+  heads.insert(heads.end(), {"--set", "model.config.num_attention_heads=8", "--set",
+                             "model.config.num_key_value_heads=4"});
   r = test::run_sft(heads);
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_NE(r.err.find("model num_attention_heads: the checkpoint has 4, this run has 8"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("model num_attention_heads: the checkpoint has 4, this run has 8"), std::string::npos)
+      << r.err;
   EXPECT_EQ(folder(out), before) << "a refused resume changed the run folder";
 
   lr.insert(lr.end(), {"--resume-override", "train.lr"});

@@ -21,11 +21,25 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::vector<std::string> tiny_args(const std::string& out, const std::string& cache, std::vector<std::string> extra = {}) {
-  std::vector<std::string> a = {"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", out,
-                                "--set", "datasets.math.fraction=1/16", "--set", "datasets.code.fraction=1/16",
-                                "--set", "datasets.general.fraction=1/8", "--set", "train.log_every=1",
-                                "--set", "train.threads=1", "--set", "data.cache_dir=" + cache};
+std::vector<std::string> tiny_args(const std::string& out, const std::string& cache,
+                                   std::vector<std::string> extra = {}) {
+  std::vector<std::string> a = {"train",
+                                "--config",
+                                "configs/tiny/dmt.yaml",
+                                "--output-dir",
+                                out,
+                                "--set",
+                                "datasets.math.fraction=1/16",
+                                "--set",
+                                "datasets.code.fraction=1/16",
+                                "--set",
+                                "datasets.general.fraction=1/8",
+                                "--set",
+                                "train.log_every=1",
+                                "--set",
+                                "train.threads=1",
+                                "--set",
+                                "data.cache_dir=" + cache};
   for (auto& e : extra) a.insert(a.end(), {"--set", e});
   return a;
 }
@@ -72,7 +86,8 @@ TEST(RunFolder, ALockedFolderIsRefusedAtOnceNamingTheHoldersPidAndHost) {
   const double secs = std::chrono::duration<double>(Clock::now() - start).count();
   EXPECT_EQ(r.exit_code, 75) << r.err;
   EXPECT_LT(secs, 10.0);
-  EXPECT_NE(r.err.find("in use by pid " + std::to_string(::getpid()) + " on host " + hostname()), std::string::npos)
+  EXPECT_NE(r.err.find("in use by pid " + std::to_string(::getpid()) + " on host " + hostname()),
+            std::string::npos)
       << r.err;
   // Refused before writing anything: the folder holds the lock file only.
   EXPECT_EQ(fs::list_dir(out), std::vector<std::string>{"sft.lock"});
@@ -88,14 +103,16 @@ TEST(RunFolder, ALockedFolderIsRefusedAtOnceNamingTheHoldersPidAndHost) {
 TEST(RunFolder, ASecondTrainerIsRefusedAndAKilledOneLeavesNoStaleLock) {
   test::TempDir d;
   const std::string out = d.file("run");
-  const std::vector<std::string> sets = {"train.save_every=2", "train.epochs=10"};  // long enough to be caught
+  const std::vector<std::string> sets = {"train.save_every=2",
+                                         "train.epochs=10"};  // long enough to be caught
   test::Process first = test::spawn_sft(tiny_args(out, d.file("cache"), sets));
   ASSERT_TRUE(wait_for([&] { return fs::exists(out + "/checkpoints/step_00000002"); }, 300))
       << test::read(first.err_path);
   auto second = test::run_sft(tiny_args(out, d.file("cache"), sets), {}, 120);
   EXPECT_EQ(second.exit_code, 75) << second.err;
   EXPECT_NE(second.err.find("in use by pid " + std::to_string(first.pid)), std::string::npos) << second.err;
-  auto resume = test::run_sft({"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", out, "--resume", "auto"}, {}, 120);
+  auto resume = test::run_sft(
+      {"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", out, "--resume", "auto"}, {}, 120);
   EXPECT_EQ(resume.exit_code, 75) << "a --resume auto while the run trains";
   EXPECT_TRUE(test::process_running(first)) << "the refused trainers must leave the first alone";
   EXPECT_EQ(first_steps(out + "/metrics.jsonl"), 1);
@@ -121,7 +138,8 @@ TEST(RunFolder, ASignalDeliveredTwiceAtOnceStillSavesACheckpoint) {
   test::TempDir d;
   const std::string out = d.file("run");
   test::Process p = test::spawn_sft(tiny_args(out, d.file("cache"), {"train.epochs=10"}));
-  ASSERT_TRUE(wait_for([&] { return first_steps(out + "/metrics.jsonl") == 1; }, 300)) << test::read(p.err_path);
+  ASSERT_TRUE(wait_for([&] { return first_steps(out + "/metrics.jsonl") == 1; }, 300))
+      << test::read(p.err_path);
   ::kill(p.pid, SIGTERM);
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ::kill(p.pid, SIGTERM);
@@ -145,15 +163,18 @@ TEST(RunInputs, ABadEvalFileOrNameFailsBeforeTrainingNamingTheConfigKey) {
   const std::vector<Case> cases = {
       {{"eval.at_end=true", "eval.benchmarks=[{name: math, data: " + d.file("bad.jsonl") + "}]"},
        "eval.benchmarks[0].data: " + d.file("bad.jsonl") + ":2: malformed JSON"},
-      {{"eval.at_end=true", "eval.benchmarks=[{name: math, data: data/tiny/math_test.jsonl}, {name: general, data: " +
-                                d.file("bad.jsonl") + "}]"},
+      {{"eval.at_end=true",
+        "eval.benchmarks=[{name: math, data: data/tiny/math_test.jsonl}, {name: general, data: " +
+            d.file("bad.jsonl") + "}]"},
        "eval.benchmarks[1].data: " + d.file("bad.jsonl") + ":1: missing field \"conversations\""},
       {{"eval.at_stage_end=true", "eval.benchmarks=[{name: code, data: " + d.file("none.jsonl") + "}]"},
        "eval.benchmarks[0].data: " + d.file("none.jsonl") + " not found"},
       {{"eval.at_end=true", "eval.benchmarks=[{name: code, data: " + d.file("empty.jsonl") + "}]"},
        "eval.benchmarks[0].data: "},
-      {{"eval.at_end=true", "eval.benchmarks=[{name: maths}]"}, "eval.benchmarks[0].name: \"maths\" is not one of"},
-      {{"eval.at_end=true", "eval.benchmarks=[gsm8k]"}, "eval.benchmarks[0].data: missing; gsm8k needs its data file"},
+      {{"eval.at_end=true", "eval.benchmarks=[{name: maths}]"},
+       "eval.benchmarks[0].name: \"maths\" is not one of"},
+      {{"eval.at_end=true", "eval.benchmarks=[gsm8k]"},
+       "eval.benchmarks[0].data: missing; gsm8k needs its data file"},
       {{"tokenizer.path=" + d.file("no.model")}, "tokenizer.path: " + d.file("no.model") + " not found"},
       {{"model.path=" + d.file("nomodel")}, "model.path: " + d.file("nomodel") + " is not a folder"},
   };
@@ -171,10 +192,11 @@ TEST(RunInputs, ABadEvalFileOrNameFailsBeforeTrainingNamingTheConfigKey) {
   const auto line = std::count(text.begin(), text.end(), '\n') + 4;
   text += "eval:\n  at_end: true\n  benchmarks:\n    - {name: math, data: " + d.file("bad.jsonl") + "}\n";
   test::write(d.file("with_eval.yaml"), text);
-  auto r = test::run_sft({"train", "--config", d.file("with_eval.yaml"), "--output-dir", d.file("run")}, {}, 60);
+  auto r =
+      test::run_sft({"train", "--config", d.file("with_eval.yaml"), "--output-dir", d.file("run")}, {}, 60);
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find(d.file("with_eval.yaml") + ":" + std::to_string(line) + ": eval.benchmarks[0].data: " +
-                       d.file("bad.jsonl") + ":2: malformed JSON"),
+  EXPECT_NE(r.err.find(d.file("with_eval.yaml") + ":" + std::to_string(line) +
+                       ": eval.benchmarks[0].data: " + d.file("bad.jsonl") + ":2: malformed JSON"),
             std::string::npos)
       << r.err;
 }
@@ -186,25 +208,35 @@ TEST(RunInputs, ABadEvalFileOrNameFailsBeforeTrainingNamingTheConfigKey) {
 // finished). `steps` 0 trains the whole stage.
 std::string micro_sweep(const test::TempDir& d, const std::string& name, int steps) {
   const std::string file = d.file(name + ".yaml");
-  test::write(file, "name: " + name + "\n"
-                    "base: configs/repro/base.yaml\n"
-                    "set:\n"
-                    "  train.threads: 1\n"
-                    "  model.path: ''\n"
-                    "  model.init: random\n"
-                    "  train.log_every: 1\n"
-                    "  train.save_every: 2\n"
-                    "  train.max_steps: " + std::to_string(steps) + "\n"
-                    "  data.cache_dir: " + d.file("cache") + "\n"
-                    "  datasets.math.fraction: " + std::string(steps ? "1/16" : "1/4") + "\n"
-                    "  datasets.code.fraction: 1/64\n"
-                    "  datasets.general.fraction: 1/64\n"
-                    "  eval.max_new_tokens: 8\n"
-                    "  eval.benchmarks: [{name: math, data: data/tiny/math_test.jsonl, limit: 4}]\n"
-                    "axes:\n"
-                    "  seed: [1, 2]\n"
-                    "output_dir: " + d.file(name + "_out") + "\n"
-                    "runs_dir: " + d.file("runs") + "\n");
+  test::write(file, "name: " + name +
+                        "\n"
+                        "base: configs/repro/base.yaml\n"
+                        "set:\n"
+                        "  train.threads: 1\n"
+                        "  model.path: ''\n"
+                        "  model.init: random\n"
+                        "  train.log_every: 1\n"
+                        "  train.save_every: 2\n"
+                        "  train.max_steps: " +
+                        std::to_string(steps) +
+                        "\n"
+                        "  data.cache_dir: " +
+                        d.file("cache") +
+                        "\n"
+                        "  datasets.math.fraction: " +
+                        std::string(steps ? "1/16" : "1/4") +
+                        "\n"
+                        "  datasets.code.fraction: 1/64\n"
+                        "  datasets.general.fraction: 1/64\n"
+                        "  eval.max_new_tokens: 8\n"
+                        "  eval.benchmarks: [{name: math, data: data/tiny/math_test.jsonl, limit: 4}]\n"
+                        "axes:\n"
+                        "  seed: [1, 2]\n"
+                        "output_dir: " +
+                        d.file(name + "_out") +
+                        "\n"
+                        "runs_dir: " +
+                        d.file("runs") + "\n");
   return file;
 }
 
@@ -226,7 +258,9 @@ TEST(SweepSafety, ASweepSkipsARunAnotherProcessHoldsAndSaysSo) {
   auto r = test::run_sft({"sweep", "--config", file}, {}, 600);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   const std::string log = r.out + r.err;
-  EXPECT_NE(log.find("skipped: " + dirs[0] + " is in use by pid " + std::to_string(::getpid())), std::string::npos) << log;
+  EXPECT_NE(log.find("skipped: " + dirs[0] + " is in use by pid " + std::to_string(::getpid())),
+            std::string::npos)
+      << log;
   EXPECT_NE(log.find("1 skipped"), std::string::npos) << log;
   EXPECT_EQ(first_steps(dirs[0] + "/metrics.jsonl"), 0) << "the held run was not trained";
   EXPECT_TRUE(fs::exists(dirs[1] + "/eval/summary.json")) << "the other run was";
@@ -243,7 +277,8 @@ TEST(SweepSafety, TwoSweepsSharingARunsDirTrainEachRunOnce) {
   EXPECT_EQ(test::wait_process(pa, 600), 0) << test::read(pa.err_path);
   EXPECT_EQ(test::wait_process(pb, 600), 0) << test::read(pb.err_path);
   for (const auto& dir : dirs) {
-    EXPECT_EQ(first_steps(dir + "/metrics.jsonl"), 1) << dir << " trained more than once:\n" << test::read(dir + "/train.log");
+    EXPECT_EQ(first_steps(dir + "/metrics.jsonl"), 1) << dir << " trained more than once:\n"
+                                                      << test::read(dir + "/train.log");
     EXPECT_TRUE(fs::exists(dir + "/eval/summary.json")) << dir;
   }
 }
@@ -257,7 +292,8 @@ TEST(SweepSafety, SigtermReachesTheRunningChildAndSigkillLeavesNoOrphan) {
     const std::string file = micro_sweep(d, "stopped", 0);
     const auto dirs = run_dirs(file);
     test::Process sweep = test::spawn_sft({"sweep", "--config", file});
-    ASSERT_TRUE(wait_for([&] { return first_steps(dirs[0] + "/metrics.jsonl") == 1; }, 300)) << test::read(sweep.err_path);
+    ASSERT_TRUE(wait_for([&] { return first_steps(dirs[0] + "/metrics.jsonl") == 1; }, 300))
+        << test::read(sweep.err_path);
     const int child = pid_in_lock(dirs[0]);
     ASSERT_GT(child, 0);
     ASSERT_NE(RunLock::holder(dirs[0]), "");
@@ -265,11 +301,12 @@ TEST(SweepSafety, SigtermReachesTheRunningChildAndSigkillLeavesNoOrphan) {
     const int code = test::wait_process(sweep, 120);
     if (sig == SIGTERM) {
       EXPECT_EQ(code, 143) << test::read(sweep.err_path);
-      EXPECT_NE(test::read(sweep.err_path).find("stopped by signal 15"), std::string::npos) << test::read(sweep.err_path);
+      EXPECT_NE(test::read(sweep.err_path).find("stopped by signal 15"), std::string::npos)
+          << test::read(sweep.err_path);
     }
     // The child is gone (its lock with it) and left a checkpoint to resume from.
-    EXPECT_TRUE(wait_for([&] { return RunLock::holder(dirs[0]).empty(); }, 120)) << "signal " << sig << ": pid " << child
-                                                                                  << " still runs";
+    EXPECT_TRUE(wait_for([&] { return RunLock::holder(dirs[0]).empty(); }, 120))
+        << "signal " << sig << ": pid " << child << " still runs";
     EXPECT_NE(test::read(dirs[0] + "/train.log").find("checkpoint saved"), std::string::npos)
         << test::read(dirs[0] + "/train.log");
     EXPECT_FALSE(fs::exists(dirs[1] + "/metrics.jsonl")) << "the sweep started nothing after the signal";

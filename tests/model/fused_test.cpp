@@ -17,7 +17,9 @@ namespace {
 at::Generator gen(std::uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
 
 at::Tensor leaf(at::IntArrayRef shape, at::ScalarType t, std::uint64_t seed, double scale = 1.0) {
-  return (at::randn(shape, gen(seed), at::TensorOptions().dtype(at::kFloat)) * scale).to(t).requires_grad_(true);
+  return (at::randn(shape, gen(seed), at::TensorOptions().dtype(at::kFloat)) * scale)
+      .to(t)
+      .requires_grad_(true);
 }
 
 // The outputs and the gradients of `inputs` for sum(out_i * r_i), r_i fixed random.
@@ -34,7 +36,8 @@ std::vector<at::Tensor> run(const std::vector<at::Tensor>& outs, const std::vect
 }
 
 // Within `ulps` units in the last place of the dtype, relative to each tensor's largest value.
-void expect_close(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b, at::ScalarType t, double ulps) {
+void expect_close(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b, at::ScalarType t,
+                  double ulps) {
   ASSERT_EQ(a.size(), b.size());
   const double eps = t == at::kBFloat16 ? 1.0 / 128 : 1.0 / (1 << 23);
   for (std::size_t i = 0; i < a.size(); ++i) {
@@ -83,7 +86,8 @@ TEST_P(Dtypes, QkvRotaryIsBitExactWithHfsRotateHalfChain) {
   for (bool per_batch : {false, true}) {
     for (double scale : {1.0, 1.0 / std::sqrt(6.0)}) {
       at::Tensor qkv = leaf({B, T, (H + 2 * K) * Dh}, t, 4);
-      at::Tensor angles = at::rand({per_batch ? B : 1, 1, T, Dh}, gen(5), at::TensorOptions().dtype(at::kFloat)) * 7;
+      at::Tensor angles =
+          at::rand({per_batch ? B : 1, 1, T, Dh}, gen(5), at::TensorOptions().dtype(at::kFloat)) * 7;
       at::Tensor cos = angles.cos(), sin = angles.sin();
       auto f = fused_qkv_rotary(qkv, cos, sin, H, K, scale);
       auto c = reference_qkv_rotary(qkv, cos, sin, H, K, scale);
@@ -91,13 +95,16 @@ TEST_P(Dtypes, QkvRotaryIsBitExactWithHfsRotateHalfChain) {
       auto fused = run({f[0], f[1], f[2]}, {qkv});
       auto chain = run({c[0], c[1], c[2]}, {qkv});
       for (std::size_t i = 0; i < fused.size(); ++i)
-        EXPECT_TRUE(at::equal(fused[i], chain[i])) << "output " << i << " per_batch " << per_batch << " scale " << scale;
+        EXPECT_TRUE(at::equal(fused[i], chain[i]))
+            << "output " << i << " per_batch " << per_batch << " scale " << scale;
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(FusedKernels, Dtypes, ::testing::Values(at::kFloat, at::kBFloat16),
-                         [](const auto& info) { return std::string(info.param == at::kFloat ? "fp32" : "bf16"); });
+                         [](const auto& info) {
+                           return std::string(info.param == at::kFloat ? "fp32" : "bf16");
+                         });
 
 TEST(FusedKernels, RmsNormWeightGradientIsTheSameAtAnyThreadCount) {
   at::Tensor x = leaf({4, 100, 64}, at::kFloat, 6), w = leaf({64}, at::kFloat, 7);

@@ -17,7 +17,9 @@
 namespace sft::model {
 namespace {
 
-std::string fixture(const std::string& name) { return test::source_dir() + "/tests/fixtures/reference/" + name; }
+std::string fixture(const std::string& name) {
+  return test::source_dir() + "/tests/fixtures/reference/" + name;
+}
 
 TEST(HfCheckpoint, LoadSaveLoadIsBitExact) {
   struct Case {
@@ -37,12 +39,14 @@ TEST(HfCheckpoint, LoadSaveLoadIsBitExact) {
     auto b = load_hf_model(d.file("out"));
     ASSERT_EQ(a->parameters().size(), b->parameters().size());
     for (std::size_t i = 0; i < a->parameters().size(); ++i)
-      EXPECT_TRUE(at::equal(a->parameters()[i].tensor, b->parameters()[i].tensor)) << c.fixture << " " << a->parameters()[i].name;
+      EXPECT_TRUE(at::equal(a->parameters()[i].tensor, b->parameters()[i].tensor))
+          << c.fixture << " " << a->parameters()[i].name;
     // The stored bytes equal the original files' tensors (same dtype in, same dtype out).
     auto cfg = nlohmann::json::parse(test::read(d.file("out/config.json")));
     EXPECT_EQ(cfg["architectures"][0], "LlamaForCausalLM");
     EXPECT_EQ(cfg["model_type"], "llama");
-    for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
+    for (const char* f :
+         {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
       EXPECT_TRUE(fs::exists(d.file(std::string("out/") + f))) << f;
     if (c.shard > 0) {
       auto index = nlohmann::json::parse(test::read(d.file("out/model.safetensors.index.json")));
@@ -88,7 +92,8 @@ TEST(HfCheckpoint, MissingUnexpectedAndMismatchedTensorsAreReportedTogether) {
   auto m = load_hf_model(fixture("mha_f32"));
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& p : m->parameters())
-    if (p.name != "model.norm.weight" && p.name != "lm_head.weight") tensors.push_back({p.name, p.tensor.detach()});
+    if (p.name != "model.norm.weight" && p.name != "lm_head.weight")
+      tensors.push_back({p.name, p.tensor.detach()});
   tensors.push_back({"model.extra.weight", at::ones({3})});
   tensors[1].second = at::ones({5});  // wrong shape for layer 0's input_layernorm
   fs::make_dirs(d.file("bad"));
@@ -104,20 +109,30 @@ TEST(HfCheckpoint, MissingUnexpectedAndMismatchedTensorsAreReportedTogether) {
     EXPECT_NE(w.find("lm_head.weight"), std::string::npos) << w;
     EXPECT_NE(w.find("unexpected (1)"), std::string::npos) << w;
     EXPECT_NE(w.find("model.extra.weight"), std::string::npos) << w;
-    EXPECT_NE(w.find("model.layers.0.input_layernorm.weight: checkpoint [5], config.json implies [64]"), std::string::npos) << w;
+    EXPECT_NE(w.find("model.layers.0.input_layernorm.weight: checkpoint [5], config.json implies [64]"),
+              std::string::npos)
+        << w;
   }
 }
 
 TEST(HfCheckpoint, ScoreOnA7BConfigWithoutWeightsFailsClearlyWithoutAllocating) {
   test::TempDir d;
-  nlohmann::json cfg = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", 4096},
-                        {"intermediate_size", 11008}, {"num_hidden_layers", 32}, {"num_attention_heads", 32},
-                        {"num_key_value_heads", 32}, {"vocab_size", 32000}, {"max_position_embeddings", 4096},
-                        {"rms_norm_eps", 1e-5}, {"torch_dtype", "float16"}};
+  nlohmann::json cfg = {{"architectures", {"LlamaForCausalLM"}},
+                        {"model_type", "llama"},
+                        {"hidden_size", 4096},
+                        {"intermediate_size", 11008},
+                        {"num_hidden_layers", 32},
+                        {"num_attention_heads", 32},
+                        {"num_key_value_heads", 32},
+                        {"vocab_size", 32000},
+                        {"max_position_embeddings", 4096},
+                        {"rms_norm_eps", 1e-5},
+                        {"torch_dtype", "float16"}};
   test::write(d.file("config.json"), cfg.dump());
   auto r = test::run_sft({"score", "--model", d.path(), "--ids", "1,2,3"}, {}, 60);
   EXPECT_EQ(r.exit_code, 2);  // a model folder the user named is input: bad input, exit 2
-  EXPECT_NE(r.err.find("no weights found: expected model.safetensors or model.safetensors.index.json"), std::string::npos)
+  EXPECT_NE(r.err.find("no weights found: expected model.safetensors or model.safetensors.index.json"),
+            std::string::npos)
       << r.err;
   EXPECT_EQ(r.err.find("Segmentation"), std::string::npos);
 }

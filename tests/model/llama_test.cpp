@@ -20,7 +20,9 @@
 namespace sft::model {
 namespace {
 
-std::string fixture(const std::string& name) { return test::source_dir() + "/tests/fixtures/reference/" + name; }
+std::string fixture(const std::string& name) {
+  return test::source_dir() + "/tests/fixtures/reference/" + name;
+}
 
 nlohmann::json expected(const std::string& name) {
   return nlohmann::json::parse(test::read(fixture(name) + "/expected.json"));
@@ -36,7 +38,8 @@ TEST_P(Reference, LogProbsMatchTheIndependentImplementation) {
     ASSERT_EQ(lp.size(), ids.size());
     EXPECT_FALSE(lp[0].has_value());
     double worst = 0;
-    for (std::size_t i = 1; i < ids.size(); ++i) worst = std::max(worst, std::abs(*lp[i] - seq["logprobs"][i].get<double>()));
+    for (std::size_t i = 1; i < ids.size(); ++i)
+      worst = std::max(worst, std::abs(*lp[i] - seq["logprobs"][i].get<double>()));
     EXPECT_LE(worst, 2e-4) << GetParam() << " sequence of " << ids.size();
   }
 }
@@ -62,7 +65,8 @@ TEST_P(Reference, SdpaAndExplicitAttentionAgree) {
   for (std::size_t i = 1; i < ids.size(); ++i) EXPECT_NEAR(*a[i], *b[i], 1e-4);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, Reference, ::testing::Values("mha_f32", "gqa_bf16_sharded", "mqa_f16_tied_llama3"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, Reference,
+                         ::testing::Values("mha_f32", "gqa_bf16_sharded", "mqa_f16_tied_llama3"));
 
 TEST(Llama, PackedSamplesGiveTheSameLogitsAsSeparateOnes) {
   for (auto impl : {AttentionImpl::kExplicit, AttentionImpl::kSdpa}) {
@@ -91,7 +95,8 @@ TEST(Llama, PackedSamplesGiveTheSameLogitsAsSeparateOnes) {
     // The same through per-sample (varlen) attention, from segment ids.
     std::vector<std::int32_t> seg32(seg.begin(), seg.end());
     at::Tensor segments = at::tensor(seg32).view({1, T});
-    at::Tensor varlen = m->forward(at::tensor(packed).view({1, T}), at::tensor(pos).view({1, T}), segments)[0];
+    at::Tensor varlen =
+        m->forward(at::tensor(packed).view({1, T}), at::tensor(pos).view({1, T}), segments)[0];
     EXPECT_TRUE(at::allclose(out, varlen, 1e-5, 1e-5));
     std::int64_t off = 0;
     for (const auto* s : {&a, &b, &c}) {
@@ -107,7 +112,8 @@ TEST(Llama, GreedyDecodingWithTheCacheEqualsDecodingWithout) {
   auto m = load_hf_model(fixture("mha_f32"));
   GenerateOptions o;
   o.max_new_tokens = 24;
-  std::vector<std::vector<std::int64_t>> prompts = {{1, 20, 30, 40, 50}, {1, 9}, {1, 100, 101, 102, 103, 104, 105, 106}};
+  std::vector<std::vector<std::int64_t>> prompts = {
+      {1, 20, 30, 40, 50}, {1, 9}, {1, 100, 101, 102, 103, 104, 105, 106}};
   auto cached = generate(*m, prompts, o);
   o.use_cache = false;
   auto plain = generate(*m, prompts, o);
@@ -130,7 +136,8 @@ TEST(Llama, GenerationStopsAtStopTokensAndIsSeededWhenSampling) {
   o.stop_ids = {greedy.tokens[2]};
   auto stopped = generate(*m, {{1, 20, 30}}, o)[0];
   EXPECT_EQ(stopped.finish_reason, "stop_token");
-  EXPECT_EQ(stopped.tokens.size(), std::find(greedy.tokens.begin(), greedy.tokens.end(), greedy.tokens[2]) - greedy.tokens.begin());
+  EXPECT_EQ(stopped.tokens.size(),
+            std::find(greedy.tokens.begin(), greedy.tokens.end(), greedy.tokens[2]) - greedy.tokens.begin());
   GenerateOptions s;
   s.max_new_tokens = 16;
   s.temperature = 1.0;
@@ -163,7 +170,8 @@ TEST(Llama, ActivationCheckpointingGivesTheSameGradients) {
   for (bool bf16 : {false, true}) {
     auto a = grads(false, bf16), b = grads(true, bf16);
     ASSERT_EQ(a.size(), b.size());
-    for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::allclose(a[i], b[i], 1e-5, 1e-6)) << i << " bf16=" << bf16;
+    for (std::size_t i = 0; i < a.size(); ++i)
+      EXPECT_TRUE(at::allclose(a[i], b[i], 1e-5, 1e-6)) << i << " bf16=" << bf16;
   }
 }
 
@@ -188,8 +196,12 @@ TEST(Llama, APackedStepsHostReadsDoNotGrowWithTheNumberOfLayers) {
   at::Tensor labels = ids.clone();
   labels.masked_fill_(segments < 0, -100);
   for (std::int64_t layers : {2, 4}) {
-    nlohmann::json j = {{"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", layers},
-                        {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"vocab_size", 256},
+    nlohmann::json j = {{"hidden_size", 32},
+                        {"intermediate_size", 64},
+                        {"num_hidden_layers", layers},
+                        {"num_attention_heads", 4},
+                        {"num_key_value_heads", 2},
+                        {"vocab_size", 256},
                         {"max_position_embeddings", 64}};
     std::vector<double> losses;
     std::vector<at::Tensor> grads;
@@ -225,7 +237,8 @@ TEST(Llama, FusedLossMatchesFullLogitsCrossEntropyAndItsGradients) {
     naive.backward();
     EXPECT_NEAR(fused.item<double>(), naive.item<double>(), 1e-3) << f;
     for (std::size_t i = 0; i < a->parameters().size(); ++i)
-      EXPECT_TRUE(at::allclose(a->parameters()[i].tensor.grad(), b->parameters()[i].tensor.grad(), 1e-4, 1e-5))
+      EXPECT_TRUE(
+          at::allclose(a->parameters()[i].tensor.grad(), b->parameters()[i].tensor.grad(), 1e-4, 1e-5))
           << f << " " << a->parameters()[i].name;
   }
 }
@@ -236,16 +249,18 @@ TEST(LlamaConfig, UnsupportedFieldsAreErrorsNamingTheField) {
     const char* key;
     nlohmann::json value;
   };
-  for (const auto& c : {Case{"model_type", "mistral"}, Case{"hidden_act", "gelu"}, Case{"attention_bias", true},
-                        Case{"rope_scaling", {{"type", "dynamic"}, {"factor", 2.0}}}, Case{"num_key_value_heads", 3},
-                        Case{"hidden_size", "64"}, Case{"torch_dtype", "int8"}}) {
+  for (const auto& c :
+       {Case{"model_type", "mistral"}, Case{"hidden_act", "gelu"}, Case{"attention_bias", true},
+        Case{"rope_scaling", {{"type", "dynamic"}, {"factor", 2.0}}}, Case{"num_key_value_heads", 3},
+        Case{"hidden_size", "64"}, Case{"torch_dtype", "int8"}}) {
     auto j = base;
     j[c.key] = c.value;
     try {
       LlamaConfig::from_json(j, "x/config.json");
       ADD_FAILURE() << c.key;
     } catch (const ConfigError& e) {
-      EXPECT_NE(std::string(e.what()).find(std::string("x/config.json: ") + c.key), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(std::string("x/config.json: ") + c.key), std::string::npos)
+          << e.what();
     }
   }
   auto j = base;

@@ -25,10 +25,12 @@ using nlohmann::json;
 
 // A tiny config of each architecture; head_dim 24 for Qwen3 (hidden 64 / 4 heads = 16).
 json tiny(const std::string& type, bool tied = false) {
-  json j = {{"model_type", type},      {"hidden_size", 64},          {"intermediate_size", 96},
-            {"num_hidden_layers", 2},  {"num_attention_heads", 4},   {"num_key_value_heads", 2},
-            {"vocab_size", 256},       {"max_position_embeddings", 128}, {"rms_norm_eps", 1e-5},
-            {"rope_theta", 1000000.0}, {"tie_word_embeddings", tied}};
+  json j = {{"model_type", type},         {"hidden_size", 64},
+            {"intermediate_size", 96},    {"num_hidden_layers", 2},
+            {"num_attention_heads", 4},   {"num_key_value_heads", 2},
+            {"vocab_size", 256},          {"max_position_embeddings", 128},
+            {"rms_norm_eps", 1e-5},       {"rope_theta", 1000000.0},
+            {"tie_word_embeddings", tied}};
   if (type == "qwen3") j["head_dim"] = 24;
   return j;
 }
@@ -72,11 +74,13 @@ TEST(QwenConfig, ModelTypeAndArchitecturesSelectTheArchitectureOrAreRefused) {
 
   json bad = tiny("qwen2");
   bad["model_type"] = "mistral";
-  expect_error(bad, "x/config.json: model_type: \"mistral\" is not supported (\"llama\", \"qwen2\" or \"qwen3\")");
+  expect_error(bad,
+               "x/config.json: model_type: \"mistral\" is not supported (\"llama\", \"qwen2\" or \"qwen3\")");
   bad = tiny("qwen2");
   bad["architectures"] = {"LlamaForCausalLM"};
-  expect_error(bad, "x/config.json: architectures: \"LlamaForCausalLM\" does not match model_type \"qwen2\" "
-                    "(expected Qwen2ForCausalLM)");
+  expect_error(bad,
+               "x/config.json: architectures: \"LlamaForCausalLM\" does not match model_type \"qwen2\" "
+               "(expected Qwen2ForCausalLM)");
   bad["architectures"] = {"MistralForCausalLM"};
   expect_error(bad, "x/config.json: architectures: \"MistralForCausalLM\" is not supported");
   bad = tiny("qwen3");
@@ -140,23 +144,28 @@ TEST(QwenConfig, SlidingWindowFieldsAreReadAsTransformersReadsThem) {
     t["layer_types"] = {"full_attention", "chunked_attention"};
     expect_error(t, "x/config.json: layer_types[1]: \"chunked_attention\" is not supported");
     t["layer_types"] = {"full_attention"};
-    expect_error(t, "x/config.json: layer_types: expected a list of num_hidden_layers (2) entries, got 1 entries");
+    expect_error(
+        t, "x/config.json: layer_types: expected a list of num_hidden_layers (2) entries, got 1 entries");
   }
 }
 
 TEST(QwenModel, ParametersAreHfsNamesWithQkvAndTheirBiasesSideBySide) {
   const auto q2 = names(Llama(LlamaConfig::from_json(tiny("qwen2"), "t")));
   const std::vector<std::string> layer2 = {
-      "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-      "self_attn.q_proj.bias",  "self_attn.k_proj.bias",   "self_attn.v_proj.bias",   "self_attn.o_proj.weight",
-      "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"};
+      "input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+      "self_attn.v_proj.weight", "self_attn.q_proj.bias",   "self_attn.k_proj.bias",
+      "self_attn.v_proj.bias",   "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+      "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight"};
   ASSERT_EQ(q2.size(), 1 + 2 * layer2.size() + 2);
-  for (std::size_t i = 0; i < layer2.size(); ++i) EXPECT_EQ(q2[1 + layer2.size() + i], "model.layers.1." + layer2[i]);
+  for (std::size_t i = 0; i < layer2.size(); ++i)
+    EXPECT_EQ(q2[1 + layer2.size() + i], "model.layers.1." + layer2[i]);
   const auto q3 = names(Llama(LlamaConfig::from_json(tiny("qwen3", /*tied=*/true), "t")));
-  const std::vector<std::string> layer3 = {
-      "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-      "self_attn.q_norm.weight", "self_attn.k_norm.weight", "self_attn.o_proj.weight",
-      "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"};
+  const std::vector<std::string> layer3 = {"input_layernorm.weight",  "self_attn.q_proj.weight",
+                                           "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                                           "self_attn.q_norm.weight", "self_attn.k_norm.weight",
+                                           "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+                                           "mlp.gate_proj.weight",    "mlp.up_proj.weight",
+                                           "mlp.down_proj.weight"};
   ASSERT_EQ(q3.size(), 1 + 2 * layer3.size() + 1);  // tied: no lm_head
   for (std::size_t i = 0; i < layer3.size(); ++i) EXPECT_EQ(q3[1 + i], "model.layers.0." + layer3[i]);
   EXPECT_EQ(q3.back(), "model.norm.weight");
@@ -173,8 +182,10 @@ TEST(QwenModel, TheConfigsParameterCountIsTheModelsAndInitGivesZeroBiases) {
       EXPECT_EQ(units, m.num_parameters()) << type;
       m.init_weights(5);
       for (const auto& p : m.parameters()) {
-        if (p.name.find(".bias") != std::string::npos) EXPECT_EQ(p.tensor.abs().max().item<float>(), 0.0f) << p.name;
-        if (p.name.find("norm.weight") != std::string::npos) EXPECT_TRUE(at::all(p.tensor == 1).item<bool>()) << p.name;
+        if (p.name.find(".bias") != std::string::npos)
+          EXPECT_EQ(p.tensor.abs().max().item<float>(), 0.0f) << p.name;
+        if (p.name.find("norm.weight") != std::string::npos)
+          EXPECT_TRUE(at::all(p.tensor == 1).item<bool>()) << p.name;
       }
     }
   // 2 layers x ((4 + 2 + 2) x 16 biases) and 2 layers x (2 x 24 norm weights) beyond the plain layer.
@@ -242,11 +253,13 @@ TEST(QwenModel, CheckpointingPackingAttentionKernelsBf16AndTheCacheAgree) {
     for (std::size_t t = 0; t < a.size(); ++t) pos.push_back(static_cast<std::int64_t>(t)), seg.push_back(0);
     for (std::size_t t = 0; t < b.size(); ++t) pos.push_back(static_cast<std::int64_t>(t)), seg.push_back(1);
     const auto T = static_cast<std::int64_t>(packed.size()), La = static_cast<std::int64_t>(a.size());
-    at::Tensor out = m->forward(at::tensor(packed).view({1, T}), at::tensor(pos).view({1, T}), at::tensor(seg).view({1, T}))[0];
+    at::Tensor out = m->forward(at::tensor(packed).view({1, T}), at::tensor(pos).view({1, T}),
+                                at::tensor(seg).view({1, T}))[0];
     at::Tensor alone = m->forward(at::tensor(a).view({1, La}), at::arange(La).view({1, La}))[0];
     EXPECT_TRUE(at::allclose(out.slice(0, 0, La), alone, 1e-5, 1e-5));
     m->set_attention_impl(AttentionImpl::kExplicit);
-    EXPECT_TRUE(at::allclose(m->forward(at::tensor(a).view({1, La}), at::arange(La).view({1, La}))[0], alone, 1e-4, 1e-5));
+    EXPECT_TRUE(at::allclose(m->forward(at::tensor(a).view({1, La}), at::arange(La).view({1, La}))[0], alone,
+                             1e-4, 1e-5));
     m->set_attention_impl(AttentionImpl::kAuto);
     // bf16 autocast stays close to fp32.
     std::vector<std::int64_t> ids = {1, 9, 44, 130, 2, 77, 18, 250, 3, 61};
@@ -307,7 +320,8 @@ TEST(QwenModel, GatheredUnitsViewedAsLayersGiveTheModelsLossAndGradients) {
       EXPECT_NEAR(own.item<double>(), sharded.item<double>(), 1e-4);
       for (std::size_t u = 0; u < m->num_units(); ++u) {
         std::vector<at::Tensor> parts;
-        for (std::size_t i : m->unit_params(u)) parts.push_back(m->parameters()[i].tensor.grad().reshape({-1}));
+        for (std::size_t i : m->unit_params(u))
+          parts.push_back(m->parameters()[i].tensor.grad().reshape({-1}));
         EXPECT_TRUE(at::allclose(at::cat(parts), g.unit(u).grad(), 1e-4, 1e-5)) << "unit " << u;
       }
     }
@@ -323,7 +337,8 @@ TEST(QwenCheckpoint, SaveWritesTheArchitectureAndLoadIsBitExact) {
     save_hf_model(*m, d.file("m"), so);
     const auto cfg = json::parse(test::read(d.file("m/config.json")));
     EXPECT_EQ(cfg["model_type"], type);
-    EXPECT_EQ(cfg["architectures"], json::array({std::string(type) == "qwen2" ? "Qwen2ForCausalLM" : "Qwen3ForCausalLM"}));
+    EXPECT_EQ(cfg["architectures"],
+              json::array({std::string(type) == "qwen2" ? "Qwen2ForCausalLM" : "Qwen3ForCausalLM"}));
     if (std::string(type) == "qwen3") {
       EXPECT_EQ(cfg["head_dim"], 24);
       EXPECT_EQ(cfg["attention_bias"], false);
@@ -333,11 +348,13 @@ TEST(QwenCheckpoint, SaveWritesTheArchitectureAndLoadIsBitExact) {
     auto back = load_hf_model(d.file("m"));
     ASSERT_EQ(back->parameters().size(), m->parameters().size());
     for (std::size_t i = 0; i < m->parameters().size(); ++i)
-      EXPECT_TRUE(at::equal(back->parameters()[i].tensor, m->parameters()[i].tensor)) << m->parameters()[i].name;
+      EXPECT_TRUE(at::equal(back->parameters()[i].tensor, m->parameters()[i].tensor))
+          << m->parameters()[i].name;
     // Another architecture's folder is named tensor by tensor, not loaded.
     json other = cfg;
     other["model_type"] = std::string(type) == "qwen2" ? "qwen3" : "qwen2";
-    other["architectures"] = json::array({std::string(type) == "qwen2" ? "Qwen3ForCausalLM" : "Qwen2ForCausalLM"});
+    other["architectures"] =
+        json::array({std::string(type) == "qwen2" ? "Qwen3ForCausalLM" : "Qwen2ForCausalLM"});
     other["head_dim"] = 24;
     test::write(d.file("m/config.json"), other.dump());
     try {
@@ -345,7 +362,8 @@ TEST(QwenCheckpoint, SaveWritesTheArchitectureAndLoadIsBitExact) {
       ADD_FAILURE() << "loaded as the other architecture";
     } catch (const CheckpointError& e) {
       const std::string msg = e.what();
-      EXPECT_NE(msg.find(std::string(type) == "qwen2" ? "q_norm.weight" : "q_proj.bias"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(std::string(type) == "qwen2" ? "q_norm.weight" : "q_proj.bias"), std::string::npos)
+          << msg;
     }
   }
 }

@@ -39,19 +39,39 @@ std::vector<Malformed> corpus() {
       {"length_huge", file_with("{}", "", std::int64_t(1) << 40), "exceeds the 100 MiB limit"},
       {"not_json", file_with("{\"a\": [1,", f32x2), "malformed header JSON"},
       {"not_object", file_with("[1, 2, 3]  ", ""), "the header is not a JSON object"},
-      {"unknown_dtype", file_with(R"({"w":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}})", f32x2), "unknown dtype \"Q7\""},
-      {"negative_shape", file_with(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", f32x2), "shape entries must be non-negative integers"},
-      {"past_data", file_with(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", f32x2), "is past the data area"},
-      {"begin_after_end", file_with(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", f32x2), "begin 8 > end 0"},
-      {"wrong_byte_length", file_with(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", f32x2), "holds 8 bytes but dtype F32 x shape needs 12"},
-      {"overlap", file_with(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", f32x2), "overlaps the previous tensor"},
-      {"hole", file_with(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", f32x2), "belong to no tensor"},
-      {"trailing", file_with(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", f32x2), "trailing bytes that belong to no tensor"},
-      {"duplicate", file_with(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", f32x2), "appears twice"},
-      {"metadata_type", file_with(R"({"__metadata__":{"format":1}})", ""), "__metadata__.format must be a string"},
-      {"no_offsets", file_with(R"({"w":{"dtype":"F32","shape":[2]}})", f32x2), "data_offsets must be [begin, end]"},
-      {"extra_field", file_with(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", f32x2), "unexpected field \"x\""},
-      {"shape_overflow", file_with(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})", f32x2), "shape overflows"},
+      {"unknown_dtype", file_with(R"({"w":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}})", f32x2),
+       "unknown dtype \"Q7\""},
+      {"negative_shape", file_with(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", f32x2),
+       "shape entries must be non-negative integers"},
+      {"past_data", file_with(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", f32x2),
+       "is past the data area"},
+      {"begin_after_end", file_with(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", f32x2),
+       "begin 8 > end 0"},
+      {"wrong_byte_length", file_with(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", f32x2),
+       "holds 8 bytes but dtype F32 x shape needs 12"},
+      {"overlap",
+       file_with(
+           R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+           f32x2),
+       "overlaps the previous tensor"},
+      {"hole", file_with(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", f32x2),
+       "belong to no tensor"},
+      {"trailing", file_with(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", f32x2),
+       "trailing bytes that belong to no tensor"},
+      {"duplicate",
+       file_with(
+           R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+           f32x2),
+       "appears twice"},
+      {"metadata_type", file_with(R"({"__metadata__":{"format":1}})", ""),
+       "__metadata__.format must be a string"},
+      {"no_offsets", file_with(R"({"w":{"dtype":"F32","shape":[2]}})", f32x2),
+       "data_offsets must be [begin, end]"},
+      {"extra_field", file_with(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", f32x2),
+       "unexpected field \"x\""},
+      {"shape_overflow",
+       file_with(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})", f32x2),
+       "shape overflows"},
   };
 }
 
@@ -95,20 +115,21 @@ TEST(Safetensors, HeaderParserSurvivesBoundedFuzzing) {
   if (probe.exit_code != 0) GTEST_SKIP() << "clang++ not found (apt install clang libclang-rt-14-dev)";
   test::TempDir d;
   const std::string src = test::source_dir();
-  auto build = test::run_program({cxx, "-std=c++17", "-g", "-O1", "-fsanitize=fuzzer,address,undefined",
-                                  "-fno-sanitize-recover=undefined", "-I" + src + "/include",
-                                  src + "/tests/fuzz/safetensors_fuzz.cpp", src + "/src/model/safetensors_header.cpp",
-                                  src + "/src/util/error.cpp", "-o", d.file("fuzz")},
-                                 {}, 600);
+  auto build = test::run_program(
+      {cxx, "-std=c++17", "-g", "-O1", "-fsanitize=fuzzer,address,undefined",
+       "-fno-sanitize-recover=undefined", "-I" + src + "/include", src + "/tests/fuzz/safetensors_fuzz.cpp",
+       src + "/src/model/safetensors_header.cpp", src + "/src/util/error.cpp", "-o", d.file("fuzz")},
+      {}, 600);
   if (build.exit_code != 0 && build.err.find("libclang_rt.fuzzer") != std::string::npos)
     GTEST_SKIP() << "libFuzzer runtime missing (apt install libclang-rt-14-dev)";
   ASSERT_EQ(build.exit_code, 0) << build.err;
   // Seeds: a valid file and the malformed corpus.
   fs::make_dirs(d.file("corpus"));
-  write_safetensors(d.file("corpus/valid.safetensors"), {{"w", at::randn({2, 3})}, {"b", at::ones({4}, at::kBFloat16)}});
+  write_safetensors(d.file("corpus/valid.safetensors"),
+                    {{"w", at::randn({2, 3})}, {"b", at::ones({4}, at::kBFloat16)}});
   for (const auto& m : corpus()) test::write(d.file(std::string("corpus/") + m.name), m.bytes);
-  auto run = test::run_program({d.file("fuzz"), "-max_total_time=20", "-seed=1", "-timeout=5", "-rss_limit_mb=2048",
-                                "-artifact_prefix=" + d.path() + "/", d.file("corpus")},
+  auto run = test::run_program({d.file("fuzz"), "-max_total_time=20", "-seed=1", "-timeout=5",
+                                "-rss_limit_mb=2048", "-artifact_prefix=" + d.path() + "/", d.file("corpus")},
                                {}, 120, d.path());
   EXPECT_EQ(run.exit_code, 0) << run.err.substr(run.err.size() > 4000 ? run.err.size() - 4000 : 0);
   EXPECT_NE(run.err.find("Done "), std::string::npos) << "libFuzzer did not finish its runs";
@@ -139,7 +160,8 @@ TEST(SafetensorsStream, ConvertedTensorsPassThroughABoundedStagingBuffer) {
   w.write(small);
   w.commit();
   const std::int64_t extra = train::CpuMemoryTracker::peak_bytes() - before;
-  EXPECT_LE(extra, static_cast<std::int64_t>(1.1 * staging)) << "held " << extra << " bytes beyond the tensors";
+  EXPECT_LE(extra, static_cast<std::int64_t>(1.1 * staging))
+      << "held " << extra << " bytes beyond the tensors";
   EXPECT_EQ(w.sha256(), sha256_file(path));
   EXPECT_EQ(w.bytes(), fs::file_size(path));
   auto f = SafetensorsFile::open(path);

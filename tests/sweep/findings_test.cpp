@@ -24,8 +24,8 @@ const char* const kAbilities[] = {"math", "code", "general"};
 class Lab {
  public:
   // One finished run: its stages (ability -> records, per stage), strategy, k, seed, scores.
-  void run(const std::vector<std::map<std::string, double>>& stages, const std::string& strategy, double k, int seed,
-           const std::map<std::string, double>& scores) {
+  void run(const std::vector<std::map<std::string, double>>& stages, const std::string& strategy, double k,
+           int seed, const std::map<std::string, double>& scores) {
     SweepRun r;
     r.name = "run" + std::to_string(runs_.size());
     r.dir = dir_.file(r.name);
@@ -44,7 +44,9 @@ class Lab {
     for (const auto& [ability, s] : scores) summary[ability] = {{"score", s}};
     fs::make_dirs(r.dir + "/eval");
     test::write(r.dir + "/config.resolved.json",
-                json{{"config", {{"seed", seed}, {"strategy", {{"name", strategy}, {"k", k}}}, {"datasets", datasets}}}}.dump());
+                json{{"config",
+                      {{"seed", seed}, {"strategy", {{"name", strategy}, {"k", k}}}, {"datasets", datasets}}}}
+                    .dump());
     test::write(r.dir + "/data_manifest.json", man.dump());
     test::write(r.dir + "/eval/summary.json", summary.dump());
     runs_.push_back(r);
@@ -88,12 +90,13 @@ void fill_paper_world(Lab& lab) {
       lab.run({{{"code", kFull[1] * s}}}, "multi_task", 0, seed, {{"code", code}});
       lab.run({{{"general", kFull[2] * s}}}, "multi_task", 0, seed, {{"general", general}});
       const double mix = s == 1 ? -0.04 : s <= 1.0 / 256 ? 0.03 : 0.0;
-      lab.run({all(s)}, "multi_task", 0, seed, {{"math", math + mix}, {"code", code + mix}, {"general", general + mix}});
+      lab.run({all(s)}, "multi_task", 0, seed,
+              {{"math", math + mix}, {"code", code + mix}, {"general", general + mix}});
     }
     lab.run({{{"code", kFull[1]}}, {{"math", kFull[0]}}, {{"general", kFull[2]}}}, "sequential", 0, seed,
             {{"math", 0.4 + w}, {"code", 0.3 - w}, {"general", 0.5 + w}});
-    lab.run({{{"math", kFull[0]}, {"code", kFull[1]}}, {{"general", kFull[2]}, {"math", 24}, {"code", 16}}}, "dmt",
-            1.0 / 256, seed, {{"math", 0.55 + w}, {"code", 0.45}, {"general", 0.56}});
+    lab.run({{{"math", kFull[0]}, {"code", kFull[1]}}, {{"general", kFull[2]}, {"math", 24}, {"code", 16}}},
+            "dmt", 1.0 / 256, seed, {{"math", 0.55 + w}, {"code", 0.45}, {"general", 0.56}});
   }
 }
 
@@ -101,7 +104,8 @@ TEST(Findings, EachClaimIsDecidedWithItsIntervalOverSeeds) {
   Lab lab;
   fill_paper_world(lab);
   const json f = lab.findings();
-  EXPECT_EQ(f["finished_runs"], 3 * (5 * 4 + 2));  // per seed: 5 shares x (3 alone + 1 mixed), sequential, dmt
+  EXPECT_EQ(f["finished_runs"],
+            3 * (5 * 4 + 2));  // per seed: 5 shares x (3 alone + 1 mixed), sequential, dmt
 
   const json& forgets = claim(f, "sequential_forgets");
   EXPECT_EQ(forgets["verdict"], "reproduced");
@@ -114,8 +118,9 @@ TEST(Findings, EachClaimIsDecidedWithItsIntervalOverSeeds) {
   EXPECT_NEAR(code["ci95"][1].get<double>() + 20.0, 4.3027 * 0.4 / std::sqrt(3.0), 1e-6);
 
   const json& keeps = claim(f, "dmt_keeps_both");
-  EXPECT_NEAR(row(keeps, "math")["effect"].get<double>(), -1.0, 1e-9);  // 0.55 against 0.6 - 0.04 (mixing's loss)
-  EXPECT_EQ(row(keeps, "math")["verdict"], "reproduced");                 // within the 5-point margin
+  EXPECT_NEAR(row(keeps, "math")["effect"].get<double>(), -1.0,
+              1e-9);                                       // 0.55 against 0.6 - 0.04 (mixing's loss)
+  EXPECT_EQ(row(keeps, "math")["verdict"], "reproduced");  // within the 5-point margin
   EXPECT_EQ(row(keeps, "general")["verdict"], "reproduced");
 
   EXPECT_EQ(claim(f, "multi_task_hurts_general")["verdict"], "reproduced");
@@ -148,7 +153,8 @@ TEST(Findings, StraddlingIntervalsAreUndecidedAndContraryOnesNotReproduced) {
     lab.run({{{"math", kFull[0]}}}, "multi_task", 0, seed, {{"math", 0.5}});
     lab.run({{{"code", kFull[1]}}}, "multi_task", 0, seed, {{"code", 0.5}});
     lab.run({{{"general", kFull[2]}}}, "multi_task", 0, seed, {{"general", 0.4}});
-    lab.run({all(1)}, "multi_task", 0, seed, {{"math", 0.5}, {"code", 0.5}, {"general", 0.6}});  // general up: contrary
+    lab.run({all(1)}, "multi_task", 0, seed,
+            {{"math", 0.5}, {"code", 0.5}, {"general", 0.6}});  // general up: contrary
     lab.run({{{"code", kFull[1]}}, {{"math", kFull[0]}}, {{"general", kFull[2]}}}, "sequential", 0, seed,
             {{"math", 0.5 + wobble[seed - 1]}, {"code", 0.6}, {"general", 0.4}});
     lab.run({{{"math", kFull[0]}, {"code", kFull[1]}}, {{"general", kFull[2]}}}, "dmt", 1.0 / 256, seed,

@@ -17,7 +17,9 @@
 namespace sft::sweep {
 namespace {
 
-std::string repro(const std::string& name) { return test::source_dir() + "/configs/repro/" + name + ".sweep.yaml"; }
+std::string repro(const std::string& name) {
+  return test::source_dir() + "/configs/repro/" + name + ".sweep.yaml";
+}
 
 // Sweep files name their base config and data relative to the repository root, where users
 // run them; ctest runs in the build folder.
@@ -43,8 +45,9 @@ std::string values_of(const SweepRun& r, const std::string& axis) {
 
 TEST(SweepExpand, TheReproFilesListThePapersGrids) {
   InSourceDir here;
-  const std::map<std::string, std::size_t> expected = {{"rq1_math", 15},   {"rq1_code", 15},         {"rq1_general", 15},
-                                                       {"rq2_mixed", 15},  {"rq4_strategies", 20},   {"rq4_dmt_k", 15}};
+  const std::map<std::string, std::size_t> expected = {{"rq1_math", 15},       {"rq1_code", 15},
+                                                       {"rq1_general", 15},    {"rq2_mixed", 15},
+                                                       {"rq4_strategies", 20}, {"rq4_dmt_k", 15}};
   for (const auto& [name, count] : expected) {
     auto spec = load_sweep(repro(name));
     auto runs = expand(spec);
@@ -72,7 +75,8 @@ TEST(SweepExpand, KAppliesOnlyToDmtAndZippedAxesMoveTogether) {
                                     "  strategy: [multi_task, dmt]\n"
                                     "  strategy.k: [1, 1/4]\n"
                                     "  datasets.math.fraction,datasets.code.fraction: [1, 1/4]\n"
-                                    "output_dir: " + d.file("out") + "\nruns_dir: " + d.file("runs") + "\n");
+                                    "output_dir: " +
+                                    d.file("out") + "\nruns_dir: " + d.file("runs") + "\n");
   auto runs = expand(load_sweep(d.file("s.yaml")));
   // multi_task ignores k: 1 x 2 zipped values; dmt: 2 k x 2 zipped values.
   ASSERT_EQ(runs.size(), 6u);
@@ -100,7 +104,8 @@ TEST(SweepExpand, IdenticalRunsInTwoSweepsShareOneDirectory) {
 
 TEST(SweepExpand, AnUnknownKeyNamesTheFileAndTheKey) {
   test::TempDir d;
-  test::write(d.file("s.yaml"), "name: s\nbase: " + test::source_dir() + "/configs/repro/base.yaml\naxes:\n  sead: [1, 2]\n");
+  test::write(d.file("s.yaml"),
+              "name: s\nbase: " + test::source_dir() + "/configs/repro/base.yaml\naxes:\n  sead: [1, 2]\n");
   try {
     expand(load_sweep(d.file("s.yaml")));
     FAIL() << "expected a ConfigError";
@@ -145,9 +150,11 @@ TEST(SweepFit, RecoversAnExactLogLinearLawAndScoresNoiseLow) {
 
 TEST(SweepCli, DryRunListsEachReproGrid) {
   for (const char* name : {"rq1_math", "rq4_strategies"}) {
-    auto r = test::run_sft({"sweep", "--dry-run", "--config", "configs/repro/" + std::string(name) + ".sweep.yaml"});
+    auto r = test::run_sft(
+        {"sweep", "--dry-run", "--config", "configs/repro/" + std::string(name) + ".sweep.yaml"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_NE(r.out.find(std::string("sweep ") + name + ": " + (name == std::string("rq1_math") ? "15" : "20") + " runs"),
+    EXPECT_NE(r.out.find(std::string("sweep ") + name + ": " +
+                         (name == std::string("rq1_math") ? "15" : "20") + " runs"),
               std::string::npos)
         << r.out;
     EXPECT_NE(r.out.find("steps"), std::string::npos);
@@ -156,15 +163,16 @@ TEST(SweepCli, DryRunListsEachReproGrid) {
 
 TEST(SweepCli, EmitSlurmWritesAnArrayWithOneTaskPerRun) {
   test::TempDir d;
-  auto r = test::run_sft({"sweep", "--config", "configs/repro/rq4_strategies.sweep.yaml", "--emit", "slurm", "--set",
-                          "output_dir=" + d.file("out"), "--set", "runs_dir=" + d.file("runs")});
+  auto r = test::run_sft({"sweep", "--config", "configs/repro/rq4_strategies.sweep.yaml", "--emit", "slurm",
+                          "--set", "output_dir=" + d.file("out"), "--set", "runs_dir=" + d.file("runs")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::string script = test::read(d.file("out/sweep.sbatch"));
   EXPECT_NE(script.find("#SBATCH --array=0-19"), std::string::npos) << script;
   EXPECT_NE(script.find("train --config \"$CONFIG\" --resume auto"), std::string::npos);
   // CPUs per rank come from the node (a fixed 12 x 8 per node would not start on smaller nodes).
   EXPECT_EQ(script.find("--cpus-per-task=12"), std::string::npos) << script;
-  EXPECT_NE(script.find("cpus_per_task=$(( ${SLURM_CPUS_ON_NODE:-$ranks_per_node} / ranks_per_node ))"), std::string::npos)
+  EXPECT_NE(script.find("cpus_per_task=$(( ${SLURM_CPUS_ON_NODE:-$ranks_per_node} / ranks_per_node ))"),
+            std::string::npos)
       << script;
   std::string list = test::read(d.file("out/runs.txt"));
   EXPECT_EQ(std::count(list.begin(), list.end(), '\n'), 20);
@@ -176,7 +184,8 @@ TEST(SweepCli, ThePaperSweepCoversThreeModelSizesWithOneArrayPerGpuCount) {
                           "output_dir=" + d.file("out"), "--set", "runs_dir=" + d.file("runs")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   // 7B and 13B on 8 GPUs (one node), 33B on 16 (two nodes): four strategies each.
-  std::string eight = test::read(d.file("out/sweep-8gpu.sbatch")), sixteen = test::read(d.file("out/sweep-16gpu.sbatch"));
+  std::string eight = test::read(d.file("out/sweep-8gpu.sbatch")),
+              sixteen = test::read(d.file("out/sweep-16gpu.sbatch"));
   EXPECT_NE(eight.find("#SBATCH --array=0-7"), std::string::npos) << eight;
   EXPECT_NE(eight.find("#SBATCH --nodes=1"), std::string::npos);
   EXPECT_NE(sixteen.find("#SBATCH --array=0-3"), std::string::npos) << sixteen;
@@ -194,8 +203,9 @@ TEST(SweepCli, ThePaperSweepCoversThreeModelSizesWithOneArrayPerGpuCount) {
 TEST(SweepEndToEnd, ATwoByTwoMicroSweepTrainsEvaluatesAndReports) {
   test::TempDir d;
   // The repro runs fine-tune the pretrained base: a 3-step one stands in for it here.
-  auto base = test::run_sft({"train", "--config", "configs/repro/pretrain.yaml", "--output-dir", d.file("base"), "--set",
-                             "train.max_steps=3", "--set", "train.threads=1", "--set", "data.cache_dir=" + d.file("cache")});
+  auto base = test::run_sft({"train", "--config", "configs/repro/pretrain.yaml", "--output-dir",
+                             d.file("base"), "--set", "train.max_steps=3", "--set", "train.threads=1",
+                             "--set", "data.cache_dir=" + d.file("cache")});
   ASSERT_EQ(base.exit_code, 0) << base.err;
   test::write(d.file("micro.yaml"),
               "name: micro\n"
@@ -203,19 +213,26 @@ TEST(SweepEndToEnd, ATwoByTwoMicroSweepTrainsEvaluatesAndReports) {
               "set:\n"
               "  strategy: multi_task\n"
               "  train.threads: 1\n"
-              "  model.path: " + d.file("base/final") + "\n"
-              "  data.cache_dir: " + d.file("cache") + "\n"
-              "  datasets.code.fraction: 1/256\n"
-              "  datasets.general.fraction: 1/32\n"
-              "  eval.max_new_tokens: 24\n"
-              "  eval.benchmarks:\n"
-              "    - {name: math, data: data/tiny/math_test.jsonl, limit: 8}\n"
-              "    - {name: general, data: data/tiny/general_test.json, limit: 8}\n"
-              "axes:\n"
-              "  datasets.math.fraction: [1/64, 1/16]\n"
-              "  seed: [1, 2]\n"
-              "output_dir: " + d.file("out") + "\n"
-              "runs_dir: " + d.file("runs") + "\n");
+              "  model.path: " +
+                  d.file("base/final") +
+                  "\n"
+                  "  data.cache_dir: " +
+                  d.file("cache") +
+                  "\n"
+                  "  datasets.code.fraction: 1/256\n"
+                  "  datasets.general.fraction: 1/32\n"
+                  "  eval.max_new_tokens: 24\n"
+                  "  eval.benchmarks:\n"
+                  "    - {name: math, data: data/tiny/math_test.jsonl, limit: 8}\n"
+                  "    - {name: general, data: data/tiny/general_test.json, limit: 8}\n"
+                  "axes:\n"
+                  "  datasets.math.fraction: [1/64, 1/16]\n"
+                  "  seed: [1, 2]\n"
+                  "output_dir: " +
+                  d.file("out") +
+                  "\n"
+                  "runs_dir: " +
+                  d.file("runs") + "\n");
   auto r = test::run_sft({"sweep", "--config", d.file("micro.yaml"), "--jobs", "2"}, {}, 900);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
 
@@ -275,7 +292,8 @@ TEST(SweepEndToEnd, ATwoByTwoMicroSweepTrainsEvaluatesAndReports) {
   ASSERT_EQ(again.exit_code, 0) << again.err;
   const std::string log = again.out + again.err;
   std::size_t skipped = 0;
-  for (auto p = log.find("already finished"); p != std::string::npos; p = log.find("already finished", p + 1)) ++skipped;
+  for (auto p = log.find("already finished"); p != std::string::npos; p = log.find("already finished", p + 1))
+    ++skipped;
   EXPECT_EQ(skipped, 4u) << log;
   auto report = test::run_sft({"sweep", "report", "--config", d.file("micro.yaml")});
   ASSERT_EQ(report.exit_code, 0) << report.err;
@@ -287,7 +305,8 @@ TEST(SweepEndToEnd, ATwoByTwoMicroSweepTrainsEvaluatesAndReports) {
   EXPECT_EQ(f["finished_runs"], 4);
   ASSERT_EQ(f["claims"].size(), 5u);
   for (const auto& c : f["claims"]) EXPECT_EQ(c["verdict"], "no runs") << c.dump();
-  EXPECT_NE(report.out.find("wrote " + d.file("out") + "/findings.{md,json}"), std::string::npos) << report.out;
+  EXPECT_NE(report.out.find("wrote " + d.file("out") + "/findings.{md,json}"), std::string::npos)
+      << report.out;
 }
 
 }  // namespace

@@ -22,10 +22,12 @@ TEST(FlatAdamW, MatchesTorchOptimAdamWWithDecoupledDecayOnMatricesOnly) {
   std::vector<at::Tensor> decay, no_decay;
   for (const auto& p : b->parameters()) (p.tensor.dim() >= 2 ? decay : no_decay).push_back(p.tensor);
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
-                                 torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1)));
-  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(
-                                    torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
+  groups.emplace_back(decay,
+                      std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1)));
+  groups.emplace_back(no_decay,
+                      std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
   torch::optim::AdamW ref(groups, torch::optim::AdamWOptions(1e-3));
   auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
   for (int step = 0; step < 3; ++step) {
@@ -40,7 +42,8 @@ TEST(FlatAdamW, MatchesTorchOptimAdamWWithDecoupledDecayOnMatricesOnly) {
     ref.step();
   }
   for (std::size_t i = 0; i < a->parameters().size(); ++i)
-    EXPECT_TRUE(at::allclose(a->parameters()[i].tensor, b->parameters()[i].tensor, 1e-6, 1e-7)) << a->parameters()[i].name;
+    EXPECT_TRUE(at::allclose(a->parameters()[i].tensor, b->parameters()[i].tensor, 1e-6, 1e-7))
+        << a->parameters()[i].name;
 }
 
 // The CUDA path (ATen's fused AdamW, called per decayed / undecayed sub-range) computes what
@@ -63,7 +66,8 @@ TEST(FlatAdamW, TheFusedKernelMatchesTheOnePassLoop) {
       fused.step(1e-3 * (step + 1));
     }
     // The two round differently (observed max difference 1e-7): both paths ran.
-    EXPECT_FALSE(at::equal(loop.params(), fused.params())) << config::name(strategy) << ": the fused path did not run";
+    EXPECT_FALSE(at::equal(loop.params(), fused.params()))
+        << config::name(strategy) << ": the fused path did not run";
     EXPECT_TRUE(at::allclose(loop.params(), fused.params(), 1e-6, 1e-7)) << config::name(strategy);
     EXPECT_TRUE(at::allclose(loop.exp_avg(), fused.exp_avg(), 1e-6, 1e-7)) << config::name(strategy);
     EXPECT_TRUE(at::allclose(loop.exp_avg_sq(), fused.exp_avg_sq(), 1e-6, 1e-9)) << config::name(strategy);

@@ -43,8 +43,8 @@ std::string refusal(const std::string& dir, const nlohmann::json& config, bool h
     return e.what();
   }
 }
-const Entries kOutputs = {"config.resolved.json", "data_manifest.json", "final", "metrics.jsonl", "stage1_specialised",
-                          "tensorboard", "sft_outputs.json"};
+const Entries kOutputs = {"config.resolved.json", "data_manifest.json", "final",           "metrics.jsonl",
+                          "stage1_specialised",   "tensorboard",        "sft_outputs.json"};
 
 TEST(RunFolderOutputs, AFolderWithoutRunOutputsIsUsedAsItIs) {
   test::TempDir d;
@@ -60,11 +60,13 @@ TEST(RunFolderOutputs, AnotherRunsOutputsAreRefusedUnlessOverwrittenAndTheUsersF
   for (bool resume : {false, true}) {
     const std::string m = refusal(d.path(), kConfig, false, resume);
     ASSERT_FALSE(m.empty()) << "accepted another run's folder (resume " << resume << ")";
-    EXPECT_NE(m.find("holds the outputs of another run (its config.resolved.json differs"), std::string::npos) << m;
+    EXPECT_NE(m.find("holds the outputs of another run (its config.resolved.json differs"), std::string::npos)
+        << m;
     EXPECT_NE(m.find("final/"), std::string::npos) << m;
     EXPECT_NE(m.find("--overwrite"), std::string::npos) << m;
   }
-  EXPECT_EQ(outputs_to_replace(d.path(), kConfig, false, false, true), kOutputs);  // not notes.txt, not sft.lock
+  EXPECT_EQ(outputs_to_replace(d.path(), kConfig, false, false, true),
+            kOutputs);  // not notes.txt, not sft.lock
 }
 
 TEST(RunFolderOutputs, ThisRunRestartsUnderResumeAndIsRefusedWithout) {
@@ -91,7 +93,8 @@ TEST(RunFolderOutputs, CheckpointsAreContinuedByResumeAndRefusedOtherwise) {
 TEST(RunFolderOutputs, OverwriteRefusesOutputsNoRecordNames) {
   test::TempDir d;
   write_run(d.path(), {{"run_name", "b"}});
-  test::write(d.path() + "/sft_outputs.json", R"({"outputs": ["final", "metrics.jsonl", "sft_outputs.json"]})");
+  test::write(d.path() + "/sft_outputs.json",
+              R"({"outputs": ["final", "metrics.jsonl", "sft_outputs.json"]})");
   fs::make_dirs(d.path() + "/eval");
   try {
     outputs_to_replace(d.path(), kConfig, false, false, /*overwrite=*/true);
@@ -131,9 +134,11 @@ TEST(RunFolderOutputs, TheRecordClaimsOnlyWhatTheRunCreates) {
 }
 
 TEST(RunFolderOutputs, OnlyWhatSftWritesCountsAsARunsOutput) {
-  for (const char* yes : {"checkpoints", "final", "eval", "eval.json", "stage1_specialised", "stage12_general_chat"})
+  for (const char* yes :
+       {"checkpoints", "final", "eval", "eval.json", "stage1_specialised", "stage12_general_chat"})
     EXPECT_TRUE(is_run_output(yes)) << yes;
-  for (const char* no : {"sft.lock", "stage", "stage_x", "stage1_", "stagex_a", "notes.txt", "config.yaml", "final2"})
+  for (const char* no :
+       {"sft.lock", "stage", "stage_x", "stage1_", "stagex_a", "notes.txt", "config.yaml", "final2"})
     EXPECT_FALSE(is_run_output(no)) << no;
 }
 

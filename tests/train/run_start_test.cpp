@@ -8,9 +8,17 @@
 namespace sft {
 namespace {
 
-std::vector<std::string> tiny(const std::string& out, const std::string& cache, std::vector<std::string> extra) {
-  std::vector<std::string> a = {"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", out, "--set",
-                                "data.cache_dir=" + cache, "--set", "train.max_steps=1"};
+std::vector<std::string> tiny(const std::string& out, const std::string& cache,
+                              std::vector<std::string> extra) {
+  std::vector<std::string> a = {"train",
+                                "--config",
+                                "configs/tiny/dmt.yaml",
+                                "--output-dir",
+                                out,
+                                "--set",
+                                "data.cache_dir=" + cache,
+                                "--set",
+                                "train.max_steps=1"};
   for (auto& e : extra) {
     a.push_back("--set");
     a.push_back(e);
@@ -23,17 +31,21 @@ std::vector<std::string> tiny(const std::string& out, const std::string& cache, 
 // written.
 TEST(RunStart, CodeEvaluationWithoutASandboxIsRefusedBeforeTraining) {
   test::TempDir d;
-  auto r = test::run_sft(tiny(d.file("run"), d.file("cache"), {"eval.at_end=true", "eval.benchmarks=[math, code]"}),
-                         {{"SFT_TEST_SANDBOX_UNAVAILABLE", "user namespaces are off on this node"}});
+  auto r = test::run_sft(
+      tiny(d.file("run"), d.file("cache"), {"eval.at_end=true", "eval.benchmarks=[math, code]"}),
+      {{"SFT_TEST_SANDBOX_UNAVAILABLE", "user namespaces are off on this node"}});
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  EXPECT_NE(r.err.find("eval.benchmarks[1]: code runs the model's programs in sft's sandbox"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("eval.benchmarks[1]: code runs the model's programs in sft's sandbox"),
+            std::string::npos)
+      << r.err;
   EXPECT_NE(r.err.find("user namespaces are off on this node"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("sft eval --model"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(d.file("run")));
   // Without code to score, the same node trains.
-  auto ok = test::run_sft(tiny(d.file("run2"), d.file("cache"), {"eval.at_end=true", "eval.benchmarks=[{name: math, limit: 2}]",
-                                                                  "eval.max_new_tokens=4"}),
-                          {{"SFT_TEST_SANDBOX_UNAVAILABLE", "user namespaces are off on this node"}});
+  auto ok = test::run_sft(
+      tiny(d.file("run2"), d.file("cache"),
+           {"eval.at_end=true", "eval.benchmarks=[{name: math, limit: 2}]", "eval.max_new_tokens=4"}),
+      {{"SFT_TEST_SANDBOX_UNAVAILABLE", "user namespaces are off on this node"}});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
 

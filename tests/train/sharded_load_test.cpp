@@ -48,8 +48,8 @@ at::Tensor reference_chunks(const at::Tensor& flat, const FlatLayout& layout, in
   return at::cat(parts);
 }
 
-void expect_every_rank_gets_its_chunks(const model::Llama& reference,
-                                       const std::function<model::ParamSource(const model::Llama&)>& source_for) {
+void expect_every_rank_gets_its_chunks(
+    const model::Llama& reference, const std::function<model::ParamSource(const model::Llama&)>& source_for) {
   for (int world : {1, 3}) {
     const FlatLayout layout = FlatLayout::build(reference, world);
     const at::Tensor flat = reference_flat(reference, layout);
@@ -58,7 +58,8 @@ void expect_every_rank_gets_its_chunks(const model::Llama& reference,
       EXPECT_TRUE(meta.parameters()[0].tensor.is_meta());
       const model::ParamSource source = source_for(meta);
       FlatAdamW opt(meta, {}, world, rank, Sharding::for_strategy(config::DistStrategy::kZero3), &source);
-      EXPECT_TRUE(at::equal(opt.params(), reference_chunks(flat, layout, rank))) << world << " ranks, rank " << rank;
+      EXPECT_TRUE(at::equal(opt.params(), reference_chunks(flat, layout, rank)))
+          << world << " ranks, rank " << rank;
     }
     // Unsharded (ddp, zero1/2): the whole flat buffer, the model's parameters views of it.
     model::Llama meta(reference.config(), c10::kCPU, c10::kFloat, /*materialize=*/false);
@@ -66,7 +67,8 @@ void expect_every_rank_gets_its_chunks(const model::Llama& reference,
     FlatAdamW opt(meta, {}, world, 0, Sharding::for_strategy(config::DistStrategy::kZero2), &source);
     EXPECT_TRUE(at::equal(opt.params(), flat));
     for (std::size_t i = 0; i < meta.parameters().size(); ++i)
-      EXPECT_TRUE(at::equal(meta.parameters()[i].tensor, reference.parameters()[i].tensor)) << meta.parameters()[i].name;
+      EXPECT_TRUE(at::equal(meta.parameters()[i].tensor, reference.parameters()[i].tensor))
+          << meta.parameters()[i].name;
   }
 }
 
@@ -86,13 +88,14 @@ TEST(ShardedBuild, EachRankReadsItsShardsOfAShardedCheckpointInAnyDtype) {
   so.max_shard_bytes = 40000;  // several files
   model::save_hf_model(reference, d.file("fp32"), so);
   ASSERT_TRUE(fs::exists(d.file("fp32/model.safetensors.index.json")));
-  expect_every_rank_gets_its_chunks(reference,
-                                    [&](const model::Llama& m) { return model::weights_source(m, d.file("fp32")); });
+  expect_every_rank_gets_its_chunks(
+      reference, [&](const model::Llama& m) { return model::weights_source(m, d.file("fp32")); });
   // bf16 on disk: converted on the way, equal to loading the whole folder.
   so.dtype = c10::kBFloat16;
   model::save_hf_model(reference, d.file("bf16"), so);
   auto loaded = model::load_hf_model(d.file("bf16"), c10::kCPU, c10::kFloat);
-  expect_every_rank_gets_its_chunks(*loaded, [&](const model::Llama& m) { return model::weights_source(m, d.file("bf16")); });
+  expect_every_rank_gets_its_chunks(
+      *loaded, [&](const model::Llama& m) { return model::weights_source(m, d.file("bf16")); });
 }
 
 // A model ~1 MB in fp32 on 8 ZeRO-3 ranks: building one rank's state (parameters, gradients
@@ -148,9 +151,12 @@ TEST(StreamedExport, OneParameterAtATimeGivesTheSameFolder) {
   model::save_hf_model(reference, d.file("plain"), so);
   const auto files = fs::list_dir(d.file("streamed"));
   EXPECT_EQ(files, fs::list_dir(d.file("plain")));
-  EXPECT_GT(std::count_if(files.begin(), files.end(), [](const std::string& f) { return f.rfind("model-00", 0) == 0; }), 2);
+  EXPECT_GT(std::count_if(files.begin(), files.end(),
+                          [](const std::string& f) { return f.rfind("model-00", 0) == 0; }),
+            2);
   EXPECT_NE(std::find(files.begin(), files.end(), "model.safetensors.index.json"), files.end());
-  for (const auto& f : files) EXPECT_EQ(test::read(d.file("streamed/" + f)), test::read(d.file("plain/" + f))) << f;
+  for (const auto& f : files)
+    EXPECT_EQ(test::read(d.file("streamed/" + f)), test::read(d.file("plain/" + f))) << f;
   auto back = model::load_hf_model(d.file("streamed"), c10::kCPU, c10::kFloat);
   for (std::size_t i = 0; i < back->parameters().size(); ++i)
     EXPECT_TRUE(at::equal(back->parameters()[i].tensor, reference.parameters()[i].tensor));

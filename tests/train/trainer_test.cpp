@@ -21,19 +21,24 @@ namespace sft::train {
 namespace {
 
 config::RunConfig tiny(const std::string& out, std::vector<std::string> extra = {}) {
-  std::vector<std::string> sets = {"output_dir=" + out, "tokenizer=" + test::tiny("tokenizer.model"),
+  std::vector<std::string> sets = {"output_dir=" + out,
+                                   "tokenizer=" + test::tiny("tokenizer.model"),
                                    "datasets.math.path=" + test::tiny("math_train.jsonl"),
                                    "datasets.code.path=" + test::tiny("code_train.json"),
                                    "datasets.general.path=" + test::tiny("general_train.json"),
-                                   "data.cache_dir=" + out + "/cache", "datasets.math.fraction=1/16",
-                                   "datasets.code.fraction=1/16", "datasets.general.fraction=1/8", "train.threads=1"};
+                                   "data.cache_dir=" + out + "/cache",
+                                   "datasets.math.fraction=1/16",
+                                   "datasets.code.fraction=1/16",
+                                   "datasets.general.fraction=1/8",
+                                   "train.threads=1"};
   sets.insert(sets.end(), extra.begin(), extra.end());
   return config::load_run_config(test::source_dir() + "/configs/tiny/dmt.yaml", sets);
 }
 
 TEST(Trainer, GradientAccumulationSplitsGiveTheSameUpdate) {
   test::TempDir a, b;
-  std::vector<std::string> common = {"train.precision=fp32", "train.max_steps=4", "train.export_stage_models=false"};
+  std::vector<std::string> common = {"train.precision=fp32", "train.max_steps=4",
+                                     "train.export_stage_models=false"};
   auto ca = common, cb = common;
   ca.insert(ca.end(), {"train.batch_size=8", "train.grad_accum=1"});
   cb.insert(cb.end(), {"train.batch_size=2", "train.grad_accum=4"});
@@ -44,13 +49,15 @@ TEST(Trainer, GradientAccumulationSplitsGiveTheSameUpdate) {
   const auto& pa = ta.model().parameters();
   const auto& pb = tb.model().parameters();
   double worst = 0;
-  for (std::size_t i = 0; i < pa.size(); ++i) worst = std::max(worst, (pa[i].tensor - pb[i].tensor).abs().max().item<double>());
+  for (std::size_t i = 0; i < pa.size(); ++i)
+    worst = std::max(worst, (pa[i].tensor - pb[i].tensor).abs().max().item<double>());
   EXPECT_LT(worst, 2e-5) << "1x8 and 4x2 micro-batching diverged (max |diff| " << worst << ")";
   // ... while both moved away from the initial weights (so the comparison means something).
   model::Llama init(ta.model().config());
   init.init_weights(1);
   double moved = 0;
-  for (std::size_t i = 0; i < pa.size(); ++i) moved = std::max(moved, (pa[i].tensor - init.parameters()[i].tensor).abs().max().item<double>());
+  for (std::size_t i = 0; i < pa.size(); ++i)
+    moved = std::max(moved, (pa[i].tensor - init.parameters()[i].tensor).abs().max().item<double>());
   EXPECT_GT(moved, 1e-3);
 }
 
@@ -72,9 +79,13 @@ std::vector<double> step_losses(const std::string& metrics) {
 // Packed samples attending to each other would break the equality.
 TEST(Trainer, PackingAndPaddingAtTheSameSamplesPerStepTrainTheSameModel) {
   test::TempDir a, b;
-  std::vector<std::string> common = {"train.precision=fp32", "train.samples_per_step=16", "train.log_every=1",
-                                     "train.export_stage_models=false", "datasets.math.fraction=1/64",
-                                     "datasets.code.fraction=1/64", "datasets.general.fraction=1/64"};
+  std::vector<std::string> common = {"train.precision=fp32",
+                                     "train.samples_per_step=16",
+                                     "train.log_every=1",
+                                     "train.export_stage_models=false",
+                                     "datasets.math.fraction=1/64",
+                                     "datasets.code.fraction=1/64",
+                                     "datasets.general.fraction=1/64"};
   auto ca = common, cb = common;
   ca.insert(ca.end(), {"data.batching=pack"});
   cb.insert(cb.end(), {"data.batching=pad", "train.tokens_per_micro_batch=1024"});
@@ -100,8 +111,10 @@ TEST(Trainer, PackingAndPaddingAtTheSameSamplesPerStepTrainTheSameModel) {
   const auto& pa = ta.model().parameters();
   const auto& pb = tb.model().parameters();
   double worst = 0;
-  for (std::size_t i = 0; i < pa.size(); ++i) worst = std::max(worst, (pa[i].tensor - pb[i].tensor).abs().max().item<double>());
-  EXPECT_LT(worst, 1e-5) << "packed and padded training diverged (max |diff| " << worst << "; observed ~1e-6)";
+  for (std::size_t i = 0; i < pa.size(); ++i)
+    worst = std::max(worst, (pa[i].tensor - pb[i].tensor).abs().max().item<double>());
+  EXPECT_LT(worst, 1e-5) << "packed and padded training diverged (max |diff| " << worst
+                         << "; observed ~1e-6)";
 }
 
 TEST(Trainer, NonFiniteStepsAreSkippedCountedAndAbortAfterN) {
@@ -119,7 +132,8 @@ TEST(Trainer, NonFiniteStepsAreSkippedCountedAndAbortAfterN) {
     t2.fit();
     FAIL() << "expected divergence to abort";
   } catch (const Error& err) {
-    EXPECT_NE(std::string(err.what()).find("3 consecutive steps with a non-finite loss"), std::string::npos) << err.what();
+    EXPECT_NE(std::string(err.what()).find("3 consecutive steps with a non-finite loss"), std::string::npos)
+        << err.what();
   }
 }
 
@@ -135,7 +149,8 @@ TEST(Trainer, WritesMetricsTensorBoardAndKeepsTheLastNCheckpoints) {
     auto j = nlohmann::json::parse(line);
     if (j["event"] == "step") {
       ++steps;
-      EXPECT_TRUE(j.contains("loss") && j.contains("lr") && j.contains("tokens_per_s") && j.contains("stage"));
+      EXPECT_TRUE(j.contains("loss") && j.contains("lr") && j.contains("tokens_per_s") &&
+                  j.contains("stage"));
     }
     stage_ends += j["event"] == "stage_end";
   }
@@ -167,23 +182,24 @@ TEST(Trainer, Bf16AutocastConvergesOnTheTinyConfig) {
 TEST(DryRun, TinyEstimateIsWithinTenPercentOfTheMeasuredPeak) {
   for (bool ckpt : {false, true}) {
     test::TempDir d;
-    std::vector<std::string> extra = {"train.activation_checkpointing=" + std::string(ckpt ? "true" : "false"),
-                                      "train.export_stage_models=false"};
+    std::vector<std::string> extra = {
+        "train.activation_checkpointing=" + std::string(ckpt ? "true" : "false"),
+        "train.export_stage_models=false"};
     auto cfg = tiny(d.path(), extra);
     auto plan = dry_run(cfg, 1);
     double estimate = plan["memory_per_rank"]["total_gib"].get<double>() * 1024 * 1024 * 1024;
     Trainer t(cfg, {});
     double measured = static_cast<double>(t.fit().peak_memory_bytes);
     EXPECT_NEAR(estimate / measured, 1.0, 0.10) << "ckpt=" << ckpt << " estimate " << estimate / 1048576
-                                                 << " MiB, measured " << measured / 1048576 << " MiB";
+                                                << " MiB, measured " << measured / 1048576 << " MiB";
   }
 }
 
 // The paper's configs count their batch in samples: stage 1 of LLaMA-7B DMT plans
 // 3 epochs x ceil(130,164 / 128) steps, as FastChat's padded trainer takes them.
 TEST(DryRun, ThePaperConfigsPlanThePapersStepCounts) {
-  for (const char* f : {"configs/paper/llama_7b.yaml", "configs/paper/llama_13b.yaml", "configs/paper/llama_33b.yaml",
-                        "configs/dmt_33b.yaml"}) {
+  for (const char* f : {"configs/paper/llama_7b.yaml", "configs/paper/llama_13b.yaml",
+                        "configs/paper/llama_33b.yaml", "configs/dmt_33b.yaml"}) {
     auto plan = dry_run(config::load_run_config(test::source_dir() + "/" + f), 1);
     EXPECT_EQ(plan["samples_per_optimizer_step"], 128) << f;
     const auto& s1 = plan["stages"][0];
@@ -206,7 +222,8 @@ TEST(DryRun, The33BPlanFitsSixteenA100sOnlyWithZero3) {
   }
   // ZeRO-3: weights + grads + optimizer state are 16 bytes/param spread over 16 ranks.
   const auto& m = plan["memory_per_rank"];
-  double states = m["weights_gib"].get<double>() + m["grads_gib"].get<double>() + m["optimizer_gib"].get<double>();
+  double states =
+      m["weights_gib"].get<double>() + m["grads_gib"].get<double>() + m["optimizer_gib"].get<double>();
   EXPECT_NEAR(states, 16 * 32.53e9 / 16 / (1024.0 * 1024 * 1024), 0.5);
   auto text = test::run_sft({"train", "--dry-run", "--config", "configs/dmt_33b.yaml"});
   ASSERT_EQ(text.exit_code, 0) << text.err;

@@ -17,7 +17,8 @@ namespace {
 TEST(DriverMismatch, ADriverOlderThanTheRuntimeNamesBothAndWhatToInstall) {
   // A cluster on driver 535 (CUDA 12.2) with the pinned torch 2.14.1+cu130.
   const std::string m = driver_mismatch(/*driver_cuda=*/12020, /*runtime_cuda=*/13000, "535.129.03");
-  EXPECT_EQ(m.rfind("the NVIDIA driver 535.129.03 supports CUDA ≤ 12.2, this LibTorch was built for CUDA 13.0 (it needs "
+  EXPECT_EQ(m.rfind("the NVIDIA driver 535.129.03 supports CUDA ≤ 12.2, this LibTorch was built for CUDA "
+                    "13.0 (it needs "
                     "a driver ≥ 580.65.06): build sft against a LibTorch for CUDA 12",
                     0),
             0u)
@@ -25,12 +26,15 @@ TEST(DriverMismatch, ADriverOlderThanTheRuntimeNamesBothAndWhatToInstall) {
   EXPECT_NE(m.find("https://download.pytorch.org/whl/cu126"), std::string::npos) << m;
   EXPECT_NE(m.find("README, \"On a cluster\""), std::string::npos) << m;
   // Without the release (no /proc/driver/nvidia/version) the sentence still reads.
-  EXPECT_EQ(driver_mismatch(12040, 13000).rfind("the NVIDIA driver supports CUDA ≤ 12.4, this LibTorch", 0), 0u);
+  EXPECT_EQ(driver_mismatch(12040, 13000).rfind("the NVIDIA driver supports CUDA ≤ 12.4, this LibTorch", 0),
+            0u);
   // A driver too old for any LibTorch sft builds against.
   const std::string old = driver_mismatch(11040, 12060, "470.82.01");
-  EXPECT_NE(old.find("supports CUDA ≤ 11.4, this LibTorch was built for CUDA 12.6 (it needs a driver ≥ 525.60.13): have "
-                     "the driver updated"),
-            std::string::npos)
+  EXPECT_NE(
+      old.find(
+          "supports CUDA ≤ 11.4, this LibTorch was built for CUDA 12.6 (it needs a driver ≥ 525.60.13): have "
+          "the driver updated"),
+      std::string::npos)
       << old;
 }
 
@@ -44,7 +48,8 @@ TEST(DriverMismatch, TheSameMajorOrANewerDriverIsNoMismatch) {
 
 TEST(DriverMismatch, NoDriverAtAllSaysSo) {
   EXPECT_EQ(driver_mismatch(0, 13000),
-            "no NVIDIA driver was found (libcuda.so.1 did not load), so this LibTorch (CUDA 13.0) sees no GPU; on a GPU "
+            "no NVIDIA driver was found (libcuda.so.1 did not load), so this LibTorch (CUDA 13.0) sees no "
+            "GPU; on a GPU "
             "node, check nvidia-smi");
 }
 
@@ -52,7 +57,8 @@ TEST(UnavailableReason, IsEmptyExactlyWhenAGpuIsAvailable) {
   const std::string why = unavailable_reason();
   EXPECT_EQ(why.empty(), available()) << why;
   if (!compiled()) EXPECT_EQ(why, "sft was built without CUDA (SFT_CUDA=OFF)");
-  if (compiled() && !available() && !driver_found()) EXPECT_NE(why.find("no NVIDIA driver was found"), std::string::npos) << why;
+  if (compiled() && !available() && !driver_found())
+    EXPECT_NE(why.find("no NVIDIA driver was found"), std::string::npos) << why;
 }
 
 #if SFT_WITH_CUDA

@@ -48,7 +48,8 @@ TEST(SafeIo, AnAtomicWriteNeverWritesThroughAPlantedTemporary) {
   test::TempDir d;
   test::write(d.file("victim.txt"), "precious\n");
   const std::string target = d.file("out.json");
-  ASSERT_EQ(::symlink(d.file("victim.txt").c_str(), (target + ".tmp." + std::to_string(::getpid())).c_str()), 0);
+  ASSERT_EQ(::symlink(d.file("victim.txt").c_str(), (target + ".tmp." + std::to_string(::getpid())).c_str()),
+            0);
   fs::write_file_atomic(target, "{}\n");
   EXPECT_EQ(test::read(target), "{}\n");
   EXPECT_EQ(test::read(d.file("victim.txt")), "precious\n");
@@ -78,7 +79,8 @@ TEST(SafeIo, AnInputThatIsNotARegularFileIsRefusedAtOnce) {
       fs::read_input_file(p, "datasets.x.path");
       FAIL() << p << " was read";
     } catch (const DataError& e) {
-      EXPECT_NE(std::string(e.what()).find("not a regular file (datasets.x.path)"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("not a regular file (datasets.x.path)"), std::string::npos)
+          << e.what();
     }
   }
 }

@@ -9,21 +9,32 @@
 
 namespace sft::config {
 
-enum class Precision { kFp32, kBf16, kBf16Pure };         // train.precision
-enum class Schedule { kCosine, kLinear, kConstant };      // train.schedule and per stage
-enum class Batching { kPack, kPad, kPadMax };             // data.batching
-enum class Truncation { kTruncate, kDrop };               // data.truncation
-enum class OnBadRecord { kError, kSkip };                 // data.on_bad_record
-enum class SaveDtype { kFp32, kBf16, kF16 };              // model.save_dtype
-enum class ModelInit { kAuto, kRandom, kPretrained };     // model.init
-enum class DistStrategy { kDdp, kZero1, kZero2, kZero3 }; // dist.strategy
-enum class Backend { kAuto, kGloo, kNccl };               // dist.backend
-enum class GatherDtype { kAuto, kFp32 };                  // dist.gather_dtype
-enum class ReduceDtype { kFp32, kBf16 };                  // dist.reduce_dtype
+enum class Precision { kFp32, kBf16, kBf16Pure };                              // train.precision
+enum class Schedule { kCosine, kLinear, kConstant };                           // train.schedule and per stage
+enum class Batching { kPack, kPad, kPadMax };                                  // data.batching
+enum class Truncation { kTruncate, kDrop };                                    // data.truncation
+enum class OnBadRecord { kError, kSkip };                                      // data.on_bad_record
+enum class SaveDtype { kFp32, kBf16, kF16 };                                   // model.save_dtype
+enum class ModelInit { kAuto, kRandom, kPretrained };                          // model.init
+enum class DistStrategy { kDdp, kZero1, kZero2, kZero3 };                      // dist.strategy
+enum class Backend { kAuto, kGloo, kNccl };                                    // dist.backend
+enum class GatherDtype { kAuto, kFp32 };                                       // dist.gather_dtype
+enum class ReduceDtype { kFp32, kBf16 };                                       // dist.reduce_dtype
 enum class Format { kGsm8k, kAlpaca, kSharegpt, kMessages, kText, kMtbench };  // datasets.<name>.format
 // template.name; kAuto: the built-in whose rendering the tokenizer folder's chat template
 // has (data/chat_template.h), resolved where the tokenizer is loaded.
-enum class Template { kVicunaV11, kLlama2, kChatml, kAlpaca, kRaw, kLlama3, kLlama31, kQwen25, kQwen3, kAuto };
+enum class Template {
+  kVicunaV11,
+  kLlama2,
+  kChatml,
+  kAlpaca,
+  kRaw,
+  kLlama3,
+  kLlama31,
+  kQwen25,
+  kQwen3,
+  kAuto
+};
 
 template <class E>
 struct Choice {
@@ -35,36 +46,39 @@ struct Choice {
 template <class E>
 struct Choices;
 
-#define SFT_CHOICES(E, ...) \
-  template <>               \
-  struct Choices<E> {       \
+#define SFT_CHOICES(E, ...)                           \
+  template <>                                         \
+  struct Choices<E> {                                 \
     static constexpr Choice<E> all[] = {__VA_ARGS__}; \
   }
-SFT_CHOICES(Precision, {Precision::kFp32, "fp32"}, {Precision::kBf16, "bf16"}, {Precision::kBf16Pure, "bf16-pure"});
-SFT_CHOICES(Schedule, {Schedule::kCosine, "cosine"}, {Schedule::kLinear, "linear"}, {Schedule::kConstant, "constant"});
+SFT_CHOICES(Precision, {Precision::kFp32, "fp32"}, {Precision::kBf16, "bf16"},
+            {Precision::kBf16Pure, "bf16-pure"});
+SFT_CHOICES(Schedule, {Schedule::kCosine, "cosine"}, {Schedule::kLinear, "linear"},
+            {Schedule::kConstant, "constant"});
 SFT_CHOICES(Batching, {Batching::kPack, "pack"}, {Batching::kPad, "pad"}, {Batching::kPadMax, "pad_max"});
 SFT_CHOICES(Truncation, {Truncation::kTruncate, "truncate"}, {Truncation::kDrop, "drop"});
 SFT_CHOICES(OnBadRecord, {OnBadRecord::kError, "error"}, {OnBadRecord::kSkip, "skip"});
 SFT_CHOICES(SaveDtype, {SaveDtype::kFp32, "fp32"}, {SaveDtype::kBf16, "bf16"}, {SaveDtype::kF16, "f16"});
-SFT_CHOICES(ModelInit, {ModelInit::kAuto, "auto"}, {ModelInit::kRandom, "random"}, {ModelInit::kPretrained, "pretrained"});
-SFT_CHOICES(DistStrategy, {DistStrategy::kDdp, "ddp"}, {DistStrategy::kZero1, "zero1"}, {DistStrategy::kZero2, "zero2"},
-            {DistStrategy::kZero3, "zero3"});
+SFT_CHOICES(ModelInit, {ModelInit::kAuto, "auto"}, {ModelInit::kRandom, "random"},
+            {ModelInit::kPretrained, "pretrained"});
+SFT_CHOICES(DistStrategy, {DistStrategy::kDdp, "ddp"}, {DistStrategy::kZero1, "zero1"},
+            {DistStrategy::kZero2, "zero2"}, {DistStrategy::kZero3, "zero3"});
 SFT_CHOICES(Backend, {Backend::kAuto, "auto"}, {Backend::kGloo, "gloo"}, {Backend::kNccl, "nccl"});
 SFT_CHOICES(GatherDtype, {GatherDtype::kAuto, "auto"}, {GatherDtype::kFp32, "fp32"});
 SFT_CHOICES(ReduceDtype, {ReduceDtype::kFp32, "fp32"}, {ReduceDtype::kBf16, "bf16"});
 SFT_CHOICES(Format, {Format::kGsm8k, "gsm8k"}, {Format::kAlpaca, "alpaca"}, {Format::kSharegpt, "sharegpt"},
             {Format::kMessages, "messages"}, {Format::kText, "text"}, {Format::kMtbench, "mtbench"});
-SFT_CHOICES(Template, {Template::kVicunaV11, "vicuna_v1.1"}, {Template::kLlama2, "llama-2"}, {Template::kChatml, "chatml"},
-            {Template::kAlpaca, "alpaca"}, {Template::kRaw, "raw"}, {Template::kLlama3, "llama-3"},
-            {Template::kLlama31, "llama-3.1"}, {Template::kQwen25, "qwen2.5"}, {Template::kQwen3, "qwen3"},
-            {Template::kAuto, "auto"});
+SFT_CHOICES(Template, {Template::kVicunaV11, "vicuna_v1.1"}, {Template::kLlama2, "llama-2"},
+            {Template::kChatml, "chatml"}, {Template::kAlpaca, "alpaca"}, {Template::kRaw, "raw"},
+            {Template::kLlama3, "llama-3"}, {Template::kLlama31, "llama-3.1"}, {Template::kQwen25, "qwen2.5"},
+            {Template::kQwen3, "qwen3"}, {Template::kAuto, "auto"});
 #undef SFT_CHOICES
 
 // train.device, and the --device flags of sft bench, score, generate and eval: an open
 // choice (cuda:N names any GPU), parsed here once.
 struct DeviceChoice {
   enum Kind { kAuto, kCpu, kCuda } kind = kAuto;  // auto: the rank's GPU when there is one, else the CPU
-  int index = -1;                                  // cuda:N; -1: the rank's (LOCAL_RANK)
+  int index = -1;                                 // cuda:N; -1: the rank's (LOCAL_RANK)
 };
 // auto | cpu | cuda | cuda:N; nullopt otherwise.
 inline std::optional<DeviceChoice> parse_device(std::string_view text) {

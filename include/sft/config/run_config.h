@@ -25,13 +25,13 @@ struct DatasetSpec {
   std::string name;
   std::string path;
   Format format = Format::kMessages;
-  std::string ability;   // "general" marks general chat data; anything else is specialised
-  double fraction = 1.0; // data-scaling fraction: the first round(f*N) of the seeded permutation
-  bool strip_calculator = false;          // gsm8k: drop <<a+b=c>> annotations
-  std::string filter_field;               // keep records whose filter_field == filter_equals
-  nlohmann::json filter_equals;           // (null when no filter)
-  std::string text_field = "text";        // text format: the field holding the text (jsonl)
-  std::int64_t size = -1;                 // expected record count, for planning without files
+  std::string ability;              // "general" marks general chat data; anything else is specialised
+  double fraction = 1.0;            // data-scaling fraction: the first round(f*N) of the seeded permutation
+  bool strip_calculator = false;    // gsm8k: drop <<a+b=c>> annotations
+  std::string filter_field;         // keep records whose filter_field == filter_equals
+  nlohmann::json filter_equals;     // (null when no filter)
+  std::string text_field = "text";  // text format: the field holding the text (jsonl)
+  std::int64_t size = -1;           // expected record count, for planning without files
   // Upsampling: each selected record appears `repeat` times per stage epoch, wherever the
   // dataset is trained on (the mixing-ratio knob; a small general set is seen more often).
   int repeat = 1;
@@ -42,8 +42,8 @@ struct DatasetSpec {
 
 struct StageSource {
   std::string dataset;
-  double fraction = 1.0;  // of the dataset's selected subset (after DatasetSpec::fraction)
-  bool replay = false;    // added by DMT / replay_fraction: replay of earlier-stage data
+  double fraction = 1.0;          // of the dataset's selected subset (after DatasetSpec::fraction)
+  bool replay = false;            // added by DMT / replay_fraction: replay of earlier-stage data
   std::size_t dataset_index = 0;  // of `dataset` in RunConfig::datasets (set once resolved)
 };
 
@@ -55,7 +55,7 @@ struct StageHparams {
   double min_lr_ratio = 0.0;
   Schedule schedule = Schedule::kCosine;
   double warmup_ratio = 0.03;
-  std::int64_t warmup_steps = -1;   // >= 0 takes precedence over warmup_ratio
+  std::int64_t warmup_steps = -1;  // >= 0 takes precedence over warmup_ratio
 };
 
 struct StageSpec : StageHparams {
@@ -64,9 +64,9 @@ struct StageSpec : StageHparams {
 };
 
 struct ModelSpec {
-  std::string path;             // Hugging Face folder (config.json, safetensors); may be empty
+  std::string path;  // Hugging Face folder (config.json, safetensors); may be empty
   ModelInit init = ModelInit::kAuto;
-  nlohmann::json config;        // config.json fields, merged over path/config.json
+  nlohmann::json config;                    // config.json fields, merged over path/config.json
   SaveDtype save_dtype = SaveDtype::kFp32;  // dtype of exported HF folders
 };
 
@@ -74,17 +74,18 @@ struct DataSpec {
   std::int64_t max_seq_len = 2048;
   Truncation truncation = Truncation::kTruncate;
   OnBadRecord on_bad_record = OnBadRecord::kError;
-  std::int64_t max_record_bytes = 8 << 20;  // one record (jsonl line, array element, .txt document); larger is bad
+  std::int64_t max_record_bytes =
+      8 << 20;  // one record (jsonl line, array element, .txt document); larger is bad
   Batching batching = Batching::kPack;
-  std::int64_t pack_window = 1024;      // samples per best-fit-decreasing window
-  bool group_by_length = false;         // pad mode: sort within windows by length
+  std::int64_t pack_window = 1024;  // samples per best-fit-decreasing window
+  bool group_by_length = false;     // pad mode: sort within windows by length
   bool shuffle = true;
   std::string cache_dir = ".sft_cache";
-  std::int64_t seed = -1;               // subsets and order of the data; -1: the run's seed
+  std::int64_t seed = -1;  // subsets and order of the data; -1: the run's seed
 };
 
 struct TrainSpec : StageHparams {
-  std::int64_t batch_size = 8;   // rows per micro-batch per rank (packed rows or samples)
+  std::int64_t batch_size = 8;  // rows per micro-batch per rank (packed rows or samples)
   std::int64_t grad_accum = 1;
   // The global batch in samples (the paper's and FastChat's unit): every optimizer step
   // takes exactly this many samples, packed or padded into as many micro-batches of at
@@ -96,7 +97,7 @@ struct TrainSpec : StageHparams {
   // rows_per_step / (batch_size x ranks) micro-batches (a world size that does not divide
   // it is refused). 0: batch_size x grad_accum x ranks, which scales with the world size.
   std::int64_t rows_per_step = 0;
-  double max_grad_norm = 1.0;    // <= 0 disables clipping
+  double max_grad_norm = 1.0;  // <= 0 disables clipping
   double weight_decay = 0.0;
   double adam_beta1 = 0.9;
   double adam_beta2 = 0.999;
@@ -104,14 +105,14 @@ struct TrainSpec : StageHparams {
   Precision precision = Precision::kFp32;
   bool activation_checkpointing = false;
   std::int64_t log_every = 10;
-  std::int64_t save_every = 0;     // 0: only at stage ends
+  std::int64_t save_every = 0;  // 0: only at stage ends
   std::int64_t keep_checkpoints = 2;
   std::int64_t checkpoint_staging_mb = 1024;  // host memory a GPU's tensors go through to the file
-  bool async_checkpoint = false;   // write checkpoints in a background thread from a host copy
+  bool async_checkpoint = false;              // write checkpoints in a background thread from a host copy
   std::int64_t max_nonfinite_steps = 5;
-  int threads = 0;                 // 0: OMP_NUM_THREADS, else every usable core
-  std::string device = "auto";     // auto | cpu | cuda | cuda:N
-  std::int64_t max_steps = 0;      // > 0 stops early (smoke tests)
+  int threads = 0;                             // 0: OMP_NUM_THREADS, else every usable core
+  std::string device = "auto";                 // auto | cpu | cuda | cuda:N
+  std::int64_t max_steps = 0;                  // > 0 stops early (smoke tests)
   bool reset_optimizer_between_stages = true;  // the paper trains each stage as a new run
   bool export_stage_models = true;
 };
@@ -121,17 +122,17 @@ struct DistSpec {
   Backend backend = Backend::kAuto;
   int timeout_s = 60;
   double bucket_mb = 25.0;
-  int prefetch = 1;                       // zero3: units gathered ahead of the one computing
+  int prefetch = 1;                               // zero3: units gathered ahead of the one computing
   GatherDtype gather_dtype = GatherDtype::kAuto;  // zero3: auto = the compute dtype
   ReduceDtype reduce_dtype = ReduceDtype::kFp32;
-  int reduce_inflight = 2;                // zero2/3: gradient reductions in flight
-  int gpus = 0;                   // dry-run planner: device count to plan for (0: the launch's)
-  std::string gpu_type = "";      // dry-run planner: a100-80gb | a100-40gb | h100 | h200 | ...
+  int reduce_inflight = 2;    // zero2/3: gradient reductions in flight
+  int gpus = 0;               // dry-run planner: device count to plan for (0: the launch's)
+  std::string gpu_type = "";  // dry-run planner: a100-80gb | a100-40gb | h100 | h200 | ...
 };
 
 struct EvalBenchmark {
-  std::string name;   // gsm8k | humaneval | mtbench | math | code | general
-  std::string data;   // file; empty: the benchmark's default
+  std::string name;  // gsm8k | humaneval | mtbench | math | code | general
+  std::string data;  // file; empty: the benchmark's default
   std::int64_t limit = 0;
 };
 
@@ -156,7 +157,7 @@ struct RunConfig {
   std::uint64_t seed = 1;
   std::string output_dir;
   ModelSpec model;
-  std::string tokenizer;  // sentencepiece .model path
+  std::string tokenizer;                          // sentencepiece .model path
   Template chat_template = Template::kVicunaV11;  // template.name
   std::optional<std::string> system_message;
   DataSpec data;
@@ -171,7 +172,7 @@ struct RunConfig {
 
   const DatasetSpec& dataset(const std::string& name) const;  // throws ConfigError
   std::uint64_t data_seed() const { return data.seed >= 0 ? static_cast<std::uint64_t>(data.seed) : seed; }
-  nlohmann::json to_json() const;                              // every resolved field
+  nlohmann::json to_json() const;  // every resolved field
 };
 
 // The key reference (`sft config keys`, README's "Config keys"): every key with its kind,

@@ -19,14 +19,14 @@ namespace sft::data {
 using model::kIgnoreIndex;
 
 struct Batch {
-  at::Tensor input_ids;     // (B, T) int64
-  at::Tensor labels;        // (B, T) int64: next token where trained, else kIgnoreIndex
-  at::Tensor position_ids;  // (B, T) int64
-  at::Tensor segment_ids;   // undefined, or (B, T) int32: sample index within the row, -1 = pad
-  at::Tensor dense_mask;    // the same as a dense (B, 1, T, T) bool mask, only when asked for
+  at::Tensor input_ids;          // (B, T) int64
+  at::Tensor labels;             // (B, T) int64: next token where trained, else kIgnoreIndex
+  at::Tensor position_ids;       // (B, T) int64
+  at::Tensor segment_ids;        // undefined, or (B, T) int32: sample index within the row, -1 = pad
+  at::Tensor dense_mask;         // the same as a dense (B, 1, T, T) bool mask, only when asked for
   at::Tensor trained_positions;  // (targets) int64: flat indices into labels of the trained positions
-  std::int64_t tokens = 0;  // non-pad tokens
-  std::int64_t targets = 0; // labels != kIgnoreIndex
+  std::int64_t tokens = 0;       // non-pad tokens
+  std::int64_t targets = 0;      // labels != kIgnoreIndex
 };
 
 // REQUIRES: mb's samples index into `datasets`. pad_id < 0 pads with 0 (never attended).

@@ -71,7 +71,8 @@ class ChatTemplate {
   // ConfigError for an unknown name. kAuto ("auto") needs `tok`: the template is detect(*tok).
   static ChatTemplate create(config::Template kind, std::optional<std::string> system_message = std::nullopt,
                              const Tokenizer* tok = nullptr);
-  static ChatTemplate create(const std::string& name, std::optional<std::string> system_message = std::nullopt,
+  static ChatTemplate create(const std::string& name,
+                             std::optional<std::string> system_message = std::nullopt,
                              const Tokenizer* tok = nullptr);
   static const std::vector<std::string>& names();
 

@@ -60,11 +60,11 @@ class HfTokenizer {
   // The bytes the ByteLevel decoder gives for one token (an added token: its content); "" for
   // an id of no token. encode(text)'s tokens' bytes, in order, spell the normalized text.
   std::string token_bytes(std::int32_t id) const;
-  std::int32_t vocab_size() const;           // the largest id + 1 (vocab and added tokens)
-  bool is_special(std::int32_t id) const;    // an added token marked special
+  std::int32_t vocab_size() const;             // the largest id + 1 (vocab and added tokens)
+  bool is_special(std::int32_t id) const;      // an added token marked special
   std::optional<std::int32_t> bos_id() const;  // the post-processor's leading special token, if any
   const std::string& path() const;
-  const std::string& sha256() const;         // of the file's bytes
+  const std::string& sha256() const;  // of the file's bytes
 
   struct Impl;  // kept out of this header (PCRE2, the tables)
 

@@ -25,9 +25,9 @@ struct BadRecord {
 };
 
 struct ReadResult {
-  std::vector<Record> records;     // the good records that passed the filter, in file order
-  std::int64_t read = 0;           // records seen in the file
-  std::int64_t filtered = 0;       // dropped by the dataset's filter (not bad)
+  std::vector<Record> records;           // the good records that passed the filter, in file order
+  std::int64_t read = 0;                 // records seen in the file
+  std::int64_t filtered = 0;             // dropped by the dataset's filter (not bad)
   std::int64_t trailing_user_turns = 0;  // unanswered last user turns removed (not when kept)
   std::vector<BadRecord> bad;
 };

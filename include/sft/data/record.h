@@ -27,11 +27,11 @@ struct Message {
 struct Record {
   Origin origin;
   bool has_system = false;
-  std::string system;           // per-record system message (ShareGPT/messages "system" turns)
-  std::vector<Message> turns;   // user, assistant, user, ...; ends with an answer unless read
-                                // with keep_unanswered (a prompt still to answer)
-  std::string input;            // Alpaca "input", kept apart for the alpaca template
-  bool is_text = false;         // raw text: trained on every token, no template
+  std::string system;          // per-record system message (ShareGPT/messages "system" turns)
+  std::vector<Message> turns;  // user, assistant, user, ...; ends with an answer unless read
+                               // with keep_unanswered (a prompt still to answer)
+  std::string input;           // Alpaca "input", kept apart for the alpaca template
+  bool is_text = false;        // raw text: trained on every token, no template
   std::string text;
 };
 

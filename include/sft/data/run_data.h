@@ -25,7 +25,7 @@ struct RunData {
   StageStream::Datasets datasets;  // aligned with cfg.datasets
   DataPlan plan;
   std::vector<std::unique_ptr<StageStream>> streams;  // one per stage
-  std::vector<bool> rebuilt;                                // cache rebuilt per dataset
+  std::vector<bool> rebuilt;                          // cache rebuilt per dataset
 };
 
 // Loads/prepares every dataset and plans every stage for `world_size` ranks.

@@ -69,7 +69,7 @@ class StageStream {
   std::int64_t steps() const { return steps_; }
   // Micro-batches each rank runs in `step` (grad_accum, or A_s with samples_per_step).
   std::int64_t accumulation(std::int64_t step) const;
-  std::int64_t step_samples(std::int64_t step) const;  // over all ranks and micro-batches
+  std::int64_t step_samples(std::int64_t step) const;            // over all ranks and micro-batches
   std::int64_t micro_batches() const { return micro_batches_; }  // non-empty ones
   int world_size() const { return world_; }
   // nullptr when the stage's last step has fewer micro-batches than W*A.
@@ -78,8 +78,8 @@ class StageStream {
   std::int64_t step_tokens(std::int64_t step) const;
   int epoch_at(std::int64_t step) const;
   std::int64_t samples_per_epoch() const { return samples_per_epoch_; }
-  std::int64_t tokens() const { return tokens_; }          // non-pad tokens, all epochs
-  std::int64_t padded_tokens() const { return padded_; }   // rows x width, all epochs
+  std::int64_t tokens() const { return tokens_; }         // non-pad tokens, all epochs
+  std::int64_t padded_tokens() const { return padded_; }  // rows x width, all epochs
   std::int64_t targets() const { return targets_; }
   double packing_efficiency() const { return padded_ ? double(tokens_) / double(padded_) : 1.0; }
   // A hash of every micro-batch's contents: a checkpoint refuses to resume on a different stream.

@@ -30,12 +30,12 @@ namespace sft::data {
 struct SourceSelection {
   const config::StageSource* source = nullptr;
   const config::DatasetSpec* spec = nullptr;
-  std::int64_t records = 0;      // distinct records the source contributes
+  std::int64_t records = 0;  // distinct records the source contributes
 
   const std::string& dataset() const { return source->dataset; }
   std::size_t dataset_index() const { return source->dataset_index; }
   bool replay() const { return source->replay; }
-  int repeat() const { return spec->repeat; }  // times each record appears per epoch
+  int repeat() const { return spec->repeat; }                      // times each record appears per epoch
   std::int64_t samples() const { return records * spec->repeat; }  // per epoch
   double fraction() const { return spec->fraction * source->fraction; }  // of the whole dataset
 };
@@ -43,13 +43,13 @@ struct SourceSelection {
 struct StageSelection {
   const config::StageSpec* spec = nullptr;
   std::vector<SourceSelection> sources;
-  std::int64_t samples = 0;      // per epoch: the sources' samples summed
+  std::int64_t samples = 0;  // per epoch: the sources' samples summed
 };
 
 struct DataPlan {
-  std::vector<std::int64_t> dataset_records;            // good records per dataset (N)
-  std::vector<bool> dataset_size_estimated;             // N came from `size:` (file absent)
-  std::vector<std::int64_t> dataset_selected;           // round(f*N) per dataset
+  std::vector<std::int64_t> dataset_records;   // good records per dataset (N)
+  std::vector<bool> dataset_size_estimated;    // N came from `size:` (file absent)
+  std::vector<std::int64_t> dataset_selected;  // round(f*N) per dataset
   std::vector<StageSelection> stages;
   std::vector<std::vector<std::int64_t>> permutations;  // per dataset, seeded
 

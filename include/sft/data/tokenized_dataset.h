@@ -51,8 +51,9 @@ class TokenizedDataset {
   const std::string& dir() const { return dir_; }
 
  private:
-  friend std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpec&, const config::DataSpec&,
-                                                                  const Tokenizer&, const ChatTemplate&, bool*);
+  friend std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpec&,
+                                                                 const config::DataSpec&, const Tokenizer&,
+                                                                 const ChatTemplate&, bool*);
   std::string name_, key_, dir_, file_;
   std::shared_ptr<fs::MappedFile> ids_map_, mask_map_;
   std::shared_ptr<std::vector<std::int32_t>> owned_ids_;  // freshly built, not yet mapped
@@ -68,13 +69,14 @@ class TokenizedDataset {
 
 // Loads the dataset's cache, or builds it (reading, templating, tokenizing) when absent,
 // stale or corrupt. `rebuilt` (optional) tells which happened.
-std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpec& spec, const config::DataSpec& data,
-                                                        const Tokenizer& tok, const ChatTemplate& tmpl,
-                                                        bool* rebuilt = nullptr);
+std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpec& spec,
+                                                        const config::DataSpec& data, const Tokenizer& tok,
+                                                        const ChatTemplate& tmpl, bool* rebuilt = nullptr);
 
 // The template a dataset is rendered with: the run's, with the dataset's system message;
 // template: auto is resolved against `tok`'s folder, and the tokenizer checked to hold the
 // template's special tokens (ConfigError otherwise).
-ChatTemplate template_for(const config::RunConfig& cfg, const config::DatasetSpec& spec, const Tokenizer& tok);
+ChatTemplate template_for(const config::RunConfig& cfg, const config::DatasetSpec& spec,
+                          const Tokenizer& tok);
 
 }  // namespace sft::data

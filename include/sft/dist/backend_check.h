@@ -15,6 +15,7 @@ bool nccl_compiled();
 // this build, saying what to use instead. `has_nccl` and `has_gloo` describe the build: the
 // caller passes nccl_compiled() and gloo_compiled(), tests pass what they fake. Called
 // before the rendezvous, so every rank stops at once with the same message.
-void require_backend(config::Backend requested, config::Backend resolved, int world, bool has_nccl, bool has_gloo);
+void require_backend(config::Backend requested, config::Backend resolved, int world, bool has_nccl,
+                     bool has_gloo);
 
 }  // namespace sft::dist

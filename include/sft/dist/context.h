@@ -42,7 +42,8 @@ class Context {
  public:
   // REQUIRES: every rank calls this with the same world size. `device` decides the
   // backend under dist.backend: auto (NCCL for CUDA, Gloo for CPU).
-  static std::shared_ptr<Context> create(const LaunchInfo& launch, const config::DistSpec& spec, c10::Device device);
+  static std::shared_ptr<Context> create(const LaunchInfo& launch, const config::DistSpec& spec,
+                                         c10::Device device);
   static std::shared_ptr<Context> single();
   ~Context();
 
@@ -98,8 +99,8 @@ class Context {
 
   // Communication of one window of work (a training step).
   struct CommTimes {
-    double comm_ms = 0;      // time at least one collective was in flight (launch to completion)
-    double wait_ms = 0;      // time the compute waited in Work::wait() (the host on Gloo, the stream on NCCL)
+    double comm_ms = 0;  // time at least one collective was in flight (launch to completion)
+    double wait_ms = 0;  // time the compute waited in Work::wait() (the host on Gloo, the stream on NCCL)
     std::int64_t collectives = 0;
   };
   // Closes the current window (its collectives stay timed until they complete); a window

@@ -16,7 +16,7 @@ struct LaunchInfo {
   int rank = 0, world = 1, local_rank = 0, local_world = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
-  bool agent_store = false;  // torchrun >= 2 hosts the TCPStore in its agent
+  bool agent_store = false;         // torchrun >= 2 hosts the TCPStore in its agent
   std::string launcher = "single";  // single | env | torchrun | slurm
 };
 

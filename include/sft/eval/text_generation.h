@@ -26,7 +26,7 @@ struct TextResult {
 };
 
 struct TextOptions {
-  model::GenerateOptions gen;           // stop_ids and stop are filled in from the tokenizer
+  model::GenerateOptions gen;             // stop_ids and stop are filled in from the tokenizer
   std::vector<std::string> stop_strings;  // generation ends at the first occurrence (not included)
   std::int64_t batch_size = 8;
 };

@@ -35,9 +35,11 @@ at::Tensor reference_swiglu(const at::Tensor& gate_up);
 // cos/sin ((1 or B), 1, T, Dh), fp32, HF's rotate_half convention, the tables rounded to
 // qkv's dtype as HF casts them; q also scaled by q_scale (folded into its tables).
 // Returned as (B, heads, T, Dh) views of (B, T, heads, Dh) tensors, as the split made them.
-std::array<at::Tensor, 3> fused_qkv_rotary(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
-                                           std::int64_t heads, std::int64_t kv_heads, double q_scale);
-std::array<at::Tensor, 3> reference_qkv_rotary(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
-                                               std::int64_t heads, std::int64_t kv_heads, double q_scale);
+std::array<at::Tensor, 3> fused_qkv_rotary(const at::Tensor& qkv, const at::Tensor& cos,
+                                           const at::Tensor& sin, std::int64_t heads, std::int64_t kv_heads,
+                                           double q_scale);
+std::array<at::Tensor, 3> reference_qkv_rotary(const at::Tensor& qkv, const at::Tensor& cos,
+                                               const at::Tensor& sin, std::int64_t heads,
+                                               std::int64_t kv_heads, double q_scale);
 
 }  // namespace sft::model

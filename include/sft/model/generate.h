@@ -18,16 +18,17 @@
 namespace sft::model {
 
 // Entry 0 is nullopt. `bf16`: autocast bf16 compute (fp32 otherwise).
-std::vector<std::optional<double>> score(const Llama& model, const std::vector<std::int64_t>& ids, bool bf16 = false);
+std::vector<std::optional<double>> score(const Llama& model, const std::vector<std::int64_t>& ids,
+                                         bool bf16 = false);
 
 struct GenerateOptions {
   std::int64_t max_new_tokens = 256;
   double temperature = 0.0;  // 0: greedy
   double top_p = 1.0;
-  std::int64_t top_k = 0;    // 0: no top-k
+  std::int64_t top_k = 0;  // 0: no top-k
   std::uint64_t seed = 0;
   std::vector<std::int64_t> stop_ids;  // end tokens (EOS, <|im_end|>, ...)
-  bool use_cache = true;     // false recomputes the whole prefix each step (for checking)
+  bool use_cache = true;               // false recomputes the whole prefix each step (for checking)
   bool bf16 = false;
   // Called after each new token with the tokens generated so far; true stops that sequence.
   std::function<bool(std::size_t seq, const std::vector<std::int64_t>& generated)> stop;

@@ -36,9 +36,9 @@ std::unique_ptr<Llama> load_hf_model(const std::string& dir, c10::Device device 
                                      c10::ScalarType dtype = c10::kFloat);
 
 struct SaveOptions {
-  c10::ScalarType dtype = c10::kFloat;         // dtype of the stored tensors (torch_dtype)
-  std::int64_t max_shard_bytes = 5LL << 30;    // HF's default 5 GB shards; <= 0: one file
-  std::string tokenizer_model;                 // sentencepiece .model to copy alongside ("" = none)
+  c10::ScalarType dtype = c10::kFloat;       // dtype of the stored tensors (torch_dtype)
+  std::int64_t max_shard_bytes = 5LL << 30;  // HF's default 5 GB shards; <= 0: one file
+  std::string tokenizer_model;               // sentencepiece .model to copy alongside ("" = none)
   // Writes the tokenizer's files into the folder being built (data::Tokenizer::write_hf_files);
   // takes the place of tokenizer_model when set (the model module knows no tokenizer).
   std::function<void(const std::string& dir)> write_tokenizer;
@@ -54,7 +54,7 @@ void save_hf_model(const Llama& model, const std::string& dir, const SaveOptions
 // (model-0000X-of-0000N.safetensors + index, max_shard_bytes each) are planned from the
 // shapes up front, so memory holds one parameter at a time: how a ZeRO-3 run exports a
 // model no rank holds whole (the fetch gathers one unit at a time).
-void save_hf_model(const LlamaConfig& cfg, const std::function<at::Tensor(std::size_t)>& fetch, const std::string& dir,
-                   const SaveOptions& opts);
+void save_hf_model(const LlamaConfig& cfg, const std::function<at::Tensor(std::size_t)>& fetch,
+                   const std::string& dir, const SaveOptions& opts);
 
 }  // namespace sft::model

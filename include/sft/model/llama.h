@@ -14,8 +14,8 @@
 // kernels on CUDA), an explicit matmul-softmax-matmul otherwise (or when asked). The mask
 // argument is either undefined (causal), a boolean (B, 1, Tq, Tk) mask (true = may attend),
 // or, for packed batches, (B, T) integer segment ids (-1 = pad): then each sample attends
-// causally within itself, computed per sample (cost sum L^2, not T^2). Letters: B batch, T tokens, D hidden, H heads, K kv heads,
-// Dh head_dim, V vocab.
+// causally within itself, computed per sample (cost sum L^2, not T^2). Letters: B batch, T tokens, D hidden,
+// H heads, K kv heads, Dh head_dim, V vocab.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -178,8 +178,9 @@ class Llama {
   friend struct ReleaseInBackward;
   at::Tensor head_loss(const at::Tensor& residual, const at::Tensor& labels, const at::Tensor& targets,
                        const at::Tensor& norm_w, const at::Tensor& head_w) const;
-  at::Tensor sharded_loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& mask,
-                              const at::Tensor& labels, const at::Tensor& targets) const;
+  at::Tensor sharded_loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                              const at::Tensor& mask, const at::Tensor& labels,
+                              const at::Tensor& targets) const;
   // Layer l's weights: its own parameters (q|k|v and gate|up concatenated, which autograd
   // differentiates back to each), or views of a gathered unit (sharded: no copy).
   LayerWeights own_layer_weights(std::size_t l) const;
@@ -189,10 +190,12 @@ class Llama {
   // One decoder layer, through activation checkpointing when it is on and grads are enabled.
   at::Tensor run_layer(std::size_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                        const at::Tensor& mask, const LayerWeights& w) const;
-  at::Tensor layer_forward(std::size_t layer, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                           const at::Tensor& mask, KvCache* cache, const LayerWeights& w) const;
+  at::Tensor layer_forward(std::size_t layer, const at::Tensor& x, const at::Tensor& cos,
+                           const at::Tensor& sin, const at::Tensor& mask, KvCache* cache,
+                           const LayerWeights& w) const;
   // max_position < 0: read from position_ids (generation); training passes a bound (T).
-  std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& position_ids, std::int64_t max_position = -1) const;
+  std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& position_ids,
+                                         std::int64_t max_position = -1) const;
   std::shared_ptr<const VarlenPlan> varlen_plan(const at::Tensor& segments) const;
   at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                        std::int64_t offset) const;
@@ -206,7 +209,7 @@ class Llama {
   std::vector<std::vector<std::int64_t>> shapes_;
   std::vector<LayerIdx> layers_;
   std::size_t embed_index_ = 0, norm_index_ = 0, lm_head_index_ = 0;
-  at::Tensor inv_freq_;                // (Dh/2) fp32, rope_scaling applied
+  at::Tensor inv_freq_;                       // (Dh/2) fp32, rope_scaling applied
   mutable at::Tensor cos_table_, sin_table_;  // (P, Dh) fp32, grown on demand
   // The packed-attention plan of the current micro-batch, keyed by its segment tensor.
   mutable std::shared_ptr<const VarlenPlan> plan_;

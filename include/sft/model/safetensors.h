@@ -38,8 +38,8 @@ class SafetensorsFile {
   std::map<std::string, std::size_t> index_;
 };
 
-at::ScalarType scalar_type_of(const std::string& dtype);   // throws for unsupported dtypes
-std::string dtype_name(at::ScalarType t);                  // "F32", "BF16", ...
+at::ScalarType scalar_type_of(const std::string& dtype);  // throws for unsupported dtypes
+std::string dtype_name(at::ScalarType t);                 // "F32", "BF16", ...
 
 // Writes one file tensor by tensor, crash-safely (fs::AtomicFileWriter): the header is
 // known from the names, shapes and dtypes, so each tensor's bytes go out as it is handed
@@ -78,7 +78,8 @@ class SafetensorsStreamWriter {
 };
 
 // Writes tensors in the given order. REQUIRES: names unique; tensors on CPU or not (copied).
-void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+void write_safetensors(const std::string& path,
+                       const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
 }  // namespace sft::model

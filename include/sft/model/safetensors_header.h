@@ -20,7 +20,7 @@ namespace sft::model {
 
 struct TensorEntry {
   std::string name;
-  std::string dtype;                 // F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL F8_E4M3 F8_E5M2
+  std::string dtype;  // F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL F8_E4M3 F8_E5M2
   std::vector<std::int64_t> shape;
   std::uint64_t begin = 0, end = 0;  // byte range within the data area
   std::int64_t numel() const;
@@ -28,7 +28,7 @@ struct TensorEntry {
 
 struct SafetensorsHeader {
   std::uint64_t header_len = 0;
-  std::uint64_t data_offset = 0;  // 8 + header_len
+  std::uint64_t data_offset = 0;     // 8 + header_len
   std::vector<TensorEntry> tensors;  // in data order
   std::map<std::string, std::string> metadata;
 };
@@ -37,6 +37,7 @@ struct SafetensorsHeader {
 std::size_t dtype_size(const std::string& dtype);
 
 // REQUIRES: data points to the whole file (size bytes). Throws sft::CheckpointError.
-SafetensorsHeader parse_safetensors_header(const std::uint8_t* data, std::size_t size, const std::string& file);
+SafetensorsHeader parse_safetensors_header(const std::uint8_t* data, std::size_t size,
+                                           const std::string& file);
 
 }  // namespace sft::model

@@ -27,7 +27,7 @@
 
 namespace sft::sweep {
 
-inline constexpr double kNearMargin = 5.0;         // percentage points
+inline constexpr double kNearMargin = 5.0;  // percentage points
 inline constexpr double kLogLinearR2 = 0.8;
 inline constexpr double kSaturationShare = 0.9;
 

@@ -33,8 +33,8 @@ namespace sft::sweep {
 struct SweepSpec {
   std::string file;
   std::string name;
-  std::string base;                                         // base run config
-  std::vector<std::pair<std::string, std::string>> set;     // key.path -> value
+  std::string base;                                      // base run config
+  std::vector<std::pair<std::string, std::string>> set;  // key.path -> value
   std::vector<std::pair<std::string, std::vector<std::string>>> axes;
   std::string output_dir;
   std::string runs_dir;
@@ -73,11 +73,13 @@ struct LocalResult {
   int skipped = 0;  // runs held by another process
   int signal = 0;   // the signal that stopped the sweep, 0 if none
 };
-LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary, int jobs = 1);
+LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary,
+                      int jobs = 1);
 
 // Writes output_dir/sweep.sbatch: a Slurm array, one task per run, sized by dist.gpus (runs
 // needing different GPU counts: one sweep-<N>gpu.sbatch each). Returns the paths, one per line.
-std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary);
+std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs,
+                       const std::string& sft_binary);
 
 // One entry per run for --dry-run: overrides, stage plan, tokens and steps.
 nlohmann::ordered_json describe(const SweepSpec& spec, const std::vector<SweepRun>& runs);

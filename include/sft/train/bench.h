@@ -31,10 +31,10 @@ struct BenchOptions {
   std::optional<double> peak_gflops;
   bool activation_checkpointing = false;
   std::string device = "cpu";
-  std::string strategy;             // "": one process, no group; ddp | zero1 | zero2 | zero3
-  int prefetch = 1;                 // dist.prefetch
+  std::string strategy;               // "": one process, no group; ddp | zero1 | zero2 | zero3
+  int prefetch = 1;                   // dist.prefetch
   std::string reduce_dtype = "fp32";  // dist.reduce_dtype
-  std::string profile;              // a trace of the timed steps, to this path
+  std::string profile;                // a trace of the timed steps, to this path
 };
 
 nlohmann::ordered_json run_bench(const BenchOptions& o);

@@ -55,8 +55,8 @@ class CheckpointStore {
   // The same from every rank of a sharded run: each rank passes its own files; the folder
   // is completed (state, manifest, rename) by rank 0 once every rank has written.
   // `barrier` synchronises all ranks; `state` is used on rank 0 only.
-  std::string save_sharded(std::int64_t global_step, int rank, const TensorFiles& files, const nlohmann::json& state,
-                           const std::function<void()>& barrier);
+  std::string save_sharded(std::int64_t global_step, int rank, const TensorFiles& files,
+                           const nlohmann::json& state, const std::function<void()>& barrier);
 
   // The same in a background thread, from `writers` ranks (rank < writers), each handing
   // over host tensors that nothing else writes. Rank 0's thread completes the folder once
@@ -89,7 +89,8 @@ class CheckpointStore {
   // Writes this rank's files into `tmp` and its mark (rank<r>.written.json).
   void write_files(const std::string& tmp, int rank, const TensorFiles& files) const;
   // Rank 0: the state, the manifest from every writer's mark, then the rename.
-  std::string complete(const std::string& tmp, std::int64_t global_step, int writers, const nlohmann::json& state) const;
+  std::string complete(const std::string& tmp, std::int64_t global_step, int writers,
+                       const nlohmann::json& state) const;
   std::string root_;
   std::size_t staging_bytes_;
   struct Async;

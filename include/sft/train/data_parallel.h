@@ -37,18 +37,19 @@ namespace sft::train {
 
 struct DataParallelOptions {
   config::DistStrategy strategy = config::DistStrategy::kDdp;
-  double bucket_mb = 25.0;                        // ddp / zero1 all-reduce buckets
-  int prefetch = 1;                               // zero3: units gathered ahead (0: when used)
-  c10::ScalarType gather_dtype = c10::kFloat;     // zero3: what layers and the head are gathered in
-  c10::ScalarType reduce_dtype = c10::kFloat;     // what gradients are summed in across ranks
-  int reduce_inflight = 2;                        // zero2/3: reductions in flight before the oldest is waited
+  double bucket_mb = 25.0;                     // ddp / zero1 all-reduce buckets
+  int prefetch = 1;                            // zero3: units gathered ahead (0: when used)
+  c10::ScalarType gather_dtype = c10::kFloat;  // zero3: what layers and the head are gathered in
+  c10::ScalarType reduce_dtype = c10::kFloat;  // what gradients are summed in across ranks
+  int reduce_inflight = 2;                     // zero2/3: reductions in flight before the oldest is waited
   static DataParallelOptions from(const config::RunConfig& cfg);
 };
 
 class DataParallel : public model::ParamGatherer {
  public:
   // REQUIRES: opt was built for `model` with the strategy's Sharding, world and rank.
-  DataParallel(model::Llama& model, FlatAdamW& opt, std::shared_ptr<dist::Context> ctx, DataParallelOptions o);
+  DataParallel(model::Llama& model, FlatAdamW& opt, std::shared_ptr<dist::Context> ctx,
+               DataParallelOptions o);
   ~DataParallel() override;
 
   config::DistStrategy strategy() const { return o_.strategy; }
@@ -105,9 +106,9 @@ class DataParallel : public model::ParamGatherer {
   std::deque<std::unique_ptr<Reduction>> reductions_;
   // zero3
   std::vector<std::unique_ptr<Unit>> units_;
-  at::Tensor shard_compute_;             // this rank's chunks in the gather dtype (when it differs)
-  std::vector<std::size_t> order_;       // a micro-batch's use of units: the forward, then the backward's gathers
-  std::size_t cursor_ = 0;               // the next position in order_
+  at::Tensor shard_compute_;        // this rank's chunks in the gather dtype (when it differs)
+  std::vector<std::size_t> order_;  // a micro-batch's use of units: the forward, then the backward's gathers
+  std::size_t cursor_ = 0;          // the next position in order_
 };
 
 }  // namespace sft::train

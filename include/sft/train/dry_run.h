@@ -23,8 +23,8 @@ namespace sft::train {
 // `world` ranks), the largest micro-batch of the steps the run takes (exact with `data`,
 // else rows x max_seq_len), the strategy, precision, device and evaluation. Used by the
 // dry run and by the trainer, which reports each phase's measured peak next to it.
-MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const RunModel& model, const data::RunData* data,
-                                  int world);
+MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const RunModel& model,
+                                  const data::RunData* data, int world);
 
 nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size);
 std::string format_dry_run(const nlohmann::ordered_json& plan);

@@ -33,12 +33,12 @@ struct MemoryPlanInput {
   // The flat layout's units (embedding, each layer, head), padded to the world size
   // (FlatLayout::build on a meta-device model); empty: derived from the config.
   std::vector<std::int64_t> units;
-  std::int64_t largest_param = 0;   // elements; 0: derived from the config
+  std::int64_t largest_param = 0;  // elements; 0: derived from the config
   int world = 1;
   config::DistStrategy strategy = config::DistStrategy::kDdp;
   config::Precision precision = config::Precision::kBf16;
   bool activation_checkpointing = false;
-  bool copying_collectives = false; // Gloo: collectives copy their input and output buffers
+  bool copying_collectives = false;  // Gloo: collectives copy their input and output buffers
   // zero3: units gathered ahead (dist.prefetch), and whether layers are gathered in bf16 (a
   // bf16 copy of the shard beside fp32 masters); zero2/3: gradient reductions in flight and
   // the dtype they are summed in.
@@ -46,31 +46,31 @@ struct MemoryPlanInput {
   bool bf16_gathers = false;
   int reduce_inflight = 2;
   bool bf16_reduce = false;
-  bool async_checkpoint = false;    // a checkpoint copies the rank's state to host memory first
-  bool cpu = true;                  // the run's tensors live in host memory (what such a copy adds to)
+  bool async_checkpoint = false;  // a checkpoint copies the rank's state to host memory first
+  bool cpu = true;                // the run's tensors live in host memory (what such a copy adds to)
   // The largest micro-batch: rows x padded width, and its trained tokens.
   std::int64_t rows = 1;
   std::int64_t seq_len = 2048;
-  double trained_fraction = 0.5;    // share of the tokens that are loss targets
-  bool fused_attention = false;     // flash / memory-efficient SDPA: no T^2 scores kept
+  double trained_fraction = 0.5;  // share of the tokens that are loss targets
+  bool fused_attention = false;   // flash / memory-efficient SDPA: no T^2 scores kept
   // Attention scores per head of the largest micro-batch; packed rows attend per sample
   // (model/varlen.h), so this is far below rows x seq_len^2. 0: rows x seq_len^2.
   double score_elements = 0;
-  bool seeded_init = true;          // model.init random: one parameter drawn whole at a time
+  bool seeded_init = true;  // model.init random: one parameter drawn whole at a time
   // Evaluation: on the exported model, after training (the training state given back) or
   // at a stage's end (the state kept). Its batch is planned at the full context.
   bool eval = false;
   bool eval_mid_training = false;
   std::int64_t eval_batch = 32;
-  int eval_weight_bytes = 2;        // bf16 on a GPU, fp32 on the CPU
-  double device_bytes = 0;          // the GPU's memory, caps the eval batch; 0: no cap
+  int eval_weight_bytes = 2;  // bf16 on a GPU, fp32 on the CPU
+  double device_bytes = 0;    // the GPU's memory, caps the eval batch; 0: no cap
 };
 
 struct MemoryPlan {
   double weights = 0, grads = 0, optimizer = 0, gathered = 0;  // bytes per rank
   double reducing = 0;                                         // gradient reductions in flight
   double activations = 0, logits = 0;
-  double activations_no_ckpt = 0, activations_ckpt = 0;        // both, for comparison
+  double activations_no_ckpt = 0, activations_ckpt = 0;  // both, for comparison
   // Peak per phase; total is the largest.
   double load = 0, forward_backward = 0, optimizer_step = 0, export_model = 0, eval = 0, checkpoint = 0;
   double forward_backward_no_ckpt = 0, forward_backward_ckpt = 0;

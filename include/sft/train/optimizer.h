@@ -32,8 +32,8 @@ namespace sft::train {
 struct FlatLayout {
   struct Slot {
     std::string name;
-    std::size_t param;             // index into Llama::parameters()
-    std::int64_t offset, numel;    // flat position (padded layout)
+    std::size_t param;           // index into Llama::parameters()
+    std::int64_t offset, numel;  // flat position (padded layout)
     bool decay;
     std::vector<std::int64_t> shape;
   };
@@ -67,8 +67,8 @@ class FlatAdamW {
   // and a rank with sharded parameters reads only its chunks: nothing else is ever
   // materialised). Unsharded parameters are rebound to views; with sharded parameters the
   // model's tensors are released (the caller gathers units on demand).
-  FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world = 1, int rank = 0, Sharding sharding = {},
-            const model::ParamSource* source = nullptr);
+  FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world = 1, int rank = 0,
+            Sharding sharding = {}, const model::ParamSource* source = nullptr);
 
   const FlatLayout& layout() const { return layout_; }
   const Sharding& sharding() const { return sharding_; }
@@ -113,9 +113,9 @@ class FlatAdamW {
 
  private:
   struct Range {
-    std::int64_t flat;             // position in the padded flat layout
+    std::int64_t flat;  // position in the padded flat layout
     std::int64_t len;
-    std::int64_t p, g, m;          // offsets into params_, grads_, m_/v_
+    std::int64_t p, g, m;                                      // offsets into params_, grads_, m_/v_
     std::vector<std::pair<std::int64_t, std::int64_t>> decay;  // (local offset, length)
   };
   FlatLayout layout_;
@@ -134,8 +134,8 @@ class FlatAdamW {
 
 // Learning rate at `step` (0-based) of a stage with `total` steps, as Hugging Face's
 // get_{cosine,linear,constant}_schedule_with_warmup compute it (lr 0 at step 0 of warmup).
-double lr_at(config::Schedule schedule, double peak, double min_ratio, std::int64_t warmup, std::int64_t total,
-             std::int64_t step);
+double lr_at(config::Schedule schedule, double peak, double min_ratio, std::int64_t warmup,
+             std::int64_t total, std::int64_t step);
 // Warmup steps: warmup_steps when >= 0, else ceil(ratio * total).
 std::int64_t warmup_steps(double ratio, std::int64_t steps, std::int64_t total);
 

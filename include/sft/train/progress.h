@@ -18,7 +18,7 @@ struct ProgressState {
 class Progress {
  public:
   Progress(bool enabled, std::int64_t total_steps);
-  void update(const ProgressState& s);                    // every step (terminal only)
+  void update(const ProgressState& s);                         // every step (terminal only)
   void log_line(const ProgressState& s, double tokens_per_s);  // every log_every steps
   void finish_stage();
   static std::string format_duration(double seconds);

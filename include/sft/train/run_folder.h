@@ -25,8 +25,8 @@ bool is_run_output(const std::string& entry);
 //   - `overwrite`: the earlier run's outputs go (files sft did not write stay);
 //   - otherwise (another run's outputs, or this run's without --resume auto): ConfigError
 //     naming what is there and the ways on (exit code 2).
-std::vector<std::string> outputs_to_replace(const std::string& dir, const nlohmann::json& config, bool has_checkpoints,
-                                            bool resume, bool overwrite);
+std::vector<std::string> outputs_to_replace(const std::string& dir, const nlohmann::json& config,
+                                            bool has_checkpoints, bool resume, bool overwrite);
 
 // Before anything is trained, what the run's end needs of its folder: that `dir` (or the
 // nearest folder above it that exists, where it will be made) can be written, and that its

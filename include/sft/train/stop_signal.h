@@ -8,10 +8,10 @@ namespace sft::train {
 
 class StopSignal {
  public:
-  static void install();      // idempotent
-  static bool requested();    // a first signal arrived
+  static void install();       // idempotent
+  static bool requested();     // a first signal arrived
   static int signal_number();  // which one (0 if none)
-  static void clear();        // forget a request (tests)
+  static void clear();         // forget a request (tests)
 };
 
 }  // namespace sft::train

@@ -42,7 +42,6 @@
 #include "sft/util/cuda.h"
 #include "sft/util/run_lock.h"
 
-
 namespace sft::train {
 
 class RunLog;
@@ -64,27 +63,27 @@ struct EvalShare {
 using EvalHook = std::function<nlohmann::ordered_json(const std::string& model_dir, const EvalShare& share)>;
 
 struct TrainerOptions {
-  bool resume = false;        // --resume auto: continue from the newest good checkpoint
+  bool resume = false;  // --resume auto: continue from the newest good checkpoint
   // --resume-override KEY: settings a resumed run may change from the checkpoint's (e.g.
   // train.lr); each change is recorded in config.resolved.json ("resume_overrides").
   std::vector<std::string> resume_overrides;
-  std::string resume_command; // printed on a graceful stop: this very command, with --resume auto
-  bool overwrite = false;     // --overwrite: replace an earlier run's outputs in the folder (run_folder.h)
+  std::string resume_command;  // printed on a graceful stop: this very command, with --resume auto
+  bool overwrite = false;      // --overwrite: replace an earlier run's outputs in the folder (run_folder.h)
   // Fault injection for tests (`sft train --inject-nonfinite 3,4`, hidden): these global steps
   // report a NaN loss, to exercise the skip-and-count and abort-after-N paths.
   std::vector<std::int64_t> inject_nonfinite;
   // --profile-steps A:B: a trace of global steps A..B (train/trace.h), written by every rank
   // to <output_dir>/profile/steps_A-B.rank<R>.trace.json. 0: none.
   std::int64_t profile_first = 0, profile_last = 0;
-  EvalHook evaluate;          // used when the config's eval block asks for it
+  EvalHook evaluate;  // used when the config's eval block asks for it
 };
 
 struct TrainResult {
-  std::int64_t steps = 0;                     // global steps completed
+  std::int64_t steps = 0;  // global steps completed
   std::vector<double> stage_first_loss, stage_last_loss;
   std::int64_t skipped_steps = 0;
-  std::string final_dir;                      // the exported final model (a stop throws StoppedBySignal)
-  std::int64_t peak_memory_bytes = 0;         // tensor bytes: CPU tracker, or CUDA allocator's allocated peak
+  std::string final_dir;               // the exported final model (a stop throws StoppedBySignal)
+  std::int64_t peak_memory_bytes = 0;  // tensor bytes: CPU tracker, or CUDA allocator's allocated peak
 };
 
 // Thrown out of fit() after a graceful stop, once the checkpoint is safely written.
@@ -111,15 +110,15 @@ class Trainer {
  private:
   struct Position {
     int stage = 0;
-    std::int64_t step = 0;          // next step to run within the stage
-    std::int64_t global_step = 0;   // steps completed
+    std::int64_t step = 0;         // next step to run within the stage
+    std::int64_t global_step = 0;  // steps completed
   };
   // A step's figures as train_step leaves them: on the device, so that no step waits for
   // the GPU. They are read back once per logged step (and before a checkpoint), all at once.
   struct StepStats {
-    at::Tensor loss;       // fp64, mean per trained token
-    at::Tensor grad_norm;  // fp64, before clipping
-    at::Tensor skipped;    // bool: a non-finite loss or norm, so nothing was updated
+    at::Tensor loss;                       // fp64, mean per trained token
+    at::Tensor grad_norm;                  // fp64, before clipping
+    at::Tensor skipped;                    // bool: a non-finite loss or norm, so nothing was updated
     std::int64_t tokens = 0, targets = 0;  // over all ranks, from the stream's plan
   };
 
@@ -171,7 +170,7 @@ class Trainer {
   std::unique_ptr<model::Llama> model_;  // released before the final evaluation (final/ holds it)
   std::unique_ptr<PhaseMeter> meter_;
   cuda::HostRead stop_vote_;  // the last step's all-reduced stop requests, on their way to the host
-  MemoryPlan plan_;  // the dry-run planner's, for this run on this world size
+  MemoryPlan plan_;           // the dry-run planner's, for this run on this world size
   std::unique_ptr<FlatAdamW> opt_;
   std::unique_ptr<CheckpointStore> checkpoints_;
   std::unique_ptr<RunLog> log_;
@@ -179,7 +178,7 @@ class Trainer {
   std::vector<Pending> pending_;
   TrainResult result_;  // the stages' losses, as they end
   std::int32_t pad_id_ = 0;
-  nlohmann::json model_config_;  // config.json merged with model.config, as checkpoints record it
+  nlohmann::json model_config_;             // config.json merged with model.config, as checkpoints record it
   std::vector<std::string> stale_outputs_;  // rank 0: an earlier attempt's outputs to remove (run_folder.h)
   std::int64_t consecutive_nonfinite_ = 0, skipped_total_ = 0;
   std::int64_t state_bytes_ = 0, build_peak_bytes_ = 0;  // this rank's, from building the model

@@ -15,9 +15,9 @@
 
 namespace sft::cuda {
 
-bool compiled();            // sft built with SFT_CUDA=ON (LibTorch has CUDA)
-bool available();           // compiled() and at least one GPU is usable
-int device_count();         // 0 when !available()
+bool compiled();                // sft built with SFT_CUDA=ON (LibTorch has CUDA)
+bool available();               // compiled() and at least one GPU is usable
+int device_count();             // 0 when !available()
 std::string runtime_version();  // CUDA runtime LibTorch was built with, e.g. "13.0"; "" if none
 std::string device_name(int index);
 

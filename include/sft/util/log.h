@@ -16,7 +16,7 @@ namespace sft::log {
 
 enum class Level { kInfo = 0, kWarn = 1, kError = 2 };
 
-void set_level(Level level);  // messages below it are dropped
+void set_level(Level level);    // messages below it are dropped
 void set_tag(std::string tag);  // printed before the level, e.g. "[rank 1] "
 bool enabled(Level level);
 void write(Level level, std::string_view message);
