@@ -14,8 +14,21 @@ bool digit(const std::string& s, std::size_t i) {
   return i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]));
 }
 
-// Numbers in text order: an optional minus sign (not after a letter or digit, so "5-3" is
-// 5 and 3), digits with optional thousands commas (exactly three digits after each), an
+// The length of the minus sign that ends just before position i: '-' (1 byte) or U+2212 '−'
+// (3 bytes in UTF-8; models and references write it too), 0 when there is none.
+std::size_t minus_before(const std::string& s, std::size_t i) {
+  if (i >= 1 && s[i - 1] == '-') return 1;
+  if (i >= 3 && s.compare(i - 3, 3, "\xE2\x88\x92") == 0) return 3;
+  return 0;
+}
+
+// A sign starting at k belongs to the number only when no letter or digit is glued before it.
+bool sign_stands_alone(const std::string& s, std::size_t k) {
+  return k == 0 || !std::isalnum(static_cast<unsigned char>(s[k - 1]));
+}
+
+// Numbers in text order: an optional minus sign, '-' or '−' (not after a letter or digit, so
+// "5-3" is 5 and 3), digits with optional thousands commas (exactly three digits after each), an
 // optional decimal part. A sentence's final period is not a decimal point.
 std::vector<double> numbers(const std::string& s) {
   std::vector<double> out;
@@ -27,13 +40,12 @@ std::vector<double> numbers(const std::string& s) {
       ++i;
       continue;
     }
+    // "$-5" and "-$5" are negative; "5-3" and "x-3" are not.
     bool neg = false;
-    if (i > 0 && s[i - 1] == '-') {
-      // "$-5" and "-$5" are negative; "5-3" and "x-3" are not.
-      std::size_t k = i - 1;
-      neg = k == 0 || !std::isalnum(static_cast<unsigned char>(s[k - 1]));
-    } else if (i > 1 && s[i - 1] == '$' && s[i - 2] == '-') {
-      neg = i == 2 || !std::isalnum(static_cast<unsigned char>(s[i - 3]));
+    if (const std::size_t m = minus_before(s, i)) {
+      neg = sign_stands_alone(s, i - m);
+    } else if (i > 0 && s[i - 1] == '$') {
+      if (const std::size_t m = minus_before(s, i - 1)) neg = sign_stands_alone(s, i - 1 - m);
     }
     std::string num;
     std::size_t j = i;

@@ -24,6 +24,13 @@ TEST(Gsm8kExtraction, ReadsNumbersTheWayTheCommunityDoes) {
   EXPECT_EQ(pred("#### -5"), -5.0);
   EXPECT_EQ(pred("She loses -$3 a day"), -3.0);
   EXPECT_EQ(pred("8-3 = 5"), 5.0);  // a minus between numbers is not a sign
+  // U+2212, the typographic minus, is a sign as '-' is (issue 33: its sign was dropped).
+  EXPECT_EQ(pred("#### \u22125"), -5.0);
+  EXPECT_EQ(pred("She loses \u2212$3 a day"), -3.0);
+  EXPECT_EQ(pred("a change of $\u22127.5"), -7.5);
+  EXPECT_EQ(pred("8\u22123 = 5"), 5.0);
+  EXPECT_EQ(pred("8\u22123"), 3.0);
+  EXPECT_EQ(gsm8k_reference_answer("x\n#### \u221212"), -12.0);
   EXPECT_EQ(pred("half of it is .5"), 0.5);
   EXPECT_EQ(pred("50% of them"), 50.0);
   EXPECT_EQ(pred("1,000,000 people"), 1000000.0);
