@@ -98,6 +98,23 @@ void rank0_or_refuse(dist::Context& dist, int rank, const std::function<void()>&
   throw Error(msg);
 }
 
+// A run saves only finite weights and moments (a non-finite step updates nothing), so a
+// non-finite value in a checkpoint whose checksums match means its files were rewritten after it
+// was saved. Every rank refuses at once (each checked its own shard), not at the next collective.
+void refuse_nonfinite(dist::Context& dist, int rank, const std::string& dir, const std::string& mine) {
+  std::string found = mine;
+  int where = rank;
+  if (dist.distributed()) {
+    const std::vector<std::string> all = dist.all_gather_strings(mine);
+    for (std::size_t r = 0; r < all.size() && found.empty(); ++r)
+      if (!all[r].empty()) found = all[r], where = static_cast<int>(r);
+  }
+  if (found.empty()) return;
+  throw ConfigError((where == rank ? "" : "rank " + std::to_string(where) + ": ") + dir + "/" + found +
+                    ": sft never saves those, so the checkpoint was altered after it was written; "
+                    "delete this step folder to resume from an earlier checkpoint");
+}
+
 std::vector<std::string> outputs_to_remove(const config::RunConfig& cfg, bool resume, bool overwrite) {
   return outputs_to_replace(cfg.output_dir, cfg.to_json(),
                             !CheckpointStore(fs::join(cfg.output_dir, "checkpoints")).list().empty(), resume,
@@ -323,6 +340,7 @@ Trainer::Position Trainer::restore() {
   nlohmann::json st = read_trainer_state(latest->dir);
   check_same_stream(st, latest->dir, world_, data_, config::name(cfg_.dist.strategy));
   const Sharding sh = opt_->sharding();
+  std::string nonfinite;  // the first loaded tensor that is not all finite, on this rank
   auto load = [&](const std::string& file, const char* name, at::Tensor& dst) {
     auto f = model::SafetensorsFile::open(fs::join(latest->dir, file));
     at::Tensor src = f->tensor(name);
@@ -330,6 +348,8 @@ Trainer::Position Trainer::restore() {
       throw CheckpointError(latest->dir + "/" + file + ": " + name + " has " + std::to_string(src.numel()) +
                             " elements, this rank needs " + std::to_string(dst.numel()));
     dst.copy_(src.to(dst.device()));
+    if (nonfinite.empty() && !at::isfinite(dst).all().item<bool>())
+      nonfinite = file + ": " + name + " holds NaN or infinite values";
   };
   {
     at::NoGradGuard ng;
@@ -346,6 +366,7 @@ Trainer::Position Trainer::restore() {
       load(sh.params ? mine : "rank0.safetensors", "params", opt_->params());
     }
   }
+  refuse_nonfinite(*dist_, rank_, latest->dir, nonfinite);
   opt_->set_step_count(st.at("optimizer_steps"));
   consecutive_nonfinite_ = st.value("consecutive_nonfinite", std::int64_t(0));
   skipped_total_ = st.value("skipped_steps", std::int64_t(0));

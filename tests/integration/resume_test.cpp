@@ -4,6 +4,8 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cstring>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -11,6 +13,7 @@
 
 #include "sft/train/checkpoint.h"
 #include "sft/util/fs.h"
+#include "sft/util/hash.h"
 #include "sft/util/rng.h"
 #include "test_util.h"
 
@@ -162,8 +165,33 @@ TEST(Resume, ACorruptNewestCheckpointFallsBackToThePreviousOne) {
   train::CheckpointStore store(out + "/checkpoints");
   auto all = store.list();
   ASSERT_GE(all.size(), 2u);
-  // Flip one byte in the middle of the newest checkpoint's state.
   const std::string victim = all[0].dir + "/state.safetensors";
+  {
+    // A NaN written into the weights, with the manifest's size and checksum made to match
+    // (issue 33): the checksums pass, the values are refused (exit 2), and nothing is trained.
+    std::string bytes = test::read(victim);
+    std::uint64_t header_len = 0;
+    std::memcpy(&header_len, bytes.data(), 8);
+    const auto header = nlohmann::json::parse(bytes.substr(8, header_len));
+    ASSERT_EQ(header["params"]["dtype"], "F32");
+    const std::size_t at = 8 + header_len + header["params"]["data_offsets"][0].get<std::size_t>() + 4 * 10;
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::memcpy(bytes.data() + at, &nan, 4);
+    test::write(victim, bytes);
+    auto manifest = nlohmann::json::parse(test::read(all[0].dir + "/manifest.json"));
+    manifest["files"]["state.safetensors"]["sha256"] = sha256_file(victim);
+    test::write(all[0].dir + "/manifest.json", manifest.dump());
+    ASSERT_EQ(store.verify(all[0].dir), "");
+    auto resume = args;
+    resume.insert(resume.end(), {"--resume", "auto"});
+    auto r = test::run_sft(resume);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_NE(r.err.find(all[0].dir + "/state.safetensors: params holds NaN or infinite values"),
+              std::string::npos)
+        << r.err;
+    EXPECT_FALSE(fs::exists(out + "/final"));
+  }
+  // Flip one byte in the middle of the newest checkpoint's state.
   std::string bytes = test::read(victim);
   bytes[bytes.size() / 2] ^= 0x01;
   test::write(victim, bytes);
