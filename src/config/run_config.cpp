@@ -246,6 +246,12 @@ RunConfig resolve(Document& doc) {
   r.check_keys("", keys(top_fields()));
   for (const auto& f : top_fields())
     if (f.read) f.read(r, f.key, c);
+  // A micro-batch's token budget holds any one sample (samples are at most data.max_seq_len long).
+  if (c.train.tokens_per_micro_batch > 0 && c.train.tokens_per_micro_batch < c.data.max_seq_len)
+    r.error("train.tokens_per_micro_batch",
+            std::to_string(c.train.tokens_per_micro_batch) + " is below data.max_seq_len (" +
+                std::to_string(c.data.max_seq_len) +
+                "): a sample that long would not fit one micro-batch; give at least data.max_seq_len");
   for (auto& st : c.stages)
     for (auto& src : st.sources)
       for (std::size_t i = 0; i < c.datasets.size(); ++i)

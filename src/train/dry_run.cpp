@@ -150,6 +150,8 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   const bool exact = data_present(cfg);
   const std::int64_t rows_per_step = cfg.train.batch_size * data::rows_accumulation(cfg, world) * world;
   if (exact) {
+    // Before any dataset is cached: a refused plan writes nothing.
+    check_vocab_covers(rm, data::Tokenizer::load(cfg.tokenizer)->vocab_size(), cfg);
     rd = data::build_run_data(cfg, world);
     for (std::size_t s = 0; s < rd->streams.size(); ++s) {
       const auto& st = *rd->streams[s];

@@ -29,4 +29,11 @@ RunModel resolve_run_model(const config::RunConfig& cfg, bool planning) {
   return m;
 }
 
+void check_vocab_covers(const RunModel& rm, std::int64_t tokenizer_vocab, const config::RunConfig& cfg) {
+  if (rm.config.vocab_size < tokenizer_vocab)
+    throw ConfigError("model.config.vocab_size: " + std::to_string(rm.config.vocab_size) +
+                      " is smaller than the tokenizer's " + std::to_string(tokenizer_vocab) + " pieces (" +
+                      cfg.tokenizer + ")");
+}
+
 }  // namespace sft::train

@@ -131,10 +131,7 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
       built["stage " + cfg_.stages[s].name + " data stream"] = data_.streams[s]->fingerprint();
     require_agreement(*dist_, built, "the model and the data streams");
   }
-  if (lc.vocab_size < data_.tokenizer->vocab_size())
-    throw ConfigError("model.config.vocab_size: " + std::to_string(lc.vocab_size) +
-                      " is smaller than the tokenizer's " + std::to_string(data_.tokenizer->vocab_size()) +
-                      " pieces (" + cfg_.tokenizer + ")");
+  check_vocab_covers(rm, data_.tokenizer->vocab_size(), cfg_);
   if (rm.pretrained)
     as_input_error([&] { model::check_weights(lc, cfg_.model.path); });  // model.path: bad input, exit 2
   // Built without storage: the optimizer allocates what this rank owns (everything, or its

@@ -230,6 +230,11 @@ TEST(RunConfigBatch, SamplesPerStepExcludesGradAccumAndTheBudgetNeedsIt) {
                 .find("train.tokens_per_micro_batch: only applies with train.samples_per_step"),
             std::string::npos);
   EXPECT_EQ(err({"train.samples_per_step=128", "train.tokens_per_micro_batch=4096"}), "");
+  // Issue 33: a budget below a sample's length was accepted and trained over budget.
+  EXPECT_NE(err({"train.samples_per_step=128", "train.tokens_per_micro_batch=1"})
+                .find("train.tokens_per_micro_batch: 1 is below data.max_seq_len (512)"),
+            std::string::npos);
+  EXPECT_EQ(err({"train.samples_per_step=128", "train.tokens_per_micro_batch=512"}), "");
   EXPECT_NE(err({"train.rows_per_step=64", "train.samples_per_step=128"})
                 .find("train.rows_per_step: exclusive with train.samples_per_step"),
             std::string::npos);

@@ -21,4 +21,8 @@ struct RunModel {
 // may plan without the files): a model.path without config.json contributes nothing.
 RunModel resolve_run_model(const config::RunConfig& cfg, bool planning = false);
 
+// Throws ConfigError naming model.config.vocab_size when the model has fewer embedding rows
+// than the tokenizer has ids (training would index past them). The trainer and the dry run ask.
+void check_vocab_covers(const RunModel& rm, std::int64_t tokenizer_vocab, const config::RunConfig& cfg);
+
 }  // namespace sft::train
