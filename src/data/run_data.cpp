@@ -1,5 +1,7 @@
 #include "sft/data/run_data.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "sft/data/readers.h"
@@ -10,6 +12,38 @@
 #include "sft/util/safe_io.h"
 
 namespace sft::data {
+namespace {
+
+// The cache folders one build wrote, removed again when the build is refused further on (a
+// later dataset with a malformed record, a fraction that selects nothing): a refused run
+// leaves no cache entries behind, nor the cache folder when it made it.
+class CacheRollback {
+ public:
+  explicit CacheRollback(std::string root) : root_(std::move(root)), root_existed_(fs::exists(root_)) {}
+  CacheRollback(const CacheRollback&) = delete;
+  CacheRollback& operator=(const CacheRollback&) = delete;
+  void wrote(const std::string& dir) { dirs_.push_back(dir); }
+  void keep() { kept_ = true; }
+  ~CacheRollback() {
+    if (kept_) return;
+    for (const auto& d : dirs_) {
+      try {
+        fs::remove_all(d);
+      } catch (const std::exception& e) {
+        sft::log::warn("{}: could not remove this refused run's cache entry: {}", d, e.what());
+      }
+    }
+    if (!root_existed_) ::rmdir(root_.c_str());  // only when empty: another run may have written there
+  }
+
+ private:
+  std::string root_;
+  bool root_existed_;
+  bool kept_ = false;
+  std::vector<std::string> dirs_;
+};
+
+}  // namespace
 
 RunData build_run_data(const config::RunConfig& cfg, int world_size) {
   RunData rd;
@@ -26,11 +60,15 @@ RunData build_run_data(const config::RunConfig& cfg, int world_size) {
   if (cfg.chat_template == config::Template::kAuto)
     sft::log::info("template: auto: {} is {}", rd.tokenizer->chat_template_path(), rd.chat_template.name());
   std::vector<std::int64_t> counts;
+  CacheRollback rollback(cfg.data.cache_dir);
   for (const auto& d : cfg.datasets) {
     bool rebuilt = false;
     ChatTemplate tmpl = template_for(cfg, d, *rd.tokenizer);
     auto ds = prepare_dataset(d, cfg.data, *rd.tokenizer, tmpl, &rebuilt);
-    if (rebuilt) sft::log::info("data: prepared {} ({} records) into {}", d.name, ds->size(), ds->dir());
+    if (rebuilt) {
+      rollback.wrote(ds->dir());
+      sft::log::info("data: prepared {} ({} records) into {}", d.name, ds->size(), ds->dir());
+    }
     if (ds->size() == 0) {
       // Say why (every record bad under on_bad_record: skip, or filtered out), with the
       // reasons, rather than let the fraction report "1 of 0 records selects none".
@@ -57,6 +95,7 @@ RunData build_run_data(const config::RunConfig& cfg, int world_size) {
         rows_accumulation(cfg, world_size), world_size, cfg.data_seed(), sel.spec->epochs,
         cfg.train.samples_per_step, cfg.train.tokens_per_micro_batch));
   }
+  rollback.keep();
   return rd;
 }
 
