@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <deque>
@@ -81,12 +82,40 @@ std::string first_line_of(const std::exception& e) {
   return msg;
 }
 
+// A backend's failure in sft's words. Gloo's and NCCL's texts carry their source paths and
+// internals ("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer
+// [127.0.0.1]:41327"): the two causes a user acts on are named, anything else is passed on
+// without its source location. sft's own errors (await's deadline) pass as they are.
+std::string backend_cause(const std::exception& e) {
+  if (dynamic_cast<const Error*>(&e)) return e.what();
+  std::string msg = first_line_of(e);
+  std::string lower = msg;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char ch) { return std::tolower(ch); });
+  auto has = [&](const char* s) { return lower.find(s) != std::string::npos; };
+  if (has("timed out") || has("timeout")) return "no reply from a peer within dist.timeout_s";
+  if (has("connection closed") || has("connection reset") || has("broken pipe") ||
+      has("connection refused") || has("end of file"))
+    return "a peer closed the connection";
+  while (msg.size() > 1 && msg[0] == '[') {
+    const auto close = msg.find("] ");
+    if (close == std::string::npos) break;
+    msg.erase(0, close + 2);
+  }
+  return "the backend reported: " + msg;
+}
+
+std::string seconds_since(std::chrono::steady_clock::time_point t0) {
+  return fmt::format("{:.1f}", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+}
+
 // Runs a collective's launch + wait, turning any failure into an sft::Error that says
-// which rank and collective, and why the job cannot continue. A failed NCCL group is
-// aborted first: destroying it with a dead peer could otherwise block before the error
-// is printed.
+// which rank and collective, how long it waited, and why the job cannot continue. A failed
+// NCCL group is aborted first: destroying it with a dead peer could otherwise block before
+// the error is printed.
 template <typename F>
 void guarded(const Context& c, c10d::Backend* pg, const char* what, F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
   try {
     f();
   } catch (const std::exception& e) {
@@ -96,10 +125,11 @@ void guarded(const Context& c, c10d::Backend* pg, const char* what, F&& f) {
       } catch (...) {
       }
     }
-    const std::string msg = first_line_of(e);
     throw Error("rank " + std::to_string(c.rank()) + " of " + std::to_string(c.world()) + ": " + what +
-                " failed, so a peer rank died, stalled past dist.timeout_s, or the network broke (" + msg +
-                "); the last good checkpoint stays valid: resume with --resume auto");
+                " failed after " + seconds_since(t0) + " s: " + backend_cause(e) +
+                ", so a peer rank died, stalled past dist.timeout_s (" + std::to_string(c.timeout().count()) +
+                " s per wait), or the network broke; the last good checkpoint stays valid: resume with "
+                "--resume auto");
   }
 }
 
@@ -167,10 +197,10 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
   try {
     tcp = c10::make_intrusive<c10d::TCPStore>(launch.master_addr, so);
   } catch (const std::exception& e) {
-    const std::string msg = first_line_of(e);
     throw Error(
         "rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) + ": rendezvous at " +
-        where + " failed within " + std::to_string(spec.timeout_s) + " s (dist.timeout_s): " + msg +
+        where + " failed after " + seconds_since(deadline - c->timeout_) +
+        " s (dist.timeout_s: " + std::to_string(spec.timeout_s) + " s): " + backend_cause(e) +
         "; check that rank 0 runs, that every rank has the same MASTER_ADDR/MASTER_PORT, and that this "
         "node reaches " +
         where);
@@ -196,9 +226,9 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    const std::string msg = first_line_of(e);
     throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) +
-                ": rendezvous at " + where + " broke (" + msg + "); check that rank 0 still runs");
+                ": rendezvous at " + where + " broke (" + backend_cause(e) +
+                "); check that rank 0 still runs");
   }
 
   if (backend == config::Backend::kNccl) {

@@ -51,7 +51,8 @@ class Context {
   int world() const { return world_; }
   int local_rank() const { return launch_.local_rank; }
   bool distributed() const { return world_ > 1; }
-  config::Backend backend() const { return backend_; }  // kAuto: no process group
+  config::Backend backend() const { return backend_; }       // kAuto: no process group
+  std::chrono::seconds timeout() const { return timeout_; }  // dist.timeout_s: each wait's limit
   const LaunchInfo& launch() const { return launch_; }
 
   // A launched collective. Move-only; one that is destroyed unwaited is waited then (a
