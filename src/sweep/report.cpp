@@ -117,7 +117,7 @@ ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& ru
   ordered_json runs_json = ordered_json::array();
   int finished = 0;
   for (const auto& row : rows) {
-    const bool done = !row.scores.empty();
+    const bool done = run_finished(*row.run);  // trained (and evaluated, if it evaluates)
     finished += done;
     std::map<std::string, std::string> vals(row.run->values.begin(), row.run->values.end());
     csv += row.run->name + "," + row.run->dir;

@@ -254,9 +254,21 @@ void materialise(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
   fs::write_file_atomic(fs::join(spec.output_dir, "runs.jsonl"), index);
 }
 
+// Whether the run evaluates its final model (eval.at_end or eval.at_stage_end, with benchmarks),
+// from the config it recorded; unreadable counts as yes, so an unclear run is retrained, not skipped.
+bool run_evaluates(const SweepRun& run) {
+  try {
+    const auto j = nlohmann::json::parse(fs::read_file(fs::join(run.dir, "config.resolved.json")));
+    const auto& e = j.at("config").at("eval");
+    return !e.at("benchmarks").empty() && (e.value("at_end", false) || e.value("at_stage_end", false));
+  } catch (const std::exception&) {
+    return true;
+  }
+}
+
 bool run_finished(const SweepRun& run) {
-  return fs::exists(fs::join(run.dir, "final/model.safetensors")) &&
-         fs::exists(fs::join(run.dir, "eval/summary.json"));
+  if (!fs::exists(fs::join(run.dir, "final/model.safetensors"))) return false;
+  return fs::exists(fs::join(run.dir, "eval/summary.json")) || !run_evaluates(run);
 }
 
 nlohmann::ordered_json describe(const SweepSpec& spec, const std::vector<SweepRun>& runs) {

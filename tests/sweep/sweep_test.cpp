@@ -12,6 +12,7 @@
 #include "sft/sweep/report.h"
 #include "sft/sweep/sweep.h"
 #include "sft/util/error.h"
+#include "sft/util/fs.h"
 #include "test_util.h"
 
 namespace sft::sweep {
@@ -116,6 +117,31 @@ TEST(SweepExpand, AnUnknownKeyNamesTheFileAndTheKey) {
 
 // The interval of a mean over seeds: Student's t with n - 1 degrees of freedom (the table's
 // values), shrinking towards the normal's 1.96 as seeds grow.
+// A run is finished once trained, and evaluated when its config evaluates (issue 33: a sweep
+// without evaluation reported "0 of 2 runs finished" and retrained them every time).
+TEST(SweepRunFinished, NeedsTheEvalSummaryOnlyWhenTheRunEvaluates) {
+  test::TempDir d;
+  SweepRun run;
+  run.dir = d.file("run");
+  for (const char* sub : {"/final", "/eval"}) fs::make_dirs(run.dir + sub);
+  auto config = [&](const std::string& eval) {
+    test::write(run.dir + "/config.resolved.json", R"({"config": {"eval": )" + eval + "}}");
+  };
+  config(R"({"at_end": true, "at_stage_end": false, "benchmarks": ["math"]})");
+  EXPECT_FALSE(run_finished(run)) << "no final model yet";
+  test::write(run.dir + "/final/model.safetensors", "x");
+  EXPECT_FALSE(run_finished(run)) << "evaluates, no summary yet";
+  test::write(run.dir + "/eval/summary.json", "{}");
+  EXPECT_TRUE(run_finished(run));
+  fs::remove_all(run.dir + "/eval/summary.json");
+  config(R"({"at_end": true, "at_stage_end": false, "benchmarks": []})");
+  EXPECT_TRUE(run_finished(run)) << "nothing to evaluate";
+  config(R"({"at_end": false, "at_stage_end": false, "benchmarks": ["math"]})");
+  EXPECT_TRUE(run_finished(run)) << "evaluation off";
+  test::write(run.dir + "/config.resolved.json", "{not json");
+  EXPECT_FALSE(run_finished(run)) << "an unreadable config is retrained, not skipped";
+}
+
 TEST(SweepFit, TheMeanIntervalOverSeedsUsesStudentsT) {
   EXPECT_DOUBLE_EQ(t_critical_95(1), 12.7062);
   EXPECT_DOUBLE_EQ(t_critical_95(2), 4.3027);

@@ -17,8 +17,8 @@
 // Each run is identified by a hash of its fully resolved configuration, so two sweeps that
 // contain the same run (RQ2's full-data mix is RQ4's multi-task run) train it once. A
 // `strategy.k` value only applies to runs whose strategy is dmt; runs that end up
-// identical are listed once. Running locally skips finished runs (final model and eval
-// summary present) and resumes interrupted ones (their newest good checkpoint).
+// identical are listed once. Running locally skips finished runs (final model, and eval
+// summary when the run evaluates) and resumes interrupted ones (their newest good checkpoint).
 #pragma once
 
 #include <cstdint>
@@ -58,6 +58,7 @@ std::vector<SweepRun> expand(const SweepSpec& spec);
 // Writes each run's config.yaml and the sweep's runs.jsonl (name, values, dir).
 void materialise(const SweepSpec& spec, const std::vector<SweepRun>& runs);
 
+// Its final model is written and, when the run evaluates, its eval summary too.
 bool run_finished(const SweepRun& run);
 
 // Runs every unfinished run with `sft train` (a subprocess per run, log in <run>/train.log),
