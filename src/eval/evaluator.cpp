@@ -66,14 +66,14 @@ std::size_t count_general(const std::string& path, std::int64_t /*limit*/) {
       .records.size();
 }
 
-long long count(const ordered_json& s, const char* key) {
+long long count_of(const ordered_json& s, const char* key) {
   return static_cast<long long>(s.at(key).get<std::int64_t>());
 }
 
 std::string gsm8k_line(const std::string& b, const ordered_json& s) {
   char buf[512];
   std::snprintf(buf, sizeof buf, "%s: accuracy %.4f (%lld/%lld)", b.c_str(), s.at("accuracy").get<double>(),
-                count(s, "correct"), count(s, "n"));
+                count_of(s, "correct"), count_of(s, "n"));
   return buf;
 }
 
@@ -85,8 +85,9 @@ std::string humaneval_line(const std::string& b, const ordered_json& s) {
       std::snprintf(buf, sizeof buf, " %s %.4f", k, s.at(k).get<double>());
       line += buf;
     }
-  std::snprintf(buf, sizeof buf, " (%lld/%lld samples passed, %lld tasks%s)", count(s, "passed"),
-                count(s, "samples"), count(s, "tasks"), s.at("sandbox").get<bool>() ? "" : ", NO SANDBOX");
+  std::snprintf(buf, sizeof buf, " (%lld/%lld samples passed, %lld tasks%s)", count_of(s, "passed"),
+                count_of(s, "samples"), count_of(s, "tasks"),
+                s.at("sandbox").get<bool>() ? "" : ", NO SANDBOX");
   return line + buf;
 }
 
@@ -94,7 +95,7 @@ std::string mtbench_line(const std::string& b, const ordered_json& s) {
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "%s: %lld questions answered%s%s; judge not run (no network): use FastChat's gen_judgment.py",
-                b.c_str(), count(s, "questions"), s.at("answer_file").is_string() ? " -> " : "",
+                b.c_str(), count_of(s, "questions"), s.at("answer_file").is_string() ? " -> " : "",
                 s.at("answer_file").is_string() ? s.at("answer_file").get<std::string>().c_str() : "");
   return buf;
 }
@@ -103,9 +104,9 @@ std::string general_line(const std::string& b, const ordered_json& s) {
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "%s: exact match %.4f of turns (%lld/%lld), %.4f of conversations (%lld/%lld)", b.c_str(),
-                s.at("turn_accuracy").get<double>(), count(s, "correct_turns"), count(s, "turns"),
-                s.at("conversation_accuracy").get<double>(), count(s, "correct_conversations"),
-                count(s, "conversations"));
+                s.at("turn_accuracy").get<double>(), count_of(s, "correct_turns"), count_of(s, "turns"),
+                s.at("conversation_accuracy").get<double>(), count_of(s, "correct_conversations"),
+                count_of(s, "conversations"));
   return buf;
 }
 
