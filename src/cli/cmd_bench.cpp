@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "sft/config/choices.h"
 #include "sft/train/bench.h"
 
 namespace sft::cli {
@@ -25,7 +26,8 @@ std::vector<Command> register_bench(CLI::App& app) {
   cmd->add_option("--ffn", ffn, "override the preset's value");
   cmd->add_option("--seq", seq, "override the preset's value")->check(in_range(1, 1 << 20));
   cmd->add_option("--batch", batch, "override the preset's value")->check(in_range(1, 1 << 16));
-  cmd->add_option("--dtype", o.dtype, "fp32 | bf16 (autocast)")->check(CLI::IsMember({"fp32", "bf16"}));
+  cmd->add_option("--dtype", o.dtype, "fp32 | bf16 (autocast)")
+      ->check(CLI::IsMember(config::choice_names<config::ComputeDtype>()));
   cmd->add_option("--accum", o.accum, "micro-batches per optimizer step")->check(in_range(1, 1 << 16));
   cmd->add_option("--steps", o.steps, "timed steps")->check(in_range(1, 1e6));
   cmd->add_option("--warmup", o.warmup, "untimed steps before timing")->check(in_range(0, 1e6));
@@ -43,7 +45,7 @@ std::vector<Command> register_bench(CLI::App& app) {
   cmd->add_option("--prefetch", o.prefetch, "with --strategy zero3: units gathered ahead (dist.prefetch)")
       ->check(in_range(0, 64));
   cmd->add_option("--reduce-dtype", o.reduce_dtype, "with --strategy: fp32 | bf16 (dist.reduce_dtype)")
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+      ->check(CLI::IsMember(config::choice_names<config::ComputeDtype>()));
   cmd->add_option("--profile", o.profile,
                   "write a trace of the timed steps (Perfetto / chrome://tracing JSON) here");
   cmd->add_flag("--json", json, "print only the JSON line on stdout (it is always the last line)");

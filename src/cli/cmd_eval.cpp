@@ -31,20 +31,20 @@ struct EvalArgs {
 };
 EvalArgs E;
 
-std::vector<std::string> split_benchmarks(const std::string& s) {
-  std::vector<std::string> out;
+using config::Benchmark;
+
+std::vector<Benchmark> split_benchmarks(const std::string& s) {
+  std::vector<Benchmark> out;
   std::stringstream ss(s);
   std::string b;
-  const auto& names = eval::benchmark_names();
+  const std::string names = config::choice_list<Benchmark>();
   while (std::getline(ss, b, ',')) {
     if (b.empty()) continue;
-    if (std::find(names.begin(), names.end(), b) == names.end())
-      throw ConfigError("--benchmark: \"" + b +
-                        "\" is not one of gsm8k, humaneval, mtbench, math, code, general");
-    if (std::find(out.begin(), out.end(), b) == out.end()) out.push_back(b);
+    const auto benchmark = config::parse_choice<Benchmark>(b);
+    if (!benchmark) throw ConfigError("--benchmark: \"" + b + "\" is not one of " + names);
+    if (std::find(out.begin(), out.end(), *benchmark) == out.end()) out.push_back(*benchmark);
   }
-  if (out.empty())
-    throw ConfigError("--benchmark: give one of gsm8k, humaneval, mtbench, math, code, general");
+  if (out.empty()) throw ConfigError("--benchmark: give one of " + names);
   return out;
 }
 
@@ -55,110 +55,123 @@ std::string model_folder_name(std::string dir) {
 }
 
 // Scores another system's outputs: --predictions (gsm8k, math) or --samples (humaneval, code).
-ordered_json score_outputs(const std::string& b) {
+ordered_json score_outputs(Benchmark b) {
   eval::EvalRequest r = E.req;
-  r.benchmark = b;
+  r.benchmark = config::name(b);
   const std::string data = eval::resolve_data(r);
   ordered_json res;
   if (!E.predictions.empty()) {
-    if (eval::benchmark_kind(b) != "gsm8k")
+    if (eval::benchmark_kind(b) != Benchmark::kGsm8k)
       throw ConfigError("--predictions scores gsm8k or math (use --samples for code)");
     res = eval::score_gsm8k_predictions(E.predictions, data, r.limit);
   } else {
-    if (eval::benchmark_kind(b) != "humaneval") throw ConfigError("--samples scores humaneval or code");
+    if (eval::benchmark_kind(b) != Benchmark::kHumaneval)
+      throw ConfigError("--samples scores humaneval or code");
     res = eval::score_humaneval_samples(E.samples, data, r.sandbox, r.limit);
   }
-  res["benchmark"] = b;
+  res["benchmark"] = config::name(b);
   return res;
 }
 
-int run_eval() {
-  eval::set_input_limits(E.limits);
-  const auto benchmarks = split_benchmarks(E.benchmarks);
-  const bool scoring = !E.predictions.empty() || !E.samples.empty();
+// The flags' checks that need no file; ConfigError (exit 2) naming the flag.
+void check_flags(const std::vector<Benchmark>& benchmarks, bool scoring) {
   if (!E.predictions.empty() && !E.samples.empty())
     throw ConfigError("give --predictions or --samples, not both");
   if (benchmarks.size() > 1 && (scoring || !E.req.data.empty() || !E.req.answers_path.empty()))
     throw ConfigError("--data, --predictions, --samples and --answer-file take a single --benchmark");
   if (scoring && !E.model.empty())
     throw ConfigError("--model generates; --predictions/--samples score existing outputs: give one");
-  if (!E.system.empty()) E.req.system_message = E.system;
-  E.req.bf16 = E.dtype == "bf16";
   if (E.req.batch_size < 1) throw ConfigError("--batch-size must be at least 1");
   if (E.req.sandbox.timeout_s <= 0) throw ConfigError("--timeout must be positive (seconds per problem)");
   if (E.req.limit < 0)
     throw ConfigError("--limit: " + std::to_string(E.req.limit) +
                       " is negative; give N >= 1, or leave it out for every item");
-  if (!E.out.empty()) {
-    // Checked before the evaluation runs: --out must be a file, and none of the inputs.
-    struct stat out {};
-    if (::stat(E.out.c_str(), &out) == 0) {
-      if (S_ISDIR(out.st_mode))
-        throw ConfigError("--out: " + E.out + " is a folder; give the results file's path");
-      for (const std::string* in : {&E.samples, &E.predictions, &E.req.data, &E.req.answers_path}) {
-        struct stat st {};
-        if (!in->empty() && ::stat(in->c_str(), &st) == 0 && st.st_dev == out.st_dev &&
-            st.st_ino == out.st_ino)
-          throw ConfigError("--out: " + E.out + " is the input " + *in +
-                            "; writing results there would replace it");
-      }
-    }
-  }
+}
 
+// Checked before the evaluation runs: --out must be a file, and none of the inputs.
+void check_out_path() {
+  if (E.out.empty()) return;
+  struct stat out {};
+  if (::stat(E.out.c_str(), &out) != 0) return;
+  if (S_ISDIR(out.st_mode))
+    throw ConfigError("--out: " + E.out + " is a folder; give the results file's path");
+  for (const std::string* in : {&E.samples, &E.predictions, &E.req.data, &E.req.answers_path}) {
+    struct stat st {};
+    if (!in->empty() && ::stat(in->c_str(), &st) == 0 && st.st_dev == out.st_dev && st.st_ino == out.st_ino)
+      throw ConfigError("--out: " + E.out + " is the input " + *in +
+                        "; writing results there would replace it");
+  }
+}
+
+// Loads --model and runs every benchmark with it.
+std::vector<ordered_json> generate(const std::vector<Benchmark>& benchmarks) {
+  if (E.model.empty())
+    throw ConfigError("give --model DIR (or --predictions / --samples to score existing outputs)");
+  for (Benchmark b : benchmarks) {  // check data paths before loading the model
+    eval::EvalRequest r = E.req;
+    r.benchmark = config::name(b);
+    eval::resolve_data(r);
+  }
+  config::TrainSpec ts;
+  ts.device = E.device;
+  ts.threads = E.threads;
+  const c10::Device dev = train::setup_device(ts);
+  auto m = as_input_error(
+      [&] { return eval::load_model_for_eval(E.model, dev, E.req.bf16); });  // bad input: exit 2
+  const std::string tok_path = E.tokenizer.empty() ? E.model : E.tokenizer;
+  if (!fs::exists(tok_path)) throw ConfigError(tok_path + ": tokenizer not found (give --tokenizer FILE)");
+  auto tok = data::Tokenizer::load(tok_path);
   std::vector<ordered_json> results;
-  if (scoring) {
-    results.push_back(score_outputs(benchmarks.front()));
-  } else {
-    if (E.model.empty())
-      throw ConfigError("give --model DIR (or --predictions / --samples to score existing outputs)");
-    for (const auto& b : benchmarks) {  // check data paths before loading the model
-      eval::EvalRequest r = E.req;
-      r.benchmark = b;
-      eval::resolve_data(r);
+  for (Benchmark b : benchmarks) {
+    eval::EvalRequest r = E.req;
+    r.benchmark = config::name(b);
+    r.model_name = E.model;
+    if (r.model_id.empty()) r.model_id = model_folder_name(E.model);
+    if (b == Benchmark::kMtbench && r.answers_path.empty()) {
+      // FastChat's layout: data/mt_bench/model_answer/<model_id>.jsonl
+      const std::string dir = E.out.empty() || fs::dirname(E.out).empty() ? "." : fs::dirname(E.out);
+      r.answers_path = fs::join(fs::join(dir, "model_answer"), r.model_id + ".jsonl");
     }
-    config::TrainSpec ts;
-    ts.device = E.device;
-    ts.threads = E.threads;
-    const c10::Device dev = train::setup_device(ts);
-    auto m = as_input_error(
-        [&] { return eval::load_model_for_eval(E.model, dev, E.req.bf16); });  // bad input: exit 2
-    const std::string tok_path = E.tokenizer.empty() ? E.model : E.tokenizer;
-    if (!fs::exists(tok_path)) throw ConfigError(tok_path + ": tokenizer not found (give --tokenizer FILE)");
-    auto tok = data::Tokenizer::load(tok_path);
-    for (const auto& b : benchmarks) {
-      eval::EvalRequest r = E.req;
-      r.benchmark = b;
-      r.model_name = E.model;
-      if (r.model_id.empty()) r.model_id = model_folder_name(E.model);
-      if (b == "mtbench" && r.answers_path.empty()) {
-        // FastChat's layout: data/mt_bench/model_answer/<model_id>.jsonl
-        const std::string dir = E.out.empty() || fs::dirname(E.out).empty() ? "." : fs::dirname(E.out);
-        r.answers_path = fs::join(fs::join(dir, "model_answer"), r.model_id + ".jsonl");
-      }
-      results.push_back(eval::run_benchmark(*m, *tok, r));
-    }
+    results.push_back(eval::run_benchmark(*m, *tok, r));
   }
+  return results;
+}
 
-  ordered_json all;
-  if (results.size() == 1) {
-    all = results.front();
-  } else {
-    std::string names;
-    for (const auto& b : benchmarks) names += (names.empty() ? "" : ",") + b;
-    all = {{"benchmark", names},
-           {"model", E.model},
-           {"data", ordered_json::object()},
-           {"settings", ordered_json::object()},
-           {"summary", ordered_json::object()},
-           {"samples", ordered_json::object()}};
-    for (auto& r : results) {
-      const std::string b = r["benchmark"].get<std::string>();
-      all["data"][b] = r["data"];
-      all["settings"][b] = r["settings"];
-      all["summary"][b] = r["summary"];
-      all["samples"][b] = r["samples"];
-    }
+// One benchmark's results as they are; several keyed by benchmark under each field.
+ordered_json combine(std::vector<ordered_json>& results, const std::vector<Benchmark>& benchmarks) {
+  if (results.size() == 1) return results.front();
+  std::string names;
+  for (Benchmark b : benchmarks) names += (names.empty() ? "" : ",") + config::name(b);
+  ordered_json all = {{"benchmark", names},
+                      {"model", E.model},
+                      {"data", ordered_json::object()},
+                      {"settings", ordered_json::object()},
+                      {"summary", ordered_json::object()},
+                      {"samples", ordered_json::object()}};
+  for (auto& r : results) {
+    const std::string b = r["benchmark"].get<std::string>();
+    all["data"][b] = r["data"];
+    all["settings"][b] = r["settings"];
+    all["summary"][b] = r["summary"];
+    all["samples"][b] = r["samples"];
   }
+  return all;
+}
+
+int run_eval() {
+  eval::set_input_limits(E.limits);
+  const auto benchmarks = split_benchmarks(E.benchmarks);
+  const bool scoring = !E.predictions.empty() || !E.samples.empty();
+  check_flags(benchmarks, scoring);
+  if (!E.system.empty()) E.req.system_message = E.system;
+  E.req.bf16 = config::parse_choice<config::ComputeDtype>(E.dtype) == config::ComputeDtype::kBf16;
+  check_out_path();
+  std::vector<ordered_json> results;
+  if (scoring)
+    results.push_back(score_outputs(benchmarks.front()));
+  else
+    results = generate(benchmarks);
+  const ordered_json all = combine(results, benchmarks);
   if (!E.out.empty()) {
     const std::string dir = fs::dirname(E.out);
     if (!dir.empty()) fs::make_dirs(dir);
@@ -239,7 +252,7 @@ std::vector<Command> register_eval(CLI::App& app) {
   c->add_option("--device", E.device, "auto | cpu | cuda | cuda:N");
   c->add_option("--dtype", E.dtype,
                 "generation precision: fp32, or bf16 (autocast on CPU; bf16 weights on a GPU)")
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+      ->check(CLI::IsMember(config::choice_names<config::ComputeDtype>()));
   c->add_option("--threads", E.threads, "intra-op threads (default: every usable core)")
       ->check(in_range(0, 4096));
   return {{c, run_eval}};

@@ -38,6 +38,8 @@ struct ModelArgs {
 ModelArgs M;
 CLI::App* score_cmd = nullptr;
 
+bool bf16() { return config::parse_choice<config::ComputeDtype>(M.dtype) == config::ComputeDtype::kBf16; }
+
 c10::Device pick_device() {
   config::TrainSpec t;
   t.device = M.device;
@@ -50,8 +52,7 @@ c10::Device pick_device() {
 std::unique_ptr<model::Llama> load_model(const c10::Device& dev) {
   // A corrupt or mismatched model folder the user named is bad input (exit code 2).
   return as_input_error([&] {
-    return model::load_hf_model(M.model, dev,
-                                dev.is_cuda() && M.dtype == "bf16" ? c10::kBFloat16 : c10::kFloat);
+    return model::load_hf_model(M.model, dev, dev.is_cuda() && bf16() ? c10::kBFloat16 : c10::kFloat);
   });
 }
 
@@ -93,7 +94,7 @@ ordered_json score_json(const model::Llama& m, const std::vector<std::int64_t>& 
     throw DataError(where + ": " + std::to_string(ids.size()) + " tokens, more than the model's " +
                     std::to_string(m.config().max_position_embeddings) +
                     " positions (config.json max_position_embeddings); score a shorter text");
-  auto lp = model::score(m, ids, M.dtype == "bf16");
+  auto lp = model::score(m, ids, bf16());
   ordered_json arr = ordered_json::array();
   double sum = 0;
   for (const auto& v : lp) {
@@ -226,7 +227,7 @@ int run_generate() {
   opts.gen.top_k = M.top_k;
   opts.gen.seed = M.seed;
   opts.gen.use_cache = !M.no_cache;
-  opts.gen.bf16 = M.dtype == "bf16";
+  opts.gen.bf16 = bf16();
   opts.batch_size = M.batch_size;
   auto results = eval::generate_text(*m, *tok, reqs, opts);
   for (std::size_t i = 0; i < results.size(); ++i) {
@@ -253,7 +254,7 @@ void common(CLI::App* c) {
                 "tokenizer.model, tokenizer.json, or a folder holding one (default: MODEL)");
   c->add_option("--dtype", M.dtype,
                 "compute precision: fp32, or bf16 (autocast on the CPU; bf16 weights on a GPU, as sft eval)")
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+      ->check(CLI::IsMember(config::choice_names<config::ComputeDtype>()));
   c->add_option("--device", M.device, "auto | cpu | cuda | cuda:N");
   c->add_option("--threads", M.threads, "intra-op threads (default: every usable core)")
       ->check(in_range(0, 4096));

@@ -317,13 +317,8 @@ bool resume_may_change(const std::string& key) {
 }
 
 const char* strategy_name(Strategy s) {
-  switch (s) {
-    case Strategy::kMultiTask: return "multi_task";
-    case Strategy::kSequential: return "sequential";
-    case Strategy::kMixedSequential: return "mixed_sequential";
-    case Strategy::kDmt: return "dmt";
-    case Strategy::kCustom: return "custom";
-  }
+  for (const auto& c : Choices<Strategy>::all)
+    if (c.value == s) return c.name.data();  // the names are string literals
   return "custom";
 }
 

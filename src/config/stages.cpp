@@ -50,12 +50,18 @@ void read_datasets(Reader& r, RunConfig& c) {
 }
 
 void expand_strategy(Reader& r, RunConfig& c) {
-  const std::string name =
-      r.str("strategy.name", "", {"multi_task", "sequential", "mixed_sequential", "dmt"});
+  std::vector<std::string> presets;  // every Strategy but kCustom, which stages written out mean
+  for (const auto& c : Choices<Strategy>::all)
+    if (c.value != Strategy::kCustom) presets.emplace_back(c.name);
+  const std::string name = r.str("strategy.name", "", presets);
+  const std::optional<Strategy> preset = parse_choice<Strategy>(name);
   if (name.empty()) {
-    r.error("strategy.name", "missing: one of multi_task, sequential, mixed_sequential, dmt");
+    std::string list;
+    for (const auto& p : presets) list += (list.empty() ? "" : ", ") + p;
+    r.error("strategy.name", "missing: one of " + list);
     return;
   }
+  // A name not in `presets` is reported by r.str; planned as mixed_sequential, as before.
   std::vector<const DatasetSpec*> ordered;
   if (r.has("strategy.order")) {
     const Tree* order = r.find("strategy.order");
@@ -84,12 +90,12 @@ void expand_strategy(Reader& r, RunConfig& c) {
   std::vector<const DatasetSpec*> specialised, general;
   for (const auto* d : ordered) (d->is_general() ? general : specialised).push_back(d);
 
-  if (name == "multi_task") {
+  if (preset == Strategy::kMultiTask) {
     c.strategy = Strategy::kMultiTask;
     StageSpec s = default_stage(c, "multi_task");
     for (const auto* d : ordered) s.sources.push_back({d->name, 1.0, false});
     c.stages.push_back(std::move(s));
-  } else if (name == "sequential") {
+  } else if (preset == Strategy::kSequential) {
     c.strategy = Strategy::kSequential;
     for (const auto* d : ordered) {
       StageSpec s = default_stage(c, d->name);
@@ -97,7 +103,7 @@ void expand_strategy(Reader& r, RunConfig& c) {
       c.stages.push_back(std::move(s));
     }
   } else {
-    c.strategy = name == "dmt" ? Strategy::kDmt : Strategy::kMixedSequential;
+    c.strategy = preset == Strategy::kDmt ? Strategy::kDmt : Strategy::kMixedSequential;
     if (specialised.empty())
       r.error("strategy.name", name + " needs at least one dataset whose ability is not \"general\"");
     if (general.empty()) r.error("strategy.name", name + " needs at least one dataset with ability: general");
@@ -115,7 +121,7 @@ void expand_strategy(Reader& r, RunConfig& c) {
     c.stages.push_back(std::move(s1));
     c.stages.push_back(std::move(s2));
   }
-  if (c.strategy != Strategy::kDmt && r.has("strategy.k") && name != "mixed_sequential")
+  if (c.strategy != Strategy::kDmt && r.has("strategy.k") && preset != Strategy::kMixedSequential)
     r.error("strategy.k", "k (the replay fraction) only applies to strategy dmt");
 
   // Per-stage overrides: strategy.stage_overrides.<stage name>.{epochs, lr, ...}

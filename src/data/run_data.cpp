@@ -120,9 +120,7 @@ std::string describe_global_batch(const config::RunConfig& cfg, int world_size) 
   if (t.samples_per_step > 0)
     return std::to_string(t.samples_per_step) + " samples per optimizer step (train.samples_per_step), on " +
            std::to_string(world_size) + " rank(s) in micro-batches of at most " +
-           std::to_string(t.tokens_per_micro_batch > 0 ? t.tokens_per_micro_batch
-                                                       : t.batch_size * cfg.data.max_seq_len) +
-           " tokens, as many as each step needs";
+           std::to_string(micro_batch_token_budget(cfg)) + " tokens, as many as each step needs";
   const std::int64_t a = rows_accumulation(cfg, world_size);
   std::string s = std::to_string(t.batch_size * a * world_size) +
                   " rows per optimizer step = " + std::to_string(t.batch_size) + " rows x " +

@@ -87,14 +87,22 @@ std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const co
 
 }  // namespace
 
+std::int64_t micro_batch_token_budget(std::int64_t tokens_per_micro_batch, std::int64_t batch_size,
+                                      std::int64_t max_seq_len) {
+  return tokens_per_micro_batch > 0 ? tokens_per_micro_batch : batch_size * max_seq_len;
+}
+
+std::int64_t step_count(std::int64_t units, std::int64_t per_step) {
+  return (units + per_step - 1) / per_step;
+}
+
 StageStream::StageStream(const StageSelection& stage, int stage_index, const DataPlan& plan,
                          const Datasets& datasets, const config::DataSpec& data, std::int64_t batch_size,
                          std::int64_t grad_accum, int world_size, std::uint64_t seed, int epochs,
                          std::int64_t samples_per_step, std::int64_t tokens_per_micro_batch)
     : world_(world_size), accum_(grad_accum) {
   per_step_ = static_cast<std::int64_t>(world_size) * grad_accum;
-  const std::int64_t budget =
-      tokens_per_micro_batch > 0 ? tokens_per_micro_batch : batch_size * data.max_seq_len;
+  const std::int64_t budget = micro_batch_token_budget(tokens_per_micro_batch, batch_size, data.max_seq_len);
   // The stage's trainable samples, in source order (shuffled below).
   std::vector<Item> base;
   for (const auto& src : stage.sources) {
@@ -188,7 +196,7 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
     }
   }
   if (samples_per_step == 0) {  // rows: W x grad_accum micro-batches a step
-    steps_ = (static_cast<std::int64_t>(micro_.size()) + per_step_ - 1) / per_step_;
+    steps_ = step_count(static_cast<std::int64_t>(micro_.size()), per_step_);
     for (std::int64_t st = 0; st < steps_; ++st) {
       step_begin_.push_back(st * per_step_);
       step_accum_.push_back(grad_accum);

@@ -32,7 +32,8 @@ std::string trim(const std::string& s) {
 GenSettings settings_for(const EvalRequest& req, const data::ChatTemplate& tmpl) {
   GenSettings s;
   s.label = req.benchmark;
-  s.max_new_tokens = req.max_new_tokens > 0 ? req.max_new_tokens : default_max_new_tokens(req.benchmark);
+  s.max_new_tokens =
+      req.max_new_tokens > 0 ? req.max_new_tokens : benchmark_row(req.benchmark).max_new_tokens;
   s.batch_size = req.batch_size;
   s.seed = req.seed;
   s.bf16 = req.bf16;

@@ -1,4 +1,4 @@
-// The evaluator's entry points (evaluator.h): the benchmark names and their data files,
+// The evaluator's entry points (evaluator.h): the benchmark table and the data files,
 // checking a run config's eval block, run_benchmark (which dispatches to benchmark_runs.cpp
 // and wraps the results), scoring outputs made elsewhere, and the one-line summary.
 #include "sft/eval/evaluator.h"
@@ -48,50 +48,118 @@ std::string exe_dir() {
   return fs::dirname(buf);
 }
 
+std::size_t count_gsm8k(const std::string& path, std::int64_t limit) {
+  return load_gsm8k(path, limit).size();
+}
+std::size_t count_humaneval(const std::string& path, std::int64_t limit) {
+  return load_problems(path, limit).size();
+}
+std::size_t count_mtbench(const std::string& path, std::int64_t limit) {
+  return load_mtbench_questions(path, limit).size();
+}
+std::size_t count_general(const std::string& path, std::int64_t /*limit*/) {
+  config::DatasetSpec spec;
+  spec.name = "general";
+  spec.path = path;
+  spec.format = config::Format::kSharegpt;
+  return data::read_dataset(spec, config::OnBadRecord::kError, false, input_limits().max_record_bytes)
+      .records.size();
+}
+
+long long count_of(const ordered_json& s, const char* key) {
+  return static_cast<long long>(s.at(key).get<std::int64_t>());
+}
+
+std::string gsm8k_line(const std::string& b, const ordered_json& s) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%s: accuracy %.4f (%lld/%lld)", b.c_str(), s.at("accuracy").get<double>(),
+                count_of(s, "correct"), count_of(s, "n"));
+  return buf;
+}
+
+std::string humaneval_line(const std::string& b, const ordered_json& s) {
+  char buf[512];
+  std::string line = b + ":";
+  for (const char* k : {"pass@1", "pass@10", "pass@100"})
+    if (s.contains(k)) {
+      std::snprintf(buf, sizeof buf, " %s %.4f", k, s.at(k).get<double>());
+      line += buf;
+    }
+  std::snprintf(buf, sizeof buf, " (%lld/%lld samples passed, %lld tasks%s)", count_of(s, "passed"),
+                count_of(s, "samples"), count_of(s, "tasks"),
+                s.at("sandbox").get<bool>() ? "" : ", NO SANDBOX");
+  return line + buf;
+}
+
+std::string mtbench_line(const std::string& b, const ordered_json& s) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "%s: %lld questions answered%s%s; judge not run (no network): use FastChat's gen_judgment.py",
+                b.c_str(), count_of(s, "questions"), s.at("answer_file").is_string() ? " -> " : "",
+                s.at("answer_file").is_string() ? s.at("answer_file").get<std::string>().c_str() : "");
+  return buf;
+}
+
+std::string general_line(const std::string& b, const ordered_json& s) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "%s: exact match %.4f of turns (%lld/%lld), %.4f of conversations (%lld/%lld)", b.c_str(),
+                s.at("turn_accuracy").get<double>(), count_of(s, "correct_turns"), count_of(s, "turns"),
+                s.at("conversation_accuracy").get<double>(), count_of(s, "correct_conversations"),
+                count_of(s, "conversations"));
+  return buf;
+}
+
+using config::Benchmark;
+// In config::Choices<Benchmark>'s order. The synthetic skills (math, code, general) ship their
+// data and answer in a line or a few (code, general: one line).
+const BenchmarkRow kBenchmarks[] = {
+    {Benchmark::kGsm8k, Benchmark::kGsm8k, "", "GSM8K's test.jsonl", 512, false, count_gsm8k, run_gsm8k,
+     gsm8k_line},
+    {Benchmark::kHumaneval, Benchmark::kHumaneval, "", "HumanEval.jsonl.gz", 512, true, count_humaneval,
+     run_humaneval, humaneval_line},
+    // 1024: FastChat's gen_model_answer default.
+    {Benchmark::kMtbench, Benchmark::kMtbench, "", "FastChat's mt_bench/question.jsonl", 1024, false,
+     count_mtbench, run_mtbench, mtbench_line},
+    {Benchmark::kMath, Benchmark::kGsm8k, "data/tiny/math_test.jsonl", "", 256, false, count_gsm8k, run_gsm8k,
+     gsm8k_line},
+    {Benchmark::kCode, Benchmark::kHumaneval, "data/tiny/code_test.jsonl", "", 128, true, count_humaneval,
+     run_humaneval, humaneval_line},
+    {Benchmark::kGeneral, Benchmark::kGeneral, "data/tiny/general_test.json", "", 128, false, count_general,
+     run_general, general_line},
+};
+
+// The row `name` names; ConfigError "<key>: "x" is not one of ..." when none.
+const BenchmarkRow& row_named(const std::string& name, const std::string& key) {
+  const auto b = config::parse_choice<Benchmark>(name);
+  if (!b) throw ConfigError(key + ": \"" + name + "\" is not one of " + config::choice_list<Benchmark>());
+  return benchmark_row(*b);
+}
+
 }  // namespace
 
-const std::vector<std::string>& benchmark_names() {
-  static const std::vector<std::string> names = {"gsm8k", "humaneval", "mtbench", "math", "code", "general"};
-  return names;
+const BenchmarkRow& benchmark_row(config::Benchmark b) {
+  for (const auto& row : kBenchmarks)
+    if (row.benchmark == b) return row;
+  throw Error("benchmark " + config::name(b) + " has no row in the evaluator's table");
 }
 
-std::string benchmark_kind(const std::string& b) {
-  if (b == "gsm8k" || b == "math") return "gsm8k";
-  if (b == "humaneval" || b == "code") return "humaneval";
-  return b;
-}
+const BenchmarkRow& benchmark_row(const std::string& name) { return row_named(name, "--benchmark"); }
 
-std::string default_data(const std::string& b) {
-  if (b == "math") return "data/tiny/math_test.jsonl";
-  if (b == "code") return "data/tiny/code_test.jsonl";
-  if (b == "general") return "data/tiny/general_test.json";
-  return "";
-}
-
-std::int64_t default_max_new_tokens(const std::string& b) {
-  if (b == "gsm8k" || b == "humaneval") return 512;
-  if (b == "mtbench") return 1024;  // FastChat's gen_model_answer default
-  if (b == "math") return 256;
-  return 128;  // code, general: the synthetic answers are one line
-}
+config::Benchmark benchmark_kind(config::Benchmark b) { return benchmark_row(b).kind; }
+std::string default_data(config::Benchmark b) { return benchmark_row(b).default_data; }
+std::int64_t default_max_new_tokens(config::Benchmark b) { return benchmark_row(b).max_new_tokens; }
 
 std::string resolve_data(const EvalRequest& req, const std::string& key) {
   // Errors name the config key when the request comes from a run config, else the CLI flag.
   const std::string name_key = key.empty() ? "--benchmark" : key + ".name";
   const std::string data_key = key.empty() ? "--data" : key + ".data";
-  const auto& names = benchmark_names();
-  if (std::find(names.begin(), names.end(), req.benchmark) == names.end())
-    throw ConfigError(name_key + ": \"" + req.benchmark +
-                      "\" is not one of gsm8k, humaneval, mtbench, math, code, general");
-  std::string path = req.data.empty() ? default_data(req.benchmark) : req.data;
+  const BenchmarkRow& row = row_named(req.benchmark, name_key);
+  std::string path = req.data.empty() ? std::string(row.default_data) : req.data;
   if (path.empty())
     throw ConfigError((key.empty() ? "--benchmark " + req.benchmark + " needs --data FILE"
                                    : data_key + ": missing; " + req.benchmark + " needs its data file") +
-                      " (" +
-                      (req.benchmark == "gsm8k"       ? "GSM8K's test.jsonl"
-                       : req.benchmark == "humaneval" ? "HumanEval.jsonl.gz"
-                                                      : "FastChat's mt_bench/question.jsonl") +
-                      ")");
+                      " (" + row.data_needed + ")");
   if (fs::exists(path)) {
     if (fs::is_dir(path)) throw ConfigError(data_key + ": " + path + " is a folder, not a data file");
     return path;
@@ -129,23 +197,10 @@ void check_eval_config(const config::RunConfig& cfg) {
       throw ConfigError(where(msg.rfind(key + ".name", 0) == 0 ? key + ".name" : key + ".data") + msg);
     }
     // Parsed in full now, as the evaluation will parse it after training.
+    const BenchmarkRow& row = benchmark_row(b.name);
     std::size_t items = 0;
     try {
-      const std::string kind = benchmark_kind(b.name);
-      if (kind == "gsm8k")
-        items = load_gsm8k(path, b.limit).size();
-      else if (kind == "humaneval")
-        items = load_problems(path, b.limit).size();
-      else if (kind == "mtbench")
-        items = load_mtbench_questions(path, b.limit).size();
-      else {
-        config::DatasetSpec spec;
-        spec.name = b.name;
-        spec.path = path;
-        spec.format = config::Format::kSharegpt;
-        items = data::read_dataset(spec, config::OnBadRecord::kError, false, input_limits().max_record_bytes)
-                    .records.size();
-      }
+      items = row.count_items(path, b.limit);
     } catch (const Error& e) {
       std::string msg = e.what();
       // The training readers' hint about data.on_bad_record does not apply to eval data.
@@ -158,7 +213,7 @@ void check_eval_config(const config::RunConfig& cfg) {
     // Code is scored by running the model's programs in the sandbox: a node where it cannot
     // run (no user namespaces for this user, no root) is found now, not after the training.
     std::string why;
-    if (benchmark_kind(b.name) == "humaneval" && !sandbox_available(&why))
+    if (row.sandboxed && !sandbox_available(&why))
       throw ConfigError(
           where(key + ".name") + key + ": " + b.name +
           " runs the model's programs in sft's sandbox, which cannot run on this node (" + why +
@@ -174,25 +229,22 @@ std::unique_ptr<model::Llama> load_model_for_eval(const std::string& dir, c10::D
 
 ordered_json run_benchmark(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req) {
   const std::string path = resolve_data(req);
-  const std::string kind = benchmark_kind(req.benchmark);
+  const BenchmarkRow& row = benchmark_row(req.benchmark);
   const auto start = Clock::now();
   sft::log::info("eval {}: {} ({} template{})", req.benchmark, path, req.template_name,
                  req.limit > 0 ? ", first " + std::to_string(req.limit) : std::string());
-  ordered_json scored = kind == "gsm8k"       ? run_gsm8k(m, tok, req, path)
-                        : kind == "humaneval" ? run_humaneval(m, tok, req, path)
-                        : kind == "mtbench"   ? run_mtbench(m, tok, req, path)
-                                              : run_general(m, tok, req, path);
+  ordered_json scored = row.run(m, tok, req, path);
   if (req.rank != 0) return ordered_json::object();
   ordered_json settings = {
       {"template", req.template_name},
       {"system_message", req.system_message ? ordered_json(*req.system_message) : ordered_json()},
-      {"max_new_tokens", req.max_new_tokens > 0 ? req.max_new_tokens : default_max_new_tokens(req.benchmark)},
+      {"max_new_tokens", req.max_new_tokens > 0 ? req.max_new_tokens : row.max_new_tokens},
       {"batch_size", req.batch_size},
       {"limit", req.limit > 0 ? ordered_json(req.limit) : ordered_json()},
       {"temperature", req.temperature >= 0 ? ordered_json(req.temperature) : ordered_json("default")},
       {"seed", req.seed},
       {"bf16", req.bf16}};
-  if (kind == "humaneval") {
+  if (row.sandboxed) {
     settings["num_samples"] = std::max<std::int64_t>(1, req.num_samples);
     settings["timeout_s"] = req.sandbox.timeout_s;
     settings["workers"] = req.sandbox.workers;
@@ -228,45 +280,9 @@ ordered_json score_humaneval_samples(const std::string& samples, const std::stri
 }
 
 std::string summary_line(const ordered_json& r) {
-  const auto& s = r.at("summary");
   const std::string b = r.at("benchmark").get<std::string>();
-  const std::string kind = benchmark_kind(b);
-  char buf[512];
-  if (kind == "gsm8k") {
-    std::snprintf(buf, sizeof buf, "%s: accuracy %.4f (%lld/%lld)", b.c_str(), s.at("accuracy").get<double>(),
-                  static_cast<long long>(s.at("correct").get<std::int64_t>()),
-                  static_cast<long long>(s.at("n").get<std::int64_t>()));
-  } else if (kind == "humaneval") {
-    std::string line = b + ":";
-    for (const char* k : {"pass@1", "pass@10", "pass@100"})
-      if (s.contains(k)) {
-        std::snprintf(buf, sizeof buf, " %s %.4f", k, s.at(k).get<double>());
-        line += buf;
-      }
-    std::snprintf(buf, sizeof buf, " (%lld/%lld samples passed, %lld tasks%s)",
-                  static_cast<long long>(s.at("passed").get<std::int64_t>()),
-                  static_cast<long long>(s.at("samples").get<std::int64_t>()),
-                  static_cast<long long>(s.at("tasks").get<std::int64_t>()),
-                  s.at("sandbox").get<bool>() ? "" : ", NO SANDBOX");
-    return line + buf;
-  } else if (kind == "mtbench") {
-    std::snprintf(
-        buf, sizeof buf,
-        "%s: %lld questions answered%s%s; judge not run (no network): use FastChat's gen_judgment.py",
-        b.c_str(), static_cast<long long>(s.at("questions").get<std::int64_t>()),
-        s.at("answer_file").is_string() ? " -> " : "",
-        s.at("answer_file").is_string() ? s.at("answer_file").get<std::string>().c_str() : "");
-  } else {
-    std::snprintf(buf, sizeof buf,
-                  "%s: exact match %.4f of turns (%lld/%lld), %.4f of conversations (%lld/%lld)", b.c_str(),
-                  s.at("turn_accuracy").get<double>(),
-                  static_cast<long long>(s.at("correct_turns").get<std::int64_t>()),
-                  static_cast<long long>(s.at("turns").get<std::int64_t>()),
-                  s.at("conversation_accuracy").get<double>(),
-                  static_cast<long long>(s.at("correct_conversations").get<std::int64_t>()),
-                  static_cast<long long>(s.at("conversations").get<std::int64_t>()));
-  }
-  return buf;
+  const auto benchmark = config::parse_choice<config::Benchmark>(b).value_or(config::Benchmark::kGeneral);
+  return benchmark_row(benchmark).summary(b, r.at("summary"));
 }
 
 }  // namespace sft::eval

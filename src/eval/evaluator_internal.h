@@ -1,7 +1,8 @@
 // Internal: the parts of the evaluator (evaluator.h) that its files share: generation of
 // many prompts in batches sized to the context and the device's memory
 // (batched_generation.cpp), and one function per benchmark family that generates and
-// scores (benchmark_runs.cpp), which run_benchmark dispatches to (evaluator.cpp).
+// scores (benchmark_runs.cpp), which run_benchmark dispatches to through the benchmark table
+// (evaluator.cpp).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sft/config/choices.h"
 #include "sft/data/tokenizer.h"
 #include "sft/eval/evaluator.h"
 #include "sft/eval/text_generation.h"
@@ -59,5 +61,28 @@ nlohmann::ordered_json run_mtbench(const model::Llama& m, const data::Tokenizer&
                                    const std::string& path);
 nlohmann::ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req,
                                    const std::string& path);
+
+// ---- the benchmark table: one row per config::Benchmark, in its order ------------------
+
+using BenchmarkRunner = nlohmann::ordered_json (*)(const model::Llama&, const data::Tokenizer&,
+                                                   const EvalRequest&, const std::string& path);
+
+struct BenchmarkRow {
+  config::Benchmark benchmark;
+  config::Benchmark kind;       // the metric family: gsm8k, humaneval, mtbench or general
+  const char* default_data;     // shipped file, relative to the repository root; "" when none
+  const char* data_needed;      // what to give when there is none
+  std::int64_t max_new_tokens;  // generation limit unless the request sets one
+  bool sandboxed;               // scored by running the model's programs (sandbox.h)
+  // Parses the data file in full (the first `limit` items) and counts its items.
+  std::size_t (*count_items)(const std::string& path, std::int64_t limit);
+  BenchmarkRunner run;
+  // The terminal line, from the benchmark's name and its results' summary.
+  std::string (*summary)(const std::string& name, const nlohmann::ordered_json& summary);
+};
+
+const BenchmarkRow& benchmark_row(config::Benchmark b);
+// The row a request's benchmark names; ConfigError naming --benchmark when it names none.
+const BenchmarkRow& benchmark_row(const std::string& name);
 
 }  // namespace sft::eval

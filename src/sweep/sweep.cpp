@@ -2,15 +2,13 @@
 // the hash of its resolved config), writing the runs' configs, and describing the plan.
 #include "sft/sweep/sweep.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <set>
 
-#include "config/yaml_tree.h"
 #include "sft/config/run_config.h"
+#include "sft/config/yaml_file.h"
 #include "sft/train/dry_run.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
@@ -19,15 +17,7 @@
 namespace sft::sweep {
 namespace {
 
-// A value as --set text; lists and maps in flow style, so they stay on one line.
-std::string scalar_text(const YAML::Node& n) {
-  if (n.IsScalar()) return n.Scalar();
-  YAML::Emitter out;
-  out.SetMapFormat(YAML::Flow);
-  out.SetSeqFormat(YAML::Flow);
-  out << n;
-  return out.c_str();
-}
+using config::YamlValue;
 
 std::string sanitize(const std::string& v) {
   std::string out;
@@ -57,109 +47,132 @@ std::string stem_of(const std::string& path) {
   return stem;
 }
 
-}  // namespace
-
-SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& overrides) {
-  SweepSpec s;
-  s.file = path;
-  YAML::Node root;
-  try {
-    std::string text = fs::read_file(path);
-    if (!overrides.empty()) text = config::apply_overrides_to_text(text, overrides);
-    config::check_yaml_text(text, path);
-    root = YAML::Load(text);
-    config::check_yaml_values(root, path);
-  } catch (const YAML::ParserException& e) {
-    throw ConfigError(path, e.mark.line + 1, "", "YAML syntax error: " + e.msg);
-  } catch (const Error& e) {
-    throw ConfigError(e.what());
+// Collects every problem of a sweep file, each as "file:line: key: what is wrong".
+struct Problems {
+  std::string path, text;
+  void add(int line, const std::string& key, const std::string& msg) {
+    text += "\n" + path + (line > 0 ? ":" + std::to_string(line) : "") + ": " + key + ": " + msg;
   }
-  std::string errors;
-  auto err = [&](const YAML::Node& n, const std::string& key, const std::string& msg) {
-    errors += "\n" + path + (n && !n.Mark().is_null() ? ":" + std::to_string(n.Mark().line + 1) : "") + ": " +
-              key + ": " + msg;
-  };
-  if (!root.IsMap()) throw ConfigError(path + ": a sweep file is a map (name, base, set, axes, output_dir)");
-  for (auto it = root.begin(); it != root.end(); ++it) {
-    std::string k = it->first.Scalar();
+  void at(const YamlValue& v, const std::string& key, const std::string& msg) { add(v.line, key, msg); }
+};
+
+void check_top_keys(const YamlValue& root, Problems& err) {
+  for (const auto& item : root.items) {
+    const std::string& k = item.key;
     if (k != "name" && k != "base" && k != "set" && k != "axes" && k != "output_dir" && k != "runs_dir" &&
         k != "description")
-      err(it->first, k, "unknown key (expected name, base, set, axes, output_dir, runs_dir)");
+      err.add(item.key_line, k, "unknown key (expected name, base, set, axes, output_dir, runs_dir)");
   }
+}
+
+void read_name(const YamlValue& root, const std::string& path, SweepSpec& s, Problems& err) {
   std::string stem = fs::basename(path);
   if (auto dot = stem.rfind('.'); dot != std::string::npos) stem = stem.substr(0, dot);
-  s.name = root["name"] ? root["name"].Scalar() : stem;
+  const YamlValue* name = root.get("name");
+  s.name = name ? name->scalar : stem;
   // The name becomes a folder (runs/sweeps/<name>), a Slurm job name and a line of
   // sweep.sbatch: a '/', "..", a newline or a shell character there would escape them.
   if (s.name.empty() || s.name[0] == '.' || !std::all_of(s.name.begin(), s.name.end(), [](unsigned char c) {
         return std::isalnum(c) || c == '_' || c == '-' || c == '.';
       }))
-    err(root["name"] ? root["name"] : root, "name",
-        "\"" + s.name +
-            "\": a sweep name may use letters, digits, '_', '-' and '.' only, and not start with '.'" +
-            (root["name"] ? "" : " (it defaults to the file's name)"));
-  const bool base_axis = root["axes"] && root["axes"].IsMap() && root["axes"]["base"];
-  if (!root["base"] && !base_axis)
-    err(root, "base", "missing: the base run config (or a `base` axis)");
-  else if (root["base"])
-    s.base = root["base"].Scalar();
-  if (!s.base.empty() && !fs::exists(s.base)) err(root["base"], "base", s.base + " not found");
-  if (const YAML::Node set = root["set"]) {
-    if (!set.IsMap())
-      err(set, "set", "expected a map of key.path: value");
+    err.at(name ? *name : root, "name",
+           "\"" + s.name +
+               "\": a sweep name may use letters, digits, '_', '-' and '.' only, and not start with '.'" +
+               (name ? "" : " (it defaults to the file's name)"));
+}
+
+void read_base_and_set(const YamlValue& root, SweepSpec& s, Problems& err) {
+  const YamlValue* axes = root.get("axes");
+  const YamlValue* base = root.get("base");
+  const bool base_axis = axes && axes->get("base");
+  if (!base && !base_axis)
+    err.at(root, "base", "missing: the base run config (or a `base` axis)");
+  else if (base)
+    s.base = base->scalar;
+  if (!s.base.empty() && !fs::exists(s.base)) err.at(*base, "base", s.base + " not found");
+  if (const YamlValue* set = root.get("set")) {
+    if (set->kind != YamlValue::kMap)
+      err.at(*set, "set", "expected a map of key.path: value");
     else
-      for (auto it = set.begin(); it != set.end(); ++it)
-        s.set.push_back({it->first.Scalar(), scalar_text(it->second)});
+      for (const auto& item : set->items) s.set.push_back({item.key, item.text});
   }
-  const YAML::Node axes = root["axes"];
-  if (!axes || !axes.IsMap() || axes.size() == 0) {
-    err(axes ? axes : root, "axes", "expected a map of key.path: [values]");
-  } else {
-    for (auto it = axes.begin(); it != axes.end(); ++it) {
-      const std::string key = it->first.Scalar();
-      std::vector<std::string> values;
-      if (it->second.IsSequence()) {
-        for (const auto& v : it->second) values.push_back(scalar_text(v));
-      } else {
-        values.push_back(scalar_text(it->second));
-      }
-      if (values.empty()) err(it->second, "axes." + key, "no values");
-      // Each run's folder and name are the sweep's to choose (runs_dir/<hash>): such an axis
-      // would be dropped from every run's identity and plan one run.
-      if (key == "output_dir" || key == "run_name")
-        err(it->first, "axes." + key,
-            "a sweep chooses each run's " + key + " itself; sweep over settings of the run");
-      if (key == "base")
-        for (const auto& v : values)
-          if (!fs::exists(v)) err(it->second, "axes.base", v + " not found");
-      s.axes.push_back({key, values});
-    }
+}
+
+void read_axes(const YamlValue& root, SweepSpec& s, Problems& err) {
+  const YamlValue* axes = root.get("axes");
+  if (!axes || axes->kind != YamlValue::kMap || axes->items.empty()) {
+    err.at(axes ? *axes : root, "axes", "expected a map of key.path: [values]");
+    return;
   }
-  {
-    // Counted before anything is expanded: 8 axes of 10 values are 10^8 runs.
-    constexpr double kMaxRuns = 10000;
-    double runs = 1;
-    std::string sizes;
-    for (const auto& [key, values] : s.axes) {
-      runs *= static_cast<double>(values.size());
-      sizes += (sizes.empty() ? "" : " x ") + std::to_string(values.size());
+  for (const auto& axis : axes->items) {
+    const std::string& key = axis.key;
+    std::vector<std::string> values;
+    if (axis.kind == YamlValue::kList) {
+      for (const auto& v : axis.items) values.push_back(v.text);
+    } else {
+      values.push_back(axis.text);
     }
-    if (runs > kMaxRuns) {
-      char count[32];
-      std::snprintf(count, sizeof count, "%.0f", runs);
-      err(axes, "axes",
-          "the grid holds " + std::string(count) + " runs (" + sizes + "); a sweep runs at most " +
-              std::to_string(static_cast<int>(kMaxRuns)) + ": split it into several sweeps");
-    }
+    if (values.empty()) err.at(axis, "axes." + key, "no values");
+    // Each run's folder and name are the sweep's to choose (runs_dir/<hash>): such an axis
+    // would be dropped from every run's identity and plan one run.
+    if (key == "output_dir" || key == "run_name")
+      err.add(axis.key_line, "axes." + key,
+              "a sweep chooses each run's " + key + " itself; sweep over settings of the run");
+    if (key == "base")
+      for (const auto& v : values)
+        if (!fs::exists(v)) err.at(axis, "axes.base", v + " not found");
+    s.axes.push_back({key, values});
   }
-  s.output_dir = root["output_dir"] ? root["output_dir"].Scalar() : "runs/sweeps/" + s.name;
-  s.runs_dir = root["runs_dir"] ? root["runs_dir"].Scalar() : fs::join(s.output_dir, "runs");
+}
+
+// Counted before anything is expanded: 8 axes of 10 values are 10^8 runs.
+void check_grid_size(const YamlValue& root, const SweepSpec& s, Problems& err) {
+  constexpr double kMaxRuns = 10000;
+  double runs = 1;
+  std::string sizes;
+  for (const auto& [key, values] : s.axes) {
+    runs *= static_cast<double>(values.size());
+    sizes += (sizes.empty() ? "" : " x ") + std::to_string(values.size());
+  }
+  if (runs > kMaxRuns) {
+    char count[32];
+    std::snprintf(count, sizeof count, "%.0f", runs);
+    const YamlValue* axes = root.get("axes");
+    err.add(axes ? axes->line : 0, "axes",
+            "the grid holds " + std::string(count) + " runs (" + sizes + "); a sweep runs at most " +
+                std::to_string(static_cast<int>(kMaxRuns)) + ": split it into several sweeps");
+  }
+}
+
+void read_folders(const YamlValue& root, SweepSpec& s, Problems& err) {
+  const YamlValue* output_dir = root.get("output_dir");
+  const YamlValue* runs_dir = root.get("runs_dir");
+  s.output_dir = output_dir ? output_dir->scalar : "runs/sweeps/" + s.name;
+  s.runs_dir = runs_dir ? runs_dir->scalar : fs::join(s.output_dir, "runs");
   for (const char* key : {"output_dir", "runs_dir"}) {  // written into sweep.sbatch's lines
     const std::string& v = std::string(key) == "output_dir" ? s.output_dir : s.runs_dir;
+    const YamlValue* where = root.get(key);
     if (std::any_of(v.begin(), v.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; }))
-      err(root[key] ? root[key] : root, key, "holds a control character (a newline?); a folder name cannot");
+      err.at(where ? *where : root, key, "holds a control character (a newline?); a folder name cannot");
   }
-  if (!errors.empty()) throw ConfigError(errors.substr(1));
+}
+
+}  // namespace
+
+SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& overrides) {
+  SweepSpec s;
+  s.file = path;
+  const YamlValue root = config::read_yaml_file(path, overrides);
+  if (root.kind != YamlValue::kMap)
+    throw ConfigError(path + ": a sweep file is a map (name, base, set, axes, output_dir)");
+  Problems err{path, ""};
+  check_top_keys(root, err);
+  read_name(root, path, s, err);
+  read_base_and_set(root, s, err);
+  read_axes(root, s, err);
+  check_grid_size(root, s, err);
+  read_folders(root, s, err);
+  if (!err.text.empty()) throw ConfigError(err.text.substr(1));
   return s;
 }
 
@@ -182,7 +195,9 @@ std::vector<SweepRun> expand(const SweepSpec& spec) {
       const auto& [key, values] = spec.axes[a];
       const std::string& v = values[idx[a]];
       // k is DMT's replay share: meaningless for the other strategies.
-      if (key == "strategy.k" && !strategy.empty() && strategy != "dmt") continue;
+      if (key == "strategy.k" && !strategy.empty() &&
+          config::parse_choice<config::Strategy>(strategy) != config::Strategy::kDmt)
+        continue;
       r.values.push_back({key, v});
       if (key == "base") {  // the base config itself as an axis (e.g. one per model size)
         r.base = v;

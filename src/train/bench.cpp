@@ -141,7 +141,7 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
   const model::ParamSource init = model.init_source(o.seed);
   FlatAdamW opt(model, {0.9, 0.95, 1e-8, 0.1}, ctx->world(), ctx->rank(),
                 strategy ? Sharding::for_strategy(*strategy) : Sharding{}, &init);
-  const bool bf16 = o.dtype == "bf16";
+  const bool bf16 = config::parse_choice<config::ComputeDtype>(o.dtype) == config::ComputeDtype::kBf16;
   std::unique_ptr<DataParallel> dp;
   if (strategy) {
     DataParallelOptions dpo;

@@ -123,28 +123,14 @@ MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const RunModel& 
   return in;
 }
 
-nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
-  using nlohmann::ordered_json;
-  // The real world size under a launcher; dist.gpus (the cluster the config is sized for)
-  // when planned from a single process.
-  const int world = world_size > 1 ? world_size : cfg.dist.gpus > 0 ? cfg.dist.gpus : 1;
-  const RunModel rm = resolve_run_model(cfg, /*planning=*/true);
-  const model::LlamaConfig& mc = rm.config;
-  const bool cuda = on_cuda(cfg);
-  ordered_json out;
-  out["config"] = cfg.source_file;
-  out["model"] = {{"model_type", mc.model_type_name()},
-                  {"parameters", mc.num_parameters()},
-                  {"layers", mc.num_hidden_layers},
-                  {"hidden_size", mc.hidden_size},
-                  {"vocab_size", mc.vocab_size}};
-  out["world_size"] = world;
-  out["strategy"] = config::name(cfg.dist.strategy);
-  out["precision"] = config::name(cfg.train.precision);
-  out["activation_checkpointing"] = cfg.train.activation_checkpointing;
+namespace {
 
-  // ---- stage plan ------------------------------------------------------------------------------
-  std::optional<data::RunData> rd;
+using nlohmann::ordered_json;
+
+// The stages' samples, tokens and steps: exact from the data (kept in `rd` for the memory
+// plan) when its files are present, else estimated from datasets.*.size.
+void add_stage_plan(const config::RunConfig& cfg, int world, std::optional<data::RunData>& rd,
+                    ordered_json& out) {
   ordered_json stages = ordered_json::array();
   std::int64_t total_steps = 0;
   const bool exact = data_present(cfg);
@@ -175,9 +161,8 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
       // In samples, each epoch's last step may be short, as a padded trainer's is.
       const auto steps =
           cfg.train.samples_per_step > 0
-              ? cfg.stages[s].epochs *
-                    ((plan.stages[s].samples + cfg.train.samples_per_step - 1) / cfg.train.samples_per_step)
-              : static_cast<std::int64_t>(std::ceil(rows / static_cast<double>(rows_per_step)));
+              ? cfg.stages[s].epochs * data::step_count(plan.stages[s].samples, cfg.train.samples_per_step)
+              : data::step_count(static_cast<std::int64_t>(rows), rows_per_step);
       stages.push_back({{"name", cfg.stages[s].name},
                         {"samples", plan.stages[s].samples},
                         {"epochs", cfg.stages[s].epochs},
@@ -192,17 +177,20 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   out["total_steps"] = total_steps;
   if (cfg.train.samples_per_step > 0) {
     out["samples_per_optimizer_step"] = cfg.train.samples_per_step;
-    out["tokens_per_micro_batch"] = cfg.train.tokens_per_micro_batch > 0
-                                        ? cfg.train.tokens_per_micro_batch
-                                        : cfg.train.batch_size * cfg.data.max_seq_len;
+    out["tokens_per_micro_batch"] = data::micro_batch_token_budget(cfg);
   }
   out["global_batch"] = data::describe_global_batch(cfg, world);
   out["rows_per_optimizer_step"] =
       cfg.train.samples_per_step > 0 ? nlohmann::ordered_json() : ordered_json(rows_per_step);
+}
 
-  // ---- memory per rank ----------------------------------------------------------------------------
+// Memory per rank for this run, for every dist.strategy with and without activation
+// checkpointing, and for the LLaMA-1 sizes.
+void add_memory_plan(const config::RunConfig& cfg, const RunModel& rm, const data::RunData* rd, int world,
+                     ordered_json& out) {
+  const bool cuda = on_cuda(cfg);
   const double gpu = gpu_memory_bytes(cfg.dist.gpu_type);
-  const MemoryPlanInput in = memory_plan_input(cfg, rm, rd ? &*rd : nullptr, world);
+  const MemoryPlanInput in = memory_plan_input(cfg, rm, rd, world);
   MemoryPlan mp = plan_memory(in);
   ordered_json mem = mp.to_json();
   mem["device"] = cuda ? (cfg.dist.gpu_type.empty() ? "cuda" : cfg.dist.gpu_type) : "cpu";
@@ -244,6 +232,32 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
     sizes.push_back(row);
   }
   out["llama_sizes_with_checkpointing"] = sizes;
+}
+
+}  // namespace
+
+nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
+  using nlohmann::ordered_json;
+  // The real world size under a launcher; dist.gpus (the cluster the config is sized for)
+  // when planned from a single process.
+  const int world = world_size > 1 ? world_size : cfg.dist.gpus > 0 ? cfg.dist.gpus : 1;
+  const RunModel rm = resolve_run_model(cfg, /*planning=*/true);
+  const model::LlamaConfig& mc = rm.config;
+  ordered_json out;
+  out["config"] = cfg.source_file;
+  out["model"] = {{"model_type", mc.model_type_name()},
+                  {"parameters", mc.num_parameters()},
+                  {"layers", mc.num_hidden_layers},
+                  {"hidden_size", mc.hidden_size},
+                  {"vocab_size", mc.vocab_size}};
+  out["world_size"] = world;
+  out["strategy"] = config::name(cfg.dist.strategy);
+  out["precision"] = config::name(cfg.train.precision);
+  out["activation_checkpointing"] = cfg.train.activation_checkpointing;
+
+  std::optional<data::RunData> rd;
+  add_stage_plan(cfg, world, rd, out);
+  add_memory_plan(cfg, rm, rd ? &*rd : nullptr, world, out);
   return out;
 }
 

@@ -170,15 +170,22 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   return p;
 }
 
+// dist.gpu_type: an open name (an unknown one plans without a device size), so a table here
+// rather than a closed choice of the config.
+namespace {
+struct GpuRow {
+  const char* name;
+  double gib;
+};
+constexpr GpuRow kGpus[] = {{"a100-80gb", 80}, {"a100", 80},      {"h100", 80},  {"h100-80gb", 80},
+                            {"a800", 80},      {"a100-40gb", 40}, {"h200", 141}, {"v100", 32},
+                            {"v100-32gb", 32}, {"v100-16gb", 16}, {"a10g", 24},  {"a10", 24},
+                            {"l4", 24},        {"l40s", 48},      {"a6000", 48}};
+}  // namespace
+
 double gpu_memory_bytes(const std::string& t) {
-  const double GiB = 1024.0 * 1024.0 * 1024.0;
-  if (t == "a100-80gb" || t == "a100" || t == "h100" || t == "h100-80gb" || t == "a800") return 80 * GiB;
-  if (t == "a100-40gb") return 40 * GiB;
-  if (t == "h200") return 141 * GiB;
-  if (t == "v100" || t == "v100-32gb") return 32 * GiB;
-  if (t == "v100-16gb") return 16 * GiB;
-  if (t == "a10g" || t == "a10" || t == "l4") return 24 * GiB;
-  if (t == "l40s" || t == "a6000") return 48 * GiB;
+  for (const auto& g : kGpus)
+    if (t == g.name) return g.gib * 1024.0 * 1024.0 * 1024.0;
   return 0;
 }
 

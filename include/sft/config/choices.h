@@ -1,11 +1,13 @@
-// The config's closed choices as enums. The config module parses each once, against the
-// names below, so no other module compares strings; name() gives the name back for logs,
-// JSON and checkpoints (the same text the YAML holds).
+// The closed choices as enums: the config's, and the few the CLI and the evaluator take
+// (benchmarks, --dtype). Each is parsed once, against the names below (parse_choice), so no
+// other module compares strings; name() gives the name back for logs, JSON and checkpoints
+// (the same text the YAML holds).
 #pragma once
 
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sft::config {
 
@@ -21,6 +23,14 @@ enum class Backend { kAuto, kGloo, kNccl };                                    /
 enum class GatherDtype { kAuto, kFp32 };                                       // dist.gather_dtype
 enum class ReduceDtype { kFp32, kBf16 };                                       // dist.reduce_dtype
 enum class Format { kGsm8k, kAlpaca, kSharegpt, kMessages, kText, kMtbench };  // datasets.<name>.format
+// strategy.name: the four presets of Dong et al. (2024); kCustom: stages written out (not a name
+// strategy.name takes).
+enum class Strategy { kMultiTask, kSequential, kMixedSequential, kDmt, kCustom };
+// eval.benchmarks[i].name and sft eval --benchmark (eval/evaluator.h); checked by the evaluator,
+// since only an evaluation needs one.
+enum class Benchmark { kGsm8k, kHumaneval, kMtbench, kMath, kCode, kGeneral };
+// The --dtype of sft bench, score, generate and eval: what the model computes in.
+enum class ComputeDtype { kFp32, kBf16 };
 // template.name; kAuto: the built-in whose rendering the tokenizer folder's chat template
 // has (data/chat_template.h), resolved where the tokenizer is loaded.
 enum class Template {
@@ -68,6 +78,13 @@ SFT_CHOICES(GatherDtype, {GatherDtype::kAuto, "auto"}, {GatherDtype::kFp32, "fp3
 SFT_CHOICES(ReduceDtype, {ReduceDtype::kFp32, "fp32"}, {ReduceDtype::kBf16, "bf16"});
 SFT_CHOICES(Format, {Format::kGsm8k, "gsm8k"}, {Format::kAlpaca, "alpaca"}, {Format::kSharegpt, "sharegpt"},
             {Format::kMessages, "messages"}, {Format::kText, "text"}, {Format::kMtbench, "mtbench"});
+SFT_CHOICES(Strategy, {Strategy::kMultiTask, "multi_task"}, {Strategy::kSequential, "sequential"},
+            {Strategy::kMixedSequential, "mixed_sequential"}, {Strategy::kDmt, "dmt"},
+            {Strategy::kCustom, "custom"});
+SFT_CHOICES(Benchmark, {Benchmark::kGsm8k, "gsm8k"}, {Benchmark::kHumaneval, "humaneval"},
+            {Benchmark::kMtbench, "mtbench"}, {Benchmark::kMath, "math"}, {Benchmark::kCode, "code"},
+            {Benchmark::kGeneral, "general"});
+SFT_CHOICES(ComputeDtype, {ComputeDtype::kFp32, "fp32"}, {ComputeDtype::kBf16, "bf16"});
 SFT_CHOICES(Template, {Template::kVicunaV11, "vicuna_v1.1"}, {Template::kLlama2, "llama-2"},
             {Template::kChatml, "chatml"}, {Template::kAlpaca, "alpaca"}, {Template::kRaw, "raw"},
             {Template::kLlama3, "llama-3"}, {Template::kLlama31, "llama-3.1"}, {Template::kQwen25, "qwen2.5"},
@@ -113,6 +130,14 @@ std::optional<E> parse_choice(std::string_view text) {
 template <class Json, class E, class = decltype(Choices<E>::all)>
 void to_json(Json& j, E v) {
   j = name(v);
+}
+
+// Every name, in order: for a CLI flag's set of allowed values (CLI::IsMember).
+template <class E>
+std::vector<std::string> choice_names() {
+  std::vector<std::string> out;
+  for (const auto& c : Choices<E>::all) out.emplace_back(c.name);
+  return out;
 }
 
 // "fp32, bf16, bf16-pure": for messages and the key reference.

@@ -18,8 +18,7 @@
 
 namespace sft::config {
 
-enum class Strategy { kMultiTask, kSequential, kMixedSequential, kDmt, kCustom };
-const char* strategy_name(Strategy s);
+const char* strategy_name(Strategy s);  // name(s), as a C string
 
 struct DatasetSpec {
   std::string name;

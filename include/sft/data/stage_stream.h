@@ -57,6 +57,18 @@ struct MicroBatch {
   int epoch = 0;
 };
 
+// The most padded tokens (rows x width) of a micro-batch when the global batch is counted in
+// samples: train.tokens_per_micro_batch, or batch_size rows of max_seq_len when that is 0.
+std::int64_t micro_batch_token_budget(std::int64_t tokens_per_micro_batch, std::int64_t batch_size,
+                                      std::int64_t max_seq_len);
+inline std::int64_t micro_batch_token_budget(const config::RunConfig& cfg) {
+  return micro_batch_token_budget(cfg.train.tokens_per_micro_batch, cfg.train.batch_size,
+                                  cfg.data.max_seq_len);
+}
+// Optimizer steps that take `units` (an epoch's samples with samples_per_step, else the
+// stage's micro-batches or rows), `per_step` a step; the last step may be short.
+std::int64_t step_count(std::int64_t units, std::int64_t per_step);
+
 class StageStream {
  public:
   using Datasets = std::vector<std::shared_ptr<const TokenizedDataset>>;

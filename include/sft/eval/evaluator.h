@@ -43,9 +43,9 @@
 namespace sft::eval {
 
 struct EvalRequest {
-  std::string benchmark;            // gsm8k | math | humaneval | code | mtbench | general
-  std::string data;                 // "" = the shipped default (math, code, general only)
-  std::int64_t limit = 0;           // the first N items (<= 0: all)
+  std::string benchmark;   // a config::Benchmark name: gsm8k | math | humaneval | code | mtbench | general
+  std::string data;        // "" = the shipped default (math, code, general only)
+  std::int64_t limit = 0;  // the first N items (<= 0: all)
   std::int64_t batch_size = 8;      // prompts generated together
   std::int64_t max_new_tokens = 0;  // <= 0: default_max_new_tokens(benchmark)
   std::string template_name = "vicuna_v1.1";
@@ -70,13 +70,15 @@ struct EvalRequest {
   double memory_budget_bytes = 0;
 };
 
-const std::vector<std::string>& benchmark_names();  // gsm8k humaneval mtbench math code general
-// The metric family: "gsm8k" for gsm8k/math, "humaneval" for humaneval/code, else the name.
-std::string benchmark_kind(const std::string& benchmark);
+// The benchmarks are one table (evaluator.cpp): per benchmark its metric family, shipped
+// data, generation limit, loader, runner and summary line. Names are config::Benchmark's.
+//
+// The metric family: kGsm8k for gsm8k/math, kHumaneval for humaneval/code, else itself.
+config::Benchmark benchmark_kind(config::Benchmark benchmark);
 // The shipped data file of a benchmark, relative to the repository root ("" for gsm8k,
 // humaneval, mtbench, whose data is not shipped).
-std::string default_data(const std::string& benchmark);
-std::int64_t default_max_new_tokens(const std::string& benchmark);
+std::string default_data(config::Benchmark benchmark);
+std::int64_t default_max_new_tokens(config::Benchmark benchmark);
 // req.data, or the default; a relative path that does not exist from the working directory
 // is also looked for beside the running executable's folder (build/../data/tiny/...).
 // Throws ConfigError when there is none or it does not exist, naming `key`'s .name / .data
