@@ -1,5 +1,5 @@
 // sft config expand: the fully resolved run as JSON (stages, sources, fractions, counts).
-// sft config keys: every config key, its kind, default and meaning (README's "Config keys").
+// sft config keys: every config key, its kind, default and meaning (docs/config.md).
 #include <iostream>
 
 #include "cli/commands.h"

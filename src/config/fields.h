@@ -1,7 +1,7 @@
 // Internal: every config key declared once, as a row of its section's table: its name, the
 // member it fills, its range or choices, and what it means. Reading (and its checks),
 // unknown-key detection with did-you-mean, the resolved-settings table, to_json, which
-// keys a resumed run may change, and `sft config keys` (README's key reference) are all
+// keys a resumed run may change, and `sft config keys` (docs/config.md) are all
 // driven by these tables.
 #pragma once
 

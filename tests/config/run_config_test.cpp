@@ -252,12 +252,12 @@ TEST(RunConfig, ShippedConfigsLoad) {
   EXPECT_DOUBLE_EQ(big.k, 1.0 / 256);
 }
 
-// README's key reference is the table the reader is driven by, not a copy kept by hand.
-TEST(ConfigKeys, ReadmesReferenceIsTheDeclaredTable) {
-  const std::string readme = fs::read_file(test::source_dir() + "/README.md");
+// docs/config.md's key reference is the table the reader is driven by, not a copy kept by hand.
+TEST(ConfigKeys, DocsConfigIsTheDeclaredTable) {
+  const std::string doc = fs::read_file(test::source_dir() + "/docs/config.md");
   const std::string table = key_reference_markdown();
-  EXPECT_NE(readme.find(table), std::string::npos)
-      << "README.md's \"Config keys\" table is stale: replace it with the output of `sft config keys`";
+  EXPECT_NE(doc.find(table), std::string::npos)
+      << "docs/config.md's key table is stale: replace it with the output of `build/sft config keys`";
   // Every key the table names is one the reader accepts: --set it to the value it resolves to.
   const RunConfig base = parse_run_config(tiny_yaml("strategy: dmt\n"), "t.yaml");
   const nlohmann::json j = base.to_json();

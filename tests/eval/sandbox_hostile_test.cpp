@@ -274,9 +274,9 @@ TEST_F(SandboxHostileTest, AttacksOnTheHarnessFromInsideTheInterpreterFail) {
                               << r[i].stderr_tail;
 }
 
-// What the in-interpreter check cannot stop (README, trust model): a value whose == is
+// What the in-interpreter check cannot stop (docs/evaluation.md, trust model): a value whose == is
 // always true, and a builtin the test relies on that the completion replaced, pass assert.
-// If this ever fails, the harness got stronger: update the README.
+// If this ever fails, the harness got stronger: update docs/evaluation.md.
 TEST_F(SandboxHostileTest, WrongAnswersThatFoolAssertStillPassAsDocumented) {
   auto r = run_programs({"class Any:\n    def __eq__(self, other):\n        return True\n"
                          "def check(candidate):\n    assert candidate() == 7\ncheck(lambda: Any())\n",

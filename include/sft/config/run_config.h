@@ -174,7 +174,7 @@ struct RunConfig {
   nlohmann::json to_json() const;  // every resolved field
 };
 
-// The key reference (`sft config keys`, README's "Config keys"): every key with its kind,
+// The key reference (`sft config keys`, docs/config.md): every key with its kind,
 // default and meaning, from the same declarations that read them.
 struct KeyDoc {
   std::string key, kind, default_value, doc;

@@ -94,7 +94,7 @@ enum class PassRule {
   // functions and ctypes; /proc is empty. It runs the program, and only when that returns
   // writes the secret to fd 4, which the evaluator reads (not stdout). So printing, exiting
   // early, replaying the program's text, a trace hook that skips or swaps check(), and the
-  // known ways of reaching the harness's frame cannot pass. What remains (README, "Trust
+  // known ways of reaching the harness's frame cannot pass. What remains (docs/evaluation.md, "Trust
   // model"): a value whose == is always true, patched builtins a test relies on, and code
   // that deliberately defeats the interpreter (hand-made bytecode, interpreter bugs).
   harness,
