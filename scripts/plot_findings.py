@@ -26,8 +26,8 @@ def effects(ax, f):
     rows = []
     for c in f["claims"]:
         for r in c["rows"]:
-            if "effect" in r and r["unit"] == "points":
-                # Mixing's two halves are each coloured by their own verdict (the claim needs both).
+            if "ci95" in r and r["unit"] == "points":  # a row without an interval (n < 2) is not drawn
+                # Each row coloured by its own verdict (a claim's headline needs all of them).
                 rows.append((f"{r['ability']}: {r['compares'].split(' (')[0]}", dict(r, verdict=r.get("low_verdict", r["verdict"]))))
             if "at_full" in r:
                 rows.append((f"{r['ability']}: mixed - alone at full data", r["at_full"]))

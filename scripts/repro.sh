@@ -9,11 +9,19 @@
 #
 #   scripts/repro.sh                 # everything, about 40 minutes on 2 cores
 #   scripts/repro.sh rq4_strategies  # some sweeps only
+#   scripts/repro.sh --seeds 6,7,8   # the whole study again on other seeds, into runs/repro_seeds_6-7-8
 #   JOBS=1 scripts/repro.sh          # runs one at a time (default: 2 at once, 1 thread each)
+#
+# The analysis plan (configs/repro/analysis_plan.yaml) is copied into the study folder and its
+# SHA-256 recorded there (analysis_plan.record.json) before anything trains; the verdicts are
+# decided by that recorded copy only. If the plan file changes later, the report shows the new
+# rules as exploratory rows beside the recorded ones. A study folder whose runs finished before
+# its plan was recorded gets exploratory verdicts only: start from an empty folder.
 #
 # Results: runs/repro/<sweep>/report.{md,csv,json} and <sweep>.png, runs/repro/findings.{md,json}
 # (each claim's effect with its 95% interval and verdict), and runs/repro/summary.md with
-# every table and the wall time of each step.
+# every table and the wall time of each step. With --seeds, the same under runs/repro_seeds_<list>,
+# whose findings.md puts the study's own verdicts (runs/repro/findings.json) beside the new ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +29,25 @@ SFT=${SFT:-build/sft}
 JOBS=${JOBS:-2}
 PY=$(scripts/sft_python)  # the venv Python (matplotlib) that setup.sh configured
 OUT=runs/repro
+PLAN=configs/repro/analysis_plan.yaml
 ALL=(rq4_strategies rq4_dmt_k rq1_math rq1_code rq1_general rq2_mixed)
-SWEEPS=("$@")
+SEEDS=""
+SWEEPS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seeds) SEEDS=${2:-}; shift 2 || { echo "repro.sh: --seeds needs a list, e.g. --seeds 6,7,8" >&2; exit 2; } ;;
+    --seeds=*) SEEDS=${1#--seeds=}; shift ;;
+    *) SWEEPS+=("$1"); shift ;;
+  esac
+done
 [ ${#SWEEPS[@]} -gt 0 ] || SWEEPS=("${ALL[@]}")
+SETS=()  # applied to every sweep file: the seed axis and the folders of a replication
+if [ -n "$SEEDS" ]; then
+  [[ "$SEEDS" =~ ^[0-9]+(,[0-9]+)+$ ]] ||
+    { echo "repro.sh: --seeds: expected at least two seeds separated by commas (6,7,8), got '$SEEDS'" >&2; exit 2; }
+  OUT=runs/repro_seeds_${SEEDS//,/-}
+  SETS=(--set "axes.seed=[$SEEDS]" --set "runs_dir=$OUT/_runs")
+fi
 BASE=runs/repro_pretrain  # configs/repro/base.yaml's model.path is its final/
 
 if [ ! -x "$SFT" ]; then
@@ -31,11 +55,26 @@ if [ ! -x "$SFT" ]; then
   cmake --build build -j2
 fi
 mkdir -p "$OUT"
+# The analysis plan, recorded before the first run trains (see above).
+record="$OUT/analysis_plan.record.json"
+plan_sha=$(sha256sum "$PLAN" | cut -d' ' -f1)
+if [ ! -f "$record" ]; then
+  finished=$(find "$OUT" -path '*/eval/summary.json' 2>/dev/null | wc -l)
+  cp "$PLAN" "$OUT/analysis_plan.yaml"
+  printf '{"plan_file": "analysis_plan.yaml", "source": "%s", "sha256": "%s", "recorded_utc": "%s", "finished_runs_before": %d}\n' \
+    "$PLAN" "$plan_sha" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$finished" >"$record"
+  [ "$finished" -eq 0 ] ||
+    echo "repro.sh: $finished runs had finished in $OUT before the plan was recorded: every verdict will be exploratory" >&2
+elif ! grep -q "\"sha256\": \"$plan_sha\"" "$record"; then
+  echo "repro.sh: $PLAN differs from the plan recorded in $record; verdicts stay the recorded plan's, the new rules are reported as exploratory" >&2
+fi
 summary="$OUT/summary.md"
 {
   echo "# The miniature reproduction"
   echo
-  echo "\`scripts/repro.sh ${*:-}\` on $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), $($SFT version 2>/dev/null | head -n1)"
+  echo "\`scripts/repro.sh ${SEEDS:+--seeds $SEEDS }${SWEEPS[*]}\` on $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ), $($SFT version 2>/dev/null | head -n1)"
+  echo
+  echo "Analysis plan: \`$record\`: $(cat "$record")"
 } >"$summary"
 
 total_start=$(date +%s)
@@ -56,8 +95,10 @@ for name in "${SWEEPS[@]}"; do
   [ -f "$file" ] || { echo "repro.sh: no sweep file $file" >&2; exit 2; }
   start=$(date +%s)
   echo "== $name ($file)"
-  "$SFT" sweep --config "$file" --jobs "$JOBS" || echo "repro.sh: some runs of $name failed; see their train.log" >&2
-  "$SFT" sweep report --config "$file" >/dev/null
+  sets=("${SETS[@]}")
+  [ -z "$SEEDS" ] || sets+=(--set "output_dir=$OUT/$name")
+  "$SFT" sweep --config "$file" "${sets[@]}" --jobs "$JOBS" || echo "repro.sh: some runs of $name failed; see their train.log" >&2
+  "$SFT" sweep report --config "$file" "${sets[@]}" >/dev/null
   plot=""
   if "$PY" -c "import matplotlib" 2>/dev/null; then
     # A figure that fails to draw is reported, not fatal: the tables are what the study is for.
@@ -72,7 +113,7 @@ for name in "${SWEEPS[@]}"; do
     echo
     echo "## $name"
     echo
-    echo "\`$SFT sweep --config $file --jobs $JOBS\` then \`$SFT sweep report --config $file\`; ${secs} s (runs already finished are not retrained)."
+    echo "\`$SFT sweep --config $file ${sets[*]} --jobs $JOBS\` then \`$SFT sweep report --config $file ${sets[*]}\`; ${secs} s (runs already finished are not retrained)."
     echo
     cat "$OUT/$name/report.md"
     [ -n "$plot" ] && echo && echo "Figure: \`$plot\`"
@@ -82,7 +123,14 @@ done
 # The paper's claims, decided over every sweep's finished runs.
 configs=()
 for name in "${ALL[@]}"; do configs+=(--config "configs/repro/$name.sweep.yaml"); done
-"$SFT" sweep report "${configs[@]}" --findings-dir "$OUT" >/dev/null
+# A replication pools its sweeps' reports in one folder (one --set applies to every file).
+report_sets=("${SETS[@]}")
+compare=()
+if [ -n "$SEEDS" ]; then
+  report_sets+=(--set "output_dir=$OUT/_pooled")
+  [ -f runs/repro/findings.json ] && compare=(--compare runs/repro)
+fi
+"$SFT" sweep report "${configs[@]}" "${report_sets[@]}" --findings-dir "$OUT" --plan "$PLAN" "${compare[@]}" >/dev/null
 fplot=""
 if "$PY" -c "import matplotlib" 2>/dev/null && "$PY" scripts/plot_findings.py "$OUT/findings.json" >/dev/null; then
   fplot="$OUT/findings.png"
@@ -91,7 +139,7 @@ fi
   echo
   echo "## findings"
   echo
-  echo "\`$SFT sweep report ${configs[*]} --findings-dir $OUT\`"
+  echo "\`$SFT sweep report ${configs[*]} ${report_sets[*]} --findings-dir $OUT --plan $PLAN ${compare[*]}\`"
   echo
   cat "$OUT/findings.md"
   [ -n "$fplot" ] && echo && echo "Figure: \`$fplot\`"

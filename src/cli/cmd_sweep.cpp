@@ -66,7 +66,7 @@ std::vector<Command> register_sweep(CLI::App& app) {
                                      "and the paper's findings decided over the runs of every file given");
   static std::vector<std::string> rpaths;
   static std::vector<std::string> rsets;
-  static std::string findings_dir;
+  static std::string findings_dir, plan_file, compare_dir;
   report->add_option("--config", rpaths, "sweep file (repeatable: the findings pool every file's runs)")
       ->required();
   add_set_option(report, rsets);
@@ -74,6 +74,15 @@ std::vector<Command> register_sweep(CLI::App& app) {
       "--findings-dir", findings_dir,
       "where findings.{md,json} go (default: the sweep's output_dir, or with several files the folder "
       "holding their output_dirs)");
+  report->add_option(
+      "--plan", plan_file,
+      "an analysis plan to judge by now (configs/repro/analysis_plan.yaml). Verdicts are "
+      "confirmatory only from the plan recorded in the findings folder before the runs "
+      "(analysis_plan.record.json, written by scripts/repro.sh); a plan given here that differs "
+      "from it adds rows labelled exploratory");
+  report->add_option("--compare", compare_dir,
+                     "a folder holding another study's findings.json (e.g. the same study on other seeds): "
+                     "its verdicts are put beside these in findings.md");
 
   return {{report,
            [] {
@@ -91,7 +100,7 @@ std::vector<Command> register_sweep(CLI::App& app) {
                outs.push_back(spec.output_dir);
              }
              const std::string dir = findings_dir.empty() ? common_parent(outs) : findings_dir;
-             sweep::build_findings(pooled, dir);
+             sweep::build_findings(pooled, dir, {dir, plan_file, compare_dir});
              std::cout << fs::read_file(fs::join(dir, "findings.md")) << "\nwrote " << dir
                        << "/findings.{md,json}\n";
              return 0;

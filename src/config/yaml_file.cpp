@@ -70,4 +70,9 @@ YamlValue read_yaml_file(const std::string& path, const std::vector<std::string>
   return convert(root);
 }
 
+nlohmann::ordered_json read_yaml_as_json(const std::string& path) {
+  if (!fs::exists(path)) throw ConfigError(path + ": not found");
+  return parse_yaml(fs::read_file(path), path).root;
+}
+
 }  // namespace sft::config

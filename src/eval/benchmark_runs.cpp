@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "evaluator_internal.h"
+#include "turn_types.h"
 #include "sft/config/run_config.h"
 #include "sft/data/chat_template.h"
 #include "sft/data/readers.h"
@@ -197,11 +198,14 @@ ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, cons
   if (req.rank != 0) return ordered_json::object();  // rank 0 scores
   ordered_json samples = ordered_json::array();
   std::int64_t correct = 0;
-  std::vector<bool> conv_ok(records.size(), true);
+  std::vector<bool> conv_ok(records.size(), true), turn_ok;
+  std::vector<std::string> refs;  // for the split into constant-answer and open turns
   for (std::size_t k = 0; k < g.out.size(); ++k) {
     const auto [i, t] = where[k];
     const std::string& ref = records[i].turns[2 * t + 1].content;
     const bool ok = trim(g.out[k].text) == trim(ref);
+    refs.push_back(trim(ref));
+    turn_ok.push_back(ok);
     correct += ok;
     if (!ok) conv_ok[i] = false;
     samples.push_back({{"id", records[i].origin.id},
@@ -225,6 +229,7 @@ ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, cons
                           {"correct_conversations", convs_ok},
                           {"conversations", records.size()},
                           {"prompts_truncated", g.prompts_truncated}};
+  summary.update(turn_type_summary(refs, turn_ok));
   return {{"summary", summary}, {"samples", samples}};
 }
 

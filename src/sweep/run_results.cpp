@@ -12,9 +12,13 @@ RunResult read_run(const SweepRun& run) {
   const std::string summary = fs::join(run.dir, "eval/summary.json");
   if (fs::exists(summary)) {
     auto j = nlohmann::json::parse(fs::read_file(summary));
-    for (auto it = j.begin(); it != j.end(); ++it)
-      if (it.value().is_object() && it.value().contains("score") && it.value()["score"].is_number())
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      if (!it.value().is_object()) continue;
+      if (it.value().contains("score") && it.value()["score"].is_number())
         r.scores[it.key()] = it.value()["score"].get<double>();
+      for (auto f = it.value().begin(); f != it.value().end(); ++f)
+        if (f.value().is_number()) r.metrics[it.key()][f.key()] = f.value().get<double>();
+    }
   }
   const std::string cfg_path = fs::join(run.dir, "config.resolved.json"),
                     man_path = fs::join(run.dir, "data_manifest.json");

@@ -14,7 +14,9 @@ namespace sft::sweep {
 
 struct RunResult {
   const SweepRun* run = nullptr;
-  std::map<std::string, double> scores;   // ability -> final eval score in [0, 1]; empty: not finished
+  std::map<std::string, double> scores;  // ability -> final eval score in [0, 1]; empty: not finished
+  // ability -> every numeric field of its eval summary (general: open_turn_accuracy, ...)
+  std::map<std::string, std::map<std::string, double>> metrics;
   std::map<std::string, double> amounts;  // ability -> distinct training records (data_manifest.json)
   std::vector<std::set<std::string>> stage_abilities;  // abilities trained in each stage, in order
   std::string strategy;                                // multi_task, sequential, mixed_sequential, dmt

@@ -1,6 +1,8 @@
 // The paper's findings, decided over run folders laid out as `sft train` leaves them
 // (config.resolved.json, data_manifest.json, eval/summary.json) with scores chosen so each
-// claim's answer is known: the effects, their intervals over seeds, and the verdicts.
+// claim's answer is known: the effects, their intervals over seeds, and the verdicts, by the
+// shipped analysis plan (configs/repro/analysis_plan.yaml) recorded as scripts/repro.sh
+// records it; and the plan's hash check (a report under another plan decides nothing).
 #include <cmath>
 #include <map>
 #include <string>
@@ -11,7 +13,9 @@
 
 #include "sft/sweep/findings.h"
 #include "sft/sweep/report.h"
+#include "sft/util/error.h"
 #include "sft/util/fs.h"
+#include "sft/util/hash.h"
 #include "test_util.h"
 
 namespace sft::sweep {
@@ -42,6 +46,7 @@ class Lab {
     }
     json summary = json::object();
     for (const auto& [ability, s] : scores) summary[ability] = {{"score", s}};
+    if (scores.count("general")) summary["general"]["open_turn_accuracy"] = scores.at("general");
     fs::make_dirs(r.dir + "/eval");
     test::write(r.dir + "/config.resolved.json",
                 json{{"config",
@@ -51,8 +56,28 @@ class Lab {
     test::write(r.dir + "/eval/summary.json", summary.dump());
     runs_.push_back(r);
   }
-  json findings() { return build_findings(runs_, dir_.file("out")); }
+  // What scripts/repro.sh does before the first run: the plan copied into the study folder,
+  // its SHA-256 and the number of runs already finished recorded beside it.
+  void record(const std::string& plan_text, const std::string& sha256, int finished_before = 0) {
+    fs::make_dirs(dir_.file("out"));
+    test::write(dir_.file("out/analysis_plan.yaml"), plan_text);
+    test::write(dir_.file("out/" + std::string(kPlanRecord)), json{{"plan_file", "analysis_plan.yaml"},
+                                                                   {"sha256", sha256},
+                                                                   {"recorded_utc", "2026-12-06T14:00Z"},
+                                                                   {"finished_runs_before", finished_before}}
+                                                                  .dump());
+  }
+  void record_shipped_plan() {
+    const std::string text = test::read(shipped_plan());
+    record(text, sha256_hex(text));
+  }
+  static std::string shipped_plan() { return test::source_dir() + "/configs/repro/analysis_plan.yaml"; }
+  json findings(const std::string& plan = "", const std::string& compare = "") {
+    return build_findings(runs_, dir_.file("out"), {dir_.file("out"), plan, compare});
+  }
   std::string md() { return test::read(dir_.file("out/findings.md")); }
+  std::string out_dir() { return dir_.file("out"); }
+  std::string file(const std::string& name) { return dir_.file(name); }
 
  private:
   test::TempDir dir_;
@@ -100,52 +125,79 @@ void fill_paper_world(Lab& lab) {
   }
 }
 
-TEST(Findings, EachClaimIsDecidedWithItsIntervalOverSeeds) {
+const json& row_id(const json& c, const std::string& id) {
+  for (const auto& r : c["rows"])
+    if (r["id"] == id) return r;
+  throw std::runtime_error("no row " + id);
+}
+
+TEST(Findings, EachClaimIsDecidedByTheRecordedPlanWithItsIntervalAndN) {
   Lab lab;
   fill_paper_world(lab);
+  lab.record_shipped_plan();
   const json f = lab.findings();
   EXPECT_EQ(f["finished_runs"],
             3 * (5 * 4 + 2));  // per seed: 5 shares x (3 alone + 1 mixed), sequential, dmt
+  EXPECT_EQ(f["plan"]["status"], "confirmatory");
+  EXPECT_EQ(f["plan"]["sha256"], sha256_file(Lab::shipped_plan()));
 
   const json& forgets = claim(f, "sequential_forgets");
   EXPECT_EQ(forgets["verdict"], "reproduced");
-  EXPECT_EQ(forgets["rows"].size(), 2u);  // code and math come before the last stage
-  EXPECT_NEAR(row(forgets, "math")["effect"].get<double>(), -20.0, 1e-9);
-  EXPECT_EQ(row(forgets, "math")["seeds"], 3);
-  // code: 0.3 - w against 0.5 + w: -20 - 0.4 (seed - 2) points; the interval is t(2) around -20.
+  EXPECT_EQ(forgets["analysis"], "confirmatory");
+  ASSERT_EQ(forgets["rows"].size(), 2u);
+  // At full data a seed is no data subset: Welch over all runs, n on each side reported.
+  const json& math = row(forgets, "math");
+  EXPECT_EQ(math["method"], "welch");
+  EXPECT_EQ(math["n"]["a"], 3);
+  EXPECT_EQ(math["n"]["b"], 3);
+  EXPECT_NEAR(math["effect"].get<double>(), -20.0, 1e-9);
+  // code: 0.3 - w against 0.5 + w, sd 0.2 points each side: Welch df 4, half-width t(4) sqrt(2 (0.04)/3).
   const json& code = row(forgets, "code");
   EXPECT_NEAR(code["effect"].get<double>(), -20.0, 1e-9);
-  EXPECT_NEAR(code["ci95"][1].get<double>() + 20.0, 4.3027 * 0.4 / std::sqrt(3.0), 1e-6);
+  EXPECT_NEAR(code["df"].get<double>(), 4.0, 1e-9);
+  EXPECT_NEAR(code["ci95"][1].get<double>() + 20.0, 2.7764451 * std::sqrt(2 * 0.04 / 3), 1e-6);
 
+  EXPECT_EQ(claim(f, "dmt_relieves_forgetting")["verdict"], "reproduced");
+  EXPECT_NEAR(row(claim(f, "dmt_relieves_forgetting"), "math")["effect"].get<double>(), 15.0, 1e-9);
   const json& keeps = claim(f, "dmt_keeps_both");
-  EXPECT_NEAR(row(keeps, "math")["effect"].get<double>(), -1.0,
-              1e-9);                                       // 0.55 against 0.6 - 0.04 (mixing's loss)
-  EXPECT_EQ(row(keeps, "math")["verdict"], "reproduced");  // within the 5-point margin
-  EXPECT_EQ(row(keeps, "general")["verdict"], "reproduced");
-
+  EXPECT_NEAR(row(keeps, "math")["effect"].get<double>(), -1.0, 1e-9);  // 0.55 against 0.6 - 0.04
+  EXPECT_EQ(row(keeps, "math")["verdict"], "reproduced");               // within the 5-point margin
+  EXPECT_EQ(keeps["verdict"], "reproduced");
   EXPECT_EQ(claim(f, "multi_task_hurts_general")["verdict"], "reproduced");
 
-  const json& scaling = claim(f, "scaling");
-  EXPECT_EQ(row(scaling, "math")["verdict"], "reproduced");
-  EXPECT_NEAR(row(scaling, "math")["effect"].get<double>(), 5.0, 0.05);  // points per doubling
-  EXPECT_GT(row(scaling, "math")["r2"].get<double>(), 0.99);
-  const json& gen = row(scaling, "general");
-  EXPECT_NEAR(gen["share"]["mean"].get<double>(), 1.0 / 16, 1e-9);
-  EXPECT_EQ(gen["verdict"], "reproduced");  // math and code need all their data
+  const json& loglin = claim(f, "specialised_log_linear");
+  EXPECT_EQ(loglin["verdict"], "reproduced");
+  const json& lm = row(loglin, "math");
+  EXPECT_NEAR(lm["effect"].get<double>(), 5.0, 1e-6);  // points per doubling
+  EXPECT_EQ(lm["n"]["runs"], 15);
+  EXPECT_EQ(lm["n"]["shares"], 5);
+  EXPECT_GT(lm["lack_of_fit"]["p"].get<double>(), 0.05);
+  EXPECT_LE(lm["logistic"]["delta_aic"].get<double>(), 2.0);
 
+  // General at 1/64: 0.3 / 0.5 = 0.6 of its full score; math 0.3 / 0.6 = 0.5, code 0.26 / 0.5.
+  const json& sat = claim(f, "general_saturates_early");
+  EXPECT_NEAR(row_id(sat, "sat_general_math")["effect"].get<double>(), 0.1, 1e-3);
+  EXPECT_NEAR(row_id(sat, "sat_general_code")["effect"].get<double>(), 0.08, 1e-3);
+  EXPECT_EQ(sat["verdict"], "reproduced");
+
+  // Mixing at the smallest share both ran (1/256: paired, the same subset per seed) and at full data.
   const json& mixing = claim(f, "mixing_low_high");
   EXPECT_EQ(mixing["verdict"], "reproduced");
-  EXPECT_NEAR(row(mixing, "math")["effect"].get<double>(), 3.0, 1e-9);
-  EXPECT_NEAR(row(mixing, "math")["at_full"]["effect"].get<double>(), -4.0, 1e-9);
+  const json& low = row_id(mixing, "mix_low_math");
+  EXPECT_EQ(low["method"], "paired t");
+  EXPECT_NEAR(low["share"].get<double>(), 1.0 / 256, 1e-12);
+  EXPECT_NEAR(low["effect"].get<double>(), 3.0, 1e-9);
+  EXPECT_NEAR(row_id(mixing, "mix_high_math")["effect"].get<double>(), -4.0, 1e-9);
+  EXPECT_EQ(row_id(mixing, "mix_high_math")["method"], "welch");
   EXPECT_EQ(f["mixing_by_share"].size(), 15u);
 
   const std::string md = lab.md();
-  EXPECT_NE(md.find("| sequential training forgets the earlier abilities | code |"), std::string::npos) << md;
-  EXPECT_NE(md.find("47.27"), std::string::npos) << md;  // the paper's figure beside the miniature's
+  EXPECT_NE(md.find("Confirmatory verdicts from the analysis plan recorded"), std::string::npos) << md;
+  EXPECT_NE(md.find("47.27 (Table 1, arXiv v4, not verified)"), std::string::npos) << md;
 }
 
-// Where the seeds disagree the interval straddles zero: undecided. Where the effect is
-// decided the other way: not reproduced. With one seed nothing is decided.
+// Where the seeds disagree the interval straddles the threshold: undecided. Where the effect is
+// decided the other way: not reproduced, and so is the claim. With one seed nothing is decided.
 TEST(Findings, StraddlingIntervalsAreUndecidedAndContraryOnesNotReproduced) {
   Lab lab;
   const double wobble[] = {0.10, -0.12, 0.05};
@@ -160,22 +212,126 @@ TEST(Findings, StraddlingIntervalsAreUndecidedAndContraryOnesNotReproduced) {
     lab.run({{{"math", kFull[0]}, {"code", kFull[1]}}, {{"general", kFull[2]}}}, "dmt", 1.0 / 256, seed,
             {{"math", 0.5}, {"code", 0.5}, {"general", 0.4}});
   }
+  lab.record_shipped_plan();
   const json f = lab.findings();
   const json& forgets = claim(f, "sequential_forgets");
   EXPECT_EQ(row(forgets, "math")["verdict"], "undecided");
   EXPECT_LT(row(forgets, "math")["ci95"][0].get<double>(), 0.0);
   EXPECT_GT(row(forgets, "math")["ci95"][1].get<double>(), 0.0);
   EXPECT_EQ(row(forgets, "code")["verdict"], "not reproduced");  // sequential scores higher
-  EXPECT_EQ(forgets["verdict"], "mixed (see each row)");
+  EXPECT_EQ(forgets["verdict"], "not reproduced");               // the whole claim, not a half
   EXPECT_EQ(claim(f, "multi_task_hurts_general")["verdict"], "not reproduced");
-  // No RQ1 curves and no RQ2 mixes here: those claims list no rows.
-  EXPECT_EQ(claim(f, "mixing_low_high")["verdict"], "no runs");
+  // One share only: no curve to test, nothing to decide.
+  EXPECT_EQ(claim(f, "specialised_log_linear")["verdict"], "undecided");
 
   Lab one;
   one.run({{{"math", kFull[0]}}}, "multi_task", 0, 1, {{"math", 0.5}});
   one.run({{{"code", kFull[1]}}, {{"math", kFull[0]}}, {{"general", kFull[2]}}}, "sequential", 0, 1,
           {{"math", 0.1}, {"code", 0.1}, {"general", 0.1}});
+  one.record_shipped_plan();
   EXPECT_EQ(row(claim(one.findings(), "sequential_forgets"), "math")["verdict"], "undecided");
+}
+
+bool all_exploratory(const json& f) {
+  for (const auto& c : f["claims"]) {
+    if (c["analysis"] != "exploratory") return false;
+    for (const auto& r : c["rows"])
+      if (r["analysis"] != "exploratory") return false;
+  }
+  return !f["claims"].empty();
+}
+
+// Runs made under another plan (or none, or a plan recorded after runs had finished, or a
+// recorded copy edited since) get no confirmatory verdict: every row is labelled exploratory.
+TEST(Findings, APlanNotRecordedBeforeTheRunsDecidesNothing) {
+  const std::string plan = Lab::shipped_plan();
+  {
+    Lab lab;
+    fill_paper_world(lab);
+    const json f = lab.findings();  // no record, no plan
+    EXPECT_EQ(f["plan"]["status"], "none");
+    EXPECT_TRUE(f["claims"].empty());
+    EXPECT_NE(lab.md().find("No verdicts: no analysis plan was recorded"), std::string::npos) << lab.md();
+    const json g = lab.findings(plan);  // a plan given afterwards
+    EXPECT_EQ(g["plan"]["status"], "exploratory");
+    EXPECT_TRUE(all_exploratory(g));
+    EXPECT_NE(lab.md().find("EXPLORATORY ONLY"), std::string::npos);
+    EXPECT_NE(lab.md().find("exploratory: reproduced"), std::string::npos);
+  }
+  {
+    Lab lab;  // the recorded copy was edited after recording: its hash no longer matches
+    fill_paper_world(lab);
+    const std::string text = test::read(plan);
+    lab.record(text + "# edited\n", sha256_hex(text));
+    const json f = lab.findings(plan);
+    EXPECT_EQ(f["plan"]["status"], "exploratory");
+    EXPECT_NE(f["plan"]["reason"].get<std::string>().find("does not have the hash"), std::string::npos);
+    EXPECT_TRUE(all_exploratory(f));
+  }
+  {
+    Lab lab;  // recorded after 66 runs had finished
+    fill_paper_world(lab);
+    const std::string text = test::read(plan);
+    lab.record(text, sha256_hex(text), 66);
+    EXPECT_TRUE(all_exploratory(lab.findings(plan)));
+    EXPECT_NE(lab.md().find("recorded after 66 runs had finished"), std::string::npos);
+  }
+}
+
+// A rule changed after the runs (here mixing's margin, a threshold moved) shows beside the
+// confirmatory row of its claim, labelled exploratory; the headline stays the recorded plan's.
+TEST(Findings, AChangedRuleIsAnExploratoryRowBesideTheConfirmatoryOne) {
+  Lab lab;
+  fill_paper_world(lab);
+  lab.record_shipped_plan();
+  std::string text = test::read(Lab::shipped_plan());
+  const std::string from =
+      "id: mix_low_math, ability: math, test: difference, a: mixed, b: alone, share: "
+      "smallest, side: above, threshold: 0";
+  ASSERT_NE(text.find(from), std::string::npos);
+  text.replace(
+      text.find(from), from.size(),
+      "id: mix_low_math_x, ability: math, test: difference, a: mixed, b: alone, share: smallest, side: "
+      "above, threshold: 10");
+  test::write(lab.file("later_plan.yaml"), text);
+  const json f = lab.findings(lab.file("later_plan.yaml"));
+  EXPECT_EQ(f["plan"]["status"], "confirmatory");
+  const json& mixing = claim(f, "mixing_low_high");
+  EXPECT_EQ(mixing["verdict"], "reproduced");  // the recorded plan's
+  EXPECT_EQ(row_id(mixing, "mix_low_math")["analysis"], "confirmatory");
+  bool found = false;
+  for (const auto& r : mixing["exploratory_rows"])
+    if (r["id"] == "mix_low_math_x") {
+      found = true;
+      EXPECT_EQ(r["analysis"], "exploratory");
+      EXPECT_EQ(r["verdict"], "not reproduced");  // +3 points is not above 10
+    }
+  EXPECT_TRUE(found);
+  EXPECT_NE(lab.md().find("exploratory: not reproduced"), std::string::npos);
+
+  // A second seed set's verdicts beside these (scripts/repro.sh --seeds).
+  Lab other;
+  fill_paper_world(other);
+  other.record_shipped_plan();
+  other.findings("", lab.out_dir());
+  EXPECT_NE(other.md().find("| other seeds |"), std::string::npos) << other.md();
+  EXPECT_NE(other.md().find("(other seeds: confirmatory: reproduced)"), std::string::npos) << other.md();
+}
+
+// A malformed plan is an error naming the file and the key.
+TEST(Findings, AMalformedPlanNamesItsFileAndKey) {
+  Lab lab;
+  fill_paper_world(lab);
+  test::write(
+      lab.file("bad.yaml"),
+      "version: 1\npaper: arXiv 2310.05492v4\nclaims:\n  - {id: c, claim: x, rows: [{id: r, ability: math, "
+      "test: difference, a: alone, b: nonsense}]}\n");
+  try {
+    lab.findings(lab.file("bad.yaml"));
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.yaml: claims[0].rows[0].b:"), std::string::npos) << e.what();
+  }
 }
 
 // The slope's interval: an exact law has a zero-width one; noise widens it around the slope.

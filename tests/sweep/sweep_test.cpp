@@ -325,12 +325,23 @@ TEST(SweepEndToEnd, ATwoByTwoMicroSweepTrainsEvaluatesAndReports) {
   ASSERT_EQ(report.exit_code, 0) << report.err;
   EXPECT_NE(report.out.find("4 of 4 runs finished"), std::string::npos);
 
-  // The paper's claims need runs of one ability alone, even mixes and full-data strategies;
-  // this grid has none, so each claim says it lacks its runs rather than being decided on others.
+  // No analysis plan was recorded with these runs and none was given: no claim is decided.
   const auto f = nlohmann::json::parse(test::read(d.file("out/findings.json")));
   EXPECT_EQ(f["finished_runs"], 4);
-  ASSERT_EQ(f["claims"].size(), 5u);
-  for (const auto& c : f["claims"]) EXPECT_EQ(c["verdict"], "no runs") << c.dump();
+  EXPECT_EQ(f["plan"]["status"], "none");
+  EXPECT_TRUE(f["claims"].empty());
+  // Under the shipped plan, given afterwards: every row exploratory, and each lacks its runs
+  // (this grid has no ability alone, no even mixes, no full-data strategies).
+  auto later = test::run_sft({"sweep", "report", "--config", d.file("micro.yaml"), "--plan",
+                              test::source_dir() + "/configs/repro/analysis_plan.yaml"});
+  ASSERT_EQ(later.exit_code, 0) << later.err;
+  const auto g = nlohmann::json::parse(test::read(d.file("out/findings.json")));
+  EXPECT_EQ(g["plan"]["status"], "exploratory");
+  ASSERT_EQ(g["claims"].size(), 7u);
+  for (const auto& c : g["claims"]) {
+    EXPECT_EQ(c["analysis"], "exploratory");
+    EXPECT_EQ(c["verdict"], "no runs") << c.dump();
+  }
   EXPECT_NE(report.out.find("wrote " + d.file("out") + "/findings.{md,json}"), std::string::npos)
       << report.out;
 }

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace sft::config {
 
 struct YamlValue {
@@ -26,5 +28,10 @@ struct YamlValue {
 // bounds run configs have (depth, expanded values). Throws ConfigError naming the file (and
 // the line of a syntax error).
 YamlValue read_yaml_file(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The same file as a JSON tree (for the sweep's analysis plan): objects, arrays, nulls and
+// scalars kept as their YAML text (the caller converts and checks them). Syntax errors,
+// duplicate keys and oversized documents throw ConfigError naming file:line.
+nlohmann::ordered_json read_yaml_as_json(const std::string& path);
 
 }  // namespace sft::config

@@ -1,21 +1,19 @@
-// The paper's claims (Dong et al. 2024), each decided from finished sweep runs with a 95%
-// interval over seeds. `sft sweep report` writes them as findings.{md,json} beside the
-// reports, from the runs of every sweep file it was given, pooled: a claim needs runs of a
-// kind, not a sweep of a name. A run's kind comes from what it trained:
+// The paper's claims (Dong et al., arXiv 2310.05492v4 = ACL 2024), decided from finished sweep
+// runs by the rules of an analysis plan fixed before the runs (configs/repro/analysis_plan.yaml:
+// every claim's rows, tests, shares, sides and thresholds; the rules themselves are documented
+// there). `sft sweep report` writes them as findings.{md,json}, from the runs of every sweep
+// file it was given, pooled. A run's kind comes from what it trained:
 //   alone      one ability, one stage (RQ1), at any amount of data
 //   mixed      all abilities in one stage, each at the same share of its data (RQ2)
 //   strategy   all abilities at full data: multi_task, sequential, mixed_sequential, dmt (RQ4)
 //
-// Effects are differences of scores in percentage points, paired by seed (the seeds both
-// sides ran), with Student's t interval over the pairs. A verdict is
-//   reproduced      the interval lies on the claimed side of the threshold
-//   not reproduced  it lies on the other side
-//   undecided       it straddles the threshold, or fewer than 2 seeds pair up
-// The thresholds: 0 for "better"/"worse"; -kNearMargin for "near" and "at least as well"
-// (non-inferiority); the log-linear fit's slope interval above 0 with R^2 >= kLogLinearR2;
-// and saturation as the smallest share of the data from which every larger share scores at
-// least kSaturationShare of the full-data score. Mixing's "low data" is the smallest share
-// at which mixed and alone differ on some seed (below it neither learned anything).
+// Confirmatory or exploratory. scripts/repro.sh copies the plan into the study folder and
+// records its SHA-256 (analysis_plan.record.json) before the first run trains. Verdicts are
+// confirmatory only when that record exists, the copy still has the recorded hash, and no run
+// had finished before it was recorded; they then come from the recorded copy alone. A plan
+// given now (FindingsOptions::plan_file) that differs from it adds rows labelled exploratory
+// beside the confirmatory ones; with no valid record every row is exploratory, and
+// findings.md says why. A claim's headline verdict is its confirmatory rows' together.
 #pragma once
 
 #include <string>
@@ -27,12 +25,28 @@
 
 namespace sft::sweep {
 
-inline constexpr double kNearMargin = 5.0;  // percentage points
-inline constexpr double kLogLinearR2 = 0.8;
-inline constexpr double kSaturationShare = 0.9;
+struct FindingsOptions {
+  std::string study_dir;    // holds analysis_plan.record.json and the plan copy it names
+  std::string plan_file;    // a plan to judge by now (sft sweep report --plan); may be empty
+  std::string compare_dir;  // another study's findings.json, its verdicts put beside these
+};
 
-// Decides every claim the pooled runs allow (a claim without its runs is listed as lacking
-// them), writes <out_dir>/findings.md and findings.json, returns findings.json's content.
-nlohmann::ordered_json build_findings(const std::vector<SweepRun>& runs, const std::string& out_dir);
+inline constexpr const char* kPlanRecord = "analysis_plan.record.json";
+
+// Decides every row the plans allow, writes <out_dir>/findings.md and findings.json, returns
+// findings.json's content. Throws ConfigError for a plan that does not parse.
+nlohmann::ordered_json build_findings(const std::vector<SweepRun>& runs, const std::string& out_dir,
+                                      const FindingsOptions& options = {});
+
+// The paper's figures the findings quote, each with its table (or section) and arXiv
+// version, and whether it was checked against a stored copy of that version.
+struct PaperFigure {
+  const char* id;
+  const char* what;
+  const char* value;
+  const char* source;
+  bool verified;
+};
+const std::vector<PaperFigure>& paper_figures();
 
 }  // namespace sft::sweep

@@ -1,0 +1,37 @@
+#include "turn_types.h"
+
+#include <cstdint>
+#include <map>
+
+namespace sft::eval {
+
+std::vector<bool> constant_answer_turns(const std::vector<std::string>& references) {
+  std::map<std::string, int> count;
+  for (const auto& r : references) ++count[r];
+  std::vector<bool> out;
+  for (const auto& r : references) out.push_back(count[r] >= kConstantAnswerTurns);
+  return out;
+}
+
+nlohmann::ordered_json turn_type_summary(const std::vector<std::string>& references,
+                                         const std::vector<bool>& correct) {
+  const std::vector<bool> constant = constant_answer_turns(references);
+  std::int64_t n[2] = {0, 0}, ok[2] = {0, 0};  // [0] open, [1] constant
+  for (std::size_t i = 0; i < references.size(); ++i) {
+    ++n[constant[i]];
+    ok[constant[i]] += i < correct.size() && correct[i];
+  }
+  auto acc = [](std::int64_t c, std::int64_t t) {
+    return t ? nlohmann::ordered_json(static_cast<double>(c) / static_cast<double>(t))
+             : nlohmann::ordered_json();
+  };
+  return {{"constant_turns", n[1]},
+          {"correct_constant_turns", ok[1]},
+          {"constant_turn_accuracy", acc(ok[1], n[1])},
+          {"open_turns", n[0]},
+          {"correct_open_turns", ok[0]},
+          {"open_turn_accuracy", acc(ok[0], n[0])},
+          {"constant_answer_min_turns", kConstantAnswerTurns}};
+}
+
+}  // namespace sft::eval

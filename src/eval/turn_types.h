@@ -1,0 +1,25 @@
+// General chat turns by type. A test turn is constant-answer when its reference text is the
+// reference of at least kConstantAnswerTurns turns of the test set: thanks, refusals, identity
+// ("You're welcome! ...", 156 of the 375 turns of data/tiny/general_test.json), the same string
+// whatever the prompt, so matching it checks a memorised string rather than a conversation. The
+// rest are open turns, on which the miniature's general claims are decided
+// (configs/repro/analysis_plan.yaml). Internal to src/eval.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace sft::eval {
+
+inline constexpr int kConstantAnswerTurns = 10;
+
+std::vector<bool> constant_answer_turns(const std::vector<std::string>& references);
+
+// constant_turns, correct_constant_turns, constant_turn_accuracy, open_turns, correct_open_turns,
+// open_turn_accuracy (null where a type has no turns). references[i] scored correct[i].
+nlohmann::ordered_json turn_type_summary(const std::vector<std::string>& references,
+                                         const std::vector<bool>& correct);
+
+}  // namespace sft::eval

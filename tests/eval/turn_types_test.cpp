@@ -1,0 +1,48 @@
+// General chat turns split into constant-answer and open turns, on the shipped test set.
+#include "eval/turn_types.h"
+
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace sft::eval {
+namespace {
+
+TEST(TurnTypes, ConstantAnswersAreTheReferencesSharedByManyTurns) {
+  std::vector<std::string> refs(kConstantAnswerTurns, "You're welcome!");
+  refs.push_back("The last word is silver.");
+  refs.push_back("The last word is silver.");
+  refs.push_back("Paris.");
+  const std::vector<bool> constant = constant_answer_turns(refs);
+  EXPECT_TRUE(constant[0]);
+  EXPECT_FALSE(constant[kConstantAnswerTurns]);  // shared by two turns: still an answer to its prompt
+  EXPECT_FALSE(constant.back());
+  std::vector<bool> correct(refs.size(), true);
+  correct.back() = false;
+  const auto s = turn_type_summary(refs, correct);
+  EXPECT_EQ(s["constant_turns"], kConstantAnswerTurns);
+  EXPECT_EQ(s["open_turns"], 3);
+  EXPECT_EQ(s["correct_open_turns"], 2);
+  EXPECT_NEAR(s["open_turn_accuracy"].get<double>(), 2.0 / 3, 1e-12);
+  EXPECT_TRUE(turn_type_summary({}, {})["open_turn_accuracy"].is_null());
+}
+
+// The count: 156 of the 375 general test turns are thanks, refusals or identity.
+TEST(TurnTypes, TheTinyGeneralTestSetHas156ConstantAnswerTurns) {
+  const auto data = nlohmann::json::parse(test::read(test::tiny("general_test.json")));
+  std::vector<std::string> refs;
+  for (const auto& conv : data)
+    for (const auto& t : conv["conversations"])
+      if (t["from"] == "gpt") refs.push_back(t["value"].get<std::string>());
+  ASSERT_EQ(refs.size(), 375u);
+  const auto s = turn_type_summary(refs, std::vector<bool>(refs.size(), false));
+  EXPECT_EQ(s["constant_turns"], 156);
+  EXPECT_EQ(s["open_turns"], 219);
+}
+
+}  // namespace
+}  // namespace sft::eval
