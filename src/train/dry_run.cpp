@@ -129,8 +129,8 @@ using nlohmann::ordered_json;
 
 // The stages' samples, tokens and steps: exact from the data (kept in `rd` for the memory
 // plan) when its files are present, else estimated from datasets.*.size.
-void add_stage_plan(const config::RunConfig& cfg, int world, std::optional<data::RunData>& rd,
-                    ordered_json& out) {
+void add_stage_plan(const config::RunConfig& cfg, const RunModel& rm, int world,
+                    std::optional<data::RunData>& rd, ordered_json& out) {
   ordered_json stages = ordered_json::array();
   std::int64_t total_steps = 0;
   const bool exact = data_present(cfg);
@@ -256,7 +256,7 @@ nlohmann::ordered_json dry_run(const config::RunConfig& cfg, int world_size) {
   out["activation_checkpointing"] = cfg.train.activation_checkpointing;
 
   std::optional<data::RunData> rd;
-  add_stage_plan(cfg, world, rd, out);
+  add_stage_plan(cfg, rm, world, rd, out);
   add_memory_plan(cfg, rm, rd ? &*rd : nullptr, world, out);
   return out;
 }
