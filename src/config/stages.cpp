@@ -49,19 +49,10 @@ void read_datasets(Reader& r, RunConfig& c) {
   }
 }
 
-void expand_strategy(Reader& r, RunConfig& c) {
-  std::vector<std::string> presets;  // every Strategy but kCustom, which stages written out mean
-  for (const auto& c : Choices<Strategy>::all)
-    if (c.value != Strategy::kCustom) presets.emplace_back(c.name);
-  const std::string name = r.str("strategy.name", "", presets);
-  const std::optional<Strategy> preset = parse_choice<Strategy>(name);
-  if (name.empty()) {
-    std::string list;
-    for (const auto& p : presets) list += (list.empty() ? "" : ", ") + p;
-    r.error("strategy.name", "missing: one of " + list);
-    return;
-  }
-  // A name not in `presets` is reported by r.str; planned as mixed_sequential, as before.
+namespace {
+
+// strategy.order (every dataset, each once), else the datasets in the order they are given.
+std::vector<const DatasetSpec*> strategy_order(Reader& r, const RunConfig& c) {
   std::vector<const DatasetSpec*> ordered;
   if (r.has("strategy.order")) {
     const Tree* order = r.find("strategy.order");
@@ -87,6 +78,12 @@ void expand_strategy(Reader& r, RunConfig& c) {
   } else {
     for (const auto& d : c.datasets) ordered.push_back(&d);
   }
+  return ordered;
+}
+
+// The preset's stages, in order, over the ordered datasets.
+void preset_stages(Reader& r, RunConfig& c, const std::string& name, std::optional<Strategy> preset,
+                   const std::vector<const DatasetSpec*>& ordered) {
   std::vector<const DatasetSpec*> specialised, general;
   for (const auto* d : ordered) (d->is_general() ? general : specialised).push_back(d);
 
@@ -121,10 +118,10 @@ void expand_strategy(Reader& r, RunConfig& c) {
     c.stages.push_back(std::move(s1));
     c.stages.push_back(std::move(s2));
   }
-  if (c.strategy != Strategy::kDmt && r.has("strategy.k") && preset != Strategy::kMixedSequential)
-    r.error("strategy.k", "k (the replay fraction) only applies to strategy dmt");
+}
 
-  // Per-stage overrides: strategy.stage_overrides.<stage name>.{epochs, lr, ...}
+// Per-stage overrides: strategy.stage_overrides.<stage name>.{epochs, lr, ...}
+void read_stage_overrides(Reader& r, RunConfig& c) {
   if (r.has("strategy.stage_overrides")) {
     const Tree* o = r.find("strategy.stage_overrides");
     if (!o->is_object()) {
@@ -145,6 +142,27 @@ void expand_strategy(Reader& r, RunConfig& c) {
       }
     }
   }
+}
+
+}  // namespace
+
+void expand_strategy(Reader& r, RunConfig& c) {
+  std::vector<std::string> presets;  // every Strategy but kCustom, which stages written out mean
+  for (const auto& c : Choices<Strategy>::all)
+    if (c.value != Strategy::kCustom) presets.emplace_back(c.name);
+  const std::string name = r.str("strategy.name", "", presets);
+  const std::optional<Strategy> preset = parse_choice<Strategy>(name);
+  if (name.empty()) {
+    std::string list;
+    for (const auto& p : presets) list += (list.empty() ? "" : ", ") + p;
+    r.error("strategy.name", "missing: one of " + list);
+    return;
+  }
+  // A name not in `presets` is reported by r.str; planned as mixed_sequential, as before.
+  preset_stages(r, c, name, preset, strategy_order(r, c));
+  if (c.strategy != Strategy::kDmt && r.has("strategy.k") && preset != Strategy::kMixedSequential)
+    r.error("strategy.k", "k (the replay fraction) only applies to strategy dmt");
+  read_stage_overrides(r, c);
 }
 
 void read_explicit_stages(Reader& r, RunConfig& c) {

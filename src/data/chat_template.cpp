@@ -178,91 +178,122 @@ std::vector<Segment> ChatTemplate::generation_segments(const Record& r) const {
   return build(r, r.turns.size() / 2, true);
 }
 
+namespace {
+
+// The conversation as a template walks it: `pairs` answered user turns, `n` user turns in all
+// (pairs, and the unanswered one of a generation prompt).
+struct Turns {
+  const Record& r;
+  std::size_t pairs, n;
+  std::string user(std::size_t i) const { return user_content(r, 2 * i); }
+  std::string answer(std::size_t i) const { return r.turns[2 * i + 1].content; }
+  bool generation() const { return n > pairs; }
+};
+
+void vicuna_v11(SegmentList& s, const Turns& t, const std::string& system) {
+  // ADD_COLON_TWO, sep=" ", sep2="</s>":
+  //   ret = system + sep; per message: role + ": " + message + seps[i % 2], or role + ":" if empty
+  s.masked(system + " ");
+  for (std::size_t i = 0; i < t.n; ++i) {
+    s.masked(t.user(i).empty() ? "USER:" : "USER: " + t.user(i) + " ");
+    if (i < t.pairs && !t.answer(i).empty()) {
+      s.masked("ASSISTANT:");
+      s.trained(" " + t.answer(i));
+      s.eos();
+    } else {
+      s.masked("ASSISTANT:");
+    }
+  }
+}
+
+void llama2(SegmentList& s, const Turns& t, const std::string& system) {
+  // LLAMA2, system_template "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n", sep=" ", sep2=" </s><s>":
+  //   ret = system_prompt if system else "[INST] "; message 0: message + " ";
+  //   later: tag + " " + message + seps[i % 2]; empty message: tag
+  s.masked(system.empty() ? "[INST] " : "[INST] <<SYS>>\n" + system + "\n<</SYS>>\n\n");
+  for (std::size_t i = 0; i < t.n; ++i) {
+    if (i == 0)
+      s.masked(t.user(i).empty() ? "[INST]" : t.user(i) + " ");
+    else
+      s.masked(t.user(i).empty() ? "[INST]" : "[INST] " + t.user(i) + " ");
+    s.masked("[/INST]");
+    if (i < t.pairs && !t.answer(i).empty()) {
+      s.trained(" " + t.answer(i) + " ");
+      s.eos();
+      s.bos();
+    }
+  }
+}
+
+void chatml(SegmentList& s, const Turns& t, const std::string& system) {
+  // CHATML, system_template "<|im_start|>system\n{system}", sep="<|im_end|>":
+  //   ret = system_prompt + sep + "\n"; per message: role + "\n" + message + sep + "\n",
+  //   or role + "\n" if empty
+  s.masked("<|im_start|>system\n" + system + "<|im_end|>\n");
+  for (std::size_t i = 0; i < t.n; ++i) {
+    s.masked(t.user(i).empty() ? "<|im_start|>user\n" : "<|im_start|>user\n" + t.user(i) + "<|im_end|>\n");
+    s.masked("<|im_start|>assistant\n");
+    if (i < t.pairs && !t.answer(i).empty()) {
+      s.trained(t.answer(i) + "<|im_end|>");
+      s.masked("\n");
+    }
+  }
+}
+
+// `own_system`: the record or the configuration gave a system message (else the preamble is
+// Alpaca's own).
+void alpaca(SegmentList& s, const Turns& t, const std::string& system, bool own_system) {
+  // Stanford Alpaca: PROMPT_DICT preamble + "\n\n### Instruction:\n{instruction}\n\n"
+  // ["### Input:\n{input}\n\n"] "### Response:\n", then output + eos. Later turns repeat
+  // the instruction/response blocks.
+  const bool has_input = !t.r.input.empty();
+  std::string preamble = own_system ? system : (has_input ? kAlpacaInput : kAlpacaNoInput);
+  for (std::size_t i = 0; i < t.n; ++i) {
+    const std::string& ins = t.r.turns[2 * i].content;
+    if (i == 0) {
+      s.masked(preamble + "\n\n### Instruction:\n" + ins + "\n\n");
+      if (has_input) s.masked("### Input:\n" + t.r.input + "\n\n");
+      s.masked("### Response:\n");
+    } else {
+      s.masked("\n\n### Instruction:\n" + ins + "\n\n### Response:\n");
+    }
+    if (i < t.pairs) {
+      s.trained(t.answer(i));
+      s.eos();
+    }
+  }
+}
+
+void raw(SegmentList& s, const Turns& t) {
+  for (std::size_t i = 0; i < t.n; ++i) {
+    s.masked(t.user(i) + "\n");
+    if (i < t.pairs) {
+      s.trained(t.answer(i));
+      s.eos();
+    }
+  }
+}
+
+}  // namespace
+
 // Renders `pairs` complete (user, assistant) pairs, then, when `generation`, the next user
 // turn and the assistant's opening tag (FastChat: append_message(roles[1], None)).
 std::vector<Segment> ChatTemplate::build(const Record& r, std::size_t pairs, bool generation) const {
   if (is_hf_family(kind_)) return build_hf(r, pairs, generation);
   SegmentList s;
   const std::string& system = r.has_system ? r.system : system_;
-  auto user = [&](std::size_t i) { return user_content(r, 2 * i); };
-  auto answer = [&](std::size_t i) { return r.turns[2 * i + 1].content; };
-  const std::size_t n = pairs + (generation ? 1 : 0);
+  const Turns t{r, pairs, pairs + (generation ? 1 : 0)};
   s.bos();
-
-  if (kind_ == config::Template::kVicunaV11) {
-    // ADD_COLON_TWO, sep=" ", sep2="</s>":
-    //   ret = system + sep; per message: role + ": " + message + seps[i % 2], or role + ":" if empty
-    s.masked(system + " ");
-    for (std::size_t i = 0; i < n; ++i) {
-      s.masked(user(i).empty() ? "USER:" : "USER: " + user(i) + " ");
-      if (i < pairs && !answer(i).empty()) {
-        s.masked("ASSISTANT:");
-        s.trained(" " + answer(i));
-        s.eos();
-      } else {
-        s.masked("ASSISTANT:");
-      }
-    }
-  } else if (kind_ == config::Template::kLlama2) {
-    // LLAMA2, system_template "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n", sep=" ", sep2=" </s><s>":
-    //   ret = system_prompt if system else "[INST] "; message 0: message + " ";
-    //   later: tag + " " + message + seps[i % 2]; empty message: tag
-    s.masked(system.empty() ? "[INST] " : "[INST] <<SYS>>\n" + system + "\n<</SYS>>\n\n");
-    for (std::size_t i = 0; i < n; ++i) {
-      if (i == 0)
-        s.masked(user(i).empty() ? "[INST]" : user(i) + " ");
-      else
-        s.masked(user(i).empty() ? "[INST]" : "[INST] " + user(i) + " ");
-      s.masked("[/INST]");
-      if (i < pairs && !answer(i).empty()) {
-        s.trained(" " + answer(i) + " ");
-        s.eos();
-        s.bos();
-      }
-    }
-  } else if (kind_ == config::Template::kChatml) {
-    // CHATML, system_template "<|im_start|>system\n{system}", sep="<|im_end|>":
-    //   ret = system_prompt + sep + "\n"; per message: role + "\n" + message + sep + "\n",
-    //   or role + "\n" if empty
-    s.masked("<|im_start|>system\n" + system + "<|im_end|>\n");
-    for (std::size_t i = 0; i < n; ++i) {
-      s.masked(user(i).empty() ? "<|im_start|>user\n" : "<|im_start|>user\n" + user(i) + "<|im_end|>\n");
-      s.masked("<|im_start|>assistant\n");
-      if (i < pairs && !answer(i).empty()) {
-        s.trained(answer(i) + "<|im_end|>");
-        s.masked("\n");
-      }
-    }
-  } else if (kind_ == config::Template::kAlpaca) {
-    // Stanford Alpaca: PROMPT_DICT preamble + "\n\n### Instruction:\n{instruction}\n\n"
-    // ["### Input:\n{input}\n\n"] "### Response:\n", then output + eos. Later turns repeat
-    // the instruction/response blocks.
-    const bool has_input = !r.input.empty();
-    std::string preamble =
-        r.has_system || !system_.empty() ? system : (has_input ? kAlpacaInput : kAlpacaNoInput);
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::string& ins = r.turns[2 * i].content;
-      if (i == 0) {
-        s.masked(preamble + "\n\n### Instruction:\n" + ins + "\n\n");
-        if (has_input) s.masked("### Input:\n" + r.input + "\n\n");
-        s.masked("### Response:\n");
-      } else {
-        s.masked("\n\n### Instruction:\n" + ins + "\n\n### Response:\n");
-      }
-      if (i < pairs) {
-        s.trained(answer(i));
-        s.eos();
-      }
-    }
-  } else {  // raw
-    for (std::size_t i = 0; i < n; ++i) {
-      s.masked(user(i) + "\n");
-      if (i < pairs) {
-        s.trained(answer(i));
-        s.eos();
-      }
-    }
-  }
+  if (kind_ == config::Template::kVicunaV11)
+    vicuna_v11(s, t, system);
+  else if (kind_ == config::Template::kLlama2)
+    llama2(s, t, system);
+  else if (kind_ == config::Template::kChatml)
+    chatml(s, t, system);
+  else if (kind_ == config::Template::kAlpaca)
+    alpaca(s, t, system, r.has_system || !system_.empty());
+  else
+    raw(s, t);
   return s.take();
 }
 
@@ -320,12 +351,97 @@ bool ends_with(std::string_view s, std::string_view p) {
   return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
 }
 
+// The official templates of the LLaMA 3 and Qwen families, statement for statement (their
+// tool branches aside); `system`: the system message, if any. With t.generation() the turns end
+// with add_generation_prompt's text.
+void llama3(SegmentList& s, const Turns& t, const std::optional<std::string>& system, bool llama31) {
+  // 3.0: bos_token + each message as '<|start_header_id|>' + role + '<|end_header_id|>\n\n'
+  // + content | trim + '<|eot_id|>'. 3.1: bos_token, then a system turn always: the
+  // knowledge-date lines + (the system message | trim, else "") + '<|eot_id|>'.
+  s.masked("<|begin_of_text|>");
+  if (llama31)
+    s.masked(std::string("<|start_header_id|>system<|end_header_id|>\n\n") + kLlama31SystemHead +
+             py_trim(system.value_or("")) + "<|eot_id|>");
+  else if (system)
+    s.masked("<|start_header_id|>system<|end_header_id|>\n\n" + py_trim(*system) + "<|eot_id|>");
+  for (std::size_t i = 0; i < t.n; ++i) {
+    s.masked("<|start_header_id|>user<|end_header_id|>\n\n" + py_trim(t.user(i)) + "<|eot_id|>");
+    if (i < t.pairs) {
+      s.masked("<|start_header_id|>assistant<|end_header_id|>\n\n");
+      s.trained(py_trim(t.answer(i)) + "<|eot_id|>");
+    }
+  }
+  if (t.generation()) s.masked("<|start_header_id|>assistant<|end_header_id|>\n\n");
+}
+
+void qwen25(SegmentList& s, const Turns& t, const std::optional<std::string>& system) {
+  // '<|im_start|>system\n' + (messages[0] if system, else the default) + '<|im_end|>\n',
+  // then '<|im_start|>' + role + '\n' + content + '<|im_end|>\n' per message.
+  s.masked("<|im_start|>system\n" + system.value_or(kQwen25System) + "<|im_end|>\n");
+  for (std::size_t i = 0; i < t.n; ++i) {
+    s.masked("<|im_start|>user\n" + t.user(i) + "<|im_end|>\n");
+    if (i < t.pairs) {
+      s.masked("<|im_start|>assistant\n");
+      s.trained(t.answer(i) + "<|im_end|>");
+      s.masked("\n");
+    }
+  }
+  if (t.generation()) s.masked("<|im_start|>assistant\n");
+}
+
+void qwen3(SegmentList& s, const Turns& t, const std::optional<std::string>& system) {
+  // The messages' indices as the template counts them (the system message is index 0).
+  const std::size_t base = system ? 1 : 0, count = base + 2 * t.pairs + (t.generation() ? 1 : 0);
+  auto content_at = [&](std::size_t idx) {
+    return (idx - base) % 2 == 0 ? t.user((idx - base) / 2) : t.answer((idx - base) / 2);
+  };
+  // ns.last_query_index: the last user message that is not a '<tool_response>' wrapper.
+  std::size_t last_query = count - 1;
+  for (std::size_t idx = count; idx-- > base;) {
+    if ((idx - base) % 2 != 0) continue;
+    const std::string c = content_at(idx);
+    if (!(starts_with(c, "<tool_response>") && ends_with(c, "</tool_response>"))) {
+      last_query = idx;
+      break;
+    }
+  }
+  if (system) s.masked("<|im_start|>system\n" + *system + "<|im_end|>\n");
+  for (std::size_t idx = base; idx < count; ++idx) {
+    const std::string c = content_at(idx);
+    if ((idx - base) % 2 == 0) {
+      s.masked("<|im_start|>user\n" + c + "<|im_end|>\n");
+      continue;
+    }
+    // Reasoning written in the answer ("<think>...</think>rest") is split off it.
+    std::string content = c, reasoning;
+    if (const auto close = c.find("</think>"); close != std::string::npos) {
+      content = std::string(lstrip_nl(std::string_view(c).substr(c.rfind("</think>") + 8)));
+      const std::string_view before = rstrip_nl(std::string_view(c).substr(0, close));
+      const auto open = before.rfind("<think>");
+      reasoning = std::string(lstrip_nl(open == std::string_view::npos ? before : before.substr(open + 7)));
+    }
+    s.masked("<|im_start|>assistant\n");
+    if (idx > last_query && (idx == count - 1 || !reasoning.empty())) {
+      const std::string think = "<think>\n" + std::string(strip_nl(reasoning)) + "\n</think>\n\n";
+      // An empty think block is the prompt (enable_thinking=False's); real thinking is trained.
+      if (reasoning.empty())
+        s.masked(think);
+      else
+        s.trained(think);
+      s.trained(std::string(lstrip_nl(content)) + "<|im_end|>");
+    } else {
+      s.trained(content + "<|im_end|>");
+    }
+    s.masked("\n");
+  }
+  if (t.generation()) s.masked("<|im_start|>assistant\n<think>\n\n</think>\n\n");
+}
+
 }  // namespace
 
-// The official templates of the LLaMA 3 and Qwen families, statement for statement (their
-// tool branches aside): the messages are the system message (the record's, else the
-// configured or default one, if any), then `pairs` user/assistant pairs and, when
-// `generation`, the next user turn and add_generation_prompt's text.
+// The messages are the system message (the record's, else the configured or default one, if
+// any), then `pairs` user/assistant pairs and, when `generation`, the next user turn and
+// add_generation_prompt's text.
 std::vector<Segment> ChatTemplate::build_hf(const Record& r, std::size_t pairs, bool generation) const {
   SegmentList s;
   std::optional<std::string> system;
@@ -333,88 +449,13 @@ std::vector<Segment> ChatTemplate::build_hf(const Record& r, std::size_t pairs, 
     system = r.system;
   else if (has_system_)
     system = system_;
-  const std::size_t n = pairs + (generation ? 1 : 0);
-  auto user = [&](std::size_t i) { return user_content(r, 2 * i); };
-  auto answer = [&](std::size_t i) { return r.turns[2 * i + 1].content; };
-
-  if (kind_ == config::Template::kLlama3 || kind_ == config::Template::kLlama31) {
-    // 3.0: bos_token + each message as '<|start_header_id|>' + role + '<|end_header_id|>\n\n'
-    // + content | trim + '<|eot_id|>'. 3.1: bos_token, then a system turn always: the
-    // knowledge-date lines + (the system message | trim, else "") + '<|eot_id|>'.
-    s.masked("<|begin_of_text|>");
-    if (kind_ == config::Template::kLlama31)
-      s.masked(std::string("<|start_header_id|>system<|end_header_id|>\n\n") + kLlama31SystemHead +
-               py_trim(system.value_or("")) + "<|eot_id|>");
-    else if (system)
-      s.masked("<|start_header_id|>system<|end_header_id|>\n\n" + py_trim(*system) + "<|eot_id|>");
-    for (std::size_t i = 0; i < n; ++i) {
-      s.masked("<|start_header_id|>user<|end_header_id|>\n\n" + py_trim(user(i)) + "<|eot_id|>");
-      if (i < pairs) {
-        s.masked("<|start_header_id|>assistant<|end_header_id|>\n\n");
-        s.trained(py_trim(answer(i)) + "<|eot_id|>");
-      }
-    }
-    if (generation) s.masked("<|start_header_id|>assistant<|end_header_id|>\n\n");
-  } else if (kind_ == config::Template::kQwen25) {
-    // '<|im_start|>system\n' + (messages[0] if system, else the default) + '<|im_end|>\n',
-    // then '<|im_start|>' + role + '\n' + content + '<|im_end|>\n' per message.
-    s.masked("<|im_start|>system\n" + system.value_or(kQwen25System) + "<|im_end|>\n");
-    for (std::size_t i = 0; i < n; ++i) {
-      s.masked("<|im_start|>user\n" + user(i) + "<|im_end|>\n");
-      if (i < pairs) {
-        s.masked("<|im_start|>assistant\n");
-        s.trained(answer(i) + "<|im_end|>");
-        s.masked("\n");
-      }
-    }
-    if (generation) s.masked("<|im_start|>assistant\n");
-  } else {  // qwen3
-    // The messages' indices as the template counts them (the system message is index 0).
-    const std::size_t base = system ? 1 : 0, count = base + 2 * pairs + (generation ? 1 : 0);
-    auto content_at = [&](std::size_t idx) {
-      return (idx - base) % 2 == 0 ? user((idx - base) / 2) : answer((idx - base) / 2);
-    };
-    // ns.last_query_index: the last user message that is not a '<tool_response>' wrapper.
-    std::size_t last_query = count - 1;
-    for (std::size_t idx = count; idx-- > base;) {
-      if ((idx - base) % 2 != 0) continue;
-      const std::string c = content_at(idx);
-      if (!(starts_with(c, "<tool_response>") && ends_with(c, "</tool_response>"))) {
-        last_query = idx;
-        break;
-      }
-    }
-    if (system) s.masked("<|im_start|>system\n" + *system + "<|im_end|>\n");
-    for (std::size_t idx = base; idx < count; ++idx) {
-      const std::string c = content_at(idx);
-      if ((idx - base) % 2 == 0) {
-        s.masked("<|im_start|>user\n" + c + "<|im_end|>\n");
-        continue;
-      }
-      // Reasoning written in the answer ("<think>...</think>rest") is split off it.
-      std::string content = c, reasoning;
-      if (const auto close = c.find("</think>"); close != std::string::npos) {
-        content = std::string(lstrip_nl(std::string_view(c).substr(c.rfind("</think>") + 8)));
-        const std::string_view before = rstrip_nl(std::string_view(c).substr(0, close));
-        const auto open = before.rfind("<think>");
-        reasoning = std::string(lstrip_nl(open == std::string_view::npos ? before : before.substr(open + 7)));
-      }
-      s.masked("<|im_start|>assistant\n");
-      if (idx > last_query && (idx == count - 1 || !reasoning.empty())) {
-        const std::string think = "<think>\n" + std::string(strip_nl(reasoning)) + "\n</think>\n\n";
-        // An empty think block is the prompt (enable_thinking=False's); real thinking is trained.
-        if (reasoning.empty())
-          s.masked(think);
-        else
-          s.trained(think);
-        s.trained(std::string(lstrip_nl(content)) + "<|im_end|>");
-      } else {
-        s.trained(content + "<|im_end|>");
-      }
-      s.masked("\n");
-    }
-    if (generation) s.masked("<|im_start|>assistant\n<think>\n\n</think>\n\n");
-  }
+  const Turns t{r, pairs, pairs + (generation ? 1 : 0)};
+  if (kind_ == config::Template::kLlama3 || kind_ == config::Template::kLlama31)
+    llama3(s, t, system, kind_ == config::Template::kLlama31);
+  else if (kind_ == config::Template::kQwen25)
+    qwen25(s, t, system);
+  else
+    qwen3(s, t, system);
   return s.take();
 }
 

@@ -121,6 +121,155 @@ DatasetStats stats_from(const nlohmann::json& j, const std::string& file) {
 const char* kFiles[] = {"ids.bin",       "mask.bin",  "offsets.bin", "status.bin",
                         "truncated.bin", "lines.bin", "indices.bin", "record_ids.txt"};
 
+// record_ids.txt's lines (each id ends with '\n').
+std::vector<std::string> split_ids(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t nl = text.find('\n', pos);
+    out.push_back(text.substr(pos, nl - pos));
+    pos = nl + 1;
+  }
+  return out;
+}
+
+// A cache folder as read back: ids and mask mapped, the per-sample columns copied.
+struct Cached {
+  std::shared_ptr<fs::MappedFile> ids_map, mask_map;
+  std::vector<std::int64_t> offsets;
+  std::vector<std::uint8_t> status, truncated;
+  std::vector<std::int64_t> lines, indices;
+  std::vector<std::string> record_ids;
+  DatasetStats stats;
+};
+
+// Throws (any std::exception) when the cache at `dir` is not `key`'s or is damaged.
+Cached read_cache(const std::string& dir, const std::string& key, const std::string& file) {
+  auto meta = nlohmann::json::parse(fs::read_file(fs::join(dir, "meta.json")));
+  if (meta.at("key") != key) throw Error("key mismatch");
+  for (const char* f : kFiles) {
+    std::string want = meta.at("sha256").at(f);
+    if (sha256_file(fs::join(dir, f)) != want) throw Error(std::string(f) + " checksum mismatch");
+  }
+  Cached c;
+  c.ids_map = fs::MappedFile::open(fs::join(dir, "ids.bin"));
+  c.mask_map = fs::MappedFile::open(fs::join(dir, "mask.bin"));
+  c.offsets = vector_from<std::int64_t>(*fs::MappedFile::open(fs::join(dir, "offsets.bin")));
+  c.status = vector_from<std::uint8_t>(*fs::MappedFile::open(fs::join(dir, "status.bin")));
+  c.truncated = vector_from<std::uint8_t>(*fs::MappedFile::open(fs::join(dir, "truncated.bin")));
+  c.lines = vector_from<std::int64_t>(*fs::MappedFile::open(fs::join(dir, "lines.bin")));
+  c.indices = vector_from<std::int64_t>(*fs::MappedFile::open(fs::join(dir, "indices.bin")));
+  c.record_ids = split_ids(fs::read_file(fs::join(dir, "record_ids.txt")));
+  const std::size_t n = c.status.size();
+  const std::int64_t total = c.offsets.empty() ? -1 : c.offsets.back();
+  if (c.offsets.size() != n + 1 || c.truncated.size() != n || c.lines.size() != n || c.indices.size() != n ||
+      c.record_ids.size() != n ||
+      c.ids_map->size() != static_cast<std::size_t>(total) * sizeof(std::int32_t) ||
+      c.mask_map->size() != static_cast<std::size_t>(total))
+    throw Error("inconsistent sizes");
+  c.stats = stats_from(meta.at("stats"), file);
+  return c;
+}
+
+// Templates and tokenizes every record (up to 4 threads).
+std::vector<Built> build_samples(const ReadResult& rr, const ChatTemplate& tmpl, const Tokenizer& tok,
+                                 const config::DataSpec& data) {
+  const std::size_t n = rr.records.size();
+  std::vector<Built> built(n);
+  unsigned workers = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
+  if (n < 256) workers = 1;
+  std::vector<std::thread> pool;
+  std::vector<std::exception_ptr> errors(workers);
+  for (unsigned w = 0; w < workers; ++w) {
+    pool.emplace_back([&, w] {
+      try {
+        for (std::size_t i = w; i < n; i += workers) built[i] = build_sample(rr.records[i], tmpl, tok, data);
+      } catch (...) {
+        errors[w] = std::current_exception();
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+  return built;
+}
+
+// The samples laid end to end, as the cache stores them.
+struct Columns {
+  std::vector<std::int32_t> ids;
+  std::vector<std::uint8_t> mask, status, truncated;
+  std::vector<std::int64_t> offsets, lines, indices;
+  std::string record_ids;
+};
+
+// Lays out the built samples (a too-long one as empty) and counts them into `s`.
+Columns lay_out(const ReadResult& rr, std::vector<Built>& built, DatasetStats& s) {
+  const std::size_t n = rr.records.size();
+  Columns c;
+  c.status.resize(n);
+  c.truncated.resize(n);
+  c.offsets.assign(n + 1, 0);
+  c.lines.resize(n);
+  c.indices.resize(n);
+  s.read = rr.read;
+  s.bad = static_cast<std::int64_t>(rr.bad.size());
+  s.filtered = rr.filtered;
+  s.trailing_user_turns = rr.trailing_user_turns;
+  for (std::size_t i = 0; i < rr.bad.size() && i < 5; ++i) s.first_bad.push_back(rr.bad[i]);
+  for (std::size_t i = 0; i < n; ++i) {
+    Built& b = built[i];
+    if (b.status == SampleStatus::kTooLong) {
+      b.enc.ids.clear();
+      b.enc.mask.clear();
+    }
+    c.ids.insert(c.ids.end(), b.enc.ids.begin(), b.enc.ids.end());
+    c.mask.insert(c.mask.end(), b.enc.mask.begin(), b.enc.mask.end());
+    c.offsets[i + 1] = static_cast<std::int64_t>(c.ids.size());
+    c.status[i] = static_cast<std::uint8_t>(b.status);
+    c.truncated[i] = b.truncated ? 1 : 0;
+    c.lines[i] = rr.records[i].origin.line;
+    c.indices[i] = rr.records[i].origin.index;
+    c.record_ids += rr.records[i].origin.id;
+    c.record_ids += '\n';
+    s.truncated += b.truncated ? 1 : 0;
+    if (b.status == SampleStatus::kZeroTarget)
+      ++s.zero_target;
+    else if (b.status == SampleStatus::kTooLong)
+      ++s.too_long;
+    else {
+      ++s.kept;
+      s.tokens += static_cast<std::int64_t>(b.enc.ids.size());
+      for (std::size_t k = 1; k < b.enc.mask.size(); ++k) s.target_tokens += b.enc.mask[k];
+    }
+  }
+  return c;
+}
+
+// Writes the cache atomically: a temporary folder, fsynced files, renamed into place.
+void write_cache(const std::string& dir, const std::string& cache_dir, nlohmann::json meta,
+                 const Columns& c) {
+  std::string tmp = dir + ".tmp." + std::to_string(::getpid());
+  fs::remove_all(tmp);
+  fs::make_dirs(tmp);
+  std::vector<std::pair<const char*, std::string>> files = {{"ids.bin", bytes_of(c.ids)},
+                                                            {"mask.bin", bytes_of(c.mask)},
+                                                            {"offsets.bin", bytes_of(c.offsets)},
+                                                            {"status.bin", bytes_of(c.status)},
+                                                            {"truncated.bin", bytes_of(c.truncated)},
+                                                            {"lines.bin", bytes_of(c.lines)},
+                                                            {"indices.bin", bytes_of(c.indices)},
+                                                            {"record_ids.txt", c.record_ids}};
+  for (auto& [name, bytes] : files) {
+    fs::write_file_atomic(fs::join(tmp, name), bytes);
+    meta["sha256"][name] = sha256_hex(bytes);
+  }
+  fs::write_file_atomic(fs::join(tmp, "meta.json"), meta.dump(1));
+  fs::remove_all(dir);
+  if (::rename(tmp.c_str(), dir.c_str()) != 0) fs::remove_all(tmp);  // another rank won the race
+  fs::fsync_dir(cache_dir);
+}
+
 }  // namespace
 
 std::int64_t TokenizedDataset::targets(std::int64_t i) const {
@@ -163,153 +312,50 @@ std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpe
   // ---- try the cache -----------------------------------------------------------------
   if (fs::exists(fs::join(dir, "meta.json"))) {
     try {
-      auto meta = nlohmann::json::parse(fs::read_file(fs::join(dir, "meta.json")));
-      if (meta.at("key") != key) throw Error("key mismatch");
-      for (const char* f : kFiles) {
-        std::string want = meta.at("sha256").at(f);
-        if (sha256_file(fs::join(dir, f)) != want) throw Error(std::string(f) + " checksum mismatch");
-      }
-      t->ids_map_ = fs::MappedFile::open(fs::join(dir, "ids.bin"));
-      t->mask_map_ = fs::MappedFile::open(fs::join(dir, "mask.bin"));
+      Cached c = read_cache(dir, key, spec.path);
+      t->ids_map_ = std::move(c.ids_map);
+      t->mask_map_ = std::move(c.mask_map);
       t->ids_ = reinterpret_cast<const std::int32_t*>(t->ids_map_->data());
       t->mask_ = t->mask_map_->data();
-      t->offsets_ = vector_from<std::int64_t>(*fs::MappedFile::open(fs::join(dir, "offsets.bin")));
-      t->status_ = vector_from<std::uint8_t>(*fs::MappedFile::open(fs::join(dir, "status.bin")));
-      t->truncated_ = vector_from<std::uint8_t>(*fs::MappedFile::open(fs::join(dir, "truncated.bin")));
-      t->lines_ = vector_from<std::int64_t>(*fs::MappedFile::open(fs::join(dir, "lines.bin")));
-      t->indices_ = vector_from<std::int64_t>(*fs::MappedFile::open(fs::join(dir, "indices.bin")));
-      std::string ids_txt = fs::read_file(fs::join(dir, "record_ids.txt"));
-      std::size_t pos = 0;
-      while (pos < ids_txt.size()) {
-        std::size_t nl = ids_txt.find('\n', pos);
-        t->record_ids_.push_back(ids_txt.substr(pos, nl - pos));
-        pos = nl + 1;
-      }
-      const std::size_t n = t->status_.size();
-      const std::int64_t total = t->offsets_.empty() ? -1 : t->offsets_.back();
-      if (t->offsets_.size() != n + 1 || t->truncated_.size() != n || t->lines_.size() != n ||
-          t->indices_.size() != n || t->record_ids_.size() != n ||
-          t->ids_map_->size() != static_cast<std::size_t>(total) * sizeof(std::int32_t) ||
-          t->mask_map_->size() != static_cast<std::size_t>(total))
-        throw Error("inconsistent sizes");
-      t->stats_ = stats_from(meta.at("stats"), spec.path);
+      t->offsets_ = std::move(c.offsets);
+      t->status_ = std::move(c.status);
+      t->truncated_ = std::move(c.truncated);
+      t->lines_ = std::move(c.lines);
+      t->indices_ = std::move(c.indices);
+      t->record_ids_ = std::move(c.record_ids);
+      t->stats_ = std::move(c.stats);
       if (rebuilt) *rebuilt = false;
       return t;
     } catch (const std::exception& e) {
       sft::log::warn("{}: data cache is corrupt or stale ({}); rebuilding", dir, e.what());
-      t = std::make_shared<TokenizedDataset>();
-      t->name_ = spec.name;
-      t->key_ = key;
-      t->dir_ = dir;
-      t->file_ = spec.path;
     }
   }
 
-  // ---- build ---------------------------------------------------------------------------
+  // ---- build, write, and serve from memory what was just written (identical bytes) -------
   ReadResult rr = read_dataset(spec, data.on_bad_record, /*keep_unanswered=*/false, data.max_record_bytes);
-  const std::size_t n = rr.records.size();
-  std::vector<Built> built(n);
-  unsigned workers = std::max(1u, std::min(4u, std::thread::hardware_concurrency()));
-  if (n < 256) workers = 1;
-  std::vector<std::thread> pool;
-  std::vector<std::exception_ptr> errors(workers);
-  for (unsigned w = 0; w < workers; ++w) {
-    pool.emplace_back([&, w] {
-      try {
-        for (std::size_t i = w; i < n; i += workers) built[i] = build_sample(rr.records[i], tmpl, tok, data);
-      } catch (...) {
-        errors[w] = std::current_exception();
-      }
-    });
-  }
-  for (auto& th : pool) th.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-
-  std::vector<std::int32_t> ids;
-  std::vector<std::uint8_t> mask, status(n), truncated(n);
-  std::vector<std::int64_t> offsets(n + 1, 0), lines(n), indices(n);
-  std::string record_ids;
-  DatasetStats& s = t->stats_;
-  s.read = rr.read;
-  s.bad = static_cast<std::int64_t>(rr.bad.size());
-  s.filtered = rr.filtered;
-  s.trailing_user_turns = rr.trailing_user_turns;
-  for (std::size_t i = 0; i < rr.bad.size() && i < 5; ++i) s.first_bad.push_back(rr.bad[i]);
-  for (std::size_t i = 0; i < n; ++i) {
-    Built& b = built[i];
-    if (b.status == SampleStatus::kTooLong) {
-      b.enc.ids.clear();
-      b.enc.mask.clear();
-    }
-    ids.insert(ids.end(), b.enc.ids.begin(), b.enc.ids.end());
-    mask.insert(mask.end(), b.enc.mask.begin(), b.enc.mask.end());
-    offsets[i + 1] = static_cast<std::int64_t>(ids.size());
-    status[i] = static_cast<std::uint8_t>(b.status);
-    truncated[i] = b.truncated ? 1 : 0;
-    lines[i] = rr.records[i].origin.line;
-    indices[i] = rr.records[i].origin.index;
-    record_ids += rr.records[i].origin.id;
-    record_ids += '\n';
-    s.truncated += b.truncated ? 1 : 0;
-    if (b.status == SampleStatus::kZeroTarget)
-      ++s.zero_target;
-    else if (b.status == SampleStatus::kTooLong)
-      ++s.too_long;
-    else {
-      ++s.kept;
-      s.tokens += static_cast<std::int64_t>(b.enc.ids.size());
-      for (std::size_t k = 1; k < b.enc.mask.size(); ++k) s.target_tokens += b.enc.mask[k];
-    }
-  }
-
-  // ---- write atomically: temp folder, fsync, rename ---------------------------------------
-  std::string tmp = dir + ".tmp." + std::to_string(::getpid());
-  fs::remove_all(tmp);
-  fs::make_dirs(tmp);
-  std::vector<std::pair<const char*, std::string>> files = {{"ids.bin", bytes_of(ids)},
-                                                            {"mask.bin", bytes_of(mask)},
-                                                            {"offsets.bin", bytes_of(offsets)},
-                                                            {"status.bin", bytes_of(status)},
-                                                            {"truncated.bin", bytes_of(truncated)},
-                                                            {"lines.bin", bytes_of(lines)},
-                                                            {"indices.bin", bytes_of(indices)},
-                                                            {"record_ids.txt", record_ids}};
-  nlohmann::json meta = {{"key", key},
-                         {"dataset", spec.name},
-                         {"file", spec.path},
-                         {"records", n},
-                         {"stats", stats_json(s, spec.path)},
-                         {"sha256", nlohmann::json::object()}};
-  for (auto& [name, bytes] : files) {
-    fs::write_file_atomic(fs::join(tmp, name), bytes);
-    meta["sha256"][name] = sha256_hex(bytes);
-  }
-  fs::write_file_atomic(fs::join(tmp, "meta.json"), meta.dump(1));
-  fs::remove_all(dir);
-  if (::rename(tmp.c_str(), dir.c_str()) != 0) fs::remove_all(tmp);  // another rank won the race
-  fs::fsync_dir(data.cache_dir);
+  std::vector<Built> built = build_samples(rr, tmpl, tok, data);
+  Columns c = lay_out(rr, built, t->stats_);
+  write_cache(dir, data.cache_dir,
+              {{"key", key},
+               {"dataset", spec.name},
+               {"file", spec.path},
+               {"records", rr.records.size()},
+               {"stats", stats_json(t->stats_, spec.path)},
+               {"sha256", nlohmann::json::object()}},
+              c);
   if (rebuilt) *rebuilt = true;
-
-  // Serve from memory what was just written (identical bytes).
-  auto keep_ids = std::make_shared<std::vector<std::int32_t>>(std::move(ids));
-  auto keep_mask = std::make_shared<std::vector<std::uint8_t>>(std::move(mask));
-  t->ids_map_.reset();
+  auto keep_ids = std::make_shared<std::vector<std::int32_t>>(std::move(c.ids));
+  auto keep_mask = std::make_shared<std::vector<std::uint8_t>>(std::move(c.mask));
   t->ids_ = keep_ids->data();
   t->mask_ = keep_mask->data();
   t->owned_ids_ = keep_ids;
   t->owned_mask_ = keep_mask;
-  t->offsets_ = std::move(offsets);
-  t->status_ = std::move(status);
-  t->truncated_ = std::move(truncated);
-  t->lines_ = std::move(lines);
-  t->indices_ = std::move(indices);
-  std::size_t pos = 0;
-  while (pos < record_ids.size()) {
-    std::size_t nl = record_ids.find('\n', pos);
-    t->record_ids_.push_back(record_ids.substr(pos, nl - pos));
-    pos = nl + 1;
-  }
+  t->offsets_ = std::move(c.offsets);
+  t->status_ = std::move(c.status);
+  t->truncated_ = std::move(c.truncated);
+  t->lines_ = std::move(c.lines);
+  t->indices_ = std::move(c.indices);
+  t->record_ids_ = split_ids(c.record_ids);
   return t;
 }
 

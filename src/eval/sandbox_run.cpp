@@ -172,36 +172,54 @@ void remove_stale_folders() {
   }
 }
 
-ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
-  const SandboxOptions& o = ctx.o;
+namespace {
+
+// Every descriptor the child gets, closed on any way out of run_one.
+struct Descriptors {
+  std::vector<int> fds;
+  int keep(int fd) {
+    if (fd >= 0) fds.push_back(fd);
+    return fd;
+  }
+  ~Descriptors() {
+    for (int fd : fds) ::close(fd);
+  }
+};
+
+// Unsafe mode's host folder, removed on any way out of run_one.
+struct FolderCleanup {
+  std::string dir;
+  ~FolderCleanup() {
+    try {
+      if (!dir.empty()) fs::remove_all(dir);
+    } catch (...) {
+    }
+  }
+};
+
+// The sample's own cgroup, handed back (once its processes are gone) on any way out.
+struct CgroupLease {
+  SampleCgroups* cgroups = nullptr;
+  std::shared_ptr<SampleCgroups::Slot> slot;
+  ~CgroupLease() {
+    if (slot) cgroups->release(std::move(slot));
+  }
+};
+
+// Who runs the program, and under which rule.
+Plan base_plan(const Context& ctx, int slot) {
   Plan p;
-  p.sandbox = !o.unsafe_no_sandbox;
+  p.sandbox = !ctx.o.unsafe_no_sandbox;
   p.root = ctx.root;
   p.harness = ctx.rule == PassRule::harness;
   p.parent = ::getpid();
   p.uid = ctx.root ? static_cast<uid_t>(kSandboxUidBase + static_cast<std::uint32_t>(slot)) : ::getuid();
+  return p;
+}
 
-  // Every descriptor the child gets, closed on any way out of here.
-  struct Fds {
-    std::vector<int> fds;
-    int keep(int fd) {
-      if (fd >= 0) fds.push_back(fd);
-      return fd;
-    }
-    ~Fds() {
-      for (int fd : fds) ::close(fd);
-    }
-  } fds;
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() {
-      try {
-        if (!dir.empty()) fs::remove_all(dir);
-      } catch (...) {
-      }
-    }
-  } cleanup;
-
+// Where the program runs: the sandbox's private /tmp (the child writes prog.py there), or
+// unsafe mode's host folder with prog.py written now. The harness's program comes on fd 5.
+void prepare_work_folder(Plan& p, const std::string& program, FolderCleanup& cleanup) {
   if (p.sandbox) {
     p.work = "/tmp";
     if (!p.harness) p.program = program;
@@ -217,8 +235,12 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
       if (!f) throw Error("sandbox: cannot write " + p.work + "/prog.py");
     }
   }
+}
+
+// The child's mounts, id maps, Landlock rules, command line and environment.
+void plan_namespace(Plan& p, const Context& ctx) {
   const std::string owner = std::to_string(ctx.root ? p.uid : 0);
-  p.tmpfs_opts = "size=" + std::to_string(o.tmpfs_mb) + "m,mode=0700,uid=" + owner + ",gid=" + owner;
+  p.tmpfs_opts = "size=" + std::to_string(ctx.o.tmpfs_mb) + "m,mode=0700,uid=" + owner + ",gid=" + owner;
   p.empty_opts = "size=4k,mode=0755";
   p.uid_map = "0 " + std::to_string(::getuid()) + " 1\n";
   p.gid_map = "0 " + std::to_string(::getgid()) + " 1\n";
@@ -233,19 +255,28 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
     p.argv = {ctx.python, "-I", "prog.py"};
   p.envp = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + p.work, "TMPDIR=" + p.work, "LANG=C.UTF-8",
             "PYTHONDONTWRITEBYTECODE=1"};
+}
+
+// The resource limits the child sets on itself.
+void plan_limits(Plan& p, const SandboxOptions& o, bool root) {
   p.cpu_s =
       static_cast<rlim_t>(o.cpu_s > 0 ? o.cpu_s : static_cast<std::int64_t>(std::ceil(o.timeout_s)) + 1);
   p.as_bytes = static_cast<rlim_t>(o.memory_mb) << 20;
   p.fsize_bytes = static_cast<rlim_t>(o.file_size_mb) << 20;
   p.nproc = static_cast<rlim_t>(o.processes);
   if (!p.sandbox) {
-    if (ctx.root) p.nproc = 0;  // left as it is: counted per uid, and root is exempt anyway
-  } else if (!ctx.root) {
+    if (root) p.nproc = 0;  // left as it is: counted per uid, and root is exempt anyway
+  } else if (!root) {
     // Without root the count includes the caller's own processes (and the other workers').
     struct rlimit rl;
     ::getrlimit(RLIMIT_NPROC, &rl);
     p.nproc = std::min<rlim_t>(rl.rlim_max, static_cast<rlim_t>(processes_of(::getuid()) + o.processes));
   }
+}
+
+// The child's descriptors: stdin and stdout on /dev/null, stderr in memory; for the harness
+// also its secret, its report and the program's text. Returns the secret ("" without the harness).
+std::string open_descriptors(Plan& p, const std::string& program, Descriptors& fds) {
   p.in_fd = fds.keep(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   p.out_fd = fds.keep(::open("/dev/null", O_WRONLY | O_CLOEXEC));
   if (p.in_fd < 0 || p.out_fd < 0)
@@ -268,57 +299,39 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
     if (!write_all(p.program_fd, program) || ::lseek(p.program_fd, 0, SEEK_SET) != 0)
       throw Error(std::string("sandbox: cannot write the program: ") + std::strerror(errno));
   }
-  // The sample's own cgroup, handed back (once its processes are gone) on any way out.
-  struct Group {
-    SampleCgroups* cgroups = nullptr;
-    std::shared_ptr<SampleCgroups::Slot> slot;
-    ~Group() {
-      if (slot) cgroups->release(std::move(slot));
-    }
-  } group{ctx.cgroups, nullptr};
-  if (ctx.cgroups) {
-    group.slot = ctx.cgroups->acquire(o.memory_mb, o.processes);
-    p.cgroup_procs = group.slot->procs;
-  }
-  std::vector<char*> argv, envp;
-  for (auto& a : p.argv) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (auto& e : p.envp) envp.push_back(e.data());
-  envp.push_back(nullptr);
+  return secret;
+}
 
-  const auto start = std::chrono::steady_clock::now();
-  pid_t pid = ::fork();
-  if (pid < 0) throw Error(std::string("sandbox: fork failed: ") + std::strerror(errno));
-  if (pid == 0) child_main(p, argv.data(), envp.data());
+// execve's null-terminated array over `strings` (which must outlive it).
+std::vector<char*> c_strings(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (auto& a : strings) out.push_back(a.data());
+  out.push_back(nullptr);
+  return out;
+}
 
-  int status = 0;
-  bool timed_out = false;
+// Waits for the child, killing it after `timeout_s`; true when it timed out.
+bool wait_or_kill(pid_t pid, double timeout_s, std::chrono::steady_clock::time_point start, int& status) {
   auto sleep = std::chrono::microseconds(500);
   for (;;) {
     pid_t w = ::waitpid(pid, &status, WNOHANG);
-    if (w == pid || (w < 0 && errno != EINTR)) break;
-    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > o.timeout_s) {
+    if (w == pid || (w < 0 && errno != EINTR)) return false;
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > timeout_s) {
       // The child's death kills the namespace's init (PDEATHSIG), and with it the namespace.
       ::kill(-pid, SIGKILL);
       ::kill(pid, SIGKILL);
       while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
       }
-      timed_out = true;
-      break;
+      return true;
     }
     std::this_thread::sleep_for(sleep);
     sleep = std::min(sleep * 2, std::chrono::microseconds(10000));
   }
-  ::kill(-pid, SIGKILL);  // stragglers of the process group (unsafe mode has no namespace)
-  if (p.sandbox && ctx.root && timed_out) {
-    // Wait until the namespace is gone, so that the next program of this worker's uid
-    // starts with a process count of zero.
-    for (int i = 0; i < 400 && processes_of(p.uid) > 0; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+}
 
-  ExecResult r;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+// The verdict from the exit status, stderr's last line and (harness) the report.
+void judge(ExecResult& r, const Plan& p, const Context& ctx, const CgroupLease& group, int status,
+           bool timed_out, const std::string& secret) {
   const std::string err = read_some(p.err_fd, 2000, true);
   r.stderr_tail = err;
   const bool exited_ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -331,7 +344,7 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
     r.result = "passed";
   } else if (group.slot && ctx.cgroups->out_of_memory(*group.slot)) {
     r.result = "failed: out of memory (the sample's processes together exceeded " +
-               std::to_string(o.memory_mb) + " MiB)";
+               std::to_string(ctx.o.memory_mb) + " MiB)";
   } else {
     std::string why = last_line(err);
     if (why.empty() && exited_ok)
@@ -343,6 +356,45 @@ ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
       why = "sandbox setup: " + why;
     r.result = "failed: " + why;
   }
+}
+
+}  // namespace
+
+ExecResult run_one(const std::string& program, const Context& ctx, int slot) {
+  const SandboxOptions& o = ctx.o;
+  Plan p = base_plan(ctx, slot);
+  Descriptors fds;
+  FolderCleanup cleanup;
+  prepare_work_folder(p, program, cleanup);
+  plan_namespace(p, ctx);
+  plan_limits(p, o, ctx.root);
+  const std::string secret = open_descriptors(p, program, fds);
+  CgroupLease group{ctx.cgroups, nullptr};
+  if (ctx.cgroups) {
+    group.slot = ctx.cgroups->acquire(o.memory_mb, o.processes);
+    p.cgroup_procs = group.slot->procs;
+  }
+  std::vector<char*> argv = c_strings(p.argv);
+  std::vector<char*> envp = c_strings(p.envp);
+
+  const auto start = std::chrono::steady_clock::now();
+  pid_t pid = ::fork();
+  if (pid < 0) throw Error(std::string("sandbox: fork failed: ") + std::strerror(errno));
+  if (pid == 0) child_main(p, argv.data(), envp.data());
+
+  int status = 0;
+  const bool timed_out = wait_or_kill(pid, o.timeout_s, start, status);
+  ::kill(-pid, SIGKILL);  // stragglers of the process group (unsafe mode has no namespace)
+  if (p.sandbox && ctx.root && timed_out) {
+    // Wait until the namespace is gone, so that the next program of this worker's uid
+    // starts with a process count of zero.
+    for (int i = 0; i < 400 && processes_of(p.uid) > 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+
+  ExecResult r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  judge(r, p, ctx, group, status, timed_out, secret);
   return r;
 }
 

@@ -147,18 +147,14 @@ void read_sliding_window(const json& j, LlamaConfig& c, const std::string& where
             std::to_string(c.max_position_embeddings) + ")");
 }
 
-}  // namespace
+// transformers >= 5 writes the rope settings only inside "rope_parameters" (rope_theta,
+// rope_type and its factors); older writers (and sft) use top-level rope_theta/rope_scaling.
+bool has_rope_parameters(const json& j) {
+  return j.contains("rope_parameters") && j["rope_parameters"].is_object();
+}
 
-const char* LlamaConfig::model_type_name() const { return names_of(model_type).model_type; }
-const char* LlamaConfig::architecture() const { return names_of(model_type).architecture; }
-
-LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
-  if (!j.is_object()) throw ConfigError(where + ": expected a JSON object of config.json fields");
-  LlamaConfig c;
-  c.raw = j;
-  std::string errors;
-  c.model_type = read_model_type(j, where, errors);
-  const bool qwen = c.model_type != ModelType::kLlama;
+// What sft does not implement: another activation, biases where the model type reads them.
+void check_unsupported(const json& j, const LlamaConfig& c, const std::string& where, std::string& errors) {
   if (j.contains("hidden_act") && j["hidden_act"] != "silu")
     errors += "\n" + where + ": hidden_act: " + j["hidden_act"].dump() + " is not supported (only \"silu\")";
   // LLaMA reads both flags; Qwen3 reads attention_bias (which would bias o_proj too), its
@@ -171,7 +167,10 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
       errors +=
           "\n" + where + ": " + k + ": true is not supported for model_type \"" + c.model_type_name() + "\"";
   }
+}
 
+// The sizes, the norm's epsilon, rope_theta and the initializer's range.
+void read_sizes(const json& j, LlamaConfig& c, const std::string& where, std::string& errors) {
   c.vocab_size = get_int(j, "vocab_size", c.vocab_size, where, errors, true);
   c.hidden_size = get_int(j, "hidden_size", c.hidden_size, where, errors, true);
   c.intermediate_size = get_int(j, "intermediate_size", c.intermediate_size, where, errors, true);
@@ -179,17 +178,19 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
   c.num_attention_heads = get_int(j, "num_attention_heads", c.num_attention_heads, where, errors, true);
   c.num_key_value_heads = get_int(j, "num_key_value_heads", c.num_attention_heads, where, errors);
   c.max_position_embeddings =
-      get_int(j, "max_position_embeddings", qwen ? 32768 : c.max_position_embeddings, where, errors);
+      get_int(j, "max_position_embeddings",
+              c.model_type != ModelType::kLlama ? 32768 : c.max_position_embeddings, where, errors);
   c.rms_norm_eps = get_num(j, "rms_norm_eps", c.rms_norm_eps, where, errors);
-  // transformers >= 5 writes the rope settings only inside "rope_parameters" (rope_theta,
-  // rope_type and its factors); older writers (and sft) use top-level rope_theta/rope_scaling.
-  const bool has_params = j.contains("rope_parameters") && j["rope_parameters"].is_object();
-  if (!j.contains("rope_theta") && has_params && j["rope_parameters"].contains("rope_theta"))
+  if (!j.contains("rope_theta") && has_rope_parameters(j) && j["rope_parameters"].contains("rope_theta"))
     c.rope_theta =
         get_num(j["rope_parameters"], "rope_theta", c.rope_theta, where + ": rope_parameters", errors);
   else
     c.rope_theta = get_num(j, "rope_theta", c.rope_theta, where, errors);
   c.initializer_range = get_num(j, "initializer_range", c.initializer_range, where, errors);
+}
+
+// Tied embeddings, the special tokens and the stored dtype.
+void read_tokens_and_dtype(const json& j, LlamaConfig& c, const std::string& where, std::string& errors) {
   if (j.contains("tie_word_embeddings") && !j["tie_word_embeddings"].is_null()) {
     if (!j["tie_word_embeddings"].is_boolean())
       errors += "\n" + where + ": tie_word_embeddings: expected true or false";
@@ -218,6 +219,10 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
       errors += "\n" + where + ": torch_dtype: \"" + c.torch_dtype +
                 "\" is not supported (float32, bfloat16, float16)";
   }
+}
+
+// head_dim, then the checks of the shape as a whole and of each size's range.
+void check_shape(const json& j, LlamaConfig& c, const std::string& where, std::string& errors) {
   if (c.model_type == ModelType::kQwen3) {
     c.head_dim = get_int(j, "head_dim", 128, where, errors);  // Qwen3Config's default, not hidden / heads
   } else if (c.num_attention_heads > 0) {
@@ -255,12 +260,15 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
   positive("rope_theta", c.rope_theta);
   if (!(std::isfinite(c.initializer_range) && c.initializer_range >= 0))
     errors += "\n" + where + ": initializer_range: must be a finite number >= 0";
+}
 
+// rope_scaling (or a non-default rope_parameters): llama3 or linear.
+void read_rope_scaling(const json& j, LlamaConfig& c, const std::string& where, std::string& errors) {
   const nlohmann::json* scaling = nullptr;
   std::string scaling_key = "rope_scaling";
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
     scaling = &j["rope_scaling"];
-  } else if (has_params && j["rope_parameters"].value("rope_type", "default") != "default") {
+  } else if (has_rope_parameters(j) && j["rope_parameters"].value("rope_type", "default") != "default") {
     scaling = &j["rope_parameters"];
     scaling_key = "rope_parameters";
   }
@@ -289,7 +297,25 @@ LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
       errors += "\n" + ctx + ": type \"" + type + "\" is not supported (llama3, linear)";
     }
   }
-  if (qwen) read_sliding_window(j, c, where, errors);
+}
+
+}  // namespace
+
+const char* LlamaConfig::model_type_name() const { return names_of(model_type).model_type; }
+const char* LlamaConfig::architecture() const { return names_of(model_type).architecture; }
+
+LlamaConfig LlamaConfig::from_json(const json& j, const std::string& where) {
+  if (!j.is_object()) throw ConfigError(where + ": expected a JSON object of config.json fields");
+  LlamaConfig c;
+  c.raw = j;
+  std::string errors;
+  c.model_type = read_model_type(j, where, errors);
+  check_unsupported(j, c, where, errors);
+  read_sizes(j, c, where, errors);
+  read_tokens_and_dtype(j, c, where, errors);
+  check_shape(j, c, where, errors);
+  read_rope_scaling(j, c, where, errors);
+  if (c.model_type != ModelType::kLlama) read_sliding_window(j, c, where, errors);
   if (!errors.empty()) throw ConfigError(errors.substr(1));
   return c;
 }

@@ -72,6 +72,15 @@ c10::Device setup_device(const config::TrainSpec& t, const dist::LaunchInfo& lau
 
 Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
     : cfg_(std::move(cfg)), opts_(std::move(opts)), device_(c10::kCPU) {
+  join_ranks();
+  load_data();
+  check_stages_train();
+  build_model();
+  prepare_output_folder();
+  open_run_log(opts_.resume ? check_resume() : nlohmann::json::array());
+}
+
+void Trainer::join_ranks() {
   const dist::LaunchInfo launch = dist::detect_launch();
   device_ = setup_device(cfg_.train, launch);
   if (device_.is_cpu()) CpuMemoryTracker::install();
@@ -89,12 +98,17 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
                    rank_);  // refused before anything is read or written
   require_agreement(*dist_, run_identity(cfg_), "the run configuration");
   data::rows_accumulation(cfg_, world_);  // a global batch this world size cannot keep stops every rank now
+}
 
+void Trainer::load_data() {
   // Rank 0 tokenizes into the cache first; the others then load it.
   if (rank_ == 0) data_ = data::build_run_data(cfg_, world_);
   dist_->barrier();
   if (rank_ != 0) data_ = data::build_run_data(cfg_, world_);
   pad_id_ = data_.tokenizer->pad_id() >= 0 ? data_.tokenizer->pad_id() : 0;
+}
+
+void Trainer::check_stages_train() {
   // A stage with nothing to train would export an untrained model and exit 0.
   for (std::size_t s = 0; s < data_.streams.size(); ++s) {
     const data::StageStream& st = *data_.streams[s];
@@ -119,8 +133,9 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
           "); nothing would be learned: lower train.samples_per_step, or set train.warmup_ratio and "
           "train.warmup_steps to 0");
   }
+}
 
-  // ---- model -----------------------------------------------------------------------------
+void Trainer::build_model() {
   const RunModel rm = resolve_run_model(cfg_);
   const model::LlamaConfig& lc = rm.config;
   model_config_ = rm.config_json;
@@ -159,7 +174,9 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
   state_bytes_ = current_tensor_bytes(device_) - meter_->baseline();
   plan_ = plan_memory(memory_plan_input(cfg_, rm, &data_, world_));
   dp_ = std::make_unique<DataParallel>(*model_, *opt_, dist_, DataParallelOptions::from(cfg_));
+}
 
+void Trainer::prepare_output_folder() {
   // The input is read and checked: the run's first write is its folder's lock.
   lock_run_folder();
   fs::make_dirs(cfg_.output_dir);
@@ -176,8 +193,9 @@ Trainer::Trainer(config::RunConfig cfg, TrainerOptions opts)
       fs::remove_all(fs::join(cfg_.output_dir, entry));
     }
   }
+}
 
-  const nlohmann::json overrides = opts_.resume ? check_resume() : nlohmann::json::array();
+void Trainer::open_run_log(const nlohmann::json& overrides) {
   std::vector<std::int64_t> stage_steps;
   for (const auto& st : data_.streams) stage_steps.push_back(st->steps());
   log_ = std::make_unique<RunLog>(cfg_, stage_steps, rank_ == 0);

@@ -208,14 +208,16 @@ TEST(RunConfig, OverrideErrorsNameTheOverride) {
 TEST(RunConfig, StrategyAndStagesTogetherIsAnError) {
   expect_config_error(
       [] { parse_run_config(tiny_yaml("strategy: dmt\nstages: [{sources: {math: 1}}]\n"), "t.yaml"); },
-      "stages");
-  expect_config_error([] { parse_run_config(tiny_yaml(""), "t.yaml"); }, "strategy");
+      "stages: give either `strategy` (a preset) or `stages` (explicit), not both");
+  expect_config_error([] { parse_run_config(tiny_yaml(""), "t.yaml"); },
+                      "strategy: missing: a strategy (multi_task, sequential, mixed_sequential, dmt) or "
+                      "explicit stages");
 }
 
 TEST(RunConfig, DmtNeedsGeneralAndSpecialisedData) {
   std::string yaml = tiny_yaml("strategy: dmt\n");
   expect_config_error([&] { parse_run_config(yaml, "t.yaml", {"datasets.general.ability=chat"}); },
-                      "general");
+                      "strategy.name: dmt needs at least one dataset with ability: general");
 }
 
 TEST(RunConfig, YamlSyntaxErrorsCarryTheLine) {

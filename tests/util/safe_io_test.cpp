@@ -1,5 +1,6 @@
-// Files sft creates never write through a link (safe_io.h, run_lock.h), and input files are
-// regular files, gzip decompressed.
+// Files sft appends to never write through a link, input files are regular files (gzip
+// decompressed), and JSON errors read without the library's numbering (safe_io.h). The lock
+// file: run_lock_test.cpp; atomic writes: fs_test.cpp.
 #include "sft/util/safe_io.h"
 
 #include <gtest/gtest.h>
@@ -10,50 +11,10 @@
 
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
-#include "sft/util/run_lock.h"
 #include "test_util.h"
 
 namespace sft {
 namespace {
-
-// The lock's holder line must not land in the file a planted sft.lock link points to.
-TEST(SafeIo, ALockFileThatIsASymbolicLinkIsRefusedAndItsTargetStays) {
-  test::TempDir d;
-  test::write(d.file("victim.txt"), "precious\n");
-  fs::make_dirs(d.file("run"));
-  ASSERT_EQ(::symlink(d.file("victim.txt").c_str(), d.file("run/sft.lock").c_str()), 0);
-  try {
-    RunLock::acquire(d.file("run"));
-    FAIL() << "acquired a lock through a symbolic link";
-  } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("is a symbolic link"), std::string::npos) << e.what();
-  }
-  EXPECT_EQ(test::read(d.file("victim.txt")), "precious\n");
-}
-
-TEST(SafeIo, ALockFileWithASecondHardLinkIsRefusedAndTheOtherNameStays) {
-  test::TempDir d;
-  test::write(d.file("victim.txt"), "precious\n");
-  fs::make_dirs(d.file("run"));
-  ASSERT_EQ(::link(d.file("victim.txt").c_str(), d.file("run/sft.lock").c_str()), 0);
-  EXPECT_THROW(RunLock::acquire(d.file("run")), ConfigError);
-  EXPECT_EQ(test::read(d.file("victim.txt")), "precious\n");
-  // A lock file of its own is taken as before.
-  test::TempDir e;
-  EXPECT_TRUE(RunLock::acquire(e.file("run")) != nullptr);
-}
-
-// A temporary's name planted as a link: the link is replaced, what it points to is not written.
-TEST(SafeIo, AnAtomicWriteNeverWritesThroughAPlantedTemporary) {
-  test::TempDir d;
-  test::write(d.file("victim.txt"), "precious\n");
-  const std::string target = d.file("out.json");
-  ASSERT_EQ(::symlink(d.file("victim.txt").c_str(), (target + ".tmp." + std::to_string(::getpid())).c_str()),
-            0);
-  fs::write_file_atomic(target, "{}\n");
-  EXPECT_EQ(test::read(target), "{}\n");
-  EXPECT_EQ(test::read(d.file("victim.txt")), "precious\n");
-}
 
 TEST(SafeIo, AppendingRefusesALinkAndAppendsToAFileOfItsOwn) {
   test::TempDir d;

@@ -108,6 +108,15 @@ class Trainer {
   int world() const { return world_; }
 
  private:
+  // The constructor's build phases, in order (each may throw; nothing is written to the run
+  // folder before prepare_output_folder).
+  void join_ranks();             // device, process group; run folder and config agreed by all ranks
+  void load_data();              // every stage's stream (rank 0 tokenizes into the cache first)
+  void check_stages_train();     // each stage trains something, at a learning rate above 0
+  void build_model();            // model, optimizer (filled from the weights or the init), memory plan
+  void prepare_output_folder();  // the lock, checkpoints/, an earlier attempt's outputs removed
+  void open_run_log(const nlohmann::json& overrides);  // metrics, trace; rank 0: the run's records
+
   struct Position {
     int stage = 0;
     std::int64_t step = 0;         // next step to run within the stage
