@@ -55,6 +55,11 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 RECORD=$OUT/checks.jsonl
 rm -f "$RECORD"
+# The run folders are this script's own, replaced on every run (sft's --overwrite refuses a folder
+# that an sft before its outputs record wrote, and a stale one must not pass for this run's).
+for d in steps_fp32 steps_bf16 tiny_dmt memory_dense memory_zero3 eq_single eq_ddp eq_zero1 eq_zero2 eq_zero3; do
+  rm -rf "${OUT:?}/$d"
+done
 start=$(date +%s)
 
 # ---- the python whose torch sft builds against ---------------------------------------------------
