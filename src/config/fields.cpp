@@ -20,6 +20,8 @@ const Table<StageHparams>& stage_hparam_fields() {
   using S = StageHparams;
   static const Table<S> t = {
       integer("epochs", &S::epochs, 1, 1000, "passes over the stage's data"),
+      integer("min_steps", &S::min_steps, 0, 100000,
+              "fewest optimizer steps of the stage: epochs are added until it has them (0: off)"),
       number("lr", &S::lr, 0.0, 10.0, kOpenLow, "peak learning rate"),
       number("min_lr_ratio", &S::min_lr_ratio, 0.0, 1.0, kClosed, "the schedule's floor, as a share of lr"),
       choice("schedule", &S::schedule, "learning-rate decay after warm-up"),

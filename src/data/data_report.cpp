@@ -69,7 +69,7 @@ nlohmann::ordered_json data_stats(const config::RunConfig& cfg, const DataPlan& 
     }
     const auto& stream = *streams[st];
     stages.push_back({{"name", cfg.stages[st].name},
-                      {"epochs", cfg.stages[st].epochs},
+                      {"epochs", stream.epochs()},
                       {"samples", samples},
                       {"tokens", tokens},
                       {"target_tokens", targets},

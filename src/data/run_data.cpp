@@ -93,7 +93,7 @@ RunData build_run_data(const config::RunConfig& cfg, int world_size) {
     rd.streams.push_back(std::make_unique<StageStream>(
         sel, static_cast<int>(s), rd.plan, rd.datasets, cfg.data, cfg.train.batch_size,
         rows_accumulation(cfg, world_size), world_size, cfg.data_seed(), sel.spec->epochs,
-        cfg.train.samples_per_step, cfg.train.tokens_per_micro_batch));
+        cfg.train.samples_per_step, cfg.train.tokens_per_micro_batch, sel.spec->min_steps));
   }
   rollback.keep();
   return rd;

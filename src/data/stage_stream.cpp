@@ -99,7 +99,8 @@ std::int64_t step_count(std::int64_t units, std::int64_t per_step) {
 StageStream::StageStream(const StageSelection& stage, int stage_index, const DataPlan& plan,
                          const Datasets& datasets, const config::DataSpec& data, std::int64_t batch_size,
                          std::int64_t grad_accum, int world_size, std::uint64_t seed, int epochs,
-                         std::int64_t samples_per_step, std::int64_t tokens_per_micro_batch)
+                         std::int64_t samples_per_step, std::int64_t tokens_per_micro_batch,
+                         std::int64_t min_steps)
     : world_(world_size), accum_(grad_accum) {
   per_step_ = static_cast<std::int64_t>(world_size) * grad_accum;
   const std::int64_t budget = micro_batch_token_budget(tokens_per_micro_batch, batch_size, data.max_seq_len);
@@ -118,7 +119,12 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
   samples_per_epoch_ = static_cast<std::int64_t>(base.size());
 
   Sha256 fp;
-  for (int epoch = 0; epoch < epochs; ++epoch) {
+  const auto steps_so_far = [&] {
+    return samples_per_step > 0 ? static_cast<std::int64_t>(step_begin_.size())
+                                : step_count(static_cast<std::int64_t>(micro_.size()), per_step_);
+  };
+  for (int epoch = 0; epoch < epochs || (!base.empty() && steps_so_far() < min_steps); ++epoch) {
+    epochs_ = epoch + 1;
     std::vector<Item> items = base;
     Rng rng(seed_combine(seed, seed_combine(static_cast<std::uint64_t>(stage_index) + 1000003,
                                             static_cast<std::uint64_t>(epoch))));

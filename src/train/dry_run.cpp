@@ -143,7 +143,7 @@ void add_stage_plan(const config::RunConfig& cfg, const RunModel& rm, int world,
       const auto& st = *rd->streams[s];
       stages.push_back({{"name", cfg.stages[s].name},
                         {"samples", st.samples_per_epoch()},
-                        {"epochs", cfg.stages[s].epochs},
+                        {"epochs", st.epochs()},
                         {"tokens", st.tokens()},
                         {"target_tokens", st.targets()},
                         {"steps", st.steps()},
@@ -153,19 +153,24 @@ void add_stage_plan(const config::RunConfig& cfg, const RunModel& rm, int world,
   } else {
     data::DataPlan plan = data::plan_without_tokenizing(cfg);
     for (std::size_t s = 0; s < plan.stages.size(); ++s) {
-      const double samples = static_cast<double>(plan.stages[s].samples) * cfg.stages[s].epochs;
-      const double tokens = samples * kAssumedTokensPerSample;
-      const double rows = cfg.data.batching == config::Batching::kPack
-                              ? std::ceil(tokens / (0.97 * static_cast<double>(cfg.data.max_seq_len)))
-                              : samples;
+      const auto& spec = cfg.stages[s];
+      const double epoch_tokens = static_cast<double>(plan.stages[s].samples) * kAssumedTokensPerSample;
+      const double epoch_rows = cfg.data.batching == config::Batching::kPack
+                                    ? epoch_tokens / (0.97 * static_cast<double>(cfg.data.max_seq_len))
+                                    : static_cast<double>(plan.stages[s].samples);
       // In samples, each epoch's last step may be short, as a padded trainer's is.
-      const auto steps =
-          cfg.train.samples_per_step > 0
-              ? cfg.stages[s].epochs * data::step_count(plan.stages[s].samples, cfg.train.samples_per_step)
-              : data::step_count(static_cast<std::int64_t>(rows), rows_per_step);
-      stages.push_back({{"name", cfg.stages[s].name},
+      const auto steps_of = [&](int epochs) {
+        return cfg.train.samples_per_step > 0
+                   ? epochs * data::step_count(plan.stages[s].samples, cfg.train.samples_per_step)
+                   : data::step_count(static_cast<std::int64_t>(std::ceil(epochs * epoch_rows)), rows_per_step);
+      };
+      int epochs = spec.epochs;  // raised as the stream raises it for train.min_steps
+      while (plan.stages[s].samples > 0 && steps_of(epochs) < spec.min_steps) ++epochs;
+      const double tokens = epochs * epoch_tokens;
+      const auto steps = steps_of(epochs);
+      stages.push_back({{"name", spec.name},
                         {"samples", plan.stages[s].samples},
-                        {"epochs", cfg.stages[s].epochs},
+                        {"epochs", epochs},
                         {"tokens_estimated", static_cast<std::int64_t>(tokens)},
                         {"steps_estimated", steps}});
       total_steps += steps;

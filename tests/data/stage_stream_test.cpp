@@ -419,5 +419,41 @@ TEST_F(Streams, PackingIsFarDenserThanPaddingToMaxLength) {
   EXPECT_LT(e_pad, 0.4);
 }
 
+// train.min_steps: a stage with too few steps gets more epochs (each a full reshuffled pass),
+// as many as it needs and no more; a stage that already has them keeps its epochs.
+TEST_F(Streams, MinStepsAddsWholeEpochsUntilTheStageHasThem) {
+  for (const std::int64_t samples_per_step : {std::int64_t{0}, std::int64_t{4}}) {
+    config::RunConfig cfg = *cfg_;
+    cfg.train.samples_per_step = samples_per_step;
+    if (samples_per_step > 0) cfg.train.grad_accum = 1;
+    const data::RunData plain = data::build_run_data(cfg, 1);
+    const auto& first = *plain.streams[0];
+    const std::int64_t per_epoch = (first.steps() + first.epochs() - 1) / first.epochs();
+    const std::int64_t want = first.steps() * 3 + 1;
+    for (auto& st : cfg.stages) st.min_steps = want;
+    const data::RunData raised = data::build_run_data(cfg, 1);
+    for (std::size_t s = 0; s < raised.streams.size(); ++s) {
+      const auto& st = *raised.streams[s];
+      const auto& before = *plain.streams[s];
+      EXPECT_GE(st.steps(), want) << s;
+      EXPECT_GT(st.epochs(), before.epochs()) << s;
+      // No more epochs than needed (an epoch's step count varies by a step or so with packing).
+      EXPECT_LE(st.steps(), want + per_epoch + 2) << s << " mode " << samples_per_step;
+      EXPECT_EQ(static_cast<std::int64_t>(st.all_samples().size()), st.samples_per_epoch() * st.epochs());
+      // The epochs it had are unchanged: the added ones only follow them.
+      const auto a = before.all_samples(), b = st.all_samples();
+      EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin(), [](const SampleRef& x, const SampleRef& y) {
+        return x.dataset == y.dataset && x.record == y.record;
+      }));
+    }
+    for (auto& st : cfg.stages) st.min_steps = 1;
+    const data::RunData same = data::build_run_data(cfg, 1);
+    for (std::size_t s = 0; s < same.streams.size(); ++s) {
+      EXPECT_EQ(same.streams[s]->epochs(), cfg.stages[s].epochs);
+      EXPECT_EQ(same.streams[s]->fingerprint(), plain.streams[s]->fingerprint());
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sft::data

@@ -50,6 +50,10 @@ struct StageSource {
 // them and strategy.stage_overrides / stages[i] may change them.
 struct StageHparams {
   int epochs = 1;
+  // > 0: the stage runs more epochs than `epochs` when it needs them to reach this many
+  // optimizer steps (a small data share still gets a real optimisation, as the paper's 3
+  // epochs of a few hundred samples do).
+  std::int64_t min_steps = 0;
   double lr = 2e-5;
   double min_lr_ratio = 0.0;
   Schedule schedule = Schedule::kCosine;

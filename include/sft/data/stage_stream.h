@@ -4,6 +4,9 @@
 // every micro-batch, so the whole stage is planned up front. That gives exact step counts
 // for the LR schedule and makes resuming O(1): the stream's state is just (stage, step).
 //
+// An epoch is added after the stage's `epochs` while the stage has fewer than min_steps
+// optimizer steps (train.min_steps).
+//
 // Per epoch the stage's trainable samples (its sources' records minus zero-target and
 // too-long ones) are shuffled with seed (run seed, stage, epoch), then
 //   pack     best-fit-decreasing into rows of max_seq_len within windows of pack_window
@@ -76,9 +79,11 @@ class StageStream {
   StageStream(const StageSelection& stage, int stage_index, const DataPlan& plan, const Datasets& datasets,
               const config::DataSpec& data, std::int64_t batch_size, std::int64_t grad_accum, int world_size,
               std::uint64_t seed, int epochs, std::int64_t samples_per_step = 0,
-              std::int64_t tokens_per_micro_batch = 0);
+              std::int64_t tokens_per_micro_batch = 0, std::int64_t min_steps = 0);
 
   std::int64_t steps() const { return steps_; }
+  // Passes over the stage's samples: `epochs`, or more where min_steps needed them.
+  int epochs() const { return epochs_; }
   // Micro-batches each rank runs in `step` (grad_accum, or A_s with samples_per_step).
   std::int64_t accumulation(std::int64_t step) const;
   std::int64_t step_samples(std::int64_t step) const;            // over all ranks and micro-batches
@@ -105,7 +110,7 @@ class StageStream {
   std::vector<std::int64_t> step_targets_, step_tokens_, step_samples_;
   std::int64_t micro_batches_ = 0;
   std::int64_t steps_ = 0, per_step_ = 1, samples_per_epoch_ = 0, tokens_ = 0, padded_ = 0, targets_ = 0;
-  int world_ = 1;
+  int world_ = 1, epochs_ = 0;
   std::int64_t accum_ = 1;
   std::string fingerprint_;
 };
