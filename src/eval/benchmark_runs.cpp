@@ -14,6 +14,7 @@
 #include "sft/eval/humaneval.h"
 #include "sft/eval/jsonl.h"
 #include "sft/eval/mtbench.h"
+#include "sft/model/generate.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
 #include "sft/util/hash.h"
@@ -176,6 +177,34 @@ ordered_json run_mtbench(const model::Llama& m, const data::Tokenizer& tok, cons
   return {{"summary", summary}, {"samples", samples}};
 }
 
+namespace {
+
+// The reference answer of user turn `turn`, teacher-forced: the conversation up to and
+// including that answer as training renders it, scored in one forward pass; the answer is
+// the last run of trained tokens (its text and end token).
+ReferenceLikelihood reference_likelihood(const model::Llama& m, const data::Tokenizer& tok,
+                                         const data::ChatTemplate& tmpl, const data::Record& r,
+                                         std::size_t turn, bool bf16) {
+  data::Record upto = r;
+  upto.turns.resize(2 * turn + 2);
+  const data::Encoded e = data::ChatTemplate::encode(tmpl.segments(upto), tok);
+  std::size_t first = e.mask.size();
+  while (first > 0 && !e.mask[first - 1]) --first;  // past any untrained tail
+  std::size_t last = first;
+  while (first > 0 && e.mask[first - 1]) --first;
+  const std::int64_t positions = m.config().max_position_embeddings;
+  if (last == 0 || static_cast<std::int64_t>(last) > positions) return {};  // unscorable: counts nothing
+  const auto lp = model::score(m, std::vector<std::int64_t>(e.ids.begin(), e.ids.begin() + last), bf16);
+  ReferenceLikelihood out;
+  for (std::size_t i = std::max<std::size_t>(first, 1); i < last; ++i) {
+    out.log_likelihood += *lp[i];
+    ++out.tokens;
+  }
+  return out;
+}
+
+}  // namespace
+
 ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, const EvalRequest& req,
                          const std::string& path) {
   const auto tmpl = template_of(req, tok);
@@ -200,11 +229,13 @@ ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, cons
   std::int64_t correct = 0;
   std::vector<bool> conv_ok(records.size(), true), turn_ok;
   std::vector<std::string> refs;  // for the split into constant-answer and open turns
+  std::vector<ReferenceLikelihood> likelihood;
   for (std::size_t k = 0; k < g.out.size(); ++k) {
     const auto [i, t] = where[k];
     const std::string& ref = records[i].turns[2 * t + 1].content;
     const bool ok = trim(g.out[k].text) == trim(ref);
     refs.push_back(trim(ref));
+    likelihood.push_back(reference_likelihood(m, tok, tmpl, records[i], t, req.bf16));
     turn_ok.push_back(ok);
     correct += ok;
     if (!ok) conv_ok[i] = false;
@@ -229,7 +260,7 @@ ordered_json run_general(const model::Llama& m, const data::Tokenizer& tok, cons
                           {"correct_conversations", convs_ok},
                           {"conversations", records.size()},
                           {"prompts_truncated", g.prompts_truncated}};
-  summary.update(turn_type_summary(refs, turn_ok));
+  summary.update(turn_type_summary(refs, turn_ok, likelihood));
   return {{"summary", summary}, {"samples", samples}};
 }
 

@@ -1,5 +1,6 @@
 #include "turn_types.h"
 
+#include <cmath>
 #include <cstdint>
 #include <map>
 
@@ -14,7 +15,8 @@ std::vector<bool> constant_answer_turns(const std::vector<std::string>& referenc
 }
 
 nlohmann::ordered_json turn_type_summary(const std::vector<std::string>& references,
-                                         const std::vector<bool>& correct) {
+                                         const std::vector<bool>& correct,
+                                         const std::vector<ReferenceLikelihood>& likelihood) {
   const std::vector<bool> constant = constant_answer_turns(references);
   std::int64_t n[2] = {0, 0}, ok[2] = {0, 0};  // [0] open, [1] constant
   for (std::size_t i = 0; i < references.size(); ++i) {
@@ -25,13 +27,28 @@ nlohmann::ordered_json turn_type_summary(const std::vector<std::string>& referen
     return t ? nlohmann::ordered_json(static_cast<double>(c) / static_cast<double>(t))
              : nlohmann::ordered_json();
   };
-  return {{"constant_turns", n[1]},
-          {"correct_constant_turns", ok[1]},
-          {"constant_turn_accuracy", acc(ok[1], n[1])},
-          {"open_turns", n[0]},
-          {"correct_open_turns", ok[0]},
-          {"open_turn_accuracy", acc(ok[0], n[0])},
-          {"constant_answer_min_turns", kConstantAnswerTurns}};
+  nlohmann::ordered_json out = {{"constant_turns", n[1]},
+                                {"correct_constant_turns", ok[1]},
+                                {"constant_turn_accuracy", acc(ok[1], n[1])},
+                                {"open_turns", n[0]},
+                                {"correct_open_turns", ok[0]},
+                                {"open_turn_accuracy", acc(ok[0], n[0])},
+                                {"constant_answer_min_turns", kConstantAnswerTurns}};
+  if (likelihood.size() != references.size()) return out;
+  double sum[2] = {0, 0};
+  std::int64_t tokens[2] = {0, 0};
+  for (std::size_t i = 0; i < references.size(); ++i) {
+    sum[constant[i]] += likelihood[i].log_likelihood;
+    tokens[constant[i]] += likelihood[i].tokens;
+  }
+  auto geo = [&](int k) {
+    return tokens[k] ? nlohmann::ordered_json(std::exp(sum[k] / static_cast<double>(tokens[k])))
+                     : nlohmann::ordered_json();
+  };
+  out["open_turn_likelihood"] = geo(0);
+  out["open_turn_reference_tokens"] = tokens[0];
+  out["constant_turn_likelihood"] = geo(1);
+  return out;
 }
 
 }  // namespace sft::eval

@@ -1,6 +1,7 @@
 // General chat turns split into constant-answer and open turns, on the shipped test set.
 #include "eval/turn_types.h"
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,23 @@ TEST(TurnTypes, ConstantAnswersAreTheReferencesSharedByManyTurns) {
   EXPECT_EQ(s["correct_open_turns"], 2);
   EXPECT_NEAR(s["open_turn_accuracy"].get<double>(), 2.0 / 3, 1e-12);
   EXPECT_TRUE(turn_type_summary({}, {})["open_turn_accuracy"].is_null());
+}
+
+// Likelihood is pooled over a type's reference tokens (a long answer weighs more than a short
+// one), then exponentiated: the geometric-mean probability of a reference token.
+TEST(TurnTypes, LikelihoodIsTheGeometricMeanTokenProbabilityOfEachType) {
+  std::vector<std::string> refs(kConstantAnswerTurns, "You're welcome!");
+  refs.push_back("The last word is silver.");
+  refs.push_back("Paris.");
+  std::vector<ReferenceLikelihood> lik(kConstantAnswerTurns, {std::log(0.5) * 4, 4});
+  lik.push_back({std::log(0.25) * 6, 6});
+  lik.push_back({std::log(0.8) * 2, 2});
+  const auto s = turn_type_summary(refs, std::vector<bool>(refs.size(), false), lik);
+  EXPECT_NEAR(s["constant_turn_likelihood"].get<double>(), 0.5, 1e-12);
+  EXPECT_NEAR(s["open_turn_likelihood"].get<double>(), std::exp((6 * std::log(0.25) + 2 * std::log(0.8)) / 8), 1e-12);
+  EXPECT_EQ(s["open_turn_reference_tokens"], 8);
+  // Without one likelihood per turn there is no likelihood field, rather than a wrong one.
+  EXPECT_FALSE(turn_type_summary(refs, std::vector<bool>(refs.size(), false)).contains("open_turn_likelihood"));
 }
 
 // The count: 156 of the 375 general test turns are thanks, refusals or identity.
