@@ -7,7 +7,7 @@
 # finished runs are skipped and interrupted ones resume, so running this again only does
 # what is missing. Then `sft sweep report` over all six sweeps decides the paper's claims.
 #
-#   scripts/repro.sh                 # everything, about 40 minutes on 2 cores
+#   scripts/repro.sh                 # everything, 47 minutes on 2 cores (2026-12-06, fp32, no AMX)
 #   scripts/repro.sh rq4_strategies  # some sweeps only
 #   scripts/repro.sh --seeds 6,7,8   # the whole study again on other seeds, into runs/repro_seeds_6-7-8
 #   JOBS=1 scripts/repro.sh          # runs one at a time (default: 2 at once, 1 thread each)
