@@ -162,7 +162,8 @@ void add_stage_plan(const config::RunConfig& cfg, const RunModel& rm, int world,
       const auto steps_of = [&](int epochs) {
         return cfg.train.samples_per_step > 0
                    ? epochs * data::step_count(plan.stages[s].samples, cfg.train.samples_per_step)
-                   : data::step_count(static_cast<std::int64_t>(std::ceil(epochs * epoch_rows)), rows_per_step);
+                   : data::step_count(static_cast<std::int64_t>(std::ceil(epochs * epoch_rows)),
+                                      rows_per_step);
       };
       int epochs = spec.epochs;  // raised as the stream raises it for train.min_steps
       while (plan.stages[s].samples > 0 && steps_of(epochs) < spec.min_steps) ++epochs;

@@ -99,15 +99,15 @@ TEST(Transformers, GeneralEvalLikelihoodsMatchTransformersWithFastChatsTemplate)
   ASSERT_EQ(e.run.exit_code, 0) << e.run.err;
   const std::string test_file = ::sft::test::source_dir() + "/data/tiny/general_test.json";
   const std::string out = e.dir->file("general_eval.json");
-  auto r = ::sft::test::run_program({::sft::test::sft_binary(), "eval", "--model", e.final_dir, "--benchmark",
-                                     "general", "--data", test_file, "--limit", "60", "--max-new-tokens", "4",
-                                     "--template", "vicuna_v1.1", "--out", out},
-                                    {{"OMP_NUM_THREADS", "1"}}, 300);
+  auto r = ::sft::test::run_program(
+      {::sft::test::sft_binary(), "eval", "--model", e.final_dir, "--benchmark", "general", "--data",
+       test_file, "--limit", "60", "--max-new-tokens", "4", "--template", "vicuna_v1.1", "--out", out},
+      {{"OMP_NUM_THREADS", "1"}}, 300);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json ours = json::parse(::sft::test::read(out))["summary"];
-  const json theirs = run_json({::sft::test::python(),
-                                ::sft::test::source_dir() + "/tests/clients/likelihood_check.py", e.final_dir,
-                                test_file, "60"});
+  const json theirs =
+      run_json({::sft::test::python(), ::sft::test::source_dir() + "/tests/clients/likelihood_check.py",
+                e.final_dir, test_file, "60"});
   ASSERT_TRUE(theirs.is_object());
   ASSERT_GT(theirs["open_turn_reference_tokens"].get<int>(), 100);
   ASSERT_GT(theirs["constant_turn_reference_tokens"].get<int>(), 20);
@@ -115,7 +115,8 @@ TEST(Transformers, GeneralEvalLikelihoodsMatchTransformersWithFastChatsTemplate)
   for (const char* k : {"open_turn_likelihood", "constant_turn_likelihood"}) {
     const double a = ours[k].get<double>(), b = theirs[k].get<double>();
     EXPECT_GT(a, 0.0) << k;
-    EXPECT_LT(std::fabs(std::log(a) - std::log(b)), kTolerance) << k << ": sft " << a << ", transformers " << b;
+    EXPECT_LT(std::fabs(std::log(a) - std::log(b)), kTolerance)
+        << k << ": sft " << a << ", transformers " << b;
   }
 }
 

@@ -43,10 +43,12 @@ TEST(TurnTypes, LikelihoodIsTheGeometricMeanTokenProbabilityOfEachType) {
   lik.push_back({std::log(0.8) * 2, 2});
   const auto s = turn_type_summary(refs, std::vector<bool>(refs.size(), false), lik);
   EXPECT_NEAR(s["constant_turn_likelihood"].get<double>(), 0.5, 1e-12);
-  EXPECT_NEAR(s["open_turn_likelihood"].get<double>(), std::exp((6 * std::log(0.25) + 2 * std::log(0.8)) / 8), 1e-12);
+  EXPECT_NEAR(s["open_turn_likelihood"].get<double>(), std::exp((6 * std::log(0.25) + 2 * std::log(0.8)) / 8),
+              1e-12);
   EXPECT_EQ(s["open_turn_reference_tokens"], 8);
   // Without one likelihood per turn there is no likelihood field, rather than a wrong one.
-  EXPECT_FALSE(turn_type_summary(refs, std::vector<bool>(refs.size(), false)).contains("open_turn_likelihood"));
+  EXPECT_FALSE(
+      turn_type_summary(refs, std::vector<bool>(refs.size(), false)).contains("open_turn_likelihood"));
 }
 
 // The count: 156 of the 375 general test turns are thanks, refusals or identity.
