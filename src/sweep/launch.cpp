@@ -49,8 +49,7 @@ void remember_child(pid_t pid, bool add) {
 
 // SIGTERM and SIGINT's handlers before the sweep's, and the set of the two.
 struct StopSignals {
-  struct sigaction old_term {
-  }, old_int{};
+  struct sigaction old_term, old_int;
   sigset_t set;
 };
 
@@ -58,7 +57,7 @@ struct StopSignals {
 // the sweep notices it at once.
 StopSignals forward_stop_signals() {
   g_stop_signal = 0;
-  StopSignals s;
+  StopSignals s{};
   struct sigaction sa {};
   sa.sa_handler = forward_signal;
   sigemptyset(&sa.sa_mask);
