@@ -204,28 +204,38 @@ int run_template() {
   return 0;
 }
 
-int run_inspect() {
-  config::RunConfig cfg = config::load_run_config(A.config, A.sets);
-  data::RunData rd = data::build_run_data(cfg, 1);
+// --stage as an index into cfg.stages: a stage's name or its 1-based number; the first stage without it.
+std::size_t chosen_stage(const config::RunConfig& cfg) {
   std::size_t stage = 0;
-  if (!A.stage.empty()) {
-    bool ok = false;
-    for (std::size_t s = 0; s < cfg.stages.size(); ++s)
-      if (cfg.stages[s].name == A.stage || std::to_string(s + 1) == A.stage) {
-        stage = s;
-        ok = true;
-      }
-    if (!ok) throw ConfigError("--stage: no stage \"" + A.stage + "\" (give a name or a 1-based number)");
-  }
-  // The stage's samples in plan order: sources in order, each in permutation order.
-  struct Item {
-    std::size_t ds;
-    std::int64_t rec;
-    bool replay;
-  };
+  if (A.stage.empty()) return stage;
+  bool ok = false;
+  for (std::size_t s = 0; s < cfg.stages.size(); ++s)
+    if (cfg.stages[s].name == A.stage || std::to_string(s + 1) == A.stage) {
+      stage = s;
+      ok = true;
+    }
+  if (!ok) throw ConfigError("--stage: no stage \"" + A.stage + "\" (give a name or a 1-based number)");
+  return stage;
+}
+
+// One sample of a stage: its dataset, its record there, and whether it is replay.
+struct Item {
+  std::size_t ds;
+  std::int64_t rec;
+  bool replay;
+};
+
+// The stage's samples in plan order: sources in order, each in permutation order.
+std::vector<Item> stage_samples(const data::RunData& rd, std::size_t stage) {
   std::vector<Item> items;
   for (const auto& src : rd.plan.stages[stage].sources)
     for (std::int64_t r : rd.plan.records_of(src)) items.push_back({src.dataset_index(), r, src.replay()});
+  return items;
+}
+
+// The samples --id or --index picks (the first sample without either); ConfigError when none.
+std::vector<std::size_t> chosen_samples(const config::RunConfig& cfg, const data::RunData& rd,
+                                        const std::vector<Item>& items, std::size_t stage) {
   std::vector<std::size_t> chosen;
   for (std::size_t i = 0; i < items.size(); ++i) {
     const auto o = rd.datasets[items[i].ds]->origin(items[i].rec);
@@ -237,52 +247,74 @@ int run_inspect() {
                       (A.id.empty() ? "at index " + std::to_string(A.index) : "with id " + A.id) +
                       " in stage " + cfg.stages[stage].name + " (" + std::to_string(items.size()) +
                       " samples)");
-  const bool tty = ::isatty(1);
-  for (std::size_t i : chosen) {
-    const Item& it = items[i];
-    const auto& ds = *rd.datasets[it.ds];
-    const auto& spec = cfg.datasets[it.ds];
-    data::Origin o = ds.origin(it.rec);
-    // Re-read the record to show its rendering; the cached ids are what training sees.
-    data::ReadResult rr = data::read_dataset(spec, cfg.data.on_bad_record, /*keep_unanswered=*/false,
-                                             cfg.data.max_record_bytes);
-    const data::Record* rec = nullptr;
-    for (const auto& r : rr.records)
-      if (r.origin.index == o.index) rec = &r;
-    auto tmpl = data::template_for(cfg, spec, *rd.tokenizer);
-    std::vector<data::Segment> segs = rec ? tmpl.segments(*rec) : std::vector<data::Segment>{};
-    data::Encoded e;
-    e.ids.assign(ds.ids(it.rec), ds.ids(it.rec) + ds.length(it.rec));
-    e.mask.assign(ds.mask(it.rec), ds.mask(it.rec) + ds.length(it.rec));
-    const char* status = ds.status(it.rec) == data::SampleStatus::kOk           ? "ok"
-                         : ds.status(it.rec) == data::SampleStatus::kZeroTarget ? "zero-target (not trained)"
-                                                                                : "too long (dropped)";
-    if (A.json) {
-      ordered_json j = {{"stage", cfg.stages[stage].name},
-                        {"index", i},
-                        {"dataset", spec.name},
-                        {"replay", it.replay},
-                        {"origin", origin_json(o)},
-                        {"text", data::ChatTemplate::join(segs, /*with_bos=*/rd.tokenizer->bos_id() >= 0)},
-                        {"ids", e.ids},
-                        {"mask", e.mask},
-                        {"status", status},
-                        {"truncated", ds.truncated(it.rec)}};
-      std::cout << j.dump() << "\n";
-      continue;
-    }
-    std::int64_t trained = 0;
-    for (auto m : e.mask) trained += m;
-    std::printf(
-        "stage %zu (%s), sample %zu of %zu: %s record %lld%s\n  origin %s (id %s)\n  %zu tokens, %lld "
-        "trained, %s%s\n",
-        stage + 1, cfg.stages[stage].name.c_str(), i, items.size(), spec.name.c_str(),
-        static_cast<long long>(it.rec), it.replay ? " (replay)" : "", o.where().c_str(), o.id.c_str(),
-        e.ids.size(), static_cast<long long>(trained), status, ds.truncated(it.rec) ? ", truncated" : "");
-    std::printf("text (%s = trained):\n%s\n", tty ? "green" : "\u27e6...\u27e7",
-                marked_text(segs, tty).c_str());
-    print_tokens(*rd.tokenizer, e, e.ids.size(), tty);
+  return chosen;
+}
+
+// The record's rendering, re-read from its file; the cached ids are what training sees.
+std::vector<data::Segment> rendered_segments(const config::RunConfig& cfg, const data::RunData& rd,
+                                             const config::DatasetSpec& spec, const data::Origin& o) {
+  data::ReadResult rr =
+      data::read_dataset(spec, cfg.data.on_bad_record, /*keep_unanswered=*/false, cfg.data.max_record_bytes);
+  const data::Record* rec = nullptr;
+  for (const auto& r : rr.records)
+    if (r.origin.index == o.index) rec = &r;
+  auto tmpl = data::template_for(cfg, spec, *rd.tokenizer);
+  return rec ? tmpl.segments(*rec) : std::vector<data::Segment>{};
+}
+
+const char* status_text(data::SampleStatus s) {
+  return s == data::SampleStatus::kOk           ? "ok"
+         : s == data::SampleStatus::kZeroTarget ? "zero-target (not trained)"
+                                                : "too long (dropped)";
+}
+
+// Sample i of the stage: as one JSON line, or its origin, text with trained spans, and tokens.
+void show_sample(const config::RunConfig& cfg, const data::RunData& rd, std::size_t stage,
+                 const std::vector<Item>& items, std::size_t i, bool tty) {
+  const Item& it = items[i];
+  const auto& ds = *rd.datasets[it.ds];
+  const auto& spec = cfg.datasets[it.ds];
+  data::Origin o = ds.origin(it.rec);
+  std::vector<data::Segment> segs = rendered_segments(cfg, rd, spec, o);
+  data::Encoded e;
+  e.ids.assign(ds.ids(it.rec), ds.ids(it.rec) + ds.length(it.rec));
+  e.mask.assign(ds.mask(it.rec), ds.mask(it.rec) + ds.length(it.rec));
+  const char* status = status_text(ds.status(it.rec));
+  if (A.json) {
+    ordered_json j = {{"stage", cfg.stages[stage].name},
+                      {"index", i},
+                      {"dataset", spec.name},
+                      {"replay", it.replay},
+                      {"origin", origin_json(o)},
+                      {"text", data::ChatTemplate::join(segs, /*with_bos=*/rd.tokenizer->bos_id() >= 0)},
+                      {"ids", e.ids},
+                      {"mask", e.mask},
+                      {"status", status},
+                      {"truncated", ds.truncated(it.rec)}};
+    std::cout << j.dump() << "\n";
+    return;
   }
+  std::int64_t trained = 0;
+  for (auto m : e.mask) trained += m;
+  std::printf(
+      "stage %zu (%s), sample %zu of %zu: %s record %lld%s\n  origin %s (id %s)\n  %zu tokens, %lld "
+      "trained, %s%s\n",
+      stage + 1, cfg.stages[stage].name.c_str(), i, items.size(), spec.name.c_str(),
+      static_cast<long long>(it.rec), it.replay ? " (replay)" : "", o.where().c_str(), o.id.c_str(),
+      e.ids.size(), static_cast<long long>(trained), status, ds.truncated(it.rec) ? ", truncated" : "");
+  std::printf("text (%s = trained):\n%s\n", tty ? "green" : "\u27e6...\u27e7",
+              marked_text(segs, tty).c_str());
+  print_tokens(*rd.tokenizer, e, e.ids.size(), tty);
+}
+
+int run_inspect() {
+  config::RunConfig cfg = config::load_run_config(A.config, A.sets);
+  data::RunData rd = data::build_run_data(cfg, 1);
+  const std::size_t stage = chosen_stage(cfg);
+  const std::vector<Item> items = stage_samples(rd, stage);
+  const std::vector<std::size_t> chosen = chosen_samples(cfg, rd, items, stage);
+  const bool tty = ::isatty(1);
+  for (std::size_t i : chosen) show_sample(cfg, rd, stage, items, i, tty);
   return 0;
 }
 

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <map>
 
 #include "sft/util/fs.h"
 
@@ -30,8 +31,13 @@ void check_run_inputs(const config::RunConfig& cfg) {
   eval::check_eval_config(cfg);
 }
 
+// --resume's values: the one place its text is read.
+enum class Resume { kNever, kAuto };
+const std::map<std::string, Resume> kResumeValues = {{"auto", Resume::kAuto}, {"never", Resume::kNever}};
+
 struct TrainArgs {
-  std::string path, output_dir, resume, profile_steps;
+  std::string path, output_dir, profile_steps;
+  Resume resume = Resume::kNever;
   bool dry = false, json = false, overwrite = false;
   std::vector<std::string> sets, resume_overrides;
   std::vector<std::int64_t> inject_nonfinite;
@@ -151,7 +157,7 @@ int run_train() {
                  config::strategy_name(cfg.strategy), cfg.stages.size(), cfg.output_dir);
   check_run_inputs(cfg);
   train::TrainerOptions opts;
-  opts.resume = T.resume == "auto";
+  opts.resume = T.resume == Resume::kAuto;
   opts.resume_overrides = T.resume_overrides;
   opts.overwrite = T.overwrite;
   opts.inject_nonfinite = T.inject_nonfinite;
@@ -179,8 +185,10 @@ std::vector<Command> register_train(CLI::App& app) {
   add_set_option(cmd, T.sets);
   cmd->add_option("--output-dir", T.output_dir,
                   "where checkpoints, metrics and models go (overrides output_dir)");
-  cmd->add_option("--resume", T.resume, "resume: 'auto' continues from the newest good checkpoint")
-      ->check(CLI::IsMember({"auto", "never"}));
+  cmd->add_option_function<std::string>(
+         "--resume", [](const std::string& v) { T.resume = kResumeValues.at(v); },
+         "resume: 'auto' continues from the newest good checkpoint")
+      ->check(CLI::IsMember(kResumeValues));
   cmd->add_option(
          "--resume-override", T.resume_overrides,
          "with --resume auto: a setting (e.g. train.lr) that may differ from the checkpoint's; repeatable, "

@@ -188,126 +188,132 @@ ordered_json interval_json(double effect, double lo, double hi) {
   return j;
 }
 
-// One plan row decided over the pool.
-ordered_json decide(const Pool& p, const Plan& plan, const PlanRow& row, std::size_t row_index) {
-  ordered_json j = {{"id", row.id}, {"ability", row.ability}, {"metric", row.metric}, {"test", row.test}};
-  if (!p.abilities.count(row.ability) || (row.test == "saturation" && !p.abilities.count(row.against))) {
-    j["verdict"] = "no runs";
-    return j;
+// The row with no runs to decide it by.
+ordered_json no_runs(ordered_json j) {
+  j["verdict"] = "no runs";
+  return j;
+}
+
+// The smallest share both run sets ran (within 1%), or 0 when they share none.
+double smallest_common_share(const Pool& p, const PlanRow& row) {
+  const auto sa = shares_of(p, row.a, row.ability, row.k, row.metric),
+             sb = shares_of(p, row.b, row.ability, row.k, row.metric);
+  double share = 0;
+  for (double s : sa)
+    for (double t : sb)
+      if (std::abs(s - t) <= 0.01 * s && (share == 0 || s < share)) share = s;
+  return share;
+}
+
+// a - b: paired over the seeds both ran, or Welch's over all of them.
+stats::Diff difference(const BySeed& a, const BySeed& b, bool pair) {
+  if (!pair) return stats::welch95(values(a), values(b));
+  std::vector<double> va, vb;
+  for (const auto& [seed, x] : a)
+    if (b.count(seed)) {
+      va.push_back(x);
+      vb.push_back(b.at(seed));
+    }
+  return stats::paired95(va, vb);
+}
+
+// A run set as findings.md names it.
+std::string set_name(const PlanRow& row, const std::string& set) {
+  return set == "alone" ? row.ability + " alone" : set == "dmt" ? "dmt (k = " + share_text(row.k) + ")" : set;
+}
+
+// Run set a - run set b at one share, against the row's side and threshold.
+ordered_json decide_difference(const Pool& p, const PlanRow& row, ordered_json j) {
+  double share = plan_share(row.share);
+  const bool fractional_sets =
+      (row.a == "alone" || row.a == "mixed") && (row.b == "alone" || row.b == "mixed");
+  if (share == 0) {  // smallest share both sides ran
+    share = smallest_common_share(p, row);
+    if (share == 0) return no_runs(std::move(j));
   }
-  if (row.test == "difference") {
-    double share = plan_share(row.share);
-    const bool fractional_sets =
-        (row.a == "alone" || row.a == "mixed") && (row.b == "alone" || row.b == "mixed");
-    if (share == 0) {  // smallest share both sides ran
-      const auto sa = shares_of(p, row.a, row.ability, row.k, row.metric),
-                 sb = shares_of(p, row.b, row.ability, row.k, row.metric);
-      share = 0;
-      for (double s : sa)
-        for (double t : sb)
-          if (std::abs(s - t) <= 0.01 * s && (share == 0 || s < share)) share = s;
-      if (share == 0) {
-        j["verdict"] = "no runs";
-        return j;
-      }
+  const BySeed a = scores(p, row.a, row.ability, share, row.k, row.metric),
+               b = scores(p, row.b, row.ability, share, row.k, row.metric);
+  if (a.empty() || b.empty()) return no_runs(std::move(j));
+  // A seed names the same data subset only at a fractional share of one ability's data.
+  const stats::Diff d = difference(a, b, fractional_sets && share < 0.999);
+  j["compares"] =
+      set_name(row, row.a) + " - " + set_name(row, row.b) + " at " + share_text(share) + " of the data";
+  j["unit"] = "points";
+  j["share"] = share;
+  j["method"] = d.method;
+  j["n"] = {{"a", d.n_a}, {"b", d.n_b}};
+  j.update(interval_json(d.effect, d.lo, d.hi));
+  if (std::isfinite(d.df)) j["df"] = d.df;
+  j["rule"] = row.side + " " + num(row.threshold, 0);
+  j["verdict"] = side_verdict(d.lo, d.hi, row.side, row.threshold, d.defined());
+  return j;
+}
+
+// Reproduced: a rising slope, no lack of fit, and a line the logistic does not beat by AIC.
+std::string log_linear_verdict(const Plan& plan, const stats::LineFit& line, const stats::LackOfFit& lof,
+                               const stats::SaturatingFit& sat) {
+  if (!lof.defined || !std::isfinite(line.b_lo)) return kUndecided;
+  if (line.b_hi <= 0 || lof.p < plan.alpha || sat.delta_aic > plan.delta_aic) return kNotReproduced;
+  return line.b_lo > 0 ? kReproduced : kUndecided;
+}
+
+// The score's slope per doubling of an ability's records alone, with its fit checks.
+ordered_json decide_log_linear(const Pool& p, const Plan& plan, const PlanRow& row, ordered_json j) {
+  std::vector<double> x, y;
+  for (const auto& r : p.runs)
+    if (share_in_set(p, r, "alone", row.ability, 0, row.metric) > 0) {
+      x.push_back(std::log2(r.amounts.at(row.ability)));
+      y.push_back(100 * value(r, row.ability, row.metric));
     }
-    const BySeed a = scores(p, row.a, row.ability, share, row.k, row.metric),
-                 b = scores(p, row.b, row.ability, share, row.k, row.metric);
-    if (a.empty() || b.empty()) {
-      j["verdict"] = "no runs";
-      return j;
-    }
-    // A seed names the same data subset only at a fractional share of one ability's data.
-    const bool pair = fractional_sets && share < 0.999;
-    stats::Diff d;
-    if (pair) {
-      std::vector<double> va, vb;
-      for (const auto& [seed, x] : a)
-        if (b.count(seed)) {
-          va.push_back(x);
-          vb.push_back(b.at(seed));
-        }
-      d = stats::paired95(va, vb);
-    } else {
-      d = stats::welch95(values(a), values(b));
-    }
-    auto name = [&](const std::string& s) {
-      return s == "alone" ? row.ability + " alone" : s == "dmt" ? "dmt (k = " + share_text(row.k) + ")" : s;
-    };
-    j["compares"] = name(row.a) + " - " + name(row.b) + " at " + share_text(share) + " of the data";
-    j["unit"] = "points";
-    j["share"] = share;
-    j["method"] = d.method;
-    j["n"] = {{"a", d.n_a}, {"b", d.n_b}};
-    j.update(interval_json(d.effect, d.lo, d.hi));
-    if (std::isfinite(d.df)) j["df"] = d.df;
-    j["rule"] = row.side + " " + num(row.threshold, 0);
-    j["verdict"] = side_verdict(d.lo, d.hi, row.side, row.threshold, d.defined());
-    return j;
-  }
-  if (row.test == "log_linear") {
-    std::vector<double> x, y;
-    for (const auto& r : p.runs)
-      if (share_in_set(p, r, "alone", row.ability, 0, row.metric) > 0) {
-        x.push_back(std::log2(r.amounts.at(row.ability)));
-        y.push_back(100 * value(r, row.ability, row.metric));
-      }
-    if (x.empty()) {
-      j["verdict"] = "no runs";
-      return j;
-    }
-    const stats::LineFit line = stats::fit_line(x, y);
-    const stats::LackOfFit lof = stats::lack_of_fit(x, y);
-    const stats::SaturatingFit sat = stats::fit_logistic(x, y);
-    j["compares"] = row.metric + " on log2(records), " + row.ability + " alone, every share and seed";
-    j["unit"] = "points per doubling";
-    j["method"] = "least squares; lack-of-fit F (seeds as replicates); logistic in log2(records) by AIC";
-    j["n"] = {{"runs", line.n}, {"shares", lof.m}};
-    j.update(interval_json(line.b, line.b_lo, line.b_hi));
-    j["lack_of_fit"] = {{"F", std::isfinite(lof.f) ? ordered_json(lof.f) : ordered_json("inf")},
-                        {"df", {lof.df_lack, lof.df_pure}},
-                        {"p", lof.p},
-                        {"defined", lof.defined}};
-    j["logistic"] = {{"lo", sat.lo},
-                     {"hi", sat.hi},
-                     {"mid_log2", sat.mid},
-                     {"scale", sat.scale},
-                     {"aic_line", sat.aic_line},
-                     {"aic_logistic", sat.aic_logistic},
-                     {"delta_aic", sat.delta_aic}};
-    j["rule"] = "slope > 0, lack-of-fit p >= " + plain(plan.alpha) +
-                ", AIC(line) - AIC(logistic) <= " + plain(plan.delta_aic, 1);
-    std::string v = kUndecided;
-    if (lof.defined && std::isfinite(line.b_lo)) {
-      if (line.b_hi <= 0 || lof.p < plan.alpha || sat.delta_aic > plan.delta_aic)
-        v = kNotReproduced;
-      else if (line.b_lo > 0)
-        v = kReproduced;
-    }
-    j["verdict"] = v;
-    return j;
-  }
-  // saturation: ability's ratio at share - against's ratio at share, bootstrapped over seeds.
+  if (x.empty()) return no_runs(std::move(j));
+  const stats::LineFit line = stats::fit_line(x, y);
+  const stats::LackOfFit lof = stats::lack_of_fit(x, y);
+  const stats::SaturatingFit sat = stats::fit_logistic(x, y);
+  j["compares"] = row.metric + " on log2(records), " + row.ability + " alone, every share and seed";
+  j["unit"] = "points per doubling";
+  j["method"] = "least squares; lack-of-fit F (seeds as replicates); logistic in log2(records) by AIC";
+  j["n"] = {{"runs", line.n}, {"shares", lof.m}};
+  j.update(interval_json(line.b, line.b_lo, line.b_hi));
+  j["lack_of_fit"] = {{"F", std::isfinite(lof.f) ? ordered_json(lof.f) : ordered_json("inf")},
+                      {"df", {lof.df_lack, lof.df_pure}},
+                      {"p", lof.p},
+                      {"defined", lof.defined}};
+  j["logistic"] = {{"lo", sat.lo},
+                   {"hi", sat.hi},
+                   {"mid_log2", sat.mid},
+                   {"scale", sat.scale},
+                   {"aic_line", sat.aic_line},
+                   {"aic_logistic", sat.aic_logistic},
+                   {"delta_aic", sat.delta_aic}};
+  j["rule"] = "slope > 0, lack-of-fit p >= " + plain(plan.alpha) +
+              ", AIC(line) - AIC(logistic) <= " + plain(plan.delta_aic, 1);
+  j["verdict"] = log_linear_verdict(plan, line, lof, sat);
+  return j;
+}
+
+// Mean score at a share over mean score at full data; NaN when the latter is not positive.
+double saturation_ratio(const std::vector<double>& at, const std::vector<double>& full) {
+  const double f = stats::mean(full);
+  return f > 0 ? stats::mean(at) / f : NAN;
+}
+
+// The ability's ratio at the share - against's ratio at the share, bootstrapped over seeds.
+ordered_json decide_saturation(const Pool& p, const Plan& plan, const PlanRow& row, std::size_t row_index,
+                               ordered_json j) {
   const double share = plan_share(row.share);
   const std::vector<std::vector<double>> groups = {
       values(scores(p, "alone", row.ability, share, 0, row.metric)),
       values(scores(p, "alone", row.ability, 1, 0, row.metric)),
       values(scores(p, "alone", row.against, share, 0)), values(scores(p, "alone", row.against, 1, 0))};
   for (const auto& g : groups)
-    if (g.empty()) {
-      j["verdict"] = "no runs";
-      return j;
-    }
-  auto ratio = [](const std::vector<double>& at, const std::vector<double>& full) {
-    const double f = stats::mean(full);
-    return f > 0 ? stats::mean(at) / f : NAN;
-  };
+    if (g.empty()) return no_runs(std::move(j));
   const stats::Bootstrap b = stats::bootstrap95(
-      groups, [&](const auto& g) { return ratio(g[0], g[1]) - ratio(g[2], g[3]); }, plan.resamples,
-      plan.bootstrap_seed + row_index);
+      groups, [&](const auto& g) { return saturation_ratio(g[0], g[1]) - saturation_ratio(g[2], g[3]); },
+      plan.resamples, plan.bootstrap_seed + row_index);
   j["compares"] = row.ability + " - " + row.against + ": score at " + share_text(share) +
-                  " / score at full data (alone), " + row.ability + " " + plain(ratio(groups[0], groups[1])) +
-                  ", " + row.against + " " + plain(ratio(groups[2], groups[3]));
+                  " / score at full data (alone), " + row.ability + " " +
+                  plain(saturation_ratio(groups[0], groups[1])) + ", " + row.against + " " +
+                  plain(saturation_ratio(groups[2], groups[3]));
   j["unit"] = "ratio";
   j["share"] = share;
   j["method"] = "percentile bootstrap over seeds, " + std::to_string(plan.resamples) + " resamples";
@@ -317,6 +323,16 @@ ordered_json decide(const Pool& p, const Plan& plan, const PlanRow& row, std::si
   j["verdict"] = side_verdict(b.lo, b.hi, row.side, row.threshold,
                               b.n >= 2 && std::isfinite(b.lo) && std::isfinite(b.estimate));
   return j;
+}
+
+// One plan row decided over the pool.
+ordered_json decide(const Pool& p, const Plan& plan, const PlanRow& row, std::size_t row_index) {
+  ordered_json j = {{"id", row.id}, {"ability", row.ability}, {"metric", row.metric}, {"test", row.test}};
+  if (!p.abilities.count(row.ability) || (row.test == "saturation" && !p.abilities.count(row.against)))
+    return no_runs(std::move(j));
+  if (row.test == "difference") return decide_difference(p, row, std::move(j));
+  if (row.test == "log_linear") return decide_log_linear(p, plan, row, std::move(j));
+  return decide_saturation(p, plan, row, row_index, std::move(j));
 }
 
 std::string combine(const ordered_json& rows) {
@@ -420,83 +436,86 @@ ordered_json dmt_by_k(const Pool& p) {
   return out;
 }
 
-}  // namespace
-
-ordered_json build_findings(const std::vector<SweepRun>& runs, const std::string& out_dir,
-                            const FindingsOptions& options) {
-  const Pool p = pool_of(runs);
-  std::string copy;
-  PlanStatus status = recorded_plan(options.study_dir, &copy, static_cast<int>(p.runs.size()));
+// The claims decided, findings.json's "plan" block and findings.md's opening sentences.
+struct PlanVerdicts {
   ordered_json claims = ordered_json::array();
-  ordered_json plan_json = {{"status", status.status}};
+  ordered_json plan;
   std::string header;
-  if (status.status == "confirmatory") {
-    const Plan plan = load_plan(copy);
-    claims = decide_claims(p, plan, "confirmatory");
-    plan_json["sha256"] = plan.sha256;
-    plan_json["file"] = copy;
-    plan_json["recorded_utc"] = status.record.value("recorded_utc", std::string());
-    header = "Confirmatory verdicts from the analysis plan recorded with the runs (" + copy + ", SHA-256 " +
-             plan.sha256 + ", recorded " + plan_json["recorded_utc"].get<std::string>() + ").";
-    if (!options.plan_file.empty()) {
-      const Plan now = load_plan(options.plan_file);
-      if (now.sha256 != plan.sha256) {
-        // A changed rule is shown beside the confirmatory row of its claim, never in its place.
-        plan_json["exploratory_plan"] = {{"file", now.file}, {"sha256", now.sha256}};
-        header += " Rows labelled exploratory come from another plan given afterwards (" + now.file +
-                  ", SHA-256 " + now.sha256 + ") and decide nothing.";
-        for (auto& c : decide_claims(p, now, "exploratory")) {
-          bool placed = false;
-          for (auto& conf : claims)
-            if (conf["id"] == c["id"]) {
-              conf["exploratory_rows"] = c["rows"];
-              placed = true;
-            }
-          if (!placed) claims.push_back(c);
-        }
+};
+
+// A later plan's claims: its rows beside the confirmatory ones of the same claim, or a claim of their own.
+void add_exploratory_rows(ordered_json& claims, const ordered_json& exploratory) {
+  for (const auto& c : exploratory) {
+    bool placed = false;
+    for (auto& conf : claims)
+      if (conf["id"] == c["id"]) {
+        conf["exploratory_rows"] = c["rows"];
+        placed = true;
       }
-    }
-  } else {
-    plan_json["reason"] = status.reason;
-    if (!options.plan_file.empty()) {
-      const Plan now = load_plan(options.plan_file);
-      claims = decide_claims(p, now, "exploratory");
-      plan_json["status"] = "exploratory";
-      plan_json["file"] = now.file;
-      plan_json["sha256"] = now.sha256;
-      header = "EXPLORATORY ONLY: " + status.reason + ". Every row below applies " + now.file + " (SHA-256 " +
-               now.sha256 + ") after the fact and decides nothing.";
-    } else {
-      header = "No verdicts: " + status.reason + ", and no plan was given (--plan).";
-    }
+    if (!placed) claims.push_back(c);
   }
+}
 
-  // A second seed set's findings, verdicts side by side.
-  ordered_json compare;
-  if (!options.compare_dir.empty()) {
-    const std::string other = fs::join(options.compare_dir, "findings.json");
-    if (!fs::exists(other)) throw ConfigError("--compare: " + other + " not found");
-    compare = ordered_json::parse(fs::read_file(other));
+// Verdicts from the plan recorded with the runs (the copy at `copy`), and any other plan's beside them.
+PlanVerdicts confirmatory_verdicts(const Pool& p, const PlanStatus& status, const std::string& copy,
+                                   const FindingsOptions& options) {
+  PlanVerdicts v;
+  v.plan = {{"status", status.status}};
+  const Plan plan = load_plan(copy);
+  v.claims = decide_claims(p, plan, "confirmatory");
+  v.plan["sha256"] = plan.sha256;
+  v.plan["file"] = copy;
+  v.plan["recorded_utc"] = status.record.value("recorded_utc", std::string());
+  v.header = "Confirmatory verdicts from the analysis plan recorded with the runs (" + copy + ", SHA-256 " +
+             plan.sha256 + ", recorded " + v.plan["recorded_utc"].get<std::string>() + ").";
+  if (options.plan_file.empty()) return v;
+  const Plan now = load_plan(options.plan_file);
+  if (now.sha256 == plan.sha256) return v;
+  // A changed rule is shown beside the confirmatory row of its claim, never in its place.
+  v.plan["exploratory_plan"] = {{"file", now.file}, {"sha256", now.sha256}};
+  v.header += " Rows labelled exploratory come from another plan given afterwards (" + now.file +
+              ", SHA-256 " + now.sha256 + ") and decide nothing.";
+  add_exploratory_rows(v.claims, decide_claims(p, now, "exploratory"));
+  return v;
+}
+
+// No valid recorded plan: the plan given now decides exploratory rows only, or there are no verdicts.
+PlanVerdicts exploratory_verdicts(const Pool& p, const PlanStatus& status, const FindingsOptions& options) {
+  PlanVerdicts v;
+  v.plan = {{"status", status.status}};
+  v.plan["reason"] = status.reason;
+  if (options.plan_file.empty()) {
+    v.header = "No verdicts: " + status.reason + ", and no plan was given (--plan).";
+    return v;
   }
-  auto other_verdict = [&](const std::string& claim_id, const std::string& row_id) -> std::string {
-    if (compare.is_null()) return "";
-    for (const auto& c : compare.value("claims", ordered_json::array()))
-      if (c.value("id", "") == claim_id) {
-        if (row_id.empty()) return c.value("analysis", "") + ": " + c.value("verdict", "");
-        for (const auto& r : c.value("rows", ordered_json::array()))
-          if (r.value("id", "") == row_id) return r.value("verdict", "");
-      }
-    return "-";
-  };
+  const Plan now = load_plan(options.plan_file);
+  v.claims = decide_claims(p, now, "exploratory");
+  v.plan["status"] = "exploratory";
+  v.plan["file"] = now.file;
+  v.plan["sha256"] = now.sha256;
+  v.header = "EXPLORATORY ONLY: " + status.reason + ". Every row below applies " + now.file + " (SHA-256 " +
+             now.sha256 + ") after the fact and decides nothing.";
+  return v;
+}
 
-  ordered_json out = {{"plan", plan_json},
-                      {"paper", "Dong et al., arXiv 2310.05492v4 (ACL 2024)"},
-                      {"thresholds", {{"near_margin_points", 5.0}}},
-                      {"finished_runs", p.runs.size()},
-                      {"claims", claims},
-                      {"dmt_by_k", dmt_by_k(p)}};
+// Confirmatory when the recorded plan is valid, else exploratory or nothing.
+PlanVerdicts decide_by_plans(const Pool& p, const FindingsOptions& options) {
+  std::string copy;
+  const PlanStatus status = recorded_plan(options.study_dir, &copy, static_cast<int>(p.runs.size()));
+  if (status.status == "confirmatory") return confirmatory_verdicts(p, status, copy, options);
+  return exploratory_verdicts(p, status, options);
+}
 
-  // Descriptive: mixed - alone at every share both ran (paired: a seed is one data subset).
+// A second seed set's findings.json (--compare), or null when none was given.
+ordered_json read_compared(const std::string& compare_dir) {
+  if (compare_dir.empty()) return ordered_json();
+  const std::string other = fs::join(compare_dir, "findings.json");
+  if (!fs::exists(other)) throw ConfigError("--compare: " + other + " not found");
+  return ordered_json::parse(fs::read_file(other));
+}
+
+// Descriptive: mixed - alone at every share both ran (paired: a seed is one data subset).
+ordered_json mixing_by_share(const Pool& p) {
   ordered_json by_share = ordered_json::array();
   for (const auto& a : p.abilities)
     for (double s : shares_of(p, "mixed", a, 0)) {
@@ -514,93 +533,150 @@ ordered_json build_findings(const std::vector<SweepRun>& runs, const std::string
       j["n"] = {d.n_a, d.n_b};
       if (j.contains("ci95")) by_share.push_back(j);
     }
-  out["mixing_by_share"] = by_share;
-  if (!compare.is_null())
-    out["compare"] = {{"dir", options.compare_dir}, {"plan", compare.value("plan", ordered_json())}};
+  return by_share;
+}
 
-  std::string md =
-      "# Findings\n\n" + header + "\n\nPaper: Dong et al., arXiv 2310.05492v4 (ACL 2024); a figure marked " +
-      "\"not verified\" was not found in a stored copy of that version. " + std::to_string(p.runs.size()) +
-      " finished runs. Effects in percentage points with 95% intervals; n is the runs on each side " +
-      "(paired: the pairs). A claim's verdict is its confirmatory rows' together: reproduced if every " +
-      "row is, not reproduced if any row is, else undecided.\n\n";
-  const bool cmp = !compare.is_null();
-  md += "| claim | row | ability | compares | effect [95% interval] | n | test | rule | paper | verdict |" +
-        std::string(cmp ? " other seeds |" : "") + "\n|---|---|---|---|---|---|---|---|---|---|" +
-        (cmp ? "---|" : "") + "\n";
-  auto row_md = [&](const std::string& claim_cell, const std::string& claim_id, const ordered_json& r) {
-    std::string eff = "-";
-    if (r.contains("effect"))
-      eff =
-          num(r["effect"].get<double>(), r["unit"] == "ratio" ? 2 : 1) +
+// The compared study's verdict of a row, or with no row_id of the claim; "-" when it has none.
+std::string other_verdict(const ordered_json& compare, const std::string& claim_id,
+                          const std::string& row_id) {
+  if (compare.is_null()) return "";
+  for (const auto& c : compare.value("claims", ordered_json::array()))
+    if (c.value("id", "") == claim_id) {
+      if (row_id.empty()) return c.value("analysis", "") + ": " + c.value("verdict", "");
+      for (const auto& r : c.value("rows", ordered_json::array()))
+        if (r.value("id", "") == row_id) return r.value("verdict", "");
+    }
+  return "-";
+}
+
+// A row's effect cell: the effect, its interval and unit, and a log-linear row's fit checks.
+std::string effect_md(const ordered_json& r) {
+  std::string eff = "-";
+  if (r.contains("effect"))
+    eff = num(r["effect"].get<double>(), r["unit"] == "ratio" ? 2 : 1) +
           (r.contains("ci95") ? " [" + num(r["ci95"][0].get<double>(), r["unit"] == "ratio" ? 2 : 1) + ", " +
                                     num(r["ci95"][1].get<double>(), r["unit"] == "ratio" ? 2 : 1) + "]"
                               : " [no interval]") +
           (r["unit"] == "points" ? "" : " " + r["unit"].get<std::string>());
-    if (r.contains("lack_of_fit"))
-      eff += "; lack of fit F(" + plain(r["lack_of_fit"]["df"][0].get<double>(), 0) + ", " +
-             plain(r["lack_of_fit"]["df"][1].get<double>(), 0) +
-             ") p = " + plain(r["lack_of_fit"]["p"].get<double>(), 3) +
-             "; AIC(line) - AIC(logistic) = " + plain(r["logistic"]["delta_aic"].get<double>(), 1);
-    std::string n = r.contains("n") ? r["n"].dump() : "-";
-    const std::string verdict =
-        (r["analysis"] == "exploratory" ? "exploratory: " : "") + r["verdict"].get<std::string>();
-    const std::string metric = r.value("metric", std::string("score"));
-    return "| " + claim_cell + " | " + r["id"].get<std::string>() + " | " + r["ability"].get<std::string>() +
-           (metric == "score" ? "" : " (" + metric + ")") + " | " + r.value("compares", std::string("-")) +
-           " | " + eff + " | " + n + " | " + r.value("method", std::string("-")) + " | " +
-           r.value("rule", std::string("-")) + " | " + r.value("paper", std::string("")) + " | " + verdict +
-           " |" + (cmp ? " " + other_verdict(claim_id, r["id"].get<std::string>()) + " |" : "") + "\n";
-  };
+  if (r.contains("lack_of_fit"))
+    eff += "; lack of fit F(" + plain(r["lack_of_fit"]["df"][0].get<double>(), 0) + ", " +
+           plain(r["lack_of_fit"]["df"][1].get<double>(), 0) +
+           ") p = " + plain(r["lack_of_fit"]["p"].get<double>(), 3) +
+           "; AIC(line) - AIC(logistic) = " + plain(r["logistic"]["delta_aic"].get<double>(), 1);
+  return eff;
+}
+
+// One row of the claims table; claim_cell is the claim's headline on its first row, else empty.
+std::string row_md(const std::string& claim_cell, const std::string& claim_id, const ordered_json& r,
+                   const ordered_json& compare) {
+  const bool cmp = !compare.is_null();
+  std::string n = r.contains("n") ? r["n"].dump() : "-";
+  const std::string verdict =
+      (r["analysis"] == "exploratory" ? "exploratory: " : "") + r["verdict"].get<std::string>();
+  const std::string metric = r.value("metric", std::string("score"));
+  return "| " + claim_cell + " | " + r["id"].get<std::string>() + " | " + r["ability"].get<std::string>() +
+         (metric == "score" ? "" : " (" + metric + ")") + " | " + r.value("compares", std::string("-")) +
+         " | " + effect_md(r) + " | " + n + " | " + r.value("method", std::string("-")) + " | " +
+         r.value("rule", std::string("-")) + " | " + r.value("paper", std::string("")) + " | " + verdict +
+         " |" + (cmp ? " " + other_verdict(compare, claim_id, r["id"].get<std::string>()) + " |" : "") + "\n";
+}
+
+// The claims table: each claim's rows under its headline verdict, its exploratory rows after them.
+std::string claims_md(const ordered_json& claims, const ordered_json& compare) {
+  const bool cmp = !compare.is_null();
+  std::string md =
+      "| claim | row | ability | compares | effect [95% interval] | n | test | rule | paper | verdict |" +
+      std::string(cmp ? " other seeds |" : "") + "\n|---|---|---|---|---|---|---|---|---|---|" +
+      (cmp ? "---|" : "") + "\n";
   for (const auto& c : claims) {
     const std::string id = c["id"].get<std::string>();
     const std::string head = "**" + c["claim"].get<std::string>() +
                              "**: " + (c["analysis"] == "exploratory" ? "exploratory: " : "") +
                              c["verdict"].get<std::string>() +
-                             (cmp ? " (other seeds: " + other_verdict(id, "") + ")" : "");
+                             (cmp ? " (other seeds: " + other_verdict(compare, id, "") + ")" : "");
     bool first = true;
     for (const auto& r : c["rows"]) {
-      md += row_md(first ? head : "", id, r);
+      md += row_md(first ? head : "", id, r, compare);
       first = false;
     }
     if (c.contains("exploratory_rows"))
-      for (const auto& r : c["exploratory_rows"]) md += row_md("", id, r);
+      for (const auto& r : c["exploratory_rows"]) md += row_md("", id, r, compare);
   }
   if (claims.empty())
     md += "| (no plan: no claims decided) | | | | | | | | | |" + std::string(cmp ? " |" : "") + "\n";
+  return md;
+}
 
-  md +=
+// The DMT table (each k against multi-task and sequential) and each ability's k curve.
+std::string dmt_by_k_md(const ordered_json& dmt) {
+  std::string md =
       "\nDescriptive (no verdicts). DMT at each k against multi-task and sequential, Welch, points:\n\n"
       "| ability | k | mean | n | dmt - multi_task [95%] | dmt - sequential [95%] "
       "|\n|---|---|---|---|---|---|\n";
-  for (const auto& r : out["dmt_by_k"]) {
+  auto iv = [](const ordered_json& d) {
+    return d.contains("ci95") ? num(d["effect"].get<double>()) + " [" + num(d["ci95"][0].get<double>()) +
+                                    ", " + num(d["ci95"][1].get<double>()) + "] (n " + d["n"].dump() + ")"
+                              : std::string("-");
+  };
+  for (const auto& r : dmt) {
     if (r.contains("k_curve")) continue;
-    auto iv = [](const ordered_json& d) {
-      return d.contains("ci95") ? num(d["effect"].get<double>()) + " [" + num(d["ci95"][0].get<double>()) +
-                                      ", " + num(d["ci95"][1].get<double>()) + "] (n " + d["n"].dump() + ")"
-                                : std::string("-");
-    };
     md += "| " + r["ability"].get<std::string>() + " | " + share_text(r["k"].get<double>()) + " | " +
           plain(r["mean"].get<double>(), 1) + " | " + std::to_string(r["n"].get<int>()) + " | " +
           iv(r["minus_multi_task"]) + " | " + iv(r["minus_sequential"]) + " |\n";
   }
-  for (const auto& r : out["dmt_by_k"])
+  for (const auto& r : dmt)
     if (r.contains("k_curve") && r.contains("ci95"))
       md += "\nk curve, " + r["ability"].get<std::string>() + ": " + num(r["effect"].get<double>()) +
             " points per doubling of k [" + num(r["ci95"][0].get<double>()) + ", " +
             num(r["ci95"][1].get<double>()) + "] (n " + std::to_string(r["n"].get<int>()) + ")\n";
-  if (!by_share.empty()) {
-    md +=
-        "\nMixed (RQ2) - alone (RQ1) by share, points (paired where a seed is one data subset):\n\n"
-        "| ability | share | effect [95% interval] | n | method |\n|---|---|---|---|---|\n";
-    for (const auto& r : by_share)
-      md += "| " + r["ability"].get<std::string>() + " | " + share_text(r["share"].get<double>()) + " | " +
-            num(r["effect"].get<double>()) + " [" + num(r["ci95"][0].get<double>()) + ", " +
-            num(r["ci95"][1].get<double>()) + "] | " + r["n"].dump() + " | " +
-            r["method"].get<std::string>() + " |\n";
-  }
+  return md;
+}
+
+// The mixed - alone table; empty when no share has both.
+std::string mixing_by_share_md(const ordered_json& by_share) {
+  if (by_share.empty()) return "";
+  std::string md =
+      "\nMixed (RQ2) - alone (RQ1) by share, points (paired where a seed is one data subset):\n\n"
+      "| ability | share | effect [95% interval] | n | method |\n|---|---|---|---|---|\n";
+  for (const auto& r : by_share)
+    md += "| " + r["ability"].get<std::string>() + " | " + share_text(r["share"].get<double>()) + " | " +
+          num(r["effect"].get<double>()) + " [" + num(r["ci95"][0].get<double>()) + ", " +
+          num(r["ci95"][1].get<double>()) + "] | " + r["n"].dump() + " | " + r["method"].get<std::string>() +
+          " |\n";
+  return md;
+}
+
+// findings.md: the header, the claims table and the descriptive tables.
+std::string findings_md(const std::string& header, std::size_t finished_runs, const ordered_json& out,
+                        const ordered_json& compare) {
+  return "# Findings\n\n" + header +
+         "\n\nPaper: Dong et al., arXiv 2310.05492v4 (ACL 2024); a figure marked " +
+         "\"not verified\" was not found in a stored copy of that version. " + std::to_string(finished_runs) +
+         " finished runs. Effects in percentage points with 95% intervals; n is the runs on each side " +
+         "(paired: the pairs). A claim's verdict is its confirmatory rows' together: reproduced if every " +
+         "row is, not reproduced if any row is, else undecided.\n\n" + claims_md(out["claims"], compare) +
+         dmt_by_k_md(out["dmt_by_k"]) + mixing_by_share_md(out["mixing_by_share"]);
+}
+
+}  // namespace
+
+ordered_json build_findings(const std::vector<SweepRun>& runs, const std::string& out_dir,
+                            const FindingsOptions& options) {
+  const Pool p = pool_of(runs);
+  const PlanVerdicts verdicts = decide_by_plans(p, options);
+  const ordered_json compare = read_compared(options.compare_dir);
+  ordered_json out = {{"plan", verdicts.plan},
+                      {"paper", "Dong et al., arXiv 2310.05492v4 (ACL 2024)"},
+                      {"thresholds", {{"near_margin_points", 5.0}}},
+                      {"finished_runs", p.runs.size()},
+                      {"claims", verdicts.claims},
+                      {"dmt_by_k", dmt_by_k(p)}};
+  out["mixing_by_share"] = mixing_by_share(p);
+  if (!compare.is_null())
+    out["compare"] = {{"dir", options.compare_dir}, {"plan", compare.value("plan", ordered_json())}};
   fs::make_dirs(out_dir);
-  fs::write_file_atomic(fs::join(out_dir, "findings.md"), md);
+  fs::write_file_atomic(fs::join(out_dir, "findings.md"),
+                        findings_md(verdicts.header, p.runs.size(), out, compare));
   fs::write_file_atomic(fs::join(out_dir, "findings.json"), out.dump(1) + "\n");
   return out;
 }

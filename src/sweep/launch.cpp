@@ -47,125 +47,197 @@ void remember_child(pid_t pid, bool add) {
     }
 }
 
-}  // namespace
+// SIGTERM and SIGINT's handlers before the sweep's, and the set of the two.
+struct StopSignals {
+  struct sigaction old_term, old_int;
+  sigset_t set;
+};
 
-LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary,
-                      int jobs) {
-  jobs = std::clamp(jobs, 1, kMaxChildren);
-  // Concurrent runs split the cores between them (small models scale poorly past a few
-  // threads, so two 1-thread runs beat one 2-thread run on 2 cores).
-  const long cores = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
-  const std::string threads = std::to_string(std::max(1L, cores / jobs));
+// Sends SIGTERM and SIGINT on to the children. No SA_RESTART: a signal interrupts waitpid, so
+// the sweep notices it at once.
+StopSignals forward_stop_signals() {
+  g_stop_signal = 0;
+  StopSignals s{};
+  struct sigaction sa {};
+  sa.sa_handler = forward_signal;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGTERM, &sa, &s.old_term);
+  ::sigaction(SIGINT, &sa, &s.old_int);
+  sigemptyset(&s.set);
+  sigaddset(&s.set, SIGTERM);
+  sigaddset(&s.set, SIGINT);
+  return s;
+}
+
+void restore_stop_signals(const StopSignals& s) {
+  ::sigaction(SIGTERM, &s.old_term, nullptr);
+  ::sigaction(SIGINT, &s.old_int, nullptr);
+}
+
+// In the forked child: becomes the run (argv), its output appended to `log`; never returns.
+[[noreturn]] void exec_run(pid_t parent, const sigset_t& unblocked, const std::string& log,
+                           std::vector<char*>& argv) {
+  // Its own process group: a terminal's Ctrl-C reaches it once, through the sweep.
+  ::setpgid(0, 0);
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // the sweep killed outright: checkpoint and exit
+  if (::getppid() != parent) ::_exit(128 + SIGTERM);
+  ::signal(SIGTERM, SIG_DFL);
+  ::signal(SIGINT, SIG_DFL);
+  ::sigprocmask(SIG_SETMASK, &unblocked, nullptr);
+  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);  // never through a link
+  if (fd < 0) ::_exit(126);
+  ::dup2(fd, 1);
+  ::dup2(fd, 2);
+  ::execv(argv[0], argv.data());
+  ::_exit(127);
+}
+
+// The sweep's runs as `sft train` children, at most `jobs` at once.
+class LocalSweep {
+ public:
+  LocalSweep(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary,
+             int jobs)
+      : spec_(spec), runs_(runs), sft_binary_(sft_binary), jobs_(jobs) {
+    // Concurrent runs split the cores between them (small models scale poorly past a few
+    // threads, so two 1-thread runs beat one 2-thread run on 2 cores).
+    const long cores = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
+    threads_ = std::to_string(std::max(1L, cores / jobs));
+  }
+
+  // Starts each run not finished nor held elsewhere, in order, until all are started or a stop.
+  void start_all(const sigset_t& stop_signals) {
+    for (std::size_t i = 0; i < runs_.size() && !stopping_ && !g_stop_signal; ++i) {
+      if (already_finished(i)) continue;
+      while (static_cast<int>(running_.size()) >= jobs_ && !g_stop_signal) reap_one();
+      if (stopping_ || g_stop_signal) break;
+      if (held_elsewhere(i)) continue;
+      if (!start(i, stop_signals)) break;
+    }
+  }
+
+  // Waits for every run started (after a signal: for each to save a checkpoint and exit).
+  void wait_all() {
+    if (g_stop_signal && !running_.empty())
+      sft::log::warn("sweep {}: signal {}: waiting for {} run(s) to save a checkpoint and exit", spec_.name,
+                     static_cast<int>(g_stop_signal), running_.size());
+    while (!running_.empty()) reap_one();
+  }
+
+  LocalResult result;
+
+ private:
   struct Child {
     std::size_t index;
     std::chrono::steady_clock::time_point start;
   };
-  std::map<pid_t, Child> running;
-  LocalResult result;
-  bool stopping = false;
 
-  // No SA_RESTART: a signal interrupts waitpid, so the loop notices it at once.
-  g_stop_signal = 0;
-  struct sigaction sa {
-  }, old_term{}, old_int{};
-  sa.sa_handler = forward_signal;
-  sigemptyset(&sa.sa_mask);
-  ::sigaction(SIGTERM, &sa, &old_term);
-  ::sigaction(SIGINT, &sa, &old_int);
-  sigset_t stop_signals, unblocked;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
+  bool already_finished(std::size_t i) const {
+    const auto& r = runs_[i];
+    if (!run_finished(r)) return false;
+    sft::log::info("sweep {}: run {}/{} {} already finished ({})", spec_.name, i + 1, runs_.size(), r.name,
+                   r.dir);
+    return true;
+  }
 
-  auto reap_one = [&] {
-    int status = 0;
-    const pid_t pid = ::waitpid(-1, &status, 0);
-    if (pid <= 0 || !running.count(pid)) return;
-    remember_child(pid, false);
-    const Child c = running.at(pid);
-    running.erase(pid);
-    const auto& r = runs[c.index];
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - c.start).count();
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-      sft::log::info("sweep {}: run {} done in {:.0f} s", spec.name, r.name, secs);
-      return;
-    }
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 75) {  // RunLockedError: another process took it first
-      ++result.skipped;
-      sft::log::warn("sweep {}: run {} skipped: another process holds {} (see {})", spec.name, r.name, r.dir,
-                     fs::join(r.dir, "train.log"));
-      return;
-    }
-    ++result.failed;
-    sft::log::error("sweep {}: run {} failed (exit {}); see {}", spec.name, r.name,
-                    WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
-                    fs::join(r.dir, "train.log"));
-    if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGTERM)) stopping = true;
-    if (WIFEXITED(status) && (WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 143))
-      stopping = true;  // by a signal
-  };
-  for (std::size_t i = 0; i < runs.size() && !stopping && !g_stop_signal; ++i) {
-    const auto& r = runs[i];
-    if (run_finished(r)) {
-      sft::log::info("sweep {}: run {}/{} {} already finished ({})", spec.name, i + 1, runs.size(), r.name,
-                     r.dir);
-      continue;
-    }
-    while (static_cast<int>(running.size()) >= jobs && !g_stop_signal) reap_one();
-    if (stopping || g_stop_signal) break;
-    if (const std::string who = RunLock::holder(r.dir); !who.empty()) {
-      ++result.skipped;
-      sft::log::warn("sweep {}: run {}/{} {} skipped: {} is in use by {}", spec.name, i + 1, runs.size(),
-                     r.name, r.dir, who);
-      continue;
-    }
+  bool held_elsewhere(std::size_t i) {
+    const auto& r = runs_[i];
+    const std::string who = RunLock::holder(r.dir);
+    if (who.empty()) return false;
+    ++result.skipped;
+    sft::log::warn("sweep {}: run {}/{} {} skipped: {} is in use by {}", spec_.name, i + 1, runs_.size(),
+                   r.name, r.dir, who);
+    return true;
+  }
+
+  std::vector<std::string> train_argv(const SweepRun& r) const {
+    std::vector<std::string> argv = {sft_binary_, "train", "--config", r.config_path, "--resume", "auto"};
+    if (jobs_ > 1) argv.insert(argv.end(), {"--set", "train.threads=" + threads_});
+    return argv;
+  }
+
+  // Forks run i's child; false when a stop signal came first and nothing was started.
+  bool start(std::size_t i, const sigset_t& stop_signals) {
+    const auto& r = runs_[i];
     const bool resume = fs::is_dir(fs::join(r.dir, "checkpoints"));
-    sft::log::info("sweep {}: run {}/{} {} {}-> {}", spec.name, i + 1, runs.size(), r.name,
+    sft::log::info("sweep {}: run {}/{} {} {}-> {}", spec_.name, i + 1, runs_.size(), r.name,
                    resume ? "(resuming) " : "", r.dir);
     const std::string log = fs::join(r.dir, "train.log");
-    std::vector<std::string> argv = {sft_binary, "train", "--config", r.config_path, "--resume", "auto"};
-    if (jobs > 1) argv.insert(argv.end(), {"--set", "train.threads=" + threads});
+    std::vector<std::string> argv = train_argv(r);
     std::vector<char*> a;
     for (auto& x : argv) a.push_back(const_cast<char*>(x.c_str()));
     a.push_back(nullptr);
     const pid_t parent = ::getpid();
     // Blocked from fork until the child is on the list, so no signal can miss it.
+    sigset_t unblocked;
     ::sigprocmask(SIG_BLOCK, &stop_signals, &unblocked);
     if (g_stop_signal) {  // it came while this run was being prepared: start nothing
       ::sigprocmask(SIG_SETMASK, &unblocked, nullptr);
-      break;
+      return false;
     }
     pid_t pid = ::fork();
-    if (pid == 0) {
-      // Its own process group: a terminal's Ctrl-C reaches it once, through the sweep.
-      ::setpgid(0, 0);
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // the sweep killed outright: checkpoint and exit
-      if (::getppid() != parent) ::_exit(128 + SIGTERM);
-      ::signal(SIGTERM, SIG_DFL);
-      ::signal(SIGINT, SIG_DFL);
-      ::sigprocmask(SIG_SETMASK, &unblocked, nullptr);
-      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0644);  // never through a link
-      if (fd < 0) ::_exit(126);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      ::execv(a[0], a.data());
-      ::_exit(127);
-    }
+    if (pid == 0) exec_run(parent, unblocked, log, a);
     if (pid > 0) {
-      running[pid] = {i, std::chrono::steady_clock::now()};
+      running_[pid] = {i, std::chrono::steady_clock::now()};
       remember_child(pid, true);
     }
     ::sigprocmask(SIG_SETMASK, &unblocked, nullptr);
-    if (pid < 0) throw Error("sweep " + spec.name + ": cannot start a run (fork failed)");
+    if (pid < 0) throw Error("sweep " + spec_.name + ": cannot start a run (fork failed)");
+    return true;
   }
-  if (g_stop_signal && !running.empty())
-    sft::log::warn("sweep {}: signal {}: waiting for {} run(s) to save a checkpoint and exit", spec.name,
-                   static_cast<int>(g_stop_signal), running.size());
-  while (!running.empty()) reap_one();
-  ::sigaction(SIGTERM, &old_term, nullptr);
-  ::sigaction(SIGINT, &old_int, nullptr);
-  result.signal = g_stop_signal;
-  return result;
+
+  // Waits for one child to end and records how it ended.
+  void reap_one() {
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, 0);
+    if (pid <= 0 || !running_.count(pid)) return;
+    remember_child(pid, false);
+    const Child c = running_.at(pid);
+    running_.erase(pid);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - c.start).count();
+    note_exit(runs_[c.index], status, secs);
+  }
+
+  // Logs a child's end; counts it as skipped or failed, and a failure by a stop signal stops the sweep.
+  void note_exit(const SweepRun& r, int status, double secs) {
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+      sft::log::info("sweep {}: run {} done in {:.0f} s", spec_.name, r.name, secs);
+      return;
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 75) {  // RunLockedError: another process took it first
+      ++result.skipped;
+      sft::log::warn("sweep {}: run {} skipped: another process holds {} (see {})", spec_.name, r.name, r.dir,
+                     fs::join(r.dir, "train.log"));
+      return;
+    }
+    ++result.failed;
+    sft::log::error("sweep {}: run {} failed (exit {}); see {}", spec_.name, r.name,
+                    WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+                    fs::join(r.dir, "train.log"));
+    if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGTERM)) stopping_ = true;
+    if (WIFEXITED(status) && (WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 143))
+      stopping_ = true;  // by a signal
+  }
+
+  const SweepSpec& spec_;
+  const std::vector<SweepRun>& runs_;
+  const std::string& sft_binary_;
+  const int jobs_;
+  std::string threads_;
+  std::map<pid_t, Child> running_;
+  bool stopping_ = false;
+};
+
+}  // namespace
+
+LocalResult run_local(const SweepSpec& spec, const std::vector<SweepRun>& runs, const std::string& sft_binary,
+                      int jobs) {
+  LocalSweep sweep(spec, runs, sft_binary, std::clamp(jobs, 1, kMaxChildren));
+  const StopSignals signals = forward_stop_signals();
+  sweep.start_all(signals.set);
+  sweep.wait_all();
+  restore_stop_signals(signals);
+  sweep.result.signal = g_stop_signal;
+  return sweep.result;
 }
 
 std::string emit_slurm(const SweepSpec& spec, const std::vector<SweepRun>& runs,

@@ -96,111 +96,156 @@ MeanInterval mean_interval95(const std::vector<double>& v) {
   return m;
 }
 
-ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
-  std::vector<RunResult> rows;
-  std::set<std::string> abilities;
-  for (const auto& r : runs) {
-    RunResult row = read_run(r);
-    for (const auto& [k, v] : row.scores) abilities.insert(k);
-    rows.push_back(std::move(row));
-  }
-  std::vector<std::string> axes;
-  for (const auto& [k, v] : spec.axes) axes.push_back(k);
-  const std::vector<std::string> ab(abilities.begin(), abilities.end());
+namespace {
 
-  // ---- CSV: one row per run --------------------------------------------------------------------
-  std::string csv = "run,dir";
+// Every run's results, in the sweep's order.
+std::vector<RunResult> read_runs(const std::vector<SweepRun>& runs) {
+  std::vector<RunResult> rows;
+  for (const auto& r : runs) rows.push_back(read_run(r));
+  return rows;
+}
+
+// The abilities any run has a score for, sorted.
+std::vector<std::string> scored_abilities(const std::vector<RunResult>& rows) {
+  std::set<std::string> abilities;
+  for (const auto& row : rows)
+    for (const auto& [k, v] : row.scores) abilities.insert(k);
+  return {abilities.begin(), abilities.end()};
+}
+
+// A run's value on an axis, or `missing` when it has none.
+std::string axis_value(const RunResult& row, const std::string& axis, const std::string& missing) {
+  std::map<std::string, std::string> vals(row.run->values.begin(), row.run->values.end());
+  return vals.count(axis) ? vals[axis] : missing;
+}
+
+// One part of the report: its JSON and its text (CSV or Markdown).
+struct Section {
+  ordered_json json;
+  std::string text;
+};
+
+// report.csv (one row per run) and the runs' JSON; `finished` counts the finished runs.
+Section runs_csv(const std::vector<RunResult>& rows, const std::vector<std::string>& axes,
+                 const std::vector<std::string>& ab, int* finished) {
+  Section s{ordered_json::array(), "run,dir"};
+  std::string& csv = s.text;
   for (const auto& a : axes) csv += "," + a;
   for (const auto& a : ab) csv += ",records_" + a;
   for (const auto& a : ab) csv += "," + a;
   csv += "\n";
-  ordered_json runs_json = ordered_json::array();
-  int finished = 0;
   for (const auto& row : rows) {
     const bool done = run_finished(*row.run);  // trained (and evaluated, if it evaluates)
-    finished += done;
-    std::map<std::string, std::string> vals(row.run->values.begin(), row.run->values.end());
+    *finished += done;
     csv += row.run->name + "," + row.run->dir;
-    for (const auto& a : axes) csv += "," + (vals.count(a) ? vals[a] : std::string());
+    for (const auto& a : axes) csv += "," + axis_value(row, a, std::string());
     for (const auto& a : ab) csv += "," + (row.amounts.count(a) ? fmt(row.amounts.at(a), 0) : std::string());
     for (const auto& a : ab) csv += "," + (row.scores.count(a) ? fmt(row.scores.at(a), 4) : std::string());
     csv += "\n";
     ordered_json vj = ordered_json::object();
     for (const auto& [k, v] : row.run->values) vj[k] = v;
-    runs_json.push_back({{"name", row.run->name},
-                         {"dir", row.run->dir},
-                         {"values", vj},
-                         {"records", row.amounts},
-                         {"scores", row.scores},
-                         {"finished", done}});
+    s.json.push_back({{"name", row.run->name},
+                      {"dir", row.run->dir},
+                      {"values", vj},
+                      {"records", row.amounts},
+                      {"scores", row.scores},
+                      {"finished", done}});
   }
+  return s;
+}
 
-  // ---- groups: every axis but the seed, mean ± std over seeds ---------------------------------
-  std::vector<std::string> group_axes;
-  for (const auto& a : axes)
-    if (a != "seed") group_axes.push_back(a);
-  std::map<std::vector<std::string>, std::vector<const RunResult*>> groups;
+// The scored runs grouped by their values on group_axes, groups in order of first appearance.
+struct Groups {
+  std::map<std::vector<std::string>, std::vector<const RunResult*>> members;
   std::vector<std::vector<std::string>> order;
+};
+
+Groups group_runs(const std::vector<RunResult>& rows, const std::vector<std::string>& group_axes) {
+  Groups g;
   for (const auto& row : rows) {
     if (row.scores.empty()) continue;
-    std::map<std::string, std::string> vals(row.run->values.begin(), row.run->values.end());
     std::vector<std::string> key;
-    for (const auto& a : group_axes) key.push_back(vals.count(a) ? vals[a] : "-");
-    if (!groups.count(key)) order.push_back(key);
-    groups[key].push_back(&row);
+    for (const auto& a : group_axes) key.push_back(axis_value(row, a, "-"));
+    if (!g.members.count(key)) g.order.push_back(key);
+    g.members[key].push_back(&row);
   }
-  ordered_json groups_json = ordered_json::array();
-  std::string md = "| " + [&] {
-    std::string h;
-    for (const auto& a : group_axes) h += a + " | ";
-    for (const auto& a : ab) h += a + " records | ";
-    for (const auto& a : ab) h += a + " | ";
-    return h + "seeds |";
-  }() + "\n|" + [&] {
-    std::string h;
-    for (std::size_t i = 0; i < group_axes.size() + 2 * ab.size() + 1; ++i) h += "---|";
-    return h;
-  }() + "\n";
-  for (const auto& key : order) {
-    const auto& g = groups[key];
-    ordered_json gj = ordered_json::object();
-    for (std::size_t i = 0; i < group_axes.size(); ++i) gj[group_axes[i]] = key[i];
-    md += "| ";
-    for (const auto& k : key) md += k + " | ";
-    ordered_json amounts = ordered_json::object(), means = ordered_json::object(),
-                 stds = ordered_json::object(), ci95 = ordered_json::object();
-    for (const auto& a : ab) {
-      double m = 0;
-      int n = 0;
-      for (const RunResult* r : g)
-        if (r->amounts.count(a)) {
-          m += r->amounts.at(a);
-          ++n;
-        }
-      amounts[a] = n ? m / n : 0.0;
-      md += (n ? fmt(m / n, 0) : std::string("-")) + " | ";
-    }
-    for (const auto& a : ab) {
-      std::vector<double> v;
-      for (const RunResult* r : g)
-        if (r->scores.count(a)) v.push_back(r->scores.at(a));
-      const MeanInterval m = mean_interval95(v);
-      means[a] = m.mean;
-      stds[a] = m.sd;
-      if (!v.empty()) ci95[a] = {m.lo, m.hi};
-      md += v.empty() ? "- | " : fmt(100 * m.mean, 1) + " ± " + fmt(100 * m.sd, 1) + " | ";
-    }
-    md += std::to_string(g.size()) + " |\n";
-    gj["records"] = amounts;
-    gj["mean"] = means;
-    gj["std"] = stds;
-    gj["ci95"] = ci95;
-    gj["seeds"] = g.size();
-    groups_json.push_back(gj);
-  }
+  return g;
+}
 
-  // ---- fits: score = a + b ln(records) per ability, over runs where the amount varies ----------
-  ordered_json fits = ordered_json::object();
+// The groups table's header and its rule line.
+std::string groups_md_header(const std::vector<std::string>& group_axes, const std::vector<std::string>& ab) {
+  std::string h = "| ";
+  for (const auto& a : group_axes) h += a + " | ";
+  for (const auto& a : ab) h += a + " records | ";
+  for (const auto& a : ab) h += a + " | ";
+  h += "seeds |\n|";
+  for (std::size_t i = 0; i < group_axes.size() + 2 * ab.size() + 1; ++i) h += "---|";
+  return h + "\n";
+}
+
+// One group's row: mean records per ability, then mean ± std of each ability's score over seeds.
+Section group_row(const std::vector<std::string>& key, const std::vector<const RunResult*>& g,
+                  const std::vector<std::string>& group_axes, const std::vector<std::string>& ab) {
+  Section s{ordered_json::object(), "| "};
+  for (std::size_t i = 0; i < group_axes.size(); ++i) s.json[group_axes[i]] = key[i];
+  for (const auto& k : key) s.text += k + " | ";
+  ordered_json amounts = ordered_json::object(), means = ordered_json::object(),
+               stds = ordered_json::object(), ci95 = ordered_json::object();
+  for (const auto& a : ab) {
+    double m = 0;
+    int n = 0;
+    for (const RunResult* r : g)
+      if (r->amounts.count(a)) {
+        m += r->amounts.at(a);
+        ++n;
+      }
+    amounts[a] = n ? m / n : 0.0;
+    s.text += (n ? fmt(m / n, 0) : std::string("-")) + " | ";
+  }
+  for (const auto& a : ab) {
+    std::vector<double> v;
+    for (const RunResult* r : g)
+      if (r->scores.count(a)) v.push_back(r->scores.at(a));
+    const MeanInterval m = mean_interval95(v);
+    means[a] = m.mean;
+    stds[a] = m.sd;
+    if (!v.empty()) ci95[a] = {m.lo, m.hi};
+    s.text += v.empty() ? "- | " : fmt(100 * m.mean, 1) + " ± " + fmt(100 * m.sd, 1) + " | ";
+  }
+  s.text += std::to_string(g.size()) + " |\n";
+  s.json["records"] = amounts;
+  s.json["mean"] = means;
+  s.json["std"] = stds;
+  s.json["ci95"] = ci95;
+  s.json["seeds"] = g.size();
+  return s;
+}
+
+// The groups' JSON and Markdown table: every axis but the seed, mean ± std over seeds.
+Section groups_table(const std::vector<RunResult>& rows, const std::vector<std::string>& group_axes,
+                     const std::vector<std::string>& ab) {
+  Groups groups = group_runs(rows, group_axes);
+  Section s{ordered_json::array(), groups_md_header(group_axes, ab)};
+  for (const auto& key : groups.order) {
+    Section row = group_row(key, groups.members[key], group_axes, ab);
+    s.text += row.text;
+    s.json.push_back(std::move(row.json));
+  }
+  return s;
+}
+
+// One ability's fit as a line of report.md.
+std::string fit_md(const std::string& a, const LogFit& f) {
+  return "\n" + a + ": score = " + fmt(f.a, 4) + " + " + fmt(f.b, 4) + " ln(records)" +
+         (std::isnan(f.b_lo) ? std::string()
+                             : " (b in [" + fmt(f.b_lo, 4) + ", " + fmt(f.b_hi, 4) + "], 95%)") +
+         ", R^2 = " + (std::isnan(f.r2) ? std::string("n/a (constant scores)") : fmt(f.r2, 3)) + " (" +
+         std::to_string(f.n) + " runs)";
+}
+
+// score = a + b ln(records) per ability, over runs where the amount varies.
+Section fits_by_ability(const std::vector<RunResult>& rows, const std::vector<std::string>& ab) {
+  Section s{ordered_json::object(), ""};
   for (const auto& a : ab) {
     std::vector<double> x, y;
     std::set<double> distinct;
@@ -212,25 +257,37 @@ ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& ru
       }
     if (distinct.size() < 2) continue;
     LogFit f = fit_log(x, y);
-    fits[a] = {
+    s.json[a] = {
         {"a", f.a}, {"b", f.b}, {"r2", std::isnan(f.r2) ? ordered_json() : ordered_json(f.r2)}, {"n", f.n}};
-    if (!std::isnan(f.b_lo)) fits[a]["b_ci95"] = {f.b_lo, f.b_hi};
-    md += "\n" + a + ": score = " + fmt(f.a, 4) + " + " + fmt(f.b, 4) + " ln(records)" +
-          (std::isnan(f.b_lo) ? std::string()
-                              : " (b in [" + fmt(f.b_lo, 4) + ", " + fmt(f.b_hi, 4) + "], 95%)") +
-          ", R^2 = " + (std::isnan(f.r2) ? std::string("n/a (constant scores)") : fmt(f.r2, 3)) + " (" +
-          std::to_string(f.n) + " runs)";
+    if (!std::isnan(f.b_lo)) s.json[a]["b_ci95"] = {f.b_lo, f.b_hi};
+    s.text += fit_md(a, f);
   }
-  if (!fits.empty()) md += "\n";
-  md = "Sweep `" + spec.name + "` (" + spec.file + "): " + std::to_string(finished) + " of " +
-       std::to_string(rows.size()) + " runs finished. Scores in %, mean ± std over seeds.\n\n" + md;
+  if (!s.json.empty()) s.text += "\n";
+  return s;
+}
 
-  ordered_json report = {
-      {"sweep", spec.name},    {"file", spec.file},    {"axes", axes},         {"group_axes", group_axes},
-      {"abilities", ab},       {"finished", finished}, {"total", rows.size()}, {"runs", runs_json},
-      {"groups", groups_json}, {"fits", fits}};
+}  // namespace
+
+ordered_json build_report(const SweepSpec& spec, const std::vector<SweepRun>& runs) {
+  const std::vector<RunResult> rows = read_runs(runs);
+  const std::vector<std::string> ab = scored_abilities(rows);
+  std::vector<std::string> axes, group_axes;
+  for (const auto& [k, v] : spec.axes) axes.push_back(k);
+  for (const auto& a : axes)
+    if (a != "seed") group_axes.push_back(a);
+  int finished = 0;
+  const Section run_table = runs_csv(rows, axes, ab, &finished);
+  const Section groups = groups_table(rows, group_axes, ab);
+  const Section fits = fits_by_ability(rows, ab);
+  const std::string md = "Sweep `" + spec.name + "` (" + spec.file + "): " + std::to_string(finished) +
+                         " of " + std::to_string(rows.size()) +
+                         " runs finished. Scores in %, mean ± std over seeds.\n\n" + groups.text + fits.text;
+  ordered_json report = {{"sweep", spec.name},       {"file", spec.file},      {"axes", axes},
+                         {"group_axes", group_axes}, {"abilities", ab},        {"finished", finished},
+                         {"total", rows.size()},     {"runs", run_table.json}, {"groups", groups.json},
+                         {"fits", fits.json}};
   fs::make_dirs(spec.output_dir);
-  fs::write_file_atomic(fs::join(spec.output_dir, "report.csv"), csv);
+  fs::write_file_atomic(fs::join(spec.output_dir, "report.csv"), run_table.text);
   fs::write_file_atomic(fs::join(spec.output_dir, "report.md"), md);
   fs::write_file_atomic(fs::join(spec.output_dir, "report.json"), report.dump(1) + "\n");
   return report;
