@@ -36,10 +36,11 @@ nlohmann::ordered_json turn_type_summary(const std::vector<std::string>& referen
                                 {"constant_answer_min_turns", kConstantAnswerTurns}};
   if (likelihood.size() != references.size()) return out;
   double sum[2] = {0, 0};
-  std::int64_t tokens[2] = {0, 0};
+  std::int64_t tokens[2] = {0, 0}, unscored = 0;
   for (std::size_t i = 0; i < references.size(); ++i) {
     sum[constant[i]] += likelihood[i].log_likelihood;
     tokens[constant[i]] += likelihood[i].tokens;
+    unscored += likelihood[i].tokens == 0;
   }
   auto geo = [&](int k) {
     return tokens[k] ? nlohmann::ordered_json(std::exp(sum[k] / static_cast<double>(tokens[k])))
@@ -48,6 +49,7 @@ nlohmann::ordered_json turn_type_summary(const std::vector<std::string>& referen
   out["open_turn_likelihood"] = geo(0);
   out["open_turn_reference_tokens"] = tokens[0];
   out["constant_turn_likelihood"] = geo(1);
+  out["likelihood_turns_unscored"] = unscored;  // longer than the model's positions: left out, counted
   return out;
 }
 

@@ -30,6 +30,8 @@ struct ReferenceLikelihood {
 // exp(sum of log-likelihoods / tokens) over a type's turns: the geometric-mean probability the
 // model gives a reference token, in (0, 1]. Unlike exact match it moves before an answer is
 // wholly right, so it does not sit at 0 where the model cannot yet copy a name.
+// likelihood_turns_unscored counts the turns with no scored token (longer than the model's
+// positions), which the likelihoods leave out.
 nlohmann::ordered_json turn_type_summary(const std::vector<std::string>& references,
                                          const std::vector<bool>& correct,
                                          const std::vector<ReferenceLikelihood>& likelihood = {});

@@ -46,6 +46,11 @@ TEST(TurnTypes, LikelihoodIsTheGeometricMeanTokenProbabilityOfEachType) {
   EXPECT_NEAR(s["open_turn_likelihood"].get<double>(), std::exp((6 * std::log(0.25) + 2 * std::log(0.8)) / 8),
               1e-12);
   EXPECT_EQ(s["open_turn_reference_tokens"], 8);
+  EXPECT_EQ(s["likelihood_turns_unscored"], 0);
+  lik.back() = {};  // a turn too long to score: left out of its type's likelihood, and counted
+  const auto t = turn_type_summary(refs, std::vector<bool>(refs.size(), false), lik);
+  EXPECT_NEAR(t["open_turn_likelihood"].get<double>(), 0.25, 1e-12);
+  EXPECT_EQ(t["likelihood_turns_unscored"], 1);
   // Without one likelihood per turn there is no likelihood field, rather than a wrong one.
   EXPECT_FALSE(
       turn_type_summary(refs, std::vector<bool>(refs.size(), false)).contains("open_turn_likelihood"));
