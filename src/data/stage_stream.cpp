@@ -85,6 +85,145 @@ std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const co
   return out;
 }
 
+// What shapes a stage's micro-batches, besides its samples.
+struct Shape {
+  const config::DataSpec& data;
+  std::int64_t batch_size, grad_accum;
+  int world;
+  std::int64_t budget, samples_per_step;
+};
+
+// The stage's trainable samples, in source order: each source's good records, `repeat` times.
+std::vector<Item> collect_items(const StageSelection& stage, const DataPlan& plan,
+                                const StageStream::Datasets& datasets) {
+  std::vector<Item> base;
+  for (const auto& src : stage.sources) {
+    const auto& ds = *datasets[src.dataset_index()];
+    const std::vector<std::int64_t> records = plan.records_of(src);
+    for (int copy = 0; copy < src.repeat(); ++copy)
+      for (std::int64_t rec : records) {
+        if (ds.status(rec) != SampleStatus::kOk) continue;
+        base.push_back(
+            {{static_cast<std::int32_t>(src.dataset_index()), rec}, ds.length(rec), ds.targets(rec)});
+      }
+  }
+  return base;
+}
+
+// The generator of one epoch's shuffles: seeded by (run seed, stage, epoch).
+Rng epoch_rng(std::uint64_t seed, int stage_index, int epoch) {
+  return Rng(seed_combine(seed, seed_combine(static_cast<std::uint64_t>(stage_index) + 1000003,
+                                             static_cast<std::uint64_t>(epoch))));
+}
+
+// samples_per_step: the epoch's samples cut into steps, each dealt to the ranks (deal_step)
+// and laid out micro-batch by micro-batch, rank by rank. Records each step's first
+// micro-batch (counting from `first_micro`, the stage's micro-batches so far) and A_s.
+std::vector<MicroBatch> step_micro_batches(const std::vector<Item>& items, const Shape& s, int epoch,
+                                           std::size_t first_micro, std::vector<std::int64_t>& step_begin,
+                                           std::vector<std::int64_t>& step_accum) {
+  std::vector<MicroBatch> epoch_micro;
+  const auto per_step = static_cast<std::size_t>(s.samples_per_step);
+  for (std::size_t first = 0; first < items.size(); first += per_step) {
+    const std::size_t last = std::min(items.size(), first + per_step);
+    auto per_rank = deal_step(std::vector<Item>(items.begin() + static_cast<std::ptrdiff_t>(first),
+                                                items.begin() + static_cast<std::ptrdiff_t>(last)),
+                              s.data, s.world, s.budget, epoch);
+    std::size_t accum = 1;
+    for (const auto& m : per_rank) accum = std::max(accum, m.size());
+    step_begin.push_back(static_cast<std::int64_t>(first_micro + epoch_micro.size()));
+    step_accum.push_back(static_cast<std::int64_t>(accum));
+    for (std::size_t m = 0; m < accum; ++m)
+      for (auto& mine : per_rank) {
+        MicroBatch mb;  // empty: this rank has no m-th micro-batch in this step
+        mb.epoch = epoch;
+        epoch_micro.push_back(m < mine.size() ? std::move(mine[m]) : std::move(mb));
+      }
+  }
+  return epoch_micro;
+}
+
+// pack: each window of pack_window samples packed best-fit-decreasing (its rows shuffled
+// with data.shuffle).
+std::vector<Row> packed_rows(const std::vector<Item>& items, const config::DataSpec& data, Rng& rng) {
+  std::vector<Row> rows;
+  for (std::size_t w = 0; w < items.size(); w += static_cast<std::size_t>(data.pack_window)) {
+    std::vector<Item> window(
+        items.begin() + static_cast<std::ptrdiff_t>(w),
+        items.begin() + static_cast<std::ptrdiff_t>(
+                            std::min(items.size(), w + static_cast<std::size_t>(data.pack_window))));
+    std::vector<Row> bins = pack_window(window, data.max_seq_len);
+    if (data.shuffle) rng.shuffle(bins);  // FFD emits long rows first; mix them
+    rows.insert(rows.end(), bins.begin(), bins.end());
+  }
+  return rows;
+}
+
+// pad, pad_max: one sample a row; group_by_length sorts windows of 64 micro-batches longest first.
+std::vector<Row> padded_rows(std::vector<Item>& items, const config::DataSpec& data,
+                             std::int64_t batch_size) {
+  if (data.group_by_length) {
+    std::size_t window = static_cast<std::size_t>(batch_size) * 64;
+    for (std::size_t w = 0; w < items.size(); w += window) {
+      auto b = items.begin() + static_cast<std::ptrdiff_t>(w);
+      auto e = items.begin() + static_cast<std::ptrdiff_t>(std::min(items.size(), w + window));
+      std::stable_sort(b, e, [](const Item& x, const Item& y) { return x.length > y.length; });
+    }
+  }
+  std::vector<Row> rows;
+  for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.targets});
+  return rows;
+}
+
+// Rows cut in order into micro-batches of batch_size rows.
+std::vector<MicroBatch> cut_rows(const std::vector<Row>& rows, const Shape& s, int epoch) {
+  std::vector<MicroBatch> epoch_micro;
+  const auto batch_size = static_cast<std::size_t>(s.batch_size);
+  for (std::size_t r = 0; r < rows.size(); r += batch_size) {
+    MicroBatch mb;
+    mb.epoch = epoch;
+    for (std::size_t k = r; k < std::min(rows.size(), r + batch_size); ++k) {
+      mb.rows.push_back(rows[k]);
+      mb.tokens += rows[k].tokens;
+      mb.width = std::max(mb.width, rows[k].tokens);
+      mb.targets += rows[k].targets;
+    }
+    if (s.data.batching == config::Batching::kPadMax) mb.width = s.data.max_seq_len;
+    epoch_micro.push_back(std::move(mb));
+  }
+  return epoch_micro;
+}
+
+// Row batching: the epoch's samples as rows (packed or padded), cut into micro-batches;
+// micro-batches grouped by length are shuffled.
+std::vector<MicroBatch> row_micro_batches(std::vector<Item>& items, const Shape& s, int epoch, Rng& rng) {
+  const config::DataSpec& data = s.data;
+  const bool pack = data.batching == config::Batching::kPack;
+  const std::vector<Row> rows = pack ? packed_rows(items, data, rng) : padded_rows(items, data, s.batch_size);
+  std::vector<MicroBatch> epoch_micro = cut_rows(rows, s, epoch);
+  if (!pack && data.group_by_length && data.shuffle) rng.shuffle(epoch_micro);
+  return epoch_micro;
+}
+
+// A hash of every micro-batch's samples in stream order, then of the batching settings.
+std::string stream_fingerprint(const std::vector<MicroBatch>& micro, const Shape& s) {
+  Sha256 fp;
+  for (const auto& mb : micro)
+    for (const auto& row : mb.rows) {
+      for (const auto& sample : row.samples) {
+        std::int64_t v[2] = {sample.dataset, sample.record};
+        fp.update(v, sizeof v);
+      }
+      std::int64_t sep = -1;
+      fp.update(&sep, sizeof sep);
+    }
+  std::int64_t cfg[6] = {s.batch_size,       s.grad_accum,       s.world,
+                         s.data.max_seq_len, s.samples_per_step, s.budget};
+  // Row-batched streams hash what they always hashed (their checkpoints stay resumable).
+  fp.update(cfg, s.samples_per_step > 0 ? sizeof cfg : 4 * sizeof(std::int64_t));
+  return fp.hex_digest();
+}
+
 }  // namespace
 
 std::int64_t micro_batch_token_budget(std::int64_t tokens_per_micro_batch, std::int64_t batch_size,
@@ -104,21 +243,10 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
     : world_(world_size), accum_(grad_accum) {
   per_step_ = static_cast<std::int64_t>(world_size) * grad_accum;
   const std::int64_t budget = micro_batch_token_budget(tokens_per_micro_batch, batch_size, data.max_seq_len);
-  // The stage's trainable samples, in source order (shuffled below).
-  std::vector<Item> base;
-  for (const auto& src : stage.sources) {
-    const auto& ds = *datasets[src.dataset_index()];
-    const std::vector<std::int64_t> records = plan.records_of(src);
-    for (int copy = 0; copy < src.repeat(); ++copy)
-      for (std::int64_t rec : records) {
-        if (ds.status(rec) != SampleStatus::kOk) continue;
-        base.push_back(
-            {{static_cast<std::int32_t>(src.dataset_index()), rec}, ds.length(rec), ds.targets(rec)});
-      }
-  }
+  const Shape shape{data, batch_size, grad_accum, world_size, budget, samples_per_step};
+  const std::vector<Item> base = collect_items(stage, plan, datasets);
   samples_per_epoch_ = static_cast<std::int64_t>(base.size());
 
-  Sha256 fp;
   const auto steps_so_far = [&] {
     return samples_per_step > 0 ? static_cast<std::int64_t>(step_begin_.size())
                                 : step_count(static_cast<std::int64_t>(micro_.size()), per_step_);
@@ -126,87 +254,34 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
   for (int epoch = 0; epoch < epochs || (!base.empty() && steps_so_far() < min_steps); ++epoch) {
     epochs_ = epoch + 1;
     std::vector<Item> items = base;
-    Rng rng(seed_combine(seed, seed_combine(static_cast<std::uint64_t>(stage_index) + 1000003,
-                                            static_cast<std::uint64_t>(epoch))));
+    Rng rng = epoch_rng(seed, stage_index, epoch);
     if (data.shuffle) rng.shuffle(items);
-
-    std::vector<Row> rows;
-    std::vector<MicroBatch> epoch_micro;
-    if (samples_per_step > 0) {
-      for (std::size_t first = 0; first < items.size(); first += static_cast<std::size_t>(samples_per_step)) {
-        const std::size_t last = std::min(items.size(), first + static_cast<std::size_t>(samples_per_step));
-        auto per_rank = deal_step(std::vector<Item>(items.begin() + static_cast<std::ptrdiff_t>(first),
-                                                    items.begin() + static_cast<std::ptrdiff_t>(last)),
-                                  data, world_size, budget, epoch);
-        std::size_t accum = 1;
-        for (const auto& m : per_rank) accum = std::max(accum, m.size());
-        step_begin_.push_back(static_cast<std::int64_t>(micro_.size() + epoch_micro.size()));
-        step_accum_.push_back(static_cast<std::int64_t>(accum));
-        for (std::size_t m = 0; m < accum; ++m)
-          for (auto& mine : per_rank) {
-            MicroBatch mb;  // empty: this rank has no m-th micro-batch in this step
-            mb.epoch = epoch;
-            epoch_micro.push_back(m < mine.size() ? std::move(mine[m]) : std::move(mb));
-          }
-      }
-    } else if (data.batching == config::Batching::kPack) {
-      for (std::size_t w = 0; w < items.size(); w += static_cast<std::size_t>(data.pack_window)) {
-        std::vector<Item> window(
-            items.begin() + static_cast<std::ptrdiff_t>(w),
-            items.begin() + static_cast<std::ptrdiff_t>(
-                                std::min(items.size(), w + static_cast<std::size_t>(data.pack_window))));
-        std::vector<Row> bins = pack_window(window, data.max_seq_len);
-        if (data.shuffle) rng.shuffle(bins);  // FFD emits long rows first; mix them
-        rows.insert(rows.end(), bins.begin(), bins.end());
-      }
-    } else {
-      if (data.group_by_length) {
-        std::size_t window = static_cast<std::size_t>(batch_size) * 64;
-        for (std::size_t w = 0; w < items.size(); w += window) {
-          auto b = items.begin() + static_cast<std::ptrdiff_t>(w);
-          auto e = items.begin() + static_cast<std::ptrdiff_t>(std::min(items.size(), w + window));
-          std::stable_sort(b, e, [](const Item& x, const Item& y) { return x.length > y.length; });
-        }
-      }
-      for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.targets});
-    }
-    for (std::size_t r = 0; samples_per_step == 0 && r < rows.size();
-         r += static_cast<std::size_t>(batch_size)) {
-      MicroBatch mb;
-      mb.epoch = epoch;
-      for (std::size_t k = r; k < std::min(rows.size(), r + static_cast<std::size_t>(batch_size)); ++k) {
-        mb.rows.push_back(rows[k]);
-        mb.tokens += rows[k].tokens;
-        mb.width = std::max(mb.width, rows[k].tokens);
-        mb.targets += rows[k].targets;
-      }
-      if (data.batching == config::Batching::kPadMax) mb.width = data.max_seq_len;
-      epoch_micro.push_back(std::move(mb));
-    }
-    if (samples_per_step == 0 && data.batching != config::Batching::kPack && data.group_by_length &&
-        data.shuffle)
-      rng.shuffle(epoch_micro);
-    for (auto& mb : epoch_micro) {
-      tokens_ += mb.tokens;
-      targets_ += mb.targets;
-      padded_ += mb.width * static_cast<std::int64_t>(mb.rows.size());
-      for (const auto& row : mb.rows) {
-        for (const auto& s : row.samples) {
-          std::int64_t v[2] = {s.dataset, s.record};
-          fp.update(v, sizeof v);
-        }
-        std::int64_t sep = -1;
-        fp.update(&sep, sizeof sep);
-      }
-      micro_.push_back(std::move(mb));
-    }
+    std::vector<MicroBatch> epoch_micro =
+        samples_per_step > 0
+            ? step_micro_batches(items, shape, epoch, micro_.size(), step_begin_, step_accum_)
+            : row_micro_batches(items, shape, epoch, rng);
+    for (auto& mb : epoch_micro) micro_.push_back(std::move(mb));
   }
-  if (samples_per_step == 0) {  // rows: W x grad_accum micro-batches a step
-    steps_ = step_count(static_cast<std::int64_t>(micro_.size()), per_step_);
-    for (std::int64_t st = 0; st < steps_; ++st) {
-      step_begin_.push_back(st * per_step_);
-      step_accum_.push_back(grad_accum);
-    }
+  if (samples_per_step == 0) cut_row_steps();
+  count_steps();
+  fingerprint_ = stream_fingerprint(micro_, shape);
+}
+
+// Row batching: W x grad_accum micro-batches a step, the last step possibly short.
+void StageStream::cut_row_steps() {
+  steps_ = step_count(static_cast<std::int64_t>(micro_.size()), per_step_);
+  for (std::int64_t st = 0; st < steps_; ++st) {
+    step_begin_.push_back(st * per_step_);
+    step_accum_.push_back(accum_);
+  }
+}
+
+// The totals of the stage and of each step.
+void StageStream::count_steps() {
+  for (const auto& mb : micro_) {
+    tokens_ += mb.tokens;
+    targets_ += mb.targets;
+    padded_ += mb.width * static_cast<std::int64_t>(mb.rows.size());
   }
   steps_ = static_cast<std::int64_t>(step_begin_.size());
   step_targets_.assign(static_cast<std::size_t>(steps_), 0);
@@ -214,7 +289,7 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
   step_samples_.assign(static_cast<std::size_t>(steps_), 0);
   for (std::size_t st = 0; st < step_begin_.size(); ++st) {
     const auto end = std::min<std::int64_t>(static_cast<std::int64_t>(micro_.size()),
-                                            step_begin_[st] + step_accum_[st] * world_size);
+                                            step_begin_[st] + step_accum_[st] * world_);
     for (auto g = static_cast<std::size_t>(step_begin_[st]); g < static_cast<std::size_t>(end); ++g) {
       step_targets_[st] += micro_[g].targets;
       step_tokens_[st] += micro_[g].tokens;
@@ -223,10 +298,6 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
       if (!micro_[g].rows.empty()) ++micro_batches_;
     }
   }
-  std::int64_t cfg[6] = {batch_size, grad_accum, world_size, data.max_seq_len, samples_per_step, budget};
-  // Row-batched streams hash what they always hashed (their checkpoints stay resumable).
-  fp.update(cfg, samples_per_step > 0 ? sizeof cfg : 4 * sizeof(std::int64_t));
-  fingerprint_ = fp.hex_digest();
 }
 
 const MicroBatch* StageStream::micro_batch(std::int64_t step, int rank, std::int64_t micro) const {

@@ -143,6 +143,120 @@ std::int64_t now_ns() {
   return a == "localhost" || a.rfind("127.", 0) == 0 || a == "::1";
 }
 
+// dist.backend, with auto resolved: NCCL on a GPU, else Gloo.
+config::Backend backend_for(config::Backend asked, c10::Device device) {
+  return asked != config::Backend::kAuto ? asked
+         : device.is_cuda()              ? config::Backend::kNccl
+                                         : config::Backend::kGloo;
+}
+
+// The rendezvous store (rank 0's TCPStore, or torchrun's agent's), under a prefix of this
+// restart's own. `t0`: when the rendezvous began.
+c10::intrusive_ptr<c10d::Store> open_store(const LaunchInfo& launch, const config::DistSpec& spec,
+                                           std::chrono::seconds timeout,
+                                           std::chrono::steady_clock::time_point t0,
+                                           const std::string& where) {
+  c10d::TCPStoreOptions so;
+  // A one-rank group outside a launcher hosts its own store: any free port will do.
+  so.port = launch.world == 1 && !launch.agent_store ? 0 : static_cast<std::uint16_t>(launch.master_port);
+  so.isServer = launch.rank == 0 && !launch.agent_store;  // torchrun >= 2 hosts the store in its agent
+  if (!launch.agent_store) so.numWorkers = static_cast<std::size_t>(launch.world);
+  // Rank 0 does not wait inside the store: it counts arrivals below, under the same deadline
+  // and with the same message as every other rank.
+  so.waitWorkers = false;
+  so.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(timeout);
+  c10::intrusive_ptr<c10d::Store> tcp;
+  try {
+    tcp = c10::make_intrusive<c10d::TCPStore>(launch.master_addr, so);
+  } catch (const std::exception& e) {
+    throw Error(
+        "rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) + ": rendezvous at " +
+        where + " failed after " + seconds_since(t0) +
+        " s (dist.timeout_s: " + std::to_string(spec.timeout_s) + " s): " + backend_cause(e) +
+        "; check that rank 0 runs, that every rank has the same MASTER_ADDR/MASTER_PORT, and that this "
+        "node reaches " +
+        where);
+  }
+  const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT");
+  return c10::make_intrusive<c10d::PrefixStore>(std::string("sft/") + (restart ? restart : "0"), tcp);
+}
+
+// Every rank counts in, then waits for the others until the common deadline.
+void await_ranks(c10d::Store& store, const LaunchInfo& launch, const config::DistSpec& spec,
+                 std::chrono::steady_clock::time_point deadline, const std::string& where) {
+  try {
+    std::int64_t arrived = store.add("arrived", 1);
+    while (arrived < launch.world) {
+      if (std::chrono::steady_clock::now() >= deadline)
+        throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) +
+                    ": rendezvous at " + where + ": " + std::to_string(arrived) + " of " +
+                    std::to_string(launch.world) + " ranks arrived within " + std::to_string(spec.timeout_s) +
+                    " s (dist.timeout_s); check that every rank was started with WORLD_SIZE=" +
+                    std::to_string(launch.world) +
+                    " and the same MASTER_ADDR/MASTER_PORT, that none failed at start " +
+                    "(see their logs), and that the other nodes reach " + where);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      arrived = store.add("arrived", 0);
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) +
+                ": rendezvous at " + where + " broke (" + backend_cause(e) +
+                "); check that rank 0 still runs");
+  }
+}
+
+// The NCCL group of this rank's GPU (made its current device first).
+c10::intrusive_ptr<c10d::Backend> nccl_group(const c10::intrusive_ptr<c10d::Store>& store,
+                                             const LaunchInfo& launch, std::chrono::seconds timeout,
+                                             c10::Device device) {
+#if SFT_WITH_CUDA
+  if (!device.is_cuda() || !device.has_index())
+    throw ConfigError("dist.backend: nccl needs each rank on its own GPU (train.device: auto or cuda), not " +
+                      device.str());
+  // NCCL binds to the current device: make it this rank's GPU before the group exists,
+  // and bind the group to it so that no collective has to guess.
+  cuda::set_device(device.index());
+  // sft runs every collective on a communication stream of its own (asyncOp false:
+  // NCCL uses the caller's current stream) and orders it by events, so the host never
+  // waits in a step; it waits only in drain(), where a collective that outlives
+  // dist.timeout_s is reported by sft naming it. The watchdog must not kill the process
+  // first (torchrun switches asynchronous error handling on), nor wait() block the host.
+  ::setenv("TORCH_NCCL_BLOCKING_WAIT", "0", /*overwrite=*/1);
+  ::setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0", /*overwrite=*/1);
+  auto opts = c10d::ProcessGroupNCCL::Options::create();
+  opts->timeout = std::chrono::duration_cast<std::chrono::milliseconds>(timeout);
+  auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, launch.rank, launch.world, opts);
+  pg->setBoundDeviceId(device);
+  return pg;
+#else
+  throw ConfigError(
+      "dist.backend: nccl needs sft built against a LibTorch with CUDA (SFT_CUDA=ON); this build has none "
+      "(use gloo)");
+#endif
+}
+
+// The Gloo group (none when sft is built without Gloo), on GLOO_SOCKET_IFNAME's interface,
+// the loopback for a local rendezvous, or the host's default.
+c10::intrusive_ptr<c10d::Backend> gloo_group(const c10::intrusive_ptr<c10d::Store>& store,
+                                             const LaunchInfo& launch, std::chrono::seconds timeout) {
+#if SFT_WITH_GLOO
+  auto opts =
+      c10d::ProcessGroupGloo::Options::create(std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
+  if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"))
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+  else if (is_loopback(launch.master_addr))
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  else
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  opts->threads = 2;
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, launch.rank, launch.world, opts);
+#else
+  return {};
+#endif
+}
+
 }  // namespace
 
 std::shared_ptr<Context> Context::single() {
@@ -176,104 +290,24 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
   // run (a one-rank NCCL group is how a single GPU checks the NCCL path).
   if (launch.world == 1 && spec.backend == config::Backend::kAuto) return c;
 
-  const config::Backend backend = spec.backend != config::Backend::kAuto ? spec.backend
-                                  : device.is_cuda()                     ? config::Backend::kNccl
-                                                                         : config::Backend::kGloo;
+  const config::Backend backend = backend_for(spec.backend, device);
   c->backend_ = backend;
   require_backend(spec.backend, backend, launch.world, nccl_compiled(),
                   gloo_compiled());  // before any rank waits
   const auto deadline = std::chrono::steady_clock::now() + c->timeout_;
   const std::string where = launch.master_addr + ":" + std::to_string(launch.master_port);
-  c10d::TCPStoreOptions so;
-  // A one-rank group outside a launcher hosts its own store: any free port will do.
-  so.port = launch.world == 1 && !launch.agent_store ? 0 : static_cast<std::uint16_t>(launch.master_port);
-  so.isServer = launch.rank == 0 && !launch.agent_store;  // torchrun >= 2 hosts the store in its agent
-  if (!launch.agent_store) so.numWorkers = static_cast<std::size_t>(launch.world);
-  // Rank 0 does not wait inside the store: it counts arrivals below, under the same deadline
-  // and with the same message as every other rank.
-  so.waitWorkers = false;
-  so.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(c->timeout_);
-  c10::intrusive_ptr<c10d::Store> tcp;
-  try {
-    tcp = c10::make_intrusive<c10d::TCPStore>(launch.master_addr, so);
-  } catch (const std::exception& e) {
-    throw Error(
-        "rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) + ": rendezvous at " +
-        where + " failed after " + seconds_since(deadline - c->timeout_) +
-        " s (dist.timeout_s: " + std::to_string(spec.timeout_s) + " s): " + backend_cause(e) +
-        "; check that rank 0 runs, that every rank has the same MASTER_ADDR/MASTER_PORT, and that this "
-        "node reaches " +
-        where);
-  }
-  const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT");
-  c->impl_->store =
-      c10::make_intrusive<c10d::PrefixStore>(std::string("sft/") + (restart ? restart : "0"), tcp);
-  // Every rank counts in, then waits for the others until the common deadline.
-  try {
-    std::int64_t arrived = c->impl_->store->add("arrived", 1);
-    while (arrived < launch.world) {
-      if (std::chrono::steady_clock::now() >= deadline)
-        throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) +
-                    ": rendezvous at " + where + ": " + std::to_string(arrived) + " of " +
-                    std::to_string(launch.world) + " ranks arrived within " + std::to_string(spec.timeout_s) +
-                    " s (dist.timeout_s); check that every rank was started with WORLD_SIZE=" +
-                    std::to_string(launch.world) +
-                    " and the same MASTER_ADDR/MASTER_PORT, that none failed at start " +
-                    "(see their logs), and that the other nodes reach " + where);
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      arrived = c->impl_->store->add("arrived", 0);
-    }
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Error("rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world) +
-                ": rendezvous at " + where + " broke (" + backend_cause(e) +
-                "); check that rank 0 still runs");
-  }
+  c->impl_->store = open_store(launch, spec, c->timeout_, deadline - c->timeout_, where);
+  await_ranks(*c->impl_->store, launch, spec, deadline, where);
 
   if (backend == config::Backend::kNccl) {
+    c->impl_->pg = nccl_group(c->impl_->store, launch, c->timeout_, device);
 #if SFT_WITH_CUDA
-    if (!device.is_cuda() || !device.has_index())
-      throw ConfigError(
-          "dist.backend: nccl needs each rank on its own GPU (train.device: auto or cuda), not " +
-          device.str());
-    // NCCL binds to the current device: make it this rank's GPU before the group exists,
-    // and bind the group to it so that no collective has to guess.
-    cuda::set_device(device.index());
-    // sft runs every collective on a communication stream of its own (asyncOp false:
-    // NCCL uses the caller's current stream) and orders it by events, so the host never
-    // waits in a step; it waits only in drain(), where a collective that outlives
-    // dist.timeout_s is reported by sft naming it. The watchdog must not kill the process
-    // first (torchrun switches asynchronous error handling on), nor wait() block the host.
-    ::setenv("TORCH_NCCL_BLOCKING_WAIT", "0", /*overwrite=*/1);
-    ::setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0", /*overwrite=*/1);
-    auto opts = c10d::ProcessGroupNCCL::Options::create();
-    opts->timeout = std::chrono::duration_cast<std::chrono::milliseconds>(c->timeout_);
-    c->impl_->pg =
-        c10::make_intrusive<c10d::ProcessGroupNCCL>(c->impl_->store, launch.rank, launch.world, opts);
-    c->impl_->pg->setBoundDeviceId(device);
     c->impl_->device = device;
     // High priority: a gather the next layer waits for goes ahead of queued compute.
     c->impl_->comm = c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device.index());
-#else
-    throw ConfigError(
-        "dist.backend: nccl needs sft built against a LibTorch with CUDA (SFT_CUDA=ON); this build has none "
-        "(use gloo)");
 #endif
   } else {
-#if SFT_WITH_GLOO
-    auto opts = c10d::ProcessGroupGloo::Options::create(
-        std::chrono::duration_cast<std::chrono::milliseconds>(c->timeout_));
-    if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"))
-      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
-    else if (is_loopback(launch.master_addr))
-      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-    else
-      opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    opts->threads = 2;
-    c->impl_->pg =
-        c10::make_intrusive<c10d::ProcessGroupGloo>(c->impl_->store, launch.rank, launch.world, opts);
-#endif
+    c->impl_->pg = gloo_group(c->impl_->store, launch, c->timeout_);
   }
   sft::log::info("dist: rank {}/{} (local {}), {} backend, rendezvous {}:{} via {}", launch.rank,
                  launch.world, launch.local_rank, config::name(backend), launch.master_addr,

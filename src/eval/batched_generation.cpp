@@ -37,40 +37,51 @@ double free_bytes(c10::Device device) {
   return 1e18;  // unknown: no cap
 }
 
-}  // namespace
-
-Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::vector<GenItem> items,
-                       const GenSettings& s) {
-  Generated g;
-  g.out.resize(items.size());
-  const std::int64_t ctx = m.config().max_position_embeddings;
-  const std::int64_t reserve = std::max<std::int64_t>(1, std::min(s.max_new_tokens, ctx / 4));
+// Prompts that would leave fewer than `reserve` new tokens in the context keep only their
+// last tokens. Returns how many were cut.
+std::int64_t truncate_prompts(std::vector<GenItem>& items, std::int64_t ctx, std::int64_t reserve) {
+  std::int64_t truncated = 0;
   for (auto& it : items) {
     const auto keep = static_cast<std::size_t>(ctx - reserve);
     if (it.prompt.size() > keep) {
       it.prompt.erase(it.prompt.begin(), it.prompt.end() - static_cast<std::ptrdiff_t>(keep));
-      ++g.prompts_truncated;
+      ++truncated;
     }
   }
+  return truncated;
+}
+
+// The items' indices by temperature, then longest prompt first.
+std::vector<std::size_t> generation_order(const std::vector<GenItem>& items) {
   std::vector<std::size_t> order(items.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
     if (items[a].temperature != items[b].temperature) return items[a].temperature < items[b].temperature;
     return items[a].prompt.size() > items[b].prompt.size();
   });
-  const auto bs = static_cast<std::size_t>(std::max<std::int64_t>(1, s.batch_size));
-  std::vector<std::int64_t> stop_ids;
-  for (auto id : m.config().eos_token_ids) stop_ids.push_back(id);
-  // The batches, formed as on one rank (every rank forms the same list): prompts of one
-  // temperature, longest first, at most batch_size of them, and no more than the device's
-  // free memory holds (the smallest over the ranks): a batch shrinks rather than fail.
+  return order;
+}
+
+// The memory a batch may take: the budget, or the device's free memory, the smallest over the ranks.
+double memory_room(const model::Llama& m, const GenSettings& s) {
   double room = s.memory_budget_bytes > 0 ? s.memory_budget_bytes : free_bytes(m.device());
   if (s.world > 1 && s.all_gather)
     for (const auto& r : s.all_gather(std::to_string(room))) room = std::min(room, std::stod(r));
-  struct Batch {
-    std::size_t first, end;
-    std::int64_t max_new_tokens;
-  };
+  return room;
+}
+
+struct Batch {
+  std::size_t first, end;  // positions in the generation order
+  std::int64_t max_new_tokens;
+};
+
+// The batches, formed as on one rank (every rank forms the same list): prompts of one
+// temperature, longest first, at most `bs` of them, and no more than `room` holds: a batch
+// shrinks rather than fail.
+std::vector<Batch> form_batches(const model::Llama& m, const std::vector<GenItem>& items,
+                                const std::vector<std::size_t>& order, const GenSettings& s, double room,
+                                std::size_t bs) {
+  const std::int64_t ctx = m.config().max_position_embeddings;
   std::vector<Batch> batches;
   std::size_t shrunk = 0;
   for (std::size_t i = 0; i < order.size();) {
@@ -87,6 +98,48 @@ Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::v
     i = j;
   }
   if (shrunk) sft::log::warn("{}: {} batch(es) smaller than {} to fit the memory", s.label, shrunk, bs);
+  return batches;
+}
+
+// The generation settings of batch `batch_no`, whose prompts have `temperature`.
+TextOptions batch_options(const Batch& b, std::size_t batch_no, double temperature, std::size_t size,
+                          const GenSettings& s, const std::vector<std::int64_t>& stop_ids) {
+  TextOptions o;
+  o.gen.max_new_tokens = b.max_new_tokens;
+  o.gen.temperature = temperature;
+  o.gen.top_k = o.gen.temperature > 0 ? s.top_k : 0;
+  o.gen.top_p = o.gen.temperature > 0 ? s.top_p : 1.0;
+  o.gen.seed = seed_combine(s.seed, batch_no);
+  o.gen.stop_ids = stop_ids;
+  o.gen.bf16 = s.bf16;
+  o.stop_strings = s.stop_strings;
+  o.batch_size = static_cast<std::int64_t>(size);
+  return o;
+}
+
+// Every rank's outputs (`mine` on this one) into g.out.
+void gather_outputs(const nlohmann::json& mine, const GenSettings& s, Generated& g) {
+  if (s.world > 1 && s.all_gather)
+    for (const auto& theirs : s.all_gather(mine.dump()))
+      for (const auto& o : nlohmann::json::parse(theirs))
+        g.out[o[0].get<std::size_t>()] = {o[1].get<std::string>(), o[2].get<std::int64_t>(),
+                                          o[3].get<std::int64_t>(), o[4].get<std::string>()};
+}
+
+}  // namespace
+
+Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::vector<GenItem> items,
+                       const GenSettings& s) {
+  Generated g;
+  g.out.resize(items.size());
+  const std::int64_t ctx = m.config().max_position_embeddings;
+  const std::int64_t reserve = std::max<std::int64_t>(1, std::min(s.max_new_tokens, ctx / 4));
+  g.prompts_truncated = truncate_prompts(items, ctx, reserve);
+  const std::vector<std::size_t> order = generation_order(items);
+  const auto bs = static_cast<std::size_t>(std::max<std::int64_t>(1, s.batch_size));
+  std::vector<std::int64_t> stop_ids;
+  for (auto id : m.config().eos_token_ids) stop_ids.push_back(id);
+  const std::vector<Batch> batches = form_batches(m, items, order, s, memory_room(m, s), bs);
   auto last_log = Clock::now();
   const auto start = last_log;
   std::size_t done = 0;
@@ -96,17 +149,9 @@ Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::v
     const Batch& b = batches[batch_no];
     std::vector<TextRequest> reqs;
     for (std::size_t k = b.first; k < b.end; ++k) reqs.push_back({items[order[k]].prompt});
-    TextOptions o;
-    o.gen.max_new_tokens = b.max_new_tokens;
-    o.gen.temperature = items[order[b.first]].temperature;
-    o.gen.top_k = o.gen.temperature > 0 ? s.top_k : 0;
-    o.gen.top_p = o.gen.temperature > 0 ? s.top_p : 1.0;
-    o.gen.seed = seed_combine(s.seed, batch_no);
-    o.gen.stop_ids = stop_ids;
-    o.gen.bf16 = s.bf16;
-    o.stop_strings = s.stop_strings;
-    o.batch_size = static_cast<std::int64_t>(reqs.size());
-    auto res = generate_text(m, tok, reqs, o);
+    auto res = generate_text(
+        m, tok, reqs,
+        batch_options(b, batch_no, items[order[b.first]].temperature, reqs.size(), s, stop_ids));
     for (std::size_t k = 0; k < res.size(); ++k) {
       const std::size_t at = order[b.first + k];
       if (s.world > 1)
@@ -120,11 +165,7 @@ Generated generate_all(const model::Llama& m, const data::Tokenizer& tok, std::v
                      std::chrono::duration<double>(last_log - start).count());
     }
   }
-  if (s.world > 1 && s.all_gather)
-    for (const auto& theirs : s.all_gather(mine.dump()))
-      for (const auto& o : nlohmann::json::parse(theirs))
-        g.out[o[0].get<std::size_t>()] = {o[1].get<std::string>(), o[2].get<std::int64_t>(),
-                                          o[3].get<std::int64_t>(), o[4].get<std::string>()};
+  gather_outputs(mine, s, g);
   return g;
 }
 

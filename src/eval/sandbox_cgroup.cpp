@@ -151,6 +151,13 @@ void remove_stale(const std::string& dir) {
   for (const auto& s : stale) remove_group(s);
 }
 
+// The evaluator's cgroup folder in the v1 hierarchy of `controller` ("" when none has it).
+std::string v1_folder(const std::vector<Hierarchy>& hs, const std::string& controller) {
+  for (const auto& h : hs)
+    if (!h.v2 && has(h.controllers, controller)) return folder(h, own_path(controller));
+  return "";
+}
+
 // The evaluator's group in `parent` (made once, removed at exit); "" and `why` when this
 // identity cannot make one.
 std::string make_group(const std::string& parent, std::string* why) {
@@ -172,79 +179,90 @@ SampleCgroups* SampleCgroups::get(std::string* why) {
   std::lock_guard<std::mutex> lock(mutex);
   auto it = made.find(identity());
   if (it == made.end()) {
-    std::unique_ptr<SampleCgroups> c(new SampleCgroups);
     std::string reason;
-    const auto hs = hierarchies();
-    auto v1 = [&](const std::string& controller) -> std::string {
-      for (const auto& h : hs)
-        if (!h.v2 && has(h.controllers, controller)) return folder(h, own_path(controller));
-      return "";
-    };
-    const std::string memory = v1("memory"), pids = v1("pids"), cpu = v1("cpu");
-    const auto v2 = std::find_if(hs.begin(), hs.end(), [](const Hierarchy& h) { return h.v2; });
-    if (!memory.empty() && !pids.empty()) {
-      c->memory_ = make_group(memory, &reason);
-      c->pids_ = c->memory_.empty() ? "" : make_group(pids, &reason);
-      std::string no_cpu;
-      c->cpu_ = cpu.empty() || c->pids_.empty() ? "" : make_group(cpu, &no_cpu);
-      if (!c->cpu_.empty() &&
-          !write_text(c->cpu_ + "/cpu.shares", std::to_string(evaluator_weight(own_path("cpu") == "/")))) {
-        remove_group(c->cpu_);
-        c->cpu_.clear();
-      }
-      if (!c->pids_.empty())
-        c->kind_ = std::string("cgroup v1: memory, pids") + (c->cpu_.empty() ? "" : ", cpu");
-    } else if (v2 != hs.end()) {
-      // Not exercised by the tests here (their machine has cgroup v1).
-      const std::string home = folder(*v2, own_path(""));
-      const auto offered = words(read_text(home + "/cgroup.controllers"), ' ');
-      if (home.empty() || !has(offered, "memory") || !has(offered, "pids")) {
-        reason = "the cgroup v2 group " + (home.empty() ? std::string("of this process") : home) +
-                 " does not offer the memory and pids controllers";
-      } else {
-        remove_stale(home);
-        c->v2_ = true;
-        c->v2_home_ = home;
-        std::string enable;
-        const auto enabled = words(read_text(home + "/cgroup.subtree_control"), ' ');
-        for (const char* ctl : {"memory", "pids", "cpu"})
-          if (has(offered, ctl) && !has(enabled, ctl))
-            enable += std::string(enable.empty() ? "" : " ") + "+" + ctl;
-        if (!enable.empty()) {
-          // A cgroup with processes cannot pass controllers down: move into a leaf first.
-          c->v2_leaf_ = home + "/" + kPrefix + std::to_string(::getpid()) + ".evaluator";
-          if ((::mkdir(c->v2_leaf_.c_str(), 0755) != 0 && errno != EEXIST) ||
-              !write_text(c->v2_leaf_ + "/cgroup.procs", std::to_string(::getpid())) ||
-              !write_text(home + "/cgroup.subtree_control", enable)) {
-            reason = "cannot delegate memory and pids below " + home + " (" + std::strerror(errno) +
-                     "; it must be writable and hold no process but sft's)";
-            write_text(home + "/cgroup.procs", std::to_string(::getpid()));
-            ::rmdir(c->v2_leaf_.c_str());
-            c->v2_leaf_.clear();
-          } else {
-            c->v2_enabled_ = enable;
-          }
-        }
-        const std::string group = reason.empty() ? make_group(home, &reason) : "";
-        std::string pass = "+memory +pids";
-        if (has(offered, "cpu")) pass += " +cpu";
-        if (!group.empty() && write_text(group + "/cgroup.subtree_control", pass)) {
-          c->memory_ = c->pids_ = group;
-          if (has(offered, "cpu")) c->cpu_ = group;
-          c->kind_ = std::string("cgroup v2: memory, pids") + (c->cpu_.empty() ? "" : ", cpu");
-        } else if (!group.empty()) {
-          reason = "cannot enable memory and pids in " + group + ": " + std::strerror(errno);
-          ::rmdir(group.c_str());
-        }
-      }
-    } else {
-      reason = "no cgroup hierarchy with the memory and pids controllers is mounted";
-    }
-    if (c->kind_.empty()) c.reset();
+    std::unique_ptr<SampleCgroups> c = make(&reason);
     it = made.emplace(identity(), std::make_pair(std::move(c), reason)).first;
   }
   if (why) *why = it->second.second;
   return it->second.first.get();
+}
+
+std::unique_ptr<SampleCgroups> SampleCgroups::make(std::string* reason) {
+  std::unique_ptr<SampleCgroups> c(new SampleCgroups);
+  const auto hs = hierarchies();
+  const std::string memory = v1_folder(hs, "memory"), pids = v1_folder(hs, "pids"),
+                    cpu = v1_folder(hs, "cpu");
+  const auto v2 = std::find_if(hs.begin(), hs.end(), [](const Hierarchy& h) { return h.v2; });
+  if (!memory.empty() && !pids.empty())
+    c->use_v1(memory, pids, cpu, reason);
+  else if (v2 != hs.end())
+    c->use_v2(folder(*v2, own_path("")), reason);
+  else
+    *reason = "no cgroup hierarchy with the memory and pids controllers is mounted";
+  if (c->kind_.empty()) c.reset();
+  return c;
+}
+
+void SampleCgroups::use_v1(const std::string& memory, const std::string& pids, const std::string& cpu,
+                           std::string* reason) {
+  memory_ = make_group(memory, reason);
+  pids_ = memory_.empty() ? "" : make_group(pids, reason);
+  std::string no_cpu;
+  cpu_ = cpu.empty() || pids_.empty() ? "" : make_group(cpu, &no_cpu);
+  if (!cpu_.empty() &&
+      !write_text(cpu_ + "/cpu.shares", std::to_string(evaluator_weight(own_path("cpu") == "/")))) {
+    remove_group(cpu_);
+    cpu_.clear();
+  }
+  if (!pids_.empty()) kind_ = std::string("cgroup v1: memory, pids") + (cpu_.empty() ? "" : ", cpu");
+}
+
+// Not exercised by the tests here (their machine has cgroup v1).
+void SampleCgroups::use_v2(const std::string& home, std::string* reason) {
+  const auto offered = words(read_text(home + "/cgroup.controllers"), ' ');
+  if (home.empty() || !has(offered, "memory") || !has(offered, "pids")) {
+    *reason = "the cgroup v2 group " + (home.empty() ? std::string("of this process") : home) +
+              " does not offer the memory and pids controllers";
+    return;
+  }
+  remove_stale(home);
+  v2_ = true;
+  v2_home_ = home;
+  delegate_v2(offered, reason);
+  const std::string group = reason->empty() ? make_group(home, reason) : "";
+  std::string pass = "+memory +pids";
+  if (has(offered, "cpu")) pass += " +cpu";
+  if (!group.empty() && write_text(group + "/cgroup.subtree_control", pass)) {
+    memory_ = pids_ = group;
+    if (has(offered, "cpu")) cpu_ = group;
+    kind_ = std::string("cgroup v2: memory, pids") + (cpu_.empty() ? "" : ", cpu");
+  } else if (!group.empty()) {
+    *reason = "cannot enable memory and pids in " + group + ": " + std::strerror(errno);
+    ::rmdir(group.c_str());
+  }
+}
+
+// Enables the controllers the cgroup offers but does not pass down yet (`reason` when it cannot).
+void SampleCgroups::delegate_v2(const std::vector<std::string>& offered, std::string* reason) {
+  const std::string& home = v2_home_;
+  std::string enable;
+  const auto enabled = words(read_text(home + "/cgroup.subtree_control"), ' ');
+  for (const char* ctl : {"memory", "pids", "cpu"})
+    if (has(offered, ctl) && !has(enabled, ctl)) enable += std::string(enable.empty() ? "" : " ") + "+" + ctl;
+  if (enable.empty()) return;
+  // A cgroup with processes cannot pass controllers down: move into a leaf first.
+  v2_leaf_ = home + "/" + kPrefix + std::to_string(::getpid()) + ".evaluator";
+  if ((::mkdir(v2_leaf_.c_str(), 0755) != 0 && errno != EEXIST) ||
+      !write_text(v2_leaf_ + "/cgroup.procs", std::to_string(::getpid())) ||
+      !write_text(home + "/cgroup.subtree_control", enable)) {
+    *reason = "cannot delegate memory and pids below " + home + " (" + std::strerror(errno) +
+              "; it must be writable and hold no process but sft's)";
+    write_text(home + "/cgroup.procs", std::to_string(::getpid()));
+    ::rmdir(v2_leaf_.c_str());
+    v2_leaf_.clear();
+  } else {
+    v2_enabled_ = enable;
+  }
 }
 
 std::shared_ptr<SampleCgroups::Slot> SampleCgroups::acquire(std::int64_t memory_mb, std::int64_t processes) {

@@ -93,6 +93,13 @@ class SampleCgroups {
 
  private:
   SampleCgroups() = default;
+  // get()'s steps: the groups of the hierarchies mounted here (nullptr and `reason` when
+  // none is usable), in v1 or in v2, and v2's delegation of the controllers below its cgroup.
+  static std::unique_ptr<SampleCgroups> make(std::string* reason);
+  void use_v1(const std::string& memory, const std::string& pids, const std::string& cpu,
+              std::string* reason);
+  void use_v2(const std::string& home, std::string* reason);
+  void delegate_v2(const std::vector<std::string>& offered, std::string* reason);
   bool v2_ = false;
   std::string kind_;                            // e.g. "cgroup v1: memory, pids, cpu"; "" until usable
   std::string memory_, pids_, cpu_;             // the evaluator's groups (cpu_ may be ""; v2: one)

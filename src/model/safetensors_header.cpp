@@ -33,9 +33,12 @@ std::int64_t TensorEntry::numel() const {
   return n;
 }
 
-SafetensorsHeader parse_safetensors_header(const std::uint8_t* data, std::size_t size,
-                                           const std::string& file) {
-  using nlohmann::json;
+namespace {
+
+using nlohmann::json;
+
+// The 8-byte little-endian header length, checked against the limit and the file.
+std::uint64_t header_length(const std::uint8_t* data, std::size_t size, const std::string& file) {
   if (size < 8)
     fail(file, "the file has " + std::to_string(size) + " bytes, fewer than the 8-byte header length");
   std::uint64_t n = 0;
@@ -45,12 +48,11 @@ SafetensorsHeader parse_safetensors_header(const std::uint8_t* data, std::size_t
     fail(file, "header length " + std::to_string(n) + " exceeds the file (" + std::to_string(size) +
                    " bytes): truncated?");
   if (n < 2 || data[8] != '{') fail(file, "the header is not a JSON object");
+  return n;
+}
 
-  SafetensorsHeader h;
-  h.header_len = n;
-  h.data_offset = 8 + n;
-  const std::uint64_t data_size = size - h.data_offset;
-
+// The header's JSON object (its n bytes after the length).
+json parse_header_json(const std::uint8_t* data, std::uint64_t n, const std::string& file) {
   // Duplicate names would silently shadow each other in a JSON object: reject them.
   std::set<std::string> seen;
   std::string duplicate;
@@ -69,59 +71,70 @@ SafetensorsHeader parse_safetensors_header(const std::uint8_t* data, std::size_t
   }
   if (!duplicate.empty()) fail(file, "tensor \"" + duplicate + "\" appears twice in the header");
   if (!j.is_object()) fail(file, "the header is not a JSON object");
+  return j;
+}
 
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    const std::string& name = it.key();
-    const json& v = it.value();
-    if (name == "__metadata__") {
-      if (!v.is_object()) fail(file, "__metadata__ must be an object of strings");
-      for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) fail(file, "__metadata__." + m.key() + " must be a string");
-        h.metadata[m.key()] = m.value().get<std::string>();
-      }
-      continue;
-    }
-    const std::string where = "tensor \"" + name + "\": ";
-    if (!v.is_object()) fail(file, where + "expected {dtype, shape, data_offsets}");
-    for (auto f = v.begin(); f != v.end(); ++f)
-      if (f.key() != "dtype" && f.key() != "shape" && f.key() != "data_offsets")
-        fail(file, where + "unexpected field \"" + f.key() + "\"");
-    TensorEntry e;
-    e.name = name;
-    if (!v.contains("dtype") || !v["dtype"].is_string()) fail(file, where + "missing string \"dtype\"");
-    e.dtype = v["dtype"].get<std::string>();
-    std::size_t es = dtype_size(e.dtype);
-    if (es == 0) fail(file, where + "unknown dtype \"" + e.dtype + "\"");
-    if (!v.contains("shape") || !v["shape"].is_array()) fail(file, where + "missing list \"shape\"");
-    std::uint64_t numel = 1;
-    for (const auto& d : v["shape"]) {
-      if (!d.is_number_unsigned()) fail(file, where + "shape entries must be non-negative integers");
-      std::uint64_t dim = d.get<std::uint64_t>();
-      if (dim != 0 && numel > (std::uint64_t(1) << 62) / dim) fail(file, where + "shape overflows");
-      numel *= dim;
-      e.shape.push_back(static_cast<std::int64_t>(dim));
-    }
-    const json* off = v.contains("data_offsets") ? &v["data_offsets"] : nullptr;
-    if (!off || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
-        !(*off)[1].is_number_unsigned())
-      fail(file, where + "data_offsets must be [begin, end] with non-negative integers");
-    e.begin = (*off)[0].get<std::uint64_t>();
-    e.end = (*off)[1].get<std::uint64_t>();
-    if (e.begin > e.end)
-      fail(file, where + "data_offsets begin " + std::to_string(e.begin) + " > end " + std::to_string(e.end));
-    if (e.end > data_size)
-      fail(file, where + "data_offsets end " + std::to_string(e.end) + " is past the data area (" +
-                     std::to_string(data_size) + " bytes): truncated file?");
-    if (e.end - e.begin != numel * es)
-      fail(file, where + "holds " + std::to_string(e.end - e.begin) + " bytes but dtype " + e.dtype +
-                     " x shape needs " + std::to_string(numel * es));
-    h.tensors.push_back(std::move(e));
+void read_metadata(const json& v, const std::string& file, std::map<std::string, std::string>& metadata) {
+  if (!v.is_object()) fail(file, "__metadata__ must be an object of strings");
+  for (auto m = v.begin(); m != v.end(); ++m) {
+    if (!m.value().is_string()) fail(file, "__metadata__." + m.key() + " must be a string");
+    metadata[m.key()] = m.value().get<std::string>();
   }
-  std::sort(h.tensors.begin(), h.tensors.end(), [](const TensorEntry& a, const TensorEntry& b) {
+}
+
+// A tensor's shape into e.shape; returns its element count.
+std::uint64_t read_shape(const json& v, const std::string& where, const std::string& file, TensorEntry& e) {
+  if (!v.contains("shape") || !v["shape"].is_array()) fail(file, where + "missing list \"shape\"");
+  std::uint64_t numel = 1;
+  for (const auto& d : v["shape"]) {
+    if (!d.is_number_unsigned()) fail(file, where + "shape entries must be non-negative integers");
+    std::uint64_t dim = d.get<std::uint64_t>();
+    if (dim != 0 && numel > (std::uint64_t(1) << 62) / dim) fail(file, where + "shape overflows");
+    numel *= dim;
+    e.shape.push_back(static_cast<std::int64_t>(dim));
+  }
+  return numel;
+}
+
+// One tensor's entry, its fields checked and its bytes against its dtype, shape and the data area.
+TensorEntry read_tensor(const std::string& name, const json& v, std::uint64_t data_size,
+                        const std::string& file) {
+  const std::string where = "tensor \"" + name + "\": ";
+  if (!v.is_object()) fail(file, where + "expected {dtype, shape, data_offsets}");
+  for (auto f = v.begin(); f != v.end(); ++f)
+    if (f.key() != "dtype" && f.key() != "shape" && f.key() != "data_offsets")
+      fail(file, where + "unexpected field \"" + f.key() + "\"");
+  TensorEntry e;
+  e.name = name;
+  if (!v.contains("dtype") || !v["dtype"].is_string()) fail(file, where + "missing string \"dtype\"");
+  e.dtype = v["dtype"].get<std::string>();
+  std::size_t es = dtype_size(e.dtype);
+  if (es == 0) fail(file, where + "unknown dtype \"" + e.dtype + "\"");
+  const std::uint64_t numel = read_shape(v, where, file, e);
+  const json* off = v.contains("data_offsets") ? &v["data_offsets"] : nullptr;
+  if (!off || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
+      !(*off)[1].is_number_unsigned())
+    fail(file, where + "data_offsets must be [begin, end] with non-negative integers");
+  e.begin = (*off)[0].get<std::uint64_t>();
+  e.end = (*off)[1].get<std::uint64_t>();
+  if (e.begin > e.end)
+    fail(file, where + "data_offsets begin " + std::to_string(e.begin) + " > end " + std::to_string(e.end));
+  if (e.end > data_size)
+    fail(file, where + "data_offsets end " + std::to_string(e.end) + " is past the data area (" +
+                   std::to_string(data_size) + " bytes): truncated file?");
+  if (e.end - e.begin != numel * es)
+    fail(file, where + "holds " + std::to_string(e.end - e.begin) + " bytes but dtype " + e.dtype +
+                   " x shape needs " + std::to_string(numel * es));
+  return e;
+}
+
+// Sorts the tensors into data order and checks that they tile the data area.
+void check_tiling(std::vector<TensorEntry>& tensors, std::uint64_t data_size, const std::string& file) {
+  std::sort(tensors.begin(), tensors.end(), [](const TensorEntry& a, const TensorEntry& b) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
   });
   std::uint64_t pos = 0;
-  for (const auto& e : h.tensors) {
+  for (const auto& e : tensors) {
     if (e.begin < pos) fail(file, "tensor \"" + e.name + "\" overlaps the previous tensor's bytes");
     if (e.begin > pos)
       fail(file, "bytes " + std::to_string(pos) + ".." + std::to_string(e.begin) + " before tensor \"" +
@@ -131,6 +144,25 @@ SafetensorsHeader parse_safetensors_header(const std::uint8_t* data, std::size_t
   if (pos != data_size)
     fail(file,
          "the data area has " + std::to_string(data_size - pos) + " trailing bytes that belong to no tensor");
+}
+
+}  // namespace
+
+SafetensorsHeader parse_safetensors_header(const std::uint8_t* data, std::size_t size,
+                                           const std::string& file) {
+  const std::uint64_t n = header_length(data, size, file);
+  SafetensorsHeader h;
+  h.header_len = n;
+  h.data_offset = 8 + n;
+  const std::uint64_t data_size = size - h.data_offset;
+  const json j = parse_header_json(data, n, file);
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() == "__metadata__")
+      read_metadata(it.value(), file, h.metadata);
+    else
+      h.tensors.push_back(read_tensor(it.key(), it.value(), data_size, file));
+  }
+  check_tiling(h.tensors, data_size, file);
   return h;
 }
 

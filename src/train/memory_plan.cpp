@@ -45,23 +45,50 @@ nlohmann::ordered_json MemoryPlan::phases_json() const {
   return j;
 }
 
-MemoryPlan plan_memory(const MemoryPlanInput& in) {
-  const auto& c = in.model;
-  const double W = std::max(1, in.world);
-  const double D = static_cast<double>(c.hidden_size), F = static_cast<double>(c.intermediate_size);
-  const double H = static_cast<double>(c.num_attention_heads), K = static_cast<double>(c.num_key_value_heads);
-  const double Dh = static_cast<double>(c.head_dim), V = static_cast<double>(c.vocab_size);
-  const double L = static_cast<double>(c.num_hidden_layers);
-  const double B = static_cast<double>(in.rows), T = static_cast<double>(in.seq_len);
-  const double N = B * T, Nt = N * in.trained_fraction;
-  using config::DistStrategy;
-  const bool pure = in.precision == config::Precision::kBf16Pure,
-             half = in.precision != config::Precision::kFp32;
-  const bool z1 = in.strategy != DistStrategy::kDdp, z3 = in.strategy == DistStrategy::kZero3;
-  const bool z2 = z3 || in.strategy == DistStrategy::kZero2;
-  const bool sharded = z1;  // every ZeRO stage splits the units into per-rank chunks
+namespace {
 
-  // The flat layout: units padded to a multiple of the world size; a rank owns one chunk of each.
+// The model's and the micro-batch's dimensions and the run's switches, in the formulas' letters.
+struct Dims {
+  double W, D, F, H, K, Dh, V, L, B, T, N, Nt;
+  bool pure, half, z1, z2, z3, sharded;
+  double pb;  // parameter and gradient bytes: fp32 master weights, or bf16
+};
+
+Dims dims_of(const MemoryPlanInput& in) {
+  const auto& c = in.model;
+  Dims d;
+  d.W = std::max(1, in.world);
+  d.D = static_cast<double>(c.hidden_size);
+  d.F = static_cast<double>(c.intermediate_size);
+  d.H = static_cast<double>(c.num_attention_heads);
+  d.K = static_cast<double>(c.num_key_value_heads);
+  d.Dh = static_cast<double>(c.head_dim);
+  d.V = static_cast<double>(c.vocab_size);
+  d.L = static_cast<double>(c.num_hidden_layers);
+  d.B = static_cast<double>(in.rows);
+  d.T = static_cast<double>(in.seq_len);
+  d.N = d.B * d.T;
+  d.Nt = d.N * in.trained_fraction;
+  using config::DistStrategy;
+  d.pure = in.precision == config::Precision::kBf16Pure;
+  d.half = in.precision != config::Precision::kFp32;
+  d.z1 = in.strategy != DistStrategy::kDdp;
+  d.z3 = in.strategy == DistStrategy::kZero3;
+  d.z2 = d.z3 || in.strategy == DistStrategy::kZero2;
+  d.sharded = d.z1;  // every ZeRO stage splits the units into per-rank chunks
+  d.pb = d.pure ? 2.0 : 4.0;
+  return d;
+}
+
+// The flat layout: units padded to a multiple of the world size; a rank owns one chunk of each.
+struct Layout {
+  double P, U;        // padded total, largest unit
+  double Cmax, mine;  // a rank's largest chunk, all its chunks
+};
+
+Layout flat_layout(const MemoryPlanInput& in, const Dims& d) {
+  const auto& c = in.model;
+  const double W = d.W, V = d.V, D = d.D;
   std::vector<double> units;
   for (auto u : in.units) units.push_back(static_cast<double>(u));
   if (units.empty()) {
@@ -71,53 +98,55 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
     for (std::int64_t l = 0; l < c.num_hidden_layers; ++l) units.push_back(pad(layer));
     units.push_back(pad(D + (c.tie_word_embeddings ? 0 : V * D)));
   }
-  double P = 0, U = 0;  // padded total, largest unit
+  Layout f{0, 0, 0, 0};
   for (double u : units) {
-    P += u;
-    U = std::max(U, u);
+    f.P += u;
+    f.U = std::max(f.U, u);
   }
-  const double Cmax = U / W, mine = P / W;  // a rank's largest chunk, all its chunks
-  const double largest =
-      in.largest_param > 0 ? static_cast<double>(in.largest_param) : std::max(V * D, D * F);
-  const double pb = pure ? 2.0 : 4.0;  // parameter and gradient bytes: fp32 master weights, or bf16
+  f.Cmax = f.U / W;
+  f.mine = f.P / W;
+  return f;
+}
 
-  MemoryPlan p;
-  p.weights = pb * (z3 ? mine : P);
-  p.grads = pb * (z2 ? mine : P);
-  p.optimizer = 8.0 * (sharded ? mine : P);  // AdamW exp_avg + exp_avg_sq in fp32
-  const double rope =
-      2.0 * 4.0 * std::max(T, static_cast<double>(c.max_position_embeddings)) * Dh;  // cos, sin tables
-  const double states = p.weights + p.grads + p.optimizer;
-  // ---- load: the state, plus the seeded init's parameter in flight (drawn whole, then the
-  // next while the last is still held); read from safetensors, slices convert in place.
-  p.load = states + (in.seeded_init ? 2.0 * 4.0 * largest : 0.0);
-
-  // ---- forward + backward. Activations kept for the backward, per layer: bytes per token
-  // per layer and per attention score, fits to measurements of sft's own forward (bf16;
-  // fp32 keeps 4-byte activations and an fp32 softmax). The fused kernels (model/fused.h)
-  // keep no normalised copies (8 D bytes), no SiLU output (F elements), and q, k, v as three
-  // tensors instead of the projection's whole output and rotated copies of q and k
-  // ((H + K) Dh elements): that much less than the op-by-op layer first fitted.
-  // Qwen3's per-head q/k norms keep their inputs ((H + K) Dh elements) for their backward.
+// Activations kept for the backward, per layer: bytes per token per layer and per attention
+// score, fits to measurements of sft's own forward (bf16; fp32 keeps 4-byte activations and
+// an fp32 softmax). The fused kernels (model/fused.h) keep no normalised copies (8 D bytes),
+// no SiLU output (F elements), and q, k, v as three tensors instead of the projection's whole
+// output and rotated copies of q and k ((H + K) Dh elements): that much less than the
+// op-by-op layer first fitted. Qwen3's per-head q/k norms keep their inputs ((H + K) Dh
+// elements) for their backward.
+double layer_activations(const MemoryPlanInput& in, const Dims& d) {
+  const double D = d.D, F = d.F, H = d.H, K = d.K, Dh = d.Dh, B = d.B, T = d.T, N = d.N;
+  const bool half = d.half;
   const double per_token = (half ? 1.0 : 1.06) * (24.0 * D + 18.7 * K * Dh + 8.24 * F) -
                            (half ? 2.0 : 4.0) * (F + (H + K) * Dh) +
-                           (c.qk_norm() ? (half ? 2.0 : 4.0) * (H + K) * Dh : 0.0);
+                           (in.model.qk_norm() ? (half ? 2.0 : 4.0) * (H + K) * Dh : 0.0);
   const double score_elems = in.score_elements > 0 ? in.score_elements : B * T * T;
   const double scores = in.fused_attention ? 4.0 * N * H : (half ? 1.93 : 6.3) * H * score_elems;
-  const double layer = N * per_token + scores;
+  return N * per_token + scores;
+}
+
+// The fused loss, and the activations with and without checkpointing.
+void plan_activations(const Dims& d, double layer, MemoryPlan& p) {
+  const double D = d.D, V = d.V, L = d.L, N = d.N, Nt = d.Nt;
   // The fused loss keeps lm_head's gradient (and a bf16 copy under autocast), the hidden
   // states' gradient, and one chunk of at most 2^23 logits in flight.
-  p.logits = half ? 6.0 * V * D + 2.0 * Nt * D + 12.0 * std::min(Nt * V, 8388608.0)
-                  : 4.0 * V * D + 4.0 * Nt * D + 8.0 * std::min(Nt * V, 8388608.0);
+  p.logits = d.half ? 6.0 * V * D + 2.0 * Nt * D + 12.0 * std::min(Nt * V, 8388608.0)
+                    : 4.0 * V * D + 4.0 * Nt * D + 8.0 * std::min(Nt * V, 8388608.0);
   p.activations_no_ckpt = L * layer;
   // Checkpointing keeps each layer's fp32 input and recomputes one layer at a time; the
   // loss's buffers are mostly gone by then.
   p.activations_ckpt = L * N * D * 4.0 + 1.35 * layer;
-  const double ckpt_peak = L * N * D * 4.0 + std::max(p.logits + 0.75 * layer, 1.35 * layer);
-  // ZeRO-2/3: a unit's fresh gradient (ZeRO-2: in autograd's tensors until the unit is
-  // complete, then one padded buffer; ZeRO-3: one flat tensor in the gather dtype) is
-  // converted to the reduce dtype and reduce-scattered; dist.reduce_inflight reductions
-  // (the unit and its output chunk, and Gloo's copies of both) wait for their turn.
+}
+
+// ZeRO-2/3: a unit's fresh gradient (ZeRO-2: in autograd's tensors until the unit is
+// complete, then one padded buffer; ZeRO-3: one flat tensor in the gather dtype) is
+// converted to the reduce dtype and reduce-scattered; dist.reduce_inflight reductions
+// (the unit and its output chunk, and Gloo's copies of both) wait for their turn.
+// ZeRO-3 holds the unit computing and dist.prefetch units gathered ahead.
+void plan_collectives(const MemoryPlanInput& in, const Dims& d, const Layout& f, MemoryPlan& p) {
+  const bool z2 = d.z2, z3 = d.z3;
+  const double pb = d.pb, U = f.U, Cmax = f.Cmax;
   const double gb = z3 && in.bf16_gathers ? 2.0 : pb;  // a gathered layer's bytes per element
   const double rb = z2 && in.bf16_reduce ? 2.0 : (z2 ? 4.0 : pb);
   const double inflight = std::max(1, in.reduce_inflight);
@@ -125,10 +154,51 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   // buffers of its own; NCCL works in place (and sft's all-gather does on both).
   const double one_reduction = rb * (U + Cmax) + (in.copying_collectives ? rb * (U + Cmax) : 0.0);
   p.reducing = z2 ? inflight * one_reduction + std::max(gb, pb) * U : 0.0;
-  // ZeRO-3 holds the unit computing and dist.prefetch units gathered ahead, and a copy of
-  // its shard in the gather dtype when that is not the master's.
-  const double compute_copy = z3 && in.bf16_gathers && !pure ? 2.0 * mine : 0.0;
   p.gathered = z3 ? (1.0 + std::max(0, in.prefetch)) * gb * U : 0.0;
+}
+
+// Evaluation of the exported model: its weights, and a batch of rows decoding to the full
+// context, as many as fit half of the memory left (the evaluator's rule).
+double eval_peak(const MemoryPlanInput& in, double rope, double states) {
+  const auto& c = in.model;
+  const double held = in.eval_mid_training ? rope + states : 0.0;
+  const double weights = static_cast<double>(c.num_parameters()) * in.eval_weight_bytes;
+  const double row = model::generation_bytes_per_row(c, c.max_position_embeddings, in.eval_weight_bytes);
+  double rows = static_cast<double>(std::max<std::int64_t>(1, in.eval_batch));
+  if (in.device_bytes > 0)
+    rows = std::min(rows, std::max(1.0, std::floor(0.5 * (in.device_bytes - held - weights) / row)));
+  return held + weights + rows * row;
+}
+
+}  // namespace
+
+MemoryPlan plan_memory(const MemoryPlanInput& in) {
+  const auto& c = in.model;
+  const Dims d = dims_of(in);
+  const Layout f = flat_layout(in, d);
+  const bool pure = d.pure, z2 = d.z2, z3 = d.z3, sharded = d.sharded;
+  const double P = f.P, U = f.U, mine = f.mine, pb = d.pb;
+  const double largest =
+      in.largest_param > 0 ? static_cast<double>(in.largest_param) : std::max(d.V * d.D, d.D * d.F);
+
+  MemoryPlan p;
+  p.weights = pb * (z3 ? mine : P);
+  p.grads = pb * (z2 ? mine : P);
+  p.optimizer = 8.0 * (sharded ? mine : P);  // AdamW exp_avg + exp_avg_sq in fp32
+  const double rope =
+      2.0 * 4.0 * std::max(d.T, static_cast<double>(c.max_position_embeddings)) * d.Dh;  // cos, sin tables
+  const double states = p.weights + p.grads + p.optimizer;
+  // ---- load: the state, plus the seeded init's parameter in flight (drawn whole, then the
+  // next while the last is still held); read from safetensors, slices convert in place.
+  p.load = states + (in.seeded_init ? 2.0 * 4.0 * largest : 0.0);
+
+  // ---- forward + backward.
+  const double layer = layer_activations(in, d);
+  plan_activations(d, layer, p);
+  const double ckpt_peak = d.L * d.N * d.D * 4.0 + std::max(p.logits + 0.75 * layer, 1.35 * layer);
+  plan_collectives(in, d, f, p);
+  // ZeRO-3's copy of its shard in the gather dtype when that is not the master's.
+  const double compute_copy = z3 && in.bf16_gathers && !pure ? 2.0 * mine : 0.0;
   // Without checkpointing the peak comes as the backward starts, every activation still held:
   // ZeRO-3 has launched no reduction yet (its reductions run as layers' activations go).
   p.forward_backward_no_ckpt =
@@ -155,17 +225,8 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   const double ckpt_copy = (z3 || !sharded ? pb * (z3 ? mine : P) : pb * P) + 8.0 * (sharded ? mine : P);
   p.checkpoint = rope + states + compute_copy + (in.async_checkpoint && in.cpu ? ckpt_copy : 0.0);
 
-  // ---- evaluation of the exported model: its weights, and a batch of rows decoding to the
-  // full context, as many as fit half of the memory left (the evaluator's rule).
-  if (in.eval) {
-    const double held = in.eval_mid_training ? rope + states : 0.0;
-    const double weights = static_cast<double>(c.num_parameters()) * in.eval_weight_bytes;
-    const double row = model::generation_bytes_per_row(c, c.max_position_embeddings, in.eval_weight_bytes);
-    double rows = static_cast<double>(std::max<std::int64_t>(1, in.eval_batch));
-    if (in.device_bytes > 0)
-      rows = std::min(rows, std::max(1.0, std::floor(0.5 * (in.device_bytes - held - weights) / row)));
-    p.eval = held + weights + rows * row;
-  }
+  // ---- evaluation of the exported model.
+  if (in.eval) p.eval = eval_peak(in, rope, states);
   p.total = std::max({p.load, p.forward_backward, p.optimizer_step, p.export_model, p.eval, p.checkpoint});
   return p;
 }

@@ -78,10 +78,8 @@ Sharding Sharding::for_strategy(config::DistStrategy s) {
 FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world, int rank, Sharding sharding,
                      const model::ParamSource* source)
     : layout_(FlatLayout::build(model, world)), sharding_(sharding), rank_(rank), opts_(opts) {
-  const auto& ps = model.parameters();
   auto fopts = at::TensorOptions().dtype(at::kFloat).device(model.device());
   auto popts = fopts.dtype(model.dtype());
-  const bool any_sharded = sharding_.params || sharding_.grads || sharding_.moments;
   std::int64_t owned = 0;
   for (std::size_t u = 0; u < layout_.units.size(); ++u) owned += layout_.chunk(u);
 
@@ -89,13 +87,30 @@ FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world, i
   grads_ = at::zeros({sharding_.grads ? owned : layout_.total}, popts);
   m_ = at::zeros({sharding_.moments ? owned : layout_.total}, fopts);
   v_ = at::zeros({sharding_.moments ? owned : layout_.total}, fopts);
+  plan_ranges();
 
-  // What this rank updates: everything (DDP) or its chunk of every unit.
+  at::NoGradGuard ng;
+  for (std::size_t u = 0; u < layout_.units.size(); ++u) {
+    if (sharding_.params && source)
+      read_chunk(u, *source);
+    else if (sharding_.params)
+      keep_chunk(u, model, popts);
+    else
+      bind_unit(u, model, source);
+  }
+  if (sharding_.params)
+    for (const auto& slot : layout_.slots)
+      model.set_parameter(slot.param, at::Tensor());  // gathered per unit while needed
+}
+
+// What this rank updates: everything (DDP) or its chunk of every unit.
+void FlatAdamW::plan_ranges() {
+  const bool any_sharded = sharding_.params || sharding_.grads || sharding_.moments;
   std::int64_t compact = 0;
   for (std::size_t u = 0; u < layout_.units.size(); ++u) {
     const auto& unit = layout_.units[u];
     const std::int64_t c = layout_.chunk(u);
-    const std::int64_t flat = any_sharded ? unit.offset + rank * c : unit.offset;
+    const std::int64_t flat = any_sharded ? unit.offset + rank_ * c : unit.offset;
     const std::int64_t len = any_sharded ? c : unit.padded;
     Range r{flat,
             len,
@@ -110,51 +125,54 @@ FlatAdamW::FlatAdamW(model::Llama& model, const AdamWOptions& opts, int world, i
       if (b < e) r.decay.push_back({b - flat, e - b});
     }
     ranges_.push_back(r);
-    chunk_p_.push_back(sharding_.params ? compact : unit.offset + rank * c);
-    chunk_g_.push_back(sharding_.grads ? compact : unit.offset + rank * c);
+    chunk_p_.push_back(sharding_.params ? compact : unit.offset + rank_ * c);
+    chunk_g_.push_back(sharding_.grads ? compact : unit.offset + rank_ * c);
     compact += any_sharded ? c : 0;
   }
+}
 
-  at::NoGradGuard ng;
-  for (std::size_t u = 0; u < layout_.units.size(); ++u) {
-    const auto& unit = layout_.units[u];
-    if (sharding_.params && source) {
-      // Read only this rank's chunk: the parts of the unit's parameters that fall in it.
-      const std::int64_t c = layout_.chunk(u), first = unit.offset + rank * c;
-      at::Tensor chunk = param_chunk(u);
-      for (std::size_t s : unit.slots) {
-        const auto& slot = layout_.slots[s];
-        const std::int64_t b = std::max(slot.offset, first),
-                           e = std::min(slot.offset + slot.numel, first + c);
-        if (b < e) (*source)(slot.param, b - slot.offset, chunk.narrow(0, b - first, e - b));
-      }
-      continue;
-    }
-    if (sharding_.params) {
-      // Keep this rank's chunk of the unit; the model's tensors are freed below.
-      at::Tensor full = at::zeros({unit.padded}, popts);
-      for (std::size_t s : unit.slots) {
-        const auto& slot = layout_.slots[s];
-        full.narrow(0, slot.offset - unit.offset, slot.numel).copy_(ps[slot.param].tensor.reshape({-1}));
-      }
-      param_chunk(u).copy_(full.narrow(0, rank * layout_.chunk(u), layout_.chunk(u)));
-      continue;
-    }
-    for (std::size_t s : unit.slots) {
-      const auto& slot = layout_.slots[s];
-      at::Tensor view = params_.narrow(0, slot.offset, slot.numel).view(slot.shape);
-      if (source)
-        (*source)(slot.param, 0, params_.narrow(0, slot.offset, slot.numel));
-      else
-        view.copy_(ps[slot.param].tensor);
-      at::Tensor p = view.detach().requires_grad_(true);
-      if (!sharding_.grads) p.mutable_grad() = grads_.narrow(0, slot.offset, slot.numel).view(slot.shape);
-      model.set_parameter(slot.param, p);
-    }
+// Sharded parameters from a source: reads only this rank's chunk of the unit, the parts of
+// the unit's parameters that fall in it.
+void FlatAdamW::read_chunk(std::size_t u, const model::ParamSource& source) {
+  const auto& unit = layout_.units[u];
+  const std::int64_t c = layout_.chunk(u), first = unit.offset + rank_ * c;
+  at::Tensor chunk = param_chunk(u);
+  for (std::size_t s : unit.slots) {
+    const auto& slot = layout_.slots[s];
+    const std::int64_t b = std::max(slot.offset, first), e = std::min(slot.offset + slot.numel, first + c);
+    if (b < e) source(slot.param, b - slot.offset, chunk.narrow(0, b - first, e - b));
   }
-  if (sharding_.params)
-    for (const auto& slot : layout_.slots)
-      model.set_parameter(slot.param, at::Tensor());  // gathered per unit while needed
+}
+
+// Sharded parameters from the model: keeps this rank's chunk of the unit (the model's
+// tensors are freed once every unit is done).
+void FlatAdamW::keep_chunk(std::size_t u, const model::Llama& model, const at::TensorOptions& popts) {
+  const auto& unit = layout_.units[u];
+  const auto& ps = model.parameters();
+  at::Tensor full = at::zeros({unit.padded}, popts);
+  for (std::size_t s : unit.slots) {
+    const auto& slot = layout_.slots[s];
+    full.narrow(0, slot.offset - unit.offset, slot.numel).copy_(ps[slot.param].tensor.reshape({-1}));
+  }
+  param_chunk(u).copy_(full.narrow(0, rank_ * layout_.chunk(u), layout_.chunk(u)));
+}
+
+// Unsharded parameters: the unit's values (from the source or the model) into the flat
+// buffer, and the model's parameters rebound to views of it (their .grad too, unless the
+// gradients are sharded).
+void FlatAdamW::bind_unit(std::size_t u, model::Llama& model, const model::ParamSource* source) {
+  const auto& ps = model.parameters();
+  for (std::size_t s : layout_.units[u].slots) {
+    const auto& slot = layout_.slots[s];
+    at::Tensor view = params_.narrow(0, slot.offset, slot.numel).view(slot.shape);
+    if (source)
+      (*source)(slot.param, 0, params_.narrow(0, slot.offset, slot.numel));
+    else
+      view.copy_(ps[slot.param].tensor);
+    at::Tensor p = view.detach().requires_grad_(true);
+    if (!sharding_.grads) p.mutable_grad() = grads_.narrow(0, slot.offset, slot.numel).view(slot.shape);
+    model.set_parameter(slot.param, p);
+  }
 }
 
 at::Tensor FlatAdamW::param_chunk(std::size_t unit) {

@@ -105,6 +105,8 @@ class StageStream {
   std::vector<SampleRef> all_samples() const;
 
  private:
+  void cut_row_steps();  // row batching: W x grad_accum micro-batches a step
+  void count_steps();    // the stage's and each step's totals
   std::vector<MicroBatch> micro_;
   std::vector<std::int64_t> step_begin_, step_accum_;  // per step: its first micro-batch, A_s
   std::vector<std::int64_t> step_targets_, step_tokens_, step_samples_;

@@ -128,6 +128,11 @@ class FlatAdamW {
   std::int64_t step_ = 0;
   at::Tensor step_t_;  // the fused kernel's step count, on the device (fp32, as ATen's optimizers keep it)
   bool force_fused_ = false;
+  // The constructor's steps.
+  void plan_ranges();
+  void read_chunk(std::size_t unit, const model::ParamSource& source);
+  void keep_chunk(std::size_t unit, const model::Llama& model, const at::TensorOptions& popts);
+  void bind_unit(std::size_t unit, model::Llama& model, const model::ParamSource* source);
   bool fused() const;
   void fused_step(double lr, const at::Tensor& skip);
 };
