@@ -74,20 +74,196 @@ Field<RunConfig> top(std::string key, std::string kind, std::string doc,
 
 }  // namespace
 
+namespace {
+
+// run_name: the config file's stem unless given.
+Field<RunConfig> run_name_row() {
+  using C = RunConfig;
+  return top(
+             "run_name", "string", "the run's name",
+             [](Reader& r, const std::string& p, C& c) {
+               std::string stem = fs::basename(r.doc().file);
+               if (auto dot = stem.rfind('.'); dot != std::string::npos) stem = stem.substr(0, dot);
+               c.run_name = r.str(p, stem.empty() ? "run" : stem);
+             },
+             [](const C& c) { return nlohmann::json(c.run_name); })
+      .free()
+      .defaults("the config file's name");
+}
+
+// model: its table, then a path or a config, and a path for pretrained weights.
+Field<RunConfig> model_row() {
+  using C = RunConfig;
+  return section("model", "the model (model.*)", &C::model, model_fields, [](Reader& r, const C& c) {
+    if (c.model.path.empty() && c.model.config.is_null())
+      r.error("model", "missing: model.path (a Hugging Face folder) or model.config (config.json fields)");
+    if (c.model.init == ModelInit::kPretrained && c.model.path.empty())
+      r.error("model.init", "pretrained needs model.path");
+  });
+}
+
+// tokenizer.path: a file or a folder, model.path's folder by default.
+Field<RunConfig> tokenizer_row() {
+  using C = RunConfig;
+  return top(
+             "tokenizer", "{path}",
+             "tokenizer.path: a sentencepiece tokenizer.model, a tokenizer.json, or a folder holding one",
+             [](Reader& r, const std::string& p, C& c) {
+               r.check_keys(p, {"path"});
+               c.tokenizer = r.str(p + ".path", c.model.path);
+               if (c.tokenizer.empty())
+                 r.error(p, "missing: a tokenizer.model or tokenizer.json path (or model.path's folder)");
+             },
+             [](const C& c) { return nlohmann::json(c.tokenizer); })
+      .free()
+      .defaults("<model.path>");
+}
+
+// template: the chat template by name and its system message.
+Field<RunConfig> template_row() {
+  using C = RunConfig;
+  return top(
+             "template", "{name, system_message}",
+             "template.name: one of " + choice_list<Template>() +
+                 "; template.system_message: overrides its default",
+             [](Reader& r, const std::string& p, C& c) {
+               r.check_keys(p, {"name", "system_message"});
+               c.chat_template = r.choice<Template>(p + ".name", c.chat_template);
+               c.system_message = r.opt_str(p + ".system_message");
+             },
+             [](const C& c) {
+               return nlohmann::json{
+                   {"name", name(c.chat_template)},
+                   {"system_message", c.system_message ? nlohmann::json(*c.system_message) : nullptr}};
+             })
+      .defaults("vicuna_v1.1");
+}
+
+// train: the stage hyper-parameters (the run's defaults) and the loop's keys, in one map.
+Field<RunConfig> train_row() {
+  using C = RunConfig;
+  return with_reference(
+      top(
+          "train", "map", "the optimizer and the loop (train.*; the stage hyper-parameters are the run's)",
+          [](Reader& r, const std::string& p, C& c) {
+            std::vector<std::string> allowed = keys(stage_hparam_fields());
+            for (const auto& k : keys(train_fields())) allowed.push_back(k);
+            r.check_keys(p, allowed);
+            read_fields<StageHparams>(r, p, stage_hparam_fields(), c.train);
+            read_fields(r, p, train_fields(), c.train);
+            check_train(r, c.train);
+          },
+          [](const C& c) {
+            nlohmann::json j = nlohmann::json::object();
+            write_fields<StageHparams>(stage_hparam_fields(), c.train, j);
+            write_fields(train_fields(), c.train, j);
+            return j;
+          }),
+      [](std::vector<KeyDoc>& out) {
+        reference_rows("train.", stage_hparam_fields(), out);
+        reference_rows("train.", train_fields(), out);
+      },
+      [](const std::string& rest) {
+        return may_change(stage_hparam_fields(), rest) || may_change(train_fields(), rest);
+      });
+}
+
+// datasets: one map per dataset, read by read_datasets.
+Field<RunConfig> datasets_row() {
+  using C = RunConfig;
+  return with_reference(
+      top(
+          "datasets", "map of name -> {path, format, ...}", "the data (datasets.<name>.*)",
+          [](Reader& r, const std::string&, C& c) { read_datasets(r, c); },
+          [](const C& c) {
+            nlohmann::json ds = nlohmann::json::object();
+            for (const auto& d : c.datasets) write_fields(dataset_fields(), d, ds[d.name]);
+            return ds;
+          }),
+      [](std::vector<KeyDoc>& out) { reference_rows("datasets.<name>.", dataset_fields(), out); },
+      [](const std::string& rest) {  // <name>.<key>
+        const std::size_t dot = rest.find('.');
+        return dot != std::string::npos && may_change(dataset_fields(), rest.substr(dot + 1));
+      });
+}
+
+// The presets `strategy` may name, joined by `sep` (custom is what explicit stages make).
+std::string presets(const std::string& sep) {
+  std::string s;
+  for (const auto& c : Choices<Strategy>::all)
+    if (c.value != Strategy::kCustom) s += (s.empty() ? "" : sep) + std::string(c.name);
+  return s;
+}
+
+// strategy: a preset, expanded into stages by expand_strategy.
+Field<RunConfig> strategy_row() {
+  using C = RunConfig;
+  return with_reference(
+      top(
+          "strategy", "name or {name, k, order, stage_overrides}",
+          "a preset: " + presets(" | ") + " (k: the replay fraction)",
+          [](Reader& r, const std::string& p, C& c) {
+            if (!r.has(p)) return;
+            if (r.has("stages"))
+              return r.error("stages", "give either `strategy` (a preset) or `stages` (explicit), not both");
+            r.check_keys(p, {"name", "k", "order", "stage_overrides"});
+            if (!c.datasets.empty()) expand_strategy(r, c);
+          },
+          [](const C& c) {
+            return nlohmann::json{{"name", strategy_name(c.strategy)}, {"k", c.k}};
+          }),
+      [](std::vector<KeyDoc>& out) {
+        out.push_back({"strategy.name", presets(" | "), "-",
+                       "a preset: " + presets(" | ") + " (k: the replay fraction)"});
+        out.push_back({"strategy.k", "fraction in [0, 1]", "1/256",
+                       "dmt: the share of each specialised dataset replayed in stage 2"});
+        out.push_back({"strategy.order", "list of dataset names", "the datasets' order",
+                       "sequential: the stage order"});
+        reference_rows("strategy.stage_overrides.<stage>.", stage_hparam_fields(), out, "train.");
+      });
+}
+
+// stages: explicit stages, when no strategy is given.
+Field<RunConfig> stages_row() {
+  using C = RunConfig;
+  return with_reference(
+      top(
+          "stages", "list of {name, sources, replay_fraction, epochs, lr, ...}",
+          "explicit stages, instead of a strategy",
+          [](Reader& r, const std::string& p, C& c) {
+            if (r.has("strategy")) return;
+            if (!r.has(p))
+              return r.error("strategy", "missing: a strategy (" + presets(", ") + ") or explicit stages");
+            if (!c.datasets.empty()) read_explicit_stages(r, c);
+          },
+          [](const C& c) {
+            nlohmann::json st = nlohmann::json::array();
+            for (const auto& s : c.stages) {
+              nlohmann::json src = nlohmann::json::array();
+              for (const auto& x : s.sources)
+                src.push_back({{"dataset", x.dataset}, {"fraction", x.fraction}, {"replay", x.replay}});
+              nlohmann::json j = {{"name", s.name}, {"sources", src}};
+              write_fields(stage_hparam_fields(), static_cast<const StageHparams&>(s), j);
+              st.push_back(j);
+            }
+            return st;
+          }),
+      [](std::vector<KeyDoc>& out) {
+        out.push_back({"stages[i].name", "string", "stage<i+1>", "the stage's name"});
+        out.push_back({"stages[i].sources", "map of dataset -> fraction", "-", "what the stage trains on"});
+        out.push_back({"stages[i].replay_fraction", "fraction in [0, 1]", "0",
+                       "adds this fraction of every earlier stage's data (DMT's k)"});
+        reference_rows("stages[i].", stage_hparam_fields(), out, "train.");
+      });
+}
+
+}  // namespace
+
 const Table<RunConfig>& top_fields() {
   using C = RunConfig;
   static const Table<C> t = {
       top("description", "string", "free text, not read", nullptr, nullptr).free(),
-      top(
-          "run_name", "string", "the run's name",
-          [](Reader& r, const std::string& p, C& c) {
-            std::string stem = fs::basename(r.doc().file);
-            if (auto dot = stem.rfind('.'); dot != std::string::npos) stem = stem.substr(0, dot);
-            c.run_name = r.str(p, stem.empty() ? "run" : stem);
-          },
-          [](const C& c) { return nlohmann::json(c.run_name); })
-          .free()
-          .defaults("the config file's name"),
+      run_name_row(),
       integer("seed", &C::seed, 0, INT64_MAX, "data order, fractions and initialisation"),
       top(
           "output_dir", "string", "the run folder",
@@ -95,144 +271,20 @@ const Table<RunConfig>& top_fields() {
           [](const C& c) { return nlohmann::json(c.output_dir); })
           .free()
           .defaults("runs/<run_name>"),
-      section("model", "the model (model.*)", &C::model, model_fields,
-              [](Reader& r, const C& c) {
-                if (c.model.path.empty() && c.model.config.is_null())
-                  r.error("model",
-                          "missing: model.path (a Hugging Face folder) or model.config (config.json fields)");
-                if (c.model.init == ModelInit::kPretrained && c.model.path.empty())
-                  r.error("model.init", "pretrained needs model.path");
-              }),
-      top(
-          "tokenizer", "{path}",
-          "tokenizer.path: a sentencepiece tokenizer.model, a tokenizer.json, or a folder holding one",
-          [](Reader& r, const std::string& p, C& c) {
-            r.check_keys(p, {"path"});
-            c.tokenizer = r.str(p + ".path", c.model.path);
-            if (c.tokenizer.empty())
-              r.error(p, "missing: a tokenizer.model or tokenizer.json path (or model.path's folder)");
-          },
-          [](const C& c) { return nlohmann::json(c.tokenizer); })
-          .free()
-          .defaults("<model.path>"),
-      top(
-          "template", "{name, system_message}",
-          "template.name: one of " + choice_list<Template>() +
-              "; template.system_message: overrides its default",
-          [](Reader& r, const std::string& p, C& c) {
-            r.check_keys(p, {"name", "system_message"});
-            c.chat_template = r.choice<Template>(p + ".name", c.chat_template);
-            c.system_message = r.opt_str(p + ".system_message");
-          },
-          [](const C& c) {
-            return nlohmann::json{
-                {"name", name(c.chat_template)},
-                {"system_message", c.system_message ? nlohmann::json(*c.system_message) : nullptr}};
-          })
-          .defaults("vicuna_v1.1"),
+      model_row(),
+      tokenizer_row(),
+      template_row(),
       section("data", "tokenization and batching (data.*)", &C::data, data_fields),
-      with_reference(
-          top(
-              "train", "map",
-              "the optimizer and the loop (train.*; the stage hyper-parameters are the run's)",
-              [](Reader& r, const std::string& p, C& c) {
-                std::vector<std::string> allowed = keys(stage_hparam_fields());
-                for (const auto& k : keys(train_fields())) allowed.push_back(k);
-                r.check_keys(p, allowed);
-                read_fields<StageHparams>(r, p, stage_hparam_fields(), c.train);
-                read_fields(r, p, train_fields(), c.train);
-                check_train(r, c.train);
-              },
-              [](const C& c) {
-                nlohmann::json j = nlohmann::json::object();
-                write_fields<StageHparams>(stage_hparam_fields(), c.train, j);
-                write_fields(train_fields(), c.train, j);
-                return j;
-              }),
-          [](std::vector<KeyDoc>& out) {
-            reference_rows("train.", stage_hparam_fields(), out);
-            reference_rows("train.", train_fields(), out);
-          },
-          [](const std::string& rest) {
-            return may_change(stage_hparam_fields(), rest) || may_change(train_fields(), rest);
-          }),
-      with_reference(
-          top(
-              "datasets", "map of name -> {path, format, ...}", "the data (datasets.<name>.*)",
-              [](Reader& r, const std::string&, C& c) { read_datasets(r, c); },
-              [](const C& c) {
-                nlohmann::json ds = nlohmann::json::object();
-                for (const auto& d : c.datasets) write_fields(dataset_fields(), d, ds[d.name]);
-                return ds;
-              }),
-          [](std::vector<KeyDoc>& out) { reference_rows("datasets.<name>.", dataset_fields(), out); },
-          [](const std::string& rest) {  // <name>.<key>
-            const std::size_t dot = rest.find('.');
-            return dot != std::string::npos && may_change(dataset_fields(), rest.substr(dot + 1));
-          }),
+      train_row(),
+      datasets_row(),
       section("dist", "distributed training (dist.*)", &C::dist, dist_fields),
       with_reference(section("eval", "evaluation during training (eval.*)", &C::eval, eval_fields).free(),
                      [](std::vector<KeyDoc>& out) {
                        reference_rows("eval.", eval_fields(), out);
                        reference_rows("eval.benchmarks[i].", benchmark_fields(), out);
                      }),
-      with_reference(
-          top(
-              "strategy", "name or {name, k, order, stage_overrides}",
-              "a preset: multi_task | sequential | mixed_sequential | dmt (k: the replay fraction)",
-              [](Reader& r, const std::string& p, C& c) {
-                if (!r.has(p)) return;
-                if (r.has("stages"))
-                  return r.error("stages",
-                                 "give either `strategy` (a preset) or `stages` (explicit), not both");
-                r.check_keys(p, {"name", "k", "order", "stage_overrides"});
-                if (!c.datasets.empty()) expand_strategy(r, c);
-              },
-              [](const C& c) {
-                return nlohmann::json{{"name", strategy_name(c.strategy)}, {"k", c.k}};
-              }),
-          [](std::vector<KeyDoc>& out) {
-            out.push_back(
-                {"strategy.name", "multi_task | sequential | mixed_sequential | dmt", "-",
-                 "a preset: multi_task | sequential | mixed_sequential | dmt (k: the replay fraction)"});
-            out.push_back({"strategy.k", "fraction in [0, 1]", "1/256",
-                           "dmt: the share of each specialised dataset replayed in stage 2"});
-            out.push_back({"strategy.order", "list of dataset names", "the datasets' order",
-                           "sequential: the stage order"});
-            reference_rows("strategy.stage_overrides.<stage>.", stage_hparam_fields(), out, "train.");
-          }),
-      with_reference(
-          top(
-              "stages", "list of {name, sources, replay_fraction, epochs, lr, ...}",
-              "explicit stages, instead of a strategy",
-              [](Reader& r, const std::string& p, C& c) {
-                if (r.has("strategy")) return;
-                if (!r.has(p))
-                  return r.error("strategy",
-                                 "missing: a strategy (multi_task, sequential, mixed_sequential, dmt) or "
-                                 "explicit stages");
-                if (!c.datasets.empty()) read_explicit_stages(r, c);
-              },
-              [](const C& c) {
-                nlohmann::json st = nlohmann::json::array();
-                for (const auto& s : c.stages) {
-                  nlohmann::json src = nlohmann::json::array();
-                  for (const auto& x : s.sources)
-                    src.push_back({{"dataset", x.dataset}, {"fraction", x.fraction}, {"replay", x.replay}});
-                  nlohmann::json j = {{"name", s.name}, {"sources", src}};
-                  write_fields(stage_hparam_fields(), static_cast<const StageHparams&>(s), j);
-                  st.push_back(j);
-                }
-                return st;
-              }),
-          [](std::vector<KeyDoc>& out) {
-            out.push_back({"stages[i].name", "string", "stage<i+1>", "the stage's name"});
-            out.push_back(
-                {"stages[i].sources", "map of dataset -> fraction", "-", "what the stage trains on"});
-            out.push_back({"stages[i].replay_fraction", "fraction in [0, 1]", "0",
-                           "adds this fraction of every earlier stage's data (DMT's k)"});
-            reference_rows("stages[i].", stage_hparam_fields(), out, "train.");
-          }),
+      strategy_row(),
+      stages_row(),
   };
   return t;
 }

@@ -97,11 +97,9 @@ MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const RunModel& 
   const bool cuda = on_cuda(cfg);
   in.copying_collectives = !cuda && world > 1;  // Gloo
   in.cpu = !cuda;
-  in.rows = cfg.train.batch_size;
+  // Without the data, the widest micro-batch the token budget allows (batch_size rows when unset).
+  in.rows = std::max<std::int64_t>(1, data::micro_batch_token_budget(cfg) / cfg.data.max_seq_len);
   in.seq_len = cfg.data.max_seq_len;
-  if (cfg.train.tokens_per_micro_batch > 0) {
-    in.rows = std::max<std::int64_t>(1, cfg.train.tokens_per_micro_batch / cfg.data.max_seq_len);
-  }
   if (data) {
     const LargestMicroBatch mb = largest_micro_batch(*data, cfg, world);
     if (mb.rows > 0) {
