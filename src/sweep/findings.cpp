@@ -50,6 +50,9 @@ const std::vector<PaperFigure>& paper_figures() {
 
 namespace {
 
+using config::RunSet;
+using config::Side;
+using config::Strategy;
 using nlohmann::ordered_json;
 using BySeed = std::map<long long, double>;  // seed -> score in points
 
@@ -92,32 +95,33 @@ bool near(double x, double y) { return std::abs(x - y) <= 1e-9 + 1e-6 * std::abs
 
 // The ability's metric on a run: "score" (its eval score) or a field of its eval summary; NaN if absent.
 double value(const RunResult& r, const std::string& ability, const std::string& metric) {
-  if (metric == "score") return r.scores.count(ability) ? r.scores.at(ability) : NAN;
+  if (metric == kScoreMetric) return r.scores.count(ability) ? r.scores.at(ability) : NAN;
   const auto it = r.metrics.find(ability);
   if (it == r.metrics.end() || !it->second.count(metric)) return NAN;
   return it->second.at(metric);
 }
 
 // The share of the ability's data a run trained, or -1 when the run is not of `set`'s kind.
-double share_in_set(const Pool& p, const RunResult& r, const std::string& set, const std::string& ability,
-                    double k, const std::string& metric = "score") {
+double share_in_set(const Pool& p, const RunResult& r, RunSet set, const std::string& ability, double k,
+                    const std::string& metric = kScoreMetric) {
   if (std::isnan(value(r, ability, metric)) || !r.amounts.count(ability)) return -1;
   const double share = r.amounts.at(ability) / p.full.at(ability);
-  if (set == "alone") return r.amounts.size() == 1 && r.stage_abilities.size() == 1 ? share : -1;
-  if (set == "mixed") {
-    if (r.strategy != "multi_task" || r.stage_abilities.size() != 1 || !all_abilities(p, r)) return -1;
+  if (set == RunSet::kAlone) return r.amounts.size() == 1 && r.stage_abilities.size() == 1 ? share : -1;
+  if (set == RunSet::kMixed) {
+    if (r.strategy != Strategy::kMultiTask || r.stage_abilities.size() != 1 || !all_abilities(p, r))
+      return -1;
     for (const auto& [a, n] : r.amounts)
       if (std::abs(n / p.full.at(a) - share) > 0.01 * share) return -1;
     return share;
   }
-  if (r.strategy != set || !at_full_data(p, r)) return -1;
-  if (set == "dmt" && !near(r.k, k)) return -1;
+  if (r.strategy != strategy_of(set) || !at_full_data(p, r)) return -1;
+  if (set == RunSet::kDmt && !near(r.k, k)) return -1;
   return 1;
 }
 
 // Scores (points) by seed, for runs of `set` at `share` (a share matches within 1% or one record).
-BySeed scores(const Pool& p, const std::string& set, const std::string& ability, double share, double k,
-              const std::string& metric = "score") {
+BySeed scores(const Pool& p, RunSet set, const std::string& ability, double share, double k,
+              const std::string& metric = kScoreMetric) {
   BySeed out;
   for (const auto& r : p.runs) {
     const double s = share_in_set(p, r, set, ability, k, metric);
@@ -128,8 +132,8 @@ BySeed scores(const Pool& p, const std::string& set, const std::string& ability,
   return out;
 }
 
-std::set<double> shares_of(const Pool& p, const std::string& set, const std::string& ability, double k,
-                           const std::string& metric = "score") {
+std::set<double> shares_of(const Pool& p, RunSet set, const std::string& ability, double k,
+                           const std::string& metric = kScoreMetric) {
   std::set<double> out;
   for (const auto& r : p.runs) {
     const double s = share_in_set(p, r, set, ability, k, metric);
@@ -164,9 +168,10 @@ std::string share_text(double s) {
   return b;
 }
 
-std::string side_verdict(double lo, double hi, const std::string& side, double threshold, bool defined) {
+std::string side_verdict(double lo, double hi, Side side, double threshold, bool defined) {
   if (!defined) return kUndecided;
-  if (side == "above") return lo > threshold ? kReproduced : hi <= threshold ? kNotReproduced : kUndecided;
+  if (side == Side::kAbove)
+    return lo > threshold ? kReproduced : hi <= threshold ? kNotReproduced : kUndecided;
   return hi < threshold ? kReproduced : lo >= threshold ? kNotReproduced : kUndecided;
 }
 
@@ -218,16 +223,16 @@ stats::Diff difference(const BySeed& a, const BySeed& b, bool pair) {
 }
 
 // A run set as findings.md names it.
-std::string set_name(const PlanRow& row, const std::string& set) {
-  return set == "alone" ? row.ability + " alone" : set == "dmt" ? "dmt (k = " + share_text(row.k) + ")" : set;
+std::string set_name(const PlanRow& row, RunSet set) {
+  if (set == RunSet::kAlone) return row.ability + " alone";
+  return set == RunSet::kDmt ? "dmt (k = " + share_text(row.k) + ")" : config::name(set);
 }
 
 // Run set a - run set b at one share, against the row's side and threshold.
 ordered_json decide_difference(const Pool& p, const PlanRow& row, ordered_json j) {
-  double share = plan_share(row.share);
-  const bool fractional_sets =
-      (row.a == "alone" || row.a == "mixed") && (row.b == "alone" || row.b == "mixed");
-  if (share == 0) {  // smallest share both sides ran
+  double share = row.share;
+  const bool fractional_sets = !strategy_of(row.a) && !strategy_of(row.b);  // alone or mixed
+  if (share == 0) {                                                         // smallest share both sides ran
     share = smallest_common_share(p, row);
     if (share == 0) return no_runs(std::move(j));
   }
@@ -244,7 +249,7 @@ ordered_json decide_difference(const Pool& p, const PlanRow& row, ordered_json j
   j["n"] = {{"a", d.n_a}, {"b", d.n_b}};
   j.update(interval_json(d.effect, d.lo, d.hi));
   if (std::isfinite(d.df)) j["df"] = d.df;
-  j["rule"] = row.side + " " + num(row.threshold, 0);
+  j["rule"] = config::name(row.side) + " " + num(row.threshold, 0);
   j["verdict"] = side_verdict(d.lo, d.hi, row.side, row.threshold, d.defined());
   return j;
 }
@@ -261,7 +266,7 @@ std::string log_linear_verdict(const Plan& plan, const stats::LineFit& line, con
 ordered_json decide_log_linear(const Pool& p, const Plan& plan, const PlanRow& row, ordered_json j) {
   std::vector<double> x, y;
   for (const auto& r : p.runs)
-    if (share_in_set(p, r, "alone", row.ability, 0, row.metric) > 0) {
+    if (share_in_set(p, r, RunSet::kAlone, row.ability, 0, row.metric) > 0) {
       x.push_back(std::log2(r.amounts.at(row.ability)));
       y.push_back(100 * value(r, row.ability, row.metric));
     }
@@ -300,11 +305,12 @@ double saturation_ratio(const std::vector<double>& at, const std::vector<double>
 // The ability's ratio at the share - against's ratio at the share, bootstrapped over seeds.
 ordered_json decide_saturation(const Pool& p, const Plan& plan, const PlanRow& row, std::size_t row_index,
                                ordered_json j) {
-  const double share = plan_share(row.share);
+  const double share = row.share;
   const std::vector<std::vector<double>> groups = {
-      values(scores(p, "alone", row.ability, share, 0, row.metric)),
-      values(scores(p, "alone", row.ability, 1, 0, row.metric)),
-      values(scores(p, "alone", row.against, share, 0)), values(scores(p, "alone", row.against, 1, 0))};
+      values(scores(p, RunSet::kAlone, row.ability, share, 0, row.metric)),
+      values(scores(p, RunSet::kAlone, row.ability, 1, 0, row.metric)),
+      values(scores(p, RunSet::kAlone, row.against, share, 0)),
+      values(scores(p, RunSet::kAlone, row.against, 1, 0))};
   for (const auto& g : groups)
     if (g.empty()) return no_runs(std::move(j));
   const stats::Bootstrap b = stats::bootstrap95(
@@ -319,7 +325,7 @@ ordered_json decide_saturation(const Pool& p, const Plan& plan, const PlanRow& r
   j["method"] = "percentile bootstrap over seeds, " + std::to_string(plan.resamples) + " resamples";
   j["n"] = {{"min_seeds", b.n}, {"undefined_resamples", b.undefined}};
   j.update(interval_json(b.estimate, b.lo, b.hi));
-  j["rule"] = row.side + " " + num(row.threshold, 0);
+  j["rule"] = config::name(row.side) + " " + num(row.threshold, 0);
   j["verdict"] = side_verdict(b.lo, b.hi, row.side, row.threshold,
                               b.n >= 2 && std::isfinite(b.lo) && std::isfinite(b.estimate));
   return j;
@@ -327,11 +333,17 @@ ordered_json decide_saturation(const Pool& p, const Plan& plan, const PlanRow& r
 
 // One plan row decided over the pool.
 ordered_json decide(const Pool& p, const Plan& plan, const PlanRow& row, std::size_t row_index) {
-  ordered_json j = {{"id", row.id}, {"ability", row.ability}, {"metric", row.metric}, {"test", row.test}};
-  if (!p.abilities.count(row.ability) || (row.test == "saturation" && !p.abilities.count(row.against)))
+  using config::PlanTest;
+  ordered_json j = {
+      {"id", row.id}, {"ability", row.ability}, {"metric", row.metric}, {"test", config::name(row.test)}};
+  if (!p.abilities.count(row.ability) ||
+      (row.test == PlanTest::kSaturation && !p.abilities.count(row.against)))
     return no_runs(std::move(j));
-  if (row.test == "difference") return decide_difference(p, row, std::move(j));
-  if (row.test == "log_linear") return decide_log_linear(p, plan, row, std::move(j));
+  switch (row.test) {
+    case PlanTest::kDifference: return decide_difference(p, row, std::move(j));
+    case PlanTest::kLogLinear: return decide_log_linear(p, plan, row, std::move(j));
+    case PlanTest::kSaturation: break;
+  }
   return decide_saturation(p, plan, row, row_index, std::move(j));
 }
 
@@ -405,14 +417,14 @@ ordered_json decide_claims(const Pool& p, const Plan& plan, const std::string& a
 ordered_json dmt_by_k(const Pool& p) {
   std::set<double> ks;
   for (const auto& r : p.runs)
-    if (r.strategy == "dmt" && at_full_data(p, r)) ks.insert(r.k);
+    if (r.strategy == Strategy::kDmt && at_full_data(p, r)) ks.insert(r.k);
   ordered_json out = ordered_json::array();
   for (const auto& a : p.abilities) {
     std::vector<double> x, y;
     for (double k : ks) {
-      const BySeed d = scores(p, "dmt", a, 1, k);
-      const stats::Diff mt = stats::welch95(values(d), values(scores(p, "multi_task", a, 1, 0)));
-      const stats::Diff seq = stats::welch95(values(d), values(scores(p, "sequential", a, 1, 0)));
+      const BySeed d = scores(p, RunSet::kDmt, a, 1, k);
+      const stats::Diff mt = stats::welch95(values(d), values(scores(p, RunSet::kMultiTask, a, 1, 0)));
+      const stats::Diff seq = stats::welch95(values(d), values(scores(p, RunSet::kSequential, a, 1, 0)));
       ordered_json j = {{"ability", a}, {"k", k}, {"mean", stats::mean(values(d))}, {"n", d.size()}};
       ordered_json vs_mt = interval_json(mt.effect, mt.lo, mt.hi),
                    vs_seq = interval_json(seq.effect, seq.lo, seq.hi);
@@ -518,8 +530,8 @@ ordered_json read_compared(const std::string& compare_dir) {
 ordered_json mixing_by_share(const Pool& p) {
   ordered_json by_share = ordered_json::array();
   for (const auto& a : p.abilities)
-    for (double s : shares_of(p, "mixed", a, 0)) {
-      const BySeed m = scores(p, "mixed", a, s, 0), al = scores(p, "alone", a, s, 0);
+    for (double s : shares_of(p, RunSet::kMixed, a, 0)) {
+      const BySeed m = scores(p, RunSet::kMixed, a, s, 0), al = scores(p, RunSet::kAlone, a, s, 0);
       std::vector<double> va, vb;
       for (const auto& [seed, x] : m)
         if (al.count(seed)) {
@@ -573,9 +585,9 @@ std::string row_md(const std::string& claim_cell, const std::string& claim_id, c
   std::string n = r.contains("n") ? r["n"].dump() : "-";
   const std::string verdict =
       (r["analysis"] == "exploratory" ? "exploratory: " : "") + r["verdict"].get<std::string>();
-  const std::string metric = r.value("metric", std::string("score"));
+  const std::string metric = r.value("metric", std::string(kScoreMetric));
   return "| " + claim_cell + " | " + r["id"].get<std::string>() + " | " + r["ability"].get<std::string>() +
-         (metric == "score" ? "" : " (" + metric + ")") + " | " + r.value("compares", std::string("-")) +
+         (metric == kScoreMetric ? "" : " (" + metric + ")") + " | " + r.value("compares", std::string("-")) +
          " | " + effect_md(r) + " | " + n + " | " + r.value("method", std::string("-")) + " | " +
          r.value("rule", std::string("-")) + " | " + r.value("paper", std::string("")) + " | " + verdict +
          " |" + (cmp ? " " + other_verdict(compare, claim_id, r["id"].get<std::string>()) + " |" : "") + "\n";
