@@ -14,9 +14,15 @@ namespace {
 
 using Tree = nlohmann::ordered_json;
 
-const std::set<std::string> kRunSets = {"alone", "mixed", "multi_task", "sequential", "mixed_sequential",
-                                        "dmt"};
-const std::set<std::string> kTests = {"difference", "log_linear", "saturation"};
+// "a, b or c": E's names, for a message.
+template <class E>
+std::string one_of() {
+  const auto names = config::choice_names<E>();
+  std::string s;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    s += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  return s;
+}
 
 struct Reader {
   std::string file;
@@ -39,7 +45,23 @@ struct Reader {
     if (!v) fail(path + key, "expected a number or a fraction like 1/256, got '" + s + "'");
     return *v;
   }
+  // A closed choice: one of E's names (choices.h); `fallback` when not required and absent.
+  template <class E>
+  E choice(const Tree& t, const std::string& key, const std::string& path, bool required, E fallback,
+           const std::string& note = "") const {
+    const std::string s = str(t, key, path, required, config::name(fallback));
+    const auto v = config::parse_choice<E>(s);
+    if (!v) fail(path + key, "expected " + one_of<E>() + note + ", got " + s);
+    return *v;
+  }
 };
+
+// A share as text ("1", "1/16", "0.25") -> its value; "smallest" -> 0; NaN when not one.
+double plan_share(const std::string& text) {
+  if (text == "smallest") return 0;
+  const auto v = config::parse_fraction(text);
+  return v && *v > 0 && *v <= 1 ? *v : std::numeric_limits<double>::quiet_NaN();
+}
 
 // The top level's keys are the known ones.
 void check_top_keys(const Reader& r, const Tree& root) {
@@ -61,12 +83,8 @@ void read_bootstrap(const Reader& r, const Tree& b, Plan& p) {
 
 // A difference row's run sets a and b.
 void read_run_sets(const Reader& r, const Tree& t, const std::string& rat, PlanRow& row) {
-  row.a = r.str(t, "a", rat);
-  row.b = r.str(t, "b", rat);
-  for (const auto* s : {&row.a, &row.b})
-    if (!kRunSets.count(*s))
-      r.fail(rat + (s == &row.a ? "a" : "b"),
-             "expected alone, mixed, multi_task, sequential, mixed_sequential or dmt, got " + *s);
+  row.a = r.choice(t, "a", rat, true, config::RunSet::kAlone);
+  row.b = r.choice(t, "b", rat, true, config::RunSet::kAlone);
 }
 
 // One row at `rat` (claims[i].rows[j].); its id joins `ids`, which must not hold it yet.
@@ -80,18 +98,17 @@ PlanRow read_row(const Reader& r, const Tree& t, const std::string& rat, const s
   if (row.metric.empty() ||
       row.metric.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_@") != std::string::npos)
     r.fail(rat + "metric", "expected score or an eval summary field name, got '" + row.metric + "'");
-  row.test = r.str(t, "test", rat);
-  if (!kTests.count(row.test)) r.fail(rat + "test", "expected difference, log_linear or saturation");
-  if (row.test == "difference") read_run_sets(r, t, rat, row);
-  if (row.test == "saturation") row.against = r.str(t, "against", rat);
-  row.share = r.str(t, "share", rat, false, "1");
-  if (std::isnan(plan_share(row.share)))
-    r.fail(rat + "share", "expected 1, smallest or a fraction in (0, 1], got " + row.share);
-  if (row.test == "saturation" && plan_share(row.share) == 0)
+  row.test = r.choice(t, "test", rat, true, config::PlanTest::kDifference);
+  if (row.test == config::PlanTest::kDifference) read_run_sets(r, t, rat, row);
+  if (row.test == config::PlanTest::kSaturation) row.against = r.str(t, "against", rat);
+  const std::string share = r.str(t, "share", rat, false, "1");
+  row.share = plan_share(share);
+  if (std::isnan(row.share))
+    r.fail(rat + "share", "expected 1, smallest or a fraction in (0, 1], got " + share);
+  if (row.test == config::PlanTest::kSaturation && row.share == 0)
     r.fail(rat + "share", "saturation needs a fixed share");
   row.k = r.num(t, "k", rat, 1.0 / 256);
-  row.side = r.str(t, "side", rat, row.test != "log_linear", "above");
-  if (row.side != "above" && row.side != "below") r.fail(rat + "side", "expected above or below");
+  row.side = r.choice(t, "side", rat, row.test != config::PlanTest::kLogLinear, config::Side::kAbove);
   row.threshold = r.num(t, "threshold", rat, 0);
   if (t.contains("paper")) {
     if (!t["paper"].is_array()) r.fail(rat + "paper", "expected a list of figure ids");
@@ -106,8 +123,7 @@ PlanClaim read_claim(const Reader& r, const Tree& c, const std::string& at, cons
   PlanClaim claim;
   claim.id = r.str(c, "id", at);
   claim.claim = r.str(c, "claim", at);
-  claim.combine = r.str(c, "combine", at, false, "all");
-  if (claim.combine != "all") r.fail(at + "combine", "expected all (the whole claim's verdict)");
+  claim.combine = r.choice(c, "combine", at, false, config::Combine::kAll, " (the whole claim's verdict)");
   if (!ids.insert(claim.id).second) r.fail(at + "id", "duplicate id " + claim.id);
   if (!c.contains("rows") || !c["rows"].is_array() || c["rows"].empty())
     r.fail(at + "rows", "expected a list");
@@ -119,12 +135,6 @@ PlanClaim read_claim(const Reader& r, const Tree& c, const std::string& at, cons
 
 }  // namespace
 
-double plan_share(const std::string& text) {
-  if (text == "smallest") return 0;
-  const auto v = config::parse_fraction(text);
-  return v && *v > 0 && *v <= 1 ? *v : std::numeric_limits<double>::quiet_NaN();
-}
-
 Plan load_plan(const std::string& path) {
   const Reader r{path};
   const Tree root = config::read_yaml_as_json(path);
@@ -134,8 +144,8 @@ Plan load_plan(const std::string& path) {
   p.sha256 = sha256_file(path);
   p.version = r.str(root, "version", "");
   p.paper = r.str(root, "paper", "");
-  p.metric = r.str(root, "metric", "", false, "score");
-  if (p.metric != "score")
+  p.metric = r.str(root, "metric", "", false, kScoreMetric);
+  if (p.metric != kScoreMetric)
     r.fail("metric", "expected score (each ability's final eval score), got " + p.metric);
   p.alpha = r.num(root, "alpha", "", 0.05);
   if (!(p.alpha > 0 && p.alpha < 1)) r.fail("alpha", "expected a level in (0, 1)");
@@ -147,6 +157,19 @@ Plan load_plan(const std::string& path) {
   for (std::size_t i = 0; i < root["claims"].size(); ++i)
     p.claims.push_back(read_claim(r, root["claims"][i], "claims[" + std::to_string(i) + "].", p.metric, ids));
   return p;
+}
+
+std::optional<config::Strategy> strategy_of(config::RunSet set) {
+  using config::RunSet, config::Strategy;
+  switch (set) {
+    case RunSet::kAlone:
+    case RunSet::kMixed: return std::nullopt;
+    case RunSet::kMultiTask: return Strategy::kMultiTask;
+    case RunSet::kSequential: return Strategy::kSequential;
+    case RunSet::kMixedSequential: return Strategy::kMixedSequential;
+    case RunSet::kDmt: return Strategy::kDmt;
+  }
+  return std::nullopt;
 }
 
 }  // namespace sft::sweep

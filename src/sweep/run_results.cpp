@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sft/util/error.h"
 #include "sft/util/fs.h"
 
 namespace sft::sweep {
@@ -25,7 +26,11 @@ RunResult read_run(const SweepRun& run) {
   if (!fs::exists(cfg_path) || !fs::exists(man_path)) return r;
   const auto cfg = nlohmann::json::parse(fs::read_file(cfg_path))["config"];
   const auto man = nlohmann::json::parse(fs::read_file(man_path));
-  r.strategy = cfg["strategy"].value("name", "");
+  const std::string strategy = cfg["strategy"].value("name", "");
+  r.strategy = config::parse_choice<config::Strategy>(strategy);
+  if (!r.strategy)
+    throw ConfigError(cfg_path + ": config.strategy.name: \"" + strategy + "\" is not a strategy (" +
+                      config::choice_list<config::Strategy>() + ")");
   r.k = cfg["strategy"].value("k", 0.0);
   r.seed = cfg.value("seed", 0LL);
   std::map<std::string, std::set<std::string>> ids;  // ability -> record ids (a replayed record counts once)

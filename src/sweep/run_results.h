@@ -4,10 +4,12 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "sft/config/choices.h"
 #include "sft/sweep/sweep.h"
 
 namespace sft::sweep {
@@ -19,11 +21,12 @@ struct RunResult {
   std::map<std::string, std::map<std::string, double>> metrics;
   std::map<std::string, double> amounts;  // ability -> distinct training records (data_manifest.json)
   std::vector<std::set<std::string>> stage_abilities;  // abilities trained in each stage, in order
-  std::string strategy;                                // multi_task, sequential, mixed_sequential, dmt
+  std::optional<config::Strategy> strategy;            // config.resolved.json's; unset: no config there
   double k = 0;                                        // dmt's replay share
   long long seed = 0;
 };
 
+// ConfigError when the run's config.resolved.json names a strategy sft does not know.
 RunResult read_run(const SweepRun& run);
 
 }  // namespace sft::sweep

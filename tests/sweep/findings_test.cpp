@@ -321,19 +321,68 @@ TEST(Findings, AChangedRuleIsAnExploratoryRowBesideTheConfirmatoryOne) {
   EXPECT_NE(other.md().find("(other seeds: confirmatory: reproduced)"), std::string::npos) << other.md();
 }
 
-// A malformed plan is an error naming the file and the key.
+// A malformed plan is an error naming the file, the key and what it takes: each closed choice
+// (a run set, the test, the side, combine) is one of its names.
 TEST(Findings, AMalformedPlanNamesItsFileAndKey) {
+  struct Case {
+    std::string row, key, expected;
+  };
+  const std::vector<Case> cases = {
+      {"test: difference, a: alone, b: nonsense, side: above", "claims[0].rows[0].b",
+       "expected alone, mixed, multi_task, sequential, mixed_sequential or dmt, got nonsense"},
+      {"test: difference, a: dmt_k, b: alone, side: above", "claims[0].rows[0].a", "got dmt_k"},
+      {"test: differences, a: alone, b: mixed, side: above", "claims[0].rows[0].test",
+       "expected difference, log_linear or saturation, got differences"},
+      {"test: difference, a: alone, b: mixed, side: over", "claims[0].rows[0].side",
+       "expected above or below, got over"},
+      {"test: difference, a: alone, b: mixed", "claims[0].rows[0].side", "missing"},
+  };
+  for (const auto& c : cases) {
+    Lab lab;
+    fill_paper_world(lab);
+    test::write(
+        lab.file("bad.yaml"),
+        "version: 1\npaper: arXiv 2310.05492v4\nclaims:\n  - {id: c, claim: x, rows: [{id: r, ability: "
+        "math, " +
+            c.row + "}]}\n");
+    try {
+      lab.findings(lab.file("bad.yaml"));
+      ADD_FAILURE() << "no error for " << c.row;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("bad.yaml: " + c.key + ":"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(c.expected), std::string::npos) << e.what();
+    }
+  }
   Lab lab;
   fill_paper_world(lab);
-  test::write(
-      lab.file("bad.yaml"),
-      "version: 1\npaper: arXiv 2310.05492v4\nclaims:\n  - {id: c, claim: x, rows: [{id: r, ability: math, "
-      "test: difference, a: alone, b: nonsense}]}\n");
+  test::write(lab.file("bad.yaml"),
+              "version: 1\npaper: x\nclaims:\n  - {id: c, claim: x, combine: any, rows: [{id: r, ability: "
+              "math, test: log_linear}]}\n");
   try {
     lab.findings(lab.file("bad.yaml"));
-    FAIL() << "no error";
+    ADD_FAILURE() << "no error for combine: any";
   } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("bad.yaml: claims[0].rows[0].b:"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("bad.yaml: claims[0].combine: expected all"), std::string::npos)
+        << e.what();
+  }
+}
+
+// A run whose config names a strategy sft does not know is an error naming its file, not a run
+// silently left out of every run set.
+TEST(Findings, ARunWithAnUnknownStrategyIsAnError) {
+  Lab lab;
+  fill_paper_world(lab);
+  lab.run({{{"math", kFull[0]}, {"code", kFull[1]}, {"general", kFull[2]}}}, "multitask", 0, 9,
+          {{"math", 0.5}, {"code", 0.5}, {"general", 0.5}});
+  lab.record_shipped_plan();
+  try {
+    lab.findings();
+    ADD_FAILURE() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("config.resolved.json: config.strategy.name: \"multitask\" is not a "
+                                         "strategy (multi_task, sequential, mixed_sequential, dmt, custom)"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -1,7 +1,7 @@
-// The closed choices as enums: the config's, and the few the CLI and the evaluator take
-// (benchmarks, --dtype). Each is parsed once, against the names below (parse_choice), so no
-// other module compares strings; name() gives the name back for logs, JSON and checkpoints
-// (the same text the YAML holds).
+// The closed choices as enums: the config's, the analysis plan's (sft sweep report --plan,
+// src/sweep/plan.h), and the few the CLI and the evaluator take (benchmarks, --dtype). Each is parsed once,
+// against the names below (parse_choice), so no other module compares strings; name() gives the name back for
+// logs, JSON and checkpoints (the same text the YAML holds).
 #pragma once
 
 #include <optional>
@@ -45,6 +45,13 @@ enum class Template {
   kQwen3,
   kAuto
 };
+// The analysis plan (configs/repro/analysis_plan.yaml): claims[i].rows[j].test, .a and .b (the
+// run sets a difference compares: one ability alone, all mixed in one stage, or a strategy's
+// preset at full data), .side (of the threshold), and claims[i].combine.
+enum class PlanTest { kDifference, kLogLinear, kSaturation };
+enum class RunSet { kAlone, kMixed, kMultiTask, kSequential, kMixedSequential, kDmt };
+enum class Side { kAbove, kBelow };
+enum class Combine { kAll };  // the claim's verdict is all its rows'
 
 template <class E>
 struct Choice {
@@ -55,6 +62,14 @@ struct Choice {
 // Choices<E>::all: every value of E with its config name, in the order the docs list them.
 template <class E>
 struct Choices;
+
+// The name of v, at compile time too (a table may take another's names).
+template <class E>
+constexpr std::string_view choice_name(E v) {
+  for (const auto& c : Choices<E>::all)
+    if (c.value == v) return c.name;
+  return "?";
+}
 
 #define SFT_CHOICES(E, ...)                           \
   template <>                                         \
@@ -89,6 +104,16 @@ SFT_CHOICES(Template, {Template::kVicunaV11, "vicuna_v1.1"}, {Template::kLlama2,
             {Template::kChatml, "chatml"}, {Template::kAlpaca, "alpaca"}, {Template::kRaw, "raw"},
             {Template::kLlama3, "llama-3"}, {Template::kLlama31, "llama-3.1"}, {Template::kQwen25, "qwen2.5"},
             {Template::kQwen3, "qwen3"}, {Template::kAuto, "auto"});
+SFT_CHOICES(PlanTest, {PlanTest::kDifference, "difference"}, {PlanTest::kLogLinear, "log_linear"},
+            {PlanTest::kSaturation, "saturation"});
+// A strategy's run set has the strategy's name.
+SFT_CHOICES(RunSet, {RunSet::kAlone, "alone"}, {RunSet::kMixed, "mixed"},
+            {RunSet::kMultiTask, choice_name(Strategy::kMultiTask)},
+            {RunSet::kSequential, choice_name(Strategy::kSequential)},
+            {RunSet::kMixedSequential, choice_name(Strategy::kMixedSequential)},
+            {RunSet::kDmt, choice_name(Strategy::kDmt)});
+SFT_CHOICES(Side, {Side::kAbove, "above"}, {Side::kBelow, "below"});
+SFT_CHOICES(Combine, {Combine::kAll, "all"});
 #undef SFT_CHOICES
 
 // train.device, and the --device flags of sft bench, score, generate and eval: an open
@@ -113,9 +138,7 @@ inline std::optional<DeviceChoice> parse_device(std::string_view text) {
 
 template <class E>
 std::string name(E v) {
-  for (const auto& c : Choices<E>::all)
-    if (c.value == v) return std::string(c.name);
-  return "?";
+  return std::string(choice_name(v));
 }
 
 template <class E>
