@@ -162,7 +162,7 @@ int run_sweep() {
   const std::string exe = S.sft_path.empty() ? self_exe() : S.sft_path;
   if (S.dry) return print_dry_run(spec, runs);
   sweep::materialise(spec, runs);
-  if (S.emit == "slurm") {
+  if (!S.emit.empty()) {  // --emit's one target: slurm
     std::cout << sweep::emit_slurm(spec, runs, exe) << "\n";
     return 0;
   }

@@ -311,7 +311,7 @@ std::shared_ptr<Context> Context::create(const LaunchInfo& launch, const config:
   }
   sft::log::info("dist: rank {}/{} (local {}), {} backend, rendezvous {}:{} via {}", launch.rank,
                  launch.world, launch.local_rank, config::name(backend), launch.master_addr,
-                 launch.master_port, launch.launcher);
+                 launch.master_port, launcher_name(launch.launcher));
   return c;
 }
 

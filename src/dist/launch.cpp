@@ -24,6 +24,16 @@ int env_int(const char* k, int def) {
 
 }  // namespace
 
+const char* launcher_name(Launcher l) {
+  switch (l) {
+    case Launcher::kEnv: return "env";
+    case Launcher::kTorchrun: return "torchrun";
+    case Launcher::kSlurm: return "slurm";
+    case Launcher::kSingle: break;
+  }
+  return "single";
+}
+
 std::string first_host(const std::string& list) {
   std::string first;
   int depth = 0;
@@ -53,7 +63,8 @@ LaunchInfo detect_launch() {
     l.master_port = env_int("MASTER_PORT", 29500);
     const char* agent = env("TORCHELASTIC_USE_AGENT_STORE");
     l.agent_store = agent && std::string(agent) == "True";
-    l.launcher = env("TORCHELASTIC_RUN_ID") || env("TORCHELASTIC_RESTART_COUNT") ? "torchrun" : "env";
+    l.launcher = env("TORCHELASTIC_RUN_ID") || env("TORCHELASTIC_RESTART_COUNT") ? Launcher::kTorchrun
+                                                                                 : Launcher::kEnv;
   } else if (env("SLURM_PROCID") && env("SLURM_NTASKS")) {
     l.rank = env_int("SLURM_PROCID", 0);
     l.world = env_int("SLURM_NTASKS", 1);
@@ -65,7 +76,7 @@ LaunchInfo detect_launch() {
     else if (nodes)
       l.master_addr = first_host(nodes);
     l.master_port = env_int("MASTER_PORT", 20000 + env_int("SLURM_JOB_ID", 9500) % 20000);
-    l.launcher = "slurm";
+    l.launcher = Launcher::kSlurm;
   }
   if (l.world > 1 && (l.master_port < 1 || l.master_port > 65535))
     throw ConfigError("environment variable MASTER_PORT=" + std::to_string(l.master_port) +

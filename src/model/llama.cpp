@@ -24,7 +24,7 @@ at::Tensor inverse_frequencies(const LlamaConfig& c) {
   at::Tensor inv = 1.0 / at::pow(at::scalar_tensor(c.rope_theta, at::kFloat), exponents);
   if (!c.rope_scaling) return inv;
   const RopeScaling& s = *c.rope_scaling;
-  if (s.type == "linear") return inv / s.factor;
+  if (s.type == RopeScalingType::kLinear) return inv / s.factor;
   // llama3 (HF _compute_llama3_parameters): keep high frequencies, divide low ones by
   // `factor`, interpolate smoothly in between.
   const double old_len = static_cast<double>(s.original_max_position_embeddings);

@@ -281,7 +281,7 @@ void read_rope_scaling(const json& j, LlamaConfig& c, const std::string& where, 
     std::string type = rs.value("rope_type", rs.value("type", ""));
     if (type == "llama3" || type == "linear") {
       RopeScaling s;
-      s.type = type;
+      s.type = type == "linear" ? RopeScalingType::kLinear : RopeScalingType::kLlama3;
       s.factor = get_num(rs, "factor", 1.0, ctx, errors);
       if (type == "llama3") {
         s.low_freq_factor = get_num(rs, "low_freq_factor", 1.0, ctx, errors);

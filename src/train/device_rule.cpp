@@ -11,10 +11,10 @@ namespace {
 
 // How the launcher named the rank's place on its node, for messages.
 std::string local_rank_var(const DeviceView& v) {
-  return v.launcher == "slurm" ? "SLURM_LOCALID" : "LOCAL_RANK";
+  return v.launcher == dist::Launcher::kSlurm ? "SLURM_LOCALID" : "LOCAL_RANK";
 }
 std::string local_world_var(const DeviceView& v) {
-  return v.launcher == "slurm" ? "SLURM_NTASKS_PER_NODE" : "LOCAL_WORLD_SIZE";
+  return v.launcher == dist::Launcher::kSlurm ? "SLURM_NTASKS_PER_NODE" : "LOCAL_WORLD_SIZE";
 }
 
 }  // namespace

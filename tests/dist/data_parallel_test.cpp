@@ -532,7 +532,7 @@ TEST(Launch, ReadsTorchrunAndSlurmEnvironments) {
   ::setenv("SLURM_JOB_NODELIST", "gpu[12-13]", 1);
   ::setenv("SLURM_JOB_ID", "123456", 1);
   auto s = dist::detect_launch();
-  EXPECT_EQ(s.launcher, "slurm");
+  EXPECT_EQ(s.launcher, dist::Launcher::kSlurm);
   EXPECT_EQ(s.rank, 3);
   EXPECT_EQ(s.world, 8);
   EXPECT_EQ(s.local_rank, 1);

@@ -15,7 +15,7 @@ namespace sft::train {
 namespace {
 
 // A rank of a torchrun launch: local rank `local` of `per_node`, seeing `gpus` GPUs.
-DeviceView rank_view(int gpus, int local, int per_node, const std::string& launcher = "torchrun") {
+DeviceView rank_view(int gpus, int local, int per_node, dist::Launcher launcher = dist::Launcher::kTorchrun) {
   DeviceView v;
   v.cuda_compiled = true;
   v.gpus = gpus;
@@ -42,13 +42,13 @@ std::string refusal(const std::string& setting, const DeviceView& v) {
 }
 
 TEST(DeviceRule, CudaGivesEachRankGpuLocalRank) {
-  EXPECT_EQ(device_of("cuda", rank_view(8, 0, 1, "single")), "cuda:0");
+  EXPECT_EQ(device_of("cuda", rank_view(8, 0, 1, dist::Launcher::kSingle)), "cuda:0");
   for (int local = 0; local < 8; ++local) {
     EXPECT_EQ(device_of("cuda", rank_view(8, local, 8)), "cuda:" + std::to_string(local));
     EXPECT_EQ(device_of("auto", rank_view(8, local, 8)), "cuda:" + std::to_string(local));
   }
   // A launcher that gives each rank its own GPU (CUDA_VISIBLE_DEVICES per task) leaves one.
-  EXPECT_EQ(device_of("cuda", rank_view(1, 5, 8, "slurm")), "cuda:0");
+  EXPECT_EQ(device_of("cuda", rank_view(1, 5, 8, dist::Launcher::kSlurm)), "cuda:0");
   EXPECT_EQ(device_of("cpu", rank_view(8, 3, 8)), "cpu");
 }
 
@@ -65,19 +65,20 @@ TEST(DeviceRule, AFixedCudaNUnderSeveralRanksPerNodeIsRefused) {
               std::string::npos)
         << why;
   }
-  EXPECT_NE(refusal("cuda:0", rank_view(8, 2, 8, "slurm")).find("(SLURM_NTASKS_PER_NODE=8, SLURM_LOCALID=2)"),
+  EXPECT_NE(refusal("cuda:0", rank_view(8, 2, 8, dist::Launcher::kSlurm))
+                .find("(SLURM_NTASKS_PER_NODE=8, SLURM_LOCALID=2)"),
             std::string::npos);
   // A launcher that does not say how many ranks share the node: local rank 2 proves three.
-  EXPECT_NE(
-      refusal("cuda:0", rank_view(8, 2, 1, "slurm")).find("at least 3 ranks on this node (SLURM_LOCALID=2)"),
-      std::string::npos);
+  EXPECT_NE(refusal("cuda:0", rank_view(8, 2, 1, dist::Launcher::kSlurm))
+                .find("at least 3 ranks on this node (SLURM_LOCALID=2)"),
+            std::string::npos);
 }
 
 TEST(DeviceRule, ACudaNThatIsTheRanksOwnGpuIsAccepted) {
   EXPECT_EQ(device_of("cuda:3", rank_view(8, 3, 8)), "cuda:3");  // --set train.device=cuda:$LOCAL_RANK
-  EXPECT_EQ(device_of("cuda:0", rank_view(1, 6, 8, "slurm")), "cuda:0");  // one GPU per rank
-  EXPECT_EQ(device_of("cuda:2", rank_view(4, 0, 1)), "cuda:2");           // one rank per node picks any GPU
-  EXPECT_EQ(device_of("cuda:2", rank_view(4, 0, 1, "single")), "cuda:2");
+  EXPECT_EQ(device_of("cuda:0", rank_view(1, 6, 8, dist::Launcher::kSlurm)), "cuda:0");  // one GPU per rank
+  EXPECT_EQ(device_of("cuda:2", rank_view(4, 0, 1)), "cuda:2");  // one rank per node picks any GPU
+  EXPECT_EQ(device_of("cuda:2", rank_view(4, 0, 1, dist::Launcher::kSingle)), "cuda:2");
 }
 
 TEST(DeviceRule, RanksThatWouldShareAGpuOrNameAMissingOneAreRefused) {
@@ -90,8 +91,8 @@ TEST(DeviceRule, RanksThatWouldShareAGpuOrNameAMissingOneAreRefused) {
   EXPECT_NE(refusal("auto", rank_view(2, 0, 4)).find("torchrun --nproc_per_node=2"), std::string::npos);
   // Plain RANK/WORLD_SIZE without LOCAL_WORLD_SIZE: LOCAL_RANK may be the global rank (9 on the
   // second node of 8 GPUs each); nothing stated, nothing refused.
-  EXPECT_EQ(device_of("cuda", rank_view(8, 9, 1, "env")), "cuda:1");
-  const std::string missing = refusal("cuda:4", rank_view(4, 0, 1, "single"));
+  EXPECT_EQ(device_of("cuda", rank_view(8, 9, 1, dist::Launcher::kEnv)), "cuda:1");
+  const std::string missing = refusal("cuda:4", rank_view(4, 0, 1, dist::Launcher::kSingle));
   EXPECT_NE(missing.find("train.device: cuda:4: this process sees 4 GPU(s), cuda:0 to cuda:3"),
             std::string::npos)
       << missing;
@@ -100,7 +101,7 @@ TEST(DeviceRule, RanksThatWouldShareAGpuOrNameAMissingOneAreRefused) {
 }
 
 TEST(DeviceRule, WithoutAGpuCudaSaysWhyAndAutoRunsOnTheCpu) {
-  DeviceView v = rank_view(0, 0, 1, "single");
+  DeviceView v = rank_view(0, 0, 1, dist::Launcher::kSingle);
   v.no_gpu_reason =
       "the NVIDIA driver 535.129.03 supports CUDA ≤ 12.2, this LibTorch was built for CUDA 13.0";
   v.driver_found = true;

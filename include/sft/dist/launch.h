@@ -12,12 +12,16 @@
 
 namespace sft::dist {
 
+// Who started the process: set from the environment, not chosen; named in messages.
+enum class Launcher { kSingle, kEnv, kTorchrun, kSlurm };
+const char* launcher_name(Launcher l);  // "single" | "env" | "torchrun" | "slurm"
+
 struct LaunchInfo {
   int rank = 0, world = 1, local_rank = 0, local_world = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
-  bool agent_store = false;         // torchrun >= 2 hosts the TCPStore in its agent
-  std::string launcher = "single";  // single | env | torchrun | slurm
+  bool agent_store = false;  // torchrun >= 2 hosts the TCPStore in its agent
+  Launcher launcher = Launcher::kSingle;
 };
 
 LaunchInfo detect_launch();

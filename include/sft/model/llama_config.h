@@ -28,8 +28,10 @@
 
 namespace sft::model {
 
+enum class RopeScalingType { kLlama3, kLinear };  // rope_scaling.rope_type (or .type)
+
 struct RopeScaling {
-  std::string type;  // "llama3" | "linear"
+  RopeScalingType type = RopeScalingType::kLlama3;
   double factor = 1.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;

@@ -20,16 +20,18 @@
 
 #include <string>
 
+#include "sft/dist/launch.h"
+
 namespace sft::train {
 
 struct DeviceView {
   bool cuda_compiled = false;
-  int gpus = 0;                     // GPUs this process sees (after CUDA_VISIBLE_DEVICES)
-  bool driver_found = false;        // an NVIDIA driver answered, whether or not it runs this LibTorch
-  std::string no_gpu_reason;        // why gpus == 0 (cuda::unavailable_reason())
-  int local_rank = 0;               // this rank's index on its node
-  int local_world = 1;              // ranks on this node, as the launcher states it (1 when it does not)
-  std::string launcher = "single";  // single | env | torchrun | slurm (dist::LaunchInfo), for messages
+  int gpus = 0;               // GPUs this process sees (after CUDA_VISIBLE_DEVICES)
+  bool driver_found = false;  // an NVIDIA driver answered, whether or not it runs this LibTorch
+  std::string no_gpu_reason;  // why gpus == 0 (cuda::unavailable_reason())
+  int local_rank = 0;         // this rank's index on its node
+  int local_world = 1;        // ranks on this node, as the launcher states it (1 when it does not)
+  dist::Launcher launcher = dist::Launcher::kSingle;  // for messages
 };
 
 struct DeviceDecision {
