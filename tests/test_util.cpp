@@ -102,6 +102,22 @@ RunResult run_sft(const std::vector<std::string>& args, const std::map<std::stri
   return run_program(argv, env, timeout_s, cwd);
 }
 
+std::vector<std::string> train_args(const std::string& out, const std::string& cache,
+                                    const std::vector<std::string>& sets) {
+  std::vector<std::string> a = {"train", "--config", "configs/tiny/dmt.yaml",  "--output-dir",
+                                out,     "--set",    "data.cache_dir=" + cache};
+  for (const auto& s : sets) a.insert(a.end(), {"--set", s});
+  return a;
+}
+
+std::vector<std::string> tiny_train_args(const std::string& out, const std::string& cache,
+                                         const std::vector<std::string>& sets) {
+  std::vector<std::string> all = {"datasets.math.fraction=1/16", "datasets.code.fraction=1/16",
+                                  "datasets.general.fraction=1/8"};
+  all.insert(all.end(), sets.begin(), sets.end());
+  return train_args(out, cache, all);
+}
+
 Process spawn_sft(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
   Process p;
   p.io = std::make_shared<TempDir>();

@@ -64,6 +64,15 @@ RunResult run_program(const std::vector<std::string>& argv,
                       const std::map<std::string, std::string>& env = {}, int timeout_s = 600,
                       const std::string& cwd = "");
 
+// `sft train --config configs/tiny/dmt.yaml` into `out`, its data cache in `cache`, then
+// `--set` for each of `sets` ("key=value"), in their order: a later one overrides an earlier one.
+std::vector<std::string> train_args(const std::string& out, const std::string& cache,
+                                    const std::vector<std::string>& sets = {});
+// The same on a sliver of the tiny data (math and code 1/16, general 1/8: a short run);
+// `sets` come after those three, so they may override them.
+std::vector<std::string> tiny_train_args(const std::string& out, const std::string& cache,
+                                         const std::vector<std::string>& sets = {});
+
 // A background `sft` process (stdout/stderr to files), for kill / signal tests.
 struct Process {
   int pid = -1;

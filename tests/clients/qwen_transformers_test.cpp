@@ -111,41 +111,17 @@ TEST(TransformersQwen, SftExportOfATrainedQwenLoadsInAutoModelWithTheSameLogProb
     const std::string type = arch.model_type;
     SCOPED_TRACE(type);
     test::TempDir d;
-    std::vector<std::string> model_args;
+    std::vector<std::string> sets = {"train.precision=fp32", "train.threads=1", "train.max_steps=3",
+                                     "train.warmup_ratio=0", "train.export_stage_models=false"};
     if (type == "qwen2") {
-      model_args = {"--set", "model.config.model_type=qwen2",
-                    "--set", "model.config.tie_word_embeddings=true",
-                    "--set", "model.config.rope_theta=1000000"};
+      sets.insert(sets.end(), {"model.config.model_type=qwen2", "model.config.tie_word_embeddings=true",
+                               "model.config.rope_theta=1000000"});
     } else {
       auto saved = save(d.file("base"), arch, "float32", {"--vocab-size", "1024"});
       ASSERT_TRUE(saved.is_object());
-      model_args = {"--set", "model.path=" + d.file("base"), "--set", "model.config=null"};
+      sets.insert(sets.end(), {"model.path=" + d.file("base"), "model.config=null"});
     }
-    std::vector<std::string> args = {"train",
-                                     "--config",
-                                     "configs/tiny/dmt.yaml",
-                                     "--output-dir",
-                                     d.file("run"),
-                                     "--set",
-                                     "datasets.math.fraction=1/16",
-                                     "--set",
-                                     "datasets.code.fraction=1/16",
-                                     "--set",
-                                     "datasets.general.fraction=1/8",
-                                     "--set",
-                                     "data.cache_dir=" + d.file("cache"),
-                                     "--set",
-                                     "train.precision=fp32",
-                                     "--set",
-                                     "train.threads=1",
-                                     "--set",
-                                     "train.max_steps=3",
-                                     "--set",
-                                     "train.warmup_ratio=0",
-                                     "--set",
-                                     "train.export_stage_models=false"};
-    args.insert(args.end(), model_args.begin(), model_args.end());
-    auto run = test::run_sft(args, {}, 600);
+    auto run = test::run_sft(test::tiny_train_args(d.file("run"), d.file("cache"), sets), {}, 600);
     ASSERT_EQ(run.exit_code, 0) << run.err;
     const std::string final_dir = d.file("run/final");
     const auto cfg = json::parse(test::read(final_dir + "/config.json"));

@@ -29,42 +29,11 @@ namespace {
 constexpr double kTolerance = 1e-5;
 
 std::vector<std::string> args(const std::string& out, const std::string& cache,
-                              std::vector<std::string> extra) {
-  std::vector<std::string> a = {"train",
-                                "--config",
-                                "configs/tiny/dmt.yaml",
-                                "--output-dir",
-                                out,
-                                "--set",
-                                "datasets.math.fraction=1/16",
-                                "--set",
-                                "datasets.code.fraction=1/16",
-                                "--set",
-                                "datasets.general.fraction=1/8",
-                                "--set",
-                                "train.precision=fp32",
-                                "--set",
-                                "train.threads=1",
-                                "--set",
-                                "train.export_stage_models=false",
-                                "--set",
-                                "data.cache_dir=" + cache,
-                                "--set",
-                                "dist.timeout_s=30"};
-  for (auto& e : extra) {
-    a.push_back("--set");
-    a.push_back(e);
-  }
-  return a;
-}
-
-double max_diff(const std::string& a, const std::string& b) {
-  auto fa = model::SafetensorsFile::open(a + "/model.safetensors");
-  auto fb = model::SafetensorsFile::open(b + "/model.safetensors");
-  double worst = 0;
-  for (const auto& t : fa->header().tensors)
-    worst = std::max(worst, (fa->tensor(t.name) - fb->tensor(t.name)).abs().max().item<double>());
-  return worst;
+                              const std::vector<std::string>& extra) {
+  std::vector<std::string> sets = {"train.precision=fp32", "train.threads=1",
+                                   "train.export_stage_models=false", "dist.timeout_s=30"};
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  return test::tiny_train_args(out, cache, sets);
 }
 
 // Runs `world` ranks with plain environment variables; returns each rank's exit code.

@@ -18,31 +18,10 @@ namespace sft {
 namespace {
 
 std::vector<std::string> args(const std::string& out, const std::string& cache,
-                              std::vector<std::string> extra) {
-  std::vector<std::string> a = {"train",
-                                "--config",
-                                "configs/tiny/dmt.yaml",
-                                "--output-dir",
-                                out,
-                                "--set",
-                                "datasets.math.fraction=1/16",
-                                "--set",
-                                "datasets.code.fraction=1/16",
-                                "--set",
-                                "datasets.general.fraction=1/8",
-                                "--set",
-                                "train.threads=1",
-                                "--set",
-                                "train.export_stage_models=false",
-                                "--set",
-                                "data.cache_dir=" + cache,
-                                "--set",
-                                "dist.timeout_s=60"};
-  for (auto& e : extra) {
-    a.push_back("--set");
-    a.push_back(e);
-  }
-  return a;
+                              const std::vector<std::string>& extra) {
+  std::vector<std::string> sets = {"train.threads=1", "train.export_stage_models=false", "dist.timeout_s=60"};
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  return test::tiny_train_args(out, cache, sets);
 }
 
 void launch(int world, const std::vector<std::string>& a) {
