@@ -8,12 +8,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <ATen/ATen.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
+#include "sft/model/safetensors.h"
 #include "sft/util/fs.h"
 #include "sft/util/malloc_tuning.h"
 
@@ -177,6 +181,23 @@ int free_port() {
   int port = ntohs(a.sin_port);
   ::close(fd);
   return port;
+}
+
+std::map<std::string, std::string> rank_env(int rank, int world, int port) {
+  return {{"RANK", std::to_string(rank)},
+          {"WORLD_SIZE", std::to_string(world)},
+          {"LOCAL_RANK", std::to_string(rank)},
+          {"MASTER_ADDR", "127.0.0.1"},
+          {"MASTER_PORT", std::to_string(port)}};
+}
+
+double max_weight_diff(const std::string& model_a, const std::string& model_b) {
+  auto fa = model::SafetensorsFile::open(model_a + "/model.safetensors");
+  auto fb = model::SafetensorsFile::open(model_b + "/model.safetensors");
+  double worst = 0;
+  for (const auto& t : fa->header().tensors)
+    worst = std::max(worst, (fa->tensor(t.name) - fb->tensor(t.name)).abs().max().item<double>());
+  return worst;
 }
 
 std::string read(const std::string& path) {

@@ -86,6 +86,12 @@ bool process_running(const Process& p);
 
 // A TCP port that was free a moment ago (for rendezvous in multi-rank tests).
 int free_port();
+// The environment of rank `rank` of `world` launched without torchrun (RANK, WORLD_SIZE,
+// LOCAL_RANK, MASTER_ADDR, MASTER_PORT), meeting the others on 127.0.0.1:`port`.
+std::map<std::string, std::string> rank_env(int rank, int world, int port);
+// The largest absolute difference between the weights of two exported models (folders
+// holding one model.safetensors with the same tensors).
+double max_weight_diff(const std::string& model_a, const std::string& model_b);
 
 std::string read(const std::string& path);
 void write(const std::string& path, const std::string& text);
