@@ -17,6 +17,8 @@
 #include <sstream>
 #include <thread>
 
+#include "sft/model/hf_checkpoint.h"
+#include "sft/model/llama.h"
 #include "sft/model/safetensors.h"
 #include "sft/util/fs.h"
 #include "sft/util/malloc_tuning.h"
@@ -198,6 +200,27 @@ double max_weight_diff(const std::string& model_a, const std::string& model_b) {
   for (const auto& t : fa->header().tensors)
     worst = std::max(worst, (fa->tensor(t.name) - fb->tensor(t.name)).abs().max().item<double>());
   return worst;
+}
+
+std::unique_ptr<model::Llama> tiny_llama(std::uint64_t seed) {
+  auto cfg = model::LlamaConfig::from_json({{"hidden_size", 64},
+                                            {"intermediate_size", 128},
+                                            {"num_hidden_layers", 2},
+                                            {"num_attention_heads", 4},
+                                            {"num_key_value_heads", 2},
+                                            {"vocab_size", 1024},
+                                            {"max_position_embeddings", 512}},
+                                           "tiny");
+  auto m = std::make_unique<model::Llama>(cfg);
+  m->init_weights(seed);
+  return m;
+}
+
+std::string save_tiny_llama(std::uint64_t seed, const std::string& dir) {
+  model::SaveOptions so;
+  so.tokenizer_model = tiny("tokenizer.model");
+  model::save_hf_model(*tiny_llama(seed), dir, so);
+  return dir;
 }
 
 std::string read(const std::string& path) {

@@ -4,10 +4,15 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+namespace sft::model {
+class Llama;
+}
 
 namespace sft::test {
 
@@ -92,6 +97,12 @@ std::map<std::string, std::string> rank_env(int rank, int world, int port);
 // The largest absolute difference between the weights of two exported models (folders
 // holding one model.safetensors with the same tensors).
 double max_weight_diff(const std::string& model_a, const std::string& model_b);
+
+// A Llama of the tiny test shape (hidden 64, 2 layers, vocabulary 1024: data/tiny's
+// tokenizer) with random weights drawn from `seed`.
+std::unique_ptr<model::Llama> tiny_llama(std::uint64_t seed);
+// tiny_llama(seed) saved as a Hugging Face folder `dir` with data/tiny's tokenizer; returns `dir`.
+std::string save_tiny_llama(std::uint64_t seed, const std::string& dir);
 
 std::string read(const std::string& path);
 void write(const std::string& path, const std::string& text);
