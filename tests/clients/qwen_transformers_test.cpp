@@ -32,8 +32,13 @@ struct Arch {
 };
 constexpr Arch kArchs[] = {{"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"}};
 
-void report(const std::string& what, double diff) {
+// sft's log-probabilities of a sequence (`ours`) equal transformers' (`theirs`) within
+// kTolerance; the largest difference is reported as measured.
+void expect_same_logprobs(const std::string& what, const json& ours, const json& theirs) {
+  const double diff = max_diff(ours, theirs);
   std::cout << "[ measured ] " << what << ": max |delta log-prob| = " << diff << "\n";
+  EXPECT_LT(diff, kTolerance) << what << "\nsft " << ours["logprobs"].dump() << "\ntransformers "
+                              << theirs["logprobs"].dump();
 }
 
 // transformers saves a tiny model of `arch` into dir (sharded, 40 KB shards) and scores it.
@@ -94,10 +99,7 @@ TEST(TransformersQwen, ShardedFp32AndBf16TiedAndUntiedSavesScoreTheSameInSft) {
       auto ours = sft_score({"--model", dir, "--ids", sequence()});
       ASSERT_TRUE(ours.is_object());
       EXPECT_GT(spread(theirs), 1.0);
-      const double diff = max_diff(ours, theirs);
-      report(what + " saved by transformers, scored by sft", diff);
-      EXPECT_LT(diff, kTolerance) << "sft " << ours["logprobs"].dump() << "\ntransformers "
-                                  << theirs["logprobs"].dump();
+      expect_same_logprobs(what + " saved by transformers, scored by sft", ours, theirs);
     }
 }
 
@@ -141,10 +143,7 @@ TEST(TransformersQwen, SftExportOfATrainedQwenLoadsInAutoModelWithTheSameLogProb
     EXPECT_EQ(theirs["rope_theta"], 1000000.0);
     EXPECT_EQ(theirs["tie_word_embeddings"], type == "qwen2");
     EXPECT_GT(spread(ours), 0.5);
-    const double diff = max_diff(ours, theirs);
-    report(type + " trained by sft (3 steps), exported, scored by transformers", diff);
-    EXPECT_LT(diff, kTolerance) << "sft " << ours["logprobs"].dump() << "\ntransformers "
-                                << theirs["logprobs"].dump();
+    expect_same_logprobs(type + " trained by sft (3 steps), exported, scored by transformers", ours, theirs);
   }
 }
 
