@@ -38,11 +38,11 @@ def strings(value, out):
             strings(v, out)
 
 
-def main():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "data", "tiny", "qwen")
+def corpus_texts(paths):
+    """Every string in the JSON or JSONL files `paths`, in order (also used by
+    tests/clients/hf_tokenize.py)."""
     texts = []
-    for path in sorted(glob.glob(os.path.join(root, "data", "tiny", "*_train.json*"))):
+    for path in paths:
         with open(path, encoding="utf-8") as f:
             if path.endswith(".jsonl"):
                 for line in f:
@@ -50,6 +50,13 @@ def main():
                         strings(json.loads(line), texts)
             else:
                 strings(json.load(f), texts)
+    return texts
+
+
+def qwen_bpe():
+    """An untrained byte-level BPE with Qwen2/Qwen3's pipeline: NFC, Qwen's Split regex, then
+    ByteLevel without a prefix space; ByteLevel decoder and post-processor (also used by
+    tests/clients/hf_tokenize.py)."""
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -58,6 +65,14 @@ def main():
     ])
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tok
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(root, "data", "tiny", "qwen")
+    texts = corpus_texts(sorted(glob.glob(os.path.join(root, "data", "tiny", "*_train.json*"))))
+    tok = qwen_bpe()
     trainer = trainers.BpeTrainer(vocab_size=VOCAB - 2, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=SPECIAL)
     tok.train_from_iterator(texts, trainer=trainer)

@@ -8,12 +8,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <ATen/ATen.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
+#include "sft/model/hf_checkpoint.h"
+#include "sft/model/llama.h"
+#include "sft/model/safetensors.h"
 #include "sft/util/fs.h"
 #include "sft/util/malloc_tuning.h"
 
@@ -102,6 +108,22 @@ RunResult run_sft(const std::vector<std::string>& args, const std::map<std::stri
   return run_program(argv, env, timeout_s, cwd);
 }
 
+std::vector<std::string> train_args(const std::string& out, const std::string& cache,
+                                    const std::vector<std::string>& sets) {
+  std::vector<std::string> a = {"train", "--config", "configs/tiny/dmt.yaml",  "--output-dir",
+                                out,     "--set",    "data.cache_dir=" + cache};
+  for (const auto& s : sets) a.insert(a.end(), {"--set", s});
+  return a;
+}
+
+std::vector<std::string> tiny_train_args(const std::string& out, const std::string& cache,
+                                         const std::vector<std::string>& sets) {
+  std::vector<std::string> all = {"datasets.math.fraction=1/16", "datasets.code.fraction=1/16",
+                                  "datasets.general.fraction=1/8"};
+  all.insert(all.end(), sets.begin(), sets.end());
+  return train_args(out, cache, all);
+}
+
 Process spawn_sft(const std::vector<std::string>& args, const std::map<std::string, std::string>& env) {
   Process p;
   p.io = std::make_shared<TempDir>();
@@ -161,6 +183,44 @@ int free_port() {
   int port = ntohs(a.sin_port);
   ::close(fd);
   return port;
+}
+
+std::map<std::string, std::string> rank_env(int rank, int world, int port) {
+  return {{"RANK", std::to_string(rank)},
+          {"WORLD_SIZE", std::to_string(world)},
+          {"LOCAL_RANK", std::to_string(rank)},
+          {"MASTER_ADDR", "127.0.0.1"},
+          {"MASTER_PORT", std::to_string(port)}};
+}
+
+double max_weight_diff(const std::string& model_a, const std::string& model_b) {
+  auto fa = model::SafetensorsFile::open(model_a + "/model.safetensors");
+  auto fb = model::SafetensorsFile::open(model_b + "/model.safetensors");
+  double worst = 0;
+  for (const auto& t : fa->header().tensors)
+    worst = std::max(worst, (fa->tensor(t.name) - fb->tensor(t.name)).abs().max().item<double>());
+  return worst;
+}
+
+std::unique_ptr<model::Llama> tiny_llama(std::uint64_t seed) {
+  auto cfg = model::LlamaConfig::from_json({{"hidden_size", 64},
+                                            {"intermediate_size", 128},
+                                            {"num_hidden_layers", 2},
+                                            {"num_attention_heads", 4},
+                                            {"num_key_value_heads", 2},
+                                            {"vocab_size", 1024},
+                                            {"max_position_embeddings", 512}},
+                                           "tiny");
+  auto m = std::make_unique<model::Llama>(cfg);
+  m->init_weights(seed);
+  return m;
+}
+
+std::string save_tiny_llama(std::uint64_t seed, const std::string& dir) {
+  model::SaveOptions so;
+  so.tokenizer_model = tiny("tokenizer.model");
+  model::save_hf_model(*tiny_llama(seed), dir, so);
+  return dir;
 }
 
 std::string read(const std::string& path) {

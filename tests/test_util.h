@@ -4,10 +4,15 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+namespace sft::model {
+class Llama;
+}
 
 namespace sft::test {
 
@@ -64,6 +69,15 @@ RunResult run_program(const std::vector<std::string>& argv,
                       const std::map<std::string, std::string>& env = {}, int timeout_s = 600,
                       const std::string& cwd = "");
 
+// `sft train --config configs/tiny/dmt.yaml` into `out`, its data cache in `cache`, then
+// `--set` for each of `sets` ("key=value"), in their order: a later one overrides an earlier one.
+std::vector<std::string> train_args(const std::string& out, const std::string& cache,
+                                    const std::vector<std::string>& sets = {});
+// The same on a sliver of the tiny data (math and code 1/16, general 1/8: a short run);
+// `sets` come after those three, so they may override them.
+std::vector<std::string> tiny_train_args(const std::string& out, const std::string& cache,
+                                         const std::vector<std::string>& sets = {});
+
 // A background `sft` process (stdout/stderr to files), for kill / signal tests.
 struct Process {
   int pid = -1;
@@ -77,6 +91,18 @@ bool process_running(const Process& p);
 
 // A TCP port that was free a moment ago (for rendezvous in multi-rank tests).
 int free_port();
+// The environment of rank `rank` of `world` launched without torchrun (RANK, WORLD_SIZE,
+// LOCAL_RANK, MASTER_ADDR, MASTER_PORT), meeting the others on 127.0.0.1:`port`.
+std::map<std::string, std::string> rank_env(int rank, int world, int port);
+// The largest absolute difference between the weights of two exported models (folders
+// holding one model.safetensors with the same tensors).
+double max_weight_diff(const std::string& model_a, const std::string& model_b);
+
+// A Llama of the tiny test shape (hidden 64, 2 layers, vocabulary 1024: data/tiny's
+// tokenizer) with random weights drawn from `seed`.
+std::unique_ptr<model::Llama> tiny_llama(std::uint64_t seed);
+// tiny_llama(seed) saved as a Hugging Face folder `dir` with data/tiny's tokenizer; returns `dir`.
+std::string save_tiny_llama(std::uint64_t seed, const std::string& dir);
 
 std::string read(const std::string& path);
 void write(const std::string& path, const std::string& text);

@@ -96,11 +96,12 @@ TEST(BadInput, ACrashsCheckpointTemporariesAreRemovedAtStart) {
   fs::make_dirs(stale);
   test::write(stale + "/state.safetensors", "half written");
   fs::make_dirs(d.file("run/checkpoints/step_8.tmp.sharded"));
-  auto r =
-      test::run_sft({"train", "--config", "configs/tiny/dmt.yaml", "--output-dir", d.file("run"), "--resume",
-                     "auto", "--set", "train.max_steps=1", "--set", "datasets.math.fraction=1/16", "--set",
-                     "datasets.code.fraction=1/16", "--set", "datasets.general.fraction=1/16", "--set",
-                     "data.cache_dir=" + d.file("cache"), "--set", "train.export_stage_models=false"});
+  auto args =
+      test::train_args(d.file("run"), d.file("cache"),
+                       {"train.max_steps=1", "datasets.math.fraction=1/16", "datasets.code.fraction=1/16",
+                        "datasets.general.fraction=1/16", "train.export_stage_models=false"});
+  args.insert(args.end(), {"--resume", "auto"});
+  auto r = test::run_sft(args);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_FALSE(fs::exists(stale));
   EXPECT_FALSE(fs::exists(d.file("run/checkpoints/step_8.tmp.sharded")));
@@ -110,27 +111,12 @@ TEST(BadInput, ACrashsCheckpointTemporariesAreRemovedAtStart) {
 // A run whose every step had a non-finite loss learned nothing: it fails, and exports nothing.
 TEST(BadInput, ARunWhoseEveryStepWasSkippedFailsAndExportsNothing) {
   test::TempDir d;
-  auto r = test::run_sft({"train",
-                          "--config",
-                          "configs/tiny/dmt.yaml",
-                          "--output-dir",
-                          d.file("run"),
-                          "--set",
-                          "train.max_steps=3",
-                          "--set",
-                          "train.max_nonfinite_steps=10",
-                          "--set",
-                          "datasets.math.fraction=1/16",
-                          "--set",
-                          "datasets.code.fraction=1/16",
-                          "--set",
-                          "datasets.general.fraction=1/16",
-                          "--set",
-                          "data.cache_dir=" + d.file("cache"),
-                          "--set",
-                          "train.export_stage_models=false",
-                          "--inject-nonfinite",
-                          "1,2,3"});
+  auto args = test::train_args(
+      d.file("run"), d.file("cache"),
+      {"train.max_steps=3", "train.max_nonfinite_steps=10", "datasets.math.fraction=1/16",
+       "datasets.code.fraction=1/16", "datasets.general.fraction=1/16", "train.export_stage_models=false"});
+  args.insert(args.end(), {"--inject-nonfinite", "1,2,3"});
+  auto r = test::run_sft(args);
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_NE(r.err.find("all 3 steps had a non-finite loss"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(d.file("run/final")));

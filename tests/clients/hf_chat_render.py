@@ -152,11 +152,8 @@ def sft_render(args, template, path, extra):
 
 
 def first_difference(a, b):
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
+    """Where a and b (strings or lists) first differ: the length of their common prefix."""
+    return len(os.path.commonprefix([a, b]))
 
 
 class Tally:

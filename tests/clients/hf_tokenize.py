@@ -24,11 +24,10 @@ Subcommands (each exits 1 with a message on stderr when it cannot do its job):
       tokenizers' older Unicode tables do not, as ranges.
 """
 import json
+import os
 import sys
 
-QWEN2_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts")
 
 
 def fail(msg):
@@ -76,41 +75,18 @@ def cmd_encode(args):
             out.write(json.dumps(rec) + "\n")
 
 
-def corpus_strings(value, out):
-    if isinstance(value, str):
-        out.append(value)
-    elif isinstance(value, list):
-        for v in value:
-            corpus_strings(v, out)
-    elif isinstance(value, dict):
-        for v in value.values():
-            corpus_strings(v, out)
-
-
 def cmd_train_qwen(args):
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import AddedToken, pre_tokenizers, trainers
+
+    sys.path.insert(0, SCRIPTS)
+    from make_tiny_qwen_tokenizer import corpus_texts, qwen_bpe  # the shipped Qwen tokenizer's pipeline
 
     if len(args) < 2:
         fail("train-qwen: expected OUT.json CORPUS...")
-    texts = []
-    for path in args[1:]:
-        with open(path, encoding="utf-8") as f:
-            if path.endswith(".jsonl"):
-                for line in f:
-                    if line.strip():
-                        corpus_strings(json.loads(line), texts)
-            else:
-                corpus_strings(json.load(f), texts)
+    texts = corpus_texts(args[1:])
     if not texts:
         fail("train-qwen: the corpus holds no strings")
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok = qwen_bpe()
     trainer = trainers.BpeTrainer(vocab_size=2000, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=["<|endoftext|>"])

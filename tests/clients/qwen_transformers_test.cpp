@@ -32,8 +32,13 @@ struct Arch {
 };
 constexpr Arch kArchs[] = {{"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"}};
 
-void report(const std::string& what, double diff) {
+// sft's log-probabilities of a sequence (`ours`) equal transformers' (`theirs`) within
+// kTolerance; the largest difference is reported as measured.
+void expect_same_logprobs(const std::string& what, const json& ours, const json& theirs) {
+  const double diff = max_diff(ours, theirs);
   std::cout << "[ measured ] " << what << ": max |delta log-prob| = " << diff << "\n";
+  EXPECT_LT(diff, kTolerance) << what << "\nsft " << ours["logprobs"].dump() << "\ntransformers "
+                              << theirs["logprobs"].dump();
 }
 
 // transformers saves a tiny model of `arch` into dir (sharded, 40 KB shards) and scores it.
@@ -94,10 +99,7 @@ TEST(TransformersQwen, ShardedFp32AndBf16TiedAndUntiedSavesScoreTheSameInSft) {
       auto ours = sft_score({"--model", dir, "--ids", sequence()});
       ASSERT_TRUE(ours.is_object());
       EXPECT_GT(spread(theirs), 1.0);
-      const double diff = max_diff(ours, theirs);
-      report(what + " saved by transformers, scored by sft", diff);
-      EXPECT_LT(diff, kTolerance) << "sft " << ours["logprobs"].dump() << "\ntransformers "
-                                  << theirs["logprobs"].dump();
+      expect_same_logprobs(what + " saved by transformers, scored by sft", ours, theirs);
     }
 }
 
@@ -111,41 +113,17 @@ TEST(TransformersQwen, SftExportOfATrainedQwenLoadsInAutoModelWithTheSameLogProb
     const std::string type = arch.model_type;
     SCOPED_TRACE(type);
     test::TempDir d;
-    std::vector<std::string> model_args;
+    std::vector<std::string> sets = {"train.precision=fp32", "train.threads=1", "train.max_steps=3",
+                                     "train.warmup_ratio=0", "train.export_stage_models=false"};
     if (type == "qwen2") {
-      model_args = {"--set", "model.config.model_type=qwen2",
-                    "--set", "model.config.tie_word_embeddings=true",
-                    "--set", "model.config.rope_theta=1000000"};
+      sets.insert(sets.end(), {"model.config.model_type=qwen2", "model.config.tie_word_embeddings=true",
+                               "model.config.rope_theta=1000000"});
     } else {
       auto saved = save(d.file("base"), arch, "float32", {"--vocab-size", "1024"});
       ASSERT_TRUE(saved.is_object());
-      model_args = {"--set", "model.path=" + d.file("base"), "--set", "model.config=null"};
+      sets.insert(sets.end(), {"model.path=" + d.file("base"), "model.config=null"});
     }
-    std::vector<std::string> args = {"train",
-                                     "--config",
-                                     "configs/tiny/dmt.yaml",
-                                     "--output-dir",
-                                     d.file("run"),
-                                     "--set",
-                                     "datasets.math.fraction=1/16",
-                                     "--set",
-                                     "datasets.code.fraction=1/16",
-                                     "--set",
-                                     "datasets.general.fraction=1/8",
-                                     "--set",
-                                     "data.cache_dir=" + d.file("cache"),
-                                     "--set",
-                                     "train.precision=fp32",
-                                     "--set",
-                                     "train.threads=1",
-                                     "--set",
-                                     "train.max_steps=3",
-                                     "--set",
-                                     "train.warmup_ratio=0",
-                                     "--set",
-                                     "train.export_stage_models=false"};
-    args.insert(args.end(), model_args.begin(), model_args.end());
-    auto run = test::run_sft(args, {}, 600);
+    auto run = test::run_sft(test::tiny_train_args(d.file("run"), d.file("cache"), sets), {}, 600);
     ASSERT_EQ(run.exit_code, 0) << run.err;
     const std::string final_dir = d.file("run/final");
     const auto cfg = json::parse(test::read(final_dir + "/config.json"));
@@ -165,10 +143,7 @@ TEST(TransformersQwen, SftExportOfATrainedQwenLoadsInAutoModelWithTheSameLogProb
     EXPECT_EQ(theirs["rope_theta"], 1000000.0);
     EXPECT_EQ(theirs["tie_word_embeddings"], type == "qwen2");
     EXPECT_GT(spread(ours), 0.5);
-    const double diff = max_diff(ours, theirs);
-    report(type + " trained by sft (3 steps), exported, scored by transformers", diff);
-    EXPECT_LT(diff, kTolerance) << "sft " << ours["logprobs"].dump() << "\ntransformers "
-                                << theirs["logprobs"].dump();
+    expect_same_logprobs(type + " trained by sft (3 steps), exported, scored by transformers", ours, theirs);
   }
 }
 

@@ -21,38 +21,14 @@ TEST(TensorBoardClient, ItsEventReaderReadsEveryScalarSftLogged) {
   // Both stages of the tiny DMT run on a sliver of the data, one thread (quick on a busy
   // machine), every step logged, and the math and general skills evaluated at the stage end
   // and at the end (eval/* scalars).
-  auto r = test::run_sft({"train",
-                          "--config",
-                          "configs/tiny/dmt.yaml",
-                          "--output-dir",
-                          d.file("run"),
-                          "--set",
-                          "data.cache_dir=" + d.file("cache"),
-                          "--set",
-                          "datasets.math.fraction=1/256",
-                          "--set",
-                          "datasets.code.fraction=1/256",
-                          "--set",
-                          "datasets.general.fraction=1/128",
-                          "--set",
-                          "strategy.k=1/8",
-                          "--set",
-                          "train.batch_size=2",
-                          "--set",
-                          "train.threads=1",
-                          "--set",
-                          "train.log_every=1",
-                          "--set",
-                          "eval.at_stage_end=true",
-                          "--set",
-                          "eval.at_end=true",
-                          "--set",
-                          "eval.max_new_tokens=8",
-                          "--set",
-                          "eval.batch_size=4",
-                          "--set",
-                          "eval.benchmarks=[{name: math, limit: 2}, {name: general, limit: 2}]"},
-                         {}, 600);
+  auto r = test::run_sft(
+      test::train_args(
+          d.file("run"), d.file("cache"),
+          {"datasets.math.fraction=1/256", "datasets.code.fraction=1/256", "datasets.general.fraction=1/128",
+           "strategy.k=1/8", "train.batch_size=2", "train.threads=1", "train.log_every=1",
+           "eval.at_stage_end=true", "eval.at_end=true", "eval.max_new_tokens=8", "eval.batch_size=4",
+           "eval.benchmarks=[{name: math, limit: 2}, {name: general, limit: 2}]"}),
+      {}, 600);
   ASSERT_EQ(r.exit_code, 0) << r.err;
 
   // What metrics.jsonl holds, counted here independently of the script.

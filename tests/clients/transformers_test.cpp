@@ -39,32 +39,12 @@ const Export& sft_export() {
     x.dir = std::make_unique<test::TempDir>();
     x.final_dir = x.dir->file("run/final");
     // rope_theta other than transformers' default, so the export's config.json must carry it.
-    x.run = test::run_sft({"train",
-                           "--config",
-                           "configs/tiny/dmt.yaml",
-                           "--output-dir",
-                           x.dir->file("run"),
-                           "--set",
-                           "datasets.math.fraction=1/16",
-                           "--set",
-                           "datasets.code.fraction=1/16",
-                           "--set",
-                           "datasets.general.fraction=1/8",
-                           "--set",
-                           "data.cache_dir=" + x.dir->file("cache"),
-                           "--set",
-                           "train.precision=fp32",
-                           "--set",
-                           "train.threads=1",
-                           "--set",
-                           "train.max_steps=2",
-                           "--set",
-                           "train.warmup_ratio=0",
-                           "--set",
-                           "train.export_stage_models=false",
-                           "--set",
-                           "model.config.rope_theta=500000"},
-                          {}, 300);
+    x.run =
+        test::run_sft(test::tiny_train_args(x.dir->file("run"), x.dir->file("cache"),
+                                            {"train.precision=fp32", "train.threads=1", "train.max_steps=2",
+                                             "train.warmup_ratio=0", "train.export_stage_models=false",
+                                             "model.config.rope_theta=500000"}),
+                      {}, 300);
     return x;
   }();
   return e;

@@ -29,42 +29,11 @@ namespace {
 constexpr double kTolerance = 1e-5;
 
 std::vector<std::string> args(const std::string& out, const std::string& cache,
-                              std::vector<std::string> extra) {
-  std::vector<std::string> a = {"train",
-                                "--config",
-                                "configs/tiny/dmt.yaml",
-                                "--output-dir",
-                                out,
-                                "--set",
-                                "datasets.math.fraction=1/16",
-                                "--set",
-                                "datasets.code.fraction=1/16",
-                                "--set",
-                                "datasets.general.fraction=1/8",
-                                "--set",
-                                "train.precision=fp32",
-                                "--set",
-                                "train.threads=1",
-                                "--set",
-                                "train.export_stage_models=false",
-                                "--set",
-                                "data.cache_dir=" + cache,
-                                "--set",
-                                "dist.timeout_s=30"};
-  for (auto& e : extra) {
-    a.push_back("--set");
-    a.push_back(e);
-  }
-  return a;
-}
-
-double max_diff(const std::string& a, const std::string& b) {
-  auto fa = model::SafetensorsFile::open(a + "/model.safetensors");
-  auto fb = model::SafetensorsFile::open(b + "/model.safetensors");
-  double worst = 0;
-  for (const auto& t : fa->header().tensors)
-    worst = std::max(worst, (fa->tensor(t.name) - fb->tensor(t.name)).abs().max().item<double>());
-  return worst;
+                              const std::vector<std::string>& extra) {
+  std::vector<std::string> sets = {"train.precision=fp32", "train.threads=1",
+                                   "train.export_stage_models=false", "dist.timeout_s=30"};
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  return test::tiny_train_args(out, cache, sets);
 }
 
 // Runs `world` ranks with plain environment variables; returns each rank's exit code.
@@ -72,12 +41,7 @@ std::vector<int> launch(int world, const std::vector<std::string>& a,
                         std::vector<test::Process>* procs = nullptr) {
   const int port = test::free_port();
   std::vector<test::Process> ps;
-  for (int r = 0; r < world; ++r)
-    ps.push_back(test::spawn_sft(a, {{"RANK", std::to_string(r)},
-                                     {"WORLD_SIZE", std::to_string(world)},
-                                     {"LOCAL_RANK", std::to_string(r)},
-                                     {"MASTER_ADDR", "127.0.0.1"},
-                                     {"MASTER_PORT", std::to_string(port)}}));
+  for (int r = 0; r < world; ++r) ps.push_back(test::spawn_sft(a, test::rank_env(r, world, port)));
   if (procs) {
     *procs = ps;
     return {};
@@ -111,7 +75,7 @@ TEST_F(TwoRanks, DdpAndEveryZeroStageMatchASingleProcess) {
                    {"train.batch_size=4", "train.grad_accum=1", "train.max_steps=4",
                     std::string("dist.strategy=") + strategy}));
     ASSERT_TRUE(fs::exists(d.file("run/final/model.safetensors"))) << strategy;
-    double diff = max_diff(dir_->file("single/final"), d.file("run/final"));
+    double diff = test::max_weight_diff(dir_->file("single/final"), d.file("run/final"));
     EXPECT_LT(diff, kTolerance) << strategy;
     // The loss curve rank 0 logs is the global one.
     EXPECT_NE(test::read(d.file("run/metrics.jsonl")).find("\"step\":4"), std::string::npos);
@@ -144,7 +108,7 @@ TEST_F(TwoRanks, Zero3OnQwen2AndQwen3MatchesASingleProcess) {
     const std::string name =
         type == "qwen2" ? "model.layers.0.self_attn.q_proj.bias" : "model.layers.0.self_attn.q_norm.weight";
     EXPECT_GT((f->tensor(name) - (type == "qwen2" ? 0.0 : 1.0)).abs().max().item<double>(), 1e-4) << name;
-    const double diff = max_diff(d.file("single/final"), d.file("run/final"));
+    const double diff = test::max_weight_diff(d.file("single/final"), d.file("run/final"));
     std::cout << "[ measured ] " << type
               << ": ZeRO-3 on 2 Gloo ranks vs one process, 4 fp32 steps: max |delta weight| = " << diff
               << "\n";
@@ -166,7 +130,7 @@ TEST_F(TwoRanks, SamplesPerStepOnTwoPackingRanksMatchesOnePaddingProcess) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   launch(2, args(d.file("run"), dir_->file("cache"), two));
   ASSERT_TRUE(fs::exists(d.file("run/final/model.safetensors")));
-  EXPECT_LT(max_diff(d.file("single/final"), d.file("run/final")), kTolerance);
+  EXPECT_LT(test::max_weight_diff(d.file("single/final"), d.file("run/final")), kTolerance);
 }
 
 // Never materialising what a rank does not own: each ZeRO-3 rank of a 3.4M-parameter model
@@ -308,7 +272,7 @@ TEST_F(TwoRanks, TorchrunOfTheSameTorchLaunchesTwoRanks) {
   argv.insert(argv.end(), a.begin(), a.end());
   auto r = test::run_program(argv, {}, 600);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_LT(max_diff(dir_->file("single/final"), d.file("run/final")), kTolerance);
+  EXPECT_LT(test::max_weight_diff(dir_->file("single/final"), d.file("run/final")), kTolerance);
 }
 
 // One process with dist.backend named explicitly runs its collectives through a real
@@ -321,7 +285,7 @@ TEST_F(TwoRanks, AOneRankGroupTrainsLikeNoGroup) {
            {"train.batch_size=4", "train.grad_accum=2", "train.max_steps=4", "dist.backend=gloo"}));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("dist: rank 0/1 (local 0), gloo backend"), std::string::npos) << r.err;
-  EXPECT_EQ(max_diff(dir_->file("single/final"), d.file("run/final")), 0.0);
+  EXPECT_EQ(test::max_weight_diff(dir_->file("single/final"), d.file("run/final")), 0.0);
 }
 
 // Two ranks train; once training is under way rank 1 gets `signal`. Returns rank 0's exit
@@ -407,7 +371,7 @@ TEST_F(TwoRanks, ShardedCheckpointsResumeExactly) {
   resume.push_back("--resume");
   resume.push_back("auto");
   launch(2, resume);
-  EXPECT_EQ(max_diff(full.file("run/final"), cut.file("run/final")), 0.0);
+  EXPECT_EQ(test::max_weight_diff(full.file("run/final"), cut.file("run/final")), 0.0);
   // Each rank wrote its own shard.
   auto ck = cut.file("run/checkpoints/") + fs::list_dir(cut.file("run/checkpoints")).back();
   EXPECT_TRUE(fs::exists(ck + "/rank0.safetensors"));
@@ -429,11 +393,7 @@ std::vector<RankOutcome> launch_each(int world, const std::vector<std::vector<st
   for (std::size_t r = 0; r < sets.size(); ++r) {
     auto extra = sets[r];
     extra.push_back("dist.timeout_s=" + std::to_string(timeout_s));
-    ps.push_back(test::spawn_sft(args(out, cache, extra), {{"RANK", std::to_string(r)},
-                                                           {"WORLD_SIZE", std::to_string(world)},
-                                                           {"LOCAL_RANK", std::to_string(r)},
-                                                           {"MASTER_ADDR", "127.0.0.1"},
-                                                           {"MASTER_PORT", std::to_string(port)}}));
+    ps.push_back(test::spawn_sft(args(out, cache, extra), test::rank_env(static_cast<int>(r), world, port)));
   }
   std::vector<RankOutcome> outcomes;
   for (auto& p : ps) {

@@ -4,13 +4,10 @@
 // run's memory against the planner.
 #include <gtest/gtest.h>
 
-#include <ATen/ATen.h>
-
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "sft/model/safetensors.h"
 #include "sft/util/fs.h"
 #include "test_util.h"
 
@@ -18,43 +15,20 @@ namespace sft {
 namespace {
 
 std::vector<std::string> args(const std::string& out, const std::string& cache,
-                              std::vector<std::string> extra) {
-  std::vector<std::string> a = {"train",
-                                "--config",
-                                "configs/tiny/dmt.yaml",
-                                "--output-dir",
-                                out,
-                                "--set",
-                                "datasets.math.fraction=1/16",
-                                "--set",
-                                "datasets.code.fraction=1/16",
-                                "--set",
-                                "datasets.general.fraction=1/8",
-                                "--set",
-                                "train.threads=1",
-                                "--set",
-                                "train.export_stage_models=false",
-                                "--set",
-                                "data.cache_dir=" + cache,
-                                "--set",
-                                "dist.timeout_s=60"};
-  for (auto& e : extra) {
-    a.push_back("--set");
-    a.push_back(e);
-  }
-  return a;
+                              const std::vector<std::string>& extra) {
+  std::vector<std::string> sets = {"train.threads=1", "train.export_stage_models=false", "dist.timeout_s=60"};
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  return test::tiny_train_args(out, cache, sets);
 }
 
 void launch(int world, const std::vector<std::string>& a) {
   const int port = test::free_port();
   std::vector<test::Process> ps;
-  for (int r = 0; r < world; ++r)
-    ps.push_back(test::spawn_sft(a, {{"RANK", std::to_string(r)},
-                                     {"WORLD_SIZE", std::to_string(world)},
-                                     {"LOCAL_RANK", std::to_string(r)},
-                                     {"MASTER_ADDR", "127.0.0.1"},
-                                     {"MASTER_PORT", std::to_string(port)},
-                                     {"OMP_NUM_THREADS", "1"}}));
+  for (int r = 0; r < world; ++r) {
+    auto env = test::rank_env(r, world, port);
+    env["OMP_NUM_THREADS"] = "1";
+    ps.push_back(test::spawn_sft(a, env));
+  }
   for (std::size_t r = 0; r < ps.size(); ++r) {
     const int code = test::wait_process(ps[r], 900);
     if (code != 0) ADD_FAILURE() << "rank " << r << " exited " << code << ":\n" << test::read(ps[r].err_path);
@@ -67,15 +41,6 @@ std::vector<nlohmann::json> records(const std::string& run, const std::string& e
   for (std::string line; std::getline(in, line);)
     if (auto j = nlohmann::json::parse(line); j["event"] == event) out.push_back(j);
   return out;
-}
-
-double max_diff(const std::string& a, const std::string& b) {
-  auto fa = model::SafetensorsFile::open(a + "/model.safetensors");
-  auto fb = model::SafetensorsFile::open(b + "/model.safetensors");
-  double worst = 0;
-  for (const auto& t : fa->header().tensors)
-    worst = std::max(worst, (fa->tensor(t.name) - fb->tensor(t.name)).abs().max().item<double>());
-  return worst;
 }
 
 class Overlap : public ::testing::Test {
@@ -136,7 +101,7 @@ TEST_F(Overlap, EveryStrategyOnTwoAndFourRanksMatchesOneProcess) {
       const std::string run = d.file(std::string("run_") + strategy + std::to_string(world));
       launch(world, args(run, cache(), extra));
       ASSERT_TRUE(fs::exists(run + "/final/model.safetensors")) << strategy << " on " << world;
-      EXPECT_LT(max_diff(d.file("single/final"), run + "/final"), 1e-5)
+      EXPECT_LT(test::max_weight_diff(d.file("single/final"), run + "/final"), 1e-5)
           << strategy << " on " << world << " ranks";
     }
 }

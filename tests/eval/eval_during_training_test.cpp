@@ -17,27 +17,11 @@ TEST(EvalDuringTraining, ATinyTrainedModelGetsTheThreeSyntheticScores) {
   if (!sandbox_available(&why)) GTEST_SKIP() << "sandbox unavailable here: " << why;
   test::TempDir d;
   auto r = test::run_sft(
-      {"train",
-       "--config",
-       "configs/tiny/dmt.yaml",
-       "--output-dir",
-       d.file("run"),
-       "--set",
-       "data.cache_dir=" + d.file("cache"),
-       "--set",
-       "datasets.math.fraction=1/64",
-       "--set",
-       "datasets.code.fraction=1/64",
-       "--set",
-       "datasets.general.fraction=1/32",
-       "--set",
-       "eval.at_end=true",
-       "--set",
-       "eval.max_new_tokens=48",
-       "--set",
-       "eval.batch_size=32",
-       "--set",
-       "eval.benchmarks=[{name: math, limit: 12}, {name: code, limit: 12}, {name: general, limit: 12}]"},
+      test::train_args(
+          d.file("run"), d.file("cache"),
+          {"datasets.math.fraction=1/64", "datasets.code.fraction=1/64", "datasets.general.fraction=1/32",
+           "eval.at_end=true", "eval.max_new_tokens=48", "eval.batch_size=32",
+           "eval.benchmarks=[{name: math, limit: 12}, {name: code, limit: 12}, {name: general, limit: 12}]"}),
       {}, 900);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto s = nlohmann::json::parse(test::read(d.file("run/eval/summary.json")));

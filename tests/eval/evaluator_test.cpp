@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sft/data/tokenizer.h"
-#include "sft/model/hf_checkpoint.h"
+#include "sft/model/llama.h"
 #include "sft/util/error.h"
 #include "sft/util/fs.h"
 #include "test_util.h"
@@ -16,32 +16,14 @@
 namespace sft::eval {
 namespace {
 
-std::unique_ptr<model::Llama> tiny_model() {
-  auto cfg = model::LlamaConfig::from_json({{"hidden_size", 64},
-                                            {"intermediate_size", 128},
-                                            {"num_hidden_layers", 2},
-                                            {"num_attention_heads", 4},
-                                            {"num_key_value_heads", 2},
-                                            {"vocab_size", 1024},
-                                            {"max_position_embeddings", 512}},
-                                           "tiny");
-  auto m = std::make_unique<model::Llama>(cfg);
-  m->init_weights(11);
-  return m;
-}
-
-std::string save_tiny_model(const test::TempDir& d) {
-  model::SaveOptions so;
-  so.tokenizer_model = test::tiny("tokenizer.model");
-  model::save_hf_model(*tiny_model(), d.file("model"), so);
-  return d.file("model");
-}
+// The random tiny model every test here evaluates.
+constexpr std::uint64_t kSeed = 11;
 
 TEST(EvalSyntheticSkills, OneCommandWritesResultsWithTheThreeScores) {
   std::string why;  // the code skill runs generated programs, only ever in the sandbox
   if (!sandbox_available(&why)) GTEST_SKIP() << "sandbox unavailable here: " << why;
   test::TempDir d;
-  const std::string model = save_tiny_model(d);
+  const std::string model = test::save_tiny_llama(kSeed, d.file("model"));
   auto r = test::run_sft(
       {"eval", "--model", model, "--benchmark", "math,code,general", "--limit", "6", "--max-new-tokens", "12",
        "--batch-size", "16", "--out", d.file("results.json"), "--threads", "2"},
@@ -73,7 +55,7 @@ TEST(EvalSyntheticSkills, OneCommandWritesResultsWithTheThreeScores) {
 }
 
 TEST(EvalApi, RunBenchmarkReturnsSummaryAndSamplesForTheTrainer) {
-  auto m = tiny_model();
+  auto m = test::tiny_llama(kSeed);
   auto tok = data::Tokenizer::load(test::tiny("tokenizer.model"));
   EvalRequest req;
   req.benchmark = "general";
@@ -111,7 +93,7 @@ TEST(EvalApi, RunBenchmarkReturnsSummaryAndSamplesForTheTrainer) {
 // Little memory shrinks the batches instead of failing: a budget that holds one row at a time
 // gives the answers batches of one give.
 TEST(EvalApi, BatchesShrinkToTheMemoryBudgetAndGiveTheSameAnswers) {
-  auto m = tiny_model();
+  auto m = test::tiny_llama(kSeed);
   auto tok = data::Tokenizer::load(test::tiny("tokenizer.model"));
   EvalRequest req;
   req.benchmark = "math";

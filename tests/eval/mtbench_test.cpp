@@ -8,29 +8,11 @@
 #include <set>
 #include <sstream>
 
-#include "sft/model/hf_checkpoint.h"
 #include "sft/util/fs.h"
 #include "test_util.h"
 
 namespace sft::eval {
 namespace {
-
-std::string tiny_random_model(const test::TempDir& d) {
-  auto cfg = model::LlamaConfig::from_json({{"hidden_size", 64},
-                                            {"intermediate_size", 128},
-                                            {"num_hidden_layers", 2},
-                                            {"num_attention_heads", 4},
-                                            {"num_key_value_heads", 2},
-                                            {"vocab_size", 1024},
-                                            {"max_position_embeddings", 512}},
-                                           "tiny");
-  model::Llama m(cfg);
-  m.init_weights(3);
-  model::SaveOptions so;
-  so.tokenizer_model = test::tiny("tokenizer.model");
-  model::save_hf_model(m, d.file("model"), so);
-  return d.file("model");
-}
 
 // FastChat's own loaders (fastchat/llm_judge/common.py: load_questions, load_model_answers,
 // check_data) on sft's answer folder, then the judge's access pattern (gen_judgment.py).
@@ -79,7 +61,7 @@ TEST(MtBenchAnswers, ATinyModelsAnswerFileValidatesForAll80Questions) {
   SFT_REQUIRE_PYTHON();
   SFT_REQUIRE_SHARED_DATA();
   test::TempDir d;
-  const std::string model = tiny_random_model(d);
+  const std::string model = test::save_tiny_llama(3, d.file("model"));
   const std::string questions_path = test::shared_data() + "/sharegpt/fastchat/mt_bench/question.jsonl";
   auto r = test::run_sft(
       {"eval", "--model", model, "--benchmark", "mtbench", "--data", questions_path, "--max-new-tokens", "8",

@@ -21,27 +21,8 @@ namespace sft {
 namespace {
 
 std::vector<std::string> tiny_args(const std::string& out, const std::string& cache) {
-  return {"train",
-          "--config",
-          "configs/tiny/dmt.yaml",
-          "--output-dir",
-          out,
-          "--set",
-          "datasets.math.fraction=1/16",
-          "--set",
-          "datasets.code.fraction=1/16",
-          "--set",
-          "datasets.general.fraction=1/8",
-          "--set",
-          "train.save_every=2",
-          "--set",
-          "train.log_every=1",
-          "--set",
-          "train.threads=1",
-          "--set",
-          "train.keep_checkpoints=3",
-          "--set",
-          "data.cache_dir=" + cache};
+  return test::tiny_train_args(
+      out, cache, {"train.save_every=2", "train.log_every=1", "train.threads=1", "train.keep_checkpoints=3"});
 }
 
 std::int64_t last_logged_step(const std::string& metrics) {

@@ -22,26 +22,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 std::vector<std::string> tiny_args(const std::string& out, const std::string& cache,
-                                   std::vector<std::string> extra = {}) {
-  std::vector<std::string> a = {"train",
-                                "--config",
-                                "configs/tiny/dmt.yaml",
-                                "--output-dir",
-                                out,
-                                "--set",
-                                "datasets.math.fraction=1/16",
-                                "--set",
-                                "datasets.code.fraction=1/16",
-                                "--set",
-                                "datasets.general.fraction=1/8",
-                                "--set",
-                                "train.log_every=1",
-                                "--set",
-                                "train.threads=1",
-                                "--set",
-                                "data.cache_dir=" + cache};
-  for (auto& e : extra) a.insert(a.end(), {"--set", e});
-  return a;
+                                   const std::vector<std::string>& extra = {}) {
+  std::vector<std::string> sets = {"train.log_every=1", "train.threads=1"};
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  return test::tiny_train_args(out, cache, sets);
 }
 
 bool wait_for(const std::function<bool()>& cond, int timeout_s) {

@@ -8,22 +8,12 @@
 namespace sft {
 namespace {
 
+// One step of the tiny run on all of its data.
 std::vector<std::string> tiny(const std::string& out, const std::string& cache,
-                              std::vector<std::string> extra) {
-  std::vector<std::string> a = {"train",
-                                "--config",
-                                "configs/tiny/dmt.yaml",
-                                "--output-dir",
-                                out,
-                                "--set",
-                                "data.cache_dir=" + cache,
-                                "--set",
-                                "train.max_steps=1"};
-  for (auto& e : extra) {
-    a.push_back("--set");
-    a.push_back(e);
-  }
-  return a;
+                              const std::vector<std::string>& extra) {
+  std::vector<std::string> sets = {"train.max_steps=1"};
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  return test::train_args(out, cache, sets);
 }
 
 // A node where the sandbox cannot run (here: said so through the test hook) stops a run that
