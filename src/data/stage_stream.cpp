@@ -14,7 +14,7 @@ namespace {
 struct Item {
   SampleRef ref;
   std::int64_t length;
-  std::int64_t targets;
+  std::int64_t trained_tokens;
 };
 
 // Best-fit-decreasing into bins of `capacity`, using an ordered map of remaining room so
@@ -28,7 +28,7 @@ std::vector<Row> pack_window(std::vector<Item>& items, std::int64_t capacity) {
     // Best fit: the fullest bin that still has room (tightest fit keeps big gaps for big items).
     auto pos = room.lower_bound(it.length);
     if (pos == room.end()) {
-      bins.push_back({{it.ref}, it.length, it.targets});
+      bins.push_back({{it.ref}, it.length, it.trained_tokens});
       if (capacity - it.length > 0) room.emplace(capacity - it.length, bins.size() - 1);
     } else {
       std::size_t b = pos->second;
@@ -36,7 +36,7 @@ std::vector<Row> pack_window(std::vector<Item>& items, std::int64_t capacity) {
       room.erase(pos);
       bins[b].samples.push_back(it.ref);
       bins[b].tokens += it.length;
-      bins[b].targets += it.targets;
+      bins[b].trained_tokens += it.trained_tokens;
       if (left > 0) room.emplace(left, b);
     }
   }
@@ -52,7 +52,7 @@ std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const co
   if (data.batching == config::Batching::kPack) {
     rows = pack_window(items, data.max_seq_len);
   } else {
-    for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.targets});
+    for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.trained_tokens});
   }
   std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.tokens > b.tokens; });
   std::vector<std::vector<Row>> mine(static_cast<std::size_t>(world));
@@ -77,7 +77,7 @@ std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const co
       mb.width =
           data.batching == config::Batching::kPadMax ? data.max_seq_len : std::max(mb.width, row.tokens);
       mb.tokens += row.tokens;
-      mb.targets += row.targets;
+      mb.trained_tokens += row.trained_tokens;
       mb.rows.push_back(std::move(row));
     }
     if (!mb.rows.empty()) out[r].push_back(std::move(mb));
@@ -104,7 +104,7 @@ std::vector<Item> collect_items(const StageSelection& stage, const DataPlan& pla
       for (std::int64_t rec : records) {
         if (ds.status(rec) != SampleStatus::kOk) continue;
         base.push_back(
-            {{static_cast<std::int32_t>(src.dataset_index()), rec}, ds.length(rec), ds.targets(rec)});
+            {{static_cast<std::int32_t>(src.dataset_index()), rec}, ds.length(rec), ds.trained_tokens(rec)});
       }
   }
   return base;
@@ -171,7 +171,7 @@ std::vector<Row> padded_rows(std::vector<Item>& items, const config::DataSpec& d
     }
   }
   std::vector<Row> rows;
-  for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.targets});
+  for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.trained_tokens});
   return rows;
 }
 
@@ -186,7 +186,7 @@ std::vector<MicroBatch> cut_rows(const std::vector<Row>& rows, const Shape& s, i
       mb.rows.push_back(rows[k]);
       mb.tokens += rows[k].tokens;
       mb.width = std::max(mb.width, rows[k].tokens);
-      mb.targets += rows[k].targets;
+      mb.trained_tokens += rows[k].trained_tokens;
     }
     if (s.data.batching == config::Batching::kPadMax) mb.width = s.data.max_seq_len;
     epoch_micro.push_back(std::move(mb));
@@ -280,18 +280,18 @@ void StageStream::cut_row_steps() {
 void StageStream::count_steps() {
   for (const auto& mb : micro_) {
     tokens_ += mb.tokens;
-    targets_ += mb.targets;
+    trained_tokens_ += mb.trained_tokens;
     padded_ += mb.width * static_cast<std::int64_t>(mb.rows.size());
   }
   steps_ = static_cast<std::int64_t>(step_begin_.size());
-  step_targets_.assign(static_cast<std::size_t>(steps_), 0);
+  step_trained_tokens_.assign(static_cast<std::size_t>(steps_), 0);
   step_tokens_.assign(static_cast<std::size_t>(steps_), 0);
   step_samples_.assign(static_cast<std::size_t>(steps_), 0);
   for (std::size_t st = 0; st < step_begin_.size(); ++st) {
     const auto end = std::min<std::int64_t>(static_cast<std::int64_t>(micro_.size()),
                                             step_begin_[st] + step_accum_[st] * world_);
     for (auto g = static_cast<std::size_t>(step_begin_[st]); g < static_cast<std::size_t>(end); ++g) {
-      step_targets_[st] += micro_[g].targets;
+      step_trained_tokens_[st] += micro_[g].trained_tokens;
       step_tokens_[st] += micro_[g].tokens;
       for (const auto& row : micro_[g].rows)
         step_samples_[st] += static_cast<std::int64_t>(row.samples.size());
@@ -316,8 +316,8 @@ std::int64_t StageStream::step_samples(std::int64_t step) const {
   return step_samples_.at(static_cast<std::size_t>(step));
 }
 
-std::int64_t StageStream::step_targets(std::int64_t step) const {
-  return step_targets_.at(static_cast<std::size_t>(step));
+std::int64_t StageStream::step_trained_tokens(std::int64_t step) const {
+  return step_trained_tokens_.at(static_cast<std::size_t>(step));
 }
 std::int64_t StageStream::step_tokens(std::int64_t step) const {
   return step_tokens_.at(static_cast<std::size_t>(step));

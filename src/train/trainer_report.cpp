@@ -80,8 +80,8 @@ void Trainer::log_plan() const {
         "stage {}/{} {}: {} | {} samples x {} epochs, {} tokens ({} trained), {} steps, lr {:g} {}, "
         "{} efficiency {:.1f}%",
         s + 1, data_.streams.size(), spec.name, sources, st.samples_per_epoch(), st.epochs(), st.tokens(),
-        st.targets(), st.steps(), spec.lr, config::name(spec.schedule), config::name(cfg_.data.batching),
-        100.0 * st.packing_efficiency());
+        st.trained_tokens(), st.steps(), spec.lr, config::name(spec.schedule),
+        config::name(cfg_.data.batching), 100.0 * st.packing_efficiency());
   }
 }
 

@@ -49,14 +49,14 @@ struct SampleRef {
 struct Row {
   std::vector<SampleRef> samples;
   std::int64_t tokens = 0;
-  std::int64_t targets = 0;
+  std::int64_t trained_tokens = 0;  // TokenizedDataset::trained_tokens() summed: the loss's terms
 };
 
 struct MicroBatch {
   std::vector<Row> rows;
-  std::int64_t width = 0;    // padded sequence length T
-  std::int64_t tokens = 0;   // non-pad tokens
-  std::int64_t targets = 0;  // trained tokens
+  std::int64_t width = 0;   // padded sequence length T
+  std::int64_t tokens = 0;  // non-pad tokens
+  std::int64_t trained_tokens = 0;
   int epoch = 0;
 };
 
@@ -91,13 +91,13 @@ class StageStream {
   int world_size() const { return world_; }
   // nullptr when the stage's last step has fewer micro-batches than W*A.
   const MicroBatch* micro_batch(std::int64_t step, int rank, std::int64_t micro) const;
-  std::int64_t step_targets(std::int64_t step) const;  // over all ranks and micro-batches
+  std::int64_t step_trained_tokens(std::int64_t step) const;  // over all ranks and micro-batches
   std::int64_t step_tokens(std::int64_t step) const;
   int epoch_at(std::int64_t step) const;
   std::int64_t samples_per_epoch() const { return samples_per_epoch_; }
-  std::int64_t tokens() const { return tokens_; }         // non-pad tokens, all epochs
-  std::int64_t padded_tokens() const { return padded_; }  // rows x width, all epochs
-  std::int64_t targets() const { return targets_; }
+  std::int64_t tokens() const { return tokens_; }                  // non-pad tokens, all epochs
+  std::int64_t padded_tokens() const { return padded_; }           // rows x width, all epochs
+  std::int64_t trained_tokens() const { return trained_tokens_; }  // all epochs
   double packing_efficiency() const { return padded_ ? double(tokens_) / double(padded_) : 1.0; }
   // A hash of every micro-batch's contents: a checkpoint refuses to resume on a different stream.
   const std::string& fingerprint() const { return fingerprint_; }
@@ -109,9 +109,10 @@ class StageStream {
   void count_steps();    // the stage's and each step's totals
   std::vector<MicroBatch> micro_;
   std::vector<std::int64_t> step_begin_, step_accum_;  // per step: its first micro-batch, A_s
-  std::vector<std::int64_t> step_targets_, step_tokens_, step_samples_;
+  std::vector<std::int64_t> step_trained_tokens_, step_tokens_, step_samples_;
   std::int64_t micro_batches_ = 0;
-  std::int64_t steps_ = 0, per_step_ = 1, samples_per_epoch_ = 0, tokens_ = 0, padded_ = 0, targets_ = 0;
+  std::int64_t steps_ = 0, per_step_ = 1, samples_per_epoch_ = 0, tokens_ = 0, padded_ = 0,
+               trained_tokens_ = 0;
   int world_ = 1, epochs_ = 0;
   std::int64_t accum_ = 1;
   std::string fingerprint_;
