@@ -52,9 +52,9 @@ nlohmann::ordered_json data_stats(const config::RunConfig& cfg, const DataPlan& 
       kept *= src.repeat();  // samples per epoch, upsampling included
       tok *= src.repeat();
       tgt *= src.repeat();
-      sources.push_back({{"dataset", src.dataset()},
+      sources.push_back({{"dataset", src.dataset_name()},
                          {"replay", src.replay()},
-                         {"fraction", src.fraction()},
+                         {"fraction", src.file_share()},
                          {"records", src.records},
                          {"repeat", src.repeat()},
                          {"samples", kept},

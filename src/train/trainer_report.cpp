@@ -74,7 +74,7 @@ void Trainer::log_plan() const {
     const auto& spec = cfg_.stages[s];
     std::string sources;
     for (const auto& src : data_.plan.stages[s].sources)
-      sources += (sources.empty() ? "" : ", ") + src.dataset() + (src.replay() ? " (replay) " : " ") +
+      sources += (sources.empty() ? "" : ", ") + src.dataset_name() + (src.replay() ? " (replay) " : " ") +
                  std::to_string(src.records) + (src.repeat() > 1 ? " x" + std::to_string(src.repeat()) : "");
     sft::log::info(
         "stage {}/{} {}: {} | {} samples x {} epochs, {} tokens ({} trained), {} steps, lr {:g} {}, "

@@ -30,7 +30,7 @@ config::RunConfig tiny_config(const std::string& cache, std::vector<std::string>
 
 std::set<std::int64_t> selected(const DataPlan& plan, std::size_t stage, const std::string& ds, bool replay) {
   for (const auto& s : plan.stages[stage].sources)
-    if (s.dataset() == ds && s.replay() == replay) {
+    if (s.dataset_name() == ds && s.replay() == replay) {
       auto v = plan.records_of(s);
       return {v.begin(), v.end()};
     }
