@@ -269,8 +269,9 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
   meter_->begin();
   opt_->zero_grad();
   dp_->begin_step();
-  const std::int64_t accum = stream.accumulation(step);  // grad_accum, or as many as the step's samples need
-  for (std::int64_t m = 0; m < accum; ++m) {
+  // rows_accumulation (train.grad_accum, or from train.rows_per_step), or as many as the step's samples need
+  const std::int64_t accumulation = stream.accumulation(step);
+  for (std::int64_t m = 0; m < accumulation; ++m) {
     const data::MicroBatch* mb = stream.micro_batch(step, rank_, m);
     // A rank past the end of a short last step runs an empty micro-batch, so that every
     // rank issues the same collectives.
@@ -288,7 +289,7 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
         upload(b.trained_positions);  // the loss's rows, known here: no host read in the step
     at::Tensor segment_ids = b.segment_ids.defined() ? upload(b.segment_ids) : at::Tensor();
     if (segment_ids.defined()) model_->plan_packed(b.segment_ids, segment_ids);
-    dp_->begin_micro(m + 1 == accum);
+    dp_->begin_micro(m + 1 == accumulation);
     at::Tensor loss;
     {
       model::AutocastGuard autocast(device_, c10::kBFloat16, bf16);

@@ -76,15 +76,19 @@ class StageStream {
  public:
   using Datasets = std::vector<std::shared_ptr<const TokenizedDataset>>;
 
+  // batch_size: rows per micro-batch (train.batch_size); rows_accumulation: micro-batches
+  // each rank runs per optimizer step when the batch is counted in rows (data::rows_accumulation());
+  // samples_per_step > 0 counts it in samples instead (train.samples_per_step), in
+  // micro-batches of at most micro_batch_token_budget() padded tokens.
   StageStream(const StageSelection& stage, int stage_index, const DataPlan& plan, const Datasets& datasets,
-              const config::DataSpec& data, std::int64_t batch_size, std::int64_t grad_accum, int world_size,
-              std::uint64_t seed, int epochs, std::int64_t samples_per_step = 0,
+              const config::DataSpec& data, std::int64_t batch_size, std::int64_t rows_accumulation,
+              int world_size, std::uint64_t seed, int epochs, std::int64_t samples_per_step = 0,
               std::int64_t tokens_per_micro_batch = 0, std::int64_t min_steps = 0);
 
   std::int64_t steps() const { return steps_; }
   // Passes over the stage's samples: `epochs`, or more where min_steps needed them.
   int epochs() const { return epochs_; }
-  // Micro-batches each rank runs in `step` (grad_accum, or A_s with samples_per_step).
+  // Micro-batches each rank runs in `step` (rows_accumulation, or A_s with samples_per_step).
   std::int64_t accumulation(std::int64_t step) const;
   std::int64_t step_samples(std::int64_t step) const;            // over all ranks and micro-batches
   std::int64_t micro_batches() const { return micro_batches_; }  // non-empty ones
@@ -105,16 +109,16 @@ class StageStream {
   std::vector<SampleRef> all_samples() const;
 
  private:
-  void cut_row_steps();  // row batching: W x grad_accum micro-batches a step
+  void cut_row_steps();  // row batching: W x rows_accumulation micro-batches a step
   void count_steps();    // the stage's and each step's totals
   std::vector<MicroBatch> micro_;
-  std::vector<std::int64_t> step_begin_, step_accum_;  // per step: its first micro-batch, A_s
+  std::vector<std::int64_t> step_begin_, step_accumulation_;  // per step: its first micro-batch, A_s
   std::vector<std::int64_t> step_trained_tokens_, step_tokens_, step_samples_;
   std::int64_t micro_batches_ = 0;
-  std::int64_t steps_ = 0, per_step_ = 1, samples_per_epoch_ = 0, tokens_ = 0, padded_ = 0,
+  std::int64_t steps_ = 0, micro_batches_per_step_ = 1, samples_per_epoch_ = 0, tokens_ = 0, padded_ = 0,
                trained_tokens_ = 0;
   int world_ = 1, epochs_ = 0;
-  std::int64_t accum_ = 1;
+  std::int64_t rows_accumulation_ = 1;
   std::string fingerprint_;
 };
 
