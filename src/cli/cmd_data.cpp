@@ -54,7 +54,7 @@ void print_tokens(const data::Tokenizer& tok, const data::Encoded& e, std::size_
   std::printf("  %6s %7s  %s\n", "pos", "id", "piece (T = trained target)");
   for (std::size_t i = 0; i < e.ids.size() && i < limit; ++i) {
     std::string piece = tok.piece(e.ids[i]);
-    bool t = e.mask[i] != 0;
+    bool t = e.trained[i] != 0;
     if (tty && t)
       std::printf("  %6zu %7d  \033[32m%-24s T\033[0m\n", i, e.ids[i], piece.c_str());
     else
@@ -159,7 +159,7 @@ int run_render() {
       if (tok) {
         data::Encoded e = data::ChatTemplate::encode(segs, *tok);
         j["ids"] = e.ids;
-        j["mask"] = e.mask;
+        j["mask"] = e.trained;  // the JSON's name for the trained flags
       }
       std::cout << j.dump() << "\n";
     } else if (A.index >= 0 || !A.id.empty()) {
@@ -278,7 +278,7 @@ void show_sample(const config::RunConfig& cfg, const data::RunData& rd, std::siz
   std::vector<data::Segment> segs = rendered_segments(cfg, rd, spec, o);
   data::Encoded e;
   e.ids.assign(ds.ids(it.rec), ds.ids(it.rec) + ds.length(it.rec));
-  e.mask.assign(ds.mask(it.rec), ds.mask(it.rec) + ds.length(it.rec));
+  e.trained.assign(ds.trained(it.rec), ds.trained(it.rec) + ds.length(it.rec));
   const char* status = status_text(ds.status(it.rec));
   if (A.json) {
     ordered_json j = {{"stage", cfg.stages[stage].name},
@@ -288,14 +288,14 @@ void show_sample(const config::RunConfig& cfg, const data::RunData& rd, std::siz
                       {"origin", origin_json(o)},
                       {"text", data::ChatTemplate::join(segs, /*with_bos=*/rd.tokenizer->bos_id() >= 0)},
                       {"ids", e.ids},
-                      {"mask", e.mask},
+                      {"mask", e.trained},
                       {"status", status},
                       {"truncated", ds.truncated(it.rec)}};
     std::cout << j.dump() << "\n";
     return;
   }
   std::int64_t trained = 0;
-  for (auto m : e.mask) trained += m;
+  for (auto m : e.trained) trained += m;
   std::printf(
       "stage %zu (%s), sample %zu of %zu: %s record %lld%s\n  origin %s (id %s)\n  %zu tokens, %lld "
       "trained, %s%s\n",

@@ -241,7 +241,7 @@ Field<RunConfig> stages_row() {
             for (const auto& s : c.stages) {
               nlohmann::json src = nlohmann::json::array();
               for (const auto& x : s.sources)
-                src.push_back({{"dataset", x.dataset}, {"fraction", x.fraction}, {"replay", x.replay}});
+                src.push_back({{"dataset", x.dataset}, {"fraction", x.share}, {"replay", x.replay}});
               nlohmann::json j = {{"name", s.name}, {"sources", src}};
               write_fields(stage_hparam_fields(), static_cast<const StageHparams&>(s), j);
               st.push_back(j);

@@ -197,14 +197,14 @@ void read_explicit_stages(Reader& r, RunConfig& c) {
           r.error(sp, "unknown dataset \"" + it.key() + "\" (not under datasets:)");
           continue;
         }
-        double f;
+        double share;  // StageSource::share, written `fraction` in YAML
         if (it.value().is_object()) {
           r.check_keys(sp, {"fraction"});
-          f = r.num(sp + ".fraction", 1.0, 0.0, 1.0, kOpenLow | kFraction);
+          share = r.num(sp + ".fraction", 1.0, 0.0, 1.0, kOpenLow | kFraction);
         } else {
-          f = r.num(sp, 1.0, 0.0, 1.0, kOpenLow | kFraction);
+          share = r.num(sp, 1.0, 0.0, 1.0, kOpenLow | kFraction);
         }
-        s.sources.push_back({it.key(), f, false});
+        s.sources.push_back({it.key(), share, false});
       }
     }
     if (r.has(p + ".replay_fraction")) {

@@ -5,7 +5,7 @@
 namespace sft::data {
 
 Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, std::int32_t pad_id,
-                 bool dense_mask) {
+                 bool with_attention_mask) {
   const std::int64_t B = static_cast<std::int64_t>(mb.rows.size());
   const std::int64_t T = mb.width;
   Batch b;
@@ -18,7 +18,7 @@ Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, st
   bool packed = false;
   for (const auto& row : mb.rows) packed |= row.samples.size() > 1;
   std::vector<std::int32_t> segment(static_cast<std::size_t>(B * T), -1);
-  std::vector<std::int64_t> trained;
+  std::vector<std::int64_t> positions;  // trained_positions
 
   for (std::int64_t r = 0; r < B; ++r) {
     std::int64_t off = 0;
@@ -28,15 +28,15 @@ Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, st
       const auto& ds = *datasets[static_cast<std::size_t>(ref.dataset)];
       const std::int64_t L = std::min(ds.length(ref.record), T - off);
       const std::int32_t* sid = ds.ids(ref.record);
-      const std::uint8_t* sm = ds.mask(ref.record);
+      const std::uint8_t* trained = ds.trained(ref.record);
       for (std::int64_t t = 0; t < L; ++t) {
         std::int64_t i = r * T + off + t;
         ids[i] = sid[t];
         pos[i] = t;
         segment[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(k);
-        if (t + 1 < L && sm[t + 1]) {
+        if (t + 1 < L && trained[t + 1]) {
           lab[i] = sid[t + 1];
-          trained.push_back(i);
+          positions.push_back(i);
         }
       }
       off += L;
@@ -44,12 +44,12 @@ Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, st
     }
   }
   // Positions are visited in order, so the index is sorted as nonzero() would give it.
-  b.targets = static_cast<std::int64_t>(trained.size());
-  b.trained_positions = at::from_blob(trained.data(), {b.targets}, at::kLong).clone();
+  b.trained_tokens = static_cast<std::int64_t>(positions.size());
+  b.trained_positions = at::from_blob(positions.data(), {b.trained_tokens}, at::kLong).clone();
   if (packed) b.segment_ids = at::from_blob(segment.data(), {B, T}, at::kInt).clone();
-  if (packed && dense_mask) {
-    b.dense_mask = at::zeros({B, 1, T, T}, at::kBool);
-    auto* m = b.dense_mask.data_ptr<bool>();
+  if (packed && with_attention_mask) {
+    b.attention_mask = at::zeros({B, 1, T, T}, at::kBool);
+    auto* m = b.attention_mask.data_ptr<bool>();
     for (std::int64_t r = 0; r < B; ++r) {
       const std::int32_t* seg = segment.data() + r * T;
       bool* mr = m + r * T * T;
@@ -66,7 +66,7 @@ Batch make_batch(const MicroBatch& mb, const StageStream::Datasets& datasets, st
   return b;
 }
 
-Batch make_single_batch(const std::vector<std::int32_t>& ids, const std::vector<std::uint8_t>& mask) {
+Batch make_single_batch(const std::vector<std::int32_t>& ids, const std::vector<std::uint8_t>& trained) {
   const std::int64_t T = static_cast<std::int64_t>(ids.size());
   Batch b;
   b.input_ids = at::empty({1, T}, at::kLong);
@@ -74,16 +74,16 @@ Batch make_single_batch(const std::vector<std::int32_t>& ids, const std::vector<
   b.position_ids = at::arange(T, at::kLong).unsqueeze(0);
   auto* p = b.input_ids.data_ptr<std::int64_t>();
   auto* l = b.labels.data_ptr<std::int64_t>();
-  std::vector<std::int64_t> trained;
+  std::vector<std::int64_t> positions;  // trained_positions
   for (std::int64_t t = 0; t < T; ++t) {
     p[t] = ids[static_cast<std::size_t>(t)];
-    if (t + 1 < T && mask[static_cast<std::size_t>(t + 1)]) {
+    if (t + 1 < T && trained[static_cast<std::size_t>(t + 1)]) {
       l[t] = ids[static_cast<std::size_t>(t + 1)];
-      trained.push_back(t);
+      positions.push_back(t);
     }
   }
-  b.targets = static_cast<std::int64_t>(trained.size());
-  b.trained_positions = at::from_blob(trained.data(), {b.targets}, at::kLong).clone();
+  b.trained_tokens = static_cast<std::int64_t>(positions.size());
+  b.trained_positions = at::from_blob(positions.data(), {b.trained_tokens}, at::kLong).clone();
   b.tokens = T;
   return b;
 }

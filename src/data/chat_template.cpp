@@ -34,7 +34,7 @@ class SegmentList {
 
  private:
   // Adjacent text of the same kind merges, so the segmentation depends only on where the
-  // mask changes, never on how a template happens to build its strings.
+  // trained flag changes, never on how a template happens to build its strings.
   void text(const std::string& t, bool train) {
     if (t.empty()) return;
     if (!segs_.empty() && segs_.back().kind == SegmentKind::kText && segs_.back().trained == train)
@@ -472,7 +472,7 @@ namespace {
 
 void append(Encoded& e, const std::vector<std::int32_t>& ids, bool trained) {
   e.ids.insert(e.ids.end(), ids.begin(), ids.end());
-  e.mask.insert(e.mask.end(), ids.size(), trained ? 1 : 0);
+  e.trained.insert(e.trained.end(), ids.size(), trained ? 1 : 0);
 }
 
 // Consecutive text segments of a tokenizer.json tokenizer, encoded as one text: a token is
@@ -484,7 +484,7 @@ void encode_run(const std::vector<const Segment*>& run, const Tokenizer& tok, En
   std::vector<std::size_t> ends;
   for (const Segment* seg : run) ends.push_back((text += seg->text).size());
   const std::vector<std::int32_t> ids = tok.encode(text);
-  std::vector<std::uint8_t> mask;
+  std::vector<std::uint8_t> flags;  // Encoded::trained of `ids`
   std::size_t pos = 0, k = 0;
   for (std::int32_t id : ids) {
     const auto bytes = tok.token_bytes(id);
@@ -493,12 +493,12 @@ void encode_run(const std::vector<const Segment*>& run, const Tokenizer& tok, En
     while (k < run.size() && ends[k] <= pos) ++k;  // the first segment ending after pos
     bool trained = false;
     for (std::size_t j = k; j < run.size() && (j == k || ends[j - 1] < end); ++j) trained |= run[j]->trained;
-    mask.push_back(trained ? 1 : 0);
+    flags.push_back(trained ? 1 : 0);
     pos = end;
   }
-  if (mask.size() == ids.size() && pos == text.size()) {
+  if (flags.size() == ids.size() && pos == text.size()) {
     e.ids.insert(e.ids.end(), ids.begin(), ids.end());
-    e.mask.insert(e.mask.end(), mask.begin(), mask.end());
+    e.trained.insert(e.trained.end(), flags.begin(), flags.end());
     return;
   }
   for (const Segment* seg : run) append(e, tok.encode(seg->text), seg->trained);

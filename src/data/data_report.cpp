@@ -26,14 +26,14 @@ nlohmann::ordered_json data_stats(const config::RunConfig& cfg, const DataPlan& 
                                 {"too_long", s.too_long},
                                 {"trailing_user_turns", s.trailing_user_turns},
                                 {"tokens", s.tokens},
-                                {"target_tokens", s.target_tokens},
+                                {"target_tokens", s.trained_tokens},
                                 {"first_bad", bad}};
   }
   out["datasets"] = ds;
   ordered_json stages = ordered_json::array();
   for (std::size_t st = 0; st < plan.stages.size(); ++st) {
     ordered_json sources = ordered_json::array();
-    std::int64_t samples = 0, tokens = 0, targets = 0;
+    std::int64_t samples = 0, tokens = 0, trained_tokens = 0;  // JSON: target_tokens
     for (const auto& src : plan.stages[st].sources) {
       const auto& d = *datasets[src.dataset_index()];
       std::int64_t kept = 0, zero = 0, trunc = 0, too_long = 0, tok = 0, tgt = 0;
@@ -42,7 +42,7 @@ nlohmann::ordered_json data_stats(const config::RunConfig& cfg, const DataPlan& 
           case SampleStatus::kOk:
             ++kept;
             tok += d.length(r);
-            tgt += d.targets(r);
+            tgt += d.trained_tokens(r);
             break;
           case SampleStatus::kZeroTarget: ++zero; break;
           case SampleStatus::kTooLong: ++too_long; break;
@@ -52,9 +52,9 @@ nlohmann::ordered_json data_stats(const config::RunConfig& cfg, const DataPlan& 
       kept *= src.repeat();  // samples per epoch, upsampling included
       tok *= src.repeat();
       tgt *= src.repeat();
-      sources.push_back({{"dataset", src.dataset()},
+      sources.push_back({{"dataset", src.dataset_name()},
                          {"replay", src.replay()},
-                         {"fraction", src.fraction()},
+                         {"fraction", src.file_share()},
                          {"records", src.records},
                          {"repeat", src.repeat()},
                          {"samples", kept},
@@ -65,14 +65,14 @@ nlohmann::ordered_json data_stats(const config::RunConfig& cfg, const DataPlan& 
                          {"target_tokens", tgt}});
       samples += kept;
       tokens += tok;
-      targets += tgt;
+      trained_tokens += tgt;
     }
     const auto& stream = *streams[st];
     stages.push_back({{"name", cfg.stages[st].name},
                       {"epochs", stream.epochs()},
                       {"samples", samples},
                       {"tokens", tokens},
-                      {"target_tokens", targets},
+                      {"target_tokens", trained_tokens},
                       {"steps", stream.steps()},
                       {"micro_batches", stream.micro_batches()},
                       {"batching", config::name(cfg.data.batching)},

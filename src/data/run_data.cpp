@@ -92,8 +92,8 @@ RunData build_run_data(const config::RunConfig& cfg, int world_size) {
     const auto& sel = rd.plan.stages[s];
     rd.streams.push_back(std::make_unique<StageStream>(
         sel, static_cast<int>(s), rd.plan, rd.datasets, cfg.data, cfg.train.batch_size,
-        rows_accumulation(cfg, world_size), world_size, cfg.data_seed(), sel.spec->epochs,
-        cfg.train.samples_per_step, cfg.train.tokens_per_micro_batch, sel.spec->min_steps));
+        rows_accumulation(cfg, world_size), world_size, cfg.data_seed(), sel.stage->epochs,
+        cfg.train.samples_per_step, cfg.train.tokens_per_micro_batch, sel.stage->min_steps));
   }
   rollback.keep();
   return rd;
@@ -164,13 +164,13 @@ nlohmann::json expand_json(const config::RunConfig& cfg, const DataPlan& plan) {
     auto& st = j["stages"][s];
     json sources = json::array();
     for (const auto& src : plan.stages[s].sources)
-      sources.push_back({{"dataset", src.dataset()},
-                         {"fraction", src.fraction()},
+      sources.push_back({{"dataset", src.dataset_name()},
+                         {"fraction", src.file_share()},
                          {"samples", src.samples()},
                          {"records", src.records},
                          {"repeat", src.repeat()},
                          {"replay", src.replay()},
-                         {"source_fraction", src.source->fraction}});
+                         {"source_fraction", src.source->share}});
     st["sources"] = sources;
     st["samples"] = plan.stages[s].samples;
   }
@@ -188,9 +188,9 @@ nlohmann::json data_manifest(const config::RunConfig& cfg, const RunData& rd) {
       for (std::int64_t r : rd.plan.records_of(src)) {
         (ds.status(r) == SampleStatus::kOk ? ids : excluded).push_back(ds.origin(r).id);
       }
-      sources.push_back({{"dataset", src.dataset()},
+      sources.push_back({{"dataset", src.dataset_name()},
                          {"replay", src.replay()},
-                         {"fraction", src.fraction()},
+                         {"fraction", src.file_share()},
                          {"records", ids},
                          {"excluded", excluded}});
     }

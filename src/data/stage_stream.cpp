@@ -14,7 +14,7 @@ namespace {
 struct Item {
   SampleRef ref;
   std::int64_t length;
-  std::int64_t targets;
+  std::int64_t trained_tokens;
 };
 
 // Best-fit-decreasing into bins of `capacity`, using an ordered map of remaining room so
@@ -28,7 +28,7 @@ std::vector<Row> pack_window(std::vector<Item>& items, std::int64_t capacity) {
     // Best fit: the fullest bin that still has room (tightest fit keeps big gaps for big items).
     auto pos = room.lower_bound(it.length);
     if (pos == room.end()) {
-      bins.push_back({{it.ref}, it.length, it.targets});
+      bins.push_back({{it.ref}, it.length, it.trained_tokens});
       if (capacity - it.length > 0) room.emplace(capacity - it.length, bins.size() - 1);
     } else {
       std::size_t b = pos->second;
@@ -36,7 +36,7 @@ std::vector<Row> pack_window(std::vector<Item>& items, std::int64_t capacity) {
       room.erase(pos);
       bins[b].samples.push_back(it.ref);
       bins[b].tokens += it.length;
-      bins[b].targets += it.targets;
+      bins[b].trained_tokens += it.trained_tokens;
       if (left > 0) room.emplace(left, b);
     }
   }
@@ -45,14 +45,14 @@ std::vector<Row> pack_window(std::vector<Item>& items, std::int64_t capacity) {
 
 // One step of samples (samples_per_step): rows dealt to ranks longest first to the one
 // with the fewest tokens, then each rank's rows cut, longest first, into micro-batches of
-// at most `budget` padded tokens. Returns each rank's micro-batches.
+// at most `token_budget` padded tokens. Returns each rank's micro-batches.
 std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const config::DataSpec& data,
-                                               int world, std::int64_t budget, int epoch) {
+                                               int world, std::int64_t token_budget, int epoch) {
   std::vector<Row> rows;
   if (data.batching == config::Batching::kPack) {
     rows = pack_window(items, data.max_seq_len);
   } else {
-    for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.targets});
+    for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.trained_tokens});
   }
   std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.tokens > b.tokens; });
   std::vector<std::vector<Row>> mine(static_cast<std::size_t>(world));
@@ -69,7 +69,7 @@ std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const co
     for (auto& row : mine[r]) {  // longest first: a row is never wider than the micro-batch's first
       const std::int64_t width =
           data.batching == config::Batching::kPadMax ? data.max_seq_len : std::max(mb.width, row.tokens);
-      if (!mb.rows.empty() && width * static_cast<std::int64_t>(mb.rows.size() + 1) > budget) {
+      if (!mb.rows.empty() && width * static_cast<std::int64_t>(mb.rows.size() + 1) > token_budget) {
         out[r].push_back(std::move(mb));
         mb = MicroBatch();
         mb.epoch = epoch;
@@ -77,7 +77,7 @@ std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const co
       mb.width =
           data.batching == config::Batching::kPadMax ? data.max_seq_len : std::max(mb.width, row.tokens);
       mb.tokens += row.tokens;
-      mb.targets += row.targets;
+      mb.trained_tokens += row.trained_tokens;
       mb.rows.push_back(std::move(row));
     }
     if (!mb.rows.empty()) out[r].push_back(std::move(mb));
@@ -88,9 +88,9 @@ std::vector<std::vector<MicroBatch>> deal_step(std::vector<Item> items, const co
 // What shapes a stage's micro-batches, besides its samples.
 struct Shape {
   const config::DataSpec& data;
-  std::int64_t batch_size, grad_accum;
+  std::int64_t batch_size, rows_accumulation;
   int world;
-  std::int64_t budget, samples_per_step;
+  std::int64_t token_budget, samples_per_step;
 };
 
 // The stage's trainable samples, in source order: each source's good records, `repeat` times.
@@ -104,7 +104,7 @@ std::vector<Item> collect_items(const StageSelection& stage, const DataPlan& pla
       for (std::int64_t rec : records) {
         if (ds.status(rec) != SampleStatus::kOk) continue;
         base.push_back(
-            {{static_cast<std::int32_t>(src.dataset_index()), rec}, ds.length(rec), ds.targets(rec)});
+            {{static_cast<std::int32_t>(src.dataset_index()), rec}, ds.length(rec), ds.trained_tokens(rec)});
       }
   }
   return base;
@@ -121,19 +121,19 @@ Rng epoch_rng(std::uint64_t seed, int stage_index, int epoch) {
 // micro-batch (counting from `first_micro`, the stage's micro-batches so far) and A_s.
 std::vector<MicroBatch> step_micro_batches(const std::vector<Item>& items, const Shape& s, int epoch,
                                            std::size_t first_micro, std::vector<std::int64_t>& step_begin,
-                                           std::vector<std::int64_t>& step_accum) {
+                                           std::vector<std::int64_t>& step_accumulation) {
   std::vector<MicroBatch> epoch_micro;
-  const auto per_step = static_cast<std::size_t>(s.samples_per_step);
-  for (std::size_t first = 0; first < items.size(); first += per_step) {
-    const std::size_t last = std::min(items.size(), first + per_step);
+  const auto samples_per_step = static_cast<std::size_t>(s.samples_per_step);
+  for (std::size_t first = 0; first < items.size(); first += samples_per_step) {
+    const std::size_t last = std::min(items.size(), first + samples_per_step);
     auto per_rank = deal_step(std::vector<Item>(items.begin() + static_cast<std::ptrdiff_t>(first),
                                                 items.begin() + static_cast<std::ptrdiff_t>(last)),
-                              s.data, s.world, s.budget, epoch);
-    std::size_t accum = 1;
-    for (const auto& m : per_rank) accum = std::max(accum, m.size());
+                              s.data, s.world, s.token_budget, epoch);
+    std::size_t accumulation = 1;
+    for (const auto& m : per_rank) accumulation = std::max(accumulation, m.size());
     step_begin.push_back(static_cast<std::int64_t>(first_micro + epoch_micro.size()));
-    step_accum.push_back(static_cast<std::int64_t>(accum));
-    for (std::size_t m = 0; m < accum; ++m)
+    step_accumulation.push_back(static_cast<std::int64_t>(accumulation));
+    for (std::size_t m = 0; m < accumulation; ++m)
       for (auto& mine : per_rank) {
         MicroBatch mb;  // empty: this rank has no m-th micro-batch in this step
         mb.epoch = epoch;
@@ -171,7 +171,7 @@ std::vector<Row> padded_rows(std::vector<Item>& items, const config::DataSpec& d
     }
   }
   std::vector<Row> rows;
-  for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.targets});
+  for (const auto& it : items) rows.push_back({{it.ref}, it.length, it.trained_tokens});
   return rows;
 }
 
@@ -186,7 +186,7 @@ std::vector<MicroBatch> cut_rows(const std::vector<Row>& rows, const Shape& s, i
       mb.rows.push_back(rows[k]);
       mb.tokens += rows[k].tokens;
       mb.width = std::max(mb.width, rows[k].tokens);
-      mb.targets += rows[k].targets;
+      mb.trained_tokens += rows[k].trained_tokens;
     }
     if (s.data.batching == config::Batching::kPadMax) mb.width = s.data.max_seq_len;
     epoch_micro.push_back(std::move(mb));
@@ -217,8 +217,8 @@ std::string stream_fingerprint(const std::vector<MicroBatch>& micro, const Shape
       std::int64_t sep = -1;
       fp.update(&sep, sizeof sep);
     }
-  std::int64_t cfg[6] = {s.batch_size,       s.grad_accum,       s.world,
-                         s.data.max_seq_len, s.samples_per_step, s.budget};
+  std::int64_t cfg[6] = {s.batch_size,       s.rows_accumulation, s.world,
+                         s.data.max_seq_len, s.samples_per_step,  s.token_budget};
   // Row-batched streams hash what they always hashed (their checkpoints stay resumable).
   fp.update(cfg, s.samples_per_step > 0 ? sizeof cfg : 4 * sizeof(std::int64_t));
   return fp.hex_digest();
@@ -237,19 +237,21 @@ std::int64_t step_count(std::int64_t units, std::int64_t per_step) {
 
 StageStream::StageStream(const StageSelection& stage, int stage_index, const DataPlan& plan,
                          const Datasets& datasets, const config::DataSpec& data, std::int64_t batch_size,
-                         std::int64_t grad_accum, int world_size, std::uint64_t seed, int epochs,
+                         std::int64_t rows_accumulation, int world_size, std::uint64_t seed, int epochs,
                          std::int64_t samples_per_step, std::int64_t tokens_per_micro_batch,
                          std::int64_t min_steps)
-    : world_(world_size), accum_(grad_accum) {
-  per_step_ = static_cast<std::int64_t>(world_size) * grad_accum;
-  const std::int64_t budget = micro_batch_token_budget(tokens_per_micro_batch, batch_size, data.max_seq_len);
-  const Shape shape{data, batch_size, grad_accum, world_size, budget, samples_per_step};
+    : world_(world_size), rows_accumulation_(rows_accumulation) {
+  micro_batches_per_step_ = static_cast<std::int64_t>(world_size) * rows_accumulation;
+  const std::int64_t token_budget =
+      micro_batch_token_budget(tokens_per_micro_batch, batch_size, data.max_seq_len);
+  const Shape shape{data, batch_size, rows_accumulation, world_size, token_budget, samples_per_step};
   const std::vector<Item> base = collect_items(stage, plan, datasets);
   samples_per_epoch_ = static_cast<std::int64_t>(base.size());
 
   const auto steps_so_far = [&] {
-    return samples_per_step > 0 ? static_cast<std::int64_t>(step_begin_.size())
-                                : step_count(static_cast<std::int64_t>(micro_.size()), per_step_);
+    return samples_per_step > 0
+               ? static_cast<std::int64_t>(step_begin_.size())
+               : step_count(static_cast<std::int64_t>(micro_.size()), micro_batches_per_step_);
   };
   for (int epoch = 0; epoch < epochs || (!base.empty() && steps_so_far() < min_steps); ++epoch) {
     epochs_ = epoch + 1;
@@ -258,7 +260,7 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
     if (data.shuffle) rng.shuffle(items);
     std::vector<MicroBatch> epoch_micro =
         samples_per_step > 0
-            ? step_micro_batches(items, shape, epoch, micro_.size(), step_begin_, step_accum_)
+            ? step_micro_batches(items, shape, epoch, micro_.size(), step_begin_, step_accumulation_)
             : row_micro_batches(items, shape, epoch, rng);
     for (auto& mb : epoch_micro) micro_.push_back(std::move(mb));
   }
@@ -267,12 +269,12 @@ StageStream::StageStream(const StageSelection& stage, int stage_index, const Dat
   fingerprint_ = stream_fingerprint(micro_, shape);
 }
 
-// Row batching: W x grad_accum micro-batches a step, the last step possibly short.
+// Row batching: W x rows_accumulation micro-batches a step, the last step possibly short.
 void StageStream::cut_row_steps() {
-  steps_ = step_count(static_cast<std::int64_t>(micro_.size()), per_step_);
+  steps_ = step_count(static_cast<std::int64_t>(micro_.size()), micro_batches_per_step_);
   for (std::int64_t st = 0; st < steps_; ++st) {
-    step_begin_.push_back(st * per_step_);
-    step_accum_.push_back(accum_);
+    step_begin_.push_back(st * micro_batches_per_step_);
+    step_accumulation_.push_back(rows_accumulation_);
   }
 }
 
@@ -280,18 +282,18 @@ void StageStream::cut_row_steps() {
 void StageStream::count_steps() {
   for (const auto& mb : micro_) {
     tokens_ += mb.tokens;
-    targets_ += mb.targets;
+    trained_tokens_ += mb.trained_tokens;
     padded_ += mb.width * static_cast<std::int64_t>(mb.rows.size());
   }
   steps_ = static_cast<std::int64_t>(step_begin_.size());
-  step_targets_.assign(static_cast<std::size_t>(steps_), 0);
+  step_trained_tokens_.assign(static_cast<std::size_t>(steps_), 0);
   step_tokens_.assign(static_cast<std::size_t>(steps_), 0);
   step_samples_.assign(static_cast<std::size_t>(steps_), 0);
   for (std::size_t st = 0; st < step_begin_.size(); ++st) {
     const auto end = std::min<std::int64_t>(static_cast<std::int64_t>(micro_.size()),
-                                            step_begin_[st] + step_accum_[st] * world_);
+                                            step_begin_[st] + step_accumulation_[st] * world_);
     for (auto g = static_cast<std::size_t>(step_begin_[st]); g < static_cast<std::size_t>(end); ++g) {
-      step_targets_[st] += micro_[g].targets;
+      step_trained_tokens_[st] += micro_[g].trained_tokens;
       step_tokens_[st] += micro_[g].tokens;
       for (const auto& row : micro_[g].rows)
         step_samples_[st] += static_cast<std::int64_t>(row.samples.size());
@@ -301,7 +303,7 @@ void StageStream::count_steps() {
 }
 
 const MicroBatch* StageStream::micro_batch(std::int64_t step, int rank, std::int64_t micro) const {
-  if (step < 0 || step >= steps_ || micro < 0 || micro >= step_accum_[static_cast<std::size_t>(step)])
+  if (step < 0 || step >= steps_ || micro < 0 || micro >= step_accumulation_[static_cast<std::size_t>(step)])
     return nullptr;
   const std::int64_t g = step_begin_[static_cast<std::size_t>(step)] + micro * world_ + rank;
   if (g >= static_cast<std::int64_t>(micro_.size()) || micro_[static_cast<std::size_t>(g)].rows.empty())
@@ -310,14 +312,14 @@ const MicroBatch* StageStream::micro_batch(std::int64_t step, int rank, std::int
 }
 
 std::int64_t StageStream::accumulation(std::int64_t step) const {
-  return step_accum_.at(static_cast<std::size_t>(step));
+  return step_accumulation_.at(static_cast<std::size_t>(step));
 }
 std::int64_t StageStream::step_samples(std::int64_t step) const {
   return step_samples_.at(static_cast<std::size_t>(step));
 }
 
-std::int64_t StageStream::step_targets(std::int64_t step) const {
-  return step_targets_.at(static_cast<std::size_t>(step));
+std::int64_t StageStream::step_trained_tokens(std::int64_t step) const {
+  return step_trained_tokens_.at(static_cast<std::size_t>(step));
 }
 std::int64_t StageStream::step_tokens(std::int64_t step) const {
   return step_tokens_.at(static_cast<std::size_t>(step));

@@ -62,20 +62,20 @@ DataPlan plan_data(const config::RunConfig& cfg, const std::vector<std::int64_t>
   for (std::size_t s = 0; s < cfg.stages.size(); ++s) {
     const auto& st = cfg.stages[s];
     StageSelection sel;
-    sel.spec = &st;
+    sel.stage = &st;
     for (const auto& src : st.sources) {
       const std::size_t di = src.dataset_index;
-      SourceSelection x{&src, &cfg.datasets[di], fraction_count(src.fraction, plan.dataset_selected[di])};
+      SourceSelection x{&src, &cfg.datasets[di], fraction_count(src.share, plan.dataset_selected[di])};
       if (x.records < 1 && plan.dataset_selected[di] > 0 && src.replay) {
         // A replay share too small for the data (k = 1/256 of a 1/64 subset) replays
         // nothing; say so rather than fail, so sweeps over fractions x k run through.
         sft::log::warn(
             "stage {} ({}): replay fraction {:g} of the {} selected {} records selects none; "
             "the stage replays no {} data",
-            s + 1, st.name, src.fraction, plan.dataset_selected[di], src.dataset, src.dataset);
+            s + 1, st.name, src.share, plan.dataset_selected[di], src.dataset, src.dataset);
       } else if (x.records < 1 && plan.dataset_selected[di] > 0)
         fail("stages[" + std::to_string(s) + "] (" + st.name +
-             "): " + (src.replay ? "replay fraction " : "fraction ") + std::to_string(src.fraction) +
+             "): " + (src.replay ? "replay fraction " : "fraction ") + std::to_string(src.share) +
              " of the " + std::to_string(plan.dataset_selected[di]) + " selected " + src.dataset +
              " records selects none; use a larger fraction or more data");
       sel.samples += x.samples();

@@ -46,19 +46,19 @@ Built build_sample(const Record& r, const ChatTemplate& tmpl, const Tokenizer& t
       b.status = SampleStatus::kTooLong;
     } else {
       b.enc.ids.resize(static_cast<std::size_t>(data.max_seq_len));
-      b.enc.mask.resize(static_cast<std::size_t>(data.max_seq_len));
+      b.enc.trained.resize(static_cast<std::size_t>(data.max_seq_len));
       b.truncated = true;
     }
   }
   if (b.status == SampleStatus::kOk) {
     bool any = false;
-    for (std::size_t t = 1; t < b.enc.mask.size(); ++t) any |= b.enc.mask[t] != 0;
+    for (std::size_t t = 1; t < b.enc.trained.size(); ++t) any |= b.enc.trained[t] != 0;
     if (!any) b.status = SampleStatus::kZeroTarget;
   }
   return b;
 }
 
-std::string cache_key(const config::DatasetSpec& spec, const config::DataSpec& data, const Tokenizer& tok,
+std::string cache_key(const config::DatasetSpec& dataset, const config::DataSpec& data, const Tokenizer& tok,
                       const ChatTemplate& tmpl, const std::string& data_sha) {
   nlohmann::json k = {{"version", kCacheVersion},
                       {"data_sha256", data_sha},
@@ -66,11 +66,11 @@ std::string cache_key(const config::DatasetSpec& spec, const config::DataSpec& d
                       {"template", tmpl.name()},
                       {"system", tmpl.default_system()},
                       {"has_system", tmpl.has_default_system()},
-                      {"format", config::name(spec.format)},
-                      {"strip_calculator", spec.strip_calculator},
-                      {"filter_field", spec.filter_field},
-                      {"filter_equals", spec.filter_equals},
-                      {"text_field", spec.text_field},
+                      {"format", config::name(dataset.format)},
+                      {"strip_calculator", dataset.strip_calculator},
+                      {"filter_field", dataset.filter_field},
+                      {"filter_equals", dataset.filter_equals},
+                      {"text_field", dataset.text_field},
                       {"max_seq_len", data.max_seq_len},
                       {"truncation", config::name(data.truncation)},
                       {"on_bad_record", config::name(data.on_bad_record)},
@@ -95,7 +95,7 @@ nlohmann::json stats_json(const DatasetStats& s, const std::string& file) {
           {"zero_target", s.zero_target},
           {"too_long", s.too_long},
           {"tokens", s.tokens},
-          {"target_tokens", s.target_tokens},
+          {"target_tokens", s.trained_tokens},
           {"first_bad", bad}};
 }
 
@@ -110,7 +110,7 @@ DatasetStats stats_from(const nlohmann::json& j, const std::string& file) {
   s.zero_target = j.at("zero_target");
   s.too_long = j.at("too_long");
   s.tokens = j.at("tokens");
-  s.target_tokens = j.at("target_tokens");
+  s.trained_tokens = j.at("target_tokens");
   for (const auto& b : j.at("first_bad")) {
     const std::string where = b.at("where");
     s.first_bad.push_back({where.rfind(':', 0) == 0 ? file + where : where, b.at("reason")});
@@ -133,9 +133,9 @@ std::vector<std::string> split_ids(const std::string& text) {
   return out;
 }
 
-// A cache folder as read back: ids and mask mapped, the per-sample columns copied.
+// A cache folder as read back: ids and trained flags (mask.bin) mapped, the per-sample columns copied.
 struct Cached {
-  std::shared_ptr<fs::MappedFile> ids_map, mask_map;
+  std::shared_ptr<fs::MappedFile> ids_map, trained_map;
   std::vector<std::int64_t> offsets;
   std::vector<std::uint8_t> status, truncated;
   std::vector<std::int64_t> lines, indices;
@@ -153,7 +153,7 @@ Cached read_cache(const std::string& dir, const std::string& key, const std::str
   }
   Cached c;
   c.ids_map = fs::MappedFile::open(fs::join(dir, "ids.bin"));
-  c.mask_map = fs::MappedFile::open(fs::join(dir, "mask.bin"));
+  c.trained_map = fs::MappedFile::open(fs::join(dir, "mask.bin"));
   c.offsets = vector_from<std::int64_t>(*fs::MappedFile::open(fs::join(dir, "offsets.bin")));
   c.status = vector_from<std::uint8_t>(*fs::MappedFile::open(fs::join(dir, "status.bin")));
   c.truncated = vector_from<std::uint8_t>(*fs::MappedFile::open(fs::join(dir, "truncated.bin")));
@@ -165,7 +165,7 @@ Cached read_cache(const std::string& dir, const std::string& key, const std::str
   if (c.offsets.size() != n + 1 || c.truncated.size() != n || c.lines.size() != n || c.indices.size() != n ||
       c.record_ids.size() != n ||
       c.ids_map->size() != static_cast<std::size_t>(total) * sizeof(std::int32_t) ||
-      c.mask_map->size() != static_cast<std::size_t>(total))
+      c.trained_map->size() != static_cast<std::size_t>(total))
     throw Error("inconsistent sizes");
   c.stats = stats_from(meta.at("stats"), file);
   return c;
@@ -198,7 +198,7 @@ std::vector<Built> build_samples(const ReadResult& rr, const ChatTemplate& tmpl,
 // The samples laid end to end, as the cache stores them.
 struct Columns {
   std::vector<std::int32_t> ids;
-  std::vector<std::uint8_t> mask, status, truncated;
+  std::vector<std::uint8_t> trained, status, truncated;  // trained: Encoded::trained, as mask.bin
   std::vector<std::int64_t> offsets, lines, indices;
   std::string record_ids;
 };
@@ -221,10 +221,10 @@ Columns lay_out(const ReadResult& rr, std::vector<Built>& built, DatasetStats& s
     Built& b = built[i];
     if (b.status == SampleStatus::kTooLong) {
       b.enc.ids.clear();
-      b.enc.mask.clear();
+      b.enc.trained.clear();
     }
     c.ids.insert(c.ids.end(), b.enc.ids.begin(), b.enc.ids.end());
-    c.mask.insert(c.mask.end(), b.enc.mask.begin(), b.enc.mask.end());
+    c.trained.insert(c.trained.end(), b.enc.trained.begin(), b.enc.trained.end());
     c.offsets[i + 1] = static_cast<std::int64_t>(c.ids.size());
     c.status[i] = static_cast<std::uint8_t>(b.status);
     c.truncated[i] = b.truncated ? 1 : 0;
@@ -240,7 +240,7 @@ Columns lay_out(const ReadResult& rr, std::vector<Built>& built, DatasetStats& s
     else {
       ++s.kept;
       s.tokens += static_cast<std::int64_t>(b.enc.ids.size());
-      for (std::size_t k = 1; k < b.enc.mask.size(); ++k) s.target_tokens += b.enc.mask[k];
+      for (std::size_t k = 1; k < b.enc.trained.size(); ++k) s.trained_tokens += b.enc.trained[k];
     }
   }
   return c;
@@ -253,7 +253,7 @@ void write_cache(const std::string& dir, const std::string& cache_dir, nlohmann:
   fs::remove_all(tmp);
   fs::make_dirs(tmp);
   std::vector<std::pair<const char*, std::string>> files = {{"ids.bin", bytes_of(c.ids)},
-                                                            {"mask.bin", bytes_of(c.mask)},
+                                                            {"mask.bin", bytes_of(c.trained)},
                                                             {"offsets.bin", bytes_of(c.offsets)},
                                                             {"status.bin", bytes_of(c.status)},
                                                             {"truncated.bin", bytes_of(c.truncated)},
@@ -272,9 +272,9 @@ void write_cache(const std::string& dir, const std::string& cache_dir, nlohmann:
 
 }  // namespace
 
-std::int64_t TokenizedDataset::targets(std::int64_t i) const {
+std::int64_t TokenizedDataset::trained_tokens(std::int64_t i) const {
   std::int64_t n = 0;
-  const std::uint8_t* m = mask(i);
+  const std::uint8_t* m = trained(i);
   for (std::int64_t t = 1; t < length(i); ++t) n += m[t];
   return n;
 }
@@ -284,39 +284,39 @@ Origin TokenizedDataset::origin(std::int64_t i) const {
           record_ids_[static_cast<std::size_t>(i)]};
 }
 
-ChatTemplate template_for(const config::RunConfig& cfg, const config::DatasetSpec& spec,
+ChatTemplate template_for(const config::RunConfig& cfg, const config::DatasetSpec& dataset,
                           const Tokenizer& tok) {
-  std::optional<std::string> system = spec.system_message ? spec.system_message : cfg.system_message;
+  std::optional<std::string> system = dataset.system_message ? dataset.system_message : cfg.system_message;
   ChatTemplate t = ChatTemplate::create(cfg.chat_template, system, &tok);
   t.check_tokenizer(tok);
   return t;
 }
 
-std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpec& spec,
+std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpec& dataset,
                                                         const config::DataSpec& data, const Tokenizer& tok,
                                                         const ChatTemplate& tmpl, bool* rebuilt) {
-  if (!fs::exists(spec.path))
-    throw DataError(spec.path + ": dataset file not found (datasets." + spec.name + ".path)");
-  fs::require_regular_file(spec.path,
-                           "datasets." + spec.name + ".path");  // a FIFO or /dev/zero would hash forever
-  const std::string data_sha = sha256_file(spec.path);
-  const std::string key = cache_key(spec, data, tok, tmpl, data_sha);
-  const std::string dir = fs::join(data.cache_dir, spec.name + "-" + key.substr(0, 16));
+  if (!fs::exists(dataset.path))
+    throw DataError(dataset.path + ": dataset file not found (datasets." + dataset.name + ".path)");
+  fs::require_regular_file(dataset.path,
+                           "datasets." + dataset.name + ".path");  // a FIFO or /dev/zero would hash forever
+  const std::string data_sha = sha256_file(dataset.path);
+  const std::string key = cache_key(dataset, data, tok, tmpl, data_sha);
+  const std::string dir = fs::join(data.cache_dir, dataset.name + "-" + key.substr(0, 16));
 
   auto t = std::make_shared<TokenizedDataset>();
-  t->name_ = spec.name;
+  t->name_ = dataset.name;
   t->key_ = key;
   t->dir_ = dir;
-  t->file_ = spec.path;
+  t->file_ = dataset.path;
 
   // ---- try the cache -----------------------------------------------------------------
   if (fs::exists(fs::join(dir, "meta.json"))) {
     try {
-      Cached c = read_cache(dir, key, spec.path);
+      Cached c = read_cache(dir, key, dataset.path);
       t->ids_map_ = std::move(c.ids_map);
-      t->mask_map_ = std::move(c.mask_map);
+      t->trained_map_ = std::move(c.trained_map);
       t->ids_ = reinterpret_cast<const std::int32_t*>(t->ids_map_->data());
-      t->mask_ = t->mask_map_->data();
+      t->trained_ = t->trained_map_->data();
       t->offsets_ = std::move(c.offsets);
       t->status_ = std::move(c.status);
       t->truncated_ = std::move(c.truncated);
@@ -332,24 +332,24 @@ std::shared_ptr<const TokenizedDataset> prepare_dataset(const config::DatasetSpe
   }
 
   // ---- build, write, and serve from memory what was just written (identical bytes) -------
-  ReadResult rr = read_dataset(spec, data.on_bad_record, /*keep_unanswered=*/false, data.max_record_bytes);
+  ReadResult rr = read_dataset(dataset, data.on_bad_record, /*keep_unanswered=*/false, data.max_record_bytes);
   std::vector<Built> built = build_samples(rr, tmpl, tok, data);
   Columns c = lay_out(rr, built, t->stats_);
   write_cache(dir, data.cache_dir,
               {{"key", key},
-               {"dataset", spec.name},
-               {"file", spec.path},
+               {"dataset", dataset.name},
+               {"file", dataset.path},
                {"records", rr.records.size()},
-               {"stats", stats_json(t->stats_, spec.path)},
+               {"stats", stats_json(t->stats_, dataset.path)},
                {"sha256", nlohmann::json::object()}},
               c);
   if (rebuilt) *rebuilt = true;
   auto keep_ids = std::make_shared<std::vector<std::int32_t>>(std::move(c.ids));
-  auto keep_mask = std::make_shared<std::vector<std::uint8_t>>(std::move(c.mask));
+  auto keep_trained = std::make_shared<std::vector<std::uint8_t>>(std::move(c.trained));
   t->ids_ = keep_ids->data();
-  t->mask_ = keep_mask->data();
+  t->trained_ = keep_trained->data();
   t->owned_ids_ = keep_ids;
-  t->owned_mask_ = keep_mask;
+  t->owned_trained_ = keep_trained;
   t->offsets_ = std::move(c.offsets);
   t->status_ = std::move(c.status);
   t->truncated_ = std::move(c.truncated);

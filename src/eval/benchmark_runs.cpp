@@ -188,10 +188,10 @@ ReferenceLikelihood reference_likelihood(const model::Llama& m, const data::Toke
   data::Record upto = r;
   upto.turns.resize(2 * turn + 2);
   const data::Encoded e = data::ChatTemplate::encode(tmpl.segments(upto), tok);
-  std::size_t first = e.mask.size();
-  while (first > 0 && !e.mask[first - 1]) --first;  // past any untrained tail
+  std::size_t first = e.trained.size();
+  while (first > 0 && !e.trained[first - 1]) --first;  // past any untrained tail
   std::size_t last = first;
-  while (first > 0 && e.mask[first - 1]) --first;
+  while (first > 0 && e.trained[first - 1]) --first;
   const std::int64_t positions = m.config().max_position_embeddings;
   if (last == 0 || static_cast<std::int64_t>(last) > positions) return {};  // unscorable: counts nothing
   const auto lp = model::score(m, std::vector<std::int64_t>(e.ids.begin(), e.ids.begin() + last), bf16);

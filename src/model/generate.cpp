@@ -114,13 +114,14 @@ at::Tensor prefill(const Llama& model, const LeftPadded& in, const GenerateOptio
   const auto dev = model.device();
   const std::int64_t B = in.ids.size(0), maxlen = in.ids.size(1);
   at::Tensor causal = at::ones({maxlen, maxlen}, at::TensorOptions().dtype(at::kBool).device(dev)).tril();
-  at::Tensor mask =
+  at::Tensor attention_mask =
       causal.view({1, 1, maxlen, maxlen}) & in.valid.slice(1, 0, maxlen).view({B, 1, 1, maxlen});
   // Pad queries attend to themselves so their (ignored) softmax stays finite.
-  mask =
-      mask | at::eye(maxlen, at::TensorOptions().dtype(at::kBool).device(dev)).view({1, 1, maxlen, maxlen});
+  attention_mask =
+      attention_mask |
+      at::eye(maxlen, at::TensorOptions().dtype(at::kBool).device(dev)).view({1, 1, maxlen, maxlen});
   AutocastGuard autocast(dev, at::kBFloat16, o.bf16);
-  at::Tensor h = model.forward_hidden(in.ids.to(dev), in.pos.to(dev), mask, cache);
+  at::Tensor h = model.forward_hidden(in.ids.to(dev), in.pos.to(dev), attention_mask, cache);
   return model.lm_head(h.select(1, maxlen - 1)).to(at::kFloat).cpu();
 }
 
@@ -163,8 +164,8 @@ at::Tensor decode_cached(const Llama& model, const at::Tensor& next, LeftPadded&
   at::Tensor p = at::zeros({B, 1}, at::TensorOptions().dtype(at::kLong));
   for (std::int64_t b = 0; b < B; ++b) p[b][0] = in.next_pos[static_cast<std::size_t>(b)]++;
   const std::int64_t len = cache.length + 1;
-  at::Tensor mask = in.valid.slice(1, 0, len).view({B, 1, 1, len});
-  at::Tensor h = model.forward_hidden(next.to(dev), p.to(dev), mask, &cache);
+  at::Tensor attention_mask = in.valid.slice(1, 0, len).view({B, 1, 1, len});
+  at::Tensor h = model.forward_hidden(next.to(dev), p.to(dev), attention_mask, &cache);
   return model.lm_head(h.select(1, 0)).to(at::kFloat).cpu();
 }
 

@@ -318,14 +318,15 @@ std::pair<at::Tensor, at::Tensor> Llama::rope(const at::Tensor& position_ids,
 }
 
 at::Tensor Llama::forward_hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                                 const at::Tensor& mask, KvCache* cache) const {
+                                 const at::Tensor& attention_mask, KvCache* cache) const {
   TORCH_CHECK(!gatherer_, "forward_hidden: the parameters are sharded (ZeRO-3); export the model to run it");
   at::Tensor x = at::embedding(params_[embed_index_].tensor, input_ids);
   auto [cos, sin] = rope(position_ids);
   const bool ckpt = checkpointing_ && !cache && at::GradMode::is_enabled();
   for (std::size_t l = 0; l < layers_.size(); ++l) {
     const LayerWeights w = own_layer_weights(l);
-    x = ckpt ? run_layer(l, x, cos, sin, mask, w) : layer_forward(l, x, cos, sin, mask, cache, w);
+    x = ckpt ? run_layer(l, x, cos, sin, attention_mask, w)
+             : layer_forward(l, x, cos, sin, attention_mask, cache, w);
   }
   if (cache) cache->length += input_ids.size(1);
   const at::Tensor& w = params_[norm_index_].tensor;

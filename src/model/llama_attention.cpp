@@ -37,8 +37,8 @@ struct Llama::VarlenPlan {
 
 namespace {
 
-std::shared_ptr<Llama::VarlenPlan> build_varlen_plan(const at::Tensor& segments_host, c10::Device device) {
-  at::Tensor seg = segments_host.to(at::kInt).contiguous();
+std::shared_ptr<Llama::VarlenPlan> build_varlen_plan(const at::Tensor& segment_ids_host, c10::Device device) {
+  at::Tensor seg = segment_ids_host.to(at::kInt).contiguous();
   const std::int64_t B = seg.size(0), T = seg.size(1);
   const auto* sp = seg.data_ptr<std::int32_t>();
   struct Span {
@@ -83,16 +83,16 @@ std::shared_ptr<Llama::VarlenPlan> build_varlen_plan(const at::Tensor& segments_
 
 }  // namespace
 
-void Llama::plan_packed(const at::Tensor& segments_host, const at::Tensor& segments) const {
-  plan_ = build_varlen_plan(segments_host, device_);
-  plan_segments_ = segments;
+void Llama::plan_packed(const at::Tensor& segment_ids_host, const at::Tensor& segment_ids) const {
+  plan_ = build_varlen_plan(segment_ids_host, device_);
+  plan_segment_ids_ = segment_ids;
 }
 
-std::shared_ptr<const Llama::VarlenPlan> Llama::varlen_plan(const at::Tensor& segments) const {
-  if (plan_ && plan_segments_.is_same(segments)) return plan_;
+std::shared_ptr<const Llama::VarlenPlan> Llama::varlen_plan(const at::Tensor& segment_ids) const {
+  if (plan_ && plan_segment_ids_.is_same(segment_ids)) return plan_;
   ++host_reads_;  // not planned ahead: read the segment ids back once for this micro-batch
-  plan_ = build_varlen_plan(segments.to(at::kCPU), device_);
-  plan_segments_ = segments;
+  plan_ = build_varlen_plan(segment_ids.to(at::kCPU), device_);
+  plan_segment_ids_ = segment_ids;
   return plan_;
 }
 
@@ -102,9 +102,9 @@ std::shared_ptr<const Llama::VarlenPlan> Llama::varlen_plan(const at::Tensor& se
 // scattered back; pad positions get zeros. The index tensors come from the plan, built once
 // per micro-batch, so no layer reads anything back to the host.
 at::Tensor Llama::varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                   const at::Tensor& segments) const {
+                                   const at::Tensor& segment_ids) const {
   const std::int64_t B = q.size(0), H = q.size(1), T = q.size(2), Dh = q.size(3);
-  const std::shared_ptr<const VarlenPlan> plan = varlen_plan(segments);
+  const std::shared_ptr<const VarlenPlan> plan = varlen_plan(segment_ids);
   at::Tensor qf = q.transpose(1, 2).reshape({B * T, H, Dh});
   at::Tensor kf = k.transpose(1, 2).reshape({B * T, H, Dh});
   at::Tensor vf = v.transpose(1, 2).reshape({B * T, H, Dh});
@@ -125,10 +125,11 @@ at::Tensor Llama::varlen_attention(const at::Tensor& q, const at::Tensor& k, con
 }
 
 at::Tensor Llama::attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                            const at::Tensor& mask, std::int64_t offset) const {
-  if (mask.defined() && mask.dim() == 2) return varlen_attention(q, k, v, mask);  // (B, T) segment ids
+                            const at::Tensor& attention_mask, std::int64_t offset) const {
+  if (attention_mask.defined() && attention_mask.dim() == 2)
+    return varlen_attention(q, k, v, attention_mask);  // (B, T) segment ids
   const std::int64_t Tq = q.size(2), Tk = k.size(2);
-  at::Tensor m = mask;
+  at::Tensor m = attention_mask;
   bool causal = !m.defined();
   if (causal && offset > 0 && Tq > 1) {
     // Decoding with a cache: query i sits at position offset + i.
@@ -160,7 +161,7 @@ at::Tensor Llama::attention(const at::Tensor& q, const at::Tensor& k, const at::
 }
 
 at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at::Tensor& cos,
-                                const at::Tensor& sin, const at::Tensor& mask, KvCache* cache,
+                                const at::Tensor& sin, const at::Tensor& attention_mask, KvCache* cache,
                                 const LayerWeights& w) const {
   const std::int64_t B = x.size(0), T = x.size(1);
   const std::int64_t H = cfg_.num_attention_heads, K = cfg_.num_key_value_heads, Dh = cfg_.head_dim;
@@ -217,7 +218,7 @@ at::Tensor Llama::layer_forward(std::size_t layer, const at::Tensor& x, const at
     k = cache->k[layer].narrow(2, 0, offset + T);
     v = cache->v[layer].narrow(2, 0, offset + T);
   }
-  at::Tensor att = attention(q, repeat_kv(k, H / K), repeat_kv(v, H / K), mask, offset);
+  at::Tensor att = attention(q, repeat_kv(k, H / K), repeat_kv(v, H / K), attention_mask, offset);
   att = att.transpose(1, 2).reshape({B, T, H * Dh});
   at::Tensor x2 = x + at::linear(att, w.o);
 

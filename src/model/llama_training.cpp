@@ -38,17 +38,17 @@ AutocastGuard resume_autocast(torch::autograd::AutogradContext* ctx, c10::Device
 struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::Tensor x,
                                                 at::Tensor cos, at::Tensor sin,
-                                                std::optional<at::Tensor> mask_opt, at::TensorList weights,
-                                                const Llama* model, std::int64_t layer,
-                                                std::int64_t present) {
-    at::Tensor mask = mask_opt ? *mask_opt : at::Tensor();
+                                                std::optional<at::Tensor> attention_mask_opt,
+                                                at::TensorList weights, const Llama* model,
+                                                std::int64_t layer, std::int64_t present) {
+    at::Tensor attention_mask = attention_mask_opt ? *attention_mask_opt : at::Tensor();
     std::vector<at::Tensor> w(weights.begin(), weights.end());
     save_state(ctx, model, layer, x);
     ctx->saved_data["present"] = present;
-    std::vector<at::Tensor> saved = {x, cos, sin, mask.defined() ? mask : at::Tensor()};
+    std::vector<at::Tensor> saved = {x, cos, sin, attention_mask.defined() ? attention_mask : at::Tensor()};
     saved.insert(saved.end(), w.begin(), w.end());
     ctx->save_for_backward(saved);
-    return {model->layer_forward(static_cast<std::size_t>(layer), x, cos, sin, mask, nullptr,
+    return {model->layer_forward(static_cast<std::size_t>(layer), x, cos, sin, attention_mask, nullptr,
                                  as_layer(w, present))};
   }
 
@@ -59,7 +59,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     for (std::size_t i = 4; i < saved.size(); ++i)
       w.push_back(saved[i].detach().requires_grad_(saved[i].requires_grad()));
     auto g = recompute(ctx, saved, w, grads[0]);
-    // One entry per forward argument: x, cos, sin, mask, each weight, model, layer, present.
+    // One entry per forward argument: x, cos, sin, attention_mask, each weight, model, layer, present.
     torch::autograd::variable_list result = {g[0], at::Tensor(), at::Tensor(), at::Tensor()};
     std::size_t gi = 1;
     for (const auto& t : w) result.push_back(t.requires_grad() ? g[gi++] : at::Tensor());
@@ -99,7 +99,7 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
 
   // The backward of a decoder layer by recomputation: reruns the layer that save_state()
   // recorded on a leaf copy of its input
-  // (saved: x, cos, sin, mask) with the weights `w`, under the forward's autocast state, and
+  // (saved: x, cos, sin, attention_mask) with the weights `w`, under the forward's autocast state, and
   // differentiates it against `grad`. Returns the gradient of x, then those of the weights
   // in `w` that require grad, in their order.
   static torch::autograd::variable_list recompute(torch::autograd::AutogradContext* ctx,
@@ -210,11 +210,13 @@ struct FusedLinearCrossEntropy : public torch::autograd::Function<FusedLinearCro
   }
 };
 
-at::Tensor Llama::head_loss(const at::Tensor& residual, const at::Tensor& labels, const at::Tensor& targets,
-                            const at::Tensor& norm_w, const at::Tensor& head_w) const {
+at::Tensor Llama::head_loss(const at::Tensor& residual, const at::Tensor& labels,
+                            const at::Tensor& trained_positions, const at::Tensor& norm_w,
+                            const at::Tensor& head_w) const {
   at::Tensor flat_labels = labels.reshape({-1});
   // (N) trained positions; their count is known on the host when they come with the batch.
-  at::Tensor idx = targets.defined() ? targets : (flat_labels != kIgnoreIndex).nonzero().squeeze(1);
+  at::Tensor idx =
+      trained_positions.defined() ? trained_positions : (flat_labels != kIgnoreIndex).nonzero().squeeze(1);
   at::Tensor x = residual.reshape({-1, residual.size(-1)});
   if (idx.numel() == 0) return (x.sum() * 0.0 + norm_w.sum() * 0.0 + head_w.sum() * 0.0).to(at::kFloat);
   // Under autocast the GEMMs run in bf16, as at::linear would; softmax statistics in fp32.
@@ -226,14 +228,15 @@ at::Tensor Llama::head_loss(const at::Tensor& residual, const at::Tensor& labels
 }
 
 at::Tensor Llama::loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                           const at::Tensor& mask, const at::Tensor& labels,
-                           const at::Tensor& targets) const {
-  if (gatherer_) return sharded_loss_sum(input_ids, position_ids, mask, labels, targets);
+                           const at::Tensor& attention_mask, const at::Tensor& labels,
+                           const at::Tensor& trained_positions) const {
+  if (gatherer_) return sharded_loss_sum(input_ids, position_ids, attention_mask, labels, trained_positions);
   // The final norm is per position, so norming only the trained rows is exact.
   at::Tensor x = at::embedding(params_[embed_index_].tensor, input_ids);
   auto [cos, sin] = rope(position_ids, input_ids.size(-1));  // positions < T in training rows
-  for (std::size_t l = 0; l < layers_.size(); ++l) x = run_layer(l, x, cos, sin, mask, own_layer_weights(l));
-  return head_loss(x, labels, targets, params_[norm_index_].tensor, params_[lm_head_index_].tensor);
+  for (std::size_t l = 0; l < layers_.size(); ++l)
+    x = run_layer(l, x, cos, sin, attention_mask, own_layer_weights(l));
+  return head_loss(x, labels, trained_positions, params_[norm_index_].tensor, params_[lm_head_index_].tensor);
 }
 
 // ZeRO-3: each unit gathered for its forward. The embedding's backward needs no weights
@@ -242,8 +245,8 @@ at::Tensor Llama::loss_sum(const at::Tensor& input_ids, const at::Tensor& positi
 // first in the backward, stays until ReleaseInBackward. The gatherer prefetches the next
 // units of either pass as each is asked for.
 at::Tensor Llama::sharded_loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                                   const at::Tensor& mask, const at::Tensor& labels,
-                                   const at::Tensor& targets) const {
+                                   const at::Tensor& attention_mask, const at::Tensor& labels,
+                                   const at::Tensor& trained_positions) const {
   const bool grad = at::GradMode::is_enabled();
   const std::size_t head = num_units() - 1;
   at::Tensor x = at::embedding(unit_views(0, gatherer_->gather(0))[0], input_ids);
@@ -253,7 +256,7 @@ at::Tensor Llama::sharded_loss_sum(const at::Tensor& input_ids, const at::Tensor
     const auto unit = static_cast<std::int64_t>(l + 1);
     const LayerWeights w = layer_views(l, gatherer_->gather(l + 1));
     if (grad) x = ReleaseInBackward::apply(x, this, unit, -1);
-    x = run_layer(l, x, cos, sin, mask, w);
+    x = run_layer(l, x, cos, sin, attention_mask, w);
     if (grad) x = GatherInBackward::apply(x, this, unit);
     gatherer_->release(l + 1);
   }
@@ -261,7 +264,7 @@ at::Tensor Llama::sharded_loss_sum(const at::Tensor& input_ids, const at::Tensor
   const at::Tensor lm = cfg_.tie_word_embeddings ? unit_views(0, gatherer_->gather(0))[0] : hw[1];
   if (grad)
     x = ReleaseInBackward::apply(x, this, static_cast<std::int64_t>(head), cfg_.tie_word_embeddings ? 0 : -1);
-  at::Tensor loss = head_loss(x, labels, targets, hw[0], lm);
+  at::Tensor loss = head_loss(x, labels, trained_positions, hw[0], lm);
   if (!grad) {
     gatherer_->release(head);
     if (cfg_.tie_word_embeddings) gatherer_->release(0);
@@ -270,12 +273,13 @@ at::Tensor Llama::sharded_loss_sum(const at::Tensor& input_ids, const at::Tensor
 }
 
 at::Tensor Llama::run_layer(std::size_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                            const at::Tensor& mask, const LayerWeights& w) const {
-  if (!(checkpointing_ && at::GradMode::is_enabled())) return layer_forward(l, x, cos, sin, mask, nullptr, w);
+                            const at::Tensor& attention_mask, const LayerWeights& w) const {
+  if (!(checkpointing_ && at::GradMode::is_enabled()))
+    return layer_forward(l, x, cos, sin, attention_mask, nullptr, w);
   const auto [ws, present] = CheckpointedLayer::compact(w);
-  const std::optional<at::Tensor> maybe_mask =
-      mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt;
-  return CheckpointedLayer::apply(x, cos, sin, maybe_mask, at::TensorList(ws), this,
+  const std::optional<at::Tensor> maybe_attention_mask =
+      attention_mask.defined() ? std::optional<at::Tensor>(attention_mask) : std::nullopt;
+  return CheckpointedLayer::apply(x, cos, sin, maybe_attention_mask, at::TensorList(ws), this,
                                   static_cast<std::int64_t>(l), present)[0];
 }
 

@@ -35,7 +35,7 @@ bool data_present(const config::RunConfig& cfg) {
 // rows x width, its trained tokens, and the most attention scores per head, as the model
 // groups packed samples (model/varlen.h).
 struct LargestMicroBatch {
-  std::int64_t rows = 0, width = 0, targets = 0;
+  std::int64_t rows = 0, width = 0, trained_tokens = 0;
   double score_elements = 0;
 };
 
@@ -51,7 +51,7 @@ LargestMicroBatch largest_micro_batch(const data::RunData& rd, const config::Run
           if (!mb) continue;
           const auto rows = static_cast<std::int64_t>(mb->rows.size());
           if (rows * mb->width > most.rows * most.width)
-            most = {rows, mb->width, mb->targets, most.score_elements};
+            most = {rows, mb->width, mb->trained_tokens, most.score_elements};
           if (cfg.data.batching != config::Batching::kPack) continue;
           std::vector<std::int64_t> lengths;
           for (const auto& row : mb->rows)
@@ -105,7 +105,7 @@ MemoryPlanInput memory_plan_input(const config::RunConfig& cfg, const RunModel& 
     if (mb.rows > 0) {
       in.rows = mb.rows;
       in.seq_len = mb.width;
-      in.trained_fraction = static_cast<double>(mb.targets) / static_cast<double>(mb.rows * mb.width);
+      in.trained_fraction = static_cast<double>(mb.trained_tokens) / static_cast<double>(mb.rows * mb.width);
       in.score_elements = mb.score_elements;
     }
   }
@@ -143,7 +143,7 @@ void add_stage_plan(const config::RunConfig& cfg, const RunModel& rm, int world,
                         {"samples", st.samples_per_epoch()},
                         {"epochs", st.epochs()},
                         {"tokens", st.tokens()},
-                        {"target_tokens", st.targets()},
+                        {"target_tokens", st.trained_tokens()},
                         {"steps", st.steps()},
                         {"packing_efficiency", st.packing_efficiency()}});
       total_steps += st.steps();

@@ -61,7 +61,7 @@ void RunLog::start(std::int64_t global_step, std::int64_t total_steps) {
 void RunLog::begin_stage(int) {
   first_loss_ = last_loss_ = NAN;
   window_loss_ = 0;
-  window_targets_ = window_tokens_ = window_steps_ = 0;
+  window_trained_tokens_ = window_tokens_ = window_steps_ = 0;
   window_comm_ms_ = window_comm_wait_ms_ = 0;
   window_start_ = Clock::now();
 }
@@ -69,8 +69,8 @@ void RunLog::begin_stage(int) {
 void RunLog::step(const StepFigures& f, bool write, std::int64_t peak_memory_bytes) {
   if (std::isnan(first_loss_)) first_loss_ = f.loss;
   last_loss_ = f.loss;
-  window_loss_ += f.loss * static_cast<double>(f.targets);
-  window_targets_ += f.targets;
+  window_loss_ += f.loss * static_cast<double>(f.trained_tokens);
+  window_trained_tokens_ += f.trained_tokens;
   window_tokens_ += f.tokens;
   window_comm_ms_ += f.comm_ms;
   window_comm_wait_ms_ += f.comm_wait_ms;
@@ -94,7 +94,7 @@ void RunLog::step(const StepFigures& f, bool write, std::int64_t peak_memory_byt
 
   const double secs = std::chrono::duration<double>(Clock::now() - window_start_).count();
   const double tps = secs > 0 ? static_cast<double>(window_tokens_) / secs : 0.0;
-  ps.loss = window_targets_ ? window_loss_ / static_cast<double>(window_targets_) : f.loss;
+  ps.loss = window_trained_tokens_ ? window_loss_ / static_cast<double>(window_trained_tokens_) : f.loss;
   progress_->log_line(ps, tps);
   if (writes_) {
     record({{"event", "step"},
@@ -119,7 +119,7 @@ void RunLog::step(const StepFigures& f, bool write, std::int64_t peak_memory_byt
     tb_->flush();
   }
   window_loss_ = 0;
-  window_targets_ = window_tokens_ = window_steps_ = 0;
+  window_trained_tokens_ = window_tokens_ = window_steps_ = 0;
   window_comm_ms_ = window_comm_wait_ms_ = 0;
   window_start_ = Clock::now();
 }

@@ -118,7 +118,7 @@ void Trainer::check_stages_train() {
                       std::to_string(cfg_.data.max_seq_len) +
                       " (data.truncation: " + config::name(cfg_.data.truncation) +
                       " drops longer ones); raise data.max_seq_len or use data.truncation: truncate");
-    if (st.targets() == 0)
+    if (st.trained_tokens() == 0)
       throw DataError(stage + ": nothing to train: its " + std::to_string(st.samples_per_epoch()) +
                       " samples hold no trained token (every response is masked or empty)");
     bool learns = false;
@@ -261,7 +261,7 @@ double Trainer::stage_lr(int stage, std::int64_t step) const {
 Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_t global_step) {
   const data::StageStream& stream = *data_.streams[static_cast<std::size_t>(stage)];
   StepStats st;
-  const std::int64_t step_targets = stream.step_targets(step);  // all ranks and micro-batches
+  const std::int64_t step_trained_tokens = stream.step_trained_tokens(step);  // all ranks and micro-batches
   const bool bf16 = cfg_.train.precision != config::Precision::kFp32;
   at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
 
@@ -269,8 +269,9 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
   meter_->begin();
   opt_->zero_grad();
   dp_->begin_step();
-  const std::int64_t accum = stream.accumulation(step);  // grad_accum, or as many as the step's samples need
-  for (std::int64_t m = 0; m < accum; ++m) {
+  // rows_accumulation (train.grad_accum, or from train.rows_per_step), or as many as the step's samples need
+  const std::int64_t accumulation = stream.accumulation(step);
+  for (std::int64_t m = 0; m < accumulation; ++m) {
     const data::MicroBatch* mb = stream.micro_batch(step, rank_, m);
     // A rank past the end of a short last step runs an empty micro-batch, so that every
     // rank issues the same collectives.
@@ -284,19 +285,19 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
       return gpu ? t.pin_memory().to(device_, /*non_blocking=*/true) : t;
     };
     at::Tensor ids = upload(b.input_ids), pos = upload(b.position_ids), labels = upload(b.labels);
-    at::Tensor trained =
+    at::Tensor trained_positions =
         upload(b.trained_positions);  // the loss's rows, known here: no host read in the step
-    at::Tensor mask = b.segment_ids.defined() ? upload(b.segment_ids) : at::Tensor();
-    if (mask.defined()) model_->plan_packed(b.segment_ids, mask);
-    dp_->begin_micro(m + 1 == accum);
+    at::Tensor segment_ids = b.segment_ids.defined() ? upload(b.segment_ids) : at::Tensor();
+    if (segment_ids.defined()) model_->plan_packed(b.segment_ids, segment_ids);
+    dp_->begin_micro(m + 1 == accumulation);
     at::Tensor loss;
     {
       model::AutocastGuard autocast(device_, c10::kBFloat16, bf16);
-      loss = model_->loss_sum(ids, pos, mask, labels, trained);
+      loss = model_->loss_sum(ids, pos, segment_ids, labels, trained_positions);
     }
     // Normalised by the trained tokens of the whole optimizer step, so any split of the
     // step into micro-batches (or ranks) yields the same gradient.
-    if (step_targets > 0) (loss / static_cast<double>(step_targets)).backward();
+    if (step_trained_tokens > 0) (loss / static_cast<double>(step_trained_tokens)).backward();
     loss_sum += loss.detach();
   }
   dp_->finish_gradients();
@@ -310,11 +311,12 @@ Trainer::StepStats Trainer::train_step(int stage, std::int64_t step, std::int64_
   if (std::find(opts_.inject_nonfinite.begin(), opts_.inject_nonfinite.end(), global_step) !=
       opts_.inject_nonfinite.end())
     total.fill_(NAN);
-  st.loss = step_targets > 0 ? total / static_cast<double>(step_targets) : at::zeros_like(total);
+  st.loss =
+      step_trained_tokens > 0 ? total / static_cast<double>(step_trained_tokens) : at::zeros_like(total);
   st.grad_norm = opt_->clip_grad_norm_on_device(cfg_.train.max_grad_norm, dist_.get());
   st.skipped = at::logical_not(at::isfinite(st.loss)).logical_or(at::logical_not(at::isfinite(st.grad_norm)));
   st.tokens = stream.step_tokens(step);
-  st.targets = step_targets;
+  st.trained_tokens = step_trained_tokens;
   opt_->step(stage_lr(stage, step), st.skipped);
   dp_->after_step();
   meter_->end("optimizer");
@@ -393,11 +395,15 @@ void Trainer::read_back(bool log_last) {
       continue;
     }
     consecutive_nonfinite_ = 0;
-    StepFigures f{p.stage,       p.step,
-                  p.global_step, stream(p.stage).epoch_at(p.step),
-                  loss,          stage_lr(p.stage, p.step),
-                  grad_norm,     p.st.tokens,
-                  p.st.targets};
+    StepFigures f{p.stage,
+                  p.step,
+                  p.global_step,
+                  stream(p.stage).epoch_at(p.step),
+                  loss,
+                  stage_lr(p.stage, p.step),
+                  grad_norm,
+                  p.st.tokens,
+                  p.st.trained_tokens};
     if (i < comm.size()) {
       f.comm_ms = comm[i].comm_ms;
       f.comm_wait_ms = comm[i].wait_ms;

@@ -74,14 +74,14 @@ void Trainer::log_plan() const {
     const auto& spec = cfg_.stages[s];
     std::string sources;
     for (const auto& src : data_.plan.stages[s].sources)
-      sources += (sources.empty() ? "" : ", ") + src.dataset() + (src.replay() ? " (replay) " : " ") +
+      sources += (sources.empty() ? "" : ", ") + src.dataset_name() + (src.replay() ? " (replay) " : " ") +
                  std::to_string(src.records) + (src.repeat() > 1 ? " x" + std::to_string(src.repeat()) : "");
     sft::log::info(
         "stage {}/{} {}: {} | {} samples x {} epochs, {} tokens ({} trained), {} steps, lr {:g} {}, "
         "{} efficiency {:.1f}%",
         s + 1, data_.streams.size(), spec.name, sources, st.samples_per_epoch(), st.epochs(), st.tokens(),
-        st.targets(), st.steps(), spec.lr, config::name(spec.schedule), config::name(cfg_.data.batching),
-        100.0 * st.packing_efficiency());
+        st.trained_tokens(), st.steps(), spec.lr, config::name(spec.schedule),
+        config::name(cfg_.data.batching), 100.0 * st.packing_efficiency());
   }
 }
 

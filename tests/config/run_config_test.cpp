@@ -53,8 +53,8 @@ std::vector<std::pair<std::string, std::vector<Src>>> plan_of(const RunConfig& c
   std::vector<std::pair<std::string, std::vector<Src>>> out;
   for (const auto& st : plan.stages) {
     std::vector<Src> v;
-    for (const auto& s : st.sources) v.push_back({s.dataset(), s.records, s.replay()});
-    out.push_back({st.spec->name, v});
+    for (const auto& s : st.sources) v.push_back({s.dataset_name(), s.records, s.replay()});
+    out.push_back({st.stage->name, v});
   }
   return out;
 }

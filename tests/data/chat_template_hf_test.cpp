@@ -154,8 +154,8 @@ TEST(ChatTemplateHf, Llama3MaskIsEachAnswerAndItsEotWithTheRealTokenizer) {
     EXPECT_EQ(e.ids[0], *tok->piece_id("<|begin_of_text|>"));
     std::vector<std::vector<std::int32_t>> spans;
     for (std::size_t i = 0; i < e.ids.size(); ++i) {
-      if (!e.mask[i]) continue;
-      if (i == 0 || !e.mask[i - 1]) spans.emplace_back();
+      if (!e.trained[i]) continue;
+      if (i == 0 || !e.trained[i - 1]) spans.emplace_back();
       spans.back().push_back(e.ids[i]);
     }
     ASSERT_EQ(spans.size(), 2u) << name;
@@ -169,7 +169,7 @@ TEST(ChatTemplateHf, Llama3MaskIsEachAnswerAndItsEotWithTheRealTokenizer) {
     // The prompt for turn 1 is the training sample's prefix, and all masked.
     Encoded p = ChatTemplate::encode(t.generation_segments(r, 1), *tok);
     EXPECT_TRUE(std::equal(p.ids.begin(), p.ids.end(), e.ids.begin()));
-    EXPECT_EQ(e.mask[p.ids.size()], 1);
+    EXPECT_EQ(e.trained[p.ids.size()], 1);
   }
 }
 
@@ -187,7 +187,7 @@ TEST(ChatTemplateHf, ConsecutiveTextIsEncodedAsOneTextAndASpanningTokenIsTrained
       std::equal(whole.begin(), whole.end(), e.ids.end() - static_cast<std::ptrdiff_t>(whole.size())));
   std::string trained;
   for (std::size_t i = 0; i < e.ids.size(); ++i)
-    if (e.mask[i]) trained += *tok->token_bytes(e.ids[i]);
+    if (e.trained[i]) trained += *tok->token_bytes(e.ids[i]);
   // Both tokens spanning a border are trained: "\n\n\n" before the answer and, <|im_end|> being
   // plain text to this tokenizer, the one holding its ">" and the masked "\n" after it.
   EXPECT_EQ(trained, "\n\n\nanswer<|im_end|>\n");

@@ -1,5 +1,5 @@
 // Chat templates: byte-exact renderings (FastChat conversation.py, Stanford Alpaca) and
-// loss masks that cover exactly the assistant's tokens and the end-of-turn token.
+// trained-token flags that cover exactly the assistant's tokens and the end-of-turn token.
 #include "sft/data/chat_template.h"
 
 #include <gtest/gtest.h>
@@ -167,12 +167,12 @@ TEST_P(TemplateMask, TrainedTokensAreExactlyTheAnswersAndEndOfTurn) {
   auto t = ChatTemplate::create(GetParam());
   Record r = chat({"What is 12+7?", "12+7 = 19.\n#### 19", "Thanks!", "You're welcome!"});
   Encoded e = ChatTemplate::encode(t.segments(r), *tok_);
-  ASSERT_EQ(e.ids.size(), e.mask.size());
+  ASSERT_EQ(e.ids.size(), e.trained.size());
   // Trained spans, decoded one by one, are each answer followed by its end-of-turn token.
   std::vector<std::vector<std::int32_t>> spans;
   for (std::size_t i = 0; i < e.ids.size(); ++i) {
-    if (!e.mask[i]) continue;
-    if (i == 0 || !e.mask[i - 1]) spans.emplace_back();
+    if (!e.trained[i]) continue;
+    if (i == 0 || !e.trained[i - 1]) spans.emplace_back();
     spans.back().push_back(e.ids[i]);
   }
   ASSERT_EQ(spans.size(), 2u);
@@ -193,7 +193,7 @@ TEST_P(TemplateMask, TrainedTokensAreExactlyTheAnswersAndEndOfTurn) {
   }
   // The first token (BOS) is never a target and the prompt of turn 1 is masked.
   EXPECT_EQ(e.ids[0], tok_->bos_id());
-  EXPECT_EQ(e.mask[0], 0);
+  EXPECT_EQ(e.trained[0], 0);
 }
 
 TEST_P(TemplateMask, GenerationPromptIsAPrefixOfTheTrainingSample) {
@@ -206,11 +206,11 @@ TEST_P(TemplateMask, GenerationPromptIsAPrefixOfTheTrainingSample) {
     ASSERT_LT(prompt.ids.size(), full.ids.size());
     EXPECT_TRUE(std::equal(prompt.ids.begin(), prompt.ids.end(), full.ids.begin()))
         << GetParam() << " turn " << turn;
-    // Same mask over the shared prefix, whose last token is a prompt token; the next
+    // Same trained flags over the shared prefix, whose last token is a prompt token; the next
     // token starts the answer to `turn`.
-    EXPECT_TRUE(std::equal(prompt.mask.begin(), prompt.mask.end(), full.mask.begin()));
-    EXPECT_EQ(prompt.mask.back(), 0);
-    EXPECT_EQ(full.mask[prompt.ids.size()], 1) << GetParam() << " turn " << turn;
+    EXPECT_TRUE(std::equal(prompt.trained.begin(), prompt.trained.end(), full.trained.begin()));
+    EXPECT_EQ(prompt.trained.back(), 0);
+    EXPECT_EQ(full.trained[prompt.ids.size()], 1) << GetParam() << " turn " << turn;
   }
 }
 
@@ -222,8 +222,8 @@ TEST_P(TemplateMask, PromptForAnUnansweredLastTurnIsAPrefixOfTheAnsweredSample) 
   Encoded full = ChatTemplate::encode(t.segments(answered), *tok_);
   ASSERT_LT(prompt.ids.size(), full.ids.size());
   EXPECT_TRUE(std::equal(prompt.ids.begin(), prompt.ids.end(), full.ids.begin())) << GetParam();
-  EXPECT_TRUE(std::equal(prompt.mask.begin(), prompt.mask.end(), full.mask.begin())) << GetParam();
-  EXPECT_EQ(full.mask[prompt.ids.size()], 1) << GetParam();  // the next token starts the last answer
+  EXPECT_TRUE(std::equal(prompt.trained.begin(), prompt.trained.end(), full.trained.begin())) << GetParam();
+  EXPECT_EQ(full.trained[prompt.ids.size()], 1) << GetParam();  // the next token starts the last answer
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTemplates, TemplateMask,
@@ -241,8 +241,8 @@ TEST(ChatTemplate, RawTextRecordsAreTrainedOnEveryToken) {
   r.is_text = true;
   r.text = "Sam has 3 apples.";
   Encoded e = ChatTemplate::encode(ChatTemplate::create("vicuna_v1.1").segments(r), *tok);
-  EXPECT_EQ(e.mask[0], 0);  // BOS
-  for (std::size_t i = 1; i < e.mask.size(); ++i) EXPECT_EQ(e.mask[i], 1);
+  EXPECT_EQ(e.trained[0], 0);  // BOS
+  for (std::size_t i = 1; i < e.trained.size(); ++i) EXPECT_EQ(e.trained[i], 1);
   EXPECT_EQ(e.ids.back(), tok->eos_id());
 }
 

@@ -1,4 +1,4 @@
-// Data selection and streams: nested fractions and replay, rank sharding, packing masks,
+// Data selection and streams: nested fractions and replay, rank sharding, packing attention masks,
 // determinism and O(1) resume.
 #include "sft/data/stage_stream.h"
 
@@ -30,7 +30,7 @@ config::RunConfig tiny_config(const std::string& cache, std::vector<std::string>
 
 std::set<std::int64_t> selected(const DataPlan& plan, std::size_t stage, const std::string& ds, bool replay) {
   for (const auto& s : plan.stages[stage].sources)
-    if (s.dataset() == ds && s.replay() == replay) {
+    if (s.dataset_name() == ds && s.replay() == replay) {
       auto v = plan.records_of(s);
       return {v.begin(), v.end()};
     }
@@ -179,7 +179,7 @@ TEST_F(Streams, SamplesPerStepPutsTheSameSamplesInEveryStepWhateverTheBatching) 
         std::int64_t served = 0;
         for (std::int64_t s = 0; s < stream.steps(); ++s) {
           std::multiset<std::pair<int, std::int64_t>> step;
-          std::int64_t targets = 0, busiest = 0;
+          std::int64_t trained_tokens = 0, busiest = 0;
           for (int r = 0; r < world; ++r) {
             std::int64_t mine = 0;
             for (std::int64_t m = 0; m < stream.accumulation(s); ++m)
@@ -193,7 +193,7 @@ TEST_F(Streams, SamplesPerStepPutsTheSameSamplesInEveryStepWhateverTheBatching) 
                   EXPECT_LE(row.tokens, mb->width);
                   for (const auto& x : row.samples) step.insert({x.dataset, x.record});
                 }
-                targets += mb->targets;
+                trained_tokens += mb->trained_tokens;
               }
             busiest = std::max(busiest, mine);
           }
@@ -203,7 +203,7 @@ TEST_F(Streams, SamplesPerStepPutsTheSameSamplesInEveryStepWhateverTheBatching) 
           EXPECT_EQ(static_cast<std::int64_t>(step.size()), expected)
               << config::name(batching) << " step " << s;
           EXPECT_EQ(stream.step_samples(s), expected);
-          EXPECT_EQ(stream.step_targets(s), targets);
+          EXPECT_EQ(stream.step_trained_tokens(s), trained_tokens);
           steps_by_batching[config::name(batching)].push_back(step);
         }
         EXPECT_EQ(served, stream.micro_batches());
@@ -304,13 +304,13 @@ TEST_F(Streams, PackedSamplesNeverAttendToEachOther) {
     for (std::int64_t m = 0; m < cfg_->train.grad_accum; ++m) {
       const MicroBatch* mb = stream.micro_batch(s, 0, m);
       if (!mb) continue;
-      Batch b = make_batch(*mb, rd.datasets, 0, /*dense_mask=*/true);
-      ASSERT_TRUE(b.dense_mask.defined());
+      Batch b = make_batch(*mb, rd.datasets, 0, /*with_attention_mask=*/true);
+      ASSERT_TRUE(b.attention_mask.defined());
       ASSERT_TRUE(b.segment_ids.defined());
       const std::int64_t B = b.input_ids.size(0), T = b.input_ids.size(1);
       auto pos = b.position_ids.accessor<std::int64_t, 2>();
       auto lab = b.labels.accessor<std::int64_t, 2>();
-      auto mask = b.dense_mask.accessor<bool, 4>();
+      auto mask = b.attention_mask.accessor<bool, 4>();
       for (std::int64_t r = 0; r < B; ++r) {
         // Sample id of each position from the restarting positions.
         std::vector<int> seg(static_cast<std::size_t>(T), -1);
@@ -338,9 +338,9 @@ TEST_F(Streams, PackedSamplesNeverAttendToEachOther) {
         }
         ++checked_rows;
       }
-      std::int64_t targets = (b.labels != kIgnoreIndex).sum().item<std::int64_t>();
-      EXPECT_EQ(targets, mb->targets);
-      EXPECT_EQ(b.targets, mb->targets);
+      std::int64_t trained_tokens = (b.labels != kIgnoreIndex).sum().item<std::int64_t>();
+      EXPECT_EQ(trained_tokens, mb->trained_tokens);
+      EXPECT_EQ(b.trained_tokens, mb->trained_tokens);
     }
   }
   EXPECT_GT(checked_rows, 10);
@@ -353,8 +353,8 @@ TEST_F(Streams, StepTargetsSumTheMicroBatchesOfTheStep) {
     std::int64_t sum = 0;
     for (int r = 0; r < 2; ++r)
       for (std::int64_t m = 0; m < 2; ++m)
-        if (auto* mb = stream.micro_batch(s, r, m)) sum += mb->targets;
-    EXPECT_EQ(sum, stream.step_targets(s));
+        if (auto* mb = stream.micro_batch(s, r, m)) sum += mb->trained_tokens;
+    EXPECT_EQ(sum, stream.step_trained_tokens(s));
   }
 }
 

@@ -81,7 +81,8 @@ TEST(TinyData, PretrainingTrainsEveryToken) {
   const data::RunData rd = data::build_run_data(cfg, 1);
   const auto& ds = *rd.datasets[0];
   ASSERT_EQ(ds.size(), 12000);
-  for (std::int64_t r = 0; r < ds.size(); ++r) ASSERT_EQ(ds.targets(r), ds.length(r) - 1) << "record " << r;
+  for (std::int64_t r = 0; r < ds.size(); ++r)
+    ASSERT_EQ(ds.trained_tokens(r), ds.length(r) - 1) << "record " << r;
 }
 
 // A fine-tuning run starts from the model a pretraining run saved: with a learning rate too

@@ -39,7 +39,7 @@ TEST(DataCache, SecondPrepareReusesTheCacheWithIdenticalContents) {
   for (std::int64_t i = 0; i < a->size(); ++i) {
     ASSERT_EQ(a->length(i), b->length(i));
     EXPECT_TRUE(std::equal(a->ids(i), a->ids(i) + a->length(i), b->ids(i)));
-    EXPECT_TRUE(std::equal(a->mask(i), a->mask(i) + a->length(i), b->mask(i)));
+    EXPECT_TRUE(std::equal(a->trained(i), a->trained(i) + a->length(i), b->trained(i)));
     EXPECT_EQ(a->origin(i).line, b->origin(i).line);
     EXPECT_EQ(a->origin(i).id, b->origin(i).id);
   }
@@ -87,7 +87,7 @@ TEST(DataCache, TruncationAndZeroTargetSamplesAreCountedNotTrained) {
   EXPECT_EQ(t->stats().kept + t->stats().zero_target + t->stats().too_long, 300);
   for (std::int64_t i = 0; i < t->size(); ++i) {
     EXPECT_LE(t->length(i), 40);
-    if (t->status(i) == SampleStatus::kZeroTarget) EXPECT_EQ(t->targets(i), 0);
+    if (t->status(i) == SampleStatus::kZeroTarget) EXPECT_EQ(t->trained_tokens(i), 0);
   }
   f.data.truncation = config::Truncation::kDrop;
   auto d = prepare_dataset(f.spec, f.data, *f.tok, f.tmpl);

@@ -94,9 +94,9 @@ TEST(Llama, PackedSamplesGiveTheSameLogitsAsSeparateOnes) {
     at::Tensor out = m->forward(at::tensor(packed).view({1, T}), at::tensor(pos).view({1, T}), mask)[0];
     // The same through per-sample (varlen) attention, from segment ids.
     std::vector<std::int32_t> seg32(seg.begin(), seg.end());
-    at::Tensor segments = at::tensor(seg32).view({1, T});
+    at::Tensor segment_ids = at::tensor(seg32).view({1, T});
     at::Tensor varlen =
-        m->forward(at::tensor(packed).view({1, T}), at::tensor(pos).view({1, T}), segments)[0];
+        m->forward(at::tensor(packed).view({1, T}), at::tensor(pos).view({1, T}), segment_ids)[0];
     EXPECT_TRUE(at::allclose(out, varlen, 1e-5, 1e-5));
     std::int64_t off = 0;
     for (const auto* s : {&a, &b, &c}) {
@@ -190,11 +190,11 @@ TEST(Llama, APackedStepsHostReadsDoNotGrowWithTheNumberOfLayers) {
       if (t > 0 && seg[b * 24 + t] != seg[b * 24 + t - 1]) start = t;
       pos[b * 24 + t] = seg[b * 24 + t] < 0 ? 0 : t - start;
     }
-  const at::Tensor segments = at::tensor(seg).view({2, 24});
+  const at::Tensor segment_ids = at::tensor(seg).view({2, 24});
   const at::Tensor positions = at::tensor(pos).view({2, 24});
   const at::Tensor ids = (at::arange(48) * 7 % 250 + 1).view({2, 24});
   at::Tensor labels = ids.clone();
-  labels.masked_fill_(segments < 0, -100);
+  labels.masked_fill_(segment_ids < 0, -100);
   for (std::int64_t layers : {2, 4}) {
     nlohmann::json j = {{"hidden_size", 32},
                         {"intermediate_size", 64},
@@ -210,8 +210,8 @@ TEST(Llama, APackedStepsHostReadsDoNotGrowWithTheNumberOfLayers) {
       m.init_weights(1);
       m.set_activation_checkpointing(true);
       const std::int64_t before = m.host_reads();
-      if (planned) m.plan_packed(segments, segments);
-      at::Tensor loss = m.loss_sum(ids, positions, segments, labels);
+      if (planned) m.plan_packed(segment_ids, segment_ids);
+      at::Tensor loss = m.loss_sum(ids, positions, segment_ids, labels);
       loss.backward();
       EXPECT_EQ(m.host_reads() - before, planned ? 0 : 1) << layers << " layers, planned " << planned;
       losses.push_back(loss.item<double>());

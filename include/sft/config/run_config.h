@@ -41,7 +41,10 @@ struct DatasetSpec {
 
 struct StageSource {
   std::string dataset;
-  double fraction = 1.0;          // of the dataset's selected subset (after DatasetSpec::fraction)
+  // The source's share of the dataset's selection (the round(f*N) records DatasetSpec::fraction
+  // selects): YAML stages[i].sources.<dataset>.fraction, or stages[i].replay_fraction /
+  // strategy.k for a replay source. Named apart from DatasetSpec::fraction, which it multiplies.
+  double share = 1.0;
   bool replay = false;            // added by DMT / replay_fraction: replay of earlier-stage data
   std::size_t dataset_index = 0;  // of `dataset` in RunConfig::datasets (set once resolved)
 };
@@ -166,7 +169,7 @@ struct RunConfig {
   DataSpec data;
   std::vector<DatasetSpec> datasets;
   Strategy strategy = Strategy::kCustom;
-  double k = 0.0;  // DMT replay fraction
+  double k = 0.0;  // DMT: the replay share (strategy.k), each replay StageSource's share
   std::vector<StageSpec> stages;
   TrainSpec train;
   DistSpec dist;

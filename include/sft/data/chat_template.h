@@ -1,8 +1,8 @@
 // ChatTemplate: renders a Record as the text a model sees and encodes it to token ids with
-// an exact loss mask.
+// exact trained-token flags.
 //
 // A rendering is a list of Segments (text or a special token), each trained or not. Token
-// ids are built segment by segment, so the mask is exact by construction: the loss covers
+// ids are built segment by segment, so the flags are exact by construction: the loss covers
 // the assistant's tokens and the end-of-turn token, nothing else, and no response template
 // is searched for in the text. The prompt for generating turn t is, segment for segment,
 // the prefix of the training sample before turn t's answer, so training and inference see
@@ -31,12 +31,12 @@
 //
 // The llama-3 and qwen templates write their special tokens as text; each must be one added
 // token of the tokenizer (check_tokenizer()), and BOS/EOS segments are not used: the text
-// "<|begin_of_text|>" is the BOS, "<|eot_id|>"/"<|im_end|>" end a turn. Their masks train the
+// "<|begin_of_text|>" is the BOS, "<|eot_id|>"/"<|im_end|>" end a turn. Their renderings train the
 // answer and its end-of-turn token, never the header before it, nor qwen3's empty think
 // block (the prompt generation feeds); an answer's own "<think>...</think>" is trained.
 // With a tokenizer.json, consecutive text segments are encoded as one text (as tokenizers
 // encodes the rendered conversation), so ids equal tokenizer(render, add_special_tokens=
-// False)'s; a token spanning a masked and a trained segment is trained.
+// False)'s; a token spanning an untrained and a trained segment is trained.
 #pragma once
 
 #include <cstdint>
@@ -56,12 +56,14 @@ enum class SegmentKind { kText, kBos, kEos };
 struct Segment {
   SegmentKind kind;
   std::string text;  // for kBos/kEos the literal piece text ("<s>", "</s>")
-  bool trained;
+  bool trained;      // a training target: the loss covers its tokens
 };
 
 struct Encoded {
   std::vector<std::int32_t> ids;
-  std::vector<std::uint8_t> mask;  // 1 where the token is a training target
+  // 1 where the token is trained (a training target), 0 elsewhere: Segment::trained per
+  // token, kept under this name through TokenizedDataset::trained() to make_batch().
+  std::vector<std::uint8_t> trained;
 };
 
 class ChatTemplate {

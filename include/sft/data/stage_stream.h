@@ -49,14 +49,14 @@ struct SampleRef {
 struct Row {
   std::vector<SampleRef> samples;
   std::int64_t tokens = 0;
-  std::int64_t targets = 0;
+  std::int64_t trained_tokens = 0;  // TokenizedDataset::trained_tokens() summed: the loss's terms
 };
 
 struct MicroBatch {
   std::vector<Row> rows;
-  std::int64_t width = 0;    // padded sequence length T
-  std::int64_t tokens = 0;   // non-pad tokens
-  std::int64_t targets = 0;  // trained tokens
+  std::int64_t width = 0;   // padded sequence length T
+  std::int64_t tokens = 0;  // non-pad tokens
+  std::int64_t trained_tokens = 0;
   int epoch = 0;
 };
 
@@ -76,28 +76,32 @@ class StageStream {
  public:
   using Datasets = std::vector<std::shared_ptr<const TokenizedDataset>>;
 
+  // batch_size: rows per micro-batch (train.batch_size); rows_accumulation: micro-batches
+  // each rank runs per optimizer step when the batch is counted in rows (data::rows_accumulation());
+  // samples_per_step > 0 counts it in samples instead (train.samples_per_step), in
+  // micro-batches of at most micro_batch_token_budget() padded tokens.
   StageStream(const StageSelection& stage, int stage_index, const DataPlan& plan, const Datasets& datasets,
-              const config::DataSpec& data, std::int64_t batch_size, std::int64_t grad_accum, int world_size,
-              std::uint64_t seed, int epochs, std::int64_t samples_per_step = 0,
+              const config::DataSpec& data, std::int64_t batch_size, std::int64_t rows_accumulation,
+              int world_size, std::uint64_t seed, int epochs, std::int64_t samples_per_step = 0,
               std::int64_t tokens_per_micro_batch = 0, std::int64_t min_steps = 0);
 
   std::int64_t steps() const { return steps_; }
   // Passes over the stage's samples: `epochs`, or more where min_steps needed them.
   int epochs() const { return epochs_; }
-  // Micro-batches each rank runs in `step` (grad_accum, or A_s with samples_per_step).
+  // Micro-batches each rank runs in `step` (rows_accumulation, or A_s with samples_per_step).
   std::int64_t accumulation(std::int64_t step) const;
   std::int64_t step_samples(std::int64_t step) const;            // over all ranks and micro-batches
   std::int64_t micro_batches() const { return micro_batches_; }  // non-empty ones
   int world_size() const { return world_; }
   // nullptr when the stage's last step has fewer micro-batches than W*A.
   const MicroBatch* micro_batch(std::int64_t step, int rank, std::int64_t micro) const;
-  std::int64_t step_targets(std::int64_t step) const;  // over all ranks and micro-batches
+  std::int64_t step_trained_tokens(std::int64_t step) const;  // over all ranks and micro-batches
   std::int64_t step_tokens(std::int64_t step) const;
   int epoch_at(std::int64_t step) const;
   std::int64_t samples_per_epoch() const { return samples_per_epoch_; }
-  std::int64_t tokens() const { return tokens_; }         // non-pad tokens, all epochs
-  std::int64_t padded_tokens() const { return padded_; }  // rows x width, all epochs
-  std::int64_t targets() const { return targets_; }
+  std::int64_t tokens() const { return tokens_; }                  // non-pad tokens, all epochs
+  std::int64_t padded_tokens() const { return padded_; }           // rows x width, all epochs
+  std::int64_t trained_tokens() const { return trained_tokens_; }  // all epochs
   double packing_efficiency() const { return padded_ ? double(tokens_) / double(padded_) : 1.0; }
   // A hash of every micro-batch's contents: a checkpoint refuses to resume on a different stream.
   const std::string& fingerprint() const { return fingerprint_; }
@@ -105,15 +109,16 @@ class StageStream {
   std::vector<SampleRef> all_samples() const;
 
  private:
-  void cut_row_steps();  // row batching: W x grad_accum micro-batches a step
+  void cut_row_steps();  // row batching: W x rows_accumulation micro-batches a step
   void count_steps();    // the stage's and each step's totals
   std::vector<MicroBatch> micro_;
-  std::vector<std::int64_t> step_begin_, step_accum_;  // per step: its first micro-batch, A_s
-  std::vector<std::int64_t> step_targets_, step_tokens_, step_samples_;
+  std::vector<std::int64_t> step_begin_, step_accumulation_;  // per step: its first micro-batch, A_s
+  std::vector<std::int64_t> step_trained_tokens_, step_tokens_, step_samples_;
   std::int64_t micro_batches_ = 0;
-  std::int64_t steps_ = 0, per_step_ = 1, samples_per_epoch_ = 0, tokens_ = 0, padded_ = 0, targets_ = 0;
+  std::int64_t steps_ = 0, micro_batches_per_step_ = 1, samples_per_epoch_ = 0, tokens_ = 0, padded_ = 0,
+               trained_tokens_ = 0;
   int world_ = 1, epochs_ = 0;
-  std::int64_t accum_ = 1;
+  std::int64_t rows_accumulation_ = 1;
   std::string fingerprint_;
 };
 

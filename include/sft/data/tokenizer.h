@@ -10,7 +10,7 @@
 //
 // Thread-safe for concurrent encode/decode (both kinds are immutable after load). encode()
 // never adds BOS/EOS: chat templates place them explicitly, segment by segment, so that
-// loss masks are exact by construction; a tokenizer.json's added tokens (<|eot_id|>,
+// trained-token flags are exact by construction; a tokenizer.json's added tokens (<|eot_id|>,
 // <|im_end|>, ...) written in the text are split out as their ids.
 #pragma once
 

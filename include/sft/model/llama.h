@@ -11,9 +11,10 @@
 // parameter to a view of its own storage (set_parameter).
 //
 // Attention: at::scaled_dot_product_attention on LibTorch >= 2.0 (flash / memory-efficient
-// kernels on CUDA), an explicit matmul-softmax-matmul otherwise (or when asked). The mask
-// argument is either undefined (causal), a boolean (B, 1, Tq, Tk) mask (true = may attend),
-// or, for packed batches, (B, T) integer segment ids (-1 = pad): then each sample attends
+// kernels on CUDA), an explicit matmul-softmax-matmul otherwise (or when asked). The
+// attention_mask argument is either undefined (causal), a boolean (B, 1, Tq, Tk) mask (true =
+// may attend), or, for packed batches, the (B, T) integer segment_ids of data::Batch (-1 =
+// pad): then each sample attends
 // causally within itself, computed per sample (cost sum L^2, not T^2). Letters: B batch, T tokens, D hidden,
 // H heads, K kv heads, Dh head_dim, V vocab.
 #pragma once
@@ -114,29 +115,30 @@ class Llama {
   // exactly its shards of the unsharded init. REQUIRES: calls in non-decreasing index.
   ParamSource init_source(std::uint64_t seed) const;
 
-  // Hidden states after the final norm, (B, T, D). position_ids (B, T). mask: undefined
+  // Hidden states after the final norm, (B, T, D). position_ids (B, T). attention_mask: undefined
   // (causal), (B, T) int32 segment ids of packed rows (causal within each sample; -1 pads),
   // or (B, 1, T, Tk) bool. With a cache, new keys/values are appended at cache->length.
   at::Tensor forward_hidden(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                            const at::Tensor& mask = {}, KvCache* cache = nullptr) const;
+                            const at::Tensor& attention_mask = {}, KvCache* cache = nullptr) const;
   at::Tensor lm_head(const at::Tensor& hidden) const;  // (..., D) -> (..., V)
-  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& mask = {},
-                     KvCache* cache = nullptr) const {
-    return lm_head(forward_hidden(input_ids, position_ids, mask, cache));
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                     const at::Tensor& attention_mask = {}, KvCache* cache = nullptr) const {
+    return lm_head(forward_hidden(input_ids, position_ids, attention_mask, cache));
   }
 
   // The SFT training loss: summed cross-entropy over positions whose label is not
   // kIgnoreIndex (ignore_index.h).
   // Only trained positions go through lm_head, so the logits of masked prompt tokens are
-  // never computed. `targets`: those positions' flat indices into labels (int64, on the
+  // never computed. `trained_positions`: those positions' flat indices into labels (int64, on the
   // model's device), built on the host with the batch; undefined: found on the device
   // (nonzero, which makes the host wait for the GPU).
   // With a gatherer (ZeRO-3) each unit is gathered for its forward and released after it;
   // a layer is gathered again when its backward starts and released when it ends (the head
   // stays from its forward through its backward); activations are kept as without ZeRO
   // (activation checkpointing recomputes each layer from the weights gathered again).
-  at::Tensor loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids, const at::Tensor& mask,
-                      const at::Tensor& labels, const at::Tensor& targets = {}) const;
+  at::Tensor loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids,
+                      const at::Tensor& attention_mask, const at::Tensor& labels,
+                      const at::Tensor& trained_positions = {}) const;
   void set_gatherer(ParamGatherer* g) { gatherer_ = g; }
   ParamGatherer* gatherer() const { return gatherer_; }
   std::size_t num_units() const { return layers_.size() + 2; }
@@ -146,9 +148,9 @@ class Llama {
   // Packed batches without host stalls: builds the per-sample attention plan of a (B, T)
   // segment-id tensor from its host copy once per micro-batch and uploads its index
   // tensors once (non-blocking); every layer, and the recompute in backward, then uses it
-  // for `segments` (the device tensor passed to loss_sum). Without it, the plan is built
-  // from `segments` on its first use in a forward (one host read per micro-batch).
-  void plan_packed(const at::Tensor& segments_host, const at::Tensor& segments) const;
+  // for `segment_ids` (the device tensor passed to loss_sum). Without it, the plan is built
+  // from `segment_ids` on its first use in a forward (one host read per micro-batch).
+  void plan_packed(const at::Tensor& segment_ids_host, const at::Tensor& segment_ids) const;
   struct VarlenPlan;  // the index tensors of one packed micro-batch (llama_attention.cpp)
   // Device-to-host reads the model made (segment ids, positions): a test hook showing that
   // a training step's count does not grow with the number of layers.
@@ -176,11 +178,12 @@ class Llama {
   friend struct CheckpointedLayer;
   friend struct GatherInBackward;
   friend struct ReleaseInBackward;
-  at::Tensor head_loss(const at::Tensor& residual, const at::Tensor& labels, const at::Tensor& targets,
-                       const at::Tensor& norm_w, const at::Tensor& head_w) const;
+  at::Tensor head_loss(const at::Tensor& residual, const at::Tensor& labels,
+                       const at::Tensor& trained_positions, const at::Tensor& norm_w,
+                       const at::Tensor& head_w) const;
   at::Tensor sharded_loss_sum(const at::Tensor& input_ids, const at::Tensor& position_ids,
-                              const at::Tensor& mask, const at::Tensor& labels,
-                              const at::Tensor& targets) const;
+                              const at::Tensor& attention_mask, const at::Tensor& labels,
+                              const at::Tensor& trained_positions) const;
   // Layer l's weights: its own parameters (q|k|v and gate|up concatenated, which autograd
   // differentiates back to each), or views of a gathered unit (sharded: no copy).
   LayerWeights own_layer_weights(std::size_t l) const;
@@ -189,18 +192,18 @@ class Llama {
   std::vector<at::Tensor> unit_views(std::size_t unit, const at::Tensor& flat) const;
   // One decoder layer, through activation checkpointing when it is on and grads are enabled.
   at::Tensor run_layer(std::size_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                       const at::Tensor& mask, const LayerWeights& w) const;
+                       const at::Tensor& attention_mask, const LayerWeights& w) const;
   at::Tensor layer_forward(std::size_t layer, const at::Tensor& x, const at::Tensor& cos,
-                           const at::Tensor& sin, const at::Tensor& mask, KvCache* cache,
+                           const at::Tensor& sin, const at::Tensor& attention_mask, KvCache* cache,
                            const LayerWeights& w) const;
   // max_position < 0: read from position_ids (generation); training passes a bound (T).
   std::pair<at::Tensor, at::Tensor> rope(const at::Tensor& position_ids,
                                          std::int64_t max_position = -1) const;
-  std::shared_ptr<const VarlenPlan> varlen_plan(const at::Tensor& segments) const;
-  at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                       std::int64_t offset) const;
+  std::shared_ptr<const VarlenPlan> varlen_plan(const at::Tensor& segment_ids) const;
+  at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                       const at::Tensor& attention_mask, std::int64_t offset) const;
   at::Tensor varlen_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                              const at::Tensor& segments) const;
+                              const at::Tensor& segment_ids) const;
 
   LlamaConfig cfg_;
   c10::Device device_;
@@ -213,7 +216,7 @@ class Llama {
   mutable at::Tensor cos_table_, sin_table_;  // (P, Dh) fp32, grown on demand
   // The packed-attention plan of the current micro-batch, keyed by its segment tensor.
   mutable std::shared_ptr<const VarlenPlan> plan_;
-  mutable at::Tensor plan_segments_;  // held, so its identity cannot be reused by another tensor
+  mutable at::Tensor plan_segment_ids_;  // held, so its identity cannot be reused by another tensor
   mutable std::int64_t host_reads_ = 0;
   bool checkpointing_ = false;
   AttentionImpl attn_impl_ = AttentionImpl::kAuto;

@@ -29,7 +29,7 @@ struct StepFigures {
   std::int64_t global_step = 0;  // steps completed, this one included
   std::int64_t epoch = 0;        // of the stage's data
   double loss = 0, lr = 0, grad_norm = 0;
-  std::int64_t tokens = 0, targets = 0;  // over all ranks
+  std::int64_t tokens = 0, trained_tokens = 0;  // over all ranks
   // This rank's communication in the step (dist::Context::CommTimes): collectives in flight,
   // and the compute waiting for them.
   double comm_ms = 0, comm_wait_ms = 0;
@@ -70,8 +70,8 @@ class RunLog {
   Clock::time_point run_start_, window_start_;
   std::int64_t start_step_ = 0, total_steps_ = 0;
   double first_loss_ = 0, last_loss_ = 0;
-  double window_loss_ = 0;  // sum of loss x targets
-  std::int64_t window_targets_ = 0, window_tokens_ = 0, window_steps_ = 0;
+  double window_loss_ = 0;  // sum of loss x trained_tokens
+  std::int64_t window_trained_tokens_ = 0, window_tokens_ = 0, window_steps_ = 0;
   double window_comm_ms_ = 0, window_comm_wait_ms_ = 0;
 };
 

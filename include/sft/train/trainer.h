@@ -125,10 +125,10 @@ class Trainer {
   // A step's figures as train_step leaves them: on the device, so that no step waits for
   // the GPU. They are read back once per logged step (and before a checkpoint), all at once.
   struct StepStats {
-    at::Tensor loss;                       // fp64, mean per trained token
-    at::Tensor grad_norm;                  // fp64, before clipping
-    at::Tensor skipped;                    // bool: a non-finite loss or norm, so nothing was updated
-    std::int64_t tokens = 0, targets = 0;  // over all ranks, from the stream's plan
+    at::Tensor loss;                              // fp64, mean per trained token
+    at::Tensor grad_norm;                         // fp64, before clipping
+    at::Tensor skipped;                           // bool: a non-finite loss or norm, so nothing was updated
+    std::int64_t tokens = 0, trained_tokens = 0;  // over all ranks, from the stream's plan
   };
 
   struct Pending {  // a step whose figures are still on the device
