@@ -76,7 +76,9 @@ TEST(RunFolder, ALockedFolderIsRefusedAtOnceNamingTheHoldersPidAndHost) {
   // Refused before writing anything: the folder holds the lock file only.
   EXPECT_EQ(fs::list_dir(out), std::vector<std::string>{"sft.lock"});
   // --resume auto is refused the same way.
-  auto again = test::run_sft(tiny_args(out, d.file("cache"), {}), {}, 120);
+  std::vector<std::string> resume = tiny_args(out, d.file("cache"));
+  resume.insert(resume.end(), {"--resume", "auto"});
+  auto again = test::run_sft(resume, {}, 120);
   EXPECT_EQ(again.exit_code, 75);
   lock.reset();
   EXPECT_EQ(RunLock::holder(out), "");
