@@ -3,7 +3,7 @@
 // checked in full before anything is decided; ConfigError naming file and key otherwise.
 // The closed choices (test, run sets, side, combine) are enums, their names in
 // sft/config/choices.h; a metric is an open name (an eval summary field), kScoreMetric the
-// eval score itself. Internal to src/sweep (findings.cpp decides the rows).
+// eval score itself. Internal to src/sweep (findings_decide.cpp decides the rows).
 #pragma once
 
 #include <cstdint>

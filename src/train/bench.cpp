@@ -69,24 +69,18 @@ Preset resolve_preset(const BenchOptions& o, nlohmann::ordered_json& overrides) 
   if (it == kPresets.end())
     throw ConfigError("--preset: \"" + o.preset + "\" is not one of tiny, small, gqa, 1b");
   Preset p = it->second;
+  // The flags that override a preset's value, and the field each sets.
+  static const std::map<std::string, std::int64_t Preset::*> kFields = {
+      {"dim", &Preset::dim},           {"layers", &Preset::layers}, {"heads", &Preset::heads},
+      {"kv-heads", &Preset::kv_heads}, {"vocab", &Preset::vocab},   {"ffn", &Preset::ffn},
+      {"seq", &Preset::seq},           {"batch", &Preset::batch}};
   for (const auto& [k, v] : o.overrides) {
-    if (k == "dim")
-      p.dim = v;
-    else if (k == "layers")
-      p.layers = v;
-    else if (k == "heads")
-      p.heads = v;
-    else if (k == "kv-heads")
-      p.kv_heads = v;
-    else if (k == "vocab")
-      p.vocab = v;
-    else if (k == "ffn")
-      p.ffn = v;
-    else if (k == "seq")
-      p.seq = v;
-    else if (k == "batch")
-      p.batch = v;
-    overrides[k == "kv-heads" ? "kv_heads" : k] = v;
+    const auto field = kFields.find(k);
+    if (field == kFields.end()) throw ConfigError("--" + k + ": not a preset value sft bench overrides");
+    p.*(field->second) = v;
+    std::string key = k;  // the JSON's spelling: kv_heads
+    std::replace(key.begin(), key.end(), '-', '_');
+    overrides[key] = v;
   }
   if (p.dim % p.heads) throw ConfigError("--dim " + std::to_string(p.dim) + " is not divisible by --heads");
   if ((p.dim / p.heads) % 2) throw ConfigError("head_dim must be even for rotary embeddings");
