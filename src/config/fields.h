@@ -109,6 +109,8 @@ const Table<RunConfig>& top_fields();
 void read_datasets(Reader& r, RunConfig& c);
 void expand_strategy(Reader& r, RunConfig& c);
 void read_explicit_stages(Reader& r, RunConfig& c);
+// The names `strategy.name` takes: every Strategy but kCustom, which stages written out mean.
+std::vector<std::string> strategy_presets();
 
 template <class S>
 std::vector<std::string> keys(const Table<S>& t) {

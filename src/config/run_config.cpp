@@ -187,11 +187,10 @@ Field<RunConfig> datasets_row() {
       });
 }
 
-// The presets `strategy` may name, joined by `sep` (custom is what explicit stages make).
+// strategy_presets() joined by `sep`.
 std::string presets(const std::string& sep) {
   std::string s;
-  for (const auto& c : Choices<Strategy>::all)
-    if (c.value != Strategy::kCustom) s += (s.empty() ? "" : sep) + std::string(c.name);
+  for (const auto& p : strategy_presets()) s += (s.empty() ? "" : sep) + p;
   return s;
 }
 
@@ -369,9 +368,7 @@ bool resume_may_change(const std::string& key) {
 }
 
 const char* strategy_name(Strategy s) {
-  for (const auto& c : Choices<Strategy>::all)
-    if (c.value == s) return c.name.data();  // the names are string literals
-  return "custom";
+  return choice_name(s).data();  // the names are string literals
 }
 
 std::optional<double> parse_fraction(const std::string& text) {

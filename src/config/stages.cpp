@@ -146,10 +146,15 @@ void read_stage_overrides(Reader& r, RunConfig& c) {
 
 }  // namespace
 
-void expand_strategy(Reader& r, RunConfig& c) {
-  std::vector<std::string> presets;  // every Strategy but kCustom, which stages written out mean
+std::vector<std::string> strategy_presets() {
+  std::vector<std::string> presets;
   for (const auto& c : Choices<Strategy>::all)
     if (c.value != Strategy::kCustom) presets.emplace_back(c.name);
+  return presets;
+}
+
+void expand_strategy(Reader& r, RunConfig& c) {
+  const std::vector<std::string> presets = strategy_presets();
   const std::string name = r.str("strategy.name", "", presets);
   const std::optional<Strategy> preset = parse_choice<Strategy>(name);
   if (name.empty()) {

@@ -66,10 +66,12 @@ ordered_json dmt_by_k(const Pool& p) {
   ordered_json out = ordered_json::array();
   for (const auto& a : p.abilities) {
     std::vector<double> x, y;
+    const std::vector<double> multi_task = values(scores(p, RunSet::kMultiTask, a, 1, 0));
+    const std::vector<double> sequential = values(scores(p, RunSet::kSequential, a, 1, 0));
     for (double k : ks) {
       const BySeed d = scores(p, RunSet::kDmt, a, 1, k);
-      const stats::Diff mt = stats::welch95(values(d), values(scores(p, RunSet::kMultiTask, a, 1, 0)));
-      const stats::Diff seq = stats::welch95(values(d), values(scores(p, RunSet::kSequential, a, 1, 0)));
+      const stats::Diff mt = stats::welch95(values(d), multi_task);
+      const stats::Diff seq = stats::welch95(values(d), sequential);
       ordered_json j = {{"ability", a}, {"k", k}, {"mean", stats::mean(values(d))}, {"n", d.size()}};
       ordered_json vs_mt = interval_json(mt.effect, mt.lo, mt.hi),
                    vs_seq = interval_json(seq.effect, seq.lo, seq.hi);
@@ -188,7 +190,7 @@ ordered_json build_findings(const std::vector<SweepRun>& runs, const std::string
   const PlanVerdicts verdicts = decide_by_plans(p, options);
   const ordered_json compare = read_compared(options.compare_dir);
   ordered_json out = {{"plan", verdicts.plan},
-                      {"paper", "Dong et al., arXiv 2310.05492v4 (ACL 2024)"},
+                      {"paper", kPaper},
                       {"thresholds", {{"near_margin_points", 5.0}}},
                       {"finished_runs", p.runs.size()},
                       {"claims", claims_json(verdicts.claims)},

@@ -62,6 +62,8 @@ enum class Verdict { kReproduced, kNotReproduced, kUndecided, kNoRuns };
 const char* verdict_name(Verdict v);  // as findings.json and findings.md write it
 
 // A row's or a claim's "analysis", and findings.json's plan "status" (with kNoPlan).
+// The paper the findings cite, in findings.json and findings.md.
+inline constexpr const char* kPaper = "Dong et al., arXiv 2310.05492v4 (ACL 2024)";
 inline constexpr const char* kConfirmatory = "confirmatory";
 inline constexpr const char* kExploratory = "exploratory";
 inline constexpr const char* kNoPlan = "none";

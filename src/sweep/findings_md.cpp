@@ -121,8 +121,7 @@ std::string mixing_by_share_md(const ordered_json& by_share) {
 std::string findings_md(const std::string& header, std::size_t finished_runs,
                         const std::vector<DecidedClaim>& claims, const ordered_json& out,
                         const ordered_json& compare) {
-  return "# Findings\n\n" + header +
-         "\n\nPaper: Dong et al., arXiv 2310.05492v4 (ACL 2024); a figure marked " +
+  return "# Findings\n\n" + header + "\n\nPaper: " + std::string(kPaper) + "; a figure marked " +
          "\"not verified\" was not found in a stored copy of that version. " + std::to_string(finished_runs) +
          " finished runs. Effects in percentage points with 95% intervals; n is the runs on each side " +
          "(paired: the pairs). A claim's verdict is its confirmatory rows' together: reproduced if every " +

@@ -115,8 +115,9 @@ std::vector<std::string> scored_abilities(const std::vector<RunResult>& rows) {
 
 // A run's value on an axis, or `missing` when it has none.
 std::string axis_value(const RunResult& row, const std::string& axis, const std::string& missing) {
-  std::map<std::string, std::string> vals(row.run->values.begin(), row.run->values.end());
-  return vals.count(axis) ? vals[axis] : missing;
+  for (const auto& [key, value] : row.run->values)
+    if (key == axis) return value;
+  return missing;
 }
 
 // One part of the report: its JSON and its text (CSV or Markdown).

@@ -69,18 +69,20 @@ Preset resolve_preset(const BenchOptions& o, nlohmann::ordered_json& overrides) 
   if (it == kPresets.end())
     throw ConfigError("--preset: \"" + o.preset + "\" is not one of tiny, small, gqa, 1b");
   Preset p = it->second;
-  // The flags that override a preset's value, and the field each sets.
-  static const std::map<std::string, std::int64_t Preset::*> kFields = {
-      {"dim", &Preset::dim},           {"layers", &Preset::layers}, {"heads", &Preset::heads},
-      {"kv-heads", &Preset::kv_heads}, {"vocab", &Preset::vocab},   {"ffn", &Preset::ffn},
-      {"seq", &Preset::seq},           {"batch", &Preset::batch}};
+  // The flags that override a preset's value: the field each sets, and its name in the JSON.
+  struct Override {
+    std::int64_t Preset::*field;
+    const char* json;
+  };
+  static const std::map<std::string, Override> kOverrides = {
+      {"dim", {&Preset::dim, "dim"}},       {"layers", {&Preset::layers, "layers"}},
+      {"heads", {&Preset::heads, "heads"}}, {"kv-heads", {&Preset::kv_heads, "kv_heads"}},
+      {"vocab", {&Preset::vocab, "vocab"}}, {"ffn", {&Preset::ffn, "ffn"}},
+      {"seq", {&Preset::seq, "seq"}},       {"batch", {&Preset::batch, "batch"}}};
   for (const auto& [k, v] : o.overrides) {
-    const auto field = kFields.find(k);
-    if (field == kFields.end()) throw ConfigError("--" + k + ": not a preset value sft bench overrides");
-    p.*(field->second) = v;
-    std::string key = k;  // the JSON's spelling: kv_heads
-    std::replace(key.begin(), key.end(), '-', '_');
-    overrides[key] = v;
+    const Override& f = kOverrides.at(k);  // the CLI sets only these flags
+    p.*(f.field) = v;
+    overrides[f.json] = v;
   }
   if (p.dim % p.heads) throw ConfigError("--dim " + std::to_string(p.dim) + " is not divisible by --heads");
   if ((p.dim / p.heads) % 2) throw ConfigError("head_dim must be even for rotary embeddings");
@@ -132,7 +134,7 @@ nlohmann::json model_json(const Preset& p) {
 }
 
 // Fixed micro-batches of random tokens (each rank its own); the first `prompt` tokens of each
-// sequence are prompt. Each batch: ids, positions, labels, indices of the trained targets.
+// sequence are prompt. Each batch: ids, positions, labels, trained_positions.
 std::vector<std::array<at::Tensor, 4>> random_batches(const BenchOptions& o, const Preset& p,
                                                       std::int64_t prompt, int rank, c10::Device device) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed + static_cast<std::uint64_t>(rank));
@@ -160,7 +162,7 @@ struct StepParts {
   FlatAdamW& opt;
   DataParallel* dp;
   const std::vector<std::array<at::Tensor, 4>>& batches;
-  std::int64_t targets_per_step;
+  std::int64_t trained_tokens_per_step;
 };
 
 // What one step measured.
@@ -194,7 +196,7 @@ StepResult run_step(const StepParts& s, cuda::EventTimer* timer) {
       loss = s.model.loss_sum(b[0], b[1], at::Tensor(), b[2], b[3]);
     }
     auto mid = Clock::now();
-    (loss / static_cast<double>(s.targets_per_step)).backward();
+    (loss / static_cast<double>(s.trained_tokens_per_step)).backward();
     auto e = Clock::now();
     fwd += std::chrono::duration<double>(mid - a).count();
     bwd += std::chrono::duration<double>(e - mid).count();
@@ -214,7 +216,7 @@ StepResult run_step(const StepParts& s, cuda::EventTimer* timer) {
   const dist::Context::CommTimes comm = s.ctx.take_comm_times().at(0);
   // The reference reports the mean of per-micro-batch mean losses; ours equals it for equal-size
   // micro-batches.
-  const double loss = loss_total.item<double>() / static_cast<double>(s.targets_per_step);
+  const double loss = loss_total.item<double>() / static_cast<double>(s.trained_tokens_per_step);
   return {elapsed, fwd, bwd, optim, loss, comm};
 }
 
@@ -373,7 +375,7 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
 
   const std::int64_t prompt = static_cast<std::int64_t>(0.3 * static_cast<double>(p.seq));
   const auto batches = random_batches(o, p, prompt, ctx->rank(), device);
-  const std::int64_t targets_per_step = o.accum * p.batch * (p.seq - prompt) * ctx->world();
+  const std::int64_t trained_tokens_per_step = o.accum * p.batch * (p.seq - prompt) * ctx->world();
   ModelCounts n;
   n.n_params = model.num_parameters();
   n.n_nonemb = n.n_params - cfg.num_embedding_parameters();
@@ -384,8 +386,8 @@ nlohmann::ordered_json run_bench(const BenchOptions& o) {
       n.n_params, n.tokens_per_step,
       strategy ? fmt::format(" strategy={} ranks={} prefetch={}", o.strategy, ctx->world(), o.prefetch) : "");
 
-  const StepParts s{o,     device, gpu,      bf16,    strategy.has_value(), *ctx,
-                    model, opt,    dp.get(), batches, targets_per_step};
+  const StepParts s{o,     device, gpu,      bf16,    strategy.has_value(),   *ctx,
+                    model, opt,    dp.get(), batches, trained_tokens_per_step};
   // On a GPU the step is timed with CUDA events; the loss is read once, after the step.
   // Phase times stay host times (they include the few waits for the device inside the
   // step, e.g. the gradient-norm clip).
